@@ -1,0 +1,403 @@
+//! JWT claims (RFC 7519) and their validation policy.
+//!
+//! The registered claims are read strictly while parsing: `exp`, `nbf`, `iat`
+//! must be finite JSON numbers, `iss`/`sub`/`jti`/`client_id`/`scope` strings,
+//! `aud` a string or an array of strings. A claim of the wrong type is
+//! invalid, never "absent". Other claims stay in the payload and are read on
+//! demand with [`Claims::get`] or [`Claims::deserialize`].
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use crate::alg::Algorithm;
+use crate::error::{ClaimsError, TokenError};
+use crate::json::{short, Scalar, StrOrStrs};
+use crate::jws::DEFAULT_MAX_TOKEN_LEN;
+
+/// The validated claims of a token, plus its raw payload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claims {
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    /// `aud`, normalized to a list (a single string becomes one entry).
+    pub aud: Option<Vec<String>>,
+    pub exp: Option<f64>,
+    pub nbf: Option<f64>,
+    pub iat: Option<f64>,
+    pub jti: Option<String>,
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    payload: Vec<u8>,
+}
+
+impl Claims {
+    /// The payload JSON exactly as signed.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// All claims as a JSON object.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The whole payload as your own type.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+
+    /// One claim by name, if present.
+    pub fn get(&self, name: &str) -> Option<serde_json::Value> {
+        match self.to_value() {
+            serde_json::Value::Object(mut m) => m.remove(name),
+            _ => None,
+        }
+    }
+
+    /// `exp` as whole seconds.
+    pub fn expires_at(&self) -> Option<i64> {
+        self.exp.map(|e| e.floor() as i64)
+    }
+
+    /// Parses a payload: a JSON object with unique member names, registered
+    /// claims of the right types, and every name in `required` present.
+    pub fn parse(payload: Vec<u8>, required: &[String]) -> Result<Claims, crate::Error> {
+        let seed = ClaimsSeed { required };
+        let mut de = serde_json::Deserializer::from_slice(&payload);
+        let raw = seed
+            .deserialize(&mut de)
+            .map_err(|e| TokenError::Payload(short(&e)))?;
+        de.end().map_err(|e| TokenError::Payload(short(&e)))?;
+        if let Some(d) = raw.duplicate {
+            return Err(TokenError::DuplicateMember(d, "payload").into());
+        }
+        if let Some((name, why)) = raw.invalid {
+            return Err(ClaimsError::Invalid(name, why).into());
+        }
+        if let Some(i) = raw.missing.iter().position(|&m| m) {
+            return Err(ClaimsError::Missing(required[i].clone()).into());
+        }
+        let c = raw.claims;
+        Ok(Claims {
+            iss: c.iss,
+            sub: c.sub,
+            aud: c.aud,
+            exp: c.exp,
+            nbf: c.nbf,
+            iat: c.iat,
+            jti: c.jti,
+            client_id: c.client_id,
+            scope: c.scope,
+            payload,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Registered {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Vec<String>>,
+    exp: Option<f64>,
+    nbf: Option<f64>,
+    iat: Option<f64>,
+    jti: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+}
+
+struct RawClaims {
+    claims: Registered,
+    duplicate: Option<String>,
+    invalid: Option<(String, &'static str)>,
+    missing: Vec<bool>,
+}
+
+struct ClaimsSeed<'r> {
+    required: &'r [String],
+}
+
+impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_> {
+    type Value = RawClaims;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawClaims, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ClaimsSeed<'_> {
+    type Value = RawClaims;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawClaims, A::Error> {
+        let mut out = RawClaims {
+            claims: Registered::default(),
+            duplicate: None,
+            invalid: None,
+            missing: vec![true; self.required.len()],
+        };
+        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(12);
+        while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+            if seen.contains(&k) {
+                out.duplicate
+                    .get_or_insert_with(|| k.chars().take(32).collect());
+            }
+            if let Some(i) = self.required.iter().position(|r| *r == k) {
+                out.missing[i] = false;
+            }
+            let c = &mut out.claims;
+            match k.as_ref() {
+                "exp" | "nbf" | "iat" => {
+                    let slot = match k.as_ref() {
+                        "exp" => &mut c.exp,
+                        "nbf" => &mut c.nbf,
+                        _ => &mut c.iat,
+                    };
+                    match m.next_value::<Scalar<'de>>()? {
+                        Scalar::Num(v) if v.is_finite() => *slot = Some(v),
+                        _ => {
+                            out.invalid
+                                .get_or_insert_with(|| (k.to_string(), "must be a finite number"));
+                        }
+                    }
+                }
+                "iss" | "sub" | "jti" | "client_id" | "scope" => {
+                    let slot = match k.as_ref() {
+                        "iss" => &mut c.iss,
+                        "sub" => &mut c.sub,
+                        "jti" => &mut c.jti,
+                        "client_id" => &mut c.client_id,
+                        _ => &mut c.scope,
+                    };
+                    match m.next_value::<Scalar<'de>>()? {
+                        Scalar::Str(v) => *slot = Some(v.into_owned()),
+                        _ => {
+                            out.invalid
+                                .get_or_insert_with(|| (k.to_string(), "must be a string"));
+                        }
+                    }
+                }
+                "aud" => match m.next_value::<StrOrStrs>()? {
+                    StrOrStrs(Some(v)) => c.aud = Some(v),
+                    StrOrStrs(None) => {
+                        out.invalid.get_or_insert_with(|| {
+                            ("aud".into(), "must be a string or an array of strings")
+                        });
+                    }
+                },
+                _ => {
+                    m.next_value::<IgnoredAny>()?;
+                }
+            }
+            seen.push(k);
+        }
+        Ok(out)
+    }
+}
+
+/// What a token must satisfy beyond its signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validation {
+    /// Algorithms accepted at all (asymmetric only, by construction).
+    pub algorithms: Vec<Algorithm>,
+    /// `iss` must equal this, byte for byte.
+    pub issuer: Option<String>,
+    /// If not empty, `aud` must contain at least one of these.
+    pub audiences: Vec<String>,
+    /// Clock skew tolerated for `exp`, `nbf` and `iat`, in seconds.
+    pub leeway_secs: u64,
+    /// Required header `typ` (compared case-insensitively; an
+    /// `application/` prefix is allowed, RFC 7515 §4.1.9).
+    pub required_typ: Option<String>,
+    /// Claims that must be present.
+    pub required_claims: Vec<String>,
+    /// Longest accepted lifetime: `exp - iat` (or `exp - now` without `iat`).
+    pub max_lifetime_secs: Option<u64>,
+    /// Longest accepted compact token, in bytes.
+    pub max_token_len: usize,
+}
+
+impl Default for Validation {
+    fn default() -> Self {
+        Validation {
+            algorithms: Algorithm::ALL.to_vec(),
+            issuer: None,
+            audiences: Vec::new(),
+            leeway_secs: 60,
+            required_typ: None,
+            required_claims: vec!["exp".into()],
+            max_lifetime_secs: None,
+            max_token_len: DEFAULT_MAX_TOKEN_LEN,
+        }
+    }
+}
+
+impl Validation {
+    /// The policy for RFC 9068 access tokens of `issuer` for any of `audiences`:
+    /// `typ: at+jwt`, and `iss`, `sub`, `aud`, `exp`, `iat`, `jti` required.
+    pub fn access_token(issuer: &str, audiences: &[&str]) -> Self {
+        Validation {
+            issuer: Some(issuer.to_string()),
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            required_typ: Some("at+jwt".into()),
+            required_claims: ["iss", "sub", "aud", "exp", "iat", "jti"]
+                .map(String::from)
+                .to_vec(),
+            ..Validation::default()
+        }
+    }
+
+    /// Checks the header `typ` against the policy.
+    pub fn check_typ(&self, typ: Option<&str>) -> Result<(), ClaimsError> {
+        let Some(want) = &self.required_typ else {
+            return Ok(());
+        };
+        let ok = typ.is_some_and(|t| {
+            let t = if t.len() > 12 && t[..12].eq_ignore_ascii_case("application/") {
+                &t[12..]
+            } else {
+                t
+            };
+            t.eq_ignore_ascii_case(want)
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(ClaimsError::WrongType(
+                typ.map(|t| t.chars().take(32).collect()),
+                want.clone(),
+            ))
+        }
+    }
+
+    /// Checks time, issuer, audience and lifetime at `now` (unix seconds).
+    pub fn check_claims(&self, c: &Claims, now: i64) -> Result<(), ClaimsError> {
+        let now = now as f64;
+        let leeway = self.leeway_secs as f64;
+        if let Some(exp) = c.exp {
+            if now >= exp + leeway {
+                return Err(ClaimsError::Expired);
+            }
+        }
+        if let Some(nbf) = c.nbf {
+            if now + leeway < nbf {
+                return Err(ClaimsError::NotYetValid);
+            }
+        }
+        if let Some(iat) = c.iat {
+            if iat > now + leeway {
+                return Err(ClaimsError::IssuedInFuture);
+            }
+        }
+        if let Some(iss) = &self.issuer {
+            if c.iss.as_deref() != Some(iss.as_str()) {
+                return Err(ClaimsError::WrongIssuer);
+            }
+        }
+        if !self.audiences.is_empty() {
+            let aud = c.aud.as_deref().unwrap_or_default();
+            if !aud.iter().any(|a| self.audiences.iter().any(|w| w == a)) {
+                return Err(ClaimsError::WrongAudience);
+            }
+        }
+        if let Some(max) = self.max_lifetime_secs {
+            let max = max as f64;
+            match (c.exp, c.iat) {
+                (Some(exp), Some(iat)) if exp - iat > max => {
+                    return Err(ClaimsError::LifetimeTooLong)
+                }
+                (Some(exp), None) if exp - now > max + leeway => {
+                    return Err(ClaimsError::LifetimeTooLong)
+                }
+                (None, _) => return Err(ClaimsError::Missing("exp".into())),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    fn parse(json: &str) -> Result<Claims, Error> {
+        Claims::parse(json.as_bytes().to_vec(), &["exp".to_string()])
+    }
+
+    #[test]
+    fn types_are_strict() {
+        assert!(parse(r#"{"exp":10,"aud":["a","b"],"sub":"s"}"#).is_ok());
+        assert!(parse(r#"{"exp":10.5}"#).is_ok());
+        for bad in [
+            r#"{"exp":"10"}"#,
+            r#"{"exp":null}"#,
+            r#"{"exp":true}"#,
+            r#"{"exp":10,"nbf":[1]}"#,
+            r#"{"exp":10,"iat":{}}"#,
+            r#"{"exp":10,"iss":5}"#,
+            r#"{"exp":10,"sub":null}"#,
+            r#"{"exp":10,"aud":5}"#,
+            r#"{"exp":10,"aud":["a",5]}"#,
+        ] {
+            assert!(
+                matches!(parse(bad), Err(Error::Claims(ClaimsError::Invalid(..)))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            parse(r#"{"sub":"x"}"#),
+            Err(Error::Claims(ClaimsError::Missing(_)))
+        ));
+        assert!(matches!(
+            parse(r#"{"exp":1,"exp":2}"#),
+            Err(Error::Token(TokenError::DuplicateMember(..)))
+        ));
+        assert!(matches!(
+            parse(r#"[1]"#),
+            Err(Error::Token(TokenError::Payload(_)))
+        ));
+        assert!(matches!(
+            parse(r#"{"exp":1e999}"#),
+            Err(Error::Token(TokenError::Payload(_)))
+        ));
+    }
+
+    #[test]
+    fn time_issuer_audience_lifetime() {
+        let v = Validation {
+            issuer: Some("https://i".into()),
+            audiences: vec!["api".into()],
+            max_lifetime_secs: Some(3600),
+            ..Validation::default()
+        };
+        let c = parse(r#"{"iss":"https://i","aud":"api","exp":1000,"iat":900,"nbf":900}"#).unwrap();
+        assert_eq!(v.check_claims(&c, 950), Ok(()));
+        assert_eq!(v.check_claims(&c, 1059), Ok(()), "within leeway");
+        assert_eq!(v.check_claims(&c, 1060), Err(ClaimsError::Expired));
+        assert_eq!(v.check_claims(&c, 839), Err(ClaimsError::NotYetValid));
+        let c2 = parse(r#"{"iss":"https://i/","aud":"api","exp":1000}"#).unwrap();
+        assert_eq!(v.check_claims(&c2, 950), Err(ClaimsError::WrongIssuer));
+        let c3 = parse(r#"{"iss":"https://i","aud":["x","y"],"exp":1000}"#).unwrap();
+        assert_eq!(v.check_claims(&c3, 950), Err(ClaimsError::WrongAudience));
+        let c4 = parse(r#"{"iss":"https://i","aud":"api","exp":100000,"iat":900}"#).unwrap();
+        assert_eq!(v.check_claims(&c4, 950), Err(ClaimsError::LifetimeTooLong));
+        let c5 = parse(r#"{"iss":"https://i","aud":"api","exp":1000,"iat":2000}"#).unwrap();
+        assert_eq!(v.check_claims(&c5, 950), Err(ClaimsError::IssuedInFuture));
+    }
+
+    #[test]
+    fn typ_rules() {
+        let v = Validation {
+            required_typ: Some("at+jwt".into()),
+            ..Validation::default()
+        };
+        assert!(v.check_typ(Some("at+jwt")).is_ok());
+        assert!(v.check_typ(Some("application/AT+JWT")).is_ok());
+        assert!(v.check_typ(Some("JWT")).is_err());
+        assert!(v.check_typ(None).is_err());
+    }
+}

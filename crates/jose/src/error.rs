@@ -1,0 +1,133 @@
+//! Errors, one enum per concern, wrapped by the top-level [`Error`].
+//!
+//! Messages say what was wrong with the input without echoing secrets; any
+//! untrusted text included is truncated.
+
+use thiserror::Error;
+
+/// Any error from this crate.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Claims(#[from] ClaimsError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// Problems with key material, key encodings and algorithms.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyError {
+    #[error("unsupported algorithm {0:?} (supported: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA)")]
+    UnsupportedAlgorithm(String),
+    #[error("unsupported curve {0:?} (supported: P-256 P-384 P-521)")]
+    UnsupportedCurve(String),
+    #[error("RSA key of {0} bits refused: at least 2048 bits are required")]
+    RsaTooSmall(usize),
+    #[error("RSA key size {0} is not offered (choose 2048, 3072 or 4096)")]
+    RsaSizeNotOffered(u32),
+    #[error("RSA key of {0} bits refused: at most 8192 bits are supported")]
+    RsaTooLarge(usize),
+    #[error("weak RSA key refused: {0}")]
+    WeakRsa(&'static str),
+    #[error("a {key} key cannot be used with {alg}")]
+    AlgorithmMismatch { key: String, alg: &'static str },
+    #[error("malformed key: {0}")]
+    Malformed(String),
+    #[error("the key contains private members; only public keys are accepted here")]
+    PrivateMembers,
+    #[error("the key is not for signatures (use {0:?})")]
+    WrongUse(String),
+    #[error("key type {0:?} is not accepted (asymmetric RSA, EC and OKP/Ed25519 keys only)")]
+    UnsupportedKeyType(String),
+    #[error("the key set has more than one key with kid {0:?}")]
+    DuplicateKid(String),
+    #[error("the key has no kid")]
+    MissingKid,
+    #[error("no PEM block found, or a PEM block of an unexpected type {0:?}")]
+    Pem(String),
+    #[error("key generation failed")]
+    Generation,
+    #[error("signing failed")]
+    Signing,
+}
+
+/// Problems with the shape or signature of a compact JWS / JWT.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenError {
+    #[error("token is longer than the {0}-byte limit")]
+    TooLong(usize),
+    #[error("token must have exactly three dot-separated segments")]
+    Segments,
+    #[error("token {0} is not canonical unpadded base64url")]
+    Base64(&'static str),
+    #[error("token header is not a JSON object: {0}")]
+    Header(String),
+    #[error("token payload is not a JSON object: {0}")]
+    Payload(String),
+    #[error("duplicate member {0:?} in the token {1}")]
+    DuplicateMember(String, &'static str),
+    #[error("token algorithm {0:?} is never accepted")]
+    ForbiddenAlgorithm(String),
+    #[error("token algorithm {0} is not allowed by the policy")]
+    AlgorithmNotAllowed(&'static str),
+    #[error("token algorithm {token} does not match the key's algorithm {key}")]
+    AlgorithmKeyMismatch {
+        token: &'static str,
+        key: &'static str,
+    },
+    #[error("token header has an unknown critical extension {0:?}")]
+    UnknownCritical(String),
+    #[error("token header has a malformed crit member")]
+    MalformedCritical,
+    #[error("token header has no kid and the key set has more than one key")]
+    MissingKid,
+    #[error("no key with kid {0:?}")]
+    UnknownKid(String),
+    #[error("signature has the wrong length for {0}")]
+    SignatureLength(&'static str),
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+/// Claims that fail the validation policy.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaimsError {
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token was issued in the future (iat)")]
+    IssuedInFuture,
+    #[error("token issuer does not match")]
+    WrongIssuer,
+    #[error("token audience does not match")]
+    WrongAudience,
+    #[error("token type (typ) {0:?} is not the required {1:?}")]
+    WrongType(Option<String>, String),
+    #[error("required claim {0:?} is missing")]
+    Missing(String),
+    #[error("claim {0:?} is invalid: {1}")]
+    Invalid(String, &'static str),
+    #[error("token lifetime exceeds the policy maximum")]
+    LifetimeTooLong,
+}
+
+/// Problems sealing or opening private key material.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SealError {
+    #[error("invalid root key: {0}")]
+    BadRootKey(String),
+    #[error("sealed key data is malformed")]
+    Malformed,
+    #[error("sealed key does not open (wrong root key, or the data was altered)")]
+    OpenFailed,
+}

@@ -1,0 +1,184 @@
+//! JSON objects read strictly: a top-level JSON object whose member names are
+//! unique. serde_json alone keeps the last of duplicate names, which lets two
+//! parsers disagree about one token; here a duplicate is reported.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// A JSON object and the first duplicated member name, if any.
+pub(crate) struct UniqueObject {
+    pub map: Map<String, Value>,
+    pub duplicate: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for UniqueObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UniqueObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<UniqueObject, A::Error> {
+                let mut map = Map::new();
+                let mut duplicate = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    let v: Value = m.next_value()?;
+                    if map.contains_key(&k) {
+                        duplicate.get_or_insert(k);
+                    } else {
+                        map.insert(k, v);
+                    }
+                }
+                Ok(UniqueObject { map, duplicate })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Parses `bytes` as a JSON object with unique member names.
+pub(crate) fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ObjectError> {
+    let o: UniqueObject =
+        serde_json::from_slice(bytes).map_err(|e| ObjectError::Json(short(&e)))?;
+    match o.duplicate {
+        Some(d) => Err(ObjectError::Duplicate(d)),
+        None => Ok(o.map),
+    }
+}
+
+pub(crate) enum ObjectError {
+    Json(String),
+    Duplicate(String),
+}
+
+/// serde_json's message without the position, capped in length.
+pub(crate) fn short(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" at line ").next().unwrap_or(&s);
+    s.chars().take(80).collect()
+}
+
+/// One JSON value seen through the types claims and headers may have.
+pub(crate) enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Num(f64),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Owned(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Num(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Num(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Num(v))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Scalar<'de>, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Scalar<'de>, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A JSON string, or an array of strings; `None` inside means another type.
+pub(crate) struct StrOrStrs(pub Option<Vec<String>>);
+
+impl<'de> Deserialize<'de> for StrOrStrs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrOrStrs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrOrStrs, E> {
+                Ok(StrOrStrs(Some(vec![v.to_owned()])))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<StrOrStrs, A::Error> {
+                let mut out = Vec::new();
+                let mut ok = true;
+                while let Some(x) = s.next_element::<Scalar<'de>>()? {
+                    match x {
+                        Scalar::Str(v) => out.push(v.into_owned()),
+                        _ => ok = false,
+                    }
+                }
+                Ok(StrOrStrs(ok.then_some(out)))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<StrOrStrs, E> {
+                Ok(StrOrStrs(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<StrOrStrs, E> {
+                Ok(StrOrStrs(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<StrOrStrs, E> {
+                Ok(StrOrStrs(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<StrOrStrs, E> {
+                Ok(StrOrStrs(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<StrOrStrs, E> {
+                Ok(StrOrStrs(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<StrOrStrs, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(StrOrStrs(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_and_non_objects() {
+        assert!(parse_object(br#"{"a":1,"b":2}"#).is_ok());
+        assert!(
+            matches!(parse_object(br#"{"a":1,"a":2}"#), Err(ObjectError::Duplicate(d)) if d == "a")
+        );
+        assert!(matches!(
+            parse_object(br#"{"a":1,"\u0061":2}"#),
+            Err(ObjectError::Duplicate(_))
+        ));
+        assert!(matches!(parse_object(b"[1]"), Err(ObjectError::Json(_))));
+        assert!(matches!(parse_object(b"{} x"), Err(ObjectError::Json(_))));
+        assert!(matches!(parse_object(b"\"s\""), Err(ObjectError::Json(_))));
+    }
+}

@@ -1,0 +1,286 @@
+//! JWS compact serialization (RFC 7515 §7.1), read strictly (DESIGN.md rule 1):
+//! a bounded length, exactly three segments of canonical unpadded base64url, a
+//! header that is a JSON object with unique member names, an allowed `alg`
+//! equal to the key's one algorithm, no unknown `crit` entries. Header members
+//! `jwk`, `jku`, `x5u` and `x5c` are never used to find a key.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use crate::alg::Algorithm;
+use crate::b64;
+use crate::error::{KeyError, TokenError};
+use crate::json::{short, Scalar};
+use crate::key::PublicKey;
+
+/// The default bound on a compact token's length, in bytes.
+pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// The JOSE header members keyward reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+    pub cty: Option<String>,
+}
+
+/// A compact JWS split and its header read, signature not yet checked.
+pub(crate) struct Parts<'a> {
+    pub header: Header,
+    pub signing_input: &'a str,
+    pub payload_b64: &'a str,
+    pub signature_b64: &'a str,
+}
+
+/// Splits and reads a compact JWS: length, segments, header.
+pub(crate) fn split(token: &str, max_len: usize) -> Result<Parts<'_>, TokenError> {
+    if token.len() > max_len {
+        return Err(TokenError::TooLong(max_len));
+    }
+    let mut it = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(TokenError::Segments);
+    };
+    let signing_input = &token[..h.len() + 1 + p.len()];
+    let mut buf = Vec::with_capacity(h.len());
+    if !b64::decode_into(h, &mut buf) {
+        return Err(TokenError::Base64("header"));
+    }
+    let header = parse_header(&buf)?;
+    Ok(Parts {
+        header,
+        signing_input,
+        payload_b64: p,
+        signature_b64: s,
+    })
+}
+
+/// Reads a decoded header.
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, TokenError> {
+    let raw: RawHeader =
+        serde_json::from_slice(bytes).map_err(|e| TokenError::Header(short(&e)))?;
+    if let Some(d) = raw.duplicate {
+        return Err(TokenError::DuplicateMember(d, "header"));
+    }
+    if let Some(p) = raw.problem {
+        return Err(p);
+    }
+    let alg_name = raw
+        .alg
+        .ok_or_else(|| TokenError::Header("missing alg".into()))?;
+    let alg = Algorithm::from_name(&alg_name)
+        .map_err(|_| TokenError::ForbiddenAlgorithm(alg_name.chars().take(16).collect()))?;
+    Ok(Header {
+        alg,
+        kid: raw.kid,
+        typ: raw.typ,
+        cty: raw.cty,
+    })
+}
+
+struct RawHeader {
+    alg: Option<String>,
+    kid: Option<String>,
+    typ: Option<String>,
+    cty: Option<String>,
+    duplicate: Option<String>,
+    problem: Option<TokenError>,
+}
+
+impl<'de> Deserialize<'de> for RawHeader {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawHeader;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawHeader, A::Error> {
+                let mut h = RawHeader {
+                    alg: None,
+                    kid: None,
+                    typ: None,
+                    cty: None,
+                    duplicate: None,
+                    problem: None,
+                };
+                let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(4);
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    if seen.contains(&k) {
+                        h.duplicate
+                            .get_or_insert_with(|| k.chars().take(32).collect());
+                    }
+                    let slot = match k.as_ref() {
+                        "alg" => Some(&mut h.alg),
+                        "kid" => Some(&mut h.kid),
+                        "typ" => Some(&mut h.typ),
+                        "cty" => Some(&mut h.cty),
+                        _ => None,
+                    };
+                    match slot {
+                        Some(slot) => match m.next_value::<Scalar<'de>>()? {
+                            Scalar::Str(v) => *slot = Some(v.into_owned()),
+                            _ => {
+                                h.problem.get_or_insert_with(|| {
+                                    TokenError::Header(format!("{k} must be a string"))
+                                });
+                            }
+                        },
+                        None if k == "crit" => {
+                            let v: serde_json::Value = m.next_value()?;
+                            let p = match v.as_array() {
+                                Some(a) if !a.is_empty() && a.iter().all(|x| x.is_string()) => {
+                                    TokenError::UnknownCritical(
+                                        a[0].as_str()
+                                            .unwrap_or_default()
+                                            .chars()
+                                            .take(32)
+                                            .collect(),
+                                    )
+                                }
+                                _ => TokenError::MalformedCritical,
+                            };
+                            // No extension is understood, so any crit entry rejects the token.
+                            h.problem.get_or_insert(p);
+                        }
+                        None => {
+                            m.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                    seen.push(k);
+                }
+                Ok(h)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Checks the signature of split parts with `key`; the token's `alg` must be
+/// allowed and equal to the key's algorithm.
+pub(crate) fn check_signature(
+    parts: &Parts<'_>,
+    key: &PublicKey,
+    allowed: &[Algorithm],
+) -> Result<(), TokenError> {
+    if !allowed.contains(&parts.header.alg) {
+        return Err(TokenError::AlgorithmNotAllowed(parts.header.alg.name()));
+    }
+    if parts.header.alg != key.algorithm() {
+        return Err(TokenError::AlgorithmKeyMismatch {
+            token: parts.header.alg.name(),
+            key: key.algorithm().name(),
+        });
+    }
+    let mut sig = Vec::with_capacity(parts.signature_b64.len() * 3 / 4 + 1);
+    if !b64::decode_into(parts.signature_b64, &mut sig) {
+        return Err(TokenError::Base64("signature"));
+    }
+    key.verify(parts.signing_input.as_bytes(), &sig)
+}
+
+/// Verifies any compact JWS with one key and returns its header and payload
+/// bytes (which need not be JSON): `keyward jws verify`.
+pub fn verify_compact(
+    token: &str,
+    key: &PublicKey,
+    max_len: usize,
+) -> Result<(Header, Vec<u8>), TokenError> {
+    let parts = split(token, max_len)?;
+    check_signature(&parts, key, &Algorithm::ALL)?;
+    let payload = b64::decode(parts.payload_b64).ok_or(TokenError::Base64("payload"))?;
+    Ok((parts.header, payload))
+}
+
+/// Builds a header JSON for signing.
+pub(crate) fn header_json(alg: Algorithm, kid: Option<&str>, typ: Option<&str>) -> String {
+    let mut m = serde_json::Map::new();
+    m.insert("alg".into(), alg.name().into());
+    if let Some(kid) = kid {
+        m.insert("kid".into(), kid.into());
+    }
+    if let Some(typ) = typ {
+        m.insert("typ".into(), typ.into());
+    }
+    serde_json::Value::Object(m).to_string()
+}
+
+/// Signs `payload` as a compact JWS with `sign`, which receives the signing
+/// input. Used by [`crate::signer`].
+pub(crate) fn sign_compact(
+    header_json: &str,
+    payload: &[u8],
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, KeyError>,
+) -> Result<String, KeyError> {
+    let mut out = b64::encode(header_json.as_bytes());
+    out.push('.');
+    out.push_str(&b64::encode(payload));
+    let sig = sign(out.as_bytes())?;
+    out.push('.');
+    out.push_str(&b64::encode(&sig));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(json: &str) -> Result<Header, TokenError> {
+        parse_header(json.as_bytes())
+    }
+
+    #[test]
+    fn header_rules() {
+        assert_eq!(
+            h(r#"{"alg":"ES256","kid":"k"}"#).unwrap().kid.as_deref(),
+            Some("k")
+        );
+        assert!(matches!(
+            h(r#"{"alg":"none"}"#),
+            Err(TokenError::ForbiddenAlgorithm(_))
+        ));
+        assert!(matches!(
+            h(r#"{"alg":"HS256"}"#),
+            Err(TokenError::ForbiddenAlgorithm(_))
+        ));
+        assert!(matches!(
+            h(r#"{"alg":"ES256","alg":"RS256"}"#),
+            Err(TokenError::DuplicateMember(..))
+        ));
+        assert!(matches!(
+            h(r#"{"alg":"ES256","crit":["exp"],"exp":1}"#),
+            Err(TokenError::UnknownCritical(_))
+        ));
+        assert!(matches!(
+            h(r#"{"alg":"ES256","crit":[]}"#),
+            Err(TokenError::MalformedCritical)
+        ));
+        assert!(matches!(
+            h(r#"{"alg":"ES256","kid":7}"#),
+            Err(TokenError::Header(_))
+        ));
+        assert!(matches!(h(r#"{"kid":"k"}"#), Err(TokenError::Header(_))));
+        assert!(matches!(h(r#"["alg"]"#), Err(TokenError::Header(_))));
+        assert!(h(
+            r#"{"alg":"ES256","jku":"https://evil","jwk":{"kty":"EC"},"x5u":"u","x5c":["a"]}"#
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn split_rules() {
+        assert!(matches!(split("a.b", 100), Err(TokenError::Segments)));
+        assert!(matches!(split("a.b.c.d", 100), Err(TokenError::Segments)));
+        assert!(matches!(
+            split(&"a".repeat(101), 100),
+            Err(TokenError::TooLong(100))
+        ));
+        assert!(matches!(
+            split("eyJ=.b.c", 100),
+            Err(TokenError::Base64("header"))
+        ));
+    }
+}

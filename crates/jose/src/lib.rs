@@ -1,0 +1,50 @@
+//! keyward-jose: pure JOSE for keyward.
+//!
+//! Algorithms ([`Algorithm`]), keys ([`PrivateKey`], [`PublicKey`]), JWK and
+//! JWK Sets ([`Jwk`], [`JwkSet`]), JWS compact signing and verification, JWT
+//! claims with a validation policy ([`Validation`]), and envelope sealing of
+//! private keys ([`seal`]). No I/O, no async, no clock of its own: time is
+//! passed in. This is the only keyward crate that touches aws-lc-rs.
+//!
+//! Reading is strict everywhere (DESIGN.md rule 1): `none` and `HS*` cannot
+//! even be named, a key is bound to exactly one algorithm, RSA keys under 2048
+//! bits are refused, ECDSA signatures are raw `r || s`.
+//!
+//! ```
+//! use keyward_jose::{Algorithm, KeySet, LocalSigner, PrivateKey, TokenSigner, Validation, sign_jwt, verify_jwt};
+//! let signer = LocalSigner::new(PrivateKey::generate(Algorithm::ES256, None).unwrap(), None);
+//! let token = sign_jwt(&signer, Some("at+jwt"), &serde_json::json!({
+//!     "iss": "https://auth.example", "sub": "alice", "aud": "api", "exp": 2000, "iat": 1000, "jti": "1"
+//! })).unwrap();
+//! let mut keys = KeySet::new();
+//! let jwk = signer.public_jwk();
+//! keys.insert(jwk.kid, jwk.key).unwrap();
+//! let policy = Validation::access_token("https://auth.example", &["api"]);
+//! let ok = verify_jwt(&token, &keys, &policy, 1500).unwrap();
+//! assert_eq!(ok.claims.sub.as_deref(), Some("alice"));
+//! assert!(verify_jwt(&token, &keys, &policy, 2100).is_err());
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod alg;
+pub mod b64;
+pub mod claims;
+pub mod crypto;
+pub mod dangerous;
+pub mod error;
+mod json;
+pub mod jwk;
+pub mod jws;
+pub mod key;
+pub mod seal;
+pub mod signer;
+pub mod verifier;
+
+pub use alg::{Algorithm, Curve, KeyFamily, DEFAULT_RSA_BITS, MIN_RSA_BITS, RSA_SIZES};
+pub use claims::{Claims, Validation};
+pub use error::{ClaimsError, Error, KeyError, SealError, TokenError};
+pub use jwk::{Jwk, JwkSet, RejectedKey};
+pub use jws::{verify_compact, Header, DEFAULT_MAX_TOKEN_LEN};
+pub use key::{PrivateKey, PublicKey, PublicMaterial};
+pub use signer::{sign_jwt, sign_payload, LocalSigner, TokenSigner};
+pub use verifier::{verify_jwt, KeySet, VerifiedToken, Verifier};
