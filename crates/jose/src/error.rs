@@ -29,6 +29,8 @@ pub enum KeyError {
     UnsupportedCurve(String),
     #[error("RSA key of {0} bits refused: at least 2048 bits are required")]
     RsaTooSmall(usize),
+    #[error("RSA key refused: it is smaller than the required 2048 bits")]
+    RsaBelowMinimum,
     #[error("RSA key size {0} is not offered (choose 2048, 3072 or 4096)")]
     RsaSizeNotOffered(u32),
     #[error("RSA key of {0} bits refused: at most 8192 bits are supported")]

@@ -321,7 +321,10 @@ impl PublicKey {
 
     /// PEM `PUBLIC KEY` (SPKI).
     pub fn to_pem(&self) -> String {
-        pem::encode(&pem::Pem::new("PUBLIC KEY", self.to_spki_der()))
+        pem::encode_config(
+            &pem::Pem::new("PUBLIC KEY", self.to_spki_der()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        )
     }
 
     /// Verifies `signature` over `message`. ECDSA signatures must be raw
@@ -446,11 +449,21 @@ impl PrivateKey {
     pub fn from_der(alg: Algorithm, der: &[u8]) -> Result<Self, KeyError> {
         let bad = || KeyError::Malformed(format!("not a DER private key for {alg}"));
         let inner = match alg.family() {
-            KeyFamily::Rsa => Inner::Rsa(
-                RsaKeyPair::from_pkcs8(der)
-                    .or_else(|_| RsaKeyPair::from_der(der))
-                    .map_err(|_| bad())?,
-            ),
+            KeyFamily::Rsa => {
+                let too_small = |e: &aws_lc_rs::error::KeyRejected| e.description_() == "TooSmall";
+                let k = match RsaKeyPair::from_pkcs8(der) {
+                    Ok(k) => Ok(k),
+                    Err(e) if too_small(&e) => Err(e),
+                    Err(_) => RsaKeyPair::from_der(der),
+                };
+                Inner::Rsa(k.map_err(|e| {
+                    if too_small(&e) {
+                        KeyError::RsaBelowMinimum
+                    } else {
+                        bad()
+                    }
+                })?)
+            }
             KeyFamily::Ec(_) => Inner::Ec(
                 EcdsaKeyPair::from_private_key_der(alg.ecdsa_signing().expect("EC algorithm"), der)
                     .map_err(|_| bad())?,

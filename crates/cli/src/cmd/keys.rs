@@ -1,0 +1,221 @@
+//! `keyward keys`: the key lifecycle.
+
+use anyhow::{bail, Context as _, Result};
+use keyward_issuer::{fmt_time, keyring, rotation, AddedKey, KeyOptions, Origin, Schedule};
+use keyward_jose::{KeyFamily, PrivateKey};
+use keyward_store::Environment;
+use serde_json::{json, Value};
+
+use crate::args::{ExportFormat, KeyMeta, KeysCmd, ScheduleArgs};
+use crate::context::{generate_key, Context};
+use crate::output::{key_json, key_rows, print_json, table, KEY_HEADER};
+
+fn schedule(env: &Environment, s: &ScheduleArgs) -> Schedule {
+    if s.immediate {
+        Schedule::Immediate
+    } else {
+        Schedule::Lead(s.lead.unwrap_or(env.policy.lead_secs))
+    }
+}
+
+fn immediate_warning(env: &Environment) {
+    eprintln!(
+        "warning: --immediate: the new key signs now, before verifiers that cached the JWKS of {} have seen it; \
+         they reject its tokens until their cache refreshes (up to {} s here, longer for caches that ignore Cache-Control)",
+        env.name,
+        rotation::jwks_max_age(&env.policy)
+    );
+}
+
+fn report(ctx: &Context, added: &AddedKey, json: bool) {
+    let now = ctx.now();
+    if json {
+        let mut v = key_json(&added.key, now);
+        v["retiring"] = Value::Array(
+            added
+                .plan
+                .retiring
+                .iter()
+                .map(|k| key_json(k, now))
+                .collect(),
+        );
+        print_json(&v);
+        return;
+    }
+    let k = &added.key;
+    println!(
+        "{} key {} ({}, {} bits) in environment {}",
+        k.origin, k.kid, k.alg, k.size_bits, k.env
+    );
+    if k.activates_at <= now {
+        println!("  signs from now on");
+    } else {
+        println!("  published now; signs from {}", fmt_time(k.activates_at));
+    }
+    for r in &added.plan.retiring {
+        println!(
+            "  key {} retires at {} and is removed at {}",
+            r.kid,
+            r.retires_at.map(fmt_time).unwrap_or_default(),
+            r.removes_at.map(fmt_time).unwrap_or_default()
+        );
+    }
+    if added.policy_updated {
+        println!("  automatic rotation of {} now uses {}", k.env, k.alg);
+    }
+}
+
+async fn add(
+    ctx: &Context,
+    env_name: &str,
+    key: Result<PrivateKey>,
+    meta: KeyMeta,
+    origin: Origin,
+    s: &ScheduleArgs,
+    json: bool,
+) -> Result<()> {
+    let store = ctx.store().await?;
+    let env = store.environment(env_name).await?;
+    let root = ctx.root_key(&store).await?;
+    let key = key?;
+    let sched = schedule(&env, s);
+    let opts = KeyOptions {
+        kid: meta.kid,
+        owner: meta.owner,
+        description: meta.description,
+        origin,
+    };
+    let added = keyring::add_key(&store, &root, env_name, &key, &opts, sched, ctx.at()).await?;
+    if sched == Schedule::Immediate && !added.plan.retiring.is_empty() {
+        immediate_warning(&env);
+    }
+    if !json && !added.policy_updated && env.policy.alg != key.algorithm() {
+        eprintln!(
+            "note: automatic rotation of {} still uses {} (change it with `keyward env update {} --alg {}`)",
+            env.name,
+            env.policy.alg,
+            env.name,
+            key.algorithm()
+        );
+    }
+    report(ctx, &added, json);
+    Ok(())
+}
+
+pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
+    match cmd {
+        KeysCmd::Generate {
+            env,
+            key,
+            meta,
+            schedule,
+            json,
+        } => {
+            // Check the environment and root key before the slow generation.
+            let store = ctx.store().await?;
+            store.environment(&env).await?;
+            ctx.root_key(&store).await?;
+            if key.bits.is_some() && !matches!(key.alg.family(), KeyFamily::Rsa) {
+                bail!("--bits applies to RSA algorithms only");
+            }
+            let k = generate_key(key.alg, key.bits, json).await;
+            add(ctx, &env, k, meta, Origin::Generated, &schedule, json).await
+        }
+        KeysCmd::Import {
+            env,
+            alg,
+            pem,
+            meta,
+            schedule,
+            json,
+        } => {
+            let text = std::fs::read_to_string(&pem)
+                .with_context(|| format!("cannot read {}", pem.display()))?;
+            let k = PrivateKey::from_pem(alg, &text)
+                .with_context(|| format!("cannot import {}", pem.display()));
+            add(ctx, &env, k, meta, Origin::Imported, &schedule, json).await
+        }
+        KeysCmd::Rotate {
+            env,
+            schedule,
+            json,
+        } => {
+            let store = ctx.store().await?;
+            let e = store.environment(&env).await?;
+            ctx.root_key(&store).await?;
+            let k = generate_key(e.policy.alg, e.policy.rsa_bits, json).await;
+            let meta = KeyMeta {
+                kid: None,
+                owner: None,
+                description: Some("rotation".into()),
+            };
+            add(ctx, &env, k, meta, Origin::Generated, &schedule, json).await
+        }
+        KeysCmd::List { env, json } => {
+            let store = ctx.store().await?;
+            let keys = store.keys(&env).await?;
+            let now = ctx.now();
+            if json {
+                print_json(&Value::Array(
+                    keys.iter().map(|k| key_json(k, now)).collect(),
+                ));
+            } else {
+                table(&KEY_HEADER, &key_rows(&keys, now));
+            }
+            Ok(())
+        }
+        KeysCmd::Retire { kid, force, json } => {
+            let store = ctx.store().await?;
+            let rec = keyring::retire_key(&store, &kid, ctx.at(), force).await?;
+            if json {
+                print_json(&key_json(&rec, ctx.now()));
+            } else {
+                println!(
+                    "key {kid} retired: no longer signs; published until {}",
+                    rec.removes_at.map(fmt_time).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        KeysCmd::Revoke { kid, reason, json } => {
+            let store = ctx.store().await?;
+            let (rec, was_signing) =
+                keyring::revoke_key(&store, &kid, ctx.at(), reason.as_deref()).await?;
+            if json {
+                let mut v = key_json(&rec, ctx.now());
+                v["was_signing"] = json!(was_signing);
+                print_json(&v);
+            } else {
+                println!("key {kid} revoked: unpublished now; its tokens fail as soon as verifiers refresh the JWKS");
+            }
+            if was_signing {
+                eprintln!(
+                    "warning: {kid} was the signing key of {}: it has no active key now. Run `keyward keys rotate --env {} --immediate`",
+                    rec.env, rec.env
+                );
+            }
+            Ok(())
+        }
+        KeysCmd::Export { env, format } => {
+            let store = ctx.store().await?;
+            let keys = store.keys(&env).await?;
+            let now = ctx.now();
+            let set = keyring::jwks(&keys, now)?;
+            match format {
+                ExportFormat::Jwks => print_json(&set.to_value()),
+                ExportFormat::Pem => {
+                    for (jwk, rec) in set.keys.iter().zip(rotation::published(&keys, now)) {
+                        println!(
+                            "kid: {} alg: {} state: {}",
+                            rec.kid,
+                            rec.alg,
+                            rec.state(now)
+                        );
+                        print!("{}", jwk.key.to_pem());
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}

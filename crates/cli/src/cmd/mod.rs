@@ -1,0 +1,8 @@
+//! One module per command group.
+pub mod audit;
+pub mod env;
+pub mod init;
+pub mod jwk;
+pub mod keys;
+pub mod root_key;
+pub mod token;

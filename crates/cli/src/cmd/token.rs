@@ -1,0 +1,190 @@
+//! `keyward token` and `keyward jws`: operator tools for tokens.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use keyward_issuer::{keyring, rotation};
+use keyward_jose::crypto::random_bytes;
+use keyward_jose::{
+    b64, dangerous, sign_jwt, verify_compact, verify_jwt, Algorithm, Jwk, JwkSet, KeySet,
+    Validation,
+};
+use keyward_store::AuditEntry;
+use serde_json::{json, Value};
+
+use crate::args::{JwsCmd, TokenCmd};
+use crate::context::{token_arg, Context};
+use crate::output::print_json;
+
+/// Largest JWKS document read, from a file or a URL.
+const MAX_JWKS_BYTES: usize = 1 << 20;
+/// Claims `token sign` sets itself.
+const SET_BY_KEYWARD: [&str; 5] = ["iss", "iat", "nbf", "exp", "jti"];
+
+pub async fn run(ctx: &Context, cmd: TokenCmd) -> Result<()> {
+    match cmd {
+        TokenCmd::Sign {
+            env,
+            claims,
+            ttl,
+            typ,
+        } => sign(ctx, &env, &claims, ttl, &typ).await,
+        TokenCmd::Verify {
+            jwks,
+            iss,
+            aud,
+            typ,
+            leeway,
+            token,
+        } => {
+            let token = token_arg(&token)?;
+            let keys = load_keys(&jwks).await?;
+            let policy = Validation {
+                issuer: iss,
+                audiences: aud,
+                required_typ: typ,
+                leeway_secs: leeway as u64,
+                ..Validation::default()
+            };
+            let ok = verify_jwt(&token, &keys, &policy, ctx.now())
+                .map_err(|e| anyhow!("token rejected: {e}"))?;
+            print_json(&ok.claims.to_value());
+            Ok(())
+        }
+        TokenCmd::Decode { token } => {
+            let token = token_arg(&token)?;
+            let (header, payload) = dangerous::decode_unverified(&token)?;
+            eprintln!("UNVERIFIED: the signature was not checked; nothing here can be trusted");
+            print_json(&json!({"verified": false, "header": header, "payload": payload}));
+            Ok(())
+        }
+    }
+}
+
+pub fn run_jws(cmd: JwsCmd) -> Result<()> {
+    match cmd {
+        JwsCmd::Verify { key, token } => {
+            let token = token_arg(&token)?;
+            let text = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read {}", key.display()))?;
+            let jwk = Jwk::parse(text.trim().as_bytes(), Algorithm::RS256)
+                .with_context(|| format!("cannot load {}", key.display()))?;
+            let (_, payload) =
+                verify_compact(&token, &jwk.key, keyward_jose::DEFAULT_MAX_TOKEN_LEN)
+                    .map_err(|e| anyhow!("JWS rejected: {e}"))?;
+            use std::io::Write;
+            std::io::stdout().write_all(&payload)?;
+            Ok(())
+        }
+    }
+}
+
+async fn sign(
+    ctx: &Context,
+    env_name: &str,
+    claims: &str,
+    ttl: Option<i64>,
+    typ: &str,
+) -> Result<()> {
+    let mut claims = match serde_json::from_str::<Value>(claims).context("--claims is not JSON")? {
+        Value::Object(m) => m,
+        _ => bail!("--claims must be a JSON object"),
+    };
+    if let Some(k) = SET_BY_KEYWARD.iter().find(|k| claims.contains_key(**k)) {
+        bail!("claim {k:?} is set by keyward; leave it out of --claims");
+    }
+    let store = ctx.store().await?;
+    let env = store.environment(env_name).await?;
+    let ttl = ttl.unwrap_or(env.policy.token_ttl_secs.min(15 * 60));
+    if ttl <= 0 || ttl > env.policy.token_ttl_secs {
+        bail!(
+            "--ttl must be between 1s and the environment's token TTL ({} s)",
+            env.policy.token_ttl_secs
+        );
+    }
+    let root = ctx.root_key(&store).await?;
+    let now = ctx.now();
+    let keys = store.keys(env_name).await?;
+    let rec = rotation::signing_key(&keys, now).ok_or_else(|| {
+        anyhow!("environment {env_name} has no active key (run `keyward keys rotate --env {env_name} --immediate`)")
+    })?;
+    let signer = keyring::load_signer(&root, rec)?;
+    let jti = b64::encode(&random_bytes::<16>());
+    claims.insert("iss".into(), json!(env.issuer));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("nbf".into(), json!(now));
+    claims.insert("exp".into(), json!(now + ttl));
+    claims.insert("jti".into(), json!(jti));
+    let sub = claims.get("sub").cloned();
+    let token = sign_jwt(&signer, Some(typ), &Value::Object(claims))?;
+    let mut tx = store.begin().await?;
+    tx.append_audit(AuditEntry {
+        at: now,
+        actor: ctx.actor().to_string(),
+        action: "token.sign".into(),
+        env: Some(env_name.to_string()),
+        subject: Some(rec.kid.clone()),
+        detail: json!({"jti": jti, "sub": sub, "exp": now + ttl, "typ": typ}),
+    })
+    .await?;
+    tx.commit().await?;
+    println!("{token}");
+    Ok(())
+}
+
+/// Loads a JWK Set or a single JWK from a file or an http(s) URL. Keys that
+/// fail to load are dropped with a warning.
+async fn load_keys(source: &str) -> Result<KeySet> {
+    let body = if source.starts_with("http://") || source.starts_with("https://") {
+        fetch(source).await?
+    } else {
+        let b = std::fs::read(source).with_context(|| format!("cannot read {source}"))?;
+        if b.len() > MAX_JWKS_BYTES {
+            bail!("{source} is larger than {MAX_JWKS_BYTES} bytes");
+        }
+        b
+    };
+    let v: Value =
+        serde_json::from_slice(&body).with_context(|| format!("{source} is not JSON"))?;
+    let set = if v.get("keys").is_some() {
+        let (set, rejected) = JwkSet::parse_lenient(&body, Algorithm::RS256)?;
+        for r in rejected {
+            eprintln!(
+                "warning: ignoring key #{} (kid {:?}) of {source}: {}",
+                r.index, r.kid, r.error
+            );
+        }
+        set
+    } else {
+        JwkSet {
+            keys: vec![Jwk::parse(&body, Algorithm::RS256)?],
+        }
+    };
+    Ok(KeySet::from_jwks(&set)?)
+}
+
+async fn fetch(url: &str) -> Result<Vec<u8>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build an HTTP client")?;
+    let mut resp = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("cannot fetch {url}"))?
+        .error_for_status()
+        .with_context(|| format!("cannot fetch {url}"))?;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .with_context(|| format!("cannot read {url}"))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_JWKS_BYTES {
+            bail!("{url} returned more than {MAX_JWKS_BYTES} bytes");
+        }
+    }
+    Ok(body)
+}

@@ -1,0 +1,213 @@
+//! The resolved configuration of one command: where the store is, where the
+//! root key comes from, what time it is.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use keyward_issuer::Change;
+use keyward_jose::seal::RootKey;
+use keyward_jose::{Algorithm, KeyFamily, PrivateKey};
+use keyward_store::{RootKeySource, Store, StoreError, Timestamp};
+
+use crate::args::Cli;
+
+pub struct Context {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    now: Option<Timestamp>,
+    actor: String,
+}
+
+impl Context {
+    pub fn new(cli: &Cli) -> Result<Self> {
+        let now = cli.now.as_deref().map(parse_time).transpose()?;
+        Ok(Context {
+            data_dir: cli.data_dir.clone(),
+            database_url: cli.database_url.clone().filter(|u| !u.is_empty()),
+            now,
+            actor: format!(
+                "cli:{}",
+                std::env::var("USER")
+                    .or_else(|_| std::env::var("LOGNAME"))
+                    .unwrap_or_else(|_| "unknown".into())
+            ),
+        })
+    }
+
+    /// The time every state is computed at.
+    pub fn now(&self) -> Timestamp {
+        self.now.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        })
+    }
+
+    /// Who the audit chain names for this command.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// This command's change: now, by this actor.
+    pub fn at(&self) -> Change<'_> {
+        Change {
+            now: self.now(),
+            actor: &self.actor,
+        }
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("keyward.db")
+    }
+
+    pub fn root_key_source(&self) -> RootKeySource {
+        RootKeySource::resolve(&self.data_dir, |k| {
+            std::env::var(k).ok().filter(|v| !v.is_empty())
+        })
+    }
+
+    /// Opens the store, creating an empty one (for `init`).
+    pub async fn open_store_for_init(&self) -> Result<Store> {
+        match &self.database_url {
+            Some(url) => Store::open_url(url)
+                .await
+                .context("cannot open the database"),
+            None => {
+                std::fs::create_dir_all(&self.data_dir).with_context(|| {
+                    format!("cannot create data directory {}", self.data_dir.display())
+                })?;
+                Store::open_sqlite(&self.sqlite_path())
+                    .await
+                    .with_context(|| format!("cannot open {}", self.sqlite_path().display()))
+            }
+        }
+    }
+
+    /// Opens an initialized store; never creates one.
+    pub async fn store(&self) -> Result<Store> {
+        let store = match &self.database_url {
+            Some(url) => Store::open_url(url)
+                .await
+                .context("cannot open the database")?,
+            None => {
+                let path = self.sqlite_path();
+                if !path.exists() {
+                    bail!(
+                        "no keyward store at {} (run `keyward init --issuer URL` first, or pass --data-dir)",
+                        path.display()
+                    );
+                }
+                Store::open_sqlite(&path)
+                    .await
+                    .with_context(|| format!("cannot open {}", path.display()))?
+            }
+        };
+        if store.root_key_id().await?.is_none() {
+            bail!("the store is not initialized (run `keyward init --issuer URL` first)");
+        }
+        Ok(store)
+    }
+
+    /// Loads the root key and checks that it is the one this store's keys are
+    /// sealed under. A root-key rotation interrupted after the database
+    /// committed (the new key still staged beside the old file) is completed.
+    pub async fn root_key(&self, store: &Store) -> Result<RootKey> {
+        let source = self.root_key_source();
+        let key = source.load().map_err(|e| anyhow!("{e}"))?;
+        match store.check_root_key(&key).await {
+            Ok(()) => Ok(key),
+            Err(StoreError::WrongRootKey { expected, got }) => {
+                if let Some(staged) = source.path().map(staged_path) {
+                    if let Ok(text) = std::fs::read_to_string(&staged) {
+                        if let Ok(new) = RootKey::from_base64(&text) {
+                            if new.key_id() == expected {
+                                source.commit_replace().map_err(|e| anyhow!("{e}"))?;
+                                eprintln!(
+                                    "note: completed an interrupted root-key rotation: {} replaced {}",
+                                    staged.display(),
+                                    source.describe()
+                                );
+                                return Ok(new);
+                            }
+                        }
+                    }
+                }
+                bail!(
+                    "the root key from {} does not open this store (the store's keys are sealed under root key id {expected}; this key's id is {got})",
+                    source.describe()
+                )
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+pub fn staged_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".new");
+    PathBuf::from(s)
+}
+
+/// Unix seconds or RFC 3339.
+pub fn parse_time(s: &str) -> Result<Timestamp> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| anyhow!("invalid time {s:?}: {e}"))?;
+    Ok(t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0))
+}
+
+/// Generates a key; RSA takes seconds, so a terminal gets a spinner (never in
+/// JSON mode, never when stderr is not a terminal).
+pub async fn generate_key(alg: Algorithm, bits: Option<u32>, quiet: bool) -> Result<PrivateKey> {
+    let is_rsa = matches!(alg.family(), KeyFamily::Rsa);
+    let spinner = (is_rsa && !quiet && std::io::stderr().is_terminal()).then(|| {
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("template"),
+        );
+        pb.set_message(format!(
+            "generating {alg} key ({} bits)",
+            bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS)
+        ));
+        pb.enable_steady_tick(Duration::from_millis(100));
+        pb
+    });
+    let result = tokio::task::spawn_blocking(move || PrivateKey::generate(alg, bits)).await?;
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    Ok(result?)
+}
+
+/// Reads a file, or stdin for `None` / "-".
+pub fn read_input(file: Option<&Path>) -> Result<String> {
+    use std::io::Read;
+    match file {
+        Some(p) if p != Path::new("-") => {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+        }
+        _ => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read stdin")?;
+            Ok(s)
+        }
+    }
+}
+
+/// A token argument, or stdin for "-".
+pub fn token_arg(token: &str) -> Result<String> {
+    if token == "-" {
+        Ok(read_input(None)?.trim().to_string())
+    } else {
+        Ok(token.trim().to_string())
+    }
+}

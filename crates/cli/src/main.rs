@@ -1,0 +1,77 @@
+//! keyward: a token authority and a token gate, in one binary.
+#![forbid(unsafe_code)]
+
+mod args;
+mod cmd;
+mod context;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Cmd};
+use crate::context::Context;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    return ExitCode::SUCCESS;
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    return ExitCode::FAILURE;
+                }
+                _ => {}
+            }
+            // One line, exit 1, like every other error.
+            let text = e.render().to_string();
+            let head: Vec<&str> = text
+                .lines()
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{}", head.join(" "));
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Context::new(&cli)?;
+    match cli.cmd {
+        Cmd::Init(a) => cmd::init::run(&ctx, a).await,
+        Cmd::Env(c) => cmd::env::run(&ctx, c).await,
+        Cmd::Keys(c) => cmd::keys::run(&ctx, c).await,
+        Cmd::Jwk(c) => cmd::jwk::run(c),
+        Cmd::Token(c) => cmd::token::run(&ctx, c).await,
+        Cmd::Jws(c) => cmd::token::run_jws(c),
+        Cmd::RootKey(c) => cmd::root_key::run(&ctx, c).await,
+        Cmd::Audit(c) => cmd::audit::run(&ctx, c).await,
+    }
+}

@@ -1,0 +1,386 @@
+//! The key lifecycle through the CLI, with the clock passed in (`--now`).
+
+mod common;
+
+use common::Kw;
+use serde_json::Value;
+
+fn states(kw: &Kw, env: &str, now: i64) -> Vec<(String, String)> {
+    let v = kw
+        .run(&[
+            "keys",
+            "list",
+            "--env",
+            env,
+            "--json",
+            "--now",
+            &now.to_string(),
+        ])
+        .ok()
+        .json();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["kid"].as_str().unwrap().to_string(),
+                k["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn jwks_kids(kw: &Kw, env: &str, now: i64) -> Vec<String> {
+    let v = kw
+        .run(&["keys", "export", "--env", env, "--now", &now.to_string()])
+        .ok()
+        .json();
+    let mut kids: Vec<String> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect();
+    kids.sort();
+    kids
+}
+
+#[test]
+fn init_defaults_to_one_active_rs256_4096_key() {
+    let kw = Kw::new();
+    let out = kw.run(&["init", "--issuer", "http://127.0.0.1:8080", "--json"]);
+    out.ok();
+    let v = out.json();
+    assert_eq!(v["alg"], "RS256");
+    assert_eq!(v["size"], 4096);
+    assert_eq!(v["env"], "default");
+    let root = kw.data_dir().join("root.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "root.key must be 0600");
+    }
+    let keys = kw
+        .run(&["keys", "list", "--env", "default", "--json"])
+        .ok()
+        .json();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["state"], "active");
+    assert_eq!(keys[0]["alg"], "RS256");
+    assert_eq!(keys[0]["size"], 4096);
+    for field in ["created_at", "activates_at"] {
+        let t = keys[0][field].as_str().unwrap();
+        assert!(
+            t.ends_with('Z') && t.contains('T'),
+            "{field} is RFC 3339: {t}"
+        );
+    }
+    // Human listing has a header and the key.
+    let table = kw
+        .run(&["keys", "list", "--env", "default"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(table.starts_with("KID"));
+    assert!(table.contains("active"));
+}
+
+#[test]
+fn rotation_publishes_first_then_signs_then_retires_then_removes() {
+    let kw = Kw::new();
+    let t0 = 1_900_000_000i64;
+    let now = |t: i64| t.to_string();
+    kw.run(&[
+        "init",
+        "--issuer",
+        "http://127.0.0.1:8080",
+        "--alg",
+        "ES256",
+        "--now",
+        &now(t0),
+    ])
+    .ok();
+    kw.run(&[
+        "env",
+        "update",
+        "default",
+        "--lead",
+        "1h",
+        "--token-ttl",
+        "10m",
+        "--now",
+        &now(t0),
+    ])
+    .ok();
+    let first = states(&kw, "default", t0)[0].0.clone();
+    let rot = kw
+        .run(&[
+            "keys",
+            "rotate",
+            "--env",
+            "default",
+            "--json",
+            "--now",
+            &now(t0 + 10),
+        ])
+        .ok()
+        .json();
+    let second = rot["kid"].as_str().unwrap().to_string();
+    assert_eq!(rot["state"], "pending");
+    assert_eq!(rot["retiring"][0]["kid"], first.as_str());
+
+    // Before activation: the old key signs, the new one is already published.
+    let s = states(&kw, "default", t0 + 60);
+    assert!(s.contains(&(first.clone(), "active".into())));
+    assert!(s.contains(&(second.clone(), "pending".into())));
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    assert_eq!(jwks_kids(&kw, "default", t0 + 60), both);
+    let tok = kw
+        .run(&[
+            "token",
+            "sign",
+            "--env",
+            "default",
+            "--claims",
+            r#"{"sub":"a"}"#,
+            "--now",
+            &now(t0 + 60),
+        ])
+        .ok()
+        .stdout
+        .clone();
+    let header = kw.run(&["token", "decode", tok.trim()]).ok().json();
+    assert_eq!(header["header"]["kid"], first.as_str());
+
+    // A second rotation while one is pending is refused and changes nothing.
+    let before = kw.snapshot();
+    kw.run(&["keys", "rotate", "--env", "default", "--now", &now(t0 + 70)])
+        .fails_with("already in progress");
+    assert_eq!(before, kw.snapshot());
+
+    // After the lead (1 h): the new key signs, the old one is retired but still published.
+    let t1 = t0 + 10 + 3600;
+    let s = states(&kw, "default", t1);
+    assert!(s.contains(&(first.clone(), "retired".into())));
+    assert!(s.contains(&(second.clone(), "active".into())));
+    assert_eq!(jwks_kids(&kw, "default", t1), both);
+    let tok = kw
+        .run(&[
+            "token",
+            "sign",
+            "--env",
+            "default",
+            "--claims",
+            r#"{"sub":"a"}"#,
+            "--now",
+            &now(t1),
+        ])
+        .ok()
+        .stdout
+        .clone();
+    assert_eq!(
+        kw.run(&["token", "decode", tok.trim()]).ok().json()["header"]["kid"],
+        second.as_str()
+    );
+
+    // Removed after token TTL (10 min) + JWKS max-age (lead/2 = 30 min).
+    let t2 = t1 + 600 + 1800;
+    assert_eq!(
+        states(&kw, "default", t2 - 1)
+            .iter()
+            .find(|k| k.0 == first)
+            .unwrap()
+            .1,
+        "retired"
+    );
+    assert_eq!(
+        states(&kw, "default", t2)
+            .iter()
+            .find(|k| k.0 == first)
+            .unwrap()
+            .1,
+        "removed"
+    );
+    assert_eq!(jwks_kids(&kw, "default", t2), vec![second.clone()]);
+}
+
+#[test]
+fn immediate_rotation_warns_and_signs_at_once() {
+    let kw = Kw::new();
+    kw.init();
+    let out = kw.run(&[
+        "keys",
+        "rotate",
+        "--env",
+        "default",
+        "--immediate",
+        "--json",
+    ]);
+    out.ok();
+    assert_eq!(out.json()["state"], "active");
+    assert!(
+        out.stderr.contains("--immediate"),
+        "the risk is stated: {}",
+        out.stderr
+    );
+    let s = kw
+        .run(&["keys", "list", "--env", "default", "--json"])
+        .ok()
+        .json();
+    let active: Vec<&Value> = s
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["state"] == "active")
+        .collect();
+    assert_eq!(active.len(), 1);
+}
+
+#[test]
+fn generate_with_metadata_then_retire_and_revoke() {
+    let kw = Kw::new();
+    kw.init();
+    kw.run(&[
+        "env",
+        "create",
+        "prod",
+        "--issuer",
+        "https://auth.example.com",
+    ])
+    .ok();
+    // The first key of an empty environment signs at once and sets its policy.
+    let k = kw
+        .run(&[
+            "keys",
+            "generate",
+            "--env",
+            "prod",
+            "--alg",
+            "EdDSA",
+            "--kid",
+            "prod-1",
+            "--owner",
+            "team-a",
+            "--description",
+            "first",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(k["kid"], "prod-1");
+    assert_eq!(k["state"], "active");
+    assert_eq!(k["owner"], "team-a");
+    assert_eq!(
+        kw.run(&["env", "show", "prod", "--json"]).ok().json()["policy"]["alg"],
+        "EdDSA"
+    );
+    // RSA with explicit size.
+    let r = kw
+        .run(&[
+            "keys", "generate", "--env", "prod", "--alg", "PS256", "--bits", "2048", "--kid",
+            "prod-2", "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["state"], "pending");
+    assert_eq!(r["size"], 2048);
+    // Retiring the last key that can sign is refused without --force.
+    kw.run(&["keys", "retire", "prod-2"]).ok();
+    let before = kw.snapshot();
+    kw.run(&["keys", "retire", "prod-1"]).fails_with("last key");
+    assert_eq!(before, kw.snapshot());
+    // Revoke: unpublished at once, and the operator is told the env cannot sign.
+    let out = kw.run(&["keys", "revoke", "prod-1", "--reason", "leaked"]);
+    out.ok();
+    assert!(out.stderr.contains("no active key"), "{}", out.stderr);
+    let jwks = kw.run(&["keys", "export", "--env", "prod"]).ok().json();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kids,
+        vec!["prod-2"],
+        "revoked key unpublished, retired key still published"
+    );
+    kw.run(&["keys", "revoke", "prod-1"])
+        .fails_with("already revoked");
+    kw.run(&["token", "sign", "--env", "prod", "--claims", "{}"])
+        .fails_with("no active key");
+    // The audit chain recorded every step and is intact.
+    let audit = kw.run(&["audit", "list", "--json"]).ok().json();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "store.init",
+        "env.create",
+        "key.generate",
+        "key.retire",
+        "key.revoke",
+    ] {
+        assert!(actions.contains(&a), "{a} in {actions:?}");
+    }
+    kw.run(&["audit", "verify"]).ok();
+}
+
+#[test]
+fn export_is_public_only_in_both_formats() {
+    let kw = Kw::new();
+    kw.init();
+    kw.run(&[
+        "keys", "generate", "--env", "default", "--alg", "RS256", "--bits", "2048",
+    ])
+    .ok();
+    let jwks = kw
+        .run(&["keys", "export", "--env", "default", "--format", "jwks"])
+        .ok()
+        .stdout
+        .clone();
+    for private in ["\"d\"", "\"p\"", "\"q\"", "\"dp\"", "\"dq\"", "\"qi\""] {
+        assert!(!jwks.contains(private), "JWKS has private member {private}");
+    }
+    let v: Value = serde_json::from_str(&jwks).unwrap();
+    assert_eq!(v["keys"].as_array().unwrap().len(), 2);
+    for k in v["keys"].as_array().unwrap() {
+        assert_eq!(k["use"], "sig");
+        assert!(k["kid"].is_string() && k["alg"].is_string());
+    }
+    let pem = kw
+        .run(&["keys", "export", "--env", "default", "--format", "pem"])
+        .ok()
+        .stdout
+        .clone();
+    assert_eq!(pem.matches("-----BEGIN PUBLIC KEY-----").count(), 2);
+    assert!(!pem.contains("PRIVATE"));
+}
+
+#[test]
+fn audit_verify_names_the_first_broken_link() {
+    let kw = Kw::new();
+    kw.init();
+    kw.run(&["env", "create", "prod", "--issuer", "https://a.example"])
+        .ok();
+    kw.run(&["keys", "generate", "--env", "prod", "--alg", "ES384"])
+        .ok();
+    kw.run(&["audit", "verify"]).ok();
+    let db = kw.data_dir().join("keyward.db");
+    let status = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit SET actor='mallory' WHERE seq=4\"); c.commit()",
+            db.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    kw.run(&["audit", "verify"]).fails_with("record 4");
+}

@@ -1,0 +1,305 @@
+//! Tokens, JWS, JWK/PEM conversion and key import through the CLI.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+
+use common::{openssl, write, Kw};
+
+fn sign(kw: &Kw, env: &str, claims: &str, extra: &[&str]) -> String {
+    let mut args = vec!["token", "sign", "--env", env, "--claims", claims];
+    args.extend_from_slice(extra);
+    kw.run(&args).ok().stdout.trim().to_string()
+}
+
+#[test]
+fn sign_verify_decode() {
+    let kw = Kw::new();
+    kw.init();
+    let jwks = write(
+        kw.dir.path(),
+        "jwks.json",
+        &kw.run(&["keys", "export", "--env", "default"]).ok().stdout,
+    );
+    let jwks = jwks.to_str().unwrap();
+    let t = sign(
+        &kw,
+        "default",
+        r#"{"sub":"alice","aud":"api","permissions":["orders.read"]}"#,
+        &["--ttl", "5m"],
+    );
+    let claims = kw
+        .run(&[
+            "token",
+            "verify",
+            "--jwks",
+            jwks,
+            "--iss",
+            "http://127.0.0.1:8080",
+            "--aud",
+            "api",
+            "--typ",
+            "at+jwt",
+            &t,
+        ])
+        .ok()
+        .json();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["permissions"][0], "orders.read");
+    let exp = claims["exp"].as_i64().unwrap();
+    let iat = claims["iat"].as_i64().unwrap();
+    assert_eq!(exp - iat, 300);
+    assert!(claims["jti"].as_str().unwrap().len() >= 20);
+    kw.run(&[
+        "token",
+        "verify",
+        "--jwks",
+        jwks,
+        "--iss",
+        "http://127.0.0.1:8080/",
+        &t,
+    ])
+    .fails_with("issuer");
+    kw.run(&["token", "verify", "--jwks", jwks, "--aud", "other", &t])
+        .fails_with("audience");
+    kw.run(&["token", "verify", "--jwks", jwks, "--typ", "rt+jwt", &t])
+        .fails_with("typ");
+    let later = (exp + 61).to_string();
+    kw.run(&["token", "verify", "--jwks", jwks, "--now", &later, &t])
+        .fails_with("expired");
+    // Change one signature character (not the last, whose low bits must stay zero).
+    let mut bad: Vec<char> = t.chars().collect();
+    let i = bad.len() - 10;
+    bad[i] = if bad[i] == 'A' { 'B' } else { 'A' };
+    let bad: String = bad.into_iter().collect();
+    kw.run(&["token", "verify", "--jwks", jwks, &bad])
+        .fails_with("token rejected");
+    // Token from stdin.
+    let mut c = kw.cmd();
+    c.args(["token", "verify", "--jwks", jwks, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(t.as_bytes()).unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    // Decode says it is unverified.
+    let d = kw.run(&["token", "decode", &bad]);
+    d.ok();
+    assert_eq!(d.json()["verified"], false);
+    assert!(d.stderr.contains("UNVERIFIED"));
+    kw.run(&["token", "decode", "a.b"]).fails_with("three");
+}
+
+#[test]
+fn verify_fetches_jwks_from_a_url() {
+    let kw = Kw::new();
+    kw.init();
+    let body = kw
+        .run(&["keys", "export", "--env", "default"])
+        .ok()
+        .stdout
+        .clone();
+    let t = sign(&kw, "default", r#"{"sub":"bob"}"#, &[]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        s.write_all(resp.as_bytes()).unwrap();
+    });
+    let url = format!("http://{addr}/.well-known/jwks.json");
+    let claims = kw.run(&["token", "verify", "--jwks", &url, &t]).ok().json();
+    assert_eq!(claims["sub"], "bob");
+    server.join().unwrap();
+    // Nothing listening: a one-line error.
+    kw.run(&["token", "verify", "--jwks", &url, &t])
+        .fails_with("cannot fetch");
+}
+
+#[test]
+fn jws_verify_prints_the_payload() {
+    let kw = Kw::new();
+    kw.init();
+    let jwks: serde_json::Value = kw.run(&["keys", "export", "--env", "default"]).ok().json();
+    let jwk = write(kw.dir.path(), "k.jwk", &jwks["keys"][0].to_string());
+    let t = sign(&kw, "default", r#"{"sub":"carol"}"#, &[]);
+    let out = kw.run(&["jws", "verify", "--key", jwk.to_str().unwrap(), &t]);
+    out.ok();
+    let payload: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(payload["sub"], "carol");
+    let other = Kw::new();
+    other.init();
+    let t2 = sign(&other, "default", r#"{"sub":"eve"}"#, &[]);
+    kw.run(&["jws", "verify", "--key", jwk.to_str().unwrap(), &t2])
+        .fails_with("rejected");
+}
+
+#[test]
+fn jwk_pem_round_trip_with_openssl() {
+    let kw = Kw::new();
+    let d = kw.dir.path();
+    for (alg, gen) in [
+        (
+            "ES256",
+            vec![
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ],
+        ),
+        (
+            "ES384",
+            vec![
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-384",
+            ],
+        ),
+        (
+            "ES512",
+            vec![
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-521",
+            ],
+        ),
+        ("EdDSA", vec!["genpkey", "-algorithm", "ED25519"]),
+        (
+            "RS256",
+            vec![
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ],
+        ),
+    ] {
+        let key = write(d, "key.pem", &openssl(&gen));
+        let public = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
+        let pubfile = write(d, "pub.pem", &public);
+        let jwk = kw
+            .run(&["jwk", "from-pem", pubfile.to_str().unwrap()])
+            .ok()
+            .json();
+        assert_eq!(jwk["alg"], alg);
+        let jwkfile = write(d, "k.jwk", &jwk.to_string());
+        let pem = kw
+            .run(&["jwk", "to-pem", jwkfile.to_str().unwrap()])
+            .ok()
+            .stdout
+            .clone();
+        assert_eq!(pem.trim(), public.trim(), "{alg}: SPKI PEM round trip");
+        // openssl reads what we wrote.
+        let ours = write(d, "ours.pem", &pem);
+        openssl(&["pkey", "-pubin", "-in", ours.to_str().unwrap(), "-noout"]);
+    }
+}
+
+#[test]
+fn import_pkcs1_pkcs8_and_sec1_then_sign_with_them() {
+    let kw = Kw::new();
+    kw.init();
+    let d = kw.dir.path().to_path_buf();
+    let cases = [
+        (
+            "RS256",
+            "RSA PRIVATE KEY",
+            vec!["genrsa", "-traditional", "2048"],
+        ),
+        (
+            "PS256",
+            "PRIVATE KEY",
+            vec![
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:3072",
+            ],
+        ),
+        (
+            "ES256",
+            "EC PRIVATE KEY",
+            vec!["ecparam", "-name", "prime256v1", "-genkey"],
+        ),
+        (
+            "ES384",
+            "PRIVATE KEY",
+            vec![
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-384",
+            ],
+        ),
+        (
+            "EdDSA",
+            "PRIVATE KEY",
+            vec!["genpkey", "-algorithm", "ED25519"],
+        ),
+    ];
+    for (i, (alg, tag, gen)) in cases.iter().enumerate() {
+        let pem = openssl(gen);
+        assert!(
+            pem.contains(&format!("BEGIN {tag}")),
+            "{alg}: openssl produced {tag}"
+        );
+        let file = write(&d, &format!("k{i}.pem"), &pem);
+        let env = format!("imp{i}");
+        kw.run(&["env", "create", &env, "--issuer", "https://imp.example"])
+            .ok();
+        let kid = format!("imported-{i}");
+        let rec = kw
+            .run(&[
+                "keys",
+                "import",
+                "--env",
+                &env,
+                "--alg",
+                alg,
+                "--pem",
+                file.to_str().unwrap(),
+                "--kid",
+                &kid,
+                "--json",
+            ])
+            .ok()
+            .json();
+        assert_eq!(rec["origin"], "imported");
+        assert_eq!(rec["state"], "active");
+        // The imported key signs, and its public half (from openssl) verifies.
+        let t = sign(&kw, &env, r#"{"sub":"imp"}"#, &[]);
+        let public = write(
+            &d,
+            "p.pem",
+            &openssl(&["pkey", "-in", file.to_str().unwrap(), "-pubout"]),
+        );
+        let jwk = kw
+            .run(&[
+                "jwk",
+                "from-pem",
+                "--alg",
+                alg,
+                "--kid",
+                &kid,
+                public.to_str().unwrap(),
+            ])
+            .ok()
+            .stdout
+            .clone();
+        let jwkfile = write(&d, "p.jwk", &jwk);
+        kw.run(&["token", "verify", "--jwks", jwkfile.to_str().unwrap(), &t])
+            .ok();
+    }
+}

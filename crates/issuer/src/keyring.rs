@@ -1,0 +1,381 @@
+//! An environment's keys: bringing a new key in (generated or imported),
+//! retiring, revoking, opening a signer, and the published JWK Set.
+//!
+//! Every change is one store transaction that also appends its audit record,
+//! so a failed operation leaves nothing behind (DESIGN.md rule 5). Key
+//! generation happens before the transaction (RSA-4096 takes seconds) and is
+//! the caller's: [`PrivateKey::generate`].
+
+use keyward_jose::seal::RootKey;
+use keyward_jose::{Jwk, JwkSet, LocalSigner, PrivateKey};
+use keyward_store::{
+    open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState, Store,
+    Timestamp, Tx,
+};
+use serde_json::json;
+
+use crate::error::IssuerError;
+use crate::rotation::{self, RotationPlan, Schedule};
+
+/// How a key came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Generated,
+    Imported,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Generated => "generated",
+            Origin::Imported => "imported",
+        }
+    }
+}
+
+/// Descriptive fields of a new key.
+#[derive(Clone, Debug)]
+pub struct KeyOptions {
+    /// Default: the RFC 7638 thumbprint.
+    pub kid: Option<String>,
+    pub owner: Option<String>,
+    pub description: Option<String>,
+    pub origin: Origin,
+}
+
+/// Who makes a change, and when: every operation records both in the audit chain.
+#[derive(Clone, Copy, Debug)]
+pub struct Change<'a> {
+    pub now: Timestamp,
+    pub actor: &'a str,
+}
+
+/// A key that was added, and what its arrival changed.
+#[derive(Clone, Debug)]
+pub struct AddedKey {
+    pub key: KeyRecord,
+    pub plan: RotationPlan,
+    /// The environment's policy algorithm was set from this first key.
+    pub policy_updated: bool,
+}
+
+/// A `kid` keyward accepts: 1 to 128 of `A-Z a-z 0-9 . _ -`.
+pub fn check_kid(kid: &str) -> Result<(), IssuerError> {
+    let ok = !kid.is_empty()
+        && kid.len() <= 128
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(IssuerError::Refused(
+            "a kid is 1 to 128 characters of A-Z a-z 0-9 . _ -".into(),
+        ))
+    }
+}
+
+fn record(
+    root: &RootKey,
+    env: &str,
+    key: &PrivateKey,
+    opts: &KeyOptions,
+    now: Timestamp,
+) -> Result<KeyRecord, IssuerError> {
+    let kid = match &opts.kid {
+        Some(k) => {
+            check_kid(k)?;
+            k.clone()
+        }
+        None => key.public_key().thumbprint(),
+    };
+    let public_jwk = key.public_key().to_jwk(Some(kid.clone())).to_json();
+    let sealed = seal_private_key(root, env, &kid, &key.to_pkcs8_der());
+    Ok(KeyRecord {
+        env: env.to_string(),
+        kid,
+        alg: key.algorithm(),
+        size_bits: key.public_key().bits(),
+        public_jwk,
+        sealed,
+        origin: opts.origin.as_str().to_string(),
+        owner: opts.owner.clone(),
+        description: opts.description.clone(),
+        created_at: now,
+        activates_at: now,
+        retires_at: None,
+        removes_at: None,
+        revoked_at: None,
+    })
+}
+
+fn entry(
+    at: Change<'_>,
+    action: &str,
+    env: &str,
+    subject: &str,
+    detail: serde_json::Value,
+) -> AuditEntry {
+    AuditEntry {
+        at: at.now,
+        actor: at.actor.to_string(),
+        action: action.to_string(),
+        env: Some(env.to_string()),
+        subject: Some(subject.to_string()),
+        detail,
+    }
+}
+
+/// Brings `key` into environment `env` on `schedule` (see
+/// [`rotation::plan`]), in one transaction with its audit record
+/// (`key.generate` or `key.import`, with the rotation it causes).
+pub async fn add_key(
+    store: &Store,
+    root: &RootKey,
+    env: &str,
+    key: &PrivateKey,
+    opts: &KeyOptions,
+    schedule: Schedule,
+    at: Change<'_>,
+) -> Result<AddedKey, IssuerError> {
+    let mut tx = store.begin().await?;
+    // Seal under the root key the store holds now (a concurrent root-key rotation waits or fails us).
+    tx.check_root_key(root).await?;
+    let mut environment = tx.environment(env).await?;
+    let existing = tx.keys(env).await?;
+    let plan = rotation::plan(&environment.policy, &existing, at.now, schedule)
+        .map_err(IssuerError::Refused)?;
+    let mut rec = record(root, env, key, opts, at.now)?;
+    rec.activates_at = plan.activates_at;
+    tx.insert_key(&rec).await?;
+    for k in &plan.retiring {
+        tx.update_key_times(k).await?;
+    }
+    let policy_updated = existing.is_empty() && environment.policy.alg != rec.alg;
+    if policy_updated {
+        environment.policy.alg = rec.alg;
+        environment.policy.rsa_bits =
+            matches!(rec.alg.family(), keyward_jose::KeyFamily::Rsa).then_some(rec.size_bits);
+        tx.update_environment(&environment).await?;
+    }
+    let action = match opts.origin {
+        Origin::Generated => "key.generate",
+        Origin::Imported => "key.import",
+    };
+    tx.append_audit(entry(
+        at,
+        action,
+        env,
+        &rec.kid,
+        json!({
+            "alg": rec.alg.name(),
+            "bits": rec.size_bits,
+            "activates_at": rec.activates_at,
+            "immediate": schedule == Schedule::Immediate,
+            "retiring": plan.retiring.iter().map(|k| json!({"kid": k.kid, "retires_at": k.retires_at})).collect::<Vec<_>>(),
+        }),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(AddedKey {
+        key: rec,
+        plan,
+        policy_updated,
+    })
+}
+
+/// Creates environment `env` (no key: keys are made on purpose).
+pub async fn create_environment(
+    store: &Store,
+    env: &Environment,
+    at: Change<'_>,
+) -> Result<(), IssuerError> {
+    let mut tx = store.begin().await?;
+    tx.create_environment(env).await?;
+    tx.append_audit(entry(
+        at,
+        "env.create",
+        &env.name,
+        &env.name,
+        json!({"issuer": env.issuer, "policy": env.policy}),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Updates an environment's issuer or policy.
+pub async fn update_environment(
+    store: &Store,
+    env: &Environment,
+    at: Change<'_>,
+) -> Result<(), IssuerError> {
+    let mut tx = store.begin().await?;
+    tx.update_environment(env).await?;
+    tx.append_audit(entry(
+        at,
+        "env.update",
+        &env.name,
+        &env.name,
+        json!({"issuer": env.issuer, "policy": env.policy}),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A new store's first state, in one transaction: the root key's id,
+/// environment `env`, and its first key, active at once.
+pub async fn initialize(
+    store: &Store,
+    root: &RootKey,
+    env: &Environment,
+    key: &PrivateKey,
+    opts: &KeyOptions,
+    at: Change<'_>,
+) -> Result<KeyRecord, IssuerError> {
+    let mut tx: Tx<'_> = store.begin().await?;
+    tx.initialize(&root.key_id()).await?;
+    tx.append_audit(AuditEntry {
+        at: at.now,
+        actor: at.actor.to_string(),
+        action: "store.init".into(),
+        env: None,
+        subject: None,
+        detail: json!({"root_key_id": root.key_id()}),
+    })
+    .await?;
+    tx.create_environment(env).await?;
+    tx.append_audit(entry(
+        at,
+        "env.create",
+        &env.name,
+        &env.name,
+        json!({"issuer": env.issuer, "policy": env.policy}),
+    ))
+    .await?;
+    let rec = record(root, &env.name, key, opts, at.now)?;
+    tx.insert_key(&rec).await?;
+    tx.append_audit(entry(
+        at,
+        "key.generate",
+        &env.name,
+        &rec.kid,
+        json!({"alg": rec.alg.name(), "bits": rec.size_bits, "activates_at": rec.activates_at}),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(rec)
+}
+
+/// Retires key `kid` now: it stops signing (if it did) and stays published
+/// until its tokens have expired and caches refreshed. Retiring the only key
+/// that can sign is refused unless `force`.
+pub async fn retire_key(
+    store: &Store,
+    kid: &str,
+    at: Change<'_>,
+    force: bool,
+) -> Result<KeyRecord, IssuerError> {
+    let mut tx = store.begin().await?;
+    let mut rec = find_key(store, &mut tx, kid).await?;
+    let env = tx.environment(&rec.env).await?;
+    match rec.state(at.now) {
+        KeyState::Active | KeyState::Pending => {}
+        s => return Err(IssuerError::Refused(format!("key {kid} is already {s}"))),
+    }
+    let keys = tx.keys(&rec.env).await?;
+    let others_can_sign = keys.iter().any(|k| {
+        k.kid != rec.kid && matches!(k.state(at.now), KeyState::Active | KeyState::Pending)
+    });
+    if !others_can_sign && !force {
+        return Err(IssuerError::Refused(format!(
+            "key {kid} is the last key of environment {} that can sign; run `keyward keys rotate --env {}` first, or pass --force",
+            rec.env, rec.env
+        )));
+    }
+    rec.retires_at = Some(at.now);
+    rec.removes_at = Some(at.now + rotation::retention_after_retire(&env.policy));
+    tx.update_key_times(&rec).await?;
+    tx.append_audit(entry(
+        at,
+        "key.retire",
+        &rec.env,
+        kid,
+        json!({"removes_at": rec.removes_at, "forced": force}),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(rec)
+}
+
+/// Revokes key `kid` now: unpublished at once, every token it signed fails
+/// verification as soon as verifiers refresh. Returns the record and whether
+/// it was the environment's signing key.
+pub async fn revoke_key(
+    store: &Store,
+    kid: &str,
+    at: Change<'_>,
+    reason: Option<&str>,
+) -> Result<(KeyRecord, bool), IssuerError> {
+    let mut tx = store.begin().await?;
+    let mut rec = find_key(store, &mut tx, kid).await?;
+    match rec.state(at.now) {
+        KeyState::Revoked | KeyState::Removed => {
+            return Err(IssuerError::Refused(format!(
+                "key {kid} is already {}",
+                rec.state(at.now)
+            )))
+        }
+        _ => {}
+    }
+    let keys = tx.keys(&rec.env).await?;
+    let was_signing = rotation::signing_key(&keys, at.now).is_some_and(|k| k.kid == rec.kid);
+    rec.revoked_at = Some(at.now);
+    tx.update_key_times(&rec).await?;
+    tx.append_audit(entry(
+        at,
+        "key.revoke",
+        &rec.env,
+        kid,
+        json!({"reason": reason, "was_signing": was_signing}),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok((rec, was_signing))
+}
+
+/// Finds `kid` as the transaction sees it (its environment comes from the store).
+async fn find_key(store: &Store, tx: &mut Tx<'_>, kid: &str) -> Result<KeyRecord, IssuerError> {
+    let env = store.key(kid).await?.env;
+    tx.keys(&env)
+        .await?
+        .into_iter()
+        .find(|k| k.kid == kid)
+        .ok_or_else(|| {
+            IssuerError::Store(keyward_store::StoreError::NotFound {
+                what: "key",
+                name: kid.to_string(),
+            })
+        })
+}
+
+/// Opens the signer of a stored key.
+pub fn load_signer(root: &RootKey, rec: &KeyRecord) -> Result<LocalSigner, IssuerError> {
+    let pkcs8 = open_private_key(root, rec)?;
+    let key = PrivateKey::from_der(rec.alg, &pkcs8)?;
+    Ok(LocalSigner::new(key, Some(rec.kid.clone())))
+}
+
+/// The public JWK of a stored key.
+pub fn public_jwk(rec: &KeyRecord) -> Result<Jwk, IssuerError> {
+    Ok(Jwk::parse(rec.public_jwk.as_bytes(), rec.alg)?)
+}
+
+/// The JWK Set published at `now`: pending, active and retired keys.
+pub fn jwks(keys: &[KeyRecord], now: Timestamp) -> Result<JwkSet, IssuerError> {
+    let keys = rotation::published(keys, now)
+        .map(public_jwk)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(JwkSet { keys })
+}

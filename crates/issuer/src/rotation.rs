@@ -1,0 +1,211 @@
+//! When keys change state. Everything here is a pure function of the stored
+//! timestamps, the environment's policy and the time passed in (DESIGN.md
+//! rule 4), so every replica computes the same answer.
+//!
+//! A rotation publishes the next key `lead` before it signs: it is created
+//! `pending` with `activates_at = now + lead`, and the key that signs until
+//! then gets `retires_at` equal to that instant. A retired key stays published
+//! until every token it signed has expired and every JWKS cache has
+//! refreshed: `removes_at = retires_at + token_ttl + jwks_max_age`.
+
+use keyward_store::{KeyRecord, KeyState, RotationPolicy, Timestamp};
+
+/// The longest a verifier may cache the JWKS: half the rotation lead (so a
+/// verifier that honours `Cache-Control` sees the next key before it signs),
+/// and never more than an hour.
+pub fn jwks_max_age(policy: &RotationPolicy) -> i64 {
+    (policy.lead_secs / 2).clamp(0, 3600)
+}
+
+/// How long a retired key stays published.
+pub fn retention_after_retire(policy: &RotationPolicy) -> i64 {
+    policy.token_ttl_secs + jwks_max_age(policy)
+}
+
+/// The key that signs at `now`: among active keys, the latest to activate.
+pub fn signing_key(keys: &[KeyRecord], now: Timestamp) -> Option<&KeyRecord> {
+    keys.iter()
+        .filter(|k| k.state(now) == KeyState::Active)
+        .max_by(|a, b| {
+            a.activates_at
+                .cmp(&b.activates_at)
+                .then(a.created_at.cmp(&b.created_at))
+        })
+}
+
+/// Keys published in the JWKS at `now`: pending, active and retired.
+pub fn published(keys: &[KeyRecord], now: Timestamp) -> impl Iterator<Item = &KeyRecord> {
+    keys.iter().filter(move |k| k.is_published(now))
+}
+
+/// How a new key enters an environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// Publish now, sign after the lead time (the default).
+    Lead(i64),
+    /// Sign at once. Verifiers that cached the JWKS do not know the key yet
+    /// and reject its tokens until they refresh.
+    Immediate,
+}
+
+/// What a rotation will write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationPlan {
+    /// When the new key starts signing.
+    pub activates_at: Timestamp,
+    /// Existing keys whose schedule changes (retire and removal times set).
+    pub retiring: Vec<KeyRecord>,
+}
+
+/// Plans bringing a new key into an environment whose keys are `keys`.
+///
+/// With no key that is active or pending, the new key activates at once (there
+/// is nothing to hand over from). Otherwise the new key activates after the
+/// lead (or now, for [`Schedule::Immediate`]), and every active or pending key
+/// retires at that instant. A second lead rotation while one is pending is
+/// refused: its key would never sign.
+pub fn plan(
+    policy: &RotationPolicy,
+    keys: &[KeyRecord],
+    now: Timestamp,
+    schedule: Schedule,
+) -> Result<RotationPlan, String> {
+    let live: Vec<&KeyRecord> = keys
+        .iter()
+        .filter(|k| matches!(k.state(now), KeyState::Active | KeyState::Pending))
+        .collect();
+    let activates_at = match schedule {
+        _ if live.is_empty() => now,
+        Schedule::Immediate => now,
+        Schedule::Lead(lead) => {
+            if lead < 0 {
+                return Err("the lead time cannot be negative".into());
+            }
+            if let Some(p) = live.iter().find(|k| k.state(now) == KeyState::Pending) {
+                return Err(format!(
+                    "a rotation is already in progress: key {} activates at {}; wait for it, or use --immediate",
+                    p.kid,
+                    crate::fmt_time(p.activates_at)
+                ));
+            }
+            now + lead
+        }
+    };
+    let removal = retention_after_retire(policy);
+    let retiring = live
+        .into_iter()
+        .filter(|k| k.retires_at.is_none_or(|r| r > activates_at))
+        .map(|k| {
+            let mut k = k.clone();
+            k.retires_at = Some(activates_at);
+            k.removes_at = Some(activates_at + removal);
+            k
+        })
+        .collect();
+    Ok(RotationPlan {
+        activates_at,
+        retiring,
+    })
+}
+
+/// Whether the environment's scheduled rotation is due at `now`: the signing
+/// key is older than `rotate_every - lead` and nothing is pending.
+pub fn rotation_due(policy: &RotationPolicy, keys: &[KeyRecord], now: Timestamp) -> bool {
+    if keys.iter().any(|k| k.state(now) == KeyState::Pending) {
+        return false;
+    }
+    match signing_key(keys, now) {
+        None => true,
+        Some(k) => now >= k.activates_at + policy.rotate_every_secs - policy.lead_secs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_jose::seal::{seal, RootKey};
+    use keyward_jose::Algorithm;
+
+    fn key(kid: &str, activates_at: i64) -> KeyRecord {
+        KeyRecord {
+            env: "e".into(),
+            kid: kid.into(),
+            alg: Algorithm::ES256,
+            size_bits: 256,
+            public_jwk: "{}".into(),
+            sealed: seal(&RootKey::generate(), b"x", b"y"),
+            origin: "generated".into(),
+            owner: None,
+            description: None,
+            created_at: activates_at,
+            activates_at,
+            retires_at: None,
+            removes_at: None,
+            revoked_at: None,
+        }
+    }
+
+    fn policy() -> RotationPolicy {
+        RotationPolicy {
+            lead_secs: 100,
+            token_ttl_secs: 60,
+            rotate_every_secs: 1000,
+            ..RotationPolicy::default()
+        }
+    }
+
+    #[test]
+    fn first_key_activates_now() {
+        let p = plan(&policy(), &[], 10, Schedule::Lead(100)).unwrap();
+        assert_eq!(p.activates_at, 10);
+        assert!(p.retiring.is_empty());
+    }
+
+    #[test]
+    fn lead_rotation_hands_over_at_activation() {
+        let keys = vec![key("a", 0)];
+        let p = plan(&policy(), &keys, 10, Schedule::Lead(100)).unwrap();
+        assert_eq!(p.activates_at, 110);
+        assert_eq!(p.retiring.len(), 1);
+        assert_eq!(p.retiring[0].retires_at, Some(110));
+        assert_eq!(p.retiring[0].removes_at, Some(110 + 60 + 50));
+        // A second lead rotation while the first is pending is refused.
+        let mut next = key("b", 110);
+        next.created_at = 10;
+        let keys = vec![p.retiring[0].clone(), next];
+        assert!(plan(&policy(), &keys, 20, Schedule::Lead(100)).is_err());
+        // Immediate replaces both the signing and the pending key now.
+        let p2 = plan(&policy(), &keys, 20, Schedule::Immediate).unwrap();
+        assert_eq!(p2.activates_at, 20);
+        assert_eq!(p2.retiring.len(), 2);
+        assert!(p2.retiring.iter().all(|k| k.retires_at.unwrap() <= 110));
+    }
+
+    #[test]
+    fn signing_key_and_published_follow_the_clock() {
+        let mut a = key("a", 0);
+        a.retires_at = Some(110);
+        a.removes_at = Some(220);
+        let b = key("b", 110);
+        let keys = vec![a, b];
+        assert_eq!(signing_key(&keys, 50).unwrap().kid, "a");
+        assert_eq!(signing_key(&keys, 110).unwrap().kid, "b");
+        assert_eq!(published(&keys, 50).count(), 2);
+        assert_eq!(published(&keys, 219).count(), 2);
+        assert_eq!(published(&keys, 220).count(), 1);
+    }
+
+    #[test]
+    fn due_after_rotate_every_minus_lead() {
+        let keys = vec![key("a", 0)];
+        assert!(!rotation_due(&policy(), &keys, 899));
+        assert!(rotation_due(&policy(), &keys, 900));
+        assert!(rotation_due(&policy(), &[], 0));
+    }
+
+    #[test]
+    fn max_age_is_half_the_lead_capped() {
+        assert_eq!(jwks_max_age(&policy()), 50);
+        assert_eq!(jwks_max_age(&RotationPolicy::default()), 3600);
+    }
+}

@@ -1,0 +1,33 @@
+//! keyward's persistence layer.
+//!
+//! One [`Store`] API over SQLite (the embedded default) and PostgreSQL
+//! (scale-out), through sqlx with embedded migrations. It keeps:
+//!
+//! - **environments** with their [`RotationPolicy`];
+//! - **signing keys** ([`KeyRecord`]): the public JWK in clear, the private
+//!   key sealed under the root key with its environment and kid bound as
+//!   associated data ([`sealing`]); key states are derived from stored
+//!   timestamps and a clock passed in ([`KeyRecord::state`]);
+//! - the **audit chain** ([`audit`]): an append-only, hash-linked log that
+//!   [`Store::verify_audit`] checks end to end;
+//! - the id of the **root key** the keys are sealed under, and where that key
+//!   comes from ([`RootKeySource`]).
+//!
+//! Every write goes through a [`Tx`]; a transaction that is not committed
+//! changes nothing.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod error;
+pub mod records;
+pub mod root_key;
+pub mod sealing;
+pub mod store;
+
+pub use audit::{AuditEntry, AuditRecord, AuditReport, BrokenLink, GENESIS_HASH};
+pub use error::StoreError;
+pub use records::{Environment, KeyRecord, KeyState, RotationPolicy, Timestamp};
+pub use root_key::RootKeySource;
+pub use sealing::{key_aad, open_private_key, seal_private_key};
+pub use store::{Backend, Store, Tx};

@@ -1,0 +1,356 @@
+//! The rows the store keeps: environments with their rotation policy, and
+//! signing keys with the timestamps their state is derived from.
+
+use std::fmt;
+
+use keyward_jose::seal::SealedKey;
+use keyward_jose::Algorithm;
+use serde::{Deserialize, Serialize};
+
+/// Unix seconds, everywhere in the store.
+pub type Timestamp = i64;
+
+/// A signing key's life-cycle state, derived from its timestamps and a clock
+/// (DESIGN rule 4); never stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    /// Published in JWKS, not signing yet.
+    Pending,
+    /// Signs new tokens.
+    Active,
+    /// Published, no longer signing, until its tokens have expired.
+    Retired,
+    /// Neither published nor signing.
+    Removed,
+    /// Withdrawn in an emergency: unpublished at once.
+    Revoked,
+}
+
+impl KeyState {
+    /// The lower-case name (`"pending"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyState::Pending => "pending",
+            KeyState::Active => "active",
+            KeyState::Retired => "retired",
+            KeyState::Removed => "removed",
+            KeyState::Revoked => "revoked",
+        }
+    }
+}
+
+impl fmt::Display for KeyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// RSA modulus size used when a policy names an RSA algorithm but no size.
+pub const DEFAULT_RSA_BITS: u32 = 4096;
+/// Default rotation period: 90 days.
+pub const DEFAULT_ROTATE_EVERY_SECS: i64 = 90 * 24 * 3600;
+/// Default lead time a new key is published before it signs: 48 hours.
+pub const DEFAULT_LEAD_SECS: i64 = 48 * 3600;
+/// Default maximum access-token lifetime: one hour.
+pub const DEFAULT_TOKEN_TTL_SECS: i64 = 3600;
+
+fn is_rsa(alg: Algorithm) -> bool {
+    match alg {
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => true,
+        Algorithm::ES256 | Algorithm::ES384 | Algorithm::ES512 | Algorithm::EdDSA => false,
+    }
+}
+
+/// How an environment's keys are made and rotated. Stored as JSON text in the
+/// environment's row. Every field may be omitted and takes its default;
+/// `rsa_bits` defaults to 4096 for RSA algorithms and must be absent (or
+/// null) for the others. Unknown fields are refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawPolicy")]
+pub struct RotationPolicy {
+    /// The algorithm new keys are made for.
+    pub alg: Algorithm,
+    /// RSA modulus size; `None` for non-RSA algorithms.
+    pub rsa_bits: Option<u32>,
+    /// How often a new key takes over signing.
+    pub rotate_every_secs: i64,
+    /// How long before it signs a new key is published.
+    pub lead_secs: i64,
+    /// The longest access-token lifetime in this environment.
+    pub token_ttl_secs: i64,
+}
+
+impl Default for RotationPolicy {
+    fn default() -> Self {
+        RotationPolicy {
+            alg: Algorithm::RS256,
+            rsa_bits: Some(DEFAULT_RSA_BITS),
+            rotate_every_secs: DEFAULT_ROTATE_EVERY_SECS,
+            lead_secs: DEFAULT_LEAD_SECS,
+            token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+        }
+    }
+}
+
+impl RotationPolicy {
+    /// The default policy for `alg` (with `rsa_bits` set only for RSA).
+    pub fn for_algorithm(alg: Algorithm) -> Self {
+        RotationPolicy {
+            alg,
+            rsa_bits: is_rsa(alg).then_some(DEFAULT_RSA_BITS),
+            ..RotationPolicy::default()
+        }
+    }
+}
+
+/// The wire form of [`RotationPolicy`] before defaults and checks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default = "default_alg")]
+    alg: Algorithm,
+    #[serde(default)]
+    rsa_bits: Option<u32>,
+    #[serde(default = "default_rotate")]
+    rotate_every_secs: i64,
+    #[serde(default = "default_lead")]
+    lead_secs: i64,
+    #[serde(default = "default_ttl")]
+    token_ttl_secs: i64,
+}
+
+fn default_alg() -> Algorithm {
+    Algorithm::RS256
+}
+fn default_rotate() -> i64 {
+    DEFAULT_ROTATE_EVERY_SECS
+}
+fn default_lead() -> i64 {
+    DEFAULT_LEAD_SECS
+}
+fn default_ttl() -> i64 {
+    DEFAULT_TOKEN_TTL_SECS
+}
+
+impl TryFrom<RawPolicy> for RotationPolicy {
+    type Error = String;
+
+    fn try_from(raw: RawPolicy) -> Result<Self, String> {
+        let rsa_bits = match (is_rsa(raw.alg), raw.rsa_bits) {
+            (true, None) => Some(DEFAULT_RSA_BITS),
+            (true, Some(bits)) => Some(bits),
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(format!(
+                    "rsa_bits applies only to RSA algorithms, not {}",
+                    raw.alg
+                ))
+            }
+        };
+        Ok(RotationPolicy {
+            alg: raw.alg,
+            rsa_bits,
+            rotate_every_secs: raw.rotate_every_secs,
+            lead_secs: raw.lead_secs,
+            token_ttl_secs: raw.token_ttl_secs,
+        })
+    }
+}
+
+/// An isolated tenant with its own issuer URL, keys and policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    pub name: String,
+    pub issuer: String,
+    pub policy: RotationPolicy,
+    pub created_at: Timestamp,
+}
+
+/// A signing key as stored: public half in clear, private half sealed.
+/// `Debug` shows only the sealed blob's length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub env: String,
+    /// Globally unique.
+    pub kid: String,
+    pub alg: Algorithm,
+    /// RSA modulus bits, or curve bits (256/384/521), 256 for Ed25519.
+    pub size_bits: u32,
+    /// JSON text of the public JWK.
+    pub public_jwk: String,
+    /// The sealed PKCS#8 private key (see [`crate::sealing`]).
+    pub sealed: SealedKey,
+    /// `"generated"` or `"imported"`.
+    pub origin: String,
+    pub owner: Option<String>,
+    pub description: Option<String>,
+    pub created_at: Timestamp,
+    pub activates_at: Timestamp,
+    pub retires_at: Option<Timestamp>,
+    pub removes_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+fn reached(t: Option<Timestamp>, now: Timestamp) -> bool {
+    t.is_some_and(|t| t <= now)
+}
+
+impl KeyRecord {
+    /// The key's state at `now` (DESIGN rule 4), by precedence:
+    /// `revoked_at <= now` → Revoked; `removes_at <= now` → Removed;
+    /// `retires_at <= now` → Retired; `activates_at <= now` → Active;
+    /// otherwise Pending.
+    pub fn state(&self, now: Timestamp) -> KeyState {
+        if reached(self.revoked_at, now) {
+            KeyState::Revoked
+        } else if reached(self.removes_at, now) {
+            KeyState::Removed
+        } else if reached(self.retires_at, now) {
+            KeyState::Retired
+        } else if self.activates_at <= now {
+            KeyState::Active
+        } else {
+            KeyState::Pending
+        }
+    }
+
+    /// Pending, Active and Retired keys are published in JWKS.
+    pub fn is_published(&self, now: Timestamp) -> bool {
+        matches!(
+            self.state(now),
+            KeyState::Pending | KeyState::Active | KeyState::Retired
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_jose::seal::{seal, RootKey};
+
+    fn key() -> KeyRecord {
+        KeyRecord {
+            env: "prod".into(),
+            kid: "k1".into(),
+            alg: Algorithm::ES256,
+            size_bits: 256,
+            public_jwk: "{}".into(),
+            sealed: seal(&RootKey::generate(), b"x", b"y"),
+            origin: "generated".into(),
+            owner: None,
+            description: None,
+            created_at: 0,
+            activates_at: 100,
+            retires_at: Some(200),
+            removes_at: Some(300),
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn state_follows_the_clock() {
+        let k = key();
+        let cases = [
+            (-5, KeyState::Pending),
+            (99, KeyState::Pending),
+            (100, KeyState::Active),
+            (199, KeyState::Active),
+            (200, KeyState::Retired),
+            (299, KeyState::Retired),
+            (300, KeyState::Removed),
+            (i64::MAX, KeyState::Removed),
+        ];
+        for (now, want) in cases {
+            assert_eq!(k.state(now), want, "at {now}");
+        }
+        assert!(k.is_published(0));
+        assert!(k.is_published(150));
+        assert!(k.is_published(250));
+        assert!(!k.is_published(300));
+    }
+
+    #[test]
+    fn open_ended_key_stays_active() {
+        let mut k = key();
+        k.retires_at = None;
+        k.removes_at = None;
+        assert_eq!(k.state(i64::MAX), KeyState::Active);
+        assert_eq!(k.state(i64::MIN), KeyState::Pending);
+    }
+
+    #[test]
+    fn revocation_takes_precedence() {
+        let mut k = key();
+        k.revoked_at = Some(150);
+        assert_eq!(k.state(149), KeyState::Active);
+        assert_eq!(k.state(150), KeyState::Revoked);
+        assert_eq!(k.state(250), KeyState::Revoked);
+        assert_eq!(k.state(1000), KeyState::Revoked);
+        assert!(!k.is_published(150));
+        // Revoked before it ever activated.
+        k.revoked_at = Some(10);
+        assert_eq!(k.state(9), KeyState::Pending);
+        assert_eq!(k.state(10), KeyState::Revoked);
+    }
+
+    #[test]
+    fn removal_without_retirement() {
+        let mut k = key();
+        k.retires_at = None;
+        assert_eq!(k.state(250), KeyState::Active);
+        assert_eq!(k.state(300), KeyState::Removed);
+    }
+
+    #[test]
+    fn state_names() {
+        assert_eq!(KeyState::Retired.to_string(), "retired");
+        assert_eq!(
+            serde_json::to_string(&KeyState::Revoked).unwrap(),
+            "\"revoked\""
+        );
+        let s: KeyState = serde_json::from_str("\"pending\"").unwrap();
+        assert_eq!(s, KeyState::Pending);
+    }
+
+    #[test]
+    fn policy_defaults() {
+        let p: RotationPolicy = serde_json::from_str("{}").unwrap();
+        assert_eq!(p, RotationPolicy::default());
+        assert_eq!(p.alg, Algorithm::RS256);
+        assert_eq!(p.rsa_bits, Some(4096));
+        assert_eq!(p.rotate_every_secs, 90 * 86400);
+        assert_eq!(p.lead_secs, 48 * 3600);
+        assert_eq!(p.token_ttl_secs, 3600);
+
+        let p: RotationPolicy = serde_json::from_str(r#"{"alg":"ES256"}"#).unwrap();
+        assert_eq!(p.rsa_bits, None);
+        assert_eq!(p, RotationPolicy::for_algorithm(Algorithm::ES256));
+        let p: RotationPolicy =
+            serde_json::from_str(r#"{"alg":"PS384","rsa_bits":2048,"lead_secs":60}"#).unwrap();
+        assert_eq!(p.rsa_bits, Some(2048));
+        assert_eq!(p.lead_secs, 60);
+
+        // Round trip.
+        let text = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<RotationPolicy>(&text).unwrap(), p);
+        let ed = RotationPolicy::for_algorithm(Algorithm::EdDSA);
+        let text = serde_json::to_string(&ed).unwrap();
+        assert_eq!(serde_json::from_str::<RotationPolicy>(&text).unwrap(), ed);
+    }
+
+    #[test]
+    fn policy_is_strict() {
+        assert!(serde_json::from_str::<RotationPolicy>(r#"{"alg":"HS256"}"#).is_err());
+        assert!(serde_json::from_str::<RotationPolicy>(r#"{"algo":"RS256"}"#).is_err());
+        assert!(
+            serde_json::from_str::<RotationPolicy>(r#"{"alg":"ES256","rsa_bits":2048}"#).is_err()
+        );
+        assert!(serde_json::from_str::<RotationPolicy>(r#"{"lead_secs":"1"}"#).is_err());
+    }
+}

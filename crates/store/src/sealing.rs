@@ -1,0 +1,85 @@
+//! Sealing of private keys bound to their record (DESIGN rule 2).
+//!
+//! A key's PKCS#8 bytes are sealed with [`keyward_jose::seal`] under the root
+//! key, with the record's environment and kid as associated data, so a sealed
+//! blob copied onto another record (another kid, another environment) does
+//! not open.
+//!
+//! The associated data ([`key_aad`]) is
+//! `u32_be(len(env)) || env || kid` (UTF-8 bytes): the length prefix keeps the
+//! split between environment and kid unambiguous whatever characters either
+//! contains.
+
+use keyward_jose::seal::{open, seal, RootKey, SealedKey};
+use zeroize::Zeroizing;
+
+use crate::error::StoreError;
+use crate::records::KeyRecord;
+
+/// The associated data binding a sealed key to `env` and `kid`:
+/// the 4-byte big-endian length of `env`, `env`, then `kid`.
+pub fn key_aad(env: &str, kid: &str) -> Vec<u8> {
+    let env_len = u32::try_from(env.len()).unwrap_or(u32::MAX);
+    let mut aad = Vec::with_capacity(4 + env.len() + kid.len());
+    aad.extend_from_slice(&env_len.to_be_bytes());
+    aad.extend_from_slice(env.as_bytes());
+    aad.extend_from_slice(kid.as_bytes());
+    aad
+}
+
+/// Seals a private key (PKCS#8 DER) for the record `env`/`kid`.
+pub fn seal_private_key(root: &RootKey, env: &str, kid: &str, pkcs8: &[u8]) -> SealedKey {
+    seal(root, &key_aad(env, kid), pkcs8)
+}
+
+/// Opens a stored key's private half. Fails with [`StoreError::Seal`] for a
+/// wrong root key, a blob moved from another record, or altered bytes.
+pub fn open_private_key(root: &RootKey, key: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    Ok(open(root, &key_aad(&key.env, &key.kid), &key.sealed)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_jose::Algorithm;
+
+    fn record(env: &str, kid: &str, sealed: SealedKey) -> KeyRecord {
+        KeyRecord {
+            env: env.into(),
+            kid: kid.into(),
+            alg: Algorithm::EdDSA,
+            size_bits: 256,
+            public_jwk: "{}".into(),
+            sealed,
+            origin: "generated".into(),
+            owner: None,
+            description: None,
+            created_at: 0,
+            activates_at: 0,
+            retires_at: None,
+            removes_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn aad_is_unambiguous() {
+        assert_ne!(key_aad("ab", "c"), key_aad("a", "bc"));
+        assert_ne!(key_aad("a\0b", "c"), key_aad("a", "b\0c"));
+        assert_eq!(key_aad("prod", "k1"), b"\0\0\0\x04prodk1".to_vec());
+    }
+
+    #[test]
+    fn sealed_key_is_bound_to_its_record() {
+        let root = RootKey::generate();
+        let sealed = seal_private_key(&root, "prod", "k1", b"private");
+        let ok = record("prod", "k1", sealed.clone());
+        assert_eq!(open_private_key(&root, &ok).unwrap().as_slice(), b"private");
+        assert!(open_private_key(&root, &record("prod", "k2", sealed.clone())).is_err());
+        assert!(open_private_key(&root, &record("dev", "k1", sealed.clone())).is_err());
+        assert!(matches!(
+            open_private_key(&RootKey::generate(), &ok),
+            Err(StoreError::Seal(_))
+        ));
+    }
+}

@@ -1,0 +1,876 @@
+//! [`Store`]: one API over SQLite and PostgreSQL, and [`Tx`], a write
+//! transaction.
+//!
+//! Both backends run through sqlx's `Any` driver with one set of queries
+//! (`$n` placeholders; only `i64`, `String`, `Vec<u8>` and `Option`s of them
+//! cross the boundary). Each backend has its own migrations, embedded in the
+//! binary. Every write happens inside a [`Tx`]; a `Tx` dropped without
+//! [`Tx::commit`] rolls back, so a failed command leaves the store as it was
+//! (DESIGN rule 5).
+//!
+//! Concurrency: on SQLite a `Tx` starts with `BEGIN IMMEDIATE`, taking the
+//! database's single write lock up front (other writers wait up to the busy
+//! timeout). On PostgreSQL, appending to the audit chain, checking the root
+//! key in a transaction and root-key rotation take one transaction-scoped
+//! advisory lock (the "writer lock") before reading, so concurrent writers
+//! never fork the chain and never seal a key under a root key that is being
+//! rotated away.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use keyward_jose::seal::{rewrap, RootKey, SealedKey};
+use keyward_jose::Algorithm;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Executor, Row};
+
+use crate::audit::{
+    record_hash, AuditEntry, AuditRecord, AuditReport, ChainWalker, StoredAudit, GENESIS_HASH,
+};
+use crate::error::{is_unique_violation, StoreError};
+use crate::records::{Environment, KeyRecord, Timestamp};
+use crate::sealing::key_aad;
+
+/// Which database a [`Store`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The `meta` row holding the id of the root key the store's keys are sealed under.
+const META_ROOT_KEY_ID: &str = "root_key_id";
+/// Advisory lock serializing audit-chain appends and root-key changes on
+/// PostgreSQL (the id spells "keyward" + 1).
+const WRITER_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(7738144482497766401)";
+/// Rows read per batch while verifying the audit chain.
+const VERIFY_BATCH: i64 = 1000;
+/// How long SQLite waits for another writer's lock before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 15_000;
+
+const ENV_COLUMNS: &str = "name, issuer, policy, created_at";
+const KEY_COLUMNS: &str =
+    "env, kid, alg, size_bits, public_jwk, sealed, origin, owner, description, \
+     created_at, activates_at, retires_at, removes_at, revoked_at";
+const AUDIT_COLUMNS: &str = "seq, at, actor, action, env, subject, detail, prev_hash, hash";
+
+/// The persistent state of a keyward installation. Cheap to clone (a
+/// connection pool inside).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Migrations compiled into the binary, one set per backend.
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+const SQLITE_MIGRATIONS: Embedded = Embedded(&[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)]);
+const POSTGRES_MIGRATIONS: Embedded = Embedded(&[(
+    1,
+    "init",
+    include_str!("../migrations/postgres/0001_init.sql"),
+)]);
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// Percent-encodes a path for a `sqlite://` URL (sqlx decodes it again).
+fn sqlite_url(path: &Path) -> Result<String, StoreError> {
+    let text = path.to_str().ok_or(StoreError::InvalidUrl(
+        "the SQLite database path is not valid UTF-8",
+    ))?;
+    let mut url = String::from("sqlite://");
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url.push_str("?mode=rwc");
+    Ok(url)
+}
+
+/// Creates the database file (mode 0600) and its directory if missing, and
+/// returns the file's canonical path.
+fn prepare_sqlite_file(path: &Path) -> Result<PathBuf, StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+                .create(parent)
+                .map_err(|e| StoreError::io("create directory", parent, e))?;
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map_err(|e| StoreError::io("open database file", path, e))?;
+    path.canonicalize()
+        .map_err(|e| StoreError::io("resolve database path", path, e))
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path`: the parent
+    /// directory is created (mode 0700) and the file (mode 0600) if missing;
+    /// connections use WAL journaling, a busy timeout and foreign keys; the
+    /// schema is migrated.
+    pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        let path = prepare_sqlite_file(path)?;
+        let url = sqlite_url(&path)?;
+        Store::connect_sqlite(&url, false).await
+    }
+
+    /// Opens a store by URL: `postgres://` or `postgresql://` selects
+    /// PostgreSQL; `sqlite:` selects SQLite (`sqlite:PATH` or
+    /// `sqlite://PATH` without parameters is opened as by
+    /// [`Store::open_sqlite`]; `sqlite::memory:` is a private in-memory
+    /// database). The schema is migrated.
+    pub async fn open_url(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Store::connect_postgres(url).await;
+        }
+        let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        else {
+            return Err(StoreError::InvalidUrl(
+                "expected a postgres://, postgresql:// or sqlite: URL",
+            ));
+        };
+        let (db, params) = match rest.split_once('?') {
+            Some((db, params)) => (db, Some(params)),
+            None => (rest, None),
+        };
+        let memory =
+            db == ":memory:" || params.is_some_and(|p| p.split('&').any(|kv| kv == "mode=memory"));
+        if memory {
+            // One connection that never closes: each new in-memory connection
+            // would otherwise be a different, empty database.
+            return Store::connect_sqlite("sqlite::memory:", true).await;
+        }
+        if db.is_empty() {
+            return Err(StoreError::InvalidUrl(
+                "the sqlite: URL names no database file",
+            ));
+        }
+        match params {
+            None => {
+                let decoded = percent_decode(db).ok_or(StoreError::InvalidUrl(
+                    "the sqlite: URL has a malformed %-escape",
+                ))?;
+                Store::open_sqlite(Path::new(&decoded)).await
+            }
+            Some(_) => Store::connect_sqlite(url, false).await,
+        }
+    }
+
+    async fn connect_sqlite(url: &str, memory: bool) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let mut options = AnyPoolOptions::new()
+            .max_connections(if memory { 1 } else { 4 })
+            .min_connections(u32::from(memory))
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute(
+                        format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str(),
+                    )
+                    .await?;
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    Ok(())
+                })
+            });
+        if memory {
+            options = options.idle_timeout(None).max_lifetime(None);
+        }
+        let pool = options.connect(url).await?;
+        Store::migrate(pool, Backend::Sqlite).await
+    }
+
+    async fn connect_postgres(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        Store::migrate(pool, Backend::Postgres).await
+    }
+
+    async fn migrate(pool: AnyPool, backend: Backend) -> Result<Store, StoreError> {
+        let source = match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        };
+        let migrator = Migrator::new(source).await?;
+        migrator.run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// The database behind this store.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection; later calls fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The id of the root key this store's keys are sealed under, if the
+    /// store has been initialized.
+    pub async fn root_key_id(&self) -> Result<Option<String>, StoreError> {
+        read_root_key_id(&self.pool).await
+    }
+
+    /// Checks that `root` is the key this store's keys are sealed under.
+    pub async fn check_root_key(&self, root: &RootKey) -> Result<(), StoreError> {
+        compare_root_key(self.root_key_id().await?, root)
+    }
+
+    /// One environment; `NotFound` if there is none by that name.
+    pub async fn environment(&self, name: &str) -> Result<Environment, StoreError> {
+        fetch_environment(&self.pool, name).await
+    }
+
+    /// Every environment, by name.
+    pub async fn environments(&self) -> Result<Vec<Environment>, StoreError> {
+        let sql = format!("SELECT {ENV_COLUMNS} FROM environments ORDER BY name");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(env_from_row).collect()
+    }
+
+    /// The keys of environment `env`, by `activates_at` then kid; `NotFound`
+    /// if the environment does not exist.
+    pub async fn keys(&self, env: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        fetch_keys(&self.pool, env).await
+    }
+
+    /// One key by kid; `NotFound` if absent.
+    pub async fn key(&self, kid: &str) -> Result<KeyRecord, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE kid = $1");
+        let row = sqlx::query(&sql)
+            .bind(kid.to_owned())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "key",
+                name: kid.to_owned(),
+            })?;
+        key_from_row(&row)
+    }
+
+    /// Up to `limit` audit records with `seq > after_seq`, in order.
+    pub async fn audit(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let rows = fetch_audit_batch(&self.pool, after_seq, limit).await?;
+        rows.into_iter().map(audit_record).collect()
+    }
+
+    /// Walks the whole audit chain (in batches) and reports its length, head
+    /// and the first break, if any. A tampered chain is a report, not an error.
+    pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
+        let mut walker = ChainWalker::new();
+        let mut after = i64::MIN;
+        loop {
+            let batch = fetch_audit_batch(&self.pool, after, VERIFY_BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            let done = (batch.len() as i64) < VERIFY_BATCH;
+            batch.iter().for_each(|r| walker.push(r));
+            if done {
+                break;
+            }
+        }
+        Ok(walker.finish())
+    }
+
+    /// The number of audit records.
+    pub async fn audit_len(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM audit")
+            .fetch_one(&self.pool)
+            .await?;
+        get(&row, "n")
+    }
+
+    /// Starts a write transaction. On SQLite it holds the database's write
+    /// lock until it ends.
+    pub async fn begin(&self) -> Result<Tx<'static>, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx {
+            tx,
+            backend: self.backend,
+            _store: PhantomData,
+        })
+    }
+
+    /// Re-wraps every sealed key from `old` to `new` and records
+    /// `new.key_id()`, in one transaction, with an audit record
+    /// `root_key.rotate`. Fails with `WrongRootKey` if `old` is not the
+    /// store's root key; any failure leaves everything unchanged. Returns the
+    /// number of keys re-wrapped.
+    pub async fn rewrap_all(
+        &self,
+        old: &RootKey,
+        new: &RootKey,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.begin().await?;
+        // Takes the writer lock first (PostgreSQL), so transactions that
+        // called `Tx::check_root_key` finish before, or see the new id after.
+        tx.check_root_key(old).await?;
+
+        let rows = sqlx::query("SELECT env, kid, sealed FROM keys ORDER BY kid")
+            .fetch_all(&mut *tx.tx)
+            .await?;
+        let mut rewrapped = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let env: String = get(row, "env")?;
+            let kid: String = get(row, "kid")?;
+            let blob: Vec<u8> = get(row, "sealed")?;
+            let sealed = SealedKey::from_bytes(&blob)
+                .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: malformed sealed key")))?;
+            let fresh = rewrap(old, new, &key_aad(&env, &kid), &sealed)?;
+            rewrapped.push((kid, fresh.to_bytes()));
+        }
+        for (kid, blob) in &rewrapped {
+            sqlx::query("UPDATE keys SET sealed = $1 WHERE kid = $2")
+                .bind(blob.clone())
+                .bind(kid.clone())
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        sqlx::query("UPDATE meta SET value = $1 WHERE name = $2")
+            .bind(new.key_id())
+            .bind(META_ROOT_KEY_ID)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.append_audit(AuditEntry {
+            at: now,
+            actor: actor.to_owned(),
+            action: "root_key.rotate".to_owned(),
+            env: None,
+            subject: None,
+            detail: serde_json::json!({
+                "from": old.key_id(),
+                "to": new.key_id(),
+                "keys": rewrapped.len(),
+            }),
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(rewrapped.len())
+    }
+}
+
+/// A write transaction. Dropping it without [`Tx::commit`] rolls back.
+pub struct Tx<'a> {
+    tx: sqlx::Transaction<'static, Any>,
+    backend: Backend,
+    _store: PhantomData<&'a Store>,
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tx<'_> {
+    /// Records the id of the root key the store's keys will be sealed under.
+    /// `AlreadyInitialized` if one is recorded.
+    pub async fn initialize(&mut self, root_key_id: &str) -> Result<(), StoreError> {
+        if read_root_key_id(&mut *self.tx).await?.is_some() {
+            return Err(StoreError::AlreadyInitialized);
+        }
+        sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2)")
+            .bind(META_ROOT_KEY_ID)
+            .bind(root_key_id.to_owned())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyInitialized
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Checks, inside this transaction, that `root` is the store's root key.
+    /// Call it before sealing keys in a transaction: it also serializes the
+    /// transaction with a concurrent root-key rotation ([`Store::rewrap_all`]),
+    /// so keys written in it stay under the checked key. (SQLite: already
+    /// serialized by the write lock. PostgreSQL: takes the store's writer
+    /// lock until the transaction ends.)
+    pub async fn check_root_key(&mut self, root: &RootKey) -> Result<(), StoreError> {
+        self.writer_lock().await?;
+        compare_root_key(read_root_key_id(&mut *self.tx).await?, root)
+    }
+
+    /// On PostgreSQL, takes the transaction-scoped advisory lock that
+    /// serializes audit appends and root-key changes across processes
+    /// (re-entrant within a transaction). SQLite's `BEGIN IMMEDIATE` already
+    /// holds the database's only write lock.
+    async fn writer_lock(&mut self) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            self.tx.execute(WRITER_LOCK_SQL).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates an environment; `Conflict` if the name is taken.
+    pub async fn create_environment(&mut self, env: &Environment) -> Result<(), StoreError> {
+        let conflict = || StoreError::Conflict {
+            what: "environment",
+            name: env.name.clone(),
+        };
+        let exists = sqlx::query("SELECT 1 AS one FROM environments WHERE name = $1")
+            .bind(env.name.clone())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        if exists.is_some() {
+            return Err(conflict());
+        }
+        sqlx::query(
+            "INSERT INTO environments (name, issuer, policy, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(env.name.clone())
+        .bind(env.issuer.clone())
+        .bind(policy_json(env)?)
+        .bind(env.created_at)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                conflict()
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Updates an environment's issuer and policy; `NotFound` if absent.
+    pub async fn update_environment(&mut self, env: &Environment) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE environments SET issuer = $1, policy = $2 WHERE name = $3")
+            .bind(env.issuer.clone())
+            .bind(policy_json(env)?)
+            .bind(env.name.clone())
+            .execute(&mut *self.tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "environment",
+                name: env.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One environment, as this transaction sees it.
+    pub async fn environment(&mut self, name: &str) -> Result<Environment, StoreError> {
+        fetch_environment(&mut *self.tx, name).await
+    }
+
+    /// The keys of `env`, as this transaction sees them.
+    pub async fn keys(&mut self, env: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        fetch_keys(&mut *self.tx, env).await
+    }
+
+    /// Inserts a key; `Conflict` if the kid exists, `NotFound` if its
+    /// environment does not.
+    pub async fn insert_key(&mut self, key: &KeyRecord) -> Result<(), StoreError> {
+        // Checked first so the error names the environment, not a constraint.
+        fetch_environment(&mut *self.tx, &key.env).await?;
+        let conflict = || StoreError::Conflict {
+            what: "key",
+            name: key.kid.clone(),
+        };
+        let exists = sqlx::query("SELECT 1 AS one FROM keys WHERE kid = $1")
+            .bind(key.kid.clone())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        if exists.is_some() {
+            return Err(conflict());
+        }
+        let sql = format!(
+            "INSERT INTO keys ({KEY_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        );
+        sqlx::query(&sql)
+            .bind(key.env.clone())
+            .bind(key.kid.clone())
+            .bind(key.alg.name())
+            .bind(i64::from(key.size_bits))
+            .bind(key.public_jwk.clone())
+            .bind(key.sealed.to_bytes())
+            .bind(key.origin.clone())
+            .bind(key.owner.clone())
+            .bind(key.description.clone())
+            .bind(key.created_at)
+            .bind(key.activates_at)
+            .bind(key.retires_at)
+            .bind(key.removes_at)
+            .bind(key.revoked_at)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    conflict()
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Writes `activates_at`, `retires_at`, `removes_at` and `revoked_at` of
+    /// an existing key (matched by kid and environment); `NotFound` if absent.
+    pub async fn update_key_times(&mut self, key: &KeyRecord) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE keys SET activates_at = $1, retires_at = $2, removes_at = $3, revoked_at = $4 \
+             WHERE kid = $5 AND env = $6",
+        )
+        .bind(key.activates_at)
+        .bind(key.retires_at)
+        .bind(key.removes_at)
+        .bind(key.revoked_at)
+        .bind(key.kid.clone())
+        .bind(key.env.clone())
+        .execute(&mut *self.tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                what: "key",
+                name: key.kid.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends a record to the audit chain and returns it as stored.
+    pub async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditRecord, StoreError> {
+        // Nobody else reads the head until this transaction ends: no fork.
+        self.writer_lock().await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        let (seq, prev_hash) = match head {
+            Some(row) => {
+                let seq: i64 = get(&row, "seq")?;
+                let seq = seq
+                    .checked_add(1)
+                    .ok_or_else(|| StoreError::Corrupt("audit sequence overflow".into()))?;
+                (seq, get::<String>(&row, "hash")?)
+            }
+            None => (1, GENESIS_HASH.to_owned()),
+        };
+        let detail_text = entry.detail.to_string();
+        let hash = record_hash(
+            seq,
+            entry.at,
+            &entry.actor,
+            &entry.action,
+            entry.env.as_deref(),
+            entry.subject.as_deref(),
+            &detail_text,
+            &prev_hash,
+        );
+        let sql = format!(
+            "INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        );
+        sqlx::query(&sql)
+            .bind(seq)
+            .bind(entry.at)
+            .bind(entry.actor.clone())
+            .bind(entry.action.clone())
+            .bind(entry.env.clone())
+            .bind(entry.subject.clone())
+            .bind(detail_text)
+            .bind(prev_hash.clone())
+            .bind(hash.clone())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(AuditRecord {
+            seq,
+            at: entry.at,
+            actor: entry.actor,
+            action: entry.action,
+            env: entry.env,
+            subject: entry.subject,
+            detail: entry.detail,
+            prev_hash,
+            hash,
+        })
+    }
+
+    /// Makes every write of this transaction durable, all at once.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Discards every write of this transaction (as dropping it does).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+fn compare_root_key(stored: Option<String>, root: &RootKey) -> Result<(), StoreError> {
+    let expected = stored.ok_or(StoreError::NotInitialized)?;
+    let got = root.key_id();
+    if expected == got {
+        Ok(())
+    } else {
+        Err(StoreError::WrongRootKey { expected, got })
+    }
+}
+
+fn policy_json(env: &Environment) -> Result<String, StoreError> {
+    serde_json::to_string(&env.policy).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "environment {:?}: policy does not serialize: {e}",
+            env.name
+        ))
+    })
+}
+
+fn get<'r, T>(row: &'r AnyRow, column: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+{
+    row.try_get(column)
+        .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+}
+
+async fn read_root_key_id<'c, E>(ex: E) -> Result<Option<String>, StoreError>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let row = sqlx::query("SELECT value FROM meta WHERE name = $1")
+        .bind(META_ROOT_KEY_ID)
+        .fetch_optional(ex)
+        .await?;
+    row.map(|r| get(&r, "value")).transpose()
+}
+
+async fn fetch_environment<'c, E>(ex: E, name: &str) -> Result<Environment, StoreError>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let sql = format!("SELECT {ENV_COLUMNS} FROM environments WHERE name = $1");
+    let row = sqlx::query(&sql)
+        .bind(name.to_owned())
+        .fetch_optional(ex)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "environment",
+            name: name.to_owned(),
+        })?;
+    env_from_row(&row)
+}
+
+async fn fetch_keys<'c, E>(ex: E, env: &str) -> Result<Vec<KeyRecord>, StoreError>
+where
+    E: Executor<'c, Database = Any>,
+{
+    // One statement, so the existence check and the listing see the same
+    // snapshot: a LEFT JOIN yields one all-NULL key row for an empty env.
+    let sql = format!(
+        "SELECT e.name AS env_name, {} FROM environments e LEFT JOIN keys k ON k.env = e.name \
+         WHERE e.name = $1 ORDER BY k.activates_at, k.kid",
+        KEY_COLUMNS
+            .split(", ")
+            .map(|c| format!("k.{c} AS {c}", c = c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let rows = sqlx::query(&sql).bind(env.to_owned()).fetch_all(ex).await?;
+    if rows.is_empty() {
+        return Err(StoreError::NotFound {
+            what: "environment",
+            name: env.to_owned(),
+        });
+    }
+    let mut keys = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if get::<Option<String>>(row, "kid")?.is_some() {
+            keys.push(key_from_row(row)?);
+        }
+    }
+    Ok(keys)
+}
+
+async fn fetch_audit_batch<'c, E>(
+    ex: E,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<StoredAudit>, StoreError>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2");
+    let rows = sqlx::query(&sql)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(ex)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(StoredAudit {
+                seq: get(r, "seq")?,
+                at: get(r, "at")?,
+                actor: get(r, "actor")?,
+                action: get(r, "action")?,
+                env: get(r, "env")?,
+                subject: get(r, "subject")?,
+                detail: get(r, "detail")?,
+                prev_hash: get(r, "prev_hash")?,
+                hash: get(r, "hash")?,
+            })
+        })
+        .collect()
+}
+
+fn audit_record(s: StoredAudit) -> Result<AuditRecord, StoreError> {
+    let detail = serde_json::from_str(&s.detail).map_err(|_| {
+        StoreError::Corrupt(format!("audit record {}: detail is not valid JSON", s.seq))
+    })?;
+    Ok(AuditRecord {
+        seq: s.seq,
+        at: s.at,
+        actor: s.actor,
+        action: s.action,
+        env: s.env,
+        subject: s.subject,
+        detail,
+        prev_hash: s.prev_hash,
+        hash: s.hash,
+    })
+}
+
+fn env_from_row(row: &AnyRow) -> Result<Environment, StoreError> {
+    let name: String = get(row, "name")?;
+    let policy_text: String = get(row, "policy")?;
+    let policy = serde_json::from_str(&policy_text)
+        .map_err(|e| StoreError::Corrupt(format!("environment {name:?}: invalid policy: {e}")))?;
+    Ok(Environment {
+        issuer: get(row, "issuer")?,
+        created_at: get(row, "created_at")?,
+        policy,
+        name,
+    })
+}
+
+fn key_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
+    let kid: String = get(row, "kid")?;
+    let alg_name: String = get(row, "alg")?;
+    let alg = Algorithm::from_name(&alg_name)
+        .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: unknown algorithm")))?;
+    let size: i64 = get(row, "size_bits")?;
+    let size_bits = u32::try_from(size)
+        .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: invalid size_bits")))?;
+    let blob: Vec<u8> = get(row, "sealed")?;
+    let sealed = SealedKey::from_bytes(&blob)
+        .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: malformed sealed key")))?;
+    Ok(KeyRecord {
+        env: get(row, "env")?,
+        alg,
+        size_bits,
+        public_jwk: get(row, "public_jwk")?,
+        sealed,
+        origin: get(row, "origin")?,
+        owner: get(row, "owner")?,
+        description: get(row, "description")?,
+        created_at: get(row, "created_at")?,
+        activates_at: get(row, "activates_at")?,
+        retires_at: get(row, "retires_at")?,
+        removes_at: get(row, "removes_at")?,
+        revoked_at: get(row, "revoked_at")?,
+        kid,
+    })
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or non-UTF-8 result.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_escape_paths() {
+        let url = sqlite_url(Path::new("/tmp/a b/c?d#e%f.db")).unwrap();
+        assert_eq!(url, "sqlite:///tmp/a%20b/c%3Fd%23e%25f.db?mode=rwc");
+        assert_eq!(
+            percent_decode("/tmp/a%20b/c%3Fd%23e%25f.db").unwrap(),
+            "/tmp/a b/c?d#e%f.db"
+        );
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+    }
+}

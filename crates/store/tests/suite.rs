@@ -1,0 +1,595 @@
+//! The store's behaviour, run once per backend (see `common`).
+
+mod common;
+
+use common::Ctx;
+use keyward_jose::crypto::random_bytes;
+use keyward_jose::seal::RootKey;
+use keyward_jose::Algorithm;
+use keyward_store::{
+    open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState,
+    RotationPolicy, Store, StoreError, GENESIS_HASH,
+};
+use serde_json::json;
+
+backend_suite!(
+    environments_crud,
+    keys_insert_list_update,
+    uncommitted_transactions_change_nothing,
+    audit_append_and_verify,
+    audit_tampered_detail_is_located,
+    audit_deleted_record_is_a_gap,
+    audit_concurrent_appends_do_not_fork,
+    root_key_initialize_and_check,
+    rewrap_all_moves_every_key,
+    rewrap_all_with_wrong_old_key_changes_nothing,
+    rewrap_all_failure_midway_changes_nothing,
+    rewrap_all_waits_for_a_transaction_sealing_under_the_old_key,
+    store_is_isolated_and_empty,
+);
+
+fn env(name: &str) -> Environment {
+    Environment {
+        name: name.into(),
+        issuer: format!("https://auth.example/{name}"),
+        policy: RotationPolicy::default(),
+        created_at: 1_000,
+    }
+}
+
+fn key(root: &RootKey, env: &str, kid: &str, activates_at: i64, secret: &[u8]) -> KeyRecord {
+    KeyRecord {
+        env: env.into(),
+        kid: kid.into(),
+        alg: Algorithm::ES256,
+        size_bits: 256,
+        public_jwk: format!(r#"{{"kty":"EC","kid":"{kid}"}}"#),
+        sealed: seal_private_key(root, env, kid, secret),
+        origin: "generated".into(),
+        owner: Some("ops".into()),
+        description: None,
+        created_at: 1_000,
+        activates_at,
+        retires_at: None,
+        removes_at: None,
+        revoked_at: None,
+    }
+}
+
+fn entry(n: i64) -> AuditEntry {
+    AuditEntry {
+        at: 10_000 + n,
+        actor: "tester".into(),
+        action: "test.append".into(),
+        env: Some("prod".into()),
+        subject: (n % 2 == 0).then(|| format!("s{n}")),
+        detail: json!({"n": n, "nested": {"b": [1, 2], "a": "x"}}),
+    }
+}
+
+async fn append(store: &Store, n: i64) {
+    let mut tx = store.begin().await.unwrap();
+    tx.append_audit(entry(n)).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn environments_crud(store: Store, _ctx: Ctx) {
+    assert!(store.environments().await.unwrap().is_empty());
+    let err = store.environment("prod").await.unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::NotFound {
+            what: "environment",
+            ..
+        }
+    ));
+    assert_eq!(err.to_string(), "environment \"prod\" not found");
+
+    let mut prod = env("prod");
+    prod.policy = RotationPolicy::for_algorithm(Algorithm::EdDSA);
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&prod).await.unwrap();
+    tx.create_environment(&env("dev")).await.unwrap();
+    assert_eq!(tx.environment("prod").await.unwrap(), prod);
+    tx.commit().await.unwrap();
+
+    assert_eq!(store.environment("prod").await.unwrap(), prod);
+    let names: Vec<_> = store
+        .environments()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["dev", "prod"]);
+
+    let mut tx = store.begin().await.unwrap();
+    let err = tx.create_environment(&env("prod")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { what: "environment", ref name } if name == "prod")
+    );
+    assert_eq!(err.to_string(), "environment \"prod\" already exists");
+    drop(tx);
+
+    let mut changed = prod.clone();
+    changed.issuer = "https://new.example".into();
+    changed.policy.lead_secs = 60;
+    changed.created_at = 5; // not updatable
+    let mut tx = store.begin().await.unwrap();
+    tx.update_environment(&changed).await.unwrap();
+    let err = tx.update_environment(&env("nope")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { what: "environment", ref name } if name == "nope")
+    );
+    tx.commit().await.unwrap();
+    let got = store.environment("prod").await.unwrap();
+    assert_eq!(got.issuer, "https://new.example");
+    assert_eq!(got.policy.lead_secs, 60);
+    assert_eq!(got.policy.alg, Algorithm::EdDSA);
+    assert_eq!(got.created_at, 1_000);
+}
+
+async fn keys_insert_list_update(store: Store, _ctx: Ctx) {
+    let root = RootKey::generate();
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    tx.create_environment(&env("dev")).await.unwrap();
+    let k_b = key(&root, "prod", "b", 200, b"secret-b");
+    let k_a = key(&root, "prod", "a", 200, b"secret-a");
+    let mut k_c = key(&root, "prod", "c", 100, b"secret-c");
+    k_c.alg = Algorithm::RS256;
+    k_c.size_bits = 4096;
+    k_c.origin = "imported".into();
+    k_c.owner = None;
+    k_c.description = Some("legacy key".into());
+    k_c.retires_at = Some(300);
+    for k in [&k_b, &k_a, &k_c] {
+        tx.insert_key(k).await.unwrap();
+    }
+    assert_eq!(tx.keys("prod").await.unwrap().len(), 3);
+    tx.commit().await.unwrap();
+
+    // Ordered by activates_at, then kid; every field round-trips.
+    let keys = store.keys("prod").await.unwrap();
+    assert_eq!(keys, vec![k_c.clone(), k_a.clone(), k_b.clone()]);
+    assert_eq!(store.key("c").await.unwrap(), k_c);
+    assert!(store.keys("dev").await.unwrap().is_empty());
+    let err = store.keys("nope").await.unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::NotFound {
+            what: "environment",
+            ..
+        }
+    ));
+    let err = store.key("zzz").await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "key", ref name } if name == "zzz"));
+    assert_eq!(
+        open_private_key(&root, &store.key("a").await.unwrap())
+            .unwrap()
+            .as_slice(),
+        b"secret-a"
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    let err = tx
+        .insert_key(&key(&root, "dev", "a", 1, b"x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "key", ref name } if name == "a"));
+    assert_eq!(err.to_string(), "key \"a\" already exists");
+    let err = tx
+        .insert_key(&key(&root, "nope", "n1", 1, b"x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { what: "environment", ref name } if name == "nope")
+    );
+
+    // Rotation moves timestamps; state follows the clock passed in.
+    let mut a = k_a.clone();
+    a.retires_at = Some(400);
+    a.removes_at = Some(500);
+    a.revoked_at = Some(450);
+    tx.update_key_times(&a).await.unwrap();
+    let mut ghost = k_a.clone();
+    ghost.kid = "ghost".into();
+    let err = tx.update_key_times(&ghost).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "key", .. }));
+    tx.commit().await.unwrap();
+
+    let a = store.key("a").await.unwrap();
+    assert_eq!(
+        (a.retires_at, a.removes_at, a.revoked_at),
+        (Some(400), Some(500), Some(450))
+    );
+    assert_eq!(a.state(199), KeyState::Pending);
+    assert_eq!(a.state(200), KeyState::Active);
+    assert_eq!(a.state(400), KeyState::Retired);
+    assert_eq!(a.state(450), KeyState::Revoked);
+    // Other fields untouched.
+    assert_eq!(a.sealed, k_a.sealed);
+    assert_eq!(a.public_jwk, k_a.public_jwk);
+
+    // Clearing timestamps back to NULL works too.
+    let mut tx = store.begin().await.unwrap();
+    let mut cleared = a.clone();
+    cleared.retires_at = None;
+    cleared.removes_at = None;
+    cleared.revoked_at = None;
+    tx.update_key_times(&cleared).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.key("a").await.unwrap(), cleared);
+}
+
+async fn uncommitted_transactions_change_nothing(store: Store, _ctx: Ctx) {
+    let root = RootKey::generate();
+    {
+        let mut tx = store.begin().await.unwrap();
+        tx.initialize(&root.key_id()).await.unwrap();
+        tx.create_environment(&env("prod")).await.unwrap();
+        tx.insert_key(&key(&root, "prod", "k1", 0, b"s"))
+            .await
+            .unwrap();
+        tx.append_audit(entry(1)).await.unwrap();
+        // A failing step, then the caller gives up: dropped, not committed.
+        assert!(tx.create_environment(&env("prod")).await.is_err());
+    }
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("dev")).await.unwrap();
+    tx.rollback().await.unwrap();
+
+    assert_eq!(store.root_key_id().await.unwrap(), None);
+    assert!(store.environments().await.unwrap().is_empty());
+    assert!(matches!(
+        store.key("k1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.audit_len().await.unwrap(), 0);
+
+    // And the store is still usable afterwards (no lock left behind).
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.environments().await.unwrap().len(), 1);
+}
+
+async fn audit_append_and_verify(store: Store, _ctx: Ctx) {
+    let empty = store.verify_audit().await.unwrap();
+    assert_eq!(
+        (
+            empty.length,
+            empty.head_hash.clone(),
+            empty.first_broken.clone()
+        ),
+        (0, None, None)
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    let first = tx.append_audit(entry(1)).await.unwrap();
+    let second = tx.append_audit(entry(2)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(first.seq, 1);
+    assert_eq!(first.prev_hash, GENESIS_HASH);
+    assert_eq!(second.seq, 2);
+    assert_eq!(second.prev_hash, first.hash);
+    assert_eq!(first.hash, first.expected_hash());
+    for n in 3..=25 {
+        append(&store, n).await;
+    }
+    assert_eq!(store.audit_len().await.unwrap(), 25);
+
+    let all = store.audit(0, 100).await.unwrap();
+    assert_eq!(all.len(), 25);
+    assert_eq!(all[0], first);
+    assert_eq!(all[1], second);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.seq, i as i64 + 1);
+        assert_eq!(r.detail["n"], json!(r.seq));
+        assert_eq!(r.hash, r.expected_hash());
+        if i > 0 {
+            assert_eq!(r.prev_hash, all[i - 1].hash);
+        }
+    }
+    let page = store.audit(10, 5).await.unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [11, 12, 13, 14, 15]
+    );
+    assert!(store.audit(25, 10).await.unwrap().is_empty());
+    assert!(store.audit(0, 0).await.unwrap().is_empty());
+
+    let report = store.verify_audit().await.unwrap();
+    assert_eq!(report.length, 25);
+    assert_eq!(report.head_hash.as_deref(), Some(all[24].hash.as_str()));
+    assert_eq!(report.first_broken, None);
+}
+
+async fn audit_tampered_detail_is_located(store: Store, ctx: Ctx) {
+    for n in 1..=6 {
+        append(&store, n).await;
+    }
+    assert!(store.verify_audit().await.unwrap().first_broken.is_none());
+    let changed = ctx
+        .exec(r#"UPDATE audit SET detail = '{"n":3,"nested":{"a":"y","b":[1,2]}}' WHERE seq = 3"#)
+        .await;
+    assert_eq!(changed, 1);
+    let report = store.verify_audit().await.unwrap();
+    assert_eq!(report.length, 6);
+    let broken = report.first_broken.expect("tampering detected");
+    assert_eq!(broken.seq, 3);
+    assert_eq!(broken.reason, "hash does not match the record's contents");
+
+    // Re-computing the edited record's own hash only moves the break on.
+    let rec = &store.audit(2, 1).await.unwrap()[0];
+    let forged = rec.expected_hash();
+    ctx.exec(&format!("UPDATE audit SET hash = '{forged}' WHERE seq = 3"))
+        .await;
+    let broken = store.verify_audit().await.unwrap().first_broken.unwrap();
+    assert_eq!(
+        (broken.seq, broken.reason.as_str()),
+        (4, "prev_hash does not match record 3")
+    );
+}
+
+async fn audit_deleted_record_is_a_gap(store: Store, ctx: Ctx) {
+    for n in 1..=6 {
+        append(&store, n).await;
+    }
+    assert_eq!(ctx.exec("DELETE FROM audit WHERE seq = 4").await, 1);
+    let report = store.verify_audit().await.unwrap();
+    assert_eq!(report.length, 5);
+    let broken = report.first_broken.expect("gap detected");
+    assert_eq!(
+        (broken.seq, broken.reason.as_str()),
+        (5, "sequence gap: expected 4")
+    );
+}
+
+async fn audit_concurrent_appends_do_not_fork(store: Store, _ctx: Ctx) {
+    const TASKS: i64 = 6;
+    const EACH: i64 = 8;
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let mut tx = store.begin().await.unwrap();
+                tx.append_audit(entry(t * 100 + i)).await.unwrap();
+                // Hold the transaction open a moment to provoke interleaving.
+                tokio::task::yield_now().await;
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let report = store.verify_audit().await.unwrap();
+    assert_eq!(report.length, TASKS * EACH);
+    assert_eq!(report.first_broken, None);
+    let seqs: Vec<i64> = store
+        .audit(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, (1..=TASKS * EACH).collect::<Vec<_>>());
+}
+
+async fn root_key_initialize_and_check(store: Store, _ctx: Ctx) {
+    let root = RootKey::generate();
+    let other = RootKey::generate();
+    assert_eq!(store.root_key_id().await.unwrap(), None);
+    assert!(matches!(
+        store.check_root_key(&root).await,
+        Err(StoreError::NotInitialized)
+    ));
+
+    let mut tx = store.begin().await.unwrap();
+    tx.initialize(&root.key_id()).await.unwrap();
+    assert!(matches!(
+        tx.initialize(&other.key_id()).await,
+        Err(StoreError::AlreadyInitialized)
+    ));
+    tx.check_root_key(&root).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(store.root_key_id().await.unwrap(), Some(root.key_id()));
+    store.check_root_key(&root).await.unwrap();
+    let err = store.check_root_key(&other).await.unwrap_err();
+    match &err {
+        StoreError::WrongRootKey { expected, got } => {
+            assert_eq!(expected, &root.key_id());
+            assert_eq!(got, &other.key_id());
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    assert!(err.to_string().contains(&root.key_id()));
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(matches!(
+        tx.initialize(&other.key_id()).await,
+        Err(StoreError::AlreadyInitialized)
+    ));
+    assert!(matches!(
+        tx.check_root_key(&other).await,
+        Err(StoreError::WrongRootKey { .. })
+    ));
+}
+
+/// An initialized store with two environments and `n` keys sealed under `root`.
+async fn seeded(store: &Store, root: &RootKey, n: usize) -> Vec<(String, Vec<u8>)> {
+    let mut tx = store.begin().await.unwrap();
+    tx.initialize(&root.key_id()).await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    tx.create_environment(&env("dev")).await.unwrap();
+    let mut secrets = Vec::new();
+    for i in 0..n {
+        let env = if i % 2 == 0 { "prod" } else { "dev" };
+        let kid = format!("kid-{i}");
+        let secret = random_bytes::<48>().to_vec();
+        tx.insert_key(&key(root, env, &kid, i as i64, &secret))
+            .await
+            .unwrap();
+        secrets.push((kid, secret));
+    }
+    tx.append_audit(entry(0)).await.unwrap();
+    tx.commit().await.unwrap();
+    secrets
+}
+
+async fn all_keys(store: &Store) -> Vec<KeyRecord> {
+    let mut keys = store.keys("dev").await.unwrap();
+    keys.extend(store.keys("prod").await.unwrap());
+    keys
+}
+
+async fn rewrap_all_moves_every_key(store: Store, _ctx: Ctx) {
+    let old = RootKey::generate();
+    let new = RootKey::generate();
+    let secrets = seeded(&store, &old, 5).await;
+    let before = all_keys(&store).await;
+
+    let n = store.rewrap_all(&old, &new, "admin", 50_000).await.unwrap();
+    assert_eq!(n, 5);
+    assert_eq!(store.root_key_id().await.unwrap(), Some(new.key_id()));
+    store.check_root_key(&new).await.unwrap();
+    assert!(store.check_root_key(&old).await.is_err());
+
+    for (kid, secret) in &secrets {
+        let k = store.key(kid).await.unwrap();
+        assert_eq!(
+            open_private_key(&new, &k).unwrap().as_slice(),
+            secret.as_slice()
+        );
+        assert!(
+            open_private_key(&old, &k).is_err(),
+            "old root still opens {kid}"
+        );
+        let prev = before.iter().find(|b| &b.kid == kid).unwrap();
+        assert_ne!(prev.sealed, k.sealed);
+        assert_eq!(
+            (&prev.public_jwk, prev.activates_at),
+            (&k.public_jwk, k.activates_at)
+        );
+    }
+
+    let audit = store.audit(0, 10).await.unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!(last.action, "root_key.rotate");
+    assert_eq!(last.actor, "admin");
+    assert_eq!(last.at, 50_000);
+    assert_eq!(last.detail["from"], json!(old.key_id()));
+    assert_eq!(last.detail["to"], json!(new.key_id()));
+    assert_eq!(last.detail["keys"], json!(5));
+    assert!(store.verify_audit().await.unwrap().first_broken.is_none());
+}
+
+async fn rewrap_all_with_wrong_old_key_changes_nothing(store: Store, _ctx: Ctx) {
+    let old = RootKey::generate();
+    let wrong = RootKey::generate();
+    let new = RootKey::generate();
+    seeded(&store, &old, 3).await;
+    let before = all_keys(&store).await;
+    let audit_before = store.audit_len().await.unwrap();
+
+    let err = store
+        .rewrap_all(&wrong, &new, "admin", 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::WrongRootKey { .. }), "{err:?}");
+
+    assert_eq!(all_keys(&store).await, before);
+    assert_eq!(store.root_key_id().await.unwrap(), Some(old.key_id()));
+    assert_eq!(store.audit_len().await.unwrap(), audit_before);
+    for k in &before {
+        open_private_key(&old, k).unwrap();
+    }
+}
+
+async fn rewrap_all_failure_midway_changes_nothing(store: Store, _ctx: Ctx) {
+    let old = RootKey::generate();
+    let stranger = RootKey::generate();
+    let new = RootKey::generate();
+    seeded(&store, &old, 4).await;
+    // A key the recorded root key cannot open (sorted last by kid).
+    let mut tx = store.begin().await.unwrap();
+    tx.insert_key(&key(&stranger, "prod", "zz-foreign", 9, b"foreign"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let before = all_keys(&store).await;
+    let audit_before = store.audit_len().await.unwrap();
+
+    let err = store.rewrap_all(&old, &new, "admin", 1).await.unwrap_err();
+    assert!(matches!(err, StoreError::Seal(_)), "{err:?}");
+
+    assert_eq!(all_keys(&store).await, before);
+    assert_eq!(store.root_key_id().await.unwrap(), Some(old.key_id()));
+    assert_eq!(store.audit_len().await.unwrap(), audit_before);
+    for k in before.iter().filter(|k| k.kid != "zz-foreign") {
+        open_private_key(&old, k).unwrap();
+        assert!(open_private_key(&new, k).is_err());
+    }
+}
+
+async fn rewrap_all_waits_for_a_transaction_sealing_under_the_old_key(store: Store, _ctx: Ctx) {
+    let old = std::sync::Arc::new(RootKey::generate());
+    let new = std::sync::Arc::new(RootKey::generate());
+    seeded(&store, &old, 2).await;
+
+    let mut tx = store.begin().await.unwrap();
+    tx.check_root_key(&old).await.unwrap();
+    tx.insert_key(&key(&old, "prod", "late", 7, b"late secret"))
+        .await
+        .unwrap();
+    let rotation = tokio::spawn({
+        let (store, old, new) = (store.clone(), old.clone(), new.clone());
+        async move { store.rewrap_all(&old, &new, "admin", 2).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !rotation.is_finished(),
+        "rotation did not wait for the open transaction"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(rotation.await.unwrap().unwrap(), 3);
+
+    let late = store.key("late").await.unwrap();
+    assert_eq!(
+        open_private_key(&new, &late).unwrap().as_slice(),
+        b"late secret"
+    );
+    // After the rotation, a transaction holding the old key is refused.
+    let mut tx = store.begin().await.unwrap();
+    assert!(matches!(
+        tx.check_root_key(&old).await,
+        Err(StoreError::WrongRootKey { .. })
+    ));
+    tx.check_root_key(&new).await.unwrap();
+}
+
+async fn store_is_isolated_and_empty(store: Store, ctx: Ctx) {
+    // Every test starts from an empty store of its own.
+    assert_eq!(store.root_key_id().await.unwrap(), None);
+    assert!(store.environments().await.unwrap().is_empty());
+    assert_eq!(store.audit_len().await.unwrap(), 0);
+    if let Some(schema) = &ctx.schema {
+        let mut tx = store.begin().await.unwrap();
+        tx.create_environment(&env("marker")).await.unwrap();
+        tx.commit().await.unwrap();
+        // Connections use this test's schema, and the tables live there.
+        assert_eq!(
+            &ctx.fetch_text("SELECT current_schema()::text").await,
+            schema
+        );
+        let n = ctx
+            .exec(&format!(
+                "UPDATE {schema}.environments SET issuer = 'x' WHERE name = 'marker'"
+            ))
+            .await;
+        assert_eq!(n, 1);
+    }
+}
