@@ -77,7 +77,11 @@ impl Context {
                 .await
                 .context("cannot open the database"),
             None => {
-                std::fs::create_dir_all(&self.data_dir).with_context(|| {
+                let mut dir = std::fs::DirBuilder::new();
+                dir.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+                dir.create(&self.data_dir).with_context(|| {
                     format!("cannot create data directory {}", self.data_dir.display())
                 })?;
                 Store::open_sqlite(&self.sqlite_path())

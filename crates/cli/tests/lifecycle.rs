@@ -60,6 +60,12 @@ fn init_defaults_to_one_active_rs256_4096_key() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "root.key must be 0600");
+        let dir = std::fs::metadata(kw.data_dir())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir, 0o700, "the data dir must be 0700");
     }
     let keys = kw
         .run(&["keys", "list", "--env", "default", "--json"])

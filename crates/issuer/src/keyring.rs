@@ -127,8 +127,8 @@ fn entry(
 }
 
 /// Brings `key` into environment `env` on `schedule` (see
-/// [`rotation::plan`]), in one transaction with its audit record
-/// (`key.generate` or `key.import`, with the rotation it causes).
+/// [`rotation::plan`]), in one transaction with its audit record:
+/// `key.rotate` when it replaces a key, else `key.generate` or `key.import`.
 pub async fn add_key(
     store: &Store,
     root: &RootKey,
@@ -159,6 +159,7 @@ pub async fn add_key(
         tx.update_environment(&environment).await?;
     }
     let action = match opts.origin {
+        _ if !plan.retiring.is_empty() => "key.rotate",
         Origin::Generated => "key.generate",
         Origin::Imported => "key.import",
     };
@@ -168,6 +169,7 @@ pub async fn add_key(
         env,
         &rec.kid,
         json!({
+            "origin": rec.origin,
             "alg": rec.alg.name(),
             "bits": rec.size_bits,
             "activates_at": rec.activates_at,

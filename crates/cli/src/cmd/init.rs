@@ -27,7 +27,7 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
     if let RootKeySource::DataDir(p) = &source {
         if p.exists() {
             bail!(
-                "{} already exists; refusing to replace a root key (nothing was changed)",
+                "{} already exists: already initialized; refusing to replace a root key (nothing was changed)",
                 p.display()
             );
         }
