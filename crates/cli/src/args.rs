@@ -11,13 +11,9 @@ use keyward_jose::Algorithm;
 #[command(name = "keyward", version, about, propagate_version = true)]
 pub struct Cli {
     /// Data directory: the SQLite store (keyward.db) and the root key (root.key).
-    #[arg(
-        long,
-        global = true,
-        env = "KEYWARD_DATA_DIR",
-        default_value = "./keyward-data"
-    )]
-    pub data_dir: PathBuf,
+    /// [default: ./keyward-data]
+    #[arg(long, global = true, env = "KEYWARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Database URL; a postgres:// URL selects PostgreSQL instead of the embedded SQLite store.
     #[arg(
         long,
@@ -36,6 +32,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
+    /// Start here: on an empty data dir, initialize it and create a demo client; then serve.
+    Up(UpArgs),
+    /// Serve the token endpoints (production: never creates keys).
+    Serve(ServeArgs),
+    /// Validate a configuration file and print the resolved configuration (no secrets).
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// OAuth clients: create, list, update, delete, rotate-secret.
+    #[command(subcommand)]
+    Clients(ClientsCmd),
+    /// Tokens for the admin API.
+    #[command(subcommand, name = "admin-token")]
+    AdminToken(AdminTokenCmd),
     /// Create a data directory: store, root key (0600), environment "default" with one active key.
     Init(InitArgs),
     /// Environments (tenants): create, list, show, update.
@@ -59,6 +68,129 @@ pub enum Cmd {
     /// The append-only audit chain.
     #[command(subcommand)]
     Audit(AuditCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address to listen on; the issuer URL of a new data dir is http://<listen>.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML); every field can be overridden by KEYWARD_<FIELD>.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides the file and KEYWARD_LISTEN).
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate a file and print the resolved configuration without secrets.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClientFields {
+    /// Allowed scopes, space-separated.
+    #[arg(long)]
+    pub scopes: Option<String>,
+    /// Allowed audience (repeatable).
+    #[arg(long)]
+    pub audience: Vec<String>,
+    /// Allowed grant types, space-separated (default: "client_credentials refresh_token").
+    #[arg(long)]
+    pub grant_types: Option<String>,
+    /// Access-token lifetime for this client (at most the environment's).
+    #[arg(long, value_parser = parse_duration)]
+    pub access_token_ttl: Option<i64>,
+    /// Refresh-token lifetime for this client.
+    #[arg(long, value_parser = parse_duration)]
+    pub refresh_token_ttl: Option<i64>,
+    /// For private_key_jwt: the client's JWK Set, a file or an http(s) URL.
+    #[arg(long)]
+    pub jwks: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCmd {
+    /// Register a client; prints its id and (for secret clients) its secret, once.
+    Create {
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum, default_value = "client-secret-basic")]
+        auth: AuthMethod,
+        #[command(flatten)]
+        fields: ClientFields,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List an environment's clients.
+    List {
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a client's scopes, audiences, grant types, lifetimes or keys.
+    Update {
+        #[arg(long)]
+        env: String,
+        client_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        fields: ClientFields,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a client and its refresh tokens.
+    Delete {
+        #[arg(long)]
+        env: String,
+        client_id: String,
+    },
+    /// Replace a client's secret; prints the new one, once.
+    RotateSecret {
+        #[arg(long)]
+        env: String,
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminTokenCmd {
+    /// Create an admin API token; prints it once (only a hash is stored).
+    Create {
+        #[arg(long, default_value = "admin")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List admin tokens (never their values).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an admin token by id.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +407,31 @@ pub enum TokenCmd {
         /// Header typ.
         #[arg(long, default_value = "at+jwt")]
         typ: String,
+    },
+    /// Mint an access and a refresh token for a user your login service authenticated.
+    Issue {
+        #[arg(long)]
+        env: String,
+        /// The user (sub).
+        #[arg(long)]
+        sub: String,
+        /// The client the tokens are for.
+        #[arg(long)]
+        client: String,
+        /// Scopes, space-separated (default: the client's).
+        #[arg(long)]
+        scopes: Option<String>,
+        /// Permissions claim, space-separated.
+        #[arg(long)]
+        permissions: Option<String>,
+        /// Roles claim, space-separated.
+        #[arg(long)]
+        roles: Option<String>,
+        /// Audience (must be registered for the client).
+        #[arg(long)]
+        audience: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Verify a token against a JWKS (file or URL). Exit 0 and the claims on stdout, or exit 1 and the reason.
     Verify {

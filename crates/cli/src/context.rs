@@ -16,6 +16,8 @@ use crate::args::Cli;
 
 pub struct Context {
     pub data_dir: PathBuf,
+    /// The data dir given by flag or environment (a config file may set it otherwise).
+    pub data_dir_flag: Option<PathBuf>,
     pub database_url: Option<String>,
     now: Option<Timestamp>,
     actor: String,
@@ -25,7 +27,11 @@ impl Context {
     pub fn new(cli: &Cli) -> Result<Self> {
         let now = cli.now.as_deref().map(parse_time).transpose()?;
         Ok(Context {
-            data_dir: cli.data_dir.clone(),
+            data_dir: cli
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./keyward-data")),
+            data_dir_flag: cli.data_dir.clone(),
             database_url: cli.database_url.clone().filter(|u| !u.is_empty()),
             now,
             actor: format!(
@@ -45,6 +51,50 @@ impl Context {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0)
         })
+    }
+
+    /// This context with the store a server configuration names.
+    pub fn with_store(&self, c: &crate::config::Config) -> Context {
+        Context {
+            data_dir: c.data_dir.clone(),
+            data_dir_flag: Some(c.data_dir.clone()),
+            database_url: c.database_url.clone(),
+            now: self.now,
+            actor: self.actor.clone(),
+        }
+    }
+
+    /// Whether the store exists and was initialized.
+    pub async fn is_initialized(&self) -> Result<bool> {
+        if self.database_url.is_none() && !self.sqlite_path().exists() {
+            return Ok(false);
+        }
+        let store = self.open_store_for_init().await?;
+        let done = store.root_key_id().await?.is_some();
+        store.close().await;
+        Ok(done)
+    }
+
+    /// The clock a server runs on: the system clock, or for rotation drills
+    /// and tests an accelerated one (`KEYWARD_CLOCK_SPEED`, starting at
+    /// `KEYWARD_CLOCK_START` unix seconds, default now).
+    pub fn clock(&self) -> keyward_issuer::SharedClock {
+        if let Some(t) = self.now {
+            return std::sync::Arc::new(keyward_issuer::FixedClock(t));
+        }
+        let speed = std::env::var("KEYWARD_CLOCK_SPEED")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok());
+        match speed {
+            Some(speed) if speed > 0.0 => {
+                let start = std::env::var("KEYWARD_CLOCK_START")
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .unwrap_or_else(|| self.now());
+                std::sync::Arc::new(keyward_issuer::ScaledClock::new(start, speed))
+            }
+            _ => std::sync::Arc::new(keyward_issuer::SystemClock),
+        }
     }
 
     /// Who the audit chain names for this command.

@@ -3,6 +3,7 @@
 
 mod args;
 mod cmd;
+mod config;
 mod context;
 mod output;
 
@@ -65,6 +66,13 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context::new(&cli)?;
     match cli.cmd {
+        Cmd::Up(a) => cmd::serve::up(&ctx, a).await,
+        Cmd::Serve(a) => cmd::serve::serve(&ctx, a).await,
+        Cmd::Config(args::ConfigCmd::Check { config }) => {
+            cmd::serve::config_check(&ctx, config.as_deref())
+        }
+        Cmd::Clients(c) => cmd::clients::run(&ctx, c).await,
+        Cmd::AdminToken(c) => cmd::clients::admin_token(&ctx, c).await,
         Cmd::Init(a) => cmd::init::run(&ctx, a).await,
         Cmd::Env(c) => cmd::env::run(&ctx, c).await,
         Cmd::Keys(c) => cmd::keys::run(&ctx, c).await,

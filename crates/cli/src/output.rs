@@ -1,6 +1,7 @@
 //! Printing: JSON for machines, aligned tables for people.
 
 use keyward_issuer::fmt_time;
+use keyward_jose::KeyFamily;
 use keyward_store::{KeyRecord, Timestamp};
 use serde_json::{json, Value};
 
@@ -23,6 +24,11 @@ pub fn key_json(k: &KeyRecord, now: Timestamp) -> Value {
         "env": k.env,
         "alg": k.alg.name(),
         "size": k.size_bits,
+        "curve": match k.alg.family() {
+            KeyFamily::Rsa => Value::Null,
+            KeyFamily::Ec(c) => json!(c.name()),
+            KeyFamily::Ed25519 => json!("Ed25519"),
+        },
         "state": k.state(now).to_string(),
         "origin": k.origin,
         "owner": k.owner,
@@ -66,7 +72,11 @@ pub fn key_rows(keys: &[KeyRecord], now: Timestamp) -> Vec<Vec<String>> {
             vec![
                 k.kid.clone(),
                 k.alg.name().to_string(),
-                k.size_bits.to_string(),
+                match k.alg.family() {
+                    KeyFamily::Rsa => k.size_bits.to_string(),
+                    KeyFamily::Ec(c) => c.name().to_string(),
+                    KeyFamily::Ed25519 => "Ed25519".to_string(),
+                },
                 k.state(now).to_string(),
                 fmt_time(k.created_at),
                 fmt_time(k.activates_at),
@@ -81,7 +91,7 @@ pub fn key_rows(keys: &[KeyRecord], now: Timestamp) -> Vec<Vec<String>> {
 pub const KEY_HEADER: [&str; 9] = [
     "KID",
     "ALG",
-    "SIZE",
+    "SIZE/CURVE",
     "STATE",
     "CREATED",
     "ACTIVATES",

@@ -1,17 +1,37 @@
 //! keyward-issuer: the authority.
 //!
-//! Environments and their keyring ([`keyring`]): bringing keys in, retiring
-//! and revoking them, opening signers, the published JWK Set; and the
-//! rotation policy ([`rotation`]): when a key is published, signs, retires
-//! and is removed, computed from stored timestamps and the time passed in.
+//! - [`keyring`] and [`rotation`]: an environment's keys, when each is
+//!   published, signs, retires and is removed, computed from stored
+//!   timestamps and the time passed in;
+//! - [`clients`], [`grants`], [`tokens`]: OAuth clients and their
+//!   authentication, the token service (client_credentials, refresh_token
+//!   with rotation and reuse detection, minting for users), introspection and
+//!   revocation;
+//! - [`authority`]: the running state, following the store;
+//! - [`http`]: the HTTP API (axum), thin over the above;
+//! - [`signing`]: a dedicated pool so RSA signing never stalls the runtime.
 #![forbid(unsafe_code)]
 
+pub mod authority;
+pub mod clients;
+pub mod clock;
 pub mod error;
+pub mod fetch;
+pub mod grants;
+pub mod http;
 pub mod keyring;
+pub mod metrics;
+pub mod oauth;
 pub mod rotation;
+pub mod scheduler;
+pub mod signing;
+pub mod tokens;
 
+pub use authority::{Authority, Settings};
+pub use clock::{Clock, FixedClock, ScaledClock, SharedClock, SystemClock};
 pub use error::IssuerError;
 pub use keyring::{AddedKey, Change, KeyOptions, Origin};
+pub use oauth::{ErrorCode, OAuthError};
 pub use rotation::{RotationPlan, Schedule};
 
 /// RFC 3339 text (UTC, seconds) of a unix time.

@@ -20,6 +20,11 @@ pub enum StoreError {
     #[error("{what} {name:?} already exists")]
     Conflict { what: &'static str, name: String },
 
+    /// A value offered to the store cannot be stored as given (a scope with
+    /// white space in it, an unknown client authentication method, ...).
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
+
     /// `initialize` was called on a store that already records a root key.
     #[error("the store is already initialized")]
     AlreadyInitialized,

@@ -11,23 +11,35 @@
 //! - the **audit chain** ([`audit`]): an append-only, hash-linked log that
 //!   [`Store::verify_audit`] checks end to end;
 //! - the id of the **root key** the keys are sealed under, and where that key
-//!   comes from ([`RootKeySource`]).
+//!   comes from ([`RootKeySource`]);
+//! - the issuer's records: OAuth **clients** ([`clients`]), **refresh
+//!   tokens**, the **revocation feed** and client-assertion jtis
+//!   ([`tokens`]), and **admin tokens** ([`admin`]);
+//! - a **change counter** ([`Store::generation`]) that every change to
+//!   environments, keys, clients, admin tokens or the root key moves, so
+//!   running servers notice changes made elsewhere and reload.
 //!
 //! Every write goes through a [`Tx`]; a transaction that is not committed
 //! changes nothing.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
+pub mod clients;
 pub mod error;
 pub mod records;
 pub mod root_key;
 pub mod sealing;
 pub mod store;
+pub mod tokens;
 
+pub use admin::AdminToken;
 pub use audit::{AuditEntry, AuditRecord, AuditReport, BrokenLink, GENESIS_HASH};
+pub use clients::{Client, ClientAuth};
 pub use error::StoreError;
 pub use records::{Environment, KeyRecord, KeyState, RotationPolicy, Timestamp};
 pub use root_key::RootKeySource;
 pub use sealing::{key_aad, open_private_key, seal_private_key};
 pub use store::{Backend, Store, Tx};
+pub use tokens::{RefreshToken, Revocation};

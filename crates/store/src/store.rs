@@ -14,7 +14,16 @@
 //! key in a transaction and root-key rotation take one transaction-scoped
 //! advisory lock (the "writer lock") before reading, so concurrent writers
 //! never fork the chain and never seal a key under a root key that is being
-//! rotated away.
+//! rotated away. Every change to environments, keys, clients, admin tokens
+//! or the root key takes the same lock first and moves the change counter
+//! ([`Store::generation`]) in the same transaction; so does adding to the
+//! revocation feed (which keeps its `seq` order equal to commit order; see
+//! [`crate::tokens`]), without moving the counter. Refresh tokens and
+//! assertion jtis, written on the token path, take no store-wide lock.
+//!
+//! The issuer's records ([`crate::clients`], [`crate::tokens`],
+//! [`crate::admin`]) add their methods to `Store` and `Tx` in their own
+//! modules.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -45,6 +54,8 @@ pub enum Backend {
 
 /// The `meta` row holding the id of the root key the store's keys are sealed under.
 const META_ROOT_KEY_ID: &str = "root_key_id";
+/// The `meta` row holding the change counter (see [`Store::generation`]).
+const META_GENERATION: &str = "generation";
 /// Advisory lock serializing audit-chain appends and root-key changes on
 /// PostgreSQL (the id spells "keyward" + 1).
 const WRITER_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(7738144482497766401)";
@@ -63,24 +74,38 @@ const AUDIT_COLUMNS: &str = "seq, at, actor, action, env, subject, detail, prev_
 /// connection pool inside).
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: AnyPool,
-    backend: Backend,
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
 }
 
 /// Migrations compiled into the binary, one set per backend.
 #[derive(Debug)]
 struct Embedded(&'static [(i64, &'static str, &'static str)]);
 
-const SQLITE_MIGRATIONS: Embedded = Embedded(&[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)]);
-const POSTGRES_MIGRATIONS: Embedded = Embedded(&[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)]);
+const SQLITE_MIGRATIONS: Embedded = Embedded(&[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "issuer",
+        include_str!("../migrations/sqlite/0002_issuer.sql"),
+    ),
+]);
+const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "issuer",
+        include_str!("../migrations/postgres/0002_issuer.sql"),
+    ),
+]);
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -298,6 +323,36 @@ impl Store {
         key_from_row(&row)
     }
 
+    /// Every environment's keys, by environment, then `activates_at`, then
+    /// kid (what a server loads on start and reload).
+    pub async fn keys_all(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY env, activates_at, kid");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// The store's change counter. Every committed transaction that changed
+    /// environments, keys, clients, admin tokens or the root key moved it
+    /// forward (by one per change, in that transaction: a rolled-back
+    /// transaction leaves it as it was). Refresh tokens, revocations and
+    /// assertion jtis do not move it: servers read those directly.
+    ///
+    /// A running server polls it and reloads when it has moved. Read it
+    /// *before* loading: a change committed during the load then shows up as
+    /// a moved counter at the next poll, so nothing is missed. (On
+    /// PostgreSQL the counter's row is written under the store's writer
+    /// lock, so counter order is commit order.)
+    pub async fn generation(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT value FROM meta WHERE name = $1")
+            .bind(META_GENERATION)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(0) };
+        let text: String = get(&row, "value")?;
+        text.parse()
+            .map_err(|_| StoreError::Corrupt("meta generation is not an integer".into()))
+    }
+
     /// Up to `limit` audit records with `seq > after_seq`, in order.
     pub async fn audit(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         if limit <= 0 {
@@ -343,6 +398,7 @@ impl Store {
         Ok(Tx {
             tx,
             backend: self.backend,
+            writer_locked: false,
             _store: PhantomData,
         })
     }
@@ -389,6 +445,7 @@ impl Store {
             .bind(META_ROOT_KEY_ID)
             .execute(&mut *tx.tx)
             .await?;
+        tx.bump_generation().await?;
         tx.append_audit(AuditEntry {
             at: now,
             actor: actor.to_owned(),
@@ -409,8 +466,10 @@ impl Store {
 
 /// A write transaction. Dropping it without [`Tx::commit`] rolls back.
 pub struct Tx<'a> {
-    tx: sqlx::Transaction<'static, Any>,
-    backend: Backend,
+    pub(crate) tx: sqlx::Transaction<'static, Any>,
+    pub(crate) backend: Backend,
+    /// Whether this transaction already holds the writer lock (PostgreSQL).
+    writer_locked: bool,
     _store: PhantomData<&'a Store>,
 }
 
@@ -426,6 +485,7 @@ impl Tx<'_> {
     /// Records the id of the root key the store's keys will be sealed under.
     /// `AlreadyInitialized` if one is recorded.
     pub async fn initialize(&mut self, root_key_id: &str) -> Result<(), StoreError> {
+        self.writer_lock().await?;
         if read_root_key_id(&mut *self.tx).await?.is_some() {
             return Err(StoreError::AlreadyInitialized);
         }
@@ -441,7 +501,7 @@ impl Tx<'_> {
                     e.into()
                 }
             })?;
-        Ok(())
+        self.bump_generation().await
     }
 
     /// Checks, inside this transaction, that `root` is the store's root key.
@@ -459,15 +519,37 @@ impl Tx<'_> {
     /// serializes audit appends and root-key changes across processes
     /// (re-entrant within a transaction). SQLite's `BEGIN IMMEDIATE` already
     /// holds the database's only write lock.
-    async fn writer_lock(&mut self) -> Result<(), StoreError> {
-        if self.backend == Backend::Postgres {
+    pub(crate) async fn writer_lock(&mut self) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres && !self.writer_locked {
             self.tx.execute(WRITER_LOCK_SQL).await?;
+            self.writer_locked = true;
         }
+        Ok(())
+    }
+
+    /// Increments the store's change counter ([`Store::generation`]) in
+    /// this transaction. Every method that changes environments, keys,
+    /// clients, admin tokens or the root key calls it after its write, and
+    /// takes the writer lock ([`Tx::writer_lock`]) *before* its first read
+    /// or write, so such transactions always take the writer lock before the
+    /// counter's row and the rows they change: no lock-order inversion
+    /// between them on PostgreSQL.
+    pub(crate) async fn bump_generation(&mut self) -> Result<(), StoreError> {
+        self.writer_lock().await?;
+        // An upsert, so a store whose counter row went missing recovers.
+        sqlx::query(
+            "INSERT INTO meta (name, value) VALUES ($1, '1') ON CONFLICT (name) \
+             DO UPDATE SET value = CAST(CAST(meta.value AS BIGINT) + 1 AS TEXT)",
+        )
+        .bind(META_GENERATION)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
     /// Creates an environment; `Conflict` if the name is taken.
     pub async fn create_environment(&mut self, env: &Environment) -> Result<(), StoreError> {
+        self.writer_lock().await?;
         let conflict = || StoreError::Conflict {
             what: "environment",
             name: env.name.clone(),
@@ -495,11 +577,12 @@ impl Tx<'_> {
                 e.into()
             }
         })?;
-        Ok(())
+        self.bump_generation().await
     }
 
     /// Updates an environment's issuer and policy; `NotFound` if absent.
     pub async fn update_environment(&mut self, env: &Environment) -> Result<(), StoreError> {
+        self.writer_lock().await?;
         let done = sqlx::query("UPDATE environments SET issuer = $1, policy = $2 WHERE name = $3")
             .bind(env.issuer.clone())
             .bind(policy_json(env)?)
@@ -512,7 +595,7 @@ impl Tx<'_> {
                 name: env.name.clone(),
             });
         }
-        Ok(())
+        self.bump_generation().await
     }
 
     /// One environment, as this transaction sees it.
@@ -528,6 +611,7 @@ impl Tx<'_> {
     /// Inserts a key; `Conflict` if the kid exists, `NotFound` if its
     /// environment does not.
     pub async fn insert_key(&mut self, key: &KeyRecord) -> Result<(), StoreError> {
+        self.writer_lock().await?;
         // Checked first so the error names the environment, not a constraint.
         fetch_environment(&mut *self.tx, &key.env).await?;
         let conflict = || StoreError::Conflict {
@@ -569,12 +653,13 @@ impl Tx<'_> {
                     e.into()
                 }
             })?;
-        Ok(())
+        self.bump_generation().await
     }
 
     /// Writes `activates_at`, `retires_at`, `removes_at` and `revoked_at` of
     /// an existing key (matched by kid and environment); `NotFound` if absent.
     pub async fn update_key_times(&mut self, key: &KeyRecord) -> Result<(), StoreError> {
+        self.writer_lock().await?;
         let done = sqlx::query(
             "UPDATE keys SET activates_at = $1, retires_at = $2, removes_at = $3, revoked_at = $4 \
              WHERE kid = $5 AND env = $6",
@@ -593,7 +678,7 @@ impl Tx<'_> {
                 name: key.kid.clone(),
             });
         }
-        Ok(())
+        self.bump_generation().await
     }
 
     /// Appends a record to the audit chain and returns it as stored.
@@ -684,7 +769,7 @@ fn policy_json(env: &Environment) -> Result<String, StoreError> {
     })
 }
 
-fn get<'r, T>(row: &'r AnyRow, column: &'static str) -> Result<T, StoreError>
+pub(crate) fn get<'r, T>(row: &'r AnyRow, column: &'static str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, Any> + sqlx::Type<Any>,
 {

@@ -1,6 +1,8 @@
 //! The store's behaviour, run once per backend (see `common`).
 
 mod common;
+#[path = "suite/issuer.rs"]
+mod issuer;
 
 use common::Ctx;
 use keyward_jose::crypto::random_bytes;

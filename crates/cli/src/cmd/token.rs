@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use keyward_issuer::{keyring, rotation};
+use keyward_issuer::grants::UserGrant;
+use keyward_issuer::signing::SigningPool;
+use keyward_issuer::{keyring, rotation, Authority};
 use keyward_jose::crypto::random_bytes;
 use keyward_jose::{
     b64, dangerous, sign_jwt, verify_compact, verify_jwt, Algorithm, Jwk, JwkSet, KeySet,
@@ -29,6 +31,31 @@ pub async fn run(ctx: &Context, cmd: TokenCmd) -> Result<()> {
             ttl,
             typ,
         } => sign(ctx, &env, &claims, ttl, &typ).await,
+        TokenCmd::Issue {
+            env,
+            sub,
+            client,
+            scopes,
+            permissions,
+            roles,
+            audience,
+            json,
+        } => {
+            let split = |s: Option<String>| {
+                s.map(|s| keyward_issuer::tokens::parse_scope(&s))
+                    .unwrap_or_default()
+            };
+            let grant = UserGrant {
+                subject: sub,
+                client_id: client,
+                scopes: split(scopes),
+                audience,
+                roles: split(roles),
+                permissions: split(permissions),
+                refresh: true,
+            };
+            issue(ctx, &env, grant, json).await
+        }
         TokenCmd::Verify {
             jwks,
             iss,
@@ -77,6 +104,54 @@ pub fn run_jws(cmd: JwsCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `keyward token issue`: what the admin API's mint endpoint does, in process.
+async fn issue(ctx: &Context, env_name: &str, grant: UserGrant, json: bool) -> Result<()> {
+    let config = crate::cmd::serve::load_config(ctx, None, None)?;
+    let store = ctx.store().await?;
+    store.environment(env_name).await?;
+    let root = ctx.root_key(&store).await?;
+    let authority = Authority::load(
+        store,
+        root,
+        ctx.clock(),
+        SigningPool::new(1),
+        config.settings,
+    )
+    .await?;
+    let snapshot = authority.snapshot();
+    let env = snapshot
+        .env(env_name)
+        .ok_or_else(|| anyhow!("environment {env_name:?} not found"))?;
+    let subject = grant.subject.clone();
+    let client = grant.client_id.clone();
+    let t = authority
+        .mint_for_user(env, grant)
+        .await
+        .map_err(|e| anyhow!("{}", e.description))?;
+    let mut tx = authority.store.begin().await?;
+    tx.append_audit(AuditEntry {
+        at: authority.now(),
+        actor: ctx.actor().to_string(),
+        action: "token.issue".into(),
+        env: Some(env_name.to_string()),
+        subject: Some(subject),
+        detail: json!({"client_id": client, "scope": t.scope}),
+    })
+    .await?;
+    tx.commit().await?;
+    if json {
+        print_json(&serde_json::to_value(&t)?);
+    } else {
+        println!("access_token:  {}", t.access_token);
+        println!(
+            "refresh_token: {}",
+            t.refresh_token.as_deref().unwrap_or("-")
+        );
+        println!("expires_in:    {}", t.expires_in);
+    }
+    Ok(())
 }
 
 async fn sign(

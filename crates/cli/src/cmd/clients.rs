@@ -1,0 +1,264 @@
+//! `keyward clients` and `keyward admin-token`.
+
+use anyhow::{bail, Context as _, Result};
+use keyward_issuer::clients::{self, NewClient};
+use keyward_issuer::fmt_time;
+use keyward_issuer::tokens::{new_id, new_secret};
+use keyward_store::{AdminToken, AuditEntry, Client, ClientAuth};
+use serde_json::{json, Value};
+
+use crate::args::{AdminTokenCmd, AuthMethod, ClientFields, ClientsCmd};
+use crate::context::Context;
+use crate::output::{print_json, table};
+
+fn words(s: &str) -> Vec<String> {
+    keyward_issuer::tokens::parse_scope(s)
+}
+
+fn auth(a: AuthMethod) -> ClientAuth {
+    match a {
+        AuthMethod::ClientSecretBasic => ClientAuth::ClientSecretBasic,
+        AuthMethod::ClientSecretPost => ClientAuth::ClientSecretPost,
+        AuthMethod::PrivateKeyJwt => ClientAuth::PrivateKeyJwt,
+    }
+}
+
+/// `--jwks FILE_OR_URL` to (jwks, jwks_uri).
+fn jwks_source(v: Option<&str>) -> Result<(Option<String>, Option<String>)> {
+    match v {
+        None => Ok((None, None)),
+        Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
+            Ok((None, Some(u.to_string())))
+        }
+        Some(f) => Ok((
+            Some(std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?),
+            None,
+        )),
+    }
+}
+
+pub fn client_json(c: &Client) -> Value {
+    json!({
+        "client_id": c.client_id,
+        "env": c.env,
+        "name": c.name,
+        "auth": c.auth.as_str(),
+        "scopes": c.scopes,
+        "audiences": c.audiences,
+        "grant_types": c.grant_types,
+        "jwks_uri": c.jwks_uri,
+        "has_jwks": c.jwks.is_some(),
+        "access_token_ttl_secs": c.access_token_ttl_secs,
+        "refresh_token_ttl_secs": c.refresh_token_ttl_secs,
+        "created_at": fmt_time(c.created_at),
+        "updated_at": fmt_time(c.updated_at),
+    })
+}
+
+pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
+    let store = ctx.store().await?;
+    match cmd {
+        ClientsCmd::Create {
+            env,
+            name,
+            auth: method,
+            fields,
+            json,
+        } => {
+            let (jwks, jwks_uri) = jwks_source(fields.jwks.as_deref())?;
+            let reg = clients::create_client(
+                &store,
+                NewClient {
+                    env,
+                    name,
+                    auth: auth(method),
+                    scopes: words(fields.scopes.as_deref().unwrap_or("")),
+                    audiences: fields.audience,
+                    grant_types: words(
+                        fields
+                            .grant_types
+                            .as_deref()
+                            .unwrap_or("client_credentials refresh_token"),
+                    ),
+                    jwks,
+                    jwks_uri,
+                    access_token_ttl_secs: fields.access_token_ttl,
+                    refresh_token_ttl_secs: fields.refresh_token_ttl,
+                },
+                ctx.at(),
+            )
+            .await?;
+            if json {
+                let mut v = client_json(&reg.client);
+                v["client_secret"] = json!(reg.secret);
+                print_json(&v);
+            } else {
+                println!("client_id:     {}", reg.client.client_id);
+                if let Some(s) = reg.secret {
+                    println!("client_secret: {s}");
+                    println!("(the secret is shown once; keyward stores only its hash)");
+                }
+            }
+        }
+        ClientsCmd::List { env, json } => {
+            store.environment(&env).await?;
+            let list = store.clients(&env).await?;
+            if json {
+                print_json(&Value::Array(list.iter().map(client_json).collect()));
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.client_id.clone(),
+                            c.name.clone(),
+                            c.auth.as_str().to_string(),
+                            c.scopes.join(" "),
+                            c.audiences.join(" "),
+                        ]
+                    })
+                    .collect();
+                table(&["CLIENT_ID", "NAME", "AUTH", "SCOPES", "AUDIENCES"], &rows);
+            }
+        }
+        ClientsCmd::Update {
+            env,
+            client_id,
+            name,
+            fields,
+            json,
+        } => {
+            let mut c = store.client(&env, &client_id).await?;
+            apply(&mut c, name, fields)?;
+            let c = clients::update_client(&store, c, ctx.at()).await?;
+            if json {
+                print_json(&client_json(&c));
+            } else {
+                println!("updated client {client_id}");
+            }
+        }
+        ClientsCmd::Delete { env, client_id } => {
+            clients::delete_client(&store, &env, &client_id, ctx.at()).await?;
+            println!("deleted client {client_id} and its refresh tokens");
+        }
+        ClientsCmd::RotateSecret {
+            env,
+            client_id,
+            json,
+        } => {
+            let secret = clients::rotate_secret(&store, &env, &client_id, ctx.at()).await?;
+            if json {
+                print_json(&json!({"client_id": client_id, "client_secret": secret}));
+            } else {
+                println!("client_secret: {secret}");
+                println!("(the old secret no longer works; this one is shown once)");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply(c: &mut Client, name: Option<String>, f: ClientFields) -> Result<()> {
+    if let Some(n) = name {
+        c.name = n;
+    }
+    if let Some(s) = f.scopes {
+        c.scopes = words(&s);
+    }
+    if !f.audience.is_empty() {
+        c.audiences = f.audience;
+    }
+    if let Some(g) = f.grant_types {
+        c.grant_types = words(&g);
+    }
+    if f.access_token_ttl.is_some() {
+        c.access_token_ttl_secs = f.access_token_ttl;
+    }
+    if f.refresh_token_ttl.is_some() {
+        c.refresh_token_ttl_secs = f.refresh_token_ttl;
+    }
+    if let Some(j) = f.jwks.as_deref() {
+        if c.auth != ClientAuth::PrivateKeyJwt {
+            bail!("--jwks applies to private_key_jwt clients only");
+        }
+        (c.jwks, c.jwks_uri) = jwks_source(Some(j))?;
+    }
+    Ok(())
+}
+
+pub async fn admin_token(ctx: &Context, cmd: AdminTokenCmd) -> Result<()> {
+    let store = ctx.store().await?;
+    let at = ctx.at();
+    match cmd {
+        AdminTokenCmd::Create { name, json } => {
+            let (token, hash) = new_secret("kwa_");
+            let t = AdminToken {
+                id: new_id(),
+                name,
+                token_hash: hash,
+                created_at: at.now,
+                revoked_at: None,
+            };
+            let mut tx = store.begin().await?;
+            tx.create_admin_token(&t).await?;
+            tx.append_audit(AuditEntry {
+                at: at.now,
+                actor: at.actor.to_string(),
+                action: "admin_token.create".into(),
+                env: None,
+                subject: Some(t.id.clone()),
+                detail: json!({"name": t.name}),
+            })
+            .await?;
+            tx.commit().await?;
+            if json {
+                print_json(&json!({"id": t.id, "name": t.name, "token": token}));
+            } else {
+                println!("admin token {} ({}):", t.id, t.name);
+                println!("{token}");
+                println!("(shown once; keyward stores only its hash. Send it as `Authorization: Bearer <token>` to /admin/v1/)");
+            }
+        }
+        AdminTokenCmd::List { json } => {
+            let list = store.admin_tokens().await?;
+            if json {
+                let v: Vec<Value> = list
+                    .iter()
+                    .map(|t| json!({"id": t.id, "name": t.name, "created_at": fmt_time(t.created_at), "revoked_at": t.revoked_at.map(fmt_time)}))
+                    .collect();
+                print_json(&Value::Array(v));
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.id.clone(),
+                            t.name.clone(),
+                            fmt_time(t.created_at),
+                            t.revoked_at.map(fmt_time).unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "NAME", "CREATED", "REVOKED"], &rows);
+            }
+        }
+        AdminTokenCmd::Revoke { id } => {
+            let mut tx = store.begin().await?;
+            if !tx.revoke_admin_token(&id, at.now).await? {
+                bail!("no active admin token {id}");
+            }
+            tx.append_audit(AuditEntry {
+                at: at.now,
+                actor: at.actor.to_string(),
+                action: "admin_token.revoke".into(),
+                env: None,
+                subject: Some(id.clone()),
+                detail: json!({}),
+            })
+            .await?;
+            tx.commit().await?;
+            println!("admin token {id} revoked");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! `keyward serve`, `keyward up` and `keyward config check`.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use keyward_issuer::clients::{self, NewClient};
+use keyward_issuer::http::{app, AppState};
+use keyward_issuer::signing::SigningPool;
+use keyward_issuer::{Authority, SharedClock};
+use keyward_store::{ClientAuth, KeyState};
+
+use crate::args::{ServeArgs, UpArgs};
+use crate::config::{Config, RawConfig};
+use crate::context::Context;
+
+/// Reads the config file (if any), the environment, then the flags.
+pub fn load_config(
+    ctx: &Context,
+    file: Option<&std::path::Path>,
+    listen: Option<&str>,
+) -> Result<Config> {
+    let mut raw = match file {
+        Some(p) => RawConfig::from_file(p)?,
+        None => RawConfig::default(),
+    };
+    raw.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(l) = listen {
+        raw.listen = Some(l.to_string());
+    }
+    if let Some(d) = &ctx.data_dir_flag {
+        raw.data_dir = Some(d.clone());
+    }
+    if let Some(u) = &ctx.database_url {
+        raw.database_url = Some(u.clone());
+    }
+    raw.resolve()
+}
+
+pub fn config_check(ctx: &Context, file: Option<&std::path::Path>) -> Result<()> {
+    let c = load_config(ctx, file, None)?;
+    println!("{}", serde_json::to_string_pretty(&c.to_json())?);
+    Ok(())
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+/// `keyward serve`: never creates keys; refuses an environment that cannot sign.
+pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
+    let config = load_config(ctx, a.config.as_deref(), a.listen.as_deref())?;
+    let ctx = ctx.with_store(&config);
+    run(&ctx, &config, None).await
+}
+
+/// `keyward up`: the newcomer command. On an empty data dir: `init` (issuer
+/// `http://<listen>`) and a demo client; then serve.
+pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
+    let config = load_config(ctx, None, Some(&a.listen))?;
+    let ctx = ctx.with_store(&config);
+    let fresh = !ctx.is_initialized().await?;
+    let mut demo = None;
+    if fresh {
+        let issuer = format!("http://{}", config.listen);
+        crate::cmd::init::run(
+            &ctx,
+            crate::args::InitArgs {
+                issuer: issuer.clone(),
+                env: "default".into(),
+                key: crate::args::KeySpec {
+                    alg: keyward_jose::Algorithm::RS256,
+                    bits: None,
+                },
+                json: false,
+            },
+        )
+        .await?;
+        let store = ctx.store().await?;
+        let reg = clients::create_client(
+            &store,
+            NewClient {
+                env: "default".into(),
+                name: "demo".into(),
+                auth: ClientAuth::ClientSecretBasic,
+                scopes: vec!["demo.read".into(), "demo.write".into()],
+                audiences: vec!["api://demo".into()],
+                grant_types: vec!["client_credentials".into(), "refresh_token".into()],
+                jwks: None,
+                jwks_uri: None,
+                access_token_ttl_secs: None,
+                refresh_token_ttl_secs: None,
+            },
+            ctx.at(),
+        )
+        .await?;
+        demo = Some((issuer, reg.client.client_id, reg.secret.unwrap_or_default()));
+    }
+    run(&ctx, &config, demo).await
+}
+
+async fn run(ctx: &Context, config: &Config, demo: Option<(String, String, String)>) -> Result<()> {
+    init_logs(config.json_logs);
+    let store = ctx.store().await?;
+    let root = ctx.root_key(&store).await?;
+    let clock: SharedClock = ctx.clock();
+    let now = clock.now();
+    // Rule 3: keys are made on purpose; an environment that cannot sign stops the start.
+    for env in store.environments().await? {
+        let keys = store.keys(&env.name).await?;
+        if !keys
+            .iter()
+            .any(|k| matches!(k.state(now), KeyState::Active | KeyState::Pending))
+        {
+            bail!(
+                "environment {} has no active or pending key; create one with `keyward keys generate --env {}` (serve never creates keys)",
+                env.name,
+                env.name
+            );
+        }
+    }
+    let authority = Authority::load(
+        store,
+        root,
+        clock,
+        SigningPool::new(config.signing_threads),
+        config.settings.clone(),
+    )
+    .await?;
+    let metrics = keyward_issuer::metrics::install();
+    let reloader = authority.spawn_reloader(
+        config.reload_interval,
+        |e| tracing::error!(error = %e, "reload failed"),
+    );
+    let scheduler = authority.spawn_scheduler(config.rotation_check_interval);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "keyward is serving");
+    if let Some((issuer, id, secret)) = demo {
+        println!("keyward is serving {issuer}");
+        println!("  discovery:     {issuer}/.well-known/openid-configuration");
+        println!("  demo client:   {id}");
+        println!("  client secret: {secret}   (shown once; stored only hashed)");
+        println!("get a token:");
+        println!(
+            "  curl -s -u '{id}:{secret}' -d grant_type=client_credentials {issuer}/oauth2/token"
+        );
+    } else {
+        println!("keyward is serving on {addr}");
+    }
+    let router = app(AppState {
+        authority: authority.clone(),
+        metrics,
+    });
+    let grace = config.shutdown_grace;
+    let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
+    let result = tokio::select! {
+        r = serve => r.map_err(|e| anyhow!("server error: {e}")),
+        _ = async { shutdown_signal().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("in-flight requests did not finish within {} s", grace.as_secs());
+            Ok(())
+        }
+    };
+    reloader.abort();
+    scheduler.abort();
+    authority.store.close().await;
+    tracing::info!("keyward stopped");
+    result
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,258 @@
+//! The server's configuration: a TOML file (unknown fields are errors), every
+//! field overridable by a `KEYWARD_<FIELD>` environment variable, and command
+//! line flags over both. Raw input is validated into a [`Config`] before
+//! anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use keyward_issuer::Settings;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::args::parse_duration;
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    /// How often the server checks the store for changes (default 1s).
+    pub reload_interval: Option<String>,
+    /// How often the rotation scheduler runs (default 30s).
+    pub rotation_check_interval: Option<String>,
+    /// RSA signing threads (default: the number of cores).
+    pub signing_threads: Option<usize>,
+    /// Refresh token lifetime (default 30d).
+    pub refresh_token_ttl: Option<String>,
+    /// Reuse window for a rotated refresh token whose response was lost (default 0s: off).
+    pub refresh_grace: Option<String>,
+    /// Longest accepted private_key_jwt assertion lifetime (default 1h).
+    pub assertion_max_lifetime: Option<String>,
+    /// How long in-flight requests may take to finish on shutdown (default 30s).
+    pub shutdown_grace: Option<String>,
+    /// "text" (default) or "json".
+    pub log_format: Option<String>,
+}
+
+/// The fields and their environment variables, for overrides and docs.
+pub const FIELDS: [&str; 11] = [
+    "listen",
+    "data_dir",
+    "database_url",
+    "reload_interval",
+    "rotation_check_interval",
+    "signing_threads",
+    "refresh_token_ttl",
+    "refresh_grace",
+    "assertion_max_lifetime",
+    "shutdown_grace",
+    "log_format",
+];
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub reload_interval: Duration,
+    pub rotation_check_interval: Duration,
+    pub signing_threads: usize,
+    pub settings: Settings,
+    pub shutdown_grace: Duration,
+    pub json_logs: bool,
+}
+
+impl RawConfig {
+    /// Reads a file; errors name the file, line and column.
+    pub fn from_file(path: &Path) -> Result<RawConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    format!(":{line}")
+                })
+                .unwrap_or_default();
+            anyhow!(
+                "{}{at}: {msg} (valid fields: {})",
+                path.display(),
+                FIELDS.join(", ")
+            )
+        })
+    }
+
+    /// Applies `KEYWARD_<FIELD>` variables from `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<()> {
+        let get =
+            |f: &str| var(&format!("KEYWARD_{}", f.to_ascii_uppercase())).filter(|v| !v.is_empty());
+        macro_rules! s {
+            ($f:ident) => {
+                if let Some(v) = get(stringify!($f)) {
+                    self.$f = Some(v.into());
+                }
+            };
+        }
+        s!(listen);
+        s!(data_dir);
+        s!(database_url);
+        s!(reload_interval);
+        s!(rotation_check_interval);
+        s!(refresh_token_ttl);
+        s!(refresh_grace);
+        s!(assertion_max_lifetime);
+        s!(shutdown_grace);
+        s!(log_format);
+        if let Some(v) = get("signing_threads") {
+            self.signing_threads = Some(
+                v.parse()
+                    .map_err(|_| anyhow!("KEYWARD_SIGNING_THREADS must be a number"))?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Validates into a [`Config`].
+    pub fn resolve(self) -> Result<Config> {
+        let dur = |name: &str, v: &Option<String>, default: &str| -> Result<i64> {
+            parse_duration(v.as_deref().unwrap_or(default)).map_err(|e| anyhow!("{name}: {e}"))
+        };
+        let listen = self.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        let listen: SocketAddr = listen
+            .parse()
+            .map_err(|_| anyhow!("listen: {listen:?} is not an address like 127.0.0.1:8080"))?;
+        let reload = dur("reload_interval", &self.reload_interval, "1s")?;
+        if !(1..=5).contains(&reload) {
+            bail!("reload_interval must be between 1s and 5s (changes must reach the server within 5 s)");
+        }
+        let rotation = dur(
+            "rotation_check_interval",
+            &self.rotation_check_interval,
+            "30s",
+        )?;
+        if rotation < 1 {
+            bail!("rotation_check_interval must be at least 1s");
+        }
+        let threads = self.signing_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        if !(1..=256).contains(&threads) {
+            bail!("signing_threads must be between 1 and 256");
+        }
+        let refresh_ttl = dur("refresh_token_ttl", &self.refresh_token_ttl, "30d")?;
+        if refresh_ttl < 60 {
+            bail!("refresh_token_ttl must be at least 1m");
+        }
+        let json_logs = match self.log_format.as_deref().unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => bail!("log_format: {other:?} is not \"text\" or \"json\""),
+        };
+        Ok(Config {
+            listen,
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./keyward-data")),
+            database_url: self.database_url,
+            reload_interval: Duration::from_secs(reload as u64),
+            rotation_check_interval: Duration::from_secs(rotation as u64),
+            signing_threads: threads,
+            settings: Settings {
+                refresh_token_ttl_secs: refresh_ttl,
+                refresh_grace_secs: dur("refresh_grace", &self.refresh_grace, "0s")?,
+                assertion_max_lifetime_secs: dur(
+                    "assertion_max_lifetime",
+                    &self.assertion_max_lifetime,
+                    "1h",
+                )? as u64,
+            },
+            shutdown_grace: Duration::from_secs(
+                dur("shutdown_grace", &self.shutdown_grace, "30s")? as u64,
+            ),
+            json_logs,
+        })
+    }
+}
+
+/// A database URL with any password masked.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:****{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Config {
+    /// The resolved configuration, without secrets, for `config check`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "listen": self.listen.to_string(),
+            "data_dir": self.data_dir,
+            "database_url": self.database_url.as_deref().map(redact_url),
+            "reload_interval_secs": self.reload_interval.as_secs(),
+            "rotation_check_interval_secs": self.rotation_check_interval.as_secs(),
+            "signing_threads": self.signing_threads,
+            "refresh_token_ttl_secs": self.settings.refresh_token_ttl_secs,
+            "refresh_grace_secs": self.settings.refresh_grace_secs,
+            "assertion_max_lifetime_secs": self.settings.assertion_max_lifetime_secs,
+            "shutdown_grace_secs": self.shutdown_grace.as_secs(),
+            "log_format": if self.json_logs { "json" } else { "text" },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:1\"\nlistne = 3\n").unwrap();
+        let e = RawConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains(":2"), "{e}");
+        assert!(e.contains("listne"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_validation() {
+        let mut raw: RawConfig =
+            toml::from_str("listen = \"127.0.0.1:1\"\nrefresh_grace = \"10s\"").unwrap();
+        raw.apply_env(|k| (k == "KEYWARD_LISTEN").then(|| "127.0.0.1:2".to_string()))
+            .unwrap();
+        let c = raw.resolve().unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.settings.refresh_grace_secs, 10);
+        let bad: RawConfig = toml::from_str("reload_interval = \"10s\"").unwrap();
+        assert!(bad.resolve().is_err());
+        let bad: RawConfig = toml::from_str("listen = \"nope\"").unwrap();
+        assert!(bad.resolve().is_err());
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:****@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,559 @@
+//! The token service: the `client_credentials` and `refresh_token` grants,
+//! minting for users a login service authenticated, introspection (RFC 7662)
+//! and revocation (RFC 7009).
+//!
+//! Refresh tokens rotate on every use. A rotated token presented again is a
+//! replay (RFC 9700 §4.14.2): the whole family is revoked and the event is
+//! audited, unless it comes back within the configured grace window, which
+//! covers a client that lost the response.
+
+use std::sync::Arc;
+
+use keyward_jose::{verify_jwt, Validation};
+use keyward_store::{AuditEntry, Client, RefreshToken, Timestamp};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::authority::{Authority, EnvState};
+use crate::clients::Credentials;
+use crate::oauth::{ErrorCode, OAuthError};
+use crate::tokens::{hash_secret, new_id, new_secret, parse_scope, AccessClaims};
+
+/// A token request's parameters (RFC 6749 §4.4.2, §6).
+#[derive(Debug, Default, Clone)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    pub scope: Option<String>,
+    /// `audience` (or RFC 8707 `resource`).
+    pub audience: Option<String>,
+    pub refresh_token: Option<String>,
+    pub credentials: Credentials,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// Which grant a response came from, for metrics.
+pub fn grant_label(req: &TokenRequest) -> &'static str {
+    match req.grant_type.as_deref() {
+        Some("client_credentials") => "client_credentials",
+        Some("refresh_token") => "refresh_token",
+        _ => "other",
+    }
+}
+
+/// What `mint_for_user` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct UserGrant {
+    pub subject: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    /// Also issue a refresh token (default true).
+    pub refresh: bool,
+}
+
+/// Chooses the scopes of a token: the requested ones, each registered for the
+/// client; without a request, all the client's scopes.
+fn grant_scopes(client: &Client, requested: Option<&str>) -> Result<Vec<String>, OAuthError> {
+    match requested {
+        None => Ok(client.scopes.clone()),
+        Some(r) => {
+            let want = parse_scope(r);
+            if let Some(bad) = want.iter().find(|s| !client.scopes.contains(s)) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope {bad:?} is not allowed for this client"
+                )));
+            }
+            Ok(want)
+        }
+    }
+}
+
+/// Chooses the audience: the requested one if registered for the client;
+/// without a request, the client's registered audiences, or the issuer if it
+/// has none.
+fn grant_audience(
+    client: &Client,
+    env: &EnvState,
+    requested: Option<&str>,
+) -> Result<Vec<String>, OAuthError> {
+    match requested {
+        Some(a) if client.audiences.iter().any(|x| x == a) => Ok(vec![a.to_string()]),
+        Some(a) => Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            format!("audience {a:?} is not allowed for this client"),
+        )),
+        None if client.audiences.is_empty() => Ok(vec![env.env.issuer.clone()]),
+        None => Ok(client.audiences.clone()),
+    }
+}
+
+impl Authority {
+    /// `POST {issuer}/oauth2/token`.
+    pub async fn token(
+        &self,
+        env: &EnvState,
+        req: TokenRequest,
+    ) -> Result<TokenResponse, OAuthError> {
+        let grant = req
+            .grant_type
+            .as_deref()
+            .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
+        if !matches!(grant, "client_credentials" | "refresh_token") {
+            return Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "supported grant types: client_credentials, refresh_token",
+            ));
+        }
+        let client = self.authenticate(env, &req.credentials).await?;
+        if !client.grant_types.iter().any(|g| g == grant) {
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                format!("this client may not use the {grant} grant"),
+            ));
+        }
+        match grant {
+            "client_credentials" => {
+                let scopes = grant_scopes(&client, req.scope.as_deref())?;
+                let audience = grant_audience(&client, env, req.audience.as_deref())?;
+                let empty = Map::new();
+                self.access_token(
+                    env,
+                    &client,
+                    &client.client_id,
+                    &scopes,
+                    &audience,
+                    &empty,
+                    None,
+                )
+                .await
+            }
+            _ => self.refresh(env, &client, &req).await,
+        }
+    }
+
+    /// Signs an access token and builds the response (with `refresh_token` if given).
+    #[allow(clippy::too_many_arguments)]
+    async fn access_token(
+        &self,
+        env: &EnvState,
+        client: &Client,
+        subject: &str,
+        scopes: &[String],
+        audience: &[String],
+        extra: &Map<String, Value>,
+        refresh_token: Option<String>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let now = self.now();
+        let signer = env.signer(now).ok_or_else(|| {
+            OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "no signing key is active",
+            )
+        })?;
+        let ttl = client
+            .access_token_ttl_secs
+            .unwrap_or(env.env.policy.token_ttl_secs);
+        let ttl = ttl.min(env.env.policy.token_ttl_secs);
+        let jti = new_id();
+        let payload = AccessClaims {
+            issuer: &env.env.issuer,
+            subject,
+            client_id: &client.client_id,
+            audience,
+            scope: scopes,
+            extra,
+            now,
+            ttl,
+            jti: &jti,
+        }
+        .to_json();
+        let token = self
+            .pool
+            .sign(signer, "at+jwt", payload)
+            .await
+            .map_err(|_| OAuthError::server_error())?;
+        Ok(TokenResponse {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: ttl,
+            scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
+            refresh_token,
+        })
+    }
+
+    /// Mints an access token (and a refresh token) for a user that the caller
+    /// authenticated: the admin API and `keyward token issue`.
+    pub async fn mint_for_user(
+        &self,
+        env: &EnvState,
+        g: UserGrant,
+    ) -> Result<TokenResponse, OAuthError> {
+        if g.subject.is_empty() {
+            return Err(OAuthError::invalid_request("the subject is empty"));
+        }
+        let snapshot = self.snapshot();
+        let client = snapshot
+            .client(&env.env.name, &g.client_id)
+            .cloned()
+            .ok_or_else(|| {
+                OAuthError::invalid_request(format!(
+                    "no client {:?} in {}",
+                    g.client_id, env.env.name
+                ))
+            })?;
+        let requested = (!g.scopes.is_empty()).then(|| g.scopes.join(" "));
+        let scopes = grant_scopes(&client, requested.as_deref())?;
+        let audience = grant_audience(&client, env, g.audience.as_deref())?;
+        let mut extra = Map::new();
+        if !g.roles.is_empty() {
+            extra.insert("roles".into(), json!(g.roles));
+        }
+        if !g.permissions.is_empty() {
+            extra.insert("permissions".into(), json!(g.permissions));
+        }
+        let refresh = if g.refresh {
+            let now = self.now();
+            let (token, hash) = new_secret("kwr_");
+            let rt = RefreshToken {
+                token_hash: hash,
+                env: env.env.name.clone(),
+                client_id: client.client_id.clone(),
+                family_id: new_id(),
+                subject: g.subject.clone(),
+                scope: scopes.join(" "),
+                audience: g.audience.clone(),
+                extra: Value::Object(extra.clone()).to_string(),
+                issued_at: now,
+                expires_at: now + self.refresh_ttl(&client),
+                rotated_at: None,
+                revoked_at: None,
+            };
+            let mut tx = self
+                .store
+                .begin()
+                .await
+                .map_err(|_| OAuthError::server_error())?;
+            tx.insert_refresh_token(&rt)
+                .await
+                .map_err(|_| OAuthError::server_error())?;
+            tx.commit().await.map_err(|_| OAuthError::server_error())?;
+            Some(token)
+        } else {
+            None
+        };
+        self.access_token(
+            env, &client, &g.subject, &scopes, &audience, &extra, refresh,
+        )
+        .await
+    }
+
+    fn refresh_ttl(&self, client: &Client) -> i64 {
+        client
+            .refresh_token_ttl_secs
+            .unwrap_or(self.settings.refresh_token_ttl_secs)
+    }
+
+    async fn refresh(
+        &self,
+        env: &EnvState,
+        client: &Arc<Client>,
+        req: &TokenRequest,
+    ) -> Result<TokenResponse, OAuthError> {
+        let presented = req
+            .refresh_token
+            .as_deref()
+            .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
+        let hash = hash_secret(presented);
+        let now = self.now();
+        let server = |_| OAuthError::server_error();
+        let invalid =
+            || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
+        let mut tx = self.store.begin().await.map_err(server)?;
+        let Some(rt) = tx.refresh_token_for_update(&hash).await.map_err(server)? else {
+            return Err(invalid());
+        };
+        if rt.env != env.env.name || rt.client_id != client.client_id {
+            // Another client's token: refused, and nothing changes.
+            return Err(invalid());
+        }
+        if rt.revoked_at.is_some() || rt.expires_at <= now {
+            return Err(invalid());
+        }
+        if let Some(rotated) = rt.rotated_at {
+            let grace = self.settings.refresh_grace_secs;
+            if grace == 0 || now - rotated > grace {
+                let n = tx
+                    .revoke_refresh_family(&rt.family_id, now)
+                    .await
+                    .map_err(server)?;
+                tx.append_audit(AuditEntry {
+                    at: now,
+                    actor: format!("client:{}", client.client_id),
+                    action: "refresh.reuse_detected".into(),
+                    env: Some(env.env.name.clone()),
+                    subject: Some(rt.subject.clone()),
+                    detail: json!({"family": rt.family_id, "revoked": n, "rotated_at": rotated}),
+                })
+                .await
+                .map_err(server)?;
+                tx.commit().await.map_err(server)?;
+                crate::metrics::refresh_reuse(&env.env.name);
+                return Err(OAuthError::invalid_grant(
+                    "the refresh token was already used; its whole grant is revoked",
+                ));
+            }
+        }
+        // Narrowing the scope is allowed (RFC 6749 §6); widening is not.
+        let original = parse_scope(&rt.scope);
+        let scopes = match req.scope.as_deref() {
+            None => original.clone(),
+            Some(s) => {
+                let want = parse_scope(s);
+                if let Some(bad) = want.iter().find(|w| !original.contains(w)) {
+                    return Err(OAuthError::invalid_scope(format!(
+                        "scope {bad:?} was not granted"
+                    )));
+                }
+                want
+            }
+        };
+        // Scopes the client lost since are dropped.
+        let scopes: Vec<String> = scopes
+            .into_iter()
+            .filter(|s| client.scopes.contains(s))
+            .collect();
+        let audience = grant_audience(client, env, rt.audience.as_deref())?;
+        let extra: Map<String, Value> = serde_json::from_str(&rt.extra).unwrap_or_default();
+        let (token, new_hash) = new_secret("kwr_");
+        tx.mark_refresh_rotated(&hash, now).await.map_err(server)?;
+        tx.insert_refresh_token(&RefreshToken {
+            token_hash: new_hash,
+            issued_at: now,
+            expires_at: now + self.refresh_ttl(client),
+            rotated_at: None,
+            revoked_at: None,
+            scope: original.join(" "),
+            ..rt.clone()
+        })
+        .await
+        .map_err(server)?;
+        tx.commit().await.map_err(server)?;
+        self.access_token(
+            env,
+            client,
+            &rt.subject,
+            &scopes,
+            &audience,
+            &extra,
+            Some(token),
+        )
+        .await
+    }
+
+    /// `POST {issuer}/oauth2/introspect` (RFC 7662): any authenticated client
+    /// of the environment may introspect access tokens; refresh tokens only
+    /// their own. Anything unknown, expired or revoked is `{"active": false}`.
+    pub async fn introspect(
+        &self,
+        env: &EnvState,
+        creds: &Credentials,
+        token: &str,
+    ) -> Result<Value, OAuthError> {
+        let client = self.authenticate(env, creds).await?;
+        let now = self.now();
+        let inactive = json!({"active": false});
+        if token.starts_with("kwr_") {
+            let rt = self
+                .store
+                .refresh_token(&hash_secret(token))
+                .await
+                .map_err(|_| OAuthError::server_error())?;
+            return Ok(match rt {
+                Some(rt)
+                    if rt.env == env.env.name
+                        && rt.client_id == client.client_id
+                        && rt.revoked_at.is_none()
+                        && rt.rotated_at.is_none()
+                        && rt.expires_at > now =>
+                {
+                    json!({
+                        "active": true,
+                        "token_type": "refresh_token",
+                        "client_id": rt.client_id,
+                        "sub": rt.subject,
+                        "scope": rt.scope,
+                        "iat": rt.issued_at,
+                        "exp": rt.expires_at,
+                        "iss": env.env.issuer,
+                    })
+                }
+                _ => inactive,
+            });
+        }
+        let Some(claims) = self.verify_access_token(env, token, now).await? else {
+            return Ok(inactive);
+        };
+        let mut v = claims;
+        v["active"] = json!(true);
+        v["token_type"] = json!("access_token");
+        Ok(v)
+    }
+
+    /// Verifies one of this environment's access tokens; `None` if invalid,
+    /// expired or revoked.
+    async fn verify_access_token(
+        &self,
+        env: &EnvState,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Option<Value>, OAuthError> {
+        let doc = env.jwks(now).map_err(|_| OAuthError::server_error())?;
+        let policy = Validation {
+            issuer: Some(env.env.issuer.clone()),
+            required_typ: Some("at+jwt".into()),
+            leeway_secs: 0,
+            required_claims: ["iss", "sub", "exp", "jti", "client_id"]
+                .map(String::from)
+                .to_vec(),
+            ..Validation::default()
+        };
+        let Ok(ok) = verify_jwt(token, &doc.keys, &policy, now) else {
+            return Ok(None);
+        };
+        let jti = ok.claims.jti.clone().unwrap_or_default();
+        if self
+            .store
+            .is_jti_revoked(&env.env.name, &jti)
+            .await
+            .map_err(|_| OAuthError::server_error())?
+        {
+            return Ok(None);
+        }
+        Ok(Some(ok.claims.to_value()))
+    }
+
+    /// `POST {issuer}/oauth2/revoke` (RFC 7009). Revoking a refresh token
+    /// revokes its whole family; revoking an access token puts its `jti` on
+    /// the revocation feed. Unknown or invalid tokens succeed silently; a
+    /// token of another client is refused.
+    pub async fn revoke(
+        &self,
+        env: &EnvState,
+        creds: &Credentials,
+        token: &str,
+    ) -> Result<(), OAuthError> {
+        let client = self.authenticate(env, creds).await?;
+        let now = self.now();
+        let server = |_| OAuthError::server_error();
+        let other_client = || {
+            OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "the token was issued to another client",
+            )
+        };
+        if token.starts_with("kwr_") {
+            let mut tx = self.store.begin().await.map_err(server)?;
+            if let Some(rt) = tx
+                .refresh_token_for_update(&hash_secret(token))
+                .await
+                .map_err(server)?
+            {
+                if rt.env != env.env.name {
+                    return Ok(());
+                }
+                if rt.client_id != client.client_id {
+                    return Err(other_client());
+                }
+                tx.revoke_refresh_family(&rt.family_id, now)
+                    .await
+                    .map_err(server)?;
+                tx.commit().await.map_err(server)?;
+            }
+            return Ok(());
+        }
+        let Some(claims) = self.verify_access_token(env, token, now).await? else {
+            return Ok(());
+        };
+        if claims["client_id"].as_str() != Some(client.client_id.as_str()) {
+            return Err(other_client());
+        }
+        let jti = claims["jti"].as_str().unwrap_or_default();
+        let exp = claims["exp"].as_f64().unwrap_or(now as f64) as Timestamp;
+        let mut tx = self.store.begin().await.map_err(server)?;
+        tx.revoke_jti(&env.env.name, jti, exp, now)
+            .await
+            .map_err(server)?;
+        tx.commit().await.map_err(server)?;
+        Ok(())
+    }
+
+    /// `GET {issuer}/revocations?since=CURSOR`: revoked access-token `jti`s
+    /// after `since`, with their `exp`, and the cursor to ask with next.
+    pub async fn revocations(
+        &self,
+        env: &EnvState,
+        since: i64,
+        limit: i64,
+    ) -> Result<Value, OAuthError> {
+        let list = self
+            .store
+            .revocations_since(&env.env.name, since, limit)
+            .await
+            .map_err(|_| OAuthError::server_error())?;
+        let next = list.last().map(|r| r.seq).unwrap_or(since);
+        let items: Vec<Value> = list
+            .iter()
+            .map(|r| json!({"jti": r.jti, "exp": r.exp, "revoked_at": r.revoked_at}))
+            .collect();
+        Ok(json!({"revocations": items, "next": next}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_store::ClientAuth;
+
+    fn client(scopes: &[&str], auds: &[&str]) -> Client {
+        Client {
+            env: "e".into(),
+            client_id: "c".into(),
+            name: "n".into(),
+            auth: ClientAuth::ClientSecretBasic,
+            secret_hash: None,
+            jwks: None,
+            jwks_uri: None,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            audiences: auds.iter().map(|s| s.to_string()).collect(),
+            grant_types: vec!["client_credentials".into()],
+            access_token_ttl_secs: None,
+            refresh_token_ttl_secs: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn scopes_must_be_registered() {
+        let c = client(&["a", "b"], &[]);
+        assert_eq!(grant_scopes(&c, None).unwrap(), vec!["a", "b"]);
+        assert_eq!(grant_scopes(&c, Some("b")).unwrap(), vec!["b"]);
+        assert_eq!(
+            grant_scopes(&c, Some("a c")).unwrap_err().code,
+            ErrorCode::InvalidScope
+        );
+    }
+}

@@ -1,0 +1,409 @@
+//! The HTTP API (axum). Handlers are thin: parse the request, call the
+//! authority, map the answer. Every environment is served at its issuer URL's
+//! path: discovery, JWKS, token, introspection, revocation and the revocation
+//! feed; `/healthz`, `/readyz` and `/metrics` are global.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{to_bytes, Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{json, Value};
+
+use crate::authority::{Authority, EnvState};
+use crate::clients::Credentials;
+use crate::grants::{grant_label, TokenRequest};
+use crate::oauth::{ErrorCode, OAuthError};
+
+/// Largest accepted form body on the OAuth endpoints.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub authority: Arc<Authority>,
+    pub metrics: PrometheusHandle,
+}
+
+/// The application router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let a = &s.authority;
+    if let Err(e) = a.store.generation().await {
+        tracing::warn!(error = %e, "readiness: store unreachable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response();
+    }
+    let now = a.now();
+    let missing: Vec<String> = a
+        .snapshot()
+        .envs
+        .iter()
+        .filter(|e| e.signer(now).is_none())
+        .map(|e| e.env.name.clone())
+        .collect();
+    if missing.is_empty() {
+        "ready".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no signing key: {}", missing.join(", ")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let body = crate::metrics::render(&s.authority, &s.metrics).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
+    let snapshot = s.authority.snapshot();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let path = req.uri().path().to_owned();
+    let Some((env, rest)) = snapshot.route(host.as_deref(), &path) else {
+        return not_found();
+    };
+    let env = env.clone();
+    let rest = rest.to_owned();
+    let method = req.method().clone();
+    let a = &s.authority;
+    match (rest.as_str(), method) {
+        ("/.well-known/openid-configuration", Method::GET) => {
+            discovery(&env, snapshot.scopes(&env.env.name)).into_response()
+        }
+        ("/.well-known/jwks.json", Method::GET) => jwks(a, &env, req.headers()),
+        ("/oauth2/token", Method::POST) => token(a, &env, req).await,
+        ("/oauth2/introspect", Method::POST) => introspect(a, &env, req).await,
+        ("/oauth2/revoke", Method::POST) => revoke(a, &env, req).await,
+        ("/revocations", Method::GET) => revocations(a, &env, req.uri().query()).await,
+        ("/.well-known/openid-configuration" | "/.well-known/jwks.json" | "/revocations", _) => {
+            method_not_allowed("GET")
+        }
+        ("/oauth2/token" | "/oauth2/introspect" | "/oauth2/revoke", _) => {
+            method_not_allowed("POST")
+        }
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"error": "not_found"})),
+    )
+        .into_response()
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, allow)]).into_response()
+}
+
+/// OIDC Discovery 1.0 and RFC 8414 metadata.
+pub fn discovery(env: &EnvState, scopes: Vec<String>) -> axum::Json<Value> {
+    let base = env.env.issuer.trim_end_matches('/');
+    let algs: Vec<&str> = keyward_jose::Algorithm::ALL
+        .iter()
+        .map(|a| a.name())
+        .collect();
+    axum::Json(json!({
+        "issuer": env.env.issuer,
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "token_endpoint": format!("{base}/oauth2/token"),
+        "introspection_endpoint": format!("{base}/oauth2/introspect"),
+        "revocation_endpoint": format!("{base}/oauth2/revoke"),
+        "grant_types_supported": ["client_credentials", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": algs,
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "id_token_signing_alg_values_supported": [env.env.policy.alg.name()],
+        "scopes_supported": scopes,
+        "response_types_supported": ["token"],
+        "subject_types_supported": ["public"],
+        "revocation_feed_endpoint": format!("{base}/revocations"),
+    }))
+}
+
+fn jwks(a: &Authority, env: &EnvState, headers: &HeaderMap) -> Response {
+    let doc = match env.jwks(a.now()) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, env = %env.env.name, "cannot build the JWKS");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let cache = format!("public, max-age={}", doc.max_age);
+    let etag_matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == doc.etag || t.trim() == "*")
+        });
+    let mut resp = if etag_matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = Response::new(Body::from(Bytes::copy_from_slice(&doc.body)));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&cache).expect("ascii"),
+    );
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&doc.etag).expect("ascii"),
+    );
+    resp
+}
+
+/// An OAuth error response: RFC 6749 §5.2 JSON, no caching, and for
+/// `invalid_client` a `WWW-Authenticate` challenge (a 401 needs one).
+fn oauth_error(e: &OAuthError) -> Response {
+    let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = (status, axum::Json(e.to_json())).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if e.code == ErrorCode::InvalidClient {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"keyward\""),
+        );
+    }
+    resp
+}
+
+fn no_store_json(status: StatusCode, v: Value) -> Response {
+    let mut resp = (status, axum::Json(v)).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// A parsed form: each parameter at most once (RFC 6749 §3.2).
+struct Form {
+    fields: Vec<(String, String)>,
+    credentials: Credentials,
+}
+
+impl Form {
+    fn get(&self, name: &str) -> Option<String> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// Reads an `application/x-www-form-urlencoded` body of bounded size, with
+/// the client credentials from it and from `Authorization: Basic`.
+async fn read_form(req: Request) -> Result<Form, (OAuthError, StatusCode)> {
+    let bad = |d: &str| (OAuthError::invalid_request(d), StatusCode::BAD_REQUEST);
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ctype.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(bad("the body must be application/x-www-form-urlencoded"));
+    }
+    let basic = match req.headers().get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => {
+            let v = v.to_str().map_err(|_| {
+                (
+                    OAuthError::invalid_client("malformed Authorization header"),
+                    StatusCode::UNAUTHORIZED,
+                )
+            })?;
+            Some(Credentials::parse_basic(v).map_err(|e| (e, StatusCode::UNAUTHORIZED))?)
+        }
+    };
+    let body = to_bytes(req.into_body(), MAX_FORM_BYTES)
+        .await
+        .map_err(|_| {
+            (
+                OAuthError::invalid_request(format!(
+                    "the body is larger than {MAX_FORM_BYTES} bytes"
+                )),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            )
+        })?;
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(&body) {
+        if fields.iter().any(|(seen, _)| *seen == k) {
+            return Err(bad(&format!(
+                "parameter {:?} appears more than once",
+                k.chars().take(40).collect::<String>()
+            )));
+        }
+        fields.push((k.into_owned(), v.into_owned()));
+    }
+    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let credentials = Credentials {
+        basic,
+        client_id: get("client_id"),
+        client_secret: get("client_secret"),
+        assertion_type: get("client_assertion_type"),
+        assertion: get("client_assertion"),
+    };
+    Ok(Form {
+        fields,
+        credentials,
+    })
+}
+
+async fn token(a: &Authority, env: &EnvState, req: Request) -> Response {
+    let started = Instant::now();
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err((e, status)) => {
+            crate::metrics::token_request(
+                &env.env.name,
+                "other",
+                e.code.as_str(),
+                started.elapsed().as_secs_f64(),
+            );
+            let mut r = oauth_error(&e);
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                *r.status_mut() = status;
+            }
+            return r;
+        }
+    };
+    let treq = TokenRequest {
+        grant_type: form.get("grant_type"),
+        scope: form.get("scope"),
+        audience: form.get("audience").or_else(|| form.get("resource")),
+        refresh_token: form.get("refresh_token"),
+        credentials: form.credentials.clone(),
+    };
+    let grant = grant_label(&treq);
+    match a.token(env, treq).await {
+        Ok(t) => {
+            crate::metrics::token_request(
+                &env.env.name,
+                grant,
+                "ok",
+                started.elapsed().as_secs_f64(),
+            );
+            no_store_json(
+                StatusCode::OK,
+                serde_json::to_value(&t).expect("token response"),
+            )
+        }
+        Err(e) => {
+            crate::metrics::token_request(
+                &env.env.name,
+                grant,
+                e.code.as_str(),
+                started.elapsed().as_secs_f64(),
+            );
+            oauth_error(&e)
+        }
+    }
+}
+
+async fn introspect(a: &Authority, env: &EnvState, req: Request) -> Response {
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err((e, _)) => {
+            crate::metrics::endpoint(&env.env.name, "introspect", e.code.as_str());
+            return oauth_error(&e);
+        }
+    };
+    let Some(token) = form.get("token") else {
+        crate::metrics::endpoint(&env.env.name, "introspect", "invalid_request");
+        return oauth_error(&OAuthError::invalid_request("token is missing"));
+    };
+    match a.introspect(env, &form.credentials, &token).await {
+        Ok(v) => {
+            crate::metrics::endpoint(&env.env.name, "introspect", "ok");
+            no_store_json(StatusCode::OK, v)
+        }
+        Err(e) => {
+            crate::metrics::endpoint(&env.env.name, "introspect", e.code.as_str());
+            oauth_error(&e)
+        }
+    }
+}
+
+async fn revoke(a: &Authority, env: &EnvState, req: Request) -> Response {
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err((e, _)) => {
+            crate::metrics::endpoint(&env.env.name, "revoke", e.code.as_str());
+            return oauth_error(&e);
+        }
+    };
+    let Some(token) = form.get("token") else {
+        crate::metrics::endpoint(&env.env.name, "revoke", "invalid_request");
+        return oauth_error(&OAuthError::invalid_request("token is missing"));
+    };
+    match a.revoke(env, &form.credentials, &token).await {
+        Ok(()) => {
+            crate::metrics::endpoint(&env.env.name, "revoke", "ok");
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            crate::metrics::endpoint(&env.env.name, "revoke", e.code.as_str());
+            oauth_error(&e)
+        }
+    }
+}
+
+async fn revocations(a: &Authority, env: &EnvState, query: Option<&str>) -> Response {
+    let mut since = 0i64;
+    let mut limit = 1000i64;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let n = match v.parse::<i64>() {
+            Ok(n) if n >= 0 => n,
+            _ => {
+                return oauth_error(&OAuthError::invalid_request(format!(
+                    "{k} must be a non-negative integer"
+                )))
+            }
+        };
+        match k.as_ref() {
+            "since" => since = n,
+            "limit" => limit = n.clamp(1, 10_000),
+            _ => {}
+        }
+    }
+    match a.revocations(env, since, limit).await {
+        Ok(v) => {
+            let mut r = axum::Json(v).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+        Err(e) => oauth_error(&e),
+    }
+}

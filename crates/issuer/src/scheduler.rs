@@ -1,0 +1,95 @@
+//! Automatic rotation inside `serve`. Every tick, each environment whose
+//! signing key is older than `rotate_every - lead` gets its next key,
+//! published now and signing after the lead. Removal needs no action: it is
+//! derived from `removes_at`.
+//!
+//! With several replicas on one store, each may decide a rotation is due, but
+//! only one performs it: the key is added in a transaction that takes the
+//! store's writer lock and re-reads the keys, and a second rotation while one
+//! is pending is refused (see [`crate::rotation::plan`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_jose::{KeyFamily, PrivateKey};
+
+use crate::authority::Authority;
+use crate::error::IssuerError;
+use crate::keyring::{self, Change, KeyOptions, Origin};
+use crate::rotation::{self, Schedule};
+
+/// The audit actor of scheduled rotations.
+pub const ACTOR: &str = "scheduler";
+
+impl Authority {
+    /// Rotates every environment that is due; returns the environments rotated.
+    pub async fn rotate_due(&self) -> Result<Vec<String>, IssuerError> {
+        let snapshot = self.snapshot();
+        let now = self.now();
+        let mut rotated = Vec::new();
+        for e in &snapshot.envs {
+            // Keys are made on purpose: an environment with no key is left alone.
+            if rotation::signing_key(&e.keys, now).is_none()
+                || !rotation::rotation_due(&e.env.policy, &e.keys, now)
+            {
+                continue;
+            }
+            let policy = e.env.policy.clone();
+            let bits = matches!(policy.alg.family(), KeyFamily::Rsa)
+                .then_some(policy.rsa_bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS));
+            let key = tokio::task::spawn_blocking(move || PrivateKey::generate(policy.alg, bits))
+                .await
+                .map_err(|_| IssuerError::Refused("key generation was interrupted".into()))??;
+            let opts = KeyOptions {
+                kid: None,
+                owner: None,
+                description: Some("scheduled rotation".into()),
+                origin: Origin::Generated,
+            };
+            let at = Change {
+                now: self.now(),
+                actor: ACTOR,
+            };
+            match keyring::add_key(
+                &self.store,
+                self.root(),
+                &e.env.name,
+                &key,
+                &opts,
+                Schedule::Lead(e.env.policy.lead_secs),
+                at,
+            )
+            .await
+            {
+                Ok(added) => {
+                    tracing::info!(env = %e.env.name, kid = %added.key.kid, activates_at = added.key.activates_at, "scheduled rotation");
+                    rotated.push(e.env.name.clone());
+                }
+                // Another replica rotated first.
+                Err(IssuerError::Refused(m)) => {
+                    tracing::debug!(env = %e.env.name, "rotation skipped: {m}")
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        if !rotated.is_empty() {
+            self.reload().await?;
+        }
+        Ok(rotated)
+    }
+
+    /// Runs [`Authority::rotate_due`] every `interval` until aborted.
+    pub fn spawn_scheduler(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let a = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = a.rotate_due().await {
+                    tracing::error!(error = %e, "scheduled rotation failed");
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,389 @@
+//! OAuth 2.0 clients: who may ask the issuer for tokens, how they
+//! authenticate, and what they may ask for.
+//!
+//! A client belongs to one environment; its id is unique within it (the
+//! table's key is `(env, client_id)`). Only a hash of a client secret is
+//! stored. Scopes are stored as one space-separated text (so a scope may not
+//! contain white space, as in RFC 6749 §3.3); audiences and grant types as
+//! JSON arrays.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor};
+
+use crate::error::{is_unique_violation, StoreError};
+use crate::records::Timestamp;
+use crate::store::{get, Store, Tx};
+
+/// How a client authenticates at the token endpoint (RFC 7591 names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret (RFC 6749 §2.3.1).
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` form parameters.
+    ClientSecretPost,
+    /// A JWT signed with the client's registered key (RFC 7523).
+    PrivateKeyJwt,
+}
+
+impl ClientAuth {
+    /// Every method, in a stable order.
+    pub const ALL: [ClientAuth; 3] = [
+        ClientAuth::ClientSecretBasic,
+        ClientAuth::ClientSecretPost,
+        ClientAuth::PrivateKeyJwt,
+    ];
+
+    /// The RFC 7591 name (`"client_secret_basic"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::ClientSecretBasic => "client_secret_basic",
+            ClientAuth::ClientSecretPost => "client_secret_post",
+            ClientAuth::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+
+    /// True for the two methods that present a client secret.
+    pub fn uses_secret(self) -> bool {
+        match self {
+            ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost => true,
+            ClientAuth::PrivateKeyJwt => false,
+        }
+    }
+}
+
+impl fmt::Display for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ClientAuth {
+    type Err = StoreError;
+
+    /// Exactly one of the RFC 7591 names (case-sensitive).
+    fn from_str(s: &str) -> Result<Self, StoreError> {
+        ClientAuth::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| StoreError::Invalid {
+                what: "client authentication method",
+                reason: format!(
+                    "{s:?} is not one of client_secret_basic, client_secret_post, private_key_jwt"
+                ),
+            })
+    }
+}
+
+/// A registered OAuth 2.0 client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Client {
+    pub env: String,
+    /// Unique within `env`.
+    pub client_id: String,
+    pub name: String,
+    pub auth: ClientAuth,
+    /// SHA-256 of the client secret (secrets are 256-bit random values, so
+    /// a plain hash suffices); `None` for `private_key_jwt` clients.
+    pub secret_hash: Option<Vec<u8>>,
+    /// JWK Set JSON text of a `private_key_jwt` client's keys.
+    pub jwks: Option<String>,
+    /// Where a `private_key_jwt` client's JWK Set is fetched from.
+    pub jwks_uri: Option<String>,
+    /// Scopes the client may ask for. No entry may be empty or contain
+    /// white space.
+    pub scopes: Vec<String>,
+    /// Audiences the client may ask for.
+    pub audiences: Vec<String>,
+    /// Grant types the client may use (`client_credentials`, `refresh_token`).
+    pub grant_types: Vec<String>,
+    /// Overrides the environment's access-token lifetime.
+    pub access_token_ttl_secs: Option<i64>,
+    /// Overrides the default refresh-token lifetime.
+    pub refresh_token_ttl_secs: Option<i64>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+const CLIENT_COLUMNS: &str = "env, client_id, name, auth, secret_hash, jwks, jwks_uri, scopes, \
+     audiences, grant_types, access_token_ttl_secs, refresh_token_ttl_secs, created_at, updated_at";
+
+/// A client's list-valued fields as stored.
+struct Encoded {
+    scopes: String,
+    audiences: String,
+    grant_types: String,
+}
+
+fn encode(client: &Client) -> Result<Encoded, StoreError> {
+    for scope in &client.scopes {
+        if scope.is_empty() || scope.chars().any(char::is_whitespace) {
+            return Err(StoreError::Invalid {
+                what: "scope",
+                reason: format!(
+                    "client {:?}: scope {scope:?} is empty or contains white space",
+                    client.client_id
+                ),
+            });
+        }
+    }
+    let json = |v: &Vec<String>| {
+        serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
+    };
+    Ok(Encoded {
+        scopes: client.scopes.join(" "),
+        audiences: json(&client.audiences)?,
+        grant_types: json(&client.grant_types)?,
+    })
+}
+
+fn client_from_row(row: &AnyRow) -> Result<Client, StoreError> {
+    let env: String = get(row, "env")?;
+    let client_id: String = get(row, "client_id")?;
+    let corrupt =
+        |what: &str| StoreError::Corrupt(format!("client {env:?}/{client_id:?}: invalid {what}"));
+    let auth: String = get(row, "auth")?;
+    let auth = auth.parse().map_err(|_| corrupt("auth"))?;
+    let scopes: String = get(row, "scopes")?;
+    let list = |column: &'static str| -> Result<Vec<String>, StoreError> {
+        let text: String = get(row, column)?;
+        serde_json::from_str(&text).map_err(|_| corrupt(column))
+    };
+    Ok(Client {
+        name: get(row, "name")?,
+        auth,
+        secret_hash: get(row, "secret_hash")?,
+        jwks: get(row, "jwks")?,
+        jwks_uri: get(row, "jwks_uri")?,
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        audiences: list("audiences")?,
+        grant_types: list("grant_types")?,
+        access_token_ttl_secs: get(row, "access_token_ttl_secs")?,
+        refresh_token_ttl_secs: get(row, "refresh_token_ttl_secs")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+        env,
+        client_id,
+    })
+}
+
+fn client_not_found(env: &str, client_id: &str) -> StoreError {
+    StoreError::NotFound {
+        what: "client",
+        name: format!("{env}/{client_id}"),
+    }
+}
+
+async fn fetch_client<'c, E>(ex: E, env: &str, client_id: &str) -> Result<Client, StoreError>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients WHERE env = $1 AND client_id = $2");
+    let row = sqlx::query(&sql)
+        .bind(env.to_owned())
+        .bind(client_id.to_owned())
+        .fetch_optional(ex)
+        .await?
+        .ok_or_else(|| client_not_found(env, client_id))?;
+    client_from_row(&row)
+}
+
+impl Store {
+    /// One client; `NotFound` (what: `"client"`, name: `env/client_id`) if
+    /// there is none.
+    pub async fn client(&self, env: &str, client_id: &str) -> Result<Client, StoreError> {
+        fetch_client(&self.pool, env, client_id).await
+    }
+
+    /// The clients of `env`, by client id; `NotFound` if the environment
+    /// does not exist.
+    pub async fn clients(&self, env: &str) -> Result<Vec<Client>, StoreError> {
+        // One statement, so the existence check and the listing agree (as
+        // for keys): a LEFT JOIN yields one all-NULL row for an empty env.
+        let sql = format!(
+            "SELECT e.name AS env_name, {} FROM environments e \
+             LEFT JOIN clients c ON c.env = e.name WHERE e.name = $1 ORDER BY c.client_id",
+            CLIENT_COLUMNS
+                .split(", ")
+                .map(|c| format!("c.{c} AS {c}", c = c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(env.to_owned())
+            .fetch_all(&self.pool)
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound {
+                what: "environment",
+                name: env.to_owned(),
+            });
+        }
+        let mut clients = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if get::<Option<String>>(row, "client_id")?.is_some() {
+                clients.push(client_from_row(row)?);
+            }
+        }
+        Ok(clients)
+    }
+
+    /// Every client of every environment, by environment then client id.
+    pub async fn all_clients(&self) -> Result<Vec<Client>, StoreError> {
+        let sql = format!("SELECT {CLIENT_COLUMNS} FROM clients ORDER BY env, client_id");
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(client_from_row).collect()
+    }
+}
+
+impl Tx<'_> {
+    /// One client, as this transaction sees it; `NotFound` if absent.
+    pub async fn client(&mut self, env: &str, client_id: &str) -> Result<Client, StoreError> {
+        fetch_client(&mut *self.tx, env, client_id).await
+    }
+
+    /// Registers a client. `NotFound` if its environment does not exist,
+    /// `Conflict` if the environment already has a client by that id,
+    /// `Invalid` for a scope that is empty or contains white space.
+    pub async fn create_client(&mut self, client: &Client) -> Result<(), StoreError> {
+        let encoded = encode(client)?;
+        self.writer_lock().await?;
+        self.environment(&client.env).await?;
+        let conflict = || StoreError::Conflict {
+            what: "client",
+            name: format!("{}/{}", client.env, client.client_id),
+        };
+        let exists = sqlx::query("SELECT 1 AS one FROM clients WHERE env = $1 AND client_id = $2")
+            .bind(client.env.clone())
+            .bind(client.client_id.clone())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        if exists.is_some() {
+            return Err(conflict());
+        }
+        let sql = format!(
+            "INSERT INTO clients ({CLIENT_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        );
+        sqlx::query(&sql)
+            .bind(client.env.clone())
+            .bind(client.client_id.clone())
+            .bind(client.name.clone())
+            .bind(client.auth.as_str())
+            .bind(client.secret_hash.clone())
+            .bind(client.jwks.clone())
+            .bind(client.jwks_uri.clone())
+            .bind(encoded.scopes)
+            .bind(encoded.audiences)
+            .bind(encoded.grant_types)
+            .bind(client.access_token_ttl_secs)
+            .bind(client.refresh_token_ttl_secs)
+            .bind(client.created_at)
+            .bind(client.updated_at)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    conflict()
+                } else {
+                    e.into()
+                }
+            })?;
+        self.bump_generation().await
+    }
+
+    /// Writes every field of an existing client (matched by `env` and
+    /// `client_id`) except `created_at`; `NotFound` if absent, `Invalid` as
+    /// for [`Tx::create_client`].
+    pub async fn update_client(&mut self, client: &Client) -> Result<(), StoreError> {
+        let encoded = encode(client)?;
+        self.writer_lock().await?;
+        let done = sqlx::query(
+            "UPDATE clients SET name = $1, auth = $2, secret_hash = $3, jwks = $4, jwks_uri = $5, \
+             scopes = $6, audiences = $7, grant_types = $8, access_token_ttl_secs = $9, \
+             refresh_token_ttl_secs = $10, updated_at = $11 WHERE env = $12 AND client_id = $13",
+        )
+        .bind(client.name.clone())
+        .bind(client.auth.as_str())
+        .bind(client.secret_hash.clone())
+        .bind(client.jwks.clone())
+        .bind(client.jwks_uri.clone())
+        .bind(encoded.scopes)
+        .bind(encoded.audiences)
+        .bind(encoded.grant_types)
+        .bind(client.access_token_ttl_secs)
+        .bind(client.refresh_token_ttl_secs)
+        .bind(client.updated_at)
+        .bind(client.env.clone())
+        .bind(client.client_id.clone())
+        .execute(&mut *self.tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(client_not_found(&client.env, &client.client_id));
+        }
+        self.bump_generation().await
+    }
+
+    /// Deletes a client together with its refresh tokens and the assertion
+    /// jtis recorded for it; `NotFound` if absent. (Revoked access-token
+    /// jtis stay in the revocation feed until they expire.)
+    pub async fn delete_client(&mut self, env: &str, client_id: &str) -> Result<(), StoreError> {
+        self.writer_lock().await?;
+        let exists = sqlx::query("SELECT 1 AS one FROM clients WHERE env = $1 AND client_id = $2")
+            .bind(env.to_owned())
+            .bind(client_id.to_owned())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        if exists.is_none() {
+            return Err(client_not_found(env, client_id));
+        }
+        for table in ["refresh_tokens", "assertion_jtis", "clients"] {
+            let sql = format!("DELETE FROM {table} WHERE env = $1 AND client_id = $2");
+            sqlx::query(&sql)
+                .bind(env.to_owned())
+                .bind(client_id.to_owned())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.bump_generation().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_names_round_trip() {
+        for m in ClientAuth::ALL {
+            assert_eq!(m.as_str().parse::<ClientAuth>().unwrap(), m);
+            assert_eq!(m.to_string(), m.as_str());
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.as_str()));
+            assert_eq!(serde_json::from_str::<ClientAuth>(&json).unwrap(), m);
+        }
+        assert_eq!(
+            "private_key_jwt".parse::<ClientAuth>().unwrap(),
+            ClientAuth::PrivateKeyJwt
+        );
+        for bad in ["", "Client_Secret_Basic", "none", "client_secret_jwt"] {
+            let err = bad.parse::<ClientAuth>().unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StoreError::Invalid {
+                        what: "client authentication method",
+                        ..
+                    }
+                ),
+                "{bad}: {err:?}"
+            );
+        }
+        assert!(ClientAuth::ClientSecretPost.uses_secret());
+        assert!(!ClientAuth::PrivateKeyJwt.uses_secret());
+    }
+}

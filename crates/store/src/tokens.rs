@@ -1,0 +1,398 @@
+//! What the token path writes: refresh tokens and their families, the
+//! revocation feed of access-token jtis, and the jtis of client assertions
+//! seen (RFC 7523 replay protection).
+//!
+//! None of these move [`Store::generation`]: a server reads them directly
+//! when it needs them.
+//!
+//! # Refresh tokens
+//!
+//! Stored only as the SHA-256 of the opaque value. Every rotation of one
+//! grant shares a `family_id`; a token is marked `rotated_at` when it is
+//! exchanged, and replaying a rotated token is expected to revoke the whole
+//! family ([`Tx::revoke_refresh_family`], RFC 9700). Read a token with
+//! [`Tx::refresh_token_for_update`] inside the transaction that rotates it:
+//! on PostgreSQL the row stays locked until the transaction ends (on
+//! SQLite `BEGIN IMMEDIATE` already serializes writers), so two concurrent
+//! exchanges of one token cannot both succeed.
+//!
+//! # The revocation feed
+//!
+//! [`Tx::revoke_jti`] appends `(env, jti, exp)` with a `seq`;
+//! [`Store::revocations_since`] pages through one environment's entries by
+//! `seq`. A reader keeps the last `seq` it saw as its cursor. Guarantees:
+//!
+//! - `seq` only grows and is never handed out twice, even after purging
+//!   (SQLite `AUTOINCREMENT`, a PostgreSQL identity column). It may have
+//!   gaps (a rolled-back revocation, another environment's entries).
+//! - `seq` order is commit order: on PostgreSQL a revocation takes the
+//!   store's writer lock before it draws its `seq`, so no entry with a
+//!   smaller `seq` can become visible after a reader has moved past it.
+//! - [`Tx::purge_revocations`] deletes only entries whose access token has
+//!   expired (`exp < expired_before`). A cursor pointing at a purged entry
+//!   still works: the reader gets every newer entry. What a slow reader
+//!   misses is only the revocation of tokens that are expired anyway, so
+//!   purge with a margin of at least the gates' clock leeway.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Executor};
+
+use keyward_jose::crypto::hex;
+
+use crate::error::{is_unique_violation, StoreError};
+use crate::records::Timestamp;
+use crate::store::{get, Backend, Store, Tx};
+
+/// A refresh token as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshToken {
+    /// SHA-256 of the opaque token value; unique.
+    pub token_hash: Vec<u8>,
+    pub env: String,
+    pub client_id: String,
+    /// Shared by every rotation of one grant.
+    pub family_id: String,
+    pub subject: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    pub audience: Option<String>,
+    /// JSON object text carried into each new access token (`roles`,
+    /// `permissions`).
+    pub extra: String,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// When it was exchanged for a new one.
+    pub rotated_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// One entry of the revocation feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Revocation {
+    /// The feed cursor: grows with every revocation, across environments.
+    pub seq: i64,
+    pub env: String,
+    pub jti: String,
+    /// The revoked access token's expiry.
+    pub exp: Timestamp,
+    pub revoked_at: Timestamp,
+}
+
+const REFRESH_COLUMNS: &str = "token_hash, env, client_id, family_id, subject, scope, audience, \
+     extra, issued_at, expires_at, rotated_at, revoked_at";
+const REVOCATION_COLUMNS: &str = "seq, env, jti, exp, revoked_at";
+
+fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken, StoreError> {
+    Ok(RefreshToken {
+        token_hash: get(row, "token_hash")?,
+        env: get(row, "env")?,
+        client_id: get(row, "client_id")?,
+        family_id: get(row, "family_id")?,
+        subject: get(row, "subject")?,
+        scope: get(row, "scope")?,
+        audience: get(row, "audience")?,
+        extra: get(row, "extra")?,
+        issued_at: get(row, "issued_at")?,
+        expires_at: get(row, "expires_at")?,
+        rotated_at: get(row, "rotated_at")?,
+        revoked_at: get(row, "revoked_at")?,
+    })
+}
+
+fn revocation_from_row(row: &AnyRow) -> Result<Revocation, StoreError> {
+    Ok(Revocation {
+        seq: get(row, "seq")?,
+        env: get(row, "env")?,
+        jti: get(row, "jti")?,
+        exp: get(row, "exp")?,
+        revoked_at: get(row, "revoked_at")?,
+    })
+}
+
+/// How a refresh token is named in errors: the start of its hash (the
+/// token itself is never known to the store).
+fn refresh_name(hash: &[u8]) -> String {
+    hex(&hash[..hash.len().min(8)])
+}
+
+async fn fetch_refresh<'c, E>(
+    ex: E,
+    hash: &[u8],
+    for_update: bool,
+) -> Result<Option<RefreshToken>, StoreError>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let lock = if for_update { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT {REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = $1{lock}");
+    let row = sqlx::query(&sql)
+        .bind(hash.to_vec())
+        .fetch_optional(ex)
+        .await?;
+    row.as_ref().map(refresh_from_row).transpose()
+}
+
+impl Store {
+    /// A refresh token by the hash of its value.
+    pub async fn refresh_token(&self, hash: &[u8]) -> Result<Option<RefreshToken>, StoreError> {
+        fetch_refresh(&self.pool, hash, false).await
+    }
+
+    /// Up to `limit` revocations of `env` with `seq > after_seq`, by `seq`.
+    /// (Start from 0; see the module documentation for the cursor's
+    /// guarantees.) An unknown environment has no revocations.
+    pub async fn revocations_since(
+        &self,
+        env: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {REVOCATION_COLUMNS} FROM revocations WHERE env = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(env.to_owned())
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(revocation_from_row).collect()
+    }
+
+    /// True if access-token `jti` of `env` is in the revocation feed.
+    pub async fn is_jti_revoked(&self, env: &str, jti: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS one FROM revocations WHERE env = $1 AND jti = $2")
+            .bind(env.to_owned())
+            .bind(jti.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Records that client assertion `jti` of `client_id` in `env` (expiring
+    /// at `exp`) was used, and returns true if that is its first use: false
+    /// if the same `(env, client_id, jti)` is already recorded with an
+    /// `exp >= now` (a replay). A record that expired before `now` is
+    /// overwritten, so the check holds within the assertion's lifetime.
+    ///
+    /// One statement (`INSERT ... ON CONFLICT DO UPDATE ... WHERE`), atomic
+    /// on both backends: of concurrent calls with one jti, in any number of
+    /// processes, exactly one returns true.
+    pub async fn use_assertion_jti(
+        &self,
+        env: &str,
+        client_id: &str,
+        jti: &str,
+        exp: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO assertion_jtis (env, client_id, jti, exp) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (env, client_id, jti) DO UPDATE SET exp = excluded.exp \
+             WHERE assertion_jtis.exp < $5",
+        )
+        .bind(env.to_owned())
+        .bind(client_id.to_owned())
+        .bind(jti.to_owned())
+        .bind(exp)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Tx<'_> {
+    /// Stores a new refresh token. `NotFound` if its client does not exist
+    /// in its environment; `Conflict` if the hash is already stored.
+    pub async fn insert_refresh_token(&mut self, token: &RefreshToken) -> Result<(), StoreError> {
+        let client = sqlx::query("SELECT 1 AS one FROM clients WHERE env = $1 AND client_id = $2")
+            .bind(token.env.clone())
+            .bind(token.client_id.clone())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        if client.is_none() {
+            return Err(StoreError::NotFound {
+                what: "client",
+                name: format!("{}/{}", token.env, token.client_id),
+            });
+        }
+        let sql = format!(
+            "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        sqlx::query(&sql)
+            .bind(token.token_hash.clone())
+            .bind(token.env.clone())
+            .bind(token.client_id.clone())
+            .bind(token.family_id.clone())
+            .bind(token.subject.clone())
+            .bind(token.scope.clone())
+            .bind(token.audience.clone())
+            .bind(token.extra.clone())
+            .bind(token.issued_at)
+            .bind(token.expires_at)
+            .bind(token.rotated_at)
+            .bind(token.revoked_at)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict {
+                        what: "refresh token",
+                        name: refresh_name(&token.token_hash),
+                    }
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    /// A refresh token by hash, locked for the rest of this transaction
+    /// (PostgreSQL `SELECT ... FOR UPDATE`; on SQLite this transaction
+    /// already excludes every other writer).
+    pub async fn refresh_token_for_update(
+        &mut self,
+        hash: &[u8],
+    ) -> Result<Option<RefreshToken>, StoreError> {
+        let for_update = self.backend == Backend::Postgres;
+        fetch_refresh(&mut *self.tx, hash, for_update).await
+    }
+
+    /// Marks a refresh token as exchanged at `at`. True if it was marked
+    /// now, false if it had already been rotated (the first time stays);
+    /// `NotFound` if there is no such token.
+    pub async fn mark_refresh_rotated(
+        &mut self,
+        hash: &[u8],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET rotated_at = $1 \
+             WHERE token_hash = $2 AND rotated_at IS NULL",
+        )
+        .bind(at)
+        .bind(hash.to_vec())
+        .execute(&mut *self.tx)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        match fetch_refresh(&mut *self.tx, hash, false).await? {
+            Some(_) => Ok(false),
+            None => Err(StoreError::NotFound {
+                what: "refresh token",
+                name: refresh_name(hash),
+            }),
+        }
+    }
+
+    /// Revokes, at `at`, every token of the family that is not revoked yet;
+    /// returns how many. Tokens already revoked keep their first time.
+    pub async fn revoke_refresh_family(
+        &mut self,
+        family_id: &str,
+        at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(family_id.to_owned())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Revokes one refresh token at `at`. True if it was revoked now; false
+    /// if it is unknown or was already revoked (RFC 7009 answers both alike).
+    pub async fn revoke_refresh_token(
+        &mut self,
+        hash: &[u8],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(hash.to_vec())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deletes refresh tokens whose `expires_at` is before `before`;
+    /// returns how many.
+    pub async fn delete_expired_refresh_tokens(
+        &mut self,
+        before: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+            .bind(before)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Adds access-token `jti` of `env` (expiring at `exp`) to the
+    /// revocation feed and returns the new entry; `None` if it is already
+    /// there (nothing changes: the first entry and its `seq` stay).
+    /// `NotFound` if the environment does not exist. On PostgreSQL this
+    /// takes the store's writer lock (see the module documentation).
+    pub async fn revoke_jti(
+        &mut self,
+        env: &str,
+        jti: &str,
+        exp: Timestamp,
+        at: Timestamp,
+    ) -> Result<Option<Revocation>, StoreError> {
+        self.writer_lock().await?;
+        self.environment(env).await?;
+        let sql = format!(
+            "INSERT INTO revocations (env, jti, exp, revoked_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (env, jti) DO NOTHING RETURNING {REVOCATION_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(env.to_owned())
+            .bind(jti.to_owned())
+            .bind(exp)
+            .bind(at)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(revocation_from_row).transpose()
+    }
+
+    /// Deletes revocations of access tokens that expired before
+    /// `expired_before` (`exp < expired_before`); returns how many. Cursors
+    /// stay valid (see the module documentation).
+    pub async fn purge_revocations(
+        &mut self,
+        expired_before: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM revocations WHERE exp < $1")
+            .bind(expired_before)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes recorded client-assertion jtis that expired before `before`;
+    /// returns how many. (They no longer block anything: see
+    /// [`Store::use_assertion_jti`].)
+    pub async fn delete_expired_assertion_jtis(
+        &mut self,
+        before: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM assertion_jtis WHERE exp < $1")
+            .bind(before)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,1057 @@
+//! The issuer's records (clients, refresh tokens, the revocation feed,
+//! assertion jtis, admin tokens) and the change counter, once per backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_jose::crypto::{random_bytes, sha256};
+use keyward_jose::seal::RootKey;
+use keyward_store::{
+    AdminToken, AuditEntry, Client, ClientAuth, RefreshToken, Revocation, Store, StoreError,
+};
+use serde_json::json;
+
+use super::{env, key};
+use crate::common::Ctx;
+
+crate::backend_suite!(
+    clients_crud,
+    clients_refuse_invalid_values,
+    delete_client_takes_its_tokens_along,
+    refresh_token_rotation_and_family_revocation,
+    refresh_token_for_update_serializes_exchanges,
+    refresh_tokens_expire,
+    revocation_feed_order_cursor_and_idempotence,
+    revocation_purge_keeps_cursors_valid,
+    revocations_become_visible_in_seq_order,
+    assertion_jti_replay,
+    assertion_jti_concurrent_use_has_one_winner,
+    admin_tokens_create_find_revoke,
+    generation_moves_with_every_config_change,
+    generation_ignores_rollbacks_failures_and_token_writes,
+    generation_counts_concurrent_writers,
+    keys_all_lists_every_environment,
+);
+
+fn client(env: &str, id: &str) -> Client {
+    Client {
+        env: env.into(),
+        client_id: id.into(),
+        name: format!("client {id}"),
+        auth: ClientAuth::ClientSecretBasic,
+        secret_hash: Some(sha256(id.as_bytes()).to_vec()),
+        jwks: None,
+        jwks_uri: None,
+        scopes: vec!["orders.read".into(), "orders.write".into()],
+        audiences: vec!["https://api.example".into(), "billing".into()],
+        grant_types: vec!["client_credentials".into(), "refresh_token".into()],
+        access_token_ttl_secs: None,
+        refresh_token_ttl_secs: Some(86_400),
+        created_at: 2_000,
+        updated_at: 2_000,
+    }
+}
+
+fn jwt_client(env: &str, id: &str) -> Client {
+    Client {
+        auth: ClientAuth::PrivateKeyJwt,
+        secret_hash: None,
+        jwks: Some(r#"{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"BB"}]}"#.into()),
+        jwks_uri: None,
+        scopes: Vec::new(),
+        audiences: Vec::new(),
+        grant_types: vec!["client_credentials".into()],
+        access_token_ttl_secs: Some(300),
+        refresh_token_ttl_secs: None,
+        ..client(env, id)
+    }
+}
+
+fn refresh(env: &str, client_id: &str, family: &str, value: &str) -> RefreshToken {
+    RefreshToken {
+        token_hash: sha256(value.as_bytes()).to_vec(),
+        env: env.into(),
+        client_id: client_id.into(),
+        family_id: family.into(),
+        subject: "alice".into(),
+        scope: "orders.read orders.write".into(),
+        audience: Some("https://api.example".into()),
+        extra: r#"{"roles":["admin"],"permissions":["orders.*"]}"#.into(),
+        issued_at: 3_000,
+        expires_at: 3_000 + 86_400,
+        rotated_at: None,
+        revoked_at: None,
+    }
+}
+
+fn hash(value: &str) -> Vec<u8> {
+    sha256(value.as_bytes()).to_vec()
+}
+
+/// Environments `prod` and `dev` with clients `a`, `b` (prod) and `a` (dev).
+async fn with_clients(store: &Store) {
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    tx.create_environment(&env("dev")).await.unwrap();
+    tx.create_client(&client("prod", "a")).await.unwrap();
+    tx.create_client(&jwt_client("prod", "b")).await.unwrap();
+    tx.create_client(&client("dev", "a")).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn insert_refresh(store: &Store, tokens: &[RefreshToken]) {
+    let mut tx = store.begin().await.unwrap();
+    for t in tokens {
+        tx.insert_refresh_token(t).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn clients_crud(store: Store, _ctx: Ctx) {
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    tx.create_environment(&env("dev")).await.unwrap();
+    // Created out of order; listed by client id.
+    let (z, b, a) = (
+        client("prod", "z-svc"),
+        jwt_client("prod", "b-jwt"),
+        client("prod", "a-svc"),
+    );
+    for c in [&z, &b, &a] {
+        tx.create_client(c).await.unwrap();
+    }
+    let mut uri = jwt_client("dev", "a-svc");
+    uri.jwks = None;
+    uri.jwks_uri = Some("https://client.example/jwks.json".into());
+    tx.create_client(&uri).await.unwrap();
+    assert_eq!(tx.client("prod", "b-jwt").await.unwrap(), b);
+    tx.commit().await.unwrap();
+
+    // Every field round-trips, Nones and empty lists included.
+    assert_eq!(
+        store.clients("prod").await.unwrap(),
+        vec![a.clone(), b.clone(), z.clone()]
+    );
+    assert_eq!(store.clients("dev").await.unwrap(), vec![uri.clone()]);
+    assert_eq!(store.client("prod", "b-jwt").await.unwrap(), b);
+    assert_eq!(store.client("dev", "a-svc").await.unwrap(), uri);
+    assert_eq!(
+        store.all_clients().await.unwrap(),
+        vec![uri.clone(), a.clone(), b.clone(), z.clone()]
+    );
+
+    // The id is unique per environment, not globally: a-svc exists in both.
+    let err = store.client("dev", "z-svc").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { what: "client", ref name } if name == "dev/z-svc"),
+        "{err:?}"
+    );
+    let err = store.clients("nope").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { what: "environment", ref name } if name == "nope")
+    );
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("empty")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.clients("empty").await.unwrap().is_empty());
+
+    let mut tx = store.begin().await.unwrap();
+    let err = tx
+        .create_client(&client("prod", "a-svc"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { what: "client", ref name } if name == "prod/a-svc"),
+        "{err:?}"
+    );
+    let err = tx.create_client(&client("nope", "x")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { what: "environment", ref name } if name == "nope")
+    );
+
+    // Update writes everything but the key and created_at.
+    let mut changed = a.clone();
+    changed.name = "renamed".into();
+    changed.auth = ClientAuth::ClientSecretPost;
+    changed.secret_hash = Some(hash("new secret"));
+    changed.jwks = Some("{\"keys\":[]}".into());
+    changed.jwks_uri = Some("https://x.example/jwks".into());
+    changed.scopes = vec!["only.this".into()];
+    changed.audiences = vec!["aud-2".into()];
+    changed.grant_types = vec!["refresh_token".into()];
+    changed.access_token_ttl_secs = Some(60);
+    changed.refresh_token_ttl_secs = None;
+    changed.updated_at = 9_999;
+    let mut sent = changed.clone();
+    sent.created_at = 1;
+    tx.update_client(&sent).await.unwrap();
+    let err = tx
+        .update_client(&client("prod", "ghost"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { what: "client", ref name } if name == "prod/ghost")
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(store.client("prod", "a-svc").await.unwrap(), changed);
+    // The other environment's client of the same id is untouched.
+    assert_eq!(store.client("dev", "a-svc").await.unwrap(), uri);
+
+    // Delete.
+    let mut tx = store.begin().await.unwrap();
+    tx.delete_client("prod", "a-svc").await.unwrap();
+    let err = tx.delete_client("prod", "a-svc").await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "client", .. }));
+    tx.commit().await.unwrap();
+    assert_eq!(store.clients("prod").await.unwrap(), vec![b, z]);
+    assert_eq!(store.client("dev", "a-svc").await.unwrap(), uri);
+    assert!(matches!(
+        store.client("prod", "a-svc").await,
+        Err(StoreError::NotFound { what: "client", .. })
+    ));
+}
+
+async fn clients_refuse_invalid_values(store: Store, ctx: Ctx) {
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    for bad in ["two words", "", "tab\there", "nl\n"] {
+        let mut c = client("prod", "c");
+        c.scopes = vec!["ok".into(), bad.into()];
+        let err = tx.create_client(&c).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Invalid { what: "scope", .. }),
+            "{bad:?}: {err:?}"
+        );
+    }
+    tx.create_client(&client("prod", "c")).await.unwrap();
+    let mut c = client("prod", "c");
+    c.scopes = vec!["a b".into()];
+    assert!(matches!(
+        tx.update_client(&c).await,
+        Err(StoreError::Invalid { what: "scope", .. })
+    ));
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.client("prod", "c").await.unwrap(),
+        client("prod", "c")
+    );
+
+    // A row altered outside keyward is reported as corrupt, not guessed at.
+    ctx.exec("UPDATE clients SET auth = 'client_secret_jwt' WHERE client_id = 'c'")
+        .await;
+    let err = store.client("prod", "c").await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    ctx.exec(
+        "UPDATE clients SET auth = 'client_secret_basic', audiences = 'nope' WHERE client_id = 'c'",
+    )
+    .await;
+    assert!(matches!(
+        store.client("prod", "c").await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+async fn delete_client_takes_its_tokens_along(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let mine = [
+        refresh("prod", "a", "fam-1", "r1"),
+        refresh("prod", "a", "fam-1", "r2"),
+        refresh("prod", "a", "fam-2", "r3"),
+    ];
+    let others = [
+        refresh("prod", "b", "fam-3", "r4"),
+        refresh("dev", "a", "fam-4", "r5"),
+    ];
+    insert_refresh(&store, &mine).await;
+    insert_refresh(&store, &others).await;
+    assert!(store
+        .use_assertion_jti("prod", "a", "j1", 5_000, 4_000)
+        .await
+        .unwrap());
+    assert!(store
+        .use_assertion_jti("dev", "a", "j1", 5_000, 4_000)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.refresh_token(&hash("r2")).await.unwrap(),
+        Some(mine[1].clone())
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    tx.delete_client("prod", "a").await.unwrap();
+    tx.commit().await.unwrap();
+
+    for t in &mine {
+        assert_eq!(store.refresh_token(&t.token_hash).await.unwrap(), None);
+    }
+    for t in &others {
+        assert_eq!(
+            store.refresh_token(&t.token_hash).await.unwrap().as_ref(),
+            Some(t)
+        );
+    }
+    // Its assertion jtis went too (a re-created client starts afresh); the
+    // other environment's client keeps its own.
+    assert!(store
+        .use_assertion_jti("prod", "a", "j1", 5_000, 4_000)
+        .await
+        .unwrap());
+    assert!(!store
+        .use_assertion_jti("dev", "a", "j1", 5_000, 4_000)
+        .await
+        .unwrap());
+
+    // A refresh token needs its client.
+    let mut tx = store.begin().await.unwrap();
+    let err = tx
+        .insert_refresh_token(&refresh("prod", "a", "fam-9", "r9"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { what: "client", ref name } if name == "prod/a"),
+        "{err:?}"
+    );
+}
+
+async fn refresh_token_rotation_and_family_revocation(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let first = refresh("prod", "a", "fam", "v1");
+    let other_family = refresh("prod", "a", "other", "o1");
+    insert_refresh(&store, &[first.clone(), other_family.clone()]).await;
+    assert_eq!(
+        store.refresh_token(&hash("v1")).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(store.refresh_token(&hash("unknown")).await.unwrap(), None);
+
+    let mut tx = store.begin().await.unwrap();
+    let err = tx.insert_refresh_token(&first).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                what: "refresh token",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    drop(tx);
+
+    // Exchange v1 for v2: the usual rotation.
+    let mut tx = store.begin().await.unwrap();
+    let got = tx
+        .refresh_token_for_update(&hash("v1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, first);
+    assert!(tx.mark_refresh_rotated(&hash("v1"), 3_100).await.unwrap());
+    // A second marking keeps the first time.
+    assert!(!tx.mark_refresh_rotated(&hash("v1"), 3_200).await.unwrap());
+    let err = tx
+        .mark_refresh_rotated(&hash("nope"), 3_100)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::NotFound {
+            what: "refresh token",
+            ..
+        }
+    ));
+    let second = RefreshToken {
+        issued_at: 3_100,
+        ..refresh("prod", "a", "fam", "v2")
+    };
+    tx.insert_refresh_token(&second).await.unwrap();
+    tx.commit().await.unwrap();
+    let v1 = store.refresh_token(&hash("v1")).await.unwrap().unwrap();
+    assert_eq!(v1.rotated_at, Some(3_100));
+    assert_eq!(v1.revoked_at, None);
+    assert_eq!(
+        store.refresh_token(&hash("v2")).await.unwrap(),
+        Some(second.clone())
+    );
+
+    // v2 revoked alone first, then v1 replayed: the whole family goes.
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.revoke_refresh_token(&hash("v2"), 3_300).await.unwrap());
+    assert!(!tx.revoke_refresh_token(&hash("v2"), 3_301).await.unwrap());
+    assert!(!tx
+        .revoke_refresh_token(&hash("unknown"), 3_301)
+        .await
+        .unwrap());
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let replayed = tx
+        .refresh_token_for_update(&hash("v1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(replayed.rotated_at.is_some());
+    assert_eq!(
+        tx.revoke_refresh_family(&replayed.family_id, 3_400)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(tx.revoke_refresh_family("fam", 3_500).await.unwrap(), 0);
+    assert_eq!(
+        tx.revoke_refresh_family("no-such-family", 3_500)
+            .await
+            .unwrap(),
+        0
+    );
+    tx.commit().await.unwrap();
+
+    let v1 = store.refresh_token(&hash("v1")).await.unwrap().unwrap();
+    let v2 = store.refresh_token(&hash("v2")).await.unwrap().unwrap();
+    assert_eq!((v1.rotated_at, v1.revoked_at), (Some(3_100), Some(3_400)));
+    // Revoked before the family: keeps its own time.
+    assert_eq!((v2.rotated_at, v2.revoked_at), (None, Some(3_300)));
+    // Another family of the same client and subject is untouched.
+    assert_eq!(
+        store.refresh_token(&hash("o1")).await.unwrap(),
+        Some(other_family)
+    );
+
+    // A rolled-back exchange leaves the token as it was.
+    let mut tx = store.begin().await.unwrap();
+    tx.mark_refresh_rotated(&hash("o1"), 4_000).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        store
+            .refresh_token(&hash("o1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .rotated_at,
+        None
+    );
+}
+
+async fn refresh_token_for_update_serializes_exchanges(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    insert_refresh(&store, &[refresh("prod", "a", "fam", "v1")]).await;
+
+    let mut tx = store.begin().await.unwrap();
+    let t = tx
+        .refresh_token_for_update(&hash("v1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.rotated_at, None);
+    // A second exchange of the same token, concurrently.
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let t = tx
+                .refresh_token_for_update(&hash("v1"))
+                .await
+                .unwrap()
+                .unwrap();
+            let won = t.rotated_at.is_none()
+                && tx.mark_refresh_rotated(&hash("v1"), 3_200).await.unwrap();
+            tx.commit().await.unwrap();
+            (t.rotated_at, won)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second exchange did not wait for the first"
+    );
+    assert!(tx.mark_refresh_rotated(&hash("v1"), 3_100).await.unwrap());
+    tx.commit().await.unwrap();
+    // It saw the first exchange's mark, so it lost.
+    assert_eq!(second.await.unwrap(), (Some(3_100), false));
+    let v1 = store.refresh_token(&hash("v1")).await.unwrap().unwrap();
+    assert_eq!(v1.rotated_at, Some(3_100));
+}
+
+async fn refresh_tokens_expire(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let mut tokens = Vec::new();
+    for (i, exp) in [(1, 100), (2, 200), (3, 300), (4, 301)] {
+        tokens.push(RefreshToken {
+            expires_at: exp,
+            ..refresh("prod", "a", "fam", &format!("e{i}"))
+        });
+    }
+    insert_refresh(&store, &tokens).await;
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.delete_expired_refresh_tokens(100).await.unwrap(), 0);
+    assert_eq!(tx.delete_expired_refresh_tokens(300).await.unwrap(), 2);
+    tx.commit().await.unwrap();
+    let left: Vec<bool> = present(&store, &["e1", "e2", "e3", "e4"]).await;
+    assert_eq!(left, [false, false, true, true]);
+}
+
+async fn present(store: &Store, values: &[&str]) -> Vec<bool> {
+    let mut out = Vec::new();
+    for v in values {
+        out.push(store.refresh_token(&hash(v)).await.unwrap().is_some());
+    }
+    out
+}
+
+async fn revoke(store: &Store, env: &str, jti: &str, exp: i64) -> Option<Revocation> {
+    let mut tx = store.begin().await.unwrap();
+    let r = tx.revoke_jti(env, jti, exp, exp - 100).await.unwrap();
+    tx.commit().await.unwrap();
+    r
+}
+
+fn jtis(feed: &[Revocation]) -> Vec<&str> {
+    feed.iter().map(|r| r.jti.as_str()).collect()
+}
+
+async fn revocation_feed_order_cursor_and_idempotence(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    assert!(store
+        .revocations_since("prod", 0, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let mut prod = Vec::new();
+    for (i, jti) in ["p1", "p2", "p3", "p4", "p5"].iter().enumerate() {
+        prod.push(
+            revoke(&store, "prod", jti, 10_000 + i as i64)
+                .await
+                .unwrap(),
+        );
+        // Interleave another environment's entries.
+        if i % 2 == 0 {
+            revoke(&store, "dev", &format!("d{i}"), 20_000)
+                .await
+                .unwrap();
+        }
+    }
+    // Entries as returned, with seq increasing across environments.
+    assert_eq!(prod[0].env, "prod");
+    assert_eq!(prod[0].jti, "p1");
+    assert_eq!(prod[0].exp, 10_000);
+    assert_eq!(prod[0].revoked_at, 9_900);
+    for w in prod.windows(2) {
+        assert!(w[1].seq > w[0].seq, "{w:?}");
+    }
+
+    let all = store.revocations_since("prod", 0, 100).await.unwrap();
+    assert_eq!(all, prod);
+    let dev = store.revocations_since("dev", 0, 100).await.unwrap();
+    assert_eq!(jtis(&dev), ["d0", "d2", "d4"]);
+    assert!(dev.iter().all(|r| r.env == "dev"));
+    assert!(store
+        .revocations_since("nope", 0, 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Paging by cursor.
+    let page1 = store.revocations_since("prod", 0, 2).await.unwrap();
+    assert_eq!(jtis(&page1), ["p1", "p2"]);
+    let page2 = store
+        .revocations_since("prod", page1[1].seq, 2)
+        .await
+        .unwrap();
+    assert_eq!(jtis(&page2), ["p3", "p4"]);
+    let page3 = store
+        .revocations_since("prod", page2[1].seq, 2)
+        .await
+        .unwrap();
+    assert_eq!(jtis(&page3), ["p5"]);
+    assert!(store
+        .revocations_since("prod", page3[0].seq, 2)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .revocations_since("prod", 0, 0)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Idempotent: a second revocation of the same jti changes nothing.
+    assert_eq!(revoke(&store, "prod", "p2", 99_999).await, None);
+    assert_eq!(store.revocations_since("prod", 0, 100).await.unwrap(), prod);
+    // The same jti in another environment is a different entry.
+    let cross = revoke(&store, "dev", "p2", 30_000).await.unwrap();
+    assert!(cross.seq > prod[4].seq);
+
+    assert!(store.is_jti_revoked("prod", "p3").await.unwrap());
+    assert!(!store.is_jti_revoked("prod", "d0").await.unwrap());
+    assert!(store.is_jti_revoked("dev", "d0").await.unwrap());
+    assert!(!store.is_jti_revoked("prod", "never").await.unwrap());
+
+    let mut tx = store.begin().await.unwrap();
+    let err = tx.revoke_jti("nope", "x", 1, 1).await.unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::NotFound {
+            what: "environment",
+            ..
+        }
+    ));
+    drop(tx);
+
+    // Rolled back: not revoked, and the feed is as it was.
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx
+        .revoke_jti("prod", "rb", 50_000, 1)
+        .await
+        .unwrap()
+        .is_some());
+    tx.rollback().await.unwrap();
+    assert!(!store.is_jti_revoked("prod", "rb").await.unwrap());
+    assert_eq!(store.revocations_since("prod", 0, 100).await.unwrap(), prod);
+}
+
+async fn revocation_purge_keeps_cursors_valid(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let a = revoke(&store, "prod", "a", 1_000).await.unwrap();
+    let b = revoke(&store, "prod", "b", 5_000).await.unwrap();
+    let c = revoke(&store, "prod", "c", 2_000).await.unwrap();
+    let d = revoke(&store, "dev", "d", 1_500).await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.purge_revocations(1_000).await.unwrap(), 0);
+    assert_eq!(tx.purge_revocations(2_001).await.unwrap(), 3);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.revocations_since("prod", 0, 10).await.unwrap(),
+        vec![b.clone()]
+    );
+    assert!(store
+        .revocations_since("dev", 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(!store.is_jti_revoked("prod", "a").await.unwrap());
+    assert!(store.is_jti_revoked("prod", "b").await.unwrap());
+
+    // A reader whose cursor points at a purged entry still gets what follows.
+    let e = revoke(&store, "prod", "e", 9_000).await.unwrap();
+    assert_eq!(
+        store.revocations_since("prod", a.seq, 10).await.unwrap(),
+        vec![b.clone(), e.clone()]
+    );
+    assert_eq!(
+        store.revocations_since("prod", c.seq, 10).await.unwrap(),
+        vec![e.clone()]
+    );
+
+    // Purging everything, the newest included, never lets a seq come back.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.purge_revocations(i64::MAX).await.unwrap(), 2);
+    tx.commit().await.unwrap();
+    let f = revoke(&store, "prod", "f", 9_000).await.unwrap();
+    assert!(
+        f.seq > e.seq && f.seq > d.seq,
+        "seq reused: {f:?} after {e:?}"
+    );
+    assert_eq!(
+        store.revocations_since("prod", e.seq, 10).await.unwrap(),
+        vec![f.clone()]
+    );
+    // A purged jti may be revoked again (it is a new entry).
+    let a2 = revoke(&store, "prod", "a", 1_000).await.unwrap();
+    assert!(a2.seq > f.seq);
+}
+
+async fn revocations_become_visible_in_seq_order(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    // A revocation whose transaction is still open holds back the next
+    // one, so a feed reader can never see a later seq before an earlier one.
+    let mut tx = store.begin().await.unwrap();
+    let first = tx
+        .revoke_jti("prod", "slow", 9_000, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move { revoke(&store, "prod", "fast", 9_000).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "a second revocation did not wait for the first"
+    );
+    assert!(store
+        .revocations_since("prod", 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    tx.commit().await.unwrap();
+    let second = second.await.unwrap();
+    assert!(second.seq > first.seq);
+    assert_eq!(
+        store.revocations_since("prod", 0, 10).await.unwrap(),
+        vec![first, second]
+    );
+}
+
+async fn assertion_jti_replay(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let now = 10_000;
+    assert!(store
+        .use_assertion_jti("prod", "b", "j1", now + 60, now)
+        .await
+        .unwrap());
+    // Replays within the lifetime are refused, up to and including exp.
+    assert!(!store
+        .use_assertion_jti("prod", "b", "j1", now + 60, now + 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .use_assertion_jti("prod", "b", "j1", now + 120, now + 60)
+        .await
+        .unwrap());
+    // Another client, another environment, another jti: independent.
+    assert!(store
+        .use_assertion_jti("prod", "a", "j1", now + 60, now)
+        .await
+        .unwrap());
+    assert!(store
+        .use_assertion_jti("dev", "b", "j1", now + 60, now)
+        .await
+        .unwrap());
+    assert!(store
+        .use_assertion_jti("prod", "b", "j2", now + 60, now)
+        .await
+        .unwrap());
+    // Once the recorded one has expired, the jti may be used again, and the
+    // new record's exp then governs.
+    assert!(store
+        .use_assertion_jti("prod", "b", "j1", now + 500, now + 61)
+        .await
+        .unwrap());
+    assert!(!store
+        .use_assertion_jti("prod", "b", "j1", now + 500, now + 400)
+        .await
+        .unwrap());
+    assert!(!store
+        .use_assertion_jti("prod", "b", "j1", now + 500, now + 500)
+        .await
+        .unwrap());
+    assert!(store
+        .use_assertion_jti("prod", "b", "j1", now + 900, now + 501)
+        .await
+        .unwrap());
+
+    // Housekeeping drops only expired records.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.delete_expired_assertion_jtis(now + 60).await.unwrap(), 0);
+    // prod/a/j1, dev/b/j1, prod/b/j2 expire at now + 60.
+    assert_eq!(tx.delete_expired_assertion_jtis(now + 61).await.unwrap(), 3);
+    tx.commit().await.unwrap();
+    assert!(!store
+        .use_assertion_jti("prod", "b", "j1", now + 900, now + 600)
+        .await
+        .unwrap());
+}
+
+async fn assertion_jti_concurrent_use_has_one_winner(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    const TASKS: usize = 8;
+    const ROUNDS: usize = 6;
+    for round in 0..ROUNDS {
+        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+        let jti = format!("jti-{round}");
+        // Every other round reuses an expired record, so the update branch
+        // races too.
+        let now = if round % 2 == 0 { 1_000 } else { 2_000 };
+        if round % 2 == 1 {
+            assert!(store
+                .use_assertion_jti("prod", "b", &jti, 1_500, 1_000)
+                .await
+                .unwrap());
+        }
+        let mut handles = Vec::new();
+        for _ in 0..TASKS {
+            let (store, barrier, jti) = (store.clone(), barrier.clone(), jti.clone());
+            handles.push(tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .use_assertion_jti("prod", "b", &jti, now + 60, now)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut wins = 0;
+        for h in handles {
+            wins += usize::from(h.await.unwrap());
+        }
+        assert_eq!(wins, 1, "round {round}: {wins} callers accepted one jti");
+    }
+}
+
+fn admin(id: &str, created_at: i64) -> AdminToken {
+    AdminToken {
+        id: id.into(),
+        name: format!("token {id}"),
+        token_hash: hash(&format!("secret-{id}")),
+        created_at,
+        revoked_at: None,
+    }
+}
+
+async fn admin_tokens_create_find_revoke(store: Store, _ctx: Ctx) {
+    assert!(store.admin_tokens().await.unwrap().is_empty());
+    let (x, y, z) = (admin("x", 30), admin("y", 10), admin("z", 10));
+    let mut tx = store.begin().await.unwrap();
+    for t in [&x, &y, &z] {
+        tx.create_admin_token(t).await.unwrap();
+    }
+    let err = tx.create_admin_token(&admin("x", 99)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "admin token", ref name } if name == "x"));
+    let same_hash = AdminToken {
+        id: "w".into(),
+        ..x.clone()
+    };
+    assert!(matches!(
+        tx.create_admin_token(&same_hash).await,
+        Err(StoreError::Conflict {
+            what: "admin token",
+            ..
+        })
+    ));
+    tx.commit().await.unwrap();
+
+    // By created_at, then id.
+    assert_eq!(
+        store.admin_tokens().await.unwrap(),
+        vec![y.clone(), z.clone(), x.clone()]
+    );
+    assert_eq!(
+        store.admin_token_by_hash(&hash("secret-z")).await.unwrap(),
+        Some(z.clone())
+    );
+    assert_eq!(
+        store.admin_token_by_hash(&hash("secret-q")).await.unwrap(),
+        None
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.revoke_admin_token("z", 500).await.unwrap());
+    assert!(!tx.revoke_admin_token("z", 600).await.unwrap());
+    let err = tx.revoke_admin_token("q", 600).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { what: "admin token", ref name } if name == "q"));
+    tx.commit().await.unwrap();
+    let found = store
+        .admin_token_by_hash(&hash("secret-z"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.revoked_at, Some(500));
+    assert_eq!(store.admin_tokens().await.unwrap()[1], found);
+    assert_eq!(
+        store.admin_token_by_hash(&hash("secret-y")).await.unwrap(),
+        Some(y)
+    );
+}
+
+/// Runs the body in a transaction `tx`, commits, and returns how far the counter moved.
+macro_rules! moved {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let before = $store.generation().await.unwrap();
+        let mut $tx = $store.begin().await.unwrap();
+        $body;
+        $tx.commit().await.unwrap();
+        $store.generation().await.unwrap() - before
+    }};
+}
+
+async fn generation_moves_with_every_config_change(store: Store, _ctx: Ctx) {
+    assert_eq!(store.generation().await.unwrap(), 0);
+    let root = RootKey::generate();
+    let new_root = RootKey::generate();
+    let s = &store;
+    assert_eq!(
+        moved!(s, |tx| tx.initialize(&root.key_id()).await.unwrap()),
+        1
+    );
+    assert_eq!(
+        moved!(s, |tx| tx.create_environment(&env("prod")).await.unwrap()),
+        1
+    );
+    let mut prod = env("prod");
+    prod.issuer = "https://other.example".into();
+    assert_eq!(
+        moved!(s, |tx| tx.update_environment(&prod).await.unwrap()),
+        1
+    );
+    let mut k = key(&root, "prod", "k1", 5, b"secret");
+    assert_eq!(moved!(s, |tx| tx.insert_key(&k).await.unwrap()), 1);
+    k.retires_at = Some(50);
+    assert_eq!(moved!(s, |tx| tx.update_key_times(&k).await.unwrap()), 1);
+    assert_eq!(
+        moved!(s, |tx| tx
+            .create_client(&client("prod", "c"))
+            .await
+            .unwrap()),
+        1
+    );
+    let mut c = client("prod", "c");
+    c.name = "changed".into();
+    assert_eq!(moved!(s, |tx| tx.update_client(&c).await.unwrap()), 1);
+    assert_eq!(
+        moved!(s, |tx| tx.delete_client("prod", "c").await.unwrap()),
+        1
+    );
+    assert_eq!(
+        moved!(s, |tx| tx.create_admin_token(&admin("t", 1)).await.unwrap()),
+        1
+    );
+    assert_eq!(
+        moved!(s, |tx| assert!(tx
+            .revoke_admin_token("t", 2)
+            .await
+            .unwrap())),
+        1
+    );
+
+    let before = store.generation().await.unwrap();
+    assert_eq!(before, 10);
+    store
+        .rewrap_all(&root, &new_root, "admin", 100)
+        .await
+        .unwrap();
+    assert_eq!(store.generation().await.unwrap(), before + 1);
+
+    // Several changes in one transaction: one step each.
+    let n = moved!(s, |tx| {
+        tx.create_environment(&env("dev")).await.unwrap();
+        tx.create_client(&client("dev", "c1")).await.unwrap();
+        tx.create_client(&client("dev", "c2")).await.unwrap();
+        tx.append_audit(AuditEntry {
+            at: 1,
+            actor: "t".into(),
+            action: "x".into(),
+            env: None,
+            subject: None,
+            detail: json!({}),
+        })
+        .await
+        .unwrap();
+    });
+    assert_eq!(n, 3);
+    assert_eq!(store.generation().await.unwrap(), 14);
+}
+
+async fn generation_ignores_rollbacks_failures_and_token_writes(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let start = store.generation().await.unwrap();
+    assert_eq!(start, 5, "2 environments + 3 clients");
+
+    // Rolled back, or dropped: no movement.
+    let mut tx = store.begin().await.unwrap();
+    tx.create_client(&client("prod", "rolled")).await.unwrap();
+    tx.create_admin_token(&admin("rolled", 1)).await.unwrap();
+    tx.rollback().await.unwrap();
+    {
+        let mut tx = store.begin().await.unwrap();
+        tx.create_environment(&env("dropped")).await.unwrap();
+    }
+    assert_eq!(store.generation().await.unwrap(), start);
+
+    // Failed changes in a committed transaction: no movement either.
+    let s = &store;
+    let n = moved!(s, |tx| {
+        assert!(tx.update_client(&client("prod", "ghost")).await.is_err());
+        assert!(tx.delete_client("prod", "ghost").await.is_err());
+        assert!(tx.create_client(&client("prod", "a")).await.is_err());
+        assert!(tx.create_environment(&env("prod")).await.is_err());
+        assert!(tx.update_environment(&env("ghost")).await.is_err());
+        assert!(tx.revoke_admin_token("ghost", 1).await.is_err());
+    });
+    assert_eq!(n, 0);
+
+    // Token-path writes are read directly, not signalled.
+    let n = moved!(s, |tx| {
+        tx.insert_refresh_token(&refresh("prod", "a", "f", "v"))
+            .await
+            .unwrap();
+        tx.mark_refresh_rotated(&hash("v"), 2).await.unwrap();
+        tx.revoke_refresh_family("f", 3).await.unwrap();
+        tx.revoke_refresh_token(&hash("v"), 3).await.unwrap();
+        tx.delete_expired_refresh_tokens(i64::MAX).await.unwrap();
+        tx.revoke_jti("prod", "j", 10, 5).await.unwrap().unwrap();
+        tx.purge_revocations(i64::MAX).await.unwrap();
+        tx.delete_expired_assertion_jtis(i64::MAX).await.unwrap();
+    });
+    assert_eq!(n, 0);
+    assert!(store
+        .use_assertion_jti("prod", "b", "j", 10, 5)
+        .await
+        .unwrap());
+    assert_eq!(store.generation().await.unwrap(), start);
+
+    // An admin token revoked twice moves it once.
+    let n = moved!(s, |tx| {
+        tx.create_admin_token(&admin("t", 1)).await.unwrap();
+        tx.revoke_admin_token("t", 2).await.unwrap();
+        tx.revoke_admin_token("t", 3).await.unwrap();
+    });
+    assert_eq!(n, 2);
+}
+
+async fn generation_counts_concurrent_writers(store: Store, _ctx: Ctx) {
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    tx.commit().await.unwrap();
+    const TASKS: usize = 4;
+    const EACH: usize = 5;
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let mut tx = store.begin().await.unwrap();
+                tx.create_client(&client("prod", &format!("c{t}-{i}")))
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(store.clients("prod").await.unwrap().len(), TASKS * EACH);
+    assert_eq!(store.generation().await.unwrap(), 1 + (TASKS * EACH) as i64);
+}
+
+async fn keys_all_lists_every_environment(store: Store, _ctx: Ctx) {
+    assert!(store.keys_all().await.unwrap().is_empty());
+    let root = RootKey::generate();
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    tx.create_environment(&env("dev")).await.unwrap();
+    tx.create_environment(&env("empty")).await.unwrap();
+    let keys = [
+        key(&root, "prod", "p-late", 300, &random_bytes::<16>()),
+        key(&root, "prod", "p-early", 100, &random_bytes::<16>()),
+        key(&root, "dev", "d-b", 200, &random_bytes::<16>()),
+        key(&root, "dev", "d-a", 200, &random_bytes::<16>()),
+    ];
+    for k in &keys {
+        tx.insert_key(k).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let all = store.keys_all().await.unwrap();
+    // By environment, then activates_at, then kid; every field round-trips.
+    assert_eq!(
+        all,
+        vec![
+            keys[3].clone(),
+            keys[2].clone(),
+            keys[1].clone(),
+            keys[0].clone()
+        ]
+    );
+}
