@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Token-endpoint benchmark, in one run on this machine, with wrk:
+#   the trivial endpoint (/healthz) of the same server as the baseline, and
+#   POST /oauth2/token (client_credentials) for ES256, RS256-2048 and RS256-4096,
+#   on SQLite and (when a PostgreSQL URL is given) on PostgreSQL,
+# plus the machine's raw RSA-4096 signing rate (aws-lc-rs, all cores).
+# Each run: max throughput (wrk -c CONNS), then p50/p99 at ~50% of that rate
+# (each wrk connection waits DELAY_MS before every request: C connections
+# then offer about C*1000/(DELAY_MS+latency) requests per second).
+#
+# usage: scripts/bench-issuer.sh [SECONDS] [POSTGRES_URL]
+#   (default 10 s per run; PostgreSQL from KEYWARD_TEST_DATABASE_URL if set)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR="${1:-10}"
+PG="${2:-${KEYWARD_TEST_DATABASE_URL:-}}"
+CONNS="${CONNS:-32}"
+THREADS="${WRK_THREADS:-1}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/keyward-target}"
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+cargo build --release -q -p keyward -p keyward-jose --example sign_rate
+BIN="$CARGO_TARGET_DIR/release/keyward"
+RATE_BIN="$CARGO_TARGET_DIR/release/examples/sign_rate"
+WORK="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wrk output -> "rps p50_ms p99_ms"
+parse() {
+  python3 -c '
+import re,sys
+t=sys.stdin.read()
+rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
+def ms(p):
+    m=re.search(r"\s"+p+r"%\s+([\d.]+)(us|ms|s)\b",t)
+    v=float(m.group(1)); u=m.group(2)
+    return v/1000 if u=="us" else v*1000 if u=="s" else v
+non2xx=re.search(r"Non-2xx or 3xx responses:\s+(\d+)",t)
+if non2xx: sys.stderr.write("WARNING: %s non-2xx responses\n"%non2xx.group(1))
+print("%.0f %.2f %.2f"%(rps,ms("50"),ms("99")))'
+}
+
+# lua SCRIPT [POST_AUTH]: a wrk script; paced by DELAY_MS when that is set.
+lua() {
+  { echo 'local d = os.getenv("DELAY_MS")'
+    echo 'if d then function delay() return tonumber(d) end end'
+    if [ -n "${2:-}" ]; then
+      echo 'wrk.method = "POST"'
+      echo 'wrk.body = "grant_type=client_credentials"'
+      echo 'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"'
+      echo "wrk.headers[\"Authorization\"] = \"Basic $2\""
+    fi; } > "$1"
+}
+
+# run_case NAME ADDR PATH SCRIPT: max rate, then ~50% of it; prints a row
+run_case() {
+  local name="$1" addr="$2" path="$3" script="$4"
+  local max half delay rps
+  max=$(wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency -s "$script" "http://$addr$path" | parse)
+  rps=$(echo "$max" | cut -d' ' -f1)
+  delay=$(python3 -c "print(max(1,int($CONNS*1000/($rps*0.5))))")
+  half=$(DELAY_MS="$delay" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency -s "$script" "http://$addr$path" | parse)
+  printf "%-26s %10s %9s %9s   %10s %9s %9s\n" "$name" $max $half
+}
+
+start_server() { # DATA_DIR DBURL ALG BITS -> sets ADDR, SECRET_B64, PID
+  local dir="$1" db="$2" alg="$3" bits="$4" port
+  port=$(free_port)
+  local envs=(KEYWARD_DATA_DIR="$dir")
+  [ -n "$db" ] && envs+=(KEYWARD_DATABASE_URL="$db")
+  local bitsarg=(); [ "$bits" != 0 ] && bitsarg=(--bits "$bits")
+  env "${envs[@]}" "$BIN" init --issuer "http://127.0.0.1:$port" --alg "$alg" "${bitsarg[@]}" >/dev/null
+  local c; c=$(env "${envs[@]}" "$BIN" clients create --env default --name bench --scopes "a b" --audience api://bench --json)
+  local id secret
+  id=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
+  secret=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
+  SECRET_B64=$(printf '%s:%s' "$id" "$secret" | base64 -w0)
+  env "${envs[@]}" KEYWARD_LOG=warn "$BIN" serve --listen "127.0.0.1:$port" >/dev/null 2>"$dir.log" &
+  PID=$!
+  ADDR="127.0.0.1:$port"
+  for _ in $(seq 1 100); do curl -sf "http://$ADDR/healthz" >/dev/null && break; sleep 0.1; done
+}
+
+raw_rsa=$("$RATE_BIN" RS256 4096 "$DUR" "$(nproc)")
+echo "machine: $(nproc) cores; raw RSA-4096 signing rate (aws-lc-rs, $(nproc) threads): $raw_rsa/s"
+printf "%-26s %10s %9s %9s   %10s %9s %9s\n" "case" "max rps" "p50 ms" "p99 ms" "50% rps" "p50 ms" "p99 ms"
+
+declare -A RESULT
+for store in sqlite postgres; do
+  db=""
+  if [ "$store" = postgres ]; then
+    [ -n "$PG" ] || { echo "(PostgreSQL skipped: no URL)"; continue; }
+    schema="kw_bench_$RANDOM$RANDOM"
+    PGOPTIONS="-c client_min_messages=warning" psql "$PG" -qc "CREATE SCHEMA $schema"
+    sep='?'; [[ "$PG" == *\?* ]] && sep='&'
+  fi
+  for spec in ES256:0 RS256:2048 RS256:4096; do
+    alg="${spec%%:*}"; bits="${spec##*:}"
+    dir="$WORK/$store-$alg-$bits"
+    if [ "$store" = postgres ]; then
+      PGOPTIONS="-c client_min_messages=warning" psql "$PG" -qc "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema"
+      db="$PG${sep}options=-c%20search_path%3D$schema"
+    fi
+    start_server "$dir" "$db" "$alg" "$bits"
+    if [ "$spec" = ES256:0 ]; then
+      lua "$WORK/get.lua"
+      row=$(run_case "$store trivial (/healthz)" "$ADDR" /healthz "$WORK/get.lua"); echo "$row"
+      RESULT[$store-trivial]=$(echo "$row" | awk '{print $(NF-5)}')
+    fi
+    label="$alg"; [ "$bits" != 0 ] && label="$alg-$bits"
+    lua "$WORK/post.lua" "$SECRET_B64"
+    row=$(run_case "$store token $label" "$ADDR" /oauth2/token "$WORK/post.lua"); echo "$row"
+    RESULT[$store-$label]=$(echo "$row" | awk '{print $(NF-5)}')
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+  done
+  [ "$store" = postgres ] && PGOPTIONS="-c client_min_messages=warning" psql "$PG" -qc "DROP SCHEMA IF EXISTS $schema CASCADE"
+done
+
+echo
+for store in sqlite postgres; do
+  [ -n "${RESULT[$store-trivial]:-}" ] || continue
+  python3 - "$store" "${RESULT[$store-trivial]}" "${RESULT[$store-ES256]}" "${RESULT[$store-RS256-4096]}" "$raw_rsa" <<'PY'
+import sys
+store, trivial, es, rs4096, raw = sys.argv[1], *map(float, sys.argv[2:])
+print(f"{store}: ES256 token endpoint = {es/trivial*100:.0f}% of the trivial endpoint (target >= 60%); "
+      f"RS256-4096 = {rs4096/raw*100:.0f}% of the raw RSA-4096 signing rate (target >= 85%)")
+PY
+done

@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# Interop tests: real JOSE clients against a real `keyward serve`.
+#
+# For each signing algorithm keyward offers an environment (RS256 with 2048-
+# and 4096-bit keys, PS256, ES256, ES384, EdDSA) it initializes a fresh data
+# dir, registers a client_credentials client, starts the server, gets a token
+# with curl and has it verified by
+#   - Node `jose`: discovery -> createRemoteJWKSet(jwks_uri) -> jwtVerify (verify.mjs)
+#   - Python PyJWT: discovery -> PyJWKClient(jwks_uri) -> jwt.decode (verify.py)
+# each also checking that tampered copies are rejected. Then a private_key_jwt
+# client (RFC 7523) whose key pair and client assertion `jose` makes (ES256 and
+# RS256 client keys) gets a token that Node verifies, and a replay of the same
+# assertion is refused.
+#
+# One line per check ("ok   RS256-2048 node" / "FAIL ..."), then "N passed,
+# M failed"; the exit status is non-zero if any check failed.
+#
+# Needs node >= 20 with npm, python3 with venv, curl. Dependencies are pinned in
+# package-lock.json and requirements.txt and installed here (node_modules/,
+# .venv/). KEYWARD_BIN=path skips the cargo build; otherwise the debug binary is
+# built in CARGO_TARGET_DIR (default /var/tmp/keyward-target).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$ROOT"
+started=$(date +%s)
+
+# The servers under test get their configuration from flags only.
+for v in $(compgen -e); do
+  case "$v" in
+    KEYWARD_BIN | KEYWARD_LOG) ;;
+    KEYWARD_*) unset "$v" ;;
+  esac
+done
+
+die() {
+  echo "interop: $*" >&2
+  exit 2
+}
+
+# --- tools and dependencies -------------------------------------------------
+command -v curl >/dev/null || die "curl is required"
+command -v python3 >/dev/null || die "python3 is required"
+command -v node >/dev/null || die "node (>= 20) is required"
+command -v npm >/dev/null || die "npm is required"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || die "node >= 20 is required (found $(node --version))"
+
+if [ -z "${KEYWARD_BIN:-}" ]; then
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/keyward-target}"
+  echo "interop: cargo build -p keyward (debug)"
+  cargo build -q -p keyward --locked
+  KEYWARD_BIN="$CARGO_TARGET_DIR/debug/keyward"
+fi
+[ -x "$KEYWARD_BIN" ] || die "no keyward binary at $KEYWARD_BIN"
+
+echo "interop: npm ci, pip install (pinned)"
+npm ci --prefix "$HERE" --no-audit --no-fund --loglevel=error >/dev/null
+VENV="$HERE/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+fi
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$HERE/requirements.txt"
+PY="$VENV/bin/python"
+echo "interop: keyward $("$KEYWARD_BIN" --version | awk '{print $2}'), node $(node --version)," \
+  "jose $(node -p "require('$HERE/node_modules/jose/package.json').version")," \
+  "PyJWT $("$PY" -c 'import jwt; print(jwt.__version__)')," \
+  "cryptography $("$PY" -c 'import cryptography; print(cryptography.__version__)')"
+
+# --- bookkeeping --------------------------------------------------------------
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/keyward-interop.XXXXXX")"
+SERVER_PID=""
+passed=0
+failed=0
+
+stop_server() {
+  [ -n "$SERVER_PID" ] || return 0
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+
+cleanup() {
+  stop_server
+  if [ "$failed" -eq 0 ]; then
+    rm -rf "$WORK"
+  else
+    echo "interop: logs kept in $WORK" >&2
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+pass() {
+  echo "ok   $1"
+  passed=$((passed + 1))
+}
+
+# fail LABEL [LOGFILE]: reports a failed check with the tail of its log.
+fail() {
+  echo "FAIL $1"
+  if [ -n "${2:-}" ] && [ -s "$2" ]; then tail -n 15 "$2" | sed 's/^/     /'; fi
+  failed=$((failed + 1))
+}
+
+# check LABEL CMD...: runs CMD (output to a log), one ok/FAIL line.
+check() {
+  local label="$1" log
+  shift
+  log="$WORK/$(echo "$label" | tr -c 'A-Za-z0-9_-' '_').log"
+  if "$@" >"$log" 2>&1; then pass "$label"; else fail "$label" "$log"; fi
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# json_get FIELD < JSON
+json_get() {
+  python3 -c 'import json, sys; v = json.load(sys.stdin).get(sys.argv[1]); print("" if v is None else v)' "$1"
+}
+
+# init_env NAME ALG [BITS]: a fresh data dir, `keyward init`. Sets DIR, PORT,
+# ISSUER and KW (the keyward command line for DIR). Returns 1 after a FAIL line.
+init_env() {
+  local name="$1" alg="$2" bits="${3:-}"
+  DIR="$WORK/$name"
+  mkdir -p "$DIR"
+  PORT=$(free_port)
+  ISSUER="http://127.0.0.1:$PORT"
+  KW=("$KEYWARD_BIN" --data-dir "$DIR/data")
+  local init=("${KW[@]}" init --issuer "$ISSUER" --alg "$alg")
+  [ -z "$bits" ] || init+=(--bits "$bits")
+  if ! "${init[@]}" >"$DIR/init.log" 2>&1; then
+    fail "$name init" "$DIR/init.log"
+    return 1
+  fi
+}
+
+# serve_env NAME: `keyward serve` on DIR and PORT, waits (30 s at most) for
+# /healthz. Returns 1 after a FAIL line.
+serve_env() {
+  local name="$1" i
+  "${KW[@]}" serve --listen "127.0.0.1:$PORT" >"$DIR/serve.log" 2>&1 &
+  SERVER_PID=$!
+  for i in $(seq 1 300); do
+    if curl -fsS --max-time 2 -o /dev/null "$ISSUER/healthz" 2>/dev/null; then
+      return 0
+    fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      fail "$name serve (exited)" "$DIR/serve.log"
+      SERVER_PID=""
+      return 1
+    fi
+    sleep 0.1
+  done
+  fail "$name serve (no /healthz within 30 s)" "$DIR/serve.log"
+  return 1
+}
+
+# --- one environment per algorithm -------------------------------------------
+run_alg() {
+  local name="$1" alg="$2" bits="${3:-}" creds id secret resp code token
+  echo "-- $name"
+  init_env "$name" "$alg" "$bits" || return 0
+  if ! creds=$("${KW[@]}" clients create --env default --name interop --scopes "a b" \
+    --audience api://interop --json 2>"$DIR/client.log"); then
+    fail "$name client" "$DIR/client.log"
+    return 0
+  fi
+  id=$(json_get client_id <<<"$creds" || true)
+  secret=$(json_get client_secret <<<"$creds" || true)
+  serve_env "$name" || { stop_server; return 0; }
+
+  resp=$(curl -sS --max-time 10 -u "$id:$secret" -d grant_type=client_credentials \
+    --data-urlencode "scope=a b" -w '\n%{http_code}' "$ISSUER/oauth2/token" 2>&1) || true
+  code=${resp##*$'\n'}
+  echo "${resp%$'\n'*}" >"$DIR/token.json"
+  token=$(json_get access_token <"$DIR/token.json" 2>/dev/null || true)
+  if [ "$code" = 200 ] && [ -n "$token" ]; then
+    pass "$name token"
+  else
+    echo "HTTP $code" >>"$DIR/token.json"
+    fail "$name token" "$DIR/token.json"
+    stop_server
+    return 0
+  fi
+
+  check "$name node" node "$HERE/verify.mjs" "$ISSUER" "$alg" "$token"
+  check "$name python" "$PY" "$HERE/verify.py" "$ISSUER" "$alg" "$token"
+  stop_server
+}
+
+# --- private_key_jwt: jose makes the key pair and the client assertion --------
+run_pkjwt() {
+  local name=private_key_jwt server_alg=ES256 calg cdir creds token
+  local -A ids=()
+  echo "-- $name"
+  init_env "$name" "$server_alg" || return 0
+  for calg in ES256 RS256; do
+    cdir="$DIR/client-$calg"
+    mkdir -p "$cdir"
+    if ! node "$HERE/pkjwt.mjs" keygen "$calg" "$cdir" >"$cdir/keygen.log" 2>&1; then
+      fail "$name-$calg keygen" "$cdir/keygen.log"
+      continue
+    fi
+    if ! creds=$("${KW[@]}" clients create --env default --name "interop-pkjwt-$calg" \
+      --auth private-key-jwt --jwks "$cdir/client.jwks.json" --scopes a \
+      --audience api://interop --json 2>"$cdir/client.log"); then
+      fail "$name-$calg client" "$cdir/client.log"
+      continue
+    fi
+    ids[$calg]=$(json_get client_id <<<"$creds" || true)
+  done
+  [ "${#ids[@]}" -gt 0 ] || return 0
+  serve_env "$name" || { stop_server; return 0; }
+  for calg in ES256 RS256; do
+    [ -n "${ids[$calg]:-}" ] || continue
+    cdir="$DIR/client-$calg"
+    if token=$(node "$HERE/pkjwt.mjs" token "$ISSUER" "${ids[$calg]}" "$cdir" 2>"$cdir/token.log"); then
+      pass "$name-$calg assertion accepted"
+    else
+      fail "$name-$calg assertion accepted" "$cdir/token.log"
+      continue
+    fi
+    check "$name-$calg node" node "$HERE/verify.mjs" "$ISSUER" "$server_alg" "$token"
+    check "$name-$calg replay refused" node "$HERE/pkjwt.mjs" replay "$ISSUER" "${ids[$calg]}" "$cdir"
+  done
+  stop_server
+}
+
+run_alg RS256-2048 RS256 2048
+run_alg RS256-4096 RS256 4096
+run_alg PS256 PS256 2048
+run_alg ES256 ES256
+run_alg ES384 ES384
+run_alg EdDSA EdDSA
+run_pkjwt
+
+echo "interop: $(($(date +%s) - started)) s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
