@@ -151,6 +151,7 @@ pub enum ClientsCmd {
     Update {
         #[arg(long)]
         env: String,
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(long)]
         name: Option<String>,
@@ -163,12 +164,14 @@ pub enum ClientsCmd {
     Delete {
         #[arg(long)]
         env: String,
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     /// Replace a client's secret; prints the new one, once.
     RotateSecret {
         #[arg(long)]
         env: String,
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(long)]
         json: bool,
@@ -287,7 +290,7 @@ pub struct ScheduleArgs {
 #[derive(Debug, Args, Clone)]
 pub struct KeyMeta {
     /// Key id (default: the RFC 7638 thumbprint).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub kid: Option<String>,
     /// Team or person responsible for the key.
     #[arg(long)]
@@ -346,6 +349,7 @@ pub enum KeysCmd {
     },
     /// Retire a key now: it stops signing and stays published until its tokens expire.
     Retire {
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Allow retiring the last key that can sign.
         #[arg(long)]
@@ -355,6 +359,7 @@ pub enum KeysCmd {
     },
     /// EMERGENCY: revoke a key now. It is unpublished at once.
     Revoke {
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         #[arg(long)]
         reason: Option<String>,
@@ -416,7 +421,7 @@ pub enum TokenCmd {
         #[arg(long)]
         sub: String,
         /// The client the tokens are for.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         client: String,
         /// Scopes, space-separated (default: the client's).
         #[arg(long)]

@@ -3,42 +3,16 @@
 use keyward_issuer::fmt_time;
 use keyward_jose::KeyFamily;
 use keyward_store::{KeyRecord, Timestamp};
-use serde_json::{json, Value};
+use serde_json::Value;
+
+pub use keyward_issuer::views::key_json;
 
 pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).expect("JSON value"));
 }
 
-pub fn opt_time(t: Option<Timestamp>) -> Value {
-    t.map(|t| Value::String(fmt_time(t))).unwrap_or(Value::Null)
-}
-
 fn opt_cell(t: Option<Timestamp>) -> String {
     t.map(fmt_time).unwrap_or_else(|| "-".into())
-}
-
-/// A key as JSON: the fields of `keys list --json`.
-pub fn key_json(k: &KeyRecord, now: Timestamp) -> Value {
-    json!({
-        "kid": k.kid,
-        "env": k.env,
-        "alg": k.alg.name(),
-        "size": k.size_bits,
-        "curve": match k.alg.family() {
-            KeyFamily::Rsa => Value::Null,
-            KeyFamily::Ec(c) => json!(c.name()),
-            KeyFamily::Ed25519 => json!("Ed25519"),
-        },
-        "state": k.state(now).to_string(),
-        "origin": k.origin,
-        "owner": k.owner,
-        "description": k.description,
-        "created_at": fmt_time(k.created_at),
-        "activates_at": fmt_time(k.activates_at),
-        "retires_at": opt_time(k.retires_at),
-        "removes_at": opt_time(k.removes_at),
-        "revoked_at": opt_time(k.revoked_at),
-    })
 }
 
 /// Prints rows under a header, columns padded to their widest cell.

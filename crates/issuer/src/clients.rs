@@ -15,10 +15,14 @@ use crate::authority::{Authority, EnvState};
 use crate::error::IssuerError;
 use crate::keyring::Change;
 use crate::oauth::OAuthError;
-use crate::tokens::{hash_secret, new_id, new_secret};
+use crate::tokens::{hash_secret, new_client_id, new_secret};
 
 /// The assertion type of RFC 7523 client authentication.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The longest token lifetime a client may be given (10 years), so that
+/// expiry times stay far from overflowing.
+pub const MAX_TOKEN_TTL_SECS: i64 = 10 * 365 * 24 * 3600;
 
 /// What a client registers.
 #[derive(Clone, Debug)]
@@ -84,6 +88,11 @@ fn validate(c: &NewClient) -> Result<(), IssuerError> {
                 "token lifetimes must be positive".into(),
             ));
         }
+        if ttl > MAX_TOKEN_TTL_SECS {
+            return Err(IssuerError::Refused(format!(
+                "token lifetimes are at most {MAX_TOKEN_TTL_SECS} s (10 years)"
+            )));
+        }
     }
     match c.auth {
         ClientAuth::PrivateKeyJwt => match (&c.jwks, &c.jwks_uri) {
@@ -130,7 +139,7 @@ pub async fn create_client(
     };
     let client = Client {
         env: new.env,
-        client_id: new_id(),
+        client_id: new_client_id(),
         name: new.name,
         auth: new.auth,
         secret_hash,

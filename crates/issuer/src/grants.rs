@@ -224,7 +224,8 @@ impl Authority {
         if !g.permissions.is_empty() {
             extra.insert("permissions".into(), json!(g.permissions));
         }
-        let refresh = if g.refresh {
+        // A refresh token only for a client that may use the refresh_token grant.
+        let refresh = if g.refresh && client.grant_types.iter().any(|t| t == "refresh_token") {
             let now = self.now();
             let (token, hash) = new_secret("kwr_");
             let rt = RefreshToken {

@@ -1,7 +1,8 @@
 //! The HTTP API (axum). Handlers are thin: parse the request, call the
 //! authority, map the answer. Every environment is served at its issuer URL's
 //! path: discovery, JWKS, token, introspection, revocation and the revocation
-//! feed; `/healthz`, `/readyz` and `/metrics` are global.
+//! feed; `/healthz`, `/readyz`, `/metrics` and the admin API
+//! (`/admin/v1/`, see [`crate::admin`]) are global.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::admin::router(state.authority.clone()))
         .fallback(dispatch)
         .with_state(state)
 }
@@ -83,7 +85,11 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
     };
     let env = env.clone();
     let rest = rest.to_owned();
-    let method = req.method().clone();
+    // HEAD is answered like GET (the body is dropped on the way out).
+    let method = match req.method() {
+        &Method::HEAD => Method::GET,
+        m => m.clone(),
+    };
     let a = &s.authority;
     match (rest.as_str(), method) {
         ("/.well-known/openid-configuration", Method::GET) => {
@@ -95,7 +101,7 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         ("/oauth2/revoke", Method::POST) => revoke(a, &env, req).await,
         ("/revocations", Method::GET) => revocations(a, &env, req.uri().query()).await,
         ("/.well-known/openid-configuration" | "/.well-known/jwks.json" | "/revocations", _) => {
-            method_not_allowed("GET")
+            method_not_allowed("GET, HEAD")
         }
         ("/oauth2/token" | "/oauth2/introspect" | "/oauth2/revoke", _) => {
             method_not_allowed("POST")
@@ -155,8 +161,10 @@ fn jwks(a: &Authority, env: &EnvState, headers: &HeaderMap) -> Response {
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
+            // Weak comparison (RFC 9110 §13.1.2): a `W/` prefix still matches.
             v.split(',')
-                .any(|t| t.trim() == doc.etag || t.trim() == "*")
+                .map(str::trim)
+                .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == doc.etag)
         });
     let mut resp = if etag_matches {
         StatusCode::NOT_MODIFIED.into_response()
@@ -256,16 +264,7 @@ async fn read_form(req: Request) -> Result<Form, (OAuthError, StatusCode)> {
                 StatusCode::PAYLOAD_TOO_LARGE,
             )
         })?;
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for (k, v) in form_urlencoded::parse(&body) {
-        if fields.iter().any(|(seen, _)| *seen == k) {
-            return Err(bad(&format!(
-                "parameter {:?} appears more than once",
-                k.chars().take(40).collect::<String>()
-            )));
-        }
-        fields.push((k.into_owned(), v.into_owned()));
-    }
+    let fields = crate::oauth::parse_form(&body).map_err(|e| (e, StatusCode::BAD_REQUEST))?;
     let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let credentials = Credentials {
         basic,
@@ -383,6 +382,10 @@ async fn revocations(a: &Authority, env: &EnvState, query: Option<&str>) -> Resp
     let mut since = 0i64;
     let mut limit = 1000i64;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        // Other parameters (cache busters) are ignored.
+        if !matches!(k.as_ref(), "since" | "limit") {
+            continue;
+        }
         let n = match v.parse::<i64>() {
             Ok(n) if n >= 0 => n,
             _ => {

@@ -7,10 +7,10 @@
 //! the caller's: [`PrivateKey::generate`].
 
 use keyward_jose::seal::RootKey;
-use keyward_jose::{Jwk, JwkSet, LocalSigner, PrivateKey};
+use keyward_jose::{Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey};
 use keyward_store::{
-    open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState, Store,
-    Timestamp, Tx,
+    open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState,
+    RotationPolicy, Store, Timestamp, Tx,
 };
 use serde_json::json;
 
@@ -73,6 +73,92 @@ pub fn check_kid(kid: &str) -> Result<(), IssuerError> {
             "a kid is 1 to 128 characters of A-Z a-z 0-9 . _ -".into(),
         ))
     }
+}
+
+/// An environment name keyward accepts: the same characters as a kid.
+pub fn check_env_name(name: &str) -> Result<(), IssuerError> {
+    check_kid(name).map_err(|_| {
+        IssuerError::Refused(
+            "an environment name is 1 to 128 characters of A-Z a-z 0-9 . _ -".into(),
+        )
+    })
+}
+
+/// An issuer URL keyward accepts: absolute http(s), no query or fragment.
+pub fn check_issuer(issuer: &str) -> Result<(), IssuerError> {
+    let ok_scheme = issuer.starts_with("https://") || issuer.starts_with("http://");
+    let rest = issuer.split_once("://").map(|x| x.1).unwrap_or("");
+    if !ok_scheme
+        || rest.is_empty()
+        || rest.starts_with('/')
+        || issuer.contains(['?', '#', ' '])
+        || issuer.chars().any(char::is_control)
+    {
+        return Err(IssuerError::Refused(format!(
+            "invalid issuer URL {issuer:?}: use an absolute http(s) URL without query or fragment, e.g. https://auth.example.com"
+        )));
+    }
+    Ok(())
+}
+
+/// The longest duration a rotation policy may name (100 years), so that
+/// computed times stay far from overflowing.
+pub const MAX_POLICY_SECS: i64 = 100 * 365 * 24 * 3600;
+
+/// A rotation policy keyward can follow: a key size it can generate, a
+/// positive lead shorter than the rotation period, a positive token TTL.
+pub fn check_policy(p: &RotationPolicy) -> Result<(), IssuerError> {
+    let refuse = |m: String| Err(IssuerError::Refused(m));
+    match (p.alg.family(), p.rsa_bits) {
+        (KeyFamily::Rsa, Some(b)) if !keyward_jose::RSA_SIZES.contains(&b) => {
+            return refuse(format!(
+                "RSA key size {b} is not offered (choose 2048, 3072 or 4096)"
+            ))
+        }
+        (KeyFamily::Rsa, _) | (_, None) => {}
+        (_, Some(_)) => {
+            return refuse(format!(
+                "rsa_bits applies only to RSA algorithms, not {}",
+                p.alg
+            ))
+        }
+    }
+    if [p.lead_secs, p.rotate_every_secs, p.token_ttl_secs]
+        .iter()
+        .any(|v| *v > MAX_POLICY_SECS)
+    {
+        return refuse(format!(
+            "policy durations are at most {MAX_POLICY_SECS} s (100 years)"
+        ));
+    }
+    if p.lead_secs <= 0 || p.rotate_every_secs <= p.lead_secs {
+        return refuse(
+            "the rotation period must be longer than the lead time, and the lead positive".into(),
+        );
+    }
+    if p.token_ttl_secs <= 0 {
+        return refuse("the token TTL must be positive".into());
+    }
+    Ok(())
+}
+
+/// An environment keyward accepts: name, issuer URL and policy.
+pub fn check_environment(env: &Environment) -> Result<(), IssuerError> {
+    check_env_name(&env.name)?;
+    check_issuer(&env.issuer)?;
+    check_policy(&env.policy)
+}
+
+/// Generates a key for `policy` (its algorithm, and size for RSA) on a
+/// blocking thread: RSA-4096 generation takes seconds.
+pub async fn generate_for_policy(policy: &RotationPolicy) -> Result<PrivateKey, IssuerError> {
+    let alg = policy.alg;
+    let bits = matches!(alg.family(), KeyFamily::Rsa)
+        .then_some(policy.rsa_bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS));
+    tokio::task::spawn_blocking(move || PrivateKey::generate(alg, bits))
+        .await
+        .map_err(|_| IssuerError::Refused("key generation was interrupted".into()))?
+        .map_err(IssuerError::from)
 }
 
 fn record(
@@ -186,12 +272,14 @@ pub async fn add_key(
     })
 }
 
-/// Creates environment `env` (no key: keys are made on purpose).
+/// Creates environment `env` (no key: keys are made on purpose), after
+/// [`check_environment`].
 pub async fn create_environment(
     store: &Store,
     env: &Environment,
     at: Change<'_>,
 ) -> Result<(), IssuerError> {
+    check_environment(env)?;
     let mut tx = store.begin().await?;
     tx.create_environment(env).await?;
     tx.append_audit(entry(
@@ -206,12 +294,13 @@ pub async fn create_environment(
     Ok(())
 }
 
-/// Updates an environment's issuer or policy.
+/// Updates an environment's issuer or policy, after [`check_environment`].
 pub async fn update_environment(
     store: &Store,
     env: &Environment,
     at: Change<'_>,
 ) -> Result<(), IssuerError> {
+    check_environment(env)?;
     let mut tx = store.begin().await?;
     tx.update_environment(env).await?;
     tx.append_audit(entry(

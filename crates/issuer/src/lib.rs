@@ -8,10 +8,13 @@
 //!   with rotation and reuse detection, minting for users), introspection and
 //!   revocation;
 //! - [`authority`]: the running state, following the store;
-//! - [`http`]: the HTTP API (axum), thin over the above;
+//! - [`http`]: the HTTP API (axum), thin over the above, and [`admin`]: the
+//!   admin API under `/admin/v1/` (bearer admin tokens, OpenAPI document);
+//! - [`views`]: the JSON form of stored records, shared with the CLI;
 //! - [`signing`]: a dedicated pool so RSA signing never stalls the runtime.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod authority;
 pub mod clients;
 pub mod clock;
@@ -26,6 +29,7 @@ pub mod rotation;
 pub mod scheduler;
 pub mod signing;
 pub mod tokens;
+pub mod views;
 
 pub use authority::{Authority, Settings};
 pub use clock::{Clock, FixedClock, ScaledClock, SharedClock, SystemClock};

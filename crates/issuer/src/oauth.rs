@@ -87,6 +87,50 @@ impl OAuthError {
     }
 }
 
+/// Parses an `application/x-www-form-urlencoded` body strictly: every `%`
+/// starts a two-digit hex escape, names and values decode to UTF-8
+/// (RFC 6749 Appendix B), and each parameter appears at most once (§3.2).
+/// Anything else is `invalid_request`, never a lossy guess.
+pub fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let (k, v) = (form_decode(k)?, form_decode(v)?);
+        if fields.iter().any(|(seen, _)| *seen == k) {
+            return Err(OAuthError::invalid_request(format!(
+                "parameter {:?} appears more than once",
+                k.chars().take(40).collect::<String>()
+            )));
+        }
+        fields.push((k, v));
+    }
+    Ok(fields)
+}
+
+fn form_decode(raw: &[u8]) -> Result<String, OAuthError> {
+    let escapes_ok = raw.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || (raw.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && raw.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if !escapes_ok {
+        return Err(OAuthError::invalid_request(
+            "the form body has a malformed percent-encoding",
+        ));
+    }
+    let plus: Vec<u8> = raw
+        .iter()
+        .map(|b| if *b == b'+' { b' ' } else { *b })
+        .collect();
+    percent_encoding::percent_decode(&plus)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| OAuthError::invalid_request("the form body is not UTF-8"))
+}
+
 impl fmt::Display for OAuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code.as_str(), self.description)
@@ -94,3 +138,29 @@ impl fmt::Display for OAuthError {
 }
 
 impl std::error::Error for OAuthError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_parse_strictly() {
+        let f = parse_form(b"a=1+2&b=%2B%C3%A9&c&&d=").unwrap();
+        let want = [("a", "1 2"), ("b", "+\u{e9}"), ("c", ""), ("d", "")];
+        assert_eq!(
+            f,
+            want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+        );
+        for bad in [
+            &b"a=1&a=2"[..],
+            b"a=%FF",
+            b"a=%zz",
+            b"a=%4",
+            b"a=\xff",
+            b"%=1",
+        ] {
+            let e = parse_form(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad:?}");
+        }
+    }
+}

@@ -11,8 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_jose::{KeyFamily, PrivateKey};
-
 use crate::authority::Authority;
 use crate::error::IssuerError;
 use crate::keyring::{self, Change, KeyOptions, Origin};
@@ -34,12 +32,7 @@ impl Authority {
             {
                 continue;
             }
-            let policy = e.env.policy.clone();
-            let bits = matches!(policy.alg.family(), KeyFamily::Rsa)
-                .then_some(policy.rsa_bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS));
-            let key = tokio::task::spawn_blocking(move || PrivateKey::generate(policy.alg, bits))
-                .await
-                .map_err(|_| IssuerError::Refused("key generation was interrupted".into()))??;
+            let key = keyring::generate_for_policy(&e.env.policy).await?;
             let opts = KeyOptions {
                 kid: None,
                 owner: None,

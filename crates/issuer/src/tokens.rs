@@ -13,6 +13,17 @@ pub fn new_id() -> String {
     b64::encode(&random_bytes::<16>())
 }
 
+/// A new client id: like [`new_id`], but never starting with `-`, so that it
+/// can be passed to a command line as is.
+pub fn new_client_id() -> String {
+    loop {
+        let id = new_id();
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
 /// A new secret with `prefix` and 256 random bits, and its SHA-256 (the only
 /// form stored).
 pub fn new_secret(prefix: &str) -> (String, Vec<u8>) {
@@ -119,6 +130,11 @@ mod tests {
         assert_eq!(v["exp"], 160);
         assert_eq!(v["scope"], "read write");
         assert_eq!(v["permissions"][0], "a.b");
+    }
+
+    #[test]
+    fn client_ids_never_look_like_flags() {
+        assert!((0..2000).all(|_| !new_client_id().starts_with('-')));
     }
 
     #[test]

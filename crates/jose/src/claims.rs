@@ -6,14 +6,13 @@
 //! invalid, never "absent". Other claims stay in the payload and are read on
 //! demand with [`Claims::get`] or [`Claims::deserialize`].
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::alg::Algorithm;
 use crate::error::{ClaimsError, TokenError};
-use crate::json::{short, Scalar, StrOrStrs};
+use crate::json::{short, Key, Names, Scalar, StrOrStrs};
 use crate::jws::DEFAULT_MAX_TOKEN_LEN;
 
 /// The validated claims of a token, plus its raw payload.
@@ -76,7 +75,7 @@ impl Claims {
         if let Some((name, why)) = raw.invalid {
             return Err(ClaimsError::Invalid(name, why).into());
         }
-        if let Some(i) = raw.missing.iter().position(|&m| m) {
+        if let Some(i) = raw.missing {
             return Err(ClaimsError::Missing(required[i].clone()).into());
         }
         let c = raw.claims;
@@ -112,7 +111,24 @@ struct RawClaims {
     claims: Registered,
     duplicate: Option<String>,
     invalid: Option<(String, &'static str)>,
-    missing: Vec<bool>,
+    /// Index in `required` of the first required claim that is absent.
+    missing: Option<usize>,
+}
+
+/// A bit per registered claim name, 0 for any other name.
+fn registered_bit(name: &str) -> u16 {
+    match name {
+        "iss" => 1,
+        "sub" => 1 << 1,
+        "aud" => 1 << 2,
+        "exp" => 1 << 3,
+        "nbf" => 1 << 4,
+        "iat" => 1 << 5,
+        "jti" => 1 << 6,
+        "client_id" => 1 << 7,
+        "scope" => 1 << 8,
+        _ => 0,
+    }
 }
 
 struct ClaimsSeed<'r> {
@@ -136,16 +152,21 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
             claims: Registered::default(),
             duplicate: None,
             invalid: None,
-            missing: vec![true; self.required.len()],
+            missing: None,
         };
-        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(12);
-        while let Some(k) = m.next_key::<Cow<'de, str>>()? {
-            if seen.contains(&k) {
+        // Names seen: registered ones as bits, others (borrowed, mostly inline) by name.
+        let mut registered = 0u16;
+        let mut others = Names::new();
+        while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
+            let bit = registered_bit(&k);
+            let repeated = if bit != 0 {
+                registered & bit != 0
+            } else {
+                others.contains(&k)
+            };
+            if repeated {
                 out.duplicate
                     .get_or_insert_with(|| k.chars().take(32).collect());
-            }
-            if let Some(i) = self.required.iter().position(|r| *r == k) {
-                out.missing[i] = false;
             }
             let c = &mut out.claims;
             match k.as_ref() {
@@ -191,8 +212,16 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                     m.next_value::<IgnoredAny>()?;
                 }
             }
-            seen.push(k);
+            if bit != 0 {
+                registered |= bit;
+            } else {
+                others.insert(k);
+            }
         }
+        out.missing = self.required.iter().position(|r| match registered_bit(r) {
+            0 => !others.contains(r),
+            bit => registered & bit == 0,
+        });
         Ok(out)
     }
 }
@@ -255,7 +284,8 @@ impl Validation {
             return Ok(());
         };
         let ok = typ.is_some_and(|t| {
-            let t = if t.len() > 12 && t[..12].eq_ignore_ascii_case("application/") {
+            // Compare bytes: slicing the str at 12 panics inside a multi-byte character.
+            let t = if t.len() > 12 && t.as_bytes()[..12].eq_ignore_ascii_case(b"application/") {
                 &t[12..]
             } else {
                 t
@@ -364,6 +394,35 @@ mod tests {
             parse(r#"{"exp":1e999}"#),
             Err(Error::Token(TokenError::Payload(_)))
         ));
+    }
+
+    #[test]
+    fn duplicates_and_required_names_of_any_kind() {
+        let req = |names: &[&str], json: &str| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            Claims::parse(json.as_bytes().to_vec(), &names)
+        };
+        for dup in [
+            r#"{"exp":1,"roles":[],"roles":[]}"#,
+            r#"{"exp":1,"\u0065xp":2}"#,
+            r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"i":11}"#,
+        ] {
+            assert!(
+                matches!(
+                    req(&[], dup),
+                    Err(Error::Token(TokenError::DuplicateMember(..)))
+                ),
+                "{dup}"
+            );
+        }
+        let json = r#"{"exp":1,"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"j":10,"sub":"s"}"#;
+        assert!(req(&["j", "exp", "sub", "h"], json).is_ok());
+        assert!(
+            matches!(req(&["exp", "iss", "zz"], json), Err(Error::Claims(ClaimsError::Missing(m))) if m == "iss")
+        );
+        assert!(
+            matches!(req(&["j", "zz", "iss"], json), Err(Error::Claims(ClaimsError::Missing(m))) if m == "zz")
+        );
     }
 
     #[test]

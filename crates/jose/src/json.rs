@@ -62,6 +62,123 @@ pub(crate) fn short(e: &serde_json::Error) -> String {
     s.chars().take(80).collect()
 }
 
+/// Any JSON value, walked only to find the first member name repeated in an
+/// object at any depth (a `Value` silently keeps the last of duplicates).
+pub(crate) struct DeepDuplicate(pub Option<String>);
+
+impl<'de> Deserialize<'de> for DeepDuplicate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = DeepDuplicate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<DeepDuplicate, E> {
+                Ok(DeepDuplicate(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<DeepDuplicate, E> {
+                Ok(DeepDuplicate(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<DeepDuplicate, E> {
+                Ok(DeepDuplicate(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<DeepDuplicate, E> {
+                Ok(DeepDuplicate(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<DeepDuplicate, E> {
+                Ok(DeepDuplicate(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<DeepDuplicate, E> {
+                Ok(DeepDuplicate(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<DeepDuplicate, A::Error> {
+                let mut first = None;
+                while let Some(DeepDuplicate(d)) = s.next_element()? {
+                    first = first.or(d);
+                }
+                Ok(DeepDuplicate(first))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<DeepDuplicate, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut first = None;
+                while let Some(k) = m.next_key::<String>()? {
+                    let DeepDuplicate(d) = m.next_value()?;
+                    first = first.or(d);
+                    if !seen.insert(k.clone()) && first.is_none() {
+                        first = Some(k.chars().take(32).collect());
+                    }
+                }
+                Ok(DeepDuplicate(first))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An object member name, borrowed from the input unless it has escapes.
+/// (serde's own `Cow<str>` always allocates.)
+pub(crate) struct Key<'a>(pub Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Member names seen in one object, to find a repeated one. The first few
+/// are kept inline, so a small object costs no allocation.
+pub(crate) struct Names<'a> {
+    inline: [Cow<'a, str>; 8],
+    len: usize,
+    more: Vec<Cow<'a, str>>,
+}
+
+impl<'a> Names<'a> {
+    pub fn new() -> Self {
+        Names {
+            inline: Default::default(),
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+
+    /// Whether `name` was inserted before.
+    pub fn contains(&self, name: &str) -> bool {
+        self.inline[..self.len].iter().any(|n| n == name) || self.more.iter().any(|n| n == name)
+    }
+
+    /// Records `name`; returns `false` if it was already there.
+    pub fn insert(&mut self, name: Cow<'a, str>) -> bool {
+        if self.contains(&name) {
+            return false;
+        }
+        if self.len < self.inline.len() {
+            self.inline[self.len] = name;
+            self.len += 1;
+        } else {
+            self.more.push(name);
+        }
+        true
+    }
+}
+
 /// One JSON value seen through the types claims and headers may have.
 pub(crate) enum Scalar<'a> {
     Str(Cow<'a, str>),
@@ -180,5 +297,14 @@ mod tests {
         assert!(matches!(parse_object(b"[1]"), Err(ObjectError::Json(_))));
         assert!(matches!(parse_object(b"{} x"), Err(ObjectError::Json(_))));
         assert!(matches!(parse_object(b"\"s\""), Err(ObjectError::Json(_))));
+    }
+
+    #[test]
+    fn deep_duplicates() {
+        let d = |s: &str| serde_json::from_str::<DeepDuplicate>(s).unwrap().0;
+        assert_eq!(d(r#"{"a":{"b":1,"c":[{"d":1}]}}"#), None);
+        assert_eq!(d(r#"[{"a":1},{"b":{"c":1,"c":2}}]"#).as_deref(), Some("c"));
+        assert_eq!(d(r#"{"a":1,"\u0061":2}"#).as_deref(), Some("a"));
+        assert_eq!(d("3"), None);
     }
 }

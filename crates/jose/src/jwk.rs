@@ -14,7 +14,7 @@ use crate::alg::{Algorithm, Curve, KeyFamily};
 use crate::b64;
 use crate::crypto::sha256;
 use crate::error::KeyError;
-use crate::json::{parse_object, ObjectError};
+use crate::json::{parse_object, short, DeepDuplicate, ObjectError};
 use crate::key::{PublicKey, PublicMaterial};
 
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
@@ -260,6 +260,15 @@ impl JwkSet {
             .get("keys")
             .and_then(Value::as_array)
             .ok_or_else(|| KeyError::Malformed("JWK Set needs a \"keys\" array".into()))?;
+        // `keys` was read as `Value`s, which keep the last of repeated names:
+        // read the entries again to find names repeated inside each one.
+        #[derive(serde::Deserialize)]
+        struct Entries {
+            keys: Vec<DeepDuplicate>,
+        }
+        let nested_dups = serde_json::from_slice::<Entries>(json)
+            .map_err(|e| KeyError::Malformed(format!("JWK Set is malformed: {}", short(&e))))?
+            .keys;
         let mut seen = HashSet::new();
         let mut dup = HashSet::new();
         for k in keys {
@@ -274,8 +283,11 @@ impl JwkSet {
         for (index, k) in keys.iter().enumerate() {
             let kid = k.get("kid").and_then(Value::as_str).map(str::to_owned);
             let result = match k {
+                Value::Object(_) if nested_dups.get(index).is_some_and(|d| d.0.is_some()) => {
+                    let d = nested_dups[index].0.as_deref().unwrap_or_default();
+                    Err(KeyError::Malformed(format!("duplicate JWK member {d:?}")))
+                }
                 Value::Object(m) => {
-                    // A nested object may still repeat a name: re-read it strictly.
                     let raw = serde_json::to_vec(m).unwrap_or_default();
                     Jwk::parse(&raw, rsa_default).and_then(|j| {
                         if kid.as_ref().is_some_and(|kid| dup.contains(kid)) {

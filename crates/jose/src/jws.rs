@@ -12,7 +12,7 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use crate::alg::Algorithm;
 use crate::b64;
 use crate::error::{KeyError, TokenError};
-use crate::json::{short, Scalar};
+use crate::json::{short, Key, Names, Scalar};
 use crate::key::PublicKey;
 
 /// The default bound on a compact token's length, in bytes.
@@ -45,11 +45,8 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Parts<'_>, TokenError
         return Err(TokenError::Segments);
     };
     let signing_input = &token[..h.len() + 1 + p.len()];
-    let mut buf = Vec::with_capacity(h.len());
-    if !b64::decode_into(h, &mut buf) {
-        return Err(TokenError::Base64("header"));
-    }
-    let header = parse_header(&buf)?;
+    let header =
+        b64::with_decoded::<512, _>(h, parse_header).ok_or(TokenError::Base64("header"))??;
     Ok(Parts {
         header,
         signing_input,
@@ -60,7 +57,7 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Parts<'_>, TokenError
 
 /// Reads a decoded header.
 pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, TokenError> {
-    let raw: RawHeader =
+    let raw: RawHeader<'_> =
         serde_json::from_slice(bytes).map_err(|e| TokenError::Header(short(&e)))?;
     if let Some(d) = raw.duplicate {
         return Err(TokenError::DuplicateMember(d, "header"));
@@ -81,8 +78,8 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, TokenError> {
     })
 }
 
-struct RawHeader {
-    alg: Option<String>,
+struct RawHeader<'a> {
+    alg: Option<Cow<'a, str>>,
     kid: Option<String>,
     typ: Option<String>,
     cty: Option<String>,
@@ -90,15 +87,15 @@ struct RawHeader {
     problem: Option<TokenError>,
 }
 
-impl<'de> Deserialize<'de> for RawHeader {
+impl<'de> Deserialize<'de> for RawHeader<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = RawHeader;
+            type Value = RawHeader<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawHeader, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawHeader<'de>, A::Error> {
                 let mut h = RawHeader {
                     alg: None,
                     kid: None,
@@ -107,14 +104,13 @@ impl<'de> Deserialize<'de> for RawHeader {
                     duplicate: None,
                     problem: None,
                 };
-                let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(4);
-                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                let mut seen = Names::new();
+                while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
                     if seen.contains(&k) {
                         h.duplicate
                             .get_or_insert_with(|| k.chars().take(32).collect());
                     }
                     let slot = match k.as_ref() {
-                        "alg" => Some(&mut h.alg),
                         "kid" => Some(&mut h.kid),
                         "typ" => Some(&mut h.typ),
                         "cty" => Some(&mut h.cty),
@@ -126,6 +122,14 @@ impl<'de> Deserialize<'de> for RawHeader {
                             _ => {
                                 h.problem.get_or_insert_with(|| {
                                     TokenError::Header(format!("{k} must be a string"))
+                                });
+                            }
+                        },
+                        None if k == "alg" => match m.next_value::<Scalar<'de>>()? {
+                            Scalar::Str(v) => h.alg = Some(v),
+                            _ => {
+                                h.problem.get_or_insert_with(|| {
+                                    TokenError::Header("alg must be a string".into())
                                 });
                             }
                         },
@@ -150,7 +154,7 @@ impl<'de> Deserialize<'de> for RawHeader {
                             m.next_value::<IgnoredAny>()?;
                         }
                     }
-                    seen.push(k);
+                    seen.insert(k);
                 }
                 Ok(h)
             }
@@ -175,11 +179,11 @@ pub(crate) fn check_signature(
             key: key.algorithm().name(),
         });
     }
-    let mut sig = Vec::with_capacity(parts.signature_b64.len() * 3 / 4 + 1);
-    if !b64::decode_into(parts.signature_b64, &mut sig) {
-        return Err(TokenError::Base64("signature"));
-    }
-    key.verify(parts.signing_input.as_bytes(), &sig)
+    // 1024 bytes: an RSA-8192 signature, the largest any key here can check.
+    b64::with_decoded::<1024, _>(parts.signature_b64, |sig| {
+        key.verify(parts.signing_input.as_bytes(), sig)
+    })
+    .ok_or(TokenError::Base64("signature"))?
 }
 
 /// Verifies any compact JWS with one key and returns its header and payload

@@ -103,7 +103,8 @@ pub fn verify_jwt(
     let key = keys.find(parts.header.kid.as_deref())?;
     check_signature(&parts, key, &policy.algorithms)?;
     policy.check_typ(parts.header.typ.as_deref())?;
-    let mut payload = Vec::with_capacity(parts.payload_b64.len() * 3 / 4 + 1);
+    // The decoder writes into its worst-case estimate: reserve exactly that.
+    let mut payload = Vec::with_capacity(base64::decoded_len_estimate(parts.payload_b64.len()));
     if !b64::decode_into(parts.payload_b64, &mut payload) {
         return Err(TokenError::Base64("payload").into());
     }

@@ -4,6 +4,7 @@ use anyhow::{bail, Context as _, Result};
 use keyward_issuer::clients::{self, NewClient};
 use keyward_issuer::fmt_time;
 use keyward_issuer::tokens::{new_id, new_secret};
+use keyward_issuer::views::client_json;
 use keyward_store::{AdminToken, AuditEntry, Client, ClientAuth};
 use serde_json::{json, Value};
 
@@ -35,24 +36,6 @@ fn jwks_source(v: Option<&str>) -> Result<(Option<String>, Option<String>)> {
             None,
         )),
     }
-}
-
-pub fn client_json(c: &Client) -> Value {
-    json!({
-        "client_id": c.client_id,
-        "env": c.env,
-        "name": c.name,
-        "auth": c.auth.as_str(),
-        "scopes": c.scopes,
-        "audiences": c.audiences,
-        "grant_types": c.grant_types,
-        "jwks_uri": c.jwks_uri,
-        "has_jwks": c.jwks.is_some(),
-        "access_token_ttl_secs": c.access_token_ttl_secs,
-        "refresh_token_ttl_secs": c.refresh_token_ttl_secs,
-        "created_at": fmt_time(c.created_at),
-        "updated_at": fmt_time(c.updated_at),
-    })
 }
 
 pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {

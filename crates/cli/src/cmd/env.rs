@@ -1,10 +1,11 @@
 //! `keyward env`: environments and their rotation policy.
 
 use anyhow::{anyhow, bail, Result};
-use keyward_issuer::{fmt_time, keyring, rotation};
+use keyward_issuer::views::env_json;
+use keyward_issuer::{fmt_time, keyring};
 use keyward_jose::KeyFamily;
 use keyward_store::{Environment, RotationPolicy};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::args::{EnvCmd, PolicyArgs};
 use crate::context::Context;
@@ -12,12 +13,7 @@ use crate::output::{print_json, table};
 
 /// An issuer URL keyward accepts: absolute http(s), no query or fragment.
 pub fn check_issuer(issuer: &str) -> Result<()> {
-    let ok_scheme = issuer.starts_with("https://") || issuer.starts_with("http://");
-    let rest = issuer.split_once("://").map(|x| x.1).unwrap_or("");
-    if !ok_scheme || rest.is_empty() || rest.starts_with('/') || issuer.contains(['?', '#', ' ']) {
-        bail!("invalid issuer URL {issuer:?}: use an absolute http(s) URL without query or fragment, e.g. https://auth.example.com");
-    }
-    Ok(())
+    keyring::check_issuer(issuer).map_err(|e| anyhow!("{e}"))
 }
 
 fn apply(mut p: RotationPolicy, a: &PolicyArgs) -> Result<RotationPolicy> {
@@ -44,29 +40,8 @@ fn apply(mut p: RotationPolicy, a: &PolicyArgs) -> Result<RotationPolicy> {
     if let Some(v) = a.token_ttl {
         p.token_ttl_secs = v;
     }
-    if p.lead_secs <= 0 || p.rotate_every_secs <= p.lead_secs {
-        bail!("the rotation period must be longer than the lead time, and the lead positive");
-    }
-    if p.token_ttl_secs <= 0 {
-        bail!("the token TTL must be positive");
-    }
+    keyring::check_policy(&p).map_err(|e| anyhow!("{e}"))?;
     Ok(p)
-}
-
-pub fn env_json(e: &Environment) -> Value {
-    json!({
-        "name": e.name,
-        "issuer": e.issuer,
-        "created_at": fmt_time(e.created_at),
-        "policy": {
-            "alg": e.policy.alg.name(),
-            "rsa_bits": e.policy.rsa_bits,
-            "rotate_every_secs": e.policy.rotate_every_secs,
-            "lead_secs": e.policy.lead_secs,
-            "token_ttl_secs": e.policy.token_ttl_secs,
-            "jwks_max_age_secs": rotation::jwks_max_age(&e.policy),
-        },
-    })
 }
 
 pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
@@ -78,9 +53,7 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             policy,
             json,
         } => {
-            keyring::check_kid(&name).map_err(|_| {
-                anyhow!("an environment name is 1 to 128 characters of A-Z a-z 0-9 . _ -")
-            })?;
+            keyring::check_env_name(&name).map_err(|e| anyhow!("{e}"))?;
             check_issuer(&issuer)?;
             let env = Environment {
                 name: name.clone(),

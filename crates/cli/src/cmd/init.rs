@@ -14,8 +14,7 @@ use crate::output::print_json;
 
 pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
     check_issuer(&a.issuer)?;
-    keyring::check_kid(&a.env)
-        .map_err(|_| anyhow!("an environment name is 1 to 128 characters of A-Z a-z 0-9 . _ -"))?;
+    keyring::check_env_name(&a.env).map_err(|e| anyhow!("{e}"))?;
     let source = ctx.root_key_source();
     // Refuse a used data dir before touching anything.
     if ctx.database_url.is_none() && ctx.sqlite_path().exists() {

@@ -58,7 +58,7 @@ fn init_logs(json: bool) {
 pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
     let config = load_config(ctx, a.config.as_deref(), a.listen.as_deref())?;
     let ctx = ctx.with_store(&config);
-    run(&ctx, &config, None).await
+    run(&ctx, &config, None, None).await
 }
 
 /// `keyward up`: the newcomer command. On an empty data dir: `init` (issuer
@@ -66,10 +66,12 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
 pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
     let config = load_config(ctx, None, Some(&a.listen))?;
     let ctx = ctx.with_store(&config);
+    // Bind first: with port 0 the issuer URL must name the port actually bound.
+    let listener = bind(&config).await?;
     let fresh = !ctx.is_initialized().await?;
     let mut demo = None;
     if fresh {
-        let issuer = format!("http://{}", config.listen);
+        let issuer = format!("http://{}", listener.local_addr()?);
         crate::cmd::init::run(
             &ctx,
             crate::args::InitArgs {
@@ -103,10 +105,21 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
         .await?;
         demo = Some((issuer, reg.client.client_id, reg.secret.unwrap_or_default()));
     }
-    run(&ctx, &config, demo).await
+    run(&ctx, &config, Some(listener), demo).await
 }
 
-async fn run(ctx: &Context, config: &Config, demo: Option<(String, String, String)>) -> Result<()> {
+async fn bind(config: &Config) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))
+}
+
+async fn run(
+    ctx: &Context,
+    config: &Config,
+    listener: Option<tokio::net::TcpListener>,
+    demo: Option<(String, String, String)>,
+) -> Result<()> {
     init_logs(config.json_logs);
     let store = ctx.store().await?;
     let root = ctx.root_key(&store).await?;
@@ -140,9 +153,10 @@ async fn run(ctx: &Context, config: &Config, demo: Option<(String, String, Strin
         |e| tracing::error!(error = %e, "reload failed"),
     );
     let scheduler = authority.spawn_scheduler(config.rotation_check_interval);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener = match listener {
+        Some(l) => l,
+        None => bind(config).await?,
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "keyward is serving");
     if let Some((issuer, id, secret)) = demo {

@@ -1,0 +1,1394 @@
+//! The admin API under `/admin/v1/`: environments, keys (list, rotate,
+//! retire, revoke), clients (create, list, show, update, delete, rotate
+//! secret) and minting tokens for users a login service authenticated.
+//!
+//! Every route but `/admin/v1/openapi.json` needs `Authorization: Bearer
+//! <admin token>` (made by `keyward admin-token create`; only its SHA-256 is
+//! stored, so a token is found by the hash of what is presented). Handlers
+//! are thin: parse the request strictly (JSON objects with no unknown
+//! fields, at most [`MAX_BODY_BYTES`]), call the same domain functions as
+//! the CLI ([`keyring`], [`clients`], [`Authority::mint_for_user`]), map
+//! the error. Every change is audited with the actor `admin:<token id>`,
+//! and the server's view is reloaded at once so the change is live here
+//! (other replicas see it at their next generation poll).
+//!
+//! Errors are `{"error": code, "error_description": text}`: 400 for bad
+//! input, 401 without a valid admin token, 404 for an unknown environment,
+//! key or client, 409 when the request conflicts with the current state,
+//! 413/415 for an oversize or non-JSON body, 500 for a server-side failure,
+//! whose cause is logged and never sent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::to_bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use keyward_store::{AuditEntry, ClientAuth, Environment, RotationPolicy, StoreError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Map, Value};
+
+use crate::authority::Authority;
+use crate::clients::{self, NewClient};
+use crate::error::IssuerError;
+use crate::grants::UserGrant;
+use crate::keyring::{self, Change, KeyOptions, Origin};
+use crate::oauth::{ErrorCode, OAuthError};
+use crate::rotation::Schedule;
+use crate::tokens::hash_secret;
+use crate::views::{client_json, env_json, key_json};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The realm of the `WWW-Authenticate` challenge.
+pub const REALM: &str = "keyward-admin";
+/// How long a checked admin token is trusted without asking the store again.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most admin tokens remembered at once.
+const CACHE_MAX: usize = 256;
+/// Longest accepted bearer token (admin tokens are ~47 characters).
+const MAX_TOKEN_LEN: usize = 512;
+/// Longest lead time a rotation may ask for (10 years).
+const MAX_LEAD_SECS: i64 = 10 * 365 * 24 * 3600;
+/// Longest reason for a key revocation.
+const MAX_REASON_LEN: usize = 500;
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// An admin API error: a status, a stable code and a description that says
+/// what was wrong without internals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub description: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            description: description.into(),
+        }
+    }
+
+    fn bad_request(d: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", d)
+    }
+
+    fn not_found(d: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", d)
+    }
+
+    fn conflict(d: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, "conflict", d)
+    }
+
+    fn unauthorized(d: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", d)
+    }
+
+    /// A server-side failure: the cause (with its sources) is logged, the
+    /// caller gets a generic description.
+    fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %error_chain(cause), "admin API request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the server could not complete the request",
+        )
+    }
+
+    /// Maps a domain error. `refused` is the status of a refusal by the
+    /// domain ([`IssuerError::Refused`]): 400 where it judges the input,
+    /// 409 where it judges the request against the current state.
+    fn from_issuer(e: IssuerError, refused: StatusCode) -> Self {
+        match e {
+            IssuerError::Refused(m) if refused == StatusCode::CONFLICT => ApiError::conflict(m),
+            IssuerError::Refused(m) => ApiError::bad_request(m),
+            IssuerError::Store(s) => ApiError::from_store(s),
+            other => ApiError::internal(&other),
+        }
+    }
+
+    fn from_store(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
+            StoreError::Conflict { .. } => ApiError::conflict(e.to_string()),
+            StoreError::Invalid { .. } => ApiError::bad_request(e.to_string()),
+            other => ApiError::internal(&other),
+        }
+    }
+
+    /// Maps an error of [`Authority::mint_for_user`].
+    fn from_oauth(e: OAuthError) -> Self {
+        match e.code {
+            ErrorCode::ServerError => ApiError::internal(&e),
+            ErrorCode::TemporarilyUnavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.code.as_str(),
+                e.description,
+            ),
+            code => ApiError::new(StatusCode::BAD_REQUEST, code.as_str(), e.description),
+        }
+    }
+}
+
+/// `cause: source: source ...`, for the log.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        next = c.source();
+    }
+    s
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = reply(
+            self.status,
+            json!({"error": self.code, "error_description": self.description}),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"keyward-admin\""),
+            );
+        }
+        r
+    }
+}
+
+/// A JSON response that no cache keeps (some carry secrets).
+fn reply(status: StatusCode, v: Value) -> Response {
+    let mut r = (status, axum::Json(v)).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+// ---------------------------------------------------------------------------
+// Extractors
+
+/// A JSON request body: `application/json`, at most [`MAX_BODY_BYTES`],
+/// deserialized strictly. An empty body reads as `{}` (so actions whose
+/// fields are all optional need none).
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let is_json = json_content_type(req.headers());
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let body = to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| too_large())?;
+        let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request",
+                "the body must be application/json",
+            ));
+        } else {
+            &body
+        };
+        serde_json::from_slice(text)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+fn json_content_type(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Path parameters, with a JSON error when they do not decode.
+pub struct PathParams<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParams<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| PathParams(v))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// `Some(Some(v))` for a value, `Some(None)` for an explicit `null`, `None`
+/// (with `#[serde(default)]`) for an absent field.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+// ---------------------------------------------------------------------------
+// Authentication
+
+/// The admin token that authenticated a request.
+#[derive(Clone, Debug)]
+struct Admin {
+    id: String,
+}
+
+impl Admin {
+    fn actor(&self) -> String {
+        format!("admin:{}", self.id)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Cached {
+    id: String,
+    generation: i64,
+    checked: Instant,
+}
+
+#[derive(Clone)]
+struct AdminState {
+    authority: Arc<Authority>,
+    /// Recently checked tokens, by hash. An entry is used for at most
+    /// [`CACHE_TTL`] and only while the store generation the server sees is
+    /// unchanged (revoking an admin token moves it).
+    cache: Arc<Mutex<HashMap<Vec<u8>, Cached>>>,
+}
+
+impl AdminState {
+    /// The id of the live admin token whose hash is `hash`.
+    async fn admin_for(&self, hash: &[u8]) -> Result<Option<String>, StoreError> {
+        let generation = self.authority.snapshot().generation;
+        if let Some(c) = self.cache.lock().expect("admin cache").get(hash) {
+            if c.generation == generation && c.checked.elapsed() < CACHE_TTL {
+                return Ok(Some(c.id.clone()));
+            }
+        }
+        let found = self.authority.store.admin_token_by_hash(hash).await?;
+        let mut cache = self.cache.lock().expect("admin cache");
+        match found {
+            Some(t) if t.revoked_at.is_none() => {
+                if cache.len() >= CACHE_MAX {
+                    cache.retain(|_, c| c.checked.elapsed() < CACHE_TTL);
+                    if cache.len() >= CACHE_MAX {
+                        cache.clear();
+                    }
+                }
+                cache.insert(
+                    hash.to_vec(),
+                    Cached {
+                        id: t.id.clone(),
+                        generation,
+                        checked: Instant::now(),
+                    },
+                );
+                Ok(Some(t.id))
+            }
+            _ => {
+                cache.remove(hash);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (RFC 6750 §2.1).
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer")
+        && !token.is_empty()
+        && token.len() <= MAX_TOKEN_LEN
+        && !token.contains(' '))
+    .then_some(token)
+}
+
+async fn authenticate(State(s): State<AdminState>, mut req: Request, next: Next) -> Response {
+    if req.headers().get(header::AUTHORIZATION).is_none() {
+        return ApiError::unauthorized("an admin token is required: Authorization: Bearer <token>")
+            .into_response();
+    }
+    let Some(token) = bearer(req.headers()) else {
+        return ApiError::unauthorized("malformed Authorization header: use Bearer <token>")
+            .into_response();
+    };
+    match s.admin_for(&hash_secret(token)).await {
+        Ok(Some(id)) => {
+            req.extensions_mut().insert(Admin { id });
+            next.run(req).await
+        }
+        Ok(None) => ApiError::unauthorized("the admin token is invalid or revoked").into_response(),
+        Err(e) => ApiError::internal(&e).into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Router
+
+/// The admin API's routes, to merge into the application router.
+pub fn router<S>(authority: Arc<Authority>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let state = AdminState {
+        authority,
+        cache: Arc::new(Mutex::new(HashMap::new())),
+    };
+    Router::new()
+        .route("/admin/v1/envs", get(list_envs).post(create_env))
+        .route("/admin/v1/envs/{env}", get(show_env))
+        .route("/admin/v1/envs/{env}/keys", get(list_keys))
+        .route("/admin/v1/envs/{env}/keys/rotate", post(rotate_key))
+        .route("/admin/v1/keys/{kid}/retire", post(retire_key))
+        .route("/admin/v1/keys/{kid}/revoke", post(revoke_key))
+        .route(
+            "/admin/v1/envs/{env}/clients",
+            get(list_clients).post(create_client),
+        )
+        .route(
+            "/admin/v1/envs/{env}/clients/{client_id}",
+            get(show_client).patch(update_client).delete(delete_client),
+        )
+        .route(
+            "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret",
+            post(rotate_secret),
+        )
+        .route("/admin/v1/envs/{env}/tokens", post(mint_token))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route("/admin/v1/openapi.json", get(openapi_json))
+        .with_state(state)
+}
+
+/// After a committed change: make it live on this replica now. A failure
+/// here does not undo the change; the next generation poll retries.
+async fn reload(a: &Authority) {
+    if let Err(e) = a.reload().await {
+        tracing::warn!(error = %error_chain(&e), "admin change saved, but reloading the server's view failed; the next poll retries");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Environments
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateEnv {
+    name: String,
+    issuer: String,
+    #[serde(default)]
+    policy: Option<RotationPolicy>,
+}
+
+async fn list_envs(State(s): State<AdminState>) -> ApiResult {
+    let envs = s
+        .authority
+        .store
+        .environments()
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok(reply(
+        StatusCode::OK,
+        Value::Array(envs.iter().map(env_json).collect()),
+    ))
+}
+
+async fn create_env(
+    State(s): State<AdminState>,
+    Extension(admin): Extension<Admin>,
+    JsonBody(b): JsonBody<CreateEnv>,
+) -> ApiResult {
+    let a = &s.authority;
+    let env = Environment {
+        name: b.name,
+        issuer: b.issuer,
+        policy: b.policy.unwrap_or_default(),
+        created_at: a.now(),
+    };
+    let actor = admin.actor();
+    let at = Change {
+        now: env.created_at,
+        actor: &actor,
+    };
+    keyring::create_environment(&a.store, &env, at)
+        .await
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;
+    reload(a).await;
+    Ok(reply(StatusCode::CREATED, env_json(&env)))
+}
+
+async fn show_env(State(s): State<AdminState>, PathParams(env): PathParams<String>) -> ApiResult {
+    let e = s
+        .authority
+        .store
+        .environment(&env)
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok(reply(StatusCode::OK, env_json(&e)))
+}
+
+// ---------------------------------------------------------------------------
+// Keys
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateKey {
+    #[serde(default)]
+    immediate: bool,
+    #[serde(default)]
+    lead_secs: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetireKey {
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeKey {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn list_keys(State(s): State<AdminState>, PathParams(env): PathParams<String>) -> ApiResult {
+    let a = &s.authority;
+    let keys = a.store.keys(&env).await.map_err(ApiError::from_store)?;
+    let now = a.now();
+    Ok(reply(
+        StatusCode::OK,
+        Value::Array(keys.iter().map(|k| key_json(k, now)).collect()),
+    ))
+}
+
+async fn rotate_key(
+    State(s): State<AdminState>,
+    Extension(admin): Extension<Admin>,
+    PathParams(env): PathParams<String>,
+    JsonBody(b): JsonBody<RotateKey>,
+) -> ApiResult {
+    let a = &s.authority;
+    if b.immediate && b.lead_secs.is_some() {
+        return Err(ApiError::bad_request(
+            "immediate and lead_secs exclude each other",
+        ));
+    }
+    if b.lead_secs
+        .is_some_and(|l| !(0..=MAX_LEAD_SECS).contains(&l))
+    {
+        return Err(ApiError::bad_request(format!(
+            "lead_secs must be between 0 and {MAX_LEAD_SECS}"
+        )));
+    }
+    // Check the environment before the slow generation.
+    let e = a
+        .store
+        .environment(&env)
+        .await
+        .map_err(ApiError::from_store)?;
+    let schedule = if b.immediate {
+        Schedule::Immediate
+    } else {
+        Schedule::Lead(b.lead_secs.unwrap_or(e.policy.lead_secs))
+    };
+    let key = keyring::generate_for_policy(&e.policy)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let opts = KeyOptions {
+        kid: None,
+        owner: None,
+        description: Some("rotation".into()),
+        origin: Origin::Generated,
+    };
+    let actor = admin.actor();
+    let at = Change {
+        now: a.now(),
+        actor: &actor,
+    };
+    let added = keyring::add_key(&a.store, a.root(), &env, &key, &opts, schedule, at)
+        .await
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+    reload(a).await;
+    let mut v = key_json(&added.key, at.now);
+    v["retiring"] = added
+        .plan
+        .retiring
+        .iter()
+        .map(|k| key_json(k, at.now))
+        .collect();
+    Ok(reply(StatusCode::CREATED, v))
+}
+
+async fn retire_key(
+    State(s): State<AdminState>,
+    Extension(admin): Extension<Admin>,
+    PathParams(kid): PathParams<String>,
+    JsonBody(b): JsonBody<RetireKey>,
+) -> ApiResult {
+    let a = &s.authority;
+    let actor = admin.actor();
+    let at = Change {
+        now: a.now(),
+        actor: &actor,
+    };
+    let rec = keyring::retire_key(&a.store, &kid, at, b.force)
+        .await
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+    reload(a).await;
+    Ok(reply(StatusCode::OK, key_json(&rec, at.now)))
+}
+
+async fn revoke_key(
+    State(s): State<AdminState>,
+    Extension(admin): Extension<Admin>,
+    PathParams(kid): PathParams<String>,
+    JsonBody(b): JsonBody<RevokeKey>,
+) -> ApiResult {
+    if b.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_LEN) {
+        return Err(ApiError::bad_request(format!(
+            "reason is at most {MAX_REASON_LEN} bytes"
+        )));
+    }
+    let a = &s.authority;
+    let actor = admin.actor();
+    let at = Change {
+        now: a.now(),
+        actor: &actor,
+    };
+    let (rec, was_signing) = keyring::revoke_key(&a.store, &kid, at, b.reason.as_deref())
+        .await
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+    reload(a).await;
+    let mut v = key_json(&rec, at.now);
+    v["was_signing"] = json!(was_signing);
+    Ok(reply(StatusCode::OK, v))
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+
+fn default_grant_types() -> Vec<String> {
+    vec!["client_credentials".into(), "refresh_token".into()]
+}
+
+fn default_auth() -> ClientAuth {
+    ClientAuth::ClientSecretBasic
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateClient {
+    name: String,
+    #[serde(default = "default_auth")]
+    auth: ClientAuth,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default = "default_grant_types")]
+    grant_types: Vec<String>,
+    #[serde(default)]
+    jwks: Option<Map<String, Value>>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
+    #[serde(default)]
+    access_token_ttl_secs: Option<i64>,
+    #[serde(default)]
+    refresh_token_ttl_secs: Option<i64>,
+}
+
+/// A partial update: absent fields stay; `null` clears what may be cleared.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchClient {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    auth: Option<ClientAuth>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    audiences: Option<Vec<String>>,
+    #[serde(default)]
+    grant_types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    jwks: Option<Option<Map<String, Value>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    jwks_uri: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    access_token_ttl_secs: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    refresh_token_ttl_secs: Option<Option<i64>>,
+}
+
+/// An empty body (or `{}`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
+fn jwks_text(m: Map<String, Value>) -> String {
+    Value::Object(m).to_string()
+}
+
+async fn list_clients(
+    State(s): State<AdminState>,
+    PathParams(env): PathParams<String>,
+) -> ApiResult {
+    let list = s
+        .authority
+        .store
+        .clients(&env)
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok(reply(
+        StatusCode::OK,
+        Value::Array(list.iter().map(client_json).collect()),
+    ))
+}
+
+async fn create_client(
+    State(s): State<AdminState>,
+    Extension(admin): Extension<Admin>,
+    PathParams(env): PathParams<String>,
+    JsonBody(b): JsonBody<CreateClient>,
+) -> ApiResult {
+    let a = &s.authority;
+    let actor = admin.actor();
+    let at = Change {
+        now: a.now(),
+        actor: &actor,
+    };
+    let new = NewClient {
+        env,
+        name: b.name,
+        auth: b.auth,
+        scopes: b.scopes,
+        audiences: b.audiences,
+        grant_types: b.grant_types,
+        jwks: b.jwks.map(jwks_text),
+        jwks_uri: b.jwks_uri,
+        access_token_ttl_secs: b.access_token_ttl_secs,
+        refresh_token_ttl_secs: b.refresh_token_ttl_secs,
+    };
+    let reg = clients::create_client(&a.store, new, at)
+        .await
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;
+    reload(a).await;
+    let mut v = client_json(&reg.client);
+    v["client_secret"] = json!(reg.secret);
+    Ok(reply(StatusCode::CREATED, v))
+}
+
+async fn show_client(
+    State(s): State<AdminState>,
+    PathParams((env, client_id)): PathParams<(String, String)>,
+) -> ApiResult {
+    let c = s
+        .authority
+        .store
+        .client(&env, &client_id)
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok(reply(StatusCode::OK, client_json(&c)))
+}
+
+async fn update_client(
+    State(s): State<AdminState>,
+    Extension(admin): Extension<Admin>,
+    PathParams((env, client_id)): PathParams<(String, String)>,
+    JsonBody(p): JsonBody<PatchClient>,
+) -> ApiResult {
+    let a = &s.authority;
+    let mut c = a
+        .store
+        .client(&env, &client_id)
+        .await
+        .map_err(ApiError::from_store)?;
+    if let Some(v) = p.name {
+        c.name = v;
+    }
+    if let Some(v) = p.auth {
+        c.auth = v;
+    }
+    if let Some(v) = p.scopes {
+        c.scopes = v;
+    }
+    if let Some(v) = p.audiences {
+        c.audiences = v;
+    }
+    if let Some(v) = p.grant_types {
+        c.grant_types = v;
+    }
+    // The client's keys come from one place: naming one source replaces both.
+    if p.jwks.is_some() || p.jwks_uri.is_some() {
+        c.jwks = p.jwks.flatten().map(jwks_text);
+        c.jwks_uri = p.jwks_uri.flatten();
+    }
+    if let Some(v) = p.access_token_ttl_secs {
+        c.access_token_ttl_secs = v;
+    }
+    if let Some(v) = p.refresh_token_ttl_secs {
+        c.refresh_token_ttl_secs = v;
+    }
+    let actor = admin.actor();
+    let at = Change {
+        now: a.now(),
+        actor: &actor,
+    };
+    let c = clients::update_client(&a.store, c, at)
+        .await
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;
+    reload(a).await;
+    Ok(reply(StatusCode::OK, client_json(&c)))
+}
+
+async fn delete_client(
+    State(s): State<AdminState>,
+    Extension(admin): Extension<Admin>,
+    PathParams((env, client_id)): PathParams<(String, String)>,
+) -> ApiResult {
+    let a = &s.authority;
+    let actor = admin.actor();
+    let at = Change {
+        now: a.now(),
+        actor: &actor,
+    };
+    clients::delete_client(&a.store, &env, &client_id, at)
+        .await
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+    reload(a).await;
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+async fn rotate_secret(
+    State(s): State<AdminState>,
+    Extension(admin): Extension<Admin>,
+    PathParams((env, client_id)): PathParams<(String, String)>,
+    JsonBody(NoFields {}): JsonBody<NoFields>,
+) -> ApiResult {
+    let a = &s.authority;
+    let actor = admin.actor();
+    let at = Change {
+        now: a.now(),
+        actor: &actor,
+    };
+    let secret = clients::rotate_secret(&a.store, &env, &client_id, at)
+        .await
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+    reload(a).await;
+    Ok(reply(
+        StatusCode::OK,
+        json!({"client_id": client_id, "client_secret": secret}),
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Tokens
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintToken {
+    sub: String,
+    client_id: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    permissions: Vec<String>,
+    #[serde(default = "default_true")]
+    refresh: bool,
+}
+
+/// Each entry is one non-empty word (scopes, roles and permissions travel
+/// space-separated or as words).
+fn check_words(field: &str, v: &[String]) -> Result<(), ApiError> {
+    match v.iter().find(|w| {
+        w.is_empty() || w.len() > 200 || w.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
+        Some(w) => Err(ApiError::bad_request(format!(
+            "invalid entry {:?} in {field}: entries are 1 to 200 characters without white space",
+            w.chars().take(40).collect::<String>()
+        ))),
+        None => Ok(()),
+    }
+}
+
+async fn mint_token(
+    State(s): State<AdminState>,
+    Extension(admin): Extension<Admin>,
+    PathParams(env): PathParams<String>,
+    JsonBody(b): JsonBody<MintToken>,
+) -> ApiResult {
+    if b.sub.is_empty() || b.sub.len() > 500 {
+        return Err(ApiError::bad_request("sub is 1 to 500 characters"));
+    }
+    check_words("scopes", &b.scopes)?;
+    check_words("roles", &b.roles)?;
+    check_words("permissions", &b.permissions)?;
+    let a = &s.authority;
+    // Mint from what the store holds now, not from a view up to a poll old.
+    a.reload_if_changed()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let snapshot = a.snapshot();
+    let state = snapshot
+        .env(&env)
+        .ok_or_else(|| ApiError::not_found(format!("environment {env:?} not found")))?;
+    if snapshot.client(&env, &b.client_id).is_none() {
+        return Err(ApiError::not_found(format!(
+            "client \"{env}/{}\" not found",
+            b.client_id
+        )));
+    }
+    let started = Instant::now();
+    let grant = UserGrant {
+        subject: b.sub.clone(),
+        client_id: b.client_id.clone(),
+        scopes: b.scopes,
+        audience: b.audience,
+        roles: b.roles,
+        permissions: b.permissions,
+        refresh: b.refresh,
+    };
+    let minted = a.mint_for_user(state, grant).await;
+    let outcome = match &minted {
+        Ok(_) => "ok",
+        Err(e) => e.code.as_str(),
+    };
+    crate::metrics::token_request(&env, "admin", outcome, started.elapsed().as_secs_f64());
+    let t = minted.map_err(ApiError::from_oauth)?;
+    let mut tx = a.store.begin().await.map_err(ApiError::from_store)?;
+    tx.append_audit(AuditEntry {
+        at: a.now(),
+        actor: admin.actor(),
+        action: "token.issue".into(),
+        env: Some(env.clone()),
+        subject: Some(b.sub),
+        detail: json!({"client_id": b.client_id, "scope": t.scope, "refresh": t.refresh_token.is_some()}),
+    })
+    .await
+    .map_err(ApiError::from_store)?;
+    tx.commit().await.map_err(ApiError::from_store)?;
+    let v = serde_json::to_value(&t).map_err(|e| ApiError::internal(&e))?;
+    let mut r = reply(StatusCode::OK, v);
+    r.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------
+// OpenAPI
+
+async fn openapi_json() -> Response {
+    let mut r = axum::Json(openapi()).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn err_responses(codes: &[&str]) -> Map<String, Value> {
+    let mut m = Map::new();
+    for c in codes {
+        let name = match *c {
+            "400" => "BadRequest",
+            "401" => "Unauthorized",
+            "404" => "NotFound",
+            "409" => "Conflict",
+            "413" => "TooLarge",
+            "415" => "NotJson",
+            "503" => "Unavailable",
+            _ => "ServerError",
+        };
+        m.insert(
+            c.to_string(),
+            json!({"$ref": format!("#/components/responses/{name}")}),
+        );
+    }
+    m
+}
+
+fn op(
+    id: &str,
+    summary: &str,
+    params: &[&str],
+    body: Option<(&str, bool)>,
+    ok: (&str, Option<&str>),
+    errors: &[&str],
+) -> Value {
+    let mut responses = Map::new();
+    let (status, schema) = ok;
+    let mut success = json!({"description": "success"});
+    if let Some(s) = schema {
+        success["content"] =
+            json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}});
+    }
+    responses.insert(status.to_string(), success);
+    let mut all = vec!["401", "500"];
+    if body.is_some() {
+        all.extend(["400", "413", "415"]);
+    }
+    all.extend(errors);
+    responses.extend(err_responses(&all));
+    let mut o = json!({
+        "operationId": id,
+        "summary": summary,
+        "parameters": params.iter().map(|p| json!({"$ref": format!("#/components/parameters/{p}")})).collect::<Vec<_>>(),
+        "responses": responses,
+    });
+    if let Some((schema, required)) = body {
+        o["requestBody"] = json!({
+            "required": required,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}},
+        });
+    }
+    o
+}
+
+/// The OpenAPI 3.1 document of the admin API (served at
+/// `/admin/v1/openapi.json`).
+pub fn openapi() -> Value {
+    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let path_param = |name: &str, d: &str| json!({"name": name, "in": "path", "required": true, "description": d, "schema": {"type": "string"}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "keyward admin API",
+            "version": "1",
+            "description": "Manage keyward's environments, signing keys and OAuth clients, and mint tokens for users a login service authenticated. Every operation but this document needs `Authorization: Bearer <admin token>` (`keyward admin-token create`). Every change is recorded in the audit chain as `admin:<token id>` and takes effect at once on the server that made it, and within the reload interval on the others. Errors are `{\"error\": code, \"error_description\": text}`."
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"adminToken": []}],
+        "tags": [
+            {"name": "environments"}, {"name": "keys"}, {"name": "clients"}, {"name": "tokens"}, {"name": "meta"}
+        ],
+        "paths": paths(),
+        "components": {
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "An admin token from `keyward admin-token create` (`kwa_...`)."}
+            },
+            "parameters": {
+                "env": path_param("env", "environment name"),
+                "kid": path_param("kid", "key id"),
+                "client_id": path_param("client_id", "client id"),
+            },
+            "responses": {
+                "BadRequest": err("the request is malformed or a value is not accepted (`invalid_request`, or for minting `invalid_scope`/`invalid_target`); nothing changed"),
+                "Unauthorized": {
+                    "description": "no valid admin token (`unauthorized`)",
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer realm=\"keyward-admin\""}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                },
+                "NotFound": err("unknown environment, key or client (`not_found`); nothing changed"),
+                "Conflict": err("the request conflicts with the current state (`conflict`); nothing changed"),
+                "TooLarge": err("the body is larger than 64 KiB"),
+                "NotJson": err("the body is not application/json"),
+                "Unavailable": err("the environment has no signing key now (`temporarily_unavailable`)"),
+                "ServerError": err("a server-side failure (`server_error`); the cause is logged, not sent"),
+            },
+            "schemas": schemas(),
+        }
+    })
+}
+
+fn paths() -> Value {
+    json!({
+        "/admin/v1/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "tags": ["meta"],
+                "summary": "This document (no authentication).",
+                "security": [],
+                "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}
+            }
+        },
+        "/admin/v1/envs": {
+            "get": with_tag(op("listEnvironments", "List environments.", &[], None, ("200", Some("EnvironmentList")), &[]), "environments"),
+            "post": with_tag(op("createEnvironment", "Create an environment. No key is created: make one with rotate (immediate).", &[], Some(("NewEnvironment", true)), ("201", Some("Environment")), &["409"]), "environments"),
+        },
+        "/admin/v1/envs/{env}": {
+            "get": with_tag(op("getEnvironment", "Show an environment.", &["env"], None, ("200", Some("Environment")), &["404"]), "environments"),
+        },
+        "/admin/v1/envs/{env}/keys": {
+            "get": with_tag(op("listKeys", "List an environment's keys with their state now.", &["env"], None, ("200", Some("KeyList")), &["404"]), "keys"),
+        },
+        "/admin/v1/envs/{env}/keys/rotate": {
+            "post": with_tag(op("rotateKey", "Generate a key with the environment's policy (algorithm, size). By default it is published now and signs after the lead time; `immediate` makes it sign now. Refused (409) while a rotation is pending, unless immediate.", &["env"], Some(("RotateRequest", false)), ("201", Some("RotatedKey")), &["404", "409"]), "keys"),
+        },
+        "/admin/v1/keys/{kid}/retire": {
+            "post": with_tag(op("retireKey", "Retire a key now: it stops signing and stays published until its tokens expired. Retiring the last key that can sign needs `force`.", &["kid"], Some(("RetireRequest", false)), ("200", Some("Key")), &["404", "409"]), "keys"),
+        },
+        "/admin/v1/keys/{kid}/revoke": {
+            "post": with_tag(op("revokeKey", "Revoke a key now: unpublished at once.", &["kid"], Some(("RevokeRequest", false)), ("200", Some("RevokedKey")), &["404", "409"]), "keys"),
+        },
+        "/admin/v1/envs/{env}/clients": {
+            "get": with_tag(op("listClients", "List an environment's clients.", &["env"], None, ("200", Some("ClientList")), &["404"]), "clients"),
+            "post": with_tag(op("createClient", "Register a client. For secret clients the response carries `client_secret`, shown once (only its hash is stored).", &["env"], Some(("NewClient", true)), ("201", Some("ClientWithSecret")), &["404", "409"]), "clients"),
+        },
+        "/admin/v1/envs/{env}/clients/{client_id}": {
+            "get": with_tag(op("getClient", "Show a client.", &["env", "client_id"], None, ("200", Some("Client")), &["404"]), "clients"),
+            "patch": with_tag(op("updateClient", "Change a client's registration. Absent fields stay as they are; `null` clears a lifetime override or a key source.", &["env", "client_id"], Some(("ClientPatch", true)), ("200", Some("Client")), &["404"]), "clients"),
+            "delete": with_tag(op("deleteClient", "Delete a client and its refresh tokens.", &["env", "client_id"], None, ("204", None), &["404"]), "clients"),
+        },
+        "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret": {
+            "post": with_tag(op("rotateClientSecret", "Replace a client's secret; the old one stops working at once. The new secret is shown once.", &["env", "client_id"], None, ("200", Some("ClientSecret")), &["400", "404", "409"]), "clients"),
+        },
+        "/admin/v1/envs/{env}/tokens": {
+            "post": with_tag(op("mintToken", "Mint an access token (and by default a refresh token) for a user the caller authenticated, on behalf of a registered client, with optional roles and permissions claims.", &["env"], Some(("MintRequest", true)), ("200", Some("TokenResponse")), &["404", "503"]), "tokens"),
+        },
+    })
+}
+
+fn schemas() -> Value {
+    let algs: Vec<&str> = keyward_jose::Algorithm::ALL
+        .iter()
+        .map(|a| a.name())
+        .collect();
+    let auths: Vec<&str> = ClientAuth::ALL.iter().map(|a| a.as_str()).collect();
+    let time = json!({"type": "string", "format": "date-time"});
+    let opt_time = json!({"type": ["string", "null"], "format": "date-time"});
+    let words = json!({"type": "array", "items": {"type": "string", "minLength": 1}});
+    let mut m = Map::new();
+    m.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "required": ["error", "error_description"],
+            "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}}
+        }),
+    );
+    m.insert("Policy".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "description": "Every field may be omitted and takes its default.",
+                    "properties": {
+                        "alg": {"type": "string", "enum": algs, "default": "RS256"},
+                        "rsa_bits": {"type": ["integer", "null"], "enum": [2048, 3072, 4096, null], "description": "RSA algorithms only; default 4096"},
+                        "rotate_every_secs": {"type": "integer", "minimum": 1, "default": keyward_store::records::DEFAULT_ROTATE_EVERY_SECS},
+                        "lead_secs": {"type": "integer", "minimum": 1, "default": keyward_store::records::DEFAULT_LEAD_SECS, "description": "shorter than rotate_every_secs"},
+                        "token_ttl_secs": {"type": "integer", "minimum": 1, "default": keyward_store::records::DEFAULT_TOKEN_TTL_SECS}
+                    }
+                }));
+    m.insert("NewEnvironment".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["name", "issuer"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+                        "issuer": {"type": "string", "format": "uri", "description": "absolute http(s) URL without query or fragment"},
+                        "policy": {"$ref": "#/components/schemas/Policy"}
+                    }
+                }));
+    m.insert(
+        "Environment".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "issuer": {"type": "string"},
+                "created_at": time,
+                "policy": {
+                    "type": "object",
+                    "properties": {
+                        "alg": {"type": "string", "enum": algs},
+                        "rsa_bits": {"type": ["integer", "null"]},
+                        "rotate_every_secs": {"type": "integer"},
+                        "lead_secs": {"type": "integer"},
+                        "token_ttl_secs": {"type": "integer"},
+                        "jwks_max_age_secs": {"type": "integer"}
+                    }
+                }
+            }
+        }),
+    );
+    m.insert(
+        "EnvironmentList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Environment"}}),
+    );
+    m.insert("Key".into(), json!({
+                    "type": "object",
+                    "properties": {
+                        "kid": {"type": "string"},
+                        "env": {"type": "string"},
+                        "alg": {"type": "string", "enum": algs},
+                        "size": {"type": "integer", "description": "RSA modulus or curve bits"},
+                        "curve": {"type": ["string", "null"]},
+                        "state": {"type": "string", "enum": ["pending", "active", "retired", "removed", "revoked"]},
+                        "origin": {"type": "string", "enum": ["generated", "imported"]},
+                        "owner": {"type": ["string", "null"]},
+                        "description": {"type": ["string", "null"]},
+                        "created_at": time,
+                        "activates_at": time,
+                        "retires_at": opt_time,
+                        "removes_at": opt_time,
+                        "revoked_at": opt_time
+                    }
+                }));
+    m.insert(
+        "KeyList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Key"}}),
+    );
+    m.insert("RotateRequest".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "immediate": {"type": "boolean", "default": false, "description": "sign at once (verifiers that cached the JWKS reject its tokens until they refresh)"},
+                        "lead_secs": {"type": "integer", "minimum": 0, "maximum": MAX_LEAD_SECS, "description": "default: the environment's lead; not with immediate"}
+                    }
+                }));
+    m.insert("RotatedKey".into(), json!({
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Key"},
+                        {"type": "object", "properties": {"retiring": {"$ref": "#/components/schemas/KeyList"}}}
+                    ]
+                }));
+    m.insert(
+        "RetireRequest".into(),
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"force": {"type": "boolean", "default": false}}
+        }),
+    );
+    m.insert(
+        "RevokeRequest".into(),
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"reason": {"type": "string", "maxLength": MAX_REASON_LEN}}
+        }),
+    );
+    m.insert(
+        "RevokedKey".into(),
+        json!({
+            "allOf": [
+                {"$ref": "#/components/schemas/Key"},
+                {"type": "object", "properties": {"was_signing": {"type": "boolean"}}}
+            ]
+        }),
+    );
+    m.insert("NewClient".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "auth": {"type": "string", "enum": auths, "default": "client_secret_basic"},
+                        "scopes": words,
+                        "audiences": words,
+                        "grant_types": {"type": "array", "items": {"type": "string", "enum": ["client_credentials", "refresh_token"]}, "default": ["client_credentials", "refresh_token"]},
+                        "jwks": {"type": "object", "description": "JWK Set of a private_key_jwt client"},
+                        "jwks_uri": {"type": "string", "format": "uri", "description": "or where to fetch it"},
+                        "access_token_ttl_secs": {"type": "integer", "minimum": 1},
+                        "refresh_token_ttl_secs": {"type": "integer", "minimum": 1}
+                    }
+                }));
+    m.insert("ClientPatch".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "auth": {"type": "string", "enum": auths, "description": "switching between a secret method and private_key_jwt is refused"},
+                        "scopes": words,
+                        "audiences": words,
+                        "grant_types": {"type": "array", "items": {"type": "string", "enum": ["client_credentials", "refresh_token"]}},
+                        "jwks": {"type": ["object", "null"], "description": "replaces the key source (jwks and jwks_uri together)"},
+                        "jwks_uri": {"type": ["string", "null"]},
+                        "access_token_ttl_secs": {"type": ["integer", "null"], "minimum": 1},
+                        "refresh_token_ttl_secs": {"type": ["integer", "null"], "minimum": 1}
+                    }
+                }));
+    m.insert(
+        "Client".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "client_id": {"type": "string"},
+                "env": {"type": "string"},
+                "name": {"type": "string"},
+                "auth": {"type": "string", "enum": auths},
+                "scopes": words,
+                "audiences": words,
+                "grant_types": words,
+                "jwks_uri": {"type": ["string", "null"]},
+                "has_jwks": {"type": "boolean"},
+                "access_token_ttl_secs": {"type": ["integer", "null"]},
+                "refresh_token_ttl_secs": {"type": ["integer", "null"]},
+                "created_at": time,
+                "updated_at": time
+            }
+        }),
+    );
+    m.insert(
+        "ClientList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Client"}}),
+    );
+    m.insert("ClientWithSecret".into(), json!({
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Client"},
+                        {"type": "object", "properties": {"client_secret": {"type": ["string", "null"], "description": "shown once; null for private_key_jwt"}}}
+                    ]
+                }));
+    m.insert(
+        "ClientSecret".into(),
+        json!({
+            "type": "object",
+            "required": ["client_id", "client_secret"],
+            "properties": {"client_id": {"type": "string"}, "client_secret": {"type": "string"}}
+        }),
+    );
+    m.insert("MintRequest".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["sub", "client_id"],
+                    "properties": {
+                        "sub": {"type": "string", "minLength": 1, "maxLength": 500, "description": "the user"},
+                        "client_id": {"type": "string", "description": "a client of the environment; the token is bound to it"},
+                        "scopes": {"type": "array", "items": {"type": "string"}, "description": "each registered for the client; default: all of the client's scopes"},
+                        "audience": {"type": "string", "description": "one of the client's audiences; default: all of them, or the issuer"},
+                        "roles": {"type": "array", "items": {"type": "string"}},
+                        "permissions": {"type": "array", "items": {"type": "string"}, "description": "dotted permission strings, a trailing * covers a group"},
+                        "refresh": {"type": "boolean", "default": true, "description": "also issue a refresh token"}
+                    }
+                }));
+    m.insert(
+        "TokenResponse".into(),
+        json!({
+            "type": "object",
+            "required": ["access_token", "token_type", "expires_in"],
+            "properties": {
+                "access_token": {"type": "string", "description": "RFC 9068 JWT (typ at+jwt)"},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer"},
+                "scope": {"type": "string"},
+                "refresh_token": {"type": "string"}
+            }
+        }),
+    );
+    Value::Object(m)
+}
+
+fn with_tag(mut op: Value, tag: &str) -> Value {
+    op["tags"] = json!([tag]);
+    op
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_parsed_strictly() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        assert_eq!(bearer(&h("Bearer kwa_abc")), Some("kwa_abc"));
+        assert_eq!(bearer(&h("bearer kwa_abc")), Some("kwa_abc"));
+        assert_eq!(bearer(&h("Basic kwa_abc")), None);
+        assert_eq!(bearer(&h("Bearer")), None);
+        assert_eq!(bearer(&h("Bearer ")), None);
+        assert_eq!(bearer(&h("Bearer a b")), None);
+        assert_eq!(bearer(&h(&format!("Bearer {}", "a".repeat(600)))), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let e = ApiError::from_store(StoreError::Corrupt("secret table detail".into()));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.code, "server_error");
+        assert!(!e.description.contains("secret"));
+        let e = ApiError::from_issuer(
+            IssuerError::Refused("already retired".into()),
+            StatusCode::CONFLICT,
+        );
+        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "conflict"));
+        let e = ApiError::from_store(StoreError::NotFound {
+            what: "key",
+            name: "k".into(),
+        });
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn patch_tells_null_from_absent() {
+        let p: PatchClient =
+            serde_json::from_str(r#"{"access_token_ttl_secs": null, "jwks_uri": "https://x"}"#)
+                .unwrap();
+        assert_eq!(p.access_token_ttl_secs, Some(None));
+        assert_eq!(p.refresh_token_ttl_secs, None);
+        assert_eq!(p.jwks_uri, Some(Some("https://x".into())));
+        assert!(serde_json::from_str::<PatchClient>(r#"{"secret": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn openapi_is_3_1_with_bearer_auth() {
+        let d = openapi();
+        assert_eq!(d["openapi"], "3.1.0");
+        assert_eq!(
+            d["components"]["securitySchemes"]["adminToken"]["scheme"],
+            "bearer"
+        );
+        assert_eq!(
+            d["paths"]["/admin/v1/openapi.json"]["get"]["security"],
+            json!([])
+        );
+    }
+}

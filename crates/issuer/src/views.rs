@@ -1,0 +1,74 @@
+//! JSON views of stored records: what `keyward ... --json` prints and the
+//! admin API answers, in one place so the two never disagree. Nothing secret
+//! is shown: no private key, no secret hash, no JWK Set body.
+
+use keyward_jose::KeyFamily;
+use keyward_store::{Client, Environment, KeyRecord, Timestamp};
+use serde_json::{json, Value};
+
+use crate::{fmt_time, rotation};
+
+/// An optional time as RFC 3339 text, or null.
+pub fn opt_time(t: Option<Timestamp>) -> Value {
+    t.map(|t| Value::String(fmt_time(t))).unwrap_or(Value::Null)
+}
+
+/// A key as JSON: the fields of `keys list --json`, its state at `now`.
+pub fn key_json(k: &KeyRecord, now: Timestamp) -> Value {
+    json!({
+        "kid": k.kid,
+        "env": k.env,
+        "alg": k.alg.name(),
+        "size": k.size_bits,
+        "curve": match k.alg.family() {
+            KeyFamily::Rsa => Value::Null,
+            KeyFamily::Ec(c) => json!(c.name()),
+            KeyFamily::Ed25519 => json!("Ed25519"),
+        },
+        "state": k.state(now).to_string(),
+        "origin": k.origin,
+        "owner": k.owner,
+        "description": k.description,
+        "created_at": fmt_time(k.created_at),
+        "activates_at": fmt_time(k.activates_at),
+        "retires_at": opt_time(k.retires_at),
+        "removes_at": opt_time(k.removes_at),
+        "revoked_at": opt_time(k.revoked_at),
+    })
+}
+
+/// A client as JSON (never its secret or secret hash).
+pub fn client_json(c: &Client) -> Value {
+    json!({
+        "client_id": c.client_id,
+        "env": c.env,
+        "name": c.name,
+        "auth": c.auth.as_str(),
+        "scopes": c.scopes,
+        "audiences": c.audiences,
+        "grant_types": c.grant_types,
+        "jwks_uri": c.jwks_uri,
+        "has_jwks": c.jwks.is_some(),
+        "access_token_ttl_secs": c.access_token_ttl_secs,
+        "refresh_token_ttl_secs": c.refresh_token_ttl_secs,
+        "created_at": fmt_time(c.created_at),
+        "updated_at": fmt_time(c.updated_at),
+    })
+}
+
+/// An environment as JSON, with its rotation policy.
+pub fn env_json(e: &Environment) -> Value {
+    json!({
+        "name": e.name,
+        "issuer": e.issuer,
+        "created_at": fmt_time(e.created_at),
+        "policy": {
+            "alg": e.policy.alg.name(),
+            "rsa_bits": e.policy.rsa_bits,
+            "rotate_every_secs": e.policy.rotate_every_secs,
+            "lead_secs": e.policy.lead_secs,
+            "token_ttl_secs": e.policy.token_ttl_secs,
+            "jwks_max_age_secs": rotation::jwks_max_age(&e.policy),
+        },
+    })
+}

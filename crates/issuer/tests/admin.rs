@@ -1,0 +1,1194 @@
+//! The admin API (`/admin/v1/`), driven through the application router with
+//! `tower::ServiceExt::oneshot` over a temporary SQLite store.
+//!
+//! Every refused request is checked to leave the store as it was: audit
+//! chain length, generation, environments, keys and clients.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use base64::Engine;
+use http_body_util::BodyExt;
+use keyward_issuer::http::{app, AppState};
+use keyward_issuer::signing::SigningPool;
+use keyward_issuer::tokens::{new_id, new_secret};
+use keyward_issuer::{keyring, Authority, Change, FixedClock, KeyOptions, Origin, Settings};
+use keyward_jose::seal::RootKey;
+use keyward_jose::{verify_jwt, Algorithm, JwkSet, KeySet, PrivateKey, Validation};
+use keyward_store::{AdminToken, Client, Environment, KeyRecord, RotationPolicy, Store};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const NOW: i64 = 1_700_000_000;
+const ISSUER: &str = "https://issuer.test/dev";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    app: Router,
+    authority: Arc<Authority>,
+    token: String,
+    token_id: String,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("keyward.db"))
+        .await
+        .unwrap();
+    let root = RootKey::generate();
+    let env = Environment {
+        name: "dev".into(),
+        issuer: ISSUER.into(),
+        policy: RotationPolicy {
+            lead_secs: 600,
+            token_ttl_secs: 300,
+            ..RotationPolicy::for_algorithm(Algorithm::ES256)
+        },
+        created_at: NOW,
+    };
+    let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+    let opts = KeyOptions {
+        kid: None,
+        owner: None,
+        description: None,
+        origin: Origin::Generated,
+    };
+    let at = Change {
+        now: NOW,
+        actor: "test",
+    };
+    keyring::initialize(&store, &root, &env, &key, &opts, at)
+        .await
+        .unwrap();
+    let (token, token_id) = add_admin_token(&store).await;
+    let authority = Authority::load(
+        store,
+        root,
+        Arc::new(FixedClock(NOW)),
+        SigningPool::new(1),
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    let app = app(AppState {
+        authority: authority.clone(),
+        metrics: keyward_issuer::metrics::install(),
+    });
+    Fixture {
+        _dir: dir,
+        app,
+        authority,
+        token,
+        token_id,
+    }
+}
+
+/// What `keyward admin-token create` does: returns the token and its id.
+async fn add_admin_token(store: &Store) -> (String, String) {
+    let (token, hash) = new_secret("kwa_");
+    let id = new_id();
+    let mut tx = store.begin().await.unwrap();
+    tx.create_admin_token(&AdminToken {
+        id: id.clone(),
+        name: "test".into(),
+        token_hash: hash,
+        created_at: NOW,
+        revoked_at: None,
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    (token, id)
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.body)
+    }
+}
+
+impl Fixture {
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// An admin request with the fixture's token and a JSON body.
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
+        let body = match body {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(b.body(body).unwrap()).await
+    }
+
+    /// An admin request with a raw body and content type.
+    async fn raw(&self, method: Method, path: &str, ctype: &str, body: Vec<u8>) -> Answer {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::CONTENT_TYPE, ctype)
+            .body(Body::from(body))
+            .unwrap();
+        self.send(req).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// A token-endpoint request with HTTP Basic client authentication.
+    async fn token_endpoint(&self, id: &str, secret: &str, form: &str) -> Answer {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/dev/oauth2/token")
+            .header(header::AUTHORIZATION, format!("Basic {basic}"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_string()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    async fn state(&self) -> StoreState {
+        let s = &self.authority.store;
+        StoreState {
+            audit: s.audit_len().await.unwrap(),
+            generation: s.generation().await.unwrap(),
+            envs: s.environments().await.unwrap(),
+            keys: s.keys_all().await.unwrap(),
+            clients: s.all_clients().await.unwrap(),
+        }
+    }
+
+    /// The newest audit record.
+    async fn last_audit(&self) -> keyward_store::AuditRecord {
+        let s = &self.authority.store;
+        let n = s.audit_len().await.unwrap();
+        s.audit(0, n + 1).await.unwrap().pop().unwrap()
+    }
+
+    fn actor(&self) -> String {
+        format!("admin:{}", self.token_id)
+    }
+
+    /// Creates a secret client through the API; returns (id, secret).
+    async fn client(&self, body: Value) -> (String, String) {
+        let r = self.post("/admin/v1/envs/dev/clients", body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        (
+            r.body["client_id"].as_str().unwrap().to_string(),
+            r.body["client_secret"].as_str().unwrap_or("").to_string(),
+        )
+    }
+
+    /// The JWKS the environment serves, as a verification key set.
+    async fn served_keys(&self) -> KeySet {
+        let r = self
+            .send(
+                Request::builder()
+                    .uri("/dev/.well-known/jwks.json")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let set = JwkSet::parse(r.body.to_string().as_bytes(), Algorithm::RS256).unwrap();
+        KeySet::from_jwks(&set).unwrap()
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct StoreState {
+    audit: i64,
+    generation: i64,
+    envs: Vec<Environment>,
+    keys: Vec<KeyRecord>,
+    clients: Vec<Client>,
+}
+
+/// Asserts that `r` is an admin API error with `status` and `code`.
+#[track_caller]
+fn assert_error(r: &Answer, status: StatusCode, code: &str) {
+    assert_eq!(r.status, status, "{r:?}");
+    assert_eq!(r.body["error"], code, "{r:?}");
+    assert!(
+        r.body["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{r:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn requests_without_a_valid_admin_token_are_refused() {
+    let f = fixture().await;
+    let before = f.state().await;
+    let body = json!({"name": "x", "issuer": "https://x.test"}).to_string();
+    let req = |auth: Option<&str>| {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri("/admin/v1/envs")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(a) = auth {
+            b = b.header(header::AUTHORIZATION, a);
+        }
+        b.body(Body::from(body.clone())).unwrap()
+    };
+    let wrong = format!("Bearer {}", new_secret("kwa_").0);
+    let basic = format!("Basic {}", f.token);
+    for auth in [
+        None,
+        Some(wrong.as_str()),
+        Some(basic.as_str()),
+        Some("Bearer"),
+    ] {
+        let r = f.send(req(auth)).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+        let challenge = r.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert_eq!(challenge, "Bearer realm=\"keyward-admin\"");
+    }
+    // GETs too.
+    let r = f
+        .send(
+            Request::builder()
+                .uri("/admin/v1/envs")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    // A revoked token: accepted before, refused once the server sees the revocation.
+    let (other, other_id) = add_admin_token(&f.authority.store).await;
+    let with = |t: &str| {
+        Request::builder()
+            .uri("/admin/v1/envs")
+            .header(header::AUTHORIZATION, format!("Bearer {t}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(f.send(with(&other)).await.status, StatusCode::OK);
+    let mut tx = f.authority.store.begin().await.unwrap();
+    assert!(tx.revoke_admin_token(&other_id, NOW).await.unwrap());
+    tx.commit().await.unwrap();
+    f.authority.reload().await.unwrap();
+    let r = f.send(with(&other)).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    // The fixture's token still works.
+    assert_eq!(f.send(with(&f.token)).await.status, StatusCode::OK);
+
+    let after = f.state().await;
+    assert_eq!(after.audit, before.audit);
+    assert_eq!(after.envs, before.envs);
+}
+
+#[tokio::test]
+async fn openapi_is_served_without_auth_and_describes_bearer_auth() {
+    let f = fixture().await;
+    let r = f
+        .send(
+            Request::builder()
+                .uri("/admin/v1/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["openapi"], "3.1.0");
+    let schemes = r.body["components"]["securitySchemes"].as_object().unwrap();
+    let (name, scheme) = schemes.iter().next().unwrap();
+    assert_eq!(scheme["type"], "http");
+    assert_eq!(scheme["scheme"], "bearer");
+    assert_eq!(r.body["security"], json!([{name.clone(): []}]));
+    // Every $ref points at something defined.
+    let text = r.body.to_string();
+    for part in text.split("\"$ref\":\"#/").skip(1) {
+        let path = &part[..part.find('"').unwrap()];
+        let mut v = &r.body;
+        for seg in path.split('/') {
+            v = &v[seg];
+        }
+        assert!(!v.is_null(), "dangling $ref #/{path}");
+    }
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let f = fixture().await;
+    let doc = f.get("/admin/v1/openapi.json").await.body;
+    let kid = f.get("/admin/v1/envs/dev/keys").await.body[0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (client_id, _) = f
+        .client(json!({"name": "probe", "scopes": ["a"], "audiences": []}))
+        .await;
+    let mut ops: Vec<(String, String, bool)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            ops.push((
+                method.to_uppercase(),
+                path.clone(),
+                op.get("requestBody").is_some(),
+            ));
+        }
+    }
+    let mut documented: Vec<(String, String)> =
+        ops.iter().map(|(m, p, _)| (m.clone(), p.clone())).collect();
+    documented.sort();
+    let mut expected: Vec<(String, String)> = [
+        ("GET", "/admin/v1/openapi.json"),
+        ("GET", "/admin/v1/envs"),
+        ("POST", "/admin/v1/envs"),
+        ("GET", "/admin/v1/envs/{env}"),
+        ("GET", "/admin/v1/envs/{env}/keys"),
+        ("POST", "/admin/v1/envs/{env}/keys/rotate"),
+        ("POST", "/admin/v1/keys/{kid}/retire"),
+        ("POST", "/admin/v1/keys/{kid}/revoke"),
+        ("GET", "/admin/v1/envs/{env}/clients"),
+        ("POST", "/admin/v1/envs/{env}/clients"),
+        ("GET", "/admin/v1/envs/{env}/clients/{client_id}"),
+        ("PATCH", "/admin/v1/envs/{env}/clients/{client_id}"),
+        ("DELETE", "/admin/v1/envs/{env}/clients/{client_id}"),
+        (
+            "POST",
+            "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret",
+        ),
+        ("POST", "/admin/v1/envs/{env}/tokens"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+
+    // DELETE last: it removes the client the others use.
+    ops.sort_by_key(|(m, _, _)| m == "DELETE");
+    for (method, path, _) in &ops {
+        let uri = path
+            .replace("{env}", "dev")
+            .replace("{kid}", &kid)
+            .replace("{client_id}", &client_id);
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        // A probe body with an unknown field: every operation that reads a
+        // body refuses it (400) before changing anything.
+        let body = (m == Method::POST || m == Method::PATCH).then(|| json!({"__probe": true}));
+        let r = f.call(m.clone(), &uri, body).await;
+        assert!(
+            r.status != StatusCode::NOT_FOUND && r.status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri} is documented but not routed: {r:?}"
+        );
+        let want = match m {
+            Method::GET => StatusCode::OK,
+            Method::DELETE => StatusCode::NO_CONTENT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        assert_eq!(r.status, want, "{method} {uri}: {r:?}");
+    }
+}
+
+#[tokio::test]
+async fn environments_list_create_show() {
+    let f = fixture().await;
+    let r = f.get("/admin/v1/envs").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body.as_array().unwrap().len(), 1);
+    assert_eq!(r.body[0]["name"], "dev");
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+
+    let r = f
+        .post(
+            "/admin/v1/envs",
+            json!({"name": "staging", "issuer": "https://staging.test", "policy": {"alg": "ES384", "lead_secs": 120, "rotate_every_secs": 3600}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    assert_eq!(r.body["name"], "staging");
+    assert_eq!(r.body["policy"]["alg"], "ES384");
+    assert_eq!(r.body["policy"]["rsa_bits"], Value::Null);
+    assert_eq!(r.body["policy"]["lead_secs"], 120);
+    assert_eq!(r.body["policy"]["token_ttl_secs"], 3600);
+    assert_eq!(r.body["created_at"], "2023-11-14T22:13:20Z");
+    let audit = f.last_audit().await;
+    assert_eq!(
+        (audit.action.as_str(), audit.actor.as_str()),
+        ("env.create", f.actor().as_str())
+    );
+    // Live on this server at once, and no key was made.
+    assert!(f.authority.snapshot().env("staging").is_some());
+    let r = f.get("/admin/v1/envs/staging/keys").await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!([])));
+    // Default policy.
+    let r = f
+        .post(
+            "/admin/v1/envs",
+            json!({"name": "prod", "issuer": "https://prod.test/"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    assert_eq!(r.body["policy"]["alg"], "RS256");
+    assert_eq!(r.body["policy"]["rsa_bits"], 4096);
+
+    let r = f.get("/admin/v1/envs/staging").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["issuer"], "https://staging.test");
+
+    // Refused requests change nothing.
+    let before = f.state().await;
+    let bad: Vec<(Value, StatusCode, &str)> = vec![
+        (
+            json!({"name": "staging", "issuer": "https://other.test"}),
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test", "extra": 1}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"issuer": "https://x.test"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "issuer": "ftp://x.test"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test?a=b"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "a b", "issuer": "https://x.test"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "", "issuer": "https://x.test"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": 5, "issuer": "https://x.test"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test", "policy": {"alg": "HS256"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test", "policy": {"alg": "none"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test", "policy": {"alg": "ES256", "rsa_bits": 2048}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test", "policy": {"alg": "RS256", "rsa_bits": 1024}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test", "policy": {"lead_secs": 0}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test", "policy": {"lead_secs": 100, "rotate_every_secs": 100}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test", "policy": {"token_ttl_secs": -1}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test", "policy": {"rotate_every_secs": i64::MAX}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test", "policy": {"algo": "RS256"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (json!(["x"]), StatusCode::BAD_REQUEST, "invalid_request"),
+    ];
+    for (body, status, code) in bad {
+        let r = f.post("/admin/v1/envs", body.clone()).await;
+        assert_error(&r, status, code);
+        assert_eq!(f.state().await, before, "{body} changed the store");
+    }
+    let r = f
+        .raw(
+            Method::POST,
+            "/admin/v1/envs",
+            "application/json",
+            b"{\"name\": ".to_vec(),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    let r = f
+        .raw(
+            Method::POST,
+            "/admin/v1/envs",
+            "application/json",
+            br#"{"name": "x", "name": "y", "issuer": "https://x.test"}"#.to_vec(),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    let r = f
+        .raw(
+            Method::POST,
+            "/admin/v1/envs",
+            "text/plain",
+            br#"{"name": "x", "issuer": "https://x.test"}"#.to_vec(),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request");
+    let mut big = br#"{"name": "x", "issuer": "https://x.test", "pad": ""#.to_vec();
+    big.extend(std::iter::repeat_n(b'a', 70 * 1024));
+    big.extend(b"\"}");
+    let r = f
+        .raw(Method::POST, "/admin/v1/envs", "application/json", big)
+        .await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request");
+    let r = f.get("/admin/v1/envs/nope").await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = f.get("/admin/v1/envs/nope/keys").await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(f.state().await, before);
+}
+
+#[tokio::test]
+async fn keys_list_rotate_retire_revoke() {
+    let f = fixture().await;
+    let r = f.get("/admin/v1/envs/dev/keys").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let first = r.body[0]["kid"].as_str().unwrap().to_string();
+    assert_eq!(r.body[0]["state"], "active");
+    assert_eq!(r.body[0]["alg"], "ES256");
+    assert_eq!(r.body[0]["size"], 256);
+    assert_eq!(r.body[0]["curve"], "P-256");
+    assert_eq!(r.body[0]["activates_at"], "2023-11-14T22:13:20Z");
+    assert_eq!(r.body[0]["retires_at"], Value::Null);
+
+    // A lead rotation: published now, signs after the policy's lead (600 s).
+    let r = f.post("/admin/v1/envs/dev/keys/rotate", json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let second = r.body["kid"].as_str().unwrap().to_string();
+    assert_eq!(r.body["state"], "pending");
+    assert_eq!(r.body["alg"], "ES256");
+    assert_eq!(r.body["activates_at"], "2023-11-14T22:23:20Z");
+    assert_eq!(r.body["retiring"][0]["kid"], first.as_str());
+    let audit = f.last_audit().await;
+    assert_eq!(
+        (audit.action.as_str(), audit.actor.as_str()),
+        ("key.rotate", f.actor().as_str())
+    );
+    // Published at once on this server.
+    assert!(f.served_keys().await.get(&second).is_some());
+
+    let before = f.state().await;
+    let bad: Vec<(&str, Value, StatusCode, &str)> = vec![
+        (
+            "/admin/v1/envs/dev/keys/rotate",
+            json!({}),
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+        (
+            "/admin/v1/envs/dev/keys/rotate",
+            json!({"immediate": true, "lead_secs": 5}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/admin/v1/envs/dev/keys/rotate",
+            json!({"lead_secs": -1}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/admin/v1/envs/dev/keys/rotate",
+            json!({"lead_secs": i64::MAX}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/admin/v1/envs/dev/keys/rotate",
+            json!({"immediate": "yes"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/admin/v1/envs/dev/keys/rotate",
+            json!({"alg": "RS256"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/admin/v1/envs/nope/keys/rotate",
+            json!({}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/admin/v1/keys/nope/retire",
+            json!({}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/admin/v1/keys/nope/revoke",
+            json!({}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/admin/v1/keys/nope/revoke",
+            json!({"why": "x"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ];
+    for (path, body, status, code) in bad {
+        let r = f.post(path, body.clone()).await;
+        assert_error(&r, status, code);
+        assert_eq!(f.state().await, before, "{path} {body} changed the store");
+    }
+    let r = f
+        .post(
+            &format!("/admin/v1/keys/{first}/revoke"),
+            json!({"reason": "x".repeat(501)}),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(f.state().await, before);
+
+    // An immediate rotation signs at once.
+    let r = f
+        .post("/admin/v1/envs/dev/keys/rotate", json!({"immediate": true}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let third = r.body["kid"].as_str().unwrap().to_string();
+    assert_eq!(r.body["state"], "active");
+    let listed = f.get("/admin/v1/envs/dev/keys").await.body;
+    let state_of = |kid: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .unwrap()["state"]
+            .clone()
+    };
+    assert_eq!(state_of(&first), "retired");
+    assert_eq!(state_of(&third), "active");
+
+    // Retiring the last key that can sign needs force.
+    let before = f.state().await;
+    let r = f
+        .post(&format!("/admin/v1/keys/{third}/retire"), json!({}))
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+    assert_eq!(f.state().await, before);
+    let r = f
+        .post(
+            &format!("/admin/v1/keys/{third}/retire"),
+            json!({"force": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["state"], "retired");
+    assert_eq!(f.last_audit().await.action, "key.retire");
+
+    // Revoke (empty body allowed), then revoking again conflicts.
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/admin/v1/keys/{first}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["state"], "revoked");
+    assert_eq!(r.body["was_signing"], false);
+    let audit = f.last_audit().await;
+    assert_eq!(
+        (audit.action.as_str(), audit.actor.as_str()),
+        ("key.revoke", f.actor().as_str())
+    );
+    assert!(f.served_keys().await.get(&first).is_none());
+    let before = f.state().await;
+    let r = f
+        .post(
+            &format!("/admin/v1/keys/{first}/revoke"),
+            json!({"reason": "again"}),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+    assert_eq!(f.state().await, before);
+}
+
+#[tokio::test]
+async fn clients_create_list_show_update_rotate_delete() {
+    let f = fixture().await;
+    let r = f
+        .post(
+            "/admin/v1/envs/dev/clients",
+            json!({"name": "orders", "scopes": ["orders.read", "orders.write"], "audiences": ["api://orders"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let id = r.body["client_id"].as_str().unwrap().to_string();
+    let secret = r.body["client_secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("kws_"));
+    assert_eq!(r.body["auth"], "client_secret_basic");
+    assert_eq!(
+        r.body["grant_types"],
+        json!(["client_credentials", "refresh_token"])
+    );
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    let audit = f.last_audit().await;
+    assert_eq!(
+        (audit.action.as_str(), audit.actor.as_str()),
+        ("client.create", f.actor().as_str())
+    );
+    // Live at once: the token endpoint knows the client.
+    let t = f
+        .token_endpoint(&id, &secret, "grant_type=client_credentials")
+        .await;
+    assert_eq!(t.status, StatusCode::OK, "{t:?}");
+
+    let list = f.get("/admin/v1/envs/dev/clients").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.body.as_array().unwrap().len(), 1);
+    assert!(list.body[0].get("client_secret").is_none());
+    let r = f.get(&format!("/admin/v1/envs/dev/clients/{id}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["name"], "orders");
+    assert!(!r.body.to_string().contains(&secret));
+
+    // A private_key_jwt client: no secret.
+    let jwk = PrivateKey::generate(Algorithm::ES256, None)
+        .unwrap()
+        .public_key()
+        .to_jwk(Some("c1".into()))
+        .to_value();
+    let r = f
+        .post(
+            "/admin/v1/envs/dev/clients",
+            json!({"name": "svc", "auth": "private_key_jwt", "jwks": {"keys": [jwk]}, "scopes": ["a"], "grant_types": ["client_credentials"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    assert_eq!(r.body["client_secret"], Value::Null);
+    assert_eq!(r.body["has_jwks"], true);
+    let pkjwt = r.body["client_id"].as_str().unwrap().to_string();
+
+    // Bad input and unknown things change nothing.
+    let before = f.state().await;
+    let bad_create: Vec<(&str, Value, StatusCode)> = vec![
+        (
+            "dev",
+            json!({"name": "x", "scopes": ["a b"]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "dev",
+            json!({"name": "x", "grant_types": ["password"]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "dev",
+            json!({"name": "x", "auth": "none"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "dev",
+            json!({"name": "x", "auth": "private_key_jwt"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "dev",
+            json!({"name": "x", "auth": "private_key_jwt", "jwks": "{}"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "dev",
+            json!({"name": "x", "auth": "private_key_jwt", "jwks": {"keys": []}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "dev",
+            json!({"name": "x", "jwks_uri": "https://x.test/jwks"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("dev", json!({"name": ""}), StatusCode::BAD_REQUEST),
+        (
+            "dev",
+            json!({"name": "x", "refresh_token_ttl_secs": 0}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "dev",
+            json!({"name": "x", "refresh_token_ttl_secs": i64::MAX}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "dev",
+            json!({"name": "x", "client_secret": "mine"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("dev", json!({"scopes": ["a"]}), StatusCode::BAD_REQUEST),
+        ("nope", json!({"name": "x"}), StatusCode::NOT_FOUND),
+    ];
+    for (env, body, status) in bad_create {
+        let r = f
+            .post(&format!("/admin/v1/envs/{env}/clients"), body.clone())
+            .await;
+        assert_eq!(r.status, status, "{body}: {r:?}");
+        assert_eq!(f.state().await, before, "{body} changed the store");
+    }
+    let path = format!("/admin/v1/envs/dev/clients/{id}");
+    let bad_patch: Vec<(String, Value, StatusCode)> = vec![
+        (
+            path.clone(),
+            json!({"scopes": ["a b"]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            path.clone(),
+            json!({"auth": "private_key_jwt"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            path.clone(),
+            json!({"client_id": "other"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            path.clone(),
+            json!({"access_token_ttl_secs": -5}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            path.clone(),
+            json!({"grant_types": "client_credentials"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/admin/v1/envs/dev/clients/nope".into(),
+            json!({"name": "y"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!("/admin/v1/envs/nope/clients/{id}"),
+            json!({"name": "y"}),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (p, body, status) in bad_patch {
+        let r = f.call(Method::PATCH, &p, Some(body.clone())).await;
+        assert_eq!(r.status, status, "{body}: {r:?}");
+        assert_eq!(f.state().await, before, "{body} changed the store");
+    }
+    for (m, p) in [
+        (Method::GET, "/admin/v1/envs/dev/clients/nope".to_string()),
+        (Method::GET, "/admin/v1/envs/nope/clients".to_string()),
+        (
+            Method::DELETE,
+            "/admin/v1/envs/dev/clients/nope".to_string(),
+        ),
+        (Method::DELETE, format!("/admin/v1/envs/nope/clients/{id}")),
+        (
+            Method::POST,
+            "/admin/v1/envs/dev/clients/nope/rotate-secret".to_string(),
+        ),
+    ] {
+        let r = f.call(m.clone(), &p, None).await;
+        assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(f.state().await, before, "{m} {p} changed the store");
+    }
+    let r = f
+        .call(
+            Method::POST,
+            &format!("/admin/v1/envs/dev/clients/{pkjwt}/rotate-secret"),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+    assert_eq!(f.state().await, before);
+
+    // Update: narrower scopes and a TTL override, live at once.
+    let r = f
+        .call(
+            Method::PATCH,
+            &path,
+            Some(
+                json!({"name": "orders-2", "scopes": ["orders.read"], "access_token_ttl_secs": 60}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["name"], "orders-2");
+    assert_eq!(r.body["scopes"], json!(["orders.read"]));
+    assert_eq!(r.body["audiences"], json!(["api://orders"]));
+    assert_eq!(r.body["access_token_ttl_secs"], 60);
+    assert_eq!(f.last_audit().await.action, "client.update");
+    let t = f
+        .token_endpoint(
+            &id,
+            &secret,
+            "grant_type=client_credentials&scope=orders.write",
+        )
+        .await;
+    assert_eq!(t.status, StatusCode::BAD_REQUEST);
+    assert_eq!(t.body["error"], "invalid_scope");
+    let t = f
+        .token_endpoint(&id, &secret, "grant_type=client_credentials")
+        .await;
+    assert_eq!(t.body["expires_in"], 60);
+    // null clears the override.
+    let r = f
+        .call(
+            Method::PATCH,
+            &path,
+            Some(json!({"access_token_ttl_secs": null})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["access_token_ttl_secs"], Value::Null);
+
+    // Rotate the secret: the old one stops working at once.
+    let r = f
+        .call(Method::POST, &format!("{path}/rotate-secret"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let new_secret = r.body["client_secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, secret);
+    assert_eq!(r.body["client_id"], id.as_str());
+    let audit = f.last_audit().await;
+    assert_eq!(
+        (audit.action.as_str(), audit.actor.as_str()),
+        ("client.rotate_secret", f.actor().as_str())
+    );
+    let old = f
+        .token_endpoint(&id, &secret, "grant_type=client_credentials")
+        .await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+    let new = f
+        .token_endpoint(&id, &new_secret, "grant_type=client_credentials")
+        .await;
+    assert_eq!(new.status, StatusCode::OK);
+
+    // Delete.
+    let r = f.call(Method::DELETE, &path, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{r:?}");
+    assert_eq!(f.last_audit().await.action, "client.delete");
+    let r = f.get(&path).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let gone = f
+        .token_endpoint(&id, &new_secret, "grant_type=client_credentials")
+        .await;
+    assert_eq!(gone.status, StatusCode::UNAUTHORIZED);
+    let list = f.get("/admin/v1/envs/dev/clients").await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn minted_tokens_verify_against_the_jwks_and_carry_roles_and_permissions() {
+    let f = fixture().await;
+    let (id, secret) = f
+        .client(json!({"name": "web", "scopes": ["orders.read", "orders.write"], "audiences": ["api://orders"]}))
+        .await;
+    let r = f
+        .post(
+            "/admin/v1/envs/dev/tokens",
+            json!({
+                "sub": "alice",
+                "client_id": id,
+                "scopes": ["orders.read"],
+                "roles": ["admin", "ops"],
+                "permissions": ["orders.*.read", "invoices.42.pay"],
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(r.body["token_type"], "Bearer");
+    assert_eq!(r.body["expires_in"], 300);
+    assert_eq!(r.body["scope"], "orders.read");
+    let refresh = r.body["refresh_token"].as_str().unwrap().to_string();
+    assert!(refresh.starts_with("kwr_"));
+    let token = r.body["access_token"].as_str().unwrap();
+
+    let keys = f.served_keys().await;
+    let ok = verify_jwt(
+        token,
+        &keys,
+        &Validation::access_token(ISSUER, &["api://orders"]),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(ok.claims.sub.as_deref(), Some("alice"));
+    assert_eq!(ok.claims.client_id.as_deref(), Some(id.as_str()));
+    assert_eq!(ok.claims.scope.as_deref(), Some("orders.read"));
+    assert_eq!(ok.claims.get("roles"), Some(json!(["admin", "ops"])));
+    assert_eq!(
+        ok.claims.get("permissions"),
+        Some(json!(["orders.*.read", "invoices.42.pay"]))
+    );
+    let audit = f.last_audit().await;
+    assert_eq!(audit.action, "token.issue");
+    assert_eq!(audit.actor, f.actor());
+    assert_eq!(audit.subject.as_deref(), Some("alice"));
+    assert_eq!(audit.env.as_deref(), Some("dev"));
+
+    // The refresh token works at the token endpoint and keeps the claims.
+    let t = f
+        .token_endpoint(
+            &id,
+            &secret,
+            &format!("grant_type=refresh_token&refresh_token={refresh}"),
+        )
+        .await;
+    assert_eq!(t.status, StatusCode::OK, "{t:?}");
+    let again = verify_jwt(
+        t.body["access_token"].as_str().unwrap(),
+        &keys,
+        &Validation::access_token(ISSUER, &["api://orders"]),
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(again.claims.get("roles"), Some(json!(["admin", "ops"])));
+
+    // Without a refresh token; default scopes are all of the client's.
+    let r = f
+        .post(
+            "/admin/v1/envs/dev/tokens",
+            json!({"sub": "bob", "client_id": id, "refresh": false}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(r.body.get("refresh_token").is_none());
+    assert_eq!(r.body["scope"], "orders.read orders.write");
+
+    // Refusals change nothing.
+    let before = f.state().await;
+    let bad: Vec<(&str, Value, StatusCode, &str)> = vec![
+        (
+            "dev",
+            json!({"sub": "a", "client_id": "nope"}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "nope",
+            json!({"sub": "a", "client_id": id}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "dev",
+            json!({"sub": "a", "client_id": id, "scopes": ["admin"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+        ),
+        (
+            "dev",
+            json!({"sub": "a", "client_id": id, "audience": "api://other"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+        ),
+        (
+            "dev",
+            json!({"sub": "", "client_id": id}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "dev",
+            json!({"client_id": id}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "dev",
+            json!({"sub": "a", "client_id": id, "roles": [""]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "dev",
+            json!({"sub": "a", "client_id": id, "permissions": ["a b"]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "dev",
+            json!({"sub": "a", "client_id": id, "permissions": "a.b"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "dev",
+            json!({"sub": "a", "client_id": id, "claims": {"iss": "x"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ];
+    for (env, body, status, code) in bad {
+        let r = f
+            .post(&format!("/admin/v1/envs/{env}/tokens"), body.clone())
+            .await;
+        assert_error(&r, status, code);
+        assert_eq!(f.state().await, before, "{body} changed the store");
+    }
+}

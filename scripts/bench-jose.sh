@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Benchmarks keyward-jose token verification against the raw aws-lc-rs floor
+# and against jsonwebtoken, all measured in the same run, and prints a table.
+#
+#   scripts/bench-jose.sh [criterion args...]
+#
+# Default criterion args: --warm-up-time 1 --measurement-time 3.
+# BENCH_REPEAT=N (default 3) runs the whole bench N times and reports, per
+# benchmark, the lowest criterion mean of the N runs (contention from other
+# processes only ever adds time; every contender gets the same treatment).
+# Per-run ratios are printed too.
+# Targets: keyward <= 1.05x raw, and keyward faster than jsonwebtoken.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+crit="$target_dir/criterion"
+groups=(RS256-2048 RS256-4096 ES256 EdDSA)
+benches=(raw keyward jsonwebtoken)
+repeat="${BENCH_REPEAT:-3}"
+[ $# -gt 0 ] || set -- --warm-up-time 1 --measurement-time 3
+
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+
+cargo bench -p keyward-jose --bench verify --no-run
+for run in $(seq 1 "$repeat"); do
+    echo "== run $run/$repeat"
+    # Stale estimates from an earlier run must not be mistaken for this one.
+    for g in "${groups[@]}"; do rm -rf "$crit/$g"; done
+    cargo bench -p keyward-jose --bench verify -- "$@"
+    for g in "${groups[@]}"; do
+        for b in "${benches[@]}"; do
+            f="$crit/$g/$b/new/estimates.json"
+            python3 -c 'import json,sys; print(sys.argv[1], sys.argv[2], sys.argv[3], json.load(open(sys.argv[4]))["mean"]["point_estimate"])' \
+                "$run" "$g" "$b" "$f" >>"$results"
+        done
+    done
+done
+
+python3 - "$results" "${groups[@]}" <<'PY'
+import sys
+from collections import defaultdict
+
+path, groups = sys.argv[1], sys.argv[2:]
+means = defaultdict(dict)  # (group, bench) -> {run: ns}
+for line in open(path):
+    run, g, b, ns = line.split()
+    means[(g, b)][int(run)] = float(ns)
+runs = sorted({r for d in means.values() for r in d})
+
+fmt = "{:<12} {:>12} {:>12} {:>16} {:>12} {:>12}"
+print()
+print(f"criterion mean, best of {len(runs)} run(s), in ns")
+print(fmt.format("algorithm", "raw ns", "keyward ns", "jsonwebtoken ns", "keyward/raw", "keyward/jwt"))
+print("-" * 81)
+failed = []
+for g in groups:
+    raw, kw, jwt = (min(means[(g, b)].values()) for b in ("raw", "keyward", "jsonwebtoken"))
+    print(fmt.format(g, f"{raw:,.0f}", f"{kw:,.0f}", f"{jwt:,.0f}", f"{kw / raw:.3f}x", f"{kw / jwt:.3f}x"))
+    if kw / raw > 1.05 or kw >= jwt:
+        failed.append(g)
+if len(runs) > 1:
+    print()
+    print("per run, keyward/raw and keyward/jwt:")
+    for g in groups:
+        cells = []
+        for r in runs:
+            raw, kw, jwt = (means[(g, b)][r] for b in ("raw", "keyward", "jsonwebtoken"))
+            cells.append(f"{kw / raw:.3f}/{kw / jwt:.3f}")
+        print(f"  {g:<12} " + "  ".join(cells))
+print()
+print("targets: keyward/raw <= 1.05x, keyward/jwt < 1.00x")
+if failed:
+    print("MISSED on: " + ", ".join(failed))
+    sys.exit(1)
+print("all targets met")
+PY
