@@ -339,7 +339,15 @@ impl Authority {
         let audience = grant_audience(client, env, rt.audience.as_deref())?;
         let extra: Map<String, Value> = serde_json::from_str(&rt.extra).unwrap_or_default();
         let (token, new_hash) = new_secret("kwr_");
-        tx.mark_refresh_rotated(&hash, now).await.map_err(server)?;
+        if rt.rotated_at.is_some() {
+            // Within the grace window: the client lost the response that carried
+            // the next token. Only the token issued now stays valid.
+            tx.revoke_refresh_family(&rt.family_id, now)
+                .await
+                .map_err(server)?;
+        } else {
+            tx.mark_refresh_rotated(&hash, now).await.map_err(server)?;
+        }
         tx.insert_refresh_token(&RefreshToken {
             token_hash: new_hash,
             issued_at: now,

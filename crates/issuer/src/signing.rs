@@ -83,12 +83,18 @@ impl SigningPool {
         typ: &'static str,
         payload: Vec<u8>,
     ) -> Result<String, IssuerError> {
-        if matches!(signer.algorithm().family(), KeyFamily::Rsa) {
-            self.run(move || sign_payload(&*signer, Some(typ), &payload))
-                .await?
-                .map_err(IssuerError::from)
+        let alg = signer.algorithm().name();
+        let rsa = matches!(signer.algorithm().family(), KeyFamily::Rsa);
+        let timed = move || {
+            let started = std::time::Instant::now();
+            let token = sign_payload(&*signer, Some(typ), &payload);
+            crate::metrics::signing(alg, started.elapsed().as_secs_f64());
+            token
+        };
+        if rsa {
+            self.run(timed).await?.map_err(IssuerError::from)
         } else {
-            Ok(sign_payload(&*signer, Some(typ), &payload)?)
+            Ok(timed()?)
         }
     }
 }
