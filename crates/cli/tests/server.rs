@@ -218,7 +218,7 @@ async fn up_initializes_once_and_its_curl_line_gets_a_verifiable_token() {
     assert_eq!(d["issuer"], issuer.as_str());
     let (_, _, keys) = jwks_doc(st(&d["jwks_uri"])).await;
     let ok = verify(st(&t["access_token"]), &keys, &issuer, "api://demo");
-    assert_eq!(ok.claims.sub.as_deref(), Some(id.as_str()));
+    assert_eq!(ok.claims.sub(), Some(id.as_str()));
     assert_eq!(ok.claims.get("client_id"), Some(json!(id)));
     assert_eq!(ok.claims.get("scope"), Some(json!("demo.read demo.write")));
     assert_eq!(ok.header.typ.as_deref(), Some("at+jwt"));

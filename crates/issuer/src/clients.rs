@@ -389,12 +389,12 @@ impl Authority {
         let now = self.now();
         let ok = verify_jwt(assertion, &keys, &policy, now)
             .map_err(|e| OAuthError::invalid_client(format!("client assertion rejected: {e}")))?;
-        if ok.claims.sub.as_deref() != Some(c.client_id.as_str()) {
+        if ok.claims.sub() != Some(c.client_id.as_str()) {
             return Err(OAuthError::invalid_client(
                 "client assertion rejected: sub must be the client_id",
             ));
         }
-        let jti = ok.claims.jti.as_deref().unwrap_or_default();
+        let jti = ok.claims.jti().unwrap_or_default();
         let exp = ok.claims.expires_at().unwrap_or(now);
         let fresh = self
             .store

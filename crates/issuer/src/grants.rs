@@ -442,7 +442,7 @@ impl Authority {
         let Ok(ok) = verify_jwt(token, &doc.keys, &policy, now) else {
             return Ok(None);
         };
-        let jti = ok.claims.jti.clone().unwrap_or_default();
+        let jti = ok.claims.jti().unwrap_or_default().to_owned();
         if self
             .store
             .is_jti_revoked(&env.env.name, &jti)

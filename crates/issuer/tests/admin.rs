@@ -1077,9 +1077,9 @@ async fn minted_tokens_verify_against_the_jwks_and_carry_roles_and_permissions()
         NOW,
     )
     .unwrap();
-    assert_eq!(ok.claims.sub.as_deref(), Some("alice"));
-    assert_eq!(ok.claims.client_id.as_deref(), Some(id.as_str()));
-    assert_eq!(ok.claims.scope.as_deref(), Some("orders.read"));
+    assert_eq!(ok.claims.sub(), Some("alice"));
+    assert_eq!(ok.claims.client_id(), Some(id.as_str()));
+    assert_eq!(ok.claims.scope(), Some("orders.read"));
     assert_eq!(ok.claims.get("roles"), Some(json!(["admin", "ops"])));
     assert_eq!(
         ok.claims.get("permissions"),

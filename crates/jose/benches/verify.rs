@@ -107,7 +107,7 @@ fn bench_verify(c: &mut Criterion<Clock>) {
         keys.insert(jwk.kid.clone(), jwk.key.clone()).unwrap();
         let policy = Validation::access_token(ISS, &[AUD]);
         let ok = keyward_jose::verify_jwt(&token, &keys, &policy, now).expect("keyward verifies");
-        assert_eq!(ok.claims.sub.as_deref(), Some("user_2f9c1e7a4b"));
+        assert_eq!(ok.claims.sub(), Some("user_2f9c1e7a4b"));
 
         // raw: pre-parsed key, pre-decoded signature, the exact signing input.
         let raw_key = ParsedPublicKey::new(case.raw_alg, public.to_spki_der()).expect("SPKI");

@@ -6,6 +6,7 @@
 //! invalid, never "absent". Other claims stay in the payload and are read on
 //! demand with [`Claims::get`] or [`Claims::deserialize`].
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -15,23 +16,163 @@ use crate::error::{ClaimsError, TokenError};
 use crate::json::{short, Key, Names, Scalar, StrOrStrs};
 use crate::jws::DEFAULT_MAX_TOKEN_LEN;
 
-/// The validated claims of a token, plus its raw payload.
+/// The text of a string claim: a byte range of the payload when the JSON
+/// string has no escapes (the common case, no allocation), else its unescaped
+/// value.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Claims {
-    pub iss: Option<String>,
-    pub sub: Option<String>,
-    /// `aud`, normalized to a list (a single string becomes one entry).
-    pub aud: Option<Vec<String>>,
-    pub exp: Option<f64>,
-    pub nbf: Option<f64>,
-    pub iat: Option<f64>,
-    pub jti: Option<String>,
-    pub client_id: Option<String>,
-    pub scope: Option<String>,
-    payload: Vec<u8>,
+enum Text {
+    Range(u32, u32),
+    Owned(Box<str>),
 }
 
+impl Text {
+    /// `s` as a range of `payload` when it was borrowed from it, else owned.
+    fn new(s: Cow<'_, str>, payload: &[u8]) -> Text {
+        if let (Cow::Borrowed(b), true) = (&s, payload.len() <= u32::MAX as usize) {
+            let start = (b.as_ptr() as usize).wrapping_sub(payload.as_ptr() as usize);
+            if start <= payload.len() && b.len() <= payload.len() - start {
+                return Text::Range(start as u32, (start + b.len()) as u32);
+            }
+        }
+        Text::Owned(s.into_owned().into_boxed_str())
+    }
+
+    fn bytes<'a>(&'a self, payload: &'a [u8]) -> &'a [u8] {
+        match self {
+            Text::Range(a, b) => &payload[*a as usize..*b as usize],
+            Text::Owned(s) => s.as_bytes(),
+        }
+    }
+
+    fn as_str<'a>(&'a self, payload: &'a [u8]) -> &'a str {
+        match self {
+            // A range is always a whole JSON string that serde_json checked as UTF-8.
+            Text::Range(..) => std::str::from_utf8(self.bytes(payload)).unwrap_or_default(),
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+/// `aud` as parsed: absent, one string, or an array of strings.
+#[derive(Clone, Debug, Default, PartialEq)]
+enum AudRepr {
+    #[default]
+    Absent,
+    One(Text),
+    Many(Vec<Text>),
+}
+
+/// The validated claims of a token, plus its raw payload. String claims
+/// borrow from the payload; read them with the accessor methods.
+#[derive(Clone, PartialEq)]
+pub struct Claims {
+    payload: Vec<u8>,
+    iss: Option<Text>,
+    sub: Option<Text>,
+    aud: AudRepr,
+    exp: Option<f64>,
+    nbf: Option<f64>,
+    iat: Option<f64>,
+    jti: Option<Text>,
+    client_id: Option<Text>,
+    scope: Option<Text>,
+}
+
+impl fmt::Debug for Claims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claims")
+            .field("iss", &self.iss())
+            .field("sub", &self.sub())
+            .field("aud", &self.aud().map(|a| a.collect::<Vec<_>>()))
+            .field("exp", &self.exp)
+            .field("nbf", &self.nbf)
+            .field("iat", &self.iat)
+            .field("jti", &self.jti())
+            .field("client_id", &self.client_id())
+            .field("scope", &self.scope())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The entries of `aud` (a single string is one entry), in order.
+#[derive(Clone, Debug)]
+pub struct Audiences<'a> {
+    payload: &'a [u8],
+    rest: &'a [Text],
+}
+
+impl<'a> Iterator for Audiences<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let (first, rest) = self.rest.split_first()?;
+        self.rest = rest;
+        Some(first.as_str(self.payload))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.rest.len(), Some(self.rest.len()))
+    }
+}
+
+impl ExactSizeIterator for Audiences<'_> {}
+
 impl Claims {
+    fn text<'a>(&'a self, t: &'a Option<Text>) -> Option<&'a str> {
+        t.as_ref().map(|t| t.as_str(&self.payload))
+    }
+
+    /// `iss`, if present.
+    pub fn iss(&self) -> Option<&str> {
+        self.text(&self.iss)
+    }
+
+    /// `sub`, if present.
+    pub fn sub(&self) -> Option<&str> {
+        self.text(&self.sub)
+    }
+
+    /// `aud`, if present, as a list (a single string is one entry).
+    pub fn aud(&self) -> Option<Audiences<'_>> {
+        let rest = match &self.aud {
+            AudRepr::Absent => return None,
+            AudRepr::One(t) => std::slice::from_ref(t),
+            AudRepr::Many(v) => v.as_slice(),
+        };
+        Some(Audiences {
+            payload: &self.payload,
+            rest,
+        })
+    }
+
+    /// `exp`, if present (a finite number).
+    pub fn exp(&self) -> Option<f64> {
+        self.exp
+    }
+
+    /// `nbf`, if present (a finite number).
+    pub fn nbf(&self) -> Option<f64> {
+        self.nbf
+    }
+
+    /// `iat`, if present (a finite number).
+    pub fn iat(&self) -> Option<f64> {
+        self.iat
+    }
+
+    /// `jti`, if present.
+    pub fn jti(&self) -> Option<&str> {
+        self.text(&self.jti)
+    }
+
+    /// `client_id` (RFC 9068), if present.
+    pub fn client_id(&self) -> Option<&str> {
+        self.text(&self.client_id)
+    }
+
+    /// `scope` (RFC 9068), if present.
+    pub fn scope(&self) -> Option<&str> {
+        self.text(&self.scope)
+    }
+
     /// The payload JSON exactly as signed.
     pub fn payload(&self) -> &[u8] {
         &self.payload
@@ -63,7 +204,10 @@ impl Claims {
     /// Parses a payload: a JSON object with unique member names, registered
     /// claims of the right types, and every name in `required` present.
     pub fn parse(payload: Vec<u8>, required: &[String]) -> Result<Claims, crate::Error> {
-        let seed = ClaimsSeed { required };
+        let seed = ClaimsSeed {
+            required,
+            payload: &payload,
+        };
         let mut de = serde_json::Deserializer::from_slice(&payload);
         let raw = seed
             .deserialize(&mut de)
@@ -96,15 +240,15 @@ impl Claims {
 
 #[derive(Default)]
 struct Registered {
-    iss: Option<String>,
-    sub: Option<String>,
-    aud: Option<Vec<String>>,
+    iss: Option<Text>,
+    sub: Option<Text>,
+    aud: AudRepr,
     exp: Option<f64>,
     nbf: Option<f64>,
     iat: Option<f64>,
-    jti: Option<String>,
-    client_id: Option<String>,
-    scope: Option<String>,
+    jti: Option<Text>,
+    client_id: Option<Text>,
+    scope: Option<Text>,
 }
 
 struct RawClaims {
@@ -115,24 +259,36 @@ struct RawClaims {
     missing: Option<usize>,
 }
 
+const ISS: u16 = 1;
+const SUB: u16 = 1 << 1;
+const AUD: u16 = 1 << 2;
+const EXP: u16 = 1 << 3;
+const NBF: u16 = 1 << 4;
+const IAT: u16 = 1 << 5;
+const JTI: u16 = 1 << 6;
+const CLIENT_ID: u16 = 1 << 7;
+const SCOPE: u16 = 1 << 8;
+
 /// A bit per registered claim name, 0 for any other name.
 fn registered_bit(name: &str) -> u16 {
     match name {
-        "iss" => 1,
-        "sub" => 1 << 1,
-        "aud" => 1 << 2,
-        "exp" => 1 << 3,
-        "nbf" => 1 << 4,
-        "iat" => 1 << 5,
-        "jti" => 1 << 6,
-        "client_id" => 1 << 7,
-        "scope" => 1 << 8,
+        "iss" => ISS,
+        "sub" => SUB,
+        "aud" => AUD,
+        "exp" => EXP,
+        "nbf" => NBF,
+        "iat" => IAT,
+        "jti" => JTI,
+        "client_id" => CLIENT_ID,
+        "scope" => SCOPE,
         _ => 0,
     }
 }
 
 struct ClaimsSeed<'r> {
     required: &'r [String],
+    /// The buffer being parsed: strings borrowed from it are kept as ranges.
+    payload: &'r [u8],
 }
 
 impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_> {
@@ -169,11 +325,11 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                     .get_or_insert_with(|| k.chars().take(32).collect());
             }
             let c = &mut out.claims;
-            match k.as_ref() {
-                "exp" | "nbf" | "iat" => {
-                    let slot = match k.as_ref() {
-                        "exp" => &mut c.exp,
-                        "nbf" => &mut c.nbf,
+            match bit {
+                EXP | NBF | IAT => {
+                    let slot = match bit {
+                        EXP => &mut c.exp,
+                        NBF => &mut c.nbf,
                         _ => &mut c.iat,
                     };
                     match m.next_value::<Scalar<'de>>()? {
@@ -184,25 +340,30 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                         }
                     }
                 }
-                "iss" | "sub" | "jti" | "client_id" | "scope" => {
-                    let slot = match k.as_ref() {
-                        "iss" => &mut c.iss,
-                        "sub" => &mut c.sub,
-                        "jti" => &mut c.jti,
-                        "client_id" => &mut c.client_id,
+                ISS | SUB | JTI | CLIENT_ID | SCOPE => {
+                    let slot = match bit {
+                        ISS => &mut c.iss,
+                        SUB => &mut c.sub,
+                        JTI => &mut c.jti,
+                        CLIENT_ID => &mut c.client_id,
                         _ => &mut c.scope,
                     };
                     match m.next_value::<Scalar<'de>>()? {
-                        Scalar::Str(v) => *slot = Some(v.into_owned()),
+                        Scalar::Str(v) => *slot = Some(Text::new(v, self.payload)),
                         _ => {
                             out.invalid
                                 .get_or_insert_with(|| (k.to_string(), "must be a string"));
                         }
                     }
                 }
-                "aud" => match m.next_value::<StrOrStrs>()? {
-                    StrOrStrs(Some(v)) => c.aud = Some(v),
-                    StrOrStrs(None) => {
+                AUD => match m.next_value::<StrOrStrs<'de>>()? {
+                    StrOrStrs::One(v) => c.aud = AudRepr::One(Text::new(v, self.payload)),
+                    StrOrStrs::Many(v) => {
+                        c.aud = AudRepr::Many(
+                            v.into_iter().map(|a| Text::new(a, self.payload)).collect(),
+                        )
+                    }
+                    StrOrStrs::Invalid => {
                         out.invalid.get_or_insert_with(|| {
                             ("aud".into(), "must be a string or an array of strings")
                         });
@@ -322,13 +483,21 @@ impl Validation {
             }
         }
         if let Some(iss) = &self.issuer {
-            if c.iss.as_deref() != Some(iss.as_str()) {
+            if c.iss.as_ref().map(|t| t.bytes(&c.payload)) != Some(iss.as_bytes()) {
                 return Err(ClaimsError::WrongIssuer);
             }
         }
         if !self.audiences.is_empty() {
-            let aud = c.aud.as_deref().unwrap_or_default();
-            if !aud.iter().any(|a| self.audiences.iter().any(|w| w == a)) {
+            let aud: &[Text] = match &c.aud {
+                AudRepr::Absent => &[],
+                AudRepr::One(t) => std::slice::from_ref(t),
+                AudRepr::Many(v) => v,
+            };
+            let wanted = |a: &Text| {
+                let a = a.bytes(&c.payload);
+                self.audiences.iter().any(|w| w.as_bytes() == a)
+            };
+            if !aud.iter().any(wanted) {
                 return Err(ClaimsError::WrongAudience);
             }
         }
@@ -394,6 +563,44 @@ mod tests {
             parse(r#"{"exp":1e999}"#),
             Err(Error::Token(TokenError::Payload(_)))
         ));
+    }
+
+    #[test]
+    fn accessors_borrowed_and_escaped() {
+        let c = parse(
+            r#"{"exp":10,"nbf":5,"iat":4.5,"iss":"https://i","sub":"a\"b","aud":"api","jti":"\u006a","client_id":"c","scope":"s t"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.iss(), Some("https://i"));
+        assert_eq!(c.sub(), Some("a\"b"));
+        assert_eq!(c.aud().unwrap().collect::<Vec<_>>(), ["api"]);
+        assert_eq!(
+            (c.exp(), c.nbf(), c.iat()),
+            (Some(10.0), Some(5.0), Some(4.5))
+        );
+        assert_eq!(c.jti(), Some("j"));
+        assert_eq!(c.client_id(), Some("c"));
+        assert_eq!(c.scope(), Some("s t"));
+        let c = parse(r#"{"exp":10,"aud":["x","\u00e9","y"]}"#).unwrap();
+        let aud = c.aud().unwrap();
+        assert_eq!(aud.len(), 3);
+        assert_eq!(aud.collect::<Vec<_>>(), ["x", "\u{e9}", "y"]);
+        let c = parse(r#"{"exp":10,"aud":[]}"#).unwrap();
+        assert_eq!(c.aud().unwrap().count(), 0);
+        let c = parse(r#"{"exp":10}"#).unwrap();
+        assert!(c.aud().is_none() && c.iss().is_none() && c.sub().is_none());
+        assert_eq!(c.clone(), c);
+        assert!(format!("{c:?}").contains("exp: Some(10.0)"));
+        // Escaped and unescaped forms of the same value compare equal in policy.
+        let v = Validation {
+            issuer: Some("https://i".into()),
+            audiences: vec!["\u{e9}".into()],
+            ..Validation::default()
+        };
+        let c = parse(r#"{"exp":10,"iss":"https:\/\/i","aud":["x","\u00e9"]}"#).unwrap();
+        assert_eq!(v.check_claims(&c, 1), Ok(()));
+        let c = parse(r#"{"exp":10,"iss":"https://i","aud":"é"}"#).unwrap();
+        assert_eq!(v.check_claims(&c, 1), Ok(()));
     }
 
     #[test]

@@ -231,49 +231,68 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
     }
 }
 
-/// A JSON string, or an array of strings; `None` inside means another type.
-pub(crate) struct StrOrStrs(pub Option<Vec<String>>);
+/// A JSON string, or an array of strings (borrowed unless escaped);
+/// `Invalid` for any other type.
+pub(crate) enum StrOrStrs<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
+    Invalid,
+}
 
-impl<'de> Deserialize<'de> for StrOrStrs {
+impl<'de> Deserialize<'de> for StrOrStrs<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = StrOrStrs;
+            type Value = StrOrStrs<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string or an array of strings")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrOrStrs, E> {
-                Ok(StrOrStrs(Some(vec![v.to_owned()])))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<StrOrStrs<'de>, E> {
+                Ok(StrOrStrs::One(Cow::Borrowed(v)))
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<StrOrStrs, A::Error> {
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrOrStrs<'de>, E> {
+                Ok(StrOrStrs::One(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<StrOrStrs<'de>, E> {
+                Ok(StrOrStrs::One(Cow::Owned(v)))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<StrOrStrs<'de>, A::Error> {
                 let mut out = Vec::new();
                 let mut ok = true;
                 while let Some(x) = s.next_element::<Scalar<'de>>()? {
                     match x {
-                        Scalar::Str(v) => out.push(v.into_owned()),
+                        Scalar::Str(v) if ok => out.push(v),
+                        Scalar::Str(_) => {}
                         _ => ok = false,
                     }
                 }
-                Ok(StrOrStrs(ok.then_some(out)))
+                Ok(if ok {
+                    StrOrStrs::Many(out)
+                } else {
+                    StrOrStrs::Invalid
+                })
             }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<StrOrStrs, E> {
-                Ok(StrOrStrs(None))
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<StrOrStrs<'de>, E> {
+                Ok(StrOrStrs::Invalid)
             }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<StrOrStrs, E> {
-                Ok(StrOrStrs(None))
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<StrOrStrs<'de>, E> {
+                Ok(StrOrStrs::Invalid)
             }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<StrOrStrs, E> {
-                Ok(StrOrStrs(None))
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<StrOrStrs<'de>, E> {
+                Ok(StrOrStrs::Invalid)
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<StrOrStrs, E> {
-                Ok(StrOrStrs(None))
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<StrOrStrs<'de>, E> {
+                Ok(StrOrStrs::Invalid)
             }
-            fn visit_unit<E: de::Error>(self) -> Result<StrOrStrs, E> {
-                Ok(StrOrStrs(None))
+            fn visit_unit<E: de::Error>(self) -> Result<StrOrStrs<'de>, E> {
+                Ok(StrOrStrs::Invalid)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<StrOrStrs, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<StrOrStrs<'de>, A::Error> {
                 while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(StrOrStrs(None))
+                Ok(StrOrStrs::Invalid)
             }
         }
         d.deserialize_any(V)

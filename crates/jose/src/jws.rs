@@ -40,11 +40,19 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Parts<'_>, TokenError
     if token.len() > max_len {
         return Err(TokenError::TooLong(max_len));
     }
-    let mut it = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
+    // Exactly two dots (memchr scans a word or a vector at a time).
+    let b = token.as_bytes();
+    let dots = memchr::memchr(b'.', b).and_then(|i| {
+        let j = i + 1 + memchr::memchr(b'.', &b[i + 1..])?;
+        memchr::memchr(b'.', &b[j + 1..])
+            .is_none()
+            .then_some((i, j))
+    });
+    let Some((i, j)) = dots else {
         return Err(TokenError::Segments);
     };
-    let signing_input = &token[..h.len() + 1 + p.len()];
+    let (h, p, s) = (&token[..i], &token[i + 1..j], &token[j + 1..]);
+    let signing_input = &token[..j];
     let header =
         b64::with_decoded::<512, _>(h, parse_header).ok_or(TokenError::Base64("header"))??;
     Ok(Parts {
@@ -278,6 +286,12 @@ mod tests {
     fn split_rules() {
         assert!(matches!(split("a.b", 100), Err(TokenError::Segments)));
         assert!(matches!(split("a.b.c.d", 100), Err(TokenError::Segments)));
+        for bad in ["", "abc", ".", "a..b.c", "a.b.c.", "..."] {
+            assert!(
+                matches!(split(bad, 100), Err(TokenError::Segments)),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             split(&"a".repeat(101), 100),
             Err(TokenError::TooLong(100))

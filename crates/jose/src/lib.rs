@@ -21,7 +21,7 @@
 //! keys.insert(jwk.kid, jwk.key).unwrap();
 //! let policy = Validation::access_token("https://auth.example", &["api"]);
 //! let ok = verify_jwt(&token, &keys, &policy, 1500).unwrap();
-//! assert_eq!(ok.claims.sub.as_deref(), Some("alice"));
+//! assert_eq!(ok.claims.sub(), Some("alice"));
 //! assert!(verify_jwt(&token, &keys, &policy, 2100).is_err());
 //! ```
 #![forbid(unsafe_code)]
@@ -41,7 +41,7 @@ pub mod signer;
 pub mod verifier;
 
 pub use alg::{Algorithm, Curve, KeyFamily, DEFAULT_RSA_BITS, MIN_RSA_BITS, RSA_SIZES};
-pub use claims::{Claims, Validation};
+pub use claims::{Audiences, Claims, Validation};
 pub use error::{ClaimsError, Error, KeyError, SealError, TokenError};
 pub use jwk::{Jwk, JwkSet, RejectedKey};
 pub use jws::{verify_compact, Header, DEFAULT_MAX_TOKEN_LEN};

@@ -14,9 +14,16 @@ use crate::key::PublicKey;
 /// used when it is the only key in the set.
 #[derive(Clone, Debug, Default)]
 pub struct KeySet {
-    by_kid: HashMap<String, Arc<PublicKey>>,
+    /// Keys with a `kid`, in insertion order.
+    named: Vec<(String, Arc<PublicKey>)>,
+    /// Index into `named` by `kid`, built only past [`SCAN_MAX`] keys: a
+    /// short linear scan beats hashing the `kid`.
+    index: Option<HashMap<String, usize>>,
     unnamed: Vec<Arc<PublicKey>>,
 }
+
+/// Largest number of named keys found by a linear scan.
+const SCAN_MAX: usize = 8;
 
 impl KeySet {
     /// An empty set.
@@ -28,10 +35,19 @@ impl KeySet {
     pub fn insert(&mut self, kid: Option<String>, key: PublicKey) -> Result<(), KeyError> {
         match kid {
             Some(kid) => {
-                if self.by_kid.contains_key(&kid) {
+                if self.position(&kid).is_some() {
                     return Err(KeyError::DuplicateKid(kid));
                 }
-                self.by_kid.insert(kid, Arc::new(key));
+                self.named.push((kid, Arc::new(key)));
+                if let Some(index) = &mut self.index {
+                    index.insert(
+                        self.named[self.named.len() - 1].0.clone(),
+                        self.named.len() - 1,
+                    );
+                } else if self.named.len() > SCAN_MAX {
+                    let index = self.named.iter().enumerate();
+                    self.index = Some(index.map(|(i, (k, _))| (k.clone(), i)).collect());
+                }
             }
             None => self.unnamed.push(Arc::new(key)),
         }
@@ -47,14 +63,21 @@ impl KeySet {
         Ok(ks)
     }
 
+    fn position(&self, kid: &str) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(kid).copied(),
+            None => self.named.iter().position(|(k, _)| k == kid),
+        }
+    }
+
     /// The key with `kid`.
     pub fn get(&self, kid: &str) -> Option<&Arc<PublicKey>> {
-        self.by_kid.get(kid)
+        self.position(kid).map(|i| &self.named[i].1)
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.by_kid.len() + self.unnamed.len()
+        self.named.len() + self.unnamed.len()
     }
 
     /// Whether the set is empty.
@@ -64,20 +87,19 @@ impl KeySet {
 
     /// The `kid`s in the set.
     pub fn kids(&self) -> impl Iterator<Item = &str> {
-        self.by_kid.keys().map(String::as_str)
+        self.named.iter().map(|(k, _)| k.as_str())
     }
 
     fn find(&self, kid: Option<&str>) -> Result<&PublicKey, TokenError> {
         match kid {
             Some(kid) => self
-                .by_kid
                 .get(kid)
                 .map(|k| k.as_ref())
                 .ok_or_else(|| TokenError::UnknownKid(kid.chars().take(64).collect())),
             None if self.len() == 1 => Ok(self
                 .unnamed
                 .first()
-                .or_else(|| self.by_kid.values().next())
+                .or_else(|| self.named.first().map(|(_, k)| k))
                 .expect("one key")),
             None => Err(TokenError::MissingKid),
         }
@@ -132,5 +154,43 @@ impl Verifier {
     /// See [`verify_jwt`].
     pub fn verify(&self, token: &str, now: i64) -> Result<VerifiedToken, Error> {
         verify_jwt(token, &self.keys, &self.policy, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Algorithm, PrivateKey};
+
+    #[test]
+    fn keyset_scan_and_index_agree() {
+        let keys: Vec<PublicKey> = (0..12)
+            .map(|_| {
+                let k = PrivateKey::generate(Algorithm::EdDSA, None).unwrap();
+                k.public_key().clone()
+            })
+            .collect();
+        let mut set = KeySet::new();
+        for (i, k) in keys.iter().enumerate() {
+            set.insert(Some(format!("k{i}")), k.clone()).unwrap();
+            assert_eq!(set.len(), i + 1);
+            for (j, k) in keys.iter().enumerate().take(i + 1) {
+                assert_eq!(set.get(&format!("k{j}")).map(|p| p.as_ref()), Some(k));
+            }
+            assert!(set.get(&format!("k{}", i + 1)).is_none());
+            assert!(matches!(
+                set.insert(Some("k0".into()), k.clone()),
+                Err(KeyError::DuplicateKid(_))
+            ));
+            assert!(matches!(
+                set.insert(Some(format!("k{i}")), k.clone()),
+                Err(KeyError::DuplicateKid(_))
+            ));
+        }
+        assert_eq!(set.kids().count(), 12);
+        assert!(matches!(set.find(None), Err(TokenError::MissingKid)));
+        let mut one = KeySet::new();
+        one.insert(Some("only".into()), keys[0].clone()).unwrap();
+        assert_eq!(one.find(None).unwrap(), &keys[0]);
     }
 }

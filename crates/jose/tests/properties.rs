@@ -129,8 +129,8 @@ proptest! {
                     .unwrap_or_else(|e| panic!("{alg}: {e}"));
                 prop_assert_eq!(ok.header.alg, alg);
                 prop_assert_eq!(ok.header.kid.as_deref(), Some(signer.kid()));
-                prop_assert_eq!(ok.claims.sub.as_deref(), Some(sub.as_str()));
-                prop_assert_eq!(ok.claims.jti.as_deref(), Some(jti.as_str()));
+                prop_assert_eq!(ok.claims.sub(), Some(sub.as_str()));
+                prop_assert_eq!(ok.claims.jti(), Some(jti.as_str()));
                 prop_assert_eq!(ok.claims.to_value(), Value::Object(claims.clone()));
                 for (k, v) in &extra {
                     prop_assert_eq!(ok.claims.get(k), Some(v.clone()));
