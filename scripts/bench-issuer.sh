@@ -18,7 +18,8 @@ CONNS="${CONNS:-32}"
 THREADS="${WRK_THREADS:-1}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/keyward-target}"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-cargo build --release -q -p keyward -p keyward-jose --example sign_rate
+cargo build --release -q -p keyward
+cargo build --release -q -p keyward-jose --example sign_rate
 BIN="$CARGO_TARGET_DIR/release/keyward"
 RATE_BIN="$CARGO_TARGET_DIR/release/examples/sign_rate"
 WORK="$(mktemp -d)"
