@@ -39,6 +39,8 @@ pub enum Cmd {
     /// Validate a configuration file and print the resolved configuration (no secrets).
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Run the token gate as a reverse proxy in front of HTTP services (see docs/gateway.md).
+    Gateway(GatewayArgs),
     /// OAuth clients: create, list, update, delete, rotate-secret.
     #[command(subcommand)]
     Clients(ClientsCmd),
@@ -85,6 +87,17 @@ pub struct ServeArgs {
     /// Address to listen on (overrides the file and KEYWARD_LISTEN).
     #[arg(long)]
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Gateway configuration file (TOML; reference in docs/gateway.md).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Validate the file, print the resolved routes and issuers, and exit
+    /// (0 when valid, 1 with every problem as FILE:LINE:COL and a fix).
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -56,8 +56,11 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes.
-            eprintln!("error: {e:#}");
+            // One line: the error and its causes (unless the command has
+            // already reported it in its own format).
+            if e.downcast_ref::<cmd::Reported>().is_none() {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -71,6 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Config(args::ConfigCmd::Check { config }) => {
             cmd::serve::config_check(&ctx, config.as_deref())
         }
+        Cmd::Gateway(a) => cmd::gateway::run(a).await,
         Cmd::Clients(c) => cmd::clients::run(&ctx, c).await,
         Cmd::AdminToken(c) => cmd::clients::admin_token(&ctx, c).await,
         Cmd::Init(a) => cmd::init::run(&ctx, a).await,

@@ -40,7 +40,7 @@ pub fn config_check(ctx: &Context, file: Option<&std::path::Path>) -> Result<()>
     Ok(())
 }
 
-fn init_logs(json: bool) {
+pub(crate) fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
         .unwrap_or_else(|_| "info".into());
     let b = tracing_subscriber::fmt()
@@ -192,7 +192,7 @@ async fn run(
 }
 
 /// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =

@@ -1,0 +1,148 @@
+//! The headers that tell an upstream who the caller is.
+//!
+//! Before any request is forwarded, every incoming header whose name is one
+//! of the configured identity headers is removed, on every route, anonymous
+//! ones included: a caller can never set its own identity. Names are
+//! compared case-insensitively and with `_` taken as `-`, because some
+//! upstream frameworks (CGI, PHP, WSGI) read `X_Auth_Subject` and
+//! `X-Auth-Subject` as the same variable. Then, for a verified caller, the
+//! identity is added: subject, client, issuer, and scopes and permissions
+//! space-separated.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use keyward_verify::{Identity, VerifyError};
+
+/// The configured header names; `None` disables one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    /// `sub` (default `X-Auth-Subject`).
+    pub subject: Option<HeaderName>,
+    /// `client_id` / `azp` (default `X-Auth-Client`).
+    pub client: Option<HeaderName>,
+    /// `iss` (default `X-Auth-Issuer`).
+    pub issuer: Option<HeaderName>,
+    /// Scopes, space-separated (default `X-Auth-Scopes`).
+    pub scopes: Option<HeaderName>,
+    /// Permissions, space-separated (default `X-Auth-Permissions`).
+    pub permissions: Option<HeaderName>,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders {
+            subject: Some(HeaderName::from_static("x-auth-subject")),
+            client: Some(HeaderName::from_static("x-auth-client")),
+            issuer: Some(HeaderName::from_static("x-auth-issuer")),
+            scopes: Some(HeaderName::from_static("x-auth-scopes")),
+            permissions: Some(HeaderName::from_static("x-auth-permissions")),
+        }
+    }
+}
+
+impl IdentityHeaders {
+    /// The five (field, header) pairs, for display.
+    pub fn fields(&self) -> [(&'static str, Option<&HeaderName>); 5] {
+        [
+            ("subject", self.subject.as_ref()),
+            ("client", self.client.as_ref()),
+            ("issuer", self.issuer.as_ref()),
+            ("scopes", self.scopes.as_ref()),
+            ("permissions", self.permissions.as_ref()),
+        ]
+    }
+
+    fn is_identity_name(&self, name: &HeaderName) -> bool {
+        let n = name.as_str().as_bytes();
+        self.fields().iter().any(|(_, h)| {
+            h.is_some_and(|h| {
+                let h = h.as_str().as_bytes();
+                h.len() == n.len()
+                    && h.iter()
+                        .zip(n)
+                        .all(|(a, b)| a == b || (*a == b'-' && *b == b'_'))
+            })
+        })
+    }
+
+    /// Removes every header that could be taken for an identity header.
+    /// A single pass over the names finds the usual case, none.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        if !headers.keys().any(|k| self.is_identity_name(k)) {
+            return;
+        }
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| self.is_identity_name(k))
+            .cloned()
+            .collect();
+        for k in spoofed {
+            headers.remove(&k);
+        }
+    }
+
+    /// Adds the caller's identity. A claim that cannot be a header value
+    /// (control characters) refuses the request rather than dropping the
+    /// header, so an upstream never sees a partial identity.
+    pub fn insert(&self, headers: &mut HeaderMap, id: &Identity) -> Result<(), VerifyError> {
+        fn value(s: &str, claim: &'static str) -> Result<HeaderValue, VerifyError> {
+            HeaderValue::from_str(s)
+                .or_else(|_| HeaderValue::from_bytes(s.as_bytes()))
+                .map_err(|_| VerifyError::MalformedClaim(claim))
+        }
+        fn joined(list: &[String], claim: &'static str) -> Result<HeaderValue, VerifyError> {
+            value(&list.join(" "), claim)
+        }
+        if let (Some(h), Some(v)) = (&self.subject, &id.subject) {
+            headers.insert(h.clone(), value(v, "sub")?);
+        }
+        if let (Some(h), Some(v)) = (&self.client, &id.client_id) {
+            headers.insert(h.clone(), value(v, "client_id")?);
+        }
+        if let Some(h) = &self.issuer {
+            headers.insert(h.clone(), value(&id.issuer, "iss")?);
+        }
+        if let Some(h) = &self.scopes {
+            if !id.scopes.is_empty() {
+                headers.insert(h.clone(), joined(&id.scopes, "scope")?);
+            }
+        }
+        if let Some(h) = &self.permissions {
+            if !id.permissions.is_empty() {
+                headers.insert(h.clone(), joined(&id.permissions, "permissions")?);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_all_spellings() {
+        let ih = IdentityHeaders::default();
+        let mut h = HeaderMap::new();
+        h.insert("X-Auth-Subject", HeaderValue::from_static("evil"));
+        h.append("x-auth-subject", HeaderValue::from_static("evil2"));
+        h.insert("X_Auth_Client", HeaderValue::from_static("evil"));
+        h.insert("x-auth_scopes", HeaderValue::from_static("evil"));
+        h.insert("x-other_header", HeaderValue::from_static("kept"));
+        h.insert("accept", HeaderValue::from_static("kept"));
+        ih.strip(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(h.contains_key("accept") && h.contains_key("x-other_header"));
+    }
+
+    #[test]
+    fn disabled_headers_are_neither_stripped_nor_set() {
+        let ih = IdentityHeaders {
+            subject: None,
+            ..IdentityHeaders::default()
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-auth-subject", HeaderValue::from_static("upstream's own"));
+        ih.strip(&mut h);
+        assert!(h.contains_key("x-auth-subject"));
+    }
+}

@@ -1,0 +1,573 @@
+//! The request path: route, authenticate, authorize, rate-limit, then
+//! forward with the caller's identity, streaming bodies both ways.
+//!
+//! What is forwarded: the method, the path unchanged (less `strip_prefix`),
+//! the query, the body (streamed, never buffered) and the end-to-end
+//! headers. Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every
+//! header it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+//! `Transfer-Encoding`, `Upgrade`, and `Proxy-Authorization`) are dropped
+//! both ways. Spoofed identity headers are always dropped, `Authorization`
+//! unless the route forwards it. `Host` becomes the upstream's `host:port`
+//! unless the route sets `preserve_host`; `X-Forwarded-For` gets the peer
+//! address appended, `X-Forwarded-Proto` is set to `http` and
+//! `X-Forwarded-Host` to the caller's `Host`.
+//!
+//! What the gateway answers itself (JSON bodies, `Cache-Control: no-store`):
+//! 400 for an ambiguous path, 401 with `WWW-Authenticate` (RFC 6750) for a
+//! missing or bad token, 403 (`insufficient_scope`) for a valid token
+//! lacking a permission or scope, 404 when no route matches, 405 with
+//! `Allow`, 429 with `Retry-After`, 502 when the upstream cannot be reached,
+//! 504 when it does not answer within the route's timeout. A refused request
+//! never reaches the upstream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use keyward_verify::{bearer_token, Gate, Grants, Identity, VerifyError};
+
+use crate::config::{Auth, RouteConfig};
+use crate::decision::{Decision, Outcome};
+use crate::identity_headers::IdentityHeaders;
+use crate::metrics::{self, RouteMetrics};
+use crate::ratelimit::Limiter;
+use crate::routes::{check_path, RouteMatch, RouteTable};
+use crate::upstream::{PooledBody, Upstream, UpstreamError};
+
+/// Response bodies: the upstream's, streamed, or the gateway's own.
+pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
+
+/// The client end of one connection, computed once per connection.
+#[derive(Debug)]
+pub struct Peer {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The peer's IP as text (rate-limit key).
+    pub ip: Box<str>,
+    /// The peer's IP as a header value (`X-Forwarded-For`).
+    pub ip_header: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = addr.ip().to_string();
+        Peer {
+            addr,
+            ip_header: HeaderValue::from_str(&ip)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            ip: ip.into_boxed_str(),
+        }
+    }
+}
+
+/// One route's running parts.
+pub(crate) struct RouteState {
+    pub config: RouteConfig,
+    /// Index of the route's upstream in a worker's pools.
+    pub upstream: usize,
+    pub per_subject: Option<Limiter>,
+    pub per_client: Option<Limiter>,
+    pub per_ip: Option<Limiter>,
+    pub metrics: RouteMetrics,
+}
+
+/// Everything a request needs, shared by all connections.
+pub(crate) struct Shared {
+    pub gate: Option<Gate>,
+    pub table: RouteTable,
+    pub routes: Box<[RouteState]>,
+    pub identity_headers: IdentityHeaders,
+    pub realm: String,
+    pub verify_seconds: ::metrics::Histogram,
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+fn is_hop_by_hop(k: &HeaderName) -> bool {
+    k == header::CONNECTION
+        || k == header::TE
+        || k == header::TRAILER
+        || k == header::TRANSFER_ENCODING
+        || k == header::UPGRADE
+        || k == header::PROXY_AUTHORIZATION
+        || *k == KEEP_ALIVE
+        || *k == PROXY_CONNECTION
+}
+
+/// Removes hop-by-hop headers, including those named in `Connection`. A
+/// single pass over the names finds the usual case, none, without hashing.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| is_hop_by_hop(k))
+        .cloned()
+        .collect();
+    for h in present {
+        headers.remove(h);
+    }
+}
+
+/// A gateway-made JSON answer.
+fn answer(status: StatusCode, error: &str, description: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The 401/403 answer for a verification or authorization failure.
+fn auth_answer(e: &VerifyError, realm: &str) -> Response<ProxyBody> {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let code = e.bearer_error().unwrap_or("unauthorized");
+    let mut r = answer(status, code, &e.description());
+    if let Ok(v) = HeaderValue::from_str(&e.www_authenticate(realm)) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+fn retry_after_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+impl Shared {
+    /// Handles one request.
+    pub(crate) async fn handle(
+        &self,
+        upstreams: &[Upstream],
+        peer: &Peer,
+        req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        let method = parts.method.clone();
+
+        if let Err(why) = check_path(parts.uri.path()) {
+            let r = answer(StatusCode::BAD_REQUEST, "invalid_request", why);
+            return self.deny(None, &method, parts.uri.path(), None, "bad_path", r, start);
+        }
+        let (index, caps) = match self.table.find(&method, parts.uri.path()) {
+            RouteMatch::Found { index, caps } => (index, caps),
+            RouteMatch::NotFound => {
+                let r = answer(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no route matches this path",
+                );
+                return self.deny(None, &method, parts.uri.path(), None, "no_route", r, start);
+            }
+            RouteMatch::MethodNotAllowed(allow) => {
+                let mut r = answer(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "this path does not accept this method",
+                );
+                if let Ok(v) = HeaderValue::from_str(&allow) {
+                    r.headers_mut().insert(header::ALLOW, v);
+                }
+                return self.deny(
+                    None,
+                    &method,
+                    parts.uri.path(),
+                    None,
+                    "method_not_allowed",
+                    r,
+                    start,
+                );
+            }
+        };
+        let route = &self.routes[index];
+        let upstream = &upstreams[route.upstream];
+        let path = parts.uri.path();
+
+        // Per-IP limit first: it needs no verification, so it also slows
+        // down floods of bad tokens.
+        if let Some(l) = &route.per_ip {
+            if let Err(wait) = l.check(&peer.ip, start) {
+                return self.rate_limited(route, &method, path, None, wait, start);
+            }
+        }
+
+        // Authenticate and authorize.
+        let identity: Option<Arc<Identity>> = match &route.config.auth {
+            Auth::Anonymous => None,
+            Auth::Token {
+                issuers,
+                scopes,
+                permissions,
+            } => {
+                let Some(gate) = &self.gate else {
+                    // Config validation makes this unreachable; fail closed.
+                    let e = VerifyError::UntrustedIssuer;
+                    return self.deny(
+                        Some(route),
+                        &method,
+                        path,
+                        None,
+                        e.reason(),
+                        auth_answer(&e, &self.realm),
+                        start,
+                    );
+                };
+                let t = Instant::now();
+                let verified = match bearer_token(&parts.headers) {
+                    Ok(token) => gate.verify(token).await,
+                    Err(e) => Err(e),
+                };
+                self.verify_seconds.record(t.elapsed().as_secs_f64());
+                let id = match verified {
+                    Ok(id) => id,
+                    Err(e) => {
+                        return self.deny(
+                            Some(route),
+                            &method,
+                            path,
+                            None,
+                            e.reason(),
+                            auth_answer(&e, &self.realm),
+                            start,
+                        )
+                    }
+                };
+                let param = |name: &str| route.config.pattern.param(&caps, name);
+                let untrusted = issuers
+                    .as_ref()
+                    .is_some_and(|list| !list.iter().any(|i| *i == id.issuer));
+                let refused = if untrusted {
+                    Err(VerifyError::UntrustedIssuer)
+                } else {
+                    scopes
+                        .as_ref()
+                        .map_or(Ok(()), |req| req.check(&Grants::scopes(&id), param))
+                        .and_then(|()| {
+                            permissions
+                                .as_ref()
+                                .map_or(Ok(()), |req| req.check(&Grants::permissions(&id), param))
+                        })
+                };
+                if let Err(e) = refused {
+                    return self.deny(
+                        Some(route),
+                        &method,
+                        path,
+                        Some(&id),
+                        e.reason(),
+                        auth_answer(&e, &self.realm),
+                        start,
+                    );
+                }
+                Some(id)
+            }
+        };
+
+        if let Some(id) = &identity {
+            for (limiter, key) in [
+                (&route.per_subject, id.subject.as_deref()),
+                (&route.per_client, id.client_id.as_deref()),
+            ] {
+                if let (Some(l), Some(key)) = (limiter, key) {
+                    if let Err(wait) = l.check(key, start) {
+                        return self.rate_limited(route, &method, path, Some(id), wait, start);
+                    }
+                }
+            }
+        }
+
+        // Headers for the upstream. `Expect: 100-continue` was answered here.
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        headers.remove(header::EXPECT);
+        self.identity_headers.strip(headers);
+        if !route.config.forward_authorization {
+            headers.remove(header::AUTHORIZATION);
+        }
+        if let Some(id) = &identity {
+            if let Err(e) = self.identity_headers.insert(headers, id) {
+                let path = parts.uri.path();
+                return self.deny(
+                    Some(route),
+                    &method,
+                    path,
+                    Some(id),
+                    e.reason(),
+                    auth_answer(&e, &self.realm),
+                    start,
+                );
+            }
+        }
+        route.metrics.allowed.increment(1);
+        forwarded_headers(&mut parts.headers, &parts.uri, peer);
+        if !route.config.preserve_host || !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, upstream.host.clone());
+        }
+
+        // The upstream request target: origin-form, same path and query,
+        // less strip_prefix.
+        let original = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let absolute = parts.uri.scheme().is_some() || parts.uri.authority().is_some();
+        match &route.config.strip_prefix {
+            None if !absolute => {}
+            None => parts.uri = Uri::from(original.clone()),
+            Some(prefix) => parts.uri = Uri::from(strip_prefix(&original, prefix)),
+        }
+        parts.version = Version::HTTP_11;
+
+        let sent = Instant::now();
+        let deadline = tokio::time::Instant::from_std(sent + route.config.timeout);
+        let result =
+            tokio::time::timeout_at(deadline, upstream.send(Request::from_parts(parts, body)))
+                .await;
+        let got = Instant::now();
+        route
+            .metrics
+            .upstream_seconds
+            .record((got - sent).as_secs_f64());
+        let (response, reason) = match result {
+            Ok(Ok(resp)) => {
+                let (mut p, b) = resp.into_parts();
+                strip_hop_by_hop(&mut p.headers);
+                (Response::from_parts(p, Either::Left(b)), "ok")
+            }
+            Ok(Err(e)) => {
+                let connect = matches!(e, UpstreamError::Connect(_));
+                route
+                    .metrics
+                    .upstream_error(if connect { "connect" } else { "other" });
+                tracing::warn!(route = %route.config.name, upstream = %upstream.origin, error = %e, "upstream request failed");
+                (
+                    answer(
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        "the upstream could not be reached",
+                    ),
+                    if connect {
+                        "upstream_unavailable"
+                    } else {
+                        "upstream_error"
+                    },
+                )
+            }
+            Err(_) => {
+                route.metrics.upstream_error("timeout");
+                (
+                    answer(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "gateway_timeout",
+                        "the upstream did not answer in time",
+                    ),
+                    "upstream_timeout",
+                )
+            }
+        };
+        Decision {
+            route: &route.config.name,
+            method: &method,
+            path: original.path(),
+            identity: identity.as_deref(),
+            outcome: Outcome::Allow,
+            reason,
+            status: response.status().as_u16(),
+            latency: got - start,
+        }
+        .log();
+        response
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deny(
+        &self,
+        route: Option<&RouteState>,
+        method: &Method,
+        path: &str,
+        identity: Option<&Identity>,
+        reason: &'static str,
+        response: Response<ProxyBody>,
+        start: Instant,
+    ) -> Response<ProxyBody> {
+        metrics::denied(route.map(|r| &r.metrics.label), reason);
+        Decision {
+            route: route.map_or(metrics::NO_ROUTE, |r| r.config.name.as_str()),
+            method,
+            path,
+            identity,
+            outcome: Outcome::Deny,
+            reason,
+            status: response.status().as_u16(),
+            latency: start.elapsed(),
+        }
+        .log();
+        response
+    }
+
+    fn rate_limited(
+        &self,
+        route: &RouteState,
+        method: &Method,
+        path: &str,
+        identity: Option<&Identity>,
+        wait: Duration,
+        start: Instant,
+    ) -> Response<ProxyBody> {
+        let mut r = answer(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests; retry later",
+        );
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(wait)),
+        );
+        self.deny(
+            Some(route),
+            method,
+            path,
+            identity,
+            "rate_limited",
+            r,
+            start,
+        )
+    }
+}
+
+/// Appends the peer to `X-Forwarded-For`; sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host`.
+fn forwarded_headers(headers: &mut HeaderMap, uri: &Uri, peer: &Peer) {
+    let ip = &peer.ip;
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 => {
+            HeaderValue::from_str(&format!("{prev}, {ip}")).ok()
+        }
+        Some(_) => {
+            let all: Vec<&str> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            HeaderValue::from_str(&format!("{}, {ip}", all.join(", "))).ok()
+        }
+        None => None,
+    };
+    headers.insert(
+        &X_FORWARDED_FOR,
+        xff.unwrap_or_else(|| peer.ip_header.clone()),
+    );
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let host = headers.get(header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    match host {
+        Some(h) => {
+            headers.insert(&X_FORWARDED_HOST, h);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+/// `pq` with the literal `prefix` removed from its path (`/` if nothing is left).
+fn strip_prefix(pq: &PathAndQuery, prefix: &str) -> PathAndQuery {
+    let path = pq.path();
+    let rest = match path.strip_prefix(prefix) {
+        Some(r) if r.is_empty() || r.starts_with('/') => r,
+        _ => path,
+    };
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let text = match pq.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    PathAndQuery::try_from(text).unwrap_or_else(|_| pq.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let peer = Peer::new("10.0.0.9:5000".parse().unwrap());
+        let uri: Uri = "/x".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("api.example"));
+        forwarded_headers(&mut h, &uri, &peer);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-host"], "api.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        forwarded_headers(&mut h, &uri, &peer);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9, 1.1.1.1, 10.0.0.9");
+    }
+
+    #[test]
+    fn prefixes_are_stripped_at_segment_boundaries() {
+        let pq = |s: &'static str| PathAndQuery::from_static(s);
+        assert_eq!(strip_prefix(&pq("/api/orders?x=1"), "/api"), "/orders?x=1");
+        assert_eq!(strip_prefix(&pq("/api"), "/api"), "/");
+        assert_eq!(strip_prefix(&pq("/api?q"), "/api"), "/?q");
+        assert_eq!(strip_prefix(&pq("/apix"), "/api"), "/apix");
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+}

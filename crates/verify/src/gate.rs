@@ -1,0 +1,305 @@
+//! The [`Gate`]: trusted issuers, their key caches and policies, the
+//! verified-token cache and the revocation list, behind one `verify` call.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use keyward_jose::{dangerous, verify_jwt, Error as JoseError, TokenError, Validation};
+use metrics::counter;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::VerifyError;
+use crate::identity::Identity;
+use crate::jwks_cache::JwksCache;
+use crate::policy::IssuerPolicy;
+use crate::revocation::RevocationList;
+use crate::token_cache::{Entry, TokenCache};
+
+/// One trusted issuer: its policy, the validation derived from it, its keys.
+#[derive(Debug)]
+pub struct Trusted {
+    pub policy: IssuerPolicy,
+    pub validation: Validation,
+    pub keys: JwksCache,
+}
+
+struct Inner {
+    issuers: Vec<Trusted>,
+    cache: Option<TokenCache>,
+    revoked: Arc<RevocationList>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Verifies bearer tokens from a fixed list of trusted issuers. Cheap to
+/// clone; clones share caches.
+#[derive(Clone)]
+pub struct Gate {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("issuers", &self.inner.issuers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Gate`].
+pub struct GateBuilder {
+    issuers: Vec<IssuerPolicy>,
+    cache_capacity: usize,
+    revoked: Option<Arc<RevocationList>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for GateBuilder {
+    fn default() -> Self {
+        GateBuilder {
+            issuers: Vec::new(),
+            cache_capacity: 10_000,
+            revoked: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl GateBuilder {
+    /// Trusts an issuer.
+    pub fn issuer(mut self, policy: IssuerPolicy) -> Self {
+        self.issuers.push(policy);
+        self
+    }
+
+    /// Size of the verified-token cache; 0 turns it off (default 10,000).
+    pub fn token_cache(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// Shares a revocation list (for example one fed by the gateway's poller).
+    pub fn revocations(mut self, list: Arc<RevocationList>) -> Self {
+        self.revoked = Some(list);
+        self
+    }
+
+    /// The clock tokens are judged against (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the gate; fails on an invalid key-source URL or a repeated issuer.
+    pub fn build(self) -> Result<Gate, String> {
+        let mut issuers: Vec<Trusted> = Vec::new();
+        for policy in self.issuers {
+            if issuers.iter().any(|t| t.policy.issuer == policy.issuer) {
+                return Err(format!("issuer {} is configured twice", policy.issuer));
+            }
+            let keys = JwksCache::new(
+                &policy.issuer,
+                policy.source.clone(),
+                policy.cache.clone(),
+                policy.rsa_default(),
+            )?;
+            issuers.push(Trusted {
+                validation: policy.validation(),
+                policy,
+                keys,
+            });
+        }
+        if issuers.is_empty() {
+            return Err("at least one trusted issuer is required".into());
+        }
+        Ok(Gate {
+            inner: Arc::new(Inner {
+                issuers,
+                cache: (self.cache_capacity > 0).then(|| TokenCache::new(self.cache_capacity)),
+                revoked: self.revoked.unwrap_or_default(),
+                clock: self.clock,
+            }),
+        })
+    }
+}
+
+/// The bearer token of an `Authorization` header (RFC 6750 §2.1): exactly one
+/// header, scheme `Bearer` (any case), one space, a token68 value.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, VerifyError> {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = all.next() else {
+        return Err(VerifyError::MissingToken);
+    };
+    if all.next().is_some() {
+        return Err(VerifyError::MalformedHeader);
+    }
+    let value = value.to_str().map_err(|_| VerifyError::MalformedHeader)?;
+    let (scheme, token) = value.split_once(' ').ok_or(VerifyError::MalformedHeader)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another scheme (Basic, DPoP...): no bearer token was presented.
+        return Err(VerifyError::MissingToken);
+    }
+    let token68 = |c: u8| c.is_ascii_alphanumeric() || b"-._~+/=".contains(&c);
+    if token.is_empty() || !token.bytes().all(token68) {
+        return Err(VerifyError::MalformedHeader);
+    }
+    Ok(token)
+}
+
+impl Gate {
+    /// Starts building a gate.
+    pub fn builder() -> GateBuilder {
+        GateBuilder::default()
+    }
+
+    /// The trusted issuers.
+    pub fn issuers(&self) -> &[Trusted] {
+        &self.inner.issuers
+    }
+
+    /// The revocation list consulted on every request.
+    pub fn revocations(&self) -> &Arc<RevocationList> {
+        &self.inner.revoked
+    }
+
+    /// The verified-token cache, when on.
+    pub fn token_cache(&self) -> Option<&TokenCache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// The gate's current time (unix seconds).
+    pub fn now(&self) -> i64 {
+        self.inner.clock.now()
+    }
+
+    /// Fetches every issuer's keys once; returns the failures (issuer, error).
+    pub async fn warm_up(&self) -> Vec<(String, String)> {
+        let mut failed = Vec::new();
+        for t in &self.inner.issuers {
+            if let Err(e) = t.keys.refresh().await {
+                failed.push((t.policy.issuer.clone(), e));
+            }
+        }
+        failed
+    }
+
+    /// Starts one background refresher per issuer (see
+    /// [`JwksCache::spawn_refresher`]). Abort the handles to stop them.
+    pub fn spawn_refreshers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.inner
+            .issuers
+            .iter()
+            .map(|t| t.keys.spawn_refresher())
+            .collect()
+    }
+
+    /// Verifies the bearer token of a request's headers.
+    pub async fn verify_headers(&self, headers: &HeaderMap) -> Result<Arc<Identity>, VerifyError> {
+        self.verify(bearer_token(headers)?).await
+    }
+
+    /// Verifies a compact JWT access token: structure, issuer, key, algorithm,
+    /// signature, claims and policy (DESIGN.md rule 1), and revocation.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, VerifyError> {
+        let Some(cache) = &self.inner.cache else {
+            return self.verify_uncached(token).await.map(|(id, _, _)| id);
+        };
+        let key = TokenCache::key(token);
+        if let Some(entry) = cache.get(&key) {
+            if self.still_valid(&key, &entry) {
+                counter!("keyward_gate_token_cache_total", "result" => "hit").increment(1);
+                return Ok(entry.identity);
+            }
+            cache.remove(&key);
+        }
+        counter!("keyward_gate_token_cache_total", "result" => "miss").increment(1);
+        let (identity, issuer, generation) = self.verify_uncached(token).await?;
+        cache.insert(
+            key,
+            Entry {
+                identity: identity.clone(),
+                issuer,
+                generation,
+            },
+        );
+        Ok(identity)
+    }
+
+    /// Whether a cached verification may still be served: before `exp`, key
+    /// still published, `jti` not revoked.
+    fn still_valid(&self, key: &[u8; 32], e: &Entry) -> bool {
+        let id = &e.identity;
+        if self.inner.clock.now() >= id.expires_at {
+            return false;
+        }
+        if id
+            .jti
+            .as_deref()
+            .is_some_and(|j| self.inner.revoked.is_revoked(j))
+        {
+            return false;
+        }
+        let Some(snap) = self.inner.issuers[e.issuer].keys.current() else {
+            return false;
+        };
+        if snap.generation == e.generation {
+            return true;
+        }
+        match &id.kid {
+            Some(kid) if snap.keys.get(kid).is_some() => {
+                if let Some(cache) = &self.inner.cache {
+                    cache.touch(key, snap.generation);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn pick_issuer(&self, token: &str) -> Result<usize, VerifyError> {
+        if self.inner.issuers.len() == 1 {
+            return Ok(0);
+        }
+        // Several issuers: read `iss` unverified only to choose whose keys
+        // and policy to verify with; the chosen policy then checks it again.
+        let (_, payload) = dangerous::decode_unverified(token)?;
+        let iss = payload
+            .get("iss")
+            .and_then(|v| v.as_str())
+            .ok_or(VerifyError::UntrustedIssuer)?;
+        self.inner
+            .issuers
+            .iter()
+            .position(|t| t.policy.issuer == iss)
+            .ok_or(VerifyError::UntrustedIssuer)
+    }
+
+    async fn verify_uncached(
+        &self,
+        token: &str,
+    ) -> Result<(Arc<Identity>, usize, u64), VerifyError> {
+        let idx = self.pick_issuer(token)?;
+        let t = &self.inner.issuers[idx];
+        let now = self.inner.clock.now();
+        let mut snap = t.keys.keys().await?;
+        let verified = match verify_jwt(token, &snap.keys, &t.validation, now) {
+            Err(JoseError::Token(TokenError::UnknownKid(_))) => {
+                let (header, _) = dangerous::decode_unverified(token)?;
+                let kid = header
+                    .get("kid")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or_default();
+                snap = t.keys.refetch_for_unknown(kid, snap.generation).await?;
+                verify_jwt(token, &snap.keys, &t.validation, now)?
+            }
+            other => other?,
+        };
+        if let Some(jti) = verified.claims.jti() {
+            if self.inner.revoked.is_revoked(jti) {
+                return Err(VerifyError::Revoked);
+            }
+        }
+        let mut identity = Identity::from_claims(verified.claims, verified.header.kid)?;
+        identity.allow_wildcard_all = t.policy.allow_wildcard_all;
+        Ok((Arc::new(identity), idx, snap.generation))
+    }
+}

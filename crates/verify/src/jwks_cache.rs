@@ -1,0 +1,599 @@
+//! One trusted issuer's JWK Set, fetched and kept fresh by the rules users
+//! have asked every other gateway for:
+//!
+//! - `Cache-Control: max-age` and `ETag`/`If-None-Match` are honoured,
+//!   clamped to [`CacheConfig::min_ttl`]..[`CacheConfig::max_ttl`]; a
+//!   background task refreshes the set before it expires, so no request waits
+//!   on a fetch while the cache is warm ([`JwksCache::spawn_refresher`]);
+//! - an unknown `kid` triggers at most one refetch at a time (single-flight)
+//!   and at most one per [`CacheConfig::unknown_kid_cooldown`]; unknown kids
+//!   are negatively cached until the set next changes or the cooldown ends;
+//! - when the endpoint fails or times out, the last good set keeps serving
+//!   up to [`CacheConfig::max_stale`] past its expiry, and metrics and logs
+//!   say so;
+//! - a fetched set replaces the old one atomically; fetch time and body size
+//!   are bounded; keys that are weak or malformed (RSA under 2048 bits, an
+//!   invalid curve point, private members, a duplicate `kid`) are dropped and
+//!   logged, and the rest are used.
+//!
+//! Plain `http://` is accepted only for loopback hosts unless
+//! [`CacheConfig::allow_http`] says otherwise. Redirects are not followed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use keyward_jose::{Algorithm, JwkSet, KeySet, PublicKey};
+use metrics::{counter, gauge};
+
+use crate::error::VerifyError;
+
+/// Where an issuer's keys come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// OIDC discovery: `{issuer}/.well-known/openid-configuration`, whose
+    /// `issuer` must equal the configured one and whose `jwks_uri` is used.
+    Discovery,
+    /// An explicit JWK Set URL.
+    JwksUri(String),
+    /// A JWK Set file, read at start and re-read when it changes.
+    File(PathBuf),
+}
+
+/// Cache rules for one issuer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Shortest time a fetched set is considered fresh (default 30 s).
+    pub min_ttl: Duration,
+    /// Longest time a fetched set is considered fresh (default 24 h).
+    pub max_ttl: Duration,
+    /// Freshness when the response has no usable `max-age` (default 5 min).
+    pub default_ttl: Duration,
+    /// Fewest seconds between refetches caused by unknown kids (default 30 s).
+    pub unknown_kid_cooldown: Duration,
+    /// How long past expiry the last good set keeps serving while the
+    /// endpoint fails (default 24 h).
+    pub max_stale: Duration,
+    /// Whole-fetch timeout (default 5 s).
+    pub fetch_timeout: Duration,
+    /// Largest accepted response body (default 256 KiB).
+    pub max_body_bytes: usize,
+    /// Accept `http://` for non-loopback hosts (default false).
+    pub allow_http: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            min_ttl: Duration::from_secs(30),
+            max_ttl: Duration::from_secs(24 * 3600),
+            default_ttl: Duration::from_secs(300),
+            unknown_kid_cooldown: Duration::from_secs(30),
+            max_stale: Duration::from_secs(24 * 3600),
+            fetch_timeout: Duration::from_secs(5),
+            max_body_bytes: 256 * 1024,
+            allow_http: false,
+        }
+    }
+}
+
+/// The set currently in use, replaced as a whole.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The usable keys.
+    pub keys: KeySet,
+    /// Increases by one with every replacement.
+    pub generation: u64,
+    /// When the set was last confirmed (fetched or revalidated).
+    pub confirmed_at: Instant,
+    /// When the set stops being fresh.
+    pub expires_at: Instant,
+    etag: Option<String>,
+}
+
+/// What [`JwksCache::status`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheStatus {
+    /// Seconds since the set was last confirmed (`None` before the first fetch).
+    pub age_secs: Option<u64>,
+    /// Whether the set is past its freshness (served only because of `max_stale`).
+    pub stale: bool,
+    /// Number of usable keys.
+    pub keys: usize,
+    /// The last fetch error, if the last fetch failed.
+    pub last_error: Option<String>,
+}
+
+/// Result of one fetch.
+enum Fetched {
+    New(KeySet, Option<String>, Duration),
+    NotModified(Duration),
+}
+
+struct Inner {
+    issuer: String,
+    source: KeySource,
+    config: CacheConfig,
+    rsa_default: Algorithm,
+    client: reqwest::Client,
+    current: ArcSwapOption<Snapshot>,
+    /// Held while fetching: one fetch at a time (single-flight).
+    fetching: tokio::sync::Mutex<FetchState>,
+    /// Unknown kids and the generation they were unknown in.
+    negative: Mutex<HashMap<String, (u64, Instant)>>,
+    last_error: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct FetchState {
+    /// The `jwks_uri` found by discovery.
+    jwks_uri: Option<String>,
+    /// When an unknown kid last caused a fetch.
+    last_unknown_fetch: Option<Instant>,
+    /// When the last fetch failed (cleared by a success).
+    last_failure: Option<Instant>,
+}
+
+/// Most unknown kids remembered; the map is cleared when full.
+const NEGATIVE_MAX: usize = 10_000;
+/// Least time between request-driven fetches while the endpoint fails and
+/// nothing is cached.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
+/// Retry interval after a failed background fetch (doubling up to the ttl bounds).
+const RETRY_MIN: Duration = Duration::from_secs(1);
+
+/// One issuer's keys. Cheap to clone; clones share the cache.
+#[derive(Clone)]
+pub struct JwksCache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache")
+            .field("issuer", &self.inner.issuer)
+            .field("source", &self.inner.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwksCache {
+    /// A cache for `issuer`'s keys from `source`. Nothing is fetched until
+    /// the first use, [`JwksCache::refresh`] or [`JwksCache::spawn_refresher`].
+    pub fn new(
+        issuer: &str,
+        source: KeySource,
+        config: CacheConfig,
+        rsa_default: Algorithm,
+    ) -> Result<Self, String> {
+        if let KeySource::JwksUri(uri) = &source {
+            check_url(uri, config.allow_http)?;
+        }
+        if source == KeySource::Discovery {
+            check_url(issuer, config.allow_http)?;
+        }
+        let client = reqwest::Client::builder()
+            .timeout(config.fetch_timeout)
+            .connect_timeout(config.fetch_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("keyward-gate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        Ok(JwksCache {
+            inner: Arc::new(Inner {
+                issuer: issuer.to_string(),
+                source,
+                config,
+                rsa_default,
+                client,
+                current: ArcSwapOption::empty(),
+                fetching: tokio::sync::Mutex::new(FetchState::default()),
+                negative: Mutex::new(HashMap::new()),
+                last_error: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The issuer these keys belong to.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// The current set if it may still be used (fresh, or stale within
+    /// `max_stale`), without waiting.
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        let snap = self.inner.current.load_full()?;
+        let limit = snap.expires_at + self.inner.config.max_stale;
+        (Instant::now() < limit).then_some(snap)
+    }
+
+    /// The usable set, fetching it first if there is none yet (or the last
+    /// one is past `max_stale`). Only the first callers ever wait.
+    pub async fn keys(&self) -> Result<Arc<Snapshot>, VerifyError> {
+        if let Some(s) = self.current() {
+            return Ok(s);
+        }
+        let mut state = self.inner.fetching.lock().await;
+        if let Some(s) = self.current() {
+            return Ok(s);
+        }
+        // With nothing cached and the endpoint failing, callers queued behind
+        // a failed fetch do not each try again: one attempt per backoff.
+        if state
+            .last_failure
+            .is_some_and(|t| t.elapsed() < FAILURE_BACKOFF)
+        {
+            return Err(VerifyError::KeysUnavailable);
+        }
+        let _ = self.fetch_locked(&mut state, "initial").await;
+        self.current().ok_or(VerifyError::KeysUnavailable)
+    }
+
+    /// The key with `kid`, refetching the set once if it is unknown and the
+    /// cooldown allows; unknown kids are remembered until the set changes
+    /// or the cooldown has passed.
+    pub async fn key_for(&self, kid: &str) -> Result<Arc<Snapshot>, VerifyError> {
+        let snap = self.keys().await?;
+        if snap.keys.get(kid).is_some() {
+            return Ok(snap);
+        }
+        self.refetch_for_unknown(kid, snap.generation).await
+    }
+
+    /// The slow path for a `kid` missing from generation `seen`.
+    pub async fn refetch_for_unknown(
+        &self,
+        kid: &str,
+        seen: u64,
+    ) -> Result<Arc<Snapshot>, VerifyError> {
+        let cooldown = self.inner.config.unknown_kid_cooldown;
+        if self.is_negative(kid, seen, cooldown) {
+            counter!("keyward_gate_unknown_kid_total", "issuer" => self.inner.issuer.clone(), "outcome" => "negative_cache").increment(1);
+            return Err(VerifyError::UnknownKid);
+        }
+        let mut state = self.inner.fetching.lock().await;
+        // Someone else may have fetched while we waited for the lock.
+        if let Some(s) = self.current() {
+            if s.keys.get(kid).is_some() {
+                return Ok(s);
+            }
+        }
+        if state
+            .last_unknown_fetch
+            .is_some_and(|t| t.elapsed() < cooldown)
+        {
+            let generation = self.current().map(|s| s.generation).unwrap_or(seen);
+            self.remember_unknown(kid, generation);
+            counter!("keyward_gate_unknown_kid_total", "issuer" => self.inner.issuer.clone(), "outcome" => "cooldown").increment(1);
+            return Err(VerifyError::UnknownKid);
+        }
+        state.last_unknown_fetch = Some(Instant::now());
+        counter!("keyward_gate_unknown_kid_total", "issuer" => self.inner.issuer.clone(), "outcome" => "refetch").increment(1);
+        let _ = self.fetch_locked(&mut state, "unknown_kid").await;
+        drop(state);
+        match self.current() {
+            Some(s) if s.keys.get(kid).is_some() => Ok(s),
+            Some(s) => {
+                self.remember_unknown(kid, s.generation);
+                Err(VerifyError::UnknownKid)
+            }
+            None => Err(VerifyError::KeysUnavailable),
+        }
+    }
+
+    fn is_negative(&self, kid: &str, generation: u64, cooldown: Duration) -> bool {
+        let neg = self.inner.negative.lock().expect("negative cache lock");
+        neg.get(kid)
+            .is_some_and(|(g, at)| *g == generation && at.elapsed() < cooldown)
+    }
+
+    fn remember_unknown(&self, kid: &str, generation: u64) {
+        let mut neg = self.inner.negative.lock().expect("negative cache lock");
+        if neg.len() >= NEGATIVE_MAX {
+            neg.clear();
+        }
+        neg.insert(kid.to_string(), (generation, Instant::now()));
+    }
+
+    /// Fetches now (waiting for a fetch in progress instead of starting a
+    /// second one). Errors are also recorded for [`JwksCache::status`].
+    pub async fn refresh(&self) -> Result<(), String> {
+        let mut state = self.inner.fetching.lock().await;
+        self.fetch_locked(&mut state, "refresh").await
+    }
+
+    /// Health of the cache, for metrics and readiness.
+    pub fn status(&self) -> CacheStatus {
+        let snap = self.inner.current.load_full();
+        let now = Instant::now();
+        CacheStatus {
+            age_secs: snap
+                .as_ref()
+                .map(|s| now.saturating_duration_since(s.confirmed_at).as_secs()),
+            stale: snap.as_ref().is_some_and(|s| now >= s.expires_at),
+            keys: snap.as_ref().map_or(0, |s| s.keys.len()),
+            last_error: self.inner.last_error.lock().expect("error lock").clone(),
+        }
+    }
+
+    /// Runs a task that refreshes the set before it expires (a fifth of its
+    /// freshness, or the fetch timeout, ahead) and retries failures with backoff. The task ends when the
+    /// returned handle is aborted or the runtime shuts down.
+    pub fn spawn_refresher(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut retry = RETRY_MIN;
+            loop {
+                let ok = this.refresh().await.is_ok();
+                let wait = match (ok, this.inner.current.load_full()) {
+                    (true, Some(s)) => {
+                        retry = RETRY_MIN;
+                        // Start early enough that even a fetch taking the
+                        // whole timeout lands before expiry.
+                        let fresh = s.expires_at.saturating_duration_since(s.confirmed_at);
+                        let margin = (fresh / 5).max(this.inner.config.fetch_timeout);
+                        fresh.saturating_sub(margin).max(Duration::from_millis(200))
+                    }
+                    _ => {
+                        let wait = retry;
+                        retry = (retry * 2).min(this.inner.config.min_ttl.max(RETRY_MIN));
+                        wait
+                    }
+                };
+                this.publish_gauges();
+                tokio::time::sleep(wait).await;
+            }
+        })
+    }
+
+    fn publish_gauges(&self) {
+        let st = self.status();
+        let issuer = self.inner.issuer.clone();
+        gauge!("keyward_gate_jwks_keys", "issuer" => issuer.clone()).set(st.keys as f64);
+        gauge!("keyward_gate_jwks_stale", "issuer" => issuer).set(if st.stale { 1.0 } else { 0.0 });
+    }
+
+    async fn fetch_locked(&self, state: &mut FetchState, why: &'static str) -> Result<(), String> {
+        let issuer = self.inner.issuer.clone();
+        let result = self.fetch(state).await;
+        let now = Instant::now();
+        state.last_failure = result.is_err().then_some(now);
+        match result {
+            Ok(Fetched::New(keys, etag, ttl)) => {
+                let generation = self
+                    .inner
+                    .current
+                    .load()
+                    .as_ref()
+                    .map_or(1, |s| s.generation + 1);
+                self.inner.current.store(Some(Arc::new(Snapshot {
+                    keys,
+                    generation,
+                    confirmed_at: now,
+                    expires_at: now + ttl,
+                    etag,
+                })));
+                counter!("keyward_gate_jwks_fetches_total", "issuer" => issuer, "outcome" => "updated", "cause" => why).increment(1);
+                *self.inner.last_error.lock().expect("error lock") = None;
+                Ok(())
+            }
+            Ok(Fetched::NotModified(ttl)) => {
+                if let Some(old) = self.inner.current.load_full() {
+                    self.inner.current.store(Some(Arc::new(Snapshot {
+                        keys: old.keys.clone(),
+                        generation: old.generation,
+                        confirmed_at: now,
+                        expires_at: now + ttl,
+                        etag: old.etag.clone(),
+                    })));
+                }
+                counter!("keyward_gate_jwks_fetches_total", "issuer" => issuer, "outcome" => "not_modified", "cause" => why).increment(1);
+                *self.inner.last_error.lock().expect("error lock") = None;
+                Ok(())
+            }
+            Err(e) => {
+                counter!("keyward_gate_jwks_fetches_total", "issuer" => issuer.clone(), "outcome" => "failed", "cause" => why).increment(1);
+                match self.inner.current.load_full() {
+                    Some(s) if now < s.expires_at + self.inner.config.max_stale => tracing::warn!(
+                        issuer = %issuer, error = %e, age_secs = now.saturating_duration_since(s.confirmed_at).as_secs(),
+                        "JWKS fetch failed; serving the last good key set"
+                    ),
+                    _ => {
+                        tracing::error!(issuer = %issuer, error = %e, "JWKS fetch failed and no usable key set is cached")
+                    }
+                }
+                *self.inner.last_error.lock().expect("error lock") = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(&self, state: &mut FetchState) -> Result<Fetched, String> {
+        let cfg = &self.inner.config;
+        let uri = match &self.inner.source {
+            KeySource::File(path) => {
+                let body = tokio::fs::read(path)
+                    .await
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                if body.len() > cfg.max_body_bytes {
+                    return Err(format!(
+                        "{} is larger than {} bytes",
+                        path.display(),
+                        cfg.max_body_bytes
+                    ));
+                }
+                let keys = self.parse_set(&body)?;
+                return Ok(Fetched::New(keys, None, cfg.default_ttl));
+            }
+            KeySource::JwksUri(uri) => uri.clone(),
+            KeySource::Discovery => match &state.jwks_uri {
+                Some(uri) => uri.clone(),
+                None => {
+                    let uri = self.discover().await?;
+                    state.jwks_uri = Some(uri.clone());
+                    uri
+                }
+            },
+        };
+        let etag = self
+            .inner
+            .current
+            .load()
+            .as_ref()
+            .and_then(|s| s.etag.clone());
+        let mut req = self
+            .inner
+            .client
+            .get(&uri)
+            .header("accept", "application/json");
+        if let Some(etag) = &etag {
+            req = req.header("if-none-match", etag);
+        }
+        let resp = req.send().await.map_err(|e| describe(&uri, &e))?;
+        let ttl = self.ttl(resp.headers());
+        if resp.status() == reqwest::StatusCode::NOT_MODIFIED && etag.is_some() {
+            return Ok(Fetched::NotModified(ttl));
+        }
+        if !resp.status().is_success() {
+            return Err(format!("{uri} answered {}", resp.status()));
+        }
+        let new_etag = resp
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = read_bounded(resp, cfg.max_body_bytes, &uri).await?;
+        let keys = self.parse_set(&body)?;
+        Ok(Fetched::New(keys, new_etag, ttl))
+    }
+
+    async fn discover(&self) -> Result<String, String> {
+        let issuer = &self.inner.issuer;
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let resp = self
+            .inner
+            .client
+            .get(&url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| describe(&url, &e))?;
+        if !resp.status().is_success() {
+            return Err(format!("{url} answered {}", resp.status()));
+        }
+        let body = read_bounded(resp, self.inner.config.max_body_bytes, &url).await?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| format!("{url} is not JSON"))?;
+        // OIDC Discovery §4.3: the document's issuer must be the one asked for.
+        if doc.get("issuer").and_then(|v| v.as_str()) != Some(issuer.as_str()) {
+            return Err(format!("{url} names a different issuer"));
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| format!("{url} has no jwks_uri"))?;
+        check_url(jwks_uri, self.inner.config.allow_http)?;
+        Ok(jwks_uri.to_string())
+    }
+
+    fn parse_set(&self, body: &[u8]) -> Result<KeySet, String> {
+        let (set, rejected) = JwkSet::parse_lenient(body, self.inner.rsa_default)
+            .map_err(|e| format!("not a JWK Set: {e}"))?;
+        for r in &rejected {
+            counter!("keyward_gate_jwks_keys_rejected_total", "issuer" => self.inner.issuer.clone()).increment(1);
+            tracing::warn!(issuer = %self.inner.issuer, index = r.index, kid = ?r.kid, error = %r.error, "JWKS key dropped");
+        }
+        let mut keys = KeySet::new();
+        for k in set.keys {
+            let key: PublicKey = k.key;
+            if let Err(e) = keys.insert(k.kid.clone(), key) {
+                tracing::warn!(issuer = %self.inner.issuer, kid = ?k.kid, error = %e, "JWKS key dropped");
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Freshness from `Cache-Control`, clamped to the configured bounds.
+    fn ttl(&self, headers: &reqwest::header::HeaderMap) -> Duration {
+        let cfg = &self.inner.config;
+        let mut ttl = cfg.default_ttl;
+        for v in headers.get_all("cache-control") {
+            let Ok(v) = v.to_str() else { continue };
+            for d in v.split(',').map(str::trim) {
+                let lower = d.to_ascii_lowercase();
+                if lower == "no-cache" || lower == "no-store" {
+                    ttl = Duration::ZERO;
+                } else if let Some(n) = lower.strip_prefix("max-age=") {
+                    if let Ok(n) = n.trim_matches('"').parse::<u64>() {
+                        ttl = Duration::from_secs(n);
+                    }
+                }
+            }
+        }
+        ttl.clamp(cfg.min_ttl, cfg.max_ttl.max(cfg.min_ttl))
+    }
+}
+
+/// Refuses URLs that are not `https://`, or `http://` to a loopback host
+/// unless `allow_http`.
+pub fn check_url(url: &str, allow_http: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http => Ok(()),
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{url} uses plain http to a non-loopback host: use https, or set allow_http = true"
+                ))
+            }
+        }
+        s => Err(format!(
+            "{url} has unsupported scheme {s:?} (https, or http for loopback)"
+        )),
+    }
+}
+
+/// A fetch error as text that names the URL but not the library's internals.
+pub fn describe(url: &str, e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("{url}: timed out")
+    } else if e.is_connect() {
+        format!("{url}: connection failed")
+    } else {
+        format!("{url}: request failed")
+    }
+}
+
+/// Reads a response body of at most `max` bytes (refused as soon as it is
+/// known to be larger, whether from `Content-Length` or while streaming).
+pub async fn read_bounded(
+    mut resp: reqwest::Response,
+    max: usize,
+    url: &str,
+) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!("{url}: body larger than {max} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(url, &e))? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("{url}: body larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}

@@ -1,0 +1,42 @@
+//! keyward-verify: the gate's core.
+//!
+//! A [`Gate`] trusts a list of issuers, each with its own key source (OIDC
+//! discovery, an explicit `jwks_uri`, or a static JWK Set file) and its own
+//! [`IssuerPolicy`]. It verifies bearer tokens against a [`JwksCache`] that
+//! follows the rules verifiers are asked for everywhere: `Cache-Control:
+//! max-age` and `ETag` honoured within configured bounds, background refresh
+//! before expiry, single-flight and rate-limited refetch on an unknown `kid`
+//! with a negative cache, stale-if-error up to `max_stale`, atomic
+//! replacement, weak keys dropped. Verified tokens are remembered in a bounded
+//! [`TokenCache`] that never outlives a token's `exp`, its key, or a
+//! revocation of its `jti`.
+//!
+//! Permissions follow TKeeper's model ([`permissions`]); [`layer`] has a tower
+//! `Layer` and an axum extractor for protecting a service in-process.
+//!
+//! Everything cryptographic happens in `keyward-jose`; this crate adds I/O,
+//! caching and policy. It never depends on the issuer: it trusts only what it
+//! fetches from an issuer's public endpoints.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod error;
+pub mod gate;
+pub mod identity;
+pub mod jwks_cache;
+pub mod layer;
+pub mod permissions;
+pub mod policy;
+pub mod revocation;
+pub mod token_cache;
+
+pub use clock::{Clock, SystemClock};
+pub use error::VerifyError;
+pub use gate::{bearer_token, Gate, GateBuilder, Trusted};
+pub use identity::Identity;
+pub use jwks_cache::{CacheConfig, CacheStatus, JwksCache, KeySource};
+pub use layer::{Authenticated, GateLayer, Verified};
+pub use permissions::{Grants, Requirement, Template};
+pub use policy::IssuerPolicy;
+pub use revocation::RevocationList;
+pub use token_cache::TokenCache;

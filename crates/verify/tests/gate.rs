@@ -1,0 +1,315 @@
+//! The Gate: verification through the JWKS cache, several issuers, the
+//! verified-token cache and its invalidation rules, revocation.
+
+mod support;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_jose::Algorithm;
+use keyward_verify::{
+    CacheConfig, Clock, Gate, IssuerPolicy, KeySource, RevocationList, VerifyError,
+};
+use support::{jwks, now, signer, token, JwksServer};
+
+/// A clock the test moves.
+struct TestClock(AtomicI64);
+impl Clock for TestClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+fn policy(server: &JwksServer) -> IssuerPolicy {
+    let mut p = IssuerPolicy::new(server.base());
+    p.source = KeySource::JwksUri(server.jwks_uri());
+    p.audiences = vec!["api".into()];
+    p.cache = CacheConfig {
+        min_ttl: Duration::from_millis(100),
+        unknown_kid_cooldown: Duration::from_millis(100),
+        ..CacheConfig::default()
+    };
+    p
+}
+
+#[tokio::test]
+async fn verifies_and_reads_the_identity() {
+    let k = signer(Algorithm::ES256, "k1");
+    let server = JwksServer::start(jwks(&[&k])).await;
+    let gate = Gate::builder().issuer(policy(&server)).build().unwrap();
+    let t = token(
+        &k,
+        &server.base(),
+        "api",
+        now(),
+        serde_json::json!({"permissions": ["orders.*"]}),
+    );
+    let id = gate.verify(&t).await.unwrap();
+    assert_eq!(id.subject.as_deref(), Some("alice"));
+    assert_eq!(id.client_id.as_deref(), Some("svc"));
+    assert_eq!(id.scopes, vec!["orders:read"]);
+    assert_eq!(id.permissions, vec!["orders.*"]);
+    assert_eq!(id.kid.as_deref(), Some("k1"));
+
+    // Wrong audience, wrong issuer, wrong typ are refused.
+    let other_aud = token(&k, &server.base(), "other", now(), serde_json::json!({}));
+    assert_eq!(
+        gate.verify(&other_aud).await.unwrap_err().reason(),
+        "audience"
+    );
+    let other_iss = token(
+        &k,
+        "https://evil.example",
+        "api",
+        now(),
+        serde_json::json!({}),
+    );
+    assert_eq!(
+        gate.verify(&other_iss).await.unwrap_err().reason(),
+        "issuer"
+    );
+    let id_token = keyward_jose::sign_jwt(
+        &k,
+        Some("JWT"),
+        &serde_json::json!({
+            "iss": server.base(), "sub": "alice", "aud": "api", "iat": now(), "exp": now() + 60
+        }),
+    )
+    .unwrap();
+    assert_eq!(gate.verify(&id_token).await.unwrap_err().reason(), "typ");
+    // `permissions` of the wrong type rejects the token instead of granting nothing.
+    let bad_perm = token(
+        &k,
+        &server.base(),
+        "api",
+        now(),
+        serde_json::json!({"permissions": "orders.*"}),
+    );
+    assert_eq!(
+        gate.verify(&bad_perm).await.unwrap_err(),
+        VerifyError::MalformedClaim("permissions")
+    );
+}
+
+#[tokio::test]
+async fn several_issuers_each_with_their_own_keys() {
+    let ka = signer(Algorithm::ES256, "a");
+    let kb = signer(Algorithm::EdDSA, "b");
+    let sa = JwksServer::start(jwks(&[&ka])).await;
+    let sb = JwksServer::start(jwks(&[&kb])).await;
+    let gate = Gate::builder()
+        .issuer(policy(&sa))
+        .issuer(policy(&sb))
+        .build()
+        .unwrap();
+    assert!(gate
+        .verify(&token(&ka, &sa.base(), "api", now(), serde_json::json!({})))
+        .await
+        .is_ok());
+    assert!(gate
+        .verify(&token(&kb, &sb.base(), "api", now(), serde_json::json!({})))
+        .await
+        .is_ok());
+    // Issuer B's key cannot sign for issuer A.
+    let forged = token(&kb, &sa.base(), "api", now(), serde_json::json!({}));
+    assert!(gate.verify(&forged).await.is_err());
+    let stranger = token(
+        &ka,
+        "https://stranger.example",
+        "api",
+        now(),
+        serde_json::json!({}),
+    );
+    assert_eq!(
+        gate.verify(&stranger).await.unwrap_err(),
+        VerifyError::UntrustedIssuer
+    );
+}
+
+#[tokio::test]
+async fn cached_entries_never_outlive_exp() {
+    let k = signer(Algorithm::ES256, "k1");
+    let server = JwksServer::start(jwks(&[&k])).await;
+    let t0 = now();
+    let clock = Arc::new(TestClock(AtomicI64::new(t0)));
+    let gate = Gate::builder()
+        .issuer(policy(&server))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let t = token(
+        &k,
+        &server.base(),
+        "api",
+        t0,
+        serde_json::json!({"exp": t0 + 100}),
+    );
+    gate.verify(&t).await.unwrap();
+    assert_eq!(gate.token_cache().unwrap().len(), 1);
+    clock.0.store(t0 + 99, Ordering::SeqCst);
+    assert!(gate.verify(&t).await.is_ok(), "cached hit before exp");
+    // Past exp (and past the 60 s leeway a fresh verification allows).
+    clock.0.store(t0 + 161, Ordering::SeqCst);
+    assert_eq!(gate.verify(&t).await.unwrap_err().reason(), "expired");
+    assert_eq!(
+        gate.token_cache().unwrap().len(),
+        0,
+        "expired entry dropped"
+    );
+}
+
+#[tokio::test]
+async fn cached_entries_die_with_their_key() {
+    let k1 = signer(Algorithm::ES256, "k1");
+    let k2 = signer(Algorithm::ES256, "k2");
+    let server = JwksServer::start(jwks(&[&k1, &k2])).await;
+    let gate = Gate::builder().issuer(policy(&server)).build().unwrap();
+    let t = token(&k1, &server.base(), "api", now(), serde_json::json!({}));
+    gate.verify(&t).await.unwrap();
+    // A rotation that keeps k1: the cached token stays valid.
+    let k3 = signer(Algorithm::ES256, "k3");
+    server.set(|s| s.body = jwks(&[&k1, &k2, &k3]));
+    gate.issuers()[0].keys.refresh().await.unwrap();
+    assert!(gate.verify(&t).await.is_ok());
+    // k1 is revoked at the issuer (dropped from the set): the cached entry goes too.
+    server.set(|s| s.body = jwks(&[&k2, &k3]));
+    gate.issuers()[0].keys.refresh().await.unwrap();
+    assert!(gate.verify(&t).await.is_err());
+    assert_eq!(gate.token_cache().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn revoked_jti_is_refused_cached_or_not() {
+    let k = signer(Algorithm::ES256, "k1");
+    let server = JwksServer::start(jwks(&[&k])).await;
+    let list = Arc::new(RevocationList::new());
+    let gate = Gate::builder()
+        .issuer(policy(&server))
+        .revocations(list.clone())
+        .build()
+        .unwrap();
+    let a = token(
+        &k,
+        &server.base(),
+        "api",
+        now(),
+        serde_json::json!({"jti": "jti-a"}),
+    );
+    let b = token(
+        &k,
+        &server.base(),
+        "api",
+        now(),
+        serde_json::json!({"jti": "jti-b"}),
+    );
+    gate.verify(&a).await.unwrap();
+    list.revoke("jti-a", now() + 600);
+    list.revoke("jti-b", now() + 600);
+    assert_eq!(
+        gate.verify(&a).await.unwrap_err(),
+        VerifyError::Revoked,
+        "cached entry"
+    );
+    assert_eq!(
+        gate.verify(&b).await.unwrap_err(),
+        VerifyError::Revoked,
+        "never seen"
+    );
+}
+
+#[tokio::test]
+async fn without_the_token_cache_every_call_verifies() {
+    let k = signer(Algorithm::ES256, "k1");
+    let server = JwksServer::start(jwks(&[&k])).await;
+    let gate = Gate::builder()
+        .issuer(policy(&server))
+        .token_cache(0)
+        .build()
+        .unwrap();
+    assert!(gate.token_cache().is_none());
+    let t = token(&k, &server.base(), "api", now(), serde_json::json!({}));
+    for _ in 0..3 {
+        assert!(gate.verify(&t).await.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_in_key_is_found_through_the_unknown_kid_path() {
+    let k1 = signer(Algorithm::ES256, "k1");
+    let server = JwksServer::start(jwks(&[&k1])).await;
+    let gate = Gate::builder().issuer(policy(&server)).build().unwrap();
+    gate.verify(&token(
+        &k1,
+        &server.base(),
+        "api",
+        now(),
+        serde_json::json!({}),
+    ))
+    .await
+    .unwrap();
+    let k2 = signer(Algorithm::RS256, "k2");
+    server.set(|s| s.body = jwks(&[&k1, &k2]));
+    let t2 = token(&k2, &server.base(), "api", now(), serde_json::json!({}));
+    assert!(gate.verify(&t2).await.is_ok());
+    assert_eq!(server.fetches(), 2);
+}
+
+#[test]
+fn bearer_header_parsing() {
+    use http::HeaderMap;
+    use keyward_verify::bearer_token;
+    let h = |v: &[&str]| {
+        let mut m = HeaderMap::new();
+        for v in v {
+            m.append("authorization", v.parse().unwrap());
+        }
+        m
+    };
+    assert_eq!(
+        bearer_token(&h(&["Bearer abc.def.ghi"])).unwrap(),
+        "abc.def.ghi"
+    );
+    assert_eq!(bearer_token(&h(&["bearer abc"])).unwrap(), "abc");
+    assert_eq!(
+        bearer_token(&h(&[])).unwrap_err(),
+        VerifyError::MissingToken
+    );
+    assert_eq!(
+        bearer_token(&h(&["Basic dXNlcjpw"])).unwrap_err(),
+        VerifyError::MissingToken
+    );
+    for bad in [
+        "Bearer",
+        "Bearer ",
+        "Bearer a b",
+        "Bearer a\"b",
+        "Bearer  abc",
+    ] {
+        assert_eq!(
+            bearer_token(&h(&[bad])).unwrap_err(),
+            VerifyError::MalformedHeader,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        bearer_token(&h(&["Bearer a", "Bearer b"])).unwrap_err(),
+        VerifyError::MalformedHeader
+    );
+}
+
+#[test]
+fn rejections_follow_rfc_6750() {
+    let e = VerifyError::MissingToken;
+    assert_eq!(e.status(), 401);
+    assert_eq!(e.www_authenticate("api"), "Bearer realm=\"api\"");
+    let e = VerifyError::InsufficientScope("orders.7.read".into());
+    assert_eq!(e.status(), 403);
+    assert!(e
+        .www_authenticate("api")
+        .starts_with("Bearer realm=\"api\", error=\"insufficient_scope\", error_description=\""));
+    let e = VerifyError::Revoked;
+    assert!(e
+        .www_authenticate("a\"b")
+        .starts_with("Bearer realm=\"ab\", error=\"invalid_token\""));
+}
