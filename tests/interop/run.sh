@@ -10,7 +10,10 @@
 # each also checking that tampered copies are rejected. Then a private_key_jwt
 # client (RFC 7523) whose key pair and client assertion `jose` makes (ES256 and
 # RS256 client keys) gets a token that Node verifies, and a replay of the same
-# assertion is refused.
+# assertion is refused. Finally the gate: tokens minted by Node `jose`
+# (mint.mjs) and PyJWT (mint.py) with their own keys, for RS256, PS256, ES256,
+# ES384 and EdDSA, pass `keyward gateway` (which trusts both JWK Sets) to an
+# upstream (upstream.py); tampered copies get 401 and never reach it.
 #
 # One line per check ("ok   RS256-2048 node" / "FAIL ..."), then "N passed,
 # M failed"; the exit status is non-zero if any check failed.
@@ -71,6 +74,7 @@ echo "interop: keyward $("$KEYWARD_BIN" --version | awk '{print $2}'), node $(no
 # --- bookkeeping --------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/keyward-interop.XXXXXX")"
 SERVER_PID=""
+UPSTREAM_PID=""
 passed=0
 failed=0
 
@@ -88,6 +92,7 @@ stop_server() {
 
 cleanup() {
   stop_server
+  [ -z "$UPSTREAM_PID" ] || kill "$UPSTREAM_PID" 2>/dev/null || true
   if [ "$failed" -eq 0 ]; then
     rm -rf "$WORK"
   else
@@ -235,6 +240,85 @@ run_pkjwt() {
   stop_server
 }
 
+# --- the gate: tokens minted by jose and PyJWT, verified by `keyward gateway` --
+# Each tool makes its own keys (RS256, PS256, ES256, ES384, EdDSA) and tokens;
+# the gateway trusts both JWK Sets (jwks_file) and proxies to a tiny upstream
+# that answers with the X-Auth-Subject it received and logs every request.
+run_gate() {
+  local name=gate dir up_port gw_port tool alg token sub code body hits_before
+  echo "-- $name"
+  dir="$WORK/$name"
+  mkdir -p "$dir/node" "$dir/python"
+  if ! node "$HERE/mint.mjs" "$dir/node" https://node-issuer.test api://orders >"$dir/mint-node.log" 2>&1; then
+    fail "$name mint (node)" "$dir/mint-node.log"
+    return 0
+  fi
+  if ! "$PY" "$HERE/mint.py" "$dir/python" https://py-issuer.test api://orders >"$dir/mint-py.log" 2>&1; then
+    fail "$name mint (python)" "$dir/mint-py.log"
+    return 0
+  fi
+  up_port=$(free_port)
+  touch "$dir/upstream.hits"
+  "$PY" "$HERE/upstream.py" "$up_port" "$dir/upstream.hits" >"$dir/upstream.log" 2>&1 &
+  UPSTREAM_PID=$!
+  gw_port=$(free_port)
+  {
+    echo "listen = \"127.0.0.1:$gw_port\""
+    for tool in node python; do
+      case $tool in node) echo; echo '[[issuer]]'; echo 'issuer = "https://node-issuer.test"' ;;
+        *) echo; echo '[[issuer]]'; echo 'issuer = "https://py-issuer.test"' ;; esac
+      echo 'audiences = ["api://orders"]'
+      echo "jwks_file = \"$dir/$tool/jwks.json\""
+    done
+    echo
+    echo '[[route]]'
+    echo 'path = "/orders/{id}"'
+    echo "upstream = \"http://127.0.0.1:$up_port\""
+    echo 'permissions = { all_of = ["orders.{id}.read"] }'
+  } >"$dir/gateway.toml"
+  "$KEYWARD_BIN" gateway --config "$dir/gateway.toml" >"$dir/gateway.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$gw_port/" 2>/dev/null && break
+    sleep 0.1
+  done
+  for _ in $(seq 1 100); do
+    curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$up_port/" 2>/dev/null && break
+    sleep 0.1
+  done
+  : >"$dir/upstream.hits"
+  for tool in node python; do
+    case $tool in node) sub=node-user ;; *) sub=py-user ;; esac
+    for alg in RS256 PS256 ES256 ES384 EdDSA; do
+      token=$(json_get "$alg" <"$dir/$tool/tokens.json" 2>/dev/null || true)
+      body=$(curl -sS --max-time 5 -H "Authorization: Bearer $token" \
+        -w '\n%{http_code}' "http://127.0.0.1:$gw_port/orders/42" 2>&1) || true
+      code=${body##*$'\n'}
+      if [ "$code" = 200 ] && [ "${body%$'\n'*}" = "hello $sub" ]; then
+        pass "$name $tool $alg accepted"
+      else
+        echo "HTTP $code: ${body%$'\n'*}" >"$dir/$tool-$alg.out"
+        fail "$name $tool $alg accepted" "$dir/$tool-$alg.out"
+      fi
+      # The same token with its signature's last character changed: 401, and
+      # the upstream never sees the request.
+      hits_before=$(wc -l <"$dir/upstream.hits")
+      case "${token: -1}" in A) token="${token%?}B" ;; *) token="${token%?}A" ;; esac
+      code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' \
+        -H "Authorization: Bearer $token" "http://127.0.0.1:$gw_port/orders/42" 2>&1) || true
+      if [ "$code" = 401 ] && [ "$(wc -l <"$dir/upstream.hits")" = "$hits_before" ]; then
+        pass "$name $tool $alg tampered refused"
+      else
+        echo "HTTP $code" >"$dir/$tool-$alg-tampered.out"
+        fail "$name $tool $alg tampered refused" "$dir/$tool-$alg-tampered.out"
+      fi
+    done
+  done
+  stop_server
+  kill "$UPSTREAM_PID" 2>/dev/null || true
+  wait "$UPSTREAM_PID" 2>/dev/null || true
+}
+
 run_alg RS256-2048 RS256 2048
 run_alg RS256-4096 RS256 4096
 run_alg PS256 PS256 2048
@@ -242,6 +326,7 @@ run_alg ES256 ES256
 run_alg ES384 ES384
 run_alg EdDSA EdDSA
 run_pkjwt
+run_gate
 
 echo "interop: $(($(date +%s) - started)) s"
 echo "$passed passed, $failed failed"

@@ -1,0 +1,329 @@
+//! The gate end to end with the keyward issuer: `keyward serve` issues
+//! tokens, `keyward gateway` verifies them in front of an upstream.
+//!
+//! - keys rotate while traffic flows: zero 401s for valid tokens, and the
+//!   gateway learned the next key from the published JWKS (no unknown-kid
+//!   refetch was needed);
+//! - a token revoked at the issuer is refused within the poll interval;
+//! - with the issuer stopped, the gateway keeps verifying from its cache.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{write, Kw};
+use serde_json::Value;
+
+/// A `keyward gateway` process, stopped on drop.
+struct Gateway {
+    child: Child,
+    addr: String,
+    admin: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An upstream that answers 200 with the identity headers it received, and
+/// counts requests.
+async fn upstream(hits: Arc<AtomicUsize>) -> String {
+    use axum::http::HeaderMap;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let hits = hits.clone();
+        async move {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let sub = headers
+                .get("x-auth-subject")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            format!("hello {sub}")
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn start_gateway(kw: &Kw, config: &str) -> Gateway {
+    let path = write(kw.dir.path(), "gateway.toml", config);
+    let mut child = kw
+        .cmd()
+        .args(["gateway", "--config", path.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start keyward gateway");
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("gateway did not start: {seen:#?}"));
+        if let Some(a) = line.split("gateway listening on http://").nth(1) {
+            break a.trim().to_string();
+        }
+        seen.push(line);
+    };
+    // Keep draining stderr so the gateway never blocks on a full pipe.
+    std::thread::spawn(move || for _ in rx {});
+    let admin = config
+        .lines()
+        .find_map(|l| l.strip_prefix("admin_listen = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default();
+    Gateway { child, addr, admin }
+}
+
+async fn token(client: &reqwest::Client, issuer: &str, id: &str, secret: &str) -> (String, String) {
+    let body = client
+        .post(format!("{issuer}/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "orders.read"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+    let t = r["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let header = keyward_jose::dangerous::decode_unverified(&t).unwrap().0;
+    (t, header["kid"].as_str().unwrap().to_string())
+}
+
+async fn call(client: &reqwest::Client, gw: &Gateway, token: &str) -> u16 {
+    client
+        .get(format!("http://{}/orders/42", gw.addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn metric(text: &str, name: &str, label_part: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label_part))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_revocation_and_issuer_outage() {
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let kw = Kw::new();
+    kw.run(&["init", "--issuer", &issuer, "--alg", "ES256"])
+        .ok();
+    // A short lead: the next key is published 6 s before it signs, and the
+    // JWKS max-age is half of that.
+    kw.run(&["env", "update", "default", "--lead", "6s"]).ok();
+    let c = kw
+        .run(&[
+            "clients",
+            "create",
+            "--env",
+            "default",
+            "--name",
+            "e2e",
+            "--scopes",
+            "orders.read",
+            "--audience",
+            "api://orders",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let (id, secret) = (
+        c["client_id"].as_str().unwrap().to_string(),
+        c["client_secret"].as_str().unwrap().to_string(),
+    );
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = kw.start_server(&["serve", "--listen", &listen], &[]);
+
+    let hits = Arc::new(AtomicUsize::new(0));
+    let up = upstream(hits.clone()).await;
+    let admin_port = free_port();
+    let gw = start_gateway(
+        &kw,
+        &format!(
+            r#"listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:{admin_port}"
+token_cache = 0
+
+[[issuer]]
+issuer = "{issuer}"
+audiences = ["api://orders"]
+revocations = true
+cache = {{ min_ttl = "1s" }}
+
+[[route]]
+path = "/orders/{{id}}"
+upstream = "{up}"
+scopes = ["orders.read"]
+"#
+        ),
+    );
+    let client = reqwest::Client::new();
+
+    // 1. Rotate while traffic flows.
+    let (first, first_kid) = token(&client, &issuer, &id, &secret).await;
+    assert_eq!(call(&client, &gw, &first).await, 200);
+    kw.run(&["keys", "rotate", "--env", "default"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut requests, mut rejected, mut kids) = (0, 0, std::collections::BTreeSet::new());
+    while Instant::now() < deadline {
+        let (t, kid) = token(&client, &issuer, &id, &secret).await;
+        kids.insert(kid.clone());
+        for _ in 0..5 {
+            requests += 1;
+            if call(&client, &gw, &t).await != 200 {
+                rejected += 1;
+            }
+        }
+        if kid != first_kid && kids.len() == 2 && requests > 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("rotation: {requests} requests, {rejected} refused, kids {kids:?}");
+    assert_eq!(
+        kids.len(),
+        2,
+        "the issuer switched keys during the run: {kids:?}"
+    );
+    assert_eq!(
+        rejected, 0,
+        "{rejected} of {requests} valid requests were refused"
+    );
+    let metrics = client
+        .get(format!("http://{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            "keyward_gate_jwks_fetches_total",
+            "cause=\"unknown_kid\""
+        ),
+        0.0,
+        "the next key was known before it signed"
+    );
+    // Tokens of the retired key still verify.
+    assert_eq!(call(&client, &gw, &first).await, 200);
+
+    // 2. Revoke a token at the issuer: refused within the 5 s poll interval.
+    let (victim, _) = token(&client, &issuer, &id, &secret).await;
+    assert_eq!(call(&client, &gw, &victim).await, 200);
+    let r = client
+        .post(format!("{issuer}/oauth2/revoke"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", victim.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let revoked_at = Instant::now();
+    let before = hits.load(Ordering::SeqCst);
+    let mut allowed_after = 0;
+    loop {
+        let s = call(&client, &gw, &victim).await;
+        if s == 401 {
+            break;
+        }
+        allowed_after += 1;
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(6),
+            "still accepted after 6 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = revoked_at.elapsed();
+    assert!(took <= Duration::from_secs(6), "refused after {took:?}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        before + allowed_after,
+        "refused requests never reached the upstream"
+    );
+    eprintln!("revocation took effect after {took:?}");
+
+    // 3. Stop the issuer: the gateway keeps verifying from its cached keys,
+    //    past the JWKS max-age (3 s), with the verified-token cache off.
+    let (last, _) = token(&client, &issuer, &id, &secret).await;
+    server.terminate();
+    server
+        .wait_exit(Duration::from_secs(10))
+        .expect("issuer stopped");
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut n = 0;
+    while Instant::now() < until {
+        assert_eq!(
+            call(&client, &gw, &last).await,
+            200,
+            "request {n} after the issuer stopped"
+        );
+        assert_eq!(call(&client, &gw, &first).await, 200);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = client
+        .get(format!("http://{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(
+            &metrics,
+            "keyward_gate_jwks_fetches_total",
+            "outcome=\"failed\""
+        ) >= 1.0,
+        "the failed refreshes are counted"
+    );
+    assert_eq!(
+        metric(&metrics, "keyward_gate_jwks_stale", ""),
+        1.0,
+        "and the set is marked stale"
+    );
+}
