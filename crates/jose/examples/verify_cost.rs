@@ -1,0 +1,46 @@
+//! The machine's raw verification cost: nanoseconds of CPU per aws-lc-rs
+//! signature verification with a pre-parsed key, on one thread.
+//!
+//! `cargo run --release -p keyward-jose --example verify_cost -- RS256 2048 3`
+//! (algorithm RS256|ES256|EdDSA, RSA bits or 0, seconds) prints `<ns/verify>`.
+//! `scripts/bench-gateway.sh` uses it as the baseline of the uncached gate.
+
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey};
+use keyward_jose::{sign_payload, Algorithm, LocalSigner, PrivateKey, TokenSigner};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let alg: Algorithm = args
+        .get(1)
+        .map_or("RS256", String::as_str)
+        .parse()
+        .expect("algorithm");
+    let bits: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2048);
+    let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let raw_alg: &'static dyn sig::VerificationAlgorithm = match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+        Algorithm::EdDSA => &sig::ED25519,
+        other => panic!("unsupported {other}"),
+    };
+    let rsa_bits = (alg == Algorithm::RS256).then_some(bits);
+    let signer = LocalSigner::new(PrivateKey::generate(alg, rsa_bits).expect("key"), None);
+    let token = sign_payload(&signer, Some("at+jwt"), &[b'x'; 400]).expect("sign");
+    let dot = token.rfind('.').expect("compact JWS");
+    let input = token.as_bytes()[..dot].to_vec();
+    let signature = keyward_jose::b64::decode(&token[dot + 1..]).expect("base64url");
+    let key = ParsedPublicKey::new(raw_alg, signer.public_jwk().key.to_spki_der()).expect("SPKI");
+    key.verify_sig(&input, &signature).expect("verifies");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        for _ in 0..16 {
+            key.verify_sig(&input, &signature).expect("verifies");
+        }
+        n += 16;
+    }
+    println!("{:.0}", start.elapsed().as_nanos() as f64 / n as f64);
+}
