@@ -15,7 +15,10 @@ use crate::clock::SharedClock;
 use crate::error::IssuerError;
 use crate::keyring;
 use crate::rotation;
-use crate::signing::SigningPool;
+use crate::signing::{PreparedSigner, SigningPool};
+
+/// The `typ` header of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// Settings of the token service.
 #[derive(Clone, Debug)]
@@ -54,7 +57,8 @@ pub struct JwksDoc {
 pub struct EnvState {
     pub env: Environment,
     pub keys: Vec<KeyRecord>,
-    signers: HashMap<String, Arc<LocalSigner>>,
+    /// Opened signers, with the header of the access tokens they sign.
+    signers: HashMap<String, Arc<PreparedSigner>>,
     /// Scheme, host (with port) and path of the issuer URL, for routing.
     pub host: String,
     pub path: String,
@@ -83,8 +87,13 @@ pub fn split_issuer(issuer: &str) -> (String, String) {
 impl EnvState {
     /// The key that signs at `now`, opened.
     pub fn signer(&self, now: Timestamp) -> Option<Arc<LocalSigner>> {
+        self.access_token_signer(now).map(|s| s.signer.clone())
+    }
+
+    /// The key that signs at `now`, with its access-token header.
+    pub fn access_token_signer(&self, now: Timestamp) -> Option<&Arc<PreparedSigner>> {
         let rec = rotation::signing_key(&self.keys, now)?;
-        self.signers.get(&rec.kid).cloned()
+        self.signers.get(&rec.kid)
     }
 
     /// Whether some key can sign now or will (active or pending).
@@ -134,7 +143,8 @@ impl EnvState {
 pub struct Snapshot {
     pub generation: i64,
     pub envs: Vec<Arc<EnvState>>,
-    clients: HashMap<(String, String), Arc<Client>>,
+    /// By environment, then client id.
+    clients: HashMap<String, HashMap<String, Arc<Client>>>,
 }
 
 impl Snapshot {
@@ -150,7 +160,6 @@ impl Snapshot {
         host: Option<&str>,
         path: &'p str,
     ) -> Option<(&Arc<EnvState>, &'p str)> {
-        let host = host.map(|h| h.to_ascii_lowercase());
         let mut best: Option<(&Arc<EnvState>, &'p str, (bool, usize))> = None;
         for e in &self.envs {
             let Some(rest) = path.strip_prefix(e.path.as_str()) else {
@@ -159,7 +168,9 @@ impl Snapshot {
             if !(rest.is_empty() || rest.starts_with('/')) {
                 continue;
             }
-            let score = (host.as_deref() == Some(e.host.as_str()), e.path.len());
+            // `e.host` is lower case already.
+            let same_host = host.is_some_and(|h| h.eq_ignore_ascii_case(&e.host));
+            let score = (same_host, e.path.len());
             if best.as_ref().is_none_or(|b| score > b.2) {
                 best = Some((e, rest, score));
             }
@@ -171,8 +182,9 @@ impl Snapshot {
     pub fn scopes(&self, env: &str) -> Vec<String> {
         let mut v: Vec<String> = self
             .clients
-            .values()
-            .filter(|c| c.env == env)
+            .get(env)
+            .into_iter()
+            .flat_map(|m| m.values())
             .flat_map(|c| c.scopes.iter().cloned())
             .collect();
         v.sort();
@@ -182,7 +194,7 @@ impl Snapshot {
 
     /// Client `client_id` of environment `env`.
     pub fn client(&self, env: &str, client_id: &str) -> Option<&Arc<Client>> {
-        self.clients.get(&(env.to_string(), client_id.to_string()))
+        self.clients.get(env)?.get(client_id)
     }
 }
 
@@ -285,7 +297,10 @@ impl Authority {
                 });
                 let signer = match reused {
                     Some(s) => s.clone(),
-                    None => Arc::new(keyring::load_signer(&self.root, k)?),
+                    None => Arc::new(PreparedSigner::new(
+                        Arc::new(keyring::load_signer(&self.root, k)?),
+                        ACCESS_TOKEN_TYP,
+                    )),
                 };
                 signers.insert(k.kid.clone(), signer);
             }
@@ -299,14 +314,17 @@ impl Authority {
                 jwks: Mutex::new(None),
             }));
         }
-        let clients = clients
-            .into_iter()
-            .map(|c| ((c.env.clone(), c.client_id.clone()), Arc::new(c)))
-            .collect();
+        let mut by_env: HashMap<String, HashMap<String, Arc<Client>>> = HashMap::new();
+        for c in clients {
+            by_env
+                .entry(c.env.clone())
+                .or_default()
+                .insert(c.client_id.clone(), Arc::new(c));
+        }
         *self.snapshot.write().expect("snapshot lock") = Arc::new(Snapshot {
             generation,
             envs: states,
-            clients,
+            clients: by_env,
         });
         Ok(())
     }

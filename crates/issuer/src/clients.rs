@@ -281,6 +281,9 @@ impl Credentials {
         let text = String::from_utf8(raw).map_err(|_| bad())?;
         let (id, secret) = text.split_once(':').ok_or_else(bad)?;
         let dec = |s: &str| {
+            if !s.contains(['+', '%']) {
+                return Ok(s.to_owned());
+            }
             percent_encoding::percent_decode_str(&s.replace('+', " "))
                 .decode_utf8()
                 .map(|c| c.into_owned())

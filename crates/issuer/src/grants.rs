@@ -30,16 +30,18 @@ pub struct TokenRequest {
     pub credentials: Credentials,
 }
 
-/// A successful token response (RFC 6749 §5.1).
+/// A successful token response (RFC 6749 §5.1). The members are declared
+/// in name order, the order they had when the response went through a
+/// `serde_json::Value`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct TokenResponse {
     pub access_token: String,
-    pub token_type: &'static str,
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    pub token_type: &'static str,
 }
 
 /// Which grant a response came from, for metrics.
@@ -157,7 +159,7 @@ impl Authority {
         refresh_token: Option<String>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.now();
-        let signer = env.signer(now).ok_or_else(|| {
+        let signer = env.access_token_signer(now).cloned().ok_or_else(|| {
             OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
                 "no signing key is active",
@@ -182,7 +184,7 @@ impl Authority {
         .to_json();
         let token = self
             .pool
-            .sign(signer, "at+jwt", payload)
+            .sign_prepared(signer, payload)
             .await
             .map_err(|_| OAuthError::server_error())?;
         Ok(TokenResponse {

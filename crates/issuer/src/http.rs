@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use crate::authority::{Authority, EnvState};
 use crate::clients::Credentials;
-use crate::grants::{grant_label, TokenRequest};
+use crate::grants::{grant_label, TokenRequest, TokenResponse};
 use crate::oauth::{ErrorCode, OAuthError};
 
 /// Largest accepted form body on the OAuth endpoints.
@@ -72,41 +72,53 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
+/// The endpoints served at an environment's issuer path.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Discovery,
+    Jwks,
+    Token,
+    Introspect,
+    Revoke,
+    Revocations,
+}
+
 async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
     let snapshot = s.authority.snapshot();
     let host = req
         .headers()
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
-    let path = req.uri().path().to_owned();
-    let Some((env, rest)) = snapshot.route(host.as_deref(), &path) else {
+        .and_then(|h| h.to_str().ok());
+    let Some((env, rest)) = snapshot.route(host, req.uri().path()) else {
         return not_found();
     };
-    let env = env.clone();
-    let rest = rest.to_owned();
-    // HEAD is answered like GET (the body is dropped on the way out).
-    let method = match req.method() {
-        &Method::HEAD => Method::GET,
-        m => m.clone(),
+    let endpoint = match rest {
+        "/.well-known/openid-configuration" => Endpoint::Discovery,
+        "/.well-known/jwks.json" => Endpoint::Jwks,
+        "/oauth2/token" => Endpoint::Token,
+        "/oauth2/introspect" => Endpoint::Introspect,
+        "/oauth2/revoke" => Endpoint::Revoke,
+        "/revocations" => Endpoint::Revocations,
+        _ => return not_found(),
     };
+    let env = env.clone();
+    // HEAD is answered like GET (the body is dropped on the way out).
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    let post = *req.method() == Method::POST;
     let a = &s.authority;
-    match (rest.as_str(), method) {
-        ("/.well-known/openid-configuration", Method::GET) => {
+    match endpoint {
+        Endpoint::Discovery if get => {
             discovery(&env, snapshot.scopes(&env.env.name)).into_response()
         }
-        ("/.well-known/jwks.json", Method::GET) => jwks(a, &env, req.headers()),
-        ("/oauth2/token", Method::POST) => token(a, &env, req).await,
-        ("/oauth2/introspect", Method::POST) => introspect(a, &env, req).await,
-        ("/oauth2/revoke", Method::POST) => revoke(a, &env, req).await,
-        ("/revocations", Method::GET) => revocations(a, &env, req.uri().query()).await,
-        ("/.well-known/openid-configuration" | "/.well-known/jwks.json" | "/revocations", _) => {
+        Endpoint::Jwks if get => jwks(a, &env, req.headers()),
+        Endpoint::Revocations if get => revocations(a, &env, req.uri().query()).await,
+        Endpoint::Token if post => token(a, &env, req).await,
+        Endpoint::Introspect if post => introspect(a, &env, req).await,
+        Endpoint::Revoke if post => revoke(a, &env, req).await,
+        Endpoint::Discovery | Endpoint::Jwks | Endpoint::Revocations => {
             method_not_allowed("GET, HEAD")
         }
-        ("/oauth2/token" | "/oauth2/introspect" | "/oauth2/revoke", _) => {
-            method_not_allowed("POST")
-        }
-        _ => not_found(),
+        Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke => method_not_allowed("POST"),
     }
 }
 
@@ -214,6 +226,22 @@ fn no_store_json(status: StatusCode, v: Value) -> Response {
     resp
 }
 
+/// A successful token response (RFC 6749 §5.1), serialized once straight
+/// into the body.
+fn token_response(t: &TokenResponse) -> Response {
+    let mut body = Vec::with_capacity(t.access_token.len() + 128);
+    serde_json::to_writer(&mut body, t).expect("token response");
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
 /// A parsed form: each parameter at most once (RFC 6749 §3.2).
 struct Form {
     fields: Vec<(String, String)>,
@@ -226,6 +254,12 @@ impl Form {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
+    }
+
+    /// Moves parameter `name` out (each appears at most once).
+    fn take(&mut self, name: &str) -> Option<String> {
+        let i = self.fields.iter().position(|(k, _)| k == name)?;
+        Some(self.fields.swap_remove(i).1)
     }
 }
 
@@ -265,23 +299,23 @@ async fn read_form(req: Request) -> Result<Form, (OAuthError, StatusCode)> {
             )
         })?;
     let fields = crate::oauth::parse_form(&body).map_err(|e| (e, StatusCode::BAD_REQUEST))?;
-    let get = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-    let credentials = Credentials {
-        basic,
-        client_id: get("client_id"),
-        client_secret: get("client_secret"),
-        assertion_type: get("client_assertion_type"),
-        assertion: get("client_assertion"),
-    };
-    Ok(Form {
+    let mut form = Form {
         fields,
-        credentials,
-    })
+        credentials: Credentials {
+            basic,
+            ..Credentials::default()
+        },
+    };
+    form.credentials.client_id = form.take("client_id");
+    form.credentials.client_secret = form.take("client_secret");
+    form.credentials.assertion_type = form.take("client_assertion_type");
+    form.credentials.assertion = form.take("client_assertion");
+    Ok(form)
 }
 
 async fn token(a: &Authority, env: &EnvState, req: Request) -> Response {
     let started = Instant::now();
-    let form = match read_form(req).await {
+    let mut form = match read_form(req).await {
         Ok(f) => f,
         Err((e, status)) => {
             crate::metrics::token_request(
@@ -297,12 +331,13 @@ async fn token(a: &Authority, env: &EnvState, req: Request) -> Response {
             return r;
         }
     };
+    let audience = form.take("audience");
     let treq = TokenRequest {
-        grant_type: form.get("grant_type"),
-        scope: form.get("scope"),
-        audience: form.get("audience").or_else(|| form.get("resource")),
-        refresh_token: form.get("refresh_token"),
-        credentials: form.credentials.clone(),
+        grant_type: form.take("grant_type"),
+        scope: form.take("scope"),
+        audience: audience.or_else(|| form.take("resource")),
+        refresh_token: form.take("refresh_token"),
+        credentials: form.credentials,
     };
     let grant = grant_label(&treq);
     match a.token(env, treq).await {
@@ -313,10 +348,7 @@ async fn token(a: &Authority, env: &EnvState, req: Request) -> Response {
                 "ok",
                 started.elapsed().as_secs_f64(),
             );
-            no_store_json(
-                StatusCode::OK,
-                serde_json::to_value(&t).expect("token response"),
-            )
+            token_response(&t)
         }
         Err(e) => {
             crate::metrics::token_request(

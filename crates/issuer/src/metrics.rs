@@ -2,9 +2,10 @@
 //! happen; gauges that derive from state (key age, time to next rotation,
 //! audit chain length) are computed when `/metrics` is scraped.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::authority::Authority;
@@ -34,15 +35,87 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Handles of the metrics recorded on every request, registered once per
+/// label set: the macros allocate the labels and look the key up in the
+/// registry on every call, which shows in the token endpoint's profile.
+#[derive(Default)]
+struct Handles {
+    envs: RwLock<HashMap<String, EnvHandles>>,
+    signing: RwLock<HashMap<&'static str, Histogram>>,
+}
+
+/// An environment's token endpoint handles.
+struct EnvHandles {
+    seconds: Histogram,
+    /// By (grant, outcome).
+    issued: RwLock<HashMap<(&'static str, &'static str), Counter>>,
+}
+
+/// The handle cache, only once [`install`] has run: a handle registered
+/// before a recorder is installed would stay a no-op for good, so until
+/// then every call goes through the macros (and the current recorder).
+fn handles() -> Option<&'static Handles> {
+    static HANDLES: OnceLock<Handles> = OnceLock::new();
+    HANDLE.get()?;
+    Some(HANDLES.get_or_init(Handles::default))
+}
+
+/// Runs `f` on the handle of `key`, registering it with `make` on the
+/// first use. The common case takes only a read lock.
+fn with_handle<K, Q, V, R>(
+    map: &RwLock<HashMap<K, V>>,
+    key: &Q,
+    make: impl FnOnce() -> (K, V),
+    f: impl FnOnce(&V) -> R,
+) -> R
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(v) = map.read().expect("metrics handles").get(key) {
+        return f(v);
+    }
+    let (k, v) = make();
+    f(map.write().expect("metrics handles").entry(k).or_insert(v))
+}
+
 /// A token request finished.
 pub fn token_request(env: &str, grant: &'static str, outcome: &'static str, seconds: f64) {
-    counter!("keyward_tokens_issued_total", "env" => env.to_string(), "grant" => grant, "outcome" => outcome).increment(1);
-    histogram!("keyward_token_endpoint_seconds", "env" => env.to_string()).record(seconds);
+    let Some(h) = handles() else {
+        counter!("keyward_tokens_issued_total", "env" => env.to_string(), "grant" => grant, "outcome" => outcome).increment(1);
+        histogram!("keyward_token_endpoint_seconds", "env" => env.to_string()).record(seconds);
+        return;
+    };
+    let make_env = || {
+        let handles = EnvHandles {
+            seconds: histogram!("keyward_token_endpoint_seconds", "env" => env.to_string()),
+            issued: RwLock::default(),
+        };
+        (env.to_string(), handles)
+    };
+    with_handle(&h.envs, env, make_env, |e| {
+        let make_counter = || {
+            let c = counter!("keyward_tokens_issued_total", "env" => env.to_string(), "grant" => grant, "outcome" => outcome);
+            ((grant, outcome), c)
+        };
+        with_handle(&e.issued, &(grant, outcome), make_counter, |c| {
+            c.increment(1)
+        });
+        e.seconds.record(seconds);
+    });
 }
 
 /// A signature was made.
 pub fn signing(alg: &'static str, seconds: f64) {
-    histogram!("keyward_signing_seconds", "alg" => alg).record(seconds);
+    match handles() {
+        Some(h) => with_handle(
+            &h.signing,
+            alg,
+            || (alg, histogram!("keyward_signing_seconds", "alg" => alg)),
+            |hist| hist.record(seconds),
+        ),
+        None => histogram!("keyward_signing_seconds", "alg" => alg).record(seconds),
+    }
 }
 
 /// A rotated refresh token was replayed.

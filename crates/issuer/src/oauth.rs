@@ -121,6 +121,10 @@ fn form_decode(raw: &[u8]) -> Result<String, OAuthError> {
             "the form body has a malformed percent-encoding",
         ));
     }
+    if !raw.contains(&b'%') && !raw.contains(&b'+') {
+        return String::from_utf8(raw.to_vec())
+            .map_err(|_| OAuthError::invalid_request("the form body is not UTF-8"));
+    }
     let plus: Vec<u8> = raw
         .iter()
         .map(|b| if *b == b'+' { b' ' } else { *b })

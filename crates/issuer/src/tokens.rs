@@ -6,7 +6,8 @@
 use keyward_jose::b64;
 use keyward_jose::crypto::{random_bytes, sha256};
 use keyward_store::Timestamp;
-use serde_json::{json, Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
 
 /// A new random identifier (`jti`, client id, family id): 128 bits, base64url.
 pub fn new_id() -> String {
@@ -54,31 +55,99 @@ pub struct AccessClaims<'a> {
 impl AccessClaims<'_> {
     /// The JSON payload (RFC 9068 §2.2): iss, sub, aud, exp, iat, nbf, jti,
     /// client_id, scope, then extra claims (roles, permissions) that do not
-    /// collide with those.
+    /// collide with those. Members come in name order, as a JSON object
+    /// built in a `serde_json::Map` would list them.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut m = Map::new();
-        m.insert("iss".into(), json!(self.issuer));
-        m.insert("sub".into(), json!(self.subject));
-        m.insert(
-            "aud".into(),
-            if self.audience.len() == 1 {
-                json!(self.audience[0])
+        let mut out = Vec::with_capacity(320);
+        serde_json::to_writer(&mut out, self).expect("claims serialize");
+        out
+    }
+}
+
+/// A registered claim's value.
+enum Member<'a> {
+    Str(&'a str),
+    Num(i64),
+    /// `aud`: a string when there is one audience, else an array.
+    Aud(&'a [String]),
+    /// `scope`: the scopes joined by spaces.
+    Scope(&'a [String]),
+}
+
+impl Serialize for Member<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Member::Str(v) => s.serialize_str(v),
+            Member::Num(n) => s.serialize_i64(*n),
+            Member::Aud([one]) => s.serialize_str(one),
+            Member::Aud(all) => all.serialize(s),
+            Member::Scope(scopes) => s.collect_str(&Joined(scopes)),
+        }
+    }
+}
+
+/// Strings joined by single spaces, written without an intermediate `String`.
+struct Joined<'a>(&'a [String]);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(s)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for AccessClaims<'_> {
+    /// Serialized straight from the borrowed fields, without building a
+    /// `Map` of owned values first. The registered members are listed in
+    /// name order and merged with the extra claims (a `Map` iterates in name
+    /// order too), so the bytes are those a `Map` would give.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let registered = [
+            ("aud", Some(Member::Aud(self.audience))),
+            ("client_id", Some(Member::Str(self.client_id))),
+            ("exp", Some(Member::Num(self.now + self.ttl))),
+            ("iat", Some(Member::Num(self.now))),
+            ("iss", Some(Member::Str(self.issuer))),
+            ("jti", Some(Member::Str(self.jti))),
+            ("nbf", Some(Member::Num(self.now))),
+            (
+                "scope",
+                (!self.scope.is_empty()).then_some(Member::Scope(self.scope)),
+            ),
+            ("sub", Some(Member::Str(self.subject))),
+        ];
+        let mut registered = registered
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .peekable();
+        let taken = |k: &str| match k {
+            "scope" => !self.scope.is_empty(),
+            "aud" | "client_id" | "exp" | "iat" | "iss" | "jti" | "nbf" | "sub" => true,
+            _ => false,
+        };
+        let mut extra = self.extra.iter().filter(|(k, _)| !taken(k)).peekable();
+        let mut map = s.serialize_map(None)?;
+        loop {
+            let extra_first = match (registered.peek(), extra.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((r, _)), Some((e, _))) => e.as_str() < *r,
+            };
+            if extra_first {
+                let (k, v) = extra.next().expect("peeked");
+                map.serialize_entry(k, v)?;
             } else {
-                json!(self.audience)
-            },
-        );
-        m.insert("exp".into(), json!(self.now + self.ttl));
-        m.insert("iat".into(), json!(self.now));
-        m.insert("nbf".into(), json!(self.now));
-        m.insert("jti".into(), json!(self.jti));
-        m.insert("client_id".into(), json!(self.client_id));
-        if !self.scope.is_empty() {
-            m.insert("scope".into(), json!(self.scope.join(" ")));
+                let (k, v) = registered.next().expect("peeked");
+                map.serialize_entry(k, &v)?;
+            }
         }
-        for (k, v) in self.extra {
-            m.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        serde_json::to_vec(&Value::Object(m)).expect("claims serialize")
+        map.end()
     }
 }
 
@@ -96,6 +165,7 @@ pub fn parse_scope(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn secrets_are_prefixed_256_bit_and_hashed() {
@@ -130,6 +200,71 @@ mod tests {
         assert_eq!(v["exp"], 160);
         assert_eq!(v["scope"], "read write");
         assert_eq!(v["permissions"][0], "a.b");
+    }
+
+    /// The claims as a `Map` builds them: the reference for the bytes.
+    fn claims_via_map(c: &AccessClaims<'_>) -> Vec<u8> {
+        let mut m = Map::new();
+        m.insert("iss".into(), json!(c.issuer));
+        m.insert("sub".into(), json!(c.subject));
+        m.insert(
+            "aud".into(),
+            if c.audience.len() == 1 {
+                json!(c.audience[0])
+            } else {
+                json!(c.audience)
+            },
+        );
+        m.insert("exp".into(), json!(c.now + c.ttl));
+        m.insert("iat".into(), json!(c.now));
+        m.insert("nbf".into(), json!(c.now));
+        m.insert("jti".into(), json!(c.jti));
+        m.insert("client_id".into(), json!(c.client_id));
+        if !c.scope.is_empty() {
+            m.insert("scope".into(), json!(c.scope.join(" ")));
+        }
+        for (k, v) in c.extra {
+            m.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        serde_json::to_vec(&Value::Object(m)).unwrap()
+    }
+
+    #[test]
+    fn claims_bytes_match_a_map_of_the_same_members() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let extras = [
+            json!({}),
+            json!({"roles": ["admin"], "permissions": ["orders.*"]}),
+            json!({"iss": "evil", "aud": "x", "sub": "y", "exp": 1, "zzz": true, "a": 1}),
+            // `scope` is only taken when the token has scopes.
+            json!({"scope": "from-extra", "nbf2": "\"q\"", "jti": 0}),
+        ];
+        for extra in &extras {
+            let extra = extra.as_object().unwrap();
+            for aud in [strings(&[]), strings(&["api"]), strings(&["a", "b\"c"])] {
+                for scope in [
+                    strings(&[]),
+                    strings(&["read"]),
+                    strings(&["r", "w", "x.y"]),
+                ] {
+                    let c = AccessClaims {
+                        issuer: "https://i/\u{e9}",
+                        subject: "alice \"a\"",
+                        client_id: "c1",
+                        audience: &aud,
+                        scope: &scope,
+                        extra,
+                        now: 1_700_000_000,
+                        ttl: 3600,
+                        jti: "j-1",
+                    };
+                    assert_eq!(
+                        String::from_utf8(c.to_json()).unwrap(),
+                        String::from_utf8(claims_via_map(&c)).unwrap()
+                    );
+                }
+            }
+        }
     }
 
     #[test]
