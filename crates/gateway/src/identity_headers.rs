@@ -89,7 +89,15 @@ impl IdentityHeaders {
                 .or_else(|_| HeaderValue::from_bytes(s.as_bytes()))
                 .map_err(|_| VerifyError::MalformedClaim(claim))
         }
+        // Space-separated: an element holding whitespace would read as two
+        // grants upstream, so such a token is refused rather than forwarded.
         fn joined(list: &[String], claim: &'static str) -> Result<HeaderValue, VerifyError> {
+            if list
+                .iter()
+                .any(|e| e.is_empty() || e.chars().any(char::is_whitespace))
+            {
+                return Err(VerifyError::MalformedClaim(claim));
+            }
             value(&list.join(" "), claim)
         }
         if let (Some(h), Some(v)) = (&self.subject, &id.subject) {
@@ -144,5 +152,24 @@ mod tests {
         h.insert("x-auth-subject", HeaderValue::from_static("upstream's own"));
         ih.strip(&mut h);
         assert!(h.contains_key("x-auth-subject"));
+    }
+
+    fn identity(payload: &str) -> Identity {
+        let claims = keyward_jose::Claims::parse(payload.as_bytes().to_vec(), &[]).unwrap();
+        Identity::from_claims(claims, None).unwrap()
+    }
+
+    #[test]
+    fn a_grant_with_whitespace_is_refused_not_split() {
+        let ih = IdentityHeaders::default();
+        let ok = identity(r#"{"iss":"i","sub":"s","permissions":["a.b","c.*"]}"#);
+        let mut h = HeaderMap::new();
+        ih.insert(&mut h, &ok).unwrap();
+        assert_eq!(h["x-auth-permissions"], "a.b c.*");
+        for bad in [r#"["a.b admin"]"#, r#"["a\tb"]"#, r#"[""]"#] {
+            let id = identity(&format!(r#"{{"iss":"i","sub":"s","permissions":{bad}}}"#));
+            let err = ih.insert(&mut HeaderMap::new(), &id).unwrap_err();
+            assert_eq!(err, VerifyError::MalformedClaim("permissions"), "{bad}");
+        }
     }
 }
