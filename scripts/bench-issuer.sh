@@ -5,8 +5,9 @@
 #   on SQLite and (when a PostgreSQL URL is given) on PostgreSQL,
 # plus the machine's raw RSA-4096 signing rate (aws-lc-rs, all cores).
 # Each run: max throughput (wrk -c CONNS), then p50/p99 at ~50% of that rate
-# (each wrk connection waits DELAY_MS before every request: C connections
-# then offer about C*1000/(DELAY_MS+latency) requests per second).
+# (each wrk connection waits 10 ms before every request; the number of
+# connections that offers half the maximum is found by a 3 s probe). The
+# "50% rps" column is the rate actually achieved.
 #
 # usage: scripts/bench-issuer.sh [SECONDS] [POSTGRES_URL]
 #   (default 10 s per run; PostgreSQL from KEYWARD_TEST_DATABASE_URL if set)
@@ -57,11 +58,17 @@ lua() {
 # run_case NAME ADDR PATH SCRIPT: max rate, then ~50% of it; prints a row
 run_case() {
   local name="$1" addr="$2" path="$3" script="$4"
-  local max half delay rps
+  local max half rps
   max=$(wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency -s "$script" "http://$addr$path" | parse)
   rps=$(echo "$max" | cut -d' ' -f1)
-  delay=$(python3 -c "print(max(1,int($CONNS*1000/($rps*0.5))))")
-  half=$(DELAY_MS="$delay" wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency -s "$script" "http://$addr$path" | parse)
+  # ~50% load: each connection waits DELAY ms before every request; wrk's
+  # delay is whole milliseconds, so the offered rate is set by the number of
+  # connections, found with a 3 s probe and one proportional correction.
+  local delay=10 conns probe
+  conns=$(python3 -c "print(max(1,round($rps*0.5*($delay+1)/1000)))")
+  probe=$(DELAY_MS="$delay" wrk -t"$THREADS" -c"$conns" -d3s --latency -s "$script" "http://$addr$path" | parse | cut -d' ' -f1)
+  conns=$(python3 -c "print(max(1,round($conns*$rps*0.5/max($probe,1))))")
+  half=$(DELAY_MS="$delay" wrk -t"$THREADS" -c"$conns" -d"${DUR}s" --latency -s "$script" "http://$addr$path" | parse)
   printf "%-26s %10s %9s %9s   %10s %9s %9s\n" "$name" $max $half
 }
 
