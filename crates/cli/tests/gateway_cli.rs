@@ -157,14 +157,20 @@ fn a_missing_file_exits_1() {
     assert!(stderr.contains("\nfix: "), "{stderr}");
 }
 
+/// The first line (within 20 s) that starts with `prefix`, or, when
+/// `anywhere`, contains it.
 fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, prefix: &str) -> String {
+    wait_for(rx, prefix, false)
+}
+
+fn wait_for(rx: &std::sync::mpsc::Receiver<String>, text: &str, anywhere: bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.starts_with(prefix) => return line,
+            Ok(line) if line.starts_with(text) || (anywhere && line.contains(text)) => return line,
             Ok(_) => continue,
-            Err(e) => panic!("no line starting with {prefix:?}: {e}"),
+            Err(e) => panic!("no line with {text:?}: {e}"),
         }
     }
 }
@@ -225,7 +231,7 @@ async fn serves_and_stops_gracefully_on_sigterm() {
     // One JSON decision line per request; never the token or the query.
     let mut decisions = Vec::new();
     while decisions.len() < 4 {
-        let line = wait_for_line_containing(&rx, "keyward::decision");
+        let line = wait_for(&rx, "keyward::decision", true);
         assert!(!line.contains("sentinel"), "{line}");
         assert!(!line.contains("secret=q"), "{line}");
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -261,16 +267,4 @@ async fn serves_and_stops_gracefully_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(Path::new(&cfg(&dir)).exists());
-}
-
-fn wait_for_line_containing(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => continue,
-            Err(e) => panic!("no line containing {needle:?}: {e}"),
-        }
-    }
 }

@@ -136,6 +136,11 @@ async fn call(client: &reqwest::Client, gw: &Gateway, token: &str) -> u16 {
         .as_u16()
 }
 
+async fn metrics_text(client: &reqwest::Client, gw: &Gateway) -> String {
+    let url = format!("http://{}/metrics", gw.admin);
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 fn metric(text: &str, name: &str, label_part: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(label_part))
@@ -231,14 +236,7 @@ scopes = ["orders.read"]
         rejected, 0,
         "{rejected} of {requests} valid requests were refused"
     );
-    let metrics = client
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&client, &gw).await;
     assert_eq!(
         metric(
             &metrics,
@@ -305,14 +303,7 @@ scopes = ["orders.read"]
         n += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = client
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&client, &gw).await;
     assert!(
         metric(
             &metrics,

@@ -228,38 +228,17 @@ impl Shared {
                 scopes,
                 permissions,
             } => {
-                let Some(gate) = &self.gate else {
-                    // Config validation makes this unreachable; fail closed.
-                    let e = VerifyError::UntrustedIssuer;
-                    return self.deny(
-                        Some(route),
-                        &method,
-                        path,
-                        None,
-                        e.reason(),
-                        auth_answer(&e, &self.realm),
-                        start,
-                    );
-                };
                 let t = Instant::now();
-                let verified = match bearer_token(&parts.headers) {
-                    Ok(token) => gate.verify(token).await,
-                    Err(e) => Err(e),
+                let verified = match (&self.gate, bearer_token(&parts.headers)) {
+                    (Some(gate), Ok(token)) => gate.verify(token).await,
+                    // Config validation makes a missing gate unreachable; fail closed.
+                    (None, _) => Err(VerifyError::UntrustedIssuer),
+                    (_, Err(e)) => Err(e),
                 };
                 self.verify_seconds.record(t.elapsed().as_secs_f64());
                 let id = match verified {
                     Ok(id) => id,
-                    Err(e) => {
-                        return self.deny(
-                            Some(route),
-                            &method,
-                            path,
-                            None,
-                            e.reason(),
-                            auth_answer(&e, &self.realm),
-                            start,
-                        )
-                    }
+                    Err(e) => return self.refuse(route, &method, path, None, &e, start),
                 };
                 let param = |name: &str| route.config.pattern.param(&caps, name);
                 let untrusted = issuers
@@ -278,15 +257,7 @@ impl Shared {
                         })
                 };
                 if let Err(e) = refused {
-                    return self.deny(
-                        Some(route),
-                        &method,
-                        path,
-                        Some(&id),
-                        e.reason(),
-                        auth_answer(&e, &self.realm),
-                        start,
-                    );
+                    return self.refuse(route, &method, path, Some(&id), &e, start);
                 }
                 Some(id)
             }
@@ -315,16 +286,7 @@ impl Shared {
         }
         if let Some(id) = &identity {
             if let Err(e) = self.identity_headers.insert(headers, id) {
-                let path = parts.uri.path();
-                return self.deny(
-                    Some(route),
-                    &method,
-                    path,
-                    Some(id),
-                    e.reason(),
-                    auth_answer(&e, &self.realm),
-                    start,
-                );
+                return self.refuse(route, &method, parts.uri.path(), Some(id), &e, start);
             }
         }
         route.metrics.allowed.increment(1);
@@ -407,6 +369,28 @@ impl Shared {
         }
         .log();
         response
+    }
+
+    /// [`Shared::deny`] for a verification or authorization failure on `route`.
+    fn refuse(
+        &self,
+        route: &RouteState,
+        method: &Method,
+        path: &str,
+        identity: Option<&Identity>,
+        e: &VerifyError,
+        start: Instant,
+    ) -> Response<ProxyBody> {
+        let answer = auth_answer(e, &self.realm);
+        self.deny(
+            Some(route),
+            method,
+            path,
+            identity,
+            e.reason(),
+            answer,
+            start,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

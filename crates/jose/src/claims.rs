@@ -67,15 +67,7 @@ enum AudRepr {
 #[derive(Clone, PartialEq)]
 pub struct Claims {
     payload: Vec<u8>,
-    iss: Option<Text>,
-    sub: Option<Text>,
-    aud: AudRepr,
-    exp: Option<f64>,
-    nbf: Option<f64>,
-    iat: Option<f64>,
-    jti: Option<Text>,
-    client_id: Option<Text>,
-    scope: Option<Text>,
+    reg: Registered,
 }
 
 impl fmt::Debug for Claims {
@@ -84,9 +76,9 @@ impl fmt::Debug for Claims {
             .field("iss", &self.iss())
             .field("sub", &self.sub())
             .field("aud", &self.aud().map(|a| a.collect::<Vec<_>>()))
-            .field("exp", &self.exp)
-            .field("nbf", &self.nbf)
-            .field("iat", &self.iat)
+            .field("exp", &self.reg.exp)
+            .field("nbf", &self.reg.nbf)
+            .field("iat", &self.reg.iat)
             .field("jti", &self.jti())
             .field("client_id", &self.client_id())
             .field("scope", &self.scope())
@@ -122,17 +114,17 @@ impl Claims {
 
     /// `iss`, if present.
     pub fn iss(&self) -> Option<&str> {
-        self.text(&self.iss)
+        self.text(&self.reg.iss)
     }
 
     /// `sub`, if present.
     pub fn sub(&self) -> Option<&str> {
-        self.text(&self.sub)
+        self.text(&self.reg.sub)
     }
 
     /// `aud`, if present, as a list (a single string is one entry).
     pub fn aud(&self) -> Option<Audiences<'_>> {
-        let rest = match &self.aud {
+        let rest = match &self.reg.aud {
             AudRepr::Absent => return None,
             AudRepr::One(t) => std::slice::from_ref(t),
             AudRepr::Many(v) => v.as_slice(),
@@ -145,32 +137,32 @@ impl Claims {
 
     /// `exp`, if present (a finite number).
     pub fn exp(&self) -> Option<f64> {
-        self.exp
+        self.reg.exp
     }
 
     /// `nbf`, if present (a finite number).
     pub fn nbf(&self) -> Option<f64> {
-        self.nbf
+        self.reg.nbf
     }
 
     /// `iat`, if present (a finite number).
     pub fn iat(&self) -> Option<f64> {
-        self.iat
+        self.reg.iat
     }
 
     /// `jti`, if present.
     pub fn jti(&self) -> Option<&str> {
-        self.text(&self.jti)
+        self.text(&self.reg.jti)
     }
 
     /// `client_id` (RFC 9068), if present.
     pub fn client_id(&self) -> Option<&str> {
-        self.text(&self.client_id)
+        self.text(&self.reg.client_id)
     }
 
     /// `scope` (RFC 9068), if present.
     pub fn scope(&self) -> Option<&str> {
-        self.text(&self.scope)
+        self.text(&self.reg.scope)
     }
 
     /// The payload JSON exactly as signed.
@@ -198,7 +190,7 @@ impl Claims {
 
     /// `exp` as whole seconds.
     pub fn expires_at(&self) -> Option<i64> {
-        self.exp.map(|e| e.floor() as i64)
+        self.reg.exp.map(|e| e.floor() as i64)
     }
 
     /// Parses a payload: a JSON object with unique member names, registered
@@ -222,23 +214,15 @@ impl Claims {
         if let Some(i) = raw.missing {
             return Err(ClaimsError::Missing(required[i].clone()).into());
         }
-        let c = raw.claims;
         Ok(Claims {
-            iss: c.iss,
-            sub: c.sub,
-            aud: c.aud,
-            exp: c.exp,
-            nbf: c.nbf,
-            iat: c.iat,
-            jti: c.jti,
-            client_id: c.client_id,
-            scope: c.scope,
+            reg: raw.claims,
             payload,
         })
     }
 }
 
-#[derive(Default)]
+/// The registered claims this crate reads, as found in the payload.
+#[derive(Clone, Default, PartialEq)]
 struct Registered {
     iss: Option<Text>,
     sub: Option<Text>,
@@ -467,28 +451,28 @@ impl Validation {
     pub fn check_claims(&self, c: &Claims, now: i64) -> Result<(), ClaimsError> {
         let now = now as f64;
         let leeway = self.leeway_secs as f64;
-        if let Some(exp) = c.exp {
+        if let Some(exp) = c.reg.exp {
             if now >= exp + leeway {
                 return Err(ClaimsError::Expired);
             }
         }
-        if let Some(nbf) = c.nbf {
+        if let Some(nbf) = c.reg.nbf {
             if now + leeway < nbf {
                 return Err(ClaimsError::NotYetValid);
             }
         }
-        if let Some(iat) = c.iat {
+        if let Some(iat) = c.reg.iat {
             if iat > now + leeway {
                 return Err(ClaimsError::IssuedInFuture);
             }
         }
         if let Some(iss) = &self.issuer {
-            if c.iss.as_ref().map(|t| t.bytes(&c.payload)) != Some(iss.as_bytes()) {
+            if c.reg.iss.as_ref().map(|t| t.bytes(&c.payload)) != Some(iss.as_bytes()) {
                 return Err(ClaimsError::WrongIssuer);
             }
         }
         if !self.audiences.is_empty() {
-            let aud: &[Text] = match &c.aud {
+            let aud: &[Text] = match &c.reg.aud {
                 AudRepr::Absent => &[],
                 AudRepr::One(t) => std::slice::from_ref(t),
                 AudRepr::Many(v) => v,
@@ -503,7 +487,7 @@ impl Validation {
         }
         if let Some(max) = self.max_lifetime_secs {
             let max = max as f64;
-            match (c.exp, c.iat) {
+            match (c.reg.exp, c.reg.iat) {
                 (Some(exp), Some(iat)) if exp - iat > max => {
                     return Err(ClaimsError::LifetimeTooLong)
                 }
