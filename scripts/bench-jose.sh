@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Benchmarks keyward-jose token verification against the raw aws-lc-rs floor
-# and against jsonwebtoken, all measured in the same run, and prints a table.
+# and against jsonwebtoken, all measured in the same run, and prints two tables.
 #
 #   scripts/bench-jose.sh [criterion args...]
 #
-# Default criterion args: --warm-up-time 1 --measurement-time 3.
-# BENCH_REPEAT=N (default 3) runs the whole bench N times and reports, per
-# benchmark, the lowest criterion mean of the N runs (contention from other
-# processes only ever adds time; every contender gets the same treatment).
-# Per-run ratios are printed too.
+# 1. criterion (benches/verify.rs): each verifier measured on its own for
+#    seconds. Default args: --warm-up-time 1 --measurement-time 3.
+#    BENCH_REPEAT=N (default 3) runs it N times and reports, per benchmark,
+#    the lowest mean of the N runs; per-run ratios are printed too.
+# 2. paired (benches/paired.rs): the three verifiers in interleaved ~0.25 ms
+#    batches, PAIRED_SECS (default 6) seconds per algorithm; the median and
+#    quartiles of the per-round ratios. On a machine shared with other work
+#    the criterion ratios swing by +-10% between runs (each verifier meets
+#    different neighbours); the paired medians hold within about 1%, so the
+#    targets are judged on them.
 # Targets: keyward <= 1.05x raw, and keyward faster than jsonwebtoken.
 set -euo pipefail
 
@@ -22,9 +27,9 @@ repeat="${BENCH_REPEAT:-3}"
 [ $# -gt 0 ] || set -- --warm-up-time 1 --measurement-time 3
 
 results="$(mktemp)"
-trap 'rm -f "$results"' EXIT
+trap 'rm -f "$results" "${paired:-}"' EXIT
 
-cargo bench -p keyward-jose --bench verify --no-run
+cargo bench -p keyward-jose --bench verify --bench paired --no-run
 for run in $(seq 1 "$repeat"); do
     echo "== run $run/$repeat"
     # Stale estimates from an earlier run must not be mistaken for this one.
@@ -70,8 +75,25 @@ if len(runs) > 1:
             raw, kw, jwt = (means[(g, b)][r] for b in ("raw", "keyward", "jsonwebtoken"))
             cells.append(f"{kw / raw:.3f}/{kw / jwt:.3f}")
         print(f"  {g:<12} " + "  ".join(cells))
+if failed:
+    print("(criterion means over the targets on: " + ", ".join(failed) + ")")
+PY
+
+echo
+echo "paired rounds, ${PAIRED_SECS:-6} s per algorithm (CPU ns per call; ratios p25 p50 p75):"
+paired="$(mktemp)"
+cargo bench -q -p keyward-jose --bench paired -- "${PAIRED_SECS:-6}" | tee "$paired" | grep -v '^PAIRED'
+python3 - "$paired" <<'PY'
+import sys
+failed = []
+for line in open(sys.argv[1]):
+    f = line.split()
+    if f and f[0] == "PAIRED":
+        name, kr, kj = f[1], float(f[5]), float(f[6])
+        if kr > 1.05 or kj >= 1.0:
+            failed.append(name)
 print()
-print("targets: keyward/raw <= 1.05x, keyward/jwt < 1.00x")
+print("targets (paired medians): keyward/raw <= 1.05x, keyward/jwt < 1.00x")
 if failed:
     print("MISSED on: " + ", ".join(failed))
     sys.exit(1)

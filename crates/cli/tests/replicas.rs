@@ -264,7 +264,11 @@ fn run(url: &str) {
             .unwrap()
             .to_string();
         match verify_jwt(&token, &cache.keys, &policy, fake_now(clock_start)) {
-            Ok(ok) => seen.push((r, ok.claims.iat().unwrap() as i64, ok.header.kid.unwrap())),
+            Ok(ok) => seen.push((
+                r,
+                ok.claims.iat().unwrap() as i64,
+                ok.header.kid.clone().unwrap(),
+            )),
             Err(e) => failures.push(format!("replica {r} at {now}: {e}")),
         }
         std::thread::sleep(Duration::from_millis(40));

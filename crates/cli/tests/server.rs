@@ -1029,7 +1029,8 @@ async fn tokens_survive_a_restart(kw: &Kw) {
     let rt = st(&t["refresh_token"]).to_string();
     let kid = verify(&at, &server_keys(&first).await, ISSUER, ISSUER)
         .header
-        .kid;
+        .kid
+        .clone();
     let etag = get(&first.url("/.well-known/jwks.json"))
         .await
         .header("etag")

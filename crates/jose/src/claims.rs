@@ -200,7 +200,12 @@ impl Claims {
             required,
             payload: &payload,
         };
-        let mut de = serde_json::Deserializer::from_slice(&payload);
+        // RFC 7519 §7.2: the payload is UTF-8. Checked once for the whole
+        // payload (including strings serde_json would skip unchecked), so the
+        // parser need not check each string again.
+        let text =
+            std::str::from_utf8(&payload).map_err(|_| TokenError::Payload("not UTF-8".into()))?;
+        let mut de = serde_json::Deserializer::from_str(text);
         let raw = seed
             .deserialize(&mut de)
             .map_err(|e| TokenError::Payload(short(&e)))?;
@@ -253,18 +258,20 @@ const JTI: u16 = 1 << 6;
 const CLIENT_ID: u16 = 1 << 7;
 const SCOPE: u16 = 1 << 8;
 
-/// A bit per registered claim name, 0 for any other name.
+/// A bit per registered claim name, 0 for any other name. (Byte patterns
+/// compile to a branch on the length and then on single bytes, where string
+/// patterns compare whole names one after another.)
 fn registered_bit(name: &str) -> u16 {
-    match name {
-        "iss" => ISS,
-        "sub" => SUB,
-        "aud" => AUD,
-        "exp" => EXP,
-        "nbf" => NBF,
-        "iat" => IAT,
-        "jti" => JTI,
-        "client_id" => CLIENT_ID,
-        "scope" => SCOPE,
+    match name.as_bytes() {
+        [b'i', b's', b's'] => ISS,
+        [b's', b'u', b'b'] => SUB,
+        [b'a', b'u', b'd'] => AUD,
+        [b'e', b'x', b'p'] => EXP,
+        [b'n', b'b', b'f'] => NBF,
+        [b'i', b'a', b't'] => IAT,
+        [b'j', b't', b'i'] => JTI,
+        [b'c', b'l', b'i', b'e', b'n', b't', b'_', b'i', b'd'] => CLIENT_ID,
+        [b's', b'c', b'o', b'p', b'e'] => SCOPE,
         _ => 0,
     }
 }
@@ -509,6 +516,36 @@ mod tests {
 
     fn parse(json: &str) -> Result<Claims, Error> {
         Claims::parse(json.as_bytes().to_vec(), &["exp".to_string()])
+    }
+
+    #[test]
+    fn registered_bits() {
+        let want = [
+            ("iss", ISS),
+            ("sub", SUB),
+            ("aud", AUD),
+            ("exp", EXP),
+            ("nbf", NBF),
+            ("iat", IAT),
+            ("jti", JTI),
+            ("client_id", CLIENT_ID),
+            ("scope", SCOPE),
+        ];
+        for (name, bit) in want {
+            assert_eq!(registered_bit(name), bit, "{name}");
+        }
+        for other in [
+            "",
+            "is",
+            "isss",
+            "ISS",
+            "Iss",
+            "client-id",
+            "scopes",
+            "permissions",
+        ] {
+            assert_eq!(registered_bit(other), 0, "{other}");
+        }
     }
 
     #[test]

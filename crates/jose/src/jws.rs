@@ -27,15 +27,15 @@ pub struct Header {
     pub cty: Option<String>,
 }
 
-/// A compact JWS split and its header read, signature not yet checked.
+/// A compact JWS split into its segments; nothing decoded yet.
 pub(crate) struct Parts<'a> {
-    pub header: Header,
+    pub header_b64: &'a str,
     pub signing_input: &'a str,
     pub payload_b64: &'a str,
     pub signature_b64: &'a str,
 }
 
-/// Splits and reads a compact JWS: length, segments, header.
+/// Splits a compact JWS: bounded length, exactly three segments.
 pub(crate) fn split(token: &str, max_len: usize) -> Result<Parts<'_>, TokenError> {
     if token.len() > max_len {
         return Err(TokenError::TooLong(max_len));
@@ -51,22 +51,25 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Parts<'_>, TokenError
     let Some((i, j)) = dots else {
         return Err(TokenError::Segments);
     };
-    let (h, p, s) = (&token[..i], &token[i + 1..j], &token[j + 1..]);
-    let signing_input = &token[..j];
-    let header =
-        b64::with_decoded::<512, _>(h, parse_header).ok_or(TokenError::Base64("header"))??;
     Ok(Parts {
-        header,
-        signing_input,
-        payload_b64: p,
-        signature_b64: s,
+        header_b64: &token[..i],
+        signing_input: &token[..j],
+        payload_b64: &token[i + 1..j],
+        signature_b64: &token[j + 1..],
     })
+}
+
+/// Decodes and reads the header segment.
+pub(crate) fn decode_header(header_b64: &str) -> Result<Header, TokenError> {
+    b64::with_decoded::<512, _>(header_b64, parse_header).ok_or(TokenError::Base64("header"))?
 }
 
 /// Reads a decoded header.
 pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, TokenError> {
+    // RFC 7515 §4: the header is UTF-8 JSON (checked whole, strings included).
+    let text = std::str::from_utf8(bytes).map_err(|_| TokenError::Header("not UTF-8".into()))?;
     let raw: RawHeader<'_> =
-        serde_json::from_slice(bytes).map_err(|e| TokenError::Header(short(&e)))?;
+        serde_json::from_str(text).map_err(|e| TokenError::Header(short(&e)))?;
     if let Some(d) = raw.duplicate {
         return Err(TokenError::DuplicateMember(d, "header"));
     }
@@ -175,15 +178,16 @@ impl<'de> Deserialize<'de> for RawHeader<'de> {
 /// allowed and equal to the key's algorithm.
 pub(crate) fn check_signature(
     parts: &Parts<'_>,
+    header: &Header,
     key: &PublicKey,
     allowed: &[Algorithm],
 ) -> Result<(), TokenError> {
-    if !allowed.contains(&parts.header.alg) {
-        return Err(TokenError::AlgorithmNotAllowed(parts.header.alg.name()));
+    if !allowed.contains(&header.alg) {
+        return Err(TokenError::AlgorithmNotAllowed(header.alg.name()));
     }
-    if parts.header.alg != key.algorithm() {
+    if header.alg != key.algorithm() {
         return Err(TokenError::AlgorithmKeyMismatch {
-            token: parts.header.alg.name(),
+            token: header.alg.name(),
             key: key.algorithm().name(),
         });
     }
@@ -202,9 +206,10 @@ pub fn verify_compact(
     max_len: usize,
 ) -> Result<(Header, Vec<u8>), TokenError> {
     let parts = split(token, max_len)?;
-    check_signature(&parts, key, &Algorithm::ALL)?;
+    let header = decode_header(parts.header_b64)?;
+    check_signature(&parts, &header, key, &Algorithm::ALL)?;
     let payload = b64::decode(parts.payload_b64).ok_or(TokenError::Base64("payload"))?;
-    Ok((parts.header, payload))
+    Ok((header, payload))
 }
 
 /// Builds a header JSON for signing.
@@ -297,7 +302,7 @@ mod tests {
             Err(TokenError::TooLong(100))
         ));
         assert!(matches!(
-            split("eyJ=.b.c", 100),
+            decode_header(split("eyJ=.b.c", 100).unwrap().header_b64),
             Err(TokenError::Base64("header"))
         ));
     }

@@ -1,13 +1,13 @@
 //! Verifying tokens against a set of keys indexed by `kid`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::b64;
 use crate::claims::{Claims, Validation};
 use crate::error::{Error, KeyError, TokenError};
 use crate::jwk::JwkSet;
-use crate::jws::{check_signature, split, Header};
+use crate::jws::{check_signature, decode_header, split, Header};
 use crate::key::PublicKey;
 
 /// Public keys by `kid`, each parsed once. A key without a `kid` can only be
@@ -20,10 +20,30 @@ pub struct KeySet {
     /// short linear scan beats hashing the `kid`.
     index: Option<HashMap<String, usize>>,
     unnamed: Vec<Arc<PublicKey>>,
+    /// Header segments already verified with a key of this set, read once.
+    memo: Box<[OnceLock<HeaderMemo>; MEMO_SLOTS]>,
 }
 
 /// Largest number of named keys found by a linear scan.
 const SCAN_MAX: usize = 8;
+
+/// How many distinct header segments a set remembers.
+///
+/// An issuer sends the same header bytes with every token of one key, so
+/// after the first token the header is neither decoded nor parsed again:
+/// a byte comparison finds its reading and its key. Only a header whose
+/// token's signature verified is remembered (a forger cannot fill the
+/// slots), its reading is the one `decode_header` gave, and the algorithm
+/// and `typ` checks still run on every token.
+const MEMO_SLOTS: usize = 4;
+
+/// A header segment, its reading and the key its `kid` chose.
+#[derive(Clone, Debug)]
+struct HeaderMemo {
+    segment: Box<str>,
+    header: Arc<Header>,
+    key: Arc<PublicKey>,
+}
 
 impl KeySet {
     /// An empty set.
@@ -33,6 +53,9 @@ impl KeySet {
 
     /// Adds a key; a second key with the same `kid` is refused.
     pub fn insert(&mut self, kid: Option<String>, key: PublicKey) -> Result<(), KeyError> {
+        // A new key can change which key a header selects (a kid-less header
+        // selects the only key): forget what was remembered.
+        *self.memo = Default::default();
         match kid {
             Some(kid) => {
                 if self.position(&kid).is_some() {
@@ -90,11 +113,10 @@ impl KeySet {
         self.named.iter().map(|(k, _)| k.as_str())
     }
 
-    fn find(&self, kid: Option<&str>) -> Result<&PublicKey, TokenError> {
+    fn find(&self, kid: Option<&str>) -> Result<&Arc<PublicKey>, TokenError> {
         match kid {
             Some(kid) => self
                 .get(kid)
-                .map(|k| k.as_ref())
                 .ok_or_else(|| TokenError::UnknownKid(kid.chars().take(64).collect())),
             None if self.len() == 1 => Ok(self
                 .unnamed
@@ -104,12 +126,34 @@ impl KeySet {
             None => Err(TokenError::MissingKid),
         }
     }
+
+    /// The remembered reading of `segment` and its key, if any.
+    fn remembered(&self, segment: &str) -> Option<&HeaderMemo> {
+        self.memo
+            .iter()
+            .map_while(OnceLock::get)
+            .find(|m| &*m.segment == segment)
+    }
+
+    /// Remembers a verified header segment in the first free slot, if any.
+    fn remember(&self, segment: &str, header: &Arc<Header>, key: &Arc<PublicKey>) {
+        for slot in self.memo.iter() {
+            let m = slot.get_or_init(|| HeaderMemo {
+                segment: segment.into(),
+                header: header.clone(),
+                key: key.clone(),
+            });
+            if &*m.segment == segment {
+                return;
+            }
+        }
+    }
 }
 
 /// A token whose signature and claims passed.
 #[derive(Clone, Debug)]
 pub struct VerifiedToken {
-    pub header: Header,
+    pub header: Arc<Header>,
     pub claims: Claims,
 }
 
@@ -122,20 +166,24 @@ pub fn verify_jwt(
     now: i64,
 ) -> Result<VerifiedToken, Error> {
     let parts = split(token, policy.max_token_len)?;
-    let key = keys.find(parts.header.kid.as_deref())?;
-    check_signature(&parts, key, &policy.algorithms)?;
-    policy.check_typ(parts.header.typ.as_deref())?;
-    // The decoder writes into its worst-case estimate: reserve exactly that.
-    let mut payload = Vec::with_capacity(base64::decoded_len_estimate(parts.payload_b64.len()));
-    if !b64::decode_into(parts.payload_b64, &mut payload) {
-        return Err(TokenError::Base64("payload").into());
-    }
+    let header = match keys.remembered(parts.header_b64) {
+        Some(m) => {
+            check_signature(&parts, &m.header, &m.key, &policy.algorithms)?;
+            m.header.clone()
+        }
+        None => {
+            let header = Arc::new(decode_header(parts.header_b64)?);
+            let key = keys.find(header.kid.as_deref())?;
+            check_signature(&parts, &header, key, &policy.algorithms)?;
+            keys.remember(parts.header_b64, &header, key);
+            header
+        }
+    };
+    policy.check_typ(header.typ.as_deref())?;
+    let payload = b64::decode(parts.payload_b64).ok_or(TokenError::Base64("payload"))?;
     let claims = Claims::parse(payload, &policy.required_claims)?;
     policy.check_claims(&claims, now)?;
-    Ok(VerifiedToken {
-        header: parts.header,
-        claims,
-    })
+    Ok(VerifiedToken { header, claims })
 }
 
 /// A key set and a policy together.
@@ -160,7 +208,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Algorithm, PrivateKey};
+    use crate::{Algorithm, ClaimsError, PrivateKey};
 
     #[test]
     fn keyset_scan_and_index_agree() {
@@ -191,6 +239,96 @@ mod tests {
         assert!(matches!(set.find(None), Err(TokenError::MissingKid)));
         let mut one = KeySet::new();
         one.insert(Some("only".into()), keys[0].clone()).unwrap();
-        assert_eq!(one.find(None).unwrap(), &keys[0]);
+        assert_eq!(one.find(None).unwrap().as_ref(), &keys[0]);
+    }
+
+    fn header_of(token: &str) -> &str {
+        token.split('.').next().unwrap()
+    }
+
+    #[test]
+    fn remembered_headers_change_no_answer() {
+        use crate::{sign_jwt, LocalSigner, TokenSigner};
+        let now = 1_700_000_000;
+        let claims = serde_json::json!({"iss": "i", "sub": "s", "exp": now + 60});
+        let signer = |kid: Option<&str>| {
+            LocalSigner::new(
+                PrivateKey::generate(Algorithm::ES256, None).unwrap(),
+                kid.map(str::to_owned),
+            )
+        };
+        let a = signer(Some("a"));
+        let mut keys = KeySet::new();
+        keys.insert(Some("a".into()), a.public_jwk().key).unwrap();
+        let policy = Validation {
+            required_typ: Some("at+jwt".into()),
+            ..Validation::default()
+        };
+        let t = sign_jwt(&a, Some("at+jwt"), &claims).unwrap();
+
+        // A forged signature under a header never seen is not remembered.
+        let (head, _) = t.rsplit_once('.').unwrap();
+        let forged = format!("{head}.{}", b64::encode(&[7u8; 64]));
+        assert!(verify_jwt(&forged, &keys, &policy, now).is_err());
+        assert!(keys.remembered(header_of(&t)).is_none());
+
+        // Verified once: remembered; the second answer is the same.
+        let first = verify_jwt(&t, &keys, &policy, now).unwrap();
+        assert!(keys.remembered(header_of(&t)).is_some());
+        let second = verify_jwt(&t, &keys, &policy, now).unwrap();
+        assert_eq!(first.header, second.header);
+        assert_eq!(first.claims, second.claims);
+
+        // The remembered header still meets every policy check.
+        let es_not_allowed = Validation {
+            algorithms: vec![Algorithm::EdDSA],
+            ..policy.clone()
+        };
+        assert!(matches!(
+            verify_jwt(&t, &keys, &es_not_allowed, now),
+            Err(Error::Token(TokenError::AlgorithmNotAllowed(_)))
+        ));
+        let other_typ = Validation {
+            required_typ: Some("jwt".into()),
+            ..policy.clone()
+        };
+        assert!(matches!(
+            verify_jwt(&t, &keys, &other_typ, now),
+            Err(Error::Claims(ClaimsError::WrongType(..)))
+        ));
+        // A forged signature under the remembered header is still refused.
+        assert!(matches!(
+            verify_jwt(&forged, &keys, &policy, now),
+            Err(Error::Token(TokenError::BadSignature))
+        ));
+
+        // More distinct headers than slots: every one still verifies.
+        for typ in ["at+jwt", "AT+JWT", "application/at+jwt", "At+Jwt", "at+JWT"] {
+            let t = sign_jwt(&a, Some(typ), &claims).unwrap();
+            for _ in 0..2 {
+                verify_jwt(&t, &keys, &policy, now).unwrap();
+            }
+        }
+
+        // A kid-less header chose the only key; after a second key joins,
+        // the same token has no key to choose.
+        let lone = signer(None);
+        let mut one = KeySet::new();
+        one.insert(None, lone.public_jwk().key).unwrap();
+        let input = format!(
+            "{}.{}",
+            b64::encode(br#"{"alg":"ES256","typ":"at+jwt"}"#),
+            b64::encode(claims.to_string().as_bytes())
+        );
+        let sig = lone.sign(input.as_bytes()).unwrap();
+        let t = format!("{input}.{}", b64::encode(&sig));
+        verify_jwt(&t, &one, &policy, now).unwrap();
+        assert!(one.remembered(header_of(&t)).is_some());
+        one.insert(Some("a".into()), a.public_jwk().key).unwrap();
+        assert!(one.remembered(header_of(&t)).is_none());
+        assert!(matches!(
+            verify_jwt(&t, &one, &policy, now),
+            Err(Error::Token(TokenError::MissingKid))
+        ));
     }
 }

@@ -372,6 +372,18 @@ fn payload_not_a_json_object() {
     }
     let t = signed_raw(es256(), h.as_bytes(), b"{\"sub\":\"\xff\"}");
     assert!(matches!(token_err(verify(&t)), TokenError::Payload(_)));
+    // Invalid UTF-8 in a claim keyward does not read (which a JSON parser
+    // may skip without decoding) is refused as well: the payload is UTF-8.
+    let mut c = claims().to_string().into_bytes();
+    c.pop();
+    c.extend_from_slice(b",\"note\":\"\xc3\x28\"}");
+    let t = signed_raw(es256(), h.as_bytes(), &c);
+    assert!(matches!(token_err(verify(&t)), TokenError::Payload(_)));
+    let mut hb = h.clone().into_bytes();
+    hb.pop();
+    hb.extend_from_slice(b",\"x-note\":\"\xed\xa0\x80\"}");
+    let t = signed_raw(es256(), &hb, claims().to_string().as_bytes());
+    assert!(matches!(token_err(verify(&t)), TokenError::Header(_)));
 }
 
 #[test]

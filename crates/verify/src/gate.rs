@@ -298,7 +298,7 @@ impl Gate {
                 return Err(VerifyError::Revoked);
             }
         }
-        let mut identity = Identity::from_claims(verified.claims, verified.header.kid)?;
+        let mut identity = Identity::from_claims(verified.claims, verified.header.kid.clone())?;
         identity.allow_wildcard_all = t.policy.allow_wildcard_all;
         Ok((Arc::new(identity), idx, snap.generation))
     }

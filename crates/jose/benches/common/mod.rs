@@ -1,0 +1,202 @@
+//! The verification cases both benches measure: one realistic RFC 9068 access
+//! token per algorithm, and the three ways to check it.
+//!
+//! - `raw`: aws-lc-rs verifying the token's signing input with a pre-parsed
+//!   key and pre-decoded signature (the floor: no parsing, no claims);
+//! - `keyward`: `verify_jwt` (split, header, kid lookup, signature, claims
+//!   parse and full RFC 9068 policy validation);
+//! - `jsonwebtoken`: `jsonwebtoken::decode::<serde_json::Value>` with the
+//!   same key, issuer and audience checks on.
+//!
+//! Keys are generated at start-up and never written anywhere.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
+use keyward_jose::{
+    b64, sign_jwt, Algorithm, KeySet, LocalSigner, PrivateKey, PublicMaterial, TokenSigner,
+    Validation,
+};
+use serde_json::json;
+use std::hint::black_box;
+
+const ISS: &str = "https://auth.example.com/envs/prod";
+const AUD: &str = "https://api.example.com";
+/// 2100-01-01: valid for keyward's `now` and for jsonwebtoken's wall clock.
+const EXP: i64 = 4_102_444_800;
+
+/// The names of the cases, in order.
+pub const NAMES: [&str; 4] = ["RS256-2048", "RS256-4096", "ES256", "EdDSA"];
+
+/// One algorithm's token, prepared for the three verifiers.
+pub struct Case {
+    pub name: &'static str,
+    token: String,
+    now: i64,
+    keys: KeySet,
+    policy: Validation,
+    raw_key: ParsedPublicKey,
+    signing_input: Vec<u8>,
+    signature: Vec<u8>,
+    dk: jsonwebtoken::DecodingKey,
+    jv: jsonwebtoken::Validation,
+}
+
+impl Case {
+    /// Generates a key, signs the token, and checks every verifier accepts it.
+    pub fn new(name: &'static str) -> Case {
+        let (alg, bits, raw_alg, jwt_alg): (_, _, &'static dyn VerificationAlgorithm, _) =
+            match name {
+                "RS256-2048" => (
+                    Algorithm::RS256,
+                    Some(2048),
+                    &sig::RSA_PKCS1_2048_8192_SHA256,
+                    jsonwebtoken::Algorithm::RS256,
+                ),
+                "RS256-4096" => (
+                    Algorithm::RS256,
+                    Some(4096),
+                    &sig::RSA_PKCS1_2048_8192_SHA256,
+                    jsonwebtoken::Algorithm::RS256,
+                ),
+                "ES256" => (
+                    Algorithm::ES256,
+                    None,
+                    &sig::ECDSA_P256_SHA256_FIXED,
+                    jsonwebtoken::Algorithm::ES256,
+                ),
+                "EdDSA" => (
+                    Algorithm::EdDSA,
+                    None,
+                    &sig::ED25519,
+                    jsonwebtoken::Algorithm::EdDSA,
+                ),
+                other => panic!("no case {other}"),
+            };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs() as i64;
+        let key = PrivateKey::generate(alg, bits).expect("key generation");
+        let signer = LocalSigner::new(key, Some(format!("{name}-2026-01")));
+        let claims = json!({
+            "iss": ISS,
+            "sub": "user_2f9c1e7a4b",
+            "aud": AUD,
+            "exp": EXP,
+            "iat": now - 30,
+            "nbf": now - 30,
+            "jti": "0b6e0f3a-5c1d-4b8e-9a72-3f1d2c4e5a6b",
+            "client_id": "billing-dashboard",
+            "scope": "openid profile orders:read invoices:read",
+            "permissions": ["orders.*.read", "invoices.42.read", "customers.self.write"],
+        });
+        let token = sign_jwt(&signer, Some("at+jwt"), &claims).expect("signing");
+
+        // keyward: key set and policy built once.
+        let jwk = signer.public_jwk();
+        let public = jwk.key.clone();
+        let mut keys = KeySet::new();
+        keys.insert(jwk.kid.clone(), jwk.key.clone()).unwrap();
+        let policy = Validation::access_token(ISS, &[AUD]);
+
+        // raw: pre-parsed key, pre-decoded signature, the exact signing input.
+        let raw_key = ParsedPublicKey::new(raw_alg, public.to_spki_der()).expect("SPKI");
+        let dot = token.rfind('.').unwrap();
+        let signing_input = token.as_bytes()[..dot].to_vec();
+        let signature = b64::decode(&token[dot + 1..]).unwrap();
+
+        // jsonwebtoken: the same key from our JWK's base64url members.
+        let dk = match public.material() {
+            PublicMaterial::Rsa { n, e } => {
+                jsonwebtoken::DecodingKey::from_rsa_components(&b64::encode(n), &b64::encode(e))
+            }
+            PublicMaterial::Ec { x, y, .. } => {
+                jsonwebtoken::DecodingKey::from_ec_components(&b64::encode(x), &b64::encode(y))
+            }
+            PublicMaterial::Ed25519 { x } => {
+                jsonwebtoken::DecodingKey::from_ed_components(&b64::encode(x))
+            }
+        }
+        .expect("jsonwebtoken key");
+        let mut jv = jsonwebtoken::Validation::new(jwt_alg);
+        jv.set_audience(&[AUD]);
+        jv.set_issuer(&[ISS]);
+        jv.validate_nbf = true;
+        jv.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+
+        let case = Case {
+            name,
+            token,
+            now,
+            keys,
+            policy,
+            raw_key,
+            signing_input,
+            signature,
+            dk,
+            jv,
+        };
+        case.raw();
+        let ok = keyward_jose::verify_jwt(&case.token, &case.keys, &case.policy, now)
+            .expect("keyward verifies");
+        assert_eq!(ok.claims.sub(), Some("user_2f9c1e7a4b"));
+        let decoded = jsonwebtoken::decode::<serde_json::Value>(&case.token, &case.dk, &case.jv);
+        assert!(
+            decoded.is_ok(),
+            "jsonwebtoken must accept the token: {decoded:?}"
+        );
+        case
+    }
+
+    /// One raw aws-lc-rs verification.
+    #[inline(never)]
+    pub fn raw(&self) {
+        self.raw_key
+            .verify_sig(black_box(&self.signing_input), black_box(&self.signature))
+            .unwrap()
+    }
+
+    /// One keyward verification and validation.
+    #[inline(never)]
+    pub fn keyward(&self) {
+        let ok = keyward_jose::verify_jwt(
+            black_box(&self.token),
+            &self.keys,
+            &self.policy,
+            black_box(self.now),
+        )
+        .unwrap();
+        black_box(ok);
+    }
+
+    /// One jsonwebtoken verification and validation.
+    #[inline(never)]
+    pub fn jsonwebtoken(&self) {
+        let ok =
+            jsonwebtoken::decode::<serde_json::Value>(black_box(&self.token), &self.dk, &self.jv)
+                .unwrap();
+        black_box(ok);
+    }
+}
+
+/// The clock both benches read, in ns: this thread's CPU time on Linux
+/// (`CLOCK_THREAD_CPUTIME_ID`), wall time elsewhere or with
+/// `KEYWARD_BENCH_WALL=1`. The work is single-threaded and CPU-bound, and on
+/// a shared machine wall time also counts the slices other processes run in.
+pub fn now_ns() -> u64 {
+    static WALL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let wall = *WALL.get_or_init(|| std::env::var_os("KEYWARD_BENCH_WALL").is_some());
+    #[cfg(target_os = "linux")]
+    if !wall {
+        use rustix::time::{clock_gettime, ClockId};
+        let t = clock_gettime(ClockId::ThreadCPUTime);
+        return t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64;
+    }
+    let _ = wall;
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
+}
