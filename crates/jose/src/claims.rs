@@ -196,9 +196,17 @@ impl Claims {
     /// Parses a payload: a JSON object with unique member names, registered
     /// claims of the right types, and every name in `required` present.
     pub fn parse(payload: Vec<u8>, required: &[String]) -> Result<Claims, crate::Error> {
+        // Filled in place: the claims are not moved through serde's results.
+        let mut raw = RawClaims {
+            claims: Registered::default(),
+            duplicate: None,
+            invalid: None,
+            missing: None,
+        };
         let seed = ClaimsSeed {
             required,
             payload: &payload,
+            out: &mut raw,
         };
         // RFC 7519 §7.2: the payload is UTF-8. Checked once for the whole
         // payload (including strings serde_json would skip unchecked), so the
@@ -206,8 +214,7 @@ impl Claims {
         let text =
             std::str::from_utf8(&payload).map_err(|_| TokenError::Payload("not UTF-8".into()))?;
         let mut de = serde_json::Deserializer::from_str(text);
-        let raw = seed
-            .deserialize(&mut de)
+        seed.deserialize(&mut de)
             .map_err(|e| TokenError::Payload(short(&e)))?;
         de.end().map_err(|e| TokenError::Payload(short(&e)))?;
         if let Some(d) = raw.duplicate {
@@ -261,6 +268,7 @@ const SCOPE: u16 = 1 << 8;
 /// A bit per registered claim name, 0 for any other name. (Byte patterns
 /// compile to a branch on the length and then on single bytes, where string
 /// patterns compare whole names one after another.)
+#[inline]
 fn registered_bit(name: &str) -> u16 {
     match name.as_bytes() {
         [b'i', b's', b's'] => ISS,
@@ -280,27 +288,24 @@ struct ClaimsSeed<'r> {
     required: &'r [String],
     /// The buffer being parsed: strings borrowed from it are kept as ranges.
     payload: &'r [u8],
+    out: &'r mut RawClaims,
 }
 
 impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_> {
-    type Value = RawClaims;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawClaims, D::Error> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for ClaimsSeed<'_> {
-    type Value = RawClaims;
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawClaims, A::Error> {
-        let mut out = RawClaims {
-            claims: Registered::default(),
-            duplicate: None,
-            invalid: None,
-            missing: None,
-        };
+    #[inline]
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        let out = self.out;
         // Names seen: registered ones as bits, others (borrowed, mostly inline) by name.
         let mut registered = 0u16;
         let mut others = Names::new();
@@ -374,7 +379,7 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
             0 => !others.contains(r),
             bit => registered & bit == 0,
         });
-        Ok(out)
+        Ok(())
     }
 }
 

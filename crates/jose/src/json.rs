@@ -121,6 +121,7 @@ impl<'de> Deserialize<'de> for DeepDuplicate {
 pub(crate) struct Key<'a>(pub Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
@@ -187,6 +188,7 @@ pub(crate) enum Scalar<'a> {
 }
 
 impl<'de> Deserialize<'de> for Scalar<'de> {
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
@@ -240,6 +242,7 @@ pub(crate) enum StrOrStrs<'a> {
 }
 
 impl<'de> Deserialize<'de> for StrOrStrs<'de> {
+    #[inline]
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
