@@ -180,6 +180,14 @@ impl Claims {
         serde_json::from_slice(&self.payload)
     }
 
+    /// The whole payload as your own type, borrowing strings from the
+    /// payload where they have no escapes.
+    pub fn deserialize_borrowed<'a, T: serde::Deserialize<'a>>(
+        &'a self,
+    ) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+
     /// One claim by name, if present.
     pub fn get(&self, name: &str) -> Option<serde_json::Value> {
         match self.to_value() {

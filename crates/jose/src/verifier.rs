@@ -135,6 +135,15 @@ impl KeySet {
             .find(|m| &*m.segment == segment)
     }
 
+    /// The `kid` of `token`'s header when a token with exactly these header
+    /// bytes was verified with this set before (nothing is decoded); `None`
+    /// otherwise, or when that header has no `kid`. A hint for choosing
+    /// among key sets, never a verification.
+    pub fn known_header_kid<'s>(&'s self, token: &str) -> Option<&'s str> {
+        let segment = token.split_once('.')?.0;
+        self.remembered(segment)?.header.kid.as_deref()
+    }
+
     /// Remembers a verified header segment in the first free slot, if any.
     fn remember(&self, segment: &str, header: &Arc<Header>, key: &Arc<PublicKey>) {
         for slot in self.memo.iter() {
@@ -273,8 +282,11 @@ mod tests {
         assert!(keys.remembered(header_of(&t)).is_none());
 
         // Verified once: remembered; the second answer is the same.
+        assert_eq!(keys.known_header_kid(&t), None);
         let first = verify_jwt(&t, &keys, &policy, now).unwrap();
         assert!(keys.remembered(header_of(&t)).is_some());
+        assert_eq!(keys.known_header_kid(&t), Some("a"));
+        assert_eq!(keys.known_header_kid("no dots"), None);
         let second = verify_jwt(&t, &keys, &policy, now).unwrap();
         assert_eq!(first.header, second.header);
         assert_eq!(first.claims, second.claims);

@@ -256,11 +256,33 @@ impl Gate {
     }
 
     fn pick_issuer(&self, token: &str) -> Result<usize, VerifyError> {
-        if self.inner.issuers.len() == 1 {
+        let issuers = &self.inner.issuers;
+        if issuers.len() == 1 {
             return Ok(0);
         }
-        // Several issuers: read `iss` unverified only to choose whose keys
-        // and policy to verify with; the chosen policy then checks it again.
+        // Several issuers. Usually the header bytes were seen before: the
+        // issuer whose key set verified them, if no other issuer publishes
+        // the same kid, is the only one whose key can verify this token.
+        for (i, t) in issuers.iter().enumerate() {
+            let Some(snap) = t.keys.current() else {
+                continue;
+            };
+            let Some(kid) = snap.keys.known_header_kid(token) else {
+                continue;
+            };
+            let unique = issuers.iter().enumerate().all(|(j, other)| {
+                j == i
+                    || other
+                        .keys
+                        .current()
+                        .is_none_or(|s| s.keys.get(kid).is_none())
+            });
+            if unique {
+                return Ok(i);
+            }
+        }
+        // Otherwise read `iss` unverified only to choose whose keys and
+        // policy to verify with; the chosen policy then checks it again.
         let (_, payload) = dangerous::decode_unverified(token)?;
         let iss = payload
             .get("iss")

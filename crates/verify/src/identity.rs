@@ -1,6 +1,10 @@
 //! Who a verified token says the caller is.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use keyward_jose::Claims;
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::VerifyError;
 
@@ -35,40 +39,36 @@ impl Identity {
     /// present, must be arrays of strings and `scope` a string; a wrong type
     /// rejects the token rather than granting nothing silently.
     pub fn from_claims(claims: Claims, kid: Option<String>) -> Result<Identity, VerifyError> {
-        // One pass over the payload for the members jose does not keep.
-        #[derive(serde::Deserialize)]
-        struct Extra {
-            azp: Option<serde_json::Value>,
-            scp: Option<serde_json::Value>,
-            permissions: Option<serde_json::Value>,
-            scope: Option<serde_json::Value>,
-        }
+        // One pass over the payload for the members jose does not keep
+        // (strings borrowed while reading; only the wanted ones are copied).
         let extra: Extra = claims
-            .deserialize()
+            .deserialize_borrowed()
             .map_err(|_| VerifyError::MalformedClaim("payload"))?;
         let issuer = claims.iss().unwrap_or_default().to_string();
         let subject = claims.sub().map(str::to_owned);
         let client_id = match (claims.client_id(), extra.azp) {
             (Some(c), _) => Some(c.to_string()),
-            (None, Some(serde_json::Value::String(s))) => Some(s),
-            (None, None) => None,
-            (None, Some(_)) => return Err(VerifyError::MalformedClaim("azp")),
+            (None, Shape::Str(s)) => Some(s.to_string()),
+            (None, Shape::Absent) => None,
+            (None, _) => return Err(VerifyError::MalformedClaim("azp")),
         };
-        let mut scopes: Vec<String> = match (claims.scope(), &extra.scope) {
-            (Some(s), _) => s
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            (None, Some(_)) => return Err(VerifyError::MalformedClaim("scope")),
-            (None, None) => Vec::new(),
-        };
-        if let Some(scp) = extra.scp {
-            scopes.extend(string_array(scp).ok_or(VerifyError::MalformedClaim("scp"))?);
+        // jose has already refused a `scope` that is not a string.
+        let mut scopes: Vec<String> = claims
+            .scope()
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        match extra.scp {
+            Shape::Absent => {}
+            Shape::List(l) => scopes.extend(l.into_iter().map(String::from)),
+            _ => return Err(VerifyError::MalformedClaim("scp")),
         }
         let permissions = match extra.permissions {
-            Some(p) => string_array(p).ok_or(VerifyError::MalformedClaim("permissions"))?,
-            None => Vec::new(),
+            Shape::Absent => Vec::new(),
+            Shape::List(l) => l.into_iter().map(String::from).collect(),
+            _ => return Err(VerifyError::MalformedClaim("permissions")),
         };
         let jti = claims.jti().map(str::to_owned);
         let expires_at = claims.expires_at().unwrap_or(i64::MAX);
@@ -87,15 +87,156 @@ impl Identity {
     }
 }
 
-fn string_array(v: serde_json::Value) -> Option<Vec<String>> {
-    match v {
-        serde_json::Value::Array(items) => items
-            .into_iter()
-            .map(|i| match i {
-                serde_json::Value::String(s) => Some(s),
-                _ => None,
-            })
-            .collect(),
-        _ => None,
+/// The members jose does not keep, as found.
+#[derive(Default)]
+struct Extra<'a> {
+    azp: Shape<'a>,
+    scp: Shape<'a>,
+    permissions: Shape<'a>,
+}
+
+impl<'de> serde::Deserialize<'de> for Extra<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Extra<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Extra<'de>, A::Error> {
+                let mut out = Extra::default();
+                // Names through Shape: borrowed unless escaped ("\u0070ermissions").
+                while let Some(k) = m.next_key::<Shape<'de>>()? {
+                    let Shape::Str(k) = k else {
+                        return Err(de::Error::custom("member name"));
+                    };
+                    let slot = match k.as_ref() {
+                        "azp" => &mut out.azp,
+                        "scp" => &mut out.scp,
+                        "permissions" => &mut out.permissions,
+                        _ => {
+                            m.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = m.next_value()?;
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A claim's value: a string, an array of strings, or anything else.
+#[derive(Default)]
+enum Shape<'a> {
+    #[default]
+    Absent,
+    Str(Cow<'a, str>),
+    List(Vec<Cow<'a, str>>),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Shape<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shape<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Shape<'de>, E> {
+                Ok(Shape::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Shape<'de>, E> {
+                Ok(Shape::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Shape<'de>, A::Error> {
+                let mut items = Vec::new();
+                let mut all_strings = true;
+                while let Some(item) = s.next_element::<Shape<'de>>()? {
+                    match item {
+                        Shape::Str(v) => items.push(v),
+                        _ => all_strings = false,
+                    }
+                }
+                Ok(if all_strings {
+                    Shape::List(items)
+                } else {
+                    Shape::Other
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Shape<'de>, A::Error> {
+                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Shape::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Shape<'de>, E> {
+                Ok(Shape::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(payload: &str) -> Result<Identity, VerifyError> {
+        let claims = Claims::parse(payload.as_bytes().to_vec(), &[]).unwrap();
+        Identity::from_claims(claims, Some("k1".into()))
+    }
+
+    #[test]
+    fn reads_the_members_jose_does_not_keep() {
+        let id = identity(
+            r#"{"iss":"i","sub":"s","azp":"web","scope":"a  b","scp":["c"],
+                "permissions":["orders.*","x\u002ey"],"other":{"permissions":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(id.client_id.as_deref(), Some("web"));
+        assert_eq!(id.scopes, ["a", "b", "c"]);
+        assert_eq!(id.permissions, ["orders.*", "x.y"]);
+        assert_eq!(id.kid.as_deref(), Some("k1"));
+        // client_id wins over azp; an escaped member name is the same name.
+        let id = identity(r#"{"client_id":"c","azp":"web","\u0070ermissions":["p"]}"#).unwrap();
+        assert_eq!(id.client_id.as_deref(), Some("c"));
+        assert_eq!(id.permissions, ["p"]);
+        let id = identity("{}").unwrap();
+        assert!(id.scopes.is_empty() && id.permissions.is_empty() && id.client_id.is_none());
+    }
+
+    #[test]
+    fn wrong_types_are_refused_not_ignored() {
+        for (payload, claim) in [
+            (r#"{"permissions":"orders.*"}"#, "permissions"),
+            (r#"{"permissions":null}"#, "permissions"),
+            (r#"{"permissions":["a",1]}"#, "permissions"),
+            (r#"{"permissions":[["a"]]}"#, "permissions"),
+            (r#"{"permissions":{"a":1}}"#, "permissions"),
+            (r#"{"scp":"a b"}"#, "scp"),
+            (r#"{"scp":[true]}"#, "scp"),
+            (r#"{"azp":7}"#, "azp"),
+            (r#"{"azp":["web"]}"#, "azp"),
+        ] {
+            assert_eq!(
+                identity(payload).unwrap_err(),
+                VerifyError::MalformedClaim(claim),
+                "{payload}"
+            );
+        }
     }
 }

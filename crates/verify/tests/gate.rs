@@ -114,17 +114,54 @@ async fn several_issuers_each_with_their_own_keys() {
     // Issuer B's key cannot sign for issuer A.
     let forged = token(&kb, &sa.base(), "api", now(), serde_json::json!({}));
     assert!(gate.verify(&forged).await.is_err());
-    let stranger = token(
-        &ka,
-        "https://stranger.example",
-        "api",
-        now(),
-        serde_json::json!({}),
-    );
+    // A token naming an issuer nobody trusts: refused. Signed with a key no
+    // trusted issuer publishes, that is all that can be said; signed with
+    // issuer A's key (its header bytes already seen), A's policy refuses
+    // the `iss`.
+    let kc = signer(Algorithm::ES256, "c");
+    let stranger = |k| {
+        token(
+            k,
+            "https://stranger.example",
+            "api",
+            now(),
+            serde_json::json!({}),
+        )
+    };
     assert_eq!(
-        gate.verify(&stranger).await.unwrap_err(),
+        gate.verify(&stranger(&kc)).await.unwrap_err(),
         VerifyError::UntrustedIssuer
     );
+    assert_eq!(
+        gate.verify(&stranger(&ka)).await.unwrap_err().reason(),
+        "issuer"
+    );
+}
+
+#[tokio::test]
+async fn issuers_sharing_a_kid_are_told_apart_by_iss() {
+    // Both issuers publish a key named "k1"; the header bytes of A's tokens
+    // and B's tokens are identical, so only `iss` can choose.
+    let ka = signer(Algorithm::ES256, "k1");
+    let kb = signer(Algorithm::ES256, "k1");
+    let sa = JwksServer::start(jwks(&[&ka])).await;
+    let sb = JwksServer::start(jwks(&[&kb])).await;
+    let gate = Gate::builder()
+        .issuer(policy(&sa))
+        .issuer(policy(&sb))
+        .token_cache(0)
+        .build()
+        .unwrap();
+    gate.warm_up().await;
+    for _ in 0..3 {
+        for (k, s) in [(&ka, &sa), (&kb, &sb)] {
+            let t = token(k, &s.base(), "api", now(), serde_json::json!({}));
+            let id = gate.verify(&t).await.unwrap();
+            assert_eq!(id.issuer, s.base());
+        }
+    }
+    let crossed = token(&kb, &sa.base(), "api", now(), serde_json::json!({}));
+    assert!(gate.verify(&crossed).await.is_err());
 }
 
 #[tokio::test]
