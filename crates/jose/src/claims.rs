@@ -276,7 +276,7 @@ const SCOPE: u16 = 1 << 8;
 /// A bit per registered claim name, 0 for any other name. (Byte patterns
 /// compile to a branch on the length and then on single bytes, where string
 /// patterns compare whole names one after another.)
-#[inline]
+#[inline(always)]
 fn registered_bit(name: &str) -> u16 {
     match name.as_bytes() {
         [b'i', b's', b's'] => ISS,
