@@ -15,6 +15,7 @@ use crate::alg::Algorithm;
 use crate::error::{ClaimsError, TokenError};
 use crate::json::{short, Key, Names, Scalar, StrOrStrs};
 use crate::jws::DEFAULT_MAX_TOKEN_LEN;
+use serde_json::value::RawValue;
 
 /// The text of a string claim: a byte range of the payload when the JSON
 /// string has no escapes (the common case, no allocation), else its unescaped
@@ -68,6 +69,18 @@ enum AudRepr {
 pub struct Claims {
     payload: Vec<u8>,
     reg: Registered,
+    kept: Kept,
+}
+
+/// How many other claims [`Validation::keep_claims`] can name.
+pub const MAX_KEPT_CLAIMS: usize = 4;
+
+/// Other claims kept while parsing: their names, and where each one's JSON
+/// text is in the payload (`None`: absent).
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Kept {
+    names: &'static [&'static str],
+    at: [Option<(u32, u32)>; MAX_KEPT_CLAIMS],
 }
 
 impl fmt::Debug for Claims {
@@ -180,6 +193,18 @@ impl Claims {
         serde_json::from_slice(&self.payload)
     }
 
+    /// A claim named in [`Validation::keep_claims`], as its JSON text exactly
+    /// as signed: `Some(Some(text))` when present, `Some(None)` when absent,
+    /// `None` when it was not kept (so the caller must read the payload).
+    pub fn kept(&self, name: &str) -> Option<Option<&str>> {
+        let i = self.kept.names.iter().position(|n| *n == name)?;
+        let range = *self.kept.at.get(i)?;
+        // A range is always a whole JSON value that serde_json read as UTF-8.
+        Some(range.map(|(a, b)| {
+            std::str::from_utf8(&self.payload[a as usize..b as usize]).unwrap_or_default()
+        }))
+    }
+
     /// The whole payload as your own type, borrowing strings from the
     /// payload where they have no escapes.
     pub fn deserialize_borrowed<'a, T: serde::Deserialize<'a>>(
@@ -204,9 +229,25 @@ impl Claims {
     /// Parses a payload: a JSON object with unique member names, registered
     /// claims of the right types, and every name in `required` present.
     pub fn parse(payload: Vec<u8>, required: &[String]) -> Result<Claims, crate::Error> {
+        Claims::parse_keeping(payload, required, &[])
+    }
+
+    /// [`Claims::parse`], also keeping the JSON text of the other claims
+    /// named in `keep` (the first [`MAX_KEPT_CLAIMS`] of them; registered
+    /// claims are read by their accessors) for [`Claims::kept`], in the same
+    /// pass.
+    pub fn parse_keeping(
+        payload: Vec<u8>,
+        required: &[String],
+        keep: &'static [&'static str],
+    ) -> Result<Claims, crate::Error> {
         // Filled in place: the claims are not moved through serde's results.
         let mut raw = RawClaims {
             claims: Registered::default(),
+            kept: Kept {
+                names: keep,
+                at: Default::default(),
+            },
             duplicate: None,
             invalid: None,
             missing: None,
@@ -236,6 +277,7 @@ impl Claims {
         }
         Ok(Claims {
             reg: raw.claims,
+            kept: raw.kept,
             payload,
         })
     }
@@ -257,6 +299,7 @@ struct Registered {
 
 struct RawClaims {
     claims: Registered,
+    kept: Kept,
     duplicate: Option<String>,
     invalid: Option<(String, &'static str)>,
     /// Index in `required` of the first required claim that is absent.
@@ -373,9 +416,24 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                         });
                     }
                 },
-                _ => {
-                    m.next_value::<IgnoredAny>()?;
-                }
+                _ => match out
+                    .kept
+                    .names
+                    .iter()
+                    .take(MAX_KEPT_CLAIMS)
+                    .position(|n| *n == k)
+                {
+                    Some(i) => {
+                        let v: &'de RawValue = m.next_value()?;
+                        // The text is always a slice of the payload being parsed.
+                        if let Text::Range(a, b) = Text::new(Cow::Borrowed(v.get()), self.payload) {
+                            out.kept.at[i] = Some((a, b));
+                        }
+                    }
+                    None => {
+                        m.next_value::<IgnoredAny>()?;
+                    }
+                },
             }
             if bit != 0 {
                 registered |= bit;
@@ -411,6 +469,9 @@ pub struct Validation {
     pub max_lifetime_secs: Option<u64>,
     /// Longest accepted compact token, in bytes.
     pub max_token_len: usize,
+    /// Other claims whose JSON text to keep for [`Claims::kept`] (at most
+    /// [`MAX_KEPT_CLAIMS`]), read in the same pass as the registered ones.
+    pub keep_claims: &'static [&'static str],
 }
 
 impl Default for Validation {
@@ -424,6 +485,7 @@ impl Default for Validation {
             required_claims: vec!["exp".into()],
             max_lifetime_secs: None,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
+            keep_claims: &[],
         }
     }
 }
@@ -529,6 +591,32 @@ mod tests {
 
     fn parse(json: &str) -> Result<Claims, Error> {
         Claims::parse(json.as_bytes().to_vec(), &["exp".to_string()])
+    }
+
+    #[test]
+    fn kept_claims_are_the_signed_text() {
+        const KEEP: &[&str] = &["permissions", "azp", "cnf", "sub", "e", "f"];
+        let payload =
+            r#"{"sub":"s","\u0070ermissions": ["a", "b\u002ec"] ,"cnf":{"jkt":"x"},"n":1,"f":2}"#;
+        let c = Claims::parse_keeping(payload.as_bytes().to_vec(), &[], KEEP).unwrap();
+        assert_eq!(c.kept("permissions"), Some(Some(r#"["a", "b\u002ec"]"#)));
+        assert_eq!(c.kept("cnf"), Some(Some(r#"{"jkt":"x"}"#)));
+        assert_eq!(c.kept("azp"), Some(None), "named but absent");
+        assert_eq!(c.kept("n"), None, "not named");
+        assert_eq!(c.kept("f"), None, "past MAX_KEPT_CLAIMS");
+        assert_eq!(c.sub(), Some("s"));
+        // A registered claim is read by its accessor; what kept says of it
+        // is only that it was not kept as text.
+        assert_eq!(c.kept("sub"), Some(None));
+        // Without a keep list nothing is kept, and the answer says so.
+        let plain = Claims::parse(payload.as_bytes().to_vec(), &[]).unwrap();
+        assert_eq!(plain.kept("permissions"), None);
+        // Keeping changes no verdict: a duplicate kept claim is still refused.
+        let dup = br#"{"permissions":[],"permissions":["*"]}"#.to_vec();
+        assert!(matches!(
+            Claims::parse_keeping(dup, &[], KEEP),
+            Err(Error::Token(TokenError::DuplicateMember(..)))
+        ));
     }
 
     #[test]

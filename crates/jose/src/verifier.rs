@@ -190,7 +190,7 @@ pub fn verify_jwt(
     };
     policy.check_typ(header.typ.as_deref())?;
     let payload = b64::decode(parts.payload_b64).ok_or(TokenError::Base64("payload"))?;
-    let claims = Claims::parse(payload, &policy.required_claims)?;
+    let claims = Claims::parse_keeping(payload, &policy.required_claims, policy.keep_claims)?;
     policy.check_claims(&claims, now)?;
     Ok(VerifiedToken { header, claims })
 }

@@ -39,11 +39,7 @@ impl Identity {
     /// present, must be arrays of strings and `scope` a string; a wrong type
     /// rejects the token rather than granting nothing silently.
     pub fn from_claims(claims: Claims, kid: Option<String>) -> Result<Identity, VerifyError> {
-        // One pass over the payload for the members jose does not keep
-        // (strings borrowed while reading; only the wanted ones are copied).
-        let extra: Extra = claims
-            .deserialize_borrowed()
-            .map_err(|_| VerifyError::MalformedClaim("payload"))?;
+        let extra = Extra::of(&claims)?;
         let issuer = claims.iss().unwrap_or_default().to_string();
         let subject = claims.sub().map(str::to_owned);
         let client_id = match (claims.client_id(), extra.azp) {
@@ -87,12 +83,42 @@ impl Identity {
     }
 }
 
-/// The members jose does not keep, as found.
+/// The claims an identity reads beyond the registered ones; a gate's
+/// policy has keyward-jose keep their JSON text while it parses the payload.
+pub(crate) const KEPT_CLAIMS: &[&str] = &["azp", "scp", "permissions"];
+
+/// The members jose does not read, as found.
 #[derive(Default)]
 struct Extra<'a> {
     azp: Shape<'a>,
     scp: Shape<'a>,
     permissions: Shape<'a>,
+}
+
+impl<'a> Extra<'a> {
+    /// From the JSON text jose kept, or else one more pass over the payload
+    /// (claims parsed without [`KEPT_CLAIMS`]); strings are borrowed.
+    fn of(claims: &'a Claims) -> Result<Extra<'a>, VerifyError> {
+        let kept = (
+            claims.kept("azp"),
+            claims.kept("scp"),
+            claims.kept("permissions"),
+        );
+        let (Some(azp), Some(scp), Some(permissions)) = kept else {
+            return claims
+                .deserialize_borrowed()
+                .map_err(|_| VerifyError::MalformedClaim("payload"));
+        };
+        let shape = |text: Option<&'a str>, claim| match text {
+            None => Ok(Shape::Absent),
+            Some(t) => serde_json::from_str(t).map_err(|_| VerifyError::MalformedClaim(claim)),
+        };
+        Ok(Extra {
+            azp: shape(azp, "azp")?,
+            scp: shape(scp, "scp")?,
+            permissions: shape(permissions, "permissions")?,
+        })
+    }
 }
 
 impl<'de> serde::Deserialize<'de> for Extra<'de> {
@@ -195,9 +221,27 @@ impl<'de> serde::Deserialize<'de> for Shape<'de> {
 mod tests {
     use super::*;
 
+    /// The identity of a payload, read both ways (claims kept by jose, and
+    /// a second pass over the payload): the two must agree.
     fn identity(payload: &str) -> Result<Identity, VerifyError> {
-        let claims = Claims::parse(payload.as_bytes().to_vec(), &[]).unwrap();
-        Identity::from_claims(claims, Some("k1".into()))
+        let bytes = payload.as_bytes().to_vec();
+        let plain = Claims::parse(bytes.clone(), &[]).unwrap();
+        let keeping = Claims::parse_keeping(bytes, &[], KEPT_CLAIMS).unwrap();
+        assert_eq!(plain.kept("permissions"), None);
+        assert!(keeping.kept("permissions").is_some());
+        let a = Identity::from_claims(plain, Some("k1".into()));
+        let b = Identity::from_claims(keeping, Some("k1".into()));
+        match (&a, &b) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(
+                    (&a.client_id, &a.scopes, &a.permissions),
+                    (&b.client_id, &b.scopes, &b.permissions)
+                );
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b),
+            _ => panic!("the two readings disagree on {payload}: {a:?} / {b:?}"),
+        }
+        a
     }
 
     #[test]

@@ -100,6 +100,7 @@ impl IssuerPolicy {
             required_claims: required,
             max_lifetime_secs: self.max_lifetime_secs,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
+            keep_claims: crate::identity::KEPT_CLAIMS,
         }
     }
 }
