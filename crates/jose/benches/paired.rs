@@ -1,5 +1,5 @@
 //! The verify ratios measured in interleaved rounds, for a machine shared
-//! with other work: each round times a short batch (about 1 ms) of `raw`,
+//! with other work: each round times a short batch (about 0.25 ms) of `raw`,
 //! `keyward` and `jsonwebtoken` back to back, in a rotating order, and keeps
 //! the ratios of that round. A neighbour that slows the core for a while
 //! slows all three batches of a round alike, so the median of the per-round
@@ -51,7 +51,7 @@ fn main() {
     for name in common::NAMES {
         let case = common::Case::new(name);
         let fns: [&dyn Fn(); 3] = [&|| case.raw(), &|| case.keyward(), &|| case.jsonwebtoken()];
-        // Warm up, and size a batch to about 1 ms of the slowest verifier.
+        // Warm up, and size a batch to about 0.25 ms of the slowest verifier.
         let mut per_call = [0.0f64; 3];
         for (i, f) in fns.iter().enumerate() {
             batch(50, f);

@@ -71,7 +71,8 @@ mod tests {
         assert!(decode("AB").is_none(), "non-zero trailing bits");
         assert!(decode("AAB").is_none(), "non-zero trailing bits");
         assert!(decode("A").is_none(), "impossible length");
-        // A bad byte in every position of a vector-sized run is found.
+        // A bad byte in every position of a vector-sized run is found (0x80
+        // and 0xff become U+FFFD's three bytes: a text is always UTF-8).
         let good = encode(&[0x5a; 300]);
         for i in 0..good.len() {
             for bad in [b'=', b'+', b'/', b' ', b'\n', 0, 0x80, 0xff] {

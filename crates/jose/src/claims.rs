@@ -195,8 +195,13 @@ impl Claims {
 
     /// A claim named in [`Validation::keep_claims`], as its JSON text exactly
     /// as signed: `Some(Some(text))` when present, `Some(None)` when absent,
-    /// `None` when it was not kept (so the caller must read the payload).
+    /// `None` when it was not kept (so the caller must read the payload),
+    /// which is always the case for a registered claim (read those with
+    /// their accessors).
     pub fn kept(&self, name: &str) -> Option<Option<&str>> {
+        if registered_bit(name) != 0 {
+            return None;
+        }
         let i = self.kept.names.iter().position(|n| *n == name)?;
         let range = *self.kept.at.get(i)?;
         // A range is always a whole JSON value that serde_json read as UTF-8.
@@ -425,9 +430,13 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                 {
                     Some(i) => {
                         let v: &'de RawValue = m.next_value()?;
-                        // The text is always a slice of the payload being parsed.
-                        if let Text::Range(a, b) = Text::new(Cow::Borrowed(v.get()), self.payload) {
-                            out.kept.at[i] = Some((a, b));
+                        // The text is always a slice of the payload being parsed
+                        // (it is parsed from a str, so RawValue borrows).
+                        match Text::new(Cow::Borrowed(v.get()), self.payload) {
+                            Text::Range(a, b) => out.kept.at[i] = Some((a, b)),
+                            Text::Owned(_) => {
+                                return Err(serde::de::Error::custom("claim text not kept"))
+                            }
                         }
                     }
                     None => {
@@ -605,9 +614,8 @@ mod tests {
         assert_eq!(c.kept("n"), None, "not named");
         assert_eq!(c.kept("f"), None, "past MAX_KEPT_CLAIMS");
         assert_eq!(c.sub(), Some("s"));
-        // A registered claim is read by its accessor; what kept says of it
-        // is only that it was not kept as text.
-        assert_eq!(c.kept("sub"), Some(None));
+        // A registered claim is read by its accessor, never kept as text.
+        assert_eq!(c.kept("sub"), None);
         // Without a keep list nothing is kept, and the answer says so.
         let plain = Claims::parse(payload.as_bytes().to_vec(), &[]).unwrap();
         assert_eq!(plain.kept("permissions"), None);

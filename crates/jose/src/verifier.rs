@@ -31,10 +31,11 @@ const SCAN_MAX: usize = 8;
 ///
 /// An issuer sends the same header bytes with every token of one key, so
 /// after the first token the header is neither decoded nor parsed again:
-/// a byte comparison finds its reading and its key. Only a header whose
-/// token's signature verified is remembered (a forger cannot fill the
-/// slots), its reading is the one `decode_header` gave, and the algorithm
-/// and `typ` checks still run on every token.
+/// a byte comparison finds its reading and its key. Only the header of a
+/// token that passed entirely is remembered (a forger cannot fill the
+/// slots, nor can tokens of another type from the same key), its reading is
+/// the one `decode_header` gave, and the algorithm and `typ` checks still
+/// run on every token.
 const MEMO_SLOTS: usize = 4;
 
 /// A header segment, its reading and the key its `kid` chose.
@@ -175,23 +176,28 @@ pub fn verify_jwt(
     now: i64,
 ) -> Result<VerifiedToken, Error> {
     let parts = split(token, policy.max_token_len)?;
-    let header = match keys.remembered(parts.header_b64) {
+    // `fresh`: a header read now, with its key, to remember once the whole
+    // token has passed (a token refused for its typ or claims, such as an ID
+    // token signed by the same key, does not take a slot).
+    let (header, fresh) = match keys.remembered(parts.header_b64) {
         Some(m) => {
             check_signature(&parts, &m.header, &m.key, &policy.algorithms)?;
-            m.header.clone()
+            (m.header.clone(), None)
         }
         None => {
             let header = Arc::new(decode_header(parts.header_b64)?);
             let key = keys.find(header.kid.as_deref())?;
             check_signature(&parts, &header, key, &policy.algorithms)?;
-            keys.remember(parts.header_b64, &header, key);
-            header
+            (header, Some(key))
         }
     };
     policy.check_typ(header.typ.as_deref())?;
     let payload = b64::decode(parts.payload_b64).ok_or(TokenError::Base64("payload"))?;
     let claims = Claims::parse_keeping(payload, &policy.required_claims, policy.keep_claims)?;
     policy.check_claims(&claims, now)?;
+    if let Some(key) = fresh {
+        keys.remember(parts.header_b64, &header, key);
+    }
     Ok(VerifiedToken { header, claims })
 }
 
@@ -275,6 +281,12 @@ mod tests {
         };
         let t = sign_jwt(&a, Some("at+jwt"), &claims).unwrap();
 
+        // A well-signed token refused for its typ (an ID token from the same
+        // key) is not remembered either.
+        let id_token = sign_jwt(&a, Some("JWT"), &claims).unwrap();
+        assert!(verify_jwt(&id_token, &keys, &policy, now).is_err());
+        assert!(keys.remembered(header_of(&id_token)).is_none());
+
         // A forged signature under a header never seen is not remembered.
         let (head, _) = t.rsplit_once('.').unwrap();
         let forged = format!("{head}.{}", b64::encode(&[7u8; 64]));
@@ -288,7 +300,7 @@ mod tests {
         assert_eq!(keys.known_header_kid(&t), Some("a"));
         assert_eq!(keys.known_header_kid("no dots"), None);
         let second = verify_jwt(&t, &keys, &policy, now).unwrap();
-        assert_eq!(first.header, second.header);
+        assert!(Arc::ptr_eq(&first.header, &second.header), "memo used");
         assert_eq!(first.claims, second.claims);
 
         // The remembered header still meets every policy check.
@@ -314,13 +326,22 @@ mod tests {
             Err(Error::Token(TokenError::BadSignature))
         ));
 
-        // More distinct headers than slots: every one still verifies.
-        for typ in ["at+jwt", "AT+JWT", "application/at+jwt", "At+Jwt", "at+JWT"] {
+        // More distinct headers than slots: every one still verifies; the
+        // first ones fill the slots and the rest are read each time.
+        let typs = ["AT+JWT", "application/at+jwt", "At+Jwt", "at+JWT", "AT+jwt"];
+        for typ in typs {
             let t = sign_jwt(&a, Some(typ), &claims).unwrap();
             for _ in 0..2 {
                 verify_jwt(&t, &keys, &policy, now).unwrap();
             }
         }
+        let remembered = |typ| {
+            let t = sign_jwt(&a, Some(typ), &claims).unwrap();
+            keys.remembered(header_of(&t)).is_some()
+        };
+        assert!(remembered("at+jwt"));
+        assert!(typs[..MEMO_SLOTS - 1].iter().all(|t| remembered(t)));
+        assert!(!remembered(typs[MEMO_SLOTS - 1]));
 
         // A kid-less header chose the only key; after a second key joins,
         // the same token has no key to choose.

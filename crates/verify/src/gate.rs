@@ -255,14 +255,12 @@ impl Gate {
         }
     }
 
-    fn pick_issuer(&self, token: &str) -> Result<usize, VerifyError> {
+    /// The issuer whose key set already verified these exact header bytes,
+    /// when no other issuer may publish the same kid (an issuer whose keys
+    /// are not loaded might). A hint only: the chosen policy still checks
+    /// `iss` and the signature, and a refusal is retried by `iss`.
+    fn remembered_issuer(&self, token: &str) -> Option<usize> {
         let issuers = &self.inner.issuers;
-        if issuers.len() == 1 {
-            return Ok(0);
-        }
-        // Several issuers. Usually the header bytes were seen before: the
-        // issuer whose key set verified them, if no other issuer publishes
-        // the same kid, is the only one whose key can verify this token.
         for (i, t) in issuers.iter().enumerate() {
             let Some(snap) = t.keys.current() else {
                 continue;
@@ -275,19 +273,29 @@ impl Gate {
                     || other
                         .keys
                         .current()
-                        .is_none_or(|s| s.keys.get(kid).is_none())
+                        .is_some_and(|s| s.keys.get(kid).is_none())
             });
             if unique {
-                return Ok(i);
+                return Some(i);
             }
         }
-        // Otherwise read `iss` unverified only to choose whose keys and
-        // policy to verify with; the chosen policy then checks it again.
-        let (_, payload) = dangerous::decode_unverified(token)?;
-        let iss = payload
-            .get("iss")
-            .and_then(|v| v.as_str())
-            .ok_or(VerifyError::UntrustedIssuer)?;
+        None
+    }
+
+    /// The issuer the token's `iss` names, read unverified only to choose
+    /// whose keys and policy to verify with (that policy checks it again).
+    /// The payload is read by the same strict parser verification uses, so
+    /// the choice never refuses what verification would accept.
+    fn issuer_by_iss(&self, token: &str) -> Result<usize, VerifyError> {
+        let payload = token
+            .split('.')
+            .nth(1)
+            .and_then(keyward_jose::b64::decode)
+            .ok_or(VerifyError::Invalid(JoseError::Token(TokenError::Base64(
+                "payload",
+            ))))?;
+        let claims = keyward_jose::Claims::parse(payload, &[])?;
+        let iss = claims.iss().ok_or(VerifyError::UntrustedIssuer)?;
         self.inner
             .issuers
             .iter()
@@ -299,7 +307,32 @@ impl Gate {
         &self,
         token: &str,
     ) -> Result<(Arc<Identity>, usize, u64), VerifyError> {
-        let idx = self.pick_issuer(token)?;
+        if self.inner.issuers.len() == 1 {
+            return self.verify_with(0, token).await;
+        }
+        if let Some(i) = self.remembered_issuer(token) {
+            match self.verify_with(i, token).await {
+                Ok(done) => return Ok(done),
+                // Refused under the remembered issuer: perhaps another one
+                // has since published the same kid. Decide by `iss`, as if
+                // nothing had been remembered (and refuse as that would).
+                Err(e) => match self.issuer_by_iss(token) {
+                    Ok(j) if j != i => {}
+                    Ok(_) => return Err(e),
+                    Err(by_iss) => return Err(by_iss),
+                },
+            }
+        }
+        let i = self.issuer_by_iss(token)?;
+        self.verify_with(i, token).await
+    }
+
+    /// Verifies `token` with trusted issuer `idx`'s keys and policy.
+    async fn verify_with(
+        &self,
+        idx: usize,
+        token: &str,
+    ) -> Result<(Arc<Identity>, usize, u64), VerifyError> {
         let t = &self.inner.issuers[idx];
         let now = self.inner.clock.now();
         let mut snap = t.keys.keys().await?;

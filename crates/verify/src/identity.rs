@@ -209,8 +209,10 @@ impl<'de> serde::Deserialize<'de> for Shape<'de> {
             fn visit_f64<E: de::Error>(self, _: f64) -> Result<Shape<'de>, E> {
                 Ok(Shape::Other)
             }
+            // `null` reads as absent, as it always has (inside an array it
+            // is not a string, so the array is refused).
             fn visit_unit<E: de::Error>(self) -> Result<Shape<'de>, E> {
-                Ok(Shape::Other)
+                Ok(Shape::Absent)
             }
         }
         d.deserialize_any(V)
@@ -259,15 +261,17 @@ mod tests {
         let id = identity(r#"{"client_id":"c","azp":"web","\u0070ermissions":["p"]}"#).unwrap();
         assert_eq!(id.client_id.as_deref(), Some("c"));
         assert_eq!(id.permissions, ["p"]);
-        let id = identity("{}").unwrap();
-        assert!(id.scopes.is_empty() && id.permissions.is_empty() && id.client_id.is_none());
+        for empty in ["{}", r#"{"azp":null,"scp":null,"permissions":null}"#] {
+            let id = identity(empty).unwrap();
+            assert!(id.scopes.is_empty() && id.permissions.is_empty() && id.client_id.is_none());
+        }
     }
 
     #[test]
     fn wrong_types_are_refused_not_ignored() {
         for (payload, claim) in [
             (r#"{"permissions":"orders.*"}"#, "permissions"),
-            (r#"{"permissions":null}"#, "permissions"),
+            (r#"{"permissions":[null]}"#, "permissions"),
             (r#"{"permissions":["a",1]}"#, "permissions"),
             (r#"{"permissions":[["a"]]}"#, "permissions"),
             (r#"{"permissions":{"a":1}}"#, "permissions"),

@@ -4,7 +4,10 @@
 //! - `raw`: aws-lc-rs verifying the token's signing input with a pre-parsed
 //!   key and pre-decoded signature (the floor: no parsing, no claims);
 //! - `keyward`: `verify_jwt` (split, header, kid lookup, signature, claims
-//!   parse and full RFC 9068 policy validation);
+//!   parse and full RFC 9068 policy validation). The same token is verified
+//!   again and again, so after the first call its header is the key set's
+//!   remembered one (no header decoding or kid lookup), as for every token
+//!   after the first from one issuer key in service;
 //! - `jsonwebtoken`: `jsonwebtoken::decode::<serde_json::Value>` with the
 //!   same key, issuer and audience checks on.
 //!
