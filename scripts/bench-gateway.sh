@@ -44,10 +44,8 @@ COST_BIN="$CARGO_TARGET_DIR/release/examples/verify_cost"
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -f "$WORK/up/nginx.pid" ] && kill "$(cat "$WORK/up/nginx.pid")" 2>/dev/null; [ -f "$WORK/px/nginx.pid" ] && kill "$(cat "$WORK/px/nginx.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
-# CPU seconds (user + system) used so far by process $1.
-cpu() { python3 -c "import os,sys; f=open('/proc/$1/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))"; }
+# free_port, wait_http, cpu, parse
+. scripts/bench-lib.sh
 
 # nginx NAME SERVER_BLOCK [UPSTREAM_BLOCK]: starts an nginx in $WORK/NAME.
 nginx_start() {
@@ -99,20 +97,12 @@ listen = "127.0.0.1:$1"
 admin_listen = "127.0.0.1:$3"
 token_cache = $2
 
-[[issuer]]
-issuer = "https://rs256.bench"
-audiences = ["api://bench"]
-jwks_file = "$WORK/rs.jwks.json"
-
-[[issuer]]
-issuer = "https://es256.bench"
-audiences = ["api://bench"]
-jwks_file = "$WORK/default.jwks.json"
-
-[[issuer]]
-issuer = "https://eddsa.bench"
-audiences = ["api://bench"]
-jwks_file = "$WORK/ed.jwks.json"
+EOF
+  for pair in rs256:rs es256:default eddsa:ed; do
+    printf '\n[[issuer]]\nissuer = "https://%s.bench"\naudiences = ["api://bench"]\njwks_file = "%s"\n' \
+      "${pair%%:*}" "$WORK/${pair##*:}.jwks.json"
+  done
+  cat <<EOF
 
 [[route]]
 path = "/anon/*"
@@ -141,21 +131,6 @@ for alg in RS256 ES256 EdDSA; do
   [ "$code" = 200 ] || { echo "gateway refused the $alg token ($code)" >&2; cat "$WORK/gw.log" >&2; exit 1; }
 done
 
-# wrk output -> "rps p50_ms p99_ms requests"
-parse() {
-  python3 -c '
-import re,sys
-t=sys.stdin.read()
-rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
-n=int(re.search(r"(\d+) requests in",t).group(1))
-def ms(p):
-    m=re.search(r"\s"+p+r"%\s+([\d.]+)(us|ms|s)\b",t)
-    v=float(m.group(1)); u=m.group(2)
-    return v/1000 if u=="us" else v*1000 if u=="s" else v
-bad=re.search(r"Non-2xx or 3xx responses:\s+(\d+)",t)
-if bad: sys.stderr.write("WARNING: %s non-2xx responses\n"%bad.group(1))
-print("%.0f %.3f %.3f %d"%(rps,ms("50"),ms("99"),n))'
-}
 
 RESULTS="$WORK/results"
 # run ROUND NAME URL [TOKEN] [PID]: one wrk run; prints a row and appends

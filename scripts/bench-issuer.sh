@@ -26,22 +26,9 @@ RATE_BIN="$CARGO_TARGET_DIR/release/examples/sign_rate"
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port, parse
+. scripts/bench-lib.sh
 
-# wrk output -> "rps p50_ms p99_ms"
-parse() {
-  python3 -c '
-import re,sys
-t=sys.stdin.read()
-rps=float(re.search(r"Requests/sec:\s+([\d.]+)",t).group(1))
-def ms(p):
-    m=re.search(r"\s"+p+r"%\s+([\d.]+)(us|ms|s)\b",t)
-    v=float(m.group(1)); u=m.group(2)
-    return v/1000 if u=="us" else v*1000 if u=="s" else v
-non2xx=re.search(r"Non-2xx or 3xx responses:\s+(\d+)",t)
-if non2xx: sys.stderr.write("WARNING: %s non-2xx responses\n"%non2xx.group(1))
-print("%.0f %.2f %.2f"%(rps,ms("50"),ms("99")))'
-}
 
 # lua SCRIPT [POST_AUTH]: a wrk script; paced by DELAY_MS when that is set.
 lua() {
@@ -59,7 +46,7 @@ lua() {
 run_case() {
   local name="$1" addr="$2" path="$3" script="$4"
   local max half rps
-  max=$(wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency -s "$script" "http://$addr$path" | parse)
+  max=$(wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency -s "$script" "http://$addr$path" | parse | cut -d' ' -f1-3)
   rps=$(echo "$max" | cut -d' ' -f1)
   # ~50% load: each connection waits DELAY ms before every request; wrk's
   # delay is whole milliseconds, so the offered rate is set by the number of
@@ -68,7 +55,7 @@ run_case() {
   conns=$(python3 -c "print(max(1,round($rps*0.5*($delay+1)/1000)))")
   probe=$(DELAY_MS="$delay" wrk -t"$THREADS" -c"$conns" -d3s --latency -s "$script" "http://$addr$path" | parse | cut -d' ' -f1)
   conns=$(python3 -c "print(max(1,round($conns*$rps*0.5/max($probe,1))))")
-  half=$(DELAY_MS="$delay" wrk -t"$THREADS" -c"$conns" -d"${DUR}s" --latency -s "$script" "http://$addr$path" | parse)
+  half=$(DELAY_MS="$delay" wrk -t"$THREADS" -c"$conns" -d"${DUR}s" --latency -s "$script" "http://$addr$path" | parse | cut -d' ' -f1-3)
   printf "%-26s %10s %9s %9s   %10s %9s %9s\n" "$name" $max $half
 }
 

