@@ -9,7 +9,7 @@
 //! identity is added: subject, client, issuer, and scopes and permissions
 //! space-separated.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName};
 use keyward_verify::{Identity, VerifyError};
 
 /// The configured header names; `None` disables one.
@@ -81,42 +81,21 @@ impl IdentityHeaders {
     }
 
     /// Adds the caller's identity. A claim that cannot be a header value
-    /// (control characters) refuses the request rather than dropping the
-    /// header, so an upstream never sees a partial identity.
+    /// (control characters, or whitespace inside a scope or permission)
+    /// refuses the request rather than dropping the header, so an upstream
+    /// never sees a partial identity. The values are built once per
+    /// verified token ([`Identity::header_values`]).
     pub fn insert(&self, headers: &mut HeaderMap, id: &Identity) -> Result<(), VerifyError> {
-        fn value(s: &str, claim: &'static str) -> Result<HeaderValue, VerifyError> {
-            HeaderValue::from_str(s)
-                .or_else(|_| HeaderValue::from_bytes(s.as_bytes()))
-                .map_err(|_| VerifyError::MalformedClaim(claim))
-        }
-        // Space-separated: an element holding whitespace would read as two
-        // grants upstream, so such a token is refused rather than forwarded.
-        fn joined(list: &[String], claim: &'static str) -> Result<HeaderValue, VerifyError> {
-            if list
-                .iter()
-                .any(|e| e.is_empty() || e.chars().any(char::is_whitespace))
-            {
-                return Err(VerifyError::MalformedClaim(claim));
-            }
-            value(&list.join(" "), claim)
-        }
-        if let (Some(h), Some(v)) = (&self.subject, &id.subject) {
-            headers.insert(h.clone(), value(v, "sub")?);
-        }
-        if let (Some(h), Some(v)) = (&self.client, &id.client_id) {
-            headers.insert(h.clone(), value(v, "client_id")?);
-        }
-        if let Some(h) = &self.issuer {
-            headers.insert(h.clone(), value(&id.issuer, "iss")?);
-        }
-        if let Some(h) = &self.scopes {
-            if !id.scopes.is_empty() {
-                headers.insert(h.clone(), joined(&id.scopes, "scope")?);
-            }
-        }
-        if let Some(h) = &self.permissions {
-            if !id.permissions.is_empty() {
-                headers.insert(h.clone(), joined(&id.permissions, "permissions")?);
+        let v = id.header_values();
+        for (name, value) in [
+            (&self.subject, v.subject.as_ref()),
+            (&self.client, v.client.as_ref()),
+            (&self.issuer, Some(&v.issuer)),
+            (&self.scopes, v.scopes.as_ref()),
+            (&self.permissions, v.permissions.as_ref()),
+        ] {
+            if let (Some(name), Some(value)) = (name, value) {
+                headers.insert(name.clone(), value.clone()?);
             }
         }
         Ok(())
@@ -126,6 +105,7 @@ impl IdentityHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn strips_all_spellings() {
@@ -171,5 +151,24 @@ mod tests {
             let err = ih.insert(&mut HeaderMap::new(), &id).unwrap_err();
             assert_eq!(err, VerifyError::MalformedClaim("permissions"), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_bad_claim_refuses_only_when_its_header_is_wanted() {
+        let id = identity(r#"{"iss":"i","sub":"s","scope":"a","permissions":["a b"]}"#);
+        let on = IdentityHeaders::default();
+        let err = on.insert(&mut HeaderMap::new(), &id).unwrap_err();
+        assert_eq!(err, VerifyError::MalformedClaim("permissions"));
+        let off = IdentityHeaders {
+            permissions: None,
+            ..IdentityHeaders::default()
+        };
+        let mut h = HeaderMap::new();
+        off.insert(&mut h, &id).unwrap();
+        assert_eq!(h["x-auth-subject"], "s");
+        assert_eq!(h["x-auth-scopes"], "a");
+        assert!(!h.contains_key("x-auth-permissions"));
+        // Built once per identity, then reused.
+        assert!(std::ptr::eq(id.header_values(), id.header_values()));
     }
 }

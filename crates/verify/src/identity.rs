@@ -2,6 +2,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::OnceLock;
+
+use http::HeaderValue;
 
 use keyward_jose::Claims;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -32,6 +35,60 @@ pub struct Identity {
     pub allow_wildcard_all: bool,
     /// All claims.
     pub claims: Claims,
+    /// The identity as header values, built on first use.
+    header_values: OnceLock<HeaderValues>,
+}
+
+/// An identity as the values of the headers that forward it upstream, each
+/// built once per verified token (a cached token reuses them on every
+/// request). A claim that cannot be a header value holds the error that
+/// refuses the request when that header is wanted.
+#[derive(Clone, Debug)]
+pub struct HeaderValues {
+    /// `sub`, if present.
+    pub subject: Option<Result<HeaderValue, VerifyError>>,
+    /// The client, if known.
+    pub client: Option<Result<HeaderValue, VerifyError>>,
+    /// `iss`.
+    pub issuer: Result<HeaderValue, VerifyError>,
+    /// The scopes, space-separated; `None` when there are none.
+    pub scopes: Option<Result<HeaderValue, VerifyError>>,
+    /// The permissions, space-separated; `None` when there are none.
+    pub permissions: Option<Result<HeaderValue, VerifyError>>,
+}
+
+impl HeaderValues {
+    fn of(id: &Identity) -> HeaderValues {
+        fn value(s: &str, claim: &'static str) -> Result<HeaderValue, VerifyError> {
+            HeaderValue::from_str(s)
+                .or_else(|_| HeaderValue::from_bytes(s.as_bytes()))
+                .map_err(|_| VerifyError::MalformedClaim(claim))
+        }
+        // Space-separated: an element holding whitespace would read as two
+        // grants upstream, so such a token is refused rather than forwarded.
+        fn joined(
+            list: &[String],
+            claim: &'static str,
+        ) -> Option<Result<HeaderValue, VerifyError>> {
+            if list.is_empty() {
+                return None;
+            }
+            if list
+                .iter()
+                .any(|e| e.is_empty() || e.chars().any(char::is_whitespace))
+            {
+                return Some(Err(VerifyError::MalformedClaim(claim)));
+            }
+            Some(value(&list.join(" "), claim))
+        }
+        HeaderValues {
+            subject: id.subject.as_deref().map(|v| value(v, "sub")),
+            client: id.client_id.as_deref().map(|v| value(v, "client_id")),
+            issuer: value(&id.issuer, "iss"),
+            scopes: joined(&id.scopes, "scope"),
+            permissions: joined(&id.permissions, "permissions"),
+        }
+    }
 }
 
 impl Identity {
@@ -79,7 +136,13 @@ impl Identity {
             kid,
             allow_wildcard_all: false,
             claims,
+            header_values: OnceLock::new(),
         })
+    }
+
+    /// The identity as header values (built on the first call).
+    pub fn header_values(&self) -> &HeaderValues {
+        self.header_values.get_or_init(|| HeaderValues::of(self))
     }
 }
 

@@ -33,7 +33,7 @@ pub mod token_cache;
 pub use clock::{Clock, SystemClock};
 pub use error::VerifyError;
 pub use gate::{bearer_token, Gate, GateBuilder, Trusted};
-pub use identity::Identity;
+pub use identity::{HeaderValues, Identity};
 pub use jwks_cache::{CacheConfig, CacheStatus, JwksCache, KeySource};
 pub use layer::{Authenticated, GateLayer, Verified};
 pub use permissions::{Grants, Requirement, Template};
