@@ -1,9 +1,17 @@
-//! The verified-token cache: a bounded LRU keyed by the SHA-256 of the whole
-//! token. A hit skips parsing and the signature check, and is only served
+//! The verified-token cache: a bounded LRU of verified tokens, found by a
+//! keyed 64-bit hash of the whole token and confirmed by comparing the whole
+//! token, so two tokens can never share an entry (a hash collision is only a
+//! miss). A hit skips parsing and the signature check, and is only served
 //! while the token's `exp` has not passed, its key is still in its issuer's
 //! key set, and its `jti` is not revoked; otherwise the entry is dropped and
 //! the token verified again from scratch.
+//!
+//! The hash is foldhash, seeded at random per cache: a few hundred
+//! instructions for a 1 KB token where SHA-256 cost thousands, on every
+//! request. Its strength does not matter here, because the comparison
+//! decides; the cache holds the tokens it has verified, in memory only.
 
+use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
@@ -25,9 +33,18 @@ pub struct Entry {
     pub generation: u64,
 }
 
+/// Where a token's entry would be: its keyed hash. Only meaningful for the
+/// cache that computed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key(u64);
+
+/// One shard: entries by key, each with the token it belongs to.
+type Shard = Mutex<LruCache<u64, (Box<str>, Entry)>>;
+
 /// A bounded, sharded LRU of verified tokens.
 pub struct TokenCache {
-    shards: Vec<Mutex<LruCache<[u8; 32], Entry>>>,
+    hasher: foldhash::quality::RandomState,
+    shards: Vec<Shard>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -43,6 +60,7 @@ impl TokenCache {
     pub fn new(capacity: usize) -> Self {
         let per = NonZeroUsize::new(capacity.div_ceil(SHARDS).max(1)).expect("non-zero");
         TokenCache {
+            hasher: foldhash::quality::RandomState::default(),
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(LruCache::new(per)))
                 .collect(),
@@ -50,43 +68,48 @@ impl TokenCache {
     }
 
     /// The cache key of `token`.
-    pub fn key(token: &str) -> [u8; 32] {
-        keyward_jose::crypto::sha256(token.as_bytes())
+    pub fn key(&self, token: &str) -> Key {
+        Key(self.hasher.hash_one(token.as_bytes()))
     }
 
-    fn shard(&self, key: &[u8; 32]) -> &Mutex<LruCache<[u8; 32], Entry>> {
-        &self.shards[key[0] as usize % SHARDS]
+    fn shard(&self, key: Key) -> &Shard {
+        // The top bits: the shard's own map hashes the whole key again.
+        &self.shards[(key.0 >> 60) as usize % SHARDS]
     }
 
-    /// The entry for `key`, if present (marks it recently used).
-    pub fn get(&self, key: &[u8; 32]) -> Option<Entry> {
+    /// The entry of exactly `token` (whose key is `key`), if present; marks
+    /// it recently used.
+    pub fn get(&self, key: Key, token: &str) -> Option<Entry> {
+        let mut shard = self.shard(key).lock().expect("token cache lock");
+        match shard.get(&key.0) {
+            Some((stored, entry)) if **stored == *token => Some(entry.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stores the entry of `token`, replacing whatever had its key.
+    pub fn insert(&self, key: Key, token: &str, entry: Entry) {
         self.shard(key)
             .lock()
             .expect("token cache lock")
-            .get(key)
-            .cloned()
+            .put(key.0, (token.into(), entry));
     }
 
-    /// Stores an entry.
-    pub fn insert(&self, key: [u8; 32], entry: Entry) {
-        self.shard(&key)
+    /// Drops the entry under `key`.
+    pub fn remove(&self, key: Key) {
+        self.shard(key)
             .lock()
             .expect("token cache lock")
-            .put(key, entry);
-    }
-
-    /// Drops the entry for `key`.
-    pub fn remove(&self, key: &[u8; 32]) {
-        self.shard(key).lock().expect("token cache lock").pop(key);
+            .pop(&key.0);
     }
 
     /// Updates the generation an entry's key was last seen in.
-    pub fn touch(&self, key: &[u8; 32], generation: u64) {
-        if let Some(e) = self
+    pub fn touch(&self, key: Key, generation: u64) {
+        if let Some((_, e)) = self
             .shard(key)
             .lock()
             .expect("token cache lock")
-            .peek_mut(key)
+            .peek_mut(&key.0)
         {
             e.generation = generation;
         }
@@ -110,5 +133,67 @@ impl TokenCache {
         for s in &self.shards {
             s.lock().expect("token cache lock").clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(sub: &str) -> Entry {
+        let payload = format!(r#"{{"iss":"i","sub":"{sub}"}}"#).into_bytes();
+        let claims = keyward_jose::Claims::parse(payload, &[]).unwrap();
+        Entry {
+            identity: Arc::new(Identity::from_claims(claims, None).unwrap()),
+            issuer: 0,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn an_entry_answers_only_its_own_token() {
+        let cache = TokenCache::new(100);
+        let (a, b) = ("aaa.bbb.ccc", "aaa.bbb.ccd");
+        let ka = cache.key(a);
+        assert_eq!(ka, cache.key(a), "the key is a function of the token");
+        assert_ne!(ka, cache.key(b));
+        cache.insert(ka, a, entry("alice"));
+        let hit = cache.get(ka, a).expect("hit");
+        assert_eq!(hit.identity.subject.as_deref(), Some("alice"));
+        // Another token that reached the same key (as a hash collision
+        // would) is a miss, never alice's identity.
+        assert!(cache.get(ka, b).is_none());
+        assert!(cache.get(ka, "aaa.bbb.cc").is_none());
+        assert!(cache.get(ka, "").is_none());
+        // Storing it replaces alice's entry; hers is then a miss.
+        cache.insert(ka, b, entry("bob"));
+        assert!(cache.get(ka, a).is_none());
+        assert_eq!(
+            cache.get(ka, b).unwrap().identity.subject.as_deref(),
+            Some("bob")
+        );
+        assert_eq!(cache.len(), 1);
+        cache.touch(ka, 7);
+        assert_eq!(cache.get(ka, b).unwrap().generation, 7);
+        cache.remove(ka);
+        assert!(cache.get(ka, b).is_none() && cache.is_empty());
+    }
+
+    #[test]
+    fn keys_differ_between_caches() {
+        // Seeded at random per cache.
+        let (one, two) = (TokenCache::new(1), TokenCache::new(1));
+        let t = "header.payload.signature";
+        assert_ne!(one.key(t), two.key(t));
+    }
+
+    #[test]
+    fn capacity_is_bounded() {
+        let cache = TokenCache::new(32);
+        for i in 0..1000 {
+            let t = format!("t.{i}.s");
+            cache.insert(cache.key(&t), &t, entry("x"));
+        }
+        assert!(cache.len() <= 32, "{}", cache.len());
     }
 }

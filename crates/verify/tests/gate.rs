@@ -360,6 +360,18 @@ fn bearer_header_parsing() {
         bearer_token(&h(&["Bearer a", "Bearer b"])).unwrap_err(),
         VerifyError::MalformedHeader
     );
+    // Bytes a header may carry but a token may not (obs-text, tab).
+    for (bad, want) in [
+        (&b"Bearer abc\x80def"[..], VerifyError::MalformedHeader),
+        (b"Bearer \xffabc", VerifyError::MalformedHeader),
+        (b"Bearer abc\tdef", VerifyError::MalformedHeader),
+        (b"Basic \xe9t\xe9", VerifyError::MalformedHeader),
+        (b"Basic dXNl\tcjpw", VerifyError::MissingToken),
+    ] {
+        let mut m = HeaderMap::new();
+        m.insert("authorization", http::HeaderValue::from_bytes(bad).unwrap());
+        assert_eq!(bearer_token(&m).unwrap_err(), want, "{bad:?}");
+    }
 }
 
 #[test]
