@@ -10,6 +10,13 @@
 # plus the raw aws-lc-rs verify cost of each algorithm (one thread, pre-parsed
 # key) from `cargo run --example verify_cost`.
 #
+# Then the same cases once more under valgrind's callgrind, which counts the
+# gateway's user-space instructions per request: the same count on every
+# run, whatever else the host is doing (the kernel's share, identical for a
+# pass-through and a verified request, is not counted). The uncached target
+# is judged on both: CPU time from /proc, and instructions against the raw
+# verify's instructions. INSTR=0 skips this part.
+#
 # For every keyward case the gateway's own CPU time per request is read from
 # /proc (utime + stime over the run / requests), so the cost of verification
 # is measured directly: uncached CPU/request - pass-through CPU/request, vs the
@@ -33,6 +40,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/keyward-target}"
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+[ "${INSTR:-1}" = 0 ] || command -v callgrind_control >/dev/null || need+=(valgrind)
 if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -210,4 +218,70 @@ for alg in ("RS256", "ES256", "EdDSA"):
     print(f"{alg}: cached / pass-through, per round {fmt(c)}; median {median(c)*100:.0f}% (target >= 90%): {ok(median(c) >= 0.9)}")
     print(f"{alg}: uncached CPU/request over pass-through / raw verify ({median(raw):.1f} us), per round {fmt(x)}; "
           f"median {median(x):.2f}x (target <= 1.20x): {ok(median(x) <= 1.2)}")
+PY
+
+[ "${INSTR:-1}" = 0 ] && exit 0
+# ---- Instructions per request (callgrind) --------------------------------
+# Each gateway runs under callgrind with collection off; for every case a
+# warm-up run, then counters zeroed, collection on for one wrk run, off, and
+# a dump: instructions in that dump / requests wrk completed.
+kill "$GW_PID" "$GW_NC_PID" 2>/dev/null || true
+mkdir -p "$WORK/cg"
+INSTR_OUT="$WORK/instr"
+vg_start() { # CONFIG PORT -> VG_PID
+  KEYWARD_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$WORK/cg/%p" "$BIN" gateway --config "$1" >/dev/null 2>>"$WORK/vg.log" &
+  VG_PID=$!
+  for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$2/anon/" && return 0; sleep 0.1; done
+  echo "the gateway did not start under valgrind" >&2; cat "$WORK/vg.log" >&2; exit 1
+}
+vg_case() { # NAME URL [TOKEN]
+  local hdr=() out n f ir
+  [ -n "${3:-}" ] && hdr=(-H "Authorization: Bearer $3")
+  wrk -t1 -c8 -d2s "${hdr[@]}" "$2" >/dev/null
+  callgrind_control -z "$VG_PID" >/dev/null 2>&1
+  callgrind_control -i on "$VG_PID" >/dev/null 2>&1
+  out=$(wrk -t1 -c8 -d"$(( DUR < 6 ? DUR : 6 ))s" "${hdr[@]}" "$2")
+  callgrind_control -i off "$VG_PID" >/dev/null 2>&1
+  callgrind_control -d "$VG_PID" >/dev/null 2>&1
+  n=$(echo "$out" | grep -oE '^ *[0-9]+ requests' | grep -oE '[0-9]+')
+  f=$(ls -t "$WORK/cg/$VG_PID".* | head -1)
+  ir=$(awk '/^totals:/ {print $2; exit}' "$f")
+  echo "$1|$(( ir / n ))|$n" >>"$INSTR_OUT"
+  printf "  %-34s %12s %9s\n" "$1" "$(( ir / n ))" "$n"
+}
+echo
+echo "user-space instructions per request, callgrind (gateway under valgrind, wrk -c8)"
+printf "  %-34s %12s %9s\n" "case" "instr/req" "requests"
+VG_PORT=$(free_port); VG_NC_PORT=$(free_port)
+gateway_config "$VG_PORT" 10000 "$(free_port)" >"$WORK/vg.toml"
+gateway_config "$VG_NC_PORT" 0 "$(free_port)" >"$WORK/vg-nocache.toml"
+vg_start "$WORK/vg.toml" "$VG_PORT"
+vg_case "keyward pass-through (anonymous)" "http://127.0.0.1:$VG_PORT/anon/42"
+for alg in RS256 ES256 EdDSA; do
+  vg_case "keyward $alg cached" "http://127.0.0.1:$VG_PORT/orders/42" "${TOKEN[$alg]}"
+done
+kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true
+vg_start "$WORK/vg-nocache.toml" "$VG_NC_PORT"
+vg_case "pass-through, uncached gateway" "http://127.0.0.1:$VG_NC_PORT/anon/42"
+for alg in RS256 ES256 EdDSA; do
+  vg_case "keyward $alg uncached" "http://127.0.0.1:$VG_NC_PORT/orders/42" "${TOKEN[$alg]}"
+done
+kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true
+for spec in RS256:2048 ES256:0 EdDSA:0; do
+  alg="${spec%%:*}"
+  ir=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect='*verify_once*' \
+    "$COST_BIN" "$alg" "${spec##*:}" count:200 2>&1 | awk '/Collected :/ {print $4}')
+  echo "raw $alg|$(( ir / 200 ))|200" >>"$INSTR_OUT"
+  printf "  %-34s %12s %9s\n" "raw aws-lc-rs $alg verify" "$(( ir / 200 ))" 200
+done
+python3 - "$INSTR_OUT" <<'PY'
+import sys
+i = {l.split("|")[0]: int(l.split("|")[1]) for l in open(sys.argv[1])}
+for alg in ("RS256", "ES256", "EdDSA"):
+    extra = i[f"keyward {alg} cached"] - i["keyward pass-through (anonymous)"]
+    x = (i[f"keyward {alg} uncached"] - i["pass-through, uncached gateway"]) / i[f"raw {alg}"]
+    print(f"{alg}: a cached token adds {extra} instructions to a pass-through request; "
+          f"uncached instructions over pass-through / raw verify {x:.3f}x (target <= 1.20x): "
+          f"{'ok' if x <= 1.2 else 'MISSED'}")
 PY

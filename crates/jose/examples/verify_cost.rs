@@ -4,6 +4,11 @@
 //! `cargo run --release -p keyward-jose --example verify_cost -- RS256 2048 3`
 //! (algorithm RS256|ES256|EdDSA, RSA bits or 0, seconds) prints `<ns/verify>`.
 //! `scripts/bench-gateway.sh` uses it as the baseline of the uncached gate.
+//!
+//! With `count:N` in place of the seconds it runs exactly N verifications,
+//! each one call of `verify_once`, and prints nothing more: under
+//! `valgrind --tool=callgrind --toggle-collect='*verify_once*'` the
+//! collected total / N is the raw verify's instruction count.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +23,10 @@ fn main() {
         .parse()
         .expect("algorithm");
     let bits: u32 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2048);
+    let count: Option<u64> = args
+        .get(3)
+        .and_then(|s| s.strip_prefix("count:"))
+        .map(|n| n.parse().expect("count:N"));
     let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
     let raw_alg: &'static dyn sig::VerificationAlgorithm = match alg {
         Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
@@ -33,6 +42,12 @@ fn main() {
     let signature = keyward_jose::b64::decode(&token[dot + 1..]).expect("base64url");
     let key = ParsedPublicKey::new(raw_alg, signer.public_jwk().key.to_spki_der()).expect("SPKI");
     key.verify_sig(&input, &signature).expect("verifies");
+    if let Some(n) = count {
+        for _ in 0..n {
+            verify_once(&key, &input, &signature);
+        }
+        return;
+    }
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let mut n = 0u64;
@@ -43,4 +58,11 @@ fn main() {
         n += 16;
     }
     println!("{:.0}", start.elapsed().as_nanos() as f64 / n as f64);
+}
+
+/// One verification, as its own function for callgrind to count.
+#[inline(never)]
+fn verify_once(key: &ParsedPublicKey, input: &[u8], signature: &[u8]) {
+    key.verify_sig(std::hint::black_box(input), signature)
+        .expect("verifies");
 }
