@@ -91,45 +91,57 @@ pub(crate) struct Shared {
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-fn is_hop_by_hop(k: &HeaderName) -> bool {
-    k == header::CONNECTION
-        || k == header::TE
-        || k == header::TRAILER
-        || k == header::TRANSFER_ENCODING
-        || k == header::UPGRADE
-        || k == header::PROXY_AUTHORIZATION
-        || *k == KEEP_ALIVE
-        || *k == PROXY_CONNECTION
-}
+/// The hop-by-hop headers of RFC 9110 §7.6.1, and two old ones.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
 
-/// Removes hop-by-hop headers, including those named in `Connection`. A
-/// single pass over the names finds the usual case, none, without hashing.
+/// Removes hop-by-hop headers, including those named in `Connection`. One
+/// pass over the names finds the usual cases without hashing or
+/// allocating: none at all (most requests), or only `Connection:
+/// keep-alive` / `close`, which name no other header (most responses).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
+    let mut present = [false; HOP_BY_HOP.len()];
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present[i] = true;
         }
     }
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_hop_by_hop(k))
-        .cloned()
-        .collect();
-    for h in present {
-        headers.remove(h);
+    if !present.contains(&true) {
+        return;
+    }
+    if present[0] {
+        let names_others = headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes().split(|&b| b == b',').any(|n| {
+                let n = n.trim_ascii();
+                !n.eq_ignore_ascii_case(b"keep-alive") && !n.eq_ignore_ascii_case(b"close")
+            })
+        });
+        if names_others {
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+                .collect();
+            for n in named {
+                headers.remove(n);
+            }
+        }
+    }
+    for (h, here) in HOP_BY_HOP.iter().zip(present) {
+        if here {
+            headers.remove(h);
+        }
     }
 }
 
@@ -521,6 +533,28 @@ mod tests {
         h.insert("accept", HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
+
+        // The usual response: only `Connection: keep-alive` (or `close`),
+        // any case and spacing; a header merely called like a token stays
+        // unless Connection names it.
+        for v in ["keep-alive", "Keep-Alive", " close ", "close, keep-alive"] {
+            let mut h = HeaderMap::new();
+            h.insert("connection", HeaderValue::from_str(v).unwrap());
+            h.insert("content-length", HeaderValue::from_static("3"));
+            h.insert("x-hop", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 2, "{v:?}: {h:?}");
+            assert!(!h.contains_key("connection"));
+        }
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("keep-alive"));
+        h.append("connection", HeaderValue::from_static("x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("trailer", HeaderValue::from_static("x-sum"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["accept"], "{h:?}");
     }
 
     #[test]

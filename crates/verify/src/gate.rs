@@ -161,7 +161,8 @@ fn is_token68(bytes: &[u8]) -> bool {
     fn bad(c: u8) -> u8 {
         let letter = (c | 0x20).wrapping_sub(b'a') < 26;
         let digit = c.wrapping_sub(b'0') < 10;
-        let other = c == b'-' || c == b'.' || c == b'_' || c == b'~' || c == b'+' || c == b'/';
+        let other =
+            (c == b'-') | (c == b'.') | (c == b'_') | (c == b'~') | (c == b'+') | (c == b'/');
         u8::from(!(letter | digit | other | (c == b'=')))
     }
     let mut blocks = bytes.chunks_exact(32);
