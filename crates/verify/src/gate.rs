@@ -234,7 +234,7 @@ impl Gate {
         };
         let key = cache.key(token);
         if let Some(entry) = cache.get(key, token) {
-            if self.still_valid(key, &entry) {
+            if self.still_valid(key, token, &entry) {
                 counter!("keyward_gate_token_cache_total", "result" => "hit").increment(1);
                 return Ok(entry.identity);
             }
@@ -256,7 +256,7 @@ impl Gate {
 
     /// Whether a cached verification may still be served: before `exp`, key
     /// still published, `jti` not revoked.
-    fn still_valid(&self, key: Key, e: &Entry) -> bool {
+    fn still_valid(&self, key: Key, token: &str, e: &Entry) -> bool {
         let id = &e.identity;
         if self.inner.clock.now() >= id.expires_at {
             return false;
@@ -277,7 +277,7 @@ impl Gate {
         match &id.kid {
             Some(kid) if snap.keys.get(kid).is_some() => {
                 if let Some(cache) = &self.inner.cache {
-                    cache.touch(key, snap.generation);
+                    cache.touch(key, token, snap.generation);
                 }
                 true
             }

@@ -140,7 +140,8 @@ impl Identity {
         })
     }
 
-    /// The identity as header values (built on the first call).
+    /// The identity as header values, built from the fields on the first
+    /// call and kept (a clone keeps them too): set the fields first.
     pub fn header_values(&self) -> &HeaderValues {
         self.header_values.get_or_init(|| HeaderValues::of(self))
     }

@@ -103,15 +103,14 @@ impl TokenCache {
             .pop(&key.0);
     }
 
-    /// Updates the generation an entry's key was last seen in.
-    pub fn touch(&self, key: Key, generation: u64) {
-        if let Some((_, e)) = self
-            .shard(key)
-            .lock()
-            .expect("token cache lock")
-            .peek_mut(&key.0)
-        {
-            e.generation = generation;
+    /// Updates the generation the key of `token`'s entry was last seen in
+    /// (not another token's entry that has since taken its place).
+    pub fn touch(&self, key: Key, token: &str, generation: u64) {
+        let mut shard = self.shard(key).lock().expect("token cache lock");
+        if let Some((stored, e)) = shard.peek_mut(&key.0) {
+            if **stored == *token {
+                e.generation = generation;
+            }
         }
     }
 
@@ -173,7 +172,9 @@ mod tests {
             Some("bob")
         );
         assert_eq!(cache.len(), 1);
-        cache.touch(ka, 7);
+        cache.touch(ka, a, 7);
+        assert_eq!(cache.get(ka, b).unwrap().generation, 1, "not a's entry");
+        cache.touch(ka, b, 7);
         assert_eq!(cache.get(ka, b).unwrap().generation, 7);
         cache.remove(ka);
         assert!(cache.get(ka, b).is_none() && cache.is_empty());
