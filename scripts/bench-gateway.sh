@@ -10,8 +10,9 @@
 # plus the raw aws-lc-rs verify cost of each algorithm (one thread, pre-parsed
 # key) from `cargo run --example verify_cost`.
 #
-# Then the same cases once more under valgrind's callgrind, which counts the
-# gateway's user-space instructions per request: the same count on every
+# Then the same cases once more under valgrind's callgrind (and nginx's
+# pass-through, as one process), which counts user-space instructions per
+# request: the same count on every
 # run, whatever else the host is doing (the kernel's share, identical for a
 # pass-through and a verified request, is not counted). The uncached target
 # is judged on both: CPU time from /proc, and instructions against the raw
@@ -228,12 +229,13 @@ PY
 kill "$GW_PID" "$GW_NC_PID" 2>/dev/null || true
 mkdir -p "$WORK/cg"
 INSTR_OUT="$WORK/instr"
-vg_start() { # CONFIG PORT -> VG_PID
+vg_start() { # PORT COMMAND... -> VG_PID
+  local port="$1"; shift
   KEYWARD_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
-    --callgrind-out-file="$WORK/cg/%p" "$BIN" gateway --config "$1" >/dev/null 2>>"$WORK/vg.log" &
+    --callgrind-out-file="$WORK/cg/%p" "$@" >/dev/null 2>>"$WORK/vg.log" &
   VG_PID=$!
-  for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$2/anon/" && return 0; sleep 0.1; done
-  echo "the gateway did not start under valgrind" >&2; cat "$WORK/vg.log" >&2; exit 1
+  for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$port/anon/" && return 0; sleep 0.1; done
+  echo "$1 did not start under valgrind" >&2; cat "$WORK/vg.log" >&2; exit 1
 }
 vg_case() { # NAME URL [TOKEN]
   local hdr=() out n f ir
@@ -256,13 +258,22 @@ printf "  %-34s %12s %9s\n" "case" "instr/req" "requests"
 VG_PORT=$(free_port); VG_NC_PORT=$(free_port)
 gateway_config "$VG_PORT" 10000 "$(free_port)" >"$WORK/vg.toml"
 gateway_config "$VG_NC_PORT" 0 "$(free_port)" >"$WORK/vg-nocache.toml"
-vg_start "$WORK/vg.toml" "$VG_PORT"
+# nginx's pass-through, in one process (no master) so callgrind sees it all.
+VG_PX_PORT=$(free_port)
+mkdir -p "$WORK/pxvg"
+sed -e "s/^worker_processes .*/daemon off; master_process off; worker_processes 1;/" \
+  -e "s/127.0.0.1:$PX_PORT/127.0.0.1:$VG_PX_PORT/" -e "s#$WORK/px/nginx.pid#$WORK/pxvg/nginx.pid#" \
+  "$WORK/px/nginx.conf" >"$WORK/pxvg/nginx.conf"
+vg_start "$VG_PX_PORT" "$NGINX" -c "$WORK/pxvg/nginx.conf" -p "$WORK/pxvg" -e "$WORK/pxvg/error.log"
+vg_case "nginx pass-through" "http://127.0.0.1:$VG_PX_PORT/orders/42"
+kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true
+vg_start "$VG_PORT" "$BIN" gateway --config "$WORK/vg.toml"
 vg_case "keyward pass-through (anonymous)" "http://127.0.0.1:$VG_PORT/anon/42"
 for alg in RS256 ES256 EdDSA; do
   vg_case "keyward $alg cached" "http://127.0.0.1:$VG_PORT/orders/42" "${TOKEN[$alg]}"
 done
 kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true
-vg_start "$WORK/vg-nocache.toml" "$VG_NC_PORT"
+vg_start "$VG_NC_PORT" "$BIN" gateway --config "$WORK/vg-nocache.toml"
 vg_case "pass-through, uncached gateway" "http://127.0.0.1:$VG_NC_PORT/anon/42"
 for alg in RS256 ES256 EdDSA; do
   vg_case "keyward $alg uncached" "http://127.0.0.1:$VG_NC_PORT/orders/42" "${TOKEN[$alg]}"
@@ -278,6 +289,9 @@ done
 python3 - "$INSTR_OUT" <<'PY'
 import sys
 i = {l.split("|")[0]: int(l.split("|")[1]) for l in open(sys.argv[1])}
+print(f"pass-through: keyward {i['keyward pass-through (anonymous)']} / nginx {i['nginx pass-through']} "
+      f"instructions per request = {i['keyward pass-through (anonymous)'] / i['nginx pass-through']:.2f}x "
+      "(the kernel's share, about the same for both, is not counted)")
 for alg in ("RS256", "ES256", "EdDSA"):
     extra = i[f"keyward {alg} cached"] - i["keyward pass-through (anonymous)"]
     x = (i[f"keyward {alg} uncached"] - i["pass-through, uncached gateway"]) / i[f"raw {alg}"]
