@@ -252,6 +252,15 @@ vg_case() { # NAME URL [TOKEN]
   echo "$1|$(( ir / n ))|$n" >>"$INSTR_OUT"
   printf "  %-34s %12s %9s\n" "$1" "$(( ir / n ))" "$n"
 }
+vg_stop() { kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true; }
+vg_gateway() { # CONFIG PORT PASS_THROUGH_NAME cached|uncached
+  vg_start "$2" "$BIN" gateway --config "$1"
+  vg_case "$3" "http://127.0.0.1:$2/anon/42"
+  for alg in RS256 ES256 EdDSA; do
+    vg_case "keyward $alg $4" "http://127.0.0.1:$2/orders/42" "${TOKEN[$alg]}"
+  done
+  vg_stop
+}
 echo
 echo "user-space instructions per request, callgrind (gateway under valgrind, wrk -c8)"
 printf "  %-34s %12s %9s\n" "case" "instr/req" "requests"
@@ -266,19 +275,9 @@ sed -e "s/^worker_processes .*/daemon off; master_process off; worker_processes 
   "$WORK/px/nginx.conf" >"$WORK/pxvg/nginx.conf"
 vg_start "$VG_PX_PORT" "$NGINX" -c "$WORK/pxvg/nginx.conf" -p "$WORK/pxvg" -e "$WORK/pxvg/error.log"
 vg_case "nginx pass-through" "http://127.0.0.1:$VG_PX_PORT/orders/42"
-kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true
-vg_start "$VG_PORT" "$BIN" gateway --config "$WORK/vg.toml"
-vg_case "keyward pass-through (anonymous)" "http://127.0.0.1:$VG_PORT/anon/42"
-for alg in RS256 ES256 EdDSA; do
-  vg_case "keyward $alg cached" "http://127.0.0.1:$VG_PORT/orders/42" "${TOKEN[$alg]}"
-done
-kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true
-vg_start "$VG_NC_PORT" "$BIN" gateway --config "$WORK/vg-nocache.toml"
-vg_case "pass-through, uncached gateway" "http://127.0.0.1:$VG_NC_PORT/anon/42"
-for alg in RS256 ES256 EdDSA; do
-  vg_case "keyward $alg uncached" "http://127.0.0.1:$VG_NC_PORT/orders/42" "${TOKEN[$alg]}"
-done
-kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true
+vg_stop
+vg_gateway "$WORK/vg.toml" "$VG_PORT" "keyward pass-through (anonymous)" cached
+vg_gateway "$WORK/vg-nocache.toml" "$VG_NC_PORT" "pass-through, uncached gateway" uncached
 for spec in RS256:2048 ES256:0 EdDSA:0; do
   alg="${spec%%:*}"
   ir=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect='*verify_once*' \
