@@ -125,6 +125,12 @@ impl GateBuilder {
 /// The bearer token of an `Authorization` header (RFC 6750 §2.1): exactly one
 /// header, scheme `Bearer` (any case), one space, a token68 value.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, VerifyError> {
+    token68(bearer_value(headers)?)
+}
+
+/// What follows `Bearer ` in the one `Authorization` header, not yet
+/// checked to be a token68 value ([`token68`]).
+fn bearer_value(headers: &HeaderMap) -> Result<&[u8], VerifyError> {
     let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = all.next() else {
         return Err(VerifyError::MissingToken);
@@ -145,6 +151,11 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, VerifyError> {
             Err(_) => VerifyError::MalformedHeader,
         });
     }
+    Ok(token)
+}
+
+/// `token` as text when it is a non-empty token68 value.
+fn token68(token: &[u8]) -> Result<&str, VerifyError> {
     if token.is_empty() || !is_token68(token) {
         return Err(VerifyError::MalformedHeader);
     }
@@ -221,16 +232,34 @@ impl Gate {
             .collect()
     }
 
-    /// Verifies the bearer token of a request's headers.
+    /// Verifies the bearer token of a request's headers, as [`bearer_token`]
+    /// reads it and [`Gate::verify`] checks it. A token the verified-token
+    /// cache holds is found by its bytes before they are checked as token68:
+    /// the cached copy passed that check when it was verified, and the same
+    /// bytes pass it again.
     pub async fn verify_headers(&self, headers: &HeaderMap) -> Result<Arc<Identity>, VerifyError> {
-        self.verify(bearer_token(headers)?).await
+        let raw = bearer_value(headers)?;
+        match self.cached(raw) {
+            Ok(identity) => Ok(identity),
+            Err(key) => self.verify_fresh(token68(raw)?, key).await,
+        }
     }
 
     /// Verifies a compact JWT access token: structure, issuer, key, algorithm,
     /// signature, claims and policy (DESIGN.md rule 1), and revocation.
     pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, VerifyError> {
+        match self.cached(token.as_bytes()) {
+            Ok(identity) => Ok(identity),
+            Err(key) => self.verify_fresh(token, key).await,
+        }
+    }
+
+    /// The cached verification of exactly `token`, while it may still be
+    /// served; otherwise the key to store its verification under (`None`
+    /// when the cache is off).
+    fn cached(&self, token: &[u8]) -> Result<Arc<Identity>, Option<Key>> {
         let Some(cache) = &self.inner.cache else {
-            return self.verify_uncached(token).await.map(|(id, _, _)| id);
+            return Err(None);
         };
         let key = cache.key(token);
         if let Some(entry) = cache.get(key, token) {
@@ -241,22 +270,33 @@ impl Gate {
             cache.remove(key);
         }
         counter!("keyward_gate_token_cache_total", "result" => "miss").increment(1);
+        Err(Some(key))
+    }
+
+    /// Verifies `token` from scratch and, with a cache key, caches the result.
+    async fn verify_fresh(
+        &self,
+        token: &str,
+        key: Option<Key>,
+    ) -> Result<Arc<Identity>, VerifyError> {
         let (identity, issuer, generation) = self.verify_uncached(token).await?;
-        cache.insert(
-            key,
-            token,
-            Entry {
-                identity: identity.clone(),
-                issuer,
-                generation,
-            },
-        );
+        if let (Some(cache), Some(key)) = (&self.inner.cache, key) {
+            cache.insert(
+                key,
+                token,
+                Entry {
+                    identity: identity.clone(),
+                    issuer,
+                    generation,
+                },
+            );
+        }
         Ok(identity)
     }
 
     /// Whether a cached verification may still be served: before `exp`, key
     /// still published, `jti` not revoked.
-    fn still_valid(&self, key: Key, token: &str, e: &Entry) -> bool {
+    fn still_valid(&self, key: Key, token: &[u8], e: &Entry) -> bool {
         let id = &e.identity;
         if self.inner.clock.now() >= id.expires_at {
             return false;

@@ -67,9 +67,10 @@ impl TokenCache {
         }
     }
 
-    /// The cache key of `token`.
-    pub fn key(&self, token: &str) -> Key {
-        Key(self.hasher.hash_one(token.as_bytes()))
+    /// The cache key of `token` (its bytes, whether or not they are a
+    /// well-formed token: only a token that was verified is ever found).
+    pub fn key(&self, token: &[u8]) -> Key {
+        Key(self.hasher.hash_one(token))
     }
 
     fn shard(&self, key: Key) -> &Shard {
@@ -79,10 +80,10 @@ impl TokenCache {
 
     /// The entry of exactly `token` (whose key is `key`), if present; marks
     /// it recently used.
-    pub fn get(&self, key: Key, token: &str) -> Option<Entry> {
+    pub fn get(&self, key: Key, token: &[u8]) -> Option<Entry> {
         let mut shard = self.shard(key).lock().expect("token cache lock");
         match shard.get(&key.0) {
-            Some((stored, entry)) if **stored == *token => Some(entry.clone()),
+            Some((stored, entry)) if stored.as_bytes() == token => Some(entry.clone()),
             _ => None,
         }
     }
@@ -105,10 +106,10 @@ impl TokenCache {
 
     /// Updates the generation the key of `token`'s entry was last seen in
     /// (not another token's entry that has since taken its place).
-    pub fn touch(&self, key: Key, token: &str, generation: u64) {
+    pub fn touch(&self, key: Key, token: &[u8], generation: u64) {
         let mut shard = self.shard(key).lock().expect("token cache lock");
         if let Some((stored, e)) = shard.peek_mut(&key.0) {
-            if **stored == *token {
+            if stored.as_bytes() == token {
                 e.generation = generation;
             }
         }
@@ -153,38 +154,39 @@ mod tests {
     fn an_entry_answers_only_its_own_token() {
         let cache = TokenCache::new(100);
         let (a, b) = ("aaa.bbb.ccc", "aaa.bbb.ccd");
-        let ka = cache.key(a);
-        assert_eq!(ka, cache.key(a), "the key is a function of the token");
-        assert_ne!(ka, cache.key(b));
+        let (ab, bb) = (a.as_bytes(), b.as_bytes());
+        let ka = cache.key(ab);
+        assert_eq!(ka, cache.key(ab), "the key is a function of the token");
+        assert_ne!(ka, cache.key(bb));
         cache.insert(ka, a, entry("alice"));
-        let hit = cache.get(ka, a).expect("hit");
+        let hit = cache.get(ka, ab).expect("hit");
         assert_eq!(hit.identity.subject.as_deref(), Some("alice"));
         // Another token that reached the same key (as a hash collision
         // would) is a miss, never alice's identity.
-        assert!(cache.get(ka, b).is_none());
-        assert!(cache.get(ka, "aaa.bbb.cc").is_none());
-        assert!(cache.get(ka, "").is_none());
+        assert!(cache.get(ka, bb).is_none());
+        assert!(cache.get(ka, b"aaa.bbb.cc").is_none());
+        assert!(cache.get(ka, b"").is_none());
         // Storing it replaces alice's entry; hers is then a miss.
         cache.insert(ka, b, entry("bob"));
-        assert!(cache.get(ka, a).is_none());
+        assert!(cache.get(ka, ab).is_none());
         assert_eq!(
-            cache.get(ka, b).unwrap().identity.subject.as_deref(),
+            cache.get(ka, bb).unwrap().identity.subject.as_deref(),
             Some("bob")
         );
         assert_eq!(cache.len(), 1);
-        cache.touch(ka, a, 7);
-        assert_eq!(cache.get(ka, b).unwrap().generation, 1, "not a's entry");
-        cache.touch(ka, b, 7);
-        assert_eq!(cache.get(ka, b).unwrap().generation, 7);
+        cache.touch(ka, ab, 7);
+        assert_eq!(cache.get(ka, bb).unwrap().generation, 1, "not a's entry");
+        cache.touch(ka, bb, 7);
+        assert_eq!(cache.get(ka, bb).unwrap().generation, 7);
         cache.remove(ka);
-        assert!(cache.get(ka, b).is_none() && cache.is_empty());
+        assert!(cache.get(ka, bb).is_none() && cache.is_empty());
     }
 
     #[test]
     fn keys_differ_between_caches() {
         // Seeded at random per cache.
         let (one, two) = (TokenCache::new(1), TokenCache::new(1));
-        let t = "header.payload.signature";
+        let t = b"header.payload.signature";
         assert_ne!(one.key(t), two.key(t));
     }
 
@@ -193,7 +195,7 @@ mod tests {
         let cache = TokenCache::new(32);
         for i in 0..1000 {
             let t = format!("t.{i}.s");
-            cache.insert(cache.key(&t), &t, entry("x"));
+            cache.insert(cache.key(t.as_bytes()), &t, entry("x"));
         }
         assert!(cache.len() <= 32, "{}", cache.len());
     }

@@ -319,6 +319,62 @@ async fn a_rotated_in_key_is_found_through_the_unknown_kid_path() {
     assert_eq!(server.fetches(), 2);
 }
 
+#[tokio::test]
+async fn headers_find_a_cached_token_by_its_bytes_and_still_refuse_malformed_ones() {
+    use http::{HeaderMap, HeaderValue};
+    let k = signer(Algorithm::EdDSA, "k1");
+    let server = JwksServer::start(jwks(&[&k])).await;
+    let gate = Gate::builder().issuer(policy(&server)).build().unwrap();
+    let t = token(&k, &server.base(), "api", now(), serde_json::json!({}));
+    let h = |v: &[u8]| {
+        let mut m = HeaderMap::new();
+        m.insert("authorization", HeaderValue::from_bytes(v).unwrap());
+        m
+    };
+    let first = gate
+        .verify_headers(&h(format!("Bearer {t}").as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(first.subject.as_deref(), Some("alice"));
+    let cache = gate.token_cache().unwrap();
+    assert_eq!(cache.len(), 1);
+    // A hit serves the cached identity itself, through either entry point.
+    for v in [format!("Bearer {t}"), format!("bEARER {t}")] {
+        let again = gate.verify_headers(&h(v.as_bytes())).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "{v}");
+    }
+    assert!(Arc::ptr_eq(&first, &gate.verify(&t).await.unwrap()));
+    // The cached token with anything a token68 value may not hold around
+    // or inside it is not that token: refused as malformed, cache unchanged.
+    let mid = t.len() / 2;
+    for bad in [
+        format!("Bearer {t} ").into_bytes(),
+        format!("Bearer {t}\t").into_bytes(),
+        format!("Bearer  {t}").into_bytes(),
+        [
+            b"Bearer ",
+            &t.as_bytes()[..mid],
+            b"\x80",
+            &t.as_bytes()[mid..],
+        ]
+        .concat(),
+        format!("Bearer {t}\"").into_bytes(),
+    ] {
+        assert_eq!(
+            gate.verify_headers(&h(&bad)).await.unwrap_err(),
+            VerifyError::MalformedHeader,
+            "{:?}",
+            String::from_utf8_lossy(&bad)
+        );
+    }
+    assert_eq!(
+        gate.verify_headers(&HeaderMap::new()).await.unwrap_err(),
+        VerifyError::MissingToken
+    );
+    assert_eq!(cache.len(), 1);
+    assert_eq!(server.fetches(), 1);
+}
+
 #[test]
 fn bearer_header_parsing() {
     use http::HeaderMap;
