@@ -30,7 +30,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use keyward_verify::{bearer_token, Gate, Grants, Identity, VerifyError};
+use keyward_verify::{Gate, Identity, VerifyError};
 
 use crate::config::{Auth, RouteConfig};
 use crate::decision::{Decision, Outcome};
@@ -104,6 +104,23 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+/// The index of `name` in [`HOP_BY_HOP`], if it is there: one match on the
+/// name's text (lengths first), where comparing with each entry in turn
+/// costs eight comparisons for every header of every request.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "te" => 1,
+        "trailer" => 2,
+        "transfer-encoding" => 3,
+        "upgrade" => 4,
+        "proxy-authorization" => 5,
+        "keep-alive" => 6,
+        "proxy-connection" => 7,
+        _ => return None,
+    })
+}
+
 /// Removes hop-by-hop headers, including those named in `Connection`. One
 /// pass over the names finds the usual cases without hashing or
 /// allocating: none at all (most requests), or only `Connection:
@@ -112,7 +129,7 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = [false; HOP_BY_HOP.len()];
     for k in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+        if let Some(i) = hop_by_hop_index(k) {
             present[i] = true;
         }
     }
@@ -237,11 +254,10 @@ impl Shared {
                 permissions,
             } => {
                 let t = Instant::now();
-                let verified = match (&self.gate, bearer_token(&parts.headers)) {
-                    (Some(gate), Ok(token)) => gate.verify(token).await,
+                let verified = match &self.gate {
+                    Some(gate) => gate.verify_headers(&parts.headers).await,
                     // Config validation makes a missing gate unreachable; fail closed.
-                    (None, _) => Err(VerifyError::UntrustedIssuer),
-                    (_, Err(e)) => Err(e),
+                    None => Err(VerifyError::UntrustedIssuer),
                 };
                 self.verify_seconds.record(t.elapsed().as_secs_f64());
                 let id = match verified {
@@ -257,11 +273,11 @@ impl Shared {
                 } else {
                     scopes
                         .as_ref()
-                        .map_or(Ok(()), |req| req.check(&Grants::scopes(&id), param))
+                        .map_or(Ok(()), |req| req.check(id.scope_grants(), param))
                         .and_then(|()| {
                             permissions
                                 .as_ref()
-                                .map_or(Ok(()), |req| req.check(&Grants::permissions(&id), param))
+                                .map_or(Ok(()), |req| req.check(id.permission_grants(), param))
                         })
                 };
                 if let Err(e) = refused {
@@ -559,6 +575,27 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().collect::<Vec<_>>(), ["accept"], "{h:?}");
+    }
+
+    #[test]
+    fn hop_by_hop_index_finds_exactly_the_list() {
+        for (i, h) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(h), Some(i), "{h}");
+        }
+        for other in [
+            "host",
+            "accept",
+            "user-agent",
+            "content-length",
+            "x-connection",
+            "tee",
+        ] {
+            assert_eq!(
+                hop_by_hop_index(&HeaderName::from_static(other)),
+                None,
+                "{other}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use keyward_jose::Claims;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::VerifyError;
+use crate::permissions::Grants;
 
 /// The caller, from a verified token.
 #[derive(Clone, Debug)]
@@ -37,6 +38,10 @@ pub struct Identity {
     pub claims: Claims,
     /// The identity as header values, built on first use.
     header_values: OnceLock<HeaderValues>,
+    /// `permissions` as grants, built on first use.
+    permission_grants: OnceLock<Grants>,
+    /// The scopes as grants, built on first use.
+    scope_grants: OnceLock<Grants>,
 }
 
 /// An identity as the values of the headers that forward it upstream, each
@@ -137,6 +142,8 @@ impl Identity {
             allow_wildcard_all: false,
             claims,
             header_values: OnceLock::new(),
+            permission_grants: OnceLock::new(),
+            scope_grants: OnceLock::new(),
         })
     }
 
@@ -144,6 +151,22 @@ impl Identity {
     /// call and kept (a clone keeps them too): set the fields first.
     pub fn header_values(&self) -> &HeaderValues {
         self.header_values.get_or_init(|| HeaderValues::of(self))
+    }
+
+    /// The `permissions` claim as grants, a bare `*` covering everything
+    /// when `allow_wildcard_all`; built on the first call and kept, like
+    /// [`Identity::header_values`] (a cached token reuses them).
+    pub fn permission_grants(&self) -> &Grants {
+        self.permission_grants
+            .get_or_init(|| Grants::new(&self.permissions, self.allow_wildcard_all))
+    }
+
+    /// The scopes (`scope` / `scp`) as grants; a bare `*` scope never covers
+    /// everything (`allow_wildcard_all` is about permissions only). Built on
+    /// the first call and kept.
+    pub fn scope_grants(&self) -> &Grants {
+        self.scope_grants
+            .get_or_init(|| Grants::new(&self.scopes, false))
     }
 }
 

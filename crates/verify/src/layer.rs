@@ -65,10 +65,10 @@ pub enum Kind {
 
 impl Kind {
     /// The identity's grants of this kind.
-    pub fn grants(self, id: &Identity) -> Grants {
+    pub fn grants(self, id: &Identity) -> &Grants {
         match self {
-            Kind::Permissions => Grants::permissions(id),
-            Kind::Scopes => Grants::scopes(id),
+            Kind::Permissions => id.permission_grants(),
+            Kind::Scopes => id.scope_grants(),
         }
     }
 }
@@ -157,7 +157,7 @@ impl GateLayer {
             let value_of = |name: &str| params.as_ref().and_then(|p| unique_param(p, name));
             for (requirement, kind) in &self.requirements {
                 requirement
-                    .check(&kind.grants(&identity), value_of)
+                    .check(kind.grants(&identity), value_of)
                     .map_err(|e| self.refuse(&e))?;
             }
         }

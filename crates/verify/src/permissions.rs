@@ -16,21 +16,19 @@
 //!   a path value can never widen or re-shape what is required.
 //! - A [`Requirement`] combines templates: all of them, or any one of them.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
 use crate::error::VerifyError;
-use crate::identity::Identity;
 
 /// A token's grants, preprocessed so that [`Grants::covers`] does no
 /// allocation and no work proportional to the number of grants.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
     /// Grants matched exactly.
-    exact: HashSet<Box<str>>,
+    exact: foldhash::HashSet<Box<str>>,
     /// The prefixes of `prefix.*` grants, without the trailing `.*`.
-    prefixes: HashSet<Box<str>>,
+    prefixes: foldhash::HashSet<Box<str>>,
     /// A bare `*` was granted and the policy lets it cover everything.
     all: bool,
 }
@@ -55,18 +53,6 @@ impl Grants {
             }
         }
         out
-    }
-
-    /// The identity's `permissions` claim, with its issuer's
-    /// `allow_wildcard_all`.
-    pub fn permissions(id: &Identity) -> Grants {
-        Grants::new(&id.permissions, id.allow_wildcard_all)
-    }
-
-    /// The identity's scopes (`scope` / `scp`). A bare `*` scope never covers
-    /// everything: `allow_wildcard_all` is about permissions only.
-    pub fn scopes(id: &Identity) -> Grants {
-        Grants::new(&id.scopes, false)
     }
 
     /// Whether no grant covers anything.
@@ -361,6 +347,7 @@ impl fmt::Display for Requirement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Identity;
     use proptest::prelude::*;
 
     fn grants(list: &[&str]) -> Grants {
@@ -450,14 +437,16 @@ mod tests {
             &[],
         )
         .unwrap();
-        let mut id = Identity::from_claims(claims, None).unwrap();
-        assert!(Grants::permissions(&id).covers("orders.1"));
-        assert!(!Grants::permissions(&id).covers("users.1"));
-        id.allow_wildcard_all = true;
-        assert!(Grants::permissions(&id).covers("users.1"));
-        assert!(Grants::scopes(&id).covers("read"));
+        let id = Identity::from_claims(claims.clone(), None).unwrap();
+        assert!(id.permission_grants().covers("orders.1"));
+        assert!(!id.permission_grants().covers("users.1"));
+        assert!(std::ptr::eq(id.permission_grants(), id.permission_grants()));
+        let mut all = Identity::from_claims(claims, None).unwrap();
+        all.allow_wildcard_all = true;
+        assert!(all.permission_grants().covers("users.1"));
+        assert!(id.scope_grants().covers("read"));
         assert!(
-            !Grants::scopes(&id).covers("write"),
+            !all.scope_grants().covers("write"),
             "'*' scope never covers all"
         );
     }
