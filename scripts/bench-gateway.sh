@@ -163,8 +163,9 @@ echo "machine: $(nproc) cores; wrk -t$THREADS -c$CONNS -d${DUR}s; $ROUNDS rounds
 # The machine's speed drifts with other tenants' load, so every ratio is
 # taken within one round, between runs made next to each other, and the
 # report gives the median over rounds: nginx and keyward pass-through back
-# to back; each uncached run with the same process's pass-through run right
-# before it and the raw verify cost right before and right after it.
+# to back; each cached run and each uncached run with the same process's
+# pass-through run right before it, and each uncached run with the raw
+# verify cost right before and right after it.
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS"
   printf "  %-38s %10s %9s %9s %14s\n" "case" "rps" "p50 ms" "p99 ms" "gw CPU us/req"
@@ -173,6 +174,7 @@ for round in $(seq 1 "$ROUNDS"); do
   run "$round" "keyward pass-through (anonymous)" "http://127.0.0.1:$GW_PORT/anon/42" "" "$GW_PID"
   for spec in RS256:2048 ES256:0 EdDSA:0; do
     alg="${spec%%:*}"
+    run "$round" "pass-through, next to $alg cached" "http://127.0.0.1:$GW_PORT/anon/42" "" "$GW_PID"
     run "$round" "keyward $alg cached" "http://127.0.0.1:$GW_PORT/orders/42" "${TOKEN[$alg]}" "$GW_PID"
     r0=$("$COST_BIN" "$alg" "${spec##*:}" 2)
     run "$round" "pass-through, next to $alg uncached" "http://127.0.0.1:$GW_NC_PORT/anon/42" "" "$GW_NC_PID"
@@ -212,7 +214,7 @@ print(f"verified-token cache hit ratio over the cached runs: {float(sys.argv[2])
 px = per(lambda r: rows["keyward pass-through (anonymous)"][r][0] / rows["nginx pass-through"][r][0])
 print(f"keyward pass-through / nginx pass-through, per round {fmt(px)}; median {median(px):.2f}x (target >= 1.00): {ok(median(px) >= 1.0)}")
 for alg in ("RS256", "ES256", "EdDSA"):
-    c = per(lambda r: rows[f"keyward {alg} cached"][r][0] / rows["keyward pass-through (anonymous)"][r][0])
+    c = per(lambda r: rows[f"keyward {alg} cached"][r][0] / rows[f"pass-through, next to {alg} cached"][r][0])
     raw = per(lambda r: rows[f"raw {alg}"][r][0] / 1000)
     x = per(lambda r: (rows[f"keyward {alg} uncached"][r][3] - rows[f"pass-through, next to {alg} uncached"][r][3])
             / (rows[f"raw {alg}"][r][0] / 1000))
