@@ -269,16 +269,20 @@ impl Gate {
             }
             cache.remove(key);
         }
-        counter!("keyward_gate_token_cache_total", "result" => "miss").increment(1);
         Err(Some(key))
     }
 
-    /// Verifies `token` from scratch and, with a cache key, caches the result.
+    /// Verifies `token` from scratch and, with a cache key, caches the result
+    /// (and counts a cache miss: a header that is not even a token68 value
+    /// is not counted as a lookup).
     async fn verify_fresh(
         &self,
         token: &str,
         key: Option<Key>,
     ) -> Result<Arc<Identity>, VerifyError> {
+        if key.is_some() {
+            counter!("keyward_gate_token_cache_total", "result" => "miss").increment(1);
+        }
         let (identity, issuer, generation) = self.verify_uncached(token).await?;
         if let (Some(cache), Some(key)) = (&self.inner.cache, key) {
             cache.insert(
