@@ -399,13 +399,14 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
             }
         }
     }
-    let count = body.split('/').count();
-    for (i, seg) in body.split('/').enumerate() {
-        if seg.is_empty() && i + 1 < count {
+    let mut segments = body.split('/').peekable();
+    while let Some(seg) = segments.next() {
+        // Only the last segment may be empty (a trailing slash).
+        if seg.is_empty() && segments.peek().is_some() {
             return Err("the path contains an empty segment (\"//\")");
         }
         // `..;x` is `..` to some servlet containers.
-        let seg = seg.split(';').next().unwrap_or(seg);
+        let seg = seg.find(';').map_or(seg, |i| &seg[..i]);
         if is_dot_segment(seg) {
             return Err("the path contains a '.' or '..' segment");
         }
@@ -572,6 +573,8 @@ mod tests {
             "/a/%2e%2e%2e",
             "/a/b;c",
             "/a/%41",
+            "/a/b/",
+            "/a/..b;c",
         ] {
             assert_eq!(check_path(ok), Ok(()), "{ok}");
         }
@@ -590,6 +593,11 @@ mod tests {
             "/a%2fb",
             "/a%5Cb",
             "/a\\b",
+            "/a/b//",
+            "/a/.;x",
+            "/a/..;",
+            "/..;x/b",
+            "/a/..",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
