@@ -14,6 +14,10 @@
 #    the criterion ratios swing by +-10% between runs (each verifier meets
 #    different neighbours); the paired medians hold within about 1%, so the
 #    targets are judged on them.
+# 3. instructions (paired.rs `count:N` under valgrind's callgrind): each
+#    verifier's user-space instructions per call, which do not depend on
+#    what else the machine runs. INSTR=0 skips this part; INSTR_CALLS
+#    (default 200) sets N.
 # Targets: keyward <= 1.05x raw, and keyward faster than jsonwebtoken.
 set -euo pipefail
 
@@ -83,7 +87,8 @@ echo
 echo "paired rounds, ${PAIRED_SECS:-6} s per algorithm (CPU ns per call; ratios p25 p50 p75):"
 paired="$(mktemp)"
 cargo bench -q -p keyward-jose --bench paired -- "${PAIRED_SECS:-6}" | tee "$paired" | grep -v '^PAIRED'
-python3 - "$paired" <<'PY'
+verdict=0
+python3 - "$paired" <<'PY' || verdict=$?
 import sys
 failed = []
 for line in open(sys.argv[1]):
@@ -99,3 +104,35 @@ if failed:
     sys.exit(1)
 print("all targets met")
 PY
+
+if [ "${INSTR:-1}" != 0 ]; then
+    calls="${INSTR_CALLS:-200}"
+    bin="$(cargo bench -q -p keyward-jose --bench paired --no-run --message-format=json |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "paired":
+        print(m["executable"])')"
+    echo
+    echo "instructions per call (callgrind, $calls calls each):"
+    printf '%-12s %12s %12s %16s %12s %12s\n' algorithm raw keyward jsonwebtoken keyward/raw keyward/jwt
+    for g in "${groups[@]}"; do
+        out="$(mktemp)"
+        valgrind --tool=callgrind --callgrind-out-file="$out" \
+            --toggle-collect='*::instr_*' "$bin" "count:$calls" "$g" 2>/dev/null
+        # Each function is collected only inside itself: its inclusive total is its own calls.
+        callgrind_annotate --inclusive=yes "$out" | python3 -c '
+import re, sys
+calls, name = int(sys.argv[1]), sys.argv[2]
+cost = {}
+for line in sys.stdin:
+    m = re.match(r"\s*([\d,]+) .*::instr_(raw|keyward|jsonwebtoken) ", line)
+    if m:
+        cost[m.group(2)] = int(m.group(1).replace(",", "")) / calls
+raw, kw, jwt = cost["raw"], cost["keyward"], cost["jsonwebtoken"]
+print(f"{name:<12} {raw:>12,.0f} {kw:>12,.0f} {jwt:>16,.0f} {kw / raw:>11.3f}x {kw / jwt:>11.3f}x")
+' "$calls" "$g"
+        rm -f "$out"
+    done
+fi
+exit "$verdict"

@@ -10,6 +10,13 @@
 //! per algorithm, the median ns of each verifier and the median and quartiles
 //! of keyward/raw and keyward/jsonwebtoken, then one `PAIRED` line each for
 //! `scripts/bench-jose.sh`.
+//!
+//! `-- count:N [ALGORITHM...]` instead runs each verifier of each named case
+//! (all four by default) exactly N times, in `instr_raw`, `instr_keyward`
+//! and `instr_jsonwebtoken`, and prints nothing: under
+//! `valgrind --tool=callgrind --toggle-collect='*::instr_*'` each function's
+//! inclusive total / N is that verifier's instruction count, the same from
+//! run to run whatever else the machine is doing.
 
 #[allow(dead_code)] // each bench uses part of it
 mod common;
@@ -31,7 +38,52 @@ fn batch(n: u32, f: impl Fn()) -> f64 {
     (common::now_ns() - start) as f64 / n as f64
 }
 
+/// `count:N`: each verifier of each case N times, for an instruction count.
+/// `Case::new` has already run each once (warm), outside these functions.
+fn count(n: u64, names: &[String]) {
+    for name in common::NAMES {
+        if !names.is_empty() && !names.iter().any(|x| x == name) {
+            continue;
+        }
+        let case = common::Case::new(name);
+        instr_raw(&case, n);
+        instr_keyward(&case, n);
+        instr_jsonwebtoken(&case, n);
+    }
+}
+
+#[inline(never)]
+fn instr_raw(case: &common::Case, n: u64) {
+    for _ in 0..n {
+        case.raw();
+    }
+}
+
+#[inline(never)]
+fn instr_keyward(case: &common::Case, n: u64) {
+    for _ in 0..n {
+        case.keyward();
+    }
+}
+
+#[inline(never)]
+fn instr_jsonwebtoken(case: &common::Case, n: u64) {
+    for _ in 0..n {
+        case.jsonwebtoken();
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(n) = args.iter().find_map(|a| a.strip_prefix("count:")) {
+        let names: Vec<String> = args
+            .iter()
+            .filter(|a| common::NAMES.contains(&a.as_str()))
+            .cloned()
+            .collect();
+        count(n.parse().expect("count:N"), &names);
+        return;
+    }
     // `cargo bench` passes `--bench`; the first number is seconds per case.
     let secs: f64 = std::env::args()
         .skip(1)
