@@ -6,17 +6,21 @@
 //! two more ways: the decoded header/payload are fed to the public claims and
 //! typ checks directly, and the payload is re-signed with the fixture's own
 //! key (keeping the fuzzed `typ`) and run through `verify_jwt` end to end.
+//! Claims kept while parsing ([`Validation::keep_claims`]) must be exactly
+//! the JSON a full parse of the payload finds under the same names.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use keyward_jose::{
     b64, dangerous, sign_payload, verify_compact, verify_jwt, Algorithm, Claims, KeySet,
-    LocalSigner, PrivateKey, PublicKey, Validation, DEFAULT_MAX_TOKEN_LEN,
+    LocalSigner, PrivateKey, PublicKey, Validation, DEFAULT_MAX_TOKEN_LEN, MAX_KEPT_CLAIMS,
 };
 use libfuzzer_sys::fuzz_target;
 
 const NOW: i64 = 1_750_000_000;
+/// Private claims to keep while parsing (the gate keeps these).
+const KEEP: &[&str] = &["permissions", "scp", "azp", "roles"];
 
 struct Fixture {
     keys: KeySet,
@@ -35,9 +39,12 @@ fn fixture() -> &'static Fixture {
         let ed = PrivateKey::generate(Algorithm::EdDSA, None).unwrap();
         let rs = PrivateKey::generate(Algorithm::RS256, Some(2048)).unwrap();
         let mut keys = KeySet::new();
-        keys.insert(Some("es256-1".into()), es.public_key().clone()).unwrap();
-        keys.insert(Some("eddsa-1".into()), ed.public_key().clone()).unwrap();
-        keys.insert(Some("rs256-1".into()), rs.public_key().clone()).unwrap();
+        keys.insert(Some("es256-1".into()), es.public_key().clone())
+            .unwrap();
+        keys.insert(Some("eddsa-1".into()), ed.public_key().clone())
+            .unwrap();
+        keys.insert(Some("rs256-1".into()), rs.public_key().clone())
+            .unwrap();
         let one = es.public_key().clone();
 
         let resigner = LocalSigner::new(
@@ -76,6 +83,19 @@ fuzz_target!(|data: &[u8]| {
     let (_, payload_b64) = (segs.next(), segs.next().expect("three segments"));
     let payload = b64::decode(payload_b64).expect("payload was decoded once already");
     let typ = header.get("typ").and_then(|t| t.as_str());
+
+    // Kept claims are the text of the very values a full parse finds; the
+    // registered names are never kept (their accessors read them).
+    if let Ok(claims) = Claims::parse_keeping(payload.clone(), &[], KEEP) {
+        let whole = claims.to_value();
+        for name in KEEP.iter().take(MAX_KEPT_CLAIMS) {
+            let kept = claims.kept(name).expect("a kept name is kept");
+            let text: Option<serde_json::Value> =
+                kept.map(|t| serde_json::from_str(t).expect("kept text is JSON"));
+            assert_eq!(text.as_ref(), whole.get(*name), "kept {name}");
+        }
+        assert_eq!(claims.kept("exp"), None);
+    }
 
     for policy in [&f.default_policy, &f.access_policy] {
         let _ = policy.check_typ(typ);
