@@ -105,7 +105,10 @@ if failed:
 print("all targets met")
 PY
 
-if [ "${INSTR:-1}" != 0 ]; then
+if [ "${INSTR:-1}" != 0 ] && ! command -v valgrind >/dev/null; then
+    echo
+    echo "valgrind not found: instruction counts skipped (apt-get install valgrind; INSTR=0 skips them)"
+elif [ "${INSTR:-1}" != 0 ]; then
     calls="${INSTR_CALLS:-200}"
     bin="$(cargo bench -q -p keyward-jose --bench paired --no-run --message-format=json |
         python3 -c 'import json, sys

@@ -85,10 +85,7 @@ fn main() {
         return;
     }
     // `cargo bench` passes `--bench`; the first number is seconds per case.
-    let secs: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(4.0);
+    let secs: f64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(4.0);
     println!(
         "{:<12} {:>9} {:>10} {:>9}   {:<23} {:<23} {:>6}",
         "algorithm",
