@@ -238,19 +238,25 @@ impl Gate {
     /// the cached copy passed that check when it was verified, and the same
     /// bytes pass it again.
     pub async fn verify_headers(&self, headers: &HeaderMap) -> Result<Arc<Identity>, VerifyError> {
-        let raw = bearer_value(headers)?;
-        match self.cached(raw) {
-            Ok(identity) => Ok(identity),
-            Err(key) => self.verify_fresh(token68(raw)?, key).await,
-        }
+        self.verify_bytes(bearer_value(headers)?, token68).await
     }
 
     /// Verifies a compact JWT access token: structure, issuer, key, algorithm,
     /// signature, claims and policy (DESIGN.md rule 1), and revocation.
     pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, VerifyError> {
-        match self.cached(token.as_bytes()) {
+        self.verify_bytes(token.as_bytes(), |_| Ok(token)).await
+    }
+
+    /// The cached verification of the token `raw`, else `raw` read as a
+    /// token by `as_token` and verified from scratch.
+    async fn verify_bytes<'t>(
+        &self,
+        raw: &'t [u8],
+        as_token: impl FnOnce(&'t [u8]) -> Result<&'t str, VerifyError>,
+    ) -> Result<Arc<Identity>, VerifyError> {
+        match self.cached(raw) {
             Ok(identity) => Ok(identity),
-            Err(key) => self.verify_fresh(token, key).await,
+            Err(key) => self.verify_fresh(as_token(raw)?, key).await,
         }
     }
 
