@@ -241,6 +241,15 @@ impl Store {
 }
 
 impl Tx<'_> {
+    /// The ids of `env`'s clients, as this transaction sees them.
+    pub async fn client_ids(&mut self, env: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT client_id FROM clients WHERE env = $1 ORDER BY client_id")
+            .bind(env.to_owned())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(|r| get(r, "client_id")).collect()
+    }
+
     /// One client, as this transaction sees it; `NotFound` if absent.
     pub async fn client(&mut self, env: &str, client_id: &str) -> Result<Client, StoreError> {
         fetch_client(&mut *self.tx, env, client_id).await

@@ -20,6 +20,11 @@ pub enum StoreError {
     #[error("{what} {name:?} already exists")]
     Conflict { what: &'static str, name: String },
 
+    /// Another environment already serves at this issuer URL (the same host
+    /// and path; see [`crate::issuer_key`]).
+    #[error("issuer URL {issuer} is already used by environment {env:?}: each environment needs its own issuer URL (another host or path)")]
+    IssuerTaken { issuer: String, env: String },
+
     /// A value offered to the store cannot be stored as given (a scope with
     /// white space in it, an unknown client authentication method, ...).
     #[error("invalid {what}: {reason}")]

@@ -38,7 +38,9 @@ pub use admin::AdminToken;
 pub use audit::{AuditEntry, AuditRecord, AuditReport, BrokenLink, GENESIS_HASH};
 pub use clients::{Client, ClientAuth};
 pub use error::StoreError;
-pub use records::{Environment, KeyRecord, KeyState, RotationPolicy, Timestamp};
+pub use records::{
+    issuer_key, issuer_route, Environment, KeyRecord, KeyState, RotationPolicy, Timestamp,
+};
 pub use root_key::RootKeySource;
 pub use sealing::{key_aad, open_private_key, seal_private_key};
 pub use store::{Backend, Store, Tx};

@@ -172,6 +172,29 @@ pub struct Environment {
     pub created_at: Timestamp,
 }
 
+/// Splits an issuer URL into what a server routes by: the host (lower case,
+/// with its port) and the path (without a trailing slash). The scheme plays
+/// no part: `http://a` and `https://a/` are served at the same place.
+pub fn issuer_route(issuer: &str) -> (String, String) {
+    let rest = issuer.split_once("://").map(|x| x.1).unwrap_or(issuer);
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    (
+        host.to_ascii_lowercase(),
+        path.trim_end_matches('/').to_string(),
+    )
+}
+
+/// The key under which an issuer URL is unique across environments:
+/// [`issuer_route`]'s host and path joined. Two issuer URLs with the same
+/// key would be served at the same place, so the store refuses the second.
+pub fn issuer_key(issuer: &str) -> String {
+    let (host, path) = issuer_route(issuer);
+    host + &path
+}
+
 /// A signing key as stored: public half in clear, private half sealed.
 /// `Debug` shows only the sealed blob's length.
 #[derive(Clone, Debug, PartialEq, Eq)]

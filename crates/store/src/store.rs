@@ -42,7 +42,7 @@ use crate::audit::{
     record_hash, AuditEntry, AuditRecord, AuditReport, ChainWalker, StoredAudit, GENESIS_HASH,
 };
 use crate::error::{is_unique_violation, StoreError};
-use crate::records::{Environment, KeyRecord, Timestamp};
+use crate::records::{issuer_key, Environment, KeyRecord, Timestamp};
 use crate::sealing::key_aad;
 
 /// Which database a [`Store`] talks to.
@@ -93,6 +93,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "issuer",
         include_str!("../migrations/sqlite/0002_issuer.sql"),
     ),
+    (
+        3,
+        "issuer_unique",
+        include_str!("../migrations/sqlite/0003_issuer_unique.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -104,6 +109,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         2,
         "issuer",
         include_str!("../migrations/postgres/0002_issuer.sql"),
+    ),
+    (
+        3,
+        "issuer_unique",
+        include_str!("../migrations/postgres/0003_issuer_unique.sql"),
     ),
 ]);
 
@@ -267,7 +277,45 @@ impl Store {
         };
         let migrator = Migrator::new(source).await?;
         migrator.run(&pool).await?;
-        Ok(Store { pool, backend })
+        let store = Store { pool, backend };
+        store.backfill_issuer_keys().await?;
+        Ok(store)
+    }
+
+    /// Fills `issuer_key` of environments written before it existed. Two
+    /// such environments that share an issuer URL cannot both have it: the
+    /// older keeps it, and the other stays without one until `env update`
+    /// gives it an issuer of its own (or `env delete` removes it).
+    async fn backfill_issuer_keys(&self) -> Result<(), StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, issuer FROM environments WHERE issuer_key IS NULL ORDER BY created_at, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            let name: String = get(row, "name")?;
+            let issuer: String = get(row, "issuer")?;
+            let key = issuer_key(&issuer);
+            let taken = sqlx::query("SELECT 1 AS one FROM environments WHERE issuer_key = $1")
+                .bind(key.clone())
+                .fetch_optional(&self.pool)
+                .await?;
+            if taken.is_some() {
+                continue;
+            }
+            match sqlx::query("UPDATE environments SET issuer_key = $1 WHERE name = $2")
+                .bind(key)
+                .bind(name)
+                .execute(&self.pool)
+                .await
+            {
+                Ok(_) => {}
+                // Another process filled it in at the same moment.
+                Err(e) if is_unique_violation(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// The database behind this store.
@@ -561,13 +609,16 @@ impl Tx<'_> {
         if exists.is_some() {
             return Err(conflict());
         }
+        let key = self.free_issuer_key(env).await?;
         sqlx::query(
-            "INSERT INTO environments (name, issuer, policy, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO environments (name, issuer, policy, created_at, issuer_key) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(env.name.clone())
         .bind(env.issuer.clone())
         .bind(policy_json(env)?)
         .bind(env.created_at)
+        .bind(key)
         .execute(&mut *self.tx)
         .await
         .map_err(|e| {
@@ -580,15 +631,78 @@ impl Tx<'_> {
         self.bump_generation().await
     }
 
+    /// `env`'s issuer key, after checking no other environment serves at
+    /// it (`IssuerTaken` names the one that does). The unique index stays
+    /// the last word; this check gives the clear error.
+    async fn free_issuer_key(&mut self, env: &Environment) -> Result<String, StoreError> {
+        let key = issuer_key(&env.issuer);
+        let holder =
+            sqlx::query("SELECT name FROM environments WHERE issuer_key = $1 AND name <> $2")
+                .bind(key.clone())
+                .bind(env.name.clone())
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        if let Some(row) = holder {
+            return Err(StoreError::IssuerTaken {
+                issuer: env.issuer.clone(),
+                env: get(&row, "name")?,
+            });
+        }
+        Ok(key)
+    }
+
+    /// Deletes environment `name` and everything that belongs to it: its
+    /// keys, clients, refresh tokens, revocation feed and assertion jtis.
+    /// The audit chain keeps its records. `NotFound` if absent. Whether the
+    /// deletion is wise is the caller's to decide.
+    pub async fn delete_environment(&mut self, name: &str) -> Result<(), StoreError> {
+        self.writer_lock().await?;
+        fetch_environment(&mut *self.tx, name).await?;
+        for table in [
+            "refresh_tokens",
+            "assertion_jtis",
+            "revocations",
+            "clients",
+            "keys",
+            "environments",
+        ] {
+            let column = if table == "environments" {
+                "name"
+            } else {
+                "env"
+            };
+            let sql = format!("DELETE FROM {table} WHERE {column} = $1");
+            sqlx::query(&sql)
+                .bind(name.to_owned())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.bump_generation().await
+    }
+
     /// Updates an environment's issuer and policy; `NotFound` if absent.
     pub async fn update_environment(&mut self, env: &Environment) -> Result<(), StoreError> {
         self.writer_lock().await?;
-        let done = sqlx::query("UPDATE environments SET issuer = $1, policy = $2 WHERE name = $3")
-            .bind(env.issuer.clone())
-            .bind(policy_json(env)?)
-            .bind(env.name.clone())
-            .execute(&mut *self.tx)
-            .await?;
+        let key = self.free_issuer_key(env).await?;
+        let done = sqlx::query(
+            "UPDATE environments SET issuer = $1, policy = $2, issuer_key = $3 WHERE name = $4",
+        )
+        .bind(env.issuer.clone())
+        .bind(policy_json(env)?)
+        .bind(key)
+        .bind(env.name.clone())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::IssuerTaken {
+                    issuer: env.issuer.clone(),
+                    env: "(another)".into(),
+                }
+            } else {
+                e.into()
+            }
+        })?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound {
                 what: "environment",

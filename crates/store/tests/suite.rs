@@ -16,6 +16,9 @@ use serde_json::json;
 
 backend_suite!(
     environments_crud,
+    environments_issuer_urls_are_unique,
+    issuer_keys_of_older_rows_are_filled_on_open,
+    environment_delete_takes_everything_of_it,
     keys_insert_list_update,
     uncommitted_transactions_change_nothing,
     audit_append_and_verify,
@@ -129,6 +132,182 @@ async fn environments_crud(store: Store, _ctx: Ctx) {
     assert_eq!(got.policy.lead_secs, 60);
     assert_eq!(got.policy.alg, Algorithm::EdDSA);
     assert_eq!(got.created_at, 1_000);
+}
+
+async fn environments_issuer_urls_are_unique(store: Store, _ctx: Ctx) {
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    tx.commit().await.unwrap();
+    let generation = store.generation().await.unwrap();
+    // The same place, however it is spelled: scheme, host case, trailing slash.
+    for issuer in [
+        "https://auth.example/prod",
+        "http://auth.example/prod",
+        "https://AUTH.example/prod/",
+    ] {
+        let mut dup = env("dup");
+        dup.issuer = issuer.into();
+        let mut tx = store.begin().await.unwrap();
+        let err = tx.create_environment(&dup).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::IssuerTaken { ref env, .. } if env == "prod"),
+            "{issuer}: {err}"
+        );
+        assert!(err
+            .to_string()
+            .contains("already used by environment \"prod\""));
+        drop(tx);
+    }
+    assert_eq!(store.environments().await.unwrap().len(), 1);
+    assert_eq!(store.generation().await.unwrap(), generation);
+    // Another path or host is another place.
+    let mut tx = store.begin().await.unwrap();
+    let mut other = env("other");
+    other.issuer = "https://auth.example/prod/other".into();
+    tx.create_environment(&other).await.unwrap();
+    let mut host = env("host");
+    host.issuer = "https://other.example/prod".into();
+    tx.create_environment(&host).await.unwrap();
+    tx.commit().await.unwrap();
+    // An update may keep its own issuer, but not take another's.
+    let mut tx = store.begin().await.unwrap();
+    let mut same = store.environment("prod").await.unwrap();
+    same.policy.lead_secs = 120;
+    tx.update_environment(&same).await.unwrap();
+    let mut taking = other.clone();
+    taking.issuer = "https://auth.example/prod/".into();
+    let err = tx.update_environment(&taking).await.unwrap_err();
+    assert!(matches!(err, StoreError::IssuerTaken { ref env, .. } if env == "prod"));
+    drop(tx);
+    assert_eq!(
+        store.environment("other").await.unwrap().issuer,
+        "https://auth.example/prod/other"
+    );
+    assert_eq!(
+        store.environment("prod").await.unwrap().policy.lead_secs,
+        60 * 60 * 48
+    );
+}
+
+async fn issuer_keys_of_older_rows_are_filled_on_open(store: Store, ctx: Ctx) {
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    tx.create_environment(&env("dev")).await.unwrap();
+    tx.commit().await.unwrap();
+    // As written before issuer keys existed: prod and a duplicate of its issuer.
+    ctx.exec("UPDATE environments SET issuer_key = NULL").await;
+    ctx.exec("UPDATE environments SET issuer = 'https://auth.example/prod/', created_at = 2000 WHERE name = 'dev'")
+        .await;
+    let reopened = Store::open_url(&ctx.url).await.unwrap();
+    // The older environment got the key; the duplicate is left without one...
+    assert_eq!(
+        ctx.fetch_text("SELECT COALESCE(issuer_key, '-') FROM environments WHERE name = 'prod'")
+            .await,
+        "auth.example/prod"
+    );
+    assert_eq!(
+        ctx.fetch_text("SELECT COALESCE(issuer_key, '-') FROM environments WHERE name = 'dev'")
+            .await,
+        "-"
+    );
+    // ...and no new environment can take the issuer from either.
+    let mut tx = reopened.begin().await.unwrap();
+    let mut third = env("third");
+    third.issuer = "https://auth.example/prod".into();
+    assert!(matches!(
+        tx.create_environment(&third).await.unwrap_err(),
+        StoreError::IssuerTaken { .. }
+    ));
+    drop(tx);
+    // Giving the duplicate an issuer of its own fills its key.
+    let mut dev = reopened.environment("dev").await.unwrap();
+    dev.issuer = "https://auth.example/dev".into();
+    let mut tx = reopened.begin().await.unwrap();
+    tx.update_environment(&dev).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        ctx.fetch_text("SELECT issuer_key FROM environments WHERE name = 'dev'")
+            .await,
+        "auth.example/dev"
+    );
+    reopened.close().await;
+}
+
+async fn environment_delete_takes_everything_of_it(store: Store, ctx: Ctx) {
+    let root = RootKey::generate();
+    let mut tx = store.begin().await.unwrap();
+    tx.initialize(&root.key_id()).await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    tx.create_environment(&env("dev")).await.unwrap();
+    tx.insert_key(&key(&root, "prod", "p1", 1_000, b"p"))
+        .await
+        .unwrap();
+    tx.insert_key(&key(&root, "dev", "d1", 1_000, b"d"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for env in ["prod", "dev"] {
+        ctx.exec(&format!(
+            "INSERT INTO clients (env, client_id, name, auth, scopes, audiences, grant_types, created_at, updated_at) \
+             VALUES ('{env}', 'c-{env}', 'n', 'client_secret_basic', 'a', '[]', '[]', 1, 1)"
+        ))
+        .await;
+        ctx.exec(&format!(
+            "INSERT INTO refresh_tokens (token_hash, env, client_id, family_id, subject, scope, extra, issued_at, expires_at) \
+             VALUES ({}, '{env}', 'c-{env}', 'f', 's', 'a', '{{}}', 1, 99999999999)",
+            if ctx.schema.is_some() { format!("'\\x{}'::bytea", if env == "prod" { "01" } else { "02" }) } else { format!("X'{}'", if env == "prod" { "01" } else { "02" }) }
+        ))
+        .await;
+        ctx.exec(&format!(
+            "INSERT INTO revocations (env, jti, exp, revoked_at) VALUES ('{env}', 'j-{env}', 99999999999, 1)"
+        ))
+        .await;
+        ctx.exec(&format!(
+            "INSERT INTO assertion_jtis (env, client_id, jti, exp) VALUES ('{env}', 'c-{env}', 'a-{env}', 99999999999)"
+        ))
+        .await;
+    }
+    let generation = store.generation().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.client_ids("prod").await.unwrap(), ["c-prod"]);
+    tx.delete_environment("prod").await.unwrap();
+    assert!(matches!(
+        tx.delete_environment("nope").await.unwrap_err(),
+        StoreError::NotFound {
+            what: "environment",
+            ..
+        }
+    ));
+    tx.commit().await.unwrap();
+    assert!(store.generation().await.unwrap() > generation);
+    assert!(matches!(
+        store.environment("prod").await.unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
+    for table in [
+        "keys",
+        "clients",
+        "refresh_tokens",
+        "revocations",
+        "assertion_jtis",
+    ] {
+        let left = ctx
+            .fetch_text(&format!(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM {table} WHERE env = 'prod'"
+            ))
+            .await;
+        assert_eq!(left, "0", "{table}");
+        let kept = ctx
+            .fetch_text(&format!(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM {table} WHERE env = 'dev'"
+            ))
+            .await;
+        assert_eq!(kept, "1", "{table} of dev");
+    }
+    // The issuer URL is free again.
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    tx.commit().await.unwrap();
 }
 
 async fn keys_insert_list_update(store: Store, _ctx: Ctx) {
