@@ -74,9 +74,14 @@ pub enum Cmd {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Address to listen on; the issuer URL of a new data dir is http://<listen>.
+    /// Address to listen on; the issuer URL of a new data dir is http://<listen>
+    /// (for a wildcard address such as 0.0.0.0, http://127.0.0.1:<port>).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Issuer URL of a new data dir's "default" environment (the `iss` of its
+    /// tokens), when clients reach keyward by another name than the listen address.
+    #[arg(long)]
+    pub issuer: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +109,7 @@ pub struct GatewayArgs {
 pub enum ConfigCmd {
     /// Validate a file and print the resolved configuration without secrets.
     Check {
+        /// Configuration file to check (TOML); without it, the KEYWARD_* variables and defaults are checked.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -142,50 +148,65 @@ pub struct ClientFields {
 pub enum ClientsCmd {
     /// Register a client; prints its id and (for secret clients) its secret, once.
     Create {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
+        /// A name for people, shown in listings and the audit chain.
         #[arg(long)]
         name: String,
+        /// How the client authenticates at the token endpoint.
         #[arg(long, value_enum, default_value = "client-secret-basic")]
         auth: AuthMethod,
         #[command(flatten)]
         fields: ClientFields,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List an environment's clients.
     List {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Change a client's scopes, audiences, grant types, lifetimes or keys.
     Update {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
+        /// The client's id.
         #[arg(allow_hyphen_values = true)]
         client_id: String,
+        /// A new name for people.
         #[arg(long)]
         name: Option<String>,
         #[command(flatten)]
         fields: ClientFields,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Delete a client and its refresh tokens.
     Delete {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
+        /// The client's id.
         #[arg(allow_hyphen_values = true)]
         client_id: String,
     },
     /// Replace a client's secret; prints the new one, once.
     RotateSecret {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
+        /// The client's id.
         #[arg(allow_hyphen_values = true)]
         client_id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -195,18 +216,24 @@ pub enum ClientsCmd {
 pub enum AdminTokenCmd {
     /// Create an admin API token; prints it once (only a hash is stored).
     Create {
+        /// A name to recognise the token by in listings and the audit chain.
         #[arg(long, default_value = "admin")]
         name: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List admin tokens (never their values).
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Revoke an admin token by id.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (from `admin-token list`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +246,7 @@ pub struct InitArgs {
     pub env: String,
     #[command(flatten)]
     pub key: KeySpec,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -232,6 +260,13 @@ pub struct KeySpec {
     /// RSA modulus size: 2048, 3072 or 4096 (default 4096). RSA only.
     #[arg(long)]
     pub bits: Option<u32>,
+}
+
+/// Where an environment's private keys are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyStore {
+    /// Sealed (AES-256-GCM under the root key) in the store.
+    Local,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -255,34 +290,64 @@ pub struct PolicyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EnvCmd {
-    /// Create an environment (it has no key until `keys generate` or `keys import`).
+    /// Create an environment with its first key (active at once), in one transaction.
     Create {
+        /// The environment's name: 1 to 128 of A-Z a-z 0-9 . _ -
         name: String,
+        /// Its issuer URL (the `iss` of its tokens; its endpoints are served under it).
+        /// Unique: no two environments share a host and path.
         #[arg(long)]
         issuer: String,
         #[command(flatten)]
         policy: PolicyArgs,
+        /// Where the environment's private keys are kept: local (sealed under
+        /// the root key in the store).
+        #[arg(long, value_enum, default_value = "local")]
+        key_store: KeyStore,
+        /// Create the environment without a key (it does not sign until
+        /// `keys generate` or `keys import`; servers report it, readiness ignores it).
+        #[arg(long)]
+        no_key: bool,
+        /// Print the environment and its first key as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an environment with its keys, clients and tokens (audited).
+    Delete {
+        /// The environment's name.
+        name: String,
+        /// Delete even while it publishes keys or has clients: its tokens stop
+        /// verifying and its clients stop working.
+        #[arg(long)]
+        force: bool,
+        /// Print what was deleted as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List environments.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Show one environment and its policy.
     Show {
+        /// The environment's name.
         name: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Change an environment's issuer URL or rotation policy.
     Update {
+        /// The environment's name.
         name: String,
+        /// A new issuer URL (unique across environments; tokens already issued keep the old `iss`).
         #[arg(long)]
         issuer: Option<String>,
         #[command(flatten)]
         policy: PolicyArgs,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -318,6 +383,7 @@ pub enum KeysCmd {
     /// Generate a key. With no usable key in the environment it signs at once;
     /// otherwise it is published now and signs after the lead time.
     Generate {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
         #[command(flatten)]
@@ -326,63 +392,84 @@ pub enum KeysCmd {
         meta: KeyMeta,
         #[command(flatten)]
         schedule: ScheduleArgs,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Import a private key from PEM (PKCS#1 RSA PRIVATE KEY, PKCS#8 PRIVATE KEY, SEC1 EC PRIVATE KEY).
     Import {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
+        /// The algorithm the key will sign with (the PEM must hold a key for it).
         #[arg(long)]
         alg: Algorithm,
+        /// The private key file (PEM).
         #[arg(long)]
         pem: PathBuf,
         #[command(flatten)]
         meta: KeyMeta,
         #[command(flatten)]
         schedule: ScheduleArgs,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List an environment's keys with their states and times.
     List {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Rotate: a new key per the environment's policy, published now, signing after the lead.
     Rotate {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
         #[command(flatten)]
         schedule: ScheduleArgs,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Retire a key now: it stops signing and stays published until its tokens expire.
     Retire {
+        /// The key's id (kid).
         #[arg(allow_hyphen_values = true)]
         kid: String,
-        /// Allow retiring the last key that can sign.
+        /// Allow retiring the last key that can sign (with --accept-outage
+        /// also the only key that signs now).
         #[arg(long)]
         force: bool,
+        /// With --force: retire the only key that signs now, accepting that the
+        /// token endpoint answers 503 until another key activates.
+        #[arg(long, requires = "force")]
+        accept_outage: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// EMERGENCY: revoke a key now. It is unpublished at once.
     Revoke {
+        /// The key's id (kid).
         #[arg(allow_hyphen_values = true)]
         kid: String,
+        /// Why (kept in the audit chain).
         #[arg(long)]
         reason: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Export the published public keys (never private material).
     Export {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
+        /// jwks: one JWK Set; pem: one SPKI PEM ("PUBLIC KEY") per key.
         #[arg(long, value_enum, default_value = "jwks")]
         format: ExportFormat,
     },
@@ -397,9 +484,13 @@ pub enum ExportFormat {
 #[derive(Debug, Subcommand)]
 pub enum JwkCmd {
     /// Public JWK (stdin or FILE) to SPKI PEM ("PUBLIC KEY").
-    ToPem { file: Option<PathBuf> },
+    ToPem {
+        /// The JWK file (default: stdin).
+        file: Option<PathBuf>,
+    },
     /// SPKI PEM (stdin or FILE) to a public JWK.
     FromPem {
+        /// The PEM file (default: stdin).
         file: Option<PathBuf>,
         /// Algorithm to bind (default: ES*/EdDSA from the key's curve, RS256 for RSA).
         #[arg(long)]
@@ -414,6 +505,7 @@ pub enum JwkCmd {
 pub enum TokenCmd {
     /// Operator tool: sign claims with the environment's active key; adds iss, iat, nbf, exp, jti (and kid in the header).
     Sign {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
         /// The claims, a JSON object.
@@ -428,6 +520,7 @@ pub enum TokenCmd {
     },
     /// Mint an access and a refresh token for a user your login service authenticated.
     Issue {
+        /// The environment (by name).
         #[arg(long)]
         env: String,
         /// The user (sub).
@@ -448,6 +541,7 @@ pub enum TokenCmd {
         /// Audience (must be registered for the client).
         #[arg(long)]
         audience: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -482,6 +576,7 @@ pub enum TokenCmd {
 pub enum JwsCmd {
     /// Check the signature of any compact JWS with one public JWK; prints the payload.
     Verify {
+        /// The public JWK file to check the signature with.
         #[arg(long)]
         key: PathBuf,
         /// The JWS, or - for stdin.
@@ -496,6 +591,7 @@ pub enum RootKeyCmd {
         /// Where to write the new key when the current one comes from KEYWARD_ROOT_KEY.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -505,6 +601,7 @@ pub enum RootKeyCmd {
 pub enum AuditCmd {
     /// Walk the chain and name the first broken link (exit 1 if any).
     Verify {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -513,8 +610,10 @@ pub enum AuditCmd {
         /// Only records after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: i64,
+        /// At most this many records.
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -525,4 +624,35 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
     let d =
         humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 15m, 48h, 90d)"))?;
     i64::try_from(d.as_secs()).map_err(|_| "duration too long".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is for.
+    #[test]
+    fn every_flag_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if matches!(id, "help" | "version") || a.is_hide_set() {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "keyward", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:#?}");
+    }
 }

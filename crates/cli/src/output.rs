@@ -40,6 +40,55 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// How to run this binary again in a shell: `keyward` when that name on
+/// PATH is this binary, else its full path (after `cargo run` it is under
+/// target/ and not on PATH). The second value is a hint to print then.
+pub fn command_name() -> (String, Option<String>) {
+    let Ok(exe) = std::env::current_exe().and_then(|p| p.canonicalize()) else {
+        return ("keyward".into(), None);
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            dir.join("keyward")
+                .canonicalize()
+                .is_ok_and(|found| found == exe)
+        })
+    });
+    if on_path {
+        return ("keyward".into(), None);
+    }
+    let full = exe.display().to_string();
+    let hint = format!(
+        "keyward is not on your PATH: install it with `cargo install --path crates/cli`, or run it as {full}"
+    );
+    (full, Some(hint))
+}
+
+/// Prints `name: value` lines, the values aligned.
+pub fn fields(pairs: &[(&str, String)]) {
+    let width = pairs.iter().map(|(n, _)| n.len()).max().unwrap_or(0) + 1;
+    for (name, value) in pairs {
+        println!("{:<width$} {value}", format!("{name}:"));
+    }
+}
+
+/// Seconds as a short duration in the units the flags take: `90d`, `48h`,
+/// `15m`, `1h 30m`, `0s`.
+pub fn duration(secs: i64) -> String {
+    if secs <= 0 {
+        return format!("{secs}s");
+    }
+    let mut left = secs;
+    let mut parts = Vec::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if left >= size {
+            parts.push(format!("{}{unit}", left / size));
+            left %= size;
+        }
+    }
+    parts.join(" ")
+}
+
 pub fn key_rows(keys: &[KeyRecord], now: Timestamp) -> Vec<Vec<String>> {
     keys.iter()
         .map(|k| {
@@ -73,3 +122,17 @@ pub const KEY_HEADER: [&str; 9] = [
     "REMOVED/REVOKED",
     "OWNER",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+
+    #[test]
+    fn durations_read_like_the_flags() {
+        assert_eq!(duration(90 * 86_400), "90d");
+        assert_eq!(duration(48 * 3_600), "2d");
+        assert_eq!(duration(3_600 + 1_800), "1h 30m");
+        assert_eq!(duration(61), "1m 1s");
+        assert_eq!(duration(0), "0s");
+    }
+}

@@ -255,6 +255,7 @@ fn generate_with_metadata_then_retire_and_revoke() {
         "prod",
         "--issuer",
         "https://auth.example.com",
+        "--no-key",
     ])
     .ok();
     // The first key of an empty environment signs at once and sets its policy.
@@ -293,10 +294,14 @@ fn generate_with_metadata_then_retire_and_revoke() {
         .json();
     assert_eq!(r["state"], "pending");
     assert_eq!(r["size"], 2048);
-    // Retiring the last key that can sign is refused without --force.
+    // Retiring the only key that signs now is refused without --force
+    // --accept-outage.
     kw.run(&["keys", "retire", "prod-2"]).ok();
     let before = kw.snapshot();
-    kw.run(&["keys", "retire", "prod-1"]).fails_with("last key");
+    kw.run(&["keys", "retire", "prod-1"])
+        .fails_with("only key of environment prod that signs now");
+    kw.run(&["keys", "retire", "prod-1", "--force"])
+        .fails_with("--accept-outage");
     assert_eq!(before, kw.snapshot());
     // Revoke: unpublished at once, and the operator is told the env cannot sign.
     let out = kw.run(&["keys", "revoke", "prod-1", "--reason", "leaked"]);
@@ -339,6 +344,84 @@ fn generate_with_metadata_then_retire_and_revoke() {
 }
 
 #[test]
+fn retiring_the_signing_key_while_its_successor_is_pending_is_refused() {
+    let kw = Kw::new();
+    kw.init();
+    let active = states(&kw, "default", now_secs())[0].0.clone();
+    let next = kw
+        .run(&["keys", "rotate", "--env", "default", "--json"])
+        .ok()
+        .json();
+    assert_eq!(next["state"], "pending");
+    let next_kid = next["kid"].as_str().unwrap();
+    let activates = next["activates_at"].as_str().unwrap();
+    // The reproduction: retiring the active key now would leave nothing
+    // signing for 48 h. Refused, with what to do instead.
+    let before = kw.snapshot();
+    let out = kw.run(&["keys", "retire", &active]);
+    out.fails_with("only key of environment default that signs now");
+    for needle in [
+        "keyward keys rotate --env default --immediate",
+        &format!("wait until {activates}"),
+        next_kid,
+        "--force --accept-outage",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle} in {}", out.stderr);
+    }
+    kw.run(&["keys", "retire", &active, "--force"])
+        .fails_with("--accept-outage");
+    let out = kw.run(&["keys", "retire", &active, "--accept-outage"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("--force"), "{}", out.stderr);
+    assert_eq!(before, kw.snapshot());
+    // The environment still signs.
+    kw.run(&["token", "sign", "--env", "default", "--claims", "{}"])
+        .ok();
+    // With the acknowledgement it goes, and the environment stops signing
+    // until the pending key activates.
+    let r = kw
+        .run(&[
+            "keys",
+            "retire",
+            &active,
+            "--force",
+            "--accept-outage",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["state"], "retired");
+    kw.run(&["token", "sign", "--env", "default", "--claims", "{}"])
+        .fails_with("no active key");
+    let last = kw.run(&["audit", "list", "--json"]).ok().json();
+    let last = last.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["action"], "key.retire");
+    assert_eq!(last["detail"]["outage_accepted"], true);
+}
+
+#[test]
+fn the_advised_immediate_rotation_replaces_the_signing_key_without_a_gap() {
+    let kw = Kw::new();
+    kw.init();
+    let active = states(&kw, "default", now_secs())[0].0.clone();
+    kw.run(&["keys", "rotate", "--env", "default"]).ok();
+    kw.run(&["keys", "rotate", "--env", "default", "--immediate"])
+        .ok();
+    let s = states(&kw, "default", now_secs());
+    assert!(s.contains(&(active.clone(), "retired".into())), "{s:?}");
+    assert_eq!(s.iter().filter(|(_, st)| st == "active").count(), 1);
+    kw.run(&["token", "sign", "--env", "default", "--claims", "{}"])
+        .ok();
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
 fn export_is_public_only_in_both_formats() {
     let kw = Kw::new();
     kw.init();
@@ -373,10 +456,16 @@ fn export_is_public_only_in_both_formats() {
 fn audit_verify_names_the_first_broken_link() {
     let kw = Kw::new();
     kw.init();
-    kw.run(&["env", "create", "prod", "--issuer", "https://a.example"])
-        .ok();
-    kw.run(&["keys", "generate", "--env", "prod", "--alg", "ES384"])
-        .ok();
+    kw.run(&[
+        "env",
+        "create",
+        "prod",
+        "--issuer",
+        "https://a.example",
+        "--alg",
+        "ES384",
+    ])
+    .ok();
     kw.run(&["audit", "verify"]).ok();
     let db = kw.data_dir().join("keyward.db");
     let status = std::process::Command::new("python3")

@@ -64,6 +64,7 @@ fn key_management_on_postgres() {
         "prod",
         "--issuer",
         "https://auth.example.com",
+        "--no-key",
     ])
     .ok();
     kw.run(&[

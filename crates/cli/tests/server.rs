@@ -256,6 +256,67 @@ async fn up_initializes_once_and_its_curl_line_gets_a_verifiable_token() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_gives_a_wildcard_listen_address_a_usable_issuer_and_takes_issuer() {
+    // A wildcard address: the issuer is loopback with the port, and a warning says so.
+    let kw = Kw::new();
+    let mut server = kw.start_server(&["up", "--listen", "0.0.0.0:0"], &[]);
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let issuer = format!("http://127.0.0.1:{port}");
+    assert!(
+        server
+            .banner
+            .contains(&format!("keyward is serving {issuer}")),
+        "{:#?}",
+        server.banner
+    );
+    let d = get(&format!("{issuer}/.well-known/openid-configuration"))
+        .await
+        .ok_json();
+    assert_eq!(d["issuer"], issuer.as_str());
+    server.stop();
+    let log = server.stderr_text();
+    assert!(
+        log.contains("listening on every interface") && log.contains("--issuer"),
+        "{log}"
+    );
+
+    // --issuer names the URL clients use; the server still listens where told.
+    let kw = Kw::new();
+    kw.run_bounded(
+        &["up", "--listen", "127.0.0.1:0", "--issuer", "not a url"],
+        Duration::from_secs(60),
+    )
+    .fails_with("invalid issuer URL");
+    assert!(!kw.data_dir().join("keyward.db").exists());
+    let mut server = kw.start_server(
+        &[
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--issuer",
+            "https://auth.example.test/kw",
+        ],
+        &[],
+    );
+    assert!(
+        server
+            .banner
+            .contains(&"keyward is serving https://auth.example.test/kw".to_string()),
+        "{:#?}",
+        server.banner
+    );
+    let d = get(&server.url("/kw/.well-known/openid-configuration"))
+        .await
+        .ok_json();
+    assert_eq!(d["issuer"], "https://auth.example.test/kw");
+    assert_eq!(
+        d["token_endpoint"],
+        "https://auth.example.test/kw/oauth2/token"
+    );
+    server.stop();
+}
+
 #[test]
 fn up_on_a_busy_port_fails_before_initializing() {
     let kw = Kw::new();
@@ -280,6 +341,7 @@ fn serve_refuses_an_environment_that_cannot_sign() {
         "empty",
         "--issuer",
         "http://127.0.0.1:8080/empty",
+        "--no-key",
     ])
     .ok();
     let before = kw.snapshot();
@@ -425,7 +487,9 @@ async fn discovery_and_jwks_caching_follow_rotation() {
         d["scopes_supported"],
         json!(["billing.read", "orders.read", "orders.write"])
     );
-    assert!(!d["response_types_supported"].as_array().unwrap().is_empty());
+    // Only what is served: no authorization endpoint, so no response type
+    // (never the implicit flow's `token`).
+    assert_eq!(d["response_types_supported"], json!([]));
     assert_eq!(d["subject_types_supported"], json!(["public"]));
 
     // JWKS: entity tag, conditional GET, bounded caching.

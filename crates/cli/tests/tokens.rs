@@ -257,7 +257,8 @@ fn import_pkcs1_pkcs8_and_sec1_then_sign_with_them() {
         );
         let file = write(&d, &format!("k{i}.pem"), &pem);
         let env = format!("imp{i}");
-        kw.run(&["env", "create", &env, "--issuer", "https://imp.example"])
+        let issuer = format!("https://imp.example/{i}");
+        kw.run(&["env", "create", &env, "--issuer", &issuer, "--no-key"])
             .ok();
         let kid = format!("imported-{i}");
         let rec = kw

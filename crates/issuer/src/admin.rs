@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::to_bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -39,7 +39,7 @@ use crate::authority::Authority;
 use crate::clients::{self, NewClient};
 use crate::error::IssuerError;
 use crate::grants::UserGrant;
-use crate::keyring::{self, Change, KeyOptions, Origin};
+use crate::keyring::{self, Change, FirstKey, KeyOptions, Origin, RetireOptions};
 use crate::oauth::{ErrorCode, OAuthError};
 use crate::rotation::Schedule;
 use crate::tokens::hash_secret;
@@ -123,7 +123,9 @@ impl ApiError {
     fn from_store(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
-            StoreError::Conflict { .. } => ApiError::conflict(e.to_string()),
+            StoreError::Conflict { .. } | StoreError::IssuerTaken { .. } => {
+                ApiError::conflict(e.to_string())
+            }
             StoreError::Invalid { .. } => ApiError::bad_request(e.to_string()),
             other => ApiError::internal(&other),
         }
@@ -381,7 +383,7 @@ where
     };
     Router::new()
         .route("/admin/v1/envs", get(list_envs).post(create_env))
-        .route("/admin/v1/envs/{env}", get(show_env))
+        .route("/admin/v1/envs/{env}", get(show_env).delete(delete_env))
         .route("/admin/v1/envs/{env}/keys", get(list_keys))
         .route("/admin/v1/envs/{env}/keys/rotate", post(rotate_key))
         .route("/admin/v1/keys/{kid}/retire", post(retire_key))
@@ -422,6 +424,9 @@ struct CreateEnv {
     issuer: String,
     #[serde(default)]
     policy: Option<RotationPolicy>,
+    /// Make the environment's first key (per the policy) with it; default true.
+    #[serde(default = "default_true")]
+    first_key: bool,
 }
 
 async fn list_envs(State(s): State<AdminState>) -> ApiResult {
@@ -449,16 +454,79 @@ async fn create_env(
         policy: b.policy.unwrap_or_default(),
         created_at: a.now(),
     };
+    // Check everything but the store before the slow generation.
+    keyring::check_environment(&env)
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;
+    let key = match b.first_key {
+        true => Some(
+            keyring::generate_for_policy(&env.policy)
+                .await
+                .map_err(|e| ApiError::internal(&e))?,
+        ),
+        false => None,
+    };
+    let opts = KeyOptions {
+        kid: None,
+        owner: None,
+        description: Some("first key, made with the environment".into()),
+        origin: Origin::Generated,
+    };
     let actor = admin.actor();
     let at = Change {
         now: env.created_at,
         actor: &actor,
     };
-    keyring::create_environment(&a.store, &env, at)
+    let first = key.as_ref().map(|key| FirstKey {
+        root: a.root(),
+        key,
+        opts: &opts,
+    });
+    let rec = keyring::create_environment(&a.store, &env, first, at)
         .await
         .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;
     reload(a).await;
-    Ok(reply(StatusCode::CREATED, env_json(&env)))
+    let mut v = env_json(&env);
+    v["first_key"] = rec.map_or(Value::Null, |k| key_json(&k, at.now));
+    Ok(reply(StatusCode::CREATED, v))
+}
+
+/// `DELETE /admin/v1/envs/{env}[?force=true]`.
+async fn delete_env(
+    State(s): State<AdminState>,
+    Extension(admin): Extension<Admin>,
+    PathParams(env): PathParams<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let mut force = None;
+    for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        let value = match (k.as_ref(), v.as_ref()) {
+            ("force", "true") => true,
+            ("force", "false") => false,
+            ("force", _) => return Err(ApiError::bad_request("force is true or false")),
+            (other, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?} (only force)"
+                )))
+            }
+        };
+        if force.replace(value).is_some() {
+            return Err(ApiError::bad_request("force is given twice"));
+        }
+    }
+    let a = &s.authority;
+    let actor = admin.actor();
+    let at = Change {
+        now: a.now(),
+        actor: &actor,
+    };
+    let d = keyring::delete_environment(&a.store, &env, force.unwrap_or(false), at)
+        .await
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+    reload(a).await;
+    Ok(reply(
+        StatusCode::OK,
+        json!({"deleted": env, "keys": d.keys, "published_keys": d.published_keys, "clients": d.clients}),
+    ))
 }
 
 async fn show_env(State(s): State<AdminState>, PathParams(env): PathParams<String>) -> ApiResult {
@@ -488,6 +556,8 @@ struct RotateKey {
 struct RetireKey {
     #[serde(default)]
     force: bool,
+    #[serde(default)]
+    accept_outage: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -577,7 +647,11 @@ async fn retire_key(
         now: a.now(),
         actor: &actor,
     };
-    let rec = keyring::retire_key(&a.store, &kid, at, b.force)
+    let opts = RetireOptions {
+        force: b.force,
+        accept_outage: b.accept_outage,
+    };
+    let rec = keyring::retire_key(&a.store, &kid, at, opts)
         .await
         .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
     reload(a).await;
@@ -1059,10 +1133,19 @@ fn paths() -> Value {
         },
         "/admin/v1/envs": {
             "get": with_tag(op("listEnvironments", "List environments.", &[], None, ("200", Some("EnvironmentList")), &[]), "environments"),
-            "post": with_tag(op("createEnvironment", "Create an environment. No key is created: make one with rotate (immediate).", &[], Some(("NewEnvironment", true)), ("201", Some("Environment")), &["409"]), "environments"),
+            "post": with_tag(op("createEnvironment", "Create an environment with its first key (the policy's algorithm and size), active at once, in one transaction. With `first_key: false` it has no key until one is made with rotate; servers report it and do not count it against readiness. 409 when the name or the issuer URL (same host and path) is taken.", &[], Some(("NewEnvironment", true)), ("201", Some("NewEnvironmentCreated")), &["409"]), "environments"),
         },
         "/admin/v1/envs/{env}": {
             "get": with_tag(op("getEnvironment", "Show an environment.", &["env"], None, ("200", Some("Environment")), &["404"]), "environments"),
+            "delete": with_tag({
+                let mut o = op("deleteEnvironment", "Delete an environment with its keys, clients and tokens (audited; the audit chain keeps its records). Refused (409) while it publishes keys or has clients, unless `force=true`.", &["env"], None, ("200", Some("DeletedEnvironment")), &["400", "404", "409"]);
+                o["parameters"].as_array_mut().expect("parameters").push(json!({
+                    "name": "force", "in": "query", "required": false,
+                    "schema": {"type": "boolean", "default": false},
+                    "description": "delete even while keys are published or clients exist"
+                }));
+                o
+            }, "environments"),
         },
         "/admin/v1/envs/{env}/keys": {
             "get": with_tag(op("listKeys", "List an environment's keys with their state now.", &["env"], None, ("200", Some("KeyList")), &["404"]), "keys"),
@@ -1071,7 +1154,7 @@ fn paths() -> Value {
             "post": with_tag(op("rotateKey", "Generate a key with the environment's policy (algorithm, size). By default it is published now and signs after the lead time; `immediate` makes it sign now. Refused (409) while a rotation is pending, unless immediate.", &["env"], Some(("RotateRequest", false)), ("201", Some("RotatedKey")), &["404", "409"]), "keys"),
         },
         "/admin/v1/keys/{kid}/retire": {
-            "post": with_tag(op("retireKey", "Retire a key now: it stops signing and stays published until its tokens expired. Retiring the last key that can sign needs `force`.", &["kid"], Some(("RetireRequest", false)), ("200", Some("Key")), &["404", "409"]), "keys"),
+            "post": with_tag(op("retireKey", "Retire a key now: it stops signing and stays published until its tokens expired. Retiring the only key that signs now (a pending successor does not sign yet) is refused (409, saying to rotate with immediate or when the successor activates) unless `force` and `accept_outage` are both true; retiring the last key that could ever sign needs `force`.", &["kid"], Some(("RetireRequest", false)), ("200", Some("Key")), &["404", "409"]), "keys"),
         },
         "/admin/v1/keys/{kid}/revoke": {
             "post": with_tag(op("revokeKey", "Revoke a key now: unpublished at once.", &["kid"], Some(("RevokeRequest", false)), ("200", Some("RevokedKey")), &["404", "409"]), "keys"),
@@ -1131,9 +1214,31 @@ fn schemas() -> Value {
                     "properties": {
                         "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
                         "issuer": {"type": "string", "format": "uri", "description": "absolute http(s) URL without query or fragment"},
-                        "policy": {"$ref": "#/components/schemas/Policy"}
+                        "policy": {"$ref": "#/components/schemas/Policy"},
+                        "first_key": {"type": "boolean", "default": true, "description": "make the first key (per the policy) in the same transaction"}
                     }
                 }));
+    m.insert(
+        "NewEnvironmentCreated".into(),
+        json!({
+            "allOf": [
+                {"$ref": "#/components/schemas/Environment"},
+                {"type": "object", "properties": {"first_key": {"oneOf": [{"$ref": "#/components/schemas/Key"}, {"type": "null"}]}}}
+            ]
+        }),
+    );
+    m.insert(
+        "DeletedEnvironment".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "deleted": {"type": "string"},
+                "keys": {"type": "array", "items": {"type": "string"}},
+                "published_keys": {"type": "array", "items": {"type": "string"}},
+                "clients": {"type": "array", "items": {"type": "string"}}
+            }
+        }),
+    );
     m.insert(
         "Environment".into(),
         json!({
@@ -1202,7 +1307,10 @@ fn schemas() -> Value {
         json!({
             "type": "object",
             "additionalProperties": false,
-            "properties": {"force": {"type": "boolean", "default": false}}
+            "properties": {
+                "force": {"type": "boolean", "default": false},
+                "accept_outage": {"type": "boolean", "default": false, "description": "with force: retire the only key that signs now, and accept that the token endpoint answers 503 until another key activates"}
+            }
         }),
     );
     m.insert(

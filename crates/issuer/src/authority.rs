@@ -71,17 +71,11 @@ impl std::fmt::Debug for EnvState {
     }
 }
 
-/// Splits an issuer URL into host (with port) and path (no trailing slash).
+/// Splits an issuer URL into host (with port) and path (no trailing slash):
+/// where the environment is served. The store keeps these unique across
+/// environments ([`keyward_store::issuer_key`]).
 pub fn split_issuer(issuer: &str) -> (String, String) {
-    let rest = issuer.split_once("://").map(|x| x.1).unwrap_or(issuer);
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    (
-        host.to_ascii_lowercase(),
-        path.trim_end_matches('/').to_string(),
-    )
+    keyward_store::issuer_route(issuer)
 }
 
 impl EnvState {

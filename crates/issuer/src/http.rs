@@ -154,7 +154,10 @@ pub fn discovery(env: &EnvState, scopes: Vec<String>) -> axum::Json<Value> {
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "id_token_signing_alg_values_supported": [env.env.policy.alg.name()],
         "scopes_supported": scopes,
-        "response_types_supported": ["token"],
+        // No authorization endpoint is served, so no response type is
+        // (RFC 8414 §2 requires the member; `token`, the implicit flow, is
+        // forbidden by RFC 9700 §2.1.2).
+        "response_types_supported": [],
         "subject_types_supported": ["public"],
         "revocation_feed_endpoint": format!("{base}/revocations"),
     }))

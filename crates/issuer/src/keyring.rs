@@ -272,15 +272,43 @@ pub async fn add_key(
     })
 }
 
-/// Creates environment `env` (no key: keys are made on purpose), after
-/// [`check_environment`].
+/// An environment's first key, made with it in one transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct FirstKey<'a> {
+    /// The root key to seal it under (checked against the store's).
+    pub root: &'a RootKey,
+    pub key: &'a PrivateKey,
+    pub opts: &'a KeyOptions,
+}
+
+/// Creates environment `env` after [`check_environment`], with its first
+/// key, active at once, in the same transaction (DESIGN rule 3: `env
+/// create` makes the first key, as `init` does). Without `first_key` the
+/// environment has no key until one is generated or imported; servers
+/// report it and do not count it against readiness. Returns the first key.
 pub async fn create_environment(
     store: &Store,
     env: &Environment,
+    first_key: Option<FirstKey<'_>>,
     at: Change<'_>,
-) -> Result<(), IssuerError> {
+) -> Result<Option<KeyRecord>, IssuerError> {
     check_environment(env)?;
     let mut tx = store.begin().await?;
+    if let Some(f) = &first_key {
+        // Seal under the root key the store holds now.
+        tx.check_root_key(f.root).await?;
+    }
+    create_in(&mut tx, env, at).await?;
+    let rec = match first_key {
+        Some(f) => Some(first_key_in(&mut tx, &env.name, f, at).await?),
+        None => None,
+    };
+    tx.commit().await?;
+    Ok(rec)
+}
+
+/// The environment with its audit record, in `tx`.
+async fn create_in(tx: &mut Tx<'_>, env: &Environment, at: Change<'_>) -> Result<(), IssuerError> {
     tx.create_environment(env).await?;
     tx.append_audit(entry(
         at,
@@ -290,8 +318,86 @@ pub async fn create_environment(
         json!({"issuer": env.issuer, "policy": env.policy}),
     ))
     .await?;
-    tx.commit().await?;
     Ok(())
+}
+
+/// An environment's first key, active at once, with its audit record, in `tx`.
+async fn first_key_in(
+    tx: &mut Tx<'_>,
+    env: &str,
+    f: FirstKey<'_>,
+    at: Change<'_>,
+) -> Result<KeyRecord, IssuerError> {
+    let rec = record(f.root, env, f.key, f.opts, at.now)?;
+    tx.insert_key(&rec).await?;
+    tx.append_audit(entry(
+        at,
+        "key.generate",
+        env,
+        &rec.kid,
+        json!({"alg": rec.alg.name(), "bits": rec.size_bits, "activates_at": rec.activates_at, "origin": rec.origin}),
+    ))
+    .await?;
+    Ok(rec)
+}
+
+/// What [`delete_environment`] removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeletedEnvironment {
+    /// Every key of the environment, published or not.
+    pub keys: Vec<String>,
+    /// Keys that were still published (pending, active or retired).
+    pub published_keys: Vec<String>,
+    pub clients: Vec<String>,
+}
+
+/// Deletes environment `name` with its keys, clients and tokens, audited as
+/// `env.delete`. While it still publishes keys or has clients (its tokens
+/// still verify somewhere, its clients still get tokens) it is refused
+/// unless `force`.
+pub async fn delete_environment(
+    store: &Store,
+    name: &str,
+    force: bool,
+    at: Change<'_>,
+) -> Result<DeletedEnvironment, IssuerError> {
+    let mut tx = store.begin().await?;
+    let keys = tx.keys(name).await?;
+    let clients = tx.client_ids(name).await?;
+    let published_keys: Vec<String> = keys
+        .iter()
+        .filter(|k| k.is_published(at.now))
+        .map(|k| k.kid.clone())
+        .collect();
+    if !force && (!published_keys.is_empty() || !clients.is_empty()) {
+        return Err(IssuerError::Refused(format!(
+            "environment {name} still has {} published key(s) and {} client(s): deleting it unpublishes its keys (its tokens stop verifying) and removes its clients; \
+             retire or revoke its keys and delete its clients first, or pass --force",
+            published_keys.len(),
+            clients.len()
+        )));
+    }
+    tx.delete_environment(name).await?;
+    let deleted = DeletedEnvironment {
+        keys: keys.iter().map(|k| k.kid.clone()).collect(),
+        published_keys,
+        clients,
+    };
+    tx.append_audit(entry(
+        at,
+        "env.delete",
+        name,
+        name,
+        json!({
+            "forced": force,
+            "keys": deleted.keys,
+            "published_keys": deleted.published_keys,
+            "clients": deleted.clients,
+        }),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 /// Updates an environment's issuer or policy, after [`check_environment`].
@@ -336,53 +442,72 @@ pub async fn initialize(
         detail: json!({"root_key_id": root.key_id()}),
     })
     .await?;
-    tx.create_environment(env).await?;
-    tx.append_audit(entry(
-        at,
-        "env.create",
-        &env.name,
-        &env.name,
-        json!({"issuer": env.issuer, "policy": env.policy}),
-    ))
-    .await?;
-    let rec = record(root, &env.name, key, opts, at.now)?;
-    tx.insert_key(&rec).await?;
-    tx.append_audit(entry(
-        at,
-        "key.generate",
-        &env.name,
-        &rec.kid,
-        json!({"alg": rec.alg.name(), "bits": rec.size_bits, "activates_at": rec.activates_at}),
-    ))
-    .await?;
+    create_in(&mut tx, env, at).await?;
+    let rec = first_key_in(&mut tx, &env.name, FirstKey { root, key, opts }, at).await?;
     tx.commit().await?;
     Ok(rec)
 }
 
+/// How far a retirement may go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetireOptions {
+    /// Allow retiring the last key that can sign now or later.
+    pub force: bool,
+    /// With `force`: the operator acknowledges that the environment's token
+    /// endpoint stops signing (503) until another key activates.
+    pub accept_outage: bool,
+}
+
 /// Retires key `kid` now: it stops signing (if it did) and stays published
-/// until its tokens have expired and caches refreshed. Retiring the only key
-/// that can sign is refused unless `force`.
+/// until its tokens have expired and caches refreshed.
+///
+/// Refused when it would leave the environment with no key that signs now
+/// (the token endpoint would answer 503 until a pending key activates),
+/// unless both `force` and `accept_outage` are given; and refused when it
+/// would leave no key that can ever sign, unless `force`. The refusal says
+/// what to do instead.
 pub async fn retire_key(
     store: &Store,
     kid: &str,
     at: Change<'_>,
-    force: bool,
+    opts: RetireOptions,
 ) -> Result<KeyRecord, IssuerError> {
     let mut tx = store.begin().await?;
     let mut rec = find_key(store, &mut tx, kid).await?;
     let env = tx.environment(&rec.env).await?;
-    match rec.state(at.now) {
+    let state = rec.state(at.now);
+    match state {
         KeyState::Active | KeyState::Pending => {}
         s => return Err(IssuerError::Refused(format!("key {kid} is already {s}"))),
     }
     let keys = tx.keys(&rec.env).await?;
-    let others_can_sign = keys.iter().any(|k| {
-        k.kid != rec.kid && matches!(k.state(at.now), KeyState::Active | KeyState::Pending)
-    });
-    if !others_can_sign && !force {
+    let others: Vec<&KeyRecord> = keys.iter().filter(|k| k.kid != rec.kid).collect();
+    let other_active = others.iter().any(|k| k.state(at.now) == KeyState::Active);
+    let next_pending = others
+        .iter()
+        .filter(|k| k.state(at.now) == KeyState::Pending)
+        .min_by_key(|k| k.activates_at);
+    let stops_signing = state == KeyState::Active && !other_active;
+    let e = &rec.env;
+    if stops_signing && !(opts.force && opts.accept_outage) {
+        let wait = match next_pending {
+            Some(p) => format!(
+                "; or wait until {} when key {} starts signing, then retire {kid}",
+                crate::fmt_time(p.activates_at),
+                p.kid
+            ),
+            None => String::new(),
+        };
         return Err(IssuerError::Refused(format!(
-            "key {kid} is the last key of environment {} that can sign; run `keyward keys rotate --env {}` first, or pass --force",
-            rec.env, rec.env
+            "key {kid} is the only key of environment {e} that signs now: retiring it stops the token endpoint (503 \"no signing key is active\") until another key activates. \
+             Run `keyward keys rotate --env {e} --immediate` (it retires {kid} for you){wait}. \
+             To retire it anyway and accept the outage, pass --force --accept-outage"
+        )));
+    }
+    if !stops_signing && !other_active && next_pending.is_none() && !opts.force {
+        return Err(IssuerError::Refused(format!(
+            "key {kid} is the last key of environment {e} that can sign: without it the environment never signs again. \
+             Run `keyward keys rotate --env {e}` first, or pass --force"
         )));
     }
     rec.retires_at = Some(at.now);
@@ -393,7 +518,11 @@ pub async fn retire_key(
         "key.retire",
         &rec.env,
         kid,
-        json!({"removes_at": rec.removes_at, "forced": force}),
+        json!({
+            "removes_at": rec.removes_at,
+            "forced": opts.force,
+            "outage_accepted": stops_signing,
+        }),
     ))
     .await?;
     tx.commit().await?;

@@ -34,7 +34,9 @@ pub mod views;
 pub use authority::{Authority, Settings};
 pub use clock::{Clock, FixedClock, ScaledClock, SharedClock, SystemClock};
 pub use error::IssuerError;
-pub use keyring::{AddedKey, Change, KeyOptions, Origin};
+pub use keyring::{
+    AddedKey, Change, DeletedEnvironment, FirstKey, KeyOptions, Origin, RetireOptions,
+};
 pub use oauth::{ErrorCode, OAuthError};
 pub use rotation::{RotationPlan, Schedule};
 

@@ -377,6 +377,7 @@ async fn every_documented_operation_is_routed() {
         ("GET", "/admin/v1/envs"),
         ("POST", "/admin/v1/envs"),
         ("GET", "/admin/v1/envs/{env}"),
+        ("DELETE", "/admin/v1/envs/{env}"),
         ("GET", "/admin/v1/envs/{env}/keys"),
         ("POST", "/admin/v1/envs/{env}/keys/rotate"),
         ("POST", "/admin/v1/keys/{kid}/retire"),
@@ -416,6 +417,8 @@ async fn every_documented_operation_is_routed() {
         );
         let want = match m {
             Method::GET => StatusCode::OK,
+            // Refused: the environment still has keys (and without force).
+            Method::DELETE if path == "/admin/v1/envs/{env}" => StatusCode::CONFLICT,
             Method::DELETE => StatusCode::NO_CONTENT,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -445,25 +448,43 @@ async fn environments_list_create_show() {
     assert_eq!(r.body["policy"]["lead_secs"], 120);
     assert_eq!(r.body["policy"]["token_ttl_secs"], 3600);
     assert_eq!(r.body["created_at"], "2023-11-14T22:13:20Z");
-    let audit = f.last_audit().await;
+    // Its first key, per the policy, came with it and signs at once.
+    assert_eq!(r.body["first_key"]["alg"], "ES384");
+    assert_eq!(r.body["first_key"]["state"], "active");
+    let first = r.body["first_key"]["kid"].as_str().unwrap().to_string();
+    let n = f.authority.store.audit_len().await.unwrap();
+    let last_two = f.authority.store.audit(n - 2, 2).await.unwrap();
     assert_eq!(
-        (audit.action.as_str(), audit.actor.as_str()),
-        ("env.create", f.actor().as_str())
+        last_two
+            .iter()
+            .map(|a| (a.action.as_str(), a.actor.as_str(), a.subject.as_deref()))
+            .collect::<Vec<_>>(),
+        [
+            ("env.create", f.actor().as_str(), Some("staging")),
+            ("key.generate", f.actor().as_str(), Some(first.as_str())),
+        ]
     );
-    // Live on this server at once, and no key was made.
-    assert!(f.authority.snapshot().env("staging").is_some());
+    // Live on this server at once, signing.
+    let snapshot = f.authority.snapshot();
+    let staging = snapshot.env("staging").unwrap();
+    assert!(staging.signer(NOW).is_some());
     let r = f.get("/admin/v1/envs/staging/keys").await;
-    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!([])));
-    // Default policy.
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body.as_array().unwrap().len(), 1);
+    assert_eq!(r.body[0]["kid"], first.as_str());
+    // Default policy; `first_key: false` makes no key.
     let r = f
         .post(
             "/admin/v1/envs",
-            json!({"name": "prod", "issuer": "https://prod.test/"}),
+            json!({"name": "prod", "issuer": "https://prod.test/", "first_key": false}),
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
     assert_eq!(r.body["policy"]["alg"], "RS256");
     assert_eq!(r.body["policy"]["rsa_bits"], 4096);
+    assert_eq!(r.body["first_key"], Value::Null);
+    let r = f.get("/admin/v1/envs/prod/keys").await;
+    assert_eq!((r.status, r.body.clone()), (StatusCode::OK, json!([])));
 
     let r = f.get("/admin/v1/envs/staging").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -476,6 +497,22 @@ async fn environments_list_create_show() {
             json!({"name": "staging", "issuer": "https://other.test"}),
             StatusCode::CONFLICT,
             "conflict",
+        ),
+        // Another environment's issuer URL, however it is spelled.
+        (
+            json!({"name": "dup", "issuer": ISSUER, "policy": {"alg": "ES256"}}),
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+        (
+            json!({"name": "dup", "issuer": "http://ISSUER.test/dev/", "policy": {"alg": "ES256"}}),
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
+        (
+            json!({"name": "x", "issuer": "https://x.test", "first_key": "no"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
         ),
         (
             json!({"name": "x", "issuer": "https://x.test", "extra": 1}),
@@ -606,6 +643,96 @@ async fn environments_list_create_show() {
 }
 
 #[tokio::test]
+async fn environments_delete_only_when_asked_to_force_what_is_in_use() {
+    let f = fixture().await;
+    let r = f
+        .post(
+            "/admin/v1/envs",
+            json!({"name": "gone", "issuer": "https://gone.test", "policy": {"alg": "EdDSA"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let kid = r.body["first_key"]["kid"].as_str().unwrap().to_string();
+    let (client_id, _) = {
+        let r = f
+            .post(
+                "/admin/v1/envs/gone/clients",
+                json!({"name": "c", "scopes": ["a"], "audiences": []}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        (r.body["client_id"].as_str().unwrap().to_string(), ())
+    };
+    // Refused while it publishes a key and has a client; bad queries too.
+    let before = f.state().await;
+    for (query, status) in [
+        ("", StatusCode::CONFLICT),
+        ("?force=false", StatusCode::CONFLICT),
+        ("?force=yes", StatusCode::BAD_REQUEST),
+        ("?force=true&force=true", StatusCode::BAD_REQUEST),
+        ("?forced=true", StatusCode::BAD_REQUEST),
+    ] {
+        let r = f
+            .call(Method::DELETE, &format!("/admin/v1/envs/gone{query}"), None)
+            .await;
+        assert_eq!(r.status, status, "{query}: {r:?}");
+        assert_eq!(f.state().await, before, "{query} changed the store");
+    }
+    let r = f.call(Method::DELETE, "/admin/v1/envs/gone", None).await;
+    let d = r.body["error_description"].as_str().unwrap();
+    assert!(
+        d.contains("1 published key(s) and 1 client(s)") && d.contains("--force"),
+        "{d}"
+    );
+    let r = f
+        .call(Method::DELETE, "/admin/v1/envs/nope?force=true", None)
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    let r = f
+        .call(Method::DELETE, "/admin/v1/envs/gone?force=true", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["keys"], json!([kid]));
+    assert_eq!(r.body["clients"], json!([client_id]));
+    let audit = f.last_audit().await;
+    assert_eq!(
+        (
+            audit.action.as_str(),
+            audit.actor.as_str(),
+            audit.env.as_deref()
+        ),
+        ("env.delete", f.actor().as_str(), Some("gone"))
+    );
+    assert_eq!(audit.detail["forced"], true);
+    // Gone from the store and from this server at once; dev untouched.
+    assert!(f.authority.snapshot().env("gone").is_none());
+    let r = f.get("/admin/v1/envs/gone").await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        f.state().await.envs,
+        before
+            .envs
+            .into_iter()
+            .filter(|e| e.name != "gone")
+            .collect::<Vec<_>>()
+    );
+    // An environment without keys or clients goes without force, and its
+    // issuer URL can be used again.
+    for _ in 0..2 {
+        let r = f
+            .post(
+                "/admin/v1/envs",
+                json!({"name": "again", "issuer": "https://gone.test", "first_key": false}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        let r = f.call(Method::DELETE, "/admin/v1/envs/again", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    }
+}
+
+#[tokio::test]
 async fn keys_list_rotate_retire_revoke() {
     let f = fixture().await;
     let r = f.get("/admin/v1/envs/dev/keys").await;
@@ -633,6 +760,30 @@ async fn keys_list_rotate_retire_revoke() {
     );
     // Published at once on this server.
     assert!(f.served_keys().await.get(&second).is_some());
+    // The reproduction: retiring the signing key while its successor is only
+    // pending would leave nothing signing for the lead time. Refused, saying
+    // when the successor signs; the token endpoint keeps signing.
+    let before = f.state().await;
+    let r = f
+        .post(
+            &format!("/admin/v1/keys/{first}/retire"),
+            json!({"force": true}),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+    let d = r.body["error_description"].as_str().unwrap();
+    assert!(
+        d.contains("2023-11-14T22:23:20Z") && d.contains(&second) && d.contains("--immediate"),
+        "{d}"
+    );
+    assert_eq!(f.state().await, before);
+    assert!(f
+        .authority
+        .snapshot()
+        .env("dev")
+        .unwrap()
+        .signer(NOW)
+        .is_some());
 
     let before = f.state().await;
     let bad: Vec<(&str, Value, StatusCode, &str)> = vec![
@@ -731,17 +882,29 @@ async fn keys_list_rotate_retire_revoke() {
     assert_eq!(state_of(&first), "retired");
     assert_eq!(state_of(&third), "active");
 
-    // Retiring the last key that can sign needs force.
+    // Retiring the only key that signs now needs force and an acknowledged
+    // outage; the refusal says what to do instead.
     let before = f.state().await;
-    let r = f
-        .post(&format!("/admin/v1/keys/{third}/retire"), json!({}))
-        .await;
-    assert_error(&r, StatusCode::CONFLICT, "conflict");
-    assert_eq!(f.state().await, before);
+    for body in [
+        json!({}),
+        json!({"force": true}),
+        json!({"accept_outage": true}),
+    ] {
+        let r = f
+            .post(&format!("/admin/v1/keys/{third}/retire"), body.clone())
+            .await;
+        assert_error(&r, StatusCode::CONFLICT, "conflict");
+        let d = r.body["error_description"].as_str().unwrap();
+        assert!(
+            d.contains("--immediate") && d.contains("--accept-outage"),
+            "{d}"
+        );
+        assert_eq!(f.state().await, before, "{body}");
+    }
     let r = f
         .post(
             &format!("/admin/v1/keys/{third}/retire"),
-            json!({"force": true}),
+            json!({"force": true, "accept_outage": true}),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");

@@ -1,15 +1,15 @@
 //! `keyward env`: environments and their rotation policy.
 
 use anyhow::{anyhow, bail, Result};
-use keyward_issuer::views::env_json;
-use keyward_issuer::{fmt_time, keyring};
+use keyward_issuer::views::{env_json, key_json};
+use keyward_issuer::{fmt_time, keyring, rotation, FirstKey, KeyOptions, Origin};
 use keyward_jose::KeyFamily;
-use keyward_store::{Environment, RotationPolicy};
-use serde_json::Value;
+use keyward_store::{Environment, KeyState, RotationPolicy, StoreError};
+use serde_json::{json, Value};
 
-use crate::args::{EnvCmd, PolicyArgs};
-use crate::context::Context;
-use crate::output::{print_json, table};
+use crate::args::{EnvCmd, KeyStore, PolicyArgs};
+use crate::context::{generate_key, Context};
+use crate::output::{duration, fields, print_json, table};
 
 /// An issuer URL keyward accepts: absolute http(s), no query or fragment.
 pub fn check_issuer(issuer: &str) -> Result<()> {
@@ -51,6 +51,8 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             name,
             issuer,
             policy,
+            key_store: KeyStore::Local,
+            no_key,
             json,
         } => {
             keyring::check_env_name(&name).map_err(|e| anyhow!("{e}"))?;
@@ -61,15 +63,81 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 policy: apply(RotationPolicy::default(), &policy)?,
                 created_at: ctx.now(),
             };
-            keyring::create_environment(&store, &env, ctx.at()).await?;
+            keyring::check_environment(&env).map_err(|e| anyhow!("{e}"))?;
+            // Refuse a taken name or issuer before the slow generation (the
+            // transaction checks again).
+            let taken = keyward_store::issuer_key(&env.issuer);
+            for other in store.environments().await? {
+                if other.name == name {
+                    bail!("environment {name:?} already exists; nothing was changed");
+                }
+                if keyward_store::issuer_key(&other.issuer) == taken {
+                    return Err(StoreError::IssuerTaken {
+                        issuer: env.issuer.clone(),
+                        env: other.name,
+                    }
+                    .into());
+                }
+            }
+            let key = match no_key {
+                true => None,
+                false => {
+                    let root = ctx.root_key(&store).await?;
+                    let key = generate_key(env.policy.alg, env.policy.rsa_bits, json).await?;
+                    Some((root, key))
+                }
+            };
+            let opts = KeyOptions {
+                kid: None,
+                owner: None,
+                description: Some("first key, made with the environment".into()),
+                origin: Origin::Generated,
+            };
+            let first = key.as_ref().map(|(root, key)| FirstKey {
+                root,
+                key,
+                opts: &opts,
+            });
+            let rec = keyring::create_environment(&store, &env, first, ctx.at()).await?;
             if json {
-                print_json(&env_json(&env));
+                let mut v = env_json(&env);
+                v["first_key"] = rec.map_or(Value::Null, |k| key_json(&k, ctx.now()));
+                print_json(&v);
             } else {
                 println!("created environment {name} (issuer {})", env.issuer);
+                match rec {
+                    Some(k) => println!(
+                        "  active key:   {} ({}, {} bits), signing from now on",
+                        k.kid, k.alg, k.size_bits
+                    ),
+                    None => println!(
+                        "  it has no key yet (--no-key): keyward keys generate --env {name} --alg {}",
+                        env.policy.alg
+                    ),
+                }
+            }
+        }
+        EnvCmd::Delete { name, force, json } => {
+            let d = keyring::delete_environment(&store, &name, force, ctx.at()).await?;
+            if json {
+                print_json(&json!({
+                    "deleted": name,
+                    "keys": d.keys,
+                    "published_keys": d.published_keys,
+                    "clients": d.clients,
+                }));
+            } else {
                 println!(
-                    "it has no key yet: keyward keys generate --env {name} --alg {}",
-                    env.policy.alg
+                    "deleted environment {name}: {} key(s), {} client(s)",
+                    d.keys.len(),
+                    d.clients.len()
                 );
+                if !d.published_keys.is_empty() {
+                    eprintln!(
+                        "warning: keys {} were still published: tokens they signed no longer verify",
+                        d.published_keys.join(", ")
+                    );
+                }
             }
         }
         EnvCmd::List { json } => {
@@ -93,10 +161,49 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
         }
         EnvCmd::Show { name, json } => {
             let e = store.environment(&name).await?;
+            let keys = store.keys(&name).await?;
             if json {
                 print_json(&env_json(&e));
             } else {
-                println!("{}", serde_json::to_string_pretty(&env_json(&e))?);
+                let now = ctx.now();
+                let p = &e.policy;
+                let states: Vec<String> = [
+                    KeyState::Pending,
+                    KeyState::Active,
+                    KeyState::Retired,
+                    KeyState::Removed,
+                    KeyState::Revoked,
+                ]
+                .iter()
+                .filter_map(|s| {
+                    let n = keys.iter().filter(|k| k.state(now) == *s).count();
+                    (n > 0).then(|| format!("{n} {s}"))
+                })
+                .collect();
+                fields(&[
+                    ("name", e.name.clone()),
+                    ("issuer", e.issuer.clone()),
+                    ("created", fmt_time(e.created_at)),
+                    (
+                        "algorithm",
+                        match p.rsa_bits {
+                            Some(b) => format!("{} ({b} bits)", p.alg),
+                            None => p.alg.to_string(),
+                        },
+                    ),
+                    ("rotate every", duration(p.rotate_every_secs)),
+                    ("lead", duration(p.lead_secs)),
+                    ("token ttl", duration(p.token_ttl_secs)),
+                    ("jwks max-age", duration(rotation::jwks_max_age(p))),
+                    (
+                        "keys",
+                        if states.is_empty() {
+                            "none".into()
+                        } else {
+                            states.join(", ")
+                        },
+                    ),
+                ]);
             }
         }
         EnvCmd::Update {

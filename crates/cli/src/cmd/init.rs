@@ -107,7 +107,11 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
             "  active key:   {} ({}, {} bits)",
             rec.kid, rec.alg, rec.size_bits
         );
-        println!("next: keyward keys list --env {}", env.name);
+        let (keyward, hint) = crate::output::command_name();
+        println!("next: {keyward} keys list --env {}", env.name);
+        if let Some(h) = hint {
+            println!("  ({h})");
+        }
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! `keyward keys`: the key lifecycle.
 
 use anyhow::{bail, Context as _, Result};
-use keyward_issuer::{fmt_time, keyring, rotation, AddedKey, KeyOptions, Origin, Schedule};
+use keyward_issuer::{
+    fmt_time, keyring, rotation, AddedKey, KeyOptions, Origin, RetireOptions, Schedule,
+};
 use keyward_jose::{KeyFamily, PrivateKey};
 use keyward_store::Environment;
 use serde_json::{json, Value};
@@ -164,9 +166,18 @@ pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
             }
             Ok(())
         }
-        KeysCmd::Retire { kid, force, json } => {
+        KeysCmd::Retire {
+            kid,
+            force,
+            accept_outage,
+            json,
+        } => {
             let store = ctx.store().await?;
-            let rec = keyring::retire_key(&store, &kid, ctx.at(), force).await?;
+            let opts = RetireOptions {
+                force,
+                accept_outage,
+            };
+            let rec = keyring::retire_key(&store, &kid, ctx.at(), opts).await?;
             if json {
                 print_json(&key_json(&rec, ctx.now()));
             } else {

@@ -70,8 +70,21 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
     let listener = bind(&config).await?;
     let fresh = !ctx.is_initialized().await?;
     let mut demo = None;
+    if let Some(i) = &a.issuer {
+        crate::cmd::env::check_issuer(i)?;
+    }
+    if !fresh {
+        if let Some(i) = &a.issuer {
+            eprintln!(
+                "note: --issuer {i} applies to a new data dir only; this one keeps its environments' issuers (change one with `keyward env update NAME --issuer URL`)"
+            );
+        }
+    }
     if fresh {
-        let issuer = format!("http://{}", listener.local_addr()?);
+        let issuer = match a.issuer {
+            Some(i) => i,
+            None => default_issuer(listener.local_addr()?),
+        };
         crate::cmd::init::run(
             &ctx,
             crate::args::InitArgs {
@@ -106,6 +119,25 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
         demo = Some((issuer, reg.client.client_id, reg.secret.unwrap_or_default()));
     }
     run(&ctx, &config, Some(listener), demo).await
+}
+
+/// The issuer URL `up` gives a new data dir: `http://<listen address>`, or
+/// for a wildcard address (0.0.0.0, ::), which no client can use, the
+/// loopback address with the same port, with a warning.
+fn default_issuer(addr: std::net::SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return format!("http://{addr}");
+    }
+    let loopback = match addr {
+        std::net::SocketAddr::V4(_) => format!("127.0.0.1:{}", addr.port()),
+        std::net::SocketAddr::V6(_) => format!("[::1]:{}", addr.port()),
+    };
+    let issuer = format!("http://{loopback}");
+    eprintln!(
+        "warning: listening on every interface ({addr}); the issuer URL (the iss of every token, for good) is {issuer}, \
+         which only this machine reaches. Pass --issuer https://your.host to name the URL clients and verifiers use"
+    );
+    issuer
 }
 
 async fn bind(config: &Config) -> Result<tokio::net::TcpListener> {
@@ -161,6 +193,9 @@ async fn run(
     tracing::info!(%addr, "keyward is serving");
     if let Some((issuer, id, secret)) = demo {
         println!("keyward is serving {issuer}");
+        if issuer != format!("http://{addr}") {
+            println!("  listening on:  {addr}");
+        }
         println!("  discovery:     {issuer}/.well-known/openid-configuration");
         println!("  demo client:   {id}");
         println!("  client secret: {secret}   (shown once; stored only hashed)");

@@ -249,6 +249,11 @@ impl Kw {
             if let Some(a) = line.strip_prefix("keyward is serving http://") {
                 server.addr = a.trim().to_string();
             }
+            // `up` with an issuer URL other than its listen address.
+            if let Some(a) = line.trim().strip_prefix("listening on:") {
+                // A wildcard address is reached on loopback.
+                server.addr = a.trim().replace("0.0.0.0:", "127.0.0.1:");
+            }
             if line.trim_start().starts_with("curl ") {
                 break;
             }

@@ -1,0 +1,337 @@
+//! Environments from the command line: `env create` makes the first key,
+//! an issuer URL belongs to one environment, `env delete` backs out, and
+//! `env show` follows the same output rules as every listing.
+
+mod common;
+
+use common::Kw;
+use serde_json::Value;
+
+fn env_names(kw: &Kw) -> Vec<String> {
+    kw.run(&["env", "list", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn audit_actions(kw: &Kw) -> Vec<String> {
+    kw.run(&["audit", "list", "--json", "--limit", "10000"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn env_create_makes_the_first_key_in_the_same_transaction() {
+    let kw = Kw::new();
+    kw.init();
+    let v = kw
+        .run(&[
+            "env",
+            "create",
+            "prod",
+            "--issuer",
+            "https://auth.example.com/prod",
+            "--alg",
+            "ES384",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["policy"]["alg"], "ES384");
+    assert_eq!(v["first_key"]["state"], "active");
+    assert_eq!(v["first_key"]["alg"], "ES384");
+    let keys = kw
+        .run(&["keys", "list", "--env", "prod", "--json"])
+        .ok()
+        .json();
+    assert_eq!(keys.as_array().unwrap().len(), 1);
+    assert_eq!(keys[0]["kid"], v["first_key"]["kid"]);
+    // It signs at once: no window in which the environment cannot.
+    kw.run(&["token", "sign", "--env", "prod", "--claims", "{}"])
+        .ok();
+    let actions = audit_actions(&kw);
+    assert_eq!(
+        &actions[actions.len() - 3..],
+        ["env.create", "key.generate", "token.sign"]
+    );
+
+    // RSA with its size; the human output names the key.
+    let out = kw.run(&[
+        "env",
+        "create",
+        "rsa",
+        "--issuer",
+        "https://auth.example.com/rsa",
+        "--alg",
+        "PS256",
+        "--bits",
+        "2048",
+    ]);
+    out.ok();
+    assert!(out.stdout.contains("active key:"), "{}", out.stdout);
+    assert!(out.stdout.contains("PS256, 2048 bits"), "{}", out.stdout);
+
+    // --no-key: an environment without a key, as before.
+    let v = kw
+        .run(&[
+            "env",
+            "create",
+            "later",
+            "--issuer",
+            "https://auth.example.com/later",
+            "--no-key",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["first_key"], Value::Null);
+    let keys = kw
+        .run(&["keys", "list", "--env", "later", "--json"])
+        .ok()
+        .json();
+    assert_eq!(keys, serde_json::json!([]));
+
+    // Bad input: refused before anything is written.
+    let before = kw.snapshot();
+    for (args, needle) in [
+        (
+            vec!["--alg", "ES256", "--bits", "2048"],
+            "--bits applies to RSA",
+        ),
+        (vec!["--alg", "RS256", "--bits", "1024"], "not offered"),
+        (vec!["--key-store", "pkcs11"], "invalid value"),
+        (vec!["--lead", "0s"], "lead"),
+    ] {
+        let mut a = vec![
+            "env",
+            "create",
+            "bad",
+            "--issuer",
+            "https://auth.example.com/bad",
+        ];
+        a.extend(args.iter().copied());
+        kw.run(&a).fails_with(needle);
+    }
+    kw.run(&[
+        "env",
+        "create",
+        "bad",
+        "--issuer",
+        "https://auth.example.com/bad",
+        "--key-store",
+        "local",
+        "--alg",
+        "EdDSA",
+        "--no-key",
+    ])
+    .ok();
+    assert_ne!(before, kw.snapshot());
+}
+
+#[test]
+fn an_issuer_url_belongs_to_one_environment() {
+    let kw = Kw::new();
+    // prod's issuer is init's: http://127.0.0.1:8080.
+    kw.init();
+    kw.run(&[
+        "env",
+        "create",
+        "staging",
+        "--issuer",
+        "https://auth.example.com/staging",
+        "--alg",
+        "ES256",
+    ])
+    .ok();
+    let before = kw.snapshot();
+    // The reproduction: a second environment at prod's issuer URL, however
+    // spelled (trailing slash, host case, scheme), is refused and nothing
+    // changes, so prod's JWKS and clients are untouched.
+    for issuer in [
+        "http://127.0.0.1:8080",
+        "http://127.0.0.1:8080/",
+        "https://127.0.0.1:8080",
+    ] {
+        kw.run(&["env", "create", "dup", "--issuer", issuer, "--alg", "ES256"])
+            .fails_with("already used by environment \"default\"");
+        kw.run(&["env", "create", "dup", "--issuer", issuer, "--no-key"])
+            .fails_with("already used by environment \"default\"");
+        kw.run(&["env", "update", "staging", "--issuer", issuer])
+            .fails_with("already used by environment \"default\"");
+    }
+    kw.run(&[
+        "env",
+        "update",
+        "default",
+        "--issuer",
+        "https://AUTH.example.com/staging/",
+    ])
+    .fails_with("already used by environment \"staging\"");
+    assert_eq!(before, kw.snapshot());
+    // An environment may keep (or re-spell) its own issuer URL.
+    kw.run(&[
+        "env",
+        "update",
+        "default",
+        "--issuer",
+        "http://127.0.0.1:8080/",
+    ])
+    .ok();
+}
+
+#[test]
+fn env_delete_backs_out_and_refuses_what_is_in_use_without_force() {
+    let kw = Kw::new();
+    kw.init();
+    kw.run(&[
+        "env",
+        "create",
+        "dup",
+        "--issuer",
+        "https://auth.example.com/dup",
+        "--alg",
+        "ES256",
+    ])
+    .ok();
+    let client = kw
+        .run(&[
+            "clients", "create", "--env", "dup", "--name", "c", "--scopes", "a", "--json",
+        ])
+        .ok()
+        .json();
+    let client_id = client["client_id"].as_str().unwrap().to_string();
+    let before = kw.snapshot();
+    kw.run(&["env", "delete", "dup"])
+        .fails_with("1 published key(s) and 1 client(s)");
+    kw.run(&["env", "delete", "nope"]).fails_with("not found");
+    assert_eq!(before, kw.snapshot());
+
+    let d = kw
+        .run(&["env", "delete", "dup", "--force", "--json"])
+        .ok()
+        .json();
+    assert_eq!(d["deleted"], "dup");
+    assert_eq!(d["clients"], serde_json::json!([client_id]));
+    assert_eq!(env_names(&kw), ["default"]);
+    let last = kw
+        .run(&["audit", "list", "--json", "--limit", "10000"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["action"], "env.delete");
+    assert_eq!(last["env"], "dup");
+    assert_eq!(last["detail"]["forced"], true);
+    kw.run(&["audit", "verify"]).ok();
+    // The issuer URL is free again; an environment without keys or clients
+    // goes without --force.
+    kw.run(&[
+        "env",
+        "create",
+        "dup",
+        "--issuer",
+        "https://auth.example.com/dup",
+        "--no-key",
+    ])
+    .ok();
+    let out = kw.run(&["env", "delete", "dup"]);
+    out.ok();
+    assert!(
+        out.stdout.contains("deleted environment dup"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn env_show_prints_for_people_and_json_for_machines() {
+    let kw = Kw::new();
+    kw.init();
+    let out = kw.run(&["env", "show", "default"]);
+    out.ok();
+    assert!(
+        serde_json::from_str::<Value>(&out.stdout).is_err(),
+        "plain output is not JSON: {}",
+        out.stdout
+    );
+    for line in [
+        "name:",
+        "issuer:",
+        "http://127.0.0.1:8080",
+        "algorithm:",
+        "ES256",
+        "lead:",
+        "2d",
+        "rotate every:",
+        "90d",
+        "keys:",
+        "1 active",
+    ] {
+        assert!(out.stdout.contains(line), "{line} in {}", out.stdout);
+    }
+    let v = kw.run(&["env", "show", "default", "--json"]).ok().json();
+    assert_eq!(v["name"], "default");
+    assert_eq!(v["policy"]["alg"], "ES256");
+}
+
+#[test]
+fn init_says_how_to_run_keyward_when_it_is_not_on_path() {
+    let kw = Kw::new();
+    // PATH without this binary (as after `cargo run`): the next step names
+    // the full path, and how to install it.
+    let out = kw.run_with(
+        &[
+            "init",
+            "--issuer",
+            "http://127.0.0.1:8080",
+            "--alg",
+            "ES256",
+        ],
+        &[("PATH", "/usr/bin:/bin")],
+    );
+    out.ok();
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_keyward")).unwrap();
+    assert!(
+        out.stdout
+            .contains(&format!("next: {} keys list --env default", exe.display())),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("cargo install --path crates/cli"),
+        "{}",
+        out.stdout
+    );
+    // On PATH: just `keyward`.
+    let kw = Kw::new();
+    let dir = exe.parent().unwrap().display().to_string();
+    let out = kw.run_with(
+        &[
+            "init",
+            "--issuer",
+            "http://127.0.0.1:8080",
+            "--alg",
+            "ES256",
+        ],
+        &[("PATH", &format!("{dir}:/usr/bin:/bin"))],
+    );
+    out.ok();
+    assert!(
+        out.stdout.contains("next: keyward keys list --env default"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("cargo install"), "{}", out.stdout);
+}
