@@ -200,6 +200,40 @@ impl Context {
     }
 }
 
+/// What a running server uses to pick up a rotated root key: re-reads the
+/// configured source, then (for a key file) a staged `<file>.new` left by a
+/// rotation in progress or interrupted, read-only. `KEYWARD_ROOT_KEY` cannot
+/// change inside a running process: such a server needs a restart.
+pub struct SourceLoader(pub RootKeySource);
+
+impl keyward_issuer::RootKeyLoader for SourceLoader {
+    fn load(&self, expected: &str) -> Result<RootKey, String> {
+        let source = &self.0;
+        let live = source.load();
+        if let Ok(k) = &live {
+            if k.key_id() == expected {
+                return live.map_err(|e| e.to_string());
+            }
+        }
+        if let Some(staged) = source.path().map(staged_path) {
+            if let Ok(k) = RootKeySource::File(staged).load() {
+                if k.key_id() == expected {
+                    return Ok(k);
+                }
+            }
+        }
+        Err(match (live, source) {
+            (Ok(k), RootKeySource::Env) => format!(
+                "{} holds root key {} and cannot change in a running process; restart this server with the new key",
+                source.describe(),
+                k.key_id()
+            ),
+            (Ok(k), _) => format!("{} holds root key {}", source.describe(), k.key_id()),
+            (Err(e), _) => e.to_string(),
+        })
+    }
+}
+
 pub fn staged_path(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(".new");

@@ -116,6 +116,19 @@ impl ApiError {
             IssuerError::Refused(m) if refused == StatusCode::CONFLICT => ApiError::conflict(m),
             IssuerError::Refused(m) => ApiError::bad_request(m),
             IssuerError::Store(s) => ApiError::from_store(s),
+            // This replica cannot seal under the store's root key yet.
+            IssuerError::RootKeyStale {
+                held,
+                expected,
+                reason,
+            } => {
+                tracing::warn!(%held, %expected, %reason, "cannot seal a new key: this server does not hold the store's root key");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    format!("this server holds root key {held} but the store's keys are sealed under root key {expected}; it cannot seal a new key until its root key source gives the new key (or it is restarted with it): retry on another replica or later"),
+                )
+            }
             other => ApiError::internal(&other),
         }
     }
@@ -125,6 +138,14 @@ impl ApiError {
             StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
             StoreError::Conflict { .. } => ApiError::conflict(e.to_string()),
             StoreError::Invalid { .. } => ApiError::bad_request(e.to_string()),
+            // The root key changed under a write (a root-key rotation
+            // committed meanwhile): nothing was written; a retry seals
+            // under the new key.
+            StoreError::WrongRootKey { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the store's root key changed during the request; nothing was changed, retry",
+            ),
             other => ApiError::internal(&other),
         }
     }
@@ -551,7 +572,11 @@ async fn rotate_key(
         now: a.now(),
         actor: &actor,
     };
-    let added = keyring::add_key(&a.store, a.root(), &env, &key, &opts, schedule, at)
+    let root = a
+        .sealing_root()
+        .await
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+    let added = keyring::add_key(&a.store, &root, &env, &key, &opts, schedule, at)
         .await
         .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
     reload(a).await;
