@@ -1063,7 +1063,7 @@ pub fn openapi() -> Value {
                 "Conflict": err("the request conflicts with the current state (`conflict`); nothing changed"),
                 "TooLarge": err("the body is larger than 64 KiB"),
                 "NotJson": err("the body is not application/json"),
-                "Unavailable": err("the environment has no signing key now (`temporarily_unavailable`)"),
+                "Unavailable": err("the environment has no signing key now, or (key rotation) this server cannot seal under the store's root key yet (`temporarily_unavailable`); nothing changed"),
                 "ServerError": err("a server-side failure (`server_error`); the cause is logged, not sent"),
             },
             "schemas": schemas(),
@@ -1093,7 +1093,7 @@ fn paths() -> Value {
             "get": with_tag(op("listKeys", "List an environment's keys with their state now.", &["env"], None, ("200", Some("KeyList")), &["404"]), "keys"),
         },
         "/admin/v1/envs/{env}/keys/rotate": {
-            "post": with_tag(op("rotateKey", "Generate a key with the environment's policy (algorithm, size). By default it is published now and signs after the lead time; `immediate` makes it sign now. Refused (409) while a rotation is pending, unless immediate.", &["env"], Some(("RotateRequest", false)), ("201", Some("RotatedKey")), &["404", "409"]), "keys"),
+            "post": with_tag(op("rotateKey", "Generate a key with the environment's policy (algorithm, size). By default it is published now and signs after the lead time; `immediate` makes it sign now. Refused (409) while a rotation is pending, unless immediate. 503 while this server does not hold the store's root key (after `keyward root-key rotate`, until its root key source gives the new key): retry on another replica or later.", &["env"], Some(("RotateRequest", false)), ("201", Some("RotatedKey")), &["404", "409", "503"]), "keys"),
         },
         "/admin/v1/keys/{kid}/retire": {
             "post": with_tag(op("retireKey", "Retire a key now: it stops signing and stays published until its tokens expired. Retiring the last key that can sign needs `force`.", &["kid"], Some(("RetireRequest", false)), ("200", Some("Key")), &["404", "409"]), "keys"),
