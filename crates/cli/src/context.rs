@@ -299,3 +299,40 @@ pub fn token_arg(token: &str) -> Result<String> {
         Ok(token.trim().to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_issuer::RootKeyLoader;
+
+    fn write_key(path: &Path, key: &RootKey) {
+        std::fs::write(path, format!("{}\n", &*key.to_base64())).unwrap();
+    }
+
+    #[test]
+    fn the_server_loader_reads_the_file_then_the_staged_file_and_never_prints_key_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.key");
+        let old = RootKey::generate();
+        let new = RootKey::generate();
+        write_key(&path, &old);
+        let loader = SourceLoader(RootKeySource::File(path.clone()));
+        assert_eq!(loader.load(&old.key_id()).unwrap().key_id(), old.key_id());
+        // Not there yet: says which key the source holds, never key text.
+        let e = loader.load(&new.key_id()).unwrap_err();
+        assert!(e.contains(&old.key_id()), "{e}");
+        assert!(!e.contains(&*old.to_base64()) && !e.contains(&*new.to_base64()));
+        // Staged beside the live file (a rotation between commit and rename):
+        // read, and left in place.
+        write_key(&staged_path(&path), &new);
+        assert_eq!(loader.load(&new.key_id()).unwrap().key_id(), new.key_id());
+        assert!(staged_path(&path).exists());
+        // Renamed into place.
+        std::fs::rename(staged_path(&path), &path).unwrap();
+        assert_eq!(loader.load(&new.key_id()).unwrap().key_id(), new.key_id());
+        // A missing file is named as such.
+        std::fs::remove_file(&path).unwrap();
+        let e = loader.load(&new.key_id()).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+}
