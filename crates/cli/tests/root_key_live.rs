@@ -126,6 +126,27 @@ async fn runbook_on_two_replicas(kw: &Kw) {
         Some(first.as_str())
     );
     assert_ready(&replicas, "before the rotation").await;
+    // Both replicas' readiness, polled every 100 ms for the whole runbook.
+    let watch = {
+        let urls = [a.url("/readyz"), b.url("/readyz")];
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut polls, mut bad) = (0usize, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, u) in urls.iter().enumerate() {
+                    let r = get(u).await;
+                    polls += 1;
+                    if r.status != 200 {
+                        bad.push(format!("replica {i}: {} {}", r.status, r.text()));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (polls, bad)
+        });
+        (stop, task)
+    };
 
     // 1. The root key leaked: rotate it. The servers are not restarted.
     let out = kw.run(&["root-key", "rotate", "--json"]).ok().json();
@@ -218,6 +239,14 @@ async fn runbook_on_two_replicas(kw: &Kw) {
     }
 
     assert_ready(&replicas, "at the end of the runbook").await;
+    watch.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (polls, bad) = watch.1.await.unwrap();
+    assert!(
+        bad.is_empty(),
+        "/readyz was not 200 {} times of {polls}: {bad:?}",
+        bad.len()
+    );
+    assert!(polls > 20, "only {polls} readiness polls");
     for (i, s) in replicas.iter().enumerate() {
         let m = get(&s.url("/metrics")).await.text();
         assert_eq!(
