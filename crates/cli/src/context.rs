@@ -200,6 +200,40 @@ impl Context {
     }
 }
 
+/// What a running server uses to pick up a rotated root key: re-reads the
+/// configured source, then (for a key file) a staged `<file>.new` left by a
+/// rotation in progress or interrupted, read-only. `KEYWARD_ROOT_KEY` cannot
+/// change inside a running process: such a server needs a restart.
+pub struct SourceLoader(pub RootKeySource);
+
+impl keyward_issuer::RootKeyLoader for SourceLoader {
+    fn load(&self, expected: &str) -> Result<RootKey, String> {
+        let source = &self.0;
+        let live = source.load();
+        if let Ok(k) = &live {
+            if k.key_id() == expected {
+                return live.map_err(|e| e.to_string());
+            }
+        }
+        if let Some(staged) = source.path().map(staged_path) {
+            if let Ok(k) = RootKeySource::File(staged).load() {
+                if k.key_id() == expected {
+                    return Ok(k);
+                }
+            }
+        }
+        Err(match (live, source) {
+            (Ok(k), RootKeySource::Env) => format!(
+                "{} holds root key {} and cannot change in a running process; restart this server with the new key",
+                source.describe(),
+                k.key_id()
+            ),
+            (Ok(k), _) => format!("{} holds root key {}", source.describe(), k.key_id()),
+            (Err(e), _) => e.to_string(),
+        })
+    }
+}
+
 pub fn staged_path(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(".new");
@@ -263,5 +297,42 @@ pub fn token_arg(token: &str) -> Result<String> {
         Ok(read_input(None)?.trim().to_string())
     } else {
         Ok(token.trim().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_issuer::RootKeyLoader;
+
+    fn write_key(path: &Path, key: &RootKey) {
+        std::fs::write(path, format!("{}\n", &*key.to_base64())).unwrap();
+    }
+
+    #[test]
+    fn the_server_loader_reads_the_file_then_the_staged_file_and_never_prints_key_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.key");
+        let old = RootKey::generate();
+        let new = RootKey::generate();
+        write_key(&path, &old);
+        let loader = SourceLoader(RootKeySource::File(path.clone()));
+        assert_eq!(loader.load(&old.key_id()).unwrap().key_id(), old.key_id());
+        // Not there yet: says which key the source holds, never key text.
+        let e = loader.load(&new.key_id()).unwrap_err();
+        assert!(e.contains(&old.key_id()), "{e}");
+        assert!(!e.contains(&*old.to_base64()) && !e.contains(&*new.to_base64()));
+        // Staged beside the live file (a rotation between commit and rename):
+        // read, and left in place.
+        write_key(&staged_path(&path), &new);
+        assert_eq!(loader.load(&new.key_id()).unwrap().key_id(), new.key_id());
+        assert!(staged_path(&path).exists());
+        // Renamed into place.
+        std::fs::rename(staged_path(&path), &path).unwrap();
+        assert_eq!(loader.load(&new.key_id()).unwrap().key_id(), new.key_id());
+        // A missing file is named as such.
+        std::fs::remove_file(&path).unwrap();
+        let e = loader.load(&new.key_id()).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
     }
 }

@@ -332,7 +332,7 @@ fn up_on_a_busy_port_fails_before_initializing() {
 // 2 ---------------------------------------------------------------------------
 
 #[test]
-fn serve_refuses_an_environment_that_cannot_sign() {
+fn serve_reports_an_environment_without_keys_and_refuses_one_whose_keys_cannot_sign() {
     let kw = Kw::new();
     kw.init();
     kw.run(&[
@@ -344,23 +344,52 @@ fn serve_refuses_an_environment_that_cannot_sign() {
         "--no-key",
     ])
     .ok();
-    let before = kw.snapshot();
-    kw.run_bounded(
-        &["serve", "--listen", "127.0.0.1:0"],
-        Duration::from_secs(30),
-    )
-    .fails_with("environment empty has no active or pending key");
-    // It created nothing on the way out (keys are made on purpose).
-    assert_eq!(kw.snapshot(), before);
-    // With a key it starts, and serves each environment at its issuer path
-    // with its own keys.
-    kw.run(&["keys", "generate", "--env", "empty", "--alg", "ES256"])
-        .ok();
-    let server = kw.serve();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    // An environment with no key at all (just created) is reported, not
+    // fatal: serve starts, is ready, and names it.
+    if kw
+        .run(&["keys", "list", "--env", "empty", "--json"])
+        .ok()
+        .json()
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        let before = kw.snapshot();
+        let mut server = kw.serve();
+        rt.block_on(async {
+            let r = get(&server.url("/readyz")).await;
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (
+                    200,
+                    "ready\nno key yet (reported, not serving tokens): empty"
+                )
+            );
+            let m = get(&server.url("/metrics")).await.text();
+            assert_eq!(
+                metric(&m, "keyward_env_without_key", &[("env", "empty")]),
+                1.0
+            );
+            assert_eq!(
+                metric(&m, "keyward_env_without_key", &[("env", "default")]),
+                0.0
+            );
+        });
+        server.stop();
+        assert!(server
+            .stderr_text()
+            .contains("environment empty has no key yet"));
+        // It created nothing (keys are made on purpose).
+        assert_eq!(kw.snapshot(), before);
+    }
+    // With a key it serves each environment at its issuer path with its own keys.
+    kw.run(&["keys", "generate", "--env", "empty", "--alg", "ES256"])
+        .ok();
+    let server = kw.serve();
     rt.block_on(async {
         let r = get(&server.url("/readyz")).await;
         assert_eq!((r.status, r.text().as_str()), (200, "ready"));
@@ -378,6 +407,24 @@ fn serve_refuses_an_environment_that_cannot_sign() {
         assert_eq!(kids(&default), vec![active_kid(&kw)]);
         assert_ne!(kids(&empty), kids(&default));
     });
+    drop(server);
+    // Keys that exist but of which none can sign (all revoked): not ready
+    // while running, and a start is refused.
+    let kid = kw
+        .run(&["keys", "list", "--env", "empty", "--json"])
+        .ok()
+        .json()[0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    kw.run(&["keys", "revoke", &kid, "--reason", "test"]).ok();
+    let before = kw.snapshot();
+    kw.run_bounded(
+        &["serve", "--listen", "127.0.0.1:0"],
+        Duration::from_secs(30),
+    )
+    .fails_with("environment empty has no active or pending key");
+    assert_eq!(kw.snapshot(), before);
 }
 
 #[test]

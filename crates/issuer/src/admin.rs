@@ -116,6 +116,19 @@ impl ApiError {
             IssuerError::Refused(m) if refused == StatusCode::CONFLICT => ApiError::conflict(m),
             IssuerError::Refused(m) => ApiError::bad_request(m),
             IssuerError::Store(s) => ApiError::from_store(s),
+            // This replica cannot seal under the store's root key yet.
+            IssuerError::RootKeyStale {
+                held,
+                expected,
+                reason,
+            } => {
+                tracing::warn!(%held, %expected, %reason, "cannot seal a new key: this server does not hold the store's root key");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    format!("this server holds root key {held} but the store's keys are sealed under root key {expected}; it cannot seal a new key until its root key source gives the new key (or it is restarted with it): retry on another replica or later"),
+                )
+            }
             other => ApiError::internal(&other),
         }
     }
@@ -127,6 +140,14 @@ impl ApiError {
                 ApiError::conflict(e.to_string())
             }
             StoreError::Invalid { .. } => ApiError::bad_request(e.to_string()),
+            // The root key changed under a write (a root-key rotation
+            // committed meanwhile): nothing was written; a retry seals
+            // under the new key.
+            StoreError::WrongRootKey { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the store's root key changed during the request; nothing was changed, retry",
+            ),
             other => ApiError::internal(&other),
         }
     }
@@ -621,7 +642,11 @@ async fn rotate_key(
         now: a.now(),
         actor: &actor,
     };
-    let added = keyring::add_key(&a.store, a.root(), &env, &key, &opts, schedule, at)
+    let root = a
+        .sealing_root()
+        .await
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+    let added = keyring::add_key(&a.store, &root, &env, &key, &opts, schedule, at)
         .await
         .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
     reload(a).await;
@@ -1112,7 +1137,7 @@ pub fn openapi() -> Value {
                 "Conflict": err("the request conflicts with the current state (`conflict`); nothing changed"),
                 "TooLarge": err("the body is larger than 64 KiB"),
                 "NotJson": err("the body is not application/json"),
-                "Unavailable": err("the environment has no signing key now (`temporarily_unavailable`)"),
+                "Unavailable": err("the environment has no signing key now, or (key rotation) this server cannot seal under the store's root key yet (`temporarily_unavailable`); nothing changed"),
                 "ServerError": err("a server-side failure (`server_error`); the cause is logged, not sent"),
             },
             "schemas": schemas(),
@@ -1151,7 +1176,7 @@ fn paths() -> Value {
             "get": with_tag(op("listKeys", "List an environment's keys with their state now.", &["env"], None, ("200", Some("KeyList")), &["404"]), "keys"),
         },
         "/admin/v1/envs/{env}/keys/rotate": {
-            "post": with_tag(op("rotateKey", "Generate a key with the environment's policy (algorithm, size). By default it is published now and signs after the lead time; `immediate` makes it sign now. Refused (409) while a rotation is pending, unless immediate.", &["env"], Some(("RotateRequest", false)), ("201", Some("RotatedKey")), &["404", "409"]), "keys"),
+            "post": with_tag(op("rotateKey", "Generate a key with the environment's policy (algorithm, size). By default it is published now and signs after the lead time; `immediate` makes it sign now. Refused (409) while a rotation is pending, unless immediate. 503 while this server does not hold the store's root key (after `keyward root-key rotate`, until its root key source gives the new key): retry on another replica or later.", &["env"], Some(("RotateRequest", false)), ("201", Some("RotatedKey")), &["404", "409", "503"]), "keys"),
         },
         "/admin/v1/keys/{kid}/retire": {
             "post": with_tag(op("retireKey", "Retire a key now: it stops signing and stays published until its tokens expired. Retiring the only key that signs now (a pending successor does not sign yet) is refused (409, saying to rotate with immediate or when the successor activates) unless `force` and `accept_outage` are both true; retiring the last key that could ever sign needs `force`.", &["kid"], Some(("RetireRequest", false)), ("200", Some("Key")), &["404", "409"]), "keys"),

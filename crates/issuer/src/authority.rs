@@ -2,9 +2,20 @@
 //! (signers opened once) and clients, rebuilt whenever the store's generation
 //! counter moves. The store stays the source of truth: a change made by the
 //! CLI, the admin API or another replica is picked up on the next poll.
+//!
+//! A root-key rotation (`keyward root-key rotate`) re-wraps every sealed key
+//! but changes no key's private material, so signers already open are kept
+//! across it (same kid, algorithm and public JWK). The root key itself is
+//! swappable: when the store names a root key this server does not hold, it
+//! re-reads its source through a [`RootKeyLoader`] and switches. Until it
+//! has the store's key it keeps serving with the keys it holds open, and any
+//! key it would have to open fails the reload. Every reload failure is
+//! recorded ([`ReloadHealth`]): `/readyz` answers 503 and the failure
+//! metrics move until a reload succeeds; each distinct error is logged once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use keyward_jose::crypto::hex;
 use keyward_jose::seal::RootKey;
@@ -192,15 +203,63 @@ impl Snapshot {
     }
 }
 
+/// Re-reads the root key from where the server got it, for when the store
+/// moved to a new root key while the server runs.
+pub trait RootKeyLoader: Send + Sync {
+    /// The root key whose id is `expected`, read afresh from the configured
+    /// source, or why it cannot be had. Never includes key text.
+    fn load(&self, expected: &str) -> Result<RootKey, String>;
+}
+
+/// The root key held, with its id.
+struct HeldRoot {
+    key: Arc<RootKey>,
+    id: String,
+}
+
+impl HeldRoot {
+    fn new(key: RootKey) -> HeldRoot {
+        HeldRoot {
+            id: key.key_id(),
+            key: Arc::new(key),
+        }
+    }
+}
+
+/// A reload that failed, kept until one succeeds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadFailure {
+    /// A metric label: `store`, `root_key`, `key_open` or `other`.
+    pub reason: &'static str,
+    /// For `/readyz`: what fails, naming kids and root-key ids only.
+    pub summary: String,
+    /// The whole error, for the log.
+    pub detail: String,
+}
+
+/// What the reloads found, for readiness and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadHealth {
+    /// The last reload's failure, until a reload succeeds.
+    pub failure: Option<ReloadFailure>,
+    /// Unix time (wall clock) of the last successful reload.
+    pub last_success: Option<i64>,
+    /// While this server does not hold the store's root key: the id it
+    /// holds and the id the store's keys are sealed under.
+    pub root_key_stale: Option<(String, String)>,
+}
+
 /// The authority: store, root key, clock, signing pool and the current snapshot.
 pub struct Authority {
     pub store: Store,
-    root: RootKey,
+    root: RwLock<HeldRoot>,
+    root_loader: Option<Box<dyn RootKeyLoader>>,
     pub clock: SharedClock,
     pub pool: SigningPool,
     pub settings: Settings,
     snapshot: RwLock<Arc<Snapshot>>,
     reload: tokio::sync::Mutex<()>,
+    health: Mutex<ReloadHealth>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -211,6 +270,8 @@ impl std::fmt::Debug for Authority {
 
 impl Authority {
     /// Checks the root key against the store and loads the first snapshot.
+    /// The root key is fixed for the life of this authority (see
+    /// [`Authority::load_with_root_loader`]).
     pub async fn load(
         store: Store,
         root: RootKey,
@@ -218,10 +279,24 @@ impl Authority {
         pool: SigningPool,
         settings: Settings,
     ) -> Result<Arc<Authority>, IssuerError> {
+        Self::load_with_root_loader(store, root, None, clock, pool, settings).await
+    }
+
+    /// [`Authority::load`], with a loader that re-reads the root key's
+    /// source when the store moves to another root key.
+    pub async fn load_with_root_loader(
+        store: Store,
+        root: RootKey,
+        root_loader: Option<Box<dyn RootKeyLoader>>,
+        clock: SharedClock,
+        pool: SigningPool,
+        settings: Settings,
+    ) -> Result<Arc<Authority>, IssuerError> {
         store.check_root_key(&root).await?;
         let a = Arc::new(Authority {
             store,
-            root,
+            root: RwLock::new(HeldRoot::new(root)),
+            root_loader,
             clock,
             pool,
             settings,
@@ -230,14 +305,127 @@ impl Authority {
                 ..Snapshot::default()
             })),
             reload: tokio::sync::Mutex::new(()),
+            health: Mutex::new(ReloadHealth::default()),
         });
         a.reload().await?;
         Ok(a)
     }
 
-    /// The root key (for sealing new keys).
-    pub(crate) fn root(&self) -> &RootKey {
-        &self.root
+    /// The id of the root key this server holds.
+    pub fn root_key_id(&self) -> String {
+        self.root.read().expect("root lock").id.clone()
+    }
+
+    /// The store's root key, for sealing new keys: the one held, or, after a
+    /// root-key rotation, the new one read from the source. Fails with
+    /// [`IssuerError::RootKeyStale`] while the source does not give it.
+    pub(crate) async fn sealing_root(&self) -> Result<Arc<RootKey>, IssuerError> {
+        let expected = self.store.root_key_id().await?;
+        self.refresh_root(expected.as_deref())
+    }
+
+    /// The root key whose id is `expected` (`None`: whatever is held):
+    /// the held one, or a fresh one from the loader, which then replaces it.
+    fn refresh_root(&self, expected: Option<&str>) -> Result<Arc<RootKey>, IssuerError> {
+        let (held_key, held_id) = {
+            let h = self.root.read().expect("root lock");
+            (h.key.clone(), h.id.clone())
+        };
+        let Some(expected) = expected.filter(|e| *e != held_id) else {
+            self.set_root_stale(None);
+            return Ok(held_key);
+        };
+        let loaded = match &self.root_loader {
+            None => {
+                Err("this server cannot re-read its root key; restart it with the new key".into())
+            }
+            Some(l) => l.load(expected).and_then(|k| {
+                let id = k.key_id();
+                if id == expected {
+                    Ok(k)
+                } else {
+                    Err(format!("the root key source gave root key {id}"))
+                }
+            }),
+        };
+        match loaded {
+            Ok(k) => {
+                let fresh = HeldRoot::new(k);
+                let key = fresh.key.clone();
+                *self.root.write().expect("root lock") = fresh;
+                tracing::info!(
+                    from = %held_id,
+                    to = %expected,
+                    "switched to the store's new root key"
+                );
+                self.set_root_stale(None);
+                Ok(key)
+            }
+            Err(reason) => {
+                self.set_root_stale(Some((held_id.clone(), expected.to_string())));
+                Err(IssuerError::RootKeyStale {
+                    held: held_id,
+                    expected: expected.to_string(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn set_root_stale(&self, stale: Option<(String, String)>) {
+        let mut h = self.health.lock().expect("health lock");
+        if h.root_key_stale == stale {
+            return;
+        }
+        match &stale {
+            Some((held, expected)) => tracing::warn!(
+                held = %held,
+                expected = %expected,
+                "this server does not hold the store's root key: it keeps signing with the keys it has open, but cannot open or seal new ones until its root key source gives root key {expected}"
+            ),
+            None => {
+                if let Some((held, _)) = &h.root_key_stale {
+                    tracing::info!(was = %held, "this server holds the store's root key again");
+                }
+            }
+        }
+        h.root_key_stale = stale;
+    }
+
+    /// What the reloads found so far.
+    pub fn reload_health(&self) -> ReloadHealth {
+        self.health.lock().expect("health lock").clone()
+    }
+
+    fn record_success(&self) {
+        let mut h = self.health.lock().expect("health lock");
+        if let Some(f) = h.failure.take() {
+            tracing::info!(previous = %f.detail, "reload succeeded again");
+        }
+        h.last_success = Some(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        );
+    }
+
+    fn record_failure(&self, e: &IssuerError) {
+        let f = ReloadFailure {
+            reason: e.reason(),
+            summary: failure_summary(e),
+            detail: e.to_string(),
+        };
+        crate::metrics::reload_failed(f.reason);
+        let mut h = self.health.lock().expect("health lock");
+        if h.failure.as_ref().map(|x| &x.detail) != Some(&f.detail) {
+            tracing::error!(
+                reason = f.reason,
+                error = %f.detail,
+                "reload failed; /readyz answers 503 until a reload succeeds"
+            );
+        }
+        h.failure = Some(f);
     }
 
     /// The current snapshot.
@@ -250,26 +438,75 @@ impl Authority {
         self.clock.now()
     }
 
-    /// Rebuilds the snapshot if the store's generation moved; returns whether it did.
+    /// Rebuilds the snapshot if the store's generation moved or the last
+    /// reload failed; returns whether it did. While the held root key is
+    /// stale, looks for the store's key in the source each time.
     pub async fn reload_if_changed(&self) -> Result<bool, IssuerError> {
-        let g = self.store.generation().await?;
-        if g == self.snapshot().generation {
+        let g = match self.store.generation().await {
+            Ok(g) => g,
+            Err(e) => {
+                let e = IssuerError::from(e);
+                self.record_failure(&e);
+                return Err(e);
+            }
+        };
+        let health = self.reload_health();
+        if g == self.snapshot().generation && health.failure.is_none() {
+            if health.root_key_stale.is_some() {
+                // Nothing to reopen: only try to pick the new key up.
+                let _ = self.sealing_root().await;
+            }
             return Ok(false);
         }
         self.reload().await?;
         Ok(true)
     }
 
-    /// Rebuilds the snapshot from the store. Signers already open are kept.
+    /// Rebuilds the snapshot from the store. Signers already open are kept,
+    /// also when their sealed blob was re-wrapped under a new root key.
+    ///
+    /// When the store cannot be read the snapshot stays as it was. When it
+    /// can, the new snapshot is installed even if some active or pending
+    /// keys cannot be opened (they are published but do not sign here), so
+    /// revocations, client changes and new environments always take effect;
+    /// the reload then fails with [`IssuerError::KeysUnopened`]. Either
+    /// failure is recorded in [`Authority::reload_health`].
     pub async fn reload(&self) -> Result<(), IssuerError> {
         let _one = self.reload.lock().await;
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let r = self.reload_once().await;
+            if attempts < 3 && matches!(r, Err(IssuerError::KeysUnopened { .. })) {
+                // A root-key rotation may have committed between reading the
+                // root key's id and the keys: read again if the store moved.
+                if let Ok(g) = self.store.generation().await {
+                    if g != self.snapshot().generation {
+                        continue;
+                    }
+                }
+            }
+            break r;
+        };
+        match &result {
+            Ok(()) => self.record_success(),
+            Err(e) => self.record_failure(e),
+        }
+        result
+    }
+
+    async fn reload_once(&self) -> Result<(), IssuerError> {
         let old = self.snapshot();
         let generation = self.store.generation().await?;
+        let expected_root = self.store.root_key_id().await?;
+        let root = self.refresh_root(expected_root.as_deref());
         let envs = self.store.environments().await?;
         let all_keys = self.store.keys_all().await?;
         let clients = self.store.all_clients().await?;
         let now = self.now();
         let mut states = Vec::with_capacity(envs.len());
+        let mut unopened = Vec::new();
+        let mut open_error = None;
         for env in envs {
             let keys: Vec<KeyRecord> = all_keys
                 .iter()
@@ -282,21 +519,34 @@ impl Authority {
                 if !matches!(k.state(now), KeyState::Active | KeyState::Pending) {
                     continue;
                 }
+                // A kid's private key never changes; its sealed blob does
+                // when the root key is rotated. Same kid, algorithm and
+                // public key: the open signer is still right.
                 let reused = previous.and_then(|p| p.signers.get(&k.kid)).filter(|_| {
                     previous.is_some_and(|p| {
-                        p.keys
-                            .iter()
-                            .any(|o| o.kid == k.kid && o.sealed == k.sealed)
+                        p.keys.iter().any(|o| {
+                            o.kid == k.kid && o.alg == k.alg && o.public_jwk == k.public_jwk
+                        })
                     })
                 });
-                let signer = match reused {
-                    Some(s) => s.clone(),
-                    None => Arc::new(PreparedSigner::new(
-                        Arc::new(keyring::load_signer(&self.root, k)?),
-                        ACCESS_TOKEN_TYP,
-                    )),
+                let opened = match (reused, &root) {
+                    (Some(s), _) => Ok(s.clone()),
+                    (None, Ok(root)) => keyring::load_signer(root, k)
+                        .map(|s| Arc::new(PreparedSigner::new(Arc::new(s), ACCESS_TOKEN_TYP))),
+                    (None, Err(_)) => {
+                        unopened.push(k.kid.clone());
+                        continue;
+                    }
                 };
-                signers.insert(k.kid.clone(), signer);
+                match opened {
+                    Ok(signer) => {
+                        signers.insert(k.kid.clone(), signer);
+                    }
+                    Err(e) => {
+                        unopened.push(k.kid.clone());
+                        open_error.get_or_insert(e);
+                    }
+                }
             }
             let (host, path) = split_issuer(&env.issuer);
             states.push(Arc::new(EnvState {
@@ -307,6 +557,16 @@ impl Authority {
                 path,
                 jwks: Mutex::new(None),
             }));
+        }
+        for e in states.iter().filter(|e| e.keys.is_empty()) {
+            if old.env(&e.env.name).is_none_or(|o| !o.keys.is_empty()) {
+                tracing::warn!(
+                    env = %e.env.name,
+                    "environment {} has no key yet: it is served, but cannot sign until one is made (`keyward keys generate --env {}`)",
+                    e.env.name,
+                    e.env.name
+                );
+            }
         }
         let mut by_env: HashMap<String, HashMap<String, Arc<Client>>> = HashMap::new();
         for c in clients {
@@ -320,15 +580,27 @@ impl Authority {
             envs: states,
             clients: by_env,
         });
-        Ok(())
+        if unopened.is_empty() {
+            return Ok(());
+        }
+        let source = match (root, open_error) {
+            (Err(stale), _) => stale,
+            (Ok(_), Some(e)) => e,
+            (Ok(_), None) => IssuerError::Refused("cannot open".into()),
+        };
+        Err(IssuerError::KeysUnopened {
+            kids: unopened,
+            source: Box::new(source),
+        })
     }
 
-    /// Polls the store every `interval` and reloads on change, until the
-    /// returned task is aborted. Errors are reported through `on_error`.
+    /// Polls the store every `interval` and reloads on change (and after a
+    /// failed reload), until the returned task is aborted. Failures are
+    /// recorded in [`Authority::reload_health`] and logged once per distinct
+    /// error.
     pub fn spawn_reloader(
         self: &Arc<Self>,
         interval: std::time::Duration,
-        on_error: impl Fn(&IssuerError) + Send + Sync + 'static,
     ) -> tokio::task::JoinHandle<()> {
         let a = self.clone();
         tokio::spawn(async move {
@@ -336,11 +608,29 @@ impl Authority {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = a.reload_if_changed().await {
-                    on_error(&e);
-                }
+                let _ = a.reload_if_changed().await;
             }
         })
+    }
+}
+
+/// What `/readyz` says about a failed reload: kids and root-key ids, never
+/// file paths or database messages.
+fn failure_summary(e: &IssuerError) -> String {
+    let stale = |held: &str, expected: &str| {
+        format!("this server holds root key {held}, the store's keys are sealed under root key {expected}")
+    };
+    match e {
+        IssuerError::Store(_) => "the store cannot be read".into(),
+        IssuerError::RootKeyStale { held, expected, .. } => stale(held, expected),
+        IssuerError::KeysUnopened { kids, source } => {
+            let why = match &**source {
+                IssuerError::RootKeyStale { held, expected, .. } => stale(held, expected),
+                _ => "their sealed keys do not open".into(),
+            };
+            format!("cannot open key(s) {}: {why}", kids.join(", "))
+        }
+        _ => "the server's view could not be rebuilt".into(),
     }
 }
 

@@ -42,6 +42,11 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// 200 when this replica can do its job: the store answers, the last reload
+/// succeeded, and every environment that has keys can sign now. An
+/// environment with no key at all (just created) is reported, not fatal; so
+/// is a stale root key that has not yet stopped anything from opening.
+/// The body's first line is `ready` or the first problem; more lines follow.
 async fn readyz(State(s): State<AppState>) -> Response {
     let a = &s.authority;
     if let Err(e) = a.store.generation().await {
@@ -49,22 +54,42 @@ async fn readyz(State(s): State<AppState>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response();
     }
     let now = a.now();
-    let missing: Vec<String> = a
-        .snapshot()
-        .envs
+    let snapshot = a.snapshot();
+    let health = a.reload_health();
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    if let Some(f) = &health.failure {
+        problems.push(format!("reload failing ({}): {}", f.reason, f.summary));
+    }
+    let (without_key, with_keys): (Vec<_>, Vec<_>) =
+        snapshot.envs.iter().partition(|e| e.keys.is_empty());
+    let missing: Vec<&str> = with_keys
         .iter()
         .filter(|e| e.signer(now).is_none())
-        .map(|e| e.env.name.clone())
+        .map(|e| e.env.name.as_str())
         .collect();
-    if missing.is_empty() {
-        "ready".into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no signing key: {}", missing.join(", ")),
-        )
-            .into_response()
+    if !missing.is_empty() {
+        problems.push(format!("no signing key: {}", missing.join(", ")));
     }
+    if !without_key.is_empty() {
+        let names: Vec<&str> = without_key.iter().map(|e| e.env.name.as_str()).collect();
+        notes.push(format!(
+            "no key yet (reported, not serving tokens): {}",
+            names.join(", ")
+        ));
+    }
+    if let (Some((held, expected)), None) = (&health.root_key_stale, &health.failure) {
+        notes.push(format!(
+            "root key stale: this server holds root key {held}, the store's keys are sealed under root key {expected}"
+        ));
+    }
+    let (status, mut lines) = if problems.is_empty() {
+        (StatusCode::OK, vec!["ready".to_string()])
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, problems)
+    };
+    lines.extend(notes);
+    (status, lines.join("\n")).into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

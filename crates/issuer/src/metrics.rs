@@ -128,11 +128,37 @@ pub fn endpoint(env: &str, endpoint: &'static str, outcome: &'static str) {
     counter!("keyward_requests_total", "env" => env.to_string(), "endpoint" => endpoint, "outcome" => outcome).increment(1);
 }
 
+/// A reload of the server's view failed (`reason`: `store`, `root_key`,
+/// `key_open`, `other`).
+pub fn reload_failed(reason: &'static str) {
+    counter!("keyward_reload_failures_total", "reason" => reason).increment(1);
+}
+
 /// Sets the state-derived gauges, then renders everything.
 pub async fn render(a: &Authority, handle: &PrometheusHandle) -> String {
     let now = a.now();
+    let health = a.reload_health();
+    gauge!("keyward_reload_ok").set(if health.failure.is_none() { 1.0 } else { 0.0 });
+    if let Some(t) = health.last_success {
+        gauge!("keyward_reload_last_success_timestamp_seconds").set(t as f64);
+    }
+    gauge!("keyward_root_key_stale").set(if health.root_key_stale.is_some() {
+        1.0
+    } else {
+        0.0
+    });
     for e in a.snapshot().envs.iter() {
         let name = e.env.name.clone();
+        gauge!("keyward_env_without_key", "env" => name.clone()).set(if e.keys.is_empty() {
+            1.0
+        } else {
+            0.0
+        });
+        gauge!("keyward_env_can_sign", "env" => name.clone()).set(if e.signer(now).is_some() {
+            1.0
+        } else {
+            0.0
+        });
         if let Some(k) = rotation::signing_key(&e.keys, now) {
             gauge!("keyward_signing_key_age_seconds", "env" => name.clone())
                 .set((now - k.activates_at) as f64);

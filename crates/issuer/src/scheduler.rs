@@ -43,9 +43,11 @@ impl Authority {
                 now: self.now(),
                 actor: ACTOR,
             };
+            // After a root-key rotation, the new root key (or a clear error).
+            let root = self.sealing_root().await?;
             match keyring::add_key(
                 &self.store,
-                self.root(),
+                &root,
                 &e.env.name,
                 &key,
                 &opts,

@@ -9,7 +9,7 @@ use keyward_store::{ClientAuth, KeyState};
 
 use crate::args::{ServeArgs, UpArgs};
 use crate::config::{Config, RawConfig};
-use crate::context::Context;
+use crate::context::{Context, SourceLoader};
 
 /// Reads the config file (if any), the environment, then the flags.
 pub fn load_config(
@@ -54,7 +54,8 @@ pub(crate) fn init_logs(json: bool) {
     };
 }
 
-/// `keyward serve`: never creates keys; refuses an environment that cannot sign.
+/// `keyward serve`: never creates keys; refuses an environment whose keys
+/// cannot sign (one with no key yet is reported, not refused).
 pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
     let config = load_config(ctx, a.config.as_deref(), a.listen.as_deref())?;
     let ctx = ctx.with_store(&config);
@@ -157,9 +158,14 @@ async fn run(
     let root = ctx.root_key(&store).await?;
     let clock: SharedClock = ctx.clock();
     let now = clock.now();
-    // Rule 3: keys are made on purpose; an environment that cannot sign stops the start.
+    // Rule 3: keys are made on purpose. An environment with keys of which
+    // none is active or pending is broken and stops the start; one with no
+    // key at all (just created) is reported (log, /readyz, metrics).
     for env in store.environments().await? {
         let keys = store.keys(&env.name).await?;
+        if keys.is_empty() {
+            continue;
+        }
         if !keys
             .iter()
             .any(|k| matches!(k.state(now), KeyState::Active | KeyState::Pending))
@@ -171,19 +177,18 @@ async fn run(
             );
         }
     }
-    let authority = Authority::load(
+    // Before the first reload, so its failures are counted.
+    let metrics = keyward_issuer::metrics::install();
+    let authority = Authority::load_with_root_loader(
         store,
         root,
+        Some(Box::new(SourceLoader(ctx.root_key_source()))),
         clock,
         SigningPool::new(config.signing_threads),
         config.settings.clone(),
     )
     .await?;
-    let metrics = keyward_issuer::metrics::install();
-    let reloader = authority.spawn_reloader(
-        config.reload_interval,
-        |e| tracing::error!(error = %e, "reload failed"),
-    );
+    let reloader = authority.spawn_reloader(config.reload_interval);
     let scheduler = authority.spawn_scheduler(config.rotation_check_interval);
     let listener = match listener {
         Some(l) => l,

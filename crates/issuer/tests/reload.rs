@@ -1,0 +1,401 @@
+//! Reloads across a root-key rotation, and readiness: driven through the
+//! application router (`oneshot`) over a temporary SQLite store.
+//!
+//! - a reload keeps the signers of keys whose sealed blobs were re-wrapped;
+//! - a server that cannot get the store's new root key keeps signing with
+//!   what it holds open, but `/readyz` answers 503 once a key it must open
+//!   cannot be opened, and the admin API answers 503 (not 500) to a rotation;
+//! - a [`RootKeyLoader`] that gives the new key lets it switch without a restart;
+//! - an environment without any key is reported, not fatal; one whose keys
+//!   are all revoked or retired is not ready.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use keyward_issuer::http::{app, AppState};
+use keyward_issuer::signing::SigningPool;
+use keyward_issuer::tokens::{new_id, new_secret};
+use keyward_issuer::{
+    keyring, Authority, Change, FixedClock, IssuerError, KeyOptions, Origin, RootKeyLoader,
+    Schedule, Settings,
+};
+use keyward_jose::seal::RootKey;
+use keyward_jose::{Algorithm, PrivateKey, TokenSigner};
+use keyward_store::{AdminToken, Environment, RotationPolicy, Store};
+use serde_json::json;
+use tower::ServiceExt;
+
+const NOW: i64 = 1_700_000_000;
+
+fn at() -> Change<'static> {
+    Change {
+        now: NOW,
+        actor: "test",
+    }
+}
+
+fn opts() -> KeyOptions {
+    KeyOptions {
+        kid: None,
+        owner: None,
+        description: None,
+        origin: Origin::Generated,
+    }
+}
+
+fn environment(name: &str) -> Environment {
+    Environment {
+        name: name.into(),
+        issuer: format!("https://issuer.test/{name}"),
+        policy: RotationPolicy {
+            lead_secs: 600,
+            token_ttl_secs: 300,
+            ..RotationPolicy::for_algorithm(Algorithm::ES256)
+        },
+        created_at: NOW,
+    }
+}
+
+fn es256() -> PrivateKey {
+    PrivateKey::generate(Algorithm::ES256, None).unwrap()
+}
+
+/// A loader that gives the key in its slot (base64), if any.
+struct Slot(Arc<Mutex<Option<String>>>);
+
+impl RootKeyLoader for Slot {
+    fn load(&self, expected: &str) -> Result<RootKey, String> {
+        match self.0.lock().unwrap().as_deref() {
+            Some(text) => RootKey::from_base64(text).map_err(|e| e.to_string()),
+            None => Err(format!("no file gives root key {expected} yet")),
+        }
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Store,
+    root: RootKey,
+    authority: Arc<Authority>,
+    app: Router,
+    admin_token: String,
+}
+
+/// A store with environment `dev` (one active ES256 key) and an admin
+/// token; an authority on it holding `root`, with `loader` if given.
+async fn fixture(loader: Option<Box<dyn RootKeyLoader>>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("keyward.db"))
+        .await
+        .unwrap();
+    let root = RootKey::generate();
+    keyring::initialize(&store, &root, &environment("dev"), &es256(), &opts(), at())
+        .await
+        .unwrap();
+    let (admin_token, hash) = new_secret("kwa_");
+    let mut tx = store.begin().await.unwrap();
+    tx.create_admin_token(&AdminToken {
+        id: new_id(),
+        name: "test".into(),
+        token_hash: hash,
+        created_at: NOW,
+        revoked_at: None,
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let authority = Authority::load_with_root_loader(
+        store.clone(),
+        RootKey::from_base64(&root.to_base64()).unwrap(),
+        loader,
+        Arc::new(FixedClock(NOW)),
+        SigningPool::new(1),
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    let app = app(AppState {
+        authority: authority.clone(),
+        metrics: keyward_issuer::metrics::install(),
+    });
+    Fixture {
+        _dir: dir,
+        store,
+        root,
+        authority,
+        app,
+        admin_token,
+    }
+}
+
+impl Fixture {
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn readyz(&self) -> (StatusCode, String) {
+        self.get("/readyz").await
+    }
+
+    async fn admin_rotate(&self, env: &str) -> (StatusCode, serde_json::Value) {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/admin/v1/envs/{env}/keys/rotate"))
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.admin_token),
+            )
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({"immediate": true}).to_string()))
+            .unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// The kid `dev` signs with now, on this server.
+    fn signing_kid(&self) -> Option<String> {
+        let snapshot = self.authority.snapshot();
+        let env = snapshot.env("dev").unwrap();
+        env.signer(NOW).map(|s| s.kid().to_string())
+    }
+
+    async fn kids(&self) -> Vec<String> {
+        self.store
+            .keys("dev")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.kid)
+            .collect()
+    }
+
+    /// A pending key for `dev`, sealed under `root` (what another replica
+    /// holding the new root key does).
+    async fn add_pending_key(&self, root: &RootKey) -> String {
+        keyring::add_key(
+            &self.store,
+            root,
+            "dev",
+            &es256(),
+            &opts(),
+            Schedule::Lead(600),
+            at(),
+        )
+        .await
+        .unwrap()
+        .key
+        .kid
+    }
+}
+
+#[tokio::test]
+async fn reload_keeps_the_signers_of_rewrapped_keys() {
+    let f = fixture(None).await;
+    let kid = f.signing_kid().expect("dev signs");
+    let new_root = RootKey::generate();
+    f.store
+        .rewrap_all(&f.root, &new_root, "test", NOW)
+        .await
+        .unwrap();
+    // Every sealed blob changed; the private keys did not.
+    f.authority.reload().await.unwrap();
+    assert_eq!(f.signing_kid().as_deref(), Some(kid.as_str()));
+    let health = f.authority.reload_health();
+    assert!(health.failure.is_none(), "{health:?}");
+    assert_eq!(
+        health.root_key_stale,
+        Some((f.root.key_id(), new_root.key_id()))
+    );
+    // Nothing fails yet: ready, with the stale root key reported.
+    let (status, body) = f.readyz().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.starts_with("ready\n"), "{body}");
+    assert!(body.contains(&new_root.key_id()), "{body}");
+    assert!(!body.contains(&new_root.to_base64().to_string()));
+}
+
+#[tokio::test]
+async fn a_key_that_cannot_be_opened_fails_the_reload_but_the_open_key_still_signs() {
+    let f = fixture(None).await;
+    let old_kid = f.signing_kid().unwrap();
+    let new_root = RootKey::generate();
+    f.store
+        .rewrap_all(&f.root, &new_root, "test", NOW)
+        .await
+        .unwrap();
+    // Another replica, holding the new root key, adds the next key.
+    let new_kid = f.add_pending_key(&new_root).await;
+    let err = f.authority.reload().await.unwrap_err();
+    assert!(
+        matches!(&err, IssuerError::KeysUnopened { kids, .. } if *kids == vec![new_kid.clone()]),
+        "{err}"
+    );
+    assert_eq!(err.reason(), "root_key");
+    // The store's state was still taken: the new key is published.
+    let (status, jwks) = f.get("/dev/.well-known/jwks.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(jwks.contains(&new_kid), "{jwks}");
+    // This server keeps signing with the key it holds open...
+    assert_eq!(f.signing_kid().as_deref(), Some(old_kid.as_str()));
+    // ...but is not ready, and says why without key text or paths.
+    let (status, body) = f.readyz().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.starts_with("reload failing (root_key)"), "{body}");
+    assert!(body.contains(&new_kid), "{body}");
+    assert!(body.contains(&new_root.key_id()), "{body}");
+    assert!(!body.contains("no file gives"), "{body}");
+    let (_, metrics) = f.get("/metrics").await;
+    assert!(
+        metrics.contains("keyward_reload_failures_total{reason=\"root_key\"}"),
+        "{metrics}"
+    );
+    // The poller keeps retrying (the failure stays until a reload succeeds).
+    assert!(f.authority.reload_if_changed().await.is_err());
+    assert_eq!(f.readyz().await.0, StatusCode::SERVICE_UNAVAILABLE);
+    // An admin rotation cannot seal under the store's root key here: 503, not 500,
+    // and nothing is written.
+    let before = f.kids().await;
+    let (status, body) = f.admin_rotate("dev").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert_eq!(f.kids().await, before);
+}
+
+#[tokio::test]
+async fn a_loader_that_gives_the_new_root_key_lets_the_server_switch() {
+    let slot = Arc::new(Mutex::new(None));
+    let f = fixture(Some(Box::new(Slot(slot.clone())))).await;
+    let old_kid = f.signing_kid().unwrap();
+    let new_root = RootKey::generate();
+    f.store
+        .rewrap_all(&f.root, &new_root, "test", NOW)
+        .await
+        .unwrap();
+    let new_kid = f.add_pending_key(&new_root).await;
+    // The source does not give the new key yet: the reload fails.
+    assert!(f.authority.reload_if_changed().await.is_err());
+    assert_eq!(f.readyz().await.0, StatusCode::SERVICE_UNAVAILABLE);
+    // A source that gives some other key does not help.
+    *slot.lock().unwrap() = Some(RootKey::generate().to_base64().to_string());
+    assert!(f.authority.reload_if_changed().await.is_err());
+    assert_eq!(f.authority.root_key_id(), f.root.key_id());
+    // Now the source gives it: the next poll switches, opens the new key, and is ready.
+    *slot.lock().unwrap() = Some(new_root.to_base64().to_string());
+    assert!(f.authority.reload_if_changed().await.unwrap());
+    assert_eq!(f.authority.root_key_id(), new_root.key_id());
+    let health = f.authority.reload_health();
+    assert_eq!((health.failure, health.root_key_stale), (None, None));
+    let (status, body) = f.readyz().await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ready"));
+    assert_eq!(f.signing_kid().as_deref(), Some(old_kid.as_str()));
+    // New keys are sealed under the new root key: the admin API can rotate.
+    let (status, body) = f.admin_rotate("dev").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let added = body["kid"].as_str().unwrap();
+    let rec = f.store.key(added).await.unwrap();
+    assert!(keyring::load_signer(&new_root, &rec).is_ok());
+    assert!(f.kids().await.contains(&new_kid));
+}
+
+#[tokio::test]
+async fn the_server_picks_up_the_new_root_key_before_any_new_key_needs_it() {
+    // Rotated root key, no new signing key yet: the poller switches on its own
+    // (the generation moved), so later keys open without a failed reload.
+    let slot = Arc::new(Mutex::new(None));
+    let f = fixture(Some(Box::new(Slot(slot.clone())))).await;
+    let new_root = RootKey::generate();
+    *slot.lock().unwrap() = Some(new_root.to_base64().to_string());
+    f.store
+        .rewrap_all(&f.root, &new_root, "test", NOW)
+        .await
+        .unwrap();
+    assert!(f.authority.reload_if_changed().await.unwrap());
+    assert_eq!(f.authority.root_key_id(), new_root.key_id());
+    f.add_pending_key(&new_root).await;
+    f.authority.reload_if_changed().await.unwrap();
+    assert_eq!(f.readyz().await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_environment_without_any_key_is_reported_not_fatal() {
+    let f = fixture(None).await;
+    keyring::create_environment(&f.store, &environment("fresh"), at())
+        .await
+        .unwrap();
+    f.authority.reload().await.unwrap();
+    let (status, body) = f.readyz().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        "ready\nno key yet (reported, not serving tokens): fresh"
+    );
+    let (_, metrics) = f.get("/metrics").await;
+    assert!(
+        metrics.contains("keyward_env_without_key{env=\"fresh\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("keyward_env_can_sign{env=\"fresh\"} 0"),
+        "{metrics}"
+    );
+    // A server starting on such a store starts too.
+    let again = Authority::load(
+        f.store.clone(),
+        RootKey::from_base64(&f.root.to_base64()).unwrap(),
+        Arc::new(FixedClock(NOW)),
+        SigningPool::new(1),
+        Settings::default(),
+    )
+    .await;
+    assert!(again.is_ok());
+    // With a key that signs it is ready with nothing to report.
+    keyring::add_key(
+        &f.store,
+        &f.root,
+        "fresh",
+        &es256(),
+        &opts(),
+        Schedule::Immediate,
+        at(),
+    )
+    .await
+    .unwrap();
+    f.authority.reload().await.unwrap();
+    assert_eq!(f.readyz().await, (StatusCode::OK, "ready".to_string()));
+}
+
+#[tokio::test]
+async fn an_environment_whose_keys_are_all_revoked_or_retired_is_not_ready() {
+    let f = fixture(None).await;
+    let kid = f.signing_kid().unwrap();
+    keyring::revoke_key(&f.store, &kid, at(), Some("test"))
+        .await
+        .unwrap();
+    f.authority.reload().await.unwrap();
+    let (status, body) = f.readyz().await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "no signing key: dev")
+    );
+
+    let f = fixture(None).await;
+    let kid = f.signing_kid().unwrap();
+    keyring::retire_key(&f.store, &kid, at(), true)
+        .await
+        .unwrap();
+    f.authority.reload().await.unwrap();
+    let (status, body) = f.readyz().await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "no signing key: dev")
+    );
+}
