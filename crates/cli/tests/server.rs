@@ -350,13 +350,13 @@ fn serve_reports_an_environment_without_keys_and_refuses_one_whose_keys_cannot_s
         .unwrap();
     // An environment with no key at all (just created) is reported, not
     // fatal: serve starts, is ready, and names it.
-    if kw
+    assert!(kw
         .run(&["keys", "list", "--env", "empty", "--json"])
         .ok()
         .json()
         .as_array()
         .unwrap()
-        .is_empty()
+        .is_empty());
     {
         let before = kw.snapshot();
         let mut server = kw.serve();

@@ -497,11 +497,22 @@ async fn create_env(
         now: env.created_at,
         actor: &actor,
     };
-    let first = key.as_ref().map(|key| FirstKey {
-        root: a.root(),
-        key,
-        opts: &opts,
-    });
+    let root = match key {
+        Some(_) => Some(
+            a.sealing_root()
+                .await
+                .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?,
+        ),
+        None => None,
+    };
+    let first = key
+        .as_ref()
+        .zip(root.as_deref())
+        .map(|(key, root)| FirstKey {
+            root,
+            key,
+            opts: &opts,
+        });
     let rec = keyring::create_environment(&a.store, &env, first, at)
         .await
         .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;

@@ -328,7 +328,7 @@ async fn the_server_picks_up_the_new_root_key_before_any_new_key_needs_it() {
 #[tokio::test]
 async fn an_environment_without_any_key_is_reported_not_fatal() {
     let f = fixture(None).await;
-    keyring::create_environment(&f.store, &environment("fresh"), at())
+    keyring::create_environment(&f.store, &environment("fresh"), None, at())
         .await
         .unwrap();
     f.authority.reload().await.unwrap();
@@ -389,7 +389,11 @@ async fn an_environment_whose_keys_are_all_revoked_or_retired_is_not_ready() {
 
     let f = fixture(None).await;
     let kid = f.signing_kid().unwrap();
-    keyring::retire_key(&f.store, &kid, at(), true)
+    let outage = keyward_issuer::RetireOptions {
+        force: true,
+        accept_outage: true,
+    };
+    keyring::retire_key(&f.store, &kid, at(), outage)
         .await
         .unwrap();
     f.authority.reload().await.unwrap();
