@@ -31,7 +31,7 @@ pub mod signing;
 pub mod tokens;
 pub mod views;
 
-pub use authority::{Authority, Settings};
+pub use authority::{Authority, Settings, DEFAULT_REFRESH_GRACE_SECS};
 pub use clock::{Clock, FixedClock, ScaledClock, SharedClock, SystemClock};
 pub use error::IssuerError;
 pub use keyring::{AddedKey, Change, KeyOptions, Origin};

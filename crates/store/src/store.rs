@@ -93,6 +93,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "issuer",
         include_str!("../migrations/sqlite/0002_issuer.sql"),
     ),
+    (
+        4,
+        "refresh_lineage",
+        include_str!("../migrations/sqlite/0004_refresh_lineage.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -104,6 +109,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         2,
         "issuer",
         include_str!("../migrations/postgres/0002_issuer.sql"),
+    ),
+    (
+        4,
+        "refresh_lineage",
+        include_str!("../migrations/postgres/0004_refresh_lineage.sql"),
     ),
 ]);
 
