@@ -173,7 +173,7 @@ pub enum ClientsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a client and its refresh tokens.
+    /// Delete a client and its refresh tokens (their access tokens go on the revocation feed).
     Delete {
         #[arg(long)]
         env: String,
