@@ -25,6 +25,13 @@
 //! the revocation feed in the same transaction, so introspection and gates
 //! refuse them too.
 //!
+//! Those revocations take the writer lock after the caller has locked the
+//! presented token's row, while deleting a client takes the writer lock
+//! before touching its rows. On PostgreSQL the two orders can meet (a reuse
+//! detected while the same client is being deleted): the server's deadlock
+//! detector then aborts one transaction, which changes nothing (it is
+//! retried or reported like any failed request).
+//!
 //! # The revocation feed
 //!
 //! [`Tx::revoke_jti`] appends `(env, jti, exp)` with a `seq`;
@@ -475,6 +482,8 @@ impl Tx<'_> {
 
     /// Revokes one refresh token at `at`. True if it was revoked now; false
     /// if it is unknown or was already revoked (RFC 7009 answers both alike).
+    /// Its access token is left alone: to end a grant, revoke its family
+    /// ([`Tx::revoke_refresh_family`]).
     pub async fn revoke_refresh_token(
         &mut self,
         hash: &[u8],
