@@ -189,7 +189,7 @@ pub enum ClientsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a client and its refresh tokens.
+    /// Delete a client and its refresh tokens (their access tokens go on the revocation feed).
     Delete {
         /// The environment (by name).
         #[arg(long)]

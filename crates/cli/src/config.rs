@@ -30,7 +30,8 @@ pub struct RawConfig {
     pub signing_threads: Option<usize>,
     /// Refresh token lifetime (default 30d).
     pub refresh_token_ttl: Option<String>,
-    /// Reuse window for a rotated refresh token whose response was lost (default 0s: off).
+    /// Reuse window for a rotated refresh token whose response was lost, while
+    /// its successor is unused (default 60s; 0s turns it off).
     pub refresh_grace: Option<String>,
     /// Longest accepted private_key_jwt assertion lifetime (default 1h).
     pub assertion_max_lifetime: Option<String>,
@@ -154,6 +155,13 @@ impl RawConfig {
         if refresh_ttl < 60 {
             bail!("refresh_token_ttl must be at least 1m");
         }
+        let refresh_grace = match self.refresh_grace.as_deref() {
+            Some(v) => parse_duration(v).map_err(|e| anyhow!("refresh_grace: {e}"))?,
+            None => keyward_issuer::DEFAULT_REFRESH_GRACE_SECS,
+        };
+        if refresh_grace > 3600 {
+            bail!("refresh_grace must be at most 1h (a rotated refresh token must not stay usable for long)");
+        }
         let json_logs = match self.log_format.as_deref().unwrap_or("text") {
             "text" => false,
             "json" => true,
@@ -170,7 +178,7 @@ impl RawConfig {
             signing_threads: threads,
             settings: Settings {
                 refresh_token_ttl_secs: refresh_ttl,
-                refresh_grace_secs: dur("refresh_grace", &self.refresh_grace, "0s")?,
+                refresh_grace_secs: refresh_grace,
                 assertion_max_lifetime_secs: dur(
                     "assertion_max_lifetime",
                     &self.assertion_max_lifetime,
@@ -241,6 +249,20 @@ mod tests {
         let c = raw.resolve().unwrap();
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.settings.refresh_grace_secs, 10);
+        // The grace window defaults to a minute, may be turned off, and is bounded.
+        let c = RawConfig::default().resolve().unwrap();
+        assert_eq!(c.settings.refresh_grace_secs, 60);
+        assert_eq!(
+            c.settings.refresh_grace_secs,
+            Settings::default().refresh_grace_secs
+        );
+        let off: RawConfig = toml::from_str("refresh_grace = \"0s\"").unwrap();
+        assert_eq!(off.resolve().unwrap().settings.refresh_grace_secs, 0);
+        for bad in ["refresh_grace = \"2h\"", "refresh_grace = \"soon\""] {
+            let raw: RawConfig = toml::from_str(bad).unwrap();
+            let e = raw.resolve().unwrap_err().to_string();
+            assert!(e.contains("refresh_grace"), "{bad}: {e}");
+        }
         let bad: RawConfig = toml::from_str("reload_interval = \"10s\"").unwrap();
         assert!(bad.resolve().is_err());
         let bad: RawConfig = toml::from_str("listen = \"nope\"").unwrap();

@@ -5,6 +5,7 @@
 //!   gateway learned the next key from the published JWKS (no unknown-kid
 //!   refetch was needed);
 //! - a token revoked at the issuer is refused within the poll interval;
+//! - so are the access tokens of a refresh family revoked for reuse;
 //! - with the issuer stopped, the gateway keeps verifying from its cache.
 
 mod common;
@@ -314,4 +315,119 @@ scopes = ["orders.read"]
         1.0,
         "and the set is marked stale"
     );
+}
+
+/// `POST {issuer}/oauth2/token` with `grant_type=refresh_token`: the status
+/// and the (access, refresh) pair on success.
+async fn refresh(
+    client: &reqwest::Client,
+    issuer: &str,
+    id: &str,
+    secret: &str,
+    token: &str,
+) -> (u16, Option<(String, String)>) {
+    let r = client
+        .post(format!("{issuer}/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let pair = v["access_token"].as_str().map(|a| {
+        (
+            a.to_string(),
+            v["refresh_token"].as_str().unwrap().to_string(),
+        )
+    });
+    (status, pair)
+}
+
+/// A replayed refresh token revokes its family, and the gate refuses the
+/// family's access tokens (verified and cached ones included) within one
+/// poll of the revocation feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_reuse_reaches_the_gate_within_one_poll() {
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let kw = Kw::new();
+    kw.run(&["init", "--issuer", &issuer, "--alg", "ES256"])
+        .ok();
+    let c = kw
+        .run(&[
+            "clients",
+            "create",
+            "--env",
+            "default",
+            "--name",
+            "app",
+            "--scopes",
+            "orders.read",
+            "--audience",
+            "api://orders",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let (id, secret) = (
+        c["client_id"].as_str().unwrap().to_string(),
+        c["client_secret"].as_str().unwrap().to_string(),
+    );
+    let _server = kw.start_server(&["serve", "--listen", &format!("127.0.0.1:{port}")], &[]);
+    let up = upstream(Arc::new(AtomicUsize::new(0))).await;
+    let gw = start_gateway(
+        &kw,
+        &format!(
+            r#"listen = "127.0.0.1:0"
+
+[[issuer]]
+issuer = "{issuer}"
+audiences = ["api://orders"]
+revocations = true
+revocations_poll = "1s"
+
+[[route]]
+path = "/orders/{{id}}"
+upstream = "{up}"
+scopes = ["orders.read"]
+"#
+        ),
+    );
+    let client = reqwest::Client::new();
+    let minted = kw
+        .run(&[
+            "token", "issue", "--env", "default", "--sub", "alice", "--client", &id, "--json",
+        ])
+        .ok()
+        .json();
+    let r1 = minted["refresh_token"].as_str().unwrap().to_string();
+    let a1 = minted["access_token"].as_str().unwrap().to_string();
+    let (_, p2) = refresh(&client, &issuer, &id, &secret, &r1).await;
+    let (a2, r2) = p2.expect("R1 -> R2");
+    let (_, p3) = refresh(&client, &issuer, &id, &secret, &r2).await;
+    let (a3, _r3) = p3.expect("R2 -> R3");
+    for a in [&a1, &a2, &a3] {
+        assert_eq!(call(&client, &gw, a).await, 200);
+    }
+    // R1 again, after R2 was used: reuse. The family's access tokens go too.
+    let (status, _) = refresh(&client, &issuer, &id, &secret, &r1).await;
+    assert_eq!(status, 400);
+    let replayed = Instant::now();
+    loop {
+        let refused = [&a1, &a2, &a3].into_iter().map(|a| call(&client, &gw, a));
+        let mut all = true;
+        for s in refused {
+            all &= s.await == 401;
+        }
+        if all {
+            break;
+        }
+        assert!(
+            replayed.elapsed() < Duration::from_secs(3),
+            "the family's access tokens still pass the gate 3 s after reuse (poll 1 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("reuse reached the gate after {:?}", replayed.elapsed());
 }

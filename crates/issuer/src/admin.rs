@@ -1202,7 +1202,7 @@ fn paths() -> Value {
         "/admin/v1/envs/{env}/clients/{client_id}": {
             "get": with_tag(op("getClient", "Show a client.", &["env", "client_id"], None, ("200", Some("Client")), &["404"]), "clients"),
             "patch": with_tag(op("updateClient", "Change a client's registration. Absent fields stay as they are; `null` clears a lifetime override or a key source.", &["env", "client_id"], Some(("ClientPatch", true)), ("200", Some("Client")), &["404"]), "clients"),
-            "delete": with_tag(op("deleteClient", "Delete a client and its refresh tokens.", &["env", "client_id"], None, ("204", None), &["404"]), "clients"),
+            "delete": with_tag(op("deleteClient", "Delete a client and its refresh tokens; the access tokens issued with them go on the revocation feed.", &["env", "client_id"], None, ("204", None), &["404"]), "clients"),
         },
         "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret": {
             "post": with_tag(op("rotateClientSecret", "Replace a client's secret; the old one stops working at once. The new secret is shown once.", &["env", "client_id"], None, ("200", Some("ClientSecret")), &["400", "404", "409"]), "clients"),

@@ -31,13 +31,26 @@ use crate::signing::{PreparedSigner, SigningPool};
 /// The `typ` header of access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
+/// The default refresh grace window: long enough for the server to crash,
+/// be restarted (or the request to fail over to another replica) and the
+/// client to retry with the token it still holds; short enough that a
+/// rotated token leaked later is plain reuse. It does not weaken reuse
+/// detection: a rotated token is accepted again only while the token it was
+/// exchanged for is unused, and that one is then superseded, so of two
+/// parties holding one family the second to come back is always caught
+/// (RFC 9700 §4.14.2).
+pub const DEFAULT_REFRESH_GRACE_SECS: i64 = 60;
+
 /// Settings of the token service.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Lifetime of refresh tokens unless the client overrides it.
     pub refresh_token_ttl_secs: i64,
-    /// A rotated refresh token used again within this many seconds gets a
-    /// fresh one instead of revoking the family (lost responses). 0 = off.
+    /// A rotated refresh token presented again within this many seconds of
+    /// its rotation, while the token it was exchanged for is still unused,
+    /// gets a fresh one instead of revoking the family: the client lost the
+    /// response (a crash, a dropped connection). 0 = off: every replay
+    /// revokes. See [`DEFAULT_REFRESH_GRACE_SECS`].
     pub refresh_grace_secs: i64,
     /// Longest accepted lifetime of a private_key_jwt client assertion.
     pub assertion_max_lifetime_secs: u64,
@@ -47,7 +60,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             refresh_token_ttl_secs: 30 * 24 * 3600,
-            refresh_grace_secs: 0,
+            refresh_grace_secs: DEFAULT_REFRESH_GRACE_SECS,
             assertion_max_lifetime_secs: 3600,
         }
     }

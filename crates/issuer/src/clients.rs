@@ -238,7 +238,8 @@ pub async fn update_client(
     Ok(c)
 }
 
-/// Deletes a client and its refresh tokens.
+/// Deletes a client and its refresh tokens; the access tokens issued with
+/// those go on the revocation feed in the same transaction.
 pub async fn delete_client(
     store: &Store,
     env: &str,
@@ -247,8 +248,13 @@ pub async fn delete_client(
 ) -> Result<(), IssuerError> {
     let c = store.client(env, client_id).await?;
     let mut tx = store.begin().await?;
+    let revoked = tx
+        .revoke_client_refresh_families(env, client_id, at.now)
+        .await?;
     tx.delete_client(env, client_id).await?;
-    tx.append_audit(audit(at, "client.delete", &c)).await?;
+    let mut entry = audit(at, "client.delete", &c);
+    entry.detail["access_tokens_revoked"] = json!(revoked.access_tokens);
+    tx.append_audit(entry).await?;
     tx.commit().await?;
     Ok(())
 }

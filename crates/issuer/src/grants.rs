@@ -3,20 +3,27 @@
 //! and revocation (RFC 7009).
 //!
 //! Refresh tokens rotate on every use. A rotated token presented again is a
-//! replay (RFC 9700 §4.14.2): the whole family is revoked and the event is
-//! audited, unless it comes back within the configured grace window, which
-//! covers a client that lost the response.
+//! replay (RFC 9700 §4.14.2): the whole family is revoked, its access tokens
+//! go on the revocation feed, and the event is audited. One exception covers
+//! a client that lost the response carrying its new token (a crash, a
+//! dropped connection): presented again within `refresh_grace` of its
+//! rotation *while its successor is still unused*, a rotated token gets a
+//! fresh one, and that unused successor is superseded (marked rotated, its
+//! access token revoked). Whoever presents the superseded successor later is
+//! then caught as reuse, so a thief racing inside the window delays
+//! detection until the real client comes back but never wins silently.
 
 use std::sync::Arc;
 
 use keyward_jose::{verify_jwt, Validation};
-use keyward_store::{AuditEntry, Client, RefreshToken, Timestamp};
+use keyward_store::{AccessRef, AuditEntry, Client, RefreshToken, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::authority::{Authority, EnvState};
 use crate::clients::Credentials;
 use crate::oauth::{ErrorCode, OAuthError};
+use crate::signing::PreparedSigner;
 use crate::tokens::{hash_secret, new_id, new_secret, parse_scope, AccessClaims};
 
 /// A token request's parameters (RFC 6749 §4.4.2, §6).
@@ -64,6 +71,24 @@ pub struct UserGrant {
     pub permissions: Vec<String>,
     /// Also issue a refresh token (default true).
     pub refresh: bool,
+}
+
+/// An access token whose signer, `jti` and lifetime are chosen but which is
+/// not signed yet: a refresh token records its `jti` and `exp` before it is.
+struct PendingAccess {
+    signer: Arc<PreparedSigner>,
+    jti: String,
+    now: Timestamp,
+    ttl: i64,
+}
+
+impl PendingAccess {
+    fn access_ref(&self) -> AccessRef {
+        AccessRef {
+            jti: self.jti.clone(),
+            exp: self.now + self.ttl,
+        }
+    }
 }
 
 /// Chooses the scopes of a token: the requested ones, each registered for the
@@ -131,9 +156,11 @@ impl Authority {
                 let scopes = grant_scopes(&client, req.scope.as_deref())?;
                 let audience = grant_audience(&client, env, req.audience.as_deref())?;
                 let empty = Map::new();
+                let pending = self.prepare_access(env, &client, self.now())?;
                 self.access_token(
                     env,
                     &client,
+                    pending,
                     &client.client_id,
                     &scopes,
                     &audience,
@@ -146,19 +173,15 @@ impl Authority {
         }
     }
 
-    /// Signs an access token and builds the response (with `refresh_token` if given).
-    #[allow(clippy::too_many_arguments)]
-    async fn access_token(
+    /// Chooses the signer, `jti` and lifetime of an access token issued at
+    /// `now`; `temporarily_unavailable` if no key signs now. Nothing is
+    /// written, so it runs before any refresh token is stored.
+    fn prepare_access(
         &self,
         env: &EnvState,
         client: &Client,
-        subject: &str,
-        scopes: &[String],
-        audience: &[String],
-        extra: &Map<String, Value>,
-        refresh_token: Option<String>,
-    ) -> Result<TokenResponse, OAuthError> {
-        let now = self.now();
+        now: Timestamp,
+    ) -> Result<PendingAccess, OAuthError> {
         let signer = env.access_token_signer(now).cloned().ok_or_else(|| {
             OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
@@ -169,7 +192,34 @@ impl Authority {
             .access_token_ttl_secs
             .unwrap_or(env.env.policy.token_ttl_secs);
         let ttl = ttl.min(env.env.policy.token_ttl_secs);
-        let jti = new_id();
+        Ok(PendingAccess {
+            signer,
+            jti: new_id(),
+            now,
+            ttl,
+        })
+    }
+
+    /// Signs a prepared access token and builds the response (with
+    /// `refresh_token` if given).
+    #[allow(clippy::too_many_arguments)]
+    async fn access_token(
+        &self,
+        env: &EnvState,
+        client: &Client,
+        pending: PendingAccess,
+        subject: &str,
+        scopes: &[String],
+        audience: &[String],
+        extra: &Map<String, Value>,
+        refresh_token: Option<String>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let PendingAccess {
+            signer,
+            jti,
+            now,
+            ttl,
+        } = pending;
         let payload = AccessClaims {
             issuer: &env.env.issuer,
             subject,
@@ -226,9 +276,10 @@ impl Authority {
         if !g.permissions.is_empty() {
             extra.insert("permissions".into(), json!(g.permissions));
         }
+        let now = self.now();
+        let pending = self.prepare_access(env, &client, now)?;
         // A refresh token only for a client that may use the refresh_token grant.
         let refresh = if g.refresh && client.grant_types.iter().any(|t| t == "refresh_token") {
-            let now = self.now();
             let (token, hash) = new_secret("kwr_");
             let rt = RefreshToken {
                 token_hash: hash,
@@ -243,6 +294,8 @@ impl Authority {
                 expires_at: now + self.refresh_ttl(&client),
                 rotated_at: None,
                 revoked_at: None,
+                parent: None,
+                access: Some(pending.access_ref()),
             };
             let mut tx = self
                 .store
@@ -258,7 +311,7 @@ impl Authority {
             None
         };
         self.access_token(
-            env, &client, &g.subject, &scopes, &audience, &extra, refresh,
+            env, &client, pending, &g.subject, &scopes, &audience, &extra, refresh,
         )
         .await
     }
@@ -295,9 +348,20 @@ impl Authority {
         if rt.revoked_at.is_some() || rt.expires_at <= now {
             return Err(invalid());
         }
+        // A rotated token is accepted again only within the grace window
+        // and while the token it was exchanged for is unused: that one is
+        // superseded (whoever holds it is caught when presenting it).
+        let mut superseded = None;
         if let Some(rotated) = rt.rotated_at {
             let grace = self.settings.refresh_grace_secs;
-            if grace == 0 || now - rotated > grace {
+            let in_grace = grace > 0 && now - rotated <= grace;
+            if in_grace {
+                superseded = tx
+                    .supersede_refresh_successor(&hash, now)
+                    .await
+                    .map_err(server)?;
+            }
+            if superseded.is_none() {
                 let n = tx
                     .revoke_refresh_family(&rt.family_id, now)
                     .await
@@ -308,7 +372,13 @@ impl Authority {
                     action: "refresh.reuse_detected".into(),
                     env: Some(env.env.name.clone()),
                     subject: Some(rt.subject.clone()),
-                    detail: json!({"family": rt.family_id, "revoked": n, "rotated_at": rotated}),
+                    detail: json!({
+                        "family": rt.family_id,
+                        "revoked": n.refresh_tokens,
+                        "access_tokens_revoked": n.access_tokens,
+                        "rotated_at": rotated,
+                        "within_grace": in_grace,
+                    }),
                 })
                 .await
                 .map_err(server)?;
@@ -340,14 +410,9 @@ impl Authority {
             .collect();
         let audience = grant_audience(client, env, rt.audience.as_deref())?;
         let extra: Map<String, Value> = serde_json::from_str(&rt.extra).unwrap_or_default();
+        let pending = self.prepare_access(env, client, now)?;
         let (token, new_hash) = new_secret("kwr_");
-        if rt.rotated_at.is_some() {
-            // Within the grace window: the client lost the response that carried
-            // the next token. Only the token issued now stays valid.
-            tx.revoke_refresh_family(&rt.family_id, now)
-                .await
-                .map_err(server)?;
-        } else {
+        if superseded.is_none() {
             tx.mark_refresh_rotated(&hash, now).await.map_err(server)?;
         }
         tx.insert_refresh_token(&RefreshToken {
@@ -357,14 +422,38 @@ impl Authority {
             rotated_at: None,
             revoked_at: None,
             scope: original.join(" "),
+            parent: Some(hash),
+            access: Some(pending.access_ref()),
             ..rt.clone()
         })
         .await
         .map_err(server)?;
+        if let Some(lost) = &superseded {
+            // Not an alarm: what a client that lost a response does. Kept so
+            // a later reuse of this family can be traced to this reissue.
+            tx.append_audit(AuditEntry {
+                at: now,
+                actor: format!("client:{}", client.client_id),
+                action: "refresh.grace_reissue".into(),
+                env: Some(env.env.name.clone()),
+                subject: Some(rt.subject.clone()),
+                detail: json!({
+                    "family": rt.family_id,
+                    "rotated_at": rt.rotated_at,
+                    "superseded_issued_at": lost.issued_at,
+                }),
+            })
+            .await
+            .map_err(server)?;
+        }
         tx.commit().await.map_err(server)?;
+        if superseded.is_some() {
+            crate::metrics::refresh_grace_reissue(&env.env.name);
+        }
         self.access_token(
             env,
             client,
+            pending,
             &rt.subject,
             &scopes,
             &audience,

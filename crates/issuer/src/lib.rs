@@ -31,7 +31,9 @@ pub mod signing;
 pub mod tokens;
 pub mod views;
 
-pub use authority::{Authority, ReloadFailure, ReloadHealth, RootKeyLoader, Settings};
+pub use authority::{
+    Authority, ReloadFailure, ReloadHealth, RootKeyLoader, Settings, DEFAULT_REFRESH_GRACE_SECS,
+};
 pub use clock::{Clock, FixedClock, ScaledClock, SharedClock, SystemClock};
 pub use error::IssuerError;
 pub use keyring::{

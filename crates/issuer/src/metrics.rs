@@ -123,6 +123,12 @@ pub fn refresh_reuse(env: &str) {
     counter!("keyward_refresh_reuse_detected_total", "env" => env.to_string()).increment(1);
 }
 
+/// A rotated refresh token came back within the grace window, its
+/// successor unused, and was exchanged again (a lost response).
+pub fn refresh_grace_reissue(env: &str) {
+    counter!("keyward_refresh_grace_reissues_total", "env" => env.to_string()).increment(1);
+}
+
 /// A request to another OAuth endpoint finished.
 pub fn endpoint(env: &str, endpoint: &'static str, outcome: &'static str) {
     counter!("keyward_requests_total", "env" => env.to_string(), "endpoint" => endpoint, "outcome" => outcome).increment(1);

@@ -339,7 +339,10 @@ impl Tx<'_> {
 
     /// Deletes a client together with its refresh tokens and the assertion
     /// jtis recorded for it; `NotFound` if absent. (Revoked access-token
-    /// jtis stay in the revocation feed until they expire.)
+    /// jtis stay in the revocation feed until they expire.) Call
+    /// [`Tx::revoke_client_refresh_families`] first in the same transaction:
+    /// the deleted rows are the only record of the access tokens issued with
+    /// its refresh tokens, which that puts on the revocation feed.
     pub async fn delete_client(&mut self, env: &str, client_id: &str) -> Result<(), StoreError> {
         self.writer_lock().await?;
         let exists = sqlx::query("SELECT 1 AS one FROM clients WHERE env = $1 AND client_id = $2")

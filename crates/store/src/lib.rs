@@ -44,4 +44,6 @@ pub use records::{
 pub use root_key::RootKeySource;
 pub use sealing::{key_aad, open_private_key, seal_private_key};
 pub use store::{Backend, Store, Tx};
-pub use tokens::{RefreshToken, Revocation};
+pub use tokens::{
+    AccessRef, FamilyRevocation, RefreshToken, Revocation, REVOCATION_EXPIRY_MARGIN_SECS,
+};

@@ -19,7 +19,9 @@
 //! ([`Store::generation`]) in the same transaction; so does adding to the
 //! revocation feed (which keeps its `seq` order equal to commit order; see
 //! [`crate::tokens`]), without moving the counter. Refresh tokens and
-//! assertion jtis, written on the token path, take no store-wide lock.
+//! assertion jtis, written on the token path, take no store-wide lock,
+//! except when revoking a refresh-token family or superseding a token's
+//! successor, which add to the revocation feed and so take the writer lock.
 //!
 //! The issuer's records ([`crate::clients`], [`crate::tokens`],
 //! [`crate::admin`]) add their methods to `Store` and `Tx` in their own
@@ -98,6 +100,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "issuer_unique",
         include_str!("../migrations/sqlite/0003_issuer_unique.sql"),
     ),
+    (
+        4,
+        "refresh_lineage",
+        include_str!("../migrations/sqlite/0004_refresh_lineage.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -114,6 +121,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         3,
         "issuer_unique",
         include_str!("../migrations/postgres/0003_issuer_unique.sql"),
+    ),
+    (
+        4,
+        "refresh_lineage",
+        include_str!("../migrations/postgres/0004_refresh_lineage.sql"),
     ),
 ]);
 

@@ -16,6 +16,22 @@
 //! SQLite `BEGIN IMMEDIATE` already serializes writers), so two concurrent
 //! exchanges of one token cannot both succeed.
 //!
+//! Each row also records its `parent` (the hash of the token it was rotated
+//! from) and the access token minted in the same issuance ([`AccessRef`]:
+//! its `jti` and `exp`). The parent link finds a rotated token's successor
+//! ([`Tx::supersede_refresh_successor`], for a grace reissue); the access
+//! token lets every revocation of a family ([`Tx::revoke_refresh_family`],
+//! [`Tx::revoke_client_refresh_families`]) put the family's access tokens on
+//! the revocation feed in the same transaction, so introspection and gates
+//! refuse them too.
+//!
+//! Those revocations take the writer lock after the caller has locked the
+//! presented token's row, while deleting a client takes the writer lock
+//! before touching its rows. On PostgreSQL the two orders can meet (a reuse
+//! detected while the same client is being deleted): the server's deadlock
+//! detector then aborts one transaction, which changes nothing (it is
+//! retried or reported like any failed request).
+//!
 //! # The revocation feed
 //!
 //! [`Tx::revoke_jti`] appends `(env, jti, exp)` with a `seq`;
@@ -44,6 +60,28 @@ use crate::error::{is_unique_violation, StoreError};
 use crate::records::Timestamp;
 use crate::store::{get, Backend, Store, Tx};
 
+/// How long after its `exp` a revoked access token is still put on the
+/// revocation feed: gates accept a token for up to their clock leeway past
+/// `exp` (keyward's gateway allows at most 10 minutes), so a token that
+/// expired less than this long ago may still pass one.
+pub const REVOCATION_EXPIRY_MARGIN_SECS: Timestamp = 600;
+
+/// The access token minted in the same issuance as a refresh token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessRef {
+    pub jti: String,
+    pub exp: Timestamp,
+}
+
+/// What revoking refresh-token families changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FamilyRevocation {
+    /// Refresh tokens newly revoked (those already revoked keep their time).
+    pub refresh_tokens: u64,
+    /// Access tokens newly put on the revocation feed.
+    pub access_tokens: u64,
+}
+
 /// A refresh token as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefreshToken {
@@ -65,6 +103,11 @@ pub struct RefreshToken {
     /// When it was exchanged for a new one.
     pub rotated_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// SHA-256 of the token this one was rotated from; `None` for the first
+    /// token of a family (and for rows stored before lineage was recorded).
+    pub parent: Option<Vec<u8>>,
+    /// The access token issued together with this one, if recorded.
+    pub access: Option<AccessRef>,
 }
 
 /// One entry of the revocation feed.
@@ -80,7 +123,7 @@ pub struct Revocation {
 }
 
 const REFRESH_COLUMNS: &str = "token_hash, env, client_id, family_id, subject, scope, audience, \
-     extra, issued_at, expires_at, rotated_at, revoked_at";
+     extra, issued_at, expires_at, rotated_at, revoked_at, parent, access_jti, access_exp";
 const REVOCATION_COLUMNS: &str = "seq, env, jti, exp, revoked_at";
 
 fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken, StoreError> {
@@ -97,6 +140,16 @@ fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken, StoreError> {
         expires_at: get(row, "expires_at")?,
         rotated_at: get(row, "rotated_at")?,
         revoked_at: get(row, "revoked_at")?,
+        parent: get(row, "parent")?,
+        access: match (get(row, "access_jti")?, get(row, "access_exp")?) {
+            (Some(jti), Some(exp)) => Some(AccessRef { jti, exp }),
+            (None, None) => None,
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "refresh token: access_jti and access_exp must be set together".into(),
+                ))
+            }
+        },
     })
 }
 
@@ -114,6 +167,14 @@ fn revocation_from_row(row: &AnyRow) -> Result<Revocation, StoreError> {
 /// token itself is never known to the store).
 fn refresh_name(hash: &[u8]) -> String {
     hex(&hash[..hash.len().min(8)])
+}
+
+/// Which refresh tokens a revocation covers.
+#[derive(Clone, Copy)]
+enum Lineage<'a> {
+    Family(&'a str),
+    Token(&'a [u8]),
+    Client(&'a str, &'a str),
 }
 
 async fn fetch_refresh<'c, E>(
@@ -224,7 +285,7 @@ impl Tx<'_> {
         }
         let sql = format!(
             "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         sqlx::query(&sql)
             .bind(token.token_hash.clone())
@@ -239,6 +300,9 @@ impl Tx<'_> {
             .bind(token.expires_at)
             .bind(token.rotated_at)
             .bind(token.revoked_at)
+            .bind(token.parent.clone())
+            .bind(token.access.as_ref().map(|a| a.jti.clone()))
+            .bind(token.access.as_ref().map(|a| a.exp))
             .execute(&mut *self.tx)
             .await
             .map_err(|e| {
@@ -293,13 +357,20 @@ impl Tx<'_> {
         }
     }
 
-    /// Revokes, at `at`, every token of the family that is not revoked yet;
-    /// returns how many. Tokens already revoked keep their first time.
+    /// Revokes, at `at`, every token of the family that is not revoked yet,
+    /// and puts the family's access tokens on the revocation feed (those
+    /// that expired more than [`REVOCATION_EXPIRY_MARGIN_SECS`] before `at`
+    /// excepted); returns how many of each were revoked now. Tokens already
+    /// revoked keep their first time, feed entries their first `seq`. Takes
+    /// the store's writer lock on PostgreSQL (as [`Tx::revoke_jti`] does).
     pub async fn revoke_refresh_family(
         &mut self,
         family_id: &str,
         at: Timestamp,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<FamilyRevocation, StoreError> {
+        let access_tokens = self
+            .feed_access_tokens(Lineage::Family(family_id), at)
+            .await?;
         let done = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
         )
@@ -307,11 +378,112 @@ impl Tx<'_> {
         .bind(family_id.to_owned())
         .execute(&mut *self.tx)
         .await?;
-        Ok(done.rows_affected())
+        Ok(FamilyRevocation {
+            refresh_tokens: done.rows_affected(),
+            access_tokens,
+        })
+    }
+
+    /// Revokes every refresh-token family of client `client_id` in `env` as
+    /// [`Tx::revoke_refresh_family`] does (its refresh tokens, and their
+    /// access tokens onto the revocation feed). Call it before
+    /// [`Tx::delete_client`], which deletes the rows that know those access
+    /// tokens. An unknown client has nothing to revoke.
+    pub async fn revoke_client_refresh_families(
+        &mut self,
+        env: &str,
+        client_id: &str,
+        at: Timestamp,
+    ) -> Result<FamilyRevocation, StoreError> {
+        let access_tokens = self
+            .feed_access_tokens(Lineage::Client(env, client_id), at)
+            .await?;
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 \
+             WHERE env = $2 AND client_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(env.to_owned())
+        .bind(client_id.to_owned())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(FamilyRevocation {
+            refresh_tokens: done.rows_affected(),
+            access_tokens,
+        })
+    }
+
+    /// A grace reissue: marks the unused successor of refresh token `parent`
+    /// (the token issued when `parent` was rotated, neither rotated nor
+    /// revoked since) as rotated at `at`, so presenting it later is reuse,
+    /// and puts its access token on the revocation feed. Returns the
+    /// successor as it was before, or `None` if `parent` has no unused
+    /// successor (it was used or revoked: presenting `parent` again is
+    /// reuse). On PostgreSQL a concurrent exchange of the successor either
+    /// commits first (then this finds none) or waits for this transaction.
+    pub async fn supersede_refresh_successor(
+        &mut self,
+        parent: &[u8],
+        at: Timestamp,
+    ) -> Result<Option<RefreshToken>, StoreError> {
+        let sql = format!(
+            "UPDATE refresh_tokens SET rotated_at = $1 \
+             WHERE parent = $2 AND rotated_at IS NULL AND revoked_at IS NULL \
+             RETURNING {REFRESH_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(at)
+            .bind(parent.to_vec())
+            .fetch_all(&mut *self.tx)
+            .await?;
+        let mut successor = None;
+        for row in &rows {
+            let mut t = refresh_from_row(row)?;
+            self.feed_access_tokens(Lineage::Token(&t.token_hash), at)
+                .await?;
+            t.rotated_at = None;
+            successor.get_or_insert(t);
+        }
+        Ok(successor)
+    }
+
+    /// Puts the recorded access tokens of the refresh tokens `which` selects
+    /// on the revocation feed (those expired more than
+    /// [`REVOCATION_EXPIRY_MARGIN_SECS`] before `at` excepted), by issue
+    /// time; returns how many were added now.
+    async fn feed_access_tokens(
+        &mut self,
+        which: Lineage<'_>,
+        at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.writer_lock().await?;
+        let filter = match which {
+            Lineage::Family(_) => "family_id = $3",
+            Lineage::Token(_) => "token_hash = $3",
+            Lineage::Client(..) => "env = $3 AND client_id = $4",
+        };
+        let sql = format!(
+            "INSERT INTO revocations (env, jti, exp, revoked_at) \
+             SELECT env, access_jti, access_exp, $1 FROM refresh_tokens \
+             WHERE {filter} AND access_jti IS NOT NULL AND access_exp > $2 \
+             ORDER BY issued_at, access_jti \
+             ON CONFLICT (env, jti) DO NOTHING"
+        );
+        let q = sqlx::query(&sql)
+            .bind(at)
+            .bind(at.saturating_sub(REVOCATION_EXPIRY_MARGIN_SECS));
+        let q = match which {
+            Lineage::Family(f) => q.bind(f.to_owned()),
+            Lineage::Token(h) => q.bind(h.to_vec()),
+            Lineage::Client(env, id) => q.bind(env.to_owned()).bind(id.to_owned()),
+        };
+        Ok(q.execute(&mut *self.tx).await?.rows_affected())
     }
 
     /// Revokes one refresh token at `at`. True if it was revoked now; false
     /// if it is unknown or was already revoked (RFC 7009 answers both alike).
+    /// Its access token is left alone: to end a grant, revoke its family
+    /// ([`Tx::revoke_refresh_family`]).
     pub async fn revoke_refresh_token(
         &mut self,
         hash: &[u8],

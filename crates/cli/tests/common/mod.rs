@@ -306,6 +306,14 @@ impl Server {
         }
     }
 
+    /// SIGKILL (`kill -9`: no shutdown, in-flight requests die with the
+    /// process) and reap it.
+    pub fn kill_hard(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
     /// SIGTERM, and the exit status (within 10 s, or the test fails).
     pub fn stop(&mut self) -> ExitStatus {
         self.terminate();

@@ -7,7 +7,8 @@ use std::time::Duration;
 use keyward_jose::crypto::{random_bytes, sha256};
 use keyward_jose::seal::RootKey;
 use keyward_store::{
-    AdminToken, AuditEntry, Client, ClientAuth, RefreshToken, Revocation, Store, StoreError,
+    AccessRef, AdminToken, AuditEntry, Client, ClientAuth, FamilyRevocation, RefreshToken,
+    Revocation, Store, StoreError, REVOCATION_EXPIRY_MARGIN_SECS,
 };
 use serde_json::json;
 
@@ -21,6 +22,11 @@ crate::backend_suite!(
     refresh_token_rotation_and_family_revocation,
     refresh_token_for_update_serializes_exchanges,
     refresh_tokens_expire,
+    refresh_lineage_and_access_tokens_round_trip,
+    family_revocation_puts_its_access_tokens_on_the_feed,
+    supersede_takes_only_an_unused_successor,
+    supersede_waits_for_a_concurrent_exchange_of_the_successor,
+    client_families_revoked_before_deletion,
     revocation_feed_order_cursor_and_idempotence,
     revocation_purge_keeps_cursors_valid,
     revocations_become_visible_in_seq_order,
@@ -81,6 +87,29 @@ fn refresh(env: &str, client_id: &str, family: &str, value: &str) -> RefreshToke
         expires_at: 3_000 + 86_400,
         rotated_at: None,
         revoked_at: None,
+        parent: None,
+        access: None,
+    }
+}
+
+/// A refresh token rotated from `parent`, issued at `issued_at` with access
+/// token `jti` expiring at `exp`.
+fn child(
+    family: &str,
+    value: &str,
+    parent: &str,
+    issued_at: i64,
+    jti: &str,
+    exp: i64,
+) -> RefreshToken {
+    RefreshToken {
+        issued_at,
+        parent: Some(hash(parent)),
+        access: Some(AccessRef {
+            jti: jti.into(),
+            exp,
+        }),
+        ..refresh("prod", "a", family, value)
     }
 }
 
@@ -391,18 +420,22 @@ async fn refresh_token_rotation_and_family_revocation(store: Store, _ctx: Ctx) {
         .unwrap()
         .unwrap();
     assert!(replayed.rotated_at.is_some());
+    let none = FamilyRevocation::default();
     assert_eq!(
         tx.revoke_refresh_family(&replayed.family_id, 3_400)
             .await
             .unwrap(),
-        1
+        FamilyRevocation {
+            refresh_tokens: 1,
+            access_tokens: 0
+        }
     );
-    assert_eq!(tx.revoke_refresh_family("fam", 3_500).await.unwrap(), 0);
+    assert_eq!(tx.revoke_refresh_family("fam", 3_500).await.unwrap(), none);
     assert_eq!(
         tx.revoke_refresh_family("no-such-family", 3_500)
             .await
             .unwrap(),
-        0
+        none
     );
     tx.commit().await.unwrap();
 
@@ -1053,5 +1086,334 @@ async fn keys_all_lists_every_environment(store: Store, _ctx: Ctx) {
             keys[1].clone(),
             keys[0].clone()
         ]
+    );
+}
+
+/// Every revocation of `env`, as `(jti, exp, revoked_at)` in feed order.
+async fn feed(store: &Store, env: &str) -> Vec<(String, i64, i64)> {
+    store
+        .revocations_since(env, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.jti, r.exp, r.revoked_at))
+        .collect()
+}
+
+async fn refresh_lineage_and_access_tokens_round_trip(store: Store, ctx: Ctx) {
+    with_clients(&store).await;
+    let first = RefreshToken {
+        access: Some(AccessRef {
+            jti: "at-1".into(),
+            exp: 3_300,
+        }),
+        ..refresh("prod", "a", "fam", "v1")
+    };
+    let second = child("fam", "v2", "v1", 3_100, "at-2", 3_400);
+    insert_refresh(&store, &[first.clone(), second.clone()]).await;
+    assert_eq!(store.refresh_token(&hash("v1")).await.unwrap(), Some(first));
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.refresh_token_for_update(&hash("v2")).await.unwrap(),
+        Some(second)
+    );
+    drop(tx);
+    // A row with half an access token is corrupt, not "no access token".
+    ctx.exec("UPDATE refresh_tokens SET access_exp = NULL WHERE access_jti = 'at-2'")
+        .await;
+    let err = store.refresh_token(&hash("v2")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+}
+
+async fn family_revocation_puts_its_access_tokens_on_the_feed(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let at = 10_000;
+    let fam = [
+        // Recorded before lineage was: no access token known.
+        refresh("prod", "a", "fam", "r0"),
+        child(
+            "fam",
+            "r1",
+            "r0",
+            9_000,
+            "j-expired-long-ago",
+            at - REVOCATION_EXPIRY_MARGIN_SECS,
+        ),
+        child("fam", "r2", "r1", 9_500, "j-within-margin", at - 10),
+        child("fam", "r3", "r2", 9_900, "j-live", at + 300),
+    ];
+    let other = child("other", "o1", "x", 9_900, "j-other", at + 300);
+    insert_refresh(&store, &fam).await;
+    insert_refresh(&store, std::slice::from_ref(&other)).await;
+    // Revoked on its own earlier: keeps its first entry and seq.
+    let mut tx = store.begin().await.unwrap();
+    let early = tx
+        .revoke_jti("prod", "j-within-margin", at - 10, 9_990)
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // Rolled back: nothing changes.
+    let mut tx = store.begin().await.unwrap();
+    tx.revoke_refresh_family("fam", at).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(feed(&store, "prod").await.len(), 1);
+    assert_eq!(
+        store
+            .refresh_token(&hash("r3"))
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        None
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.revoke_refresh_family("fam", at).await.unwrap(),
+        FamilyRevocation {
+            refresh_tokens: 4,
+            access_tokens: 1
+        }
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        feed(&store, "prod").await,
+        vec![
+            ("j-within-margin".to_string(), at - 10, 9_990),
+            ("j-live".to_string(), at + 300, at),
+        ]
+    );
+    assert_eq!(
+        store.revocations_since("prod", 0, 1).await.unwrap()[0],
+        early
+    );
+    assert!(store.is_jti_revoked("prod", "j-live").await.unwrap());
+    assert!(!store
+        .is_jti_revoked("prod", "j-expired-long-ago")
+        .await
+        .unwrap());
+    assert!(!store.is_jti_revoked("prod", "j-other").await.unwrap());
+    assert!(feed(&store, "dev").await.is_empty());
+    for t in &fam {
+        let got = store.refresh_token(&t.token_hash).await.unwrap().unwrap();
+        assert_eq!(got.revoked_at, Some(at));
+    }
+    assert_eq!(store.refresh_token(&hash("o1")).await.unwrap(), Some(other));
+
+    // Again: nothing new.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.revoke_refresh_family("fam", at + 5).await.unwrap(),
+        FamilyRevocation::default()
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(feed(&store, "prod").await.len(), 2);
+}
+
+async fn supersede_takes_only_an_unused_successor(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let parent = RefreshToken {
+        rotated_at: Some(3_100),
+        ..refresh("prod", "a", "fam", "p")
+    };
+    let s1 = child("fam", "s1", "p", 3_100, "j-s1", 3_400);
+    insert_refresh(&store, &[parent, s1.clone()]).await;
+
+    // Unknown parent, or a token nobody was rotated from: none.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.supersede_refresh_successor(&hash("nope"), 3_150)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        tx.supersede_refresh_successor(&hash("s1"), 3_150)
+            .await
+            .unwrap(),
+        None
+    );
+    tx.commit().await.unwrap();
+
+    // Rolled back: s1 stays unused and its access token live.
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx
+        .supersede_refresh_successor(&hash("p"), 3_150)
+        .await
+        .unwrap()
+        .is_some());
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        store.refresh_token(&hash("s1")).await.unwrap(),
+        Some(s1.clone())
+    );
+    assert!(feed(&store, "prod").await.is_empty());
+
+    // The unused successor is returned as it was, marked rotated, and its
+    // access token goes on the feed.
+    let mut tx = store.begin().await.unwrap();
+    let got = tx
+        .supersede_refresh_successor(&hash("p"), 3_150)
+        .await
+        .unwrap();
+    assert_eq!(got, Some(s1.clone()));
+    let s2 = child("fam", "s2", "p", 3_150, "j-s2", 3_450);
+    tx.insert_refresh_token(&s2).await.unwrap();
+    tx.commit().await.unwrap();
+    let s1_now = store.refresh_token(&hash("s1")).await.unwrap().unwrap();
+    assert_eq!((s1_now.rotated_at, s1_now.revoked_at), (Some(3_150), None));
+    assert_eq!(
+        feed(&store, "prod").await,
+        vec![("j-s1".to_string(), 3_400, 3_150)]
+    );
+
+    // The second reissue supersedes the new successor, not the old one.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.supersede_refresh_successor(&hash("p"), 3_160)
+            .await
+            .unwrap(),
+        Some(s2.clone())
+    );
+    tx.rollback().await.unwrap();
+
+    // A used successor (rotated into s3) is not superseded...
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.mark_refresh_rotated(&hash("s2"), 3_170).await.unwrap());
+    tx.insert_refresh_token(&child("fam", "s3", "s2", 3_170, "j-s3", 3_470))
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.supersede_refresh_successor(&hash("p"), 3_180)
+            .await
+            .unwrap(),
+        None
+    );
+    tx.commit().await.unwrap();
+    // ...nor a revoked one.
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.revoke_refresh_token(&hash("s3"), 3_190).await.unwrap());
+    assert_eq!(
+        tx.supersede_refresh_successor(&hash("s2"), 3_200)
+            .await
+            .unwrap(),
+        None
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(feed(&store, "prod").await.len(), 1);
+    assert_eq!(
+        store
+            .refresh_token(&hash("s2"))
+            .await
+            .unwrap()
+            .unwrap()
+            .rotated_at,
+        Some(3_170)
+    );
+}
+
+async fn supersede_waits_for_a_concurrent_exchange_of_the_successor(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let parent = RefreshToken {
+        rotated_at: Some(3_100),
+        ..refresh("prod", "a", "fam", "p")
+    };
+    insert_refresh(
+        &store,
+        &[parent, child("fam", "s1", "p", 3_100, "j-s1", 3_400)],
+    )
+    .await;
+
+    // The successor is being exchanged by its holder...
+    let mut tx = store.begin().await.unwrap();
+    let s1 = tx
+        .refresh_token_for_update(&hash("s1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s1.rotated_at, None);
+    // ...while its parent comes back within the grace window.
+    let reissue = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let got = tx
+                .supersede_refresh_successor(&hash("p"), 3_150)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            got
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !reissue.is_finished(),
+        "the reissue did not wait for the exchange"
+    );
+    assert!(tx.mark_refresh_rotated(&hash("s1"), 3_120).await.unwrap());
+    tx.commit().await.unwrap();
+    // The successor was used: nothing to supersede (the caller sees reuse).
+    assert_eq!(reissue.await.unwrap(), None);
+    assert_eq!(
+        store
+            .refresh_token(&hash("s1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .rotated_at,
+        Some(3_120)
+    );
+    assert!(feed(&store, "prod").await.is_empty());
+}
+
+async fn client_families_revoked_before_deletion(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let at = 10_000;
+    let mine = [
+        child("fam-1", "m1", "m0", 9_000, "j-m1", at + 100),
+        child("fam-2", "m2", "m9", 9_100, "j-m2", at + 200),
+        RefreshToken {
+            revoked_at: Some(9_500),
+            ..child("fam-3", "m3", "m8", 9_200, "j-m3", at + 300)
+        },
+    ];
+    let dev = RefreshToken {
+        env: "dev".into(),
+        ..child("fam-4", "d1", "d0", 9_000, "j-m1", at + 100)
+    };
+    insert_refresh(&store, &mine).await;
+    insert_refresh(&store, std::slice::from_ref(&dev)).await;
+
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.revoke_client_refresh_families("prod", "a", at)
+            .await
+            .unwrap(),
+        FamilyRevocation {
+            refresh_tokens: 2,
+            access_tokens: 3
+        }
+    );
+    tx.delete_client("prod", "a").await.unwrap();
+    tx.commit().await.unwrap();
+    let jtis: Vec<String> = feed(&store, "prod")
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(jtis, ["j-m1", "j-m2", "j-m3"]);
+    // The same jti in another environment is another token.
+    assert!(!store.is_jti_revoked("dev", "j-m1").await.unwrap());
+    assert_eq!(store.refresh_token(&hash("d1")).await.unwrap(), Some(dev));
+
+    // An unknown client has nothing to revoke.
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.revoke_client_refresh_families("prod", "ghost", at)
+            .await
+            .unwrap(),
+        FamilyRevocation::default()
     );
 }
