@@ -72,6 +72,10 @@ fn validate(c: &NewClient) -> Result<(), IssuerError> {
             "an audience is 1 to 500 characters".into(),
         ));
     }
+    for a in &c.audiences {
+        keyward_jose::claim_text::value("audience", a)
+            .map_err(|e| IssuerError::Refused(e.to_string()))?;
+    }
     for g in &c.grant_types {
         if !matches!(g.as_str(), "client_credentials" | "refresh_token") {
             return Err(IssuerError::Refused(format!(

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use keyward_jose::{verify_jwt, Validation};
+use keyward_jose::{claim_text, verify_jwt, Validation};
 use keyward_store::{AuditEntry, Client, RefreshToken, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -102,6 +102,26 @@ fn grant_audience(
     }
 }
 
+/// Refuses, before anything is written, a claim keyward's gate would refuse
+/// to forward ([`claim_text`], the rule the gate applies): the issuer never
+/// mints a token its own gate rejects as malformed.
+fn check_forwardable(
+    subject: &str,
+    client_id: &str,
+    scopes: &[String],
+    extra: &Map<String, Value>,
+) -> Result<(), OAuthError> {
+    claim_text::value("sub", subject)
+        .and_then(|_| claim_text::value("client_id", client_id))
+        .and_then(|_| claim_text::words("scope", scopes.iter().map(String::as_str)))
+        .and_then(|_| claim_text::check_claims(extra))
+        .map_err(|e| {
+            OAuthError::invalid_request(format!(
+                "refused to mint a token keyward's gate would refuse: {e}"
+            ))
+        })
+}
+
 impl Authority {
     /// `POST {issuer}/oauth2/token`.
     pub async fn token(
@@ -131,6 +151,7 @@ impl Authority {
                 let scopes = grant_scopes(&client, req.scope.as_deref())?;
                 let audience = grant_audience(&client, env, req.audience.as_deref())?;
                 let empty = Map::new();
+                check_forwardable(&client.client_id, &client.client_id, &scopes, &empty)?;
                 self.access_token(
                     env,
                     &client,
@@ -226,6 +247,7 @@ impl Authority {
         if !g.permissions.is_empty() {
             extra.insert("permissions".into(), json!(g.permissions));
         }
+        check_forwardable(&g.subject, &client.client_id, &scopes, &extra)?;
         // A refresh token only for a client that may use the refresh_token grant.
         let refresh = if g.refresh && client.grant_types.iter().any(|t| t == "refresh_token") {
             let now = self.now();
@@ -340,6 +362,7 @@ impl Authority {
             .collect();
         let audience = grant_audience(client, env, rt.audience.as_deref())?;
         let extra: Map<String, Value> = serde_json::from_str(&rt.extra).unwrap_or_default();
+        check_forwardable(&rt.subject, &client.client_id, &scopes, &extra)?;
         let (token, new_hash) = new_secret("kwr_");
         if rt.rotated_at.is_some() {
             // Within the grace window: the client lost the response that carried

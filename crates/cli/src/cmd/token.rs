@@ -168,6 +168,8 @@ async fn sign(
     if let Some(k) = SET_BY_KEYWARD.iter().find(|k| claims.contains_key(**k)) {
         bail!("claim {k:?} is set by keyward; leave it out of --claims");
     }
+    keyward_jose::claim_text::check_claims(&claims)
+        .map_err(|e| anyhow!("refused to sign a token keyward's gate would refuse: {e}"))?;
     let store = ctx.store().await?;
     let env = store.environment(env_name).await?;
     let ttl = ttl.unwrap_or(env.policy.token_ttl_secs.min(15 * 60));
