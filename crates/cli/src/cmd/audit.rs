@@ -1,5 +1,6 @@
 //! `keyward audit`: the append-only audit chain.
 
+use crate::output::outln;
 use anyhow::{bail, Result};
 use keyward_issuer::fmt_time;
 use serde_json::{json, Value};
@@ -19,7 +20,7 @@ pub async fn run(ctx: &Context, cmd: AuditCmd) -> Result<()> {
             match &r.first_broken {
                 None => {
                     if !json {
-                        println!(
+                        outln!(
                             "audit chain intact: {} records, head {}",
                             r.length,
                             r.head_hash.as_deref().unwrap_or("-")

@@ -1,5 +1,6 @@
 //! `keyward env`: environments and their rotation policy.
 
+use crate::output::outln;
 use anyhow::{anyhow, bail, Result};
 use keyward_issuer::views::env_json;
 use keyward_issuer::{fmt_time, keyring};
@@ -65,8 +66,8 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             if json {
                 print_json(&env_json(&env));
             } else {
-                println!("created environment {name} (issuer {})", env.issuer);
-                println!(
+                outln!("created environment {name} (issuer {})", env.issuer);
+                outln!(
                     "it has no key yet: keyward keys generate --env {name} --alg {}",
                     env.policy.alg
                 );
@@ -96,7 +97,7 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             if json {
                 print_json(&env_json(&e));
             } else {
-                println!("{}", serde_json::to_string_pretty(&env_json(&e))?);
+                outln!("{}", serde_json::to_string_pretty(&env_json(&e))?);
             }
         }
         EnvCmd::Update {
@@ -115,7 +116,7 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             if json {
                 print_json(&env_json(&e));
             } else {
-                println!("updated environment {name}");
+                outln!("updated environment {name}");
             }
         }
     }

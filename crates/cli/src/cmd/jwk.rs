@@ -1,5 +1,6 @@
 //! `keyward jwk`: public key format conversion.
 
+use crate::output::{out, outln};
 use anyhow::{anyhow, Result};
 use keyward_jose::{Algorithm, Jwk, PublicKey};
 
@@ -11,7 +12,7 @@ pub fn run(cmd: JwkCmd) -> Result<()> {
         JwkCmd::ToPem { file } => {
             let text = read_input(file.as_deref())?;
             let jwk = Jwk::parse(text.trim().as_bytes(), Algorithm::RS256)?;
-            print!("{}", jwk.key.to_pem());
+            out!("{}", jwk.key.to_pem());
         }
         JwkCmd::FromPem { file, alg, kid } => {
             let text = read_input(file.as_deref())?;
@@ -23,7 +24,7 @@ pub fn run(cmd: JwkCmd) -> Result<()> {
                     .ok_or_else(|| anyhow!("not a supported public key PEM (expected a PUBLIC KEY or RSA PUBLIC KEY block of RSA >= 2048 bits, P-256/384/521 or Ed25519)"))?,
             };
             let kid = kid.unwrap_or_else(|| key.thumbprint());
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&key.to_jwk(Some(kid)).to_value())?
             );
