@@ -287,6 +287,20 @@ async fn the_issuer_mints_only_what_the_gate_accepts() {
                 run.stdout
             );
         }
+        // Nor is such a string registered as an audience a token will carry.
+        if !sub.contains('\0') {
+            let run = i.kw.run(&[
+                "clients",
+                "create",
+                "--env",
+                "default",
+                "--name",
+                "x",
+                "--audience",
+                sub,
+            ]);
+            assert_eq!(run.code, 1, "audience {sub:?} registered: {}", run.stdout);
+        }
     }
     // Bad permissions, likewise.
     for w in bad_words() {
