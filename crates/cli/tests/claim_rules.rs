@@ -319,6 +319,13 @@ async fn the_issuer_mints_only_what_the_gate_accepts() {
             }
         }
     }
+    // Roles are not forwarded, but are words too, for the CLI as for the API.
+    let run = i.kw.run(&[
+        "token", "issue", "--env", "default", "--client", &i.client, "--sub", "alice", "--roles",
+        "ops\u{1}",
+    ]);
+    assert_eq!(run.code, 1, "token issue minted a role with U+0001");
+    assert!(run.stderr.contains("roles "), "{}", run.stderr);
     assert_eq!(i.kw.snapshot(), before, "a refused mint changed the store");
 
     // Good strings: minted by every path and forwarded by the gate.

@@ -115,6 +115,12 @@ fn check_forwardable(
         .and_then(|_| claim_text::value("client_id", client_id))
         .and_then(|_| claim_text::words("scope", scopes.iter().map(String::as_str)))
         .and_then(|_| claim_text::check_claims(extra))
+        // The gate does not forward roles, but they are words like the
+        // others (the admin API has always refused anything else).
+        .and_then(|_| match extra.get("roles") {
+            Some(Value::Array(r)) => claim_text::words("roles", r.iter().filter_map(Value::as_str)),
+            _ => Ok(()),
+        })
         .map_err(|e| {
             OAuthError::invalid_request(format!(
                 "refused to mint a token keyward's gate would refuse: {e}"
