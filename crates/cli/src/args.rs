@@ -604,6 +604,9 @@ pub enum AuditCmd {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// A head_hash recorded earlier: fail unless that record is still in the chain.
+        #[arg(long, value_name = "HASH")]
+        expect_head: Option<String>,
     },
     /// Show audit records.
     List {

@@ -1,4 +1,11 @@
 //! Printing: JSON for machines, aligned tables for people.
+//!
+//! Every write to standard output goes through [`out!`] / [`outln!`] (or
+//! [`banner!`] for a server's start-up lines), never `print!`/`println!`,
+//! which panic when the reader has gone: `keyward audit list | head` must
+//! end quietly, not with a panic and exit 101.
+
+use std::io::Write as _;
 
 use keyward_issuer::fmt_time;
 use keyward_jose::KeyFamily;
@@ -7,8 +14,68 @@ use serde_json::Value;
 
 pub use keyward_issuer::views::key_json;
 
+/// Writes to standard output. When the reader has gone (a closed pipe, as
+/// when `head` has read enough), the process exits at once, quietly, with
+/// status 0, as ripgrep does: the output was cut short on purpose, and 141
+/// would fail a `set -o pipefail` script for it. Everything a command
+/// changes is committed before it prints. Any other write error (a full
+/// disk) ends the process with a one-line error and status 1.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        stdout_failed(e);
+    }
+}
+
+/// [`write_out`] for bytes.
+pub fn write_out_bytes(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        stdout_failed(e);
+    }
+}
+
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
+
+/// A server's start-up line: a reader that has gone does not stop the
+/// server, so write errors are ignored.
+pub fn write_banner(args: std::fmt::Arguments<'_>) {
+    let _ = std::io::stdout().lock().write_fmt(args);
+}
+
+/// `print!` through [`write_out`].
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::output::write_out(format_args!($($t)*))
+    };
+}
+
+/// `println!` through [`write_out`].
+macro_rules! outln {
+    () => {
+        $crate::output::write_out(format_args!("\n"))
+    };
+    ($($t:tt)*) => {
+        $crate::output::write_out(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
+/// `println!` through [`write_banner`].
+macro_rules! banner {
+    ($($t:tt)*) => {
+        $crate::output::write_banner(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
+pub(crate) use {banner, out, outln};
+
 pub fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("JSON value"));
+    outln!("{}", serde_json::to_string_pretty(v).expect("JSON value"));
 }
 
 fn opt_cell(t: Option<Timestamp>) -> String {
@@ -32,7 +99,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<w$}  ", w = widths[i]));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(header.iter().map(|h| h.to_string()).collect());
     for r in rows {
@@ -68,7 +135,7 @@ pub fn command_name() -> (String, Option<String>) {
 pub fn fields(pairs: &[(&str, String)]) {
     let width = pairs.iter().map(|(n, _)| n.len()).max().unwrap_or(0) + 1;
     for (name, value) in pairs {
-        println!("{:<width$} {value}", format!("{name}:"));
+        outln!("{:<width$} {value}", format!("{name}:"));
     }
 }
 

@@ -244,6 +244,30 @@ fn malformed_pem_and_jwk() {
     );
     kw.run(&["jwk", "to-pem", private_jwk.to_str().unwrap()])
         .fails_with("private");
+    // A JWK Set: say so, with its kids and how to pick one.
+    let k = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo""#;
+    let set = write(
+        d,
+        "set.json",
+        &format!(r#"{{"keys":[{k},"kid":"k1"}},{k},"kid":"k2"}}]}}"#),
+    );
+    let r = kw.run(&["jwk", "to-pem", set.to_str().unwrap()]);
+    r.fails_with("JWK Set of 2 key(s)");
+    assert!(
+        r.stderr.contains(r#"kids: "k1", "k2""#)
+            && r.stderr.contains(r#"jq '.keys[] | select(.kid == "k1")'"#),
+        "{}",
+        r.stderr
+    );
+    // An X25519 key: a key-agreement curve, not a list of P-curves.
+    let x25519 = write(
+        d,
+        "x.jwk",
+        r#"{"kty":"OKP","crv":"X25519","x":"hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"}"#,
+    );
+    let r = kw.run(&["jwk", "to-pem", x25519.to_str().unwrap()]);
+    r.fails_with("only Ed25519 keys sign");
+    assert!(!r.stderr.contains("P-256"), "{}", r.stderr);
     let not_pem = write(d, "np.pem", "hello");
     kw.run(&["jwk", "from-pem", not_pem.to_str().unwrap()])
         .fails_with("PEM");

@@ -479,3 +479,64 @@ fn audit_verify_names_the_first_broken_link() {
     assert!(status.success());
     kw.run(&["audit", "verify"]).fails_with("record 4");
 }
+
+/// Records cut off the end of the chain leave no break; a head recorded
+/// earlier (`--expect-head`) catches it, and still passes once the chain
+/// has grown past it.
+#[test]
+fn audit_verify_expect_head_detects_a_truncated_tail() {
+    let kw = Kw::new();
+    kw.init();
+    kw.run(&["env", "create", "prod", "--issuer", "https://a.example"])
+        .ok();
+    let report = kw.run(&["audit", "verify", "--json"]).ok().json();
+    let head = report["head_hash"].as_str().unwrap().to_string();
+    let length = report["length"].as_i64().unwrap();
+    assert!(report.get("expected_head").is_none(), "{report}");
+    let r = kw.run(&["audit", "verify", "--expect-head", &head]);
+    r.ok();
+    assert!(
+        r.stdout
+            .contains(&format!("the expected head is record {length}")),
+        "{}",
+        r.stdout
+    );
+
+    // The chain grows: the old head is still there, and linked to.
+    kw.run(&["keys", "generate", "--env", "prod", "--alg", "ES384"])
+        .ok();
+    kw.run(&["env", "create", "staging", "--issuer", "https://s.example"])
+        .ok();
+    let r = kw
+        .run(&["audit", "verify", "--expect-head", &head, "--json"])
+        .ok()
+        .json();
+    assert_eq!(r["expected_head"]["seq"], length, "{r}");
+    assert!(r["length"].as_i64().unwrap() > length);
+
+    // Delete the newest records with raw SQL, back to before the old head.
+    let db = kw.data_dir().join("keyward.db");
+    let status = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM audit WHERE seq >= ?', (int(sys.argv[2]),)); c.commit()",
+            db.to_str().unwrap(),
+            &length.to_string(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Plain verify cannot tell; --expect-head can.
+    kw.run(&["audit", "verify"]).ok();
+    kw.run(&["audit", "verify", "--expect-head", &head])
+        .fails_with("is not in the audit chain");
+    let r = kw.run(&["audit", "verify", "--expect-head", &head, "--json"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json()["expected_head"]["seq"], serde_json::Value::Null);
+
+    // A malformed hash is refused as such.
+    for bad in ["abc", &head.to_uppercase(), &format!("{head}0")] {
+        kw.run(&["audit", "verify", "--expect-head", bad])
+            .fails_with("64 lowercase hex digits");
+    }
+}

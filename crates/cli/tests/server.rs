@@ -921,6 +921,16 @@ async fn introspection_revocation_and_the_revocation_feed() {
 
 fn assertion(signer: &LocalSigner, client_id: &str, aud: &str, exp: i64) -> String {
     let jti = keyward_jose::crypto::hex(&keyward_jose::crypto::random_bytes::<16>());
+    assertion_with_jti(signer, client_id, aud, exp, &jti)
+}
+
+fn assertion_with_jti(
+    signer: &LocalSigner,
+    client_id: &str,
+    aud: &str,
+    exp: i64,
+    jti: &str,
+) -> String {
     sign_jwt(
         signer,
         None,
@@ -1027,6 +1037,33 @@ async fn private_key_jwt_assertions() {
     )
     .await
     .assert_oauth_error(401, "invalid_client");
+    // A jti that cannot be right is refused saying what is wrong with it,
+    // not that the assertion "names no client".
+    for (jti, why) in [
+        ("j".repeat(10_000), "longer than the 8192-byte limit"),
+        ("j".repeat(300), "jti is 300 bytes long; at most 256"),
+        (String::new(), "jti is empty"),
+        ("j\u{1}".into(), "jti contains the control character U+0001"),
+    ] {
+        let a = assertion_with_jti(&signer, &id, &token_endpoint, now() + 60, &jti);
+        let r = with_assertion(&s, &a).await;
+        r.assert_oauth_error(401, "invalid_client");
+        let d = r.json()["error_description"].as_str().unwrap().to_string();
+        assert!(d.contains(why), "jti of {} bytes: {d}", jti.len());
+    }
+    // An assertion without a sub, and no client_id: it names no client.
+    let a = sign_jwt(
+        &signer,
+        None,
+        &json!({"iss": id, "aud": token_endpoint, "exp": now() + 60, "jti": "x"}),
+    )
+    .unwrap();
+    let r = with_assertion(&s, &a).await;
+    r.assert_oauth_error(401, "invalid_client");
+    assert!(r.json()["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("names no client"));
     // And it still works with a fresh one.
     token_ok(&with_assertion(&s, &assertion(&signer, &id, &token_endpoint, now() + 60)).await);
 }

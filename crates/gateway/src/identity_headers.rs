@@ -80,10 +80,12 @@ impl IdentityHeaders {
         }
     }
 
-    /// Adds the caller's identity. A claim that cannot be a header value
-    /// (control characters, or whitespace inside a scope or permission)
-    /// refuses the request rather than dropping the header, so an upstream
-    /// never sees a partial identity. The values are built once per
+    /// Adds the caller's identity. A claim that fails
+    /// [`keyward_jose::claim_text`] (control characters, white space at
+    /// either end of a value or inside a scope or permission; the rule
+    /// keyward's issuer checks before it mints) refuses the request rather
+    /// than dropping the header, so an upstream never sees a partial or
+    /// altered identity. The values are built once per
     /// verified token ([`Identity::header_values`]).
     pub fn insert(&self, headers: &mut HeaderMap, id: &Identity) -> Result<(), VerifyError> {
         let v = id.header_values();
@@ -151,6 +153,28 @@ mod tests {
             let err = ih.insert(&mut HeaderMap::new(), &id).unwrap_err();
             assert_eq!(err, VerifyError::MalformedClaim("permissions"), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_subject_an_upstream_would_read_differently_is_refused() {
+        let ih = IdentityHeaders::default();
+        // An HTTP field value loses white space at its ends: "admin " would
+        // reach the upstream as "admin".
+        for sub in [
+            r#""admin ""#,
+            r#"" admin""#,
+            r#""ad\tmin""#,
+            r#""ad\u0085min""#,
+            r#""""#,
+        ] {
+            let id = identity(&format!(r#"{{"iss":"i","sub":{sub}}}"#));
+            let err = ih.insert(&mut HeaderMap::new(), &id).unwrap_err();
+            assert_eq!(err, VerifyError::MalformedClaim("sub"), "{sub}");
+        }
+        let id = identity(r#"{"iss":"i","sub":"Zoë Ångström"}"#);
+        let mut h = HeaderMap::new();
+        ih.insert(&mut h, &id).unwrap();
+        assert_eq!(h["x-auth-subject"].as_bytes(), "Zoë Ångström".as_bytes());
     }
 
     #[test]

@@ -968,9 +968,10 @@ struct MintToken {
 /// Each entry is one non-empty word (scopes, roles and permissions travel
 /// space-separated or as words).
 fn check_words(field: &str, v: &[String]) -> Result<(), ApiError> {
-    match v.iter().find(|w| {
-        w.is_empty() || w.len() > 200 || w.chars().any(|c| c.is_whitespace() || c.is_control())
-    }) {
+    match v
+        .iter()
+        .find(|w| w.len() > 200 || keyward_jose::claim_text::check_word(w).is_err())
+    {
         Some(w) => Err(ApiError::bad_request(format!(
             "invalid entry {:?} in {field}: entries are 1 to 200 characters without white space",
             w.chars().take(40).collect::<String>()

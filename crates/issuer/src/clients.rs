@@ -9,7 +9,7 @@ use base64::Engine;
 use keyward_jose::crypto::constant_time_eq;
 use keyward_jose::{dangerous, verify_jwt, Algorithm, JwkSet, KeySet, Validation};
 use keyward_store::{AuditEntry, Client, ClientAuth, Store};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::authority::{Authority, EnvState};
 use crate::error::IssuerError;
@@ -71,6 +71,10 @@ fn validate(c: &NewClient) -> Result<(), IssuerError> {
         return Err(IssuerError::Refused(
             "an audience is 1 to 500 characters".into(),
         ));
+    }
+    for a in &c.audiences {
+        keyward_jose::claim_text::value("audience", a)
+            .map_err(|e| IssuerError::Refused(e.to_string()))?;
     }
     for g in &c.grant_types {
         if !matches!(g.as_str(), "client_credentials" | "refresh_token") {
@@ -357,12 +361,26 @@ impl Authority {
             .ok_or_else(|| OAuthError::invalid_request("client_assertion is missing"))?;
         let id = match &creds.client_id {
             Some(id) => id.clone(),
-            None => dangerous::decode_unverified(assertion)
-                .ok()
-                .and_then(|(_, p)| p.get("sub").and_then(|s| s.as_str()).map(str::to_owned))
-                .ok_or_else(|| {
-                    OAuthError::invalid_client("the client assertion names no client")
-                })?,
+            None => {
+                // Say what is wrong with an unreadable assertion rather than
+                // that it names no client.
+                let (_, payload) = dangerous::decode_unverified(assertion).map_err(|e| {
+                    OAuthError::invalid_client(format!("client assertion rejected: {e}"))
+                })?;
+                match payload.get("sub") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(_) => {
+                        return Err(OAuthError::invalid_client(
+                            "client assertion rejected: sub must be a string (the client_id)",
+                        ))
+                    }
+                    None => {
+                        return Err(OAuthError::invalid_client(
+                            "the client assertion names no client: it has no sub and the request no client_id",
+                        ))
+                    }
+                }
+            }
         };
         let c = snapshot
             .client(&env.env.name, &id)
@@ -404,6 +422,7 @@ impl Authority {
             ));
         }
         let jti = ok.claims.jti().unwrap_or_default();
+        check_assertion_jti(jti)?;
         let exp = ok.claims.expires_at().unwrap_or(now);
         let fresh = self
             .store
@@ -431,6 +450,31 @@ impl Authority {
         let (set, _) = JwkSet::parse_lenient(&body, Algorithm::RS256)?;
         Ok(KeySet::from_jwks(&set)?)
     }
+}
+
+/// The longest client-assertion `jti` accepted, in bytes: room for any
+/// UUID, ULID or random identifier, and a bound on what each one stores.
+pub const MAX_ASSERTION_JTI_LEN: usize = 256;
+
+/// A client assertion's `jti`: 1 to [`MAX_ASSERTION_JTI_LEN`] bytes of
+/// printable text. It is stored until the assertion expires, to refuse a
+/// replay.
+fn check_assertion_jti(jti: &str) -> Result<(), OAuthError> {
+    let why = if jti.is_empty() {
+        "is empty".to_string()
+    } else if jti.len() > MAX_ASSERTION_JTI_LEN {
+        format!(
+            "is {} bytes long; at most {MAX_ASSERTION_JTI_LEN} are accepted",
+            jti.len()
+        )
+    } else if let Some(c) = jti.chars().find(|c| c.is_control()) {
+        format!("contains the control character U+{:04X}", c as u32)
+    } else {
+        return Ok(());
+    };
+    Err(OAuthError::invalid_client(format!(
+        "client assertion rejected: jti {why}"
+    )))
 }
 
 fn check_secret(c: &Client, secret: &str, method: ClientAuth) -> Result<(), OAuthError> {

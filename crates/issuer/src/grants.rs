@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use keyward_jose::{verify_jwt, Validation};
+use keyward_jose::{claim_text, verify_jwt, Validation};
 use keyward_store::{AccessRef, AuditEntry, Client, RefreshToken, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -127,6 +127,32 @@ fn grant_audience(
     }
 }
 
+/// Refuses, before anything is written, a claim keyward's gate would refuse
+/// to forward ([`claim_text`], the rule the gate applies): the issuer never
+/// mints a token its own gate rejects as malformed.
+fn check_forwardable(
+    subject: &str,
+    client_id: &str,
+    scopes: &[String],
+    extra: &Map<String, Value>,
+) -> Result<(), OAuthError> {
+    claim_text::value("sub", subject)
+        .and_then(|_| claim_text::value("client_id", client_id))
+        .and_then(|_| claim_text::words("scope", scopes.iter().map(String::as_str)))
+        .and_then(|_| claim_text::check_claims(extra))
+        // The gate does not forward roles, but they are words like the
+        // others (the admin API has always refused anything else).
+        .and_then(|_| match extra.get("roles") {
+            Some(Value::Array(r)) => claim_text::words("roles", r.iter().filter_map(Value::as_str)),
+            _ => Ok(()),
+        })
+        .map_err(|e| {
+            OAuthError::invalid_request(format!(
+                "refused to mint a token keyward's gate would refuse: {e}"
+            ))
+        })
+}
+
 impl Authority {
     /// `POST {issuer}/oauth2/token`.
     pub async fn token(
@@ -156,6 +182,7 @@ impl Authority {
                 let scopes = grant_scopes(&client, req.scope.as_deref())?;
                 let audience = grant_audience(&client, env, req.audience.as_deref())?;
                 let empty = Map::new();
+                check_forwardable(&client.client_id, &client.client_id, &scopes, &empty)?;
                 let pending = self.prepare_access(env, &client, self.now())?;
                 self.access_token(
                     env,
@@ -276,6 +303,7 @@ impl Authority {
         if !g.permissions.is_empty() {
             extra.insert("permissions".into(), json!(g.permissions));
         }
+        check_forwardable(&g.subject, &client.client_id, &scopes, &extra)?;
         let now = self.now();
         let pending = self.prepare_access(env, &client, now)?;
         // A refresh token only for a client that may use the refresh_token grant.
@@ -410,6 +438,7 @@ impl Authority {
             .collect();
         let audience = grant_audience(client, env, rt.audience.as_deref())?;
         let extra: Map<String, Value> = serde_json::from_str(&rt.extra).unwrap_or_default();
+        check_forwardable(&rt.subject, &client.client_id, &scopes, &extra)?;
         let pending = self.prepare_access(env, client, now)?;
         let (token, new_hash) = new_secret("kwr_");
         if superseded.is_none() {

@@ -92,7 +92,7 @@ pub fn check_issuer(issuer: &str) -> Result<(), IssuerError> {
         || rest.is_empty()
         || rest.starts_with('/')
         || issuer.contains(['?', '#', ' '])
-        || issuer.chars().any(char::is_control)
+        || keyward_jose::claim_text::check_value(issuer).is_err()
     {
         return Err(IssuerError::Refused(format!(
             "invalid issuer URL {issuer:?}: use an absolute http(s) URL without query or fragment, e.g. https://auth.example.com"

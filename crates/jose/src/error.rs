@@ -27,6 +27,13 @@ pub enum KeyError {
     UnsupportedAlgorithm(String),
     #[error("unsupported curve {0:?} (supported: P-256 P-384 P-521)")]
     UnsupportedCurve(String),
+    /// An `OKP` key on a curve other than Ed25519 (X25519 and X448 are for
+    /// key agreement, not signatures).
+    #[error("unsupported OKP curve {0:?}: only Ed25519 keys sign (X25519 and X448 are key-agreement curves)")]
+    UnsupportedOkpCurve(String),
+    /// A JWK Set where one JWK was expected.
+    #[error("this is a JWK Set of {0} key(s), not a single JWK: pick one of its \"keys\"")]
+    IsKeySet(usize),
     #[error("RSA key of {0} bits refused: at least 2048 bits are required")]
     RsaTooSmall(usize),
     #[error("RSA key refused: it is smaller than the required 2048 bits")]

@@ -69,8 +69,11 @@ impl Jwk {
         if PRIVATE_MEMBERS.iter().any(|m| map.contains_key(*m)) {
             return Err(KeyError::PrivateMembers);
         }
-        let kty =
-            s("kty")?.ok_or_else(|| KeyError::Malformed("JWK member \"kty\" is missing".into()))?;
+        let kty = match (s("kty")?, map.get("keys")) {
+            (Some(kty), _) => kty,
+            (None, Some(Value::Array(keys))) => return Err(KeyError::IsKeySet(keys.len())),
+            (None, _) => return Err(KeyError::Malformed("JWK member \"kty\" is missing".into())),
+        };
         if let Some(u) = s("use")? {
             if u != "sig" {
                 return Err(KeyError::WrongUse(u.chars().take(16).collect()));
@@ -116,7 +119,7 @@ impl Jwk {
             "OKP" => match s("crv")? {
                 Some("Ed25519") => (PublicMaterial::Ed25519 { x: bytes("x")? }, Algorithm::EdDSA),
                 other => {
-                    return Err(KeyError::UnsupportedCurve(
+                    return Err(KeyError::UnsupportedOkpCurve(
                         other.unwrap_or("").chars().take(16).collect(),
                     ))
                 }
@@ -393,6 +396,27 @@ mod tests {
         v["kid"] = json!(5);
         assert!(matches!(parse(&v), Err(KeyError::Malformed(_))));
         assert!(Jwk::parse(br#"{"kty":"EC","kty":"EC"}"#, Algorithm::RS256).is_err());
+    }
+
+    #[test]
+    fn misleading_inputs_get_precise_errors() {
+        let k = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+        let one = k.public_key().to_jwk(Some("a".into())).to_value();
+        let set = json!({"keys": [one, one]}).to_string();
+        let e = Jwk::parse(set.as_bytes(), Algorithm::RS256).unwrap_err();
+        assert_eq!(e, KeyError::IsKeySet(2));
+        assert!(e
+            .to_string()
+            .contains("JWK Set of 2 key(s), not a single JWK"));
+        let x25519 =
+            br#"{"kty":"OKP","crv":"X25519","x":"hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"}"#;
+        let e = Jwk::parse(x25519, Algorithm::RS256).unwrap_err();
+        assert_eq!(e, KeyError::UnsupportedOkpCurve("X25519".into()));
+        let m = e.to_string();
+        assert!(m.contains("only Ed25519") && !m.contains("P-256"), "{m}");
+        // An EC key on an unknown curve still lists the P-curves.
+        let e = Jwk::parse(br#"{"kty":"EC","crv":"P-192"}"#, Algorithm::RS256).unwrap_err();
+        assert!(e.to_string().contains("P-256 P-384 P-521"));
     }
 
     #[test]

@@ -28,6 +28,7 @@
 
 pub mod alg;
 pub mod b64;
+pub mod claim_text;
 pub mod claims;
 pub mod crypto;
 pub mod dangerous;

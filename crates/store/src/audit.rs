@@ -83,12 +83,31 @@ pub struct AuditReport {
     pub head_hash: Option<String>,
     /// The first place the chain is broken; `None` if it is intact.
     pub first_broken: Option<BrokenLink>,
+    /// The head recorded earlier that the walk was asked to find, and
+    /// where it is (absent when none was asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_head: Option<ExpectedHead>,
+}
+
+/// A head hash recorded earlier, looked for in the chain: records cut off
+/// the end of the chain leave no break behind, but take that head with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedHead {
+    pub hash: String,
+    /// The sequence number of the record with that hash; `None` if no
+    /// record has it.
+    pub seq: Option<i64>,
 }
 
 impl AuditReport {
     /// True if no break was found.
     pub fn is_intact(&self) -> bool {
         self.first_broken.is_none()
+    }
+
+    /// True if a head was expected and no record has it.
+    pub fn expected_head_missing(&self) -> bool {
+        self.expected_head.as_ref().is_some_and(|e| e.seq.is_none())
     }
 }
 
@@ -163,6 +182,7 @@ pub(crate) struct ChainWalker {
     prev_hash: String,
     length: i64,
     first_broken: Option<BrokenLink>,
+    expected_head: Option<ExpectedHead>,
 }
 
 impl ChainWalker {
@@ -172,7 +192,17 @@ impl ChainWalker {
             prev_hash: GENESIS_HASH.to_string(),
             length: 0,
             first_broken: None,
+            expected_head: None,
         }
+    }
+
+    /// Also looks for the record whose hash is `hash`.
+    pub fn expecting_head(mut self, hash: &str) -> Self {
+        self.expected_head = Some(ExpectedHead {
+            hash: hash.to_string(),
+            seq: None,
+        });
+        self
     }
 
     pub fn push(&mut self, rec: &StoredAudit) {
@@ -183,6 +213,11 @@ impl ChainWalker {
                     seq: rec.seq,
                     reason,
                 });
+            }
+        }
+        if let Some(e) = &mut self.expected_head {
+            if e.seq.is_none() && e.hash == rec.hash {
+                e.seq = Some(rec.seq);
             }
         }
         self.expected_seq = rec.seq.saturating_add(1);
@@ -214,6 +249,7 @@ impl ChainWalker {
             length: self.length,
             head_hash: (self.length > 0).then_some(self.prev_hash),
             first_broken: self.first_broken,
+            expected_head: self.expected_head,
         }
     }
 }
@@ -248,6 +284,23 @@ mod tests {
         let mut w = ChainWalker::new();
         rows.iter().for_each(|r| w.push(r));
         w.finish()
+    }
+
+    #[test]
+    fn expected_head_is_found_or_missing() {
+        let rows = chain(5);
+        let find = |rows: &[StoredAudit], h: &str| {
+            let mut w = ChainWalker::new().expecting_head(h);
+            rows.iter().for_each(|r| w.push(r));
+            w.finish()
+        };
+        let rep = find(&rows, &rows[2].hash);
+        assert_eq!(rep.expected_head.as_ref().unwrap().seq, Some(3));
+        assert!(rep.is_intact() && !rep.expected_head_missing());
+        // The newest two records cut off: still intact, but the head is gone.
+        let rep = find(&rows[..3], &rows[4].hash);
+        assert!(rep.is_intact() && rep.expected_head_missing());
+        assert!(walk(&rows).expected_head.is_none());
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub mod store;
 pub mod tokens;
 
 pub use admin::AdminToken;
-pub use audit::{AuditEntry, AuditRecord, AuditReport, BrokenLink, GENESIS_HASH};
+pub use audit::{AuditEntry, AuditRecord, AuditReport, BrokenLink, ExpectedHead, GENESIS_HASH};
 pub use clients::{Client, ClientAuth};
 pub use error::StoreError;
 pub use records::{

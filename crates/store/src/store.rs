@@ -425,7 +425,18 @@ impl Store {
     /// Walks the whole audit chain (in batches) and reports its length, head
     /// and the first break, if any. A tampered chain is a report, not an error.
     pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
-        let mut walker = ChainWalker::new();
+        self.walk_audit(ChainWalker::new()).await
+    }
+
+    /// [`Store::verify_audit`], also finding the record whose hash is
+    /// `head` (a head recorded earlier): if the chain is intact and has it,
+    /// every record since links back to it, so nothing was cut off the end.
+    pub async fn verify_audit_expecting(&self, head: &str) -> Result<AuditReport, StoreError> {
+        self.walk_audit(ChainWalker::new().expecting_head(head))
+            .await
+    }
+
+    async fn walk_audit(&self, mut walker: ChainWalker) -> Result<AuditReport, StoreError> {
         let mut after = i64::MIN;
         loop {
             let batch = fetch_audit_batch(&self.pool, after, VERIFY_BATCH).await?;

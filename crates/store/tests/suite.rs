@@ -24,6 +24,7 @@ backend_suite!(
     audit_append_and_verify,
     audit_tampered_detail_is_located,
     audit_deleted_record_is_a_gap,
+    audit_truncated_tail_loses_the_expected_head,
     audit_concurrent_appends_do_not_fork,
     root_key_initialize_and_check,
     rewrap_all_moves_every_key,
@@ -525,6 +526,26 @@ async fn audit_deleted_record_is_a_gap(store: Store, ctx: Ctx) {
         (broken.seq, broken.reason.as_str()),
         (5, "sequence gap: expected 4")
     );
+}
+
+async fn audit_truncated_tail_loses_the_expected_head(store: Store, ctx: Ctx) {
+    for n in 1..=4 {
+        append(&store, n).await;
+    }
+    let head = store.verify_audit().await.unwrap().head_hash.unwrap();
+    for n in 5..=7 {
+        append(&store, n).await;
+    }
+    // Grown since: the recorded head is record 4, and the chain links to it.
+    let r = store.verify_audit_expecting(&head).await.unwrap();
+    assert_eq!(r.expected_head.as_ref().unwrap().seq, Some(4));
+    assert!(r.is_intact() && !r.expected_head_missing());
+    // The newest records cut off, down past the recorded head.
+    assert_eq!(ctx.exec("DELETE FROM audit WHERE seq >= 4").await, 4);
+    assert!(store.verify_audit().await.unwrap().is_intact());
+    let r = store.verify_audit_expecting(&head).await.unwrap();
+    assert!(r.is_intact() && r.expected_head_missing(), "{r:?}");
+    assert_eq!(r.length, 3);
 }
 
 async fn audit_concurrent_appends_do_not_fork(store: Store, _ctx: Ctx) {

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use http::HeaderValue;
 
-use keyward_jose::Claims;
+use keyward_jose::{claim_text, Claims};
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::VerifyError;
@@ -64,7 +64,10 @@ pub struct HeaderValues {
 
 impl HeaderValues {
     fn of(id: &Identity) -> HeaderValues {
+        // The rule is keyward-jose's, the one keyward's issuer checks before
+        // it mints: what passes it is always a valid header value.
         fn value(s: &str, claim: &'static str) -> Result<HeaderValue, VerifyError> {
+            claim_text::check_value(s).map_err(|_| VerifyError::MalformedClaim(claim))?;
             HeaderValue::from_str(s)
                 .or_else(|_| HeaderValue::from_bytes(s.as_bytes()))
                 .map_err(|_| VerifyError::MalformedClaim(claim))
@@ -78,13 +81,13 @@ impl HeaderValues {
             if list.is_empty() {
                 return None;
             }
-            if list
-                .iter()
-                .any(|e| e.is_empty() || e.chars().any(char::is_whitespace))
-            {
+            if list.iter().any(|e| claim_text::check_word(e).is_err()) {
                 return Some(Err(VerifyError::MalformedClaim(claim)));
             }
-            Some(value(&list.join(" "), claim))
+            Some(
+                HeaderValue::from_bytes(list.join(" ").as_bytes())
+                    .map_err(|_| VerifyError::MalformedClaim(claim)),
+            )
         }
         HeaderValues {
             subject: id.subject.as_deref().map(|v| value(v, "sub")),
@@ -372,6 +375,21 @@ mod tests {
                 VerifyError::MalformedClaim(claim),
                 "{payload}"
             );
+        }
+    }
+
+    /// Whatever keyward-jose's rule accepts is a valid header value, so the
+    /// issuer (which checks the rule) never mints what the gate refuses.
+    #[test]
+    fn the_shared_rule_admits_only_header_values() {
+        for c in (0u32..0x3100).filter_map(char::from_u32) {
+            let s = format!("a{c}b");
+            if claim_text::check_value(&s).is_ok() {
+                assert!(HeaderValue::from_bytes(s.as_bytes()).is_ok(), "{s:?}");
+            }
+            let id = identity(&serde_json::json!({"iss": "i", "sub": s}).to_string()).unwrap();
+            let sub = id.header_values().subject.clone().unwrap();
+            assert_eq!(sub.is_ok(), claim_text::check_value(&s).is_ok(), "{s:?}");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `keyward audit`: the append-only audit chain.
 
+use crate::output::outln;
 use anyhow::{bail, Result};
 use keyward_issuer::fmt_time;
 use serde_json::{json, Value};
@@ -11,24 +12,43 @@ use crate::output::{print_json, table};
 pub async fn run(ctx: &Context, cmd: AuditCmd) -> Result<()> {
     let store = ctx.store().await?;
     match cmd {
-        AuditCmd::Verify { json } => {
-            let r = store.verify_audit().await?;
+        AuditCmd::Verify { json, expect_head } => {
+            let r = match &expect_head {
+                Some(h) => {
+                    if h.len() != 64
+                        || !h
+                            .bytes()
+                            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                    {
+                        bail!("--expect-head must be a head_hash from `keyward audit verify --json`: 64 lowercase hex digits");
+                    }
+                    store.verify_audit_expecting(h).await?
+                }
+                None => store.verify_audit().await?,
+            };
             if json {
                 print_json(&serde_json::to_value(&r)?);
             }
-            match &r.first_broken {
-                None => {
-                    if !json {
-                        println!(
-                            "audit chain intact: {} records, head {}",
-                            r.length,
-                            r.head_hash.as_deref().unwrap_or("-")
-                        );
-                    }
-                    Ok(())
-                }
-                Some(b) => bail!("audit chain broken at record {}: {}", b.seq, b.reason),
+            if let Some(b) = &r.first_broken {
+                bail!("audit chain broken at record {}: {}", b.seq, b.reason);
             }
+            let head = r.head_hash.as_deref().unwrap_or("-");
+            match &r.expected_head {
+                Some(e) if e.seq.is_none() => bail!(
+                    "the expected head {} is not in the audit chain ({} records, head {head}): records were removed from its end, or the hash is from another store",
+                    e.hash,
+                    r.length
+                ),
+                Some(e) if !json => outln!(
+                    "audit chain intact: {} records, head {head}; the expected head is record {} ({} records since)",
+                    r.length,
+                    e.seq.unwrap_or_default(),
+                    r.length - e.seq.unwrap_or_default()
+                ),
+                None if !json => outln!("audit chain intact: {} records, head {head}", r.length),
+                _ => {}
+            }
+            Ok(())
         }
         AuditCmd::List { after, limit, json } => {
             let recs = store.audit(after, limit.clamp(1, 10_000)).await?;

@@ -1,5 +1,6 @@
 //! `keyward clients` and `keyward admin-token`.
 
+use crate::output::outln;
 use anyhow::{bail, Context as _, Result};
 use keyward_issuer::clients::{self, NewClient};
 use keyward_issuer::fmt_time;
@@ -76,10 +77,10 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
                 v["client_secret"] = json!(reg.secret);
                 print_json(&v);
             } else {
-                println!("client_id:     {}", reg.client.client_id);
+                outln!("client_id:     {}", reg.client.client_id);
                 if let Some(s) = reg.secret {
-                    println!("client_secret: {s}");
-                    println!("(the secret is shown once; keyward stores only its hash)");
+                    outln!("client_secret: {s}");
+                    outln!("(the secret is shown once; keyward stores only its hash)");
                 }
             }
         }
@@ -117,12 +118,12 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
             if json {
                 print_json(&client_json(&c));
             } else {
-                println!("updated client {client_id}");
+                outln!("updated client {client_id}");
             }
         }
         ClientsCmd::Delete { env, client_id } => {
             clients::delete_client(&store, &env, &client_id, ctx.at()).await?;
-            println!("deleted client {client_id} and its refresh tokens");
+            outln!("deleted client {client_id} and its refresh tokens");
         }
         ClientsCmd::RotateSecret {
             env,
@@ -133,8 +134,8 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
             if json {
                 print_json(&json!({"client_id": client_id, "client_secret": secret}));
             } else {
-                println!("client_secret: {secret}");
-                println!("(the old secret no longer works; this one is shown once)");
+                outln!("client_secret: {secret}");
+                outln!("(the old secret no longer works; this one is shown once)");
             }
         }
     }
@@ -197,9 +198,9 @@ pub async fn admin_token(ctx: &Context, cmd: AdminTokenCmd) -> Result<()> {
             if json {
                 print_json(&json!({"id": t.id, "name": t.name, "token": token}));
             } else {
-                println!("admin token {} ({}):", t.id, t.name);
-                println!("{token}");
-                println!("(shown once; keyward stores only its hash. Send it as `Authorization: Bearer <token>` to /admin/v1/)");
+                outln!("admin token {} ({}):", t.id, t.name);
+                outln!("{token}");
+                outln!("(shown once; keyward stores only its hash. Send it as `Authorization: Bearer <token>` to /admin/v1/)");
             }
         }
         AdminTokenCmd::List { json } => {
@@ -240,7 +241,7 @@ pub async fn admin_token(ctx: &Context, cmd: AdminTokenCmd) -> Result<()> {
             })
             .await?;
             tx.commit().await?;
-            println!("admin token {id} revoked");
+            outln!("admin token {id} revoked");
         }
     }
     Ok(())

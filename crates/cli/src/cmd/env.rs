@@ -1,5 +1,6 @@
 //! `keyward env`: environments and their rotation policy.
 
+use crate::output::outln;
 use anyhow::{anyhow, bail, Result};
 use keyward_issuer::views::{env_json, key_json};
 use keyward_issuer::{fmt_time, keyring, rotation, FirstKey, KeyOptions, Origin};
@@ -104,13 +105,13 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 v["first_key"] = rec.map_or(Value::Null, |k| key_json(&k, ctx.now()));
                 print_json(&v);
             } else {
-                println!("created environment {name} (issuer {})", env.issuer);
+                outln!("created environment {name} (issuer {})", env.issuer);
                 match rec {
-                    Some(k) => println!(
+                    Some(k) => outln!(
                         "  active key:   {} ({}, {} bits), signing from now on",
                         k.kid, k.alg, k.size_bits
                     ),
-                    None => println!(
+                    None => outln!(
                         "  it has no key yet (--no-key): keyward keys generate --env {name} --alg {}",
                         env.policy.alg
                     ),
@@ -127,7 +128,7 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                     "clients": d.clients,
                 }));
             } else {
-                println!(
+                outln!(
                     "deleted environment {name}: {} key(s), {} client(s)",
                     d.keys.len(),
                     d.clients.len()
@@ -222,7 +223,7 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             if json {
                 print_json(&env_json(&e));
             } else {
-                println!("updated environment {name}");
+                outln!("updated environment {name}");
             }
         }
     }

@@ -2,6 +2,7 @@
 //! proxy. Configuration problems are printed as `FILE:LINE:COL: problem`
 //! and `fix: ...` lines, before anything listens.
 
+use crate::output::out;
 use anyhow::{Context as _, Result};
 use keyward_gateway::{Config, Gateway};
 
@@ -18,7 +19,7 @@ pub async fn run(a: GatewayArgs) -> Result<()> {
         }
     };
     if a.check {
-        print!("{}", config.describe());
+        out!("{}", config.describe());
         return Ok(());
     }
     init_logs(config.json_logs);

@@ -1,5 +1,6 @@
 //! `keyward init`: a new store, its root key, the first environment and key.
 
+use crate::output::outln;
 use anyhow::{anyhow, bail, Context as _, Result};
 use keyward_issuer::{fmt_time, keyring, KeyOptions, Origin};
 use keyward_jose::seal::RootKey;
@@ -96,21 +97,23 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
             "active_since": fmt_time(rec.activates_at),
         }));
     } else {
-        println!("initialized keyward in {}", ctx.data_dir.display());
-        println!(
+        outln!("initialized keyward in {}", ctx.data_dir.display());
+        outln!(
             "  root key:     {} (id {}) — back it up; without it no key opens",
             source.describe(),
             root.key_id()
         );
-        println!("  environment:  {} (issuer {})", env.name, env.issuer);
-        println!(
+        outln!("  environment:  {} (issuer {})", env.name, env.issuer);
+        outln!(
             "  active key:   {} ({}, {} bits)",
-            rec.kid, rec.alg, rec.size_bits
+            rec.kid,
+            rec.alg,
+            rec.size_bits
         );
         let (keyward, hint) = crate::output::command_name();
-        println!("next: {keyward} keys list --env {}", env.name);
+        outln!("next: {keyward} keys list --env {}", env.name);
         if let Some(h) = hint {
-            println!("  ({h})");
+            outln!("  ({h})");
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `keyward keys`: the key lifecycle.
 
+use crate::output::{out, outln};
 use anyhow::{bail, Context as _, Result};
 use keyward_issuer::{
     fmt_time, keyring, rotation, AddedKey, KeyOptions, Origin, RetireOptions, Schedule,
@@ -45,17 +46,21 @@ fn report(ctx: &Context, added: &AddedKey, json: bool) {
         return;
     }
     let k = &added.key;
-    println!(
+    outln!(
         "{} key {} ({}, {} bits) in environment {}",
-        k.origin, k.kid, k.alg, k.size_bits, k.env
+        k.origin,
+        k.kid,
+        k.alg,
+        k.size_bits,
+        k.env
     );
     if k.activates_at <= now {
-        println!("  signs from now on");
+        outln!("  signs from now on");
     } else {
-        println!("  published now; signs from {}", fmt_time(k.activates_at));
+        outln!("  published now; signs from {}", fmt_time(k.activates_at));
     }
     for r in &added.plan.retiring {
-        println!(
+        outln!(
             "  key {} retires at {} and is removed at {}",
             r.kid,
             r.retires_at.map(fmt_time).unwrap_or_default(),
@@ -63,7 +68,7 @@ fn report(ctx: &Context, added: &AddedKey, json: bool) {
         );
     }
     if added.policy_updated {
-        println!("  automatic rotation of {} now uses {}", k.env, k.alg);
+        outln!("  automatic rotation of {} now uses {}", k.env, k.alg);
     }
 }
 
@@ -181,7 +186,7 @@ pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
             if json {
                 print_json(&key_json(&rec, ctx.now()));
             } else {
-                println!(
+                outln!(
                     "key {kid} retired: no longer signs; published until {}",
                     rec.removes_at.map(fmt_time).unwrap_or_default()
                 );
@@ -197,7 +202,7 @@ pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
                 v["was_signing"] = json!(was_signing);
                 print_json(&v);
             } else {
-                println!("key {kid} revoked: unpublished now; its tokens fail as soon as verifiers refresh the JWKS");
+                outln!("key {kid} revoked: unpublished now; its tokens fail as soon as verifiers refresh the JWKS");
             }
             if was_signing {
                 eprintln!(
@@ -216,13 +221,13 @@ pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
                 ExportFormat::Jwks => print_json(&set.to_value()),
                 ExportFormat::Pem => {
                     for (jwk, rec) in set.keys.iter().zip(rotation::published(&keys, now)) {
-                        println!(
+                        outln!(
                             "kid: {} alg: {} state: {}",
                             rec.kid,
                             rec.alg,
                             rec.state(now)
                         );
-                        print!("{}", jwk.key.to_pem());
+                        out!("{}", jwk.key.to_pem());
                     }
                 }
             }

@@ -6,6 +6,7 @@
 //! file replaces the old. A crash after the commit leaves the staged file,
 //! which the next command finds and completes (see `Context::root_key`).
 
+use crate::output::outln;
 use anyhow::{anyhow, bail, Context as _, Result};
 use keyward_jose::seal::RootKey;
 use keyward_store::RootKeySource;
@@ -45,16 +46,16 @@ pub async fn run(ctx: &Context, cmd: RootKeyCmd) -> Result<()> {
     if json {
         print_json(&json!({"rewrapped": n, "root_key_id": new.key_id(), "written_to": written}));
     } else {
-        println!(
+        outln!(
             "re-wrapped {n} keys under root key {} (the old root key opens nothing now)",
             new.key_id()
         );
         match (&source, out) {
-            (_, Some(p)) => println!(
+            (_, Some(p)) => outln!(
                 "the new root key is in {}; point KEYWARD_ROOT_KEY / KEYWARD_ROOT_KEY_FILE at it before the next command",
                 p.display()
             ),
-            _ => println!("the new root key replaced {}", source.describe()),
+            _ => outln!("the new root key replaced {}", source.describe()),
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `keyward serve`, `keyward up` and `keyward config check`.
 
+use crate::output::{banner, outln};
 use anyhow::{anyhow, bail, Context as _, Result};
 use keyward_issuer::clients::{self, NewClient};
 use keyward_issuer::http::{app, AppState};
@@ -36,7 +37,7 @@ pub fn load_config(
 
 pub fn config_check(ctx: &Context, file: Option<&std::path::Path>) -> Result<()> {
     let c = load_config(ctx, file, None)?;
-    println!("{}", serde_json::to_string_pretty(&c.to_json())?);
+    outln!("{}", serde_json::to_string_pretty(&c.to_json())?);
     Ok(())
 }
 
@@ -197,19 +198,19 @@ async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "keyward is serving");
     if let Some((issuer, id, secret)) = demo {
-        println!("keyward is serving {issuer}");
+        banner!("keyward is serving {issuer}");
         if issuer != format!("http://{addr}") {
-            println!("  listening on:  {addr}");
+            banner!("  listening on:  {addr}");
         }
-        println!("  discovery:     {issuer}/.well-known/openid-configuration");
-        println!("  demo client:   {id}");
-        println!("  client secret: {secret}   (shown once; stored only hashed)");
-        println!("get a token:");
-        println!(
+        banner!("  discovery:     {issuer}/.well-known/openid-configuration");
+        banner!("  demo client:   {id}");
+        banner!("  client secret: {secret}   (shown once; stored only hashed)");
+        banner!("get a token:");
+        banner!(
             "  curl -s -u '{id}:{secret}' -d grant_type=client_credentials {issuer}/oauth2/token"
         );
     } else {
-        println!("keyward is serving on {addr}");
+        banner!("keyward is serving on {addr}");
     }
     let router = app(AppState {
         authority: authority.clone(),

@@ -1,5 +1,6 @@
 //! `keyward token` and `keyward jws`: operator tools for tokens.
 
+use crate::output::outln;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -99,8 +100,7 @@ pub fn run_jws(cmd: JwsCmd) -> Result<()> {
             let (_, payload) =
                 verify_compact(&token, &jwk.key, keyward_jose::DEFAULT_MAX_TOKEN_LEN)
                     .map_err(|e| anyhow!("JWS rejected: {e}"))?;
-            use std::io::Write;
-            std::io::stdout().write_all(&payload)?;
+            crate::output::write_out_bytes(&payload);
             Ok(())
         }
     }
@@ -144,12 +144,12 @@ async fn issue(ctx: &Context, env_name: &str, grant: UserGrant, json: bool) -> R
     if json {
         print_json(&serde_json::to_value(&t)?);
     } else {
-        println!("access_token:  {}", t.access_token);
-        println!(
+        outln!("access_token:  {}", t.access_token);
+        outln!(
             "refresh_token: {}",
             t.refresh_token.as_deref().unwrap_or("-")
         );
-        println!("expires_in:    {}", t.expires_in);
+        outln!("expires_in:    {}", t.expires_in);
     }
     Ok(())
 }
@@ -168,6 +168,8 @@ async fn sign(
     if let Some(k) = SET_BY_KEYWARD.iter().find(|k| claims.contains_key(**k)) {
         bail!("claim {k:?} is set by keyward; leave it out of --claims");
     }
+    keyward_jose::claim_text::check_claims(&claims)
+        .map_err(|e| anyhow!("refused to sign a token keyward's gate would refuse: {e}"))?;
     let store = ctx.store().await?;
     let env = store.environment(env_name).await?;
     let ttl = ttl.unwrap_or(env.policy.token_ttl_secs.min(15 * 60));
@@ -203,7 +205,7 @@ async fn sign(
     })
     .await?;
     tx.commit().await?;
-    println!("{token}");
+    outln!("{token}");
     Ok(())
 }
 

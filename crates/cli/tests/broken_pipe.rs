@@ -1,0 +1,57 @@
+//! A reader that stops early (`keyward audit list | head`) ends the command
+//! quietly: exit 0, nothing on stderr, never a panic (exit 101).
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+
+use common::Kw;
+
+/// Runs `args` with stdout piped, reads a few bytes, closes the pipe, and
+/// returns the exit code and stderr. The output is far larger than a pipe
+/// holds, so the command is still writing when the pipe closes.
+fn cut_short(kw: &Kw, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = kw
+        .cmd()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run keyward");
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    out.read_exact(&mut first).unwrap();
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn listings_end_quietly_when_the_reader_goes() {
+    let kw = Kw::new();
+    kw.init();
+    // Audit records far larger than a pipe's buffer (64 KiB): each
+    // `token sign` records its long subject.
+    let sub = "s".repeat(100_000);
+    let claims = format!(r#"{{"sub":"{sub}"}}"#);
+    for _ in 0..2 {
+        kw.run(&["token", "sign", "--env", "default", "--claims", &claims])
+            .ok();
+    }
+    for args in [
+        &["audit", "list", "--json"][..],
+        &["token", "sign", "--env", "default", "--claims", &claims][..],
+    ] {
+        let (code, stderr) = cut_short(&kw, args);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+    }
+    // What was committed before the pipe closed stays: the chain verifies.
+    kw.run(&["audit", "verify"]).ok();
+}
