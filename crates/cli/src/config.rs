@@ -38,10 +38,20 @@ pub struct RawConfig {
     pub shutdown_grace: Option<String>,
     /// "text" (default) or "json".
     pub log_format: Option<String>,
+    /// How long a client may take to send a request's line and headers,
+    /// counted from when the connection starts waiting for it (default 30s).
+    pub header_read_timeout: Option<String>,
+    /// How long a client may take to send a request's body, counted from
+    /// the end of its headers (default 30s).
+    pub body_read_timeout: Option<String>,
+    /// How long a keep-alive connection may wait between requests (default 30s).
+    pub idle_timeout: Option<String>,
+    /// Most client connections open at once (default 512).
+    pub max_connections: Option<usize>,
 }
 
 /// The fields and their environment variables, for overrides and docs.
-pub const FIELDS: [&str; 11] = [
+pub const FIELDS: [&str; 15] = [
     "listen",
     "data_dir",
     "database_url",
@@ -53,6 +63,10 @@ pub const FIELDS: [&str; 11] = [
     "assertion_max_lifetime",
     "shutdown_grace",
     "log_format",
+    "header_read_timeout",
+    "body_read_timeout",
+    "idle_timeout",
+    "max_connections",
 ];
 
 /// The resolved configuration.
@@ -67,6 +81,7 @@ pub struct Config {
     pub settings: Settings,
     pub shutdown_grace: Duration,
     pub json_logs: bool,
+    pub connections: crate::server::Limits,
 }
 
 impl RawConfig {
@@ -112,10 +127,19 @@ impl RawConfig {
         s!(assertion_max_lifetime);
         s!(shutdown_grace);
         s!(log_format);
+        s!(header_read_timeout);
+        s!(body_read_timeout);
+        s!(idle_timeout);
         if let Some(v) = get("signing_threads") {
             self.signing_threads = Some(
                 v.parse()
                     .map_err(|_| anyhow!("KEYWARD_SIGNING_THREADS must be a number"))?,
+            );
+        }
+        if let Some(v) = get("max_connections") {
+            self.max_connections = Some(
+                v.parse()
+                    .map_err(|_| anyhow!("KEYWARD_MAX_CONNECTIONS must be a number"))?,
             );
         }
         Ok(())
@@ -159,6 +183,22 @@ impl RawConfig {
             "json" => true,
             other => bail!("log_format: {other:?} is not \"text\" or \"json\""),
         };
+        let timeout = |name: &str, v: &Option<String>| -> Result<Duration> {
+            let secs = dur(name, v, "30s")?;
+            if !(1..=3600).contains(&secs) {
+                bail!("{name} must be between 1s and 1h");
+            }
+            Ok(Duration::from_secs(secs as u64))
+        };
+        let connections = crate::server::Limits {
+            header_read_timeout: timeout("header_read_timeout", &self.header_read_timeout)?,
+            body_read_timeout: timeout("body_read_timeout", &self.body_read_timeout)?,
+            idle_timeout: timeout("idle_timeout", &self.idle_timeout)?,
+            max_connections: match self.max_connections.unwrap_or(512) {
+                n @ 1..=1_000_000 => n,
+                _ => bail!("max_connections must be between 1 and 1000000"),
+            },
+        };
         Ok(Config {
             listen,
             data_dir: self
@@ -181,6 +221,7 @@ impl RawConfig {
                 dur("shutdown_grace", &self.shutdown_grace, "30s")? as u64,
             ),
             json_logs,
+            connections,
         })
     }
 }
@@ -214,6 +255,10 @@ impl Config {
             "assertion_max_lifetime_secs": self.settings.assertion_max_lifetime_secs,
             "shutdown_grace_secs": self.shutdown_grace.as_secs(),
             "log_format": if self.json_logs { "json" } else { "text" },
+            "header_read_timeout_secs": self.connections.header_read_timeout.as_secs(),
+            "body_read_timeout_secs": self.connections.body_read_timeout.as_secs(),
+            "idle_timeout_secs": self.connections.idle_timeout.as_secs(),
+            "max_connections": self.connections.max_connections,
         })
     }
 }
@@ -245,6 +290,53 @@ mod tests {
         assert!(bad.resolve().is_err());
         let bad: RawConfig = toml::from_str("listen = \"nope\"").unwrap();
         assert!(bad.resolve().is_err());
+    }
+
+    #[test]
+    fn connection_limits_default_parse_and_validate() {
+        let c = RawConfig::default().resolve().unwrap();
+        assert_eq!(
+            c.connections,
+            crate::server::Limits {
+                header_read_timeout: Duration::from_secs(30),
+                body_read_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(30),
+                max_connections: 512,
+            }
+        );
+        let mut raw: RawConfig = toml::from_str(
+            "header_read_timeout = \"5s\"\nbody_read_timeout = \"1m\"\nmax_connections = 10",
+        )
+        .unwrap();
+        raw.apply_env(|k| match k {
+            "KEYWARD_IDLE_TIMEOUT" => Some("2s".into()),
+            "KEYWARD_MAX_CONNECTIONS" => Some("20".into()),
+            _ => None,
+        })
+        .unwrap();
+        let c = raw.resolve().unwrap();
+        assert_eq!(c.connections.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.connections.body_read_timeout, Duration::from_secs(60));
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(2));
+        assert_eq!(c.connections.max_connections, 20);
+        let j = c.to_json();
+        assert_eq!(j["header_read_timeout_secs"], 5);
+        assert_eq!(j["max_connections"], 20);
+        for (toml, needle) in [
+            ("header_read_timeout = \"0s\"", "header_read_timeout"),
+            ("body_read_timeout = \"2h\"", "body_read_timeout"),
+            ("idle_timeout = \"soon\"", "idle_timeout"),
+            ("max_connections = 0", "max_connections"),
+        ] {
+            let raw: RawConfig = toml::from_str(toml).unwrap();
+            let e = raw.resolve().unwrap_err().to_string();
+            assert!(e.contains(needle), "{toml}: {e}");
+        }
+        let mut raw = RawConfig::default();
+        let e = raw
+            .apply_env(|k| (k == "KEYWARD_MAX_CONNECTIONS").then(|| "many".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("KEYWARD_MAX_CONNECTIONS"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,365 @@
+//! The issuer's HTTP/1.1 server: hyper serving the axum router, with limits
+//! that keep slow or idle clients from using up the server.
+//!
+//! - **Headers**: a request's line and headers must arrive within
+//!   `header_read_timeout` (hyper's timer, which starts when the connection
+//!   begins waiting for a request: idle time counts).
+//! - **Body**: once a handler has had to wait for a request's body, the
+//!   whole body must arrive within `body_read_timeout`; then the read fails,
+//!   the handler answers 400 and the connection is closed.
+//! - **Idle**: a keep-alive connection with no request in progress is closed
+//!   `idle_timeout` after its last response (or after it was accepted).
+//! - **Connections**: at most `max_connections` at once (keep it well below
+//!   the file-descriptor limit). When a new connection would exceed it, the
+//!   connection that has waited longest *without a request in progress* (idle,
+//!   or still sending its headers: what a slowloris flood consists of) is
+//!   closed to make room; only when every connection has a request in
+//!   progress is the new one closed at once. So half-open connections cannot
+//!   starve `/healthz` or the token endpoint, and a request that is being
+//!   served is never cut off for a newcomer.
+//!
+//! Shutdown: stop accepting, close connections with no request in progress,
+//! let the others finish their request (keep-alive off), up to `grace`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt as _;
+
+/// The server's connection limits (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// How long the accept loop waits for a closed idle connection to give its
+/// place back before closing the newcomer instead.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
+/// One open connection, as the accept loop and the eviction see it.
+struct Slot {
+    /// The registry's epoch.
+    epoch: Instant,
+    /// A request is being served.
+    busy: AtomicBool,
+    /// When the connection last had no request in progress: accepted or
+    /// last response, in ms since [`Registry::epoch`].
+    idle_since: AtomicU64,
+    /// Asks the connection to close (eviction).
+    close: Notify,
+}
+
+/// The open connections.
+struct Registry {
+    epoch: Instant,
+    conns: Mutex<HashMap<u64, Arc<Slot>>>,
+}
+
+impl Registry {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn insert(&self, id: u64) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            epoch: self.epoch,
+            busy: AtomicBool::new(false),
+            idle_since: AtomicU64::new(self.now_ms()),
+            close: Notify::new(),
+        });
+        self.lock().insert(id, slot.clone());
+        slot
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the connection that has gone longest without a request in
+    /// progress. False when every connection is serving a request.
+    fn evict_oldest_idle(&self) -> bool {
+        let mut conns = self.lock();
+        let victim = conns
+            .iter()
+            .filter(|(_, s)| !s.busy.load(Ordering::Relaxed))
+            .min_by_key(|(_, s)| s.idle_since.load(Ordering::Relaxed))
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| conns.remove(&id)) {
+            Some(slot) => {
+                slot.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Slot {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// Marks a connection idle again when its request is done (or dropped).
+struct Serving<'a>(&'a Slot);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.idle_since.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.busy.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets
+/// requests in progress finish for up to `grace`. False when some did not.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> bool {
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
+    let registry = Arc::new(Registry {
+        epoch: Instant::now(),
+        conns: Mutex::new(HashMap::new()),
+    });
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopped) = watch::channel(false);
+    tokio::pin!(shutdown);
+    let mut next_id = 0u64;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let evicted = registry.evict_oldest_idle();
+                let p = if evicted {
+                    tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                } else {
+                    None
+                };
+                match p {
+                    Some(p) => {
+                        tracing::debug!(%peer, "connection limit reached: closed the oldest idle connection");
+                        p
+                    }
+                    None => {
+                        tracing::warn!(%peer, max = limits.max_connections, "connection limit reached and every connection is serving a request: closing the new connection");
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        next_id += 1;
+        let id = next_id;
+        let slot = registry.insert(id);
+        let (builder, registry, router, mut stopped) = (
+            builder.clone(),
+            registry.clone(),
+            router.clone(),
+            stopped.clone(),
+        );
+        tokio::spawn(async move {
+            let body_timeout = limits.body_read_timeout;
+            let svc = {
+                let slot = slot.clone();
+                service_fn(move |req: Request<Incoming>| {
+                    slot.busy.store(true, Ordering::Relaxed);
+                    let req = req.map(|b| TimedBody::new(b, body_timeout));
+                    let call = router.clone().oneshot(req);
+                    let slot = slot.clone();
+                    async move {
+                        let _serving = Serving(&slot);
+                        call.await
+                    }
+                })
+            };
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let idle = tokio::time::sleep(limits.idle_timeout);
+            tokio::pin!(idle);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = slot.close.notified(), if !closing => {
+                        if !slot.busy.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ = stopped.changed(), if !closing => {
+                        if !slot.busy.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ = &mut idle, if !closing => {
+                        let left = if slot.busy.load(Ordering::Relaxed) {
+                            limits.idle_timeout
+                        } else {
+                            let since = slot.idle_since.load(Ordering::Relaxed);
+                            let idle_for = Duration::from_millis(slot.now_ms().saturating_sub(since));
+                            if idle_for >= limits.idle_timeout {
+                                tracing::debug!(%peer, "closing an idle connection");
+                                break;
+                            }
+                            limits.idle_timeout - idle_for
+                        };
+                        idle.as_mut().reset(Instant::now() + left);
+                    }
+                }
+            }
+            // Dropping the connection closes the socket.
+            registry.remove(id);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let finished = tokio::time::timeout(grace, permits.acquire_many(all))
+        .await
+        .is_ok();
+    if !finished {
+        tracing::warn!(
+            "in-flight requests did not finish within {} s",
+            grace.as_secs()
+        );
+    }
+    finished
+}
+
+/// A request body that must arrive within a deadline, counted from the
+/// first time a reader has to wait for it (no timer for a body that is
+/// already there).
+pub struct TimedBody {
+    inner: Incoming,
+    timeout: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, timeout: Duration) -> TimedBody {
+        TimedBody {
+            inner,
+            timeout,
+            deadline: None,
+        }
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    Read(hyper::Error),
+    Timeout(Duration),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Read(e) => write!(f, "cannot read the request body: {e}"),
+            BodyError::Timeout(t) => {
+                write!(
+                    f,
+                    "the request body did not arrive within {} s",
+                    t.as_secs()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Read(e) => Some(e),
+            BodyError::Timeout(_) => None,
+        }
+    }
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map(|f| f.map_err(BodyError::Read))),
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Timeout(timeout)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,177 @@
+//! Slow and idle clients cannot use up the issuer: half-sent requests are
+//! closed after `header_read_timeout` / `body_read_timeout`, idle keep-alive
+//! connections after `idle_timeout`, and beyond `max_connections` the
+//! connections that have waited longest without a request in progress make
+//! room, so `/healthz` and the token endpoint keep answering.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{get, post_form, Auth, Kw, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_CONNECTIONS: usize = 64;
+
+fn start(kw: &Kw) -> Server {
+    kw.start_server(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[
+            ("KEYWARD_HEADER_READ_TIMEOUT", "5s"),
+            ("KEYWARD_BODY_READ_TIMEOUT", "5s"),
+            ("KEYWARD_IDLE_TIMEOUT", "2s"),
+            ("KEYWARD_MAX_CONNECTIONS", &MAX_CONNECTIONS.to_string()),
+        ],
+    )
+}
+
+fn client(kw: &Kw) -> (String, String) {
+    let v = kw
+        .run(&[
+            "clients",
+            "create",
+            "--env",
+            "default",
+            "--name",
+            "app",
+            "--scopes",
+            "orders.read",
+            "--json",
+        ])
+        .ok()
+        .json();
+    (
+        v["client_id"].as_str().unwrap().to_string(),
+        v["client_secret"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Opens a connection and sends `bytes` (the start of a request), then stalls.
+async fn stall(s: &Server, bytes: &[u8]) -> TcpStream {
+    let mut c = TcpStream::connect(&s.addr).await.expect("connect");
+    c.write_all(bytes).await.expect("write");
+    c
+}
+
+/// Reads until the server closes the connection; what it sent, or `None`
+/// if it is still open at `deadline`.
+async fn until_closed(c: &mut TcpStream, deadline: Instant) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, c.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_cannot_starve_the_issuer() {
+    let kw = Kw::new();
+    kw.init();
+    let (id, secret) = client(&kw);
+    let s = start(&kw);
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+
+    // Requests whose bodies stall half-way: a request in progress each.
+    let opened = Instant::now();
+    let mut bodies = Vec::new();
+    for _ in 0..16 {
+        let head = format!(
+            "POST /oauth2/token HTTP/1.1\r\nhost: {}\r\nauthorization: Basic {basic}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ngrant_type=client_cre",
+            s.addr
+        );
+        bodies.push(stall(&s, head.as_bytes()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A slowloris flood: many more connections than the limit (64), each with
+    // half a request line and headers, or nothing at all.
+    let mut heads = Vec::new();
+    for i in 0..300 {
+        let part: &[u8] = match i % 3 {
+            0 => b"GET /healthz HTTP/1.1\r\nhost: x\r\n",
+            1 => b"POST /oauth2/tok",
+            _ => b"",
+        };
+        heads.push(stall(&s, part).await);
+    }
+
+    // The issuer still answers, at once (well before any timeout frees a place).
+    let t = Instant::now();
+    let r = get(&s.url("/healthz")).await;
+    assert_eq!(r.status, 200);
+    let r = post_form(
+        &s.url("/oauth2/token"),
+        Auth::Basic(&id, &secret),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "answered only after {:?}",
+        t.elapsed()
+    );
+
+    // Every stalled connection is closed: by eviction, or by its timeout.
+    let deadline = opened + HEADER_TIMEOUT.max(BODY_TIMEOUT) + Duration::from_secs(4);
+    for (i, c) in heads.iter_mut().enumerate() {
+        let got = until_closed(c, deadline).await;
+        assert!(got.is_some(), "half-sent request {i} still open");
+    }
+    for (i, c) in bodies.iter_mut().enumerate() {
+        let got = until_closed(c, deadline)
+            .await
+            .unwrap_or_else(|| panic!("half-sent body {i} still open"));
+        // The handler gave up on the body: 400, not a token.
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    }
+    // Not before their timeout: the bodies were requests in progress, never evicted.
+    assert!(opened.elapsed() >= BODY_TIMEOUT);
+
+    // And the server is still well.
+    let r = get(&s.url("/healthz")).await;
+    assert_eq!(r.status, 200);
+    assert!(!s.stderr_text().contains("panicked"), "{}", s.stderr_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
+    let kw = Kw::new();
+    kw.init();
+    let s = start(&kw);
+    let mut c = TcpStream::connect(&s.addr).await.unwrap();
+    // Two requests on one connection: keep-alive works.
+    for _ in 0..2 {
+        c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = c.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.ends_with("ok"), "{text}");
+    }
+    let idle_from = Instant::now();
+    let got = until_closed(&mut c, idle_from + HEADER_TIMEOUT + Duration::from_secs(2)).await;
+    assert_eq!(
+        got.as_deref(),
+        Some(&b""[..]),
+        "still open or sent something"
+    );
+    let idle = idle_from.elapsed();
+    // Closed by the idle timeout (2 s), well before the header timeout (5 s).
+    assert!(
+        idle >= IDLE_TIMEOUT - Duration::from_millis(200) && idle < HEADER_TIMEOUT,
+        "closed after {idle:?}"
+    );
+}
