@@ -69,8 +69,9 @@ pub const FIELDS: [&str; 15] = [
     "max_connections",
 ];
 
-/// The resolved configuration.
-#[derive(Debug, Clone)]
+/// The resolved configuration. Its `Debug` output is [`Config::to_json`]'s,
+/// so no secret is shown.
+#[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -178,6 +179,10 @@ impl RawConfig {
         if refresh_ttl < 60 {
             bail!("refresh_token_ttl must be at least 1m");
         }
+        if let Some(url) = &self.database_url {
+            keyward_store::Store::check_url(url)
+                .map_err(|e| anyhow!("database_url ({}): {e}", redact_url(url)))?;
+        }
         let json_logs = match self.log_format.as_deref().unwrap_or("text") {
             "text" => false,
             "json" => true,
@@ -226,17 +231,90 @@ impl RawConfig {
     }
 }
 
-/// A database URL with any password masked.
+/// Query parameters whose values are masked: anything that looks like a
+/// password, key or token (`password`, `sslpassword`, `sslkey`, ...).
+fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "credential",
+        "auth",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// A database URL fit to print or log: the password of the userinfo and
+/// the values of secret-looking query parameters are masked. Anything that
+/// is not a `scheme://` or `sqlite:` URL (a libpq `key=value` string, ...)
+/// is masked whole.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:****{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
+    const MASK: &str = "****";
+    let (head, rest) = if let Some(i) = url.find("://") {
+        url.split_at(i + 3)
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        ("sqlite:", rest)
+    } else {
+        return MASK.to_string();
+    };
+    // The userinfo ends at the last '@' of the authority (as URL parsers
+    // read it). If an '@' also follows the authority, the split is
+    // ambiguous: mask up to the last '@' of all, so a password holding
+    // '/', '?' or '#' is never shown.
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = match rest[..authority_end].rfind('@') {
+        Some(at) if !rest[authority_end..].contains('@') => Some(at),
+        _ => rest.rfind('@'),
+    };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(head);
+    let after = match at {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push(':');
+                    out.push_str(MASK);
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            &rest[at + 1..]
+        }
+        None => rest,
+    };
+    let (path, query) = match after.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (after, None),
+    };
+    out.push_str(path);
+    if let Some(q) = query {
+        out.push('?');
+        for (i, pair) in q.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((k, _)) if is_secret_name(k) => {
+                    out.push_str(k);
+                    out.push('=');
+                    out.push_str(MASK);
+                }
+                _ => out.push_str(pair),
             }
         }
-        _ => url.to_string(),
+    }
+    out
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Config {}", self.to_json())
     }
 }
 
@@ -341,10 +419,59 @@ mod tests {
 
     #[test]
     fn passwords_are_masked() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:****@h/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        for (url, shown) in [
+            ("postgres://u:secret@h/db", "postgres://u:****@h/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("postgres://h:5432/db", "postgres://h:5432/db"),
+            (
+                "postgres://u@h/db?password=secret&sslmode=require",
+                "postgres://u@h/db?password=****&sslmode=require",
+            ),
+            (
+                "postgresql://u:secret@h/db?sslpassword=secret&sslkey=/k.pem&application_name=kw",
+                "postgresql://u:****@h/db?sslpassword=****&sslkey=****&application_name=kw",
+            ),
+            (
+                "postgres://u:sec/ret@h/db?PassWord=secret",
+                "postgres://u:****@h/db?PassWord=****",
+            ),
+            (
+                "postgres://u:secret@h/db?application_name=a@b",
+                "postgres://u:****@b",
+            ),
+            ("sqlite:/var/kw.db?mode=rwc", "sqlite:/var/kw.db?mode=rwc"),
+            (
+                "sqlite:/var/kw.db?token=secret",
+                "sqlite:/var/kw.db?token=****",
+            ),
+            ("host=h user=u password=secret", "****"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(!redact_url(url).contains("secret"), "{url}");
+        }
+    }
+
+    #[test]
+    fn database_url_is_validated_without_echoing_it() {
+        for bad in [
+            "host=db.example user=kw password=s3cr3t dbname=kw",
+            "mysql://kw:s3cr3t@db/kw",
+            "postgres://kw:s3cr3t@db:port/kw",
+        ] {
+            let raw = RawConfig {
+                database_url: Some(bad.into()),
+                ..RawConfig::default()
+            };
+            let e = format!("{:#}", raw.resolve().unwrap_err());
+            assert!(e.contains("database_url"), "{e}");
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
+        let raw = RawConfig {
+            database_url: Some("postgres://kw:s3cr3t@db/kw?sslpassword=s3cr3t".into()),
+            ..RawConfig::default()
+        };
+        let c = raw.resolve().unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(!c.to_json().to_string().contains("s3cr3t"));
     }
 }
