@@ -91,7 +91,6 @@ impl RawConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         toml::from_str(&text).map_err(|e| {
-            let msg = e.message().to_string();
             let at = e
                 .span()
                 .map(|s| {
@@ -99,11 +98,16 @@ impl RawConfig {
                     format!(":{line}")
                 })
                 .unwrap_or_default();
-            anyhow!(
-                "{}{at}: {msg} (valid fields: {})",
-                path.display(),
-                FIELDS.join(", ")
-            )
+            // toml's message for an unknown field lists the expected ones in
+            // its own words; say it once, ours.
+            let msg = e.message();
+            let msg = match msg.split_once(", expected one of") {
+                Some((unknown, _)) if msg.starts_with("unknown field") => {
+                    format!("{unknown} (valid fields: {})", FIELDS.join(", "))
+                }
+                _ => msg.trim_end().to_string(),
+            };
+            anyhow!("{}{at}: {msg}", path.display())
         })
     }
 
@@ -353,6 +357,15 @@ mod tests {
         let e = RawConfig::from_file(&p).unwrap_err().to_string();
         assert!(e.contains(":2"), "{e}");
         assert!(e.contains("listne"), "{e}");
+        // The valid fields, once.
+        assert_eq!(e.matches("log_format").count(), 1, "{e}");
+        assert!(e.contains("valid fields: listen, data_dir"), "{e}");
+        assert!(!e.contains("expected one of"), "{e}");
+        // Other errors are toml's, without the list.
+        std::fs::write(&p, "listen = 3\n").unwrap();
+        let e = RawConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains(":1") && e.contains("invalid type"), "{e}");
+        assert!(!e.contains("log_format"), "{e}");
     }
 
     #[test]

@@ -327,9 +327,12 @@ fn config_check_names_the_bad_line_and_hides_the_password() {
         "listen = \"127.0.0.1:9000\"\nlisten_adress = \"x\"\n",
     );
     let bad = bad.to_str().unwrap();
-    kw.run(&["config", "check", "--config", bad])
-        .fails_with(&format!("{bad}:2"))
-        .fails_with("listen_adress");
+    let r = kw.run(&["config", "check", "--config", bad]);
+    r.fails_with(&format!("{bad}:2"))
+        .fails_with("listen_adress")
+        .fails_with("valid fields: listen, data_dir");
+    // The valid fields are listed once.
+    assert_eq!(r.stderr.matches("log_format").count(), 1, "{}", r.stderr);
     let good = write(
         kw.dir.path(),
         "good.toml",
