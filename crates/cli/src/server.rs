@@ -35,6 +35,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics::{Counter, Gauge};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::{Instant, Sleep};
@@ -52,6 +53,43 @@ pub struct Limits {
 /// How long the accept loop waits for a closed idle connection to give its
 /// place back before closing the newcomer instead.
 const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
+/// The connection metrics, registered once the process's recorder is
+/// installed (see [`serve`]): nothing is looked up per request.
+struct ConnMetrics {
+    /// `keyward_http_connections`: open now.
+    open: Gauge,
+    /// `keyward_http_connections_closed_total{reason}` for the reasons the
+    /// server closed a connection on its own.
+    evicted: Counter,
+    refused: Counter,
+    idle: Counter,
+    header_timeout: Counter,
+    body_timeout: Counter,
+}
+
+static METRICS: std::sync::OnceLock<ConnMetrics> = std::sync::OnceLock::new();
+
+fn conn_metrics() -> &'static ConnMetrics {
+    METRICS.get_or_init(|| {
+        let closed = |reason: &'static str| {
+            metrics::counter!("keyward_http_connections_closed_total", "reason" => reason)
+        };
+        metrics::describe_gauge!("keyward_http_connections", "Client connections open now.");
+        metrics::describe_counter!(
+            "keyward_http_connections_closed_total",
+            "Client connections the server closed: evicted (oldest idle, at max_connections), refused (at max_connections, all busy), idle (idle_timeout), header_timeout, body_timeout."
+        );
+        ConnMetrics {
+            open: metrics::gauge!("keyward_http_connections"),
+            evicted: closed("evicted"),
+            refused: closed("refused"),
+            idle: closed("idle"),
+            header_timeout: closed("header_timeout"),
+            body_timeout: closed("body_timeout"),
+        }
+    })
+}
 
 /// One open connection, as the accept loop and the eviction see it.
 struct Slot {
@@ -134,6 +172,8 @@ impl Drop for Serving<'_> {
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets
 /// requests in progress finish for up to `grace`. False when some did not.
+/// Connection metrics go to the process's `metrics` recorder, which must
+/// be installed before (`keyward_issuer::metrics::install`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -154,7 +194,10 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
+    let m = conn_metrics();
     let mut next_id = 0u64;
+    // When "every connection is busy" was last logged: once a second at most.
+    let mut warned: Option<Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -180,13 +223,20 @@ pub async fn serve(
                 } else {
                     None
                 };
+                if evicted {
+                    m.evicted.increment(1);
+                }
                 match p {
                     Some(p) => {
                         tracing::debug!(%peer, "connection limit reached: closed the oldest idle connection");
                         p
                     }
                     None => {
-                        tracing::warn!(%peer, max = limits.max_connections, "connection limit reached and every connection is serving a request: closing the new connection");
+                        m.refused.increment(1);
+                        if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            warned = Some(Instant::now());
+                            tracing::warn!(%peer, max = limits.max_connections, "connection limit reached and every connection is serving a request: closing new connections");
+                        }
                         drop(stream);
                         continue;
                     }
@@ -197,6 +247,7 @@ pub async fn serve(
         next_id += 1;
         let id = next_id;
         let slot = registry.insert(id);
+        m.open.increment(1.0);
         let (builder, registry, router, mut stopped) = (
             builder.clone(),
             registry.clone(),
@@ -227,6 +278,9 @@ pub async fn serve(
                 tokio::select! {
                     r = conn.as_mut() => {
                         if let Err(e) = r {
+                            if e.is_timeout() {
+                                m.header_timeout.increment(1);
+                            }
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                         break;
@@ -253,6 +307,7 @@ pub async fn serve(
                             let idle_for = Duration::from_millis(slot.now_ms().saturating_sub(since));
                             if idle_for >= limits.idle_timeout {
                                 tracing::debug!(%peer, "closing an idle connection");
+                                m.idle.increment(1);
                                 break;
                             }
                             limits.idle_timeout - idle_for
@@ -263,6 +318,7 @@ pub async fn serve(
             }
             // Dropping the connection closes the socket.
             registry.remove(id);
+            m.open.decrement(1.0);
             drop(permit);
         });
     }
@@ -348,7 +404,12 @@ impl Body for TimedBody {
                     .deadline
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 match deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Timeout(timeout)))),
+                    Poll::Ready(()) => {
+                        if let Some(m) = METRICS.get() {
+                            m.body_timeout.increment(1);
+                        }
+                        Poll::Ready(Some(Err(BodyError::Timeout(timeout))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{get, post_form, Auth, Kw, Server};
+use common::{get, metric, post_form, Auth, Kw, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -27,6 +27,15 @@ fn start(kw: &Kw) -> Server {
             ("KEYWARD_IDLE_TIMEOUT", "2s"),
             ("KEYWARD_MAX_CONNECTIONS", &MAX_CONNECTIONS.to_string()),
         ],
+    )
+}
+
+/// `keyward_http_connections_closed_total{reason}` in a scrape.
+fn closed(m: &str, reason: &str) -> f64 {
+    metric(
+        m,
+        "keyward_http_connections_closed_total",
+        &[("reason", reason)],
     )
 }
 
@@ -116,7 +125,7 @@ async fn half_open_connections_cannot_starve_the_issuer() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
-        t.elapsed() < Duration::from_secs(3),
+        t.elapsed() < Duration::from_secs(4),
         "answered only after {:?}",
         t.elapsed()
     );
@@ -138,9 +147,20 @@ async fn half_open_connections_cannot_starve_the_issuer() {
     // Not before their timeout: the bodies were requests in progress, never evicted.
     assert!(opened.elapsed() >= BODY_TIMEOUT);
 
-    // And the server is still well.
+    // And the server is still well, and says what it did.
     let r = get(&s.url("/healthz")).await;
     assert_eq!(r.status, 200);
+    let m = get(&s.url("/metrics")).await.text();
+    let closed = |reason| closed(&m, reason);
+    // 300 stalled requests, 64 places: most made room for newcomers, the
+    // rest were closed idle (idle_timeout is the shorter timeout here).
+    assert!(closed("evicted") >= 200.0, "{m}");
+    let stalled = closed("evicted") + closed("idle") + closed("header_timeout");
+    assert!((300.0..=304.0).contains(&stalled), "{m}");
+    assert_eq!(closed("body_timeout"), 16.0, "{m}");
+    assert_eq!(closed("refused"), 0.0, "{m}");
+    // The scrape's own connection, perhaps reqwest's idle ones: not the flood.
+    assert!(metric(&m, "keyward_http_connections", &[]) <= 4.0, "{m}");
     assert!(!s.stderr_text().contains("panicked"), "{}", s.stderr_text());
 }
 
@@ -174,4 +194,37 @@ async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
         idle >= IDLE_TIMEOUT - Duration::from_millis(200) && idle < HEADER_TIMEOUT,
         "closed after {idle:?}"
     );
+    let m = get(&s.url("/metrics")).await.text();
+    assert_eq!(closed(&m, "idle"), 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_at_header_read_timeout() {
+    let kw = Kw::new();
+    kw.init();
+    // Here the header timeout is the shorter one.
+    let s = kw.start_server(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[
+            ("KEYWARD_HEADER_READ_TIMEOUT", "2s"),
+            ("KEYWARD_IDLE_TIMEOUT", "30s"),
+        ],
+    );
+    let started = Instant::now();
+    let mut c = stall(&s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await;
+    // A byte now and then does not keep it open: the headers have a deadline.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.write_all(b"x").await.unwrap();
+    }
+    let got = until_closed(&mut c, started + Duration::from_secs(6)).await;
+    let took = started.elapsed();
+    assert!(got.is_some(), "still open after {took:?}");
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    let m = get(&s.url("/metrics")).await.text();
+    assert_eq!(closed(&m, "header_timeout"), 1.0, "{m}");
+    assert_eq!(closed(&m, "idle"), 0.0, "{m}");
 }
