@@ -228,3 +228,79 @@ async fn slow_headers_are_cut_at_header_read_timeout() {
     assert_eq!(closed(&m, "header_timeout"), 1.0, "{m}");
     assert_eq!(closed(&m, "idle"), 0.0, "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_connection_is_busy_newcomers_are_closed_at_once() {
+    let kw = Kw::new();
+    kw.init();
+    let (id, secret) = client(&kw);
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+    let s = kw.start_server(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[
+            ("KEYWARD_BODY_READ_TIMEOUT", "2s"),
+            ("KEYWARD_MAX_CONNECTIONS", "4"),
+        ],
+    );
+    // Four requests in progress (bodies on their way): never cut off.
+    let opened = Instant::now();
+    let mut busy = Vec::new();
+    for _ in 0..4 {
+        let head = format!(
+            "POST /oauth2/token HTTP/1.1\r\nhost: {}\r\nauthorization: Basic {basic}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ngrant_type=",
+            s.addr
+        );
+        busy.push(stall(&s, head.as_bytes()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A newcomer is closed at once, without an answer.
+    let mut c = stall(&s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let got = until_closed(&mut c, Instant::now() + Duration::from_secs(1)).await;
+    assert_eq!(
+        got.as_deref(),
+        Some(&b""[..]),
+        "newcomer not closed at once"
+    );
+    // The busy ones end by their body timeout (400), then there is room again.
+    for c in &mut busy {
+        let got = until_closed(c, opened + Duration::from_secs(5))
+            .await
+            .expect("stalled body closed");
+        assert!(got.starts_with(b"HTTP/1.1 400"));
+    }
+    let r = get(&s.url("/healthz")).await;
+    assert_eq!(r.status, 200);
+    let m = get(&s.url("/metrics")).await.text();
+    assert_eq!(closed(&m, "refused"), 1.0, "{m}");
+    assert_eq!(closed(&m, "evicted"), 0.0, "{m}");
+    assert_eq!(closed(&m, "body_timeout"), 4.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_stalled_or_idle_connections() {
+    let kw = Kw::new();
+    kw.init();
+    let mut s = kw.start_server(&["serve", "--listen", "127.0.0.1:0"], &[]);
+    // Defaults: 30 s timeouts and grace; none of them may hold up the exit.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        stalled.push(stall(&s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await);
+        stalled.push(stall(&s, b"").await);
+    }
+    let mut idle = stall(&s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let t = Instant::now();
+    s.terminate();
+    let status = s
+        .wait_exit(Duration::from_secs(5))
+        .expect("still running 5 s after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", s.stderr_text());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    for c in &mut stalled {
+        assert!(until_closed(c, Instant::now() + Duration::from_secs(1))
+            .await
+            .is_some());
+    }
+}
