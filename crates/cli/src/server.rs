@@ -191,6 +191,16 @@ pub async fn serve(
         epoch: Instant::now(),
         conns: Mutex::new(HashMap::new()),
     });
+    if let Some(files) = open_files_limit() {
+        // The store, the listener, logs and the like need some too.
+        if limits.max_connections as u64 + 64 > files {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                open_files_limit = files,
+                "max_connections is not well below the open-files limit: connections beyond it fail to be accepted; raise `ulimit -n` or lower max_connections"
+            );
+        }
+    }
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
@@ -337,6 +347,22 @@ pub async fn serve(
     finished
 }
 
+/// The soft open-files limit (`RLIMIT_NOFILE`), where the system says
+/// (Linux: `/proc/self/limits`); `None` when unknown or unlimited.
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_files_limit(&text)
+}
+
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A request body that must arrive within a deadline, counted from the
 /// first time a reader has to wait for it (no timer for a body that is
 /// already there).
@@ -422,5 +448,25 @@ impl Body for TimedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_files_limit_is_read_from_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             63318                63318                processes \n\
+                    Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files_limit(text), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_files_limit(unlimited), None);
+        assert_eq!(parse_open_files_limit(""), None);
+        if cfg!(target_os = "linux") {
+            assert!(open_files_limit().is_some_and(|n| n > 0));
+        }
     }
 }

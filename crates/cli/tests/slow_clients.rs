@@ -304,3 +304,33 @@ async fn sigterm_does_not_wait_for_stalled_or_idle_connections() {
             .is_some());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_limit_above_the_open_files_limit_is_warned_about() {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|n| n.parse::<u64>().ok())
+        });
+    let Some(soft) = soft.filter(|n| *n < 1_000_000) else {
+        eprintln!("note: no finite open-files limit below 1000000 here; skipping");
+        return;
+    };
+    let kw = Kw::new();
+    kw.init();
+    let s = kw.start_server(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("KEYWARD_MAX_CONNECTIONS", "1000000")],
+    );
+    let warned = || s.stderr_text().contains("open-files limit");
+    let t = Instant::now();
+    while !warned() && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(warned(), "limit {soft}: {}", s.stderr_text());
+    // It still serves.
+    assert_eq!(get(&s.url("/healthz")).await.status, 200);
+}
