@@ -91,6 +91,20 @@ fn conn_metrics() -> &'static ConnMetrics {
     })
 }
 
+/// On shutdown, how long a connection with no request in progress may take
+/// to finish writing its last answer (hyper closes it sooner if it can).
+const CLOSE_SOON: Duration = Duration::from_millis(250);
+
+/// Where a connection is in being closed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    No,
+    /// No request in progress: closed after [`CLOSE_SOON`] at the latest.
+    Soon,
+    /// Its request is answered first (keep-alive off), within the shutdown grace.
+    AfterRequest,
+}
+
 /// One open connection, as the accept loop and the eviction see it.
 struct Slot {
     /// The registry's epoch.
@@ -281,9 +295,11 @@ pub async fn serve(
             };
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
+            // The idle deadline; once closing, how long a connection with no
+            // request in progress may take to finish writing its last answer.
             let idle = tokio::time::sleep(limits.idle_timeout);
             tokio::pin!(idle);
-            let mut closing = false;
+            let mut closing = Closing::No;
             loop {
                 tokio::select! {
                     r = conn.as_mut() => {
@@ -295,21 +311,31 @@ pub async fn serve(
                         }
                         break;
                     }
-                    _ = slot.close.notified(), if !closing => {
+                    // Evicted: the oldest idle connection, so not one still
+                    // writing an answer; closed at once to free its place.
+                    _ = slot.close.notified(), if closing == Closing::No => {
                         if !slot.busy.load(Ordering::Relaxed) {
                             break;
                         }
+                        // It took a request meanwhile: answer that first.
                         conn.as_mut().graceful_shutdown();
-                        closing = true;
+                        closing = Closing::AfterRequest;
                     }
-                    _ = stopped.changed(), if !closing => {
-                        if !slot.busy.load(Ordering::Relaxed) {
+                    // The server stops: no new request; one in progress is
+                    // answered first, a last answer is finished writing.
+                    _ = stopped.changed(), if closing == Closing::No => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = if slot.busy.load(Ordering::Relaxed) {
+                            Closing::AfterRequest
+                        } else {
+                            idle.as_mut().reset(Instant::now() + CLOSE_SOON);
+                            Closing::Soon
+                        };
+                    }
+                    _ = &mut idle, if closing != Closing::AfterRequest => {
+                        if closing == Closing::Soon {
                             break;
                         }
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    _ = &mut idle, if !closing => {
                         let left = if slot.busy.load(Ordering::Relaxed) {
                             limits.idle_timeout
                         } else {
