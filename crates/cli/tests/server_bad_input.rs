@@ -551,6 +551,29 @@ async fn oversized_bodies_get_413_everywhere_and_change_nothing() {
             );
         }
     }
+    // Endpoints that take no body refuse an announced large one the same way.
+    for (path, auth) in [
+        ("/.well-known/jwks.json", ""),
+        ("/.well-known/openid-configuration", ""),
+        ("/revocations", ""),
+        ("/admin/v1/envs", bearer.as_str()),
+    ] {
+        let h = if auth.is_empty() {
+            String::new()
+        } else {
+            format!("authorization: {auth}\r\n")
+        };
+        let (status, body) = raw_request(
+            &s,
+            "GET",
+            path,
+            &format!("{h}content-length: 10485760\r\n"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 413, "GET {path}: {body}");
+        assert!(body.contains("65536"), "GET {path}: {body}");
+    }
     // The same answer through an ordinary client, with the usual headers.
     let r = raw(&s, "/oauth2/introspect", form, None, &long).await;
     r.assert_oauth_error(413, "invalid_request");

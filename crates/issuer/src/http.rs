@@ -181,10 +181,8 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
 
 /// 413 for a body over [`MAX_BODY_BYTES`], as every endpoint answers it.
 fn too_large() -> Response {
-    let e = OAuthError::invalid_request(BodyRefused::TooLarge.description());
-    let mut r = oauth_error(&e);
-    *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-    r
+    let r = BodyRefused::TooLarge;
+    refused(&OAuthError::invalid_request(r.description()), r.status())
 }
 
 fn not_found() -> Response {
@@ -328,16 +326,11 @@ impl Form {
     }
 }
 
-/// An OAuth error for a request refused before it reached the domain:
-/// 413 or 400 for a body that was not read, the error's own status else.
+/// An OAuth error for a request [`read_form`] refused, with its status
+/// (413 for a body over the limit, 401 for a malformed `Authorization`).
 fn refused(e: &OAuthError, status: StatusCode) -> Response {
     let mut r = oauth_error(e);
-    if matches!(
-        status,
-        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::BAD_REQUEST
-    ) {
-        *r.status_mut() = status;
-    }
+    *r.status_mut() = status;
     r
 }
 
