@@ -481,6 +481,39 @@ impl Body for TimedBody {
 mod tests {
     use super::*;
 
+    /// Whether `s` was asked to close (takes the notification).
+    async fn closed(s: &Slot) -> bool {
+        tokio::time::timeout(Duration::from_millis(10), s.close.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn eviction_takes_the_longest_idle_connection_never_a_busy_one() {
+        let r = Registry {
+            epoch: Instant::now(),
+            conns: Mutex::new(HashMap::new()),
+        };
+        let slots: Vec<Arc<Slot>> = (1..=4).map(|id| r.insert(id)).collect();
+        for (s, since) in slots.iter().zip([500, 100, 300, 200]) {
+            s.idle_since.store(since, Ordering::Relaxed);
+        }
+        // 2 is the longest idle, but busy: 4 goes, then 3, then 1.
+        slots[1].busy.store(true, Ordering::Relaxed);
+        assert!(r.evict_oldest_idle());
+        assert!(closed(&slots[3]).await && !closed(&slots[0]).await);
+        assert!(r.evict_oldest_idle());
+        assert!(closed(&slots[2]).await);
+        assert!(r.evict_oldest_idle());
+        assert!(closed(&slots[0]).await);
+        assert!(!closed(&slots[1]).await);
+        // Only the busy one is left.
+        assert!(!r.evict_oldest_idle());
+        assert_eq!(r.lock().len(), 1);
+        r.remove(2);
+        assert!(!r.evict_oldest_idle());
+    }
+
     #[test]
     fn open_files_limit_is_read_from_proc_limits() {
         let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
