@@ -6,7 +6,7 @@
 //!   begins waiting for a request: idle time counts).
 //! - **Body**: once a handler has had to wait for a request's body, the
 //!   whole body must arrive within `body_read_timeout`; then the read fails,
-//!   the handler answers 400 and the connection is closed.
+//!   the handler answers 408 and the connection is closed.
 //! - **Idle**: a keep-alive connection with no request in progress is closed
 //!   `idle_timeout` after its last response (or after it was accepted).
 //! - **Connections**: at most `max_connections` at once (keep it well below
@@ -408,48 +408,19 @@ impl TimedBody {
     }
 }
 
-/// Why a request body could not be read.
-#[derive(Debug)]
-pub enum BodyError {
-    Read(hyper::Error),
-    Timeout(Duration),
-}
-
-impl std::fmt::Display for BodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BodyError::Read(e) => write!(f, "cannot read the request body: {e}"),
-            BodyError::Timeout(t) => {
-                write!(
-                    f,
-                    "the request body did not arrive within {} s",
-                    t.as_secs()
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for BodyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BodyError::Read(e) => Some(e),
-            BodyError::Timeout(_) => None,
-        }
-    }
-}
-
+/// Errors are `io::Error`s: hyper's read errors wrapped, and a deadline
+/// passed as kind `TimedOut`, which the issuer answers with 408.
 impl Body for TimedBody {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(r) => Poll::Ready(r.map(|f| f.map_err(BodyError::Read))),
+            Poll::Ready(r) => Poll::Ready(r.map(|f| f.map_err(std::io::Error::other))),
             Poll::Pending => {
                 let timeout = this.timeout;
                 let deadline = this
@@ -460,7 +431,13 @@ impl Body for TimedBody {
                         if let Some(m) = METRICS.get() {
                             m.body_timeout.increment(1);
                         }
-                        Poll::Ready(Some(Err(BodyError::Timeout(timeout))))
+                        Poll::Ready(Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "the request body did not arrive within {} s",
+                                timeout.as_secs()
+                            ),
+                        ))))
                     }
                     Poll::Pending => Poll::Pending,
                 }

@@ -140,9 +140,10 @@ async fn half_open_connections_cannot_starve_the_issuer() {
         let got = until_closed(c, deadline)
             .await
             .unwrap_or_else(|| panic!("half-sent body {i} still open"));
-        // The handler gave up on the body: 400, not a token.
+        // The handler gave up on the body: 408 invalid_request, not a token.
         let text = String::from_utf8_lossy(&got);
-        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains(r#""error":"invalid_request""#), "{text}");
     }
     // Not before their timeout: the bodies were requests in progress, never evicted.
     assert!(opened.elapsed() >= BODY_TIMEOUT);
@@ -261,12 +262,12 @@ async fn when_every_connection_is_busy_newcomers_are_closed_at_once() {
         Some(&b""[..]),
         "newcomer not closed at once"
     );
-    // The busy ones end by their body timeout (400), then there is room again.
+    // The busy ones end by their body timeout (408), then there is room again.
     for c in &mut busy {
         let got = until_closed(c, opened + Duration::from_secs(5))
             .await
             .expect("stalled body closed");
-        assert!(got.starts_with(b"HTTP/1.1 400"));
+        assert!(got.starts_with(b"HTTP/1.1 408"));
     }
     let r = get(&s.url("/healthz")).await;
     assert_eq!(r.status, 200);

@@ -219,8 +219,8 @@ where
     }
 }
 
-/// 413 (or 400 for a body the client failed to send), answered like the
-/// OAuth endpoints do.
+/// 413 (or 408 / 400 for a body the client failed to send in time / at
+/// all), answered like the OAuth endpoints do.
 fn refused(r: BodyRefused) -> ApiError {
     ApiError::new(r.status(), "invalid_request", r.description())
 }

@@ -32,7 +32,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub(crate) enum BodyRefused {
     /// Over [`MAX_BODY_BYTES`]: 413.
     TooLarge,
-    /// The client failed to send it (closed, or too slow): 400.
+    /// Not sent in time (the server's body read timeout, reported as an
+    /// `io::Error` of kind `TimedOut`): 408.
+    TimedOut,
+    /// The client failed to send it (closed, malformed chunks): 400.
     Unreadable,
 }
 
@@ -40,6 +43,7 @@ impl BodyRefused {
     pub(crate) fn status(self) -> StatusCode {
         match self {
             BodyRefused::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyRefused::TimedOut => StatusCode::REQUEST_TIMEOUT,
             BodyRefused::Unreadable => StatusCode::BAD_REQUEST,
         }
     }
@@ -47,6 +51,7 @@ impl BodyRefused {
     pub(crate) fn description(self) -> String {
         match self {
             BodyRefused::TooLarge => format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            BodyRefused::TimedOut => "the request body did not arrive in time".to_string(),
             BodyRefused::Unreadable => "the request body could not be read".to_string(),
         }
     }
@@ -72,7 +77,16 @@ pub(crate) async fn read_body(body: Body) -> Result<Bytes, BodyRefused> {
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyRefused::TooLarge),
         Err(e) => {
             tracing::debug!(error = %e, "cannot read a request body");
-            Err(BodyRefused::Unreadable)
+            let first: &(dyn std::error::Error + 'static) = &*e;
+            let timed_out = std::iter::successors(Some(first), |e| e.source()).any(|e| {
+                e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+            });
+            Err(if timed_out {
+                BodyRefused::TimedOut
+            } else {
+                BodyRefused::Unreadable
+            })
         }
     }
 }
@@ -327,7 +341,8 @@ impl Form {
 }
 
 /// An OAuth error for a request [`read_form`] refused, with its status
-/// (413 for a body over the limit, 401 for a malformed `Authorization`).
+/// (413 for a body over the limit, 408 for one too slow, 401 for a
+/// malformed `Authorization`).
 fn refused(e: &OAuthError, status: StatusCode) -> Response {
     let mut r = oauth_error(e);
     *r.status_mut() = status;
