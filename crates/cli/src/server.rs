@@ -18,8 +18,9 @@
 //!   starve `/healthz` or the token endpoint, and a request that is being
 //!   served is never cut off for a newcomer.
 //!
-//! Shutdown: stop accepting, close connections with no request in progress,
-//! let the others finish their request (keep-alive off), up to `grace`.
+//! Shutdown: stop accepting; connections with no request in progress finish
+//! writing their last answer and close (within 250 ms); the others finish
+//! their request with keep-alive off, up to `grace`.
 
 use std::collections::HashMap;
 use std::future::Future;
