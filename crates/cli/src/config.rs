@@ -39,10 +39,20 @@ pub struct RawConfig {
     pub shutdown_grace: Option<String>,
     /// "text" (default) or "json".
     pub log_format: Option<String>,
+    /// How long a client may take to send a request's line and headers,
+    /// counted from when the connection starts waiting for it (default 30s).
+    pub header_read_timeout: Option<String>,
+    /// How long a client may take to send a request's body, counted from
+    /// the end of its headers (default 30s).
+    pub body_read_timeout: Option<String>,
+    /// How long a keep-alive connection may wait between requests (default 30s).
+    pub idle_timeout: Option<String>,
+    /// Most client connections open at once (default 512).
+    pub max_connections: Option<usize>,
 }
 
 /// The fields and their environment variables, for overrides and docs.
-pub const FIELDS: [&str; 11] = [
+pub const FIELDS: [&str; 15] = [
     "listen",
     "data_dir",
     "database_url",
@@ -54,10 +64,15 @@ pub const FIELDS: [&str; 11] = [
     "assertion_max_lifetime",
     "shutdown_grace",
     "log_format",
+    "header_read_timeout",
+    "body_read_timeout",
+    "idle_timeout",
+    "max_connections",
 ];
 
-/// The resolved configuration.
-#[derive(Debug, Clone)]
+/// The resolved configuration. Its `Debug` output is [`Config::to_json`]'s,
+/// so no secret is shown.
+#[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -68,6 +83,7 @@ pub struct Config {
     pub settings: Settings,
     pub shutdown_grace: Duration,
     pub json_logs: bool,
+    pub connections: crate::server::Limits,
 }
 
 impl RawConfig {
@@ -76,7 +92,6 @@ impl RawConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         toml::from_str(&text).map_err(|e| {
-            let msg = e.message().to_string();
             let at = e
                 .span()
                 .map(|s| {
@@ -84,11 +99,16 @@ impl RawConfig {
                     format!(":{line}")
                 })
                 .unwrap_or_default();
-            anyhow!(
-                "{}{at}: {msg} (valid fields: {})",
-                path.display(),
-                FIELDS.join(", ")
-            )
+            // toml's message for an unknown field lists the expected ones in
+            // its own words; say it once, ours.
+            let msg = e.message();
+            let msg = match msg.split_once(", expected one of") {
+                Some((unknown, _)) if msg.starts_with("unknown field") => {
+                    format!("{unknown} (valid fields: {})", FIELDS.join(", "))
+                }
+                _ => msg.trim_end().to_string(),
+            };
+            anyhow!("{}{at}: {msg}", path.display())
         })
     }
 
@@ -113,10 +133,19 @@ impl RawConfig {
         s!(assertion_max_lifetime);
         s!(shutdown_grace);
         s!(log_format);
+        s!(header_read_timeout);
+        s!(body_read_timeout);
+        s!(idle_timeout);
         if let Some(v) = get("signing_threads") {
             self.signing_threads = Some(
                 v.parse()
                     .map_err(|_| anyhow!("KEYWARD_SIGNING_THREADS must be a number"))?,
+            );
+        }
+        if let Some(v) = get("max_connections") {
+            self.max_connections = Some(
+                v.parse()
+                    .map_err(|_| anyhow!("KEYWARD_MAX_CONNECTIONS must be a number"))?,
             );
         }
         Ok(())
@@ -162,10 +191,30 @@ impl RawConfig {
         if refresh_grace > 3600 {
             bail!("refresh_grace must be at most 1h (a rotated refresh token must not stay usable for long)");
         }
+        if let Some(url) = &self.database_url {
+            keyward_store::Store::check_url(url)
+                .map_err(|e| anyhow!("database_url ({}): {e}", redact_url(url)))?;
+        }
         let json_logs = match self.log_format.as_deref().unwrap_or("text") {
             "text" => false,
             "json" => true,
             other => bail!("log_format: {other:?} is not \"text\" or \"json\""),
+        };
+        let timeout = |name: &str, v: &Option<String>| -> Result<Duration> {
+            let secs = dur(name, v, "30s")?;
+            if !(1..=3600).contains(&secs) {
+                bail!("{name} must be between 1s and 1h");
+            }
+            Ok(Duration::from_secs(secs as u64))
+        };
+        let connections = crate::server::Limits {
+            header_read_timeout: timeout("header_read_timeout", &self.header_read_timeout)?,
+            body_read_timeout: timeout("body_read_timeout", &self.body_read_timeout)?,
+            idle_timeout: timeout("idle_timeout", &self.idle_timeout)?,
+            max_connections: match self.max_connections.unwrap_or(512) {
+                n @ 1..=1_000_000 => n,
+                _ => bail!("max_connections must be between 1 and 1000000"),
+            },
         };
         Ok(Config {
             listen,
@@ -189,21 +238,95 @@ impl RawConfig {
                 dur("shutdown_grace", &self.shutdown_grace, "30s")? as u64,
             ),
             json_logs,
+            connections,
         })
     }
 }
 
-/// A database URL with any password masked.
+/// Query parameters whose values are masked: anything that looks like a
+/// password, key or token (`password`, `sslpassword`, `sslkey`, ...).
+fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "credential",
+        "auth",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// A database URL fit to print or log: the password of the userinfo and
+/// the values of secret-looking query parameters are masked. Anything that
+/// is not a `scheme://` or `sqlite:` URL (a libpq `key=value` string, ...)
+/// is masked whole.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:****{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
+    const MASK: &str = "****";
+    let (head, rest) = if let Some(i) = url.find("://") {
+        url.split_at(i + 3)
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        ("sqlite:", rest)
+    } else {
+        return MASK.to_string();
+    };
+    // The userinfo ends at the last '@' of the authority (as URL parsers
+    // read it). If an '@' also follows the authority, the split is
+    // ambiguous: mask up to the last '@' of all, so a password holding
+    // '/', '?' or '#' is never shown.
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = match rest[..authority_end].rfind('@') {
+        Some(at) if !rest[authority_end..].contains('@') => Some(at),
+        _ => rest.rfind('@'),
+    };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(head);
+    let after = match at {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push(':');
+                    out.push_str(MASK);
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            &rest[at + 1..]
+        }
+        None => rest,
+    };
+    let (path, query) = match after.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (after, None),
+    };
+    out.push_str(path);
+    if let Some(q) = query {
+        out.push('?');
+        for (i, pair) in q.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((k, _)) if is_secret_name(k) => {
+                    out.push_str(k);
+                    out.push('=');
+                    out.push_str(MASK);
+                }
+                _ => out.push_str(pair),
             }
         }
-        _ => url.to_string(),
+    }
+    out
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Config {}", self.to_json())
     }
 }
 
@@ -222,6 +345,10 @@ impl Config {
             "assertion_max_lifetime_secs": self.settings.assertion_max_lifetime_secs,
             "shutdown_grace_secs": self.shutdown_grace.as_secs(),
             "log_format": if self.json_logs { "json" } else { "text" },
+            "header_read_timeout_secs": self.connections.header_read_timeout.as_secs(),
+            "body_read_timeout_secs": self.connections.body_read_timeout.as_secs(),
+            "idle_timeout_secs": self.connections.idle_timeout.as_secs(),
+            "max_connections": self.connections.max_connections,
         })
     }
 }
@@ -238,6 +365,15 @@ mod tests {
         let e = RawConfig::from_file(&p).unwrap_err().to_string();
         assert!(e.contains(":2"), "{e}");
         assert!(e.contains("listne"), "{e}");
+        // The valid fields, once.
+        assert_eq!(e.matches("log_format").count(), 1, "{e}");
+        assert!(e.contains("valid fields: listen, data_dir"), "{e}");
+        assert!(!e.contains("expected one of"), "{e}");
+        // Other errors are toml's, without the list.
+        std::fs::write(&p, "listen = 3\n").unwrap();
+        let e = RawConfig::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains(":1") && e.contains("invalid type"), "{e}");
+        assert!(!e.contains("log_format"), "{e}");
     }
 
     #[test]
@@ -270,11 +406,107 @@ mod tests {
     }
 
     #[test]
-    fn passwords_are_masked() {
+    fn connection_limits_default_parse_and_validate() {
+        let c = RawConfig::default().resolve().unwrap();
         assert_eq!(
-            redact_url("postgres://u:secret@h/db"),
-            "postgres://u:****@h/db"
+            c.connections,
+            crate::server::Limits {
+                header_read_timeout: Duration::from_secs(30),
+                body_read_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(30),
+                max_connections: 512,
+            }
         );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        let mut raw: RawConfig = toml::from_str(
+            "header_read_timeout = \"5s\"\nbody_read_timeout = \"1m\"\nmax_connections = 10",
+        )
+        .unwrap();
+        raw.apply_env(|k| match k {
+            "KEYWARD_IDLE_TIMEOUT" => Some("2s".into()),
+            "KEYWARD_MAX_CONNECTIONS" => Some("20".into()),
+            _ => None,
+        })
+        .unwrap();
+        let c = raw.resolve().unwrap();
+        assert_eq!(c.connections.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.connections.body_read_timeout, Duration::from_secs(60));
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(2));
+        assert_eq!(c.connections.max_connections, 20);
+        let j = c.to_json();
+        assert_eq!(j["header_read_timeout_secs"], 5);
+        assert_eq!(j["max_connections"], 20);
+        for (toml, needle) in [
+            ("header_read_timeout = \"0s\"", "header_read_timeout"),
+            ("body_read_timeout = \"2h\"", "body_read_timeout"),
+            ("idle_timeout = \"soon\"", "idle_timeout"),
+            ("max_connections = 0", "max_connections"),
+        ] {
+            let raw: RawConfig = toml::from_str(toml).unwrap();
+            let e = raw.resolve().unwrap_err().to_string();
+            assert!(e.contains(needle), "{toml}: {e}");
+        }
+        let mut raw = RawConfig::default();
+        let e = raw
+            .apply_env(|k| (k == "KEYWARD_MAX_CONNECTIONS").then(|| "many".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("KEYWARD_MAX_CONNECTIONS"), "{e}");
+    }
+
+    #[test]
+    fn passwords_are_masked() {
+        for (url, shown) in [
+            ("postgres://u:secret@h/db", "postgres://u:****@h/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("postgres://h:5432/db", "postgres://h:5432/db"),
+            (
+                "postgres://u@h/db?password=secret&sslmode=require",
+                "postgres://u@h/db?password=****&sslmode=require",
+            ),
+            (
+                "postgresql://u:secret@h/db?sslpassword=secret&sslkey=/k.pem&application_name=kw",
+                "postgresql://u:****@h/db?sslpassword=****&sslkey=****&application_name=kw",
+            ),
+            (
+                "postgres://u:sec/ret@h/db?PassWord=secret",
+                "postgres://u:****@h/db?PassWord=****",
+            ),
+            (
+                "postgres://u:secret@h/db?application_name=a@b",
+                "postgres://u:****@b",
+            ),
+            ("sqlite:/var/kw.db?mode=rwc", "sqlite:/var/kw.db?mode=rwc"),
+            (
+                "sqlite:/var/kw.db?token=secret",
+                "sqlite:/var/kw.db?token=****",
+            ),
+            ("host=h user=u password=secret", "****"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(!redact_url(url).contains("secret"), "{url}");
+        }
+    }
+
+    #[test]
+    fn database_url_is_validated_without_echoing_it() {
+        for bad in [
+            "host=db.example user=kw password=s3cr3t dbname=kw",
+            "mysql://kw:s3cr3t@db/kw",
+            "postgres://kw:s3cr3t@db:port/kw",
+        ] {
+            let raw = RawConfig {
+                database_url: Some(bad.into()),
+                ..RawConfig::default()
+            };
+            let e = format!("{:#}", raw.resolve().unwrap_err());
+            assert!(e.contains("database_url"), "{e}");
+            assert!(!e.contains("s3cr3t"), "{e}");
+        }
+        let raw = RawConfig {
+            database_url: Some("postgres://kw:s3cr3t@db/kw?sslpassword=s3cr3t".into()),
+            ..RawConfig::default()
+        };
+        let c = raw.resolve().unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        assert!(!c.to_json().to_string().contains("s3cr3t"));
     }
 }

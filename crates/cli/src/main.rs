@@ -6,6 +6,7 @@ mod cmd;
 mod config;
 mod context;
 mod output;
+mod server;
 
 use std::process::ExitCode;
 

@@ -436,9 +436,12 @@ fn config_check_names_the_bad_line_and_hides_the_password() {
         "listen = \"127.0.0.1:9000\"\nlisten_adress = \"x\"\n",
     );
     let bad = bad.to_str().unwrap();
-    kw.run(&["config", "check", "--config", bad])
-        .fails_with(&format!("{bad}:2"))
-        .fails_with("listen_adress");
+    let r = kw.run(&["config", "check", "--config", bad]);
+    r.fails_with(&format!("{bad}:2"))
+        .fails_with("listen_adress")
+        .fails_with("valid fields: listen, data_dir");
+    // The valid fields are listed once.
+    assert_eq!(r.stderr.matches("log_format").count(), 1, "{}", r.stderr);
     let good = write(
         kw.dir.path(),
         "good.toml",
@@ -471,6 +474,69 @@ fn config_check_names_the_bad_line_and_hides_the_password() {
     let slow = write(kw.dir.path(), "slow.toml", "reload_interval = \"30s\"\n");
     kw.run(&["config", "check", "--config", slow.to_str().unwrap()])
         .fails_with("reload_interval");
+}
+
+#[test]
+fn config_check_masks_every_secret_and_refuses_unusable_database_urls() {
+    let kw = Kw::new();
+    let cfg = write(
+        kw.dir.path(),
+        "pw.toml",
+        "database_url = \"postgresql://kw:s3cr3t-1@db.example/kw?sslmode=require&password=s3cr3t-2&sslpassword=s3cr3t-3\"\n",
+    );
+    let cfg = cfg.to_str().unwrap();
+    let r = kw.run(&["config", "check", "--config", cfg]);
+    r.ok();
+    assert!(!r.stdout.contains("s3cr3t"), "{}", r.stdout);
+    assert_eq!(
+        r.json()["database_url"],
+        "postgresql://kw:****@db.example/kw?sslmode=require&password=****&sslpassword=****"
+    );
+    // The same from the environment and from the flag.
+    let url = "postgres://kw@db.example/kw?password=s3cr3t-4";
+    let r = kw.run_with(&["config", "check"], &[("KEYWARD_DATABASE_URL", url)]);
+    r.ok();
+    assert!(!r.stdout.contains("s3cr3t"), "{}", r.stdout);
+    let r = kw.run(&["--database-url", url, "config", "check"]);
+    r.ok();
+    assert!(!r.stdout.contains("s3cr3t"), "{}", r.stdout);
+    // What no command could open is refused here, clearly and without the password.
+    for bad in [
+        "host=db.example user=kw password=s3cr3t-5 dbname=kw",
+        "mysql://kw:s3cr3t-6@db.example/kw",
+        "postgres://kw:s3cr3t-7@db.example:port/kw",
+        "sqlite:",
+    ] {
+        let f = write(
+            kw.dir.path(),
+            "bad-url.toml",
+            &format!("database_url = {bad:?}\n"),
+        );
+        let r = kw.run(&["config", "check", "--config", f.to_str().unwrap()]);
+        r.fails_with("database_url");
+        assert!(
+            !r.stderr.contains("s3cr3t") && !r.stdout.contains("s3cr3t"),
+            "{bad}: {}",
+            r.stderr
+        );
+        // serve refuses it the same way, before touching anything.
+        let r = kw.run(&["serve", "--config", f.to_str().unwrap()]);
+        r.fails_with("database_url");
+        assert!(!r.stderr.contains("s3cr3t"), "{}", r.stderr);
+    }
+    let r = kw.run(&[
+        "config",
+        "check",
+        "--config",
+        write(
+            kw.dir.path(),
+            "bad-url.toml",
+            "database_url = \"host=h password=s3cr3t-8\"\n",
+        )
+        .to_str()
+        .unwrap(),
+    ]);
+    r.fails_with("expected a postgres://, postgresql:// or sqlite: URL");
 }
 
 // 3 ---------------------------------------------------------------------------

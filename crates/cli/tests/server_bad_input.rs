@@ -105,7 +105,7 @@ async fn bad_token_requests_get_rfc_errors_change_nothing_and_are_counted() {
     let cc = b"grant_type=client_credentials";
     let big = {
         let mut b = b"grant_type=client_credentials&pad=".to_vec();
-        b.resize(20 * 1024, b'a');
+        b.resize(70 * 1024, b'a');
         b
     };
     // (what, response, status, error, grant label in the metrics)
@@ -347,7 +347,7 @@ async fn bad_token_requests_get_rfc_errors_change_nothing_and_are_counted() {
     // The description says what was wrong, without internals.
     let desc = |i: usize| cases[i].1.json()["error_description"].to_string();
     assert!(desc(2).contains("more than once"), "{}", desc(2));
-    assert!(desc(6).contains("16384"), "{}", desc(6));
+    assert!(desc(6).contains("65536"), "{}", desc(6));
     assert!(!cases
         .iter()
         .any(|c| c.1.text().contains(&secret) || c.1.text().contains("sqlx")));
@@ -392,4 +392,226 @@ async fn bad_token_requests_get_rfc_errors_change_nothing_and_are_counted() {
         &[("endpoint", "introspect"), ("outcome", "invalid_request")],
     );
     assert_eq!(introspect_bad, 2.0);
+}
+
+/// A raw HTTP/1.1 request for what reqwest cannot show: a body announced
+/// but not sent (the answer must come without it), or a chunked body. The
+/// server may stop reading and close early; write errors are ignored.
+/// Returns the answer's status code and body.
+async fn raw_request(
+    s: &Server,
+    method: &str,
+    path: &str,
+    headers: &str,
+    chunked: Option<&[u8]>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n{headers}\r\n",
+        s.addr
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    if let Some(body) = chunked {
+        for chunk in body.chunks(8 * 1024) {
+            let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+            frame.extend_from_slice(chunk);
+            frame.extend_from_slice(b"\r\n");
+            if c.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = c.write_all(b"0\r\n\r\n").await;
+    }
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Until the server closes (it does: the body was not read) or a deadline.
+    while let Ok(Ok(n)) = tokio::time::timeout(
+        deadline.saturating_duration_since(std::time::Instant::now()),
+        c.read(&mut buf),
+    )
+    .await
+    {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer to {method} {path}: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_everywhere_and_change_nothing() {
+    let kw = Kw::new();
+    kw.init();
+    let (id, secret) = client(&kw, &["--name", "app", "--scopes", "orders.read"]);
+    let admin = kw.run(&["admin-token", "create", "--json"]).ok().json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kid = kw
+        .run(&["keys", "list", "--env", "default", "--json"])
+        .ok()
+        .json()[0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = kw.serve();
+    let before = (kw.snapshot(), observable(&kw));
+
+    let bearer = format!("Bearer {admin}");
+    let basic = {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+        )
+    };
+    let form = "application/x-www-form-urlencoded";
+    let json = "application/json";
+    // (method, path, content type, Authorization)
+    let endpoints: Vec<(&str, String, &str, &str)> = vec![
+        ("POST", "/oauth2/token".into(), form, &basic),
+        ("POST", "/oauth2/introspect".into(), form, &basic),
+        ("POST", "/oauth2/revoke".into(), form, &basic),
+        ("POST", "/admin/v1/envs".into(), json, &bearer),
+        (
+            "POST",
+            "/admin/v1/envs/default/keys/rotate".into(),
+            json,
+            &bearer,
+        ),
+        (
+            "POST",
+            format!("/admin/v1/keys/{kid}/retire"),
+            json,
+            &bearer,
+        ),
+        (
+            "POST",
+            format!("/admin/v1/keys/{kid}/revoke"),
+            json,
+            &bearer,
+        ),
+        (
+            "POST",
+            "/admin/v1/envs/default/clients".into(),
+            json,
+            &bearer,
+        ),
+        (
+            "PATCH",
+            format!("/admin/v1/envs/default/clients/{id}"),
+            json,
+            &bearer,
+        ),
+        (
+            "POST",
+            format!("/admin/v1/envs/default/clients/{id}/rotate-secret"),
+            json,
+            &bearer,
+        ),
+        (
+            "POST",
+            "/admin/v1/envs/default/tokens".into(),
+            json,
+            &bearer,
+        ),
+    ];
+    // 10 MB announced by Content-Length: refused before a byte of it is read.
+    let mut long = b"grant_type=client_credentials&pad=".to_vec();
+    long.resize(70 * 1024, b'a');
+    for (method, path, ctype, auth) in &endpoints {
+        let h = format!("content-type: {ctype}\r\nauthorization: {auth}\r\n");
+        for (what, extra, chunked) in [
+            ("10 MB announced", "content-length: 10485760\r\n", None),
+            (
+                "70 KiB chunked",
+                "transfer-encoding: chunked\r\n",
+                Some(long.as_slice()),
+            ),
+        ] {
+            let (status, body) =
+                raw_request(&s, method, path, &format!("{h}{extra}"), chunked).await;
+            assert_eq!(status, 413, "{what}: {method} {path}: {body}");
+            assert!(
+                body.contains(r#""error":"invalid_request""#) && body.contains("65536"),
+                "{what}: {method} {path}: {body}"
+            );
+        }
+    }
+    // Endpoints that take no body refuse an announced large one the same way.
+    for (path, auth) in [
+        ("/.well-known/jwks.json", ""),
+        ("/.well-known/openid-configuration", ""),
+        ("/revocations", ""),
+        ("/admin/v1/envs", bearer.as_str()),
+    ] {
+        let h = if auth.is_empty() {
+            String::new()
+        } else {
+            format!("authorization: {auth}\r\n")
+        };
+        let (status, body) = raw_request(
+            &s,
+            "GET",
+            path,
+            &format!("{h}content-length: 10485760\r\n"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 413, "GET {path}: {body}");
+        assert!(body.contains("65536"), "GET {path}: {body}");
+    }
+    // The same answer through an ordinary client, with the usual headers.
+    let r = raw(&s, "/oauth2/introspect", form, None, &long).await;
+    r.assert_oauth_error(413, "invalid_request");
+    // Under the limit is fine (the server still works).
+    let r = post_form(
+        &s.url("/oauth2/token"),
+        Auth::Basic(&id, &secret),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Nothing the refused requests would have changed did change.
+    assert_eq!((kw.snapshot(), observable(&kw)), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_feed_refuses_repeated_parameters() {
+    let kw = Kw::new();
+    kw.init();
+    let s = kw.serve();
+    for q in [
+        "since=0&since=5",
+        "limit=10&limit=10",
+        "since=1&limit=2&since=1",
+    ] {
+        let r = get(&s.url(&format!("/revocations?{q}"))).await;
+        r.assert_oauth_error(400, "invalid_request");
+        assert!(
+            r.json()["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("more than once"),
+            "{q}: {}",
+            r.text()
+        );
+    }
+    for q in ["since=0&limit=10", "since=3", "limit=1&cb=1&cb=2", ""] {
+        let r = get(&s.url(&format!("/revocations?{q}"))).await;
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+    }
 }

@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::to_bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -39,14 +38,15 @@ use crate::authority::Authority;
 use crate::clients::{self, NewClient};
 use crate::error::IssuerError;
 use crate::grants::UserGrant;
+use crate::http::{declares_too_large, read_body, BodyRefused};
 use crate::keyring::{self, Change, FirstKey, KeyOptions, Origin, RetireOptions};
 use crate::oauth::{ErrorCode, OAuthError};
 use crate::rotation::Schedule;
 use crate::tokens::hash_secret;
 use crate::views::{client_json, env_json, key_json};
 
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest accepted request body: the same everywhere.
+pub use crate::http::MAX_BODY_BYTES;
 /// The realm of the `WWW-Authenticate` challenge.
 pub const REALM: &str = "keyward-admin";
 /// How long a checked admin token is trusted without asking the store again.
@@ -221,24 +221,10 @@ where
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         let is_json = json_content_type(req.headers());
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-            return Err(too_large());
+        if declares_too_large(req.headers()) {
+            return Err(refused(BodyRefused::TooLarge));
         }
-        let body = to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| too_large())?;
+        let body = read_body(req.into_body()).await.map_err(refused)?;
         let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else if !is_json {
@@ -254,6 +240,12 @@ where
             .map(JsonBody)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
+}
+
+/// 413 (or 408 / 400 for a body the client failed to send in time / at
+/// all), answered like the OAuth endpoints do.
+fn refused(r: BodyRefused) -> ApiError {
+    ApiError::new(r.status(), "invalid_request", r.description())
 }
 
 fn json_content_type(h: &HeaderMap) -> bool {
@@ -372,6 +364,10 @@ fn bearer(h: &HeaderMap) -> Option<&str> {
 }
 
 async fn authenticate(State(s): State<AdminState>, mut req: Request, next: Next) -> Response {
+    // The body limit comes first, as on every endpoint.
+    if declares_too_large(req.headers()) {
+        return refused(BodyRefused::TooLarge).into_response();
+    }
     if req.headers().get(header::AUTHORIZATION).is_none() {
         return ApiError::unauthorized("an admin token is required: Authorization: Bearer <token>")
             .into_response();

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{to_bytes, Body, Bytes};
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,8 +21,75 @@ use crate::clients::Credentials;
 use crate::grants::{grant_label, TokenRequest, TokenResponse};
 use crate::oauth::{ErrorCode, OAuthError};
 
-/// Largest accepted form body on the OAuth endpoints.
-pub const MAX_FORM_BYTES: usize = 16 * 1024;
+/// Largest accepted request body, on every endpoint that takes one (the
+/// OAuth forms and the admin API's JSON): larger ones get 413 with
+/// `invalid_request`, whether `Content-Length` says so up front or the body
+/// turns out longer.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Why a request body was not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyRefused {
+    /// Over [`MAX_BODY_BYTES`]: 413.
+    TooLarge,
+    /// Not sent in time (the server's body read timeout, reported as an
+    /// `io::Error` of kind `TimedOut`): 408.
+    TimedOut,
+    /// The client failed to send it (closed, malformed chunks): 400.
+    Unreadable,
+}
+
+impl BodyRefused {
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            BodyRefused::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyRefused::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            BodyRefused::Unreadable => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub(crate) fn description(self) -> String {
+        match self {
+            BodyRefused::TooLarge => format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            BodyRefused::TimedOut => "the request body did not arrive in time".to_string(),
+            BodyRefused::Unreadable => "the request body could not be read".to_string(),
+        }
+    }
+}
+
+/// True when `Content-Length` announces a body over [`MAX_BODY_BYTES`]
+/// (answered 413 before anything else is looked at).
+pub(crate) fn declares_too_large(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+}
+
+/// Reads a whole request body of at most [`MAX_BODY_BYTES`].
+pub(crate) async fn read_body(body: Body) -> Result<Bytes, BodyRefused> {
+    use http_body_util::BodyExt as _;
+    match http_body_util::Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyRefused::TooLarge),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read a request body");
+            let first: &(dyn std::error::Error + 'static) = &*e;
+            let timed_out = std::iter::successors(Some(first), |e| e.source()).any(|e| {
+                e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+            });
+            Err(if timed_out {
+                BodyRefused::TimedOut
+            } else {
+                BodyRefused::Unreadable
+            })
+        }
+    }
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -131,6 +198,10 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let post = *req.method() == Method::POST;
     let a = &s.authority;
+    // Endpoints without a body refuse a large one like those with one do.
+    if get && declares_too_large(req.headers()) {
+        return too_large();
+    }
     match endpoint {
         Endpoint::Discovery if get => {
             discovery(&env, snapshot.scopes(&env.env.name)).into_response()
@@ -145,6 +216,12 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         }
         Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke => method_not_allowed("POST"),
     }
+}
+
+/// 413 for a body over [`MAX_BODY_BYTES`], as every endpoint answers it.
+fn too_large() -> Response {
+    let r = BodyRefused::TooLarge;
+    refused(&OAuthError::invalid_request(r.description()), r.status())
 }
 
 fn not_found() -> Response {
@@ -291,10 +368,23 @@ impl Form {
     }
 }
 
+/// An OAuth error for a request [`read_form`] refused, with its status
+/// (413 for a body over the limit, 408 for one too slow, 401 for a
+/// malformed `Authorization`).
+fn refused(e: &OAuthError, status: StatusCode) -> Response {
+    let mut r = oauth_error(e);
+    *r.status_mut() = status;
+    r
+}
+
 /// Reads an `application/x-www-form-urlencoded` body of bounded size, with
 /// the client credentials from it and from `Authorization: Basic`.
 async fn read_form(req: Request) -> Result<Form, (OAuthError, StatusCode)> {
     let bad = |d: &str| (OAuthError::invalid_request(d), StatusCode::BAD_REQUEST);
+    if declares_too_large(req.headers()) {
+        let r = BodyRefused::TooLarge;
+        return Err((OAuthError::invalid_request(r.description()), r.status()));
+    }
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -316,16 +406,9 @@ async fn read_form(req: Request) -> Result<Form, (OAuthError, StatusCode)> {
             Some(Credentials::parse_basic(v).map_err(|e| (e, StatusCode::UNAUTHORIZED))?)
         }
     };
-    let body = to_bytes(req.into_body(), MAX_FORM_BYTES)
+    let body = read_body(req.into_body())
         .await
-        .map_err(|_| {
-            (
-                OAuthError::invalid_request(format!(
-                    "the body is larger than {MAX_FORM_BYTES} bytes"
-                )),
-                StatusCode::PAYLOAD_TOO_LARGE,
-            )
-        })?;
+        .map_err(|r| (OAuthError::invalid_request(r.description()), r.status()))?;
     let fields = crate::oauth::parse_form(&body).map_err(|e| (e, StatusCode::BAD_REQUEST))?;
     let mut form = Form {
         fields,
@@ -352,11 +435,7 @@ async fn token(a: &Authority, env: &EnvState, req: Request) -> Response {
                 e.code.as_str(),
                 started.elapsed().as_secs_f64(),
             );
-            let mut r = oauth_error(&e);
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                *r.status_mut() = status;
-            }
-            return r;
+            return refused(&e, status);
         }
     };
     let audience = form.take("audience");
@@ -393,9 +472,9 @@ async fn token(a: &Authority, env: &EnvState, req: Request) -> Response {
 async fn introspect(a: &Authority, env: &EnvState, req: Request) -> Response {
     let form = match read_form(req).await {
         Ok(f) => f,
-        Err((e, _)) => {
+        Err((e, status)) => {
             crate::metrics::endpoint(&env.env.name, "introspect", e.code.as_str());
-            return oauth_error(&e);
+            return refused(&e, status);
         }
     };
     let Some(token) = form.get("token") else {
@@ -417,9 +496,9 @@ async fn introspect(a: &Authority, env: &EnvState, req: Request) -> Response {
 async fn revoke(a: &Authority, env: &EnvState, req: Request) -> Response {
     let form = match read_form(req).await {
         Ok(f) => f,
-        Err((e, _)) => {
+        Err((e, status)) => {
             crate::metrics::endpoint(&env.env.name, "revoke", e.code.as_str());
-            return oauth_error(&e);
+            return refused(&e, status);
         }
     };
     let Some(token) = form.get("token") else {
@@ -439,12 +518,19 @@ async fn revoke(a: &Authority, env: &EnvState, req: Request) -> Response {
 }
 
 async fn revocations(a: &Authority, env: &EnvState, query: Option<&str>) -> Response {
-    let mut since = 0i64;
-    let mut limit = 1000i64;
+    let mut since = None;
+    let mut limit = None;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         // Other parameters (cache busters) are ignored.
-        if !matches!(k.as_ref(), "since" | "limit") {
-            continue;
+        let seen = match k.as_ref() {
+            "since" => since.is_some(),
+            "limit" => limit.is_some(),
+            _ => continue,
+        };
+        if seen {
+            return oauth_error(&OAuthError::invalid_request(format!(
+                "{k} is given more than once"
+            )));
         }
         let n = match v.parse::<i64>() {
             Ok(n) if n >= 0 => n,
@@ -455,12 +541,14 @@ async fn revocations(a: &Authority, env: &EnvState, query: Option<&str>) -> Resp
             }
         };
         match k.as_ref() {
-            "since" => since = n,
-            "limit" => limit = n.clamp(1, 10_000),
-            _ => {}
+            "since" => since = Some(n),
+            _ => limit = Some(n.clamp(1, 10_000)),
         }
     }
-    match a.revocations(env, since, limit).await {
+    match a
+        .revocations(env, since.unwrap_or(0), limit.unwrap_or(1000))
+        .await
+    {
         Ok(v) => {
             let mut r = axum::Json(v).into_response();
             r.headers_mut()

@@ -210,42 +210,21 @@ impl Store {
     /// [`Store::open_sqlite`]; `sqlite::memory:` is a private in-memory
     /// database). The schema is migrated.
     pub async fn open_url(url: &str) -> Result<Store, StoreError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Store::connect_postgres(url).await;
-        }
-        let Some(rest) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        else {
-            return Err(StoreError::InvalidUrl(
-                "expected a postgres://, postgresql:// or sqlite: URL",
-            ));
-        };
-        let (db, params) = match rest.split_once('?') {
-            Some((db, params)) => (db, Some(params)),
-            None => (rest, None),
-        };
-        let memory =
-            db == ":memory:" || params.is_some_and(|p| p.split('&').any(|kv| kv == "mode=memory"));
-        if memory {
+        match check_url(url)? {
+            UrlTarget::Postgres => Store::connect_postgres(url).await,
             // One connection that never closes: each new in-memory connection
             // would otherwise be a different, empty database.
-            return Store::connect_sqlite("sqlite::memory:", true).await;
+            UrlTarget::SqliteMemory => Store::connect_sqlite("sqlite::memory:", true).await,
+            UrlTarget::SqliteFile(path) => Store::open_sqlite(Path::new(&path)).await,
+            UrlTarget::SqliteWithParams => Store::connect_sqlite(url, false).await,
         }
-        if db.is_empty() {
-            return Err(StoreError::InvalidUrl(
-                "the sqlite: URL names no database file",
-            ));
-        }
-        match params {
-            None => {
-                let decoded = percent_decode(db).ok_or(StoreError::InvalidUrl(
-                    "the sqlite: URL has a malformed %-escape",
-                ))?;
-                Store::open_sqlite(Path::new(&decoded)).await
-            }
-            Some(_) => Store::connect_sqlite(url, false).await,
-        }
+    }
+
+    /// Checks a database URL by the rules of [`Store::open_url`], without
+    /// connecting or touching a file. The error never repeats the URL (it
+    /// may hold a password).
+    pub fn check_url(url: &str) -> Result<(), StoreError> {
+        check_url(url).map(|_| ())
     }
 
     async fn connect_sqlite(url: &str, memory: bool) -> Result<Store, StoreError> {
@@ -1063,6 +1042,64 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
 }
 
 /// Decodes `%XX` escapes; `None` for a malformed escape or non-UTF-8 result.
+/// What a database URL opens.
+enum UrlTarget {
+    Postgres,
+    SqliteMemory,
+    /// `sqlite:PATH` without parameters: the decoded path.
+    SqliteFile(String),
+    SqliteWithParams,
+}
+
+fn check_url(url: &str) -> Result<UrlTarget, StoreError> {
+    use std::str::FromStr as _;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // sqlx's own parser, the one connecting uses; its message is not
+        // passed on, as it may quote the URL.
+        sqlx::postgres::PgConnectOptions::from_str(url).map_err(|_| {
+            StoreError::InvalidUrl(
+                "the postgres:// URL does not parse (check the host, port, %-escapes and parameters)",
+            )
+        })?;
+        return Ok(UrlTarget::Postgres);
+    }
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Err(StoreError::InvalidUrl(
+            "expected a postgres://, postgresql:// or sqlite: URL",
+        ));
+    };
+    let (db, params) = match rest.split_once('?') {
+        Some((db, params)) => (db, Some(params)),
+        None => (rest, None),
+    };
+    let memory =
+        db == ":memory:" || params.is_some_and(|p| p.split('&').any(|kv| kv == "mode=memory"));
+    if memory {
+        return Ok(UrlTarget::SqliteMemory);
+    }
+    if db.is_empty() {
+        return Err(StoreError::InvalidUrl(
+            "the sqlite: URL names no database file",
+        ));
+    }
+    match params {
+        None => percent_decode(db)
+            .map(UrlTarget::SqliteFile)
+            .ok_or(StoreError::InvalidUrl(
+                "the sqlite: URL has a malformed %-escape",
+            )),
+        Some(_) => {
+            sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(|_| {
+                StoreError::InvalidUrl("the sqlite: URL's parameters are not valid")
+            })?;
+            Ok(UrlTarget::SqliteWithParams)
+        }
+    }
+}
+
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -1083,6 +1120,32 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_urls_are_checked_without_repeating_them() {
+        for ok in [
+            "postgres://kw:pw@db.example:5432/kw",
+            "postgresql://kw@db.example/kw?sslmode=require&password=x",
+            "sqlite::memory:",
+            "sqlite:/var/lib/keyward/keyward.db",
+            "sqlite:///var/lib/keyward/a%20b.db",
+            "sqlite:/tmp/k.db?mode=rwc",
+        ] {
+            assert!(Store::check_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "host=db.example user=kw password=s3cr3t-pw dbname=kw",
+            "mysql://kw:s3cr3t-pw@db.example/kw",
+            "postgres://kw:s3cr3t-pw@db.example:notaport/kw",
+            "sqlite:",
+            "sqlite:/tmp/s3cr3t-pw%zz.db",
+            "",
+        ] {
+            let e = Store::check_url(bad).unwrap_err();
+            assert!(matches!(e, StoreError::InvalidUrl(_)), "{bad}: {e:?}");
+            assert!(!e.to_string().contains("s3cr3t-pw"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn sqlite_urls_escape_paths() {

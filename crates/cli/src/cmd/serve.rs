@@ -1,7 +1,7 @@
 //! `keyward serve`, `keyward up` and `keyward config check`.
 
 use crate::output::{banner, outln};
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use keyward_issuer::clients::{self, NewClient};
 use keyward_issuer::http::{app, AppState};
 use keyward_issuer::signing::SigningPool;
@@ -161,7 +161,7 @@ async fn run(
     let now = clock.now();
     // Rule 3: keys are made on purpose. An environment with keys of which
     // none is active or pending is broken and stops the start; one with no
-    // key at all (just created) is reported (log, /readyz, metrics).
+    // key at all (made with `env create --no-key`) is reported (log, /readyz, metrics).
     for env in store.environments().await? {
         let keys = store.keys(&env.name).await?;
         if keys.is_empty() {
@@ -217,19 +217,19 @@ async fn run(
         metrics,
     });
     let grace = config.shutdown_grace;
-    let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal());
-    let result = tokio::select! {
-        r = serve => r.map_err(|e| anyhow!("server error: {e}")),
-        _ = async { shutdown_signal().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("in-flight requests did not finish within {} s", grace.as_secs());
-            Ok(())
-        }
-    };
+    crate::server::serve(
+        listener,
+        router,
+        config.connections,
+        shutdown_signal(),
+        grace,
+    )
+    .await;
     reloader.abort();
     scheduler.abort();
     authority.store.close().await;
     tracing::info!("keyward stopped");
-    result
+    Ok(())
 }
 
 /// SIGTERM or Ctrl-C.

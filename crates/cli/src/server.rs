@@ -1,0 +1,509 @@
+//! The issuer's HTTP/1.1 server: hyper serving the axum router, with limits
+//! that keep slow or idle clients from using up the server.
+//!
+//! - **Headers**: a request's line and headers must arrive within
+//!   `header_read_timeout` (hyper's timer, which starts when the connection
+//!   begins waiting for a request: idle time counts).
+//! - **Body**: once a handler has had to wait for a request's body, the
+//!   whole body must arrive within `body_read_timeout`; then the read fails,
+//!   the handler answers 408 and the connection is closed.
+//! - **Idle**: a keep-alive connection with no request in progress is closed
+//!   `idle_timeout` after its last response (or after it was accepted).
+//! - **Connections**: at most `max_connections` at once (keep it well below
+//!   the file-descriptor limit). When a new connection would exceed it, the
+//!   connection that has waited longest *without a request in progress* (idle,
+//!   or still sending its headers: what a slowloris flood consists of) is
+//!   closed to make room; only when every connection has a request in
+//!   progress is the new one closed at once. So half-open connections cannot
+//!   starve `/healthz` or the token endpoint, and a request that is being
+//!   served is never cut off for a newcomer.
+//!
+//! Shutdown: stop accepting; connections with no request in progress finish
+//! writing their last answer and close (within 250 ms); the others finish
+//! their request with keep-alive off, up to `grace`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics::{Counter, Gauge};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt as _;
+
+/// The server's connection limits (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// How long the accept loop waits for a closed idle connection to give its
+/// place back before closing the newcomer instead.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
+/// The connection metrics, registered once the process's recorder is
+/// installed (see [`serve`]): nothing is looked up per request.
+struct ConnMetrics {
+    /// `keyward_http_connections`: open now.
+    open: Gauge,
+    /// `keyward_http_connections_closed_total{reason}` for the reasons the
+    /// server closed a connection on its own.
+    evicted: Counter,
+    refused: Counter,
+    idle: Counter,
+    header_timeout: Counter,
+    body_timeout: Counter,
+}
+
+static METRICS: std::sync::OnceLock<ConnMetrics> = std::sync::OnceLock::new();
+
+fn conn_metrics() -> &'static ConnMetrics {
+    METRICS.get_or_init(|| {
+        let closed = |reason: &'static str| {
+            metrics::counter!("keyward_http_connections_closed_total", "reason" => reason)
+        };
+        metrics::describe_gauge!("keyward_http_connections", "Client connections open now.");
+        metrics::describe_counter!(
+            "keyward_http_connections_closed_total",
+            "Client connections the server closed: evicted (oldest idle, at max_connections), refused (at max_connections, all busy), idle (idle_timeout), header_timeout, body_timeout."
+        );
+        ConnMetrics {
+            open: metrics::gauge!("keyward_http_connections"),
+            evicted: closed("evicted"),
+            refused: closed("refused"),
+            idle: closed("idle"),
+            header_timeout: closed("header_timeout"),
+            body_timeout: closed("body_timeout"),
+        }
+    })
+}
+
+/// On shutdown, how long a connection with no request in progress may take
+/// to finish writing its last answer (hyper closes it sooner if it can).
+const CLOSE_SOON: Duration = Duration::from_millis(250);
+
+/// Where a connection is in being closed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    No,
+    /// No request in progress: closed after [`CLOSE_SOON`] at the latest.
+    Soon,
+    /// Its request is answered first (keep-alive off), within the shutdown grace.
+    AfterRequest,
+}
+
+/// One open connection, as the accept loop and the eviction see it.
+struct Slot {
+    /// The registry's epoch.
+    epoch: Instant,
+    /// A request is being served.
+    busy: AtomicBool,
+    /// When the connection last had no request in progress: accepted or
+    /// last response, in ms since [`Registry::epoch`].
+    idle_since: AtomicU64,
+    /// Asks the connection to close (eviction).
+    close: Notify,
+}
+
+/// The open connections.
+struct Registry {
+    epoch: Instant,
+    conns: Mutex<HashMap<u64, Arc<Slot>>>,
+}
+
+impl Registry {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn insert(&self, id: u64) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            epoch: self.epoch,
+            busy: AtomicBool::new(false),
+            idle_since: AtomicU64::new(self.now_ms()),
+            close: Notify::new(),
+        });
+        self.lock().insert(id, slot.clone());
+        slot
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the connection that has gone longest without a request in
+    /// progress. False when every connection is serving a request.
+    fn evict_oldest_idle(&self) -> bool {
+        let mut conns = self.lock();
+        let victim = conns
+            .iter()
+            .filter(|(_, s)| !s.busy.load(Ordering::Relaxed))
+            .min_by_key(|(_, s)| s.idle_since.load(Ordering::Relaxed))
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| conns.remove(&id)) {
+            Some(slot) => {
+                slot.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Slot {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// Marks a connection idle again when its request is done (or dropped).
+struct Serving<'a>(&'a Slot);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.idle_since.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.busy.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets
+/// requests in progress finish for up to `grace`. False when some did not.
+/// Connection metrics go to the process's `metrics` recorder, which must
+/// be installed before (`keyward_issuer::metrics::install`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> bool {
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
+    let registry = Arc::new(Registry {
+        epoch: Instant::now(),
+        conns: Mutex::new(HashMap::new()),
+    });
+    if let Some(files) = open_files_limit() {
+        // The store, the listener, logs and the like need some too.
+        if limits.max_connections as u64 + 64 > files {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                open_files_limit = files,
+                "max_connections is not well below the open-files limit: connections beyond it fail to be accepted; raise `ulimit -n` or lower max_connections"
+            );
+        }
+    }
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopped) = watch::channel(false);
+    tokio::pin!(shutdown);
+    let m = conn_metrics();
+    let mut next_id = 0u64;
+    // When "every connection is busy" was last logged: once a second at most.
+    let mut warned: Option<Instant> = None;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let evicted = registry.evict_oldest_idle();
+                let p = if evicted {
+                    tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                } else {
+                    None
+                };
+                if evicted {
+                    m.evicted.increment(1);
+                }
+                match p {
+                    Some(p) => {
+                        tracing::debug!(%peer, "connection limit reached: closed the oldest idle connection");
+                        p
+                    }
+                    None => {
+                        m.refused.increment(1);
+                        if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                            warned = Some(Instant::now());
+                            tracing::warn!(%peer, max = limits.max_connections, "connection limit reached and every connection is serving a request: closing new connections");
+                        }
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        next_id += 1;
+        let id = next_id;
+        let slot = registry.insert(id);
+        m.open.increment(1.0);
+        let (builder, registry, router, mut stopped) = (
+            builder.clone(),
+            registry.clone(),
+            router.clone(),
+            stopped.clone(),
+        );
+        tokio::spawn(async move {
+            let body_timeout = limits.body_read_timeout;
+            let svc = {
+                let slot = slot.clone();
+                service_fn(move |req: Request<Incoming>| {
+                    slot.busy.store(true, Ordering::Relaxed);
+                    let req = req.map(|b| TimedBody::new(b, body_timeout));
+                    let call = router.clone().oneshot(req);
+                    let slot = slot.clone();
+                    async move {
+                        let _serving = Serving(&slot);
+                        call.await
+                    }
+                })
+            };
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            // The idle deadline; once closing, how long a connection with no
+            // request in progress may take to finish writing its last answer.
+            let idle = tokio::time::sleep(limits.idle_timeout);
+            tokio::pin!(idle);
+            let mut closing = Closing::No;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            if e.is_timeout() {
+                                m.header_timeout.increment(1);
+                            }
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // Evicted: the oldest idle connection, so not one still
+                    // writing an answer; closed at once to free its place.
+                    _ = slot.close.notified(), if closing == Closing::No => {
+                        if !slot.busy.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        // It took a request meanwhile: answer that first.
+                        conn.as_mut().graceful_shutdown();
+                        closing = Closing::AfterRequest;
+                    }
+                    // The server stops: no new request; one in progress is
+                    // answered first, a last answer is finished writing.
+                    _ = stopped.changed(), if closing == Closing::No => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = if slot.busy.load(Ordering::Relaxed) {
+                            Closing::AfterRequest
+                        } else {
+                            idle.as_mut().reset(Instant::now() + CLOSE_SOON);
+                            Closing::Soon
+                        };
+                    }
+                    _ = &mut idle, if closing != Closing::AfterRequest => {
+                        if closing == Closing::Soon {
+                            break;
+                        }
+                        let left = if slot.busy.load(Ordering::Relaxed) {
+                            limits.idle_timeout
+                        } else {
+                            let since = slot.idle_since.load(Ordering::Relaxed);
+                            let idle_for = Duration::from_millis(slot.now_ms().saturating_sub(since));
+                            if idle_for >= limits.idle_timeout {
+                                tracing::debug!(%peer, "closing an idle connection");
+                                m.idle.increment(1);
+                                break;
+                            }
+                            limits.idle_timeout - idle_for
+                        };
+                        idle.as_mut().reset(Instant::now() + left);
+                    }
+                }
+            }
+            // Dropping the connection closes the socket.
+            registry.remove(id);
+            m.open.decrement(1.0);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let finished = tokio::time::timeout(grace, permits.acquire_many(all))
+        .await
+        .is_ok();
+    if !finished {
+        tracing::warn!(
+            "in-flight requests did not finish within {} s",
+            grace.as_secs()
+        );
+    }
+    finished
+}
+
+/// The soft open-files limit (`RLIMIT_NOFILE`), where the system says
+/// (Linux: `/proc/self/limits`); `None` when unknown or unlimited.
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_files_limit(&text)
+}
+
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A request body that must arrive within a deadline, counted from the
+/// first time a reader has to wait for it (no timer for a body that is
+/// already there).
+pub struct TimedBody {
+    inner: Incoming,
+    timeout: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, timeout: Duration) -> TimedBody {
+        TimedBody {
+            inner,
+            timeout,
+            deadline: None,
+        }
+    }
+}
+
+/// Errors are `io::Error`s: hyper's read errors wrapped, and a deadline
+/// passed as kind `TimedOut`, which the issuer answers with 408.
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map(|f| f.map_err(std::io::Error::other))),
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        if let Some(m) = METRICS.get() {
+                            m.body_timeout.increment(1);
+                        }
+                        Poll::Ready(Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "the request body did not arrive within {} s",
+                                timeout.as_secs()
+                            ),
+                        ))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `s` was asked to close (takes the notification).
+    async fn closed(s: &Slot) -> bool {
+        tokio::time::timeout(Duration::from_millis(10), s.close.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn eviction_takes_the_longest_idle_connection_never_a_busy_one() {
+        let r = Registry {
+            epoch: Instant::now(),
+            conns: Mutex::new(HashMap::new()),
+        };
+        let slots: Vec<Arc<Slot>> = (1..=4).map(|id| r.insert(id)).collect();
+        for (s, since) in slots.iter().zip([500, 100, 300, 200]) {
+            s.idle_since.store(since, Ordering::Relaxed);
+        }
+        // 2 is the longest idle, but busy: 4 goes, then 3, then 1.
+        slots[1].busy.store(true, Ordering::Relaxed);
+        assert!(r.evict_oldest_idle());
+        assert!(closed(&slots[3]).await && !closed(&slots[0]).await);
+        assert!(r.evict_oldest_idle());
+        assert!(closed(&slots[2]).await);
+        assert!(r.evict_oldest_idle());
+        assert!(closed(&slots[0]).await);
+        assert!(!closed(&slots[1]).await);
+        // Only the busy one is left.
+        assert!(!r.evict_oldest_idle());
+        assert_eq!(r.lock().len(), 1);
+        r.remove(2);
+        assert!(!r.evict_oldest_idle());
+    }
+
+    #[test]
+    fn open_files_limit_is_read_from_proc_limits() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             63318                63318                processes \n\
+                    Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files_limit(text), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_files_limit(unlimited), None);
+        assert_eq!(parse_open_files_limit(""), None);
+        if cfg!(target_os = "linux") {
+            assert!(open_files_limit().is_some_and(|n| n > 0));
+        }
+    }
+}
