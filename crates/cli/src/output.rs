@@ -34,8 +34,27 @@ pub fn write_out_bytes(bytes: &[u8]) {
     }
 }
 
+/// What this command's output carries that is shown once (a client secret,
+/// an admin token), if anything: then a reader that has gone is an error.
+static SHOWN_ONCE: std::sync::Mutex<Option<&'static str>> = std::sync::Mutex::new(None);
+
+/// Marks this command's output as carrying `what` (e.g. "the client secret"),
+/// shown once and stored only hashed: if it cannot be delivered (the reader
+/// closed the pipe), the command fails (exit 1) and says how to get a new
+/// one, instead of ending quietly as a cut-short listing does.
+pub fn shown_once(what: &'static str) {
+    *SHOWN_ONCE.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
+}
+
 fn stdout_failed(e: std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
+        let once = *SHOWN_ONCE.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(what) = once {
+            eprintln!(
+                "error: {what} was made but not delivered (the reader closed the pipe); keyward stores only its hash, so make a new one"
+            );
+            std::process::exit(1);
+        }
         std::process::exit(0);
     }
     eprintln!("error: cannot write to standard output: {e}");

@@ -55,3 +55,55 @@ fn listings_end_quietly_when_the_reader_goes() {
     // What was committed before the pipe closed stays: the chain verifies.
     kw.run(&["audit", "verify"]).ok();
 }
+
+/// Runs `args` with a stdout pipe that is closed before the command writes.
+fn reader_gone(kw: &Kw, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = kw
+        .cmd()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run keyward");
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_secret_shown_once_that_cannot_be_delivered_is_an_error() {
+    let kw = Kw::new();
+    kw.init();
+    for args in [
+        &[
+            "clients", "create", "--env", "default", "--name", "a", "--json",
+        ][..],
+        &["clients", "create", "--env", "default", "--name", "b"][..],
+        &["admin-token", "create"][..],
+    ] {
+        let (code, stderr) = reader_gone(&kw, args);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("was made but not delivered") && stderr.contains("make a new one"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // A listing cut short the same way is not an error.
+    let (code, stderr) = reader_gone(&kw, &["clients", "list", "--env", "default"]);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    let id = kw
+        .run(&["clients", "list", "--env", "default", "--json"])
+        .ok()
+        .json()[0]["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, stderr) = reader_gone(&kw, &["clients", "rotate-secret", "--env", "default", &id]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("the new client secret"), "{stderr}");
+}

@@ -176,7 +176,28 @@ fn an_issuer_url_belongs_to_one_environment() {
         "https://AUTH.example.com/staging/",
     ])
     .fails_with("already used by environment \"staging\"");
+    // Nor under another's endpoints on the same host: the longest issuer
+    // path wins a request, so it would take default's token endpoint.
+    for issuer in [
+        "http://127.0.0.1:8080/oauth2",
+        "http://127.0.0.1:8080/.well-known/",
+        "http://127.0.0.1:8080/revocations",
+    ] {
+        kw.run(&["env", "create", "x", "--issuer", issuer, "--no-key"])
+            .fails_with("lies under the endpoints of default");
+        kw.run(&["env", "update", "staging", "--issuer", issuer])
+            .fails_with("lies under the endpoints of default");
+    }
     assert_eq!(before, kw.snapshot());
+    kw.run(&[
+        "env",
+        "create",
+        "beside",
+        "--issuer",
+        "http://127.0.0.1:8080/oauth",
+        "--no-key",
+    ])
+    .ok();
     // An environment may keep (or re-spell) its own issuer URL.
     kw.run(&[
         "env",

@@ -471,8 +471,9 @@ async fn create_env(
         policy: b.policy.unwrap_or_default(),
         created_at: a.now(),
     };
-    // Check everything but the store before the slow generation.
-    keyring::check_environment(&env)
+    // Refuse a taken name or issuer before the slow generation.
+    keyring::check_new_environment(&a.store, &env)
+        .await
         .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;
     let key = match b.first_key {
         true => Some(

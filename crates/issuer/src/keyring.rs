@@ -10,7 +10,7 @@ use keyward_jose::seal::RootKey;
 use keyward_jose::{Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey};
 use keyward_store::{
     open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState,
-    RotationPolicy, Store, Timestamp, Tx,
+    RotationPolicy, Store, StoreError, Timestamp, Tx,
 };
 use serde_json::json;
 
@@ -140,6 +140,73 @@ pub fn check_policy(p: &RotationPolicy) -> Result<(), IssuerError> {
         return refuse("the token TTL must be positive".into());
     }
     Ok(())
+}
+
+/// The paths every environment serves under its issuer path (see
+/// [`crate::http`]): an environment whose issuer path lies under another's
+/// endpoints on the same host would hide them.
+pub const ENDPOINT_PREFIXES: [&str; 3] = ["/.well-known", "/oauth2", "/revocations"];
+
+/// Whether `inner`'s issuer URL lies under one of `outer`'s endpoint paths
+/// on the same host (`https://a/oauth2` under `https://a`).
+fn hides_endpoints_of(inner: &str, outer: &str) -> bool {
+    let (inner_host, inner_path) = keyward_store::issuer_route(inner);
+    let (outer_host, outer_path) = keyward_store::issuer_route(outer);
+    if inner_host != outer_host {
+        return false;
+    }
+    let Some(rest) = inner_path.strip_prefix(outer_path.as_str()) else {
+        return false;
+    };
+    ENDPOINT_PREFIXES.iter().any(|p| {
+        rest.strip_prefix(p)
+            .is_some_and(|r| r.is_empty() || r.starts_with('/'))
+    })
+}
+
+/// Refuses `env` when another of `others` has its name or issuer URL, or
+/// when its issuer URL and another's would hide one another's endpoints:
+/// the longest issuer path wins a request, so an environment at
+/// `https://a/oauth2` would take `https://a`'s token endpoint.
+fn check_free_among(env: &Environment, others: &[Environment]) -> Result<(), IssuerError> {
+    let key = keyward_store::issuer_key(&env.issuer);
+    for other in others.iter().filter(|o| o.name != env.name) {
+        if keyward_store::issuer_key(&other.issuer) == key {
+            return Err(StoreError::IssuerTaken {
+                issuer: env.issuer.clone(),
+                env: other.name.clone(),
+            }
+            .into());
+        }
+        let (inner, outer) = if hides_endpoints_of(&env.issuer, &other.issuer) {
+            (env, other)
+        } else if hides_endpoints_of(&other.issuer, &env.issuer) {
+            (other, env)
+        } else {
+            continue;
+        };
+        return Err(IssuerError::Refused(format!(
+            "issuer URL {} of environment {} lies under the endpoints of {} ({}): it would take requests meant for {}; choose another path",
+            inner.issuer, inner.name, outer.name, outer.issuer, outer.name
+        )));
+    }
+    Ok(())
+}
+
+/// Checks, before a slow key generation, that [`create_environment`] will
+/// accept `env`: valid, and its name, issuer URL and endpoints free. (The
+/// transaction checks again.)
+pub async fn check_new_environment(store: &Store, env: &Environment) -> Result<(), IssuerError> {
+    check_environment(env)?;
+    let others = store.environments().await?;
+    if others.iter().any(|o| o.name == env.name) {
+        return Err(StoreError::Conflict {
+            what: "environment",
+            name: env.name.clone(),
+        }
+        .into());
+    }
+    check_free_among(env, &others)
 }
 
 /// An environment keyward accepts: name, issuer URL and policy.
@@ -294,6 +361,8 @@ pub async fn create_environment(
 ) -> Result<Option<KeyRecord>, IssuerError> {
     check_environment(env)?;
     let mut tx = store.begin().await?;
+    tx.lock_for_change().await?;
+    check_free_among(env, &tx.environments().await?)?;
     if let Some(f) = &first_key {
         // Seal under the root key the store holds now.
         tx.check_root_key(f.root).await?;
@@ -362,6 +431,8 @@ pub async fn delete_environment(
     at: Change<'_>,
 ) -> Result<DeletedEnvironment, IssuerError> {
     let mut tx = store.begin().await?;
+    // Check and change under the writer lock: no concurrent change in between.
+    tx.lock_for_change().await?;
     let keys = tx.keys(name).await?;
     let clients = tx.client_ids(name).await?;
     let published_keys: Vec<String> = keys
@@ -408,6 +479,8 @@ pub async fn update_environment(
 ) -> Result<(), IssuerError> {
     check_environment(env)?;
     let mut tx = store.begin().await?;
+    tx.lock_for_change().await?;
+    check_free_among(env, &tx.environments().await?)?;
     tx.update_environment(env).await?;
     tx.append_audit(entry(
         at,
@@ -473,6 +546,8 @@ pub async fn retire_key(
     opts: RetireOptions,
 ) -> Result<KeyRecord, IssuerError> {
     let mut tx = store.begin().await?;
+    // Check and change under the writer lock: no concurrent change in between.
+    tx.lock_for_change().await?;
     let mut rec = find_key(store, &mut tx, kid).await?;
     let env = tx.environment(&rec.env).await?;
     let state = rec.state(at.now);
@@ -539,6 +614,8 @@ pub async fn revoke_key(
     reason: Option<&str>,
 ) -> Result<(KeyRecord, bool), IssuerError> {
     let mut tx = store.begin().await?;
+    // Check and change under the writer lock: no concurrent change in between.
+    tx.lock_for_change().await?;
     let mut rec = find_key(store, &mut tx, kid).await?;
     match rec.state(at.now) {
         KeyState::Revoked | KeyState::Removed => {
@@ -598,4 +675,34 @@ pub fn jwks(keys: &[KeyRecord], now: Timestamp) -> Result<JwkSet, IssuerError> {
         .map(public_jwk)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(JwkSet { keys })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issuer_under_anothers_endpoints_hides_them() {
+        let root = "https://a.example";
+        for inner in [
+            "https://a.example/oauth2",
+            "https://A.example/.well-known/",
+            "http://a.example/revocations/x",
+            "https://a.example/oauth2/token",
+        ] {
+            assert!(hides_endpoints_of(inner, root), "{inner}");
+        }
+        for inner in [
+            "https://a.example/prod",
+            "https://a.example/oauth2x",
+            "https://b.example/oauth2",
+            "https://a.example",
+        ] {
+            assert!(!hides_endpoints_of(inner, root), "{inner}");
+        }
+        assert!(hides_endpoints_of(
+            "https://a.example/prod/oauth2",
+            "https://a.example/prod"
+        ));
+    }
 }

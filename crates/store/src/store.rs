@@ -565,6 +565,22 @@ impl Tx<'_> {
         compare_root_key(read_root_key_id(&mut *self.tx).await?, root)
     }
 
+    /// Takes the store's writer lock now, before this transaction reads
+    /// what it will decide on (PostgreSQL; on SQLite `BEGIN IMMEDIATE`
+    /// already holds it). A check-then-write transaction (retire only if
+    /// another key still signs, delete only if nothing is in use) calls it
+    /// first, so no concurrent change slips between its check and its write.
+    pub async fn lock_for_change(&mut self) -> Result<(), StoreError> {
+        self.writer_lock().await
+    }
+
+    /// Every environment, by name, as this transaction sees it.
+    pub async fn environments(&mut self) -> Result<Vec<Environment>, StoreError> {
+        let sql = format!("SELECT {ENV_COLUMNS} FROM environments ORDER BY name");
+        let rows = sqlx::query(&sql).fetch_all(&mut *self.tx).await?;
+        rows.iter().map(env_from_row).collect()
+    }
+
     /// On PostgreSQL, takes the transaction-scoped advisory lock that
     /// serializes audit appends and root-key changes across processes
     /// (re-entrant within a transaction). SQLite's `BEGIN IMMEDIATE` already

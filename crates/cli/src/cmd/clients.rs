@@ -72,6 +72,9 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
                 ctx.at(),
             )
             .await?;
+            if reg.secret.is_some() {
+                crate::output::shown_once("the client secret");
+            }
             if json {
                 let mut v = client_json(&reg.client);
                 v["client_secret"] = json!(reg.secret);
@@ -131,6 +134,7 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
             json,
         } => {
             let secret = clients::rotate_secret(&store, &env, &client_id, ctx.at()).await?;
+            crate::output::shown_once("the new client secret");
             if json {
                 print_json(&json!({"client_id": client_id, "client_secret": secret}));
             } else {
@@ -195,6 +199,7 @@ pub async fn admin_token(ctx: &Context, cmd: AdminTokenCmd) -> Result<()> {
             })
             .await?;
             tx.commit().await?;
+            crate::output::shown_once("the admin token");
             if json {
                 print_json(&json!({"id": t.id, "name": t.name, "token": token}));
             } else {

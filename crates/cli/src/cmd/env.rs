@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Result};
 use keyward_issuer::views::{env_json, key_json};
 use keyward_issuer::{fmt_time, keyring, rotation, FirstKey, KeyOptions, Origin};
 use keyward_jose::KeyFamily;
-use keyward_store::{Environment, KeyState, RotationPolicy, StoreError};
+use keyward_store::{Environment, KeyState, RotationPolicy};
 use serde_json::{json, Value};
 
 use crate::args::{EnvCmd, KeyStore, PolicyArgs};
@@ -64,22 +64,8 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 policy: apply(RotationPolicy::default(), &policy)?,
                 created_at: ctx.now(),
             };
-            keyring::check_environment(&env).map_err(|e| anyhow!("{e}"))?;
-            // Refuse a taken name or issuer before the slow generation (the
-            // transaction checks again).
-            let taken = keyward_store::issuer_key(&env.issuer);
-            for other in store.environments().await? {
-                if other.name == name {
-                    bail!("environment {name:?} already exists; nothing was changed");
-                }
-                if keyward_store::issuer_key(&other.issuer) == taken {
-                    return Err(StoreError::IssuerTaken {
-                        issuer: env.issuer.clone(),
-                        env: other.name,
-                    }
-                    .into());
-                }
-            }
+            // Refuse a taken name or issuer before the slow generation.
+            keyring::check_new_environment(&store, &env).await?;
             let key = match no_key {
                 true => None,
                 false => {
