@@ -32,11 +32,12 @@
 //!
 //! Lock order on PostgreSQL, kept by every transaction: **family lock, then
 //! row locks, then the writer lock** (a transaction holding the writer lock
-//! takes no family lock after it). The one exception: deleting a
-//! client takes the writer lock, then revokes the client's families by
-//! their rows ([`Tx::revoke_client_refresh_families`]); if that meets a
-//! refresh of the same client's token, the server's deadlock detector
-//! aborts one transaction, which changes nothing (a failed request).
+//! takes no family lock after it). Deleting a client keeps it by revoking
+//! the client's families ([`Tx::revoke_client_refresh_families`]: their
+//! locks, then their rows) before [`Tx::delete_client`] takes the writer
+//! lock. Should two transactions still meet in opposite orders (a caller
+//! that skips a step), the server's deadlock detector aborts one, which
+//! changes nothing (a failed request), and no revocation misses a row.
 //!
 //! The issuer's records ([`crate::clients`], [`crate::tokens`],
 //! [`crate::admin`]) add their methods to `Store` and `Tx` in their own

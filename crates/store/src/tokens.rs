@@ -35,12 +35,8 @@
 //! the revocation feed in the same transaction, so introspection and gates
 //! refuse them too.
 //!
-//! Those revocations take the writer lock after the family lock and the
-//! rows, while deleting a client takes the writer lock before touching its
-//! rows. On PostgreSQL the two orders can meet (a refresh of the client's
-//! token while the client is being deleted): the server's deadlock
-//! detector then aborts one transaction, which changes nothing (it is
-//! retried or reported like any failed request).
+//! Those revocations take the writer lock after the family locks and the
+//! rows, as the store's lock order has it.
 //!
 //! # The revocation feed
 //!
@@ -140,6 +136,12 @@ const REVOCATION_COLUMNS: &str = "seq, env, jti, exp, revoked_at";
 /// column `family_id` where that replaces `$1`): the two-`int4` form, whose
 /// key space never meets the single-`bigint` writer lock's.
 const FAMILY_LOCK_KEYS: &str = "hashtext('keyward.refresh_family'), hashtext($1)";
+/// The families of client `$2` of environment `$1`, locked in key order
+/// (PostgreSQL; see [`Tx::revoke_client_refresh_families`]).
+const CLIENT_FAMILIES_LOCK_SQL: &str =
+    "SELECT CAST(pg_advisory_xact_lock(hashtext('keyward.refresh_family'), f.k) AS TEXT) AS locked \
+     FROM (SELECT DISTINCT hashtext(family_id) AS k FROM refresh_tokens \
+           WHERE env = $1 AND client_id = $2 ORDER BY k) f";
 
 fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken, StoreError> {
     Ok(RefreshToken {
@@ -471,12 +473,31 @@ impl Tx<'_> {
     /// access tokens onto the revocation feed). Call it before
     /// [`Tx::delete_client`], which deletes the rows that know those access
     /// tokens. An unknown client has nothing to revoke.
+    ///
+    /// On PostgreSQL it keeps the store's lock order: the locks of the
+    /// client's families (in key order), then its rows, then the writer
+    /// lock; so an exchange in flight finishes first, and the successor it
+    /// inserted is revoked too. Call it before anything else that takes the
+    /// writer lock in the transaction.
     pub async fn revoke_client_refresh_families(
         &mut self,
         env: &str,
         client_id: &str,
         at: Timestamp,
     ) -> Result<FamilyRevocation, StoreError> {
+        if self.backend == Backend::Postgres {
+            for sql in [
+                CLIENT_FAMILIES_LOCK_SQL,
+                "SELECT token_hash FROM refresh_tokens WHERE env = $1 AND client_id = $2 \
+                 ORDER BY token_hash FOR UPDATE",
+            ] {
+                sqlx::query(sql)
+                    .bind(env.to_owned())
+                    .bind(client_id.to_owned())
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
+        }
         let access_tokens = self
             .feed_access_tokens(Lineage::Client(env, client_id), at)
             .await?;

@@ -1,6 +1,7 @@
 //! The issuer's records (clients, refresh tokens, the revocation feed,
 //! assertion jtis, admin tokens) and the change counter, once per backend.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ crate::backend_suite!(
     supersede_waits_for_a_concurrent_exchange_of_the_successor,
     family_revocation_catches_a_rotation_in_flight,
     grace_reissue_and_reuse_detection_do_not_deadlock,
+    client_revocation_catches_a_rotation_in_flight,
     client_families_revoked_before_deletion,
     revocation_feed_order_cursor_and_idempotence,
     revocation_purge_keeps_cursors_valid,
@@ -1542,6 +1544,68 @@ async fn grace_reissue_and_reuse_detection_do_not_deadlock(store: Store, _ctx: C
         );
     }
     assert!(store.verify_audit().await.unwrap().first_broken.is_none());
+}
+
+/// A client deleted (its families revoked first) while one of its tokens
+/// is being rotated: the successor's access token goes on the feed too.
+async fn client_revocation_catches_a_rotation_in_flight(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let r0 = RefreshToken {
+        rotated_at: Some(3_100),
+        access: Some(AccessRef {
+            jti: "j0".into(),
+            exp: 20_000,
+        }),
+        ..refresh("prod", "a", "fam", "r0")
+    };
+    let r1 = child("fam", "r1", "r0", 3_100, "j1", 20_000);
+    let other = child("fam-2", "o1", "o0", 3_100, "j-o1", 20_000);
+    insert_refresh(&store, &[r0, r1, other]).await;
+
+    let mut rotation = store.begin().await.unwrap();
+    rotation
+        .refresh_token_for_update(&hash("r1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rotation
+        .mark_refresh_rotated(&hash("r1"), 3_200)
+        .await
+        .unwrap());
+    rotation
+        .insert_refresh_token(&child("fam", "r2", "r1", 3_200, "j2", 20_000))
+        .await
+        .unwrap();
+    let deletion = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await?;
+            let n = tx
+                .revoke_client_refresh_families("prod", "a", 3_250)
+                .await?;
+            tx.delete_client("prod", "a").await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(n)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rotation.commit().await.unwrap();
+    assert_eq!(
+        deletion.await.unwrap().unwrap(),
+        FamilyRevocation {
+            refresh_tokens: 4,
+            access_tokens: 4
+        }
+    );
+    let jtis: BTreeSet<String> = feed(&store, "prod")
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(jtis, ["j0", "j1", "j2", "j-o1"].map(String::from).into());
+    for v in ["r0", "r1", "r2", "o1"] {
+        assert_eq!(store.refresh_token(&hash(v)).await.unwrap(), None, "{v}");
+    }
 }
 
 async fn client_families_revoked_before_deletion(store: Store, _ctx: Ctx) {
