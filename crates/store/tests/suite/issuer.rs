@@ -8,7 +8,7 @@ use std::time::Duration;
 use keyward_jose::crypto::{random_bytes, sha256};
 use keyward_jose::seal::RootKey;
 use keyward_store::{
-    AccessRef, AdminToken, AuditEntry, Client, ClientAuth, FamilyRevocation, RefreshToken,
+    AccessRef, AdminToken, AuditEntry, Backend, Client, ClientAuth, FamilyRevocation, RefreshToken,
     Revocation, Store, StoreError, REVOCATION_EXPIRY_MARGIN_SECS,
 };
 use serde_json::json;
@@ -27,6 +27,7 @@ crate::backend_suite!(
     family_revocation_puts_its_access_tokens_on_the_feed,
     supersede_takes_only_an_unused_successor,
     supersede_waits_for_a_concurrent_exchange_of_the_successor,
+    refresh_token_for_update_takes_the_family_lock,
     family_revocation_catches_a_rotation_in_flight,
     grace_reissue_and_reuse_detection_do_not_deadlock,
     client_revocation_catches_a_rotation_in_flight,
@@ -1370,6 +1371,53 @@ async fn supersede_waits_for_a_concurrent_exchange_of_the_successor(store: Store
         Some(3_120)
     );
     assert!(feed(&store, "prod").await.is_empty());
+}
+
+/// Reading a token to rotate it holds its family (any other transaction
+/// taking that family's lock waits) and no other family.
+async fn refresh_token_for_update_takes_the_family_lock(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    insert_refresh(
+        &store,
+        &[
+            refresh("prod", "a", "fam", "v1"),
+            refresh("prod", "a", "other", "o1"),
+        ],
+    )
+    .await;
+    let mut tx = store.begin().await.unwrap();
+    tx.refresh_token_for_update(&hash("v1"))
+        .await
+        .unwrap()
+        .unwrap();
+    // Again in the same transaction: no wait on itself.
+    tx.lock_refresh_family("fam").await.unwrap();
+    assert!(tx
+        .refresh_token_for_update(&hash("v1"))
+        .await
+        .unwrap()
+        .is_some());
+    let lock = |family: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await?;
+            tx.lock_refresh_family(family).await?;
+            tx.commit().await
+        })
+    };
+    if store.backend() == Backend::Postgres {
+        // (On SQLite a second writer waits for any other anyway.)
+        tokio::time::timeout(Duration::from_secs(5), lock("other"))
+            .await
+            .expect("another family is not held")
+            .unwrap()
+            .unwrap();
+    }
+    let same = lock("fam");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!same.is_finished(), "the family lock was not held");
+    tx.commit().await.unwrap();
+    same.await.unwrap().unwrap();
 }
 
 /// A family revoked (reuse detected, or RFC 7009) while its head is being
