@@ -318,8 +318,12 @@ const FAMILIES: usize = 6;
 /// At most this many crashes...
 const MAX_CRASHES: usize = 12;
 /// ...stopping once this many responses were lost in them (a crash between
-/// a refresh's commit and its response: what used to revoke families).
+/// a refresh's commit and its response: what used to revoke families)...
 const LOST_ENOUGH: usize = 3;
+/// ...but while none was lost yet, crashing on past `MAX_CRASHES` until this
+/// much time has passed: a run that never lost a response never tried the
+/// grace path, and proves nothing.
+const CRASH_BUDGET: Duration = Duration::from_secs(25);
 
 /// One refresh family's client: refreshes in a loop with the last refresh
 /// token it *received*; when a request fails without an answer (the server
@@ -407,8 +411,9 @@ async fn each_refreshes(families: &[Family], since: &[u64], more: u64, limit: Du
 
 /// 6 families refreshing concurrently; the server is killed (`kill -9`)
 /// mid-flight and restarted on the same store, until `LOST_ENOUGH`
-/// responses were lost in the crashes (or `MAX_CRASHES` crashes). Returns
-/// the number of lost responses retried (grace reissues).
+/// responses were lost in the crashes (or `MAX_CRASHES` crashes, once at
+/// least one was lost; or `CRASH_BUDGET`). Returns the number of lost
+/// responses retried (grace reissues).
 async fn refresh_through_crashes(kw: &Kw) -> usize {
     kw.init();
     let (id, secret) = secret_client(kw, "app");
@@ -430,7 +435,10 @@ async fn refresh_through_crashes(kw: &Kw) -> usize {
     let started = Instant::now();
     let mut crashes = 0;
     let mut lost = 0;
-    while crashes < MAX_CRASHES && lost < LOST_ENOUGH {
+    while lost < LOST_ENOUGH
+        && (crashes < MAX_CRASHES || lost == 0)
+        && started.elapsed() < CRASH_BUDGET
+    {
         let round = crashes;
         // Let every family get going on this server, then kill it mid-flight.
         let since: Vec<u64> = families
@@ -487,9 +495,10 @@ async fn refresh_through_crashes(kw: &Kw) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_refresh_revokes_no_family_on_sqlite() {
     let kw = Kw::new();
-    tokio::time::timeout(Duration::from_secs(60), refresh_through_crashes(&kw))
+    let reissues = tokio::time::timeout(Duration::from_secs(60), refresh_through_crashes(&kw))
         .await
         .expect("bounded in time");
+    assert!(reissues > 0, "no crash lost a response: grace never tried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,7 +508,8 @@ async fn kill_9_mid_refresh_revokes_no_family_on_postgres() {
     };
     let mut kw = Kw::new();
     kw.env.push(("KEYWARD_DATABASE_URL".into(), schema.url()));
-    tokio::time::timeout(Duration::from_secs(60), refresh_through_crashes(&kw))
+    let reissues = tokio::time::timeout(Duration::from_secs(60), refresh_through_crashes(&kw))
         .await
         .expect("bounded in time");
+    assert!(reissues > 0, "no crash lost a response: grace never tried");
 }

@@ -1110,6 +1110,11 @@ async fn private_key_jwt_assertions() {
         ("j".repeat(300), "jti is 300 bytes long; at most 256"),
         (String::new(), "jti is empty"),
         ("j\u{1}".into(), "jti contains the control character U+0001"),
+        (
+            "j\u{85}".into(),
+            "jti contains the control character U+0085",
+        ),
+        (" j".into(), "jti begins or ends with white space"),
     ] {
         let a = assertion_with_jti(&signer, &id, &token_endpoint, now() + 60, &jti);
         let r = with_assertion(&s, &a).await;

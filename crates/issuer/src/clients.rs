@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use keyward_jose::crypto::constant_time_eq;
-use keyward_jose::{dangerous, verify_jwt, Algorithm, JwkSet, KeySet, Validation};
+use keyward_jose::{claim_text, dangerous, verify_jwt, Algorithm, JwkSet, KeySet, Validation};
 use keyward_store::{AuditEntry, Client, ClientAuth, Store};
 use serde_json::{json, Value};
 
@@ -456,19 +456,18 @@ impl Authority {
 /// UUID, ULID or random identifier, and a bound on what each one stores.
 pub const MAX_ASSERTION_JTI_LEN: usize = 256;
 
-/// A client assertion's `jti`: 1 to [`MAX_ASSERTION_JTI_LEN`] bytes of
-/// printable text. It is stored until the assertion expires, to refuse a
-/// replay.
+/// A client assertion's `jti`: at most [`MAX_ASSERTION_JTI_LEN`] bytes, and
+/// a claim value as [`claim_text::check_value`] accepts it (not empty, no
+/// control character, no white space at either end). It is stored until
+/// the assertion expires, to refuse a replay.
 fn check_assertion_jti(jti: &str) -> Result<(), OAuthError> {
-    let why = if jti.is_empty() {
-        "is empty".to_string()
-    } else if jti.len() > MAX_ASSERTION_JTI_LEN {
+    let why = if jti.len() > MAX_ASSERTION_JTI_LEN {
         format!(
             "is {} bytes long; at most {MAX_ASSERTION_JTI_LEN} are accepted",
             jti.len()
         )
-    } else if let Some(c) = jti.chars().find(|c| c.is_control()) {
-        format!("contains the control character U+{:04X}", c as u32)
+    } else if let Err(e) = claim_text::check_value(jti) {
+        e.to_string()
     } else {
         return Ok(());
     };

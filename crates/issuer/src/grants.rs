@@ -12,6 +12,14 @@
 //! access token revoked). Whoever presents the superseded successor later is
 //! then caught as reuse, so a thief racing inside the window delays
 //! detection until the real client comes back but never wins silently.
+//!
+//! Each refresh (normal, grace reissue or reuse) and each RFC 7009
+//! revocation of a refresh token reads the presented token with
+//! [`keyward_store::Tx::refresh_token_for_update`], which on PostgreSQL
+//! takes the token's family lock before its row lock: whatever touches one
+//! family runs one at a time, so a family revocation never misses a
+//! successor issued at the same moment, and a grace reissue never deadlocks
+//! with a reuse detection in its family.
 
 use std::sync::Arc;
 

@@ -23,6 +23,22 @@
 //! except when revoking a refresh-token family or superseding a token's
 //! successor, which add to the revocation feed and so take the writer lock.
 //!
+//! Everything that reads a refresh token to rotate it or revokes its family
+//! first takes that family's lock (PostgreSQL: a transaction-scoped advisory
+//! lock on the two keys `(hashtext('keyward.refresh_family'),
+//! hashtext(family_id))`, which never meets the writer lock's single-bigint
+//! key; see [`Tx::lock_refresh_family`]), so one family's exchanges, grace
+//! reissues, reuse detections and revocations run one after the other.
+//!
+//! Lock order on PostgreSQL, kept by every transaction: **family lock, then
+//! row locks, then the writer lock** (a transaction holding the writer lock
+//! takes no family lock after it). Deleting a client keeps it by revoking
+//! the client's families ([`Tx::revoke_client_refresh_families`]: their
+//! locks, then their rows) before [`Tx::delete_client`] takes the writer
+//! lock. Should two transactions still meet in opposite orders (a caller
+//! that skips a step), the server's deadlock detector aborts one, which
+//! changes nothing (a failed request), and no revocation misses a row.
+//!
 //! The issuer's records ([`crate::clients`], [`crate::tokens`],
 //! [`crate::admin`]) add their methods to `Store` and `Tx` in their own
 //! modules.
@@ -449,6 +465,7 @@ impl Store {
             tx,
             backend: self.backend,
             writer_locked: false,
+            families_locked: Vec::new(),
             _store: PhantomData,
         })
     }
@@ -520,6 +537,9 @@ pub struct Tx<'a> {
     pub(crate) backend: Backend,
     /// Whether this transaction already holds the writer lock (PostgreSQL).
     writer_locked: bool,
+    /// Refresh-token families whose lock this transaction holds
+    /// (PostgreSQL; see [`Tx::lock_refresh_family`]).
+    pub(crate) families_locked: Vec<String>,
     _store: PhantomData<&'a Store>,
 }
 

@@ -10,11 +10,21 @@
 //! Stored only as the SHA-256 of the opaque value. Every rotation of one
 //! grant shares a `family_id`; a token is marked `rotated_at` when it is
 //! exchanged, and replaying a rotated token is expected to revoke the whole
-//! family ([`Tx::revoke_refresh_family`], RFC 9700). Read a token with
-//! [`Tx::refresh_token_for_update`] inside the transaction that rotates it:
-//! on PostgreSQL the row stays locked until the transaction ends (on
-//! SQLite `BEGIN IMMEDIATE` already serializes writers), so two concurrent
-//! exchanges of one token cannot both succeed.
+//! family ([`Tx::revoke_refresh_family`], RFC 9700).
+//!
+//! Every transaction that touches a family runs alone in it: read the
+//! presented token with [`Tx::refresh_token_for_update`] inside the
+//! transaction that rotates it or revokes its family. On PostgreSQL that
+//! takes the family's lock ([`Tx::lock_refresh_family`]) and only then
+//! locks the token's row (`SELECT ... FOR UPDATE`), so two concurrent
+//! exchanges of one token cannot both succeed, and a family revocation
+//! waits for an exchange in flight and then sees (and revokes) the
+//! successor it inserted. (Row locks alone are not enough under READ
+//! COMMITTED: a revoking `UPDATE` that waits for the presented token's row
+//! re-checks only that row, never the successor inserted by the same
+//! transaction.) On SQLite `BEGIN IMMEDIATE` already serializes writers.
+//! The lock order is the store's: family lock, row locks, writer lock
+//! (see [`crate::store`]).
 //!
 //! Each row also records its `parent` (the hash of the token it was rotated
 //! from) and the access token minted in the same issuance ([`AccessRef`]:
@@ -25,12 +35,8 @@
 //! the revocation feed in the same transaction, so introspection and gates
 //! refuse them too.
 //!
-//! Those revocations take the writer lock after the caller has locked the
-//! presented token's row, while deleting a client takes the writer lock
-//! before touching its rows. On PostgreSQL the two orders can meet (a reuse
-//! detected while the same client is being deleted): the server's deadlock
-//! detector then aborts one transaction, which changes nothing (it is
-//! retried or reported like any failed request).
+//! Those revocations take the writer lock after the family locks and the
+//! rows, as the store's lock order has it.
 //!
 //! # The revocation feed
 //!
@@ -125,6 +131,17 @@ pub struct Revocation {
 const REFRESH_COLUMNS: &str = "token_hash, env, client_id, family_id, subject, scope, audience, \
      extra, issued_at, expires_at, rotated_at, revoked_at, parent, access_jti, access_exp";
 const REVOCATION_COLUMNS: &str = "seq, env, jti, exp, revoked_at";
+
+/// The PostgreSQL advisory-lock keys of refresh-token family `$1` (or of the
+/// column `family_id` where that replaces `$1`): the two-`int4` form, whose
+/// key space never meets the single-`bigint` writer lock's.
+const FAMILY_LOCK_KEYS: &str = "hashtext('keyward.refresh_family'), hashtext($1)";
+/// The families of client `$2` of environment `$1`, locked in key order
+/// (PostgreSQL; see [`Tx::revoke_client_refresh_families`]).
+const CLIENT_FAMILIES_LOCK_SQL: &str =
+    "SELECT CAST(pg_advisory_xact_lock(hashtext('keyward.refresh_family'), f.k) AS TEXT) AS locked \
+     FROM (SELECT DISTINCT hashtext(family_id) AS k FROM refresh_tokens \
+           WHERE env = $1 AND client_id = $2 ORDER BY k) f";
 
 fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken, StoreError> {
     Ok(RefreshToken {
@@ -318,15 +335,64 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// A refresh token by hash, locked for the rest of this transaction
-    /// (PostgreSQL `SELECT ... FOR UPDATE`; on SQLite this transaction
-    /// already excludes every other writer).
+    /// A refresh token by hash, for a transaction that may rotate it or
+    /// revoke its family: on PostgreSQL, takes its family's lock first
+    /// ([`Tx::lock_refresh_family`]) and then locks its row for the rest of
+    /// this transaction (`SELECT ... FOR UPDATE`); on SQLite this
+    /// transaction already excludes every other writer.
+    ///
+    /// On PostgreSQL one statement more than a plain read: the first reads
+    /// the row without a lock to learn its family (which never changes) and
+    /// takes the family's lock; the second locks the row and reads it as
+    /// the transactions that held the family left it.
     pub async fn refresh_token_for_update(
         &mut self,
         hash: &[u8],
     ) -> Result<Option<RefreshToken>, StoreError> {
-        let for_update = self.backend == Backend::Postgres;
-        fetch_refresh(&mut *self.tx, hash, for_update).await
+        if self.backend != Backend::Postgres {
+            return fetch_refresh(&mut *self.tx, hash, false).await;
+        }
+        let keys = FAMILY_LOCK_KEYS.replace("$1", "family_id");
+        // `void` cast to text: the `Any` driver decodes no `void` column.
+        let sql = format!(
+            "SELECT family_id, CAST(pg_advisory_xact_lock({keys}) AS TEXT) AS locked \
+             FROM refresh_tokens WHERE token_hash = $1"
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(hash.to_vec())
+            .fetch_optional(&mut *self.tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let family: String = get(&row, "family_id")?;
+        if !self.families_locked.contains(&family) {
+            self.families_locked.push(family);
+        }
+        fetch_refresh(&mut *self.tx, hash, true).await
+    }
+
+    /// Takes the lock of refresh-token family `family_id` until this
+    /// transaction ends (PostgreSQL `pg_advisory_xact_lock` on
+    /// `(hashtext('keyward.refresh_family'), hashtext(family_id))`; nothing
+    /// on SQLite, where `BEGIN IMMEDIATE` serializes writers). Take it
+    /// before any row lock and before the writer lock (the store's lock
+    /// order). [`Tx::refresh_token_for_update`] and
+    /// [`Tx::revoke_refresh_family`] take it themselves; taking it again in
+    /// one transaction costs nothing.
+    pub async fn lock_refresh_family(&mut self, family_id: &str) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres || self.families_locked.iter().any(|f| f == family_id)
+        {
+            return Ok(());
+        }
+        let sql =
+            format!("SELECT CAST(pg_advisory_xact_lock({FAMILY_LOCK_KEYS}) AS TEXT) AS locked");
+        sqlx::query(&sql)
+            .bind(family_id.to_owned())
+            .fetch_one(&mut *self.tx)
+            .await?;
+        self.families_locked.push(family_id.to_owned());
+        Ok(())
     }
 
     /// Marks a refresh token as exchanged at `at`. True if it was marked
@@ -361,13 +427,31 @@ impl Tx<'_> {
     /// and puts the family's access tokens on the revocation feed (those
     /// that expired more than [`REVOCATION_EXPIRY_MARGIN_SECS`] before `at`
     /// excepted); returns how many of each were revoked now. Tokens already
-    /// revoked keep their first time, feed entries their first `seq`. Takes
-    /// the store's writer lock on PostgreSQL (as [`Tx::revoke_jti`] does).
+    /// revoked keep their first time, feed entries their first `seq`.
+    ///
+    /// On PostgreSQL it takes the family's lock ([`Tx::lock_refresh_family`],
+    /// held already if the token was read with
+    /// [`Tx::refresh_token_for_update`]), then locks every row of the
+    /// family, then the store's writer lock (as [`Tx::revoke_jti`] does).
+    /// Locking the rows in a statement of its own waits for any transaction
+    /// still holding one of them (one that skipped the family lock), so the
+    /// statements after it see what that transaction committed, such as a
+    /// successor it inserted: no row of the family is missed.
     pub async fn revoke_refresh_family(
         &mut self,
         family_id: &str,
         at: Timestamp,
     ) -> Result<FamilyRevocation, StoreError> {
+        if self.backend == Backend::Postgres {
+            self.lock_refresh_family(family_id).await?;
+            sqlx::query(
+                "SELECT token_hash FROM refresh_tokens WHERE family_id = $1 \
+                 ORDER BY token_hash FOR UPDATE",
+            )
+            .bind(family_id.to_owned())
+            .execute(&mut *self.tx)
+            .await?;
+        }
         let access_tokens = self
             .feed_access_tokens(Lineage::Family(family_id), at)
             .await?;
@@ -389,12 +473,31 @@ impl Tx<'_> {
     /// access tokens onto the revocation feed). Call it before
     /// [`Tx::delete_client`], which deletes the rows that know those access
     /// tokens. An unknown client has nothing to revoke.
+    ///
+    /// On PostgreSQL it keeps the store's lock order: the locks of the
+    /// client's families (in key order), then its rows, then the writer
+    /// lock; so an exchange in flight finishes first, and the successor it
+    /// inserted is revoked too. Call it before anything else that takes the
+    /// writer lock in the transaction.
     pub async fn revoke_client_refresh_families(
         &mut self,
         env: &str,
         client_id: &str,
         at: Timestamp,
     ) -> Result<FamilyRevocation, StoreError> {
+        if self.backend == Backend::Postgres {
+            for sql in [
+                CLIENT_FAMILIES_LOCK_SQL,
+                "SELECT token_hash FROM refresh_tokens WHERE env = $1 AND client_id = $2 \
+                 ORDER BY token_hash FOR UPDATE",
+            ] {
+                sqlx::query(sql)
+                    .bind(env.to_owned())
+                    .bind(client_id.to_owned())
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
+        }
         let access_tokens = self
             .feed_access_tokens(Lineage::Client(env, client_id), at)
             .await?;

@@ -1,13 +1,14 @@
 //! The issuer's records (clients, refresh tokens, the revocation feed,
 //! assertion jtis, admin tokens) and the change counter, once per backend.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_jose::crypto::{random_bytes, sha256};
 use keyward_jose::seal::RootKey;
 use keyward_store::{
-    AccessRef, AdminToken, AuditEntry, Client, ClientAuth, FamilyRevocation, RefreshToken,
+    AccessRef, AdminToken, AuditEntry, Backend, Client, ClientAuth, FamilyRevocation, RefreshToken,
     Revocation, Store, StoreError, REVOCATION_EXPIRY_MARGIN_SECS,
 };
 use serde_json::json;
@@ -26,6 +27,10 @@ crate::backend_suite!(
     family_revocation_puts_its_access_tokens_on_the_feed,
     supersede_takes_only_an_unused_successor,
     supersede_waits_for_a_concurrent_exchange_of_the_successor,
+    refresh_token_for_update_takes_the_family_lock,
+    family_revocation_catches_a_rotation_in_flight,
+    grace_reissue_and_reuse_detection_do_not_deadlock,
+    client_revocation_catches_a_rotation_in_flight,
     client_families_revoked_before_deletion,
     revocation_feed_order_cursor_and_idempotence,
     revocation_purge_keeps_cursors_valid,
@@ -1366,6 +1371,289 @@ async fn supersede_waits_for_a_concurrent_exchange_of_the_successor(store: Store
         Some(3_120)
     );
     assert!(feed(&store, "prod").await.is_empty());
+}
+
+/// Reading a token to rotate it holds its family (any other transaction
+/// taking that family's lock waits) and no other family.
+async fn refresh_token_for_update_takes_the_family_lock(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    insert_refresh(
+        &store,
+        &[
+            refresh("prod", "a", "fam", "v1"),
+            refresh("prod", "a", "other", "o1"),
+        ],
+    )
+    .await;
+    let mut tx = store.begin().await.unwrap();
+    tx.refresh_token_for_update(&hash("v1"))
+        .await
+        .unwrap()
+        .unwrap();
+    // Again in the same transaction: no wait on itself.
+    tx.lock_refresh_family("fam").await.unwrap();
+    assert!(tx
+        .refresh_token_for_update(&hash("v1"))
+        .await
+        .unwrap()
+        .is_some());
+    let lock = |family: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await?;
+            tx.lock_refresh_family(family).await?;
+            tx.commit().await
+        })
+    };
+    if store.backend() == Backend::Postgres {
+        // (On SQLite a second writer waits for any other anyway.)
+        tokio::time::timeout(Duration::from_secs(5), lock("other"))
+            .await
+            .expect("another family is not held")
+            .unwrap()
+            .unwrap();
+    }
+    let same = lock("fam");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!same.is_finished(), "the family lock was not held");
+    tx.commit().await.unwrap();
+    same.await.unwrap().unwrap();
+}
+
+/// A family revoked (reuse detected, or RFC 7009) while its head is being
+/// rotated in another transaction: the successor that transaction inserts
+/// is revoked too and its access token goes on the feed. Once through the
+/// path the issuer takes (the presented token read with
+/// `refresh_token_for_update`, then the family revoked), once by a caller
+/// that calls `revoke_refresh_family` alone.
+async fn family_revocation_catches_a_rotation_in_flight(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    for (fam, via_presented_token) in [("fam-a", true), ("fam-b", false)] {
+        let name = |v: &str| format!("{fam}-{v}");
+        let r0 = RefreshToken {
+            rotated_at: Some(3_100),
+            access: Some(AccessRef {
+                jti: name("j0"),
+                exp: 20_000,
+            }),
+            ..refresh("prod", "a", fam, &name("r0"))
+        };
+        let r1 = child(fam, &name("r1"), &name("r0"), 3_100, &name("j1"), 20_000);
+        insert_refresh(&store, &[r0, r1]).await;
+
+        // The holder of r1 exchanges it: r1 locked and marked, r2 inserted,
+        // not committed yet...
+        let mut rotation = store.begin().await.unwrap();
+        let head = rotation
+            .refresh_token_for_update(&hash(&name("r1")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.rotated_at, None);
+        assert!(rotation
+            .mark_refresh_rotated(&hash(&name("r1")), 3_200)
+            .await
+            .unwrap());
+        rotation
+            .insert_refresh_token(&child(
+                fam,
+                &name("r2"),
+                &name("r1"),
+                3_200,
+                &name("j2"),
+                20_000,
+            ))
+            .await
+            .unwrap();
+        // ...while the family is revoked.
+        let revocation = tokio::spawn({
+            let store = store.clone();
+            let replayed = hash(&name("r0"));
+            async move {
+                let mut tx = store.begin().await?;
+                if via_presented_token {
+                    let t = tx.refresh_token_for_update(&replayed).await?.unwrap();
+                    assert!(t.rotated_at.is_some());
+                }
+                let n = tx.revoke_refresh_family(fam, 3_250).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(n)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        rotation.commit().await.unwrap();
+        let revoked = revocation.await.unwrap().unwrap();
+        assert_eq!(
+            revoked,
+            FamilyRevocation {
+                refresh_tokens: 3,
+                access_tokens: 3
+            },
+            "{fam}"
+        );
+        for v in ["r0", "r1", "r2"] {
+            let t = store.refresh_token(&hash(&name(v))).await.unwrap().unwrap();
+            assert_eq!(t.revoked_at, Some(3_250), "{fam}: {v} not revoked");
+        }
+        for j in ["j0", "j1", "j2"] {
+            assert!(
+                store.is_jti_revoked("prod", &name(j)).await.unwrap(),
+                "{fam}: {j} not on the feed"
+            );
+        }
+    }
+}
+
+/// A grace reissue (the presented token's successor superseded) and a
+/// reuse detection (the family revoked) in one family at the same moment:
+/// both complete (no deadlock, no error) and the family ends revoked,
+/// including the token the reissue issued.
+async fn grace_reissue_and_reuse_detection_do_not_deadlock(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let q = RefreshToken {
+        rotated_at: Some(3_000),
+        ..refresh("prod", "a", "fam", "q")
+    };
+    let p = RefreshToken {
+        rotated_at: Some(3_100),
+        ..child("fam", "p", "q", 3_000, "j-p", 20_000)
+    };
+    let s1 = child("fam", "s1", "p", 3_100, "j-s1", 20_000);
+    insert_refresh(&store, &[q, p, s1]).await;
+
+    // p comes back within the grace window...
+    let mut grace = store.begin().await.unwrap();
+    let got = grace
+        .refresh_token_for_update(&hash("p"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.rotated_at, Some(3_100));
+    // ...while q, rotated long ago, is replayed.
+    let reuse = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await?;
+            let t = tx.refresh_token_for_update(&hash("q")).await?.unwrap();
+            let n = tx.revoke_refresh_family(&t.family_id, 3_300).await?;
+            tx.append_audit(AuditEntry {
+                at: 3_300,
+                actor: "client:a".into(),
+                action: "refresh.reuse_detected".into(),
+                env: Some("prod".into()),
+                subject: Some(t.subject.clone()),
+                detail: json!({"family": t.family_id}),
+            })
+            .await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(n)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reissue = async {
+        let lost = grace.supersede_refresh_successor(&hash("p"), 3_150).await?;
+        grace
+            .insert_refresh_token(&child("fam", "s2", "p", 3_150, "j-s2", 20_000))
+            .await?;
+        grace
+            .append_audit(AuditEntry {
+                at: 3_150,
+                actor: "client:a".into(),
+                action: "refresh.grace_reissue".into(),
+                env: Some("prod".into()),
+                subject: Some("alice".into()),
+                detail: json!({"family": "fam"}),
+            })
+            .await?;
+        grace.commit().await?;
+        Ok::<_, StoreError>(lost)
+    }
+    .await;
+    let reused = reuse.await.unwrap();
+    let lost = reissue.expect("the grace reissue failed");
+    let revoked = reused.expect("the reuse detection failed");
+    assert_eq!(lost.map(|t| t.token_hash), Some(hash("s1")));
+    // The reissue committed first; the revocation took its token too.
+    assert_eq!(
+        revoked,
+        FamilyRevocation {
+            refresh_tokens: 4,
+            access_tokens: 2
+        }
+    );
+    for v in ["q", "p", "s1", "s2"] {
+        let t = store.refresh_token(&hash(v)).await.unwrap().unwrap();
+        assert_eq!(t.revoked_at, Some(3_300), "{v} not revoked");
+    }
+    for j in ["j-p", "j-s1", "j-s2"] {
+        assert!(
+            store.is_jti_revoked("prod", j).await.unwrap(),
+            "{j} not on the feed"
+        );
+    }
+    assert!(store.verify_audit().await.unwrap().first_broken.is_none());
+}
+
+/// A client deleted (its families revoked first) while one of its tokens
+/// is being rotated: the successor's access token goes on the feed too.
+async fn client_revocation_catches_a_rotation_in_flight(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let r0 = RefreshToken {
+        rotated_at: Some(3_100),
+        access: Some(AccessRef {
+            jti: "j0".into(),
+            exp: 20_000,
+        }),
+        ..refresh("prod", "a", "fam", "r0")
+    };
+    let r1 = child("fam", "r1", "r0", 3_100, "j1", 20_000);
+    let other = child("fam-2", "o1", "o0", 3_100, "j-o1", 20_000);
+    insert_refresh(&store, &[r0, r1, other]).await;
+
+    let mut rotation = store.begin().await.unwrap();
+    rotation
+        .refresh_token_for_update(&hash("r1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rotation
+        .mark_refresh_rotated(&hash("r1"), 3_200)
+        .await
+        .unwrap());
+    rotation
+        .insert_refresh_token(&child("fam", "r2", "r1", 3_200, "j2", 20_000))
+        .await
+        .unwrap();
+    let deletion = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let mut tx = store.begin().await?;
+            let n = tx
+                .revoke_client_refresh_families("prod", "a", 3_250)
+                .await?;
+            tx.delete_client("prod", "a").await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(n)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rotation.commit().await.unwrap();
+    assert_eq!(
+        deletion.await.unwrap().unwrap(),
+        FamilyRevocation {
+            refresh_tokens: 4,
+            access_tokens: 4
+        }
+    );
+    let jtis: BTreeSet<String> = feed(&store, "prod")
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(jtis, ["j0", "j1", "j2", "j-o1"].map(String::from).into());
+    for v in ["r0", "r1", "r2", "o1"] {
+        assert_eq!(store.refresh_token(&hash(v)).await.unwrap(), None, "{v}");
+    }
 }
 
 async fn client_families_revoked_before_deletion(store: Store, _ctx: Ctx) {
