@@ -216,6 +216,16 @@ impl RawConfig {
                 _ => bail!("max_connections must be between 1 and 1000000"),
             },
         };
+        // hyper's header timer starts when a connection begins waiting for a
+        // request, idle time included: a longer idle_timeout would never be
+        // reached (idle connections would close at header_read_timeout).
+        if connections.idle_timeout > connections.header_read_timeout {
+            bail!(
+                "idle_timeout ({}s) must not exceed header_read_timeout ({}s): the header timer also runs while a keep-alive connection is idle, so idle connections would be closed at header_read_timeout",
+                connections.idle_timeout.as_secs(),
+                connections.header_read_timeout.as_secs()
+            );
+        }
         Ok(Config {
             listen,
             data_dir: self
@@ -444,6 +454,36 @@ mod tests {
             let raw: RawConfig = toml::from_str(toml).unwrap();
             let e = raw.resolve().unwrap_err().to_string();
             assert!(e.contains(needle), "{toml}: {e}");
+        }
+        // An idle_timeout the header timer would cut short is refused,
+        // naming both; equal is fine.
+        for (toml, ok) in [
+            (
+                "idle_timeout = \"2m\"\nheader_read_timeout = \"10s\"",
+                false,
+            ),
+            ("idle_timeout = \"31s\"", false),
+            (
+                "idle_timeout = \"10s\"\nheader_read_timeout = \"10s\"",
+                true,
+            ),
+            ("header_read_timeout = \"1m\"\nidle_timeout = \"1m\"", true),
+        ] {
+            let raw: RawConfig = toml::from_str(toml).unwrap();
+            match raw.resolve() {
+                Ok(c) => {
+                    assert!(ok, "{toml}");
+                    assert!(c.connections.idle_timeout <= c.connections.header_read_timeout);
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!ok, "{toml}: {e}");
+                    assert!(
+                        e.contains("idle_timeout") && e.contains("header_read_timeout"),
+                        "{e}"
+                    );
+                }
+            }
         }
         let mut raw = RawConfig::default();
         let e = raw

@@ -3,12 +3,15 @@
 //!
 //! - **Headers**: a request's line and headers must arrive within
 //!   `header_read_timeout` (hyper's timer, which starts when the connection
-//!   begins waiting for a request: idle time counts).
+//!   begins waiting for a request: idle time counts). So `idle_timeout` may
+//!   not exceed it (the configuration refuses that), and a connection this
+//!   timer closes before any byte of a request arrived is counted `idle`.
 //! - **Body**: once a handler has had to wait for a request's body, the
 //!   whole body must arrive within `body_read_timeout`; then the read fails,
 //!   the handler answers 408 and the connection is closed.
-//! - **Idle**: a keep-alive connection with no request in progress is closed
-//!   `idle_timeout` after its last response (or after it was accepted).
+//! - **Idle**: a keep-alive connection on which no byte of a new request has
+//!   arrived is closed `idle_timeout` after its last response (or after it
+//!   was accepted). Once bytes of a request arrive, the header timer rules.
 //! - **Connections**: at most `max_connections` at once (keep it well below
 //!   the file-descriptor limit). When a new connection would exceed it, the
 //!   connection that has waited longest *on its client* is closed to make
@@ -85,7 +88,7 @@ fn conn_metrics() -> &'static ConnMetrics {
         metrics::describe_gauge!("keyward_http_connections", "Client connections open now.");
         metrics::describe_counter!(
             "keyward_http_connections_closed_total",
-            "Client connections the server closed: evicted (waited longest on its client, at max_connections), refused (at max_connections, a request being worked on everywhere), idle (idle_timeout), header_timeout, body_timeout."
+            "Client connections the server closed: evicted (waited longest on its client, at max_connections), refused (at max_connections, a request being worked on everywhere), idle (no byte of a request since its last response), header_timeout, body_timeout."
         );
         ConnMetrics {
             open: metrics::gauge!("keyward_http_connections"),
@@ -130,6 +133,9 @@ struct Slot {
     /// on them (the request's first wait, in ms since the epoch: a trickle
     /// of bytes does not renew it). [`NOT_WAITING`] otherwise.
     body_wait_since: AtomicU64,
+    /// Bytes have arrived since the last response (or since accepted): the
+    /// client has started a request, so the connection is no longer idle.
+    request_started: AtomicBool,
     /// Asks the connection to close (eviction).
     close: Notify,
 }
@@ -151,6 +157,7 @@ impl Registry {
             busy: AtomicBool::new(false),
             idle_since: AtomicU64::new(self.now_ms()),
             body_wait_since: AtomicU64::new(NOT_WAITING),
+            request_started: AtomicBool::new(false),
             close: Notify::new(),
         });
         self.lock().insert(id, slot.clone());
@@ -220,8 +227,61 @@ struct Serving<'a>(&'a Slot);
 impl Drop for Serving<'_> {
     fn drop(&mut self) {
         self.0.idle_since.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.request_started.store(false, Ordering::Relaxed);
         self.0.body_wait_since.store(NOT_WAITING, Ordering::Relaxed);
         self.0.busy.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The connection's socket, noting in its [`Slot`] when bytes of a new
+/// request arrive (so an idle connection is told from one sending a head).
+struct Watched {
+    inner: tokio::net::TcpStream,
+    slot: Arc<Slot>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.slot.request_started.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -334,7 +394,11 @@ pub async fn serve(
                     }
                 })
             };
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let io = Watched {
+                inner: stream,
+                slot: slot.clone(),
+            };
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             // The idle deadline; once closing, how long a connection with no
             // request in progress may take to finish writing its last answer.
@@ -346,7 +410,14 @@ pub async fn serve(
                     r = conn.as_mut() => {
                         if let Err(e) = r {
                             if e.is_timeout() {
-                                m.header_timeout.increment(1);
+                                // hyper's header timer also runs while a
+                                // keep-alive connection is idle: with no byte
+                                // of a request, it was an idle connection.
+                                if slot.request_started.load(Ordering::Relaxed) {
+                                    m.header_timeout.increment(1);
+                                } else {
+                                    m.idle.increment(1);
+                                }
                             }
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
@@ -379,7 +450,11 @@ pub async fn serve(
                         if closing == Closing::Soon {
                             break;
                         }
-                        let left = if slot.busy.load(Ordering::Relaxed) {
+                        // A request in progress, or the head of one on its
+                        // way (hyper's header timer watches that): not idle.
+                        let left = if slot.busy.load(Ordering::Relaxed)
+                            || slot.request_started.load(Ordering::Relaxed)
+                        {
                             limits.idle_timeout
                         } else {
                             let since = slot.idle_since.load(Ordering::Relaxed);

@@ -209,16 +209,24 @@ async fn idle_keep_alive_connections_are_closed_after_idle_timeout() {
 async fn slow_headers_are_cut_at_header_read_timeout() {
     let kw = Kw::new();
     kw.init();
-    // Here the header timeout is the shorter one.
+    // Both 2 s: a connection that has begun a request is cut by the header
+    // timeout, not closed as idle.
     let s = kw.start_server(
         &["serve", "--listen", "127.0.0.1:0"],
         &[
             ("KEYWARD_HEADER_READ_TIMEOUT", "2s"),
-            ("KEYWARD_IDLE_TIMEOUT", "30s"),
+            ("KEYWARD_IDLE_TIMEOUT", "2s"),
         ],
     );
     let started = Instant::now();
     let mut c = stall(&s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await;
+    // Beside it: a connection that never sends a byte, and a keep-alive one
+    // after its answer. Whichever timer closes them, they were idle.
+    let mut silent = stall(&s, b"").await;
+    let mut kept = stall(&s, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut buf = [0u8; 512];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     // A byte now and then does not keep it open: the headers have a deadline.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -231,9 +239,31 @@ async fn slow_headers_are_cut_at_header_read_timeout() {
         took >= Duration::from_millis(1800) && took < Duration::from_secs(5),
         "closed after {took:?}"
     );
+    for c in [&mut silent, &mut kept] {
+        let got = until_closed(c, started + Duration::from_secs(6)).await;
+        assert_eq!(
+            got.as_deref(),
+            Some(&b""[..]),
+            "still open or sent something"
+        );
+    }
     let m = get(&s.url("/metrics")).await.text();
     assert_eq!(closed(&m, "header_timeout"), 1.0, "{m}");
-    assert_eq!(closed(&m, "idle"), 0.0, "{m}");
+    assert_eq!(closed(&m, "idle"), 2.0, "{m}");
+}
+
+#[test]
+fn an_idle_timeout_longer_than_the_header_timeout_is_refused() {
+    let kw = Kw::new();
+    kw.init();
+    kw.run_with(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[
+            ("KEYWARD_HEADER_READ_TIMEOUT", "10s"),
+            ("KEYWARD_IDLE_TIMEOUT", "120s"),
+        ],
+    )
+    .fails_with("idle_timeout (120s) must not exceed header_read_timeout (10s)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
