@@ -216,6 +216,16 @@ impl RawConfig {
                 _ => bail!("max_connections must be between 1 and 1000000"),
             },
         };
+        // hyper's header timer starts when a connection begins waiting for a
+        // request, idle time included: a longer idle_timeout would never be
+        // reached (idle connections would close at header_read_timeout).
+        if connections.idle_timeout > connections.header_read_timeout {
+            bail!(
+                "idle_timeout ({}s) must not exceed header_read_timeout ({}s): the header timer also runs while a keep-alive connection is idle, so idle connections would be closed at header_read_timeout",
+                connections.idle_timeout.as_secs(),
+                connections.header_read_timeout.as_secs()
+            );
+        }
         Ok(Config {
             listen,
             data_dir: self
@@ -243,27 +253,36 @@ impl RawConfig {
     }
 }
 
-/// Query parameters whose values are masked: anything that looks like a
-/// password, key or token (`password`, `sslpassword`, `sslkey`, ...).
-fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    [
-        "pass",
-        "pwd",
-        "secret",
-        "token",
-        "key",
-        "credential",
-        "auth",
-    ]
-    .iter()
-    .any(|w| n.contains(w))
-}
+/// Query parameters whose values are shown: known, harmless settings of
+/// sqlx's PostgreSQL and SQLite URLs. Every other value is masked, so a
+/// parameter this list does not know (a future `sslpassword`-like one, a
+/// misspelling the driver still reads) is never printed. `options` is not
+/// here: it is free-form (`-c name=value ...`) and may carry anything.
+/// Names are compared after percent-decoding, as sqlx reads them.
+const SHOWN_PARAMETERS: &[&str] = &[
+    // PostgreSQL
+    "sslmode",
+    "sslrootcert",
+    "application_name",
+    "connect_timeout",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    // SQLite
+    "mode",
+    "cache",
+    "immutable",
+    "vfs",
+];
 
-/// A database URL fit to print or log: the password of the userinfo and
-/// the values of secret-looking query parameters are masked. Anything that
-/// is not a `scheme://` or `sqlite:` URL (a libpq `key=value` string, ...)
-/// is masked whole.
+/// A database URL fit to print or log: the password of the userinfo, the
+/// values of query parameters other than [`SHOWN_PARAMETERS`] (names
+/// percent-decoded first, as sqlx decodes them) and any fragment are masked.
+/// Anything that is not a `scheme://` or `sqlite:` URL (a libpq
+/// `key=value` string, ...) is masked whole.
 pub fn redact_url(url: &str) -> String {
     const MASK: &str = "****";
     let (head, rest) = if let Some(i) = url.find("://") {
@@ -300,6 +319,10 @@ pub fn redact_url(url: &str) -> String {
         }
         None => rest,
     };
+    let (after, fragment) = match after.split_once('#') {
+        Some((a, f)) => (a, Some(f)),
+        None => (after, None),
+    };
     let (path, query) = match after.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (after, None),
@@ -311,15 +334,25 @@ pub fn redact_url(url: &str) -> String {
             if i > 0 {
                 out.push('&');
             }
+            // The name as the driver reads it: `p%61ssword` is `password`.
+            let shown = form_urlencoded::parse(pair.as_bytes())
+                .next()
+                .is_some_and(|(name, _)| SHOWN_PARAMETERS.contains(&name.as_ref()));
             match pair.split_once('=') {
-                Some((k, _)) if is_secret_name(k) => {
-                    out.push_str(k);
+                _ if shown || pair.is_empty() => out.push_str(pair),
+                Some((name, _)) => {
+                    out.push_str(name);
                     out.push('=');
                     out.push_str(MASK);
                 }
-                _ => out.push_str(pair),
+                // A bare word: who knows what it is.
+                None => out.push_str(MASK),
             }
         }
+    }
+    if fragment.is_some() {
+        out.push('#');
+        out.push_str(MASK);
     }
     out
 }
@@ -445,6 +478,36 @@ mod tests {
             let e = raw.resolve().unwrap_err().to_string();
             assert!(e.contains(needle), "{toml}: {e}");
         }
+        // An idle_timeout the header timer would cut short is refused,
+        // naming both; equal is fine.
+        for (toml, ok) in [
+            (
+                "idle_timeout = \"2m\"\nheader_read_timeout = \"10s\"",
+                false,
+            ),
+            ("idle_timeout = \"31s\"", false),
+            (
+                "idle_timeout = \"10s\"\nheader_read_timeout = \"10s\"",
+                true,
+            ),
+            ("header_read_timeout = \"1m\"\nidle_timeout = \"1m\"", true),
+        ] {
+            let raw: RawConfig = toml::from_str(toml).unwrap();
+            match raw.resolve() {
+                Ok(c) => {
+                    assert!(ok, "{toml}");
+                    assert!(c.connections.idle_timeout <= c.connections.header_read_timeout);
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!ok, "{toml}: {e}");
+                    assert!(
+                        e.contains("idle_timeout") && e.contains("header_read_timeout"),
+                        "{e}"
+                    );
+                }
+            }
+        }
         let mut raw = RawConfig::default();
         let e = raw
             .apply_env(|k| (k == "KEYWARD_MAX_CONNECTIONS").then(|| "many".to_string()))
@@ -480,6 +543,42 @@ mod tests {
                 "sqlite:/var/kw.db?token=****",
             ),
             ("host=h user=u password=secret", "****"),
+            // Names are read as sqlx reads them: percent-decoded, `+` a space.
+            (
+                "postgres://u@db/kw?p%61ssword=secret",
+                "postgres://u@db/kw?p%61ssword=****",
+            ),
+            (
+                "postgres://u@db/kw?%70%61%73%73%77%6F%72%64=secret&ssl%6Dode=require",
+                "postgres://u@db/kw?%70%61%73%73%77%6F%72%64=****&ssl%6Dode=require",
+            ),
+            (
+                "postgres://u@db/kw?application_name=my+app&pass+word=secret",
+                "postgres://u@db/kw?application_name=my+app&pass+word=****",
+            ),
+            // Unknown parameters are masked, known harmless ones shown;
+            // repeated ones each on their own.
+            (
+                "postgres://u@db/kw?sslmode=require&sslmode=verify-full&passfile=secret&options=-c%20x%3Dsecret",
+                "postgres://u@db/kw?sslmode=require&sslmode=verify-full&passfile=****&options=****",
+            ),
+            (
+                "postgres://u@db/kw?password=secret&password=secret&connect_timeout=5&",
+                "postgres://u@db/kw?password=****&password=****&connect_timeout=5&",
+            ),
+            (
+                "postgres://u@db/kw?secret&sslmode&SSLMODE=secret",
+                "postgres://u@db/kw?****&sslmode&SSLMODE=****",
+            ),
+            // A fragment, whatever it holds.
+            (
+                "postgres://u@db/kw?sslmode=require#secret",
+                "postgres://u@db/kw?sslmode=require#****",
+            ),
+            (
+                "sqlite:/var/kw.db?mode=ro&cache=shared&x=secret",
+                "sqlite:/var/kw.db?mode=ro&cache=shared&x=****",
+            ),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
             assert!(!redact_url(url).contains("secret"), "{url}");

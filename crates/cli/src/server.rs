@@ -3,24 +3,33 @@
 //!
 //! - **Headers**: a request's line and headers must arrive within
 //!   `header_read_timeout` (hyper's timer, which starts when the connection
-//!   begins waiting for a request: idle time counts).
+//!   begins waiting for a request: idle time counts). So `idle_timeout` may
+//!   not exceed it (the configuration refuses that), and a connection this
+//!   timer closes before any byte of a request arrived is counted `idle`.
 //! - **Body**: once a handler has had to wait for a request's body, the
 //!   whole body must arrive within `body_read_timeout`; then the read fails,
 //!   the handler answers 408 and the connection is closed.
-//! - **Idle**: a keep-alive connection with no request in progress is closed
-//!   `idle_timeout` after its last response (or after it was accepted).
+//! - **Idle**: a keep-alive connection on which no byte of a new request has
+//!   arrived is closed `idle_timeout` after its last response (or after it
+//!   was accepted). Once bytes of a request arrive, the header timer rules.
 //! - **Connections**: at most `max_connections` at once (keep it well below
 //!   the file-descriptor limit). When a new connection would exceed it, the
-//!   connection that has waited longest *without a request in progress* (idle,
-//!   or still sending its headers: what a slowloris flood consists of) is
-//!   closed to make room; only when every connection has a request in
-//!   progress is the new one closed at once. So half-open connections cannot
-//!   starve `/healthz` or the token endpoint, and a request that is being
-//!   served is never cut off for a newcomer.
+//!   connection that has waited longest *on its client* is closed to make
+//!   room: one that is idle or still sending a request's head (waiting since
+//!   its last response, or since accepted), or one whose handler is waiting
+//!   for body bytes that have not arrived (waiting since the handler first
+//!   had to wait: a trickle of bytes does not renew it). What a slowloris
+//!   flood consists of, with slow heads or slow bodies. A connection whose
+//!   request the server is working on (its body complete, or not being read)
+//!   is never closed for a newcomer; only when every connection is in that
+//!   state is the new one closed at once. So half-open connections cannot
+//!   starve `/healthz` or the token endpoint, and a request the server is
+//!   working on is never cut off for a newcomer.
 //!
-//! Shutdown: stop accepting; connections with no request in progress finish
-//! writing their last answer and close (within 250 ms); the others finish
-//! their request with keep-alive off, up to `grace`.
+//! Shutdown: stop accepting; connections with no request in progress (idle,
+//! or still sending a request's head) finish writing their last answer and
+//! close (within 250 ms); the others (including a request whose body is
+//! still arriving) finish their request with keep-alive off, up to `grace`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -79,7 +88,7 @@ fn conn_metrics() -> &'static ConnMetrics {
         metrics::describe_gauge!("keyward_http_connections", "Client connections open now.");
         metrics::describe_counter!(
             "keyward_http_connections_closed_total",
-            "Client connections the server closed: evicted (oldest idle, at max_connections), refused (at max_connections, all busy), idle (idle_timeout), header_timeout, body_timeout."
+            "Client connections the server closed: evicted (waited longest on its client, at max_connections), refused (at max_connections, a request being worked on everywhere), idle (no byte of a request since its last response), header_timeout, body_timeout."
         );
         ConnMetrics {
             open: metrics::gauge!("keyward_http_connections"),
@@ -106,15 +115,27 @@ enum Closing {
     AfterRequest,
 }
 
+/// [`Slot::body_wait_since`] when the handler is not waiting on the body.
+const NOT_WAITING: u64 = u64::MAX;
+
 /// One open connection, as the accept loop and the eviction see it.
 struct Slot {
     /// The registry's epoch.
     epoch: Instant,
-    /// A request is being served.
+    /// A request is in progress (its head has arrived, its answer is not
+    /// made yet).
     busy: AtomicBool,
     /// When the connection last had no request in progress: accepted or
     /// last response, in ms since [`Registry::epoch`].
     idle_since: AtomicU64,
+    /// While the request's handler waits for body bytes from the client
+    /// (its [`TimedBody`] returned `Pending`): since when it has been waiting
+    /// on them (the request's first wait, in ms since the epoch: a trickle
+    /// of bytes does not renew it). [`NOT_WAITING`] otherwise.
+    body_wait_since: AtomicU64,
+    /// Bytes have arrived since the last response (or since accepted): the
+    /// client has started a request, so the connection is no longer idle.
+    request_started: AtomicBool,
     /// Asks the connection to close (eviction).
     close: Notify,
 }
@@ -135,6 +156,8 @@ impl Registry {
             epoch: self.epoch,
             busy: AtomicBool::new(false),
             idle_since: AtomicU64::new(self.now_ms()),
+            body_wait_since: AtomicU64::new(NOT_WAITING),
+            request_started: AtomicBool::new(false),
             close: Notify::new(),
         });
         self.lock().insert(id, slot.clone());
@@ -150,15 +173,16 @@ impl Registry {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Closes the connection that has gone longest without a request in
-    /// progress. False when every connection is serving a request.
-    fn evict_oldest_idle(&self) -> bool {
+    /// Closes the connection that has waited longest on its client (see
+    /// [`Slot::waiting_since`]). False when the server is working on a
+    /// request on every connection.
+    fn evict_longest_waiting(&self) -> bool {
         let mut conns = self.lock();
         let victim = conns
             .iter()
-            .filter(|(_, s)| !s.busy.load(Ordering::Relaxed))
-            .min_by_key(|(_, s)| s.idle_since.load(Ordering::Relaxed))
-            .map(|(id, _)| *id);
+            .filter_map(|(id, s)| Some((*id, s.waiting_since()?)))
+            .min_by_key(|&(_, since)| since)
+            .map(|(id, _)| id);
         match victim.and_then(|id| conns.remove(&id)) {
             Some(slot) => {
                 slot.close.notify_one();
@@ -173,6 +197,28 @@ impl Slot {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
+
+    /// Since when (ms since the epoch) the connection has been waiting on
+    /// its client: idle or sending a request's head (since its last
+    /// response or since accepted), or sending a body its handler waits for
+    /// (since the handler first had to wait). `None` while the server works
+    /// on its request (body complete, or the handler not reading it): such
+    /// a connection is never evicted.
+    fn waiting_since(&self) -> Option<u64> {
+        if !self.busy.load(Ordering::Relaxed) {
+            return Some(self.idle_since.load(Ordering::Relaxed));
+        }
+        match self.body_wait_since.load(Ordering::Relaxed) {
+            NOT_WAITING => None,
+            since => Some(since),
+        }
+    }
+
+    /// A request's head has arrived: the server works on it.
+    fn start_request(&self) {
+        self.body_wait_since.store(NOT_WAITING, Ordering::Relaxed);
+        self.busy.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Marks a connection idle again when its request is done (or dropped).
@@ -181,7 +227,61 @@ struct Serving<'a>(&'a Slot);
 impl Drop for Serving<'_> {
     fn drop(&mut self) {
         self.0.idle_since.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.request_started.store(false, Ordering::Relaxed);
+        self.0.body_wait_since.store(NOT_WAITING, Ordering::Relaxed);
         self.0.busy.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The connection's socket, noting in its [`Slot`] when bytes of a new
+/// request arrive (so an idle connection is told from one sending a head).
+struct Watched {
+    inner: tokio::net::TcpStream,
+    slot: Arc<Slot>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.slot.request_started.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -239,7 +339,7 @@ pub async fn serve(
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                let evicted = registry.evict_oldest_idle();
+                let evicted = registry.evict_longest_waiting();
                 let p = if evicted {
                     tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned())
                         .await
@@ -253,14 +353,14 @@ pub async fn serve(
                 }
                 match p {
                     Some(p) => {
-                        tracing::debug!(%peer, "connection limit reached: closed the oldest idle connection");
+                        tracing::debug!(%peer, "connection limit reached: closed the connection that waited longest on its client");
                         p
                     }
                     None => {
                         m.refused.increment(1);
                         if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                             warned = Some(Instant::now());
-                            tracing::warn!(%peer, max = limits.max_connections, "connection limit reached and every connection is serving a request: closing new connections");
+                            tracing::warn!(%peer, max = limits.max_connections, "connection limit reached and the server is working on a request on every connection: closing new connections");
                         }
                         drop(stream);
                         continue;
@@ -284,8 +384,8 @@ pub async fn serve(
             let svc = {
                 let slot = slot.clone();
                 service_fn(move |req: Request<Incoming>| {
-                    slot.busy.store(true, Ordering::Relaxed);
-                    let req = req.map(|b| TimedBody::new(b, body_timeout));
+                    slot.start_request();
+                    let req = req.map(|b| TimedBody::new(b, body_timeout, Some(slot.clone())));
                     let call = router.clone().oneshot(req);
                     let slot = slot.clone();
                     async move {
@@ -294,7 +394,11 @@ pub async fn serve(
                     }
                 })
             };
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let io = Watched {
+                inner: stream,
+                slot: slot.clone(),
+            };
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             // The idle deadline; once closing, how long a connection with no
             // request in progress may take to finish writing its last answer.
@@ -306,19 +410,28 @@ pub async fn serve(
                     r = conn.as_mut() => {
                         if let Err(e) = r {
                             if e.is_timeout() {
-                                m.header_timeout.increment(1);
+                                // hyper's header timer also runs while a
+                                // keep-alive connection is idle: with no byte
+                                // of a request, it was an idle connection.
+                                if slot.request_started.load(Ordering::Relaxed) {
+                                    m.header_timeout.increment(1);
+                                } else {
+                                    m.idle.increment(1);
+                                }
                             }
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                         break;
                     }
-                    // Evicted: the oldest idle connection, so not one still
-                    // writing an answer; closed at once to free its place.
+                    // Evicted: the connection that waited longest on its
+                    // client (idle, sending a head, or a body its handler
+                    // waits for); closed at once to free its place.
                     _ = slot.close.notified(), if closing == Closing::No => {
-                        if !slot.busy.load(Ordering::Relaxed) {
+                        if slot.waiting_since().is_some() {
                             break;
                         }
-                        // It took a request meanwhile: answer that first.
+                        // The server started working on its request
+                        // meanwhile: answer that first.
                         conn.as_mut().graceful_shutdown();
                         closing = Closing::AfterRequest;
                     }
@@ -337,7 +450,11 @@ pub async fn serve(
                         if closing == Closing::Soon {
                             break;
                         }
-                        let left = if slot.busy.load(Ordering::Relaxed) {
+                        // A request in progress, or the head of one on its
+                        // way (hyper's header timer watches that): not idle.
+                        let left = if slot.busy.load(Ordering::Relaxed)
+                            || slot.request_started.load(Ordering::Relaxed)
+                        {
                             limits.idle_timeout
                         } else {
                             let since = slot.idle_since.load(Ordering::Relaxed);
@@ -393,19 +510,56 @@ fn parse_open_files_limit(limits: &str) -> Option<u64> {
 /// A request body that must arrive within a deadline, counted from the
 /// first time a reader has to wait for it (no timer for a body that is
 /// already there).
+///
+/// While it waits, the connection counts as waiting on its client (see
+/// [`Slot::waiting_since`]), so it can be evicted at `max_connections`.
 pub struct TimedBody {
     inner: Incoming,
     timeout: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The connection, told when the handler waits for body bytes.
+    slot: Option<Arc<Slot>>,
+    /// When the handler first had to wait (ms since the registry's epoch).
+    waiting_from: Option<u64>,
 }
 
 impl TimedBody {
-    fn new(inner: Incoming, timeout: Duration) -> TimedBody {
+    fn new(inner: Incoming, timeout: Duration, slot: Option<Arc<Slot>>) -> TimedBody {
         TimedBody {
             inner,
             timeout,
             deadline: None,
+            slot,
+            waiting_from: None,
         }
+    }
+
+    /// The handler waits for the client: the connection may be evicted.
+    fn waiting(&mut self) {
+        if let Some(slot) = &self.slot {
+            let since = *self.waiting_from.get_or_insert_with(|| slot.now_ms());
+            slot.body_wait_since.store(since, Ordering::Relaxed);
+        }
+    }
+
+    /// The server has what it waited for (or gave up on it): the request
+    /// is the server's work again, protected from eviction.
+    fn not_waiting(&self) {
+        if let (Some(slot), Some(since)) = (&self.slot, self.waiting_from) {
+            // Only this body's own mark: never another request's.
+            let _ = slot.body_wait_since.compare_exchange(
+                since,
+                NOT_WAITING,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        self.not_waiting();
     }
 }
 
@@ -421,7 +575,10 @@ impl Body for TimedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(r) => Poll::Ready(r.map(|f| f.map_err(std::io::Error::other))),
+            Poll::Ready(r) => {
+                this.not_waiting();
+                Poll::Ready(r.map(|f| f.map_err(std::io::Error::other)))
+            }
             Poll::Pending => {
                 let timeout = this.timeout;
                 let deadline = this
@@ -429,6 +586,7 @@ impl Body for TimedBody {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 match deadline.as_mut().poll(cx) {
                     Poll::Ready(()) => {
+                        this.not_waiting();
                         if let Some(m) = METRICS.get() {
                             m.body_timeout.increment(1);
                         }
@@ -440,7 +598,10 @@ impl Body for TimedBody {
                             ),
                         ))))
                     }
-                    Poll::Pending => Poll::Pending,
+                    Poll::Pending => {
+                        this.waiting();
+                        Poll::Pending
+                    }
                 }
             }
         }
@@ -467,29 +628,170 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn eviction_takes_the_longest_idle_connection_never_a_busy_one() {
+    async fn eviction_takes_the_longest_waiting_on_its_client_never_one_being_worked_on() {
         let r = Registry {
             epoch: Instant::now(),
             conns: Mutex::new(HashMap::new()),
         };
-        let slots: Vec<Arc<Slot>> = (1..=4).map(|id| r.insert(id)).collect();
-        for (s, since) in slots.iter().zip([500, 100, 300, 200]) {
+        let slots: Vec<Arc<Slot>> = (1..=5).map(|id| r.insert(id)).collect();
+        for (s, since) in slots.iter().zip([500, 100, 300, 200, 50]) {
             s.idle_since.store(since, Ordering::Relaxed);
         }
-        // 2 is the longest idle, but busy: 4 goes, then 3, then 1.
-        slots[1].busy.store(true, Ordering::Relaxed);
-        assert!(r.evict_oldest_idle());
+        // 2 is the longest idle, but its request is being worked on; 5 has
+        // a request whose handler has waited for its body since 400.
+        slots[1].start_request();
+        slots[4].start_request();
+        slots[4].body_wait_since.store(400, Ordering::Relaxed);
+        assert_eq!(slots[1].waiting_since(), None);
+        assert_eq!(slots[4].waiting_since(), Some(400));
+        // 4 goes, then 3, then 5 (its body wait), then 1.
+        assert!(r.evict_longest_waiting());
         assert!(closed(&slots[3]).await && !closed(&slots[0]).await);
-        assert!(r.evict_oldest_idle());
+        assert!(r.evict_longest_waiting());
         assert!(closed(&slots[2]).await);
-        assert!(r.evict_oldest_idle());
+        assert!(r.evict_longest_waiting());
+        assert!(closed(&slots[4]).await);
+        assert!(r.evict_longest_waiting());
         assert!(closed(&slots[0]).await);
         assert!(!closed(&slots[1]).await);
-        // Only the busy one is left.
-        assert!(!r.evict_oldest_idle());
+        // Only the one being worked on is left.
+        assert!(!r.evict_longest_waiting());
         assert_eq!(r.lock().len(), 1);
-        r.remove(2);
-        assert!(!r.evict_oldest_idle());
+        // Once its handler waits for body bytes, it is waiting on the client.
+        slots[1].body_wait_since.store(700, Ordering::Relaxed);
+        assert!(r.evict_longest_waiting());
+        assert!(closed(&slots[1]).await);
+        assert!(!r.evict_longest_waiting());
+        // Its answer made, a connection waits on its client again.
+        drop(Serving(&slots[4]));
+        assert_eq!(
+            slots[4].body_wait_since.load(Ordering::Relaxed),
+            NOT_WAITING
+        );
+        assert!(slots[4].waiting_since().is_some());
+    }
+
+    /// Reads until the peer closes; what it sent, or `None` if still open
+    /// after `limit`.
+    async fn read_to_close(c: &mut tokio::net::TcpStream, limit: Duration) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt as _;
+        let mut got = Vec::new();
+        let deadline = Instant::now() + limit;
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout_at(deadline, c.read(&mut buf)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(got),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// The real server with a handler the test holds up: a request the
+    /// server is working on is never cut off for a newcomer, while one whose
+    /// handler waits for body bytes that do not come is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_being_worked_on_is_never_evicted_one_waiting_on_its_body_is() {
+        use tokio::io::AsyncWriteExt as _;
+        let release = Arc::new(Semaphore::new(0));
+        let router = Router::new()
+            .route(
+                "/slow",
+                axum::routing::post({
+                    let release = release.clone();
+                    move |body: String| async move {
+                        let _ = release.acquire().await.map(|p| p.forget());
+                        format!("done {}", body.len())
+                    }
+                }),
+            )
+            .route("/fast", axum::routing::get(|| async { "fast" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 2,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            async move {
+                let _ = stop_rx.await;
+            },
+            Duration::from_secs(5),
+        ));
+        let connect = |bytes: &'static [u8]| async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(bytes).await.unwrap();
+            c
+        };
+        let slow: &[u8] = b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nok";
+        // Both places taken by requests the server is working on.
+        let mut worked_on = vec![connect(slow).await, connect(slow).await];
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut newcomer = connect(b"GET /fast HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        let got = read_to_close(&mut newcomer, Duration::from_secs(2)).await;
+        assert_eq!(got.as_deref(), Some(&b""[..]), "newcomer not refused");
+        // Let one finish: it answers in full; its place is then idle.
+        release.add_permits(1);
+        let mut buf = [0u8; 1024];
+        let mut answered = Vec::new();
+        for c in &mut worked_on {
+            let read = tokio::io::AsyncReadExt::read(c, &mut buf);
+            answered.push(
+                match tokio::time::timeout(Duration::from_secs(2), read).await {
+                    Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    _ => String::new(),
+                },
+            );
+        }
+        let done: Vec<bool> = answered
+            .iter()
+            .map(|t| t.starts_with("HTTP/1.1 200"))
+            .collect();
+        assert_eq!(done.iter().filter(|d| **d).count(), 1, "{answered:?}");
+        assert!(
+            answered.iter().any(|t| t.ends_with("done 2")),
+            "{answered:?}"
+        );
+        // A request whose handler waits for a body that does not come takes
+        // the idle connection's place (evicted); the next newcomer evicts it
+        // in turn (the other request is being worked on) and is answered at once.
+        let mut stalled =
+            connect(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nab").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = Instant::now();
+        let mut c = connect(b"GET /fast HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+        let got = read_to_close(&mut c, Duration::from_secs(2))
+            .await
+            .expect("answered");
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let got = read_to_close(&mut stalled, Duration::from_secs(2)).await;
+        assert_eq!(got.as_deref(), Some(&b""[..]), "stalled body not evicted");
+        // The request still being worked on was not cut off: it is answered.
+        release.add_permits(1);
+        let c = &mut worked_on[done.iter().position(|d| !d).unwrap()];
+        let read = tokio::io::AsyncReadExt::read(c, &mut buf);
+        let n = tokio::time::timeout(Duration::from_secs(2), read)
+            .await
+            .expect("answered")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.ends_with("done 2"),
+            "{text}"
+        );
+        let _ = stop_tx.send(());
+        assert!(server.await.unwrap());
     }
 
     #[test]

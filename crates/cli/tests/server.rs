@@ -500,6 +500,13 @@ fn config_check_masks_every_secret_and_refuses_unusable_database_urls() {
     let r = kw.run(&["--database-url", url, "config", "check"]);
     r.ok();
     assert!(!r.stdout.contains("s3cr3t"), "{}", r.stdout);
+    // A percent-encoded name is the name sqlx reads; an unknown one is masked too.
+    let url = "postgres://kw@db.example/kw?p%61ssword=s3cr3t-8&x=s3cr3t-9&application_name=kw";
+    let r = kw.run(&["--database-url", url, "config", "check"]);
+    assert_eq!(
+        r.ok().json()["database_url"],
+        "postgres://kw@db.example/kw?p%61ssword=****&x=****&application_name=kw"
+    );
     // What no command could open is refused here, clearly and without the password.
     for bad in [
         "host=db.example user=kw password=s3cr3t-5 dbname=kw",
