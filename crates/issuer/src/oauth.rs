@@ -114,13 +114,18 @@ pub(crate) fn report(reason: FaultReason, env: &str, endpoint: &'static str, cau
     crate::metrics::server_error(reason);
 }
 
-/// An error's message followed by its sources, `: `-separated.
+/// An error's message followed by its sources, `: `-separated; a source
+/// whose message the chain already shows (an error that prints its source,
+/// `#[error("...: {0}")]`) is not repeated.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut next = e.source();
     while let Some(c) = next {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
         next = c.source();
     }
     s
@@ -254,6 +259,38 @@ impl std::error::Error for OAuthError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl fmt::Display for E {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn internal_errors_keep_their_cause_out_of_the_answer() {
+        let io = E("disk full", None);
+        let e = OAuthError::internal(FaultReason::Store, &E("write failed", Some(Box::new(io))));
+        assert_eq!(e.code, ErrorCode::ServerError);
+        assert_eq!(
+            e.to_json(),
+            serde_json::json!({"error": "server_error", "error_description": "the server could not complete the request"})
+        );
+        assert!(!e.to_string().contains("disk"));
+        let f = e.fault.unwrap();
+        assert_eq!(f.reason, FaultReason::Store);
+        assert_eq!(f.cause, "write failed: disk full");
+        // A message that already shows its source does not repeat it.
+        let inner = E("no such table: t", None);
+        let outer = E("database error: no such table: t", Some(Box::new(inner)));
+        assert_eq!(error_chain(&outer), "database error: no such table: t");
+    }
 
     #[test]
     fn forms_parse_strictly() {
