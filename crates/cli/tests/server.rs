@@ -1313,6 +1313,73 @@ async fn tokens_survive_a_restart_on_postgres() {
     assert!(!kw.data_dir().join("keyward.db").exists());
 }
 
+/// A store failure under a running server: the client gets a bare
+/// `server_error`, the log one line naming the cause, and `/metrics` counts it.
+async fn a_store_failure_is_a_logged_counted_server_error(kw: &Kw, break_store: impl FnOnce()) {
+    kw.init();
+    let (a, asec) = secret_client(kw, "app", "orders.read", &[]);
+    let s = kw.serve();
+    let rt = st(&token_issue(kw, &a, &[])["refresh_token"]).to_string();
+    break_store();
+    let r = refresh(&s, Auth::Basic(&a, &asec), &rt, &[]).await;
+    r.assert_oauth_error(500, "server_error");
+    assert_eq!(
+        r.json(),
+        json!({"error": "server_error", "error_description": "the server could not complete the request"})
+    );
+    let m = get(&s.url("/metrics")).await.text();
+    let n = metric(&m, "keyward_server_errors_total", &[("reason", "store")]);
+    assert!(n >= 1.0, "{m}");
+    let log = s.stderr_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request failed on the server's side"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    for want in ["ERROR", "default", "token", "store", "refresh_tokens"] {
+        assert!(lines[0].contains(want), "{want:?} not in {}", lines[0]);
+    }
+    assert!(!log.contains(&rt) && !log.contains(&asec), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_is_a_logged_counted_server_error_on_sqlite() {
+    let kw = Kw::new();
+    let db = kw.data_dir().join("keyward.db");
+    a_store_failure_is_a_logged_counted_server_error(&kw, || {
+        let st = std::process::Command::new("python3")
+            .args(["-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('DROP TABLE refresh_tokens'); c.commit()"])
+            .arg(&db)
+            .status()
+            .expect("python3");
+        assert!(st.success());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_is_a_logged_counted_server_error_on_postgres() {
+    let Some(schema) = PgSchema::new("kw_fault") else {
+        return;
+    };
+    let mut kw = Kw::new();
+    kw.env.push(("KEYWARD_DATABASE_URL".into(), schema.url()));
+    a_store_failure_is_a_logged_counted_server_error(&kw, || {
+        let st = std::process::Command::new("psql")
+            .args([
+                &schema.url(),
+                "-q",
+                "-c",
+                "DROP TABLE refresh_tokens CASCADE",
+            ])
+            .env("PGOPTIONS", "--client-min-messages=warning")
+            .status()
+            .expect("psql");
+        assert!(st.success());
+    })
+    .await;
+}
+
 // 11 --------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

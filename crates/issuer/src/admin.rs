@@ -29,7 +29,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use keyward_store::{AuditEntry, ClientAuth, Environment, RotationPolicy, StoreError};
+use keyward_store::{ClientAuth, Environment, RotationPolicy, StoreError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
@@ -40,7 +40,7 @@ use crate::error::IssuerError;
 use crate::grants::UserGrant;
 use crate::http::{declares_too_large, read_body, BodyRefused};
 use crate::keyring::{self, Change, FirstKey, KeyOptions, Origin, RetireOptions};
-use crate::oauth::{ErrorCode, OAuthError};
+use crate::oauth::{error_chain, ErrorCode, FaultReason, OAuthError};
 use crate::rotation::Schedule;
 use crate::tokens::hash_secret;
 use crate::views::{client_json, env_json, key_json};
@@ -97,10 +97,16 @@ impl ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", d)
     }
 
-    /// A server-side failure: the cause (with its sources) is logged, the
-    /// caller gets a generic description.
-    fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
-        tracing::error!(error = %error_chain(cause), "admin API request failed");
+    /// A server-side failure: the cause (with its sources) is logged once
+    /// and counted in `keyward_server_errors_total{reason}`, the caller gets
+    /// a generic description.
+    fn internal(reason: FaultReason, cause: &(dyn std::error::Error + 'static)) -> Self {
+        crate::oauth::report(reason, "-", "admin", &error_chain(cause));
+        ApiError::server_error()
+    }
+
+    /// The answer to a server-side failure already reported.
+    fn server_error() -> Self {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -129,7 +135,7 @@ impl ApiError {
                     format!("this server holds root key {held} but the store's keys are sealed under root key {expected}; it cannot seal a new key until its root key source gives the new key (or it is restarted with it): retry on another replica or later"),
                 )
             }
-            other => ApiError::internal(&other),
+            other => ApiError::internal(FaultReason::Internal, &other),
         }
     }
 
@@ -148,14 +154,18 @@ impl ApiError {
                 "temporarily_unavailable",
                 "the store's root key changed during the request; nothing was changed, retry",
             ),
-            other => ApiError::internal(&other),
+            other => ApiError::internal(FaultReason::Store, &other),
         }
     }
 
-    /// Maps an error of [`Authority::mint_for_user`].
-    fn from_oauth(e: OAuthError) -> Self {
+    /// Maps an error of [`Authority::mint_for_user`] in `env`, reporting
+    /// a `server_error`'s cause.
+    fn from_oauth(e: OAuthError, env: &str) -> Self {
         match e.code {
-            ErrorCode::ServerError => ApiError::internal(&e),
+            ErrorCode::ServerError => {
+                e.report(env, "admin");
+                ApiError::server_error()
+            }
             ErrorCode::TemporarilyUnavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 e.code.as_str(),
@@ -164,18 +174,6 @@ impl ApiError {
             code => ApiError::new(StatusCode::BAD_REQUEST, code.as_str(), e.description),
         }
     }
-}
-
-/// `cause: source: source ...`, for the log.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(c) = next {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        next = c.source();
-    }
-    s
 }
 
 impl IntoResponse for ApiError {
@@ -382,7 +380,7 @@ async fn authenticate(State(s): State<AdminState>, mut req: Request, next: Next)
             next.run(req).await
         }
         Ok(None) => ApiError::unauthorized("the admin token is invalid or revoked").into_response(),
-        Err(e) => ApiError::internal(&e).into_response(),
+        Err(e) => ApiError::internal(FaultReason::Store, &e).into_response(),
     }
 }
 
@@ -479,7 +477,7 @@ async fn create_env(
         true => Some(
             keyring::generate_for_policy(&env.policy)
                 .await
-                .map_err(|e| ApiError::internal(&e))?,
+                .map_err(|e| ApiError::internal(FaultReason::Keys, &e))?,
         ),
         false => None,
     };
@@ -638,7 +636,7 @@ async fn rotate_key(
     };
     let key = keyring::generate_for_policy(&e.policy)
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| ApiError::internal(FaultReason::Keys, &e))?;
     let opts = KeyOptions {
         kid: None,
         owner: None,
@@ -991,9 +989,13 @@ async fn mint_token(
     check_words("permissions", &b.permissions)?;
     let a = &s.authority;
     // Mint from what the store holds now, not from a view up to a poll old.
-    a.reload_if_changed()
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    a.reload_if_changed().await.map_err(|e| {
+        let reason = match e {
+            IssuerError::Store(_) => FaultReason::Store,
+            _ => FaultReason::Internal,
+        };
+        ApiError::internal(reason, &e)
+    })?;
     let snapshot = a.snapshot();
     let state = snapshot
         .env(&env)
@@ -1013,6 +1015,7 @@ async fn mint_token(
         roles: b.roles,
         permissions: b.permissions,
         refresh: b.refresh,
+        actor: admin.actor(),
     };
     let minted = a.mint_for_user(state, grant).await;
     let outcome = match &minted {
@@ -1020,20 +1023,9 @@ async fn mint_token(
         Err(e) => e.code.as_str(),
     };
     crate::metrics::token_request(&env, "admin", outcome, started.elapsed().as_secs_f64());
-    let t = minted.map_err(ApiError::from_oauth)?;
-    let mut tx = a.store.begin().await.map_err(ApiError::from_store)?;
-    tx.append_audit(AuditEntry {
-        at: a.now(),
-        actor: admin.actor(),
-        action: "token.issue".into(),
-        env: Some(env.clone()),
-        subject: Some(b.sub),
-        detail: json!({"client_id": b.client_id, "scope": t.scope, "refresh": t.refresh_token.is_some()}),
-    })
-    .await
-    .map_err(ApiError::from_store)?;
-    tx.commit().await.map_err(ApiError::from_store)?;
-    let v = serde_json::to_value(&t).map_err(|e| ApiError::internal(&e))?;
+    // The `token.issue` audit record is written with the refresh token.
+    let t = minted.map_err(|e| ApiError::from_oauth(e, &env))?;
+    let v = serde_json::to_value(&t).map_err(|e| ApiError::internal(FaultReason::Internal, &e))?;
     let mut r = reply(StatusCode::OK, v);
     r.headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::authority::{Authority, EnvState};
 use crate::error::IssuerError;
 use crate::keyring::Change;
-use crate::oauth::OAuthError;
+use crate::oauth::{error_chain, FaultReason, OAuthError};
 use crate::tokens::{hash_secret, new_client_id, new_secret};
 
 /// The assertion type of RFC 7523 client authentication.
@@ -399,10 +399,17 @@ impl Authority {
         c: &Client,
         assertion: &str,
     ) -> Result<(), OAuthError> {
-        let keys = self
-            .client_keys(c)
-            .await
-            .map_err(|_| OAuthError::invalid_client("the client's keys are not available"))?;
+        let keys = self.client_keys(c).await.map_err(|e| {
+            // The client's fault or its key host's, not ours: no 5xx,
+            // but the cause is kept for whoever debugs the 401.
+            tracing::warn!(
+                env = %env.env.name,
+                client_id = %c.client_id,
+                error = %error_chain(&e),
+                "cannot load a client's keys"
+            );
+            OAuthError::invalid_client("the client's keys are not available")
+        })?;
         let token_endpoint = format!("{}/oauth2/token", env.env.issuer.trim_end_matches('/'));
         let policy = Validation {
             issuer: Some(c.client_id.clone()),
@@ -428,7 +435,7 @@ impl Authority {
             .store
             .use_assertion_jti(&env.env.name, &c.client_id, jti, exp + self.leeway(), now)
             .await
-            .map_err(|_| OAuthError::server_error())?;
+            .map_err(|e| OAuthError::internal(FaultReason::Store, &e))?;
         if !fresh {
             return Err(OAuthError::invalid_client(
                 "client assertion rejected: jti was already used",

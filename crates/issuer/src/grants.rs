@@ -30,7 +30,7 @@ use serde_json::{json, Map, Value};
 
 use crate::authority::{Authority, EnvState};
 use crate::clients::Credentials;
-use crate::oauth::{ErrorCode, OAuthError};
+use crate::oauth::{ErrorCode, FaultReason, OAuthError};
 use crate::signing::PreparedSigner;
 use crate::tokens::{hash_secret, new_id, new_secret, parse_scope, AccessClaims};
 
@@ -79,6 +79,9 @@ pub struct UserGrant {
     pub permissions: Vec<String>,
     /// Also issue a refresh token (default true).
     pub refresh: bool,
+    /// Who asked (`admin:...`, `cli:...`): the actor of the `token.issue`
+    /// audit record.
+    pub actor: String,
 }
 
 /// An access token whose signer, `jti` and lifetime are chosen but which is
@@ -271,7 +274,7 @@ impl Authority {
             .pool
             .sign_prepared(signer, payload)
             .await
-            .map_err(|_| OAuthError::server_error())?;
+            .map_err(|e| OAuthError::internal(FaultReason::Signing, &e))?;
         Ok(TokenResponse {
             access_token: token,
             token_type: "Bearer",
@@ -282,7 +285,10 @@ impl Authority {
     }
 
     /// Mints an access token (and a refresh token) for a user that the caller
-    /// authenticated: the admin API and `keyward token issue`.
+    /// authenticated: the admin API and `keyward token issue`. The access
+    /// token is signed first; then the refresh token and the `token.issue`
+    /// audit record (actor `g.actor`) are written in one transaction. A
+    /// failure anywhere leaves the store as it was and hands out nothing.
     pub async fn mint_for_user(
         &self,
         env: &EnvState,
@@ -314,8 +320,20 @@ impl Authority {
         check_forwardable(&g.subject, &client.client_id, &scopes, &extra)?;
         let now = self.now();
         let pending = self.prepare_access(env, &client, now)?;
-        // A refresh token only for a client that may use the refresh_token grant.
-        let refresh = if g.refresh && client.grant_types.iter().any(|t| t == "refresh_token") {
+        let access_ref = pending.access_ref();
+        // Signed first: a signing failure writes nothing, and a failed
+        // write below throws the signed token away unseen.
+        let mut t = self
+            .access_token(
+                env, &client, pending, &g.subject, &scopes, &audience, &extra, None,
+            )
+            .await?;
+        // A refresh token only for a client that may use the refresh_token
+        // grant; stored in one transaction with the `token.issue` record
+        // that describes it, so both are written or neither is.
+        let store = |e| OAuthError::internal(FaultReason::Store, &e);
+        let mut tx = self.store.begin().await.map_err(store)?;
+        if g.refresh && client.grant_types.iter().any(|t| t == "refresh_token") {
             let (token, hash) = new_secret("kwr_");
             let rt = RefreshToken {
                 token_hash: hash,
@@ -331,25 +349,27 @@ impl Authority {
                 rotated_at: None,
                 revoked_at: None,
                 parent: None,
-                access: Some(pending.access_ref()),
+                access: Some(access_ref),
             };
-            let mut tx = self
-                .store
-                .begin()
-                .await
-                .map_err(|_| OAuthError::server_error())?;
-            tx.insert_refresh_token(&rt)
-                .await
-                .map_err(|_| OAuthError::server_error())?;
-            tx.commit().await.map_err(|_| OAuthError::server_error())?;
-            Some(token)
-        } else {
-            None
-        };
-        self.access_token(
-            env, &client, pending, &g.subject, &scopes, &audience, &extra, refresh,
-        )
+            tx.insert_refresh_token(&rt).await.map_err(store)?;
+            t.refresh_token = Some(token);
+        }
+        tx.append_audit(AuditEntry {
+            at: now,
+            actor: g.actor,
+            action: "token.issue".into(),
+            env: Some(env.env.name.clone()),
+            subject: Some(g.subject),
+            detail: json!({
+                "client_id": client.client_id,
+                "scope": t.scope,
+                "refresh": t.refresh_token.is_some(),
+            }),
+        })
         .await
+        .map_err(|e| OAuthError::internal(FaultReason::Audit, &e))?;
+        tx.commit().await.map_err(store)?;
+        Ok(t)
     }
 
     fn refresh_ttl(&self, client: &Client) -> i64 {
@@ -370,7 +390,7 @@ impl Authority {
             .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
         let hash = hash_secret(presented);
         let now = self.now();
-        let server = |_| OAuthError::server_error();
+        let server = |e| OAuthError::internal(FaultReason::Store, &e);
         let invalid =
             || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
         let mut tx = self.store.begin().await.map_err(server)?;
@@ -417,7 +437,7 @@ impl Authority {
                     }),
                 })
                 .await
-                .map_err(server)?;
+                .map_err(|e| OAuthError::internal(FaultReason::Audit, &e))?;
                 tx.commit().await.map_err(server)?;
                 crate::metrics::refresh_reuse(&env.env.name);
                 return Err(OAuthError::invalid_grant(
@@ -481,7 +501,7 @@ impl Authority {
                 }),
             })
             .await
-            .map_err(server)?;
+            .map_err(|e| OAuthError::internal(FaultReason::Audit, &e))?;
         }
         tx.commit().await.map_err(server)?;
         if superseded.is_some() {
@@ -517,7 +537,7 @@ impl Authority {
                 .store
                 .refresh_token(&hash_secret(token))
                 .await
-                .map_err(|_| OAuthError::server_error())?;
+                .map_err(|e| OAuthError::internal(FaultReason::Store, &e))?;
             return Ok(match rt {
                 Some(rt)
                     if rt.env == env.env.name
@@ -557,7 +577,9 @@ impl Authority {
         token: &str,
         now: Timestamp,
     ) -> Result<Option<Value>, OAuthError> {
-        let doc = env.jwks(now).map_err(|_| OAuthError::server_error())?;
+        let doc = env
+            .jwks(now)
+            .map_err(|e| OAuthError::internal(FaultReason::Keys, &e))?;
         let policy = Validation {
             issuer: Some(env.env.issuer.clone()),
             required_typ: Some("at+jwt".into()),
@@ -575,7 +597,7 @@ impl Authority {
             .store
             .is_jti_revoked(&env.env.name, &jti)
             .await
-            .map_err(|_| OAuthError::server_error())?
+            .map_err(|e| OAuthError::internal(FaultReason::Store, &e))?
         {
             return Ok(None);
         }
@@ -594,7 +616,7 @@ impl Authority {
     ) -> Result<(), OAuthError> {
         let client = self.authenticate(env, creds).await?;
         let now = self.now();
-        let server = |_| OAuthError::server_error();
+        let server = |e| OAuthError::internal(FaultReason::Store, &e);
         let other_client = || {
             OAuthError::new(
                 ErrorCode::UnauthorizedClient,
@@ -649,7 +671,7 @@ impl Authority {
             .store
             .revocations_since(&env.env.name, since, limit)
             .await
-            .map_err(|_| OAuthError::server_error())?;
+            .map_err(|e| OAuthError::internal(FaultReason::Store, &e))?;
         let next = list.last().map(|r| r.seq).unwrap_or(since);
         let items: Vec<Value> = list
             .iter()

@@ -269,7 +269,12 @@ fn jwks(a: &Authority, env: &EnvState, headers: &HeaderMap) -> Response {
     let doc = match env.jwks(a.now()) {
         Ok(d) => d,
         Err(e) => {
-            tracing::error!(error = %e, env = %env.env.name, "cannot build the JWKS");
+            crate::oauth::report(
+                crate::oauth::FaultReason::Keys,
+                &env.env.name,
+                "jwks",
+                &crate::oauth::error_chain(&e),
+            );
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
@@ -464,6 +469,7 @@ async fn token(a: &Authority, env: &EnvState, req: Request) -> Response {
                 e.code.as_str(),
                 started.elapsed().as_secs_f64(),
             );
+            e.report(&env.env.name, "token");
             oauth_error(&e)
         }
     }
@@ -488,6 +494,7 @@ async fn introspect(a: &Authority, env: &EnvState, req: Request) -> Response {
         }
         Err(e) => {
             crate::metrics::endpoint(&env.env.name, "introspect", e.code.as_str());
+            e.report(&env.env.name, "introspect");
             oauth_error(&e)
         }
     }
@@ -512,6 +519,7 @@ async fn revoke(a: &Authority, env: &EnvState, req: Request) -> Response {
         }
         Err(e) => {
             crate::metrics::endpoint(&env.env.name, "revoke", e.code.as_str());
+            e.report(&env.env.name, "revoke");
             oauth_error(&e)
         }
     }
@@ -555,6 +563,9 @@ async fn revocations(a: &Authority, env: &EnvState, query: Option<&str>) -> Resp
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             r
         }
-        Err(e) => oauth_error(&e),
+        Err(e) => {
+            e.report(&env.env.name, "revocations");
+            oauth_error(&e)
+        }
     }
 }

@@ -39,7 +39,7 @@ pub use error::IssuerError;
 pub use keyring::{
     AddedKey, Change, DeletedEnvironment, FirstKey, KeyOptions, Origin, RetireOptions,
 };
-pub use oauth::{ErrorCode, OAuthError};
+pub use oauth::{ErrorCode, Fault, FaultReason, OAuthError};
 pub use rotation::{RotationPlan, Schedule};
 
 /// RFC 3339 text (UTC, seconds) of a unix time.

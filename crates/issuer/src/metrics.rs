@@ -9,6 +9,7 @@ use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::authority::Authority;
+use crate::oauth::FaultReason;
 use crate::rotation;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -30,6 +31,10 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (tests): keep ours for rendering only.
             let _ = metrics::set_global_recorder(recorder);
+            // Every reason shows from the start, at 0, so a rate has a base.
+            for r in FaultReason::ALL {
+                counter!("keyward_server_errors_total", "reason" => r.as_str()).increment(0);
+            }
             handle
         })
         .clone()
@@ -42,6 +47,7 @@ pub fn install() -> PrometheusHandle {
 struct Handles {
     envs: RwLock<HashMap<String, EnvHandles>>,
     signing: RwLock<HashMap<&'static str, Histogram>>,
+    server_errors: RwLock<HashMap<&'static str, Counter>>,
 }
 
 /// An environment's token endpoint handles.
@@ -115,6 +121,20 @@ pub fn signing(alg: &'static str, seconds: f64) {
             |hist| hist.record(seconds),
         ),
         None => histogram!("keyward_signing_seconds", "alg" => alg).record(seconds),
+    }
+}
+
+/// A request failed on the server's side (a 5xx), by reason.
+pub fn server_error(reason: FaultReason) {
+    let r = reason.as_str();
+    match handles() {
+        Some(h) => with_handle(
+            &h.server_errors,
+            r,
+            || (r, counter!("keyward_server_errors_total", "reason" => r)),
+            |c| c.increment(1),
+        ),
+        None => counter!("keyward_server_errors_total", "reason" => r).increment(1),
     }
 }
 

@@ -47,11 +47,98 @@ impl ErrorCode {
     }
 }
 
+/// Why a request failed on the server's side: the `reason` label of
+/// `keyward_server_errors_total`, a closed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultReason {
+    /// The store (database) failed: a query, a transaction, a connection.
+    Store,
+    /// Signing an access token failed (the signer or the signing pool).
+    Signing,
+    /// An audit record could not be appended.
+    Audit,
+    /// The environment's own key set could not be built.
+    Keys,
+    /// Anything else (serialization, an unexpected domain error).
+    Internal,
+}
+
+impl FaultReason {
+    pub const ALL: [FaultReason; 5] = [
+        FaultReason::Store,
+        FaultReason::Signing,
+        FaultReason::Audit,
+        FaultReason::Keys,
+        FaultReason::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultReason::Store => "store",
+            FaultReason::Signing => "signing",
+            FaultReason::Audit => "audit",
+            FaultReason::Keys => "keys",
+            FaultReason::Internal => "internal",
+        }
+    }
+}
+
+/// The cause of a `server_error`, kept for the log and never sent: the
+/// error's message with its sources (store and signer errors carry no
+/// token, secret or bound SQL value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub reason: FaultReason,
+    pub cause: String,
+}
+
+impl Fault {
+    /// Logs the fault once and counts it in
+    /// `keyward_server_errors_total{reason}`. Called by whoever answers the
+    /// request (the HTTP layer, the admin API), which knows the endpoint.
+    pub fn report(&self, env: &str, endpoint: &'static str) {
+        report(self.reason, env, endpoint, &self.cause);
+    }
+}
+
+/// Logs a server-side failure once and counts it: the one place every
+/// 5xx of the issuer goes through.
+pub(crate) fn report(reason: FaultReason, env: &str, endpoint: &'static str, cause: &str) {
+    tracing::error!(
+        env,
+        endpoint,
+        reason = reason.as_str(),
+        error = cause,
+        "request failed on the server's side"
+    );
+    crate::metrics::server_error(reason);
+}
+
+/// An error's message followed by its sources, `: `-separated; a source
+/// whose message the chain already shows (an error that prints its source,
+/// `#[error("...: {0}")]`) is not repeated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        next = c.source();
+    }
+    s
+}
+
 /// An error answered to an OAuth client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OAuthError {
     pub code: ErrorCode,
     pub description: String,
+    /// For a `server_error`: its cause, to be reported (see
+    /// [`Fault::report`]) by whoever answers; never serialized.
+    pub fault: Option<Box<Fault>>,
 }
 
 impl OAuthError {
@@ -59,6 +146,7 @@ impl OAuthError {
         OAuthError {
             code,
             description: description.into(),
+            fault: None,
         }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
@@ -73,12 +161,37 @@ impl OAuthError {
     pub fn invalid_scope(d: impl Into<String>) -> Self {
         OAuthError::new(ErrorCode::InvalidScope, d)
     }
-    /// A server-side failure; the cause is logged by the caller, never sent.
+    /// A server-side failure with no cause to keep.
     pub fn server_error() -> Self {
         OAuthError::new(
             ErrorCode::ServerError,
             "the server could not complete the request",
         )
+    }
+
+    /// A server-side failure: the client sees only `server_error`; the
+    /// cause (with its sources) rides along for the answering layer to log
+    /// once and count under `reason`.
+    pub fn internal(reason: FaultReason, cause: &(dyn std::error::Error + 'static)) -> Self {
+        OAuthError {
+            fault: Some(Box::new(Fault {
+                reason,
+                cause: error_chain(cause),
+            })),
+            ..OAuthError::server_error()
+        }
+    }
+
+    /// Reports the fault of a `server_error` (see [`Fault::report`]);
+    /// nothing for any other error.
+    pub fn report(&self, env: &str, endpoint: &'static str) {
+        match &self.fault {
+            Some(f) => f.report(env, endpoint),
+            None if self.code == ErrorCode::ServerError => {
+                report(FaultReason::Internal, env, endpoint, "no cause recorded")
+            }
+            None => {}
+        }
     }
 
     /// The JSON body of RFC 6749 §5.2.
@@ -146,6 +259,38 @@ impl std::error::Error for OAuthError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl fmt::Display for E {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn internal_errors_keep_their_cause_out_of_the_answer() {
+        let io = E("disk full", None);
+        let e = OAuthError::internal(FaultReason::Store, &E("write failed", Some(Box::new(io))));
+        assert_eq!(e.code, ErrorCode::ServerError);
+        assert_eq!(
+            e.to_json(),
+            serde_json::json!({"error": "server_error", "error_description": "the server could not complete the request"})
+        );
+        assert!(!e.to_string().contains("disk"));
+        let f = e.fault.unwrap();
+        assert_eq!(f.reason, FaultReason::Store);
+        assert_eq!(f.cause, "write failed: disk full");
+        // A message that already shows its source does not repeat it.
+        let inner = E("no such table: t", None);
+        let outer = E("database error: no such table: t", Some(Box::new(inner)));
+        assert_eq!(error_chain(&outer), "database error: no such table: t");
+    }
 
     #[test]
     fn forms_parse_strictly() {

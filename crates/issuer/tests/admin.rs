@@ -1355,3 +1355,179 @@ async fn minted_tokens_verify_against_the_jwks_and_carry_roles_and_permissions()
         assert_eq!(f.state().await, before, "{body} changed the store");
     }
 }
+
+/// Runs SQL on the fixture's SQLite file from outside the server (python3's
+/// sqlite3), as an operator or a broken disk would; returns what it prints.
+fn sqlite(f: &Fixture, sql: &str) -> String {
+    let db = f._dir.path().join("keyward.db");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             for row in c.execute(sys.argv[2]): print(*row)\n\
+             c.commit()",
+        ])
+        .arg(&db)
+        .arg(sql)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The value of `keyward_server_errors_total{reason}` on `/metrics`.
+async fn server_errors(f: &Fixture, reason: &str) -> f64 {
+    let resp = f
+        .app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let want = format!("keyward_server_errors_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .map(|v| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no {want} in {text}"))
+}
+
+/// Log lines written while the guard of [`capture_logs`] lives (on this
+/// thread: `#[tokio::test]` runs the server on it).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let w = logs.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || w.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(sub))
+}
+
+const SERVER_ERROR_BODY: &str =
+    r#"{"error":"server_error","error_description":"the server could not complete the request"}"#;
+
+#[tokio::test]
+async fn a_store_failure_at_the_token_endpoint_is_logged_once_and_counted() {
+    let f = fixture().await;
+    let (id, secret) = f.client(json!({"name": "web", "scopes": ["a"]})).await;
+    let r = f
+        .post(
+            "/admin/v1/envs/dev/tokens",
+            json!({"sub": "alice", "client_id": id}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let refresh = r.body["refresh_token"].as_str().unwrap().to_string();
+    let before = server_errors(&f, "store").await;
+
+    // The refresh grant reads and writes the store: take its table away.
+    sqlite(&f, "DROP TABLE refresh_tokens");
+    let (logs, guard) = capture_logs();
+    let t = f
+        .token_endpoint(
+            &id,
+            &secret,
+            &format!("grant_type=refresh_token&refresh_token={refresh}"),
+        )
+        .await;
+    drop(guard);
+    assert_eq!(t.status, StatusCode::INTERNAL_SERVER_ERROR, "{t:?}");
+    assert_eq!(t.body.to_string(), SERVER_ERROR_BODY);
+    assert_eq!(t.headers[header::CACHE_CONTROL], "no-store");
+
+    let logs = logs.text();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("request failed on the server's side"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    for want in [
+        "ERROR",
+        r#"env="dev""#,
+        r#"endpoint="token""#,
+        r#"reason="store""#,
+        "no such table: refresh_tokens",
+    ] {
+        assert!(lines[0].contains(want), "{want} not in {logs}");
+    }
+    assert!(
+        !logs.contains(&refresh) && !logs.contains(&secret),
+        "{logs}"
+    );
+    assert!(server_errors(&f, "store").await >= before + 1.0);
+}
+
+#[tokio::test]
+async fn token_issue_is_audited_with_its_refresh_token_or_not_at_all() {
+    let f = fixture().await;
+    let (id, _) = f.client(json!({"name": "web", "scopes": ["a"]})).await;
+    let mint = || {
+        f.post(
+            "/admin/v1/envs/dev/tokens",
+            json!({"sub": "alice", "client_id": id}),
+        )
+    };
+    let count = || sqlite(&f, "SELECT count(*) FROM refresh_tokens");
+    let before_audit_errors = server_errors(&f, "audit").await;
+
+    // The audit append fails: no refresh token stays behind either.
+    sqlite(
+        &f,
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit \
+         BEGIN SELECT RAISE(ABORT, 'audit is read-only'); END",
+    );
+    let state = f.state().await;
+    let (logs, guard) = capture_logs();
+    let r = mint().await;
+    drop(guard);
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{r:?}");
+    assert_eq!(r.body.to_string(), SERVER_ERROR_BODY);
+    assert_eq!(count(), "0");
+    assert_eq!(f.state().await, state);
+    let logs = logs.text();
+    assert_eq!(
+        logs.matches("request failed on the server's side").count(),
+        1,
+        "{logs}"
+    );
+    assert!(logs.contains(r#"reason="audit""#), "{logs}");
+    assert!(logs.contains("audit is read-only"), "{logs}");
+    assert!(server_errors(&f, "audit").await >= before_audit_errors + 1.0);
+
+    // Audited again: both are written, together.
+    sqlite(&f, "DROP TRIGGER no_audit");
+    let r = mint().await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(count(), "1");
+    let audit = f.last_audit().await;
+    assert_eq!(audit.action, "token.issue");
+    assert_eq!(audit.actor, f.actor());
+    assert_eq!(audit.detail["refresh"], true);
+    assert_eq!(audit.detail["client_id"], id.as_str());
+}

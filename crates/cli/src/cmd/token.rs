@@ -54,6 +54,7 @@ pub async fn run(ctx: &Context, cmd: TokenCmd) -> Result<()> {
                 roles: split(roles),
                 permissions: split(permissions),
                 refresh: true,
+                actor: ctx.actor().to_string(),
             };
             issue(ctx, &env, grant, json).await
         }
@@ -124,23 +125,14 @@ async fn issue(ctx: &Context, env_name: &str, grant: UserGrant, json: bool) -> R
     let env = snapshot
         .env(env_name)
         .ok_or_else(|| anyhow!("environment {env_name:?} not found"))?;
-    let subject = grant.subject.clone();
-    let client = grant.client_id.clone();
+    // The `token.issue` audit record is written with the refresh token.
     let t = authority
         .mint_for_user(env, grant)
         .await
-        .map_err(|e| anyhow!("{}", e.description))?;
-    let mut tx = authority.store.begin().await?;
-    tx.append_audit(AuditEntry {
-        at: authority.now(),
-        actor: ctx.actor().to_string(),
-        action: "token.issue".into(),
-        env: Some(env_name.to_string()),
-        subject: Some(subject),
-        detail: json!({"client_id": client, "scope": t.scope}),
-    })
-    .await?;
-    tx.commit().await?;
+        .map_err(|e| match e.fault {
+            Some(f) => anyhow!("{}: {}", e.description, f.cause),
+            None => anyhow!("{}", e.description),
+        })?;
     if json {
         print_json(&serde_json::to_value(&t)?);
     } else {
