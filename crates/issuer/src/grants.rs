@@ -559,6 +559,9 @@ impl Authority {
     ) -> Result<Option<Value>, OAuthError> {
         let doc = env.jwks(now).map_err(|_| OAuthError::server_error())?;
         let policy = Validation {
+            // The environment's own published keys, each bound to its one
+            // algorithm: whatever they sign with (ML-DSA included) is accepted.
+            algorithms: keyward_jose::Algorithm::ALL.to_vec(),
             issuer: Some(env.env.issuer.clone()),
             required_typ: Some("at+jwt".into()),
             leeway_secs: 0,

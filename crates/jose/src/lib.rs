@@ -41,7 +41,9 @@ pub mod seal;
 pub mod signer;
 pub mod verifier;
 
-pub use alg::{Algorithm, Curve, KeyFamily, DEFAULT_RSA_BITS, MIN_RSA_BITS, RSA_SIZES};
+pub use alg::{
+    Algorithm, Curve, KeyFamily, MlDsaParams, DEFAULT_RSA_BITS, MIN_RSA_BITS, RSA_SIZES,
+};
 pub use claims::{Audiences, Claims, Validation, MAX_KEPT_CLAIMS};
 pub use error::{ClaimsError, Error, KeyError, SealError, TokenError};
 pub use jwk::{Jwk, JwkSet, RejectedKey};
