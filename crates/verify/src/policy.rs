@@ -112,6 +112,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ml_dsa_is_accepted_only_when_configured() {
+        let default = IssuerPolicy::new("https://issuer.example");
+        for alg in [Algorithm::MlDsa44, Algorithm::MlDsa65, Algorithm::MlDsa87] {
+            assert!(!default.algorithms.contains(&alg), "{alg}");
+            assert!(!default.validation().algorithms.contains(&alg), "{alg}");
+        }
+        assert_eq!(default.algorithms, Algorithm::DEFAULT_ACCEPTED);
+        let named = IssuerPolicy::parse_algorithms(&["ES256", "ML-DSA-65"]).unwrap();
+        assert_eq!(named, [Algorithm::ES256, Algorithm::MlDsa65]);
+    }
+
+    #[test]
     fn none_and_hmac_cannot_be_configured() {
         for bad in ["none", "NONE", "HS256", "hs512"] {
             let e = IssuerPolicy::parse_algorithms(&[bad]).unwrap_err();
