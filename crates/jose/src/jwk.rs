@@ -1,10 +1,12 @@
-//! JSON Web Keys and key sets (RFC 7517, RFC 7518 §6, RFC 8037) for public
-//! signature keys, and RFC 7638 thumbprints.
+//! JSON Web Keys and key sets (RFC 7517, RFC 7518 §6, RFC 8037, and RFC 9964
+//! `AKP` keys for ML-DSA) for public signature keys, and RFC 7638 thumbprints.
 //!
 //! Parsing is strict: unique member names, canonical base64url, `use` (if
 //! present) must be `sig`, `key_ops` (if present) must allow `verify`,
-//! private members are refused, `alg` must agree with the key type and curve,
-//! and every key-strength rule of [`PublicKey::from_material`] applies.
+//! private members are refused, `alg` must agree with the key type and curve
+//! (and is required for `AKP` keys), and every key-strength rule of
+//! [`PublicKey::from_material`] applies. Private JWKs are read only for `AKP`
+//! keys ([`PrivateKey::from_jwk`]), whose `priv` is the 32-byte seed.
 
 use std::collections::HashSet;
 

@@ -8,7 +8,9 @@
 //!
 //! Reading is strict everywhere (DESIGN.md rule 1): `none` and `HS*` cannot
 //! even be named, a key is bound to exactly one algorithm, RSA keys under 2048
-//! bits are refused, ECDSA signatures are raw `r || s`.
+//! bits are refused, ECDSA signatures are raw `r || s`. ML-DSA (FIPS 204, as
+//! RFC 9964 puts it in JOSE: `ML-DSA-44/65/87`, `kty: AKP`) is supported and
+//! opt-in: a [`Validation`] accepts it only when its `algorithms` name it.
 //!
 //! ```
 //! use keyward_jose::{Algorithm, KeySet, LocalSigner, PrivateKey, TokenSigner, Validation, sign_jwt, verify_jwt};
