@@ -268,9 +268,12 @@ impl PrivateKey {
             _ => return Err(KeyError::Malformed("JWK member \"kty\" is missing".into())),
         }
         let seed = match map.remove("priv") {
-            Some(Value::String(v)) => Zeroizing::new(b64::decode(&v).ok_or_else(|| {
-                KeyError::Malformed("JWK member \"priv\" is not canonical base64url".into())
-            })?),
+            Some(Value::String(v)) => {
+                let v = Zeroizing::new(v);
+                Zeroizing::new(b64::decode(&v).ok_or_else(|| {
+                    KeyError::Malformed("JWK member \"priv\" is not canonical base64url".into())
+                })?)
+            }
             Some(_) => {
                 return Err(KeyError::Malformed(
                     "JWK member \"priv\" must be a string".into(),
