@@ -254,7 +254,8 @@ pub struct InitArgs {
 /// Algorithm and size of a key.
 #[derive(Debug, Args, Clone)]
 pub struct KeySpec {
-    /// Signature algorithm: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA.
+    /// Signature algorithm: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA
+    /// ML-DSA-44 ML-DSA-65 ML-DSA-87.
     #[arg(long, default_value = "RS256")]
     pub alg: Algorithm,
     /// RSA modulus size: 2048, 3072 or 4096 (default 4096). RSA only.

@@ -185,6 +185,7 @@ pub fn key_rows(keys: &[KeyRecord], now: Timestamp) -> Vec<Vec<String>> {
                     KeyFamily::Rsa => k.size_bits.to_string(),
                     KeyFamily::Ec(c) => c.name().to_string(),
                     KeyFamily::Ed25519 => "Ed25519".to_string(),
+                    KeyFamily::MlDsa(p) => p.name().to_string(),
                 },
                 k.state(now).to_string(),
                 fmt_time(k.created_at),

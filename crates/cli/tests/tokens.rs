@@ -304,3 +304,80 @@ fn import_pkcs1_pkcs8_and_sec1_then_sign_with_them() {
             .ok();
     }
 }
+
+#[test]
+fn ml_dsa_keys_sign_and_verify_through_the_generic_paths() {
+    let kw = Kw::new();
+    kw.run(&[
+        "init",
+        "--issuer",
+        "http://127.0.0.1:8080",
+        "--alg",
+        "ML-DSA-65",
+    ])
+    .ok();
+    // A second parameter set, generated in the same environment.
+    kw.run(&["keys", "generate", "--env", "default", "--alg", "ML-DSA-87"])
+        .ok();
+    let keys = kw
+        .run(&["keys", "list", "--env", "default", "--json"])
+        .ok()
+        .json();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for (alg, bits) in [("ML-DSA-65", 1952 * 8), ("ML-DSA-87", 2592 * 8)] {
+        let k = keys.iter().find(|k| k["alg"] == alg).expect(alg);
+        assert_eq!(
+            k["curve"],
+            serde_json::Value::Null,
+            "an AKP key has no curve"
+        );
+        assert_eq!(k["size"], bits);
+    }
+    let table = kw
+        .run(&["keys", "list", "--env", "default"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(table.contains("ML-DSA-87"), "{table}");
+
+    let exported = kw
+        .run(&["keys", "export", "--env", "default"])
+        .ok()
+        .stdout
+        .clone();
+    let set: serde_json::Value = serde_json::from_str(&exported).unwrap();
+    for k in set["keys"].as_array().unwrap() {
+        assert_eq!(k["kty"], "AKP");
+        assert!(k.get("priv").is_none());
+    }
+    let jwks = write(kw.dir.path(), "jwks.json", &exported);
+    let jwks = jwks.to_str().unwrap();
+    let t = sign(&kw, "default", r#"{"sub":"alice","aud":"api"}"#, &[]);
+    let header = keyward_jose::b64::decode(t.split('.').next().unwrap()).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    assert_eq!(header["alg"], "ML-DSA-65");
+    let claims = kw
+        .run(&[
+            "token",
+            "verify",
+            "--jwks",
+            jwks,
+            "--iss",
+            "http://127.0.0.1:8080",
+            "--aud",
+            "api",
+            "--typ",
+            "at+jwt",
+            &t,
+        ])
+        .ok()
+        .json();
+    assert_eq!(claims["sub"], "alice");
+    let mut bad: Vec<char> = t.chars().collect();
+    let i = bad.len() - 10;
+    bad[i] = if bad[i] == 'A' { 'B' } else { 'A' };
+    let bad: String = bad.into_iter().collect();
+    kw.run(&["token", "verify", "--jwks", jwks, &bad])
+        .fails_with("signature does not verify");
+}

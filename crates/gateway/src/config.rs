@@ -814,12 +814,12 @@ fn resolve_issuer(i: &raw::Issuer, base_dir: &Path, c: &mut Checker<'_>) -> Opti
             let mut bad = false;
             for a in list.get_ref() {
                 if let Err(e) = IssuerPolicy::parse_algorithms(&[a.get_ref()]) {
-                    c.at(a, format!("algorithms: {e}"), "use asymmetric algorithms only: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA (none and HS* are never accepted)");
+                    c.at(a, format!("algorithms: {e}"), "use asymmetric algorithms only: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA ML-DSA-44 ML-DSA-65 ML-DSA-87 (none and HS* are never accepted)");
                     bad = true;
                 }
             }
             if list.get_ref().is_empty() {
-                c.at(list, "algorithms is empty", "remove algorithms to accept every asymmetric algorithm, or list some, e.g. [\"RS256\", \"ES256\"]");
+                c.at(list, "algorithms is empty", "remove algorithms to accept every asymmetric algorithm but ML-DSA, or list some, e.g. [\"RS256\", \"ES256\"]");
                 bad = true;
             }
             if bad {

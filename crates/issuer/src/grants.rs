@@ -581,6 +581,9 @@ impl Authority {
             .jwks(now)
             .map_err(|e| OAuthError::internal(FaultReason::Keys, &e))?;
         let policy = Validation {
+            // The environment's own published keys, each bound to its one
+            // algorithm: whatever they sign with (ML-DSA included) is accepted.
+            algorithms: keyward_jose::Algorithm::ALL.to_vec(),
             issuer: Some(env.env.issuer.clone()),
             required_typ: Some("at+jwt".into()),
             leeway_secs: 0,

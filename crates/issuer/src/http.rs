@@ -239,7 +239,8 @@ fn method_not_allowed(allow: &'static str) -> Response {
 /// OIDC Discovery 1.0 and RFC 8414 metadata.
 pub fn discovery(env: &EnvState, scopes: Vec<String>) -> axum::Json<Value> {
     let base = env.env.issuer.trim_end_matches('/');
-    let algs: Vec<&str> = keyward_jose::Algorithm::ALL
+    // What client assertions are verified with (`Validation::default()`).
+    let algs: Vec<&str> = keyward_jose::Algorithm::DEFAULT_ACCEPTED
         .iter()
         .map(|a| a.name())
         .collect();

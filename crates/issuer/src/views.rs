@@ -24,6 +24,8 @@ pub fn key_json(k: &KeyRecord, now: Timestamp) -> Value {
             KeyFamily::Rsa => Value::Null,
             KeyFamily::Ec(c) => json!(c.name()),
             KeyFamily::Ed25519 => json!("Ed25519"),
+            // An AKP key has no curve; `alg` names its parameter set.
+            KeyFamily::MlDsa(_) => Value::Null,
         },
         "state": k.state(now).to_string(),
         "origin": k.origin,

@@ -6,12 +6,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use aws_lc_rs::signature::{self, EcdsaSigningAlgorithm, RsaEncoding, VerificationAlgorithm};
+use aws_lc_rs::signature::{
+    self, EcdsaSigningAlgorithm, PqdsaSigningAlgorithm, RsaEncoding, VerificationAlgorithm,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::KeyError;
 
-/// A JWS signature algorithm (RFC 7518 §3, RFC 8037 §3.1).
+/// A JWS signature algorithm (RFC 7518 §3, RFC 8037 §3.1, RFC 9964 §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Algorithm {
     RS256,
@@ -24,6 +26,12 @@ pub enum Algorithm {
     ES384,
     ES512,
     EdDSA,
+    /// ML-DSA-44 (FIPS 204), JOSE name `ML-DSA-44` (RFC 9964).
+    MlDsa44,
+    /// ML-DSA-65 (FIPS 204), JOSE name `ML-DSA-65` (RFC 9964).
+    MlDsa65,
+    /// ML-DSA-87 (FIPS 204), JOSE name `ML-DSA-87` (RFC 9964).
+    MlDsa87,
 }
 
 /// An elliptic curve used by ECDSA keys.
@@ -34,12 +42,67 @@ pub enum Curve {
     P521,
 }
 
+/// An ML-DSA parameter set (FIPS 204 Table 1); each is its own algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MlDsaParams {
+    MlDsa44,
+    MlDsa65,
+    MlDsa87,
+}
+
+impl MlDsaParams {
+    /// The parameter set's name, which is also its JOSE algorithm name.
+    pub fn name(self) -> &'static str {
+        self.algorithm().name()
+    }
+
+    /// The one algorithm keys of this parameter set sign with.
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            MlDsaParams::MlDsa44 => Algorithm::MlDsa44,
+            MlDsaParams::MlDsa65 => Algorithm::MlDsa65,
+            MlDsaParams::MlDsa87 => Algorithm::MlDsa87,
+        }
+    }
+
+    /// Bytes in an encoded public key (FIPS 204 Table 2).
+    pub fn public_key_len(self) -> usize {
+        match self {
+            MlDsaParams::MlDsa44 => 1312,
+            MlDsaParams::MlDsa65 => 1952,
+            MlDsaParams::MlDsa87 => 2592,
+        }
+    }
+
+    /// Bytes in a signature (FIPS 204 Table 2).
+    pub fn signature_len(self) -> usize {
+        match self {
+            MlDsaParams::MlDsa44 => 2420,
+            MlDsaParams::MlDsa65 => 3309,
+            MlDsaParams::MlDsa87 => 4627,
+        }
+    }
+
+    /// Bytes in the private seed, the only private form RFC 9964 §4 uses.
+    pub const SEED_LEN: usize = 32;
+
+    pub(crate) fn signing(self) -> &'static PqdsaSigningAlgorithm {
+        match self {
+            MlDsaParams::MlDsa44 => &signature::ML_DSA_44_SIGNING,
+            MlDsaParams::MlDsa65 => &signature::ML_DSA_65_SIGNING,
+            MlDsaParams::MlDsa87 => &signature::ML_DSA_87_SIGNING,
+        }
+    }
+}
+
 /// What kind of key an algorithm needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeyFamily {
     Rsa,
     Ec(Curve),
     Ed25519,
+    /// An RFC 9964 `AKP` key of one ML-DSA parameter set (no curve).
+    MlDsa(MlDsaParams),
 }
 
 /// RSA modulus sizes keyward generates. Imported and fetched keys may have
@@ -52,7 +115,25 @@ pub const MIN_RSA_BITS: usize = 2048;
 
 impl Algorithm {
     /// Every algorithm, in a stable order.
-    pub const ALL: [Algorithm; 10] = [
+    pub const ALL: [Algorithm; 13] = [
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::ES512,
+        Algorithm::EdDSA,
+        Algorithm::MlDsa44,
+        Algorithm::MlDsa65,
+        Algorithm::MlDsa87,
+    ];
+
+    /// What a verification policy accepts when none is configured: every
+    /// algorithm but ML-DSA, which a policy must name to accept.
+    pub const DEFAULT_ACCEPTED: [Algorithm; 10] = [
         Algorithm::RS256,
         Algorithm::RS384,
         Algorithm::RS512,
@@ -78,6 +159,9 @@ impl Algorithm {
             Algorithm::ES384 => "ES384",
             Algorithm::ES512 => "ES512",
             Algorithm::EdDSA => "EdDSA",
+            Algorithm::MlDsa44 => "ML-DSA-44",
+            Algorithm::MlDsa65 => "ML-DSA-65",
+            Algorithm::MlDsa87 => "ML-DSA-87",
         }
     }
 
@@ -102,6 +186,9 @@ impl Algorithm {
             Algorithm::ES384 => KeyFamily::Ec(Curve::P384),
             Algorithm::ES512 => KeyFamily::Ec(Curve::P521),
             Algorithm::EdDSA => KeyFamily::Ed25519,
+            Algorithm::MlDsa44 => KeyFamily::MlDsa(MlDsaParams::MlDsa44),
+            Algorithm::MlDsa65 => KeyFamily::MlDsa(MlDsaParams::MlDsa65),
+            Algorithm::MlDsa87 => KeyFamily::MlDsa(MlDsaParams::MlDsa87),
         }
     }
 
@@ -117,6 +204,9 @@ impl Algorithm {
             Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
             Algorithm::ES512 => &signature::ECDSA_P521_SHA512_FIXED,
             Algorithm::EdDSA => &signature::ED25519,
+            Algorithm::MlDsa44 => &signature::ML_DSA_44,
+            Algorithm::MlDsa65 => &signature::ML_DSA_65,
+            Algorithm::MlDsa87 => &signature::ML_DSA_87,
         }
     }
 
@@ -128,9 +218,13 @@ impl Algorithm {
             Algorithm::PS256 => &signature::RSA_PSS_SHA256,
             Algorithm::PS384 => &signature::RSA_PSS_SHA384,
             Algorithm::PS512 => &signature::RSA_PSS_SHA512,
-            Algorithm::ES256 | Algorithm::ES384 | Algorithm::ES512 | Algorithm::EdDSA => {
-                return None
-            }
+            Algorithm::ES256
+            | Algorithm::ES384
+            | Algorithm::ES512
+            | Algorithm::EdDSA
+            | Algorithm::MlDsa44
+            | Algorithm::MlDsa65
+            | Algorithm::MlDsa87 => return None,
         })
     }
 
@@ -222,6 +316,34 @@ mod tests {
         for a in Algorithm::ALL {
             assert_eq!(Algorithm::from_name(a.name()).unwrap(), a);
         }
+    }
+
+    #[test]
+    fn ml_dsa_names_and_defaults() {
+        assert_eq!(
+            Algorithm::from_name("ML-DSA-65").unwrap(),
+            Algorithm::MlDsa65
+        );
+        for n in ["ML-DSA-44", "ML-DSA-65", "ML-DSA-87"] {
+            let a = Algorithm::from_name(n).unwrap();
+            assert_eq!(a.name(), n);
+            assert!(matches!(a.family(), KeyFamily::MlDsa(p) if p.algorithm() == a));
+            assert!(!Algorithm::DEFAULT_ACCEPTED.contains(&a), "opt-in only");
+        }
+        for n in [
+            "ml-dsa-65",
+            "MLDSA65",
+            "ML-DSA",
+            "ML-DSA-65-SHAKE",
+            "HashML-DSA-65",
+        ] {
+            assert!(Algorithm::from_name(n).is_err(), "{n}");
+        }
+        let classical: Vec<_> = Algorithm::ALL
+            .into_iter()
+            .filter(|a| !matches!(a.family(), KeyFamily::MlDsa(_)))
+            .collect();
+        assert_eq!(classical, Algorithm::DEFAULT_ACCEPTED);
     }
 
     #[test]

@@ -461,7 +461,8 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
 /// What a token must satisfy beyond its signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validation {
-    /// Algorithms accepted at all (asymmetric only, by construction).
+    /// Algorithms accepted at all (asymmetric only, by construction). The
+    /// default is [`Algorithm::DEFAULT_ACCEPTED`]: ML-DSA must be named.
     pub algorithms: Vec<Algorithm>,
     /// `iss` must equal this, byte for byte.
     pub issuer: Option<String>,
@@ -486,7 +487,7 @@ pub struct Validation {
 impl Default for Validation {
     fn default() -> Self {
         Validation {
-            algorithms: Algorithm::ALL.to_vec(),
+            algorithms: Algorithm::DEFAULT_ACCEPTED.to_vec(),
             issuer: None,
             audiences: Vec::new(),
             leeway_secs: 60,

@@ -23,7 +23,7 @@ pub enum Error {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyError {
-    #[error("unsupported algorithm {0:?} (supported: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA)")]
+    #[error("unsupported algorithm {0:?} (supported: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA ML-DSA-44 ML-DSA-65 ML-DSA-87)")]
     UnsupportedAlgorithm(String),
     #[error("unsupported curve {0:?} (supported: P-256 P-384 P-521)")]
     UnsupportedCurve(String),
@@ -52,8 +52,26 @@ pub enum KeyError {
     PrivateMembers,
     #[error("the key is not for signatures (use {0:?})")]
     WrongUse(String),
-    #[error("key type {0:?} is not accepted (asymmetric RSA, EC and OKP/Ed25519 keys only)")]
+    #[error(
+        "key type {0:?} is not accepted (asymmetric RSA, EC, OKP/Ed25519 and AKP/ML-DSA keys only)"
+    )]
     UnsupportedKeyType(String),
+    /// An `AKP` JWK without `alg`, which RFC 9964 §3 requires.
+    #[error("an AKP key must name its algorithm: \"alg\" is required (RFC 9964)")]
+    AkpMissingAlgorithm,
+    /// An ML-DSA public key of the wrong length for its parameter set.
+    #[error("an {alg} public key is exactly {expected} bytes, not {got}")]
+    PublicKeyLength {
+        alg: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// An ML-DSA private seed (`priv`) that is not 32 bytes (RFC 9964 §4).
+    #[error("an {alg} private key (priv) is a 32-byte seed, not {got} bytes")]
+    SeedLength { alg: &'static str, got: usize },
+    /// A private seed that does not derive the public key given beside it.
+    #[error("the private seed (priv) does not derive the public key (pub)")]
+    SeedMismatch,
     #[error("the key set has more than one key with kid {0:?}")]
     DuplicateKid(String),
     #[error("the key has no kid")]

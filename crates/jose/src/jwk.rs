@@ -1,23 +1,26 @@
-//! JSON Web Keys and key sets (RFC 7517, RFC 7518 §6, RFC 8037) for public
-//! signature keys, and RFC 7638 thumbprints.
+//! JSON Web Keys and key sets (RFC 7517, RFC 7518 §6, RFC 8037, and RFC 9964
+//! `AKP` keys for ML-DSA) for public signature keys, and RFC 7638 thumbprints.
 //!
 //! Parsing is strict: unique member names, canonical base64url, `use` (if
 //! present) must be `sig`, `key_ops` (if present) must allow `verify`,
-//! private members are refused, `alg` must agree with the key type and curve,
-//! and every key-strength rule of [`PublicKey::from_material`] applies.
+//! private members are refused, `alg` must agree with the key type and curve
+//! (and is required for `AKP` keys), and every key-strength rule of
+//! [`PublicKey::from_material`] applies. Private JWKs are read only for `AKP`
+//! keys ([`PrivateKey::from_jwk`]), whose `priv` is the 32-byte seed.
 
 use std::collections::HashSet;
 
 use serde_json::{json, Map, Value};
+use zeroize::Zeroizing;
 
 use crate::alg::{Algorithm, Curve, KeyFamily};
 use crate::b64;
 use crate::crypto::sha256;
 use crate::error::KeyError;
 use crate::json::{parse_object, short, DeepDuplicate, ObjectError};
-use crate::key::{PublicKey, PublicMaterial};
+use crate::key::{PrivateKey, PublicKey, PublicMaterial};
 
-const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+const PRIVATE_MEMBERS: [&str; 9] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k", "priv"];
 
 /// A public signature key as a JWK: key, algorithm, optional `kid`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +119,23 @@ impl Jwk {
                     implied,
                 )
             }
+            // RFC 9964 §3: `alg` is required and fixes what `pub` holds.
+            "AKP" => {
+                let alg = alg.ok_or(KeyError::AkpMissingAlgorithm)?;
+                let KeyFamily::MlDsa(params) = alg.family() else {
+                    return Err(KeyError::AlgorithmMismatch {
+                        key: "AKP".into(),
+                        alg: alg.name(),
+                    });
+                };
+                (
+                    PublicMaterial::MlDsa {
+                        params,
+                        public: bytes("pub")?,
+                    },
+                    alg,
+                )
+            }
             "OKP" => match s("crv")? {
                 Some("Ed25519") => (PublicMaterial::Ed25519 { x: bytes("x")? }, Algorithm::EdDSA),
                 other => {
@@ -175,7 +195,9 @@ fn material_curve(m: &PublicMaterial) -> &'static str {
     }
 }
 
-/// The RFC 7638 required members, in lexicographic order.
+/// The RFC 7638 required members, in lexicographic order. For `AKP` keys
+/// they are `alg`, `kty`, `pub`, as the "AKP Thumbprints" section of RFC 9964
+/// (§6 of draft-ietf-cose-dilithium-11, the text published as RFC 9964) says.
 fn required_members(m: &PublicMaterial) -> Vec<(&'static str, String)> {
     match m {
         PublicMaterial::Rsa { n, e } => vec![
@@ -193,6 +215,11 @@ fn required_members(m: &PublicMaterial) -> Vec<(&'static str, String)> {
             ("crv", "Ed25519".into()),
             ("kty", "OKP".into()),
             ("x", b64::encode(x)),
+        ],
+        PublicMaterial::MlDsa { params, public } => vec![
+            ("alg", params.name().into()),
+            ("kty", "AKP".into()),
+            ("pub", b64::encode(public)),
         ],
     }
 }
@@ -217,6 +244,61 @@ impl PublicKey {
     /// This key as a JWK with `kid`.
     pub fn to_jwk(&self, kid: Option<String>) -> Jwk {
         Jwk::new(self.clone(), kid)
+    }
+}
+
+impl PrivateKey {
+    /// Reads a private `AKP` JWK (RFC 9964 §3-4): `alg` (required, an ML-DSA
+    /// algorithm), `pub` and `priv`, the 32-byte seed, which must derive
+    /// `pub`. Every public-JWK rule applies to the rest; `key_ops`, if
+    /// present, must allow `sign`. Only AKP private JWKs are read here.
+    pub fn from_jwk(json: &[u8]) -> Result<PrivateKey, KeyError> {
+        let mut map = parse_object(json).map_err(|e| match e {
+            ObjectError::Json(m) => KeyError::Malformed(format!("JWK is not a JSON object: {m}")),
+            ObjectError::Duplicate(d) => KeyError::Malformed(format!("duplicate JWK member {d:?}")),
+        })?;
+        match map.get("kty") {
+            Some(Value::String(k)) if k == "AKP" => {}
+            Some(Value::String(k)) => {
+                return Err(KeyError::UnsupportedKeyType(format!(
+                    "{} (private JWKs are read for AKP keys only)",
+                    k.chars().take(16).collect::<String>()
+                )))
+            }
+            _ => return Err(KeyError::Malformed("JWK member \"kty\" is missing".into())),
+        }
+        let seed = match map.remove("priv") {
+            Some(Value::String(v)) => {
+                let v = Zeroizing::new(v);
+                Zeroizing::new(b64::decode(&v).ok_or_else(|| {
+                    KeyError::Malformed("JWK member \"priv\" is not canonical base64url".into())
+                })?)
+            }
+            Some(_) => {
+                return Err(KeyError::Malformed(
+                    "JWK member \"priv\" must be a string".into(),
+                ))
+            }
+            None => return Err(KeyError::Malformed("JWK member \"priv\" is missing".into())),
+        };
+        if let Some(ops) = map.remove("key_ops") {
+            let ops = ops.as_array().filter(|a| a.iter().all(Value::is_string));
+            match ops {
+                Some(ops) if ops.iter().any(|o| o == "sign") => {}
+                Some(_) => return Err(KeyError::WrongUse("key_ops without sign".into())),
+                None => {
+                    return Err(KeyError::Malformed(
+                        "JWK member \"key_ops\" must be an array of strings".into(),
+                    ))
+                }
+            }
+        }
+        let public = Jwk::from_map(&map, Algorithm::RS256)?.key;
+        let key = PrivateKey::from_seed(public.algorithm(), &seed)?;
+        if key.public_key() != &public {
+            return Err(KeyError::SeedMismatch);
+        }
+        Ok(key)
     }
 }
 
@@ -333,6 +415,7 @@ impl KeyFamily {
             KeyFamily::Rsa => "RSA",
             KeyFamily::Ec(_) => "EC",
             KeyFamily::Ed25519 => "OKP",
+            KeyFamily::MlDsa(_) => "AKP",
         }
     }
 }
@@ -340,7 +423,6 @@ impl KeyFamily {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::PrivateKey;
 
     #[test]
     fn rfc7638_thumbprint_example() {

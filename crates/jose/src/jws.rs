@@ -191,7 +191,8 @@ pub(crate) fn check_signature(
             key: key.algorithm().name(),
         });
     }
-    // 1024 bytes: an RSA-8192 signature, the largest any key here can check.
+    // 1024 bytes on the stack: an RSA-8192 signature, the largest classical
+    // one. ML-DSA signatures (2420 to 4627 bytes) are decoded into a `Vec`.
     b64::with_decoded::<1024, _>(parts.signature_b64, |sig| {
         key.verify(parts.signing_input.as_bytes(), sig)
     })

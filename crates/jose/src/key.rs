@@ -10,10 +10,12 @@ use std::fmt;
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize, PublicKeyComponents};
-use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey};
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey, PqdsaKeyPair};
 use zeroize::Zeroizing;
 
-use crate::alg::{Algorithm, Curve, KeyFamily, DEFAULT_RSA_BITS, MIN_RSA_BITS, RSA_SIZES};
+use crate::alg::{
+    Algorithm, Curve, KeyFamily, MlDsaParams, DEFAULT_RSA_BITS, MIN_RSA_BITS, RSA_SIZES,
+};
 use crate::error::KeyError;
 
 /// Largest RSA modulus accepted (aws-lc-rs verifies up to 8192 bits).
@@ -32,6 +34,12 @@ pub enum PublicMaterial {
     },
     /// The 32-byte Ed25519 public key.
     Ed25519 { x: Vec<u8> },
+    /// An ML-DSA public key (FIPS 204 `pkEncode`), the `pub` of an RFC 9964
+    /// `AKP` JWK: exactly the parameter set's public key length.
+    MlDsa {
+        params: MlDsaParams,
+        public: Vec<u8>,
+    },
 }
 
 /// A public key for one algorithm, parsed once for fast verification.
@@ -136,6 +144,7 @@ fn family_name(f: KeyFamily) -> String {
         KeyFamily::Rsa => "RSA".into(),
         KeyFamily::Ec(c) => format!("EC {}", c.name()),
         KeyFamily::Ed25519 => "Ed25519".into(),
+        KeyFamily::MlDsa(p) => format!("AKP {}", p.name()),
     }
 }
 
@@ -153,6 +162,7 @@ impl PublicMaterial {
             PublicMaterial::Rsa { .. } => KeyFamily::Rsa,
             PublicMaterial::Ec { curve, .. } => KeyFamily::Ec(*curve),
             PublicMaterial::Ed25519 { .. } => KeyFamily::Ed25519,
+            PublicMaterial::MlDsa { params, .. } => KeyFamily::MlDsa(*params),
         }
     }
 }
@@ -208,6 +218,18 @@ impl PublicKey {
                 }
                 ParsedPublicKey::new(alg.verification(), x)
                     .map_err(|_| KeyError::Malformed("invalid Ed25519 public key".into()))?
+            }
+            PublicMaterial::MlDsa { params, public } => {
+                if public.len() != params.public_key_len() {
+                    return Err(KeyError::PublicKeyLength {
+                        alg: alg.name(),
+                        expected: params.public_key_len(),
+                        got: public.len(),
+                    });
+                }
+                ParsedPublicKey::new(alg.verification(), public).map_err(|_| {
+                    KeyError::Malformed(format!("invalid {} public key", params.name()))
+                })?
             }
         };
         let material = match material {
@@ -273,6 +295,24 @@ impl PublicKey {
                 }
                 PublicMaterial::Ed25519 { x: x.to_vec() }
             }
+            KeyFamily::MlDsa(params) => {
+                // SPKI only (RFC 9881): the key is the last `pub` bytes of it.
+                let whole = ParsedPublicKey::new(alg.verification(), der).map_err(|_| bad())?;
+                let len = params.public_key_len();
+                let public = der
+                    .len()
+                    .checked_sub(len)
+                    .map(|i| &der[i..])
+                    .ok_or_else(bad)?;
+                let same = ParsedPublicKey::new(alg.verification(), public).map_err(|_| bad())?;
+                if der.len() == len || spki(&same)? != spki(&whole)? {
+                    return Err(bad());
+                }
+                PublicMaterial::MlDsa {
+                    params,
+                    public: public.to_vec(),
+                }
+            }
         };
         PublicKey::from_material(alg, material)
     }
@@ -305,12 +345,14 @@ impl PublicKey {
         &self.material
     }
 
-    /// RSA modulus bits, or the curve size (256 for Ed25519).
+    /// RSA modulus bits, the curve size (256 for Ed25519), or for ML-DSA
+    /// the size of the encoded public key in bits.
     pub fn bits(&self) -> u32 {
         match &self.material {
             PublicMaterial::Rsa { n, .. } => bit_len(n) as u32,
             PublicMaterial::Ec { curve, .. } => curve.bits(),
             PublicMaterial::Ed25519 { .. } => 256,
+            PublicMaterial::MlDsa { params, .. } => (params.public_key_len() * 8) as u32,
         }
     }
 
@@ -329,11 +371,16 @@ impl PublicKey {
 
     /// Verifies `signature` over `message`. ECDSA signatures must be raw
     /// `r || s` of exactly twice the coordinate length; DER is refused.
+    /// ML-DSA signatures must have exactly the parameter set's length and are
+    /// checked with an empty context string (RFC 9964 §5).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), crate::error::TokenError> {
-        if let PublicMaterial::Ec { curve, .. } = self.material {
-            if signature.len() != 2 * curve.coordinate_len() {
-                return Err(crate::error::TokenError::SignatureLength(self.alg.name()));
-            }
+        let expected = match self.material {
+            PublicMaterial::Ec { curve, .. } => Some(2 * curve.coordinate_len()),
+            PublicMaterial::MlDsa { params, .. } => Some(params.signature_len()),
+            PublicMaterial::Rsa { .. } | PublicMaterial::Ed25519 { .. } => None,
+        };
+        if expected.is_some_and(|len| signature.len() != len) {
+            return Err(crate::error::TokenError::SignatureLength(self.alg.name()));
         }
         self.parsed
             .verify_sig(message, signature)
@@ -352,6 +399,9 @@ enum Inner {
     Rsa(RsaKeyPair),
     Ec(EcdsaKeyPair),
     Ed(Ed25519KeyPair),
+    /// Always holds its seed (made by `generate`, from a seed, or from a
+    /// seed-form PKCS#8), so that it can be exported.
+    MlDsa(PqdsaKeyPair),
 }
 
 /// A private signing key bound to one algorithm. Its secret never appears in
@@ -409,8 +459,37 @@ impl PrivateKey {
                 }
                 Inner::Ed(Ed25519KeyPair::generate().map_err(|_| KeyError::Generation)?)
             }
+            KeyFamily::MlDsa(params) => {
+                if rsa_bits.is_some() {
+                    return Err(KeyError::Malformed(format!(
+                        "a key size applies to RSA only, not {alg}"
+                    )));
+                }
+                Inner::MlDsa(
+                    PqdsaKeyPair::generate(params.signing()).map_err(|_| KeyError::Generation)?,
+                )
+            }
         };
         PrivateKey::from_inner(alg, inner)
+    }
+
+    /// An ML-DSA key from its 32-byte seed (FIPS 204 `ML-DSA.KeyGen_internal`),
+    /// the private form RFC 9964 §4 uses for a JWK's `priv`.
+    pub fn from_seed(alg: Algorithm, seed: &[u8]) -> Result<Self, KeyError> {
+        let KeyFamily::MlDsa(params) = alg.family() else {
+            return Err(KeyError::Malformed(format!(
+                "only ML-DSA keys are made from a seed, not {alg}"
+            )));
+        };
+        if seed.len() != MlDsaParams::SEED_LEN {
+            return Err(KeyError::SeedLength {
+                alg: alg.name(),
+                got: seed.len(),
+            });
+        }
+        let pair = PqdsaKeyPair::from_seed(params.signing(), seed)
+            .map_err(|_| KeyError::Malformed(format!("not an {alg} seed")))?;
+        PrivateKey::from_inner(alg, Inner::MlDsa(pair))
     }
 
     fn from_inner(alg: Algorithm, inner: Inner) -> Result<Self, KeyError> {
@@ -437,6 +516,12 @@ impl PrivateKey {
             (Inner::Ed(k), KeyFamily::Ed25519) => PublicMaterial::Ed25519 {
                 x: k.public_key().as_ref().to_vec(),
             },
+            (Inner::MlDsa(k), KeyFamily::MlDsa(params)) if k.algorithm() == params.signing() => {
+                PublicMaterial::MlDsa {
+                    params,
+                    public: k.public_key().as_ref().to_vec(),
+                }
+            }
             (_, fam) => return Err(mismatch(fam, alg)),
         };
         let public = PublicKey::from_material(alg, material)?;
@@ -469,6 +554,17 @@ impl PrivateKey {
                     .map_err(|_| bad())?,
             ),
             KeyFamily::Ed25519 => Inner::Ed(Ed25519KeyPair::from_pkcs8(der).map_err(|_| bad())?),
+            KeyFamily::MlDsa(params) => {
+                let k = PqdsaKeyPair::from_pkcs8(params.signing(), der).map_err(|_| bad())?;
+                // RFC 9964 §4 keeps only the seed: a PKCS#8 with the expanded
+                // key alone could never be exported as a JWK or re-sealed.
+                if k.to_pkcs8v1().is_err() {
+                    return Err(KeyError::Malformed(format!(
+                        "{alg} private keys are accepted in seed form only (RFC 9964 §4, RFC 9881)"
+                    )));
+                }
+                Inner::MlDsa(k)
+            }
         };
         PrivateKey::from_inner(alg, inner)
     }
@@ -512,6 +608,12 @@ impl PrivateKey {
             }
             Inner::Ec(k) => k.to_pkcs8v1().expect("EC key encodes").as_ref().to_vec(),
             Inner::Ed(k) => k.to_pkcs8().expect("Ed25519 key encodes").as_ref().to_vec(),
+            // Seed form (RFC 9881 `seed`), which every `Inner::MlDsa` holds.
+            Inner::MlDsa(k) => k
+                .to_pkcs8v1()
+                .expect("ML-DSA key encodes")
+                .as_ref()
+                .to_vec(),
         };
         Zeroizing::new(v)
     }
@@ -542,6 +644,13 @@ impl PrivateKey {
                 .as_ref()
                 .to_vec()),
             Inner::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
+            // Pure ML-DSA with an empty context (RFC 9964 §5), hedged by aws-lc.
+            Inner::MlDsa(k) => {
+                let mut sig = vec![0u8; k.algorithm().signature_len()];
+                let n = k.sign(message, &mut sig).map_err(|_| KeyError::Signing)?;
+                sig.truncate(n);
+                Ok(sig)
+            }
         }
     }
 }

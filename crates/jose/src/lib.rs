@@ -8,7 +8,9 @@
 //!
 //! Reading is strict everywhere (DESIGN.md rule 1): `none` and `HS*` cannot
 //! even be named, a key is bound to exactly one algorithm, RSA keys under 2048
-//! bits are refused, ECDSA signatures are raw `r || s`.
+//! bits are refused, ECDSA signatures are raw `r || s`. ML-DSA (FIPS 204, as
+//! RFC 9964 puts it in JOSE: `ML-DSA-44/65/87`, `kty: AKP`) is supported and
+//! opt-in: a [`Validation`] accepts it only when its `algorithms` name it.
 //!
 //! ```
 //! use keyward_jose::{Algorithm, KeySet, LocalSigner, PrivateKey, TokenSigner, Validation, sign_jwt, verify_jwt};
@@ -41,7 +43,9 @@ pub mod seal;
 pub mod signer;
 pub mod verifier;
 
-pub use alg::{Algorithm, Curve, KeyFamily, DEFAULT_RSA_BITS, MIN_RSA_BITS, RSA_SIZES};
+pub use alg::{
+    Algorithm, Curve, KeyFamily, MlDsaParams, DEFAULT_RSA_BITS, MIN_RSA_BITS, RSA_SIZES,
+};
 pub use claims::{Audiences, Claims, Validation, MAX_KEPT_CLAIMS};
 pub use error::{ClaimsError, Error, KeyError, SealError, TokenError};
 pub use jwk::{Jwk, JwkSet, RejectedKey};

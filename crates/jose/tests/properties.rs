@@ -81,6 +81,8 @@ fn policy() -> Validation {
     Validation {
         // Arbitrary claims may be large; the length limit has its own tests.
         max_token_len: 1 << 20,
+        // Every algorithm, ML-DSA included (it is opt-in by default).
+        algorithms: Algorithm::ALL.to_vec(),
         ..Validation::access_token(ISS, &["api"])
     }
 }

@@ -40,7 +40,7 @@ fn sha_of(alg: Algorithm) -> Option<&'static str> {
         Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256 => Some("SHA-256"),
         Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => Some("SHA-384"),
         Algorithm::RS512 | Algorithm::PS512 | Algorithm::ES512 => Some("SHA-512"),
-        Algorithm::EdDSA => None,
+        Algorithm::EdDSA | Algorithm::MlDsa44 | Algorithm::MlDsa65 | Algorithm::MlDsa87 => None,
     }
 }
 

@@ -63,7 +63,13 @@ fn is_rsa(alg: Algorithm) -> bool {
         | Algorithm::PS256
         | Algorithm::PS384
         | Algorithm::PS512 => true,
-        Algorithm::ES256 | Algorithm::ES384 | Algorithm::ES512 | Algorithm::EdDSA => false,
+        Algorithm::ES256
+        | Algorithm::ES384
+        | Algorithm::ES512
+        | Algorithm::EdDSA
+        | Algorithm::MlDsa44
+        | Algorithm::MlDsa65
+        | Algorithm::MlDsa87 => false,
     }
 }
 

@@ -14,6 +14,7 @@ pub struct IssuerPolicy {
     /// `aud` must contain at least one of these (empty: not checked).
     pub audiences: Vec<String>,
     /// Accepted algorithms. Asymmetric only: `none` and `HS*` cannot be named.
+    /// Default: [`Algorithm::DEFAULT_ACCEPTED`] (ML-DSA must be listed).
     pub algorithms: Vec<Algorithm>,
     /// Required header `typ` (default `at+jwt`, RFC 9068).
     pub required_typ: Option<String>,
@@ -39,7 +40,8 @@ impl IssuerPolicy {
             source: KeySource::Discovery,
             issuer,
             audiences: Vec::new(),
-            algorithms: Algorithm::ALL.to_vec(),
+            // ML-DSA is accepted only where configured.
+            algorithms: Algorithm::DEFAULT_ACCEPTED.to_vec(),
             required_typ: Some("at+jwt".into()),
             leeway_secs: 60,
             required_claims: ["iss", "sub", "exp", "iat"].map(String::from).to_vec(),
@@ -108,6 +110,18 @@ impl IssuerPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ml_dsa_is_accepted_only_when_configured() {
+        let default = IssuerPolicy::new("https://issuer.example");
+        for alg in [Algorithm::MlDsa44, Algorithm::MlDsa65, Algorithm::MlDsa87] {
+            assert!(!default.algorithms.contains(&alg), "{alg}");
+            assert!(!default.validation().algorithms.contains(&alg), "{alg}");
+        }
+        assert_eq!(default.algorithms, Algorithm::DEFAULT_ACCEPTED);
+        let named = IssuerPolicy::parse_algorithms(&["ES256", "ML-DSA-65"]).unwrap();
+        assert_eq!(named, [Algorithm::ES256, Algorithm::MlDsa65]);
+    }
 
     #[test]
     fn none_and_hmac_cannot_be_configured() {

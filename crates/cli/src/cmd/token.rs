@@ -69,6 +69,9 @@ pub async fn run(ctx: &Context, cmd: TokenCmd) -> Result<()> {
             let token = token_arg(&token)?;
             let keys = load_keys(&jwks).await?;
             let policy = Validation {
+                // The keys were named by the operator and each is bound to its
+                // one algorithm, so every algorithm (ML-DSA included) is allowed.
+                algorithms: keyward_jose::Algorithm::ALL.to_vec(),
                 issuer: iss,
                 audiences: aud,
                 required_typ: typ,

@@ -120,6 +120,7 @@ impl Case {
             PublicMaterial::Ed25519 { x } => {
                 jsonwebtoken::DecodingKey::from_ed_components(&b64::encode(x))
             }
+            PublicMaterial::MlDsa { .. } => unreachable!("the cases are RS256, ES256 and EdDSA"),
         }
         .expect("jsonwebtoken key");
         let mut jv = jsonwebtoken::Validation::new(jwt_alg);
