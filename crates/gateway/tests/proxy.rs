@@ -484,7 +484,12 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let addr = gw.running.addr();
     gw.running.shutdown().await;
     assert_eq!(inflight.await.unwrap(), 200);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let refused = tokio::net::TcpStream::connect(addr).await.unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{refused}"
+    );
 }
 
 #[tokio::test]
