@@ -86,7 +86,7 @@ mod tests {
         }
         assert!(matches!(
             open_private_key(&RootKey::generate(), &ok),
-            Err(StoreError::Seal(_))
+            Err(StoreError::Seal(SealError::OpenFailed))
         ));
     }
 }
