@@ -433,9 +433,15 @@ mod tests {
             assert!(e.contains("refresh_grace"), "{bad}: {e}");
         }
         let bad: RawConfig = toml::from_str("reload_interval = \"10s\"").unwrap();
-        assert!(bad.resolve().is_err());
+        assert_eq!(
+            bad.resolve().unwrap_err().to_string(),
+            "reload_interval must be between 1s and 5s (changes must reach the server within 5 s)"
+        );
         let bad: RawConfig = toml::from_str("listen = \"nope\"").unwrap();
-        assert!(bad.resolve().is_err());
+        assert_eq!(
+            bad.resolve().unwrap_err().to_string(),
+            "listen: \"nope\" is not an address like 127.0.0.1:8080"
+        );
     }
 
     #[test]

@@ -171,6 +171,17 @@ async fn through_gate(gw: &Gateway, token: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// The gate's JSON answer refuses the token for its claim `claim`.
+fn gate_refused_claim(body: &str, claim: &str) {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["error"], "invalid_token", "{body}");
+    assert_eq!(
+        v["error_description"],
+        format!("claim '{claim}' is malformed"),
+        "{body}"
+    );
+}
+
 // ---- the issuer ------------------------------------------------------------
 
 struct Issuer {
@@ -262,8 +273,9 @@ async fn the_issuer_mints_only_what_the_gate_accepts() {
     // Bad subjects: the gate refuses them, and so does every minting path.
     let before = i.kw.snapshot();
     for &sub in BAD_VALUES {
-        let (status, _) = through_gate(&gw, &token(sub, &["orders.read"])).await;
+        let (status, body) = through_gate(&gw, &token(sub, &["orders.read"])).await;
         assert_eq!(status, 401, "the gate accepted sub {sub:?}");
+        gate_refused_claim(&body, "sub");
         let (status, body) = admin_mint(&server, &admin, &i.client, sub, &[]).await;
         assert_eq!(status, 400, "the admin API minted sub {sub:?}: {body}");
         assert_eq!(body["error"], "invalid_request", "{body}");
@@ -304,10 +316,12 @@ async fn the_issuer_mints_only_what_the_gate_accepts() {
     }
     // Bad permissions, likewise.
     for w in bad_words() {
-        let (status, _) = through_gate(&gw, &token("alice", &[w])).await;
+        let (status, body) = through_gate(&gw, &token("alice", &[w])).await;
         assert_eq!(status, 401, "the gate accepted permission {w:?}");
+        gate_refused_claim(&body, "permissions");
         let (status, body) = admin_mint(&server, &admin, &i.client, "alice", &[w]).await;
         assert_eq!(status, 400, "the admin API minted permission {w:?}: {body}");
+        assert_eq!(body["error"], "invalid_request", "{body}");
         let run = cli_sign(&i, "alice", &[w]);
         assert_eq!(run.code, 1, "token sign minted permission {w:?}");
         assert!(run.stderr.contains("permissions "), "{}", run.stderr);

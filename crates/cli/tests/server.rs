@@ -1293,8 +1293,16 @@ async fn tokens_survive_a_restart(kw: &Kw) {
         .assert_oauth_error(400, "invalid_grant");
 }
 
+/// Whether a GET to `url` is refused at connect (nothing listens there),
+/// as opposed to answered or failing in some other way.
 async fn get_fails(url: &str) -> bool {
-    http().get(url).send().await.is_err()
+    match http().get(url).send().await {
+        Ok(_) => false,
+        Err(e) => {
+            assert!(e.is_connect(), "not refused at connect: {e:?}");
+            true
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

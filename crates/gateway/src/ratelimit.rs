@@ -230,7 +230,7 @@ mod tests {
         // One token after 100 ms, not two.
         let t1 = t0 + Duration::from_millis(100);
         assert!(l.check("k", t1).is_ok());
-        assert!(l.check("k", t1).is_err());
+        assert_eq!(l.check("k", t1), Err(Duration::from_millis(100)));
         // A long idle time refills to `burst`, never beyond.
         let t2 = t1 + Duration::from_secs(3600);
         assert!(l.check("k", t2).is_ok());
@@ -267,11 +267,11 @@ mod tests {
         assert!(l.check("a", t0).is_ok());
         assert_eq!(l.check("a", t0), Err(Duration::from_secs(3600)));
         assert!(l.check("b", t0).is_ok());
-        assert!(l.check("b", t0).is_err());
+        assert_eq!(l.check("b", t0), Err(Duration::from_secs(3600)));
         assert!(l.check("", t0).is_ok());
         let long = "x".repeat(1 << 20);
         assert!(l.check(&long, t0).is_ok());
-        assert!(l.check(&long, t0).is_err());
+        assert_eq!(l.check(&long, t0), Err(Duration::from_secs(3600)));
         assert_eq!(l.len(), 4);
     }
 
@@ -295,7 +295,7 @@ mod tests {
         for i in 0..100 {
             let _ = l.check(&format!("other-{i}"), t1);
         }
-        assert!(l.check("hot", t1).is_err());
+        assert_eq!(l.check("hot", t1), Err(Duration::from_secs(1)));
         // Much later every bucket is full again, so eviction is lossless.
         let t2 = t0 + Duration::from_secs(60);
         for i in 0..100_000 {
@@ -309,14 +309,14 @@ mod tests {
         let t0 = Instant::now();
         let l = Limiter::new(rate("1/s"), 0, 0);
         assert!(l.check("a", t0).is_ok());
-        assert!(l.check("a", t0).is_err());
+        assert_eq!(l.check("a", t0), Err(Duration::from_secs(1)));
         assert!(l.check("b", t0).is_ok());
         assert_eq!(l.len(), 1);
         let l = Limiter::new(Rate { per_sec: 1e-30 }, u32::MAX, 10);
         assert!(l.check("a", t0).is_ok());
         let l = Limiter::new(Rate { per_sec: f64::NAN }, 1, 10);
         assert!(l.check("a", t0).is_ok());
-        assert!(l.check("a", t0).is_err());
+        assert_eq!(l.check("a", t0), Err(MAX_INTERVAL), "NaN: the slowest rate");
         let l = Limiter::new(Rate { per_sec: 1e300 }, 1, 10);
         for _ in 0..1000 {
             assert!(l.check("a", t0).is_ok());

@@ -539,13 +539,24 @@ mod tests {
             br#"{"revocations":[],"next":1,"next":2}"#,
             b"",
         ] {
-            assert!(parse_page(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            let e = parse_page(bad).map(|_| ()).unwrap_err();
+            assert!(
+                e.starts_with("malformed feed page: "),
+                "{}: {e}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let long = format!(
             r#"{{"revocations":[{{"jti":"{}","exp":1}}],"next":1}}"#,
             "j".repeat(MAX_JTI_LEN + 1)
         );
-        assert!(parse_page(long.as_bytes()).is_err());
+        assert_eq!(
+            parse_page(long.as_bytes()).map(|_| ()),
+            Err(format!(
+                "malformed feed page: jti of {} bytes (1..={MAX_JTI_LEN} accepted)",
+                MAX_JTI_LEN + 1
+            ))
+        );
     }
 
     #[tokio::test]

@@ -11,13 +11,14 @@ use serde_json::{json, Value};
 
 const ROUTES: &str = "[[route]]\npath = \"/*\"\nupstream = \"{UP}\"\n";
 
-/// Asserts every token gets 401 `invalid_token` and the upstream no hit,
-/// after a good token got through (one hit).
-async fn refused(tokens: &[(&str, String)]) {
+/// Asserts every token gets 401 `invalid_token` for its own reason (the
+/// `error_description` starts with the third element) and the upstream no
+/// hit, after a good token got through (one hit).
+async fn refused(tokens: &[(&str, String, &str)]) {
     refused_with(tokens, &[]).await
 }
 
-async fn refused_with(tokens: &[(&str, String)], extra_keys: &[Value]) {
+async fn refused_with(tokens: &[(&str, String, &str)], extra_keys: &[Value]) {
     let up = upstream().await;
     let text = format!(
         "listen = \"127.0.0.1:0\"\n{}\n{}",
@@ -28,14 +29,13 @@ async fn refused_with(tokens: &[(&str, String)], extra_keys: &[Value]) {
     let good = get_with(&gw.url("/x"), &token()).await;
     assert_eq!(good.status, 200, "the baseline token must pass");
     assert_eq!(up.hits(), 1);
-    for (what, t) in tokens {
+    for (what, t, why) in tokens {
         let r = get_with(&gw.url("/x"), t).await;
         assert_eq!(r.status, 401, "{what}: {:?}", r.body);
         let w = r.header("www-authenticate").unwrap_or_default();
-        assert!(
-            w.starts_with("Bearer realm=\"keyward\", error=\"invalid_"),
-            "{what}: {w}"
-        );
+        let want =
+            format!("Bearer realm=\"keyward\", error=\"invalid_token\", error_description=\"{why}");
+        assert!(w.starts_with(&want), "{what}: {w}\nwanted: {want}...");
         assert_eq!(up.hits(), 1, "{what} reached the upstream");
     }
 }
@@ -64,9 +64,21 @@ async fn alg_none() {
         )
     };
     refused(&[
-        ("alg none", unsigned("none")),
-        ("alg None", unsigned("None")),
-        ("alg NONE", unsigned("NONE")),
+        (
+            "alg none",
+            unsigned("none"),
+            "token algorithm 'none' is never accepted",
+        ),
+        (
+            "alg None",
+            unsigned("None"),
+            "token algorithm 'None' is never accepted",
+        ),
+        (
+            "alg NONE",
+            unsigned("NONE"),
+            "token algorithm 'NONE' is never accepted",
+        ),
     ])
     .await;
 }
@@ -89,7 +101,11 @@ async fn hs256_keyed_with_the_public_key() {
             &jsonwebtoken::EncodingKey::from_secret(&secret),
         )
         .unwrap();
-        tokens.push(("HS256 with the public key as secret", t));
+        tokens.push((
+            "HS256 with the public key as secret",
+            t,
+            "token algorithm 'HS256' is never accepted",
+        ));
     }
     refused(&tokens).await;
 }
@@ -99,14 +115,24 @@ async fn unknown_crit() {
     let mut hd = header();
     hd["crit"] = json!(["x-must-understand"]);
     hd["x-must-understand"] = json!(true);
-    refused(&[("unknown crit", signed_raw(signer(), &h(hd), &c()))]).await;
+    refused(&[(
+        "unknown crit",
+        signed_raw(signer(), &h(hd), &c()),
+        "token header has an unknown critical extension 'x-must-understand'",
+    )])
+    .await;
 }
 
 #[tokio::test]
 async fn jku_jwk_x5u_headers_pointing_to_an_attacker_key() {
     let evil = attacker().public_jwk().to_value();
     let mut tokens = Vec::new();
-    for kid in ["attacker", KID] {
+    // The embedded key is never used: the kid alone picks the key, so an
+    // unknown kid is refused as such and ours fails the signature.
+    for (kid, why) in [
+        ("attacker", "no key with the token's kid"),
+        (KID, "signature does not verify"),
+    ] {
         for (member, value) in [
             ("jwk", evil.clone()),
             ("jku", json!("http://127.0.0.1:1/attacker-jwks.json")),
@@ -114,7 +140,7 @@ async fn jku_jwk_x5u_headers_pointing_to_an_attacker_key() {
         ] {
             let mut hd = json!({"alg": "ES256", "kid": kid, "typ": "at+jwt"});
             hd[member] = value;
-            tokens.push((member, signed_raw(attacker(), &h(hd), &c())));
+            tokens.push((member, signed_raw(attacker(), &h(hd), &c()), why));
         }
     }
     refused(&tokens).await;
@@ -153,7 +179,12 @@ async fn ecdsa_der_signature() {
     let raw = signer().sign(input.as_bytes()).unwrap();
     assert_eq!(raw.len(), 64);
     let t = format!("{input}.{}", b64::encode(&der(&raw)));
-    refused(&[("DER-encoded ECDSA signature", t)]).await;
+    refused(&[(
+        "DER-encoded ECDSA signature",
+        t,
+        "signature has the wrong length for ES256",
+    )])
+    .await;
 }
 
 #[tokio::test]
@@ -161,16 +192,22 @@ async fn not_three_segments() {
     let good = token();
     let (hp, s) = good.rsplit_once('.').unwrap();
     let (hd, _) = hp.split_once('.').unwrap();
+    let segments = "token must have exactly three dot-separated segments";
     refused(&[
-        ("two segments", hp.to_string()),
-        ("one segment", hd.to_string()),
-        ("four segments", format!("{good}.{s}")),
-        ("five segments (JWE shape)", format!("{hp}.{s}.x.y")),
+        ("two segments", hp.to_string(), segments),
+        ("one segment", hd.to_string(), segments),
+        ("four segments", format!("{good}.{s}"), segments),
+        (
+            "five segments (JWE shape)",
+            format!("{hp}.{s}.x.y"),
+            segments,
+        ),
         (
             "empty signature segment after a trailing dot",
             format!("{good}."),
+            segments,
         ),
-        ("leading dot", format!(".{good}")),
+        ("leading dot", format!(".{good}"), segments),
     ])
     .await;
 }
@@ -195,8 +232,16 @@ async fn padded_base64() {
     };
     assert_ne!(pad(sig), sig, "an ES256 signature needs padding");
     refused(&[
-        ("padded header", padded_header),
-        ("padded signature", format!("{seg_h}.{seg_p}.{}", pad(sig))),
+        (
+            "padded header",
+            padded_header,
+            "token header is not canonical unpadded base64url",
+        ),
+        (
+            "padded signature",
+            format!("{seg_h}.{seg_p}.{}", pad(sig)),
+            "token signature is not canonical unpadded base64url",
+        ),
     ])
     .await;
 }
@@ -208,8 +253,16 @@ async fn duplicate_header_member() {
     let typ_twice =
         format!("{{\"alg\":\"ES256\",\"kid\":\"{KID}\",\"typ\":\"JWT\",\"typ\":\"at+jwt\"}}");
     refused(&[
-        ("duplicate kid", signed_raw(signer(), &hd, &c())),
-        ("duplicate typ", signed_raw(signer(), &typ_twice, &c())),
+        (
+            "duplicate kid",
+            signed_raw(signer(), &hd, &c()),
+            "duplicate member 'kid' in the token header",
+        ),
+        (
+            "duplicate typ",
+            signed_raw(signer(), &typ_twice, &c()),
+            "duplicate member 'typ' in the token header",
+        ),
     ])
     .await;
 }
@@ -230,31 +283,58 @@ async fn refresh_and_id_tokens_are_not_access_tokens() {
         signed_raw(signer(), &h(hd), &id_claims.to_string())
     };
     refused(&[
-        ("ID token (typ JWT)", typed(Some("JWT"))),
-        ("no typ", typed(None)),
-        ("refresh token typ", typed(Some("rt+jwt"))),
-        ("logout token typ", typed(Some("logout+jwt"))),
+        (
+            "ID token (typ JWT)",
+            typed(Some("JWT")),
+            "token type (typ) Some('JWT') is not the required 'at+jwt'",
+        ),
+        (
+            "no typ",
+            typed(None),
+            "token type (typ) None is not the required 'at+jwt'",
+        ),
+        (
+            "refresh token typ",
+            typed(Some("rt+jwt")),
+            "token type (typ) Some('rt+jwt') is not the required 'at+jwt'",
+        ),
+        (
+            "logout token typ",
+            typed(Some("logout+jwt")),
+            "token type (typ) Some('logout+jwt') is not the required 'at+jwt'",
+        ),
     ])
     .await;
 }
 
 #[tokio::test]
 async fn wrong_issuer() {
+    let wrong = "token issuer does not match";
     refused(&[
         (
             "other issuer",
             with_claim("iss", json!("https://evil.test")),
+            wrong,
         ),
         (
             "trailing slash",
             with_claim("iss", json!(format!("{ISS}/"))),
+            wrong,
         ),
-        ("case differs", with_claim("iss", json!(ISS.to_uppercase()))),
-        ("missing", {
-            let mut cl = claims();
-            cl.as_object_mut().unwrap().remove("iss");
-            token_for(&cl)
-        }),
+        (
+            "case differs",
+            with_claim("iss", json!(ISS.to_uppercase())),
+            wrong,
+        ),
+        (
+            "missing",
+            {
+                let mut cl = claims();
+                cl.as_object_mut().unwrap().remove("iss");
+                token_for(&cl)
+            },
+            "required claim 'iss' is missing",
+        ),
     ])
     .await;
 }
@@ -262,9 +342,21 @@ async fn wrong_issuer() {
 #[tokio::test]
 async fn wrong_audience() {
     refused(&[
-        ("other audience", with_claim("aud", json!("api://other"))),
-        ("list without ours", with_claim("aud", json!(["a", "b"]))),
-        ("number", with_claim("aud", json!(5))),
+        (
+            "other audience",
+            with_claim("aud", json!("api://other")),
+            "token audience does not match",
+        ),
+        (
+            "list without ours",
+            with_claim("aud", json!(["a", "b"])),
+            "token audience does not match",
+        ),
+        (
+            "number",
+            with_claim("aud", json!(5)),
+            "claim 'aud' is invalid",
+        ),
     ])
     .await;
 }
@@ -273,10 +365,15 @@ async fn wrong_audience() {
 async fn expired() {
     let now = now();
     refused(&[
-        ("expired an hour ago", with_claim("exp", json!(now - 3600))),
+        (
+            "expired an hour ago",
+            with_claim("exp", json!(now - 3600)),
+            "token has expired",
+        ),
         (
             "expired beyond the leeway",
             with_claim("exp", json!(now - 61)),
+            "token has expired",
         ),
     ])
     .await;
@@ -284,7 +381,12 @@ async fn expired() {
 
 #[tokio::test]
 async fn not_yet_valid() {
-    refused(&[("nbf in an hour", with_claim("nbf", json!(now() + 3600)))]).await;
+    refused(&[(
+        "nbf in an hour",
+        with_claim("nbf", json!(now() + 3600)),
+        "token is not valid yet (nbf)",
+    )])
+    .await;
 }
 
 #[tokio::test]
@@ -294,10 +396,23 @@ async fn time_claims_of_the_wrong_type() {
         (
             "exp as a string",
             with_claim("exp", json!((now + 600).to_string())),
+            "claim 'exp' is invalid",
         ),
-        ("exp null", with_claim("exp", json!(null))),
-        ("nbf as a string", with_claim("nbf", json!(now.to_string()))),
-        ("iat as a bool", with_claim("iat", json!(true))),
+        (
+            "exp null",
+            with_claim("exp", json!(null)),
+            "claim 'exp' is invalid",
+        ),
+        (
+            "nbf as a string",
+            with_claim("nbf", json!(now.to_string())),
+            "claim 'nbf' is invalid",
+        ),
+        (
+            "iat as a bool",
+            with_claim("iat", json!(true)),
+            "claim 'iat' is invalid",
+        ),
     ])
     .await;
 }
@@ -313,7 +428,15 @@ async fn rsa_1024_key_in_the_jwks_is_dropped() {
     let (_, payload) = keyward_jose::dangerous::decode_unverified(&t).unwrap();
     assert_eq!(payload["iss"], ISS);
     assert_eq!(payload["aud"], AUD);
-    refused_with(&[("signed by an RSA-1024 key", t)], &[weak_jwk]).await;
+    refused_with(
+        &[(
+            "signed by an RSA-1024 key",
+            t,
+            "no key with the token's kid",
+        )],
+        &[weak_jwk],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -328,8 +451,9 @@ async fn signature_by_an_untrusted_key_or_tampered_payload() {
         (
             "attacker key, our kid",
             signed_raw(attacker(), &h(header()), &c()),
+            "signature does not verify",
         ),
-        ("tampered payload", tampered),
+        ("tampered payload", tampered, "signature does not verify"),
     ])
     .await;
 }

@@ -173,7 +173,11 @@ mod tests {
         let mut next = key("b", 110);
         next.created_at = 10;
         let keys = vec![p.retiring[0].clone(), next];
-        assert!(plan(&policy(), &keys, 20, Schedule::Lead(100)).is_err());
+        let e = plan(&policy(), &keys, 20, Schedule::Lead(100)).unwrap_err();
+        assert!(
+            e.starts_with("a rotation is already in progress: key b activates at "),
+            "{e}"
+        );
         // Immediate replaces both the signing and the pending key now.
         let p2 = plan(&policy(), &keys, 20, Schedule::Immediate).unwrap();
         assert_eq!(p2.activates_at, 20);

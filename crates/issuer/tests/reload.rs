@@ -197,6 +197,20 @@ impl Fixture {
     }
 }
 
+/// `err` is the reload failure for a pending key `kid` sealed under root
+/// key `expected` while this server holds only `held`.
+fn unopened_under_stale_root(err: &IssuerError, kid: &str, held: &str, expected: &str) {
+    let IssuerError::KeysUnopened { kids, source } = err else {
+        panic!("not KeysUnopened: {err:?}");
+    };
+    assert_eq!(kids, &[kid.to_string()], "{err}");
+    assert!(
+        matches!(&**source, IssuerError::RootKeyStale { held: h, expected: e, .. } if h == held && e == expected),
+        "{err:?}"
+    );
+    assert_eq!(err.reason(), "root_key");
+}
+
 #[tokio::test]
 async fn reload_keeps_the_signers_of_rewrapped_keys() {
     let f = fixture(None).await;
@@ -259,7 +273,8 @@ async fn a_key_that_cannot_be_opened_fails_the_reload_but_the_open_key_still_sig
         "{metrics}"
     );
     // The poller keeps retrying (the failure stays until a reload succeeds).
-    assert!(f.authority.reload_if_changed().await.is_err());
+    let err = f.authority.reload_if_changed().await.unwrap_err();
+    unopened_under_stale_root(&err, &new_kid, &f.root.key_id(), &new_root.key_id());
     assert_eq!(f.readyz().await.0, StatusCode::SERVICE_UNAVAILABLE);
     // An admin rotation cannot seal under the store's root key here: 503, not 500,
     // and nothing is written.
@@ -282,11 +297,13 @@ async fn a_loader_that_gives_the_new_root_key_lets_the_server_switch() {
         .unwrap();
     let new_kid = f.add_pending_key(&new_root).await;
     // The source does not give the new key yet: the reload fails.
-    assert!(f.authority.reload_if_changed().await.is_err());
+    let err = f.authority.reload_if_changed().await.unwrap_err();
+    unopened_under_stale_root(&err, &new_kid, &f.root.key_id(), &new_root.key_id());
     assert_eq!(f.readyz().await.0, StatusCode::SERVICE_UNAVAILABLE);
     // A source that gives some other key does not help.
     *slot.lock().unwrap() = Some(RootKey::generate().to_base64().to_string());
-    assert!(f.authority.reload_if_changed().await.is_err());
+    let err = f.authority.reload_if_changed().await.unwrap_err();
+    unopened_under_stale_root(&err, &new_kid, &f.root.key_id(), &new_root.key_id());
     assert_eq!(f.authority.root_key_id(), f.root.key_id());
     // Now the source gives it: the next poll switches, opens the new key, and is ready.
     *slot.lock().unwrap() = Some(new_root.to_base64().to_string());

@@ -179,7 +179,11 @@ mod tests {
         assert_eq!(check_word("a\u{2003}b"), Err(TextError::Space(0x2003)));
         assert_eq!(check_word("a\0"), Err(TextError::Control(0)));
         assert_eq!(scope("a  b"), Ok(()));
-        assert!(scope("a\tb").is_err());
+        let e = scope("a\tb").unwrap_err();
+        assert_eq!(
+            (e.claim.as_str(), &e.error),
+            ("scope", &TextError::Control(9))
+        );
         let e = value("sub", "al\nice").unwrap_err();
         assert_eq!(
             e.to_string(),

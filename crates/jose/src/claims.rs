@@ -794,7 +794,13 @@ mod tests {
         };
         assert!(v.check_typ(Some("at+jwt")).is_ok());
         assert!(v.check_typ(Some("application/AT+JWT")).is_ok());
-        assert!(v.check_typ(Some("JWT")).is_err());
-        assert!(v.check_typ(None).is_err());
+        assert_eq!(
+            v.check_typ(Some("JWT")),
+            Err(ClaimsError::WrongType(Some("JWT".into()), "at+jwt".into()))
+        );
+        assert_eq!(
+            v.check_typ(None),
+            Err(ClaimsError::WrongType(None, "at+jwt".into()))
+        );
     }
 }

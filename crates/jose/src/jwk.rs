@@ -477,7 +477,10 @@ mod tests {
         assert!(matches!(parse(&w), Err(KeyError::Malformed(_))));
         v["kid"] = json!(5);
         assert!(matches!(parse(&v), Err(KeyError::Malformed(_))));
-        assert!(Jwk::parse(br#"{"kty":"EC","kty":"EC"}"#, Algorithm::RS256).is_err());
+        assert_eq!(
+            Jwk::parse(br#"{"kty":"EC","kty":"EC"}"#, Algorithm::RS256).unwrap_err(),
+            KeyError::Malformed(r#"duplicate JWK member "kty""#.into())
+        );
     }
 
     #[test]
@@ -498,6 +501,7 @@ mod tests {
         assert!(m.contains("only Ed25519") && !m.contains("P-256"), "{m}");
         // An EC key on an unknown curve still lists the P-curves.
         let e = Jwk::parse(br#"{"kty":"EC","crv":"P-192"}"#, Algorithm::RS256).unwrap_err();
+        assert_eq!(e, KeyError::UnsupportedCurve("P-192".into()));
         assert!(e.to_string().contains("P-256 P-384 P-521"));
     }
 
@@ -533,6 +537,9 @@ mod tests {
         assert_eq!(ok.keys.len(), 2);
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].index, 2);
-        assert!(JwkSet::parse(b"{\"keys\":3}", Algorithm::RS256).is_err());
+        assert_eq!(
+            JwkSet::parse(b"{\"keys\":3}", Algorithm::RS256).unwrap_err(),
+            KeyError::Malformed("JWK Set needs a \"keys\" array".into())
+        );
     }
 }

@@ -13,7 +13,7 @@
 //! opt-in: a [`Validation`] accepts it only when its `algorithms` name it.
 //!
 //! ```
-//! use keyward_jose::{Algorithm, KeySet, LocalSigner, PrivateKey, TokenSigner, Validation, sign_jwt, verify_jwt};
+//! use keyward_jose::{Algorithm, ClaimsError, Error, KeySet, LocalSigner, PrivateKey, TokenSigner, Validation, sign_jwt, verify_jwt};
 //! let signer = LocalSigner::new(PrivateKey::generate(Algorithm::ES256, None).unwrap(), None);
 //! let token = sign_jwt(&signer, Some("at+jwt"), &serde_json::json!({
 //!     "iss": "https://auth.example", "sub": "alice", "aud": "api", "exp": 2000, "iat": 1000, "jti": "1"
@@ -24,7 +24,7 @@
 //! let policy = Validation::access_token("https://auth.example", &["api"]);
 //! let ok = verify_jwt(&token, &keys, &policy, 1500).unwrap();
 //! assert_eq!(ok.claims.sub(), Some("alice"));
-//! assert!(verify_jwt(&token, &keys, &policy, 2100).is_err());
+//! assert_eq!(verify_jwt(&token, &keys, &policy, 2100).unwrap_err(), Error::Claims(ClaimsError::Expired));
 //! ```
 #![forbid(unsafe_code)]
 

@@ -271,7 +271,10 @@ mod tests {
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         let t = SealedKey::from_bytes(&tampered).unwrap();
-        assert!(open(&root, b"prod\0k1", &t).is_err());
+        assert!(matches!(
+            open(&root, b"prod\0k1", &t),
+            Err(SealError::OpenFailed)
+        ));
     }
 
     #[test]
@@ -289,8 +292,11 @@ mod tests {
         let s = seal(&old, b"aad", b"pk");
         let r = rewrap(&old, &new, b"aad", &s).unwrap();
         assert_eq!(open(&new, b"aad", &r).unwrap().as_slice(), b"pk");
-        assert!(open(&old, b"aad", &r).is_err());
-        assert!(rewrap(&new, &old, b"aad", &s).is_err());
+        assert!(matches!(open(&old, b"aad", &r), Err(SealError::OpenFailed)));
+        assert_eq!(
+            rewrap(&new, &old, b"aad", &s).unwrap_err(),
+            SealError::OpenFailed
+        );
     }
 
     #[test]
@@ -299,8 +305,17 @@ mod tests {
         let again = RootKey::from_base64(&format!("  {}\n", k.to_base64().as_str())).unwrap();
         assert_eq!(k.key_id(), again.key_id());
         assert!(!format!("{k:?}").contains(k.to_base64().as_str()));
-        assert!(RootKey::from_base64("c2hvcnQ=").is_err());
-        assert!(RootKey::from_base64("!!!").is_err());
-        assert!(SealedKey::from_bytes(b"nope").is_err());
+        assert!(matches!(
+            RootKey::from_base64("c2hvcnQ="),
+            Err(SealError::BadRootKey(m)) if m == "expected 32 bytes, got 5"
+        ));
+        assert!(matches!(
+            RootKey::from_base64("!!!"),
+            Err(SealError::BadRootKey(m)) if m == "not valid base64"
+        ));
+        assert_eq!(
+            SealedKey::from_bytes(b"nope").unwrap_err(),
+            SealError::Malformed
+        );
     }
 }

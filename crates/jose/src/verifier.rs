@@ -284,13 +284,19 @@ mod tests {
         // A well-signed token refused for its typ (an ID token from the same
         // key) is not remembered either.
         let id_token = sign_jwt(&a, Some("JWT"), &claims).unwrap();
-        assert!(verify_jwt(&id_token, &keys, &policy, now).is_err());
+        assert_eq!(
+            verify_jwt(&id_token, &keys, &policy, now).unwrap_err(),
+            Error::Claims(ClaimsError::WrongType(Some("JWT".into()), "at+jwt".into()))
+        );
         assert!(keys.remembered(header_of(&id_token)).is_none());
 
         // A forged signature under a header never seen is not remembered.
         let (head, _) = t.rsplit_once('.').unwrap();
         let forged = format!("{head}.{}", b64::encode(&[7u8; 64]));
-        assert!(verify_jwt(&forged, &keys, &policy, now).is_err());
+        assert_eq!(
+            verify_jwt(&forged, &keys, &policy, now).unwrap_err(),
+            Error::Token(TokenError::BadSignature)
+        );
         assert!(keys.remembered(header_of(&t)).is_none());
 
         // Verified once: remembered; the second answer is the same.

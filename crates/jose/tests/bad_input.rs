@@ -1024,7 +1024,13 @@ fn typ_with_multibyte_text_does_not_panic() {
             ClaimsError::WrongType(Some(typ.chars().take(32).collect()), "at+jwt".into()),
             "{typ}"
         );
-        assert!(policy().check_typ(Some(typ)).is_err());
+        assert_eq!(
+            policy().check_typ(Some(typ)),
+            Err(ClaimsError::WrongType(
+                Some(typ.chars().take(32).collect()),
+                "at+jwt".into()
+            ))
+        );
     }
 }
 
@@ -1058,5 +1064,8 @@ fn duplicate_member_inside_a_jwk_set_entry() {
     // A duplicated kid member inside one entry, too.
     let dup_kid = format!("{{\"kid\":\"other\",{}", &good[1..]);
     let doc = format!("{{\"keys\":[{dup_kid}]}}");
-    assert!(JwkSet::parse(doc.as_bytes(), Algorithm::RS256).is_err());
+    assert_eq!(
+        JwkSet::parse(doc.as_bytes(), Algorithm::RS256).unwrap_err(),
+        KeyError::Malformed(r#"duplicate JWK member "kid""#.into())
+    );
 }

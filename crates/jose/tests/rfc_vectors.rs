@@ -4,7 +4,7 @@
 //! keys are stored.
 
 use keyward_jose::{
-    verify_compact, verify_jwt, Algorithm, Jwk, KeySet, TokenError, Validation,
+    verify_compact, verify_jwt, Algorithm, ClaimsError, Error, Jwk, KeySet, TokenError, Validation,
     DEFAULT_MAX_TOKEN_LEN,
 };
 use serde_json::Value;
@@ -87,7 +87,10 @@ fn rfc7515_a3_es256_jwt_verifies_with_a_fixed_clock() {
         Some(Value::Bool(true))
     );
     // The same token is expired at its exp.
-    assert!(verify_jwt(token, &keys, &policy, 1_300_819_380).is_err());
+    assert_eq!(
+        verify_jwt(token, &keys, &policy, 1_300_819_380).unwrap_err(),
+        Error::Claims(ClaimsError::Expired)
+    );
     // And verify_compact agrees.
     let (_, payload) = verify_compact(token, &jwk.key, DEFAULT_MAX_TOKEN_LEN).unwrap();
     assert_eq!(payload, str_of(&v, "payload").as_bytes());

@@ -178,10 +178,19 @@ fn run(file: &str, alg: Algorithm) -> Counts {
                 }
                 "invalid" => {
                     c.invalid += 1;
-                    if accepted {
-                        failures.push(format!("tc {id} invalid but accepted ({})", t["comment"]));
-                    } else {
-                        c.passed += 1;
+                    // Refused at key load (no key), at the length check, or
+                    // by the signature check: nothing else is a rejection.
+                    match &outcome {
+                        Some(Ok(())) => failures
+                            .push(format!("tc {id} invalid but accepted ({})", t["comment"])),
+                        None
+                        | Some(Err(TokenError::SignatureLength(_) | TokenError::BadSignature)) => {
+                            c.passed += 1
+                        }
+                        Some(Err(e)) => failures.push(format!(
+                            "tc {id} invalid, refused with an unexpected error {e:?} ({})",
+                            t["comment"]
+                        )),
                     }
                 }
                 "acceptable" => {

@@ -375,11 +375,17 @@ mod tests {
 
     #[test]
     fn policy_is_strict() {
-        assert!(serde_json::from_str::<RotationPolicy>(r#"{"alg":"HS256"}"#).is_err());
-        assert!(serde_json::from_str::<RotationPolicy>(r#"{"algo":"RS256"}"#).is_err());
-        assert!(
-            serde_json::from_str::<RotationPolicy>(r#"{"alg":"ES256","rsa_bits":2048}"#).is_err()
-        );
-        assert!(serde_json::from_str::<RotationPolicy>(r#"{"lead_secs":"1"}"#).is_err());
+        for (text, why) in [
+            (r#"{"alg":"HS256"}"#, r#"unsupported algorithm "HS256""#),
+            (r#"{"algo":"RS256"}"#, "unknown field `algo`"),
+            (
+                r#"{"alg":"ES256","rsa_bits":2048}"#,
+                "rsa_bits applies only to RSA algorithms, not ES256",
+            ),
+            (r#"{"lead_secs":"1"}"#, r#"invalid type: string "1""#),
+        ] {
+            let e = serde_json::from_str::<RotationPolicy>(text).unwrap_err();
+            assert!(e.to_string().contains(why), "{text}: {e}");
+        }
     }
 }

@@ -41,7 +41,7 @@ pub fn open_private_key(root: &RootKey, key: &KeyRecord) -> Result<Zeroizing<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyward_jose::Algorithm;
+    use keyward_jose::{Algorithm, SealError};
 
     fn record(env: &str, kid: &str, sealed: SealedKey) -> KeyRecord {
         KeyRecord {
@@ -75,11 +75,18 @@ mod tests {
         let sealed = seal_private_key(&root, "prod", "k1", b"private");
         let ok = record("prod", "k1", sealed.clone());
         assert_eq!(open_private_key(&root, &ok).unwrap().as_slice(), b"private");
-        assert!(open_private_key(&root, &record("prod", "k2", sealed.clone())).is_err());
-        assert!(open_private_key(&root, &record("dev", "k1", sealed.clone())).is_err());
+        for other in [
+            record("prod", "k2", sealed.clone()),
+            record("dev", "k1", sealed.clone()),
+        ] {
+            assert!(matches!(
+                open_private_key(&root, &other),
+                Err(StoreError::Seal(SealError::OpenFailed))
+            ));
+        }
         assert!(matches!(
             open_private_key(&RootKey::generate(), &ok),
-            Err(StoreError::Seal(_))
+            Err(StoreError::Seal(SealError::OpenFailed))
         ));
     }
 }

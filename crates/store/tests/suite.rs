@@ -7,7 +7,7 @@ mod issuer;
 use common::Ctx;
 use keyward_jose::crypto::random_bytes;
 use keyward_jose::seal::RootKey;
-use keyward_jose::Algorithm;
+use keyward_jose::{Algorithm, SealError};
 use keyward_store::{
     open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState,
     RotationPolicy, Store, StoreError, GENESIS_HASH,
@@ -415,7 +415,11 @@ async fn uncommitted_transactions_change_nothing(store: Store, _ctx: Ctx) {
             .unwrap();
         tx.append_audit(entry(1)).await.unwrap();
         // A failing step, then the caller gives up: dropped, not committed.
-        assert!(tx.create_environment(&env("prod")).await.is_err());
+        let err = tx.create_environment(&env("prod")).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict { what: "environment", ref name } if name == "prod"),
+            "{err:?}"
+        );
     }
     let mut tx = store.begin().await.unwrap();
     tx.create_environment(&env("dev")).await.unwrap();
@@ -658,7 +662,12 @@ async fn rewrap_all_moves_every_key(store: Store, _ctx: Ctx) {
     assert_eq!(n, 5);
     assert_eq!(store.root_key_id().await.unwrap(), Some(new.key_id()));
     store.check_root_key(&new).await.unwrap();
-    assert!(store.check_root_key(&old).await.is_err());
+    let err = store.check_root_key(&old).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::WrongRootKey { expected, got }
+            if *expected == new.key_id() && *got == old.key_id()),
+        "{err:?}"
+    );
 
     for (kid, secret) in &secrets {
         let k = store.key(kid).await.unwrap();
@@ -667,7 +676,10 @@ async fn rewrap_all_moves_every_key(store: Store, _ctx: Ctx) {
             secret.as_slice()
         );
         assert!(
-            open_private_key(&old, &k).is_err(),
+            matches!(
+                open_private_key(&old, &k),
+                Err(StoreError::Seal(SealError::OpenFailed))
+            ),
             "old root still opens {kid}"
         );
         let prev = before.iter().find(|b| &b.kid == kid).unwrap();
@@ -726,14 +738,20 @@ async fn rewrap_all_failure_midway_changes_nothing(store: Store, _ctx: Ctx) {
     let audit_before = store.audit_len().await.unwrap();
 
     let err = store.rewrap_all(&old, &new, "admin", 1).await.unwrap_err();
-    assert!(matches!(err, StoreError::Seal(_)), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Seal(SealError::OpenFailed)),
+        "{err:?}"
+    );
 
     assert_eq!(all_keys(&store).await, before);
     assert_eq!(store.root_key_id().await.unwrap(), Some(old.key_id()));
     assert_eq!(store.audit_len().await.unwrap(), audit_before);
     for k in before.iter().filter(|k| k.kid != "zz-foreign") {
         open_private_key(&old, k).unwrap();
-        assert!(open_private_key(&new, k).is_err());
+        assert!(matches!(
+            open_private_key(&new, k),
+            Err(StoreError::Seal(SealError::OpenFailed))
+        ));
     }
 }
 

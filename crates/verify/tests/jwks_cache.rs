@@ -174,7 +174,10 @@ async fn thousand_random_unknown_kids_cause_at_most_one_fetch() {
     // The same unknown kids again: answered from the negative cache.
     let before = server.fetches();
     for i in 0..100 {
-        assert!(c.key_for(&format!("again-{i}")).await.is_err());
+        assert_eq!(
+            c.key_for(&format!("again-{i}")).await.unwrap_err(),
+            VerifyError::UnknownKid
+        );
     }
     assert_eq!(server.fetches(), before, "cooldown holds");
     // A known kid is never affected.
@@ -216,7 +219,8 @@ async fn failures_serve_the_last_good_set_up_to_max_stale() {
     c.refresh().await.unwrap();
     server.set(|s| s.fail = Some(500));
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(c.refresh().await.is_err());
+    let e = c.refresh().await.unwrap_err();
+    assert!(e.ends_with("answered 500 Internal Server Error"), "{e}");
     let st = c.status();
     assert!(st.stale, "{st:?}");
     assert!(st.last_error.as_deref().unwrap().contains("500"), "{st:?}");
@@ -305,18 +309,27 @@ async fn oversize_or_malformed_bodies_are_refused_and_change_nothing() {
     let c = cache(&server, config());
     c.refresh().await.unwrap();
     let gen = c.current().unwrap().generation;
-    for body in [
-        format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(70 * 1024)),
-        "not json".to_string(),
-        "{\"keys\":{}}".to_string(),
-        "[]".to_string(),
+    for (body, why) in [
+        (
+            format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(70 * 1024)),
+            "body larger than",
+        ),
+        (
+            "not json".to_string(),
+            "not a JWK Set: malformed key: JWK Set is not a JSON object",
+        ),
+        (
+            "{\"keys\":{}}".to_string(),
+            "not a JWK Set: malformed key: JWK Set needs a \"keys\" array",
+        ),
+        (
+            "[]".to_string(),
+            "not a JWK Set: malformed key: JWK Set is not a JSON object",
+        ),
     ] {
         server.set(|s| s.body = body.clone());
-        assert!(
-            c.refresh().await.is_err(),
-            "{}",
-            &body[..body.len().min(40)]
-        );
+        let e = c.refresh().await.unwrap_err();
+        assert!(e.contains(why), "{}: {e}", &body[..body.len().min(40)]);
         let snap = c.current().unwrap();
         assert_eq!(snap.generation, gen);
         assert!(snap.keys.get("k1").is_some());
@@ -420,14 +433,22 @@ fn plain_http_only_for_loopback_unless_allowed() {
     let e = check_url("http://issuer.example/jwks", false).unwrap_err();
     assert!(e.contains("https"), "{e}");
     assert!(check_url("http://issuer.example/jwks", true).is_ok());
-    assert!(check_url("ftp://issuer.example/jwks", true).is_err());
-    assert!(check_url("file:///etc/passwd", true).is_err());
-    assert!(check_url("not a url", true).is_err());
-    assert!(JwksCache::new(
+    for (url, scheme) in [
+        ("ftp://issuer.example/jwks", "ftp"),
+        ("file:///etc/passwd", "file"),
+    ] {
+        let e = check_url(url, true).unwrap_err();
+        assert!(e.contains(&format!("unsupported scheme {scheme:?}")), "{e}");
+    }
+    let e = check_url("not a url", true).unwrap_err();
+    assert!(e.starts_with("\"not a url\" is not a URL"), "{e}");
+    let Err(e) = JwksCache::new(
         "http://issuer.example",
         KeySource::Discovery,
         CacheConfig::default(),
-        Algorithm::RS256
-    )
-    .is_err());
+        Algorithm::RS256,
+    ) else {
+        panic!("a plain http issuer must be refused");
+    };
+    assert!(e.contains("plain http to a non-loopback host"), "{e}");
 }

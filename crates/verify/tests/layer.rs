@@ -238,41 +238,59 @@ async fn invalid_tokens_are_401_invalid_token() {
         Some("at+jwt"),
         json!({ "permissions": ["orders.*"] }),
     );
+    // Each with the error_description of its own rejection.
     let cases = [
-        ("bad signature", forged),
+        ("bad signature", forged, "signature does not verify"),
         (
             "expired",
             issuer.token(json!({ "iat": now() - 1000, "exp": now() - 500 })),
+            "token has expired",
         ),
         (
             "wrong audience",
             issuer.token(json!({ "aud": "other-api" })),
+            "token audience does not match",
         ),
         (
             "wrong issuer",
             issuer.token(json!({ "iss": "https://evil.test" })),
+            "token issuer does not match",
         ),
         (
             "not an access token",
             sign(&issuer.signer, Some("JWT"), json!({})),
+            "token type (typ) Some('JWT') is not the required 'at+jwt'",
         ),
-        ("no typ", sign(&issuer.signer, None, json!({}))),
-        ("unknown kid", sign(&es256("k2"), Some("at+jwt"), json!({}))),
-        ("garbage", "abc.def.ghi".to_string()),
+        (
+            "no typ",
+            sign(&issuer.signer, None, json!({})),
+            "token type (typ) None is not the required 'at+jwt'",
+        ),
+        (
+            "unknown kid",
+            sign(&es256("k2"), Some("at+jwt"), json!({})),
+            "no key with the token's kid",
+        ),
+        (
+            "garbage",
+            "abc.def.ghi".to_string(),
+            "token header is not a JSON object",
+        ),
     ];
-    for (what, token) in cases {
+    for (what, token, why) in cases {
         let r = get_with(&base, "/me", &token).await;
         assert_eq!(r.status, 401, "{what}");
         assert!(
-            r.challenge().starts_with(
-                "Bearer realm=\"orders\", error=\"invalid_token\", error_description=\""
-            ),
+            r.challenge().starts_with(&format!(
+                "Bearer realm=\"orders\", error=\"invalid_token\", error_description=\"{why}"
+            )),
             "{what}: {}",
             r.challenge()
         );
         assert_eq!(r.cache_control.as_deref(), Some("no-store"));
         assert_eq!(r.json()["error"], "invalid_token", "{what}");
-        assert!(r.json()["error_description"].is_string());
+        let description = r.json()["error_description"].as_str().unwrap().to_owned();
+        assert!(description.starts_with(why), "{what}: {description}");
         assert!(
             !r.body.contains(&token),
             "{what}: the token is never echoed"
@@ -414,6 +432,7 @@ async fn a_revoked_token_is_refused_even_when_cached() {
     let r = get_with(&base, "/me", &token).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "invalid_token");
+    assert_eq!(r.json()["error_description"], "token has been revoked");
     assert_eq!(hits.get(), 1);
 }
 
@@ -437,6 +456,7 @@ async fn verified_checks_the_token_by_itself() {
     let r = get_with(&base, "/verified", &forged).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "invalid_token");
+    assert_eq!(r.json()["error_description"], "signature does not verify");
     assert_eq!(hits.get(), 0);
     let r = get_with(&base, "/verified", &issuer.token(json!({}))).await;
     assert_eq!((r.status, r.body.as_str()), (200, "alice"));

@@ -999,12 +999,49 @@ async fn generation_ignores_rollbacks_failures_and_token_writes(store: Store, _c
     // Failed changes in a committed transaction: no movement either.
     let s = &store;
     let n = moved!(s, |tx| {
-        assert!(tx.update_client(&client("prod", "ghost")).await.is_err());
-        assert!(tx.delete_client("prod", "ghost").await.is_err());
-        assert!(tx.create_client(&client("prod", "a")).await.is_err());
-        assert!(tx.create_environment(&env("prod")).await.is_err());
-        assert!(tx.update_environment(&env("ghost")).await.is_err());
-        assert!(tx.revoke_admin_token("ghost", 1).await.is_err());
+        let not_found = |e: StoreError, w: &str, n: &str| {
+            assert!(
+                matches!(&e, StoreError::NotFound { what, name } if *what == w && name == n),
+                "{e:?}"
+            )
+        };
+        let conflict = |e: StoreError, w: &str, n: &str| {
+            assert!(
+                matches!(&e, StoreError::Conflict { what, name } if *what == w && name == n),
+                "{e:?}"
+            )
+        };
+        let ghost = client("prod", "ghost");
+        not_found(
+            tx.update_client(&ghost).await.unwrap_err(),
+            "client",
+            "prod/ghost",
+        );
+        not_found(
+            tx.delete_client("prod", "ghost").await.unwrap_err(),
+            "client",
+            "prod/ghost",
+        );
+        conflict(
+            tx.create_client(&client("prod", "a")).await.unwrap_err(),
+            "client",
+            "prod/a",
+        );
+        conflict(
+            tx.create_environment(&env("prod")).await.unwrap_err(),
+            "environment",
+            "prod",
+        );
+        not_found(
+            tx.update_environment(&env("ghost")).await.unwrap_err(),
+            "environment",
+            "ghost",
+        );
+        not_found(
+            tx.revoke_admin_token("ghost", 1).await.unwrap_err(),
+            "admin token",
+            "ghost",
+        );
     });
     assert_eq!(n, 0);
 
