@@ -8,27 +8,36 @@ use std::process::Stdio;
 
 use common::Kw;
 
-/// Runs `args` with stdout piped, reads a few bytes, closes the pipe, and
-/// returns the exit code and stderr. The output is far larger than a pipe
-/// holds, so the command is still writing when the pipe closes.
-fn cut_short(kw: &Kw, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = kw
-        .cmd()
+/// Starts `args` with stdout and stderr piped.
+fn spawn(kw: &Kw, args: &[&str]) -> std::process::Child {
+    kw.cmd()
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run keyward");
-    let mut out = child.stdout.take().unwrap();
-    let mut first = [0u8; 16];
-    out.read_exact(&mut first).unwrap();
-    drop(out);
+        .expect("run keyward")
+}
+
+/// Waits for `child`: its exit code and stderr.
+fn finish(child: std::process::Child) -> (Option<i32>, String) {
     let o = child.wait_with_output().unwrap();
     (
         o.status.code(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
+}
+
+/// Runs `args`, reads a few bytes, closes the pipe, and returns the exit
+/// code and stderr. The output is far larger than a pipe holds, so the
+/// command is still writing when the pipe closes.
+fn cut_short(kw: &Kw, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = spawn(kw, args);
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    out.read_exact(&mut first).unwrap();
+    drop(out);
+    finish(child)
 }
 
 #[test]
@@ -58,20 +67,9 @@ fn listings_end_quietly_when_the_reader_goes() {
 
 /// Runs `args` with a stdout pipe that is closed before the command writes.
 fn reader_gone(kw: &Kw, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = kw
-        .cmd()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run keyward");
+    let mut child = spawn(kw, args);
     drop(child.stdout.take());
-    let o = child.wait_with_output().unwrap();
-    (
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    finish(child)
 }
 
 #[test]

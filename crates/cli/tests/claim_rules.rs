@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{write, Kw};
+use common::{write, Gateway, Kw};
 use keyward_jose::{sign_jwt, Algorithm, LocalSigner, PrivateKey, TokenSigner};
 use serde_json::{json, Value};
 
@@ -89,17 +87,6 @@ fn token(sub: &str, permissions: &[&str]) -> String {
     sign_jwt(test_key(), Some("at+jwt"), &claims).unwrap()
 }
 
-struct Gateway {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        common::stop_child(&mut self.child);
-    }
-}
-
 /// An upstream that answers 200 with the subject it was given.
 async fn upstream() -> String {
     use axum::http::HeaderMap;
@@ -129,35 +116,7 @@ path = "/orders"
 upstream = "{up}"
 "#
     );
-    let path = write(kw.dir.path(), "gateway.toml", &config);
-    let mut child = kw
-        .cmd()
-        .args(["gateway", "--config", path.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start keyward gateway");
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("gateway did not start: {seen:#?}"));
-        if let Some(a) = line.split("gateway listening on http://").nth(1) {
-            break a.trim().to_string();
-        }
-        seen.push(line);
-    };
-    std::thread::spawn(move || for _ in rx {});
-    Gateway { child, addr }
+    kw.start_gateway(&config)
 }
 
 /// The gateway's status for a token, and the subject the upstream saw.

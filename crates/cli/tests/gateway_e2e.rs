@@ -10,28 +10,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{write, Kw};
+use common::{Gateway, Kw};
 use serde_json::Value;
 
 /// A `keyward gateway` process, stopped on drop.
-struct Gateway {
-    child: Child,
-    addr: String,
-    admin: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        common::stop_child(&mut self.child);
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -63,41 +49,7 @@ async fn upstream(hits: Arc<AtomicUsize>) -> String {
 }
 
 fn start_gateway(kw: &Kw, config: &str) -> Gateway {
-    let path = write(kw.dir.path(), "gateway.toml", config);
-    let mut child = kw
-        .cmd()
-        .args(["gateway", "--config", path.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start keyward gateway");
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("gateway did not start: {seen:#?}"));
-        if let Some(a) = line.split("gateway listening on http://").nth(1) {
-            break a.trim().to_string();
-        }
-        seen.push(line);
-    };
-    // Keep draining stderr so the gateway never blocks on a full pipe.
-    std::thread::spawn(move || for _ in rx {});
-    let admin = config
-        .lines()
-        .find_map(|l| l.strip_prefix("admin_listen = "))
-        .map(|v| v.trim_matches('"').to_string())
-        .unwrap_or_default();
-    Gateway { child, addr, admin }
+    kw.start_gateway(config)
 }
 
 async fn token(client: &reqwest::Client, issuer: &str, id: &str, secret: &str) -> (String, String) {

@@ -573,3 +573,60 @@ impl Kw {
         output(child.wait_with_output().unwrap())
     }
 }
+
+/// A `keyward gateway` process, stopped (SIGTERM, then wait) on drop.
+pub struct Gateway {
+    child: Child,
+    /// `127.0.0.1:PORT`, as it logged it.
+    pub addr: String,
+    /// `admin_listen` from its configuration, if any.
+    pub admin: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+impl Kw {
+    /// Writes `config` as gateway.toml and starts `keyward gateway` with it;
+    /// waits (30 s at most) for "gateway listening on http://ADDR".
+    pub fn start_gateway(&self, config: &str) -> Gateway {
+        let path = write(self.dir.path(), "gateway.toml", config);
+        let mut child = self
+            .cmd()
+            .args(["gateway", "--config", path.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start keyward gateway");
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        let addr = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("gateway did not start: {seen:#?}"));
+            if let Some(a) = line.split("gateway listening on http://").nth(1) {
+                break a.trim().to_string();
+            }
+            seen.push(line);
+        };
+        // Keep draining stderr so the gateway never blocks on a full pipe.
+        std::thread::spawn(move || for _ in rx {});
+        let admin = config
+            .lines()
+            .find_map(|l| l.strip_prefix("admin_listen = "))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_default();
+        Gateway { child, addr, admin }
+    }
+}
