@@ -14,12 +14,7 @@ struct Schema {
 
 impl Schema {
     fn new() -> Option<Schema> {
-        let Ok(base) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
-            eprintln!(
-                "note: KEYWARD_TEST_DATABASE_URL is not set; skipping the PostgreSQL CLI test"
-            );
-            return None;
-        };
+        let base = common::postgres_url("the PostgreSQL CLI test")?;
         let name = format!(
             "kw_cli_{}",
             keyward_jose::crypto::hex(&keyward_jose::crypto::random_bytes::<6>())

@@ -132,10 +132,7 @@ fn fetch_jwks(addr: &str) -> (KeySet, i64) {
 
 #[test]
 fn two_replicas_rotate_together_without_verification_failures() {
-    let Ok(base) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
-        eprintln!(
-            "note: KEYWARD_TEST_DATABASE_URL is not set; skipping the two-replica rotation test"
-        );
+    let Some(base) = common::postgres_url("the two-replica rotation test") else {
         return;
     };
     let schema = format!(

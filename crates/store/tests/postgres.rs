@@ -2,13 +2,12 @@
 
 mod common;
 
-use common::{drop_schema, new_schema, url_with_schema, PG_VAR};
+use common::{drop_schema, new_schema, url_with_schema};
 use keyward_store::{Backend, Environment, RotationPolicy, Store};
 
 #[tokio::test]
 async fn schemas_isolate_test_stores() {
-    let Ok(base) = std::env::var(PG_VAR) else {
-        eprintln!("note: {PG_VAR} is not set; skipping");
+    let Some(base) = common::postgres_url("schemas_isolate_test_stores") else {
         return;
     };
     let (a, b) = (new_schema(&base).await, new_schema(&base).await);

@@ -512,10 +512,9 @@ pub struct PgSchema {
 
 impl PgSchema {
     pub fn new(prefix: &str) -> Option<PgSchema> {
-        let Ok(base) = std::env::var("KEYWARD_TEST_DATABASE_URL") else {
-            eprintln!("note: KEYWARD_TEST_DATABASE_URL is not set; skipping the PostgreSQL part");
-            return None;
-        };
+        let base = postgres_url(&format!(
+            "the PostgreSQL part of a test (schema {prefix}_*)"
+        ))?;
         let name = format!(
             "{prefix}_{}",
             keyward_jose::crypto::hex(&keyward_jose::crypto::random_bytes::<6>())
@@ -629,4 +628,28 @@ impl Kw {
             .unwrap_or_default();
         Gateway { child, addr, admin }
     }
+}
+
+/// The PostgreSQL server the PostgreSQL tests use (`KEYWARD_TEST_DATABASE_URL`).
+/// Without one the test is skipped and says so on the test run's own output
+/// (written past the test harness's capture, one `SKIPPED` line per skip,
+/// so `grep -c SKIPPED` counts them); with `KEYWARD_REQUIRE_POSTGRES=1`, as
+/// `.ci/run` sets, a missing server fails the test instead.
+pub fn postgres_url(what: &str) -> Option<String> {
+    if let Some(url) = std::env::var("KEYWARD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        return Some(url);
+    }
+    assert!(
+        std::env::var("KEYWARD_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+        "KEYWARD_TEST_DATABASE_URL is not set, but KEYWARD_REQUIRE_POSTGRES=1: {what} must run"
+    );
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED (no PostgreSQL; set KEYWARD_TEST_DATABASE_URL): {what}"
+    );
+    None
 }

@@ -97,8 +97,7 @@ where
     F: FnOnce(Store, Ctx) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Ok(base) = std::env::var(PG_VAR) else {
-        eprintln!("note: {PG_VAR} is not set; skipping the PostgreSQL run of this test");
+    let Some(base) = postgres_url("the PostgreSQL run of a store suite test") else {
         return;
     };
     let schema = new_schema(&base).await;
@@ -139,4 +138,25 @@ macro_rules! backend_suite {
             )*
         }
     };
+}
+
+/// The PostgreSQL server the PostgreSQL tests use (`KEYWARD_TEST_DATABASE_URL`).
+/// Without one the test is skipped and says so on the test run's own output
+/// (written past the test harness's capture, one `SKIPPED` line per skip,
+/// so `grep -c SKIPPED` counts them); with `KEYWARD_REQUIRE_POSTGRES=1`, as
+/// `.ci/run` sets, a missing server fails the test instead.
+pub fn postgres_url(what: &str) -> Option<String> {
+    if let Some(url) = std::env::var(PG_VAR).ok().filter(|u| !u.is_empty()) {
+        return Some(url);
+    }
+    assert!(
+        std::env::var("KEYWARD_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+        "KEYWARD_TEST_DATABASE_URL is not set, but KEYWARD_REQUIRE_POSTGRES=1: {what} must run"
+    );
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED (no PostgreSQL; set KEYWARD_TEST_DATABASE_URL): {what}"
+    );
+    None
 }
