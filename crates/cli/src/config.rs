@@ -139,13 +139,13 @@ impl RawConfig {
         if let Some(v) = get("signing_threads") {
             self.signing_threads = Some(
                 v.parse()
-                    .map_err(|_| anyhow!("KEYWARD_SIGNING_THREADS must be a number"))?,
+                    .map_err(|e| anyhow!("KEYWARD_SIGNING_THREADS must be a number: {e}"))?,
             );
         }
         if let Some(v) = get("max_connections") {
             self.max_connections = Some(
                 v.parse()
-                    .map_err(|_| anyhow!("KEYWARD_MAX_CONNECTIONS must be a number"))?,
+                    .map_err(|e| anyhow!("KEYWARD_MAX_CONNECTIONS must be a number: {e}"))?,
             );
         }
         Ok(())

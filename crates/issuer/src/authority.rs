@@ -95,13 +95,6 @@ impl std::fmt::Debug for EnvState {
     }
 }
 
-/// Splits an issuer URL into host (with port) and path (no trailing slash):
-/// where the environment is served. The store keeps these unique across
-/// environments ([`keyward_store::issuer_key`]).
-pub fn split_issuer(issuer: &str) -> (String, String) {
-    keyward_store::issuer_route(issuer)
-}
-
 impl EnvState {
     /// The key that signs at `now`, opened.
     pub fn signer(&self, now: Timestamp) -> Option<Arc<LocalSigner>> {
@@ -561,7 +554,8 @@ impl Authority {
                     }
                 }
             }
-            let (host, path) = split_issuer(&env.issuer);
+            // Where it is served; unique across environments (the store's issuer_key).
+            let (host, path) = keyward_store::issuer_route(&env.issuer);
             states.push(Arc::new(EnvState {
                 env,
                 keys,
@@ -644,22 +638,5 @@ fn failure_summary(e: &IssuerError) -> String {
             format!("cannot open key(s) {}: {why}", kids.join(", "))
         }
         _ => "the server's view could not be rebuilt".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn issuer_urls_split_for_routing() {
-        assert_eq!(
-            split_issuer("http://127.0.0.1:8080"),
-            ("127.0.0.1:8080".into(), "".into())
-        );
-        assert_eq!(
-            split_issuer("https://Auth.Example.com/prod/"),
-            ("auth.example.com".into(), "/prod".into())
-        );
     }
 }

@@ -261,6 +261,18 @@ impl KeyRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issuer_urls_split_for_routing() {
+        assert_eq!(
+            issuer_route("http://127.0.0.1:8080"),
+            ("127.0.0.1:8080".into(), "".into())
+        );
+        assert_eq!(
+            issuer_route("https://Auth.Example.com/prod/"),
+            ("auth.example.com".into(), "/prod".into())
+        );
+    }
     use keyward_jose::seal::{seal, RootKey};
 
     fn key() -> KeyRecord {

@@ -1,0 +1,437 @@
+//! The admin API's OpenAPI 3.1 document, served at `/admin/v1/openapi.json`:
+//! every route, its parameters, bodies, answers and errors.
+
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use keyward_store::ClientAuth;
+
+use super::{MAX_LEAD_SECS, MAX_REASON_LEN};
+
+pub(super) async fn openapi_json() -> Response {
+    let mut r = axum::Json(openapi()).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn err_responses(codes: &[&str]) -> Map<String, Value> {
+    let mut m = Map::new();
+    for c in codes {
+        let name = match *c {
+            "400" => "BadRequest",
+            "401" => "Unauthorized",
+            "404" => "NotFound",
+            "409" => "Conflict",
+            "413" => "TooLarge",
+            "415" => "NotJson",
+            "503" => "Unavailable",
+            _ => "ServerError",
+        };
+        m.insert(
+            c.to_string(),
+            json!({"$ref": format!("#/components/responses/{name}")}),
+        );
+    }
+    m
+}
+
+fn op(
+    id: &str,
+    summary: &str,
+    params: &[&str],
+    body: Option<(&str, bool)>,
+    ok: (&str, Option<&str>),
+    errors: &[&str],
+) -> Value {
+    let mut responses = Map::new();
+    let (status, schema) = ok;
+    let mut success = json!({"description": "success"});
+    if let Some(s) = schema {
+        success["content"] =
+            json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}});
+    }
+    responses.insert(status.to_string(), success);
+    let mut all = vec!["401", "500"];
+    if body.is_some() {
+        all.extend(["400", "413", "415"]);
+    }
+    all.extend(errors);
+    responses.extend(err_responses(&all));
+    let mut o = json!({
+        "operationId": id,
+        "summary": summary,
+        "parameters": params.iter().map(|p| json!({"$ref": format!("#/components/parameters/{p}")})).collect::<Vec<_>>(),
+        "responses": responses,
+    });
+    if let Some((schema, required)) = body {
+        o["requestBody"] = json!({
+            "required": required,
+            "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}},
+        });
+    }
+    o
+}
+
+/// The OpenAPI 3.1 document of the admin API (served at
+/// `/admin/v1/openapi.json`).
+pub fn openapi() -> Value {
+    let err = |d: &str| json!({"description": d, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let path_param = |name: &str, d: &str| json!({"name": name, "in": "path", "required": true, "description": d, "schema": {"type": "string"}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "keyward admin API",
+            "version": "1",
+            "description": "Manage keyward's environments, signing keys and OAuth clients, and mint tokens for users a login service authenticated. Every operation but this document needs `Authorization: Bearer <admin token>` (`keyward admin-token create`). Every change is recorded in the audit chain as `admin:<token id>` and takes effect at once on the server that made it, and within the reload interval on the others. Errors are `{\"error\": code, \"error_description\": text}`."
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"adminToken": []}],
+        "tags": [
+            {"name": "environments"}, {"name": "keys"}, {"name": "clients"}, {"name": "tokens"}, {"name": "meta"}
+        ],
+        "paths": paths(),
+        "components": {
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "An admin token from `keyward admin-token create` (`kwa_...`)."}
+            },
+            "parameters": {
+                "env": path_param("env", "environment name"),
+                "kid": path_param("kid", "key id"),
+                "client_id": path_param("client_id", "client id"),
+            },
+            "responses": {
+                "BadRequest": err("the request is malformed or a value is not accepted (`invalid_request`, or for minting `invalid_scope`/`invalid_target`); nothing changed"),
+                "Unauthorized": {
+                    "description": "no valid admin token (`unauthorized`)",
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer realm=\"keyward-admin\""}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                },
+                "NotFound": err("unknown environment, key or client (`not_found`); nothing changed"),
+                "Conflict": err("the request conflicts with the current state (`conflict`); nothing changed"),
+                "TooLarge": err("the body is larger than 64 KiB"),
+                "NotJson": err("the body is not application/json"),
+                "Unavailable": err("the environment has no signing key now, or (key rotation) this server cannot seal under the store's root key yet (`temporarily_unavailable`); nothing changed"),
+                "ServerError": err("a server-side failure (`server_error`); the cause is logged, not sent"),
+            },
+            "schemas": schemas(),
+        }
+    })
+}
+
+fn paths() -> Value {
+    json!({
+        "/admin/v1/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "tags": ["meta"],
+                "summary": "This document (no authentication).",
+                "security": [],
+                "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}
+            }
+        },
+        "/admin/v1/envs": {
+            "get": with_tag(op("listEnvironments", "List environments.", &[], None, ("200", Some("EnvironmentList")), &[]), "environments"),
+            "post": with_tag(op("createEnvironment", "Create an environment with its first key (the policy's algorithm and size), active at once, in one transaction. With `first_key: false` it has no key until one is made with rotate; servers report it and do not count it against readiness. 409 when the name or the issuer URL (same host and path) is taken.", &[], Some(("NewEnvironment", true)), ("201", Some("NewEnvironmentCreated")), &["409"]), "environments"),
+        },
+        "/admin/v1/envs/{env}": {
+            "get": with_tag(op("getEnvironment", "Show an environment.", &["env"], None, ("200", Some("Environment")), &["404"]), "environments"),
+            "delete": with_tag({
+                let mut o = op("deleteEnvironment", "Delete an environment with its keys, clients and tokens (audited; the audit chain keeps its records). Refused (409) while it publishes keys or has clients, unless `force=true`.", &["env"], None, ("200", Some("DeletedEnvironment")), &["400", "404", "409"]);
+                o["parameters"].as_array_mut().expect("parameters").push(json!({
+                    "name": "force", "in": "query", "required": false,
+                    "schema": {"type": "boolean", "default": false},
+                    "description": "delete even while keys are published or clients exist"
+                }));
+                o
+            }, "environments"),
+        },
+        "/admin/v1/envs/{env}/keys": {
+            "get": with_tag(op("listKeys", "List an environment's keys with their state now.", &["env"], None, ("200", Some("KeyList")), &["404"]), "keys"),
+        },
+        "/admin/v1/envs/{env}/keys/rotate": {
+            "post": with_tag(op("rotateKey", "Generate a key with the environment's policy (algorithm, size). By default it is published now and signs after the lead time; `immediate` makes it sign now. Refused (409) while a rotation is pending, unless immediate. 503 while this server does not hold the store's root key (after `keyward root-key rotate`, until its root key source gives the new key): retry on another replica or later.", &["env"], Some(("RotateRequest", false)), ("201", Some("RotatedKey")), &["404", "409", "503"]), "keys"),
+        },
+        "/admin/v1/keys/{kid}/retire": {
+            "post": with_tag(op("retireKey", "Retire a key now: it stops signing and stays published until its tokens expired. Retiring the only key that signs now (a pending successor does not sign yet) is refused (409, saying to rotate with immediate or when the successor activates) unless `force` and `accept_outage` are both true; retiring the last key that could ever sign needs `force`.", &["kid"], Some(("RetireRequest", false)), ("200", Some("Key")), &["404", "409"]), "keys"),
+        },
+        "/admin/v1/keys/{kid}/revoke": {
+            "post": with_tag(op("revokeKey", "Revoke a key now: unpublished at once.", &["kid"], Some(("RevokeRequest", false)), ("200", Some("RevokedKey")), &["404", "409"]), "keys"),
+        },
+        "/admin/v1/envs/{env}/clients": {
+            "get": with_tag(op("listClients", "List an environment's clients.", &["env"], None, ("200", Some("ClientList")), &["404"]), "clients"),
+            "post": with_tag(op("createClient", "Register a client. For secret clients the response carries `client_secret`, shown once (only its hash is stored).", &["env"], Some(("NewClient", true)), ("201", Some("ClientWithSecret")), &["404", "409"]), "clients"),
+        },
+        "/admin/v1/envs/{env}/clients/{client_id}": {
+            "get": with_tag(op("getClient", "Show a client.", &["env", "client_id"], None, ("200", Some("Client")), &["404"]), "clients"),
+            "patch": with_tag(op("updateClient", "Change a client's registration. Absent fields stay as they are; `null` clears a lifetime override or a key source.", &["env", "client_id"], Some(("ClientPatch", true)), ("200", Some("Client")), &["404"]), "clients"),
+            "delete": with_tag(op("deleteClient", "Delete a client and its refresh tokens; the access tokens issued with them go on the revocation feed.", &["env", "client_id"], None, ("204", None), &["404"]), "clients"),
+        },
+        "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret": {
+            "post": with_tag(op("rotateClientSecret", "Replace a client's secret; the old one stops working at once. The new secret is shown once.", &["env", "client_id"], None, ("200", Some("ClientSecret")), &["400", "404", "409"]), "clients"),
+        },
+        "/admin/v1/envs/{env}/tokens": {
+            "post": with_tag(op("mintToken", "Mint an access token (and by default a refresh token) for a user the caller authenticated, on behalf of a registered client, with optional roles and permissions claims.", &["env"], Some(("MintRequest", true)), ("200", Some("TokenResponse")), &["404", "503"]), "tokens"),
+        },
+    })
+}
+
+fn schemas() -> Value {
+    let algs: Vec<&str> = keyward_jose::Algorithm::ALL
+        .iter()
+        .map(|a| a.name())
+        .collect();
+    let auths: Vec<&str> = ClientAuth::ALL.iter().map(|a| a.as_str()).collect();
+    let time = json!({"type": "string", "format": "date-time"});
+    let opt_time = json!({"type": ["string", "null"], "format": "date-time"});
+    let words = json!({"type": "array", "items": {"type": "string", "minLength": 1}});
+    let mut m = Map::new();
+    m.insert(
+        "Error".into(),
+        json!({
+            "type": "object",
+            "required": ["error", "error_description"],
+            "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}}
+        }),
+    );
+    m.insert("Policy".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "description": "Every field may be omitted and takes its default.",
+                    "properties": {
+                        "alg": {"type": "string", "enum": algs, "default": "RS256"},
+                        "rsa_bits": {"type": ["integer", "null"], "enum": [2048, 3072, 4096, null], "description": "RSA algorithms only; default 4096"},
+                        "rotate_every_secs": {"type": "integer", "minimum": 1, "default": keyward_store::records::DEFAULT_ROTATE_EVERY_SECS},
+                        "lead_secs": {"type": "integer", "minimum": 1, "default": keyward_store::records::DEFAULT_LEAD_SECS, "description": "shorter than rotate_every_secs"},
+                        "token_ttl_secs": {"type": "integer", "minimum": 1, "default": keyward_store::records::DEFAULT_TOKEN_TTL_SECS}
+                    }
+                }));
+    m.insert("NewEnvironment".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["name", "issuer"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+                        "issuer": {"type": "string", "format": "uri", "description": "absolute http(s) URL without query or fragment"},
+                        "policy": {"$ref": "#/components/schemas/Policy"},
+                        "first_key": {"type": "boolean", "default": true, "description": "make the first key (per the policy) in the same transaction"}
+                    }
+                }));
+    m.insert(
+        "NewEnvironmentCreated".into(),
+        json!({
+            "allOf": [
+                {"$ref": "#/components/schemas/Environment"},
+                {"type": "object", "properties": {"first_key": {"oneOf": [{"$ref": "#/components/schemas/Key"}, {"type": "null"}]}}}
+            ]
+        }),
+    );
+    m.insert(
+        "DeletedEnvironment".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "deleted": {"type": "string"},
+                "keys": {"type": "array", "items": {"type": "string"}},
+                "published_keys": {"type": "array", "items": {"type": "string"}},
+                "clients": {"type": "array", "items": {"type": "string"}}
+            }
+        }),
+    );
+    m.insert(
+        "Environment".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "issuer": {"type": "string"},
+                "created_at": time,
+                "policy": {
+                    "type": "object",
+                    "properties": {
+                        "alg": {"type": "string", "enum": algs},
+                        "rsa_bits": {"type": ["integer", "null"]},
+                        "rotate_every_secs": {"type": "integer"},
+                        "lead_secs": {"type": "integer"},
+                        "token_ttl_secs": {"type": "integer"},
+                        "jwks_max_age_secs": {"type": "integer"}
+                    }
+                }
+            }
+        }),
+    );
+    m.insert(
+        "EnvironmentList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Environment"}}),
+    );
+    m.insert("Key".into(), json!({
+                    "type": "object",
+                    "properties": {
+                        "kid": {"type": "string"},
+                        "env": {"type": "string"},
+                        "alg": {"type": "string", "enum": algs},
+                        "size": {"type": "integer", "description": "RSA modulus or curve bits"},
+                        "curve": {"type": ["string", "null"]},
+                        "state": {"type": "string", "enum": ["pending", "active", "retired", "removed", "revoked"]},
+                        "origin": {"type": "string", "enum": ["generated", "imported"]},
+                        "owner": {"type": ["string", "null"]},
+                        "description": {"type": ["string", "null"]},
+                        "created_at": time,
+                        "activates_at": time,
+                        "retires_at": opt_time,
+                        "removes_at": opt_time,
+                        "revoked_at": opt_time
+                    }
+                }));
+    m.insert(
+        "KeyList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Key"}}),
+    );
+    m.insert("RotateRequest".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "immediate": {"type": "boolean", "default": false, "description": "sign at once (verifiers that cached the JWKS reject its tokens until they refresh)"},
+                        "lead_secs": {"type": "integer", "minimum": 0, "maximum": MAX_LEAD_SECS, "description": "default: the environment's lead; not with immediate"}
+                    }
+                }));
+    m.insert("RotatedKey".into(), json!({
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Key"},
+                        {"type": "object", "properties": {"retiring": {"$ref": "#/components/schemas/KeyList"}}}
+                    ]
+                }));
+    m.insert(
+        "RetireRequest".into(),
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "force": {"type": "boolean", "default": false},
+                "accept_outage": {"type": "boolean", "default": false, "description": "with force: retire the only key that signs now, and accept that the token endpoint answers 503 until another key activates"}
+            }
+        }),
+    );
+    m.insert(
+        "RevokeRequest".into(),
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"reason": {"type": "string", "maxLength": MAX_REASON_LEN}}
+        }),
+    );
+    m.insert(
+        "RevokedKey".into(),
+        json!({
+            "allOf": [
+                {"$ref": "#/components/schemas/Key"},
+                {"type": "object", "properties": {"was_signing": {"type": "boolean"}}}
+            ]
+        }),
+    );
+    m.insert("NewClient".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "auth": {"type": "string", "enum": auths, "default": "client_secret_basic"},
+                        "scopes": words,
+                        "audiences": words,
+                        "grant_types": {"type": "array", "items": {"type": "string", "enum": ["client_credentials", "refresh_token"]}, "default": ["client_credentials", "refresh_token"]},
+                        "jwks": {"type": "object", "description": "JWK Set of a private_key_jwt client"},
+                        "jwks_uri": {"type": "string", "format": "uri", "description": "or where to fetch it"},
+                        "access_token_ttl_secs": {"type": "integer", "minimum": 1},
+                        "refresh_token_ttl_secs": {"type": "integer", "minimum": 1}
+                    }
+                }));
+    m.insert("ClientPatch".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "auth": {"type": "string", "enum": auths, "description": "switching between a secret method and private_key_jwt is refused"},
+                        "scopes": words,
+                        "audiences": words,
+                        "grant_types": {"type": "array", "items": {"type": "string", "enum": ["client_credentials", "refresh_token"]}},
+                        "jwks": {"type": ["object", "null"], "description": "replaces the key source (jwks and jwks_uri together)"},
+                        "jwks_uri": {"type": ["string", "null"]},
+                        "access_token_ttl_secs": {"type": ["integer", "null"], "minimum": 1},
+                        "refresh_token_ttl_secs": {"type": ["integer", "null"], "minimum": 1}
+                    }
+                }));
+    m.insert(
+        "Client".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "client_id": {"type": "string"},
+                "env": {"type": "string"},
+                "name": {"type": "string"},
+                "auth": {"type": "string", "enum": auths},
+                "scopes": words,
+                "audiences": words,
+                "grant_types": words,
+                "jwks_uri": {"type": ["string", "null"]},
+                "has_jwks": {"type": "boolean"},
+                "access_token_ttl_secs": {"type": ["integer", "null"]},
+                "refresh_token_ttl_secs": {"type": ["integer", "null"]},
+                "created_at": time,
+                "updated_at": time
+            }
+        }),
+    );
+    m.insert(
+        "ClientList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/Client"}}),
+    );
+    m.insert("ClientWithSecret".into(), json!({
+                    "allOf": [
+                        {"$ref": "#/components/schemas/Client"},
+                        {"type": "object", "properties": {"client_secret": {"type": ["string", "null"], "description": "shown once; null for private_key_jwt"}}}
+                    ]
+                }));
+    m.insert(
+        "ClientSecret".into(),
+        json!({
+            "type": "object",
+            "required": ["client_id", "client_secret"],
+            "properties": {"client_id": {"type": "string"}, "client_secret": {"type": "string"}}
+        }),
+    );
+    m.insert("MintRequest".into(), json!({
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["sub", "client_id"],
+                    "properties": {
+                        "sub": {"type": "string", "minLength": 1, "maxLength": 500, "description": "the user"},
+                        "client_id": {"type": "string", "description": "a client of the environment; the token is bound to it"},
+                        "scopes": {"type": "array", "items": {"type": "string"}, "description": "each registered for the client; default: all of the client's scopes"},
+                        "audience": {"type": "string", "description": "one of the client's audiences; default: all of them, or the issuer"},
+                        "roles": {"type": "array", "items": {"type": "string"}},
+                        "permissions": {"type": "array", "items": {"type": "string"}, "description": "dotted permission strings, a trailing * covers a group"},
+                        "refresh": {"type": "boolean", "default": true, "description": "also issue a refresh token"}
+                    }
+                }));
+    m.insert(
+        "TokenResponse".into(),
+        json!({
+            "type": "object",
+            "required": ["access_token", "token_type", "expires_in"],
+            "properties": {
+                "access_token": {"type": "string", "description": "RFC 9068 JWT (typ at+jwt)"},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer"},
+                "scope": {"type": "string"},
+                "refresh_token": {"type": "string"}
+            }
+        }),
+    );
+    Value::Object(m)
+}
+
+fn with_tag(mut op: Value, tag: &str) -> Value {
+    op["tags"] = json!([tag]);
+    op
+}
