@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use keyward_issuer::Change;
+use keyward_issuer::{Change, RootKeyLoadError};
 use keyward_jose::seal::RootKey;
 use keyward_jose::{Algorithm, KeyFamily, PrivateKey};
 use keyward_store::{RootKeySource, Store, StoreError, Timestamp};
@@ -207,12 +207,12 @@ impl Context {
 pub struct SourceLoader(pub RootKeySource);
 
 impl keyward_issuer::RootKeyLoader for SourceLoader {
-    fn load(&self, expected: &str) -> Result<RootKey, String> {
+    fn load(&self, expected: &str) -> Result<RootKey, RootKeyLoadError> {
         let source = &self.0;
         let live = source.load();
         if let Ok(k) = &live {
             if k.key_id() == expected {
-                return live.map_err(|e| e.to_string());
+                return live.map_err(RootKeyLoadError::unreadable);
             }
         }
         if let Some(staged) = source.path().map(staged_path) {
@@ -223,13 +223,15 @@ impl keyward_issuer::RootKeyLoader for SourceLoader {
             }
         }
         Err(match (live, source) {
-            (Ok(k), RootKeySource::Env) => format!(
-                "{} holds root key {} and cannot change in a running process; restart this server with the new key",
-                source.describe(),
-                k.key_id()
-            ),
-            (Ok(k), _) => format!("{} holds root key {}", source.describe(), k.key_id()),
-            (Err(e), _) => e.to_string(),
+            (Ok(k), RootKeySource::Env) => RootKeyLoadError::Fixed {
+                origin: source.describe(),
+                held: k.key_id(),
+            },
+            (Ok(k), _) => RootKeyLoadError::OtherKey {
+                origin: source.describe(),
+                held: k.key_id(),
+            },
+            (Err(e), _) => RootKeyLoadError::unreadable(e),
         })
     }
 }
@@ -320,6 +322,11 @@ mod tests {
         assert_eq!(loader.load(&old.key_id()).unwrap().key_id(), old.key_id());
         // Not there yet: says which key the source holds, never key text.
         let e = loader.load(&new.key_id()).unwrap_err();
+        assert!(
+            matches!(&e, RootKeyLoadError::OtherKey { held, .. } if *held == old.key_id()),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains(&old.key_id()), "{e}");
         assert!(!e.contains(&*old.to_base64()) && !e.contains(&*new.to_base64()));
         // Staged beside the live file (a rotation between commit and rename):
@@ -333,6 +340,7 @@ mod tests {
         // A missing file is named as such.
         std::fs::remove_file(&path).unwrap();
         let e = loader.load(&new.key_id()).unwrap_err();
-        assert!(e.contains("does not exist"), "{e}");
+        assert!(matches!(e, RootKeyLoadError::Unreadable(_)), "{e:?}");
+        assert!(e.to_string().contains("does not exist"), "{e}");
     }
 }

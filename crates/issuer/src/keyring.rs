@@ -69,8 +69,8 @@ pub fn check_kid(kid: &str) -> Result<(), IssuerError> {
     if ok {
         Ok(())
     } else {
-        Err(IssuerError::Refused(
-            "a kid is 1 to 128 characters of A-Z a-z 0-9 . _ -".into(),
+        Err(IssuerError::invalid(
+            "a kid is 1 to 128 characters of A-Z a-z 0-9 . _ -",
         ))
     }
 }
@@ -78,9 +78,7 @@ pub fn check_kid(kid: &str) -> Result<(), IssuerError> {
 /// An environment name keyward accepts: the same characters as a kid.
 pub fn check_env_name(name: &str) -> Result<(), IssuerError> {
     check_kid(name).map_err(|_| {
-        IssuerError::Refused(
-            "an environment name is 1 to 128 characters of A-Z a-z 0-9 . _ -".into(),
-        )
+        IssuerError::invalid("an environment name is 1 to 128 characters of A-Z a-z 0-9 . _ -")
     })
 }
 
@@ -94,7 +92,7 @@ pub fn check_issuer(issuer: &str) -> Result<(), IssuerError> {
         || issuer.contains(['?', '#', ' '])
         || keyward_jose::claim_text::check_value(issuer).is_err()
     {
-        return Err(IssuerError::Refused(format!(
+        return Err(IssuerError::invalid(format!(
             "invalid issuer URL {issuer:?}: use an absolute http(s) URL without query or fragment, e.g. https://auth.example.com"
         )));
     }
@@ -108,7 +106,7 @@ pub const MAX_POLICY_SECS: i64 = 100 * 365 * 24 * 3600;
 /// A rotation policy keyward can follow: a key size it can generate, a
 /// positive lead shorter than the rotation period, a positive token TTL.
 pub fn check_policy(p: &RotationPolicy) -> Result<(), IssuerError> {
-    let refuse = |m: String| Err(IssuerError::Refused(m));
+    let refuse = |m: String| Err(IssuerError::invalid(m));
     match (p.alg.family(), p.rsa_bits) {
         (KeyFamily::Rsa, Some(b)) if !keyward_jose::RSA_SIZES.contains(&b) => {
             return refuse(format!(
@@ -185,7 +183,7 @@ fn check_free_among(env: &Environment, others: &[Environment]) -> Result<(), Iss
         } else {
             continue;
         };
-        return Err(IssuerError::Refused(format!(
+        return Err(IssuerError::Conflict(format!(
             "issuer URL {} of environment {} lies under the endpoints of {} ({}): it would take requests meant for {}; choose another path",
             inner.issuer, inner.name, outer.name, outer.issuer, outer.name
         )));
@@ -224,7 +222,7 @@ pub async fn generate_for_policy(policy: &RotationPolicy) -> Result<PrivateKey, 
         .then_some(policy.rsa_bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS));
     tokio::task::spawn_blocking(move || PrivateKey::generate(alg, bits))
         .await
-        .map_err(|_| IssuerError::Refused("key generation was interrupted".into()))?
+        .map_err(IssuerError::KeyGeneration)?
         .map_err(IssuerError::from)
 }
 
@@ -296,8 +294,7 @@ pub async fn add_key(
     tx.check_root_key(root).await?;
     let mut environment = tx.environment(env).await?;
     let existing = tx.keys(env).await?;
-    let plan = rotation::plan(&environment.policy, &existing, at.now, schedule)
-        .map_err(IssuerError::Refused)?;
+    let plan = rotation::plan(&environment.policy, &existing, at.now, schedule)?;
     let mut rec = record(root, env, key, opts, at.now)?;
     rec.activates_at = plan.activates_at;
     tx.insert_key(&rec).await?;
@@ -441,7 +438,7 @@ pub async fn delete_environment(
         .map(|k| k.kid.clone())
         .collect();
     if !force && (!published_keys.is_empty() || !clients.is_empty()) {
-        return Err(IssuerError::Refused(format!(
+        return Err(IssuerError::NeedsForce(format!(
             "environment {name} still has {} published key(s) and {} client(s): deleting it unpublishes its keys (its tokens stop verifying) and removes its clients; \
              retire or revoke its keys and delete its clients first, or pass --force",
             published_keys.len(),
@@ -553,7 +550,7 @@ pub async fn retire_key(
     let state = rec.state(at.now);
     match state {
         KeyState::Active | KeyState::Pending => {}
-        s => return Err(IssuerError::Refused(format!("key {kid} is already {s}"))),
+        s => return Err(IssuerError::Conflict(format!("key {kid} is already {s}"))),
     }
     let keys = tx.keys(&rec.env).await?;
     let others: Vec<&KeyRecord> = keys.iter().filter(|k| k.kid != rec.kid).collect();
@@ -573,14 +570,14 @@ pub async fn retire_key(
             ),
             None => String::new(),
         };
-        return Err(IssuerError::Refused(format!(
+        return Err(IssuerError::NeedsForce(format!(
             "key {kid} is the only key of environment {e} that signs now: retiring it stops the token endpoint (503 \"no signing key is active\") until another key activates. \
              Run `keyward keys rotate --env {e} --immediate` (it retires {kid} for you){wait}. \
              To retire it anyway and accept the outage, pass --force --accept-outage"
         )));
     }
     if !stops_signing && !other_active && next_pending.is_none() && !opts.force {
-        return Err(IssuerError::Refused(format!(
+        return Err(IssuerError::NeedsForce(format!(
             "key {kid} is the last key of environment {e} that can sign: without it the environment never signs again. \
              Run `keyward keys rotate --env {e}` first, or pass --force"
         )));
@@ -619,7 +616,7 @@ pub async fn revoke_key(
     let mut rec = find_key(store, &mut tx, kid).await?;
     match rec.state(at.now) {
         KeyState::Revoked | KeyState::Removed => {
-            return Err(IssuerError::Refused(format!(
+            return Err(IssuerError::Conflict(format!(
                 "key {kid} is already {}",
                 rec.state(at.now)
             )))

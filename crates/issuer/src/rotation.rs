@@ -9,6 +9,7 @@
 //! refreshed: `removes_at = retires_at + token_ttl + jwks_max_age`.
 
 use keyward_store::{KeyRecord, KeyState, RotationPolicy, Timestamp};
+use thiserror::Error;
 
 /// The longest a verifier may cache the JWKS: half the rotation lead (so a
 /// verifier that honours `Cache-Control` sees the next key before it signs),
@@ -57,6 +58,25 @@ pub struct RotationPlan {
     pub retiring: Vec<KeyRecord>,
 }
 
+/// Why a new key cannot be scheduled.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotationError {
+    /// A lead time below zero was asked for.
+    #[error("the lead time cannot be negative")]
+    NegativeLead(i64),
+    /// A lead rotation while key `kid` is still pending: the new key would
+    /// retire it before it ever signs.
+    #[error(
+        "a rotation is already in progress: key {kid} activates at {}; wait for it, or use --immediate",
+        crate::fmt_time(*activates_at)
+    )]
+    InProgress {
+        kid: String,
+        activates_at: Timestamp,
+    },
+}
+
 /// Plans bringing a new key into an environment whose keys are `keys`.
 ///
 /// With no key that is active or pending, the new key activates at once (there
@@ -69,7 +89,7 @@ pub fn plan(
     keys: &[KeyRecord],
     now: Timestamp,
     schedule: Schedule,
-) -> Result<RotationPlan, String> {
+) -> Result<RotationPlan, RotationError> {
     let live: Vec<&KeyRecord> = keys
         .iter()
         .filter(|k| matches!(k.state(now), KeyState::Active | KeyState::Pending))
@@ -79,14 +99,13 @@ pub fn plan(
         Schedule::Immediate => now,
         Schedule::Lead(lead) => {
             if lead < 0 {
-                return Err("the lead time cannot be negative".into());
+                return Err(RotationError::NegativeLead(lead));
             }
             if let Some(p) = live.iter().find(|k| k.state(now) == KeyState::Pending) {
-                return Err(format!(
-                    "a rotation is already in progress: key {} activates at {}; wait for it, or use --immediate",
-                    p.kid,
-                    crate::fmt_time(p.activates_at)
-                ));
+                return Err(RotationError::InProgress {
+                    kid: p.kid.clone(),
+                    activates_at: p.activates_at,
+                });
             }
             now + lead
         }
@@ -174,9 +193,22 @@ mod tests {
         next.created_at = 10;
         let keys = vec![p.retiring[0].clone(), next];
         let e = plan(&policy(), &keys, 20, Schedule::Lead(100)).unwrap_err();
+        assert_eq!(
+            e,
+            RotationError::InProgress {
+                kid: "b".into(),
+                activates_at: 110
+            }
+        );
         assert!(
-            e.starts_with("a rotation is already in progress: key b activates at "),
+            e.to_string()
+                .starts_with("a rotation is already in progress: key b activates at "),
             "{e}"
+        );
+        // A negative lead is refused whatever the keys.
+        assert_eq!(
+            plan(&policy(), &[key("a", 0)], 20, Schedule::Lead(-1)),
+            Err(RotationError::NegativeLead(-1))
         );
         // Immediate replaces both the signing and the pending key now.
         let p2 = plan(&policy(), &keys, 20, Schedule::Immediate).unwrap();

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::authority::Authority;
+use crate::error::error_chain;
 use crate::error::IssuerError;
 use crate::keyring::{self, Change, KeyOptions, Origin};
-use crate::rotation::{self, Schedule};
+use crate::rotation::{self, RotationError, Schedule};
 
 /// The audit actor of scheduled rotations.
 pub const ACTOR: &str = "scheduler";
@@ -61,8 +62,8 @@ impl Authority {
                     rotated.push(e.env.name.clone());
                 }
                 // Another replica rotated first.
-                Err(IssuerError::Refused(m)) => {
-                    tracing::debug!(env = %e.env.name, "rotation skipped: {m}")
+                Err(IssuerError::Rotation(r @ RotationError::InProgress { .. })) => {
+                    tracing::debug!(env = %e.env.name, "rotation skipped: {r}")
                 }
                 Err(err) => return Err(err),
             }
@@ -82,7 +83,7 @@ impl Authority {
             loop {
                 tick.tick().await;
                 if let Err(e) = a.rotate_due().await {
-                    tracing::error!(error = %e, "scheduled rotation failed");
+                    tracing::error!(error = %error_chain(&e), "scheduled rotation failed");
                 }
             }
         })
