@@ -1,15 +1,17 @@
 //! The resolved configuration of one command: where the store is, where the
 //! root key comes from, what time it is.
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use keyward_issuer::keyring::KeySpec;
 use keyward_issuer::{Change, RootKeyLoadError};
 use keyward_jose::seal::RootKey;
-use keyward_jose::{Algorithm, KeyFamily, PrivateKey};
+use keyward_jose::KeyFamily;
 use keyward_store::{RootKeySource, Store, StoreError, Timestamp};
 
 use crate::args::Cli;
@@ -253,27 +255,29 @@ pub fn parse_time(s: &str) -> Result<Timestamp> {
         .unwrap_or(0))
 }
 
-/// Generates a key; RSA takes seconds, so a terminal gets a spinner (never in
-/// JSON mode, never when stderr is not a terminal).
-pub async fn generate_key(alg: Algorithm, bits: Option<u32>, quiet: bool) -> Result<PrivateKey> {
-    let is_rsa = matches!(alg.family(), KeyFamily::Rsa);
+/// Runs `work`, which generates a key of `spec`: RSA takes seconds, so a
+/// terminal gets a spinner meanwhile (never in JSON mode, never when stderr
+/// is not a terminal).
+pub async fn generating<T>(spec: KeySpec, quiet: bool, work: impl Future<Output = T>) -> T {
+    let is_rsa = matches!(spec.alg.family(), KeyFamily::Rsa);
     let spinner = (is_rsa && !quiet && std::io::stderr().is_terminal()).then(|| {
         let pb = ProgressBar::new_spinner();
         pb.set_style(
             ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("template"),
         );
         pb.set_message(format!(
-            "generating {alg} key ({} bits)",
-            bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS)
+            "generating {} key ({} bits)",
+            spec.alg,
+            spec.rsa_bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS)
         ));
         pb.enable_steady_tick(Duration::from_millis(100));
         pb
     });
-    let result = tokio::task::spawn_blocking(move || PrivateKey::generate(alg, bits)).await?;
+    let result = work.await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }
-    Ok(result?)
+    result
 }
 
 /// Reads a file, or stdin for `None` / "-".

@@ -484,18 +484,6 @@ async fn create_env(
         policy: b.policy.unwrap_or_default(),
         created_at: a.now(),
     };
-    // Refuse a taken name or issuer before the slow generation.
-    keyring::check_new_environment(&a.store, &env)
-        .await
-        .map_err(ApiError::from_issuer)?;
-    let key = match b.first_key {
-        true => Some(
-            keyring::generate_for_policy(&env.policy)
-                .await
-                .map_err(|e| ApiError::internal(FaultReason::Keys, &e))?,
-        ),
-        false => None,
-    };
     let opts = KeyOptions {
         kid: None,
         owner: None,
@@ -507,18 +495,12 @@ async fn create_env(
         now: env.created_at,
         actor: &actor,
     };
-    let root = match key {
-        Some(_) => Some(a.sealing_root().await.map_err(ApiError::from_issuer)?),
-        None => None,
+    let root = match b.first_key {
+        true => Some(a.sealing_root().await.map_err(ApiError::from_issuer)?),
+        false => None,
     };
-    let first = key
-        .as_ref()
-        .zip(root.as_deref())
-        .map(|(key, root)| FirstKey {
-            root,
-            key,
-            opts: &opts,
-        });
+    let first = root.as_deref().map(|root| FirstKey { root, opts: &opts });
+    // A taken name or issuer URL is refused before the slow generation.
     let rec = keyring::create_environment(&a.store, &env, first, at)
         .await
         .map_err(ApiError::from_issuer)?;
@@ -634,20 +616,7 @@ async fn rotate_key(
             "lead_secs must be between 0 and {MAX_LEAD_SECS}"
         )));
     }
-    // Check the environment before the slow generation.
-    let e = a
-        .store
-        .environment(&env)
-        .await
-        .map_err(ApiError::from_store)?;
-    let schedule = if b.immediate {
-        Schedule::Immediate
-    } else {
-        Schedule::Lead(b.lead_secs.unwrap_or(e.policy.lead_secs))
-    };
-    let key = keyring::generate_for_policy(&e.policy)
-        .await
-        .map_err(|e| ApiError::internal(FaultReason::Keys, &e))?;
+    let schedule = Schedule::requested(b.immediate, b.lead_secs);
     let opts = KeyOptions {
         kid: None,
         owner: None,
@@ -655,21 +624,23 @@ async fn rotate_key(
         origin: Origin::Generated,
     };
     let actor = admin.actor();
-    let at = Change {
+    let at = || Change {
         now: a.now(),
         actor: &actor,
     };
     let root = a.sealing_root().await.map_err(ApiError::from_issuer)?;
-    let added = keyring::add_key(&a.store, &root, &env, &key, &opts, schedule, at)
+    // An unknown environment or a rotation in progress is refused before the slow generation.
+    let added = keyring::generate_key(&a.store, &root, &env, None, &opts, schedule, at)
         .await
         .map_err(ApiError::from_issuer)?;
     reload(a).await;
-    let mut v = key_json(&added.key, at.now);
+    let now = added.key.created_at;
+    let mut v = key_json(&added.key, now);
     v["retiring"] = added
         .plan
         .retiring
         .iter()
-        .map(|k| key_json(k, at.now))
+        .map(|k| key_json(k, now))
         .collect();
     Ok(reply(StatusCode::CREATED, v))
 }

@@ -3,11 +3,13 @@
 //!
 //! Every change is one store transaction that also appends its audit record,
 //! so a failed operation leaves nothing behind (DESIGN.md rule 5). Key
-//! generation happens before the transaction (RSA-4096 takes seconds) and is
-//! the caller's: [`PrivateKey::generate`].
+//! generation happens before the transaction (RSA-4096 takes seconds), on a
+//! blocking thread, after the checks that can refuse the change: one path,
+//! [`generate_key`] (and [`create_environment`] for an environment's first
+//! key), serves the CLI, the admin API and the scheduler alike.
 
 use keyward_jose::seal::RootKey;
-use keyward_jose::{Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey};
+use keyward_jose::{Algorithm, Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey};
 use keyward_store::{
     open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState,
     RotationPolicy, Store, StoreError, Timestamp, Tx,
@@ -194,7 +196,7 @@ fn check_free_among(env: &Environment, others: &[Environment]) -> Result<(), Iss
 /// Checks, before a slow key generation, that [`create_environment`] will
 /// accept `env`: valid, and its name, issuer URL and endpoints free. (The
 /// transaction checks again.)
-pub async fn check_new_environment(store: &Store, env: &Environment) -> Result<(), IssuerError> {
+async fn check_new_environment(store: &Store, env: &Environment) -> Result<(), IssuerError> {
     check_environment(env)?;
     let others = store.environments().await?;
     if others.iter().any(|o| o.name == env.name) {
@@ -214,16 +216,71 @@ pub fn check_environment(env: &Environment) -> Result<(), IssuerError> {
     check_policy(&env.policy)
 }
 
-/// Generates a key for `policy` (its algorithm, and size for RSA) on a
-/// blocking thread: RSA-4096 generation takes seconds.
-pub async fn generate_for_policy(policy: &RotationPolicy) -> Result<PrivateKey, IssuerError> {
-    let alg = policy.alg;
-    let bits = matches!(alg.family(), KeyFamily::Rsa)
-        .then_some(policy.rsa_bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS));
-    tokio::task::spawn_blocking(move || PrivateKey::generate(alg, bits))
+/// Which key to generate: an algorithm and, for RSA, a size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeySpec {
+    pub alg: Algorithm,
+    /// RSA modulus bits; `None` for other families, or for RSA's default
+    /// ([`keyward_jose::DEFAULT_RSA_BITS`]).
+    pub rsa_bits: Option<u32>,
+}
+
+impl KeySpec {
+    /// The key an environment's policy makes (what rotation uses).
+    pub fn for_policy(policy: &RotationPolicy) -> KeySpec {
+        KeySpec {
+            alg: policy.alg,
+            rsa_bits: matches!(policy.alg.family(), KeyFamily::Rsa)
+                .then_some(policy.rsa_bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS)),
+        }
+    }
+}
+
+/// Generates a key of `spec` on a blocking thread: RSA-4096 generation
+/// takes seconds.
+pub async fn generate(spec: KeySpec) -> Result<PrivateKey, IssuerError> {
+    tokio::task::spawn_blocking(move || PrivateKey::generate(spec.alg, spec.rsa_bits))
         .await
         .map_err(IssuerError::KeyGeneration)?
         .map_err(IssuerError::from)
+}
+
+/// Generates a key and brings it into environment `env` on `schedule`: the
+/// one path by which the CLI (`keys generate`, `keys rotate`), the admin
+/// API (`keys/rotate`) and the scheduler make a key.
+///
+/// `spec` defaults to the environment's policy. Before the slow
+/// generation it checks what can refuse the change (the environment
+/// exists, `root` is the store's root key, a given kid is valid, a lead
+/// rotation is not already in progress); then [`add_key`] seals and
+/// inserts the key in one transaction with its audit record (`key.rotate`
+/// when it replaces a key, else `key.generate`), checking again. `at` is
+/// asked for the time of each check, so the key's times are taken once
+/// it is made.
+#[allow(clippy::too_many_arguments)]
+pub async fn generate_key<'a>(
+    store: &Store,
+    root: &RootKey,
+    env: &str,
+    spec: Option<KeySpec>,
+    opts: &KeyOptions,
+    schedule: Schedule,
+    at: impl Fn() -> Change<'a>,
+) -> Result<AddedKey, IssuerError> {
+    let environment = store.environment(env).await?;
+    store.check_root_key(root).await?;
+    if let Some(kid) = &opts.kid {
+        check_kid(kid)?;
+    }
+    rotation::plan(
+        &environment.policy,
+        &store.keys(env).await?,
+        at().now,
+        schedule,
+    )?;
+    let spec = spec.unwrap_or_else(|| KeySpec::for_policy(&environment.policy));
+    let key = generate(spec).await?;
+    add_key(store, root, env, &key, opts, schedule, at()).await
 }
 
 fn record(
@@ -336,27 +393,36 @@ pub async fn add_key(
     })
 }
 
-/// An environment's first key, made with it in one transaction.
+/// An environment's first key, generated per its policy and made with it
+/// in one transaction.
 #[derive(Clone, Copy, Debug)]
 pub struct FirstKey<'a> {
     /// The root key to seal it under (checked against the store's).
     pub root: &'a RootKey,
-    pub key: &'a PrivateKey,
     pub opts: &'a KeyOptions,
 }
 
 /// Creates environment `env` after [`check_environment`], with its first
-/// key, active at once, in the same transaction (DESIGN rule 3: `env
-/// create` makes the first key, as `init` does). Without `first_key` the
-/// environment has no key until one is generated or imported; servers
-/// report it and do not count it against readiness. Returns the first key.
+/// key (generated per its policy), active at once, in the same transaction
+/// (DESIGN rule 3: `env create` makes the first key, as `init` does).
+/// A taken name or issuer URL, and a root key that is not the store's, are
+/// refused before the slow generation. Without `first_key` the environment
+/// has no key until one is generated or imported; servers report it and do
+/// not count it against readiness. Returns the first key.
 pub async fn create_environment(
     store: &Store,
     env: &Environment,
     first_key: Option<FirstKey<'_>>,
     at: Change<'_>,
 ) -> Result<Option<KeyRecord>, IssuerError> {
-    check_environment(env)?;
+    check_new_environment(store, env).await?;
+    let key = match &first_key {
+        Some(f) => {
+            store.check_root_key(f.root).await?;
+            Some(generate(KeySpec::for_policy(&env.policy)).await?)
+        }
+        None => None,
+    };
     let mut tx = store.begin().await?;
     tx.lock_for_change().await?;
     check_free_among(env, &tx.environments().await?)?;
@@ -365,8 +431,8 @@ pub async fn create_environment(
         tx.check_root_key(f.root).await?;
     }
     create_in(&mut tx, env, at).await?;
-    let rec = match first_key {
-        Some(f) => Some(first_key_in(&mut tx, &env.name, f, at).await?),
+    let rec = match first_key.zip(key.as_ref()) {
+        Some((f, key)) => Some(first_key_in(&mut tx, &env.name, f.root, key, f.opts, at).await?),
         None => None,
     };
     tx.commit().await?;
@@ -391,10 +457,12 @@ async fn create_in(tx: &mut Tx<'_>, env: &Environment, at: Change<'_>) -> Result
 async fn first_key_in(
     tx: &mut Tx<'_>,
     env: &str,
-    f: FirstKey<'_>,
+    root: &RootKey,
+    key: &PrivateKey,
+    opts: &KeyOptions,
     at: Change<'_>,
 ) -> Result<KeyRecord, IssuerError> {
-    let rec = record(f.root, env, f.key, f.opts, at.now)?;
+    let rec = record(root, env, key, opts, at.now)?;
     tx.insert_key(&rec).await?;
     tx.append_audit(entry(
         at,
@@ -513,7 +581,7 @@ pub async fn initialize(
     })
     .await?;
     create_in(&mut tx, env, at).await?;
-    let rec = first_key_in(&mut tx, &env.name, FirstKey { root, key, opts }, at).await?;
+    let rec = first_key_in(&mut tx, &env.name, root, key, opts, at).await?;
     tx.commit().await?;
     Ok(rec)
 }

@@ -42,11 +42,26 @@ pub fn published(keys: &[KeyRecord], now: Timestamp) -> impl Iterator<Item = &Ke
 /// How a new key enters an environment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schedule {
-    /// Publish now, sign after the lead time (the default).
+    /// Publish now, sign after the environment's policy lead time (the
+    /// default).
+    PolicyLead,
+    /// Publish now, sign after this many seconds.
     Lead(i64),
     /// Sign at once. Verifiers that cached the JWKS do not know the key yet
     /// and reject its tokens until they refresh.
     Immediate,
+}
+
+impl Schedule {
+    /// The schedule a request names: `immediate`, or a lead in seconds,
+    /// or by default the policy's lead.
+    pub fn requested(immediate: bool, lead_secs: Option<i64>) -> Schedule {
+        match (immediate, lead_secs) {
+            (true, _) => Schedule::Immediate,
+            (false, Some(lead)) => Schedule::Lead(lead),
+            (false, None) => Schedule::PolicyLead,
+        }
+    }
 }
 
 /// What a rotation will write.
@@ -94,10 +109,15 @@ pub fn plan(
         .iter()
         .filter(|k| matches!(k.state(now), KeyState::Active | KeyState::Pending))
         .collect();
-    let activates_at = match schedule {
-        _ if live.is_empty() => now,
-        Schedule::Immediate => now,
-        Schedule::Lead(lead) => {
+    let lead = match schedule {
+        _ if live.is_empty() => None,
+        Schedule::Immediate => None,
+        Schedule::PolicyLead => Some(policy.lead_secs),
+        Schedule::Lead(lead) => Some(lead),
+    };
+    let activates_at = match lead {
+        None => now,
+        Some(lead) => {
             if lead < 0 {
                 return Err(RotationError::NegativeLead(lead));
             }
@@ -171,6 +191,17 @@ mod tests {
             rotate_every_secs: 1000,
             ..RotationPolicy::default()
         }
+    }
+
+    #[test]
+    fn the_policy_lead_is_the_environments() {
+        let keys = vec![key("a", 0)];
+        let by_policy = plan(&policy(), &keys, 10, Schedule::PolicyLead).unwrap();
+        assert_eq!(
+            by_policy,
+            plan(&policy(), &keys, 10, Schedule::Lead(100)).unwrap()
+        );
+        assert_eq!(by_policy.activates_at, 110);
     }
 
     #[test]

@@ -33,26 +33,25 @@ impl Authority {
             {
                 continue;
             }
-            let key = keyring::generate_for_policy(&e.env.policy).await?;
             let opts = KeyOptions {
                 kid: None,
                 owner: None,
                 description: Some("scheduled rotation".into()),
                 origin: Origin::Generated,
             };
-            let at = Change {
+            let at = || Change {
                 now: self.now(),
                 actor: ACTOR,
             };
             // After a root-key rotation, the new root key (or a clear error).
             let root = self.sealing_root().await?;
-            match keyring::add_key(
+            match keyring::generate_key(
                 &self.store,
                 &root,
                 &e.env.name,
-                &key,
+                None,
                 &opts,
-                Schedule::Lead(e.env.policy.lead_secs),
+                Schedule::PolicyLead,
                 at,
             )
             .await
