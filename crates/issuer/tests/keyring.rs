@@ -13,7 +13,8 @@ mod common;
 use common::Ctx;
 use keyward_issuer::keyring::{self, KeySpec};
 use keyward_issuer::{
-    Change, FirstKey, IssuerError, KeyOptions, Origin, RetireOptions, RotationError, Schedule,
+    AddedKey, Change, FirstKey, IssuerError, KeyOptions, Origin, RetireOptions, RotationError,
+    Schedule,
 };
 use keyward_jose::seal::RootKey;
 use keyward_jose::{Algorithm, PrivateKey};
@@ -93,6 +94,19 @@ async fn state(store: &Store) -> State {
     }
 }
 
+/// [`keyring::generate_key`] at time `now`.
+async fn generate(
+    store: &Store,
+    root: &RootKey,
+    env: &str,
+    spec: Option<KeySpec>,
+    opts: &KeyOptions,
+    schedule: Schedule,
+    now: i64,
+) -> Result<AddedKey, IssuerError> {
+    keyring::generate_key(store, root, env, spec, opts, schedule, || at(now)).await
+}
+
 async fn last_audit(store: &Store) -> AuditRecord {
     store.audit(0, 1000).await.unwrap().pop().unwrap()
 }
@@ -100,14 +114,14 @@ async fn last_audit(store: &Store) -> AuditRecord {
 async fn generate_key_follows_the_policy_and_audits_a_rotation(store: Store, _: Ctx) {
     let root = initialized(&store).await;
     let old = store.keys("dev").await.unwrap().remove(0);
-    let added = keyring::generate_key(
+    let added = generate(
         &store,
         &root,
         "dev",
         None,
         &opts("rotation"),
         Schedule::PolicyLead,
-        || at(NOW + 5),
+        NOW + 5,
     )
     .await
     .unwrap();
@@ -159,14 +173,14 @@ async fn generate_key_with_a_spec_into_an_empty_environment_sets_the_policy(stor
     };
     let mut o = opts("chosen");
     o.kid = Some("ed-1".into());
-    let added = keyring::generate_key(
+    let added = generate(
         &store,
         &root,
         "empty",
         Some(spec),
         &o,
         Schedule::PolicyLead,
-        || at(NOW),
+        NOW,
     )
     .await
     .unwrap();
@@ -196,10 +210,7 @@ async fn generate_key_refuses_before_generating_and_changes_nothing(store: Store
         async move {
             let mut o = opts("x");
             o.kid = kid.map(String::from);
-            keyring::generate_key(&store, &root, env, None, &o, Schedule::PolicyLead, || {
-                at(NOW + 10)
-            })
-            .await
+            generate(&store, &root, env, None, &o, Schedule::PolicyLead, NOW + 10).await
         }
     };
     let same_root = || RootKey::from_base64(&root.to_base64()).unwrap();
@@ -231,14 +242,14 @@ async fn generate_key_refuses_before_generating_and_changes_nothing(store: Store
         matches!(&e, IssuerError::Rotation(RotationError::InProgress { kid, activates_at }) if *kid == first.key.kid && *activates_at == NOW + 10 + LEAD),
         "{e:?}"
     );
-    let e = keyring::generate_key(
+    let e = generate(
         &store,
         &root,
         "dev",
         None,
         &opts("x"),
         Schedule::Lead(-1),
-        || at(NOW + 10),
+        NOW + 10,
     )
     .await
     .unwrap_err();
@@ -248,14 +259,14 @@ async fn generate_key_refuses_before_generating_and_changes_nothing(store: Store
     );
     assert_eq!(state(&store).await, before);
     // Immediate is not held up by the pending key: it replaces it.
-    let now = keyring::generate_key(
+    let now = generate(
         &store,
         &root,
         "dev",
         None,
         &opts("x"),
         Schedule::Immediate,
-        || at(NOW + 20),
+        NOW + 20,
     )
     .await
     .unwrap();
