@@ -109,20 +109,7 @@ pub const MAX_POLICY_SECS: i64 = 100 * 365 * 24 * 3600;
 /// positive lead shorter than the rotation period, a positive token TTL.
 pub fn check_policy(p: &RotationPolicy) -> Result<(), IssuerError> {
     let refuse = |m: String| Err(IssuerError::invalid(m));
-    match (p.alg.family(), p.rsa_bits) {
-        (KeyFamily::Rsa, Some(b)) if !keyward_jose::RSA_SIZES.contains(&b) => {
-            return refuse(format!(
-                "RSA key size {b} is not offered (choose 2048, 3072 or 4096)"
-            ))
-        }
-        (KeyFamily::Rsa, _) | (_, None) => {}
-        (_, Some(_)) => {
-            return refuse(format!(
-                "rsa_bits applies only to RSA algorithms, not {}",
-                p.alg
-            ))
-        }
-    }
+    check_key_size(p.alg, p.rsa_bits)?;
     if [p.lead_secs, p.rotate_every_secs, p.token_ttl_secs]
         .iter()
         .any(|v| *v > MAX_POLICY_SECS)
@@ -140,6 +127,22 @@ pub fn check_policy(p: &RotationPolicy) -> Result<(), IssuerError> {
         return refuse("the token TTL must be positive".into());
     }
     Ok(())
+}
+
+/// A key size keyward generates for `alg`: for RSA none (the default) or
+/// one of [`keyward_jose::RSA_SIZES`]; for other families none.
+fn check_key_size(alg: Algorithm, rsa_bits: Option<u32>) -> Result<(), IssuerError> {
+    match (alg.family(), rsa_bits) {
+        (KeyFamily::Rsa, Some(b)) if !keyward_jose::RSA_SIZES.contains(&b) => {
+            Err(IssuerError::invalid(format!(
+                "RSA key size {b} is not offered (choose 2048, 3072 or 4096)"
+            )))
+        }
+        (KeyFamily::Rsa, _) | (_, None) => Ok(()),
+        (_, Some(_)) => Err(IssuerError::invalid(format!(
+            "rsa_bits applies only to RSA algorithms, not {alg}"
+        ))),
+    }
 }
 
 /// The paths every environment serves under its issuer path (see
@@ -250,9 +253,9 @@ pub async fn generate(spec: KeySpec) -> Result<PrivateKey, IssuerError> {
 /// API (`keys/rotate`) and the scheduler make a key.
 ///
 /// `spec` defaults to the environment's policy. Before the slow
-/// generation it checks what can refuse the change (the environment
-/// exists, `root` is the store's root key, a given kid is valid, a lead
-/// rotation is not already in progress); then [`add_key`] seals and
+/// generation it checks what can refuse the change (the key size and a
+/// given kid are valid, the environment exists, `root` is the store's
+/// root key, a lead rotation is not already in progress); then [`add_key`] seals and
 /// inserts the key in one transaction with its audit record (`key.rotate`
 /// when it replaces a key, else `key.generate`), checking again. `at` is
 /// asked for the time of each check, so the key's times are taken once
@@ -267,11 +270,14 @@ pub async fn generate_key<'a>(
     schedule: Schedule,
     at: impl Fn() -> Change<'a>,
 ) -> Result<AddedKey, IssuerError> {
-    let environment = store.environment(env).await?;
-    store.check_root_key(root).await?;
+    if let Some(s) = spec {
+        check_key_size(s.alg, s.rsa_bits)?;
+    }
     if let Some(kid) = &opts.kid {
         check_kid(kid)?;
     }
+    let environment = store.environment(env).await?;
+    store.check_root_key(root).await?;
     rotation::plan(
         &environment.policy,
         &store.keys(env).await?,

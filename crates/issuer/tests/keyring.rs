@@ -232,6 +232,27 @@ async fn generate_key_refuses_before_generating_and_changes_nothing(store: Store
         matches!(&e, IssuerError::Invalid { message, source: None } if message.starts_with("a kid is 1 to 128 characters")),
         "{e:?}"
     );
+    let rsa = |bits| KeySpec {
+        alg: Algorithm::RS256,
+        rsa_bits: Some(bits),
+    };
+    for bits in [1024, 2047, 8192] {
+        let e = generate(
+            &store,
+            &root,
+            "dev",
+            Some(rsa(bits)),
+            &opts("x"),
+            Schedule::PolicyLead,
+            NOW,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&e, IssuerError::Invalid { message, .. } if *message == format!("RSA key size {bits} is not offered (choose 2048, 3072 or 4096)")),
+            "{e:?}"
+        );
+    }
     assert_eq!(state(&store).await, before);
     // A lead rotation while one is pending would retire the pending key
     // before it ever signs.
@@ -257,6 +278,19 @@ async fn generate_key_refuses_before_generating_and_changes_nothing(store: Store
         matches!(e, IssuerError::Rotation(RotationError::NegativeLead(-1))),
         "{e:?}"
     );
+    // Input is judged before state: a bad size is named, not the rotation.
+    let e = generate(
+        &store,
+        &root,
+        "dev",
+        Some(rsa(1024)),
+        &opts("x"),
+        Schedule::PolicyLead,
+        NOW,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, IssuerError::Invalid { .. }), "{e:?}");
     assert_eq!(state(&store).await, before);
     // Immediate is not held up by the pending key: it replaces it.
     let now = generate(
