@@ -1,15 +1,17 @@
 //! The resolved configuration of one command: where the store is, where the
 //! root key comes from, what time it is.
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use keyward_issuer::Change;
+use keyward_issuer::keyring::KeySpec;
+use keyward_issuer::{Change, RootKeyLoadError};
 use keyward_jose::seal::RootKey;
-use keyward_jose::{Algorithm, KeyFamily, PrivateKey};
+use keyward_jose::KeyFamily;
 use keyward_store::{RootKeySource, Store, StoreError, Timestamp};
 
 use crate::args::Cli;
@@ -207,12 +209,12 @@ impl Context {
 pub struct SourceLoader(pub RootKeySource);
 
 impl keyward_issuer::RootKeyLoader for SourceLoader {
-    fn load(&self, expected: &str) -> Result<RootKey, String> {
+    fn load(&self, expected: &str) -> Result<RootKey, RootKeyLoadError> {
         let source = &self.0;
         let live = source.load();
         if let Ok(k) = &live {
             if k.key_id() == expected {
-                return live.map_err(|e| e.to_string());
+                return live.map_err(RootKeyLoadError::unreadable);
             }
         }
         if let Some(staged) = source.path().map(staged_path) {
@@ -223,13 +225,15 @@ impl keyward_issuer::RootKeyLoader for SourceLoader {
             }
         }
         Err(match (live, source) {
-            (Ok(k), RootKeySource::Env) => format!(
-                "{} holds root key {} and cannot change in a running process; restart this server with the new key",
-                source.describe(),
-                k.key_id()
-            ),
-            (Ok(k), _) => format!("{} holds root key {}", source.describe(), k.key_id()),
-            (Err(e), _) => e.to_string(),
+            (Ok(k), RootKeySource::Env) => RootKeyLoadError::Fixed {
+                origin: source.describe(),
+                held: k.key_id(),
+            },
+            (Ok(k), _) => RootKeyLoadError::OtherKey {
+                origin: source.describe(),
+                held: k.key_id(),
+            },
+            (Err(e), _) => RootKeyLoadError::unreadable(e),
         })
     }
 }
@@ -251,27 +255,29 @@ pub fn parse_time(s: &str) -> Result<Timestamp> {
         .unwrap_or(0))
 }
 
-/// Generates a key; RSA takes seconds, so a terminal gets a spinner (never in
-/// JSON mode, never when stderr is not a terminal).
-pub async fn generate_key(alg: Algorithm, bits: Option<u32>, quiet: bool) -> Result<PrivateKey> {
-    let is_rsa = matches!(alg.family(), KeyFamily::Rsa);
+/// Runs `work`, which generates a key of `spec`: RSA takes seconds, so a
+/// terminal gets a spinner meanwhile (never in JSON mode, never when stderr
+/// is not a terminal).
+pub async fn generating<T>(spec: KeySpec, quiet: bool, work: impl Future<Output = T>) -> T {
+    let is_rsa = matches!(spec.alg.family(), KeyFamily::Rsa);
     let spinner = (is_rsa && !quiet && std::io::stderr().is_terminal()).then(|| {
         let pb = ProgressBar::new_spinner();
         pb.set_style(
             ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("template"),
         );
         pb.set_message(format!(
-            "generating {alg} key ({} bits)",
-            bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS)
+            "generating {} key ({} bits)",
+            spec.alg,
+            spec.rsa_bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS)
         ));
         pb.enable_steady_tick(Duration::from_millis(100));
         pb
     });
-    let result = tokio::task::spawn_blocking(move || PrivateKey::generate(alg, bits)).await?;
+    let result = work.await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }
-    Ok(result?)
+    result
 }
 
 /// Reads a file, or stdin for `None` / "-".
@@ -320,6 +326,11 @@ mod tests {
         assert_eq!(loader.load(&old.key_id()).unwrap().key_id(), old.key_id());
         // Not there yet: says which key the source holds, never key text.
         let e = loader.load(&new.key_id()).unwrap_err();
+        assert!(
+            matches!(&e, RootKeyLoadError::OtherKey { held, .. } if *held == old.key_id()),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains(&old.key_id()), "{e}");
         assert!(!e.contains(&*old.to_base64()) && !e.contains(&*new.to_base64()));
         // Staged beside the live file (a rotation between commit and rename):
@@ -333,6 +344,7 @@ mod tests {
         // A missing file is named as such.
         std::fs::remove_file(&path).unwrap();
         let e = loader.load(&new.key_id()).unwrap_err();
-        assert!(e.contains("does not exist"), "{e}");
+        assert!(matches!(e, RootKeyLoadError::Unreadable(_)), "{e:?}");
+        assert!(e.to_string().contains("does not exist"), "{e}");
     }
 }

@@ -41,7 +41,7 @@ use crate::grants::UserGrant;
 use crate::http::{declares_too_large, read_body, BodyRefused};
 use crate::keyring::{self, Change, FirstKey, KeyOptions, Origin, RetireOptions};
 use crate::oauth::{error_chain, ErrorCode, FaultReason, OAuthError};
-use crate::rotation::Schedule;
+use crate::rotation::{RotationError, Schedule};
 use crate::tokens::hash_secret;
 use crate::views::{client_json, env_json, key_json};
 
@@ -97,6 +97,14 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", d)
     }
 
+    fn unavailable(d: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            d,
+        )
+    }
+
     fn unauthorized(d: impl Into<String>) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", d)
     }
@@ -118,13 +126,19 @@ impl ApiError {
         )
     }
 
-    /// Maps a domain error. `refused` is the status of a refusal by the
-    /// domain ([`IssuerError::Refused`]): 400 where it judges the input,
-    /// 409 where it judges the request against the current state.
-    fn from_issuer(e: IssuerError, refused: StatusCode) -> Self {
+    /// Maps a domain error by its variant (see [`crate::error`]): 400 for
+    /// input the domain does not accept, 409 for a request that does not
+    /// fit the current state or needs `force`, 503 for what a retry may
+    /// get, the store's own mapping for store errors, and 500 (cause
+    /// logged, never sent) for the rest.
+    fn from_issuer(e: IssuerError) -> Self {
         match e {
-            IssuerError::Refused(m) if refused == StatusCode::CONFLICT => ApiError::conflict(m),
-            IssuerError::Refused(m) => ApiError::bad_request(m),
+            IssuerError::Invalid { .. } | IssuerError::Rotation(RotationError::NegativeLead(_)) => {
+                ApiError::bad_request(error_chain(&e))
+            }
+            IssuerError::Conflict(m) | IssuerError::NeedsForce(m) => ApiError::conflict(m),
+            IssuerError::Rotation(r) => ApiError::conflict(r.to_string()),
+            IssuerError::Unavailable(m) => ApiError::unavailable(m),
             IssuerError::Store(s) => ApiError::from_store(s),
             // This replica cannot seal under the store's root key yet.
             IssuerError::RootKeyStale {
@@ -132,12 +146,11 @@ impl ApiError {
                 expected,
                 reason,
             } => {
-                tracing::warn!(%held, %expected, %reason, "cannot seal a new key: this server does not hold the store's root key");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    format!("this server holds root key {held} but the store's keys are sealed under root key {expected}; it cannot seal a new key until its root key source gives the new key (or it is restarted with it): retry on another replica or later"),
-                )
+                tracing::warn!(%held, %expected, reason = %error_chain(&reason), "cannot seal a new key: this server does not hold the store's root key");
+                ApiError::unavailable(format!("this server holds root key {held} but the store's keys are sealed under root key {expected}; it cannot seal a new key until its root key source gives the new key (or it is restarted with it): retry on another replica or later"))
+            }
+            IssuerError::Jose(_) | IssuerError::KeyGeneration(_) => {
+                ApiError::internal(FaultReason::Keys, &e)
             }
             other => ApiError::internal(FaultReason::Internal, &other),
         }
@@ -153,9 +166,7 @@ impl ApiError {
             // The root key changed under a write (a root-key rotation
             // committed meanwhile): nothing was written; a retry seals
             // under the new key.
-            StoreError::WrongRootKey { .. } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
+            StoreError::WrongRootKey { .. } => ApiError::unavailable(
                 "the store's root key changed during the request; nothing was changed, retry",
             ),
             other => ApiError::internal(FaultReason::Store, &other),
@@ -473,18 +484,6 @@ async fn create_env(
         policy: b.policy.unwrap_or_default(),
         created_at: a.now(),
     };
-    // Refuse a taken name or issuer before the slow generation.
-    keyring::check_new_environment(&a.store, &env)
-        .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;
-    let key = match b.first_key {
-        true => Some(
-            keyring::generate_for_policy(&env.policy)
-                .await
-                .map_err(|e| ApiError::internal(FaultReason::Keys, &e))?,
-        ),
-        false => None,
-    };
     let opts = KeyOptions {
         kid: None,
         owner: None,
@@ -496,25 +495,15 @@ async fn create_env(
         now: env.created_at,
         actor: &actor,
     };
-    let root = match key {
-        Some(_) => Some(
-            a.sealing_root()
-                .await
-                .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?,
-        ),
-        None => None,
+    let root = match b.first_key {
+        true => Some(a.sealing_root().await.map_err(ApiError::from_issuer)?),
+        false => None,
     };
-    let first = key
-        .as_ref()
-        .zip(root.as_deref())
-        .map(|(key, root)| FirstKey {
-            root,
-            key,
-            opts: &opts,
-        });
+    let first = root.as_deref().map(|root| FirstKey { root, opts: &opts });
+    // A taken name or issuer URL is refused before the slow generation.
     let rec = keyring::create_environment(&a.store, &env, first, at)
         .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;
+        .map_err(ApiError::from_issuer)?;
     reload(a).await;
     let mut v = env_json(&env);
     v["first_key"] = rec.map_or(Value::Null, |k| key_json(&k, at.now));
@@ -552,7 +541,7 @@ async fn delete_env(
     };
     let d = keyring::delete_environment(&a.store, &env, force.unwrap_or(false), at)
         .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+        .map_err(ApiError::from_issuer)?;
     reload(a).await;
     Ok(reply(
         StatusCode::OK,
@@ -627,20 +616,7 @@ async fn rotate_key(
             "lead_secs must be between 0 and {MAX_LEAD_SECS}"
         )));
     }
-    // Check the environment before the slow generation.
-    let e = a
-        .store
-        .environment(&env)
-        .await
-        .map_err(ApiError::from_store)?;
-    let schedule = if b.immediate {
-        Schedule::Immediate
-    } else {
-        Schedule::Lead(b.lead_secs.unwrap_or(e.policy.lead_secs))
-    };
-    let key = keyring::generate_for_policy(&e.policy)
-        .await
-        .map_err(|e| ApiError::internal(FaultReason::Keys, &e))?;
+    let schedule = Schedule::requested(b.immediate, b.lead_secs);
     let opts = KeyOptions {
         kid: None,
         owner: None,
@@ -648,24 +624,23 @@ async fn rotate_key(
         origin: Origin::Generated,
     };
     let actor = admin.actor();
-    let at = Change {
+    let at = || Change {
         now: a.now(),
         actor: &actor,
     };
-    let root = a
-        .sealing_root()
+    let root = a.sealing_root().await.map_err(ApiError::from_issuer)?;
+    // An unknown environment or a rotation in progress is refused before the slow generation.
+    let added = keyring::generate_key(&a.store, &root, &env, None, &opts, schedule, at)
         .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
-    let added = keyring::add_key(&a.store, &root, &env, &key, &opts, schedule, at)
-        .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+        .map_err(ApiError::from_issuer)?;
     reload(a).await;
-    let mut v = key_json(&added.key, at.now);
+    let now = added.key.created_at;
+    let mut v = key_json(&added.key, now);
     v["retiring"] = added
         .plan
         .retiring
         .iter()
-        .map(|k| key_json(k, at.now))
+        .map(|k| key_json(k, now))
         .collect();
     Ok(reply(StatusCode::CREATED, v))
 }
@@ -688,7 +663,7 @@ async fn retire_key(
     };
     let rec = keyring::retire_key(&a.store, &kid, at, opts)
         .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+        .map_err(ApiError::from_issuer)?;
     reload(a).await;
     Ok(reply(StatusCode::OK, key_json(&rec, at.now)))
 }
@@ -712,7 +687,7 @@ async fn revoke_key(
     };
     let (rec, was_signing) = keyring::revoke_key(&a.store, &kid, at, b.reason.as_deref())
         .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+        .map_err(ApiError::from_issuer)?;
     reload(a).await;
     let mut v = key_json(&rec, at.now);
     v["was_signing"] = json!(was_signing);
@@ -827,7 +802,7 @@ async fn create_client(
     };
     let reg = clients::create_client(&a.store, new, at)
         .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;
+        .map_err(ApiError::from_issuer)?;
     reload(a).await;
     let mut v = client_json(&reg.client);
     v["client_secret"] = json!(reg.secret);
@@ -892,7 +867,7 @@ async fn update_client(
     };
     let c = clients::update_client(&a.store, c, at)
         .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;
+        .map_err(ApiError::from_issuer)?;
     reload(a).await;
     Ok(reply(StatusCode::OK, client_json(&c)))
 }
@@ -910,7 +885,7 @@ async fn delete_client(
     };
     clients::delete_client(&a.store, &env, &client_id, at)
         .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+        .map_err(ApiError::from_issuer)?;
     reload(a).await;
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()
@@ -932,7 +907,7 @@ async fn rotate_secret(
     };
     let secret = clients::rotate_secret(&a.store, &env, &client_id, at)
         .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+        .map_err(ApiError::from_issuer)?;
     reload(a).await;
     Ok(reply(
         StatusCode::OK,
@@ -1063,16 +1038,110 @@ mod tests {
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(e.code, "server_error");
         assert!(!e.description.contains("secret"));
-        let e = ApiError::from_issuer(
-            IssuerError::Refused("already retired".into()),
-            StatusCode::CONFLICT,
+        let e = ApiError::from_issuer(IssuerError::KeyGeneration(join_error()));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
         );
-        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "conflict"));
+        assert!(!e.description.contains("interrupted"), "{e:?}");
         let e = ApiError::from_store(StoreError::NotFound {
             what: "key",
             name: "k".into(),
         });
         assert_eq!(e.status, StatusCode::NOT_FOUND);
+    }
+
+    /// A join error, as a key generation that did not complete gives.
+    fn join_error() -> tokio::task::JoinError {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let task = tokio::spawn(std::future::pending::<()>());
+                task.abort();
+                task.await.unwrap_err()
+            })
+    }
+
+    #[test]
+    fn domain_errors_map_by_variant() {
+        let cases = [
+            (
+                IssuerError::invalid("bad name"),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "bad name",
+            ),
+            (
+                IssuerError::invalid_because(
+                    "the client's JWK Set is not usable",
+                    keyward_jose::KeyError::UnsupportedCurve("x".into()),
+                ),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the client's JWK Set is not usable: unsupported curve \"x\"",
+            ),
+            (
+                IssuerError::Conflict("key k is already retired".into()),
+                StatusCode::CONFLICT,
+                "conflict",
+                "key k is already retired",
+            ),
+            (
+                IssuerError::NeedsForce("pass --force".into()),
+                StatusCode::CONFLICT,
+                "conflict",
+                "pass --force",
+            ),
+            (
+                RotationError::InProgress {
+                    kid: "k".into(),
+                    activates_at: 0,
+                }
+                .into(),
+                StatusCode::CONFLICT,
+                "conflict",
+                "a rotation is already in progress: key k activates at 1970-01-01T00:00:00Z",
+            ),
+            (
+                RotationError::NegativeLead(-1).into(),
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the lead time cannot be negative",
+            ),
+            (
+                IssuerError::Unavailable("signing pool closed".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "signing pool closed",
+            ),
+            (
+                IssuerError::RootKeyStale {
+                    held: "a".into(),
+                    expected: "b".into(),
+                    reason: crate::error::RootKeyLoadError::NotReloadable,
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "this server holds root key a but the store's keys are sealed under root key b;",
+            ),
+            (
+                StoreError::Conflict {
+                    what: "environment",
+                    name: "dev".into(),
+                }
+                .into(),
+                StatusCode::CONFLICT,
+                "conflict",
+                "",
+            ),
+        ];
+        for (err, status, code, text) in cases {
+            let shown = format!("{err:?}");
+            let e = ApiError::from_issuer(err);
+            assert_eq!((e.status, e.code), (status, code), "{shown}");
+            assert!(e.description.starts_with(text), "{shown}: {e:?}");
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use keyward_jose::{KeySet, LocalSigner};
 use keyward_store::{Client, Environment, KeyRecord, KeyState, Store, Timestamp};
 
 use crate::clock::SharedClock;
-use crate::error::IssuerError;
+use crate::error::{error_chain, IssuerError, RootKeyLoadError};
 use crate::keyring;
 use crate::rotation;
 use crate::signing::{PreparedSigner, SigningPool};
@@ -214,7 +214,7 @@ impl Snapshot {
 pub trait RootKeyLoader: Send + Sync {
     /// The root key whose id is `expected`, read afresh from the configured
     /// source, or why it cannot be had. Never includes key text.
-    fn load(&self, expected: &str) -> Result<RootKey, String>;
+    fn load(&self, expected: &str) -> Result<RootKey, RootKeyLoadError>;
 }
 
 /// The root key held, with its id.
@@ -342,15 +342,16 @@ impl Authority {
             return Ok(held_key);
         };
         let loaded = match &self.root_loader {
-            None => {
-                Err("this server cannot re-read its root key; restart it with the new key".into())
-            }
+            None => Err(RootKeyLoadError::NotReloadable),
             Some(l) => l.load(expected).and_then(|k| {
                 let id = k.key_id();
                 if id == expected {
                     Ok(k)
                 } else {
-                    Err(format!("the root key source gave root key {id}"))
+                    Err(RootKeyLoadError::OtherKey {
+                        origin: "the root key source".into(),
+                        held: id,
+                    })
                 }
             }),
         };
@@ -420,7 +421,7 @@ impl Authority {
         let f = ReloadFailure {
             reason: e.reason(),
             summary: failure_summary(e),
-            detail: e.to_string(),
+            detail: error_chain(e),
         };
         crate::metrics::reload_failed(f.reason);
         let mut h = self.health.lock().expect("health lock");
@@ -590,10 +591,9 @@ impl Authority {
         if unopened.is_empty() {
             return Ok(());
         }
-        let source = match (root, open_error) {
-            (Err(stale), _) => stale,
-            (Ok(_), Some(e)) => e,
-            (Ok(_), None) => IssuerError::Refused("cannot open".into()),
+        // A key is left unopened only for a stale root key or an open error.
+        let Some(source) = root.err().or(open_error) else {
+            return Ok(());
         };
         Err(IssuerError::KeysUnopened {
             kids: unopened,

@@ -56,29 +56,25 @@ fn check_scope_token(s: &str) -> Result<(), IssuerError> {
     if ok {
         Ok(())
     } else {
-        Err(IssuerError::Refused(format!("invalid scope {s:?}")))
+        Err(IssuerError::invalid(format!("invalid scope {s:?}")))
     }
 }
 
 fn validate(c: &NewClient) -> Result<(), IssuerError> {
     if c.name.trim().is_empty() || c.name.len() > 200 {
-        return Err(IssuerError::Refused(
-            "a client name is 1 to 200 characters".into(),
-        ));
+        return Err(IssuerError::invalid("a client name is 1 to 200 characters"));
     }
     c.scopes.iter().try_for_each(|s| check_scope_token(s))?;
     if c.audiences.iter().any(|a| a.is_empty() || a.len() > 500) {
-        return Err(IssuerError::Refused(
-            "an audience is 1 to 500 characters".into(),
-        ));
+        return Err(IssuerError::invalid("an audience is 1 to 500 characters"));
     }
     for a in &c.audiences {
         keyward_jose::claim_text::value("audience", a)
-            .map_err(|e| IssuerError::Refused(e.to_string()))?;
+            .map_err(|e| IssuerError::invalid_because("invalid audience", e))?;
     }
     for g in &c.grant_types {
         if !matches!(g.as_str(), "client_credentials" | "refresh_token") {
-            return Err(IssuerError::Refused(format!(
+            return Err(IssuerError::invalid(format!(
                 "grant type {g:?} is not supported (client_credentials, refresh_token)"
             )));
         }
@@ -88,12 +84,10 @@ fn validate(c: &NewClient) -> Result<(), IssuerError> {
         .flatten()
     {
         if ttl <= 0 {
-            return Err(IssuerError::Refused(
-                "token lifetimes must be positive".into(),
-            ));
+            return Err(IssuerError::invalid("token lifetimes must be positive"));
         }
         if ttl > MAX_TOKEN_TTL_SECS {
-            return Err(IssuerError::Refused(format!(
+            return Err(IssuerError::invalid(format!(
                 "token lifetimes are at most {MAX_TOKEN_TTL_SECS} s (10 years)"
             )));
         }
@@ -102,24 +96,22 @@ fn validate(c: &NewClient) -> Result<(), IssuerError> {
         ClientAuth::PrivateKeyJwt => match (&c.jwks, &c.jwks_uri) {
             (Some(j), None) => {
                 let set = JwkSet::parse(j.as_bytes(), Algorithm::RS256).map_err(|e| {
-                    IssuerError::Refused(format!("the client's JWK Set is not usable: {e}"))
+                    IssuerError::invalid_because("the client's JWK Set is not usable", e)
                 })?;
                 if set.keys.is_empty() {
-                    return Err(IssuerError::Refused(
-                        "the client's JWK Set has no key".into(),
-                    ));
+                    return Err(IssuerError::invalid("the client's JWK Set has no key"));
                 }
             }
             (None, Some(u)) if u.starts_with("https://") || u.starts_with("http://") => {}
             _ => {
-                return Err(IssuerError::Refused(
-                    "private_key_jwt needs either a JWK Set (file) or an http(s) jwks_uri".into(),
+                return Err(IssuerError::invalid(
+                    "private_key_jwt needs either a JWK Set (file) or an http(s) jwks_uri",
                 ))
             }
         },
         _ if c.jwks.is_some() || c.jwks_uri.is_some() => {
-            return Err(IssuerError::Refused(
-                "a JWK Set is for private_key_jwt clients only".into(),
+            return Err(IssuerError::invalid(
+                "a JWK Set is for private_key_jwt clients only",
             ))
         }
         _ => {}
@@ -192,7 +184,7 @@ pub async fn rotate_secret(
     let mut tx = store.begin().await?;
     let mut c = store.client(env, client_id).await?;
     if c.auth == ClientAuth::PrivateKeyJwt {
-        return Err(IssuerError::Refused(
+        return Err(IssuerError::Conflict(
             "a private_key_jwt client has no secret; update its JWK Set instead".into(),
         ));
     }
@@ -228,8 +220,8 @@ pub async fn update_client(
     if c.auth != current.auth
         && (c.auth == ClientAuth::PrivateKeyJwt || current.auth == ClientAuth::PrivateKeyJwt)
     {
-        return Err(IssuerError::Refused(
-            "switching between secret and private_key_jwt authentication needs a new client".into(),
+        return Err(IssuerError::invalid(
+            "switching between secret and private_key_jwt authentication needs a new client",
         ));
     }
     c.secret_hash = current.secret_hash;
@@ -399,16 +391,22 @@ impl Authority {
         c: &Client,
         assertion: &str,
     ) -> Result<(), OAuthError> {
-        let keys = self.client_keys(c).await.map_err(|e| {
+        let keys = self.client_keys(c).await.map_err(|e| match e {
             // The client's fault or its key host's, not ours: no 5xx,
             // but the cause is kept for whoever debugs the 401.
-            tracing::warn!(
-                env = %env.env.name,
-                client_id = %c.client_id,
-                error = %error_chain(&e),
-                "cannot load a client's keys"
-            );
-            OAuthError::invalid_client("the client's keys are not available")
+            IssuerError::Jose(_)
+            | IssuerError::Invalid { .. }
+            | IssuerError::Conflict(_)
+            | IssuerError::Unavailable(_) => {
+                tracing::warn!(
+                    env = %env.env.name,
+                    client_id = %c.client_id,
+                    error = %error_chain(&e),
+                    "cannot load a client's keys"
+                );
+                OAuthError::invalid_client("the client's keys are not available")
+            }
+            e => OAuthError::internal(FaultReason::Internal, &e),
         })?;
         let token_endpoint = format!("{}/oauth2/token", env.env.issuer.trim_end_matches('/'));
         let policy = Validation {
@@ -452,7 +450,11 @@ impl Authority {
         let body = match (&c.jwks, &c.jwks_uri) {
             (Some(j), _) => j.clone().into_bytes(),
             (None, Some(uri)) => crate::fetch::fetch_jwks(uri).await?,
-            (None, None) => return Err(IssuerError::Refused("no keys".into())),
+            (None, None) => {
+                return Err(IssuerError::Conflict(
+                    "the client has neither a JWK Set nor a jwks_uri".into(),
+                ))
+            }
         };
         let (set, _) = JwkSet::parse_lenient(&body, Algorithm::RS256)?;
         Ok(KeySet::from_jwks(&set)?)
@@ -526,7 +528,7 @@ mod tests {
         assert!(check_scope_token("orders:read").is_ok());
         for bad in ["a b", "a\"b", ""] {
             assert!(
-                matches!(check_scope_token(bad), Err(IssuerError::Refused(m)) if m == format!("invalid scope {bad:?}")),
+                matches!(check_scope_token(bad), Err(IssuerError::Invalid { message, source: None }) if message == format!("invalid scope {bad:?}")),
                 "{bad}"
             );
         }

@@ -1,6 +1,21 @@
 //! Errors of the authority.
+//!
+//! A refusal says by its variant what it means to a caller, so the admin
+//! API and the OAuth endpoints map it without reading its text:
+//!
+//! | variant | meaning | admin API |
+//! |---|---|---|
+//! | [`IssuerError::Invalid`] | the input is not acceptable | 400 |
+//! | [`IssuerError::Conflict`] | the request does not fit the current state | 409 |
+//! | [`IssuerError::NeedsForce`] | unsafe; allowed only when forced | 409 |
+//! | [`IssuerError::Rotation`] | a key cannot be scheduled now | 409 (400 for a negative lead) |
+//! | [`IssuerError::Unavailable`], [`IssuerError::RootKeyStale`] | not possible now; a retry may succeed | 503 |
+//! | [`IssuerError::Store`] | as [`keyward_store::StoreError`] says (404 not found, 409 taken, ...) | |
+//! | anything else | a server-side failure | 500 |
 
 use thiserror::Error;
+
+use crate::rotation::RotationError;
 
 /// Any error from keyward-issuer.
 #[derive(Debug, Error)]
@@ -10,20 +25,48 @@ pub enum IssuerError {
     Store(#[from] keyward_store::StoreError),
     #[error(transparent)]
     Jose(#[from] keyward_jose::Error),
+    /// The input is not acceptable (a name, an issuer URL, a policy, a
+    /// client registration): the message says what is accepted, the source
+    /// (if any) what was wrong with the value.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The request does not fit the current state: a key already retired
+    /// or revoked, a client without a secret, an issuer URL under another
+    /// environment's endpoints.
     #[error("{0}")]
-    Refused(String),
+    Conflict(String),
+    /// Refused because it would break something (stop signing, unpublish
+    /// keys, remove clients); the message says what, what to do instead, and
+    /// which force option accepts it.
+    #[error("{0}")]
+    NeedsForce(String),
+    /// A new key cannot be scheduled (see [`crate::rotation::plan`]).
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
+    /// Something needed is not available now (the signing pool, a client's
+    /// JWK Set URL); a later retry may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Key generation, on its blocking thread, did not complete.
+    #[error("key generation was interrupted")]
+    KeyGeneration(#[source] tokio::task::JoinError),
     /// This server's root key is not the one the store's keys are sealed
     /// under (a root-key rotation happened), and its root-key source does not
-    /// give the store's key. Names key ids only, never key text.
-    #[error("this server holds root key {held} but the store's keys are sealed under root key {expected}: {reason}")]
+    /// give the store's key (`reason`). Names key ids only, never key text.
+    #[error("this server holds root key {held} but the store's keys are sealed under root key {expected}")]
     RootKeyStale {
         held: String,
         expected: String,
-        reason: String,
+        #[source]
+        reason: RootKeyLoadError,
     },
     /// A reload read the store, but keys that sign now or will (active or
     /// pending) cannot be opened on this server.
-    #[error("cannot open key(s) {}: {source}", kids.join(", "))]
+    #[error("cannot open key(s) {}", kids.join(", "))]
     KeysUnopened {
         kids: Vec<String>,
         source: Box<IssuerError>,
@@ -31,6 +74,26 @@ pub enum IssuerError {
 }
 
 impl IssuerError {
+    /// [`IssuerError::Invalid`] with a message only.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        IssuerError::Invalid {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`IssuerError::Invalid`]: `message` says what is accepted, `source`
+    /// what was wrong.
+    pub fn invalid_because(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        IssuerError::Invalid {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
     /// A short label for metrics: `store`, `root_key`, `key_open` or `other`.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -40,7 +103,13 @@ impl IssuerError {
                 IssuerError::RootKeyStale { .. } => "root_key",
                 _ => "key_open",
             },
-            IssuerError::Jose(_) | IssuerError::Refused(_) => "other",
+            IssuerError::Jose(_)
+            | IssuerError::Invalid { .. }
+            | IssuerError::Conflict(_)
+            | IssuerError::NeedsForce(_)
+            | IssuerError::Rotation(_)
+            | IssuerError::Unavailable(_)
+            | IssuerError::KeyGeneration(_) => "other",
         }
     }
 }
@@ -48,5 +117,49 @@ impl IssuerError {
 impl From<keyward_jose::KeyError> for IssuerError {
     fn from(e: keyward_jose::KeyError) -> Self {
         IssuerError::Jose(e.into())
+    }
+}
+
+/// An error's message followed by its sources, `: `-separated; a source
+/// whose message the chain already shows (an error that prints its source,
+/// `#[error("...: {0}")]`) is not repeated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        next = c.source();
+    }
+    s
+}
+
+/// Why a server could not get the store's root key from its source (see
+/// [`crate::RootKeyLoader`]). Names sources and key ids, never key text.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RootKeyLoadError {
+    /// This server was given no way to re-read its root key.
+    #[error("this server cannot re-read its root key; restart it with the new key")]
+    NotReloadable,
+    /// The source gives another root key than the one asked for.
+    #[error("{origin} holds root key {held}")]
+    OtherKey { origin: String, held: String },
+    /// The source gives another root key and cannot change while the
+    /// process runs (an environment variable).
+    #[error("{origin} holds root key {held} and cannot change in a running process; restart this server with the new key")]
+    Fixed { origin: String, held: String },
+    /// The source cannot be read, or what it holds is not a root key.
+    #[error(transparent)]
+    Unreadable(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl RootKeyLoadError {
+    /// [`RootKeyLoadError::Unreadable`].
+    pub fn unreadable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        RootKeyLoadError::Unreadable(e.into())
     }
 }

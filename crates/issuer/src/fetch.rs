@@ -9,7 +9,7 @@ pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// GETs `uri` with a 5 s timeout and a size bound.
 pub async fn fetch_jwks(uri: &str) -> Result<Vec<u8>, IssuerError> {
-    let fail = |what: &str| IssuerError::Refused(format!("cannot fetch {uri}: {what}"));
+    let fail = |what: &str| IssuerError::Unavailable(format!("cannot fetch {uri}: {what}"));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

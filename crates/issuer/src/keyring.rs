@@ -3,11 +3,13 @@
 //!
 //! Every change is one store transaction that also appends its audit record,
 //! so a failed operation leaves nothing behind (DESIGN.md rule 5). Key
-//! generation happens before the transaction (RSA-4096 takes seconds) and is
-//! the caller's: [`PrivateKey::generate`].
+//! generation happens before the transaction (RSA-4096 takes seconds), on a
+//! blocking thread, after the checks that can refuse the change: one path,
+//! [`generate_key`] (and [`create_environment`] for an environment's first
+//! key), serves the CLI, the admin API and the scheduler alike.
 
 use keyward_jose::seal::RootKey;
-use keyward_jose::{Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey};
+use keyward_jose::{Algorithm, Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey};
 use keyward_store::{
     open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState,
     RotationPolicy, Store, StoreError, Timestamp, Tx,
@@ -69,8 +71,8 @@ pub fn check_kid(kid: &str) -> Result<(), IssuerError> {
     if ok {
         Ok(())
     } else {
-        Err(IssuerError::Refused(
-            "a kid is 1 to 128 characters of A-Z a-z 0-9 . _ -".into(),
+        Err(IssuerError::invalid(
+            "a kid is 1 to 128 characters of A-Z a-z 0-9 . _ -",
         ))
     }
 }
@@ -78,9 +80,7 @@ pub fn check_kid(kid: &str) -> Result<(), IssuerError> {
 /// An environment name keyward accepts: the same characters as a kid.
 pub fn check_env_name(name: &str) -> Result<(), IssuerError> {
     check_kid(name).map_err(|_| {
-        IssuerError::Refused(
-            "an environment name is 1 to 128 characters of A-Z a-z 0-9 . _ -".into(),
-        )
+        IssuerError::invalid("an environment name is 1 to 128 characters of A-Z a-z 0-9 . _ -")
     })
 }
 
@@ -94,7 +94,7 @@ pub fn check_issuer(issuer: &str) -> Result<(), IssuerError> {
         || issuer.contains(['?', '#', ' '])
         || keyward_jose::claim_text::check_value(issuer).is_err()
     {
-        return Err(IssuerError::Refused(format!(
+        return Err(IssuerError::invalid(format!(
             "invalid issuer URL {issuer:?}: use an absolute http(s) URL without query or fragment, e.g. https://auth.example.com"
         )));
     }
@@ -108,21 +108,8 @@ pub const MAX_POLICY_SECS: i64 = 100 * 365 * 24 * 3600;
 /// A rotation policy keyward can follow: a key size it can generate, a
 /// positive lead shorter than the rotation period, a positive token TTL.
 pub fn check_policy(p: &RotationPolicy) -> Result<(), IssuerError> {
-    let refuse = |m: String| Err(IssuerError::Refused(m));
-    match (p.alg.family(), p.rsa_bits) {
-        (KeyFamily::Rsa, Some(b)) if !keyward_jose::RSA_SIZES.contains(&b) => {
-            return refuse(format!(
-                "RSA key size {b} is not offered (choose 2048, 3072 or 4096)"
-            ))
-        }
-        (KeyFamily::Rsa, _) | (_, None) => {}
-        (_, Some(_)) => {
-            return refuse(format!(
-                "rsa_bits applies only to RSA algorithms, not {}",
-                p.alg
-            ))
-        }
-    }
+    let refuse = |m: String| Err(IssuerError::invalid(m));
+    check_key_size(p.alg, p.rsa_bits)?;
     if [p.lead_secs, p.rotate_every_secs, p.token_ttl_secs]
         .iter()
         .any(|v| *v > MAX_POLICY_SECS)
@@ -140,6 +127,22 @@ pub fn check_policy(p: &RotationPolicy) -> Result<(), IssuerError> {
         return refuse("the token TTL must be positive".into());
     }
     Ok(())
+}
+
+/// A key size keyward generates for `alg`: for RSA none (the default) or
+/// one of [`keyward_jose::RSA_SIZES`]; for other families none.
+fn check_key_size(alg: Algorithm, rsa_bits: Option<u32>) -> Result<(), IssuerError> {
+    match (alg.family(), rsa_bits) {
+        (KeyFamily::Rsa, Some(b)) if !keyward_jose::RSA_SIZES.contains(&b) => {
+            Err(IssuerError::invalid(format!(
+                "RSA key size {b} is not offered (choose 2048, 3072 or 4096)"
+            )))
+        }
+        (KeyFamily::Rsa, _) | (_, None) => Ok(()),
+        (_, Some(_)) => Err(IssuerError::invalid(format!(
+            "rsa_bits applies only to RSA algorithms, not {alg}"
+        ))),
+    }
 }
 
 /// The paths every environment serves under its issuer path (see
@@ -185,7 +188,7 @@ fn check_free_among(env: &Environment, others: &[Environment]) -> Result<(), Iss
         } else {
             continue;
         };
-        return Err(IssuerError::Refused(format!(
+        return Err(IssuerError::Conflict(format!(
             "issuer URL {} of environment {} lies under the endpoints of {} ({}): it would take requests meant for {}; choose another path",
             inner.issuer, inner.name, outer.name, outer.issuer, outer.name
         )));
@@ -196,7 +199,7 @@ fn check_free_among(env: &Environment, others: &[Environment]) -> Result<(), Iss
 /// Checks, before a slow key generation, that [`create_environment`] will
 /// accept `env`: valid, and its name, issuer URL and endpoints free. (The
 /// transaction checks again.)
-pub async fn check_new_environment(store: &Store, env: &Environment) -> Result<(), IssuerError> {
+async fn check_new_environment(store: &Store, env: &Environment) -> Result<(), IssuerError> {
     check_environment(env)?;
     let others = store.environments().await?;
     if others.iter().any(|o| o.name == env.name) {
@@ -216,16 +219,74 @@ pub fn check_environment(env: &Environment) -> Result<(), IssuerError> {
     check_policy(&env.policy)
 }
 
-/// Generates a key for `policy` (its algorithm, and size for RSA) on a
-/// blocking thread: RSA-4096 generation takes seconds.
-pub async fn generate_for_policy(policy: &RotationPolicy) -> Result<PrivateKey, IssuerError> {
-    let alg = policy.alg;
-    let bits = matches!(alg.family(), KeyFamily::Rsa)
-        .then_some(policy.rsa_bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS));
-    tokio::task::spawn_blocking(move || PrivateKey::generate(alg, bits))
+/// Which key to generate: an algorithm and, for RSA, a size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeySpec {
+    pub alg: Algorithm,
+    /// RSA modulus bits; `None` for other families, or for RSA's default
+    /// ([`keyward_jose::DEFAULT_RSA_BITS`]).
+    pub rsa_bits: Option<u32>,
+}
+
+impl KeySpec {
+    /// The key an environment's policy makes (what rotation uses).
+    pub fn for_policy(policy: &RotationPolicy) -> KeySpec {
+        KeySpec {
+            alg: policy.alg,
+            rsa_bits: matches!(policy.alg.family(), KeyFamily::Rsa)
+                .then_some(policy.rsa_bits.unwrap_or(keyward_jose::DEFAULT_RSA_BITS)),
+        }
+    }
+}
+
+/// Generates a key of `spec` on a blocking thread: RSA-4096 generation
+/// takes seconds.
+pub async fn generate(spec: KeySpec) -> Result<PrivateKey, IssuerError> {
+    tokio::task::spawn_blocking(move || PrivateKey::generate(spec.alg, spec.rsa_bits))
         .await
-        .map_err(|_| IssuerError::Refused("key generation was interrupted".into()))?
+        .map_err(IssuerError::KeyGeneration)?
         .map_err(IssuerError::from)
+}
+
+/// Generates a key and brings it into environment `env` on `schedule`: the
+/// one path by which the CLI (`keys generate`, `keys rotate`), the admin
+/// API (`keys/rotate`) and the scheduler make a key.
+///
+/// `spec` defaults to the environment's policy. Before the slow
+/// generation it checks what can refuse the change (the key size and a
+/// given kid are valid, the environment exists, `root` is the store's
+/// root key, a lead rotation is not already in progress); then [`add_key`] seals and
+/// inserts the key in one transaction with its audit record (`key.rotate`
+/// when it replaces a key, else `key.generate`), checking again. `at` is
+/// asked for the time of each check, so the key's times are taken once
+/// it is made.
+#[allow(clippy::too_many_arguments)]
+pub async fn generate_key<'a>(
+    store: &Store,
+    root: &RootKey,
+    env: &str,
+    spec: Option<KeySpec>,
+    opts: &KeyOptions,
+    schedule: Schedule,
+    at: impl Fn() -> Change<'a>,
+) -> Result<AddedKey, IssuerError> {
+    if let Some(s) = spec {
+        check_key_size(s.alg, s.rsa_bits)?;
+    }
+    if let Some(kid) = &opts.kid {
+        check_kid(kid)?;
+    }
+    let environment = store.environment(env).await?;
+    store.check_root_key(root).await?;
+    rotation::plan(
+        &environment.policy,
+        &store.keys(env).await?,
+        at().now,
+        schedule,
+    )?;
+    let spec = spec.unwrap_or_else(|| KeySpec::for_policy(&environment.policy));
+    let key = generate(spec).await?;
+    add_key(store, root, env, &key, opts, schedule, at()).await
 }
 
 fn record(
@@ -296,8 +357,7 @@ pub async fn add_key(
     tx.check_root_key(root).await?;
     let mut environment = tx.environment(env).await?;
     let existing = tx.keys(env).await?;
-    let plan = rotation::plan(&environment.policy, &existing, at.now, schedule)
-        .map_err(IssuerError::Refused)?;
+    let plan = rotation::plan(&environment.policy, &existing, at.now, schedule)?;
     let mut rec = record(root, env, key, opts, at.now)?;
     rec.activates_at = plan.activates_at;
     tx.insert_key(&rec).await?;
@@ -339,27 +399,36 @@ pub async fn add_key(
     })
 }
 
-/// An environment's first key, made with it in one transaction.
+/// An environment's first key, generated per its policy and made with it
+/// in one transaction.
 #[derive(Clone, Copy, Debug)]
 pub struct FirstKey<'a> {
     /// The root key to seal it under (checked against the store's).
     pub root: &'a RootKey,
-    pub key: &'a PrivateKey,
     pub opts: &'a KeyOptions,
 }
 
 /// Creates environment `env` after [`check_environment`], with its first
-/// key, active at once, in the same transaction (DESIGN rule 3: `env
-/// create` makes the first key, as `init` does). Without `first_key` the
-/// environment has no key until one is generated or imported; servers
-/// report it and do not count it against readiness. Returns the first key.
+/// key (generated per its policy), active at once, in the same transaction
+/// (DESIGN rule 3: `env create` makes the first key, as `init` does).
+/// A taken name or issuer URL, and a root key that is not the store's, are
+/// refused before the slow generation. Without `first_key` the environment
+/// has no key until one is generated or imported; servers report it and do
+/// not count it against readiness. Returns the first key.
 pub async fn create_environment(
     store: &Store,
     env: &Environment,
     first_key: Option<FirstKey<'_>>,
     at: Change<'_>,
 ) -> Result<Option<KeyRecord>, IssuerError> {
-    check_environment(env)?;
+    check_new_environment(store, env).await?;
+    let key = match &first_key {
+        Some(f) => {
+            store.check_root_key(f.root).await?;
+            Some(generate(KeySpec::for_policy(&env.policy)).await?)
+        }
+        None => None,
+    };
     let mut tx = store.begin().await?;
     tx.lock_for_change().await?;
     check_free_among(env, &tx.environments().await?)?;
@@ -368,8 +437,8 @@ pub async fn create_environment(
         tx.check_root_key(f.root).await?;
     }
     create_in(&mut tx, env, at).await?;
-    let rec = match first_key {
-        Some(f) => Some(first_key_in(&mut tx, &env.name, f, at).await?),
+    let rec = match first_key.zip(key.as_ref()) {
+        Some((f, key)) => Some(first_key_in(&mut tx, &env.name, f.root, key, f.opts, at).await?),
         None => None,
     };
     tx.commit().await?;
@@ -394,10 +463,12 @@ async fn create_in(tx: &mut Tx<'_>, env: &Environment, at: Change<'_>) -> Result
 async fn first_key_in(
     tx: &mut Tx<'_>,
     env: &str,
-    f: FirstKey<'_>,
+    root: &RootKey,
+    key: &PrivateKey,
+    opts: &KeyOptions,
     at: Change<'_>,
 ) -> Result<KeyRecord, IssuerError> {
-    let rec = record(f.root, env, f.key, f.opts, at.now)?;
+    let rec = record(root, env, key, opts, at.now)?;
     tx.insert_key(&rec).await?;
     tx.append_audit(entry(
         at,
@@ -441,7 +512,7 @@ pub async fn delete_environment(
         .map(|k| k.kid.clone())
         .collect();
     if !force && (!published_keys.is_empty() || !clients.is_empty()) {
-        return Err(IssuerError::Refused(format!(
+        return Err(IssuerError::NeedsForce(format!(
             "environment {name} still has {} published key(s) and {} client(s): deleting it unpublishes its keys (its tokens stop verifying) and removes its clients; \
              retire or revoke its keys and delete its clients first, or pass --force",
             published_keys.len(),
@@ -516,7 +587,7 @@ pub async fn initialize(
     })
     .await?;
     create_in(&mut tx, env, at).await?;
-    let rec = first_key_in(&mut tx, &env.name, FirstKey { root, key, opts }, at).await?;
+    let rec = first_key_in(&mut tx, &env.name, root, key, opts, at).await?;
     tx.commit().await?;
     Ok(rec)
 }
@@ -553,7 +624,7 @@ pub async fn retire_key(
     let state = rec.state(at.now);
     match state {
         KeyState::Active | KeyState::Pending => {}
-        s => return Err(IssuerError::Refused(format!("key {kid} is already {s}"))),
+        s => return Err(IssuerError::Conflict(format!("key {kid} is already {s}"))),
     }
     let keys = tx.keys(&rec.env).await?;
     let others: Vec<&KeyRecord> = keys.iter().filter(|k| k.kid != rec.kid).collect();
@@ -573,14 +644,14 @@ pub async fn retire_key(
             ),
             None => String::new(),
         };
-        return Err(IssuerError::Refused(format!(
+        return Err(IssuerError::NeedsForce(format!(
             "key {kid} is the only key of environment {e} that signs now: retiring it stops the token endpoint (503 \"no signing key is active\") until another key activates. \
              Run `keyward keys rotate --env {e} --immediate` (it retires {kid} for you){wait}. \
              To retire it anyway and accept the outage, pass --force --accept-outage"
         )));
     }
     if !stops_signing && !other_active && next_pending.is_none() && !opts.force {
-        return Err(IssuerError::Refused(format!(
+        return Err(IssuerError::NeedsForce(format!(
             "key {kid} is the last key of environment {e} that can sign: without it the environment never signs again. \
              Run `keyward keys rotate --env {e}` first, or pass --force"
         )));
@@ -619,7 +690,7 @@ pub async fn revoke_key(
     let mut rec = find_key(store, &mut tx, kid).await?;
     match rec.state(at.now) {
         KeyState::Revoked | KeyState::Removed => {
-            return Err(IssuerError::Refused(format!(
+            return Err(IssuerError::Conflict(format!(
                 "key {kid} is already {}",
                 rec.state(at.now)
             )))

@@ -35,12 +35,12 @@ pub use authority::{
     Authority, ReloadFailure, ReloadHealth, RootKeyLoader, Settings, DEFAULT_REFRESH_GRACE_SECS,
 };
 pub use clock::{Clock, FixedClock, ScaledClock, SharedClock, SystemClock};
-pub use error::IssuerError;
+pub use error::{IssuerError, RootKeyLoadError};
 pub use keyring::{
     AddedKey, Change, DeletedEnvironment, FirstKey, KeyOptions, Origin, RetireOptions,
 };
 pub use oauth::{ErrorCode, Fault, FaultReason, OAuthError};
-pub use rotation::{RotationPlan, Schedule};
+pub use rotation::{RotationError, RotationPlan, Schedule};
 
 /// RFC 3339 text (UTC, seconds) of a unix time.
 pub fn fmt_time(t: keyward_store::Timestamp) -> String {

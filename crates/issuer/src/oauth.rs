@@ -114,22 +114,7 @@ pub(crate) fn report(reason: FaultReason, env: &str, endpoint: &'static str, cau
     crate::metrics::server_error(reason);
 }
 
-/// An error's message followed by its sources, `: `-separated; a source
-/// whose message the chain already shows (an error that prints its source,
-/// `#[error("...: {0}")]`) is not repeated.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut next = e.source();
-    while let Some(c) = next {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        next = c.source();
-    }
-    s
-}
+pub use crate::error::error_chain;
 
 /// An error answered to an OAuth client.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 //! refreshed: `removes_at = retires_at + token_ttl + jwks_max_age`.
 
 use keyward_store::{KeyRecord, KeyState, RotationPolicy, Timestamp};
+use thiserror::Error;
 
 /// The longest a verifier may cache the JWKS: half the rotation lead (so a
 /// verifier that honours `Cache-Control` sees the next key before it signs),
@@ -41,11 +42,26 @@ pub fn published(keys: &[KeyRecord], now: Timestamp) -> impl Iterator<Item = &Ke
 /// How a new key enters an environment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schedule {
-    /// Publish now, sign after the lead time (the default).
+    /// Publish now, sign after the environment's policy lead time (the
+    /// default).
+    PolicyLead,
+    /// Publish now, sign after this many seconds.
     Lead(i64),
     /// Sign at once. Verifiers that cached the JWKS do not know the key yet
     /// and reject its tokens until they refresh.
     Immediate,
+}
+
+impl Schedule {
+    /// The schedule a request names: `immediate`, or a lead in seconds,
+    /// or by default the policy's lead.
+    pub fn requested(immediate: bool, lead_secs: Option<i64>) -> Schedule {
+        match (immediate, lead_secs) {
+            (true, _) => Schedule::Immediate,
+            (false, Some(lead)) => Schedule::Lead(lead),
+            (false, None) => Schedule::PolicyLead,
+        }
+    }
 }
 
 /// What a rotation will write.
@@ -55,6 +71,25 @@ pub struct RotationPlan {
     pub activates_at: Timestamp,
     /// Existing keys whose schedule changes (retire and removal times set).
     pub retiring: Vec<KeyRecord>,
+}
+
+/// Why a new key cannot be scheduled.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotationError {
+    /// A lead time below zero was asked for.
+    #[error("the lead time cannot be negative")]
+    NegativeLead(i64),
+    /// A lead rotation while key `kid` is still pending: the new key would
+    /// retire it before it ever signs.
+    #[error(
+        "a rotation is already in progress: key {kid} activates at {}; wait for it, or use --immediate",
+        crate::fmt_time(*activates_at)
+    )]
+    InProgress {
+        kid: String,
+        activates_at: Timestamp,
+    },
 }
 
 /// Plans bringing a new key into an environment whose keys are `keys`.
@@ -69,24 +104,28 @@ pub fn plan(
     keys: &[KeyRecord],
     now: Timestamp,
     schedule: Schedule,
-) -> Result<RotationPlan, String> {
+) -> Result<RotationPlan, RotationError> {
     let live: Vec<&KeyRecord> = keys
         .iter()
         .filter(|k| matches!(k.state(now), KeyState::Active | KeyState::Pending))
         .collect();
-    let activates_at = match schedule {
-        _ if live.is_empty() => now,
-        Schedule::Immediate => now,
-        Schedule::Lead(lead) => {
+    let lead = match schedule {
+        _ if live.is_empty() => None,
+        Schedule::Immediate => None,
+        Schedule::PolicyLead => Some(policy.lead_secs),
+        Schedule::Lead(lead) => Some(lead),
+    };
+    let activates_at = match lead {
+        None => now,
+        Some(lead) => {
             if lead < 0 {
-                return Err("the lead time cannot be negative".into());
+                return Err(RotationError::NegativeLead(lead));
             }
             if let Some(p) = live.iter().find(|k| k.state(now) == KeyState::Pending) {
-                return Err(format!(
-                    "a rotation is already in progress: key {} activates at {}; wait for it, or use --immediate",
-                    p.kid,
-                    crate::fmt_time(p.activates_at)
-                ));
+                return Err(RotationError::InProgress {
+                    kid: p.kid.clone(),
+                    activates_at: p.activates_at,
+                });
             }
             now + lead
         }
@@ -155,6 +194,17 @@ mod tests {
     }
 
     #[test]
+    fn the_policy_lead_is_the_environments() {
+        let keys = vec![key("a", 0)];
+        let by_policy = plan(&policy(), &keys, 10, Schedule::PolicyLead).unwrap();
+        assert_eq!(
+            by_policy,
+            plan(&policy(), &keys, 10, Schedule::Lead(100)).unwrap()
+        );
+        assert_eq!(by_policy.activates_at, 110);
+    }
+
+    #[test]
     fn first_key_activates_now() {
         let p = plan(&policy(), &[], 10, Schedule::Lead(100)).unwrap();
         assert_eq!(p.activates_at, 10);
@@ -174,9 +224,22 @@ mod tests {
         next.created_at = 10;
         let keys = vec![p.retiring[0].clone(), next];
         let e = plan(&policy(), &keys, 20, Schedule::Lead(100)).unwrap_err();
+        assert_eq!(
+            e,
+            RotationError::InProgress {
+                kid: "b".into(),
+                activates_at: 110
+            }
+        );
         assert!(
-            e.starts_with("a rotation is already in progress: key b activates at "),
+            e.to_string()
+                .starts_with("a rotation is already in progress: key b activates at "),
             "{e}"
+        );
+        // A negative lead is refused whatever the keys.
+        assert_eq!(
+            plan(&policy(), &[key("a", 0)], 20, Schedule::Lead(-1)),
+            Err(RotationError::NegativeLead(-1))
         );
         // Immediate replaces both the signing and the pending key now.
         let p2 = plan(&policy(), &keys, 20, Schedule::Immediate).unwrap();

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::authority::Authority;
+use crate::error::error_chain;
 use crate::error::IssuerError;
 use crate::keyring::{self, Change, KeyOptions, Origin};
-use crate::rotation::{self, Schedule};
+use crate::rotation::{self, RotationError, Schedule};
 
 /// The audit actor of scheduled rotations.
 pub const ACTOR: &str = "scheduler";
@@ -32,26 +33,25 @@ impl Authority {
             {
                 continue;
             }
-            let key = keyring::generate_for_policy(&e.env.policy).await?;
             let opts = KeyOptions {
                 kid: None,
                 owner: None,
                 description: Some("scheduled rotation".into()),
                 origin: Origin::Generated,
             };
-            let at = Change {
+            let at = || Change {
                 now: self.now(),
                 actor: ACTOR,
             };
             // After a root-key rotation, the new root key (or a clear error).
             let root = self.sealing_root().await?;
-            match keyring::add_key(
+            match keyring::generate_key(
                 &self.store,
                 &root,
                 &e.env.name,
-                &key,
+                None,
                 &opts,
-                Schedule::Lead(e.env.policy.lead_secs),
+                Schedule::PolicyLead,
                 at,
             )
             .await
@@ -61,8 +61,8 @@ impl Authority {
                     rotated.push(e.env.name.clone());
                 }
                 // Another replica rotated first.
-                Err(IssuerError::Refused(m)) => {
-                    tracing::debug!(env = %e.env.name, "rotation skipped: {m}")
+                Err(IssuerError::Rotation(r @ RotationError::InProgress { .. })) => {
+                    tracing::debug!(env = %e.env.name, "rotation skipped: {r}")
                 }
                 Err(err) => return Err(err),
             }
@@ -82,7 +82,7 @@ impl Authority {
             loop {
                 tick.tick().await;
                 if let Err(e) = a.rotate_due().await {
-                    tracing::error!(error = %e, "scheduled rotation failed");
+                    tracing::error!(error = %error_chain(&e), "scheduled rotation failed");
                 }
             }
         })

@@ -67,15 +67,15 @@ impl SigningPool {
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
                 tokio::task::spawn_blocking(move || tx.send(job))
                     .await
-                    .map_err(|_| IssuerError::Refused("signing pool closed".into()))?
-                    .map_err(|_| IssuerError::Refused("signing pool closed".into()))?;
+                    .map_err(|_| IssuerError::Unavailable("signing pool closed".into()))?
+                    .map_err(|_| IssuerError::Unavailable("signing pool closed".into()))?;
             }
             Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                return Err(IssuerError::Refused("signing pool closed".into()))
+                return Err(IssuerError::Unavailable("signing pool closed".into()))
             }
         }
         wait.await
-            .map_err(|_| IssuerError::Refused("signing pool closed".into()))
+            .map_err(|_| IssuerError::Unavailable("signing pool closed".into()))
     }
 
     /// Signs `payload` as a compact JWS with header typ `typ`.

@@ -509,6 +509,12 @@ async fn environments_list_create_show() {
             StatusCode::CONFLICT,
             "conflict",
         ),
+        // Under another environment's endpoints: it would take its requests.
+        (
+            json!({"name": "hidden", "issuer": format!("{ISSUER}/oauth2"), "policy": {"alg": "ES256"}}),
+            StatusCode::CONFLICT,
+            "conflict",
+        ),
         (
             json!({"name": "x", "issuer": "https://x.test", "first_key": "no"}),
             StatusCode::BAD_REQUEST,

@@ -19,8 +19,8 @@ use keyward_issuer::http::{app, AppState};
 use keyward_issuer::signing::SigningPool;
 use keyward_issuer::tokens::{new_id, new_secret};
 use keyward_issuer::{
-    keyring, Authority, Change, FixedClock, IssuerError, KeyOptions, Origin, RootKeyLoader,
-    Schedule, Settings,
+    keyring, Authority, Change, FixedClock, IssuerError, KeyOptions, Origin, RootKeyLoadError,
+    RootKeyLoader, Schedule, Settings,
 };
 use keyward_jose::seal::RootKey;
 use keyward_jose::{Algorithm, PrivateKey, TokenSigner};
@@ -67,10 +67,12 @@ fn es256() -> PrivateKey {
 struct Slot(Arc<Mutex<Option<String>>>);
 
 impl RootKeyLoader for Slot {
-    fn load(&self, expected: &str) -> Result<RootKey, String> {
+    fn load(&self, expected: &str) -> Result<RootKey, RootKeyLoadError> {
         match self.0.lock().unwrap().as_deref() {
-            Some(text) => RootKey::from_base64(text).map_err(|e| e.to_string()),
-            None => Err(format!("no file gives root key {expected} yet")),
+            Some(text) => RootKey::from_base64(text).map_err(RootKeyLoadError::unreadable),
+            None => Err(RootKeyLoadError::unreadable(format!(
+                "no file gives root key {expected} yet"
+            ))),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::output::outln;
 use anyhow::{anyhow, bail, Result};
+use keyward_issuer::keyring::KeySpec;
 use keyward_issuer::views::{env_json, key_json};
 use keyward_issuer::{fmt_time, keyring, rotation, FirstKey, KeyOptions, Origin};
 use keyward_jose::KeyFamily;
@@ -9,7 +10,7 @@ use keyward_store::{Environment, KeyState, RotationPolicy};
 use serde_json::{json, Value};
 
 use crate::args::{EnvCmd, KeyStore, PolicyArgs};
-use crate::context::{generate_key, Context};
+use crate::context::{generating, Context};
 use crate::output::{duration, fields, print_json, table};
 
 /// An issuer URL keyward accepts: absolute http(s), no query or fragment.
@@ -64,15 +65,9 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 policy: apply(RotationPolicy::default(), &policy)?,
                 created_at: ctx.now(),
             };
-            // Refuse a taken name or issuer before the slow generation.
-            keyring::check_new_environment(&store, &env).await?;
-            let key = match no_key {
+            let root = match no_key {
                 true => None,
-                false => {
-                    let root = ctx.root_key(&store).await?;
-                    let key = generate_key(env.policy.alg, env.policy.rsa_bits, json).await?;
-                    Some((root, key))
-                }
+                false => Some(ctx.root_key(&store).await?),
             };
             let opts = KeyOptions {
                 kid: None,
@@ -80,12 +75,13 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 description: Some("first key, made with the environment".into()),
                 origin: Origin::Generated,
             };
-            let first = key.as_ref().map(|(root, key)| FirstKey {
-                root,
-                key,
-                opts: &opts,
-            });
-            let rec = keyring::create_environment(&store, &env, first, ctx.at()).await?;
+            let first = root.as_ref().map(|root| FirstKey { root, opts: &opts });
+            // A taken name or issuer URL is refused before the slow generation.
+            let work = keyring::create_environment(&store, &env, first, ctx.at());
+            let rec = match no_key {
+                true => work.await?,
+                false => generating(KeySpec::for_policy(&env.policy), json, work).await?,
+            };
             if json {
                 let mut v = env_json(&env);
                 v["first_key"] = rec.map_or(Value::Null, |k| key_json(&k, ctx.now()));

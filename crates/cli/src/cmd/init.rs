@@ -2,6 +2,7 @@
 
 use crate::output::outln;
 use anyhow::{anyhow, bail, Context as _, Result};
+use keyward_issuer::keyring::KeySpec;
 use keyward_issuer::{fmt_time, keyring, KeyOptions, Origin};
 use keyward_jose::seal::RootKey;
 use keyward_jose::KeyFamily;
@@ -10,7 +11,7 @@ use serde_json::json;
 
 use crate::args::InitArgs;
 use crate::cmd::env::check_issuer;
-use crate::context::{generate_key, Context};
+use crate::context::{generating, Context};
 use crate::output::print_json;
 
 pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
@@ -38,7 +39,11 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
         _ => None,
     };
     // The slow part first, before anything is written.
-    let key = generate_key(a.key.alg, bits, a.json).await?;
+    let spec = KeySpec {
+        alg: a.key.alg,
+        rsa_bits: bits,
+    };
+    let key = generating(spec, a.json, keyring::generate(spec)).await?;
 
     let store = ctx.open_store_for_init().await?;
     if store.root_key_id().await?.is_some() {

@@ -2,6 +2,7 @@
 
 use crate::output::{out, outln};
 use anyhow::{bail, Context as _, Result};
+use keyward_issuer::keyring::KeySpec;
 use keyward_issuer::{
     fmt_time, keyring, rotation, AddedKey, KeyOptions, Origin, RetireOptions, Schedule,
 };
@@ -10,16 +11,8 @@ use keyward_store::Environment;
 use serde_json::{json, Value};
 
 use crate::args::{ExportFormat, KeyMeta, KeysCmd, ScheduleArgs};
-use crate::context::{generate_key, Context};
+use crate::context::{generating, Context};
 use crate::output::{key_json, key_rows, print_json, table, KEY_HEADER};
-
-fn schedule(env: &Environment, s: &ScheduleArgs) -> Schedule {
-    if s.immediate {
-        Schedule::Immediate
-    } else {
-        Schedule::Lead(s.lead.unwrap_or(env.policy.lead_secs))
-    }
-}
 
 fn immediate_warning(env: &Environment) {
     eprintln!(
@@ -72,37 +65,53 @@ fn report(ctx: &Context, added: &AddedKey, json: bool) {
     }
 }
 
+/// Where a new key comes from.
+enum NewKey {
+    /// Generated: this algorithm and size, or the environment's policy.
+    Generate(Option<KeySpec>),
+    /// Imported (or why it could not be read).
+    Import(Result<PrivateKey>),
+}
+
+/// Brings a generated or imported key into environment `env_name`.
 async fn add(
     ctx: &Context,
     env_name: &str,
-    key: Result<PrivateKey>,
+    new: NewKey,
     meta: KeyMeta,
-    origin: Origin,
     s: &ScheduleArgs,
     json: bool,
 ) -> Result<()> {
     let store = ctx.store().await?;
     let env = store.environment(env_name).await?;
     let root = ctx.root_key(&store).await?;
-    let key = key?;
-    let sched = schedule(&env, s);
-    let opts = KeyOptions {
+    let sched = Schedule::requested(s.immediate, s.lead);
+    let mut opts = KeyOptions {
         kid: meta.kid,
         owner: meta.owner,
         description: meta.description,
-        origin,
+        origin: Origin::Generated,
     };
-    let added = keyring::add_key(&store, &root, env_name, &key, &opts, sched, ctx.at()).await?;
+    let added = match new {
+        NewKey::Generate(spec) => {
+            let shown = spec.unwrap_or_else(|| KeySpec::for_policy(&env.policy));
+            let work =
+                keyring::generate_key(&store, &root, env_name, spec, &opts, sched, || ctx.at());
+            generating(shown, json, work).await?
+        }
+        NewKey::Import(key) => {
+            opts.origin = Origin::Imported;
+            keyring::add_key(&store, &root, env_name, &key?, &opts, sched, ctx.at()).await?
+        }
+    };
+    let alg = added.key.alg;
     if sched == Schedule::Immediate && !added.plan.retiring.is_empty() {
         immediate_warning(&env);
     }
-    if !json && !added.policy_updated && env.policy.alg != key.algorithm() {
+    if !json && !added.policy_updated && env.policy.alg != alg {
         eprintln!(
-            "note: automatic rotation of {} still uses {} (change it with `keyward env update {} --alg {}`)",
-            env.name,
-            env.policy.alg,
-            env.name,
-            key.algorithm()
+            "note: automatic rotation of {} still uses {} (change it with `keyward env update {} --alg {alg}`)",
+            env.name, env.policy.alg, env.name,
         );
     }
     report(ctx, &added, json);
@@ -118,15 +127,22 @@ pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
             schedule,
             json,
         } => {
-            // Check the environment and root key before the slow generation.
-            let store = ctx.store().await?;
-            store.environment(&env).await?;
-            ctx.root_key(&store).await?;
             if key.bits.is_some() && !matches!(key.alg.family(), KeyFamily::Rsa) {
                 bail!("--bits applies to RSA algorithms only");
             }
-            let k = generate_key(key.alg, key.bits, json).await;
-            add(ctx, &env, k, meta, Origin::Generated, &schedule, json).await
+            let spec = KeySpec {
+                alg: key.alg,
+                rsa_bits: key.bits,
+            };
+            add(
+                ctx,
+                &env,
+                NewKey::Generate(Some(spec)),
+                meta,
+                &schedule,
+                json,
+            )
+            .await
         }
         KeysCmd::Import {
             env,
@@ -140,23 +156,19 @@ pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
                 .with_context(|| format!("cannot read {}", pem.display()))?;
             let k = PrivateKey::from_pem(alg, &text)
                 .with_context(|| format!("cannot import {}", pem.display()));
-            add(ctx, &env, k, meta, Origin::Imported, &schedule, json).await
+            add(ctx, &env, NewKey::Import(k), meta, &schedule, json).await
         }
         KeysCmd::Rotate {
             env,
             schedule,
             json,
         } => {
-            let store = ctx.store().await?;
-            let e = store.environment(&env).await?;
-            ctx.root_key(&store).await?;
-            let k = generate_key(e.policy.alg, e.policy.rsa_bits, json).await;
             let meta = KeyMeta {
                 kid: None,
                 owner: None,
                 description: Some("rotation".into()),
             };
-            add(ctx, &env, k, meta, Origin::Generated, &schedule, json).await
+            add(ctx, &env, NewKey::Generate(None), meta, &schedule, json).await
         }
         KeysCmd::List { env, json } => {
             let store = ctx.store().await?;

@@ -133,7 +133,7 @@ fn paths() -> Value {
         },
         "/admin/v1/envs": {
             "get": with_tag(op("listEnvironments", "List environments.", &[], None, ("200", Some("EnvironmentList")), &[]), "environments"),
-            "post": with_tag(op("createEnvironment", "Create an environment with its first key (the policy's algorithm and size), active at once, in one transaction. With `first_key: false` it has no key until one is made with rotate; servers report it and do not count it against readiness. 409 when the name or the issuer URL (same host and path) is taken.", &[], Some(("NewEnvironment", true)), ("201", Some("NewEnvironmentCreated")), &["409"]), "environments"),
+            "post": with_tag(op("createEnvironment", "Create an environment with its first key (the policy's algorithm and size), active at once, in one transaction. With `first_key: false` it has no key until one is made with rotate; servers report it and do not count it against readiness. 409 when the name or the issuer URL (same host and path) is taken, or when the issuer URL lies under another environment's endpoints (or theirs under its).", &[], Some(("NewEnvironment", true)), ("201", Some("NewEnvironmentCreated")), &["409"]), "environments"),
         },
         "/admin/v1/envs/{env}": {
             "get": with_tag(op("getEnvironment", "Show an environment.", &["env"], None, ("200", Some("Environment")), &["404"]), "environments"),
