@@ -121,7 +121,29 @@ fn verify_fetches_jwks_from_a_url() {
     server.join().unwrap();
     // Nothing listening: a one-line error.
     kw.run(&["token", "verify", "--jwks", &url, &t])
-        .fails_with("cannot fetch");
+        .fails_with("cannot fetch the JWK Set")
+        .fails_with("connection failed");
+    // An error status is named.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        s.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .unwrap();
+    });
+    let url = format!("http://{addr}/jwks");
+    kw.run(&["token", "verify", "--jwks", &url, &t])
+        .fails_with(&format!("{url} answered 503 Service Unavailable"));
+    server.join().unwrap();
+    // Plain http to a host that is not loopback: refused before any
+    // request, with the way out.
+    kw.run(&["token", "verify", "--jwks", "http://keys.example/jwks", &t])
+        .fails_with("plain http to a host that is not loopback")
+        .fails_with("--allow-http");
 }
 
 #[test]

@@ -12,6 +12,9 @@ pub enum IssuerError {
     Jose(#[from] keyward_jose::Error),
     #[error("{0}")]
     Refused(String),
+    /// A document (a client's JWK Set) could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] keyward_verify::FetchError),
     /// This server's root key is not the one the store's keys are sealed
     /// under (a root-key rotation happened), and its root-key source does not
     /// give the store's key. Names key ids only, never key text.
@@ -40,7 +43,7 @@ impl IssuerError {
                 IssuerError::RootKeyStale { .. } => "root_key",
                 _ => "key_open",
             },
-            IssuerError::Jose(_) | IssuerError::Refused(_) => "other",
+            IssuerError::Jose(_) | IssuerError::Refused(_) | IssuerError::Fetch(_) => "other",
         }
     }
 }
