@@ -445,38 +445,26 @@ async fn a_static_file_source_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, jwks(&[&k])).unwrap();
-    let c = JwksCache::new(
-        "https://issuer.example",
-        KeySource::File(path.clone()),
-        config(),
-        Algorithm::RS256,
-    )
-    .unwrap();
+    let file_cache = |cfg: CacheConfig| {
+        JwksCache::new(
+            "https://issuer.example",
+            KeySource::File(path.clone()),
+            cfg,
+            Algorithm::RS256,
+        )
+        .unwrap()
+    };
+    let c = file_cache(config());
     assert!(c.key_for("file-key").await.is_ok());
     // A file larger than the body limit, and a file gone: each its error,
     // and the keys read before stay.
     let mut small = config();
     small.max_body_bytes = 100;
-    let c = JwksCache::new(
-        "https://issuer.example",
-        KeySource::File(path.clone()),
-        small,
-        Algorithm::RS256,
-    )
-    .unwrap();
-    let e = c.refresh().await.unwrap_err();
+    let e = file_cache(small).refresh().await.unwrap_err();
     assert!(
         matches!(&e, JwksError::FileTooLarge { max: 100, path: p } if *p == path),
         "{e:?}"
     );
-    let c = JwksCache::new(
-        "https://issuer.example",
-        KeySource::File(path.clone()),
-        config(),
-        Algorithm::RS256,
-    )
-    .unwrap();
-    c.refresh().await.unwrap();
     std::fs::remove_file(&path).unwrap();
     let e = c.refresh().await.unwrap_err();
     assert!(
