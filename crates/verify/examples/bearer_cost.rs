@@ -1,6 +1,9 @@
 //! The cost of reading a request's bearer token, for counting instructions
 //! under callgrind: `MODE N` runs N operations of one kind, so the cost of
-//! one is (instructions at N - instructions at 0) / N.
+//! one is the inclusive count of the function measured divided by N
+//! (`callgrind_annotate --inclusive=yes`). Subtracting a run at N = 0 works
+//! too but is noisier: the key generation at start-up draws jitter entropy,
+//! whose instruction count varies from run to run by some 10^5.
 //!
 //! - `parse`: [`keyward_verify::bearer_token`] on an `Authorization` header
 //!   holding an EdDSA access token;
@@ -9,8 +12,9 @@
 //!
 //! ```text
 //! cargo build --release -p keyward-verify --example bearer_cost
-//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!   target/release/examples/bearer_cost cached 100000   # and ... cached 0
+//! valgrind --tool=callgrind --callgrind-out-file=cg.out \
+//!   target/release/examples/bearer_cost cached 100000
+//! callgrind_annotate --inclusive=yes cg.out | grep verify_headers
 //! ```
 //!
 //! The key is generated at start-up and written only to a temporary directory.
