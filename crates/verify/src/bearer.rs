@@ -38,11 +38,18 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerError> {
 /// (`examples/bearer_cost.rs` counts it).
 #[inline]
 pub(crate) fn bearer_value(headers: &HeaderMap) -> Result<&[u8], BearerError> {
-    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
-    let Some(value) = all.next() else {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Err(BearerError::Missing);
     };
-    if all.next().is_some() {
+    // A repeated header name of any kind makes `len` exceed `keys_len`:
+    // only then are the Authorization values counted.
+    if headers.len() != headers.keys_len()
+        && headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+    {
         return Err(BearerError::Repeated);
     }
     let bytes = value.as_bytes();
@@ -214,5 +221,10 @@ mod tests {
             bearer_token(&headers(&[b"Basic dXNlcjpw", b"Bearer a"])),
             Err(BearerError::Repeated)
         );
+        // Other repeated headers do not matter.
+        let mut m = headers(&[b"Bearer a"]);
+        m.append(http::header::ACCEPT, HeaderValue::from_static("a/b"));
+        m.append(http::header::ACCEPT, HeaderValue::from_static("c/d"));
+        assert_eq!(bearer_token(&m), Ok("a"));
     }
 }
