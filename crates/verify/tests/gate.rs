@@ -353,7 +353,7 @@ async fn headers_find_a_cached_token_by_its_bytes_and_still_refuse_malformed_one
         assert!(Arc::ptr_eq(&first, &again), "{v}");
     }
     assert!(Arc::ptr_eq(&first, &gate.verify(&t).await.unwrap()));
-    // The cached token with anything a token68 value may not hold around
+    // The cached token with anything a b64token may not hold around
     // or inside it is not that token: refused as malformed, cache unchanged.
     let mid = t.len() / 2;
     for (bad, why) in [
