@@ -551,6 +551,10 @@ pub enum TokenCmd {
         /// JWK Set (or single JWK) file, or an http(s) URL.
         #[arg(long)]
         jwks: String,
+        /// Fetch a --jwks URL over plain http from a host that is not
+        /// loopback (otherwise only https, or http to loopback).
+        #[arg(long)]
+        allow_http: bool,
         /// Required issuer (exact match).
         #[arg(long)]
         iss: Option<String>,

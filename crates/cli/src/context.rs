@@ -4,12 +4,13 @@
 use std::future::Future;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyward_issuer::keyring::KeySpec;
-use keyward_issuer::{Change, RootKeyLoadError};
+use keyward_issuer::{Change, FixedClock, RootKeyLoadError, ScaledClock, SharedClock, SystemClock};
 use keyward_jose::seal::RootKey;
 use keyward_jose::KeyFamily;
 use keyward_store::{RootKeySource, Store, StoreError, Timestamp};
@@ -21,7 +22,10 @@ pub struct Context {
     /// The data dir given by flag or environment (a config file may set it otherwise).
     pub data_dir_flag: Option<PathBuf>,
     pub database_url: Option<String>,
+    /// `--now`, when given.
     now: Option<Timestamp>,
+    /// What every state is computed at: `--now` fixed, else the system clock.
+    clock: SharedClock,
     actor: String,
 }
 
@@ -36,6 +40,10 @@ impl Context {
             data_dir_flag: cli.data_dir.clone(),
             database_url: cli.database_url.clone().filter(|u| !u.is_empty()),
             now,
+            clock: match now {
+                Some(t) => Arc::new(FixedClock(t)),
+                None => Arc::new(SystemClock),
+            },
             actor: format!(
                 "cli:{}",
                 std::env::var("USER")
@@ -45,14 +53,9 @@ impl Context {
         })
     }
 
-    /// The time every state is computed at.
+    /// The time every state is computed at (this command's clock).
     pub fn now(&self) -> Timestamp {
-        self.now.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0)
-        })
+        self.clock.now()
     }
 
     /// This context with the store a server configuration names.
@@ -62,6 +65,7 @@ impl Context {
             data_dir_flag: Some(c.data_dir.clone()),
             database_url: c.database_url.clone(),
             now: self.now,
+            clock: self.clock.clone(),
             actor: self.actor.clone(),
         }
     }
@@ -80,9 +84,9 @@ impl Context {
     /// The clock a server runs on: the system clock, or for rotation drills
     /// and tests an accelerated one (`KEYWARD_CLOCK_SPEED`, starting at
     /// `KEYWARD_CLOCK_START` unix seconds, default now).
-    pub fn clock(&self) -> keyward_issuer::SharedClock {
-        if let Some(t) = self.now {
-            return std::sync::Arc::new(keyward_issuer::FixedClock(t));
+    pub fn clock(&self) -> SharedClock {
+        if self.now.is_some() {
+            return self.clock.clone();
         }
         let speed = std::env::var("KEYWARD_CLOCK_SPEED")
             .ok()
@@ -93,9 +97,9 @@ impl Context {
                     .ok()
                     .and_then(|s| s.parse::<i64>().ok())
                     .unwrap_or_else(|| self.now());
-                std::sync::Arc::new(keyward_issuer::ScaledClock::new(start, speed))
+                Arc::new(ScaledClock::new(start, speed))
             }
-            _ => std::sync::Arc::new(keyward_issuer::SystemClock),
+            _ => self.clock.clone(),
         }
     }
 

@@ -1146,6 +1146,97 @@ async fn private_key_jwt_assertions() {
     token_ok(&with_assertion(&s, &assertion(&signer, &id, &token_endpoint, now() + 60)).await);
 }
 
+/// A client whose keys are at a `jwks_uri`: fetched by keyward's one bounded
+/// fetcher, and a key host that fails, answers too much or is not https
+/// refuses the client (invalid_client) with the reason in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_jwt_keys_from_a_jwks_uri() {
+    use std::sync::{Arc, Mutex};
+    let signer = LocalSigner::new(
+        PrivateKey::generate(Algorithm::ES256, None).unwrap(),
+        Some("uri-key".into()),
+    );
+    let jwks = JwkSet {
+        keys: vec![signer.public_jwk()],
+    }
+    .to_json();
+    // The client's key host: (status, body) answered at /jwks.
+    let answer = Arc::new(Mutex::new((200u16, jwks.clone())));
+    let app = axum::Router::new()
+        .route(
+            "/jwks",
+            axum::routing::get(
+                |axum::extract::State(a): axum::extract::State<Arc<Mutex<(u16, String)>>>| async move {
+                    let (code, body) = a.lock().unwrap().clone();
+                    (axum::http::StatusCode::from_u16(code).unwrap(), body)
+                },
+            ),
+        )
+        .with_state(answer.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let kw = Kw::new();
+    kw.init();
+    let uri = format!("http://{host}/jwks");
+    let create = |name: &str, uri: &str| {
+        create_client(
+            &kw,
+            &[
+                "--name",
+                name,
+                "--auth",
+                "private-key-jwt",
+                "--jwks",
+                uri,
+                "--scopes",
+                "orders.read",
+            ],
+        )
+        .0
+    };
+    let id = create("uri-client", &uri);
+    // Registration accepts any http(s) URL; the fetch is what refuses plain
+    // http to a host that is not loopback.
+    let remote = create("remote-client", "http://keys.example/jwks");
+    let s = kw.serve();
+    let d = get(&s.url("/.well-known/openid-configuration"))
+        .await
+        .ok_json();
+    let token_endpoint = st(&d["token_endpoint"]).to_string();
+    let fresh = || assertion(&signer, &id, &token_endpoint, now() + 60);
+    token_ok(&with_assertion(&s, &fresh()).await);
+
+    let refused = |why: &'static str| {
+        let log = s.stderr_text();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("cannot load a client's keys") && l.contains(why)),
+            "{why:?} not logged:\n{log}"
+        );
+    };
+    *answer.lock().unwrap() = (500, String::new());
+    with_assertion(&s, &fresh())
+        .await
+        .assert_oauth_error(401, "invalid_client");
+    refused("answered 500 Internal Server Error");
+    *answer.lock().unwrap() = (200, " ".repeat(300 * 1024));
+    with_assertion(&s, &fresh())
+        .await
+        .assert_oauth_error(401, "invalid_client");
+    refused("body larger than 262144 bytes");
+    with_assertion(
+        &s,
+        &assertion(&signer, &remote, &token_endpoint, now() + 60),
+    )
+    .await
+    .assert_oauth_error(401, "invalid_client");
+    refused("uses plain http to a non-loopback host");
+    // The key host recovers: so does the client.
+    *answer.lock().unwrap() = (200, jwks);
+    token_ok(&with_assertion(&s, &fresh()).await);
+}
+
 // 9 ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

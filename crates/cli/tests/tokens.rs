@@ -96,6 +96,19 @@ fn sign_verify_decode() {
     kw.run(&["token", "decode", "a.b"]).fails_with("three");
 }
 
+/// A server on 127.0.0.1 that answers one request with `response`.
+fn answer_once(response: String) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).unwrap();
+        s.write_all(response.as_bytes()).unwrap();
+    });
+    (addr, server)
+}
+
 #[test]
 fn verify_fetches_jwks_from_a_url() {
     let kw = Kw::new();
@@ -106,22 +119,28 @@ fn verify_fetches_jwks_from_a_url() {
         .stdout
         .clone();
     let t = sign(&kw, "default", r#"{"sub":"bob"}"#, &[]);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut buf = [0u8; 4096];
-        let _ = s.read(&mut buf).unwrap();
-        let resp = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
-        s.write_all(resp.as_bytes()).unwrap();
-    });
+    let (addr, server) = answer_once(format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()));
     let url = format!("http://{addr}/.well-known/jwks.json");
     let claims = kw.run(&["token", "verify", "--jwks", &url, &t]).ok().json();
     assert_eq!(claims["sub"], "bob");
     server.join().unwrap();
     // Nothing listening: a one-line error.
     kw.run(&["token", "verify", "--jwks", &url, &t])
-        .fails_with("cannot fetch");
+        .fails_with("cannot fetch the JWK Set")
+        .fails_with("connection failed");
+    // An error status is named.
+    let (addr, server) = answer_once(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into(),
+    );
+    let url = format!("http://{addr}/jwks");
+    kw.run(&["token", "verify", "--jwks", &url, &t])
+        .fails_with(&format!("{url} answered 503 Service Unavailable"));
+    server.join().unwrap();
+    // Plain http to a host that is not loopback: refused before any
+    // request, with the way out.
+    kw.run(&["token", "verify", "--jwks", "http://keys.example/jwks", &t])
+        .fails_with("plain http to a host that is not loopback")
+        .fails_with("--allow-http");
 }
 
 #[test]

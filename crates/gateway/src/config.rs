@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::uri::Authority;
 use http::Method;
-use keyward_verify::jwks_cache::check_url;
+use keyward_verify::check_url;
 use keyward_verify::{CacheConfig, IssuerPolicy, KeySource, Requirement, Template};
 use toml::Spanned;
 

@@ -1,11 +1,32 @@
-//! The gateway's errors: a configuration that cannot be used
+//! The gateway's errors, one type per concern, each convertible into the
+//! crate-wide [`Error`]: a configuration that cannot be used
 //! ([`ConfigError`], one [`Diagnostic`] per problem, each with its place in
-//! the file and a fix), and a gateway that cannot start ([`StartError`]).
+//! the file and a fix), a gateway that cannot start ([`StartError`]), a rate
+//! that does not parse ([`RateError`]), and a revocation-feed poll that
+//! failed ([`FeedError`], [`PageError`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+
+/// Any error of keyward-gateway, for callers that handle them alike.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration that cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A gateway that cannot start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A rate that does not parse.
+    #[error(transparent)]
+    Rate(#[from] RateError),
+    /// A revocation-feed poll that failed.
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+}
 
 /// One problem in a configuration file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +100,74 @@ pub enum StartError {
     },
     /// The verification gate could not be built from the configuration.
     #[error("cannot build the token gate: {0}")]
-    Gate(String),
+    Gate(#[from] keyward_verify::BuildError),
+}
+
+/// Text that is not a rate ([`crate::ratelimit::Rate::parse`]).
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RateError {
+    /// Not `N/s`, `N/m` or `N/h` with N a plain positive number.
+    #[error("invalid rate {text:?}: expected N/s, N/m or N/h (also N/sec, N/min, N/hour) with N a positive number, e.g. 100/s or 0.5/min")]
+    Form {
+        /// The text given.
+        text: String,
+    },
+    /// N is zero (or so small the rate is zero).
+    #[error("invalid rate {text:?}: N must be greater than zero")]
+    NotPositive {
+        /// The text given.
+        text: String,
+    },
+}
+
+/// A revocation-feed poll that failed ([`crate::revocation_feed`]); the
+/// page that failed changed nothing.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum FeedError {
+    /// The page could not be fetched (URL refused, timeout, status, size...).
+    #[error(transparent)]
+    Fetch(#[from] keyward_verify::FetchError),
+    /// The page is not a feed page.
+    #[error("{url}: {source}")]
+    Page {
+        /// The page's URL.
+        url: String,
+        /// What is wrong with it.
+        source: PageError,
+    },
+    /// A page with entries whose `next` cursor is not past the one asked
+    /// with (the feed would loop).
+    #[error("{url}: cursor did not advance (since={since}, next={next})")]
+    CursorStuck {
+        /// The feed's URL.
+        url: String,
+        /// The cursor asked with.
+        since: i64,
+        /// The cursor the page gave.
+        next: i64,
+    },
+}
+
+/// What is wrong with a revocation-feed page.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PageError {
+    /// Not the page's JSON shape (types, duplicates, missing members).
+    #[error("malformed feed page: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A negative `next` cursor.
+    #[error("malformed feed page: negative next cursor")]
+    NegativeCursor,
+    /// A `jti` that is empty or longer than the limit.
+    #[error("malformed feed page: jti of {len} bytes (1..={max} accepted)")]
+    Jti {
+        /// Its length in bytes.
+        len: usize,
+        /// The longest accepted.
+        max: usize,
+    },
 }
 
 /// Byte offset to 1-based (line, column), the column counted in characters.

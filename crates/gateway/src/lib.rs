@@ -46,5 +46,5 @@ pub mod server;
 pub mod upstream;
 
 pub use config::Config;
-pub use error::{ConfigError, Diagnostic, StartError};
+pub use error::{ConfigError, Diagnostic, Error, FeedError, PageError, RateError, StartError};
 pub use server::{Gateway, Running};

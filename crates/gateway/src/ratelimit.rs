@@ -24,6 +24,8 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::error::RateError;
+
 /// Longest interval between two tokens that a [`Limiter`] honours (one year);
 /// slower rates are treated as this one.
 const MAX_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -41,10 +43,8 @@ pub struct Rate {
 impl Rate {
     /// Parses `N/s`, `N/m` or `N/h` (also `N/sec`, `N/min`, `N/hour`), where N
     /// is a positive number that may have decimals: `100/s`, `0.5/s`, `30/min`.
-    pub fn parse(s: &str) -> Result<Rate, String> {
-        const FORMS: &str =
-            "expected N/s, N/m or N/h (also N/sec, N/min, N/hour) with N a positive number, e.g. 100/s or 0.5/min";
-        let bad = || format!("invalid rate {s:?}: {FORMS}");
+    pub fn parse(s: &str) -> Result<Rate, RateError> {
+        let bad = || RateError::Form { text: s.to_owned() };
         let (n, unit) = s.trim().split_once('/').ok_or_else(bad)?;
         let (n, unit) = (n.trim(), unit.trim());
         let secs = match unit {
@@ -64,16 +64,16 @@ impl Rate {
         let count: f64 = n.parse().map_err(|_| bad())?;
         let per_sec = count / secs;
         if !(per_sec.is_finite() && per_sec > 0.0) {
-            return Err(format!("invalid rate {s:?}: N must be greater than zero"));
+            return Err(RateError::NotPositive { text: s.to_owned() });
         }
         Ok(Rate { per_sec })
     }
 }
 
 impl FromStr for Rate {
-    type Err = String;
+    type Err = RateError;
 
-    fn from_str(s: &str) -> Result<Rate, String> {
+    fn from_str(s: &str) -> Result<Rate, RateError> {
         Rate::parse(s)
     }
 }
@@ -371,12 +371,21 @@ mod tests {
             "1 0/s",
         ] {
             let e = Rate::parse(bad).unwrap_err();
-            assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
-            assert!(
-                e.contains("N/s") || e.contains("greater than zero"),
-                "{bad}: {e}"
-            );
+            let text = bad.to_string();
+            if bad.starts_with('0') {
+                assert_eq!(e, RateError::NotPositive { text }, "{bad}");
+                assert!(e.to_string().contains("greater than zero"), "{bad}: {e}");
+            } else {
+                assert_eq!(e, RateError::Form { text }, "{bad}");
+                assert!(e.to_string().contains("N/s, N/m or N/h"), "{bad}: {e}");
+            }
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{bad}: {e}");
         }
-        assert!(Rate::parse("10/x").unwrap_err().contains("N/s, N/m or N/h"));
+        assert_eq!(
+            "10/x".parse::<Rate>().unwrap_err(),
+            RateError::Form {
+                text: "10/x".into()
+            }
+        );
     }
 }

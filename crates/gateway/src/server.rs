@@ -22,7 +22,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use keyward_verify::{Gate, RevocationList};
+use keyward_verify::{Gate, RevocationList, SharedClock, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -84,17 +84,20 @@ impl Gateway {
             .zip(config.admin_listen)
             .map(|(l, a)| local_addr(l, a));
 
+        // Tokens are judged and revocations pruned at the same time.
+        let clock: SharedClock = Arc::new(SystemClock);
         let gate = if config.issuers.is_empty() {
             None
         } else {
             let revocations = Arc::new(RevocationList::new());
             let mut b = Gate::builder()
                 .token_cache(config.token_cache)
-                .revocations(revocations);
+                .revocations(revocations)
+                .clock(clock.clone());
             for i in &config.issuers {
                 b = b.issuer(i.policy.clone());
             }
-            Some(b.build().map_err(StartError::Gate)?)
+            Some(b.build()?)
         };
 
         let mut background = Vec::new();
@@ -110,6 +113,7 @@ impl Gateway {
                         gate.revocations().clone(),
                         interval,
                         i.policy.cache.allow_http,
+                        clock.clone(),
                     ));
                 }
             }

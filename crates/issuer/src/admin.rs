@@ -30,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use keyward_store::{ClientAuth, Environment, RotationPolicy, StoreError};
+use keyward_verify::BearerError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
@@ -364,16 +365,25 @@ impl AdminState {
     }
 }
 
-/// The token of `Authorization: Bearer <token>` (RFC 6750 §2.1).
-fn bearer(h: &HeaderMap) -> Option<&str> {
-    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer")
-        && !token.is_empty()
-        && token.len() <= MAX_TOKEN_LEN
-        && !token.contains(' '))
-    .then_some(token)
+/// The admin token of `Authorization: Bearer <token>`, read by keyward's
+/// one bearer parser ([`keyward_verify::bearer`], RFC 6750 §2.1) and at most
+/// [`MAX_TOKEN_LEN`] bytes; otherwise the refusal, saying which rule failed.
+fn bearer(h: &HeaderMap) -> Result<&str, ApiError> {
+    let malformed = |why: &dyn std::fmt::Display| {
+        ApiError::unauthorized(format!(
+            "malformed Authorization header ({why}): use Bearer <token>"
+        ))
+    };
+    match keyward_verify::bearer_token(h) {
+        Ok(token) if token.len() <= MAX_TOKEN_LEN => Ok(token),
+        Ok(_) => Err(malformed(&format_args!(
+            "the token is longer than {MAX_TOKEN_LEN} bytes"
+        ))),
+        Err(BearerError::Missing) => Err(ApiError::unauthorized(
+            "an admin token is required: Authorization: Bearer <token>",
+        )),
+        Err(e) => Err(malformed(&e)),
+    }
 }
 
 async fn authenticate(State(s): State<AdminState>, mut req: Request, next: Next) -> Response {
@@ -381,13 +391,9 @@ async fn authenticate(State(s): State<AdminState>, mut req: Request, next: Next)
     if declares_too_large(req.headers()) {
         return refused(BodyRefused::TooLarge).into_response();
     }
-    if req.headers().get(header::AUTHORIZATION).is_none() {
-        return ApiError::unauthorized("an admin token is required: Authorization: Bearer <token>")
-            .into_response();
-    }
-    let Some(token) = bearer(req.headers()) else {
-        return ApiError::unauthorized("malformed Authorization header: use Bearer <token>")
-            .into_response();
+    let token = match bearer(req.headers()) {
+        Ok(token) => token,
+        Err(refusal) => return refusal.into_response(),
     };
     match s.admin_for(&hash_secret(token)).await {
         Ok(Some(id)) => {
@@ -1017,19 +1023,46 @@ mod tests {
 
     #[test]
     fn bearer_tokens_are_parsed_strictly() {
-        let h = |v: &str| {
+        let h = |v: &[&str]| {
             let mut m = HeaderMap::new();
-            m.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            for v in v {
+                m.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            }
             m
         };
-        assert_eq!(bearer(&h("Bearer kwa_abc")), Some("kwa_abc"));
-        assert_eq!(bearer(&h("bearer kwa_abc")), Some("kwa_abc"));
-        assert_eq!(bearer(&h("Basic kwa_abc")), None);
-        assert_eq!(bearer(&h("Bearer")), None);
-        assert_eq!(bearer(&h("Bearer ")), None);
-        assert_eq!(bearer(&h("Bearer a b")), None);
-        assert_eq!(bearer(&h(&format!("Bearer {}", "a".repeat(600)))), None);
-        assert_eq!(bearer(&HeaderMap::new()), None);
+        assert_eq!(bearer(&h(&["Bearer kwa_abc"])), Ok("kwa_abc"));
+        assert_eq!(bearer(&h(&["bearer kwa_abc"])), Ok("kwa_abc"));
+        let refusal = |v: &[&str]| bearer(&h(v)).unwrap_err();
+        let required =
+            ApiError::unauthorized("an admin token is required: Authorization: Bearer <token>");
+        assert_eq!(refusal(&[]), required);
+        // Each rule of the shared parser, named in the description.
+        for (v, why) in [
+            (&["Basic kwa_abc"][..], BearerError::OtherScheme),
+            (&["Bearer"], BearerError::Empty),
+            (&["Bearer "], BearerError::Empty),
+            (&["Bearer a b"], BearerError::Space),
+            (&["Bearer  kwa_abc"], BearerError::Space),
+            (&["Bearer kwa_abc "], BearerError::Space),
+            (&["Bearer kwa\"abc"], BearerError::Charset),
+            (&["kwa_abc"], BearerError::NoSpace),
+            (&["Bearer kwa_a", "Bearer kwa_b"], BearerError::Repeated),
+        ] {
+            let e = refusal(v);
+            assert_eq!(e.status, StatusCode::UNAUTHORIZED, "{v:?}");
+            assert_eq!(
+                e.description,
+                format!("malformed Authorization header ({why}): use Bearer <token>"),
+                "{v:?}"
+            );
+        }
+        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 1));
+        assert_eq!(
+            refusal(&[&long]).description,
+            format!("malformed Authorization header (the token is longer than {MAX_TOKEN_LEN} bytes): use Bearer <token>")
+        );
+        let longest = format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN));
+        assert!(bearer(&h(&[&longest])).is_ok());
     }
 
     #[test]

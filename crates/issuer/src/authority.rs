@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use keyward_jose::crypto::hex;
 use keyward_jose::seal::RootKey;
@@ -248,7 +247,7 @@ pub struct ReloadFailure {
 pub struct ReloadHealth {
     /// The last reload's failure, until a reload succeeds.
     pub failure: Option<ReloadFailure>,
-    /// Unix time (wall clock) of the last successful reload.
+    /// Unix time (the authority's clock) of the last successful reload.
     pub last_success: Option<i64>,
     /// While this server does not hold the store's root key: the id it
     /// holds and the id the store's keys are sealed under.
@@ -409,12 +408,7 @@ impl Authority {
         if let Some(f) = h.failure.take() {
             tracing::info!(previous = %f.detail, "reload succeeded again");
         }
-        h.last_success = Some(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
-        );
+        h.last_success = Some(self.clock.now());
     }
 
     fn record_failure(&self, e: &IssuerError) {

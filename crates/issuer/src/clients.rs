@@ -9,6 +9,7 @@ use base64::Engine;
 use keyward_jose::crypto::constant_time_eq;
 use keyward_jose::{claim_text, dangerous, verify_jwt, Algorithm, JwkSet, KeySet, Validation};
 use keyward_store::{AuditEntry, Client, ClientAuth, Store};
+use keyward_verify::{FetchLimits, Fetcher};
 use serde_json::{json, Value};
 
 use crate::authority::{Authority, EnvState};
@@ -397,7 +398,8 @@ impl Authority {
             IssuerError::Jose(_)
             | IssuerError::Invalid { .. }
             | IssuerError::Conflict(_)
-            | IssuerError::Unavailable(_) => {
+            | IssuerError::Unavailable(_)
+            | IssuerError::Fetch(_) => {
                 tracing::warn!(
                     env = %env.env.name,
                     client_id = %c.client_id,
@@ -449,7 +451,8 @@ impl Authority {
     async fn client_keys(&self, c: &Client) -> Result<KeySet, IssuerError> {
         let body = match (&c.jwks, &c.jwks_uri) {
             (Some(j), _) => j.clone().into_bytes(),
-            (None, Some(uri)) => crate::fetch::fetch_jwks(uri).await?,
+            // Bounded like every fetch (5 s, 256 KiB, https or loopback).
+            (None, Some(uri)) => Fetcher::new(FetchLimits::default())?.get(uri).await?,
             (None, None) => {
                 return Err(IssuerError::Conflict(
                     "the client has neither a JWK Set nor a jwks_uri".into(),

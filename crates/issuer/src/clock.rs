@@ -1,39 +1,13 @@
-//! Time as an input (DESIGN.md rule 4). The server asks a [`Clock`]; tests
-//! and rotation drills run an accelerated one.
+//! Time as an input (DESIGN.md rule 4). The server asks a [`Clock`] — the
+//! one clock trait of keyward, from keyward-verify, re-exported here so the
+//! issuer's users name it as before; tests and rotation drills run an
+//! accelerated [`ScaledClock`].
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+pub use keyward_verify::clock::{Clock, FixedClock, SharedClock, SystemClock};
+
 use keyward_store::Timestamp;
-
-/// Where "now" comes from.
-pub trait Clock: Send + Sync + 'static {
-    /// Unix seconds.
-    fn now(&self) -> Timestamp;
-}
-
-/// The system clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
-    }
-}
-
-/// A clock that always reads the same time (`keyward --now`).
-#[derive(Clone, Copy, Debug)]
-pub struct FixedClock(pub Timestamp);
-
-impl Clock for FixedClock {
-    fn now(&self) -> Timestamp {
-        self.0
-    }
-}
 
 /// A clock that starts at `start` and runs `speed` times faster than real
 /// time. Replicas given the same `start` and `speed` agree on the time.
@@ -69,6 +43,3 @@ impl Clock for ScaledClock {
         (self.start as f64 + (wall - self.start as f64) * self.speed).floor() as Timestamp
     }
 }
-
-/// A shared clock.
-pub type SharedClock = Arc<dyn Clock>;

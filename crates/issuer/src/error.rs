@@ -54,6 +54,9 @@ pub enum IssuerError {
     /// Key generation, on its blocking thread, did not complete.
     #[error("key generation was interrupted")]
     KeyGeneration(#[source] tokio::task::JoinError),
+    /// A document (a client's JWK Set) could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] keyward_verify::FetchError),
     /// This server's root key is not the one the store's keys are sealed
     /// under (a root-key rotation happened), and its root-key source does not
     /// give the store's key (`reason`). Names key ids only, never key text.
@@ -109,7 +112,8 @@ impl IssuerError {
             | IssuerError::NeedsForce(_)
             | IssuerError::Rotation(_)
             | IssuerError::Unavailable(_)
-            | IssuerError::KeyGeneration(_) => "other",
+            | IssuerError::KeyGeneration(_)
+            | IssuerError::Fetch(_) => "other",
         }
     }
 }

@@ -19,7 +19,6 @@ pub mod authority;
 pub mod clients;
 pub mod clock;
 pub mod error;
-pub mod fetch;
 pub mod grants;
 pub mod http;
 pub mod keyring;

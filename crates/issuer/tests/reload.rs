@@ -227,6 +227,8 @@ async fn reload_keeps_the_signers_of_rewrapped_keys() {
     assert_eq!(f.signing_kid().as_deref(), Some(kid.as_str()));
     let health = f.authority.reload_health();
     assert!(health.failure.is_none(), "{health:?}");
+    // Read from the authority's clock (time is an input), not the wall clock.
+    assert_eq!(health.last_success, Some(NOW));
     assert_eq!(
         health.root_key_stale,
         Some((f.root.key_id(), new_root.key_id()))

@@ -20,7 +20,7 @@ use axum::Router;
 use keyward_verify::{Authenticated, Gate, GateLayer, IssuerPolicy, Requirement};
 
 /// The application: route groups with their own requirements.
-fn app(gate: Gate) -> Result<Router, String> {
+fn app(gate: Gate) -> Result<Router, keyward_verify::Error> {
     let orders = Router::new().route("/orders/{id}", get(order)).route_layer(
         GateLayer::new(gate.clone())
             .realm("orders")
@@ -57,7 +57,7 @@ async fn order(
 }
 
 #[tokio::main]
-async fn main() -> Result<(), String> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let issuer =
         std::env::var("KEYWARD_ISSUER").unwrap_or_else(|_| "http://127.0.0.1:8080/dev".into());
     let audience = std::env::var("KEYWARD_AUDIENCE").ok();
@@ -81,5 +81,5 @@ async fn main() -> Result<(), String> {
     eprintln!("serving on http://{listen}, trusting {issuer}");
     axum::serve(listener, app(gate)?)
         .await
-        .map_err(|e| format!("server failed: {e}"))
+        .map_err(|e| format!("server failed: {e}").into())
 }

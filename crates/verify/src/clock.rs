@@ -1,6 +1,10 @@
-//! Time as an input (DESIGN.md rule 4): token validity is judged against a
-//! [`Clock`] the caller passes in, so tests and drills control time.
+//! Time as an input (DESIGN.md rule 4): token validity, key states and
+//! schedules are judged against a [`Clock`] the caller passes in, so
+//! replicas agree and tests and drills control time. The one clock trait of
+//! keyward: the gate, the issuer (which re-exports it and adds an
+//! accelerated clock for rotation drills) and the CLI all read it.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where "now" (unix seconds) comes from.
@@ -8,6 +12,9 @@ pub trait Clock: Send + Sync + 'static {
     /// Unix seconds.
     fn now(&self) -> i64;
 }
+
+/// A shared clock.
+pub type SharedClock = Arc<dyn Clock>;
 
 /// The system clock.
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,7 +29,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that always reads the same time (tests).
+/// A clock that always reads the same time (tests, `keyward --now`).
 #[derive(Clone, Copy, Debug)]
 pub struct FixedClock(pub i64);
 

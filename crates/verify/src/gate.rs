@@ -7,8 +7,9 @@ use http::HeaderMap;
 use keyward_jose::{dangerous, verify_jwt, Error as JoseError, TokenError, Validation};
 use metrics::counter;
 
+use crate::bearer::{b64token, bearer_value};
 use crate::clock::{Clock, SystemClock};
-use crate::error::VerifyError;
+use crate::error::{BuildError, JwksError, VerifyError};
 use crate::identity::Identity;
 use crate::jwks_cache::JwksCache;
 use crate::policy::IssuerPolicy;
@@ -90,18 +91,22 @@ impl GateBuilder {
     }
 
     /// Builds the gate; fails on an invalid key-source URL or a repeated issuer.
-    pub fn build(self) -> Result<Gate, String> {
+    pub fn build(self) -> Result<Gate, BuildError> {
         let mut issuers: Vec<Trusted> = Vec::new();
         for policy in self.issuers {
             if issuers.iter().any(|t| t.policy.issuer == policy.issuer) {
-                return Err(format!("issuer {} is configured twice", policy.issuer));
+                return Err(BuildError::DuplicateIssuer(policy.issuer));
             }
             let keys = JwksCache::new(
                 &policy.issuer,
                 policy.source.clone(),
                 policy.cache.clone(),
                 policy.rsa_default(),
-            )?;
+            )
+            .map_err(|source| BuildError::Keys {
+                issuer: policy.issuer.clone(),
+                source,
+            })?;
             issuers.push(Trusted {
                 validation: policy.validation(),
                 policy,
@@ -109,7 +114,7 @@ impl GateBuilder {
             });
         }
         if issuers.is_empty() {
-            return Err("at least one trusted issuer is required".into());
+            return Err(BuildError::NoIssuer);
         }
         Ok(Gate {
             inner: Arc::new(Inner {
@@ -120,69 +125,6 @@ impl GateBuilder {
             }),
         })
     }
-}
-
-/// The bearer token of an `Authorization` header (RFC 6750 §2.1): exactly one
-/// header, scheme `Bearer` (any case), one space, a token68 value.
-pub fn bearer_token(headers: &HeaderMap) -> Result<&str, VerifyError> {
-    token68(bearer_value(headers)?)
-}
-
-/// What follows `Bearer ` in the one `Authorization` header, not yet
-/// checked to be a token68 value ([`token68`]).
-fn bearer_value(headers: &HeaderMap) -> Result<&[u8], VerifyError> {
-    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
-    let Some(value) = all.next() else {
-        return Err(VerifyError::MissingToken);
-    };
-    if all.next().is_some() {
-        return Err(VerifyError::MalformedHeader);
-    }
-    let bytes = value.as_bytes();
-    let Some(space) = bytes.iter().position(|&b| b == b' ') else {
-        return Err(VerifyError::MalformedHeader);
-    };
-    let (scheme, token) = (&bytes[..space], &bytes[space + 1..]);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        // Another scheme (Basic, DPoP...): no bearer token was presented,
-        // unless the value is not even a visible-ASCII header value.
-        return Err(match value.to_str() {
-            Ok(_) => VerifyError::MissingToken,
-            Err(_) => VerifyError::MalformedHeader,
-        });
-    }
-    Ok(token)
-}
-
-/// `token` as text when it is a non-empty token68 value.
-fn token68(token: &[u8]) -> Result<&str, VerifyError> {
-    if token.is_empty() || !is_token68(token) {
-        return Err(VerifyError::MalformedHeader);
-    }
-    // Every byte is ASCII, so this cannot fail.
-    std::str::from_utf8(token).map_err(|_| VerifyError::MalformedHeader)
-}
-
-/// Whether every byte is a token68 character (RFC 7235 §2.1: letters,
-/// digits, `-._~+/=`). A token is read on every request, so whole 32-byte
-/// blocks are checked without branches, which the compiler turns into a
-/// few vector instructions per block.
-fn is_token68(bytes: &[u8]) -> bool {
-    #[inline(always)]
-    fn bad(c: u8) -> u8 {
-        let letter = (c | 0x20).wrapping_sub(b'a') < 26;
-        let digit = c.wrapping_sub(b'0') < 10;
-        let other =
-            (c == b'-') | (c == b'.') | (c == b'_') | (c == b'~') | (c == b'+') | (c == b'/');
-        u8::from(!(letter | digit | other | (c == b'=')))
-    }
-    let mut blocks = bytes.chunks_exact(32);
-    for block in &mut blocks {
-        if block.iter().fold(0, |acc, &c| acc | bad(c)) != 0 {
-            return false;
-        }
-    }
-    blocks.remainder().iter().all(|&c| bad(c) == 0)
 }
 
 impl Gate {
@@ -212,7 +154,7 @@ impl Gate {
     }
 
     /// Fetches every issuer's keys once; returns the failures (issuer, error).
-    pub async fn warm_up(&self) -> Vec<(String, String)> {
+    pub async fn warm_up(&self) -> Vec<(String, JwksError)> {
         let mut failed = Vec::new();
         for t in &self.inner.issuers {
             if let Err(e) = t.keys.refresh().await {
@@ -232,13 +174,14 @@ impl Gate {
             .collect()
     }
 
-    /// Verifies the bearer token of a request's headers, as [`bearer_token`]
-    /// reads it and [`Gate::verify`] checks it. A token the verified-token
-    /// cache holds is found by its bytes before they are checked as token68:
-    /// the cached copy passed that check when it was verified, and the same
-    /// bytes pass it again.
+    /// Verifies the bearer token of a request's headers, as
+    /// [`crate::bearer_token`] reads it and [`Gate::verify`] checks it. A
+    /// token the verified-token cache holds is found by its bytes before they
+    /// are checked as a `b64token`: the cached copy passed that check when it
+    /// was verified, and the same bytes pass it again.
     pub async fn verify_headers(&self, headers: &HeaderMap) -> Result<Arc<Identity>, VerifyError> {
-        self.verify_bytes(bearer_value(headers)?, token68).await
+        self.verify_bytes(bearer_value(headers)?, |t| Ok(b64token(t)?))
+            .await
     }
 
     /// Verifies a compact JWT access token: structure, issuer, key, algorithm,
@@ -279,7 +222,7 @@ impl Gate {
     }
 
     /// Verifies `token` from scratch and, with a cache key, caches the result
-    /// (and counts a cache miss: a header that is not even a token68 value
+    /// (and counts a cache miss: a header that is not even a b64token
     /// is not counted as a lookup).
     async fn verify_fresh(
         &self,
@@ -436,24 +379,5 @@ impl Gate {
         let mut identity = Identity::from_claims(verified.claims, verified.header.kid.clone())?;
         identity.allow_wildcard_all = t.policy.allow_wildcard_all;
         Ok((Arc::new(identity), idx, snap.generation))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_token68;
-
-    #[test]
-    fn token68_is_exactly_its_grammar() {
-        let spec = |c: u8| c.is_ascii_alphanumeric() || b"-._~+/=".contains(&c);
-        for c in 0..=255u8 {
-            // Alone, and at every position of a run longer than one chunk.
-            assert_eq!(is_token68(&[c]), spec(c), "byte {c:#04x}");
-            for at in [0, 31, 32, 33, 69] {
-                let mut run = vec![b'a'; 70];
-                run[at] = c;
-                assert_eq!(is_token68(&run), spec(c), "byte {c:#04x} at {at}");
-            }
-        }
     }
 }

@@ -16,8 +16,11 @@
 //!   invalid curve point, private members, a duplicate `kid`) are dropped and
 //!   logged, and the rest are used.
 //!
-//! Plain `http://` is accepted only for loopback hosts unless
-//! [`CacheConfig::allow_http`] says otherwise. Redirects are not followed.
+//! Fetches go through one [`Fetcher`] per issuer, with the rules of
+//! [`crate::fetch`]: plain `http://` only for loopback hosts unless
+//! [`CacheConfig::allow_http`] says otherwise, only `200 OK` (or `304`),
+//! redirects only to the same scheme and at most
+//! [`crate::fetch::MAX_REDIRECTS`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,7 +31,8 @@ use arc_swap::ArcSwapOption;
 use keyward_jose::{Algorithm, JwkSet, KeySet, PublicKey};
 use metrics::{counter, gauge};
 
-use crate::error::VerifyError;
+use crate::error::{DiscoveryError, JwksError, VerifyError};
+use crate::fetch::{check_url, etag as etag_of, FetchLimits, Fetched as Answer, Fetcher};
 
 /// Where an issuer's keys come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +66,17 @@ pub struct CacheConfig {
     pub max_body_bytes: usize,
     /// Accept `http://` for non-loopback hosts (default false).
     pub allow_http: bool,
+}
+
+impl CacheConfig {
+    /// The bounds of this issuer's fetches.
+    pub fn fetch_limits(&self) -> FetchLimits {
+        FetchLimits {
+            timeout: self.fetch_timeout,
+            max_body_bytes: self.max_body_bytes,
+            allow_http: self.allow_http,
+        }
+    }
 }
 
 impl Default for CacheConfig {
@@ -117,7 +132,7 @@ struct Inner {
     source: KeySource,
     config: CacheConfig,
     rsa_default: Algorithm,
-    client: reqwest::Client,
+    fetcher: Fetcher,
     current: ArcSwapOption<Snapshot>,
     /// Held while fetching: one fetch at a time (single-flight).
     fetching: tokio::sync::Mutex<FetchState>,
@@ -167,27 +182,21 @@ impl JwksCache {
         source: KeySource,
         config: CacheConfig,
         rsa_default: Algorithm,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, JwksError> {
         if let KeySource::JwksUri(uri) = &source {
-            check_url(uri, config.allow_http)?;
+            check_url(uri, config.allow_http).map_err(crate::error::FetchError::from)?;
         }
         if source == KeySource::Discovery {
-            check_url(issuer, config.allow_http)?;
+            check_url(issuer, config.allow_http).map_err(crate::error::FetchError::from)?;
         }
-        let client = reqwest::Client::builder()
-            .timeout(config.fetch_timeout)
-            .connect_timeout(config.fetch_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("keyward-gate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let fetcher = Fetcher::new(config.fetch_limits())?;
         Ok(JwksCache {
             inner: Arc::new(Inner {
                 issuer: issuer.to_string(),
                 source,
                 config,
                 rsa_default,
-                client,
+                fetcher,
                 current: ArcSwapOption::empty(),
                 fetching: tokio::sync::Mutex::new(FetchState::default()),
                 negative: Mutex::new(HashMap::new()),
@@ -299,7 +308,7 @@ impl JwksCache {
 
     /// Fetches now (waiting for a fetch in progress instead of starting a
     /// second one). Errors are also recorded for [`JwksCache::status`].
-    pub async fn refresh(&self) -> Result<(), String> {
+    pub async fn refresh(&self) -> Result<(), JwksError> {
         let mut state = self.inner.fetching.lock().await;
         self.fetch_locked(&mut state, "refresh").await
     }
@@ -355,7 +364,11 @@ impl JwksCache {
         gauge!("keyward_gate_jwks_stale", "issuer" => issuer).set(if st.stale { 1.0 } else { 0.0 });
     }
 
-    async fn fetch_locked(&self, state: &mut FetchState, why: &'static str) -> Result<(), String> {
+    async fn fetch_locked(
+        &self,
+        state: &mut FetchState,
+        why: &'static str,
+    ) -> Result<(), JwksError> {
         let issuer = self.inner.issuer.clone();
         let result = self.fetch(state).await;
         let now = Instant::now();
@@ -404,25 +417,27 @@ impl JwksCache {
                         tracing::error!(issuer = %issuer, error = %e, "JWKS fetch failed and no usable key set is cached")
                     }
                 }
-                *self.inner.last_error.lock().expect("error lock") = Some(e.clone());
+                *self.inner.last_error.lock().expect("error lock") = Some(e.to_string());
                 Err(e)
             }
         }
     }
 
-    async fn fetch(&self, state: &mut FetchState) -> Result<Fetched, String> {
+    async fn fetch(&self, state: &mut FetchState) -> Result<Fetched, JwksError> {
         let cfg = &self.inner.config;
         let uri = match &self.inner.source {
             KeySource::File(path) => {
                 let body = tokio::fs::read(path)
                     .await
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    .map_err(|source| JwksError::File {
+                        path: path.clone(),
+                        source,
+                    })?;
                 if body.len() > cfg.max_body_bytes {
-                    return Err(format!(
-                        "{} is larger than {} bytes",
-                        path.display(),
-                        cfg.max_body_bytes
-                    ));
+                    return Err(JwksError::FileTooLarge {
+                        path: path.clone(),
+                        max: cfg.max_body_bytes,
+                    });
                 }
                 let keys = self.parse_set(&body)?;
                 return Ok(Fetched::New(keys, None, cfg.default_ttl));
@@ -443,67 +458,52 @@ impl JwksCache {
             .load()
             .as_ref()
             .and_then(|s| s.etag.clone());
-        let mut req = self
+        match self
             .inner
-            .client
-            .get(&uri)
-            .header("accept", "application/json");
-        if let Some(etag) = &etag {
-            req = req.header("if-none-match", etag);
+            .fetcher
+            .get_revalidated(&uri, etag.as_deref())
+            .await?
+        {
+            Answer::NotModified { headers } => Ok(Fetched::NotModified(self.ttl(&headers))),
+            Answer::Body { body, headers } => {
+                let keys = self.parse_set(&body)?;
+                Ok(Fetched::New(keys, etag_of(&headers), self.ttl(&headers)))
+            }
         }
-        let resp = req.send().await.map_err(|e| describe(&uri, &e))?;
-        let ttl = self.ttl(resp.headers());
-        if resp.status() == reqwest::StatusCode::NOT_MODIFIED && etag.is_some() {
-            return Ok(Fetched::NotModified(ttl));
-        }
-        if !resp.status().is_success() {
-            return Err(format!("{uri} answered {}", resp.status()));
-        }
-        let new_etag = resp
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = read_bounded(resp, cfg.max_body_bytes, &uri).await?;
-        let keys = self.parse_set(&body)?;
-        Ok(Fetched::New(keys, new_etag, ttl))
     }
 
-    async fn discover(&self) -> Result<String, String> {
+    async fn discover(&self) -> Result<String, JwksError> {
         let issuer = &self.inner.issuer;
         let url = format!(
             "{}/.well-known/openid-configuration",
             issuer.trim_end_matches('/')
         );
-        let resp = self
-            .inner
-            .client
-            .get(&url)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| describe(&url, &e))?;
-        if !resp.status().is_success() {
-            return Err(format!("{url} answered {}", resp.status()));
-        }
-        let body = read_bounded(resp, self.inner.config.max_body_bytes, &url).await?;
+        let body = self.inner.fetcher.get(&url).await?;
         let doc: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|_| format!("{url} is not JSON"))?;
+            serde_json::from_slice(&body).map_err(|source| DiscoveryError::NotJson {
+                url: url.clone(),
+                source,
+            })?;
         // OIDC Discovery §4.3: the document's issuer must be the one asked for.
-        if doc.get("issuer").and_then(|v| v.as_str()) != Some(issuer.as_str()) {
-            return Err(format!("{url} names a different issuer"));
+        let named = doc.get("issuer").and_then(|v| v.as_str());
+        if named != Some(issuer.as_str()) {
+            return Err(DiscoveryError::WrongIssuer {
+                found: named.map(str::to_owned),
+                url,
+            }
+            .into());
         }
-        let jwks_uri = doc
-            .get("jwks_uri")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| format!("{url} has no jwks_uri"))?;
-        check_url(jwks_uri, self.inner.config.allow_http)?;
+        let Some(jwks_uri) = doc.get("jwks_uri").and_then(|v| v.as_str()) else {
+            return Err(DiscoveryError::NoJwksUri { url }.into());
+        };
+        check_url(jwks_uri, self.inner.config.allow_http)
+            .map_err(|source| DiscoveryError::JwksUri { url, source })?;
         Ok(jwks_uri.to_string())
     }
 
-    fn parse_set(&self, body: &[u8]) -> Result<KeySet, String> {
-        let (set, rejected) = JwkSet::parse_lenient(body, self.inner.rsa_default)
-            .map_err(|e| format!("not a JWK Set: {e}"))?;
+    fn parse_set(&self, body: &[u8]) -> Result<KeySet, JwksError> {
+        let (set, rejected) =
+            JwkSet::parse_lenient(body, self.inner.rsa_default).map_err(JwksError::NotAJwkSet)?;
         for r in &rejected {
             counter!("keyward_gate_jwks_keys_rejected_total", "issuer" => self.inner.issuer.clone()).increment(1);
             tracing::warn!(issuer = %self.inner.issuer, index = r.index, kid = ?r.kid, error = %r.error, "JWKS key dropped");
@@ -537,63 +537,4 @@ impl JwksCache {
         }
         ttl.clamp(cfg.min_ttl, cfg.max_ttl.max(cfg.min_ttl))
     }
-}
-
-/// Refuses URLs that are not `https://`, or `http://` to a loopback host
-/// unless `allow_http`.
-pub fn check_url(url: &str, allow_http: bool) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if allow_http => Ok(()),
-        "http" => {
-            let loopback = match parsed.host() {
-                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                None => false,
-            };
-            if loopback {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{url} uses plain http to a non-loopback host: use https, or set allow_http = true"
-                ))
-            }
-        }
-        s => Err(format!(
-            "{url} has unsupported scheme {s:?} (https, or http for loopback)"
-        )),
-    }
-}
-
-/// A fetch error as text that names the URL but not the library's internals.
-pub fn describe(url: &str, e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        format!("{url}: timed out")
-    } else if e.is_connect() {
-        format!("{url}: connection failed")
-    } else {
-        format!("{url}: request failed")
-    }
-}
-
-/// Reads a response body of at most `max` bytes (refused as soon as it is
-/// known to be larger, whether from `Content-Length` or while streaming).
-pub async fn read_bounded(
-    mut resp: reqwest::Response,
-    max: usize,
-    url: &str,
-) -> Result<Vec<u8>, String> {
-    if resp.content_length().is_some_and(|n| n > max as u64) {
-        return Err(format!("{url}: body larger than {max} bytes"));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(url, &e))? {
-        if body.len() + chunk.len() > max {
-            return Err(format!("{url}: body larger than {max} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }

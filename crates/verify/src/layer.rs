@@ -22,7 +22,7 @@
 //! use axum::{routing::get, Router};
 //! use keyward_verify::{Authenticated, Gate, GateLayer, IssuerPolicy, Requirement};
 //!
-//! # fn app() -> Result<Router, String> {
+//! # fn app() -> Result<Router, keyward_verify::Error> {
 //! let gate = Gate::builder().issuer(IssuerPolicy::new("https://auth.example/prod")).build()?;
 //! let app = Router::new()
 //!     .route("/orders/{id}", get(|Authenticated(who): Authenticated| async move {

@@ -14,13 +14,19 @@
 //! Permissions follow TKeeper's model ([`permissions`]); [`layer`] has a tower
 //! `Layer` and an axum extractor for protecting a service in-process.
 //!
+//! Three things every keyward service shares live here: the one bearer-token
+//! parser ([`bearer`]), the one bounded fetcher for JWK Sets and other
+//! documents ([`fetch`]), and the one [`Clock`] (time is an input).
+//!
 //! Everything cryptographic happens in `keyward-jose`; this crate adds I/O,
 //! caching and policy. It never depends on the issuer: it trusts only what it
 //! fetches from an issuer's public endpoints.
 #![forbid(unsafe_code)]
 
+pub mod bearer;
 pub mod clock;
 pub mod error;
+pub mod fetch;
 pub mod gate;
 pub mod identity;
 pub mod jwks_cache;
@@ -30,9 +36,14 @@ pub mod policy;
 pub mod revocation;
 pub mod token_cache;
 
-pub use clock::{Clock, SystemClock};
-pub use error::VerifyError;
-pub use gate::{bearer_token, Gate, GateBuilder, Trusted};
+pub use bearer::bearer_token;
+pub use clock::{Clock, FixedClock, SharedClock, SystemClock};
+pub use error::{
+    AlgorithmError, BearerError, BuildError, DiscoveryError, Error, FetchError, JwksError,
+    PermissionError, RedirectRefusal, UrlError, VerifyError,
+};
+pub use fetch::{check_url, FetchLimits, Fetcher};
+pub use gate::{Gate, GateBuilder, Trusted};
 pub use identity::{HeaderValues, Identity};
 pub use jwks_cache::{CacheConfig, CacheStatus, JwksCache, KeySource};
 pub use layer::{Authenticated, GateLayer, Verified};

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::VerifyError;
+use crate::error::{PermissionError, VerifyError};
 
 /// A token's grants, preprocessed so that [`Grants::covers`] does no
 /// allocation and no work proportional to the number of grants.
@@ -117,29 +117,29 @@ fn acceptable_value(v: &str) -> bool {
 
 impl Template {
     /// Parses a requirement. Errors say what is wrong and how to fix it.
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template, PermissionError> {
         if text.is_empty() {
-            return Err("a permission requirement cannot be empty: write dotted segments such as \"orders.{id}.read\"".into());
+            return Err(PermissionError::Empty);
         }
+        let at = |seg: &str| (text.to_owned(), seg.to_owned());
         let mut segments = Vec::new();
         let mut params: Vec<Box<str>> = Vec::new();
         for (n, seg) in text.split('.').enumerate() {
             let n = n + 1;
             if seg.is_empty() {
-                return Err(format!(
-                    "permission requirement {text:?}: segment {n} is empty; remove the extra '.' (segments are separated by single dots, with none at either end)"
-                ));
+                return Err(PermissionError::EmptySegment {
+                    text: text.to_owned(),
+                    n,
+                });
             }
             if let Some(inner) = seg.strip_prefix('{') {
                 let Some(name) = inner.strip_suffix('}') else {
-                    return Err(format!(
-                        "permission requirement {text:?}: segment {seg:?} opens '{{' but is not exactly \"{{name}}\"; a parameter must fill a whole segment, like \"orders.{{id}}.read\""
-                    ));
+                    let (text, segment) = at(seg);
+                    return Err(PermissionError::UnclosedParameter { text, segment });
                 };
                 if name.is_empty() || !name.chars().all(name_char) {
-                    return Err(format!(
-                        "permission requirement {text:?}: parameter {seg:?} needs a name of letters, digits and '_' that matches a route parameter, like \"{{id}}\""
-                    ));
+                    let (text, segment) = at(seg);
+                    return Err(PermissionError::ParameterName { text, segment });
                 }
                 if !params.iter().any(|p| &**p == name) {
                     params.push(name.into());
@@ -148,18 +148,19 @@ impl Template {
             } else if seg.chars().all(literal_char) {
                 segments.push(Segment::Literal(seg.into()));
             } else if seg.contains('*') {
-                return Err(format!(
-                    "permission requirement {text:?}: segment {seg:?} contains '*'; wildcards belong in token grants (\"orders.*\"), a requirement names one exact permission"
-                ));
+                let (text, segment) = at(seg);
+                return Err(PermissionError::Wildcard { text, segment });
             } else if seg.contains(['{', '}']) {
-                return Err(format!(
-                    "permission requirement {text:?}: segment {seg:?} mixes text and a parameter; a parameter must fill a whole segment, like \"orders.{{id}}.read\""
-                ));
+                let (text, segment) = at(seg);
+                return Err(PermissionError::MixedSegment { text, segment });
             } else {
-                let bad = seg.chars().find(|c| !literal_char(*c)).unwrap_or(' ');
-                return Err(format!(
-                    "permission requirement {text:?}: segment {seg:?} contains {bad:?}; literal segments may use only letters, digits, '_', ':' and '-'"
-                ));
+                let (text, segment) = at(seg);
+                let character = seg.chars().find(|c| !literal_char(*c)).unwrap_or(' ');
+                return Err(PermissionError::Character {
+                    text,
+                    segment,
+                    character,
+                });
             }
         }
         Ok(Template {
@@ -211,7 +212,7 @@ impl fmt::Display for Template {
 }
 
 impl FromStr for Template {
-    type Err = String;
+    type Err = PermissionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Template::parse(s)
@@ -231,7 +232,7 @@ pub enum Requirement {
     AnyOf(Vec<Template>),
 }
 
-fn parse_list<I, S>(list: I, what: &str) -> Result<Vec<Template>, String>
+fn parse_list<I, S>(list: I, kind: &'static str) -> Result<Vec<Template>, PermissionError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
@@ -241,9 +242,7 @@ where
         .map(|s| Template::parse(s.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
     if templates.is_empty() {
-        return Err(format!(
-            "{what} needs at least one permission; to require only a valid token, configure no requirement"
-        ));
+        return Err(PermissionError::EmptyList { kind });
     }
     Ok(templates)
 }
@@ -251,22 +250,22 @@ where
 impl Requirement {
     /// Every one of `list` must be covered. Fails on an empty list or an
     /// invalid template.
-    pub fn all_of<I, S>(list: I) -> Result<Requirement, String>
+    pub fn all_of<I, S>(list: I) -> Result<Requirement, PermissionError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        parse_list(list, "an all-of requirement").map(Requirement::AllOf)
+        parse_list(list, "all-of").map(Requirement::AllOf)
     }
 
     /// At least one of `list` must be covered. Fails on an empty list or an
     /// invalid template.
-    pub fn any_of<I, S>(list: I) -> Result<Requirement, String>
+    pub fn any_of<I, S>(list: I) -> Result<Requirement, PermissionError>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        parse_list(list, "an any-of requirement").map(Requirement::AnyOf)
+        parse_list(list, "any-of").map(Requirement::AnyOf)
     }
 
     /// The templates.
@@ -465,27 +464,40 @@ mod tests {
 
     #[test]
     fn template_errors_say_what_and_how() {
+        use PermissionError as P;
+        // Which refusal, by name (the text checks its details).
+        let kind = |e: &P| match e {
+            P::Empty => "empty",
+            P::EmptySegment { .. } => "empty segment",
+            P::UnclosedParameter { .. } => "unclosed",
+            P::ParameterName { .. } => "name",
+            P::Wildcard { .. } => "wildcard",
+            P::MixedSegment { .. } => "mixed",
+            P::Character { .. } => "character",
+            P::EmptyList { .. } => "empty list",
+        };
         let cases = [
-            ("", "cannot be empty"),
-            ("orders..read", "segment 2 is empty"),
-            (".orders", "segment 1 is empty"),
-            ("orders.", "segment 2 is empty"),
-            ("orders.*", "wildcards belong in token grants"),
-            ("orders.a*", "wildcards belong in token grants"),
-            ("orders.{id", "not exactly"),
-            ("orders.{}.read", "needs a name"),
-            ("orders.{a-b}.read", "needs a name"),
-            ("orders.{*rest}", "needs a name"),
-            ("orders.x{id}.read", "mixes text and a parameter"),
-            ("orders.{id}x.read", "not exactly"),
-            ("orders.id}.read", "mixes text"),
-            ("orders.a b", "contains ' '"),
-            ("orders/1", "contains '/'"),
-            ("ordérs", "contains 'é'"),
+            ("", "empty", "cannot be empty"),
+            ("orders..read", "empty segment", "segment 2 is empty"),
+            (".orders", "empty segment", "segment 1 is empty"),
+            ("orders.", "empty segment", "segment 2 is empty"),
+            ("orders.*", "wildcard", "wildcards belong in token grants"),
+            ("orders.a*", "wildcard", "wildcards belong in token grants"),
+            ("orders.{id", "unclosed", "not exactly"),
+            ("orders.{}.read", "name", "needs a name"),
+            ("orders.{a-b}.read", "name", "needs a name"),
+            ("orders.{*rest}", "name", "needs a name"),
+            ("orders.x{id}.read", "mixed", "mixes text and a parameter"),
+            ("orders.{id}x.read", "unclosed", "not exactly"),
+            ("orders.id}.read", "mixed", "mixes text"),
+            ("orders.a b", "character", "contains ' '"),
+            ("orders/1", "character", "contains '/'"),
+            ("ordérs", "character", "contains 'é'"),
         ];
-        for (text, want) in cases {
+        for (text, want_kind, want) in cases {
             let e = Template::parse(text).unwrap_err();
-            assert!(e.contains(want), "{text:?}: {e}");
+            assert_eq!(kind(&e), want_kind, "{text:?}: {e:?}");
+            assert!(e.to_string().contains(want), "{text:?}: {e}");
         }
     }
 
@@ -509,15 +521,23 @@ mod tests {
 
     #[test]
     fn requirement_constructors_refuse_empty_and_invalid() {
-        assert!(Requirement::all_of::<[&str; 0], &str>([])
-            .unwrap_err()
-            .contains("at least one"));
-        assert!(Requirement::any_of(Vec::<String>::new())
-            .unwrap_err()
-            .contains("at least one"));
-        assert!(Requirement::all_of(["ok", "bad..x"])
-            .unwrap_err()
-            .contains("segment 2 is empty"));
+        let e = Requirement::all_of::<[&str; 0], &str>([]).unwrap_err();
+        assert_eq!(e, PermissionError::EmptyList { kind: "all-of" });
+        assert!(e
+            .to_string()
+            .starts_with("an all-of requirement needs at least one permission"));
+        let e = Requirement::any_of(Vec::<String>::new()).unwrap_err();
+        assert_eq!(e, PermissionError::EmptyList { kind: "any-of" });
+        assert!(e
+            .to_string()
+            .starts_with("an any-of requirement needs at least one permission"));
+        assert_eq!(
+            Requirement::all_of(["ok", "bad..x"]).unwrap_err(),
+            PermissionError::EmptySegment {
+                text: "bad..x".into(),
+                n: 2
+            }
+        );
         let r = Requirement::any_of(["a.{id}", "b.{other}.{id}"]).unwrap();
         assert_eq!(r.params().collect::<Vec<_>>(), ["id", "other"]);
         assert_eq!(r.to_string(), "any of [a.{id}, b.{other}.{id}]");

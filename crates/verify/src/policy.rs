@@ -2,6 +2,7 @@
 
 use keyward_jose::{Algorithm, KeyFamily, Validation, DEFAULT_MAX_TOKEN_LEN};
 
+use crate::error::AlgorithmError;
 use crate::jwks_cache::{CacheConfig, KeySource};
 
 /// The policy and key source for one trusted issuer.
@@ -53,23 +54,20 @@ impl IssuerPolicy {
 
     /// Parses algorithm names for a policy. `none` and `HS*` are refused with
     /// an error that says why (they cannot be verified with a public key).
-    pub fn parse_algorithms<S: AsRef<str>>(names: &[S]) -> Result<Vec<Algorithm>, String> {
+    pub fn parse_algorithms<S: AsRef<str>>(names: &[S]) -> Result<Vec<Algorithm>, AlgorithmError> {
         let mut out = Vec::new();
         for n in names {
             let n = n.as_ref();
             if n.eq_ignore_ascii_case("none") || n.to_ascii_uppercase().starts_with("HS") {
-                return Err(format!(
-                    "algorithm {n:?} cannot be configured: only asymmetric algorithms are accepted ({})",
-                    Algorithm::ALL.map(|a| a.name()).join(" ")
-                ));
+                return Err(AlgorithmError::NotAsymmetric { name: n.to_owned() });
             }
-            let alg: Algorithm = n.parse().map_err(|e| format!("{e}"))?;
+            let alg: Algorithm = n.parse().map_err(AlgorithmError::Unknown)?;
             if !out.contains(&alg) {
                 out.push(alg);
             }
         }
         if out.is_empty() {
-            return Err("at least one algorithm is required".into());
+            return Err(AlgorithmError::Empty);
         }
         Ok(out)
     }
@@ -127,14 +125,18 @@ mod tests {
     fn none_and_hmac_cannot_be_configured() {
         for bad in ["none", "NONE", "HS256", "hs512"] {
             let e = IssuerPolicy::parse_algorithms(&[bad]).unwrap_err();
-            assert!(e.contains("asymmetric"), "{e}");
+            assert_eq!(e, AlgorithmError::NotAsymmetric { name: bad.into() });
+            assert!(e.to_string().contains("asymmetric"), "{e}");
         }
         let e = IssuerPolicy::parse_algorithms(&["RS1"]).unwrap_err();
-        assert!(e.starts_with("unsupported algorithm \"RS1\""), "{e}");
-        assert_eq!(
-            IssuerPolicy::parse_algorithms::<&str>(&[]).unwrap_err(),
-            "at least one algorithm is required"
+        assert!(matches!(e, AlgorithmError::Unknown(_)), "{e:?}");
+        assert!(
+            e.to_string().starts_with("unsupported algorithm \"RS1\""),
+            "{e}"
         );
+        let e = IssuerPolicy::parse_algorithms::<&str>(&[]).unwrap_err();
+        assert_eq!(e, AlgorithmError::Empty);
+        assert_eq!(e.to_string(), "at least one algorithm is required");
         assert_eq!(
             IssuerPolicy::parse_algorithms(&["ES256", "EdDSA", "ES256"]).unwrap(),
             vec![Algorithm::ES256, Algorithm::EdDSA]

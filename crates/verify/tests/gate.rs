@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use keyward_jose::{Algorithm, Error as JoseError, TokenError};
 use keyward_verify::{
-    CacheConfig, Clock, Gate, IssuerPolicy, KeySource, RevocationList, VerifyError,
+    BearerError, CacheConfig, Clock, Gate, IssuerPolicy, KeySource, RevocationList, VerifyError,
 };
 use support::{jwks, now, signer, token, JwksServer};
 
@@ -353,25 +353,29 @@ async fn headers_find_a_cached_token_by_its_bytes_and_still_refuse_malformed_one
         assert!(Arc::ptr_eq(&first, &again), "{v}");
     }
     assert!(Arc::ptr_eq(&first, &gate.verify(&t).await.unwrap()));
-    // The cached token with anything a token68 value may not hold around
+    // The cached token with anything a b64token may not hold around
     // or inside it is not that token: refused as malformed, cache unchanged.
     let mid = t.len() / 2;
-    for bad in [
-        format!("Bearer {t} ").into_bytes(),
-        format!("Bearer {t}\t").into_bytes(),
-        format!("Bearer  {t}").into_bytes(),
-        [
-            b"Bearer ",
-            &t.as_bytes()[..mid],
-            b"\x80",
-            &t.as_bytes()[mid..],
-        ]
-        .concat(),
-        format!("Bearer {t}\"").into_bytes(),
+    for (bad, why) in [
+        (format!("Bearer {t} ").into_bytes(), BearerError::Space),
+        (format!("Bearer {t}\t").into_bytes(), BearerError::Charset),
+        (format!("Bearer  {t}").into_bytes(), BearerError::Space),
+        (
+            [
+                b"Bearer ",
+                &t.as_bytes()[..mid],
+                b"\x80",
+                &t.as_bytes()[mid..],
+            ]
+            .concat(),
+            BearerError::Charset,
+        ),
+        (format!("Bearer {t}\"").into_bytes(), BearerError::Charset),
+        (format!("Bearer {t},").into_bytes(), BearerError::Charset),
     ] {
         assert_eq!(
             gate.verify_headers(&h(&bad)).await.unwrap_err(),
-            VerifyError::MalformedHeader,
+            VerifyError::MalformedHeader(why),
             "{:?}",
             String::from_utf8_lossy(&bad)
         );
@@ -384,59 +388,44 @@ async fn headers_find_a_cached_token_by_its_bytes_and_still_refuse_malformed_one
     assert_eq!(server.fetches(), 1);
 }
 
-#[test]
-fn bearer_header_parsing() {
+#[tokio::test]
+async fn header_rules_map_to_rfc_6750_answers() {
     use http::HeaderMap;
-    use keyward_verify::bearer_token;
-    let h = |v: &[&str]| {
+    let k = signer(Algorithm::EdDSA, "k1");
+    let server = JwksServer::start(jwks(&[&k])).await;
+    let gate = Gate::builder().issuer(policy(&server)).build().unwrap();
+    let h = |v: &[&[u8]]| {
         let mut m = HeaderMap::new();
         for v in v {
-            m.append("authorization", v.parse().unwrap());
+            m.append("authorization", http::HeaderValue::from_bytes(v).unwrap());
         }
         m
     };
-    assert_eq!(
-        bearer_token(&h(&["Bearer abc.def.ghi"])).unwrap(),
-        "abc.def.ghi"
-    );
-    assert_eq!(bearer_token(&h(&["bearer abc"])).unwrap(), "abc");
-    assert_eq!(
-        bearer_token(&h(&[])).unwrap_err(),
-        VerifyError::MissingToken
-    );
-    assert_eq!(
-        bearer_token(&h(&["Basic dXNlcjpw"])).unwrap_err(),
-        VerifyError::MissingToken
-    );
-    for bad in [
-        "Bearer",
-        "Bearer ",
-        "Bearer a b",
-        "Bearer a\"b",
-        "Bearer  abc",
-    ] {
-        assert_eq!(
-            bearer_token(&h(&[bad])).unwrap_err(),
-            VerifyError::MalformedHeader,
-            "{bad:?}"
-        );
+    // No bearer credential at all: a bare challenge, no error code.
+    for none in [h(&[]), h(&[b"Basic dXNlcjpw"]), h(&[b"Basic dXNl\tcjpw"])] {
+        let e = gate.verify_headers(&none).await.unwrap_err();
+        assert_eq!(e, VerifyError::MissingToken, "{none:?}");
+        assert_eq!(e.bearer_error(), None);
     }
-    assert_eq!(
-        bearer_token(&h(&["Bearer a", "Bearer b"])).unwrap_err(),
-        VerifyError::MalformedHeader
-    );
-    // Bytes a header may carry but a token may not (obs-text, tab).
-    for (bad, want) in [
-        (&b"Bearer abc\x80def"[..], VerifyError::MalformedHeader),
-        (b"Bearer \xffabc", VerifyError::MalformedHeader),
-        (b"Bearer abc\tdef", VerifyError::MalformedHeader),
-        (b"Basic \xe9t\xe9", VerifyError::MalformedHeader),
-        (b"Basic dXNl\tcjpw", VerifyError::MissingToken),
+    // Anything else is a malformed header (invalid_request), by rule.
+    for (bad, why) in [
+        (h(&[b"Bearer a", b"Bearer b"]), BearerError::Repeated),
+        (h(&[b"Basic \xe9t\xe9"]), BearerError::NotText),
+        (h(&[b"abc.def.ghi"]), BearerError::NoSpace),
+        (h(&[b"Bearer"]), BearerError::Empty),
+        (h(&[b"Bearer "]), BearerError::Empty),
+        (h(&[b"Bearer a b"]), BearerError::Space),
+        (h(&[b"Bearer a\"b"]), BearerError::Charset),
+        (h(&[b"Bearer \xffabc"]), BearerError::Charset),
     ] {
-        let mut m = HeaderMap::new();
-        m.insert("authorization", http::HeaderValue::from_bytes(bad).unwrap());
-        assert_eq!(bearer_token(&m).unwrap_err(), want, "{bad:?}");
+        let e = gate.verify_headers(&bad).await.unwrap_err();
+        assert_eq!(e, VerifyError::MalformedHeader(why), "{bad:?}");
+        assert_eq!(e.bearer_error(), Some("invalid_request"));
+        assert_eq!(e.to_string(), "malformed Authorization header");
+        let cause = std::error::Error::source(&e).map(|c| c.to_string());
+        assert_eq!(cause, Some(why.to_string()));
     }
+    assert_eq!(server.fetches(), 0, "no token was read, no key fetched");
 }
 
 #[test]
@@ -453,4 +442,48 @@ fn rejections_follow_rfc_6750() {
     assert!(e
         .www_authenticate("a\"b")
         .starts_with("Bearer realm=\"ab\", error=\"invalid_token\""));
+}
+
+#[test]
+fn the_builder_names_what_it_cannot_build() {
+    use keyward_verify::{BuildError, FetchError, JwksError, UrlError};
+    let e = Gate::builder().build().unwrap_err();
+    assert!(matches!(e, BuildError::NoIssuer), "{e:?}");
+    assert_eq!(e.to_string(), "at least one trusted issuer is required");
+    let p = IssuerPolicy::new("https://issuer.example");
+    let e = Gate::builder()
+        .issuer(p.clone())
+        .issuer(p)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&e, BuildError::DuplicateIssuer(i) if i == "https://issuer.example"),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "issuer https://issuer.example is configured twice"
+    );
+    let mut p = IssuerPolicy::new("https://issuer.example");
+    p.source = KeySource::JwksUri("http://keys.example/jwks".into());
+    let e = Gate::builder().issuer(p).build().unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            BuildError::Keys {
+                issuer,
+                source: JwksError::Fetch(FetchError::Url(UrlError::PlainHttp { url })),
+            } if issuer == "https://issuer.example" && url == "http://keys.example/jwks"
+        ),
+        "{e:?}"
+    );
+    // The whole chain, for whoever logs it.
+    assert!(
+        e.to_string()
+            .starts_with("issuer https://issuer.example: http://keys.example/jwks uses plain http"),
+        "{e}"
+    );
+    // And every concern converts into the crate's one error type.
+    let any: keyward_verify::Error = e.into();
+    assert!(matches!(any, keyward_verify::Error::Build(_)), "{any:?}");
 }

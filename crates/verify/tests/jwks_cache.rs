@@ -6,8 +6,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use keyward_jose::Algorithm;
-use keyward_verify::jwks_cache::check_url;
-use keyward_verify::{CacheConfig, JwksCache, KeySource, VerifyError};
+use keyward_verify::{
+    check_url, CacheConfig, DiscoveryError, FetchError, JwksCache, JwksError, KeySource, UrlError,
+    VerifyError,
+};
 use support::{jwks, signer, JwksServer};
 
 fn config() -> CacheConfig {
@@ -220,7 +222,15 @@ async fn failures_serve_the_last_good_set_up_to_max_stale() {
     server.set(|s| s.fail = Some(500));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let e = c.refresh().await.unwrap_err();
-    assert!(e.ends_with("answered 500 Internal Server Error"), "{e}");
+    assert!(
+        matches!(&e, JwksError::Fetch(FetchError::Status { status, .. }) if status.as_u16() == 500),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .ends_with("answered 500 Internal Server Error"),
+        "{e}"
+    );
     let st = c.status();
     assert!(st.stale, "{st:?}");
     assert!(st.last_error.as_deref().unwrap().contains("500"), "{st:?}");
@@ -281,7 +291,11 @@ async fn a_timeout_keeps_the_old_set() {
         "bounded: {:?}",
         t.elapsed()
     );
-    assert!(err.contains("timed out"), "{err}");
+    assert!(
+        matches!(&err, JwksError::Fetch(FetchError::Timeout { after, .. }) if after.as_millis() == 300),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("timed out"), "{err}");
     assert_eq!(c.current().unwrap().generation, before);
 }
 
@@ -312,7 +326,7 @@ async fn oversize_or_malformed_bodies_are_refused_and_change_nothing() {
     for (body, why) in [
         (
             format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(70 * 1024)),
-            "body larger than",
+            "body larger than 65536 bytes",
         ),
         (
             "not json".to_string(),
@@ -329,7 +343,19 @@ async fn oversize_or_malformed_bodies_are_refused_and_change_nothing() {
     ] {
         server.set(|s| s.body = body.clone());
         let e = c.refresh().await.unwrap_err();
-        assert!(e.contains(why), "{}: {e}", &body[..body.len().min(40)]);
+        let what = &body[..body.len().min(40)];
+        if why.starts_with("body") {
+            assert!(
+                matches!(
+                    &e,
+                    JwksError::Fetch(FetchError::TooLarge { max: 65536, .. })
+                ),
+                "{what}: {e:?}"
+            );
+        } else {
+            assert!(matches!(&e, JwksError::NotAJwkSet(_)), "{what}: {e:?}");
+        }
+        assert!(e.to_string().contains(why), "{what}: {e}");
         let snap = c.current().unwrap();
         assert_eq!(snap.generation, gen);
         assert!(snap.keys.get("k1").is_some());
@@ -404,6 +430,11 @@ async fn discovery_finds_the_jwks_uri_and_checks_the_issuer() {
         c.key_for("k1").await.unwrap_err(),
         VerifyError::KeysUnavailable
     );
+    let e = c.refresh().await.unwrap_err();
+    assert!(
+        matches!(&e, JwksError::Discovery(DiscoveryError::WrongIssuer { found: Some(f), .. }) if f == "https://someone-else.example"),
+        "{e:?}"
+    );
     assert!(c.status().last_error.unwrap().contains("different issuer"));
     assert_eq!(evil.fetches(), 0, "its JWKS was never fetched");
 }
@@ -414,14 +445,36 @@ async fn a_static_file_source_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, jwks(&[&k])).unwrap();
-    let c = JwksCache::new(
-        "https://issuer.example",
-        KeySource::File(path),
-        config(),
-        Algorithm::RS256,
-    )
-    .unwrap();
+    let file_cache = |cfg: CacheConfig| {
+        JwksCache::new(
+            "https://issuer.example",
+            KeySource::File(path.clone()),
+            cfg,
+            Algorithm::RS256,
+        )
+        .unwrap()
+    };
+    let c = file_cache(config());
     assert!(c.key_for("file-key").await.is_ok());
+    // A file larger than the body limit, and a file gone: each its error,
+    // and the keys read before stay.
+    let mut small = config();
+    small.max_body_bytes = 100;
+    let e = file_cache(small).refresh().await.unwrap_err();
+    assert!(
+        matches!(&e, JwksError::FileTooLarge { max: 100, path: p } if *p == path),
+        "{e:?}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let e = c.refresh().await.unwrap_err();
+    assert!(
+        matches!(&e, JwksError::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+        "{e:?}"
+    );
+    assert!(
+        c.key_for("file-key").await.is_ok(),
+        "the last good set stays"
+    );
 }
 
 #[test]
@@ -431,17 +484,35 @@ fn plain_http_only_for_loopback_unless_allowed() {
     assert!(check_url("http://[::1]:8080/jwks", false).is_ok());
     assert!(check_url("http://localhost/jwks", false).is_ok());
     let e = check_url("http://issuer.example/jwks", false).unwrap_err();
-    assert!(e.contains("https"), "{e}");
+    assert_eq!(
+        e,
+        UrlError::PlainHttp {
+            url: "http://issuer.example/jwks".into()
+        }
+    );
+    assert!(e.to_string().contains("https"), "{e}");
     assert!(check_url("http://issuer.example/jwks", true).is_ok());
     for (url, scheme) in [
         ("ftp://issuer.example/jwks", "ftp"),
         ("file:///etc/passwd", "file"),
     ] {
         let e = check_url(url, true).unwrap_err();
-        assert!(e.contains(&format!("unsupported scheme {scheme:?}")), "{e}");
+        assert!(
+            matches!(&e, UrlError::Scheme { scheme: s, .. } if s == scheme),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains(&format!("unsupported scheme {scheme:?}")),
+            "{e}"
+        );
     }
     let e = check_url("not a url", true).unwrap_err();
-    assert!(e.starts_with("\"not a url\" is not a URL"), "{e}");
+    assert!(matches!(e, UrlError::Malformed { .. }), "{e:?}");
+    assert!(
+        e.to_string().starts_with("\"not a url\" is not a URL"),
+        "{e}"
+    );
     let Err(e) = JwksCache::new(
         "http://issuer.example",
         KeySource::Discovery,
@@ -450,5 +521,15 @@ fn plain_http_only_for_loopback_unless_allowed() {
     ) else {
         panic!("a plain http issuer must be refused");
     };
-    assert!(e.contains("plain http to a non-loopback host"), "{e}");
+    assert!(
+        matches!(
+            e,
+            JwksError::Fetch(FetchError::Url(UrlError::PlainHttp { .. }))
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("plain http to a non-loopback host"),
+        "{e}"
+    );
 }

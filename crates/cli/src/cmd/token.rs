@@ -13,6 +13,7 @@ use keyward_jose::{
     Validation,
 };
 use keyward_store::AuditEntry;
+use keyward_verify::{FetchError, FetchLimits, Fetcher, UrlError};
 use serde_json::{json, Value};
 
 use crate::args::{JwsCmd, TokenCmd};
@@ -60,6 +61,7 @@ pub async fn run(ctx: &Context, cmd: TokenCmd) -> Result<()> {
         }
         TokenCmd::Verify {
             jwks,
+            allow_http,
             iss,
             aud,
             typ,
@@ -67,7 +69,7 @@ pub async fn run(ctx: &Context, cmd: TokenCmd) -> Result<()> {
             token,
         } => {
             let token = token_arg(&token)?;
-            let keys = load_keys(&jwks).await?;
+            let keys = load_keys(&jwks, allow_http).await?;
             let policy = Validation {
                 // The keys were named by the operator and each is bound to its
                 // one algorithm, so every algorithm (ML-DSA included) is allowed.
@@ -206,9 +208,9 @@ async fn sign(
 
 /// Loads a JWK Set or a single JWK from a file or an http(s) URL. Keys that
 /// fail to load are dropped with a warning.
-async fn load_keys(source: &str) -> Result<KeySet> {
+async fn load_keys(source: &str, allow_http: bool) -> Result<KeySet> {
     let body = if source.starts_with("http://") || source.starts_with("https://") {
-        fetch(source).await?
+        fetch(source, allow_http).await?
     } else {
         let b = std::fs::read(source).with_context(|| format!("cannot read {source}"))?;
         if b.len() > MAX_JWKS_BYTES {
@@ -235,28 +237,20 @@ async fn load_keys(source: &str) -> Result<KeySet> {
     Ok(KeySet::from_jwks(&set)?)
 }
 
-async fn fetch(url: &str) -> Result<Vec<u8>> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .context("cannot build an HTTP client")?;
-    let mut resp = client
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("cannot fetch {url}"))?
-        .error_for_status()
-        .with_context(|| format!("cannot fetch {url}"))?;
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .with_context(|| format!("cannot read {url}"))?
-    {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_JWKS_BYTES {
-            bail!("{url} returned more than {MAX_JWKS_BYTES} bytes");
-        }
+/// GETs a JWK Set with keyward's one bounded fetcher: 10 s, [`MAX_JWKS_BYTES`],
+/// `200 OK` only, https (or http to loopback, or anywhere with
+/// `--allow-http`), redirects only to the same scheme.
+async fn fetch(url: &str, allow_http: bool) -> Result<Vec<u8>> {
+    let fetcher = Fetcher::new(FetchLimits {
+        timeout: Duration::from_secs(10),
+        max_body_bytes: MAX_JWKS_BYTES,
+        allow_http,
+    })?;
+    match fetcher.get(url).await {
+        Ok(body) => Ok(body),
+        Err(FetchError::Url(UrlError::PlainHttp { .. })) => bail!(
+            "cannot fetch {url}: plain http to a host that is not loopback; use https, or pass --allow-http"
+        ),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot fetch the JWK Set")),
     }
-    Ok(body)
 }
