@@ -19,11 +19,13 @@
 //! (issuer chosen by `iss`), the same from run to run; `instr_raw` counts
 //! the signature checks alone (`scripts/bench-gate-instr.sh`).
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
-use keyward_jose::{b64, sign_jwt, Algorithm, JwkSet, LocalSigner, PrivateKey, TokenSigner};
+use keyward_jose::{sign_jwt, Algorithm, JwkSet, LocalSigner, PrivateKey, TokenSigner};
 use keyward_verify::{Gate, IssuerPolicy, KeySource};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -80,7 +82,7 @@ fn instr_cold(rt: &tokio::runtime::Runtime, gate: &Gate, tokens: &[String], n: u
 fn raw_parts(alg: &'static dyn VerificationAlgorithm, s: &LocalSigner, token: &str) -> Raw {
     let key = ParsedPublicKey::new(alg, s.public_jwk().key.to_spki_der()).unwrap();
     let dot = token.rfind('.').unwrap();
-    let signature = b64::decode(&token[dot + 1..]).unwrap();
+    let signature = B64.decode(&token[dot + 1..]).unwrap();
     (key, token.as_bytes()[..dot].to_vec(), signature)
 }
 
