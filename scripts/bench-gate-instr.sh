@@ -14,12 +14,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls="${1:-200}"
-bin="$(cargo bench -q -p keyward-verify --bench gate_cost --no-run --message-format=json |
-    python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gate_cost":
-        print(m["executable"])')"
+# cargo names the built bench on stderr: "Executable benches/gate_cost.rs (PATH)".
+bin="$(cargo bench -p keyward-verify --bench gate_cost --no-run 2>&1 |
+    sed -n 's/^ *Executable .*(\(.*\))$/\1/p')"
+[ -x "$bin" ] || { echo "gate_cost bench not built" >&2; exit 1; }
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 valgrind --tool=callgrind --callgrind-out-file="$out" \
