@@ -100,11 +100,6 @@ impl<'t> UnverifiedToken<'t> {
         &self.header
     }
 
-    /// The token text.
-    pub fn as_str(&self) -> &'t str {
-        self.token
-    }
-
     /// The header segment, as sent.
     pub(crate) fn header_segment(&self) -> &'t str {
         self.parts.header_b64
@@ -195,7 +190,6 @@ mod tests {
         let read = UnverifiedToken::parse(&t, 8192).unwrap();
         assert_eq!((read.kid(), read.alg()), (Some("a"), Algorithm::ES256));
         assert_eq!(read.header().typ.as_deref(), Some("at+jwt"));
-        assert_eq!(read.as_str(), t);
         assert!(!format!("{read:?}").contains(&t[t.len() - 20..]));
 
         // The same reading is verified against several sets: the first has
