@@ -1,20 +1,27 @@
 //! Arbitrary bytes as a compact token: every reader of untrusted tokens must
 //! return an error, never panic.
 //!
+//! A token read once ([`UnverifiedToken`]) and verified under a policy
+//! gets exactly the answer `verify_jwt` gives; [`dangerous::peek_names`]
+//! never panics either.
+//!
 //! A mutated token never carries a valid signature, so the code that runs
 //! only after the signature check (typ, payload, claims, policy) is reached
-//! two more ways: the decoded header/payload are fed to the public claims and
-//! typ checks directly, and the payload is re-signed with the fixture's own
-//! key (keeping the fuzzed `typ`) and run through `verify_jwt` end to end.
-//! Claims kept while parsing ([`Validation::keep_claims`]) must be exactly
-//! the JSON a full parse of the payload finds under the same names.
+//! another way: the payload is re-signed with the fixture's own key (keeping
+//! the fuzzed `typ`) and run through `verify_jwt` end to end, under the two
+//! policies, under each with no `typ` required (so the claims are judged
+//! whatever the `typ`), and at extreme times. Claims kept while parsing
+//! ([`Validation::keep_claims`]) must be exactly the JSON a full parse of the
+//! payload finds under the same names.
 #![no_main]
 
 use std::sync::OnceLock;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
 use keyward_jose::{
-    b64, dangerous, sign_payload, verify_compact, verify_jwt, Algorithm, Claims, KeySet,
-    LocalSigner, PrivateKey, PublicKey, Validation, DEFAULT_MAX_TOKEN_LEN, MAX_KEPT_CLAIMS,
+    dangerous, sign_payload, verify_compact, verify_jwt, Algorithm, KeySet, LocalSigner,
+    PrivateKey, PublicKey, UnverifiedToken, Validation, DEFAULT_MAX_TOKEN_LEN, MAX_KEPT_CLAIMS,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -71,9 +78,22 @@ fuzz_target!(|data: &[u8]| {
     };
     let f = fixture();
 
-    let _ = verify_jwt(token, &f.keys, &f.default_policy, NOW);
-    let _ = verify_jwt(token, &f.keys, &f.access_policy, NOW);
+    let policies = [&f.default_policy, &f.access_policy];
+    for policy in policies {
+        let whole = verify_jwt(token, &f.keys, policy, NOW).map(|_| ());
+        // Read once, then verified: the same answer (no header of these
+        // keys is ever remembered, as no fuzzed token is genuinely signed).
+        let once = UnverifiedToken::parse(token, DEFAULT_MAX_TOKEN_LEN)
+            .and_then(|t| t.verify(&f.keys, policy, NOW).map(|_| ()));
+        assert_eq!(once, whole, "parse + verify differs from verify_jwt");
+    }
     let _ = verify_compact(token, &f.one, DEFAULT_MAX_TOKEN_LEN);
+    if let Ok(read) = UnverifiedToken::parse(token, DEFAULT_MAX_TOKEN_LEN) {
+        let _ = (read.kid(), read.alg());
+        if let Ok(names) = dangerous::peek_names(&read) {
+            let _ = (names.iss(), names.sub());
+        }
+    }
 
     let Ok((header, _payload)) = dangerous::decode_unverified(token) else {
         return;
@@ -81,39 +101,52 @@ fuzz_target!(|data: &[u8]| {
     // decode_unverified accepted three canonical segments and JSON objects.
     let mut segs = token.split('.');
     let (_, payload_b64) = (segs.next(), segs.next().expect("three segments"));
-    let payload = b64::decode(payload_b64).expect("payload was decoded once already");
+    let payload = B64
+        .decode(payload_b64)
+        .expect("payload was decoded once already");
     let typ = header.get("typ").and_then(|t| t.as_str());
+    for policy in policies {
+        let _ = policy.check_typ(typ);
+    }
+
+    // The whole post-signature path of verify_jwt, with a signature that verifies.
+    let Ok(resigned) = sign_payload(&f.resigner, typ, &payload) else {
+        return;
+    };
+    let keys = &f.resigned_keys;
 
     // Kept claims are the text of the very values a full parse finds; the
     // registered names are never kept (their accessors read them).
-    if let Ok(claims) = Claims::parse_keeping(payload.clone(), &[], KEEP) {
-        let whole = claims.to_value();
+    let keeping = Validation {
+        required_claims: Vec::new(),
+        leeway_secs: u32::MAX.into(),
+        keep_claims: KEEP,
+        ..Validation::default()
+    };
+    if let Ok(v) = verify_jwt(&resigned, keys, &keeping, 0) {
+        let whole = v.claims.to_value();
         for name in KEEP.iter().take(MAX_KEPT_CLAIMS) {
-            let kept = claims.kept(name).expect("a kept name is kept");
+            let kept = v.claims.kept(name).expect("a kept name is kept");
             let text: Option<serde_json::Value> =
                 kept.map(|t| serde_json::from_str(t).expect("kept text is JSON"));
             assert_eq!(text.as_ref(), whole.get(*name), "kept {name}");
         }
-        assert_eq!(claims.kept("exp"), None);
+        assert_eq!(v.claims.kept("exp"), None);
     }
 
-    for policy in [&f.default_policy, &f.access_policy] {
-        let _ = policy.check_typ(typ);
-        if let Ok(claims) = Claims::parse(payload.clone(), &policy.required_claims) {
-            for now in [NOW, 0, i64::MIN, i64::MAX] {
-                let _ = policy.check_claims(&claims, now);
+    for policy in policies {
+        let any_typ = Validation {
+            required_typ: None,
+            ..policy.clone()
+        };
+        for now in [NOW, 0, i64::MIN, i64::MAX] {
+            for p in [policy, &any_typ] {
+                if let Ok(v) = verify_jwt(&resigned, keys, p, now) {
+                    assert_eq!(v.claims.payload(), &payload[..], "verified payload differs");
+                    let _ = v.claims.to_value();
+                    let _ = v.claims.expires_at();
+                }
             }
-            let _ = claims.to_value();
-            let _ = claims.expires_at();
-        }
-    }
-
-    // The whole post-signature path of verify_jwt, with a signature that verifies.
-    if let Ok(resigned) = sign_payload(&f.resigner, typ, &payload) {
-        let ok = verify_jwt(&resigned, &f.resigned_keys, &f.default_policy, NOW);
-        let _ = verify_jwt(&resigned, &f.resigned_keys, &f.access_policy, NOW);
-        if let Ok(v) = ok {
-            assert_eq!(v.claims.payload(), &payload[..], "verified payload differs");
         }
     }
 });

@@ -5,6 +5,7 @@ mod common;
 
 use std::path::Path;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use common::{Kw, Run};
 use keyward_jose::seal::RootKey;
@@ -135,7 +136,7 @@ fn public_bytes(k: &keyward_store::KeyRecord) -> Vec<Vec<u8>> {
     ["n", "e", "x", "y"]
         .iter()
         .filter_map(|m| jwk[*m].as_str())
-        .map(|v| keyward_jose::b64::decode(v).unwrap())
+        .map(|v| B64.decode(v).unwrap())
         .collect()
 }
 

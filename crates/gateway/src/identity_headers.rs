@@ -136,8 +136,23 @@ mod tests {
         assert!(h.contains_key("x-auth-subject"));
     }
 
+    /// The identity of `payload` signed by a throwaway key and verified
+    /// (claims come only out of verification).
     fn identity(payload: &str) -> Identity {
-        let claims = keyward_jose::Claims::parse(payload.as_bytes().to_vec(), &[]).unwrap();
+        use keyward_jose::{sign_payload, verify_jwt, Algorithm, KeySet, LocalSigner};
+        use keyward_jose::{PrivateKey, TokenSigner, Validation};
+        let signer = LocalSigner::new(PrivateKey::generate(Algorithm::EdDSA, None).unwrap(), None);
+        let mut keys = KeySet::new();
+        let jwk = signer.public_jwk();
+        keys.insert(jwk.kid, jwk.key).unwrap();
+        let token = sign_payload(&signer, None, payload.as_bytes()).unwrap();
+        let no_claim_required = Validation {
+            required_claims: Vec::new(),
+            ..Validation::default()
+        };
+        let claims = verify_jwt(&token, &keys, &no_claim_required, 0)
+            .unwrap()
+            .claims;
         Identity::from_claims(claims, None).unwrap()
     }
 

@@ -7,10 +7,13 @@ use std::sync::Arc;
 
 use base64::Engine;
 use keyward_jose::crypto::constant_time_eq;
-use keyward_jose::{claim_text, dangerous, verify_jwt, Algorithm, JwkSet, KeySet, Validation};
+use keyward_jose::{
+    claim_text, dangerous, Algorithm, JwkSet, KeySet, UnverifiedToken, Validation,
+    DEFAULT_MAX_TOKEN_LEN,
+};
 use keyward_store::{AuditEntry, Client, ClientAuth, Store};
 use keyward_verify::{FetchLimits, Fetcher};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::authority::{Authority, EnvState};
 use crate::error::IssuerError;
@@ -352,27 +355,22 @@ impl Authority {
             .assertion
             .as_deref()
             .ok_or_else(|| OAuthError::invalid_request("client_assertion is missing"))?;
-        let id = match &creds.client_id {
-            Some(id) => id.clone(),
+        let read = || UnverifiedToken::parse(assertion, DEFAULT_MAX_TOKEN_LEN).map_err(rejected);
+        // The assertion is read once: here when its `sub` must name the
+        // client, else once the client is known to use private_key_jwt.
+        let (id, read_already) = match &creds.client_id {
+            Some(id) => (id.clone(), None),
             None => {
                 // Say what is wrong with an unreadable assertion rather than
                 // that it names no client.
-                let (_, payload) = dangerous::decode_unverified(assertion).map_err(|e| {
-                    OAuthError::invalid_client(format!("client assertion rejected: {e}"))
-                })?;
-                match payload.get("sub") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(_) => {
-                        return Err(OAuthError::invalid_client(
-                            "client assertion rejected: sub must be a string (the client_id)",
-                        ))
-                    }
-                    None => {
-                        return Err(OAuthError::invalid_client(
-                            "the client assertion names no client: it has no sub and the request no client_id",
-                        ))
-                    }
-                }
+                let token = read()?;
+                let names = dangerous::peek_names(&token).map_err(rejected)?;
+                let Some(sub) = names.sub() else {
+                    return Err(OAuthError::invalid_client(
+                        "the client assertion names no client: it has no sub and the request no client_id",
+                    ));
+                };
+                (sub.to_owned(), Some(token))
             }
         };
         let c = snapshot
@@ -382,7 +380,11 @@ impl Authority {
         if c.auth != ClientAuth::PrivateKeyJwt {
             return Err(unknown());
         }
-        self.check_assertion(env, &c, assertion).await?;
+        let token = match read_already {
+            Some(token) => token,
+            None => read()?,
+        };
+        self.check_assertion(env, &c, &token).await?;
         Ok(c)
     }
 
@@ -390,7 +392,7 @@ impl Authority {
         &self,
         env: &EnvState,
         c: &Client,
-        assertion: &str,
+        assertion: &UnverifiedToken<'_>,
     ) -> Result<(), OAuthError> {
         let keys = self.client_keys(c).await.map_err(|e| match e {
             // The client's fault or its key host's, not ours: no 5xx,
@@ -421,8 +423,7 @@ impl Authority {
             ..Validation::default()
         };
         let now = self.now();
-        let ok = verify_jwt(assertion, &keys, &policy, now)
-            .map_err(|e| OAuthError::invalid_client(format!("client assertion rejected: {e}")))?;
+        let ok = assertion.verify(&keys, &policy, now).map_err(rejected)?;
         if ok.claims.sub() != Some(c.client_id.as_str()) {
             return Err(OAuthError::invalid_client(
                 "client assertion rejected: sub must be the client_id",
@@ -462,6 +463,11 @@ impl Authority {
         let (set, _) = JwkSet::parse_lenient(&body, Algorithm::RS256)?;
         Ok(KeySet::from_jwks(&set)?)
     }
+}
+
+/// A client assertion refused for `e`: `invalid_client`, saying why.
+fn rejected(e: keyward_jose::Error) -> OAuthError {
+    OAuthError::invalid_client(format!("client assertion rejected: {e}"))
 }
 
 /// The longest client-assertion `jti` accepted, in bytes: room for any

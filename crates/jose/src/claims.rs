@@ -233,7 +233,7 @@ impl Claims {
 
     /// Parses a payload: a JSON object with unique member names, registered
     /// claims of the right types, and every name in `required` present.
-    pub fn parse(payload: Vec<u8>, required: &[String]) -> Result<Claims, crate::Error> {
+    pub(crate) fn parse(payload: Vec<u8>, required: &[String]) -> Result<Claims, crate::Error> {
         Claims::parse_keeping(payload, required, &[])
     }
 
@@ -241,7 +241,7 @@ impl Claims {
     /// named in `keep` (the first [`MAX_KEPT_CLAIMS`] of them; registered
     /// claims are read by their accessors) for [`Claims::kept`], in the same
     /// pass.
-    pub fn parse_keeping(
+    pub(crate) fn parse_keeping(
         payload: Vec<u8>,
         required: &[String],
         keep: &'static [&'static str],

@@ -1,10 +1,47 @@
-//! Reading a token WITHOUT verifying it. Nothing here says a token is genuine;
-//! use it only to display or debug (`keyward token decode`).
+//! Reading a token WITHOUT verifying it. Nothing here says a token is
+//! genuine. Two uses only: [`decode_unverified`] to display or debug a token
+//! (`keyward token decode`), and [`peek_names`] to choose whose keys and
+//! policy will verify it (an issuer among several, a client by its
+//! assertion), which that verification then checks again.
 
 use crate::b64;
+use crate::claims::Claims;
 use crate::error::{Error, TokenError};
 use crate::json::{parse_object, ObjectError};
 use crate::jws::DEFAULT_MAX_TOKEN_LEN;
+use crate::token::UnverifiedToken;
+
+/// The names a token's payload claims, NOT verified: what [`peek_names`]
+/// read. It gives `iss` and `sub` only; claims to act on come from
+/// [`UnverifiedToken::verify`].
+#[derive(Clone, Debug)]
+pub struct ClaimedNames {
+    claims: Claims,
+}
+
+impl ClaimedNames {
+    /// `iss`, as the token claims it.
+    pub fn iss(&self) -> Option<&str> {
+        self.claims.iss()
+    }
+
+    /// `sub`, as the token claims it.
+    pub fn sub(&self) -> Option<&str> {
+        self.claims.sub()
+    }
+}
+
+/// Reads `iss` and `sub` from the payload of a token that is NOT verified,
+/// only to choose whose keys and policy verify it: the issuer among several
+/// a gate trusts, or the client a `private_key_jwt` assertion names.
+///
+/// The payload is read by the parser verification uses (a JSON object with
+/// unique names, registered claims of their types), with no claim required,
+/// so the choice never refuses a token that verification would accept.
+pub fn peek_names(token: &UnverifiedToken<'_>) -> Result<ClaimedNames, Error> {
+    let claims = Claims::parse(token.payload_bytes()?, &[])?;
+    Ok(ClaimedNames { claims })
+}
 
 /// The header and payload of a compact JWS, as JSON, unverified. The structure
 /// is still checked (three canonical segments, JSON objects, unique names).

@@ -28,6 +28,7 @@ pub struct Header {
 }
 
 /// A compact JWS split into its segments; nothing decoded yet.
+#[derive(Clone, Copy)]
 pub(crate) struct Parts<'a> {
     pub header_b64: &'a str,
     pub signing_input: &'a str,

@@ -12,6 +12,13 @@
 //! RFC 9964 puts it in JOSE: `ML-DSA-44/65/87`, `kty: AKP`) is supported and
 //! opt-in: a [`Validation`] accepts it only when its `algorithms` name it.
 //!
+//! A token's life: [`UnverifiedToken::parse`] splits it and reads its header,
+//! once; [`UnverifiedToken::verify`] finds the key by `kid`, checks the
+//! algorithm, the signature and the claims, and gives a [`VerifiedToken`];
+//! [`verify_jwt`] does both. [`Claims`] come only out of verification:
+//! [`dangerous`] reads a token without verifying it, to display it or to
+//! choose whose keys and policy verify it, and nothing else.
+//!
 //! ```
 //! use keyward_jose::{Algorithm, ClaimsError, Error, KeySet, LocalSigner, PrivateKey, TokenSigner, Validation, sign_jwt, verify_jwt};
 //! let signer = LocalSigner::new(PrivateKey::generate(Algorithm::ES256, None).unwrap(), None);
@@ -29,7 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alg;
-pub mod b64;
+mod b64;
 pub mod claim_text;
 pub mod claims;
 pub mod crypto;
@@ -41,6 +48,7 @@ pub mod jws;
 pub mod key;
 pub mod seal;
 pub mod signer;
+pub mod token;
 pub mod verifier;
 
 pub use alg::{
@@ -52,4 +60,5 @@ pub use jwk::{Jwk, JwkSet, RejectedKey};
 pub use jws::{verify_compact, Header, DEFAULT_MAX_TOKEN_LEN};
 pub use key::{PrivateKey, PublicKey, PublicMaterial};
 pub use signer::{sign_jwt, sign_payload, LocalSigner, TokenSigner};
-pub use verifier::{verify_jwt, KeySet, VerifiedToken, Verifier};
+pub use token::{UnverifiedToken, VerifiedToken};
+pub use verifier::{verify_jwt, KeySet, Verifier};

@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use crate::b64;
-use crate::claims::{Claims, Validation};
+use crate::claims::Validation;
 use crate::error::{Error, KeyError, TokenError};
 use crate::jwk::JwkSet;
-use crate::jws::{check_signature, decode_header, split, Header};
+use crate::jws::Header;
 use crate::key::PublicKey;
+use crate::token::{UnverifiedToken, VerifiedToken};
 
 /// Public keys by `kid`, each parsed once. A key without a `kid` can only be
 /// used when it is the only key in the set.
@@ -40,10 +40,10 @@ const MEMO_SLOTS: usize = 4;
 
 /// A header segment, its reading and the key its `kid` chose.
 #[derive(Clone, Debug)]
-struct HeaderMemo {
+pub(crate) struct HeaderMemo {
     segment: Box<str>,
-    header: Arc<Header>,
-    key: Arc<PublicKey>,
+    pub(crate) header: Arc<Header>,
+    pub(crate) key: Arc<PublicKey>,
 }
 
 impl KeySet {
@@ -114,7 +114,8 @@ impl KeySet {
         self.named.iter().map(|(k, _)| k.as_str())
     }
 
-    fn find(&self, kid: Option<&str>) -> Result<&Arc<PublicKey>, TokenError> {
+    /// The key a header with `kid` selects.
+    pub(crate) fn find(&self, kid: Option<&str>) -> Result<&Arc<PublicKey>, TokenError> {
         match kid {
             Some(kid) => self
                 .get(kid)
@@ -128,25 +129,30 @@ impl KeySet {
         }
     }
 
-    /// The remembered reading of `segment` and its key, if any.
-    fn remembered(&self, segment: &str) -> Option<&HeaderMemo> {
+    /// The remembered reading of `segment` and its key, if any. `reading`,
+    /// when given, is the reading of `segment` at hand: when it is this
+    /// set's own (handed out by [`UnverifiedToken::parse_known`]) its slot
+    /// is found without comparing bytes.
+    pub(crate) fn remembered(
+        &self,
+        segment: &str,
+        reading: Option<&Arc<Header>>,
+    ) -> Option<&HeaderMemo> {
         self.memo
             .iter()
             .map_while(OnceLock::get)
-            .find(|m| &*m.segment == segment)
+            .find(|m| reading.is_some_and(|r| Arc::ptr_eq(r, &m.header)) || &*m.segment == segment)
     }
 
-    /// The `kid` of `token`'s header when a token with exactly these header
-    /// bytes was verified with this set before (nothing is decoded); `None`
-    /// otherwise, or when that header has no `kid`. A hint for choosing
-    /// among key sets, never a verification.
-    pub fn known_header_kid<'s>(&'s self, token: &str) -> Option<&'s str> {
-        let segment = token.split_once('.')?.0;
-        self.remembered(segment)?.header.kid.as_deref()
+    /// Whether a token with exactly `token`'s header bytes was verified
+    /// with this set before. A hint for choosing among key sets, never a
+    /// verification.
+    pub fn remembers(&self, token: &UnverifiedToken<'_>) -> bool {
+        self.remembered(token.header_segment(), None).is_some()
     }
 
     /// Remembers a verified header segment in the first free slot, if any.
-    fn remember(&self, segment: &str, header: &Arc<Header>, key: &Arc<PublicKey>) {
+    pub(crate) fn remember(&self, segment: &str, header: &Arc<Header>, key: &Arc<PublicKey>) {
         for slot in self.memo.iter() {
             let m = slot.get_or_init(|| HeaderMemo {
                 segment: segment.into(),
@@ -160,45 +166,15 @@ impl KeySet {
     }
 }
 
-/// A token whose signature and claims passed.
-#[derive(Clone, Debug)]
-pub struct VerifiedToken {
-    pub header: Arc<Header>,
-    pub claims: Claims,
-}
-
-/// Verifies a compact JWT at `now` (unix seconds): structure and header,
-/// key by `kid`, algorithm, signature, then claims and policy.
+/// Verifies a compact JWT at `now` (unix seconds): [`UnverifiedToken::parse_known`]
+/// with `keys` and the policy's length bound, then [`UnverifiedToken::verify`].
 pub fn verify_jwt(
     token: &str,
     keys: &KeySet,
     policy: &Validation,
     now: i64,
 ) -> Result<VerifiedToken, Error> {
-    let parts = split(token, policy.max_token_len)?;
-    // `fresh`: a header read now, with its key, to remember once the whole
-    // token has passed (a token refused for its typ or claims, such as an ID
-    // token signed by the same key, does not take a slot).
-    let (header, fresh) = match keys.remembered(parts.header_b64) {
-        Some(m) => {
-            check_signature(&parts, &m.header, &m.key, &policy.algorithms)?;
-            (m.header.clone(), None)
-        }
-        None => {
-            let header = Arc::new(decode_header(parts.header_b64)?);
-            let key = keys.find(header.kid.as_deref())?;
-            check_signature(&parts, &header, key, &policy.algorithms)?;
-            (header, Some(key))
-        }
-    };
-    policy.check_typ(header.typ.as_deref())?;
-    let payload = b64::decode(parts.payload_b64).ok_or(TokenError::Base64("payload"))?;
-    let claims = Claims::parse_keeping(payload, &policy.required_claims, policy.keep_claims)?;
-    policy.check_claims(&claims, now)?;
-    if let Some(key) = fresh {
-        keys.remember(parts.header_b64, &header, key);
-    }
-    Ok(VerifiedToken { header, claims })
+    UnverifiedToken::parse_known(token, policy.max_token_len, [keys])?.verify(keys, policy, now)
 }
 
 /// A key set and a policy together.
@@ -223,7 +199,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Algorithm, ClaimsError, PrivateKey};
+    use crate::{b64, Algorithm, ClaimsError, PrivateKey};
 
     #[test]
     fn keyset_scan_and_index_agree() {
@@ -288,7 +264,7 @@ mod tests {
             verify_jwt(&id_token, &keys, &policy, now).unwrap_err(),
             Error::Claims(ClaimsError::WrongType(Some("JWT".into()), "at+jwt".into()))
         );
-        assert!(keys.remembered(header_of(&id_token)).is_none());
+        assert!(keys.remembered(header_of(&id_token), None).is_none());
 
         // A forged signature under a header never seen is not remembered.
         let (head, _) = t.rsplit_once('.').unwrap();
@@ -297,14 +273,14 @@ mod tests {
             verify_jwt(&forged, &keys, &policy, now).unwrap_err(),
             Error::Token(TokenError::BadSignature)
         );
-        assert!(keys.remembered(header_of(&t)).is_none());
+        assert!(keys.remembered(header_of(&t), None).is_none());
 
         // Verified once: remembered; the second answer is the same.
-        assert_eq!(keys.known_header_kid(&t), None);
+        let read = UnverifiedToken::parse(&t, 8192).unwrap();
+        assert!(!keys.remembers(&read));
         let first = verify_jwt(&t, &keys, &policy, now).unwrap();
-        assert!(keys.remembered(header_of(&t)).is_some());
-        assert_eq!(keys.known_header_kid(&t), Some("a"));
-        assert_eq!(keys.known_header_kid("no dots"), None);
+        assert!(keys.remembered(header_of(&t), None).is_some());
+        assert!(keys.remembers(&read));
         let second = verify_jwt(&t, &keys, &policy, now).unwrap();
         assert!(Arc::ptr_eq(&first.header, &second.header), "memo used");
         assert_eq!(first.claims, second.claims);
@@ -343,7 +319,7 @@ mod tests {
         }
         let remembered = |typ| {
             let t = sign_jwt(&a, Some(typ), &claims).unwrap();
-            keys.remembered(header_of(&t)).is_some()
+            keys.remembered(header_of(&t), None).is_some()
         };
         assert!(remembered("at+jwt"));
         assert!(typs[..MEMO_SLOTS - 1].iter().all(|t| remembered(t)));
@@ -362,9 +338,9 @@ mod tests {
         let sig = lone.sign(input.as_bytes()).unwrap();
         let t = format!("{input}.{}", b64::encode(&sig));
         verify_jwt(&t, &one, &policy, now).unwrap();
-        assert!(one.remembered(header_of(&t)).is_some());
+        assert!(one.remembered(header_of(&t), None).is_some());
         one.insert(Some("a".into()), a.public_jwk().key).unwrap();
-        assert!(one.remembered(header_of(&t)).is_none());
+        assert!(one.remembered(header_of(&t), None).is_none());
         assert!(matches!(
             verify_jwt(&t, &one, &policy, now),
             Err(Error::Token(TokenError::MissingKid))

@@ -4,12 +4,14 @@
 //! failure comes from the check under test and not from a bad signature.
 //! Keys are generated at test time.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
 use std::sync::OnceLock;
 
 use aws_lc_rs::hmac;
 use keyward_jose::{
-    b64, sign_jwt, verify_compact, verify_jwt, Algorithm, ClaimsError, Error, Jwk, JwkSet,
-    KeyError, KeySet, LocalSigner, PrivateKey, PublicKey, PublicMaterial, TokenError, TokenSigner,
+    sign_jwt, verify_compact, verify_jwt, Algorithm, ClaimsError, Error, Jwk, JwkSet, KeyError,
+    KeySet, LocalSigner, PrivateKey, PublicKey, PublicMaterial, TokenError, TokenSigner,
     Validation, VerifiedToken, DEFAULT_MAX_TOKEN_LEN,
 };
 use serde_json::{json, Value};
@@ -73,12 +75,12 @@ fn header() -> Value {
 fn signed_text(signer: &dyn TokenSigner, h: &str, p: &str) -> String {
     let input = format!("{h}.{p}");
     let sig = signer.sign(input.as_bytes()).unwrap();
-    format!("{input}.{}", b64::encode(&sig))
+    format!("{input}.{}", B64.encode(&sig))
 }
 
 /// A token from raw header and payload bytes, canonically encoded and signed.
 fn signed_raw(signer: &dyn TokenSigner, header: &[u8], payload: &[u8]) -> String {
-    signed_text(signer, &b64::encode(header), &b64::encode(payload))
+    signed_text(signer, &B64.encode(header), &B64.encode(payload))
 }
 
 fn signed(header: &Value, claims: &Value) -> String {
@@ -202,7 +204,7 @@ fn dirty_trailing_bits(seg: &str) -> String {
     assert_eq!(idx & unused_mask, 0, "canonical input");
     let mut out = seg[..seg.len() - 1].to_string();
     out.push(ALPHABET[idx | 1] as char);
-    assert!(b64::decode(&out).is_none());
+    assert!(B64.decode(&out).is_err());
     out
 }
 
@@ -218,7 +220,7 @@ fn with_url_chars(base: &Value, member: &str) -> String {
         .map(|i| {
             let mut v = base.clone();
             v[member] = json!(format!("{i}>>>???~~~"));
-            b64::encode(v.to_string().as_bytes())
+            B64.encode(v.to_string().as_bytes())
         })
         .find(|s| s.contains(['-', '_']))
         .unwrap()
@@ -226,8 +228,8 @@ fn with_url_chars(base: &Value, member: &str) -> String {
 
 #[test]
 fn non_canonical_base64url_in_the_header() {
-    let p = b64::encode(claims().to_string().as_bytes());
-    let h = b64::encode(not_multiple_of_3(&header()).as_bytes());
+    let p = B64.encode(claims().to_string().as_bytes());
+    let h = B64.encode(not_multiple_of_3(&header()).as_bytes());
     assert_ne!(h.len() % 4, 0);
     for bad_h in [
         padded(&h),
@@ -246,8 +248,8 @@ fn non_canonical_base64url_in_the_header() {
 
 #[test]
 fn non_canonical_base64url_in_the_payload() {
-    let h = b64::encode(header().to_string().as_bytes());
-    let p = b64::encode(not_multiple_of_3(&claims()).as_bytes());
+    let h = B64.encode(header().to_string().as_bytes());
+    let p = B64.encode(not_multiple_of_3(&claims()).as_bytes());
     assert_ne!(p.len() % 4, 0);
     for bad_p in [
         padded(&p),
@@ -417,8 +419,8 @@ fn alg_none_is_never_accepted() {
         let h = json!({"alg": name, "kid": KID, "typ": "at+jwt"});
         let hp = format!(
             "{}.{}",
-            b64::encode(h.to_string().as_bytes()),
-            b64::encode(claims().to_string().as_bytes())
+            B64.encode(h.to_string().as_bytes()),
+            B64.encode(claims().to_string().as_bytes())
         );
         for t in [format!("{hp}."), signed(&h, &claims())] {
             assert_eq!(
@@ -452,11 +454,11 @@ fn hmac_algorithms_are_never_accepted_even_keyed_with_the_public_key() {
             let h = json!({"alg": name, "kid": KID, "typ": "at+jwt"});
             let input = format!(
                 "{}.{}",
-                b64::encode(h.to_string().as_bytes()),
-                b64::encode(claims().to_string().as_bytes())
+                B64.encode(h.to_string().as_bytes()),
+                B64.encode(claims().to_string().as_bytes())
             );
             let tag = hmac::sign(&hmac::Key::new(algorithm, secret), input.as_bytes());
-            let t = format!("{input}.{}", b64::encode(tag.as_ref()));
+            let t = format!("{input}.{}", B64.encode(tag.as_ref()));
             assert_eq!(
                 token_err(verify(&t)),
                 TokenError::ForbiddenAlgorithm(name.into())
@@ -583,7 +585,7 @@ fn embedded_keys_and_key_urls_are_never_used_to_find_a_key() {
             "jwk": attacker_jwk,
             "jku": "https://attacker.example/jwks.json",
             "x5u": "https://attacker.example/cert.pem",
-            "x5c": [b64::encode(&attacker.key().public_key().to_spki_der())],
+            "x5c": [B64.encode(attacker.key().public_key().to_spki_der())],
         });
         if let Some(kid) = kid {
             h["kid"] = json!(kid);
@@ -644,13 +646,13 @@ fn der_int(x: &[u8]) -> Vec<u8> {
 fn ecdsa_der_signature_is_rejected() {
     let t = signed(&header(), &claims());
     let (hp, s) = t.rsplit_once('.').unwrap();
-    let raw = b64::decode(s).unwrap();
+    let raw = B64.decode(s).unwrap();
     assert_eq!(raw.len(), 64);
     let mut body = der_int(&raw[..32]);
     body.extend(der_int(&raw[32..]));
     let mut der = vec![0x30, body.len() as u8];
     der.extend(body);
-    let bad = format!("{hp}.{}", b64::encode(&der));
+    let bad = format!("{hp}.{}", B64.encode(&der));
     assert_eq!(
         token_err(verify(&bad)),
         TokenError::SignatureLength("ES256")
@@ -667,7 +669,7 @@ fn ecdsa_der_signature_is_rejected() {
 fn ecdsa_signature_of_the_wrong_length() {
     let t = signed(&header(), &claims());
     let (hp, s) = t.rsplit_once('.').unwrap();
-    let raw = b64::decode(s).unwrap();
+    let raw = B64.decode(s).unwrap();
     let mut longer = raw.clone();
     longer.push(0);
     let mut zero_prefixed = vec![0];
@@ -680,7 +682,7 @@ fn ecdsa_signature_of_the_wrong_length() {
         raw[..32].to_vec(),
         [raw.clone(), raw.clone()].concat(),
     ] {
-        let bad = format!("{hp}.{}", b64::encode(&sig));
+        let bad = format!("{hp}.{}", B64.encode(&sig));
         assert_eq!(
             token_err(verify(&bad)),
             TokenError::SignatureLength("ES256"),
@@ -741,8 +743,8 @@ fn rsa_under_2048_bits_refused_at_import() {
         Jwk::parse(jwk.to_string().as_bytes(), Algorithm::RS256),
         Err(KeyError::RsaTooSmall(1024))
     );
-    let n = b64::decode(jwk["n"].as_str().unwrap()).unwrap();
-    let e = b64::decode(jwk["e"].as_str().unwrap()).unwrap();
+    let n = B64.decode(jwk["n"].as_str().unwrap()).unwrap();
+    let e = B64.decode(jwk["e"].as_str().unwrap()).unwrap();
     for alg in [Algorithm::RS256, Algorithm::PS512] {
         assert_eq!(
             PublicKey::from_material(

@@ -1,8 +1,10 @@
 //! ML-DSA (FIPS 204) as RFC 9964 puts it in JOSE: `AKP` JWKs read strictly,
 //! sign -> verify per parameter set, and each refusal with its own error.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
 use keyward_jose::{
-    b64, sign_jwt, verify_jwt, Algorithm, Error, Jwk, KeyError, KeySet, LocalSigner, PrivateKey,
+    sign_jwt, verify_jwt, Algorithm, Error, Jwk, KeyError, KeySet, LocalSigner, PrivateKey,
     PublicKey, TokenError, TokenSigner, Validation,
 };
 use serde_json::{json, Value};
@@ -35,7 +37,7 @@ fn parse(v: &Value) -> Result<Jwk, KeyError> {
 
 fn private_jwk(key: &PrivateKey, seed: &[u8]) -> Value {
     let mut v = key.public_key().to_jwk(None).to_value();
-    v["priv"] = json!(b64::encode(seed));
+    v["priv"] = json!(B64.encode(seed));
     v
 }
 
@@ -75,11 +77,11 @@ fn tampered_tokens_are_refused_with_the_specific_error() {
     let keys = keys_of(&signer);
     let policy = policy(&[Algorithm::MlDsa65]);
     let (input, sig) = token.rsplit_once('.').unwrap();
-    let mut sig = b64::decode(sig).unwrap();
+    let mut sig = B64.decode(sig).unwrap();
 
     // One bit of the signature.
     sig[100] ^= 1;
-    let bad = format!("{input}.{}", b64::encode(&sig));
+    let bad = format!("{input}.{}", B64.encode(&sig));
     assert!(matches!(
         verify_jwt(&bad, &keys, &policy, NOW),
         Err(Error::Token(TokenError::BadSignature))
@@ -92,8 +94,8 @@ fn tampered_tokens_are_refused_with_the_specific_error() {
     other["sub"] = json!("mallory");
     let forged = format!(
         "{header}.{}.{}",
-        b64::encode(other.to_string().as_bytes()),
-        b64::encode(&sig)
+        B64.encode(other.to_string().as_bytes()),
+        B64.encode(&sig)
     );
     assert!(matches!(
         verify_jwt(&forged, &keys, &policy, NOW),
@@ -104,7 +106,7 @@ fn tampered_tokens_are_refused_with_the_specific_error() {
     for len in [sig.len() - 1, sig.len() + 1] {
         let mut s = sig.clone();
         s.resize(len, 0);
-        let bad = format!("{input}.{}", b64::encode(&s));
+        let bad = format!("{input}.{}", B64.encode(&s));
         assert!(matches!(
             verify_jwt(&bad, &keys, &policy, NOW),
             Err(Error::Token(TokenError::SignatureLength("ML-DSA-65")))
@@ -121,12 +123,12 @@ fn header_alg_must_equal_the_keys() {
         .unwrap();
     let input = format!(
         "{}.{}",
-        b64::encode(br#"{"alg":"ML-DSA-65","kid":"k","typ":"at+jwt"}"#),
-        b64::encode(claims().to_string().as_bytes())
+        B64.encode(br#"{"alg":"ML-DSA-65","kid":"k","typ":"at+jwt"}"#),
+        B64.encode(claims().to_string().as_bytes())
     );
     let token = format!(
         "{input}.{}",
-        b64::encode(&key.sign(input.as_bytes()).unwrap())
+        B64.encode(key.sign(input.as_bytes()).unwrap())
     );
     assert!(matches!(
         verify_jwt(&token, &keys, &policy(&Algorithm::ALL), NOW),
@@ -147,12 +149,12 @@ fn public_jwk_refusals() {
     v.as_object_mut().unwrap().remove("alg");
     assert_eq!(parse(&v), Err(KeyError::AkpMissingAlgorithm));
 
-    let public = b64::decode(good["pub"].as_str().unwrap()).unwrap();
+    let public = B64.decode(good["pub"].as_str().unwrap()).unwrap();
     for len in [0, 1311, 1313, 1952] {
         let mut p = public.clone();
         p.resize(len, 7);
         let mut v = good.clone();
-        v["pub"] = json!(b64::encode(&p));
+        v["pub"] = json!(B64.encode(&p));
         assert_eq!(
             parse(&v),
             Err(KeyError::PublicKeyLength {
@@ -201,7 +203,7 @@ fn public_jwk_refusals() {
     ));
 
     let mut v = good.clone();
-    v["priv"] = json!(b64::encode(&[0; 32]));
+    v["priv"] = json!(B64.encode([0; 32]));
     assert_eq!(parse(&v), Err(KeyError::PrivateMembers));
 
     let mut v = good.clone();
@@ -219,7 +221,7 @@ fn private_jwk_refusals() {
 
     for len in [0, 31, 33, 64] {
         let mut v = good.clone();
-        v["priv"] = json!(b64::encode(&vec![9u8; len]));
+        v["priv"] = json!(B64.encode(vec![9u8; len]));
         assert_eq!(
             read(&v).unwrap_err(),
             KeyError::SeedLength {
@@ -230,7 +232,7 @@ fn private_jwk_refusals() {
     }
     // A valid seed of another key.
     let mut v = good.clone();
-    v["priv"] = json!(b64::encode(&[8u8; 32]));
+    v["priv"] = json!(B64.encode([8u8; 32]));
     assert_eq!(read(&v).unwrap_err(), KeyError::SeedMismatch);
 
     let mut v = good.clone();
@@ -249,7 +251,7 @@ fn private_jwk_refusals() {
 
     let ec = PrivateKey::generate(Algorithm::ES256, None).unwrap();
     let mut v = ec.public_key().to_jwk(None).to_value();
-    v["d"] = json!(b64::encode(&[1; 32]));
+    v["d"] = json!(B64.encode([1; 32]));
     assert!(matches!(read(&v), Err(KeyError::UnsupportedKeyType(_))));
 
     // Seeds are for ML-DSA only.
@@ -292,13 +294,13 @@ fn encodings_and_generation() {
         assert_eq!(&PublicKey::from_pem(alg, &pem).unwrap(), key.public_key());
         // The raw key is not SPKI; another parameter set's key is refused.
         let jwk = key.public_key().to_jwk(None).to_value();
-        let raw = b64::decode(jwk["pub"].as_str().unwrap()).unwrap();
+        let raw = B64.decode(jwk["pub"].as_str().unwrap()).unwrap();
         assert!(PublicKey::from_der(alg, &raw).is_err());
         for other in ML_DSA.into_iter().filter(|&o| o != alg) {
             assert!(PrivateKey::from_der(other, &key.to_pkcs8_der()).is_err());
             assert!(PublicKey::from_der(other, &key.public_key().to_spki_der()).is_err());
         }
         assert!(PrivateKey::from_der(Algorithm::EdDSA, &key.to_pkcs8_der()).is_err());
-        assert!(!format!("{key:?}").contains(&b64::encode(&key.to_pkcs8_der())));
+        assert!(!format!("{key:?}").contains(&B64.encode(key.to_pkcs8_der())));
     }
 }

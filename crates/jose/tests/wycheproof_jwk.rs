@@ -8,8 +8,10 @@
 //! `private` set) are refused whatever their Wycheproof result; the only
 //! asymmetric `valid` test is loaded and its `jws` verified.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
 use keyward_jose::{
-    b64, verify_compact, Algorithm, JwkSet, KeyError, KeySet, TokenError, DEFAULT_MAX_TOKEN_LEN,
+    verify_compact, Algorithm, JwkSet, KeyError, KeySet, TokenError, DEFAULT_MAX_TOKEN_LEN,
 };
 use serde_json::Value;
 
@@ -25,7 +27,7 @@ fn load() -> Value {
 /// is verified afterwards).
 fn header_kid(token: &str) -> Option<String> {
     let h = token.split('.').next()?;
-    let v: Value = serde_json::from_slice(&b64::decode(h)?).ok()?;
+    let v: Value = serde_json::from_slice(&B64.decode(h).ok()?).ok()?;
     v["kid"].as_str().map(str::to_owned)
 }
 

@@ -18,6 +18,8 @@
 //! JOSE signs with an empty context (RFC 9964 §5): tests with a non-empty
 //! `ctx` and the "external mu" tests (no `msg`) are skipped, and counted.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
 use keyward_jose::{Algorithm, Jwk, KeyError, PrivateKey, PublicKey, TokenError};
 use serde_json::{json, Value};
 
@@ -45,7 +47,7 @@ fn text<'a>(v: &'a Value, member: &str) -> &'a str {
 }
 
 fn b64(bytes: &[u8]) -> String {
-    keyward_jose::b64::encode(bytes)
+    B64.encode(bytes)
 }
 
 /// Whether a test applies to JOSE: it has a `msg` and no (or an empty) `ctx`.

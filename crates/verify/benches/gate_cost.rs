@@ -8,12 +8,24 @@
 //!
 //! `cargo bench -p keyward-verify --bench gate_cost [-- SECONDS_PER_CASE]`
 //! Keys are generated at start-up and written only to a temporary directory.
+//!
+//! `-- count:N` instead verifies each case's token N times with the
+//! uncached gate in `instr_warm`, and N times a token whose header bytes the
+//! gate cannot have remembered (its issuer's memo slots are taken by four
+//! other headers of the same key) in `instr_cold`, and prints nothing: under
+//! `valgrind --tool=callgrind --toggle-collect='*::instr_*'` each function's
+//! inclusive total / (3 N) is the gate's instructions per verification of a
+//! warm token (issuer chosen by its remembered header) and of a cold one
+//! (issuer chosen by `iss`), the same from run to run; `instr_raw` counts
+//! the signature checks alone (`scripts/bench-gate-instr.sh`).
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
-use keyward_jose::{b64, sign_jwt, Algorithm, JwkSet, LocalSigner, PrivateKey, TokenSigner};
+use keyward_jose::{sign_jwt, Algorithm, JwkSet, LocalSigner, PrivateKey, TokenSigner};
 use keyward_verify::{Gate, IssuerPolicy, KeySource};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -29,11 +41,58 @@ fn batch(n: u32, f: &dyn Fn()) -> f64 {
     start.elapsed().as_nanos() as f64 / n as f64
 }
 
+/// Verifies each token `n` times with the uncached gate.
+fn verify_n(rt: &tokio::runtime::Runtime, gate: &Gate, tokens: &[String], n: u64) {
+    for t in tokens {
+        for _ in 0..n {
+            black_box(rt.block_on(gate.verify(black_box(t))).unwrap());
+        }
+    }
+}
+
+// The two differ by a marker the optimizer must keep, so that they are not
+// folded into one function.
+#[inline(never)]
+fn instr_warm(rt: &tokio::runtime::Runtime, gate: &Gate, tokens: &[String], n: u64) {
+    black_box(1u8);
+    verify_n(rt, gate, tokens, n)
+}
+
+/// A pre-parsed key, a signing input and its decoded signature.
+type Raw = (ParsedPublicKey, Vec<u8>, Vec<u8>);
+
+/// The signature check alone (aws-lc-rs), the floor under both.
+#[inline(never)]
+fn instr_raw(raws: &[Raw], n: u64) {
+    for (key, input, signature) in raws {
+        for _ in 0..n {
+            key.verify_sig(black_box(input), black_box(signature))
+                .unwrap();
+        }
+    }
+}
+
+#[inline(never)]
+fn instr_cold(rt: &tokio::runtime::Runtime, gate: &Gate, tokens: &[String], n: u64) {
+    black_box(2u8);
+    verify_n(rt, gate, tokens, n)
+}
+
+/// What the raw check of `token` needs, prepared outside the measurement.
+fn raw_parts(alg: &'static dyn VerificationAlgorithm, s: &LocalSigner, token: &str) -> Raw {
+    let key = ParsedPublicKey::new(alg, s.public_jwk().key.to_spki_der()).unwrap();
+    let dot = token.rfind('.').unwrap();
+    let signature = B64.decode(&token[dot + 1..]).unwrap();
+    (key, token.as_bytes()[..dot].to_vec(), signature)
+}
+
 fn main() {
-    let secs: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(4.0);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let count: Option<u64> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("count:"))
+        .map(|n| n.parse().expect("count:N"));
+    let secs: f64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(4.0);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -86,23 +145,41 @@ fn main() {
         uncached.warm_up().await;
         cached.warm_up().await;
     });
+    let claims = |name: &str| {
+        serde_json::json!({
+            "iss": format!("https://{name}.bench"), "sub": "bench-user", "aud": "api://bench",
+            "exp": now + 3600, "iat": now, "jti": "0b6e0f3a-5c1d-4b8e-9a72-3f1d2c4e5a6b",
+            "client_id": "bench", "scope": "orders:read", "permissions": ["orders.*"],
+        })
+    };
+    if let Some(n) = count {
+        // Four spellings of `at+jwt` take an issuer's four remembered
+        // headers; a token with a fifth is read from scratch every time.
+        let typs = ["at+jwt", "AT+JWT", "At+Jwt", "application/at+jwt"];
+        let (mut warm, mut cold, mut raws) = (Vec::new(), Vec::new(), Vec::new());
+        for ((name, _, _, raw_alg), s) in cases.iter().zip(&signers) {
+            for typ in typs {
+                let t = sign_jwt(s, Some(typ), &claims(name)).unwrap();
+                rt.block_on(uncached.verify(&t)).unwrap();
+            }
+            let t = sign_jwt(s, Some("at+jwt"), &claims(name)).unwrap();
+            raws.push(raw_parts(*raw_alg, s, &t));
+            warm.push(t);
+            cold.push(sign_jwt(s, Some("application/AT+JWT"), &claims(name)).unwrap());
+        }
+        verify_n(&rt, &uncached, &cold, 1);
+        instr_raw(&raws, n);
+        instr_warm(&rt, &uncached, &warm, n);
+        instr_cold(&rt, &uncached, &cold, n);
+        return;
+    }
     println!(
         "{:<12} {:>9} {:>12} {:>10}   {:>14} {:>12}",
         "algorithm", "raw ns", "uncached ns", "cached ns", "uncached/raw", "cached/raw"
     );
     for ((name, _, _, raw_alg), s) in cases.iter().zip(&signers) {
-        let claims = serde_json::json!({
-            "iss": format!("https://{name}.bench"), "sub": "bench-user", "aud": "api://bench",
-            "exp": now + 3600, "iat": now, "jti": "0b6e0f3a-5c1d-4b8e-9a72-3f1d2c4e5a6b",
-            "client_id": "bench", "scope": "orders:read", "permissions": ["orders.*"],
-        });
-        let token = sign_jwt(s, Some("at+jwt"), &claims).unwrap();
-        let key = ParsedPublicKey::new(*raw_alg, s.public_jwk().key.to_spki_der()).unwrap();
-        let dot = token.rfind('.').unwrap();
-        let (input, signature) = (
-            token.as_bytes()[..dot].to_vec(),
-            b64::decode(&token[dot + 1..]).unwrap(),
-        );
+        let token = sign_jwt(s, Some("at+jwt"), &claims(name)).unwrap();
+        let (key, input, signature) = raw_parts(*raw_alg, s, &token);
         let raw = || {
             key.verify_sig(black_box(&input), black_box(&signature))
                 .unwrap()

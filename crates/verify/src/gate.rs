@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use keyward_jose::{dangerous, verify_jwt, Error as JoseError, TokenError, Validation};
+use keyward_jose::{dangerous, Error as JoseError, TokenError, UnverifiedToken, Validation};
 use metrics::counter;
 
 use crate::bearer::{b64token, bearer_value};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{BuildError, JwksError, VerifyError};
 use crate::identity::Identity;
-use crate::jwks_cache::JwksCache;
+use crate::jwks_cache::{JwksCache, Snapshot};
 use crate::policy::IssuerPolicy;
 use crate::revocation::RevocationList;
 use crate::token_cache::{Entry, Key, TokenCache};
@@ -278,47 +278,34 @@ impl Gate {
         }
     }
 
-    /// The issuer whose key set already verified these exact header bytes,
-    /// when no other issuer may publish the same kid (an issuer whose keys
-    /// are not loaded might). A hint only: the chosen policy still checks
-    /// `iss` and the signature, and a refusal is retried by `iss`.
-    fn remembered_issuer(&self, token: &str) -> Option<usize> {
-        let issuers = &self.inner.issuers;
-        for (i, t) in issuers.iter().enumerate() {
-            let Some(snap) = t.keys.current() else {
-                continue;
-            };
-            let Some(kid) = snap.keys.known_header_kid(token) else {
-                continue;
-            };
-            let unique = issuers.iter().enumerate().all(|(j, other)| {
-                j == i
-                    || other
-                        .keys
-                        .current()
-                        .is_some_and(|s| s.keys.get(kid).is_none())
-            });
-            if unique {
-                return Some(i);
-            }
-        }
-        None
+    /// The issuer whose key set (in `snaps`, each issuer's current one)
+    /// already verified these exact header bytes, when no other issuer may
+    /// publish the same kid (an issuer whose keys are not loaded might). A
+    /// hint only: the chosen policy still checks `iss` and the signature,
+    /// and a refusal is retried by `iss`.
+    fn remembered_issuer(
+        snaps: &[Option<Arc<Snapshot>>],
+        token: &UnverifiedToken<'_>,
+    ) -> Option<usize> {
+        let kid = token.kid()?;
+        let remembers =
+            |s: &Option<Arc<Snapshot>>| s.as_ref().is_some_and(|s| s.keys.remembers(token));
+        let i = snaps.iter().position(remembers)?;
+        let unique = snaps
+            .iter()
+            .enumerate()
+            .all(|(j, other)| j == i || other.as_ref().is_some_and(|s| s.keys.get(kid).is_none()));
+        unique.then_some(i)
     }
 
-    /// The issuer the token's `iss` names, read unverified only to choose
-    /// whose keys and policy to verify with (that policy checks it again).
-    /// The payload is read by the same strict parser verification uses, so
-    /// the choice never refuses what verification would accept.
-    fn issuer_by_iss(&self, token: &str) -> Result<usize, VerifyError> {
-        let payload = token
-            .split('.')
-            .nth(1)
-            .and_then(keyward_jose::b64::decode)
-            .ok_or(VerifyError::Invalid(JoseError::Token(TokenError::Base64(
-                "payload",
-            ))))?;
-        let claims = keyward_jose::Claims::parse(payload, &[])?;
-        let iss = claims.iss().ok_or(VerifyError::UntrustedIssuer)?;
+    /// The issuer the token's `iss` names, read unverified
+    /// ([`dangerous::peek_names`]) only to choose whose keys and policy to
+    /// verify with (that policy checks it again). The payload is read by
+    /// the same strict parser verification uses, so the choice never
+    /// refuses what verification would accept.
+    fn issuer_by_iss(&self, token: &UnverifiedToken<'_>) -> Result<usize, VerifyError> {
+        let names = dangerous::peek_names(token)?;
+        let iss = names.iss().ok_or(VerifyError::UntrustedIssuer)?;
         self.inner
             .issuers
             .iter()
@@ -326,48 +313,67 @@ impl Gate {
             .ok_or(VerifyError::UntrustedIssuer)
     }
 
+    /// Reads `token` once (split, header) and verifies it with the issuer
+    /// it belongs to: the only one, else the one whose keys verified its
+    /// header bytes before, else the one its `iss` names.
     async fn verify_uncached(
         &self,
         token: &str,
     ) -> Result<(Arc<Identity>, usize, u64), VerifyError> {
-        if self.inner.issuers.len() == 1 {
-            return self.verify_with(0, token).await;
+        let issuers = &self.inner.issuers;
+        // Before an issuer is chosen, the largest of their bounds; the
+        // chosen policy holds the token to its own.
+        let max_len = issuers
+            .iter()
+            .map(|t| t.validation.max_token_len)
+            .max()
+            .unwrap_or_default();
+        if let [only] = issuers.as_slice() {
+            let snap = only.keys.current();
+            let keys = snap.as_deref().map(|s| &s.keys);
+            let token = UnverifiedToken::parse_known(token, max_len, keys)?;
+            return self.verify_with(0, &token, snap).await;
         }
-        if let Some(i) = self.remembered_issuer(token) {
-            match self.verify_with(i, token).await {
+        // Each issuer's current keys, taken once for this token.
+        let snaps: Vec<Option<Arc<Snapshot>>> = issuers.iter().map(|t| t.keys.current()).collect();
+        let keys = snaps.iter().flatten().map(|s| &s.keys);
+        let token = UnverifiedToken::parse_known(token, max_len, keys)?;
+        if let Some(i) = Self::remembered_issuer(&snaps, &token) {
+            match self.verify_with(i, &token, snaps[i].clone()).await {
                 Ok(done) => return Ok(done),
                 // Refused under the remembered issuer: perhaps another one
                 // has since published the same kid. Decide by `iss`, as if
                 // nothing had been remembered (and refuse as that would).
-                Err(e) => match self.issuer_by_iss(token) {
+                Err(e) => match self.issuer_by_iss(&token) {
                     Ok(j) if j != i => {}
                     Ok(_) => return Err(e),
                     Err(by_iss) => return Err(by_iss),
                 },
             }
         }
-        let i = self.issuer_by_iss(token)?;
-        self.verify_with(i, token).await
+        let i = self.issuer_by_iss(&token)?;
+        self.verify_with(i, &token, snaps[i].clone()).await
     }
 
-    /// Verifies `token` with trusted issuer `idx`'s keys and policy.
+    /// Verifies `token` with trusted issuer `idx`'s keys (`snap` when they
+    /// were already taken) and policy.
     async fn verify_with(
         &self,
         idx: usize,
-        token: &str,
+        token: &UnverifiedToken<'_>,
+        snap: Option<Arc<Snapshot>>,
     ) -> Result<(Arc<Identity>, usize, u64), VerifyError> {
         let t = &self.inner.issuers[idx];
         let now = self.inner.clock.now();
-        let mut snap = t.keys.keys().await?;
-        let verified = match verify_jwt(token, &snap.keys, &t.validation, now) {
+        let mut snap = match snap {
+            Some(s) => s,
+            None => t.keys.keys().await?,
+        };
+        let verified = match token.verify(&snap.keys, &t.validation, now) {
             Err(JoseError::Token(TokenError::UnknownKid(_))) => {
-                let (header, _) = dangerous::decode_unverified(token)?;
-                let kid = header
-                    .get("kid")
-                    .and_then(|k| k.as_str())
-                    .unwrap_or_default();
+                let kid = token.kid().unwrap_or_default();
                 snap = t.keys.refetch_for_unknown(kid, snap.generation).await?;
-                verify_jwt(token, &snap.keys, &t.validation, now)?
+                token.verify(&snap.keys, &t.validation, now)?
             }
             other => other?,
         };

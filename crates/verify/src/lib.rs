@@ -51,3 +51,29 @@ pub use permissions::{Grants, Requirement, Template};
 pub use policy::IssuerPolicy;
 pub use revocation::RevocationList;
 pub use token_cache::TokenCache;
+
+/// `payload`'s claims as only verification gives them, for unit tests:
+/// signed with a throwaway key and verified under a policy that checks
+/// nothing but the signature and the payload's form, keeping the text of
+/// the claims named in `keep`.
+#[cfg(test)]
+pub(crate) fn verified_claims(
+    payload: &str,
+    keep: &'static [&'static str],
+) -> keyward_jose::Claims {
+    use keyward_jose::{sign_payload, verify_jwt, Algorithm, KeySet, LocalSigner, PrivateKey};
+    use keyward_jose::{TokenSigner, Validation};
+    let signer = LocalSigner::new(PrivateKey::generate(Algorithm::EdDSA, None).unwrap(), None);
+    let token = sign_payload(&signer, None, payload.as_bytes()).unwrap();
+    let mut keys = KeySet::new();
+    let jwk = signer.public_jwk();
+    keys.insert(jwk.kid, jwk.key).unwrap();
+    let anything = Validation {
+        required_claims: Vec::new(),
+        // Any time claim passes at `now` = 0.
+        leeway_secs: u32::MAX.into(),
+        keep_claims: keep,
+        ..Validation::default()
+    };
+    verify_jwt(&token, &keys, &anything, 0).unwrap().claims
+}

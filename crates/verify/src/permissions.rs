@@ -427,15 +427,14 @@ mod tests {
 
     #[test]
     fn grants_from_identity() {
-        let claims = keyward_jose::Claims::parse(
-            serde_json::to_vec(&serde_json::json!({
+        let claims = crate::verified_claims(
+            &serde_json::json!({
                 "iss": "https://i", "sub": "s", "exp": 10, "iat": 1,
                 "scope": "read *", "permissions": ["orders.*", "*"],
-            }))
-            .unwrap(),
+            })
+            .to_string(),
             &[],
-        )
-        .unwrap();
+        );
         let id = Identity::from_claims(claims.clone(), None).unwrap();
         assert!(id.permission_grants().covers("orders.1"));
         assert!(!id.permission_grants().covers("users.1"));

@@ -141,8 +141,7 @@ mod tests {
     use super::*;
 
     fn entry(sub: &str) -> Entry {
-        let payload = format!(r#"{{"iss":"i","sub":"{sub}"}}"#).into_bytes();
-        let claims = keyward_jose::Claims::parse(payload, &[]).unwrap();
+        let claims = crate::verified_claims(&format!(r#"{{"iss":"i","sub":"{sub}"}}"#), &[]);
         Entry {
             identity: Arc::new(Identity::from_claims(claims, None).unwrap()),
             issuer: 0,

@@ -329,6 +329,64 @@ async fn a_rotated_in_key_is_found_through_the_unknown_kid_path() {
 }
 
 #[tokio::test]
+async fn a_malformed_token_is_refused_before_any_key_is_fetched() {
+    // A token is read (split, header) once, before an issuer is chosen and
+    // before its keys are fetched: whatever a malformed token says, it costs
+    // no fetch, with one trusted issuer or several.
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    let (ka, kb) = (signer(Algorithm::ES256, "a"), signer(Algorithm::EdDSA, "b"));
+    let (sa, sb) = (
+        JwksServer::start(jwks(&[&ka])).await,
+        JwksServer::start(jwks(&[&kb])).await,
+    );
+    let good = token(&ka, &sa.base(), "api", now(), serde_json::json!({}));
+    let (h, rest) = good.split_once('.').unwrap();
+    let hs256 = B64.encode(r#"{"alg":"HS256","kid":"a","typ":"at+jwt"}"#);
+    let crit = B64.encode(r#"{"alg":"ES256","kid":"a","crit":["exp"],"exp":1}"#);
+    let cases = [
+        ("a.b".to_string(), TokenError::Segments),
+        (format!("{good}.x"), TokenError::Segments),
+        (format!("{h}=.{rest}"), TokenError::Base64("header")),
+        (
+            format!("{hs256}.{rest}"),
+            TokenError::ForbiddenAlgorithm("HS256".into()),
+        ),
+        (
+            format!("{crit}.{rest}"),
+            TokenError::UnknownCritical("exp".into()),
+        ),
+        ("a.b.c".repeat(2000), TokenError::TooLong(8192)),
+    ];
+    for gate in [
+        Gate::builder().issuer(policy(&sa)).build().unwrap(),
+        Gate::builder()
+            .issuer(policy(&sa))
+            .issuer(policy(&sb))
+            .build()
+            .unwrap(),
+    ] {
+        for (t, want) in &cases {
+            assert_eq!(
+                gate.verify(t).await.unwrap_err(),
+                VerifyError::Invalid(JoseError::Token(want.clone())),
+                "{}",
+                &t[..t.len().min(60)]
+            );
+        }
+        assert_eq!(sa.fetches() + sb.fetches(), 0);
+    }
+    // The good token still passes, and only then are keys fetched.
+    let two = Gate::builder()
+        .issuer(policy(&sa))
+        .issuer(policy(&sb))
+        .build()
+        .unwrap();
+    assert_eq!(two.verify(&good).await.unwrap().issuer, sa.base());
+    assert_eq!((sa.fetches(), sb.fetches()), (1, 0));
+}
+
+#[tokio::test]
 async fn headers_find_a_cached_token_by_its_bytes_and_still_refuse_malformed_ones() {
     use http::{HeaderMap, HeaderValue};
     let k = signer(Algorithm::EdDSA, "k1");

@@ -3,6 +3,8 @@
 
 mod support;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
 use std::time::{Duration, Instant};
 
 use keyward_jose::Algorithm;
@@ -367,7 +369,7 @@ async fn weak_and_malformed_keys_are_dropped_and_the_rest_used() {
     let good = signer(Algorithm::ES256, "good");
     let good_jwk =
         serde_json::from_str::<serde_json::Value>(&jwks(&[&good])).unwrap()["keys"][0].clone();
-    let b64 = |bytes: &[u8]| keyward_jose::b64::encode(bytes);
+    let b64 = |bytes: &[u8]| B64.encode(bytes);
     let mut n = vec![0xC3u8; 128];
     n[127] |= 1;
     let rsa_1024 = serde_json::json!({"kty":"RSA","kid":"rsa1024","alg":"RS256","use":"sig","n":b64(&n),"e":"AQAB"});

@@ -3,6 +3,8 @@
 //! port, and a small HTTP client.
 #![allow(dead_code)]
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use keyward_gateway::{Config, Gateway, Running};
-use keyward_jose::{b64, sign_jwt, Algorithm, LocalSigner, PrivateKey, TokenSigner};
+use keyward_jose::{sign_jwt, Algorithm, LocalSigner, PrivateKey, TokenSigner};
 use serde_json::{json, Value};
 
 pub const ISS: &str = "https://issuer.test";
@@ -63,7 +65,7 @@ pub fn claims() -> Value {
     let now = now();
     json!({
         "iss": ISS, "sub": "alice", "aud": AUD, "exp": now + 600, "iat": now, "nbf": now,
-        "jti": format!("j-{}", b64::encode(&keyward_jose::crypto::random_bytes::<9>())),
+        "jti": format!("j-{}", B64.encode(keyward_jose::crypto::random_bytes::<9>())),
         "client_id": "client-1", "scope": "orders:read orders:write",
         "permissions": ["orders.1.read", "reports.*"]
     })
@@ -84,11 +86,11 @@ pub fn token() -> String {
 pub fn signed_raw(s: &dyn TokenSigner, header: &str, payload: &str) -> String {
     let input = format!(
         "{}.{}",
-        b64::encode(header.as_bytes()),
-        b64::encode(payload.as_bytes())
+        B64.encode(header.as_bytes()),
+        B64.encode(payload.as_bytes())
     );
     let sig = s.sign(input.as_bytes()).unwrap();
-    format!("{input}.{}", b64::encode(&sig))
+    format!("{input}.{}", B64.encode(&sig))
 }
 
 /// The default ES256 header.

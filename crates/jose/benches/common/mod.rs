@@ -13,12 +13,13 @@
 //!
 //! Keys are generated at start-up and never written anywhere.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
 use keyward_jose::{
-    b64, sign_jwt, Algorithm, KeySet, LocalSigner, PrivateKey, PublicMaterial, TokenSigner,
-    Validation,
+    sign_jwt, Algorithm, KeySet, LocalSigner, PrivateKey, PublicMaterial, TokenSigner, Validation,
 };
 use serde_json::json;
 use std::hint::black_box;
@@ -107,18 +108,18 @@ impl Case {
         let raw_key = ParsedPublicKey::new(raw_alg, public.to_spki_der()).expect("SPKI");
         let dot = token.rfind('.').unwrap();
         let signing_input = token.as_bytes()[..dot].to_vec();
-        let signature = b64::decode(&token[dot + 1..]).unwrap();
+        let signature = B64.decode(&token[dot + 1..]).unwrap();
 
         // jsonwebtoken: the same key from our JWK's base64url members.
         let dk = match public.material() {
             PublicMaterial::Rsa { n, e } => {
-                jsonwebtoken::DecodingKey::from_rsa_components(&b64::encode(n), &b64::encode(e))
+                jsonwebtoken::DecodingKey::from_rsa_components(&B64.encode(n), &B64.encode(e))
             }
             PublicMaterial::Ec { x, y, .. } => {
-                jsonwebtoken::DecodingKey::from_ec_components(&b64::encode(x), &b64::encode(y))
+                jsonwebtoken::DecodingKey::from_ec_components(&B64.encode(x), &B64.encode(y))
             }
             PublicMaterial::Ed25519 { x } => {
-                jsonwebtoken::DecodingKey::from_ed_components(&b64::encode(x))
+                jsonwebtoken::DecodingKey::from_ed_components(&B64.encode(x))
             }
             PublicMaterial::MlDsa { .. } => unreachable!("the cases are RS256, ES256 and EdDSA"),
         }
