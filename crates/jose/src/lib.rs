@@ -51,5 +51,5 @@ pub use error::{ClaimsError, Error, KeyError, SealError, TokenError};
 pub use jwk::{Jwk, JwkSet, RejectedKey};
 pub use jws::{verify_compact, Header, DEFAULT_MAX_TOKEN_LEN};
 pub use key::{PrivateKey, PublicKey, PublicMaterial};
-pub use signer::{sign_jwt, sign_payload, LocalSigner, TokenSigner};
+pub use signer::{sign_jwt, sign_payload, LocalSigner, PreparedSigner, SigningCost, TokenSigner};
 pub use verifier::{verify_jwt, KeySet, VerifiedToken, Verifier};
