@@ -161,11 +161,14 @@ impl Fixture {
         (status, serde_json::from_slice(&body).unwrap())
     }
 
+    /// The signer `dev` signs with now, on this server.
+    fn signer(&self) -> Option<Arc<dyn TokenSigner>> {
+        self.authority.snapshot().env("dev").unwrap().signer(NOW)
+    }
+
     /// The kid `dev` signs with now, on this server.
     fn signing_kid(&self) -> Option<String> {
-        let snapshot = self.authority.snapshot();
-        let env = snapshot.env("dev").unwrap();
-        env.signer(NOW).map(|s| s.kid().to_string())
+        self.signer().map(|s| s.kid().to_string())
     }
 
     async fn kids(&self) -> Vec<String> {
@@ -215,6 +218,7 @@ fn unopened_under_stale_root(err: &IssuerError, kid: &str, held: &str, expected:
 async fn reload_keeps_the_signers_of_rewrapped_keys() {
     let f = fixture(None).await;
     let kid = f.signing_kid().expect("dev signs");
+    let before = f.signer().unwrap();
     let new_root = RootKey::generate();
     f.store
         .rewrap_all(&f.root, &new_root, "test", NOW)
@@ -223,6 +227,8 @@ async fn reload_keeps_the_signers_of_rewrapped_keys() {
     // Every sealed blob changed; the private keys did not.
     f.authority.reload().await.unwrap();
     assert_eq!(f.signing_kid().as_deref(), Some(kid.as_str()));
+    // The very signer that was open, not one opened again.
+    assert!(Arc::ptr_eq(&before, &f.signer().unwrap()));
     let health = f.authority.reload_health();
     assert!(health.failure.is_none(), "{health:?}");
     assert_eq!(
