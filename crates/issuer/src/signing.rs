@@ -1,9 +1,11 @@
 //! Signing tokens without stalling the async runtime. Each signer says what
-//! a signature costs its thread ([`TokenSigner::cost`]): one that blocks for
-//! a millisecond or more (RSA; an HSM or a KMS waiting on I/O) runs on a
-//! dedicated pool of threads, a quick one (ECDSA, EdDSA, ML-DSA: tens to
-//! hundreds of microseconds) runs inline. The token itself is assembled by
-//! keyward-jose ([`PreparedSigner`]), whatever holds the key.
+//! a signature costs its thread ([`TokenSigner::cost`]): one that holds it
+//! for hundreds of microseconds or more (RSA, ML-DSA; an HSM or a KMS
+//! waiting on I/O) runs on a dedicated pool of threads, a quick one (ECDSA,
+//! EdDSA: tens of microseconds) runs inline. The token itself is assembled
+//! by keyward-jose ([`PreparedSigner`]), whatever holds the key.
+//!
+//! [`TokenSigner::cost`]: keyward_jose::TokenSigner::cost
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};

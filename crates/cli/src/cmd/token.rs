@@ -7,10 +7,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use keyward_issuer::grants::UserGrant;
 use keyward_issuer::signing::SigningPool;
 use keyward_issuer::{keyring, rotation, Authority};
-use keyward_jose::crypto::random_bytes;
 use keyward_jose::{
-    b64, dangerous, sign_jwt, verify_compact, verify_jwt, Algorithm, Jwk, JwkSet, KeySet,
-    Validation,
+    dangerous, sign_jwt, verify_compact, verify_jwt, Algorithm, Jwk, JwkSet, KeySet, Validation,
 };
 use keyward_store::AuditEntry;
 use serde_json::{json, Value};
@@ -181,7 +179,7 @@ async fn sign(
         anyhow!("environment {env_name} has no active key (run `keyward keys rotate --env {env_name} --immediate`)")
     })?;
     let signer = keyring::load_signer(&root, rec)?;
-    let jti = b64::encode(&random_bytes::<16>());
+    let jti = keyward_issuer::tokens::new_id();
     claims.insert("iss".into(), json!(env.issuer));
     claims.insert("iat".into(), json!(now));
     claims.insert("nbf".into(), json!(now));
