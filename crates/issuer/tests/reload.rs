@@ -19,8 +19,8 @@ use keyward_issuer::http::{app, AppState};
 use keyward_issuer::signing::SigningPool;
 use keyward_issuer::tokens::{new_id, new_secret};
 use keyward_issuer::{
-    keyring, Authority, Change, FixedClock, IssuerError, KeyOptions, Origin, RootKeyLoader,
-    Schedule, Settings,
+    keyring, Authority, Change, FirstKey, FixedClock, IssuerError, KeyOptions, Origin,
+    RootKeyLoader, Schedule, Settings,
 };
 use keyward_jose::seal::RootKey;
 use keyward_jose::{Algorithm, PrivateKey, TokenSigner};
@@ -425,4 +425,47 @@ async fn an_environment_whose_keys_are_all_revoked_or_retired_is_not_ready() {
         (status, body.as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "no signing key: dev")
     );
+}
+
+#[tokio::test]
+async fn the_gauges_are_computed_from_the_snapshot_and_rendered() {
+    let f = fixture(None).await;
+    // An environment of this test alone: the recorder is shared by the tests.
+    let first = FirstKey {
+        root: &f.root,
+        key: &es256(),
+        opts: &opts(),
+    };
+    keyring::create_environment(&f.store, &environment("gauges"), Some(first), at())
+        .await
+        .unwrap();
+    f.authority.reload().await.unwrap();
+    let g = f.authority.gauges().await;
+    assert!(g.reload_ok && !g.root_key_stale && g.reload_last_success.is_some());
+    // store.init, env.create and key.generate twice.
+    assert_eq!(g.audit_chain_length, Some(5));
+    let policy = environment("gauges").policy;
+    let next = policy.rotate_every_secs - policy.lead_secs;
+    let mine: Vec<_> = g.envs.iter().filter(|e| e.env == "gauges").collect();
+    assert_eq!(
+        mine,
+        [&keyward_issuer::metrics::EnvGauges {
+            env: "gauges".into(),
+            without_key: false,
+            can_sign: true,
+            signing_key_age_secs: Some(0),
+            secs_to_next_rotation: Some(next),
+            published_keys: 1,
+        }]
+    );
+    let (_, metrics) = f.get("/metrics").await;
+    for line in [
+        "keyward_env_without_key{env=\"gauges\"} 0".to_string(),
+        "keyward_env_can_sign{env=\"gauges\"} 1".to_string(),
+        "keyward_published_keys{env=\"gauges\"} 1".to_string(),
+        "keyward_signing_key_age_seconds{env=\"gauges\"} 0".to_string(),
+        format!("keyward_seconds_to_next_rotation{{env=\"gauges\"}} {next}"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 }
