@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What one token costs the issuer, measured so that a shared host's noise
 # matters little:
-#   - user-space instructions per ES256 client_credentials token request
+#   - user-space instructions per client_credentials token request (ES256,
+#     or the algorithm in ALG)
 #     (`keyward serve` under callgrind: counters zeroed after a warm-up, then
 #     CG_SECS of wrk -c2, divided by the requests wrk counted);
 #   - server CPU (user + system, from /proc) per request for /healthz and the
@@ -10,7 +11,8 @@
 # one run: build the other revision's binary elsewhere and pass both.
 #
 # usage: scripts/bench-issuer-cost.sh [BIN ...]   (default: this tree's release build)
-#   ROUNDS (default 2), SECS per CPU run (default 8), CG_SECS (default 15), INSTR=0 skips callgrind
+#   ROUNDS (default 2), SECS per CPU run (default 8), CG_SECS (default 15), INSTR=0 skips callgrind,
+#   ALG (default ES256) the environment's signing algorithm
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-2}"; SECS="${SECS:-8}"; CG_SECS="${CG_SECS:-15}"
@@ -29,11 +31,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 # user and system CPU seconds used so far by process $1.
 cpu_split() { python3 -c "import os; f=open('/proc/$1/stat').read().rsplit(')',1)[1].split(); t=os.sysconf('SC_CLK_TCK'); print(int(f[11])/t, int(f[12])/t)"; }
 
-# setup BIN DIR -> sets PORT and writes DIR/post.lua (an ES256 store with one client)
+# setup BIN DIR -> sets PORT and writes DIR/post.lua (an $ALG store with one client)
 setup() {
   local bin="$1" dir="$2" c id secret
   PORT=$(free_port)
-  KEYWARD_DATA_DIR="$dir/data" "$bin" init --issuer "http://127.0.0.1:$PORT" --alg ES256 >/dev/null
+  KEYWARD_DATA_DIR="$dir/data" "$bin" init --issuer "http://127.0.0.1:$PORT" --alg "${ALG:-ES256}" >/dev/null
   c=$(KEYWARD_DATA_DIR="$dir/data" "$bin" clients create --env default --name bench --scopes "a b" --audience api://bench --json)
   id=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
   secret=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')

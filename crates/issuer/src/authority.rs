@@ -18,14 +18,15 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use keyward_jose::crypto::hex;
 use keyward_jose::seal::RootKey;
-use keyward_jose::{KeySet, LocalSigner};
+use keyward_jose::{KeySet, PreparedSigner, TokenSigner};
 use keyward_store::{Client, Environment, KeyRecord, KeyState, Store, Timestamp};
 
 use crate::clock::SharedClock;
 use crate::error::{error_chain, IssuerError, RootKeyLoadError};
 use crate::keyring;
+use crate::metrics;
 use crate::rotation;
-use crate::signing::{PreparedSigner, SigningPool};
+use crate::signing::SigningPool;
 
 /// The `typ` header of access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -80,7 +81,8 @@ pub struct JwksDoc {
 pub struct EnvState {
     pub env: Environment,
     pub keys: Vec<KeyRecord>,
-    /// Opened signers, with the header of the access tokens they sign.
+    /// Opened signers (any [`TokenSigner`]), with the header of the access
+    /// tokens they sign.
     signers: HashMap<String, Arc<PreparedSigner>>,
     /// Scheme, host (with port) and path of the issuer URL, for routing.
     pub host: String,
@@ -96,8 +98,8 @@ impl std::fmt::Debug for EnvState {
 
 impl EnvState {
     /// The key that signs at `now`, opened.
-    pub fn signer(&self, now: Timestamp) -> Option<Arc<LocalSigner>> {
-        self.access_token_signer(now).map(|s| s.signer.clone())
+    pub fn signer(&self, now: Timestamp) -> Option<Arc<dyn TokenSigner>> {
+        self.access_token_signer(now).map(|s| s.signer().clone())
     }
 
     /// The key that signs at `now`, with its access-token header.
@@ -398,6 +400,38 @@ impl Authority {
         h.root_key_stale = stale;
     }
 
+    /// The state-derived gauges as of now, for a `/metrics` scrape.
+    pub async fn gauges(&self) -> metrics::Gauges {
+        let now = self.now();
+        let health = self.reload_health();
+        let envs = self
+            .snapshot()
+            .envs
+            .iter()
+            .map(|e| {
+                let signing = rotation::signing_key(&e.keys, now);
+                let policy = &e.env.policy;
+                metrics::EnvGauges {
+                    env: e.env.name.clone(),
+                    without_key: e.keys.is_empty(),
+                    can_sign: e.access_token_signer(now).is_some(),
+                    signing_key_age_secs: signing.map(|k| now - k.activates_at),
+                    secs_to_next_rotation: signing.map(|k| {
+                        k.activates_at + policy.rotate_every_secs - policy.lead_secs - now
+                    }),
+                    published_keys: rotation::published(&e.keys, now).count(),
+                }
+            })
+            .collect();
+        metrics::Gauges {
+            reload_ok: health.failure.is_none(),
+            reload_last_success: health.last_success,
+            root_key_stale: health.root_key_stale.is_some(),
+            envs,
+            audit_chain_length: self.store.audit_len().await.ok(),
+        }
+    }
+
     /// What the reloads found so far.
     pub fn reload_health(&self) -> ReloadHealth {
         self.health.lock().expect("health lock").clone()
@@ -417,7 +451,7 @@ impl Authority {
             summary: failure_summary(e),
             detail: error_chain(e),
         };
-        crate::metrics::reload_failed(f.reason);
+        metrics::reload_failed(f.reason);
         let mut h = self.health.lock().expect("health lock");
         if h.failure.as_ref().map(|x| &x.detail) != Some(&f.detail) {
             tracing::error!(
@@ -533,7 +567,7 @@ impl Authority {
                 let opened = match (reused, &root) {
                     (Some(s), _) => Ok(s.clone()),
                     (None, Ok(root)) => keyring::load_signer(root, k)
-                        .map(|s| Arc::new(PreparedSigner::new(Arc::new(s), ACCESS_TOKEN_TYP))),
+                        .map(|s| Arc::new(PreparedSigner::new(s, Some(ACCESS_TOKEN_TYP)))),
                     (None, Err(_)) => {
                         unopened.push(k.kid.clone());
                         continue;

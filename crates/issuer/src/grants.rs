@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use keyward_jose::{claim_text, verify_jwt, Validation};
+use keyward_jose::{claim_text, verify_jwt, PreparedSigner, Validation};
 use keyward_store::{AccessRef, AuditEntry, Client, RefreshToken, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -31,7 +31,6 @@ use serde_json::{json, Map, Value};
 use crate::authority::{Authority, EnvState};
 use crate::clients::Credentials;
 use crate::oauth::{ErrorCode, FaultReason, OAuthError};
-use crate::signing::PreparedSigner;
 use crate::tokens::{hash_secret, new_id, new_secret, parse_scope, AccessClaims};
 
 /// A token request's parameters (RFC 6749 §4.4.2, §6).
@@ -274,7 +273,7 @@ impl Authority {
         .to_json();
         let token = self
             .pool
-            .sign_prepared(signer, payload)
+            .sign(signer, payload)
             .await
             .map_err(|e| OAuthError::internal(FaultReason::Signing, &e))?;
         Ok(TokenResponse {

@@ -160,7 +160,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    let body = crate::metrics::render(&s.authority, &s.metrics).await;
+    let body = crate::metrics::render(&s.authority.gauges().await, &s.metrics);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -8,8 +8,10 @@
 //! [`generate_key`] (and [`create_environment`] for an environment's first
 //! key), serves the CLI, the admin API and the scheduler alike.
 
+use std::sync::Arc;
+
 use keyward_jose::seal::RootKey;
-use keyward_jose::{Algorithm, Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey};
+use keyward_jose::{Algorithm, Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey, TokenSigner};
 use keyward_store::{
     open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState,
     RotationPolicy, Store, StoreError, Timestamp, Tx,
@@ -728,11 +730,13 @@ async fn find_key(store: &Store, tx: &mut Tx<'_>, kid: &str) -> Result<KeyRecord
         })
 }
 
-/// Opens the signer of a stored key.
-pub fn load_signer(root: &RootKey, rec: &KeyRecord) -> Result<LocalSigner, IssuerError> {
+/// Opens the signer of a stored key: its sealed private key, unsealed
+/// under `root`, in a [`LocalSigner`]. Callers sign through the
+/// [`TokenSigner`] it returns, whatever holds the key.
+pub fn load_signer(root: &RootKey, rec: &KeyRecord) -> Result<Arc<dyn TokenSigner>, IssuerError> {
     let pkcs8 = open_private_key(root, rec)?;
     let key = PrivateKey::from_der(rec.alg, &pkcs8)?;
-    Ok(LocalSigner::new(key, Some(rec.kid.clone())))
+    Ok(Arc::new(LocalSigner::new(key, Some(rec.kid.clone()))))
 }
 
 /// The public JWK of a stored key.

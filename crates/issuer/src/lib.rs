@@ -11,7 +11,8 @@
 //! - [`http`]: the HTTP API (axum), thin over the above, and [`admin`]: the
 //!   admin API under `/admin/v1/` (bearer admin tokens, OpenAPI document);
 //! - [`views`]: the JSON form of stored records, shared with the CLI;
-//! - [`signing`]: a dedicated pool so RSA signing never stalls the runtime.
+//! - [`signing`]: a dedicated pool so signers that block (RSA, ML-DSA, and
+//!   HSM or KMS signers) never stall the runtime.
 #![forbid(unsafe_code)]
 
 pub mod admin;

@@ -1,6 +1,9 @@
 //! Prometheus metrics. Counters and histograms are recorded where things
 //! happen; gauges that derive from state (key age, time to next rotation,
-//! audit chain length) are computed when `/metrics` is scraped.
+//! audit chain length) are computed when `/metrics` is scraped, by the
+//! authority (`Authority::gauges`), and set here by [`render`]. This module
+//! knows metric names, not the authority's state: it depends on no other
+//! module of the crate but `oauth` (the reasons of server errors).
 
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
@@ -8,9 +11,7 @@ use std::sync::{OnceLock, RwLock};
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::authority::Authority;
 use crate::oauth::FaultReason;
-use crate::rotation;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -160,42 +161,53 @@ pub fn reload_failed(reason: &'static str) {
     counter!("keyward_reload_failures_total", "reason" => reason).increment(1);
 }
 
+/// The state-derived gauges of the whole server, as of one scrape.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Gauges {
+    /// The last reload succeeded.
+    pub reload_ok: bool,
+    /// Unix time of the last successful reload.
+    pub reload_last_success: Option<i64>,
+    /// This server does not hold the store's root key.
+    pub root_key_stale: bool,
+    pub envs: Vec<EnvGauges>,
+    /// Records in the audit chain, when the store answered.
+    pub audit_chain_length: Option<i64>,
+}
+
+/// The state-derived gauges of one environment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EnvGauges {
+    pub env: String,
+    pub without_key: bool,
+    pub can_sign: bool,
+    /// While a key signs: its age and the seconds to the next rotation.
+    pub signing_key_age_secs: Option<i64>,
+    pub secs_to_next_rotation: Option<i64>,
+    pub published_keys: usize,
+}
+
 /// Sets the state-derived gauges, then renders everything.
-pub async fn render(a: &Authority, handle: &PrometheusHandle) -> String {
-    let now = a.now();
-    let health = a.reload_health();
-    gauge!("keyward_reload_ok").set(if health.failure.is_none() { 1.0 } else { 0.0 });
-    if let Some(t) = health.last_success {
+pub fn render(g: &Gauges, handle: &PrometheusHandle) -> String {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    gauge!("keyward_reload_ok").set(flag(g.reload_ok));
+    if let Some(t) = g.reload_last_success {
         gauge!("keyward_reload_last_success_timestamp_seconds").set(t as f64);
     }
-    gauge!("keyward_root_key_stale").set(if health.root_key_stale.is_some() {
-        1.0
-    } else {
-        0.0
-    });
-    for e in a.snapshot().envs.iter() {
-        let name = e.env.name.clone();
-        gauge!("keyward_env_without_key", "env" => name.clone()).set(if e.keys.is_empty() {
-            1.0
-        } else {
-            0.0
-        });
-        gauge!("keyward_env_can_sign", "env" => name.clone()).set(if e.signer(now).is_some() {
-            1.0
-        } else {
-            0.0
-        });
-        if let Some(k) = rotation::signing_key(&e.keys, now) {
-            gauge!("keyward_signing_key_age_seconds", "env" => name.clone())
-                .set((now - k.activates_at) as f64);
-            let next = k.activates_at + e.env.policy.rotate_every_secs - e.env.policy.lead_secs;
-            gauge!("keyward_seconds_to_next_rotation", "env" => name.clone())
-                .set((next - now) as f64);
+    gauge!("keyward_root_key_stale").set(flag(g.root_key_stale));
+    for e in &g.envs {
+        let name = e.env.clone();
+        gauge!("keyward_env_without_key", "env" => name.clone()).set(flag(e.without_key));
+        gauge!("keyward_env_can_sign", "env" => name.clone()).set(flag(e.can_sign));
+        if let Some(age) = e.signing_key_age_secs {
+            gauge!("keyward_signing_key_age_seconds", "env" => name.clone()).set(age as f64);
         }
-        gauge!("keyward_published_keys", "env" => name)
-            .set(rotation::published(&e.keys, now).count() as f64);
+        if let Some(next) = e.secs_to_next_rotation {
+            gauge!("keyward_seconds_to_next_rotation", "env" => name.clone()).set(next as f64);
+        }
+        gauge!("keyward_published_keys", "env" => name).set(e.published_keys as f64);
     }
-    if let Ok(n) = a.store.audit_len().await {
+    if let Some(n) = g.audit_chain_length {
         gauge!("keyward_audit_chain_length").set(n as f64);
     }
     handle.render()

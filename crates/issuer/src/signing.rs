@@ -1,13 +1,16 @@
-//! Signing tokens without stalling the async runtime: RSA signatures (about a
-//! millisecond at 4096 bits) run on a dedicated pool of threads; ECDSA and
-//! Ed25519 signatures (tens of microseconds) run inline.
+//! Signing tokens without stalling the async runtime. Each signer says what
+//! a signature costs its thread ([`TokenSigner::cost`]): one that holds it
+//! for hundreds of microseconds or more (RSA, ML-DSA; an HSM or a KMS
+//! waiting on I/O) runs on a dedicated pool of threads, a quick one (ECDSA,
+//! EdDSA: tens of microseconds) runs inline. The token itself is assembled
+//! by keyward-jose ([`PreparedSigner`]), whatever holds the key.
+//!
+//! [`TokenSigner::cost`]: keyward_jose::TokenSigner::cost
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use keyward_jose::{sign_payload, KeyError, KeyFamily, LocalSigner, TokenSigner};
+use keyward_jose::{PreparedSigner, SigningCost};
 
 use crate::error::IssuerError;
 
@@ -78,156 +81,118 @@ impl SigningPool {
             .map_err(|_| IssuerError::Unavailable("signing pool closed".into()))
     }
 
-    /// Signs `payload` as a compact JWS with header typ `typ`.
+    /// Signs `payload` as a compact JWS under the prepared header of
+    /// `signer`, timed: inline when the signer is quick (less than a hop to
+    /// another thread would cost), on the pool when it blocks.
     pub async fn sign(
-        &self,
-        signer: Arc<LocalSigner>,
-        typ: &'static str,
-        payload: Vec<u8>,
-    ) -> Result<String, IssuerError> {
-        let family = signer.algorithm().family();
-        let alg = signer.algorithm().name();
-        self.sign_with(family, alg, move || {
-            sign_payload(&*signer, Some(typ), &payload).map_err(IssuerError::from)
-        })
-        .await
-    }
-
-    /// Signs `payload` as a compact JWS under the prepared header of `signer`.
-    pub async fn sign_prepared(
         &self,
         signer: Arc<PreparedSigner>,
         payload: Vec<u8>,
     ) -> Result<String, IssuerError> {
-        let family = signer.signer.algorithm().family();
-        let alg = signer.signer.algorithm().name();
-        self.sign_with(family, alg, move || {
-            signer.sign(&payload).map_err(IssuerError::from)
-        })
-        .await
-    }
-
-    /// Runs `sign`, timed: inline for ECDSA and EdDSA (tens of microseconds,
-    /// less than a hop to another thread costs), on the pool for RSA
-    /// (milliseconds).
-    async fn sign_with(
-        &self,
-        family: KeyFamily,
-        alg: &'static str,
-        sign: impl FnOnce() -> Result<String, IssuerError> + Send + 'static,
-    ) -> Result<String, IssuerError> {
+        let cost = signer.signer().cost();
+        let alg = signer.signer().algorithm().name();
         let timed = move || {
             let started = std::time::Instant::now();
-            let token = sign();
+            let token = signer.sign(&payload).map_err(IssuerError::from);
             crate::metrics::signing(alg, started.elapsed().as_secs_f64());
             token
         };
-        if matches!(family, KeyFamily::Rsa) {
-            self.run(timed).await?
-        } else {
-            timed()
+        match cost {
+            SigningCost::Quick => timed(),
+            SigningCost::Blocking => self.run(timed).await?,
         }
-    }
-}
-
-/// A signer with the protected header of the tokens of one `typ` it signs,
-/// JSON- and base64url-encoded once instead of for every token. The header
-/// is the one [`sign_payload`] writes: `{"alg","kid","typ"}`.
-#[derive(Debug)]
-pub struct PreparedSigner {
-    pub signer: Arc<LocalSigner>,
-    /// `BASE64URL(UTF8(header))`, the first segment of every token.
-    encoded_header: String,
-}
-
-impl PreparedSigner {
-    pub fn new(signer: Arc<LocalSigner>, typ: &'static str) -> Self {
-        let header = serde_json::json!({
-            "alg": signer.algorithm().name(),
-            "kid": signer.kid(),
-            "typ": typ,
-        });
-        let encoded_header = URL_SAFE_NO_PAD.encode(header.to_string());
-        PreparedSigner {
-            signer,
-            encoded_header,
-        }
-    }
-
-    /// The compact JWS of `payload` (RFC 7515 §7.1); the signature itself
-    /// is the signer's ([`TokenSigner::sign`]).
-    pub fn sign(&self, payload: &[u8]) -> Result<String, KeyError> {
-        let b64_len = |n: usize| n.div_ceil(3) * 4;
-        let mut out = String::with_capacity(
-            self.encoded_header.len() + b64_len(payload.len()) + b64_len(512) + 2,
-        );
-        out.push_str(&self.encoded_header);
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(payload, &mut out);
-        let sig = self.signer.sign(out.as_bytes())?;
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(&sig, &mut out);
-        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyward_jose::{Algorithm, PrivateKey};
+    use keyward_jose::{
+        verify_compact, Algorithm, Jwk, KeyError, KeyFamily, LocalSigner, PrivateKey, TokenSigner,
+    };
+
+    /// A local key that reports the thread it signed on, with a cost of
+    /// its own (as an HSM's signer would declare `Blocking`).
+    struct Spy {
+        key: LocalSigner,
+        cost: SigningCost,
+        thread: Mutex<Option<String>>,
+    }
+
+    impl TokenSigner for Spy {
+        fn kid(&self) -> &str {
+            self.key.kid()
+        }
+        fn algorithm(&self) -> Algorithm {
+            self.key.algorithm()
+        }
+        fn public_jwk(&self) -> Jwk {
+            self.key.public_jwk()
+        }
+        fn sign(&self, input: &[u8]) -> Result<Vec<u8>, KeyError> {
+            let name = std::thread::current().name().map(str::to_string);
+            *self.thread.lock().unwrap() = name;
+            self.key.sign(input)
+        }
+        fn cost(&self) -> SigningCost {
+            self.cost
+        }
+    }
+
+    /// Where the pool signed a token with a key of `alg` and `cost`.
+    async fn signed_on(pool: &SigningPool, alg: Algorithm, cost: SigningCost) -> Option<String> {
+        let bits = matches!(alg.family(), KeyFamily::Rsa).then_some(2048);
+        let key = LocalSigner::new(PrivateKey::generate(alg, bits).unwrap(), Some("k".into()));
+        let spy = Arc::new(Spy {
+            key,
+            cost,
+            thread: Mutex::new(None),
+        });
+        let prepared = Arc::new(PreparedSigner::new(
+            spy.clone() as Arc<dyn TokenSigner>,
+            Some("at+jwt"),
+        ));
+        let t = pool.sign(prepared, br#"{"a":1}"#.to_vec()).await.unwrap();
+        let (h, p) = verify_compact(&t, spy.key.key().public_key(), 8192).unwrap();
+        assert_eq!(
+            (h.kid.as_deref(), h.typ.as_deref()),
+            (Some("k"), Some("at+jwt"))
+        );
+        assert_eq!(p, br#"{"a":1}"#);
+        let thread = spy.thread.lock().unwrap().clone();
+        thread
+    }
 
     #[tokio::test]
-    async fn signs_rsa_on_the_pool_and_ec_inline() {
+    async fn the_signer_chooses_inline_or_the_pool() {
         let pool = SigningPool::new(2);
-        for alg in [Algorithm::RS256, Algorithm::ES256] {
-            let bits = (alg == Algorithm::RS256).then_some(2048);
-            let s = Arc::new(LocalSigner::new(
-                PrivateKey::generate(alg, bits).unwrap(),
-                Some("k".into()),
-            ));
-            let t = pool
-                .sign(s.clone(), "at+jwt", br#"{"a":1}"#.to_vec())
-                .await
-                .unwrap();
-            let (h, p) = keyward_jose::verify_compact(&t, s.key().public_key(), 8192).unwrap();
-            assert_eq!(h.kid.as_deref(), Some("k"));
-            assert_eq!(p, br#"{"a":1}"#);
+        let on_pool =
+            |t: &Option<String>| t.as_deref().is_some_and(|n| n.starts_with("keyward-sign-"));
+        for alg in Algorithm::ALL {
+            // Each algorithm's own cost, as a local key declares it.
+            let cost = SigningCost::of(alg);
+            let t = signed_on(&pool, alg, cost).await;
+            assert_eq!(on_pool(&t), cost == SigningCost::Blocking, "{alg}: {t:?}");
         }
-        let many: Vec<_> = (0..64).map(|i| pool.run(move || i * 2)).collect();
-        let out: Vec<i32> = futures_join(many).await;
-        assert_eq!(out.iter().sum::<i32>(), (0..64).map(|i| i * 2).sum::<i32>());
+        // A quick algorithm behind a signer that blocks (an HSM) goes to the pool.
+        let t = signed_on(&pool, Algorithm::ES256, SigningCost::Blocking).await;
+        assert!(on_pool(&t), "{t:?}");
+        assert!(on_pool(
+            &signed_on(&pool, Algorithm::RS256, SigningCost::Blocking).await
+        ));
+        assert!(!on_pool(
+            &signed_on(&pool, Algorithm::RS256, SigningCost::Quick).await
+        ));
     }
 
     #[tokio::test]
-    async fn prepared_headers_are_the_ones_sign_payload_writes() {
-        let pool = SigningPool::new(1);
-        for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
-            let bits = (alg == Algorithm::RS256).then_some(2048);
-            let s = Arc::new(LocalSigner::new(
-                PrivateKey::generate(alg, bits).unwrap(),
-                Some("k\"1".into()),
-            ));
-            let prepared = Arc::new(PreparedSigner::new(s.clone(), "at+jwt"));
-            let payload = br#"{"sub":"a"}"#.to_vec();
-            let t = pool.sign_prepared(prepared, payload.clone()).await.unwrap();
-            let reference = sign_payload(&*s, Some("at+jwt"), &payload).unwrap();
-            // Same header and payload segments; ECDSA signatures differ per call.
-            let head = |t: &str| t.rsplit_once('.').unwrap().0.to_string();
-            assert_eq!(head(&t), head(&reference));
-            let (h, p) = keyward_jose::verify_compact(&t, s.key().public_key(), 8192).unwrap();
-            assert_eq!(h.kid.as_deref(), Some("k\"1"));
-            assert_eq!(h.typ.as_deref(), Some("at+jwt"));
-            assert_eq!(p, payload);
-        }
-    }
-
-    async fn futures_join<F: std::future::Future<Output = Result<i32, IssuerError>>>(
-        fs: Vec<F>,
-    ) -> Vec<i32> {
+    async fn the_pool_runs_every_job() {
+        let pool = SigningPool::new(2);
+        let many: Vec<_> = (0..64).map(|i| pool.run(move || i * 2)).collect();
         let mut out = Vec::new();
-        for f in fs {
+        for f in many {
             out.push(f.await.unwrap());
         }
-        out
+        assert_eq!(out.iter().sum::<i32>(), (0..64).map(|i| i * 2).sum::<i32>());
     }
 }

@@ -19,8 +19,8 @@ use keyward_issuer::http::{app, AppState};
 use keyward_issuer::signing::SigningPool;
 use keyward_issuer::tokens::{new_id, new_secret};
 use keyward_issuer::{
-    keyring, Authority, Change, FixedClock, IssuerError, KeyOptions, Origin, RootKeyLoadError,
-    RootKeyLoader, Schedule, Settings,
+    keyring, Authority, Change, FirstKey, FixedClock, IssuerError, KeyOptions, Origin,
+    RootKeyLoadError, RootKeyLoader, Schedule, Settings,
 };
 use keyward_jose::seal::RootKey;
 use keyward_jose::{Algorithm, PrivateKey, TokenSigner};
@@ -163,11 +163,14 @@ impl Fixture {
         (status, serde_json::from_slice(&body).unwrap())
     }
 
+    /// The signer `dev` signs with now, on this server.
+    fn signer(&self) -> Option<Arc<dyn TokenSigner>> {
+        self.authority.snapshot().env("dev").unwrap().signer(NOW)
+    }
+
     /// The kid `dev` signs with now, on this server.
     fn signing_kid(&self) -> Option<String> {
-        let snapshot = self.authority.snapshot();
-        let env = snapshot.env("dev").unwrap();
-        env.signer(NOW).map(|s| s.kid().to_string())
+        self.signer().map(|s| s.kid().to_string())
     }
 
     async fn kids(&self) -> Vec<String> {
@@ -217,6 +220,7 @@ fn unopened_under_stale_root(err: &IssuerError, kid: &str, held: &str, expected:
 async fn reload_keeps_the_signers_of_rewrapped_keys() {
     let f = fixture(None).await;
     let kid = f.signing_kid().expect("dev signs");
+    let before = f.signer().unwrap();
     let new_root = RootKey::generate();
     f.store
         .rewrap_all(&f.root, &new_root, "test", NOW)
@@ -225,6 +229,8 @@ async fn reload_keeps_the_signers_of_rewrapped_keys() {
     // Every sealed blob changed; the private keys did not.
     f.authority.reload().await.unwrap();
     assert_eq!(f.signing_kid().as_deref(), Some(kid.as_str()));
+    // The very signer that was open, not one opened again.
+    assert!(Arc::ptr_eq(&before, &f.signer().unwrap()));
     let health = f.authority.reload_health();
     assert!(health.failure.is_none(), "{health:?}");
     // Read from the authority's clock (time is an input), not the wall clock.
@@ -423,4 +429,46 @@ async fn an_environment_whose_keys_are_all_revoked_or_retired_is_not_ready() {
         (status, body.as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "no signing key: dev")
     );
+}
+
+#[tokio::test]
+async fn the_gauges_are_computed_from_the_snapshot_and_rendered() {
+    let f = fixture(None).await;
+    // An environment of this test alone: the recorder is shared by the tests.
+    let first = FirstKey {
+        root: &f.root,
+        opts: &opts(),
+    };
+    keyring::create_environment(&f.store, &environment("gauges"), Some(first), at())
+        .await
+        .unwrap();
+    f.authority.reload().await.unwrap();
+    let g = f.authority.gauges().await;
+    assert!(g.reload_ok && !g.root_key_stale && g.reload_last_success.is_some());
+    // store.init, env.create and key.generate twice.
+    assert_eq!(g.audit_chain_length, Some(5));
+    let policy = environment("gauges").policy;
+    let next = policy.rotate_every_secs - policy.lead_secs;
+    let mine: Vec<_> = g.envs.iter().filter(|e| e.env == "gauges").collect();
+    assert_eq!(
+        mine,
+        [&keyward_issuer::metrics::EnvGauges {
+            env: "gauges".into(),
+            without_key: false,
+            can_sign: true,
+            signing_key_age_secs: Some(0),
+            secs_to_next_rotation: Some(next),
+            published_keys: 1,
+        }]
+    );
+    let (_, metrics) = f.get("/metrics").await;
+    for line in [
+        "keyward_env_without_key{env=\"gauges\"} 0".to_string(),
+        "keyward_env_can_sign{env=\"gauges\"} 1".to_string(),
+        "keyward_published_keys{env=\"gauges\"} 1".to_string(),
+        "keyward_signing_key_age_seconds{env=\"gauges\"} 0".to_string(),
+        format!("keyward_seconds_to_next_rotation{{env=\"gauges\"}} {next}"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
 }

@@ -16,6 +16,16 @@ pub fn encode(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode_to_string(bytes)
 }
 
+/// Appends the unpadded base64url of `bytes` to `out`.
+pub(crate) fn encode_into(bytes: &[u8], out: &mut String) {
+    URL_SAFE_NO_PAD.encode_append(bytes, out);
+}
+
+/// The length of the unpadded base64url of `n` bytes.
+pub(crate) const fn encoded_len(n: usize) -> usize {
+    URL_SAFE_NO_PAD.encoded_length(n)
+}
+
 /// Decodes canonical unpadded base64url; `None` for anything else.
 pub fn decode(text: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode_to_vec(text).ok()
@@ -82,6 +92,17 @@ mod tests {
                 assert!(decode(&t).is_none(), "byte {bad:#x} at {i}");
                 assert!(with_decoded::<1024, _>(&t, |_| ()).is_none());
             }
+        }
+    }
+
+    #[test]
+    fn encode_into_appends_what_encode_writes() {
+        for len in [0usize, 1, 2, 3, 64, 300, 4627] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 31) as u8).collect();
+            let mut out = String::from("head.");
+            encode_into(&bytes, &mut out);
+            assert_eq!(out, format!("head.{}", encode(&bytes)));
+            assert_eq!(encoded_len(len), encode(&bytes).len());
         }
     }
 

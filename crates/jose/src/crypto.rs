@@ -30,6 +30,12 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
+/// `N` random bytes as unpadded base64url text: identifiers (`jti`, client
+/// ids) and high-entropy secrets.
+pub fn random_text<const N: usize>() -> String {
+    crate::b64::encode(&random_bytes::<N>())
+}
+
 /// Compares two byte strings in time independent of their contents.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     constant_time::verify_slices_are_equal(a, b).is_ok()
@@ -58,6 +64,14 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(sha256_parts(&[b"a", b"bc"]), sha256(b"abc"));
+    }
+
+    #[test]
+    fn random_text_is_base64url_of_n_bytes() {
+        let t = random_text::<32>();
+        assert_eq!(crate::b64::decode(&t).map(|b| b.len()), Some(32));
+        assert_eq!(random_text::<16>().len(), 22);
+        assert_ne!(random_text::<16>(), random_text::<16>());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::alg::Algorithm;
+use crate::alg::{Algorithm, KeyFamily};
 use crate::b64;
 use crate::error::{KeyError, TokenError};
 use crate::json::{short, Key, Names, Scalar};
@@ -214,8 +214,10 @@ pub fn verify_compact(
     Ok((header, payload))
 }
 
-/// Builds a header JSON for signing.
-pub(crate) fn header_json(alg: Algorithm, kid: Option<&str>, typ: Option<&str>) -> String {
+/// The protected header a signer writes, `{"alg","kid","typ"}` (absent
+/// members left out), JSON- and base64url-encoded: the first segment of
+/// every token it signs.
+pub(crate) fn encoded_header(alg: Algorithm, kid: Option<&str>, typ: Option<&str>) -> String {
     let mut m = serde_json::Map::new();
     m.insert("alg".into(), alg.name().into());
     if let Some(kid) = kid {
@@ -224,23 +226,42 @@ pub(crate) fn header_json(alg: Algorithm, kid: Option<&str>, typ: Option<&str>) 
     if let Some(typ) = typ {
         m.insert("typ".into(), typ.into());
     }
-    serde_json::Value::Object(m).to_string()
+    b64::encode(serde_json::Value::Object(m).to_string().as_bytes())
 }
 
-/// Signs `payload` as a compact JWS with `sign`, which receives the signing
-/// input. Used by [`crate::signer`].
+/// The compact JWS (RFC 7515 §7.1) of `payload` under an encoded protected
+/// header: `sign` receives the signing input and returns the signature of
+/// `alg` (which sizes the output). The one place keyward assembles a JWS.
 pub(crate) fn sign_compact(
-    header_json: &str,
+    header_b64: &str,
+    alg: Algorithm,
     payload: &[u8],
     sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, KeyError>,
 ) -> Result<String, KeyError> {
-    let mut out = b64::encode(header_json.as_bytes());
+    let mut out = String::with_capacity(
+        header_b64.len()
+            + 2
+            + b64::encoded_len(payload.len())
+            + b64::encoded_len(signature_len_hint(alg)),
+    );
+    out.push_str(header_b64);
     out.push('.');
-    out.push_str(&b64::encode(payload));
+    b64::encode_into(payload, &mut out);
     let sig = sign(out.as_bytes())?;
     out.push('.');
-    out.push_str(&b64::encode(&sig));
+    b64::encode_into(&sig, &mut out);
     Ok(out)
+}
+
+/// The length of a signature of `alg`, for sizing a token: exact but for
+/// RSA, where it is that of a 4096-bit key (keyward's default).
+fn signature_len_hint(alg: Algorithm) -> usize {
+    match alg.family() {
+        KeyFamily::Rsa => 512,
+        KeyFamily::Ec(c) => 2 * c.coordinate_len(),
+        KeyFamily::Ed25519 => 64,
+        KeyFamily::MlDsa(p) => p.signature_len(),
+    }
 }
 
 #[cfg(test)]

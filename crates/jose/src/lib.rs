@@ -1,7 +1,8 @@
 //! keyward-jose: pure JOSE for keyward.
 //!
 //! Algorithms ([`Algorithm`]), keys ([`PrivateKey`], [`PublicKey`]), JWK and
-//! JWK Sets ([`Jwk`], [`JwkSet`]), JWS compact signing and verification, JWT
+//! JWK Sets ([`Jwk`], [`JwkSet`]), JWS compact signing (through any
+//! [`TokenSigner`]; [`PreparedSigner`] for a server's tokens) and verification, JWT
 //! claims with a validation policy ([`Validation`]), and envelope sealing of
 //! private keys ([`seal`]). No I/O, no async, no clock of its own: time is
 //! passed in. This is the only keyward crate that touches aws-lc-rs.
@@ -59,6 +60,6 @@ pub use error::{ClaimsError, Error, KeyError, SealError, TokenError};
 pub use jwk::{Jwk, JwkSet, RejectedKey};
 pub use jws::{verify_compact, Header, DEFAULT_MAX_TOKEN_LEN};
 pub use key::{PrivateKey, PublicKey, PublicMaterial};
-pub use signer::{sign_jwt, sign_payload, LocalSigner, TokenSigner};
+pub use signer::{sign_jwt, sign_payload, LocalSigner, PreparedSigner, SigningCost, TokenSigner};
 pub use token::{UnverifiedToken, VerifiedToken};
 pub use verifier::{verify_jwt, KeySet, Verifier};

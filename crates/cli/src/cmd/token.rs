@@ -189,7 +189,7 @@ async fn sign(
     claims.insert("exp".into(), json!(now + ttl));
     claims.insert("jti".into(), json!(jti));
     let sub = claims.get("sub").cloned();
-    let token = sign_jwt(&signer, Some(typ), &Value::Object(claims))?;
+    let token = sign_jwt(&*signer, Some(typ), &Value::Object(claims))?;
     let mut tx = store.begin().await?;
     tx.append_audit(AuditEntry {
         at: now,
