@@ -100,7 +100,7 @@ impl GateBuilder {
                 &policy.issuer,
                 policy.source.clone(),
                 policy.cache.clone(),
-                policy.rsa_default(),
+                &policy.algorithms,
             )?;
             issuers.push(Trusted {
                 validation: policy.validation(),
