@@ -580,6 +580,12 @@ struct RotateKey {
     immediate: bool,
     #[serde(default)]
     lead_secs: Option<i64>,
+    /// Rotate to this algorithm; the environment's policy takes it.
+    #[serde(default)]
+    alg: Option<keyward_jose::Algorithm>,
+    /// RSA size of the new key; the environment's policy takes it.
+    #[serde(default)]
+    rsa_bits: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -638,7 +644,9 @@ async fn rotate_key(
     } else {
         Schedule::Lead(b.lead_secs.unwrap_or(e.policy.lead_secs))
     };
-    let key = keyring::generate_for_policy(&e.policy)
+    let next = keyring::policy_for_rotation(&e.policy, b.alg, b.rsa_bits)
+        .map_err(|e| ApiError::from_issuer(e, StatusCode::BAD_REQUEST))?;
+    let key = keyring::generate_for_policy(next.as_ref().unwrap_or(&e.policy))
         .await
         .map_err(|e| ApiError::internal(FaultReason::Keys, &e))?;
     let opts = KeyOptions {
@@ -656,9 +664,14 @@ async fn rotate_key(
         .sealing_root()
         .await
         .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
-    let added = keyring::add_key(&a.store, &root, &env, &key, &opts, schedule, at)
-        .await
-        .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
+    let added = match next {
+        Some(_) => {
+            keyring::add_key_adopting_algorithm(&a.store, &root, &env, &key, &opts, schedule, at)
+                .await
+        }
+        None => keyring::add_key(&a.store, &root, &env, &key, &opts, schedule, at).await,
+    }
+    .map_err(|e| ApiError::from_issuer(e, StatusCode::CONFLICT))?;
     reload(a).await;
     let mut v = key_json(&added.key, at.now);
     v["retiring"] = added

@@ -7,7 +7,7 @@
 //! the caller's: [`PrivateKey::generate`].
 
 use keyward_jose::seal::RootKey;
-use keyward_jose::{Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey};
+use keyward_jose::{Algorithm, Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey};
 use keyward_store::{
     open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState,
     RotationPolicy, Store, StoreError, Timestamp, Tx,
@@ -228,6 +228,30 @@ pub async fn generate_for_policy(policy: &RotationPolicy) -> Result<PrivateKey, 
         .map_err(IssuerError::from)
 }
 
+/// The policy a rotation follows when it names an algorithm or an RSA size
+/// (`keys rotate --alg ML-DSA-65`): `policy` with them, checked. An RSA
+/// size is kept from `policy` when both algorithms are RSA; a size given
+/// for another family is refused. `None` when neither is named.
+pub fn policy_for_rotation(
+    policy: &RotationPolicy,
+    alg: Option<Algorithm>,
+    rsa_bits: Option<u32>,
+) -> Result<Option<RotationPolicy>, IssuerError> {
+    if alg.is_none() && rsa_bits.is_none() {
+        return Ok(None);
+    }
+    let mut next = policy.clone();
+    if let Some(alg) = alg {
+        let both_rsa = alg.family() == KeyFamily::Rsa && policy.alg.family() == KeyFamily::Rsa;
+        next.alg = alg;
+        next.rsa_bits = rsa_bits.or(policy.rsa_bits.filter(|_| both_rsa));
+    } else {
+        next.rsa_bits = rsa_bits;
+    }
+    check_policy(&next)?;
+    Ok(Some(next))
+}
+
 fn record(
     root: &RootKey,
     env: &str,
@@ -282,6 +306,7 @@ fn entry(
 /// Brings `key` into environment `env` on `schedule` (see
 /// [`rotation::plan`]), in one transaction with its audit record:
 /// `key.rotate` when it replaces a key, else `key.generate` or `key.import`.
+/// An environment's first key sets its rotation algorithm.
 pub async fn add_key(
     store: &Store,
     root: &RootKey,
@@ -290,6 +315,36 @@ pub async fn add_key(
     opts: &KeyOptions,
     schedule: Schedule,
     at: Change<'_>,
+) -> Result<AddedKey, IssuerError> {
+    add(store, root, env, key, opts, schedule, at, false).await
+}
+
+/// [`add_key`] for a move to another algorithm (`keys rotate --alg`, say
+/// from RS256 to ML-DSA-65): in the same transaction the environment's
+/// rotation policy takes the key's algorithm (and RSA size), so that
+/// automatic rotation goes on making keys like it.
+pub async fn add_key_adopting_algorithm(
+    store: &Store,
+    root: &RootKey,
+    env: &str,
+    key: &PrivateKey,
+    opts: &KeyOptions,
+    schedule: Schedule,
+    at: Change<'_>,
+) -> Result<AddedKey, IssuerError> {
+    add(store, root, env, key, opts, schedule, at, true).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn add(
+    store: &Store,
+    root: &RootKey,
+    env: &str,
+    key: &PrivateKey,
+    opts: &KeyOptions,
+    schedule: Schedule,
+    at: Change<'_>,
+    adopt_algorithm: bool,
 ) -> Result<AddedKey, IssuerError> {
     let mut tx = store.begin().await?;
     // Seal under the root key the store holds now (a concurrent root-key rotation waits or fails us).
@@ -304,11 +359,17 @@ pub async fn add_key(
     for k in &plan.retiring {
         tx.update_key_times(k).await?;
     }
-    let policy_updated = existing.is_empty() && environment.policy.alg != rec.alg;
+    let rsa_bits =
+        matches!(rec.alg.family(), keyward_jose::KeyFamily::Rsa).then_some(rec.size_bits);
+    let policy_updated = if adopt_algorithm {
+        (environment.policy.alg, environment.policy.rsa_bits) != (rec.alg, rsa_bits)
+    } else {
+        existing.is_empty() && environment.policy.alg != rec.alg
+    };
     if policy_updated {
         environment.policy.alg = rec.alg;
-        environment.policy.rsa_bits =
-            matches!(rec.alg.family(), keyward_jose::KeyFamily::Rsa).then_some(rec.size_bits);
+        environment.policy.rsa_bits = rsa_bits;
+        check_policy(&environment.policy)?;
         tx.update_environment(&environment).await?;
     }
     let action = match opts.origin {
@@ -316,21 +377,19 @@ pub async fn add_key(
         Origin::Generated => "key.generate",
         Origin::Imported => "key.import",
     };
-    tx.append_audit(entry(
-        at,
-        action,
-        env,
-        &rec.kid,
-        json!({
-            "origin": rec.origin,
-            "alg": rec.alg.name(),
-            "bits": rec.size_bits,
-            "activates_at": rec.activates_at,
-            "immediate": schedule == Schedule::Immediate,
-            "retiring": plan.retiring.iter().map(|k| json!({"kid": k.kid, "retires_at": k.retires_at})).collect::<Vec<_>>(),
-        }),
-    ))
-    .await?;
+    let mut detail = json!({
+        "origin": rec.origin,
+        "alg": rec.alg.name(),
+        "bits": rec.size_bits,
+        "activates_at": rec.activates_at,
+        "immediate": schedule == Schedule::Immediate,
+        "retiring": plan.retiring.iter().map(|k| json!({"kid": k.kid, "retires_at": k.retires_at})).collect::<Vec<_>>(),
+    });
+    if policy_updated {
+        detail["policy_alg"] = json!(rec.alg.name());
+    }
+    tx.append_audit(entry(at, action, env, &rec.kid, detail))
+        .await?;
     tx.commit().await?;
     Ok(AddedKey {
         key: rec,

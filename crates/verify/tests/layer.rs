@@ -388,11 +388,11 @@ async fn ml_dsa_tokens_pass_the_layer_where_the_policy_lists_ml_dsa() {
     let token = issuer.token(json!({ "permissions": ["orders.7.read"] }));
     let r = get_with(&base, "/orders/7", &token).await;
     assert_eq!((r.status, r.body.as_str()), (200, "alice"));
-    // One signature byte changed: refused before the handler.
-    let (head, sig) = token.rsplit_once('.').unwrap();
-    let mut sig = keyward_jose::b64::decode(sig).unwrap();
-    sig[100] ^= 1;
-    let forged = format!("{head}.{}", keyward_jose::b64::encode(&sig));
+    // One signature character changed: refused before the handler.
+    let mut forged = token.into_bytes();
+    let i = forged.len() - 100;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
     let r = get_with(&base, "/orders/7", &forged).await;
     assert_eq!(r.status, 401);
     assert!(

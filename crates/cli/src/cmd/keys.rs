@@ -5,9 +5,12 @@ use anyhow::{bail, Context as _, Result};
 use keyward_issuer::{
     fmt_time, keyring, rotation, AddedKey, KeyOptions, Origin, RetireOptions, Schedule,
 };
-use keyward_jose::{KeyFamily, PrivateKey};
+use std::path::Path;
+
+use keyward_jose::{Algorithm, KeyFamily, PrivateKey};
 use keyward_store::Environment;
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use crate::args::{ExportFormat, KeyMeta, KeysCmd, ScheduleArgs};
 use crate::context::{generate_key, Context};
@@ -72,6 +75,9 @@ fn report(ctx: &Context, added: &AddedKey, json: bool) {
     }
 }
 
+/// Brings `key` in; with `adopt_algorithm`, the environment's rotation
+/// policy takes its algorithm and size in the same transaction.
+#[allow(clippy::too_many_arguments)]
 async fn add(
     ctx: &Context,
     env_name: &str,
@@ -79,6 +85,7 @@ async fn add(
     meta: KeyMeta,
     origin: Origin,
     s: &ScheduleArgs,
+    adopt_algorithm: bool,
     json: bool,
 ) -> Result<()> {
     let store = ctx.store().await?;
@@ -92,7 +99,12 @@ async fn add(
         description: meta.description,
         origin,
     };
-    let added = keyring::add_key(&store, &root, env_name, &key, &opts, sched, ctx.at()).await?;
+    let added = if adopt_algorithm {
+        keyring::add_key_adopting_algorithm(&store, &root, env_name, &key, &opts, sched, ctx.at())
+            .await?
+    } else {
+        keyring::add_key(&store, &root, env_name, &key, &opts, sched, ctx.at()).await?
+    };
     if sched == Schedule::Immediate && !added.plan.retiring.is_empty() {
         immediate_warning(&env);
     }
@@ -107,6 +119,29 @@ async fn add(
     }
     report(ctx, &added, json);
     Ok(())
+}
+
+/// Reads the private key of `keys import`: a PEM for `alg`, or a private
+/// AKP JWK (whose algorithm must be `alg` when one is named).
+fn import(alg: Option<Algorithm>, pem: Option<&Path>, jwk: Option<&Path>) -> Result<PrivateKey> {
+    let file = pem.or(jwk).context("--pem or --jwk is required")?;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?,
+    );
+    let key = match (alg, jwk) {
+        (_, Some(_)) => PrivateKey::from_jwk(text.trim().as_bytes()),
+        (Some(alg), None) => PrivateKey::from_pem(alg, &text),
+        (None, None) => bail!("--alg is required with --pem"),
+    }
+    .with_context(|| format!("cannot import {}", file.display()))?;
+    match alg {
+        Some(alg) if alg != key.algorithm() => bail!(
+            "cannot import {}: it is an {} key, not {alg}",
+            file.display(),
+            key.algorithm()
+        ),
+        _ => Ok(key),
+    }
 }
 
 pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
@@ -126,37 +161,60 @@ pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
                 bail!("--bits applies to RSA algorithms only");
             }
             let k = generate_key(key.alg, key.bits, json).await;
-            add(ctx, &env, k, meta, Origin::Generated, &schedule, json).await
+            add(
+                ctx,
+                &env,
+                k,
+                meta,
+                Origin::Generated,
+                &schedule,
+                false,
+                json,
+            )
+            .await
         }
         KeysCmd::Import {
             env,
             alg,
             pem,
+            jwk,
             meta,
             schedule,
             json,
         } => {
-            let text = std::fs::read_to_string(&pem)
-                .with_context(|| format!("cannot read {}", pem.display()))?;
-            let k = PrivateKey::from_pem(alg, &text)
-                .with_context(|| format!("cannot import {}", pem.display()));
-            add(ctx, &env, k, meta, Origin::Imported, &schedule, json).await
+            let k = import(alg, pem.as_deref(), jwk.as_deref());
+            add(ctx, &env, k, meta, Origin::Imported, &schedule, false, json).await
         }
         KeysCmd::Rotate {
             env,
+            alg,
+            bits,
             schedule,
             json,
         } => {
             let store = ctx.store().await?;
             let e = store.environment(&env).await?;
             ctx.root_key(&store).await?;
-            let k = generate_key(e.policy.alg, e.policy.rsa_bits, json).await;
+            let next = keyring::policy_for_rotation(&e.policy, alg, bits)?;
+            let policy = next.as_ref().unwrap_or(&e.policy);
+            let k = generate_key(policy.alg, policy.rsa_bits, json).await;
             let meta = KeyMeta {
                 kid: None,
                 owner: None,
                 description: Some("rotation".into()),
             };
-            add(ctx, &env, k, meta, Origin::Generated, &schedule, json).await
+            let adopt = next.is_some();
+            add(
+                ctx,
+                &env,
+                k,
+                meta,
+                Origin::Generated,
+                &schedule,
+                adopt,
+                json,
+            )
+            .await
         }
         KeysCmd::List { env, json } => {
             let store = ctx.store().await?;
