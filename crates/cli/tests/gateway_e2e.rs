@@ -98,16 +98,28 @@ fn metric(text: &str, name: &str, label_part: &str) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_revocation_and_issuer_outage() {
+/// A running `keyward serve` on a free port, initialized with `init_args`
+/// (after `--issuer`), its lead shortened to `lead` when given, with one
+/// client_credentials client for scope `orders.read` and audience
+/// `api://orders`.
+struct Issuer {
+    kw: Kw,
+    url: String,
+    id: String,
+    secret: String,
+    server: common::Server,
+}
+
+fn issuer(init_args: &[&str], lead: Option<&str>) -> Issuer {
     let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
+    let url = format!("http://127.0.0.1:{port}");
     let kw = Kw::new();
-    kw.run(&["init", "--issuer", &issuer, "--alg", "ES256"])
-        .ok();
-    // A short lead: the next key is published 6 s before it signs, and the
-    // JWKS max-age is half of that.
-    kw.run(&["env", "update", "default", "--lead", "6s"]).ok();
+    let mut init = vec!["init", "--issuer", &url];
+    init.extend_from_slice(init_args);
+    kw.run(&init).ok();
+    if let Some(lead) = lead {
+        kw.run(&["env", "update", "default", "--lead", lead]).ok();
+    }
     let c = kw
         .run(&[
             "clients",
@@ -128,8 +140,27 @@ async fn rotation_revocation_and_issuer_outage() {
         c["client_id"].as_str().unwrap().to_string(),
         c["client_secret"].as_str().unwrap().to_string(),
     );
-    let listen = format!("127.0.0.1:{port}");
-    let mut server = kw.start_server(&["serve", "--listen", &listen], &[]);
+    let server = kw.start_server(&["serve", "--listen", &format!("127.0.0.1:{port}")], &[]);
+    Issuer {
+        kw,
+        url,
+        id,
+        secret,
+        server,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_revocation_and_issuer_outage() {
+    // A short lead: the next key is published 6 s before it signs, and the
+    // JWKS max-age is half of that.
+    let Issuer {
+        kw,
+        url: issuer,
+        id,
+        secret,
+        mut server,
+    } = issuer(&["--alg", "ES256"], Some("6s"));
 
     let hits = Arc::new(AtomicUsize::new(0));
     let up = upstream(hits.clone()).await;
@@ -301,32 +332,13 @@ async fn refresh(
 /// poll of the revocation feed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_reuse_reaches_the_gate_within_one_poll() {
-    let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let kw = Kw::new();
-    kw.run(&["init", "--issuer", &issuer, "--alg", "ES256"])
-        .ok();
-    let c = kw
-        .run(&[
-            "clients",
-            "create",
-            "--env",
-            "default",
-            "--name",
-            "app",
-            "--scopes",
-            "orders.read",
-            "--audience",
-            "api://orders",
-            "--json",
-        ])
-        .ok()
-        .json();
-    let (id, secret) = (
-        c["client_id"].as_str().unwrap().to_string(),
-        c["client_secret"].as_str().unwrap().to_string(),
-    );
-    let _server = kw.start_server(&["serve", "--listen", &format!("127.0.0.1:{port}")], &[]);
+    let Issuer {
+        kw,
+        url: issuer,
+        id,
+        secret,
+        server: _server,
+    } = issuer(&["--alg", "ES256"], None);
     let up = upstream(Arc::new(AtomicUsize::new(0))).await;
     let gw = start_gateway(
         &kw,
@@ -392,35 +404,13 @@ scopes = ["orders.read"]
 /// RS256 tokens until the switch, after which it refuses the ML-DSA ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rs256_to_ml_dsa_65_migration_with_zero_failures() {
-    let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let kw = Kw::new();
-    kw.run(&[
-        "init", "--issuer", &issuer, "--alg", "RS256", "--bits", "2048",
-    ])
-    .ok();
-    kw.run(&["env", "update", "default", "--lead", "6s"]).ok();
-    let c = kw
-        .run(&[
-            "clients",
-            "create",
-            "--env",
-            "default",
-            "--name",
-            "e2e",
-            "--scopes",
-            "orders.read",
-            "--audience",
-            "api://orders",
-            "--json",
-        ])
-        .ok()
-        .json();
-    let (id, secret) = (
-        c["client_id"].as_str().unwrap().to_string(),
-        c["client_secret"].as_str().unwrap().to_string(),
-    );
-    let _server = kw.start_server(&["serve", "--listen", &format!("127.0.0.1:{port}")], &[]);
+    let Issuer {
+        kw,
+        url: issuer,
+        id,
+        secret,
+        server: _server,
+    } = issuer(&["--alg", "RS256", "--bits", "2048"], Some("6s"));
     let up = upstream(Arc::new(AtomicUsize::new(0))).await;
     let config = |admin_port: u16, algorithms: &str| {
         format!(

@@ -624,6 +624,7 @@ fn rotate_alg_moves_an_environment_to_ml_dsa_with_pre_publication() {
         out.contains("automatic rotation of default now uses ML-DSA-65"),
         "{out}"
     );
+    assert!(out.contains(" (ML-DSA-65) in environment default"), "{out}");
     let p = policy(&kw);
     assert_eq!(p["alg"], "ML-DSA-65");
     assert!(p["rsa_bits"].is_null(), "{p}");

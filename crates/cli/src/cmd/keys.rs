@@ -49,12 +49,16 @@ fn report(ctx: &Context, added: &AddedKey, json: bool) {
         return;
     }
     let k = &added.key;
+    // An ML-DSA key's parameter set is its algorithm: no size to add.
+    let size = match k.alg.family() {
+        KeyFamily::MlDsa(_) => String::new(),
+        _ => format!(", {} bits", k.size_bits),
+    };
     outln!(
-        "{} key {} ({}, {} bits) in environment {}",
+        "{} key {} ({}{size}) in environment {}",
         k.origin,
         k.kid,
         k.alg,
-        k.size_bits,
         k.env
     );
     if k.activates_at <= now {
