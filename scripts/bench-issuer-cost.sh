@@ -2,7 +2,7 @@
 # What one token costs the issuer, measured so that a shared host's noise
 # matters little:
 #   - user-space instructions per client_credentials token request (ES256,
-#     or the algorithm in ALG)
+#     or ALG)
 #     (`keyward serve` under callgrind: counters zeroed after a warm-up, then
 #     CG_SECS of wrk -c2, divided by the requests wrk counted);
 #   - server CPU (user + system, from /proc) per request for /healthz and the
@@ -12,10 +12,10 @@
 #
 # usage: scripts/bench-issuer-cost.sh [BIN ...]   (default: this tree's release build)
 #   ROUNDS (default 2), SECS per CPU run (default 8), CG_SECS (default 15), INSTR=0 skips callgrind,
-#   ALG (default ES256) the environment's signing algorithm
+#   ALG (default ES256): the environment's signing algorithm (e.g. ALG=ML-DSA-65)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS="${ROUNDS:-2}"; SECS="${SECS:-8}"; CG_SECS="${CG_SECS:-15}"
+ROUNDS="${ROUNDS:-2}"; SECS="${SECS:-8}"; CG_SECS="${CG_SECS:-15}"; ALG="${ALG:-ES256}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/keyward-target}"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 if [ $# -eq 0 ]; then
@@ -35,7 +35,8 @@ cpu_split() { python3 -c "import os; f=open('/proc/$1/stat').read().rsplit(')',1
 setup() {
   local bin="$1" dir="$2" c id secret
   PORT=$(free_port)
-  KEYWARD_DATA_DIR="$dir/data" "$bin" init --issuer "http://127.0.0.1:$PORT" --alg "${ALG:-ES256}" >/dev/null
+  local bits=(); [[ $ALG == RS* || $ALG == PS* ]] && bits=(--bits 2048)
+  KEYWARD_DATA_DIR="$dir/data" "$bin" init --issuer "http://127.0.0.1:$PORT" --alg "$ALG" "${bits[@]}" >/dev/null
   c=$(KEYWARD_DATA_DIR="$dir/data" "$bin" clients create --env default --name bench --scopes "a b" --audience api://bench --json)
   id=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
   secret=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
@@ -59,14 +60,14 @@ instructions() { # BIN LABEL
   n=$(wrk -t1 -c2 -d"${CG_SECS}s" -s "$dir/post.lua" "http://127.0.0.1:$PORT/oauth2/token" | requests)
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$dir" "$n" "$2" <<'PY'
+  python3 - "$dir" "$n" "$2" "$ALG" <<'PY'
 import glob, re, sys
 d, n, label = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 for f in glob.glob(d + "/cg.out*"):
     t = open(f, errors="replace").read()
     if "Trigger: dump" in t:
         total = int(re.search(r"^(?:totals|summary):\s+(\d+)", t, re.M).group(1))
-        print(f"{label:<12} instructions per token request: {total / n:,.0f} ({n} requests)")
+        print(f"{label:<12} instructions per token request ({sys.argv[4]}): {total / n:,.0f} ({n} requests)")
 PY
 }
 

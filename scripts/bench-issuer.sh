@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Token-endpoint benchmark, in one run on this machine, with wrk:
 #   the trivial endpoint (/healthz) of the same server as the baseline, and
-#   POST /oauth2/token (client_credentials) for ES256, RS256-2048 and RS256-4096,
-#   on SQLite and (when a PostgreSQL URL is given) on PostgreSQL,
-# plus the machine's raw RSA-4096 signing rate (aws-lc-rs, all cores).
+#   POST /oauth2/token (client_credentials) for ES256, RS256-2048, RS256-4096
+#   and ML-DSA-65 (FIPS 204, RFC 9964), on SQLite and (when a PostgreSQL URL
+#   is given) on PostgreSQL,
+# plus the machine's raw RSA-4096 and ML-DSA-65 signing rates (aws-lc-rs,
+# all cores).
 # Each run: max throughput (wrk -c CONNS), then p50/p99 at ~50% of that rate
 # (each wrk connection waits 10 ms before every request; the number of
 # connections that offers half the maximum is found by a 3 s probe). The
@@ -78,7 +80,8 @@ start_server() { # DATA_DIR DBURL ALG BITS -> sets ADDR, SECRET_B64, PID
 }
 
 raw_rsa=$("$RATE_BIN" RS256 4096 "$DUR" "$(nproc)")
-echo "machine: $(nproc) cores; raw RSA-4096 signing rate (aws-lc-rs, $(nproc) threads): $raw_rsa/s"
+raw_mldsa=$("$RATE_BIN" ML-DSA-65 0 "$DUR" "$(nproc)")
+echo "machine: $(nproc) cores; raw signing rates (aws-lc-rs, $(nproc) threads): RSA-4096 $raw_rsa/s, ML-DSA-65 $raw_mldsa/s"
 printf "%-26s %10s %9s %9s   %10s %9s %9s\n" "case" "max rps" "p50 ms" "p99 ms" "50% rps" "p50 ms" "p99 ms"
 
 declare -A RESULT
@@ -90,7 +93,7 @@ for store in sqlite postgres; do
     PGOPTIONS="-c client_min_messages=warning" psql "$PG" -qc "CREATE SCHEMA $schema"
     sep='?'; [[ "$PG" == *\?* ]] && sep='&'
   fi
-  for spec in ES256:0 RS256:2048 RS256:4096; do
+  for spec in ES256:0 RS256:2048 RS256:4096 ML-DSA-65:0; do
     alg="${spec%%:*}"; bits="${spec##*:}"
     dir="$WORK/$store-$alg-$bits"
     if [ "$store" = postgres ]; then
@@ -115,10 +118,13 @@ done
 echo
 for store in sqlite postgres; do
   [ -n "${RESULT[$store-trivial]:-}" ] || continue
-  python3 - "$store" "${RESULT[$store-trivial]}" "${RESULT[$store-ES256]}" "${RESULT[$store-RS256-4096]}" "$raw_rsa" <<'PY'
+  python3 - "$store" "${RESULT[$store-trivial]}" "${RESULT[$store-ES256]}" "${RESULT[$store-RS256-4096]}" "$raw_rsa" \
+    "${RESULT[$store-RS256-2048]}" "${RESULT[$store-ML-DSA-65]}" "$raw_mldsa" <<'PY'
 import sys
-store, trivial, es, rs4096, raw = sys.argv[1], *map(float, sys.argv[2:])
+store, trivial, es, rs4096, raw, rs2048, pq, raw_pq = sys.argv[1], *map(float, sys.argv[2:])
 print(f"{store}: ES256 token endpoint = {es/trivial*100:.0f}% of the trivial endpoint (target >= 60%); "
       f"RS256-4096 = {rs4096/raw*100:.0f}% of the raw RSA-4096 signing rate (target >= 85%)")
+print(f"{store}: ML-DSA-65 token endpoint = {pq/es*100:.0f}% of ES256's rate, {pq/rs2048*100:.0f}% of RS256-2048's, "
+      f"{pq/rs4096*100:.0f}% of RS256-4096's; {pq/raw_pq*100:.0f}% of the raw ML-DSA-65 signing rate")
 PY
 done

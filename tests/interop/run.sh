@@ -15,10 +15,26 @@
 # ES384 and EdDSA, pass `keyward gateway` (which trusts both JWK Sets) to an
 # upstream (upstream.py); tampered copies get 401 and never reach it.
 #
+# ML-DSA (FIPS 204, RFC 9964), against two independent implementations:
+# @noble/post-quantum (pure JavaScript; mldsa.mjs) and pyca/cryptography's
+# OpenSSL (mldsa.py). Neither Node 20's jose nor PyJWT has ML-DSA, so those
+# scripts take the JWS apart themselves (empty context string, RFC 9964 §5).
+#   - environments signing with ML-DSA-44, -65 and -87: their tokens verify
+#     in both (discovery -> JWKS -> AKP key), tampered copies do not;
+#   - seeds: noble's private AKP JWKs import (`keys import --jwk`, which
+#     refuses a seed that does not derive the JWK's pub) and OpenSSL's
+#     RFC 9881 seed-form PKCS#8 PEMs import (`keys import --pem`) under the
+#     kid each tool computed (RFC 7638); tokens keyward signs with them
+#     verify under the tool's own public key; keyward's SPKI PEM export is
+#     byte for byte what OpenSSL writes for the key;
+#   - the gate: ML-DSA tokens minted by both pass `keyward gateway`
+#     (algorithms list ML-DSA) and `keyward token verify` with the tool's JWK
+#     Set; tampered copies are refused by both.
+#
 # One line per check ("ok   RS256-2048 node" / "FAIL ..."), then "N passed,
 # M failed"; the exit status is non-zero if any check failed.
 #
-# Needs node >= 20 with npm, python3 with venv, curl. Dependencies are pinned in
+# Needs node >= 20.19 (@noble/post-quantum's floor) with npm, python3 with venv, curl. Dependencies are pinned in
 # package-lock.json and requirements.txt and installed here (node_modules/,
 # .venv/). KEYWARD_BIN=path skips the cargo build; otherwise the debug binary is
 # built in CARGO_TARGET_DIR (default /var/tmp/keyward-target).
@@ -45,10 +61,10 @@ die() {
 # --- tools and dependencies -------------------------------------------------
 command -v curl >/dev/null || die "curl is required"
 command -v python3 >/dev/null || die "python3 is required"
-command -v node >/dev/null || die "node (>= 20) is required"
+command -v node >/dev/null || die "node (>= 20.19) is required"
 command -v npm >/dev/null || die "npm is required"
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-[ "$node_major" -ge 20 ] || die "node >= 20 is required (found $(node --version))"
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' ||
+  die "node >= 20.19 is required (found $(node --version))"
 
 if [ -z "${KEYWARD_BIN:-}" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/keyward-target}"
@@ -68,6 +84,7 @@ fi
 PY="$VENV/bin/python"
 echo "interop: keyward $("$KEYWARD_BIN" --version | awk '{print $2}'), node $(node --version)," \
   "jose $(node -p "require('$HERE/node_modules/jose/package.json').version")," \
+  "@noble/post-quantum $(node -p "require('$HERE/node_modules/@noble/post-quantum/package.json').version")," \
   "PyJWT $("$PY" -c 'import jwt; print(jwt.__version__)')," \
   "cryptography $("$PY" -c 'import cryptography; print(cryptography.__version__)')"
 
@@ -197,9 +214,78 @@ run_alg() {
     return 0
   fi
 
-  check "$name node" node "$HERE/verify.mjs" "$ISSUER" "$alg" "$token"
-  check "$name python" "$PY" "$HERE/verify.py" "$ISSUER" "$alg" "$token"
+  case "$alg" in
+    ML-DSA-*)
+      check "$name node (noble)" node "$HERE/mldsa.mjs" verify "$ISSUER" "$alg" "$token"
+      check "$name python (cryptography)" "$PY" "$HERE/mldsa.py" verify "$ISSUER" "$alg" "$token"
+      ;;
+    *)
+      check "$name node" node "$HERE/verify.mjs" "$ISSUER" "$alg" "$token"
+      check "$name python" "$PY" "$HERE/verify.py" "$ISSUER" "$alg" "$token"
+      ;;
+  esac
   stop_server
+}
+
+# tampered TOKEN: the token with one character of its signature changed,
+# ten from the end (the last one may carry padding bits, and changing it
+# can make the encoding non-canonical instead of the signature wrong).
+tampered() {
+  local token="$1" c
+  c=${token: -10:1}
+  case "$c" in A) c=B ;; *) c=A ;; esac
+  echo "${token:0:${#token}-10}$c${token: -9}"
+}
+
+# --- ML-DSA keys made elsewhere: the same seed expansion, kid and SPKI -------
+# noble's private AKP JWKs go in with `keys import --jwk`, OpenSSL's seed-form
+# PKCS#8 with `keys import --pem`; each must land under the kid the tool
+# computed, and a token keyward signs with it must verify under the tool's
+# own public key.
+run_mldsa_keys() {
+  local name=ml-dsa-keys alg tool dir kid want token rec
+  echo "-- $name"
+  init_env "$name" ES256 || return 0
+  if ! node "$HERE/mldsa.mjs" seed "$DIR/node" >"$DIR/seed-node.log" 2>&1; then
+    fail "$name seed (noble)" "$DIR/seed-node.log"
+    return 0
+  fi
+  if ! "$PY" "$HERE/mldsa.py" seed "$DIR/python" >"$DIR/seed-py.log" 2>&1; then
+    fail "$name seed (cryptography)" "$DIR/seed-py.log"
+    return 0
+  fi
+  for tool in node python; do
+    for alg in ML-DSA-44 ML-DSA-65 ML-DSA-87; do
+      dir="$DIR/$tool"
+      case $tool in
+        node) rec=(--jwk "$dir/$alg.jwk") ;;
+        *) rec=(--pem "$dir/$alg.pem" --alg "$alg") ;;
+      esac
+      kid=$("${KW[@]}" keys import --env default "${rec[@]}" --immediate --json 2>"$dir/$alg-import.log" |
+        json_get kid 2>>"$dir/$alg-import.log" || true)
+      want=$(cat "$dir/$alg.kid")
+      if [ -n "$kid" ] && [ "$kid" = "$want" ]; then
+        pass "$name $tool $alg seed imported, same pub and kid"
+      else
+        echo "kid '$kid', the tool's '$want'" >>"$dir/$alg-import.log"
+        fail "$name $tool $alg seed imported, same pub and kid" "$dir/$alg-import.log"
+        continue
+      fi
+      if ! token=$("${KW[@]}" token sign --env default --claims '{"sub":"seeded","aud":"api://interop"}' 2>"$dir/$alg-sign.log"); then
+        fail "$name $tool $alg token sign" "$dir/$alg-sign.log"
+        continue
+      fi
+      case $tool in
+        node) check "$name $tool $alg keyward-signed token verifies (noble)" \
+          node "$HERE/mldsa.mjs" verify-jwk "$dir/$alg.jwk" "$alg" "$token" ;;
+        *) check "$name $tool $alg keyward-signed token verifies (cryptography)" \
+          "$PY" "$HERE/mldsa.py" verify-jwk "$dir/$alg.jwk" "$alg" "$token" ;;
+      esac
+    done
+  done
+  "${KW[@]}" keys export --env default >"$DIR/export.jwks" 2>"$DIR/export.log" || true
+  "${KW[@]}" keys export --env default --format pem >"$DIR/export.pem" 2>>"$DIR/export.log" || true
+  check "$name SPKI PEM export is OpenSSL's (RFC 9881)" "$PY" "$HERE/mldsa.py" spki "$DIR/export.pem" "$DIR/export.jwks"
 }
 
 # --- private_key_jwt: jose makes the key pair and the client assertion --------
@@ -240,12 +326,36 @@ run_pkjwt() {
   stop_server
 }
 
+# gate_issuer TOOL: the issuer URL of a minting tool's tokens.
+gate_issuer() {
+  case "$1" in
+    node) echo https://node-issuer.test ;;
+    python) echo https://py-issuer.test ;;
+    node-pq) echo https://node-pq.test ;;
+    python-pq) echo https://py-pq.test ;;
+  esac
+}
+
+# refused NEEDLE CMD...: CMD fails, saying NEEDLE.
+refused() {
+  local needle="$1" out
+  shift
+  if out=$("$@" 2>&1); then
+    echo "accepted: $out"
+    return 1
+  fi
+  echo "$out"
+  [[ $out == *"$needle"* ]]
+}
+
 # --- the gate: tokens minted by jose and PyJWT, verified by `keyward gateway` --
-# Each tool makes its own keys (RS256, PS256, ES256, ES384, EdDSA) and tokens;
-# the gateway trusts both JWK Sets (jwks_file) and proxies to a tiny upstream
-# that answers with the X-Auth-Subject it received and logs every request.
+# Each tool makes its own keys (RS256, PS256, ES256, ES384, EdDSA; and with
+# noble and cryptography ML-DSA-44/65/87, under their own issuers whose
+# `algorithms` list ML-DSA) and tokens; the gateway trusts every JWK Set
+# (jwks_file) and proxies to a tiny upstream that answers with the
+# X-Auth-Subject it received and logs every request.
 run_gate() {
-  local name=gate dir up_port gw_port tool alg token sub code body hits_before
+  local name=gate dir up_port gw_port tool alg token sub code body hits_before algs
   echo "-- $name"
   dir="$WORK/$name"
   mkdir -p "$dir/node" "$dir/python"
@@ -257,6 +367,14 @@ run_gate() {
     fail "$name mint (python)" "$dir/mint-py.log"
     return 0
   fi
+  if ! node "$HERE/mldsa.mjs" mint "$dir/node-pq" https://node-pq.test api://orders >"$dir/mint-node-pq.log" 2>&1; then
+    fail "$name mint (noble)" "$dir/mint-node-pq.log"
+    return 0
+  fi
+  if ! "$PY" "$HERE/mldsa.py" mint "$dir/python-pq" https://py-pq.test api://orders >"$dir/mint-py-pq.log" 2>&1; then
+    fail "$name mint (cryptography)" "$dir/mint-py-pq.log"
+    return 0
+  fi
   up_port=$(free_port)
   touch "$dir/upstream.hits"
   "$PY" "$HERE/upstream.py" "$up_port" "$dir/upstream.hits" >"$dir/upstream.log" 2>&1 &
@@ -264,11 +382,13 @@ run_gate() {
   gw_port=$(free_port)
   {
     echo "listen = \"127.0.0.1:$gw_port\""
-    for tool in node python; do
-      case $tool in node) echo; echo '[[issuer]]'; echo 'issuer = "https://node-issuer.test"' ;;
-        *) echo; echo '[[issuer]]'; echo 'issuer = "https://py-issuer.test"' ;; esac
+    for tool in node python node-pq python-pq; do
+      echo
+      echo '[[issuer]]'
+      echo "issuer = \"$(gate_issuer "$tool")\""
       echo 'audiences = ["api://orders"]'
       echo "jwks_file = \"$dir/$tool/jwks.json\""
+      case $tool in *-pq) echo 'algorithms = ["ML-DSA-44", "ML-DSA-65", "ML-DSA-87"]' ;; esac
     done
     echo
     echo '[[route]]'
@@ -287,9 +407,13 @@ run_gate() {
     sleep 0.1
   done
   : >"$dir/upstream.hits"
-  for tool in node python; do
-    case $tool in node) sub=node-user ;; *) sub=py-user ;; esac
-    for alg in RS256 PS256 ES256 ES384 EdDSA; do
+  for tool in node python node-pq python-pq; do
+    case $tool in node*) sub=node-user ;; *) sub=py-user ;; esac
+    case $tool in
+      *-pq) algs=(ML-DSA-44 ML-DSA-65 ML-DSA-87) ;;
+      *) algs=(RS256 PS256 ES256 ES384 EdDSA) ;;
+    esac
+    for alg in "${algs[@]}"; do
       token=$(json_get "$alg" <"$dir/$tool/tokens.json" 2>/dev/null || true)
       body=$(curl -sS --max-time 5 -H "Authorization: Bearer $token" \
         -w '\n%{http_code}' "http://127.0.0.1:$gw_port/orders/42" 2>&1) || true
@@ -302,8 +426,17 @@ run_gate() {
       fi
       # The same token with its signature's last character changed: 401, and
       # the upstream never sees the request.
+      # The tool's own JWK Set in `keyward token verify`: ML-DSA tokens verify
+      # there as well, and their tampered copies do not.
+      if [[ $tool == *-pq ]]; then
+        check "$name $tool $alg keyward token verify" "$KEYWARD_BIN" token verify \
+          --jwks "$dir/$tool/jwks.json" --iss "$(gate_issuer "$tool")" --aud api://orders --typ at+jwt "$token"
+        check "$name $tool $alg keyward token verify refuses it tampered" \
+          refused "signature does not verify" "$KEYWARD_BIN" token verify \
+          --jwks "$dir/$tool/jwks.json" --iss "$(gate_issuer "$tool")" "$(tampered "$token")"
+      fi
       hits_before=$(wc -l <"$dir/upstream.hits")
-      case "${token: -1}" in A) token="${token%?}B" ;; *) token="${token%?}A" ;; esac
+      token=$(tampered "$token")
       code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' \
         -H "Authorization: Bearer $token" "http://127.0.0.1:$gw_port/orders/42" 2>&1) || true
       if [ "$code" = 401 ] && [ "$(wc -l <"$dir/upstream.hits")" = "$hits_before" ]; then
@@ -325,6 +458,10 @@ run_alg PS256 PS256 2048
 run_alg ES256 ES256
 run_alg ES384 ES384
 run_alg EdDSA EdDSA
+run_alg ML-DSA-44 ML-DSA-44
+run_alg ML-DSA-65 ML-DSA-65
+run_alg ML-DSA-87 ML-DSA-87
+run_mldsa_keys
 run_pkjwt
 run_gate
 

@@ -397,17 +397,21 @@ pub enum KeysCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Import a private key from PEM (PKCS#1 RSA PRIVATE KEY, PKCS#8 PRIVATE KEY, SEC1 EC PRIVATE KEY).
+    /// Import a private key from PEM (PKCS#1 RSA PRIVATE KEY, PKCS#8 PRIVATE KEY, SEC1 EC PRIVATE KEY;
+    /// ML-DSA: PKCS#8 seed form, RFC 9881) or, for ML-DSA, a private AKP JWK (RFC 9964).
     Import {
         /// The environment (by name).
         #[arg(long)]
         env: String,
-        /// The algorithm the key will sign with (the PEM must hold a key for it).
-        #[arg(long)]
-        alg: Algorithm,
+        /// The algorithm the key will sign with (the key must be one for it; with --jwk, default: the JWK's alg).
+        #[arg(long, required_unless_present = "jwk")]
+        alg: Option<Algorithm>,
         /// The private key file (PEM).
+        #[arg(long, required_unless_present = "jwk", conflicts_with = "jwk")]
+        pem: Option<PathBuf>,
+        /// A private ML-DSA JWK file: kty AKP with alg, pub and priv (the 32-byte seed).
         #[arg(long)]
-        pem: PathBuf,
+        jwk: Option<PathBuf>,
         #[command(flatten)]
         meta: KeyMeta,
         #[command(flatten)]
@@ -430,6 +434,14 @@ pub enum KeysCmd {
         /// The environment (by name).
         #[arg(long)]
         env: String,
+        /// Rotate to this algorithm (e.g. from RS256 to ML-DSA-65); automatic
+        /// rotation uses it from then on (the policy changes with the key).
+        #[arg(long)]
+        alg: Option<Algorithm>,
+        /// RSA modulus size of the new key (2048, 3072 or 4096); automatic
+        /// rotation uses it from then on. RSA only.
+        #[arg(long)]
+        bits: Option<u32>,
         #[command(flatten)]
         schedule: ScheduleArgs,
         /// Print JSON instead of text.
@@ -493,7 +505,7 @@ pub enum JwkCmd {
     FromPem {
         /// The PEM file (default: stdin).
         file: Option<PathBuf>,
-        /// Algorithm to bind (default: ES*/EdDSA from the key's curve, RS256 for RSA).
+        /// Algorithm to bind (default: ES*/EdDSA from the key's curve, ML-DSA-* from its parameter set, RS256 for RSA).
         #[arg(long)]
         alg: Option<Algorithm>,
         /// kid (default: the RFC 7638 thumbprint).

@@ -98,16 +98,28 @@ fn metric(text: &str, name: &str, label_part: &str) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_revocation_and_issuer_outage() {
+/// A running `keyward serve` on a free port, initialized with `init_args`
+/// (after `--issuer`), its lead shortened to `lead` when given, with one
+/// client_credentials client for scope `orders.read` and audience
+/// `api://orders`.
+struct Issuer {
+    kw: Kw,
+    url: String,
+    id: String,
+    secret: String,
+    server: common::Server,
+}
+
+fn issuer(init_args: &[&str], lead: Option<&str>) -> Issuer {
     let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
+    let url = format!("http://127.0.0.1:{port}");
     let kw = Kw::new();
-    kw.run(&["init", "--issuer", &issuer, "--alg", "ES256"])
-        .ok();
-    // A short lead: the next key is published 6 s before it signs, and the
-    // JWKS max-age is half of that.
-    kw.run(&["env", "update", "default", "--lead", "6s"]).ok();
+    let mut init = vec!["init", "--issuer", &url];
+    init.extend_from_slice(init_args);
+    kw.run(&init).ok();
+    if let Some(lead) = lead {
+        kw.run(&["env", "update", "default", "--lead", lead]).ok();
+    }
     let c = kw
         .run(&[
             "clients",
@@ -128,8 +140,27 @@ async fn rotation_revocation_and_issuer_outage() {
         c["client_id"].as_str().unwrap().to_string(),
         c["client_secret"].as_str().unwrap().to_string(),
     );
-    let listen = format!("127.0.0.1:{port}");
-    let mut server = kw.start_server(&["serve", "--listen", &listen], &[]);
+    let server = kw.start_server(&["serve", "--listen", &format!("127.0.0.1:{port}")], &[]);
+    Issuer {
+        kw,
+        url,
+        id,
+        secret,
+        server,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_revocation_and_issuer_outage() {
+    // A short lead: the next key is published 6 s before it signs, and the
+    // JWKS max-age is half of that.
+    let Issuer {
+        kw,
+        url: issuer,
+        id,
+        secret,
+        mut server,
+    } = issuer(&["--alg", "ES256"], Some("6s"));
 
     let hits = Arc::new(AtomicUsize::new(0));
     let up = upstream(hits.clone()).await;
@@ -301,32 +332,13 @@ async fn refresh(
 /// poll of the revocation feed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_reuse_reaches_the_gate_within_one_poll() {
-    let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let kw = Kw::new();
-    kw.run(&["init", "--issuer", &issuer, "--alg", "ES256"])
-        .ok();
-    let c = kw
-        .run(&[
-            "clients",
-            "create",
-            "--env",
-            "default",
-            "--name",
-            "app",
-            "--scopes",
-            "orders.read",
-            "--audience",
-            "api://orders",
-            "--json",
-        ])
-        .ok()
-        .json();
-    let (id, secret) = (
-        c["client_id"].as_str().unwrap().to_string(),
-        c["client_secret"].as_str().unwrap().to_string(),
-    );
-    let _server = kw.start_server(&["serve", "--listen", &format!("127.0.0.1:{port}")], &[]);
+    let Issuer {
+        kw,
+        url: issuer,
+        id,
+        secret,
+        server: _server,
+    } = issuer(&["--alg", "ES256"], None);
     let up = upstream(Arc::new(AtomicUsize::new(0))).await;
     let gw = start_gateway(
         &kw,
@@ -382,4 +394,149 @@ scopes = ["orders.read"]
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("reuse reached the gate after {:?}", replayed.elapsed());
+}
+
+/// An environment moves from RS256 to ML-DSA-65 by an ordinary rotation
+/// with pre-publication (`keys rotate --alg ML-DSA-65`) while traffic flows.
+/// A gateway whose `algorithms` list both sees zero failures and never needs
+/// an unknown-kid refetch; a gateway left at the default algorithms (no
+/// ML-DSA) skips the published AKP key, counts it, and keeps verifying the
+/// RS256 tokens until the switch, after which it refuses the ML-DSA ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_to_ml_dsa_65_migration_with_zero_failures() {
+    let Issuer {
+        kw,
+        url: issuer,
+        id,
+        secret,
+        server: _server,
+    } = issuer(&["--alg", "RS256", "--bits", "2048"], Some("6s"));
+    let up = upstream(Arc::new(AtomicUsize::new(0))).await;
+    let config = |admin_port: u16, algorithms: &str| {
+        format!(
+            r#"listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:{admin_port}"
+token_cache = 0
+
+[[issuer]]
+issuer = "{issuer}"
+audiences = ["api://orders"]
+cache = {{ min_ttl = "1s" }}
+{algorithms}
+
+[[route]]
+path = "/orders/{{id}}"
+upstream = "{up}"
+scopes = ["orders.read"]
+"#
+        )
+    };
+    let gw = start_gateway(
+        &kw,
+        &config(free_port(), r#"algorithms = ["RS256", "ML-DSA-65"]"#),
+    );
+    // Its own directory, so that the two gateways' files stay apart.
+    let kw_rsa = Kw::new();
+    let gw_rsa = start_gateway(&kw_rsa, &config(free_port(), ""));
+    let client = reqwest::Client::new();
+
+    let (first, first_kid) = token(&client, &issuer, &id, &secret).await;
+    assert_eq!(call(&client, &gw, &first).await, 200);
+    assert_eq!(call(&client, &gw_rsa, &first).await, 200);
+    kw.run(&["keys", "rotate", "--env", "default", "--alg", "ML-DSA-65"])
+        .ok();
+    // Discovery names both algorithms while the ML-DSA key is pre-published
+    // (once the server has reloaded the store: within its 1 s interval).
+    let published = Instant::now();
+    loop {
+        let d = client
+            .get(format!("{issuer}/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let d: Value = serde_json::from_str(&d).unwrap();
+        let algs = &d["id_token_signing_alg_values_supported"];
+        if *algs == serde_json::json!(["RS256", "ML-DSA-65"]) {
+            break;
+        }
+        assert_eq!(*algs, serde_json::json!(["RS256"]));
+        assert!(published.elapsed() < Duration::from_secs(3), "{d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let (mut requests, mut rejected) = (0, 0);
+    let mut algs = std::collections::BTreeSet::new();
+    let (mut rsa_before_switch, mut rsa_refused_before_switch) = (0, 0);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let (t, kid) = token(&client, &issuer, &id, &secret).await;
+        let alg = keyward_jose::dangerous::decode_unverified(&t).unwrap().0["alg"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        algs.insert(alg.clone());
+        for _ in 0..5 {
+            requests += 1;
+            if call(&client, &gw, &t).await != 200 {
+                rejected += 1;
+            }
+        }
+        if alg == "RS256" {
+            rsa_before_switch += 1;
+            if call(&client, &gw_rsa, &t).await != 200 {
+                rsa_refused_before_switch += 1;
+            }
+        }
+        last = t;
+        if kid != first_kid && alg == "ML-DSA-65" && requests > 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("migration: {requests} requests, {rejected} refused, algorithms {algs:?}");
+    assert_eq!(
+        algs.into_iter().collect::<Vec<_>>(),
+        ["ML-DSA-65", "RS256"],
+        "the issuer switched algorithms during the run"
+    );
+    assert_eq!(
+        rejected, 0,
+        "{rejected} of {requests} valid requests were refused"
+    );
+    let metrics = metrics_text(&client, &gw).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "keyward_gate_jwks_fetches_total",
+            "cause=\"unknown_kid\""
+        ),
+        0.0,
+        "the ML-DSA key was known before it signed"
+    );
+    assert_eq!(
+        metric(&metrics, "keyward_gate_jwks_keys_skipped_total", ""),
+        0.0
+    );
+    // Tokens of the retired RSA key still verify.
+    assert_eq!(call(&client, &gw, &first).await, 200);
+
+    // The gateway without ML-DSA: RS256 tokens passed until the switch, the
+    // AKP key was skipped (not the whole set), and ML-DSA tokens are refused.
+    assert!(rsa_before_switch > 0);
+    assert_eq!(rsa_refused_before_switch, 0);
+    let metrics = metrics_text(&client, &gw_rsa).await;
+    assert!(
+        metric(
+            &metrics,
+            "keyward_gate_jwks_keys_skipped_total",
+            "alg=\"ML-DSA-65\""
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(call(&client, &gw_rsa, &first).await, 200);
+    assert_eq!(call(&client, &gw_rsa, &last).await, 401);
 }

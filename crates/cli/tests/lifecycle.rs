@@ -540,3 +540,134 @@ fn audit_verify_expect_head_detects_a_truncated_tail() {
             .fails_with("64 lowercase hex digits");
     }
 }
+
+/// `keys rotate --alg ML-DSA-65` moves an RS256 environment to ML-DSA-65 by
+/// an ordinary rotation: the ML-DSA key is published at once beside the
+/// RSA key, signs after the lead, and the environment's policy (hence every
+/// later rotation) uses ML-DSA-65, changed in the rotation's transaction.
+#[test]
+fn rotate_alg_moves_an_environment_to_ml_dsa_with_pre_publication() {
+    let kw = Kw::new();
+    let t0 = 1_900_000_000i64;
+    let at = |t: i64| t.to_string();
+    kw.run(&[
+        "init",
+        "--issuer",
+        "http://127.0.0.1:8080",
+        "--alg",
+        "RS256",
+        "--bits",
+        "2048",
+        "--now",
+        &at(t0),
+    ])
+    .ok();
+    kw.run(&["env", "update", "default", "--lead", "1h", "--now", &at(t0)])
+        .ok();
+    let rsa = states(&kw, "default", t0)[0].0.clone();
+    let policy =
+        |kw: &Kw| kw.run(&["env", "show", "default", "--json"]).ok().json()["policy"].clone();
+    let sign_alg = |t: i64| {
+        let tok = kw
+            .run(&[
+                "token",
+                "sign",
+                "--env",
+                "default",
+                "--claims",
+                r#"{"sub":"a"}"#,
+                "--now",
+                &at(t),
+            ])
+            .ok()
+            .stdout
+            .clone();
+        let h = kw.run(&["token", "decode", tok.trim()]).ok().json()["header"].clone();
+        (
+            h["alg"].as_str().unwrap().to_string(),
+            h["kid"].as_str().unwrap().to_string(),
+        )
+    };
+
+    // A size for an algorithm that has none is refused, and changes nothing.
+    let before = kw.snapshot();
+    kw.run(&[
+        "keys",
+        "rotate",
+        "--env",
+        "default",
+        "--alg",
+        "ML-DSA-65",
+        "--bits",
+        "2048",
+        "--now",
+        &at(t0 + 5),
+    ])
+    .fails_with("rsa_bits applies only to RSA algorithms, not ML-DSA-65");
+    assert_eq!(before, kw.snapshot());
+
+    let out = kw
+        .run(&[
+            "keys",
+            "rotate",
+            "--env",
+            "default",
+            "--alg",
+            "ML-DSA-65",
+            "--now",
+            &at(t0 + 10),
+        ])
+        .ok()
+        .stdout
+        .clone();
+    assert!(
+        out.contains("automatic rotation of default now uses ML-DSA-65"),
+        "{out}"
+    );
+    assert!(out.contains(" (ML-DSA-65) in environment default"), "{out}");
+    let p = policy(&kw);
+    assert_eq!(p["alg"], "ML-DSA-65");
+    assert!(p["rsa_bits"].is_null(), "{p}");
+    let keys = kw
+        .run(&["keys", "list", "--env", "default", "--json"])
+        .ok()
+        .json();
+    let pq = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["alg"] == "ML-DSA-65")
+        .expect("an ML-DSA-65 key");
+    let pq_kid = pq["kid"].as_str().unwrap().to_string();
+    let audit = kw.run(&["audit", "list", "--json"]).ok().json();
+    let last = audit.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["action"], "key.rotate");
+    assert_eq!(last["detail"]["policy_alg"], "ML-DSA-65");
+
+    // Before activation: RS256 signs, both keys are published.
+    let mut both = vec![rsa.clone(), pq_kid.clone()];
+    both.sort();
+    assert_eq!(jwks_kids(&kw, "default", t0 + 60), both);
+    assert_eq!(sign_alg(t0 + 60), ("RS256".to_string(), rsa.clone()));
+    // After the lead: ML-DSA-65 signs; the RSA key stays published, retired.
+    let t1 = t0 + 10 + 3600;
+    assert_eq!(sign_alg(t1), ("ML-DSA-65".to_string(), pq_kid.clone()));
+    assert_eq!(jwks_kids(&kw, "default", t1), both);
+    assert!(states(&kw, "default", t1).contains(&(rsa, "retired".into())));
+
+    // The next ordinary rotation follows the new policy.
+    let next = kw
+        .run(&[
+            "keys",
+            "rotate",
+            "--env",
+            "default",
+            "--json",
+            "--now",
+            &at(t1 + 10),
+        ])
+        .ok()
+        .json();
+    assert_eq!(next["alg"], "ML-DSA-65");
+    assert_eq!(next["retiring"][0]["kid"], pq_kid.as_str());
+}

@@ -1239,6 +1239,145 @@ async fn private_key_jwt_keys_from_a_jwks_uri() {
 
 // 9 ---------------------------------------------------------------------------
 
+/// `env create --alg ML-DSA-65` makes an environment whose token endpoint
+/// signs ML-DSA-65 access tokens: its JWKS publishes the `AKP` key, its
+/// discovery names the algorithm, a verifier that lists ML-DSA-65 accepts
+/// the tokens and one that does not refuses them for their algorithm. A
+/// client there authenticates with an ML-DSA-44 client assertion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ml_dsa_environment_issues_ml_dsa_access_tokens() {
+    let kw = Kw::new();
+    kw.init();
+    let issuer = format!("{ISSUER}/pq");
+    let env = kw
+        .run(&[
+            "env",
+            "create",
+            "pq",
+            "--issuer",
+            &issuer,
+            "--alg",
+            "ML-DSA-65",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(env["first_key"]["alg"], "ML-DSA-65", "{env:#}");
+    let created = |args: &[&str]| {
+        let mut a = vec![
+            "clients",
+            "create",
+            "--env",
+            "pq",
+            "--json",
+            "--scopes",
+            "orders.read",
+        ];
+        a.extend_from_slice(args);
+        kw.run(&a).ok().json()
+    };
+    let c = created(&["--name", "svc", "--audience", "api://orders"]);
+    let (id, secret) = (st(&c["client_id"]), st(&c["client_secret"]));
+    let client_key = LocalSigner::new(
+        PrivateKey::generate(Algorithm::MlDsa44, None).unwrap(),
+        Some("client-pq".into()),
+    );
+    let file = write(
+        kw.dir.path(),
+        "pq-client-jwks.json",
+        &JwkSet {
+            keys: vec![client_key.public_jwk()],
+        }
+        .to_json(),
+    );
+    let pk = created(&[
+        "--name",
+        "pq-jwt",
+        "--audience",
+        "api://orders",
+        "--auth",
+        "private-key-jwt",
+        "--jwks",
+        file.to_str().unwrap(),
+    ]);
+    let s = kw.serve();
+
+    let d = get(&s.url("/pq/.well-known/openid-configuration"))
+        .await
+        .ok_json();
+    assert_eq!(
+        d["id_token_signing_alg_values_supported"],
+        json!(["ML-DSA-65"])
+    );
+    let auth_algs = d["token_endpoint_auth_signing_alg_values_supported"].to_string();
+    for alg in ["ML-DSA-44", "ML-DSA-65", "ML-DSA-87", "ES256"] {
+        assert!(auth_algs.contains(&format!("\"{alg}\"")), "{auth_algs}");
+    }
+    let (r, set, keys) = jwks_doc(&s.url("/pq/.well-known/jwks.json")).await;
+    let raw = r.json();
+    assert_eq!(raw["keys"][0]["kty"], "AKP", "{raw}");
+    assert_eq!(raw["keys"][0]["alg"], "ML-DSA-65");
+    assert_eq!(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(st(&raw["keys"][0]["pub"]))
+            .unwrap()
+            .len(),
+        1952
+    );
+    assert!(raw["keys"][0].get("priv").is_none());
+    assert_eq!(set.keys.len(), 1);
+
+    let token_url = s.url("/pq/oauth2/token");
+    let grant = [("grant_type", "client_credentials")];
+    let t = token_ok(&post_form(&token_url, Auth::Basic(id, secret), &grant).await);
+    let token = st(&t["access_token"]);
+    let header = keyward_jose::dangerous::decode_unverified(token).unwrap().0;
+    assert_eq!(header["alg"], "ML-DSA-65");
+    assert_eq!(header["kid"], raw["keys"][0]["kid"]);
+    let policy = Validation {
+        algorithms: vec![Algorithm::MlDsa65],
+        ..Validation::access_token(&issuer, &["api://orders"])
+    };
+    let ok = verify_jwt(token, &keys, &policy, now()).unwrap();
+    assert_eq!(ok.claims.sub(), Some(id));
+    // A verifier left at the default algorithms refuses it for its algorithm.
+    assert_eq!(
+        verify_jwt(
+            token,
+            &keys,
+            &Validation::access_token(&issuer, &["api://orders"]),
+            now()
+        )
+        .unwrap_err(),
+        keyward_jose::Error::Token(keyward_jose::TokenError::AlgorithmNotAllowed("ML-DSA-65"))
+    );
+
+    // private_key_jwt with an ML-DSA-44 client key, at this environment.
+    let pk_id = st(&pk["client_id"]);
+    let a = assertion(
+        &client_key,
+        pk_id,
+        &format!("{issuer}/oauth2/token"),
+        now() + 60,
+    );
+    let r = post_form(
+        &token_url,
+        Auth::None,
+        &[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &a),
+        ],
+    )
+    .await;
+    let t = token_ok(&r);
+    let ok = verify_jwt(st(&t["access_token"]), &keys, &policy, now()).unwrap();
+    assert_eq!(ok.claims.client_id(), Some(pk_id));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_changes_reach_the_running_server_within_5_seconds() {
     let kw = Kw::new();

@@ -389,3 +389,229 @@ fn ml_dsa_keys_sign_and_verify_through_the_generic_paths() {
     kw.run(&["token", "verify", "--jwks", jwks, &bad])
         .fails_with("signature does not verify");
 }
+
+/// The 32-byte seed `seed` of `alg` as a private AKP JWK (RFC 9964 §3-4),
+/// with the `pub` it derives (or `pub_of`'s when given).
+fn akp_private_jwk(alg: &str, seed: &[u8], pub_of: Option<&[u8]>) -> String {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let public_of = |seed: &[u8]| {
+        let k = keyward_jose::PrivateKey::from_seed(alg.parse().unwrap(), seed).unwrap();
+        match k.public_key().material() {
+            keyward_jose::PublicMaterial::MlDsa { public, .. } => public.clone(),
+            _ => unreachable!("an ML-DSA key"),
+        }
+    };
+    let public = public_of(pub_of.unwrap_or(seed));
+    serde_json::json!({"kty": "AKP", "alg": alg, "pub": b64(&public), "priv": b64(seed)})
+        .to_string()
+}
+
+/// ML-DSA keys come in as private AKP JWKs (`keys import --jwk`) and as
+/// seed-form PKCS#8 PEM (RFC 9881), go out as JWKs and SPKI PEM, and
+/// `jwk to-pem` / `from-pem` convert between the two forms both ways.
+#[test]
+fn ml_dsa_keys_import_export_and_convert() {
+    use base64::Engine;
+    let kw = Kw::new();
+    kw.init();
+    let d = kw.dir.path();
+    let import = |args: &[&str]| {
+        let mut a = vec![
+            "keys",
+            "import",
+            "--env",
+            "default",
+            "--json",
+            "--immediate",
+        ];
+        a.extend_from_slice(args);
+        kw.run(&a)
+    };
+    let mut imported = Vec::new();
+    for (alg, oid_last) in [
+        ("ML-DSA-44", 0x11u8),
+        ("ML-DSA-65", 0x12),
+        ("ML-DSA-87", 0x13),
+    ] {
+        let seed = keyward_jose::crypto::random_bytes::<32>();
+        let other = keyward_jose::crypto::random_bytes::<32>();
+
+        // Refused, changing nothing: a seed that does not derive `pub`, and
+        // a JWK of another parameter set than --alg names.
+        let before = kw.snapshot();
+        let bad = write(d, "bad.jwk", &akp_private_jwk(alg, &seed, Some(&other)));
+        import(&["--jwk", bad.to_str().unwrap()])
+            .fails_with("the private seed (priv) does not derive the public key (pub)");
+        let file = write(d, &format!("{alg}.jwk"), &akp_private_jwk(alg, &seed, None));
+        let other_alg = if alg == "ML-DSA-44" {
+            "ML-DSA-65"
+        } else {
+            "ML-DSA-44"
+        };
+        import(&["--jwk", file.to_str().unwrap(), "--alg", other_alg])
+            .fails_with(&format!("it is an {alg} key, not {other_alg}"));
+        assert_eq!(before, kw.snapshot());
+
+        // A private JWK: its seed is what keyward seals; the kid is the
+        // RFC 7638 thumbprint of its public members.
+        let rec = import(&["--jwk", file.to_str().unwrap()]).ok().json();
+        assert_eq!(
+            (rec["alg"].as_str(), rec["origin"].as_str()),
+            (Some(alg), Some("imported"))
+        );
+        let want = keyward_jose::PrivateKey::from_seed(alg.parse().unwrap(), &seed).unwrap();
+        assert_eq!(rec["kid"], want.public_key().thumbprint());
+        imported.push(rec["kid"].as_str().unwrap().to_string());
+
+        // Seed-form PKCS#8 (RFC 9881), as OpenSSL 3.5 writes it.
+        let other_key = keyward_jose::PrivateKey::from_seed(alg.parse().unwrap(), &other).unwrap();
+        let pem = pem_block("PRIVATE KEY", &other_key.to_pkcs8_der());
+        let pem = write(d, &format!("{alg}.pem"), &pem);
+        let rec = import(&["--pem", pem.to_str().unwrap(), "--alg", alg])
+            .ok()
+            .json();
+        assert_eq!(rec["kid"], other_key.public_key().thumbprint());
+        imported.push(rec["kid"].as_str().unwrap().to_string());
+
+        // SPKI (RFC 9881 §4): AlgorithmIdentifier id-ml-dsa-* with no parameters.
+        let spki = other_key.public_key().to_spki_der();
+        let oid = [
+            0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, oid_last,
+        ];
+        let at = spki
+            .windows(oid.len())
+            .position(|w| w == oid)
+            .expect("the ML-DSA OID");
+        assert_eq!(
+            &spki[at - 2..at],
+            &[0x30, 0x0b],
+            "an AlgorithmIdentifier of the OID alone"
+        );
+        assert_eq!(spki[at + oid.len()], 0x03, "then the BIT STRING");
+    }
+
+    let set = kw.run(&["keys", "export", "--env", "default"]).ok().json();
+    let pems = kw
+        .run(&["keys", "export", "--env", "default", "--format", "pem"])
+        .ok()
+        .stdout
+        .clone();
+    for kid in &imported {
+        let jwk = set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .expect("exported");
+        assert_eq!(jwk["kty"], "AKP");
+        assert!(jwk.get("priv").is_none());
+        // `keys export --format pem` block of this kid.
+        let pem = pems
+            .split(&format!("kid: {kid} "))
+            .nth(1)
+            .and_then(|rest| rest.split("-----END PUBLIC KEY-----\n").next())
+            .map(|b| {
+                format!(
+                    "{}-----END PUBLIC KEY-----\n",
+                    &b[b.find("-----BEGIN").unwrap()..]
+                )
+            })
+            .expect("a PEM block");
+        // JWK -> PEM is the exported PEM; PEM -> JWK (algorithm found from
+        // the key itself) is the exported JWK.
+        let jwk_file = write(d, "one.jwk", &jwk.to_string());
+        let to_pem = kw
+            .run(&["jwk", "to-pem", jwk_file.to_str().unwrap()])
+            .ok()
+            .stdout
+            .clone();
+        assert_eq!(to_pem, pem);
+        let pem_file = write(d, "one.pem", &pem);
+        let from_pem = kw
+            .run(&["jwk", "from-pem", pem_file.to_str().unwrap()])
+            .ok()
+            .json();
+        assert_eq!(&from_pem, jwk);
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(
+                pem.lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect::<String>(),
+            )
+            .unwrap();
+        let alg: keyward_jose::Algorithm = jwk["alg"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            keyward_jose::PublicKey::from_der(alg, &der)
+                .unwrap()
+                .thumbprint(),
+            *kid
+        );
+    }
+}
+
+/// PEM text of one block.
+fn pem_block(tag: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {tag}-----\n{}\n-----END {tag}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// An ML-DSA-87 signature is 6,170 base64url characters of the 8,192 bytes
+/// a gate accepts: `token sign` refuses claims that would push the token
+/// past the limit (nothing is audited), where an ES256 token of the same
+/// claims is fine.
+#[test]
+fn token_sign_refuses_an_ml_dsa_87_token_over_the_gate_limit() {
+    let permissions: Vec<String> = (0..90).map(|i| format!("orders.{i:04}.read")).collect();
+    let claims =
+        serde_json::json!({"sub": "alice", "aud": "api", "permissions": permissions}).to_string();
+    let small = serde_json::json!({"sub": "alice", "aud": "api", "permissions": permissions[..10]})
+        .to_string();
+    for (alg, fits) in [("ML-DSA-87", false), ("ES256", true)] {
+        let kw = Kw::new();
+        kw.run(&["init", "--issuer", "http://127.0.0.1:8080", "--alg", alg])
+            .ok();
+        let jwks = write(
+            kw.dir.path(),
+            "jwks.json",
+            &kw.run(&["keys", "export", "--env", "default"]).ok().stdout,
+        );
+        let jwks = jwks.to_str().unwrap();
+        let before = kw.snapshot();
+        let r = kw.run(&["token", "sign", "--env", "default", "--claims", &claims]);
+        if fits {
+            let t = r.ok().stdout.trim().to_string();
+            assert!(t.len() < 8192);
+            assert_eq!(
+                verify_ok(&kw, jwks, &t)["permissions"]
+                    .as_array()
+                    .unwrap()
+                    .len(),
+                90
+            );
+        } else {
+            r.fails_with(
+                "refused to sign a token keyward's gate would refuse: signed with ML-DSA-87, it is",
+            );
+            assert!(
+                r.stderr.contains("over the 8192-byte limit gates enforce"),
+                "{}",
+                r.stderr
+            );
+            assert_eq!(before, kw.snapshot(), "nothing signed, nothing audited");
+            // A typical access token fits, and verifies.
+            let t = sign(&kw, "default", &small, &[]);
+            assert!(t.len() > 6170 && t.len() <= 8192, "{}", t.len());
+            verify_ok(&kw, jwks, &t);
+        }
+    }
+}

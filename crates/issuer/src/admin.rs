@@ -40,7 +40,7 @@ use crate::clients::{self, NewClient};
 use crate::error::IssuerError;
 use crate::grants::UserGrant;
 use crate::http::{declares_too_large, read_body, BodyRefused};
-use crate::keyring::{self, Change, FirstKey, KeyOptions, Origin, RetireOptions};
+use crate::keyring::{self, Change, FirstKey, KeyChoice, KeyOptions, Origin, RetireOptions};
 use crate::oauth::{error_chain, ErrorCode, FaultReason, OAuthError};
 use crate::rotation::{RotationError, Schedule};
 use crate::tokens::hash_secret;
@@ -575,6 +575,12 @@ struct RotateKey {
     immediate: bool,
     #[serde(default)]
     lead_secs: Option<i64>,
+    /// Rotate to this algorithm; the environment's policy takes it.
+    #[serde(default)]
+    alg: Option<keyward_jose::Algorithm>,
+    /// RSA size of the new key; the environment's policy takes it.
+    #[serde(default)]
+    rsa_bits: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -623,6 +629,17 @@ async fn rotate_key(
         )));
     }
     let schedule = Schedule::requested(b.immediate, b.lead_secs);
+    // A rotation that names an algorithm or a size moves the policy to it.
+    let choice = if b.alg.is_some() || b.rsa_bits.is_some() {
+        let e = a
+            .store
+            .environment(&env)
+            .await
+            .map_err(ApiError::from_store)?;
+        KeyChoice::for_rotation(&e.policy, b.alg, b.rsa_bits).map_err(ApiError::from_issuer)?
+    } else {
+        KeyChoice::Policy
+    };
     let opts = KeyOptions {
         kid: None,
         owner: None,
@@ -636,7 +653,7 @@ async fn rotate_key(
     };
     let root = a.sealing_root().await.map_err(ApiError::from_issuer)?;
     // An unknown environment or a rotation in progress is refused before the slow generation.
-    let added = keyring::generate_key(&a.store, &root, &env, None, &opts, schedule, at)
+    let added = keyring::generate_key(&a.store, &root, &env, choice, &opts, schedule, at)
         .await
         .map_err(ApiError::from_issuer)?;
     reload(a).await;

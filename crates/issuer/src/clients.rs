@@ -414,6 +414,9 @@ impl Authority {
         })?;
         let token_endpoint = format!("{}/oauth2/token", env.env.issuer.trim_end_matches('/'));
         let policy = Validation {
+            // The client's registered keys, each bound to its one
+            // algorithm: whatever they sign with (ML-DSA included).
+            algorithms: Algorithm::ALL.to_vec(),
             issuer: Some(c.client_id.clone()),
             audiences: vec![token_endpoint, env.env.issuer.clone()],
             required_claims: ["iss", "sub", "aud", "exp", "jti"]

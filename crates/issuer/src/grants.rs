@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use keyward_jose::{claim_text, verify_jwt, PreparedSigner, Validation};
+use keyward_jose::{claim_text, verify_jwt, PreparedSigner, Validation, DEFAULT_MAX_TOKEN_LEN};
 use keyward_store::{AccessRef, AuditEntry, Client, RefreshToken, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -32,6 +32,17 @@ use crate::authority::{Authority, EnvState};
 use crate::clients::Credentials;
 use crate::oauth::{ErrorCode, FaultReason, OAuthError};
 use crate::tokens::{hash_secret, new_id, new_secret, parse_scope, AccessClaims};
+
+/// Why an access token was not handed out: signed, it is longer than the
+/// limit every keyward gate (and many HTTP servers' header limits) holds
+/// tokens to. Its claims (permissions, roles, audiences) or its algorithm's
+/// signature must shrink.
+#[derive(Debug, thiserror::Error)]
+#[error("the signed {alg} access token is {len} bytes, over the {DEFAULT_MAX_TOKEN_LEN}-byte limit gates enforce: it was not issued (fewer claims, or a smaller signature algorithm, would fit)")]
+struct TokenTooLarge {
+    len: usize,
+    alg: &'static str,
+}
 
 /// A token request's parameters (RFC 6749 §4.4.2, §6).
 #[derive(Debug, Default, Clone)]
@@ -271,11 +282,19 @@ impl Authority {
             jti: &jti,
         }
         .to_json();
+        let alg = signer.signer().algorithm();
         let token = self
             .pool
             .sign(signer, payload)
             .await
             .map_err(|e| OAuthError::internal(FaultReason::Signing, &e))?;
+        if token.len() > DEFAULT_MAX_TOKEN_LEN {
+            let cause = TokenTooLarge {
+                len: token.len(),
+                alg: alg.name(),
+            };
+            return Err(OAuthError::internal(FaultReason::TokenTooLarge, &cause));
+        }
         Ok(TokenResponse {
             access_token: token,
             token_type: "Bearer",

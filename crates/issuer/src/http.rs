@@ -204,7 +204,7 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
     }
     match endpoint {
         Endpoint::Discovery if get => {
-            discovery(&env, snapshot.scopes(&env.env.name)).into_response()
+            discovery(&env, snapshot.scopes(&env.env.name), a.now()).into_response()
         }
         Endpoint::Jwks if get => jwks(a, &env, req.headers()),
         Endpoint::Revocations if get => revocations(a, &env, req.uri().query()).await,
@@ -236,14 +236,31 @@ fn method_not_allowed(allow: &'static str) -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, allow)]).into_response()
 }
 
-/// OIDC Discovery 1.0 and RFC 8414 metadata.
-pub fn discovery(env: &EnvState, scopes: Vec<String>) -> axum::Json<Value> {
+/// OIDC Discovery 1.0 and RFC 8414 metadata at `now`.
+pub fn discovery(
+    env: &EnvState,
+    scopes: Vec<String>,
+    now: keyward_store::Timestamp,
+) -> axum::Json<Value> {
     let base = env.env.issuer.trim_end_matches('/');
-    // What client assertions are verified with (`Validation::default()`).
-    let algs: Vec<&str> = keyward_jose::Algorithm::DEFAULT_ACCEPTED
+    // Client assertions are verified with the client's registered keys,
+    // each bound to its one algorithm: any of them (ML-DSA included).
+    let algs: Vec<&str> = keyward_jose::Algorithm::ALL
         .iter()
         .map(|a| a.name())
         .collect();
+    // What this environment's tokens may be signed with: the algorithms of
+    // its published keys (two while a rotation moves it to another one,
+    // say RS256 and ML-DSA-65), else the policy's.
+    let mut signing: Vec<&str> = Vec::new();
+    for k in crate::rotation::published(&env.keys, now) {
+        if !signing.contains(&k.alg.name()) {
+            signing.push(k.alg.name());
+        }
+    }
+    if signing.is_empty() {
+        signing.push(env.env.policy.alg.name());
+    }
     axum::Json(json!({
         "issuer": env.env.issuer,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
@@ -255,7 +272,7 @@ pub fn discovery(env: &EnvState, scopes: Vec<String>) -> axum::Json<Value> {
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
-        "id_token_signing_alg_values_supported": [env.env.policy.alg.name()],
+        "id_token_signing_alg_values_supported": signing,
         "scopes_supported": scopes,
         // No authorization endpoint is served, so no response type is
         // (RFC 8414 §2 requires the member; `token`, the implicit flow, is

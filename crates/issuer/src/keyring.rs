@@ -59,7 +59,8 @@ pub struct Change<'a> {
 pub struct AddedKey {
     pub key: KeyRecord,
     pub plan: RotationPlan,
-    /// The environment's policy algorithm was set from this first key.
+    /// The environment's policy algorithm was set from this key (its first
+    /// key, or [`KeyChoice::Adopt`]).
     pub policy_updated: bool,
 }
 
@@ -250,6 +251,48 @@ pub async fn generate(spec: KeySpec) -> Result<PrivateKey, IssuerError> {
         .map_err(IssuerError::from)
 }
 
+/// What [`generate_key`] makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyChoice {
+    /// The key the environment's rotation policy makes.
+    Policy,
+    /// This algorithm and size; the policy stays (`keys generate --alg`).
+    Given(KeySpec),
+    /// This algorithm and size, and the environment's rotation policy
+    /// adopts them in the same transaction, so that automatic rotation goes
+    /// on making keys like it (`keys rotate --alg`: a move to another
+    /// algorithm, say from RS256 to ML-DSA-65; see [`KeyChoice::for_rotation`]).
+    Adopt(KeySpec),
+}
+
+impl KeyChoice {
+    /// What a rotation of an environment with `policy` makes when it names
+    /// an algorithm or an RSA size (`keys rotate --alg ML-DSA-65`): the
+    /// policy with them, checked, adopted ([`KeyChoice::Adopt`]). An RSA
+    /// size is kept from `policy` when both algorithms are RSA; a size given
+    /// for another family is refused. [`KeyChoice::Policy`] when neither is
+    /// named.
+    pub fn for_rotation(
+        policy: &RotationPolicy,
+        alg: Option<Algorithm>,
+        rsa_bits: Option<u32>,
+    ) -> Result<KeyChoice, IssuerError> {
+        if alg.is_none() && rsa_bits.is_none() {
+            return Ok(KeyChoice::Policy);
+        }
+        let mut next = policy.clone();
+        if let Some(alg) = alg {
+            let both_rsa = alg.family() == KeyFamily::Rsa && policy.alg.family() == KeyFamily::Rsa;
+            next.alg = alg;
+            next.rsa_bits = rsa_bits.or(policy.rsa_bits.filter(|_| both_rsa));
+        } else {
+            next.rsa_bits = rsa_bits;
+        }
+        check_policy(&next)?;
+        Ok(KeyChoice::Adopt(KeySpec::for_policy(&next)))
+    }
+}
+
 /// Generates a key and brings it into environment `env` on `schedule`: the
 /// one path by which the CLI (`keys generate`, `keys rotate`), the admin
 /// API (`keys/rotate`) and the scheduler make a key.
@@ -267,11 +310,16 @@ pub async fn generate_key<'a>(
     store: &Store,
     root: &RootKey,
     env: &str,
-    spec: Option<KeySpec>,
+    choice: KeyChoice,
     opts: &KeyOptions,
     schedule: Schedule,
     at: impl Fn() -> Change<'a>,
 ) -> Result<AddedKey, IssuerError> {
+    let (spec, adopt) = match choice {
+        KeyChoice::Policy => (None, false),
+        KeyChoice::Given(s) => (Some(s), false),
+        KeyChoice::Adopt(s) => (Some(s), true),
+    };
     if let Some(s) = spec {
         check_key_size(s.alg, s.rsa_bits)?;
     }
@@ -288,7 +336,7 @@ pub async fn generate_key<'a>(
     )?;
     let spec = spec.unwrap_or_else(|| KeySpec::for_policy(&environment.policy));
     let key = generate(spec).await?;
-    add_key(store, root, env, &key, opts, schedule, at()).await
+    add(store, root, env, &key, opts, schedule, at(), adopt).await
 }
 
 fn record(
@@ -354,6 +402,22 @@ pub async fn add_key(
     schedule: Schedule,
     at: Change<'_>,
 ) -> Result<AddedKey, IssuerError> {
+    add(store, root, env, key, opts, schedule, at, false).await
+}
+
+/// [`add_key`]; with `adopt_algorithm` the environment's rotation policy
+/// takes the key's algorithm (and RSA size) in the same transaction.
+#[allow(clippy::too_many_arguments)]
+async fn add(
+    store: &Store,
+    root: &RootKey,
+    env: &str,
+    key: &PrivateKey,
+    opts: &KeyOptions,
+    schedule: Schedule,
+    at: Change<'_>,
+    adopt_algorithm: bool,
+) -> Result<AddedKey, IssuerError> {
     let mut tx = store.begin().await?;
     // Seal under the root key the store holds now (a concurrent root-key rotation waits or fails us).
     tx.check_root_key(root).await?;
@@ -366,11 +430,16 @@ pub async fn add_key(
     for k in &plan.retiring {
         tx.update_key_times(k).await?;
     }
-    let policy_updated = existing.is_empty() && environment.policy.alg != rec.alg;
+    let rsa_bits = matches!(rec.alg.family(), KeyFamily::Rsa).then_some(rec.size_bits);
+    let policy_updated = if adopt_algorithm {
+        (environment.policy.alg, environment.policy.rsa_bits) != (rec.alg, rsa_bits)
+    } else {
+        existing.is_empty() && environment.policy.alg != rec.alg
+    };
     if policy_updated {
         environment.policy.alg = rec.alg;
-        environment.policy.rsa_bits =
-            matches!(rec.alg.family(), keyward_jose::KeyFamily::Rsa).then_some(rec.size_bits);
+        environment.policy.rsa_bits = rsa_bits;
+        check_policy(&environment.policy)?;
         tx.update_environment(&environment).await?;
     }
     let action = match opts.origin {
@@ -378,21 +447,19 @@ pub async fn add_key(
         Origin::Generated => "key.generate",
         Origin::Imported => "key.import",
     };
-    tx.append_audit(entry(
-        at,
-        action,
-        env,
-        &rec.kid,
-        json!({
-            "origin": rec.origin,
-            "alg": rec.alg.name(),
-            "bits": rec.size_bits,
-            "activates_at": rec.activates_at,
-            "immediate": schedule == Schedule::Immediate,
-            "retiring": plan.retiring.iter().map(|k| json!({"kid": k.kid, "retires_at": k.retires_at})).collect::<Vec<_>>(),
-        }),
-    ))
-    .await?;
+    let mut detail = json!({
+        "origin": rec.origin,
+        "alg": rec.alg.name(),
+        "bits": rec.size_bits,
+        "activates_at": rec.activates_at,
+        "immediate": schedule == Schedule::Immediate,
+        "retiring": plan.retiring.iter().map(|k| json!({"kid": k.kid, "retires_at": k.retires_at})).collect::<Vec<_>>(),
+    });
+    if policy_updated {
+        detail["policy_alg"] = json!(rec.alg.name());
+    }
+    tx.append_audit(entry(at, action, env, &rec.kid, detail))
+        .await?;
     tx.commit().await?;
     Ok(AddedKey {
         key: rec,

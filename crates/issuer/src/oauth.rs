@@ -59,16 +59,22 @@ pub enum FaultReason {
     Audit,
     /// The environment's own key set could not be built.
     Keys,
+    /// A signed token would be longer than gates accept
+    /// ([`keyward_jose::DEFAULT_MAX_TOKEN_LEN`]): handed out, every gate
+    /// would refuse it, so it is not (an ML-DSA-87 signature alone takes
+    /// 6,170 of the 8,192 bytes).
+    TokenTooLarge,
     /// Anything else (serialization, an unexpected domain error).
     Internal,
 }
 
 impl FaultReason {
-    pub const ALL: [FaultReason; 5] = [
+    pub const ALL: [FaultReason; 6] = [
         FaultReason::Store,
         FaultReason::Signing,
         FaultReason::Audit,
         FaultReason::Keys,
+        FaultReason::TokenTooLarge,
         FaultReason::Internal,
     ];
 
@@ -78,6 +84,7 @@ impl FaultReason {
             FaultReason::Signing => "signing",
             FaultReason::Audit => "audit",
             FaultReason::Keys => "keys",
+            FaultReason::TokenTooLarge => "token_too_large",
             FaultReason::Internal => "internal",
         }
     }

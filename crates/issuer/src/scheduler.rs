@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::authority::Authority;
 use crate::error::error_chain;
 use crate::error::IssuerError;
-use crate::keyring::{self, Change, KeyOptions, Origin};
+use crate::keyring::{self, Change, KeyChoice, KeyOptions, Origin};
 use crate::rotation::{self, RotationError, Schedule};
 
 /// The audit actor of scheduled rotations.
@@ -49,7 +49,7 @@ impl Authority {
                 &self.store,
                 &root,
                 &e.env.name,
-                None,
+                KeyChoice::Policy,
                 &opts,
                 Schedule::PolicyLead,
                 at,

@@ -825,7 +825,19 @@ async fn keys_list_rotate_retire_revoke() {
         ),
         (
             "/admin/v1/envs/dev/keys/rotate",
-            json!({"alg": "RS256"}),
+            json!({"algorithm": "RS256"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/admin/v1/envs/dev/keys/rotate",
+            json!({"alg": "HS256"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/admin/v1/envs/dev/keys/rotate",
+            json!({"alg": "RS256", "rsa_bits": 1024}),
             StatusCode::BAD_REQUEST,
             "invalid_request",
         ),
@@ -1536,4 +1548,86 @@ async fn token_issue_is_audited_with_its_refresh_token_or_not_at_all() {
     assert_eq!(audit.actor, f.actor());
     assert_eq!(audit.detail["refresh"], true);
     assert_eq!(audit.detail["client_id"], id.as_str());
+}
+
+/// Rotating to another algorithm through the API (`alg` in the rotate body)
+/// moves the environment's policy with the key; an ML-DSA-87 access token
+/// that would exceed the 8 KiB gates accept is not handed out: a
+/// `server_error`, logged once and counted as `token_too_large`, and the
+/// store is left as it was. A token with fewer claims is issued.
+#[tokio::test]
+async fn rotating_to_ml_dsa_87_and_tokens_too_large_for_gates() {
+    let f = fixture().await;
+    let (id, _) = f
+        .client(json!({"name": "web", "scopes": ["a"], "audiences": ["api://orders"]}))
+        .await;
+
+    let state = f.state().await;
+    let r = f
+        .post(
+            "/admin/v1/envs/dev/keys/rotate",
+            json!({"immediate": true, "alg": "ML-DSA-87", "rsa_bits": 2048}),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        r.body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("rsa_bits applies only to RSA algorithms, not ML-DSA-87"),
+        "{r:?}"
+    );
+    assert_eq!(f.state().await, state);
+    let r = f
+        .post(
+            "/admin/v1/envs/dev/keys/rotate",
+            json!({"immediate": true, "alg": "ML-DSA-87"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    assert_eq!(r.body["alg"], "ML-DSA-87");
+    let env = f.get("/admin/v1/envs/dev").await;
+    assert_eq!(env.body["policy"]["alg"], "ML-DSA-87", "{env:?}");
+    assert_eq!(f.last_audit().await.detail["policy_alg"], "ML-DSA-87");
+
+    let mint = |n: usize| {
+        let permissions: Vec<String> = (0..n).map(|i| format!("orders.{i:04}.read")).collect();
+        f.post(
+            "/admin/v1/envs/dev/tokens",
+            json!({"sub": "alice", "client_id": id, "permissions": permissions}),
+        )
+    };
+    let before = server_errors(&f, "token_too_large").await;
+    let state = f.state().await;
+    let (logs, guard) = capture_logs();
+    let r = mint(90).await;
+    drop(guard);
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{r:?}");
+    assert_eq!(r.body.to_string(), SERVER_ERROR_BODY);
+    assert_eq!(f.state().await, state, "no refresh token, no audit record");
+    let logs = logs.text();
+    assert_eq!(
+        logs.matches("request failed on the server's side").count(),
+        1,
+        "{logs}"
+    );
+    for want in [
+        r#"reason="token_too_large""#,
+        "the signed ML-DSA-87 access token is",
+        "over the 8192-byte limit gates enforce: it was not issued",
+    ] {
+        assert!(logs.contains(want), "{want} not in {logs}");
+    }
+    assert_eq!(server_errors(&f, "token_too_large").await, before + 1.0);
+
+    let r = mint(10).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let token = r.body["access_token"].as_str().unwrap();
+    assert!(token.len() <= keyward_jose::DEFAULT_MAX_TOKEN_LEN);
+    let policy = Validation {
+        algorithms: vec![Algorithm::MlDsa87],
+        ..Validation::access_token(ISSUER, &["api://orders"])
+    };
+    let ok = verify_jwt(token, &f.served_keys().await, &policy, NOW).unwrap();
+    assert_eq!(ok.header.alg, Algorithm::MlDsa87);
 }

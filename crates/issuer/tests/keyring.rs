@@ -11,7 +11,7 @@
 mod common;
 
 use common::Ctx;
-use keyward_issuer::keyring::{self, KeySpec};
+use keyward_issuer::keyring::{self, KeyChoice, KeySpec};
 use keyward_issuer::{
     AddedKey, Change, FirstKey, IssuerError, KeyOptions, Origin, RetireOptions, RotationError,
     Schedule,
@@ -104,7 +104,8 @@ async fn generate(
     schedule: Schedule,
     now: i64,
 ) -> Result<AddedKey, IssuerError> {
-    keyring::generate_key(store, root, env, spec, opts, schedule, || at(now)).await
+    let choice = spec.map_or(KeyChoice::Policy, KeyChoice::Given);
+    keyring::generate_key(store, root, env, choice, opts, schedule, || at(now)).await
 }
 
 async fn last_audit(store: &Store) -> AuditRecord {

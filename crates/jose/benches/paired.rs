@@ -11,12 +11,22 @@
 //! of keyward/raw and keyward/jsonwebtoken, then one `PAIRED` line each for
 //! `scripts/bench-jose.sh`.
 //!
-//! `-- count:N [ALGORITHM...]` instead runs each verifier of each named case
-//! (all four by default) exactly N times, in `instr_raw`, `instr_keyward`
-//! and `instr_jsonwebtoken`, and prints nothing: under
+//! The ML-DSA cases (`common::PQ_NAMES`) pair `raw` with `keyward`
+//! verification and `raw_sign` with `keyward_sign` (batches of about 5 ms:
+//! an ML-DSA signature takes a varying number of rejection rounds, so a
+//! batch holds enough of them to average out); one `PAIREDPQ` line each.
+//!
+//! `-- count:N [ALGORITHM...] [fn:NAME...]` instead runs each verifier of
+//! each named case (all seven by default) exactly N times, in `instr_raw`,
+//! `instr_keyward`, `instr_jsonwebtoken` (classical cases only),
+//! `instr_raw_sign` and `instr_keyward_sign` (ML-DSA cases only), or only
+//! those named with `fn:` (`fn:raw` `fn:keyward_sign`), and prints nothing: under
 //! `valgrind --tool=callgrind --toggle-collect='*::instr_*'` each function's
 //! inclusive total / N is that verifier's instruction count, the same from
-//! run to run whatever else the machine is doing.
+//! run to run whatever else the machine is doing (signing aside: aws-lc's
+//! ML-DSA signatures are hedged, so their rejection rounds vary per call;
+//! `scripts/bench-jose.sh` subtracts the aws-lc-rs call inside
+//! `instr_keyward_sign` to get keyward's own instructions exactly).
 
 #[allow(dead_code)] // each bench uses part of it
 mod common;
@@ -38,31 +48,71 @@ fn batch(n: u32, f: impl Fn()) -> f64 {
     (common::now_ns() - start) as f64 / n as f64
 }
 
-/// `count:N`: each verifier of each case N times, for an instruction count.
-/// `Case::new` has already run each once (warm), outside these functions.
-fn count(n: u64, names: &[String]) {
+/// `count:N`: each verifier of each case N times (or those of `fns`), for an
+/// instruction count. `Case::new` has already run each once (warm),
+/// outside these functions.
+fn count(n: u64, names: &[String], fns: &[String]) {
+    let chosen = |list: &[String], x: &str| list.is_empty() || list.iter().any(|y| y == x);
     for name in common::NAMES {
-        if !names.is_empty() && !names.iter().any(|x| x == name) {
+        if !chosen(names, name) {
             continue;
         }
         let case = common::Case::new(name);
-        instr_raw(&case, n);
-        instr_keyward(&case, n);
-        instr_jsonwebtoken(&case, n);
+        if chosen(fns, "raw") {
+            instr_raw(&case.v, n);
+        }
+        if chosen(fns, "keyward") {
+            instr_keyward(&case.v, n);
+        }
+        if chosen(fns, "jsonwebtoken") {
+            instr_jsonwebtoken(&case, n);
+        }
+    }
+    for name in common::PQ_NAMES {
+        if !chosen(names, name) {
+            continue;
+        }
+        let case = common::PqCase::new(name);
+        if chosen(fns, "raw") {
+            instr_raw(&case.v, n);
+        }
+        if chosen(fns, "keyward") {
+            instr_keyward(&case.v, n);
+        }
+        if chosen(fns, "raw_sign") {
+            instr_raw_sign(&case, n);
+        }
+        if chosen(fns, "keyward_sign") {
+            instr_keyward_sign(&case, n);
+        }
     }
 }
 
 #[inline(never)]
-fn instr_raw(case: &common::Case, n: u64) {
+fn instr_raw(v: &common::Verifying, n: u64) {
     for _ in 0..n {
-        case.raw();
+        v.raw();
     }
 }
 
 #[inline(never)]
-fn instr_keyward(case: &common::Case, n: u64) {
+fn instr_keyward(v: &common::Verifying, n: u64) {
     for _ in 0..n {
-        case.keyward();
+        v.keyward();
+    }
+}
+
+#[inline(never)]
+fn instr_raw_sign(case: &common::PqCase, n: u64) {
+    for _ in 0..n {
+        case.raw_sign();
+    }
+}
+
+#[inline(never)]
+fn instr_keyward_sign(case: &common::PqCase, n: u64) {
+    for _ in 0..n {
+        case.keyward_sign();
     }
 }
 
@@ -78,10 +128,17 @@ fn main() {
     if let Some(n) = args.iter().find_map(|a| a.strip_prefix("count:")) {
         let names: Vec<String> = args
             .iter()
-            .filter(|a| common::NAMES.contains(&a.as_str()))
+            .filter(|a| {
+                common::NAMES.contains(&a.as_str()) || common::PQ_NAMES.contains(&a.as_str())
+            })
             .cloned()
             .collect();
-        count(n.parse().expect("count:N"), &names);
+        let fns: Vec<String> = args
+            .iter()
+            .filter_map(|a| a.strip_prefix("fn:"))
+            .map(str::to_owned)
+            .collect();
+        count(n.parse().expect("count:N"), &names, &fns);
         return;
     }
     // `cargo bench` passes `--bench`; the first number is seconds per case.
@@ -99,7 +156,9 @@ fn main() {
     let mut lines = Vec::new();
     for name in common::NAMES {
         let case = common::Case::new(name);
-        let fns: [&dyn Fn(); 3] = [&|| case.raw(), &|| case.keyward(), &|| case.jsonwebtoken()];
+        let fns: [&dyn Fn(); 3] = [&|| case.v.raw(), &|| case.v.keyward(), &|| {
+            case.jsonwebtoken()
+        }];
         // Warm up, and size a batch to about 0.25 ms of the slowest verifier.
         let mut per_call = [0.0f64; 3];
         for (i, f) in fns.iter().enumerate() {
@@ -137,7 +196,83 @@ fn main() {
             med(&ns[2])
         ));
     }
+    println!();
+    println!(
+        "{:<12} {:<7} {:>10} {:>11}   {:<23} {:>6}",
+        "algorithm", "op", "raw ns", "keyward ns", "keyward/raw p25 p50 p75", "rounds"
+    );
+    for name in common::PQ_NAMES {
+        let case = common::PqCase::new(name);
+        let ops: [(&str, Two, f64); 2] = [
+            ("verify", [&|| case.v.raw(), &|| case.v.keyward()], 2.5e5),
+            (
+                "sign",
+                [&|| case.raw_sign(), &|| drop(case.keyward_sign())],
+                5e6,
+            ),
+        ];
+        for (op, fns, batch_ns) in ops {
+            let Paired {
+                first_ns: raw,
+                second_ns: kw,
+                ratio: [kr25, kr50, kr75],
+                rounds,
+            } = pair(fns, batch_ns, secs / 2.0);
+            println!(
+                "{:<12} {:<7} {:>10.0} {:>11.0}   {:.3} {:.3} {:.3}       {:>6}",
+                name, op, raw, kw, kr25, kr50, kr75, rounds
+            );
+            lines.push(format!(
+                "PAIREDPQ {name} {op} {raw:.0} {kw:.0} {kr50:.4} {kr25:.4} {kr75:.4} {rounds}"
+            ));
+        }
+    }
     for l in lines {
         println!("{l}");
+    }
+}
+
+/// The two functions [`pair`] compares, the floor first.
+type Two<'a> = [&'a dyn Fn(); 2];
+
+/// What [`pair`] measured.
+struct Paired {
+    /// Median ns per call of each function.
+    first_ns: f64,
+    second_ns: f64,
+    /// Quartiles of the per-round second/first ratio.
+    ratio: [f64; 3],
+    rounds: usize,
+}
+
+/// Two functions in interleaved batches of about `batch_ns` each for
+/// `secs`.
+fn pair(fns: Two, batch_ns: f64, secs: f64) -> Paired {
+    let mut per_call = [0.0f64; 2];
+    for (i, f) in fns.iter().enumerate() {
+        batch(3, f);
+        per_call[i] = batch(10, f);
+    }
+    let n = (batch_ns / per_call.iter().cloned().fold(1.0, f64::max)).clamp(1.0, 10_000.0) as u32;
+    let (mut ns, mut ratio) = ([vec![], vec![]], vec![]);
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut round = 0usize;
+    while Instant::now() < deadline {
+        let mut t = [0.0f64; 2];
+        for k in 0..2 {
+            let i = (round + k) % 2;
+            t[i] = batch(n, fns[i]);
+        }
+        ns[0].push(t[0]);
+        ns[1].push(t[1]);
+        ratio.push(t[1] / t[0]);
+        round += 1;
+    }
+    let med = |v: &Vec<f64>| quartiles(v.clone())[1];
+    Paired {
+        first_ns: med(&ns[0]),
+        second_ns: med(&ns[1]),
+        ratio: quartiles(ratio),
+        rounds: round,
     }
 }

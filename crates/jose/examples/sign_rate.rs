@@ -2,7 +2,8 @@
 //! fixed message, on N threads, with a key generated at start.
 //!
 //! `cargo run --release -p keyward-jose --example sign_rate -- RS256 4096 5 2`
-//! (algorithm, RSA bits or 0, seconds, threads) prints `<signatures/s>`.
+//! (algorithm: RS256, ES256 or ML-DSA-65; RSA bits or 0, seconds, threads)
+//! prints `<signatures/s>`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
-use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _};
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _, PqdsaKeyPair};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -47,6 +48,13 @@ fn main() {
             let _ = k.public_key();
             Arc::new(move || {
                 k.sign(&SystemRandom::new(), &msg).unwrap();
+            })
+        }
+        "ML-DSA-65" => {
+            let k = Arc::new(PqdsaKeyPair::generate(&signature::ML_DSA_65_SIGNING).unwrap());
+            Arc::new(move || {
+                let mut sig = [0u8; 3309];
+                k.sign(&msg, &mut sig).unwrap();
             })
         }
         other => panic!("unsupported {other}"),

@@ -336,7 +336,10 @@ mod tests {
             "HashML-DSA-65",
         ] {
             assert!(
-                matches!(Algorithm::from_name(n), Err(KeyError::UnsupportedAlgorithm(_))),
+                matches!(
+                    Algorithm::from_name(n),
+                    Err(KeyError::UnsupportedAlgorithm(_))
+                ),
                 "{n}"
             );
         }

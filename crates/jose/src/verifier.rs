@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use crate::alg::Algorithm;
 use crate::claims::Validation;
 use crate::error::{Error, KeyError, TokenError};
 use crate::jwk::JwkSet;
@@ -20,6 +21,9 @@ pub struct KeySet {
     /// short linear scan beats hashing the `kid`.
     index: Option<HashMap<String, usize>>,
     unnamed: Vec<Arc<PublicKey>>,
+    /// Kids of keys left out because their user does not accept their
+    /// algorithm ([`KeySet::insert_not_accepted`]), with that algorithm.
+    not_accepted: Vec<(String, Algorithm)>,
     /// Header segments already verified with a key of this set, read once.
     memo: Box<[OnceLock<HeaderMemo>; MEMO_SLOTS]>,
 }
@@ -59,7 +63,7 @@ impl KeySet {
         *self.memo = Default::default();
         match kid {
             Some(kid) => {
-                if self.position(&kid).is_some() {
+                if self.knows(&kid) {
                     return Err(KeyError::DuplicateKid(kid));
                 }
                 self.named.push((kid, Arc::new(key)));
@@ -76,6 +80,25 @@ impl KeySet {
             None => self.unnamed.push(Arc::new(key)),
         }
         Ok(())
+    }
+
+    /// Records a key that is published but not used here because its
+    /// algorithm is not accepted (a gate whose policy leaves ML-DSA out, say):
+    /// the key is not kept, but a token naming `kid` is refused as
+    /// [`TokenError::AlgorithmNotAllowed`] rather than as an unknown kid, so a
+    /// caller that refetches keys for unknown kids does not refetch for it.
+    /// A `kid` already in the set is refused.
+    pub fn insert_not_accepted(&mut self, kid: String, alg: Algorithm) -> Result<(), KeyError> {
+        if self.knows(&kid) {
+            return Err(KeyError::DuplicateKid(kid));
+        }
+        self.not_accepted.push((kid, alg));
+        Ok(())
+    }
+
+    /// Whether `kid` names a key of the set or one left out of it.
+    fn knows(&self, kid: &str) -> bool {
+        self.position(kid).is_some() || self.not_accepted.iter().any(|(k, _)| k == kid)
     }
 
     /// The keys of a JWK Set.
@@ -99,7 +122,7 @@ impl KeySet {
         self.position(kid).map(|i| &self.named[i].1)
     }
 
-    /// Number of keys.
+    /// Number of keys (those left out as not accepted do not count).
     pub fn len(&self) -> usize {
         self.named.len() + self.unnamed.len()
     }
@@ -117,9 +140,12 @@ impl KeySet {
     /// The key a header with `kid` selects.
     pub(crate) fn find(&self, kid: Option<&str>) -> Result<&Arc<PublicKey>, TokenError> {
         match kid {
-            Some(kid) => self
-                .get(kid)
-                .ok_or_else(|| TokenError::UnknownKid(kid.chars().take(64).collect())),
+            Some(kid) => self.get(kid).ok_or_else(|| {
+                match self.not_accepted.iter().find(|(k, _)| k == kid) {
+                    Some((_, alg)) => TokenError::AlgorithmNotAllowed(alg.name()),
+                    None => TokenError::UnknownKid(kid.chars().take(64).collect()),
+                }
+            }),
             None if self.len() == 1 => Ok(self
                 .unnamed
                 .first()
@@ -231,6 +257,58 @@ mod tests {
         let mut one = KeySet::new();
         one.insert(Some("only".into()), keys[0].clone()).unwrap();
         assert_eq!(one.find(None).unwrap().as_ref(), &keys[0]);
+    }
+
+    #[test]
+    fn keys_left_out_refuse_their_tokens_by_algorithm() {
+        use crate::{sign_jwt, LocalSigner, TokenSigner};
+        let now = 1_700_000_000;
+        let claims = serde_json::json!({"iss": "i", "sub": "s", "exp": now + 60});
+        let es = LocalSigner::new(
+            PrivateKey::generate(Algorithm::ES256, None).unwrap(),
+            Some("es".into()),
+        );
+        let pq = LocalSigner::new(
+            PrivateKey::generate(Algorithm::MlDsa65, None).unwrap(),
+            Some("pq".into()),
+        );
+        let mut keys = KeySet::new();
+        keys.insert(Some("es".into()), es.public_jwk().key).unwrap();
+        keys.insert_not_accepted("pq".into(), Algorithm::MlDsa65)
+            .unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys.kids().collect::<Vec<_>>(), ["es"]);
+        assert!(keys.get("pq").is_none());
+        // Either way round, a kid is in the set once.
+        assert_eq!(
+            keys.insert(Some("pq".into()), pq.public_jwk().key),
+            Err(KeyError::DuplicateKid("pq".into()))
+        );
+        assert_eq!(
+            keys.insert_not_accepted("es".into(), Algorithm::ES256),
+            Err(KeyError::DuplicateKid("es".into()))
+        );
+        let policy = Validation {
+            algorithms: Algorithm::ALL.to_vec(),
+            ..Validation::default()
+        };
+        let t = sign_jwt(&es, None, &claims).unwrap();
+        verify_jwt(&t, &keys, &policy, now).unwrap();
+        // Even a policy that names ML-DSA does not bring the left-out key back.
+        let t = sign_jwt(&pq, None, &claims).unwrap();
+        assert_eq!(
+            verify_jwt(&t, &keys, &policy, now).unwrap_err(),
+            Error::Token(TokenError::AlgorithmNotAllowed("ML-DSA-65"))
+        );
+        let other = LocalSigner::new(
+            PrivateKey::generate(Algorithm::MlDsa65, None).unwrap(),
+            Some("other".into()),
+        );
+        let t = sign_jwt(&other, None, &claims).unwrap();
+        assert_eq!(
+            verify_jwt(&t, &keys, &policy, now).unwrap_err(),
+            Error::Token(TokenError::UnknownKid("other".into()))
+        );
     }
 
     fn header_of(token: &str) -> &str {

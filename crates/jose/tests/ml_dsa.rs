@@ -295,7 +295,10 @@ fn encodings_and_generation() {
         // The raw key is not SPKI; another parameter set's key is refused.
         let jwk = key.public_key().to_jwk(None).to_value();
         let raw = B64.decode(jwk["pub"].as_str().unwrap()).unwrap();
-        assert!(matches!(PublicKey::from_der(alg, &raw), Err(KeyError::Malformed(_))));
+        assert!(matches!(
+            PublicKey::from_der(alg, &raw),
+            Err(KeyError::Malformed(_))
+        ));
         for other in ML_DSA.into_iter().filter(|&o| o != alg) {
             assert!(matches!(
                 PrivateKey::from_der(other, &key.to_pkcs8_der()),
@@ -307,9 +310,9 @@ fn encodings_and_generation() {
             ));
         }
         assert!(matches!(
-        PrivateKey::from_der(Algorithm::EdDSA, &key.to_pkcs8_der()),
-        Err(KeyError::Malformed(_))
-    ));
+            PrivateKey::from_der(Algorithm::EdDSA, &key.to_pkcs8_der()),
+            Err(KeyError::Malformed(_))
+        ));
         assert!(!format!("{key:?}").contains(&B64.encode(key.to_pkcs8_der())));
     }
 }

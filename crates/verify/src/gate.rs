@@ -101,7 +101,7 @@ impl GateBuilder {
                 &policy.issuer,
                 policy.source.clone(),
                 policy.cache.clone(),
-                policy.rsa_default(),
+                &policy.algorithms,
             )
             .map_err(|source| BuildError::Keys {
                 issuer: policy.issuer.clone(),

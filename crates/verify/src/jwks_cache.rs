@@ -14,7 +14,11 @@
 //! - a fetched set replaces the old one atomically; fetch time and body size
 //!   are bounded; keys that are weak or malformed (RSA under 2048 bits, an
 //!   invalid curve point, private members, a duplicate `kid`) are dropped and
-//!   logged, and the rest are used.
+//!   logged, and the rest are used;
+//! - keys of an algorithm the issuer's policy does not accept (an ML-DSA
+//!   `AKP` key where ML-DSA is not configured) are skipped with a log line
+//!   and a count, never a reason to refuse the set; a token naming one is
+//!   refused for its algorithm without a refetch.
 //!
 //! Fetches go through one [`Fetcher`] per issuer, with the rules of
 //! [`crate::fetch`]: plain `http://` only for loopback hosts unless
@@ -28,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use keyward_jose::{Algorithm, JwkSet, KeySet, PublicKey};
+use keyward_jose::{Algorithm, JwkSet, KeySet};
 use metrics::{counter, gauge};
 
 use crate::error::{DiscoveryError, JwksError, VerifyError};
@@ -131,6 +135,8 @@ struct Inner {
     issuer: String,
     source: KeySource,
     config: CacheConfig,
+    /// The algorithms the policy accepts: keys of others are skipped.
+    algorithms: Vec<Algorithm>,
     rsa_default: Algorithm,
     fetcher: Fetcher,
     current: ArcSwapOption<Snapshot>,
@@ -175,13 +181,15 @@ impl std::fmt::Debug for JwksCache {
 }
 
 impl JwksCache {
-    /// A cache for `issuer`'s keys from `source`. Nothing is fetched until
-    /// the first use, [`JwksCache::refresh`] or [`JwksCache::spawn_refresher`].
+    /// A cache for `issuer`'s keys from `source`, keeping the keys of
+    /// `algorithms` (an RSA JWK without `alg` takes the first RSA algorithm
+    /// listed, else RS256). Nothing is fetched until the first use,
+    /// [`JwksCache::refresh`] or [`JwksCache::spawn_refresher`].
     pub fn new(
         issuer: &str,
         source: KeySource,
         config: CacheConfig,
-        rsa_default: Algorithm,
+        algorithms: &[Algorithm],
     ) -> Result<Self, JwksError> {
         if let KeySource::JwksUri(uri) = &source {
             check_url(uri, config.allow_http).map_err(crate::error::FetchError::from)?;
@@ -195,7 +203,8 @@ impl JwksCache {
                 issuer: issuer.to_string(),
                 source,
                 config,
-                rsa_default,
+                algorithms: algorithms.to_vec(),
+                rsa_default: crate::policy::rsa_default(algorithms),
                 fetcher,
                 current: ArcSwapOption::empty(),
                 fetching: tokio::sync::Mutex::new(FetchState::default()),
@@ -510,8 +519,18 @@ impl JwksCache {
         }
         let mut keys = KeySet::new();
         for k in set.keys {
-            let key: PublicKey = k.key;
-            if let Err(e) = keys.insert(k.kid.clone(), key) {
+            let alg = k.key.algorithm();
+            let added = if self.inner.algorithms.contains(&alg) {
+                keys.insert(k.kid.clone(), k.key)
+            } else {
+                counter!("keyward_gate_jwks_keys_skipped_total", "issuer" => self.inner.issuer.clone(), "alg" => alg.name()).increment(1);
+                tracing::warn!(issuer = %self.inner.issuer, kid = ?k.kid, alg = alg.name(), "JWKS key skipped: its algorithm is not in this issuer's algorithms, so tokens it signs are refused (list it in algorithms to accept them)");
+                match k.kid.clone() {
+                    Some(kid) => keys.insert_not_accepted(kid, alg),
+                    None => Ok(()),
+                }
+            };
+            if let Err(e) = added {
                 tracing::warn!(issuer = %self.inner.issuer, kid = ?k.kid, error = %e, "JWKS key dropped");
             }
         }

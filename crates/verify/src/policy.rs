@@ -5,6 +5,16 @@ use keyward_jose::{Algorithm, KeyFamily, Validation, DEFAULT_MAX_TOKEN_LEN};
 use crate::error::AlgorithmError;
 use crate::jwks_cache::{CacheConfig, KeySource};
 
+/// The algorithm assumed for an RSA JWK without `alg` under a policy that
+/// accepts `algorithms`: the first RSA one, else RS256.
+pub(crate) fn rsa_default(algorithms: &[Algorithm]) -> Algorithm {
+    algorithms
+        .iter()
+        .copied()
+        .find(|a| a.family() == KeyFamily::Rsa)
+        .unwrap_or(Algorithm::RS256)
+}
+
 /// The policy and key source for one trusted issuer.
 #[derive(Clone, Debug)]
 pub struct IssuerPolicy {
@@ -75,11 +85,7 @@ impl IssuerPolicy {
     /// The algorithm assumed for an RSA JWK without `alg`: the first RSA
     /// algorithm the policy accepts, else RS256.
     pub fn rsa_default(&self) -> Algorithm {
-        self.algorithms
-            .iter()
-            .copied()
-            .find(|a| a.family() == KeyFamily::Rsa)
-            .unwrap_or(Algorithm::RS256)
+        rsa_default(&self.algorithms)
     }
 
     /// The `keyward-jose` validation this policy asks for.

@@ -307,6 +307,88 @@ async fn without_the_token_cache_every_call_verifies() {
     }
 }
 
+/// Log lines written while the guard of [`capture_logs`] lives (on this
+/// thread, where `#[tokio::test]` runs the gate).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let w = logs.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || w.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(sub))
+}
+
+#[tokio::test]
+async fn a_gate_without_ml_dsa_skips_akp_keys_and_uses_the_rest() {
+    let rs = signer(Algorithm::RS256, "rs");
+    let pq = signer(Algorithm::MlDsa65, "pq");
+    let server = JwksServer::start(jwks(&[&rs, &pq])).await;
+    let mut only_rsa = policy(&server);
+    only_rsa.algorithms = vec![Algorithm::RS256];
+    let gate = Gate::builder().issuer(only_rsa).build().unwrap();
+    let claims = serde_json::json!({});
+    let (logs, guard) = capture_logs();
+    let id = gate
+        .verify(&token(&rs, &server.base(), "api", now(), claims.clone()))
+        .await
+        .unwrap();
+    drop(guard);
+    assert_eq!(id.kid.as_deref(), Some("rs"));
+    assert_eq!(
+        gate.issuers()[0].keys.status().keys,
+        1,
+        "the AKP key is not kept"
+    );
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("JWKS key skipped"))
+        .unwrap_or_else(|| panic!("no skip line in {logs:?}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(r#"kid=Some("pq")"#), "{line}");
+    assert!(line.contains("alg=\"ML-DSA-65\""), "{line}");
+    assert!(!logs.contains("JWKS key dropped"), "{logs}");
+
+    // A token of the skipped key is refused for its algorithm, and does not
+    // send the cache to refetch as an unknown kid would.
+    let fetches = server.fetches();
+    let pq_token = token(&pq, &server.base(), "api", now(), claims.clone());
+    assert_eq!(
+        gate.verify(&pq_token).await.unwrap_err(),
+        VerifyError::Invalid(JoseError::Token(TokenError::AlgorithmNotAllowed(
+            "ML-DSA-65"
+        )))
+    );
+    assert_eq!(server.fetches(), fetches);
+
+    // Listed in `algorithms`, ML-DSA keys are used beside RSA ones.
+    let mut both = policy(&server);
+    both.algorithms = vec![Algorithm::RS256, Algorithm::MlDsa65];
+    let gate = Gate::builder().issuer(both).build().unwrap();
+    for (t, kid) in [
+        (pq_token, "pq"),
+        (token(&rs, &server.base(), "api", now(), claims), "rs"),
+    ] {
+        assert_eq!(gate.verify(&t).await.unwrap().kid.as_deref(), Some(kid));
+    }
+    assert_eq!(gate.issuers()[0].keys.status().keys, 2);
+}
+
 #[tokio::test]
 async fn a_rotated_in_key_is_found_through_the_unknown_kid_path() {
     let k1 = signer(Algorithm::ES256, "k1");

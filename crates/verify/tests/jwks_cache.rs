@@ -32,7 +32,7 @@ fn cache(server: &JwksServer, cfg: CacheConfig) -> JwksCache {
         &server.base(),
         KeySource::JwksUri(server.jwks_uri()),
         cfg,
-        Algorithm::RS256,
+        &Algorithm::DEFAULT_ACCEPTED,
     )
     .unwrap()
 }
@@ -403,7 +403,7 @@ async fn discovery_finds_the_jwks_uri_and_checks_the_issuer() {
         &server.base(),
         KeySource::Discovery,
         config(),
-        Algorithm::RS256,
+        &Algorithm::DEFAULT_ACCEPTED,
     )
     .unwrap();
     assert!(c.key_for("k1").await.is_ok());
@@ -425,7 +425,7 @@ async fn discovery_finds_the_jwks_uri_and_checks_the_issuer() {
         &evil.base(),
         KeySource::Discovery,
         config(),
-        Algorithm::RS256,
+        &Algorithm::DEFAULT_ACCEPTED,
     )
     .unwrap();
     assert_eq!(
@@ -452,7 +452,7 @@ async fn a_static_file_source_is_read() {
             "https://issuer.example",
             KeySource::File(path.clone()),
             cfg,
-            Algorithm::RS256,
+            &Algorithm::DEFAULT_ACCEPTED,
         )
         .unwrap()
     };
@@ -519,7 +519,7 @@ fn plain_http_only_for_loopback_unless_allowed() {
         "http://issuer.example",
         KeySource::Discovery,
         CacheConfig::default(),
-        Algorithm::RS256,
+        &Algorithm::DEFAULT_ACCEPTED,
     ) else {
         panic!("a plain http issuer must be refused");
     };

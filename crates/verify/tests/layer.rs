@@ -41,7 +41,11 @@ struct Issuer {
 
 impl Issuer {
     fn new() -> Issuer {
-        let signer = es256("k1");
+        Issuer::with(es256("k1"), Algorithm::DEFAULT_ACCEPTED.to_vec())
+    }
+
+    /// A gate whose policy accepts `algorithms`, trusting `signer`'s key.
+    fn with(signer: LocalSigner, algorithms: Vec<Algorithm>) -> Issuer {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jwks.json");
         let set = JwkSet {
@@ -51,6 +55,7 @@ impl Issuer {
         let policy = IssuerPolicy {
             source: KeySource::File(path),
             audiences: vec![AUDIENCE.into()],
+            algorithms,
             ..IssuerPolicy::new(ISSUER)
         };
         let gate = Gate::builder().issuer(policy).build().unwrap();
@@ -367,6 +372,50 @@ async fn granted_tokens_reach_the_handler_with_their_identity() {
     let r = get_with(&base, "/me", &bob).await;
     assert_eq!((r.status, r.body.as_str()), (200, "bob"));
     assert_eq!(hits.get(), 5);
+}
+
+#[tokio::test]
+async fn ml_dsa_tokens_pass_the_layer_where_the_policy_lists_ml_dsa() {
+    let pq = || {
+        LocalSigner::new(
+            PrivateKey::generate(Algorithm::MlDsa65, None).unwrap(),
+            Some("pq".into()),
+        )
+    };
+    let issuer = Issuer::with(pq(), vec![Algorithm::ES256, Algorithm::MlDsa65]);
+    let hits = Hits::default();
+    let base = serve(app(&issuer.gate, &hits)).await;
+    let token = issuer.token(json!({ "permissions": ["orders.7.read"] }));
+    let r = get_with(&base, "/orders/7", &token).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "alice"));
+    // One signature character changed: refused before the handler.
+    let mut forged = token.into_bytes();
+    let i = forged.len() - 100;
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let r = get_with(&base, "/orders/7", &forged).await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.challenge()
+            .contains(r#"error="invalid_token", error_description="signature does not verify""#),
+        "{}",
+        r.challenge()
+    );
+    assert_eq!(hits.get(), 1);
+
+    // The default policy leaves ML-DSA out: the same kind of token is refused.
+    let default = Issuer::with(pq(), Algorithm::DEFAULT_ACCEPTED.to_vec());
+    let base = serve(app(&default.gate, &hits)).await;
+    let token = default.token(json!({ "permissions": ["orders.7.read"] }));
+    let r = get_with(&base, "/orders/7", &token).await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.challenge()
+            .contains("token algorithm ML-DSA-65 is not allowed by the policy"),
+        "{}",
+        r.challenge()
+    );
+    assert_eq!(hits.get(), 1);
 }
 
 #[tokio::test]

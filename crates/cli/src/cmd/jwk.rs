@@ -22,10 +22,10 @@ pub fn run(cmd: JwkCmd) -> Result<()> {
             let text = read_input(file.as_deref())?;
             let key = match alg {
                 Some(a) => PublicKey::from_pem(a, &text)?,
-                None => [Algorithm::ES256, Algorithm::ES384, Algorithm::ES512, Algorithm::EdDSA, Algorithm::RS256]
+                None => [Algorithm::ES256, Algorithm::ES384, Algorithm::ES512, Algorithm::EdDSA, Algorithm::RS256, Algorithm::MlDsa44, Algorithm::MlDsa65, Algorithm::MlDsa87]
                     .into_iter()
                     .find_map(|a| PublicKey::from_pem(a, &text).ok())
-                    .ok_or_else(|| anyhow!("not a supported public key PEM (expected a PUBLIC KEY or RSA PUBLIC KEY block of RSA >= 2048 bits, P-256/384/521 or Ed25519)"))?,
+                    .ok_or_else(|| anyhow!("not a supported public key PEM (expected a PUBLIC KEY or RSA PUBLIC KEY block of RSA >= 2048 bits, P-256/384/521, Ed25519 or ML-DSA-44/65/87)"))?,
             };
             let kid = kid.unwrap_or_else(|| key.thumbprint());
             outln!(

@@ -2,13 +2,16 @@
 
 use crate::output::{out, outln};
 use anyhow::{bail, Context as _, Result};
-use keyward_issuer::keyring::KeySpec;
+use keyward_issuer::keyring::{KeyChoice, KeySpec};
 use keyward_issuer::{
     fmt_time, keyring, rotation, AddedKey, KeyOptions, Origin, RetireOptions, Schedule,
 };
-use keyward_jose::{KeyFamily, PrivateKey};
+use std::path::Path;
+
+use keyward_jose::{Algorithm, KeyFamily, PrivateKey};
 use keyward_store::Environment;
 use serde_json::{json, Value};
+use zeroize::Zeroizing;
 
 use crate::args::{ExportFormat, KeyMeta, KeysCmd, ScheduleArgs};
 use crate::context::{generating, Context};
@@ -39,12 +42,16 @@ fn report(ctx: &Context, added: &AddedKey, json: bool) {
         return;
     }
     let k = &added.key;
+    // An ML-DSA key's parameter set is its algorithm: no size to add.
+    let size = match k.alg.family() {
+        KeyFamily::MlDsa(_) => String::new(),
+        _ => format!(", {} bits", k.size_bits),
+    };
     outln!(
-        "{} key {} ({}, {} bits) in environment {}",
+        "{} key {} ({}{size}) in environment {}",
         k.origin,
         k.kid,
         k.alg,
-        k.size_bits,
         k.env
     );
     if k.activates_at <= now {
@@ -67,8 +74,9 @@ fn report(ctx: &Context, added: &AddedKey, json: bool) {
 
 /// Where a new key comes from.
 enum NewKey {
-    /// Generated: this algorithm and size, or the environment's policy.
-    Generate(Option<KeySpec>),
+    /// Generated: the environment's policy, or this algorithm and size
+    /// (adopted by the policy when a rotation names them).
+    Generate(KeyChoice),
     /// Imported (or why it could not be read).
     Import(Result<PrivateKey>),
 }
@@ -93,10 +101,13 @@ async fn add(
         origin: Origin::Generated,
     };
     let added = match new {
-        NewKey::Generate(spec) => {
-            let shown = spec.unwrap_or_else(|| KeySpec::for_policy(&env.policy));
+        NewKey::Generate(choice) => {
+            let shown = match choice {
+                KeyChoice::Policy => KeySpec::for_policy(&env.policy),
+                KeyChoice::Given(s) | KeyChoice::Adopt(s) => s,
+            };
             let work =
-                keyring::generate_key(&store, &root, env_name, spec, &opts, sched, || ctx.at());
+                keyring::generate_key(&store, &root, env_name, choice, &opts, sched, || ctx.at());
             generating(shown, json, work).await?
         }
         NewKey::Import(key) => {
@@ -118,6 +129,29 @@ async fn add(
     Ok(())
 }
 
+/// Reads the private key of `keys import`: a PEM for `alg`, or a private
+/// AKP JWK (whose algorithm must be `alg` when one is named).
+fn import(alg: Option<Algorithm>, pem: Option<&Path>, jwk: Option<&Path>) -> Result<PrivateKey> {
+    let file = pem.or(jwk).context("--pem or --jwk is required")?;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?,
+    );
+    let key = match (alg, jwk) {
+        (_, Some(_)) => PrivateKey::from_jwk(text.trim().as_bytes()),
+        (Some(alg), None) => PrivateKey::from_pem(alg, &text),
+        (None, None) => bail!("--alg is required with --pem"),
+    }
+    .with_context(|| format!("cannot import {}", file.display()))?;
+    match alg {
+        Some(alg) if alg != key.algorithm() => bail!(
+            "cannot import {}: it is an {} key, not {alg}",
+            file.display(),
+            key.algorithm()
+        ),
+        _ => Ok(key),
+    }
+}
+
 pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
     match cmd {
         KeysCmd::Generate {
@@ -137,7 +171,7 @@ pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
             add(
                 ctx,
                 &env,
-                NewKey::Generate(Some(spec)),
+                NewKey::Generate(KeyChoice::Given(spec)),
                 meta,
                 &schedule,
                 json,
@@ -148,27 +182,36 @@ pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
             env,
             alg,
             pem,
+            jwk,
             meta,
             schedule,
             json,
         } => {
-            let text = std::fs::read_to_string(&pem)
-                .with_context(|| format!("cannot read {}", pem.display()))?;
-            let k = PrivateKey::from_pem(alg, &text)
-                .with_context(|| format!("cannot import {}", pem.display()));
+            let k = import(alg, pem.as_deref(), jwk.as_deref());
             add(ctx, &env, NewKey::Import(k), meta, &schedule, json).await
         }
         KeysCmd::Rotate {
             env,
+            alg,
+            bits,
             schedule,
             json,
         } => {
+            // A rotation that names an algorithm or a size moves the policy to it.
+            let choice = match (alg, bits) {
+                (None, None) => KeyChoice::Policy,
+                _ => {
+                    let store = ctx.store().await?;
+                    let e = store.environment(&env).await?;
+                    KeyChoice::for_rotation(&e.policy, alg, bits)?
+                }
+            };
             let meta = KeyMeta {
                 kid: None,
                 owner: None,
                 description: Some("rotation".into()),
             };
-            add(ctx, &env, NewKey::Generate(None), meta, &schedule, json).await
+            add(ctx, &env, NewKey::Generate(choice), meta, &schedule, json).await
         }
         KeysCmd::List { env, json } => {
             let store = ctx.store().await?;

@@ -10,6 +10,7 @@ use keyward_issuer::tokens::new_id;
 use keyward_issuer::{keyring, rotation, Authority};
 use keyward_jose::{
     dangerous, sign_jwt, verify_compact, verify_jwt, Algorithm, Jwk, JwkSet, KeySet, Validation,
+    DEFAULT_MAX_TOKEN_LEN,
 };
 use keyward_store::AuditEntry;
 use keyward_verify::{FetchError, FetchLimits, Fetcher, UrlError};
@@ -102,9 +103,8 @@ pub fn run_jws(cmd: JwsCmd) -> Result<()> {
                 .with_context(|| format!("cannot read {}", key.display()))?;
             let jwk = Jwk::parse(text.trim().as_bytes(), Algorithm::RS256)
                 .with_context(|| format!("cannot load {}", key.display()))?;
-            let (_, payload) =
-                verify_compact(&token, &jwk.key, keyward_jose::DEFAULT_MAX_TOKEN_LEN)
-                    .map_err(|e| anyhow!("JWS rejected: {e}"))?;
+            let (_, payload) = verify_compact(&token, &jwk.key, DEFAULT_MAX_TOKEN_LEN)
+                .map_err(|e| anyhow!("JWS rejected: {e}"))?;
             crate::output::write_out_bytes(&payload);
             Ok(())
         }
@@ -190,6 +190,13 @@ async fn sign(
     claims.insert("jti".into(), json!(jti));
     let sub = claims.get("sub").cloned();
     let token = sign_jwt(&*signer, Some(typ), &Value::Object(claims))?;
+    if token.len() > DEFAULT_MAX_TOKEN_LEN {
+        bail!(
+            "refused to sign a token keyward's gate would refuse: signed with {}, it is {} bytes, over the {DEFAULT_MAX_TOKEN_LEN}-byte limit gates enforce (send fewer claims)",
+            rec.alg,
+            token.len()
+        );
+    }
     let mut tx = store.begin().await?;
     tx.append_audit(AuditEntry {
         at: now,

@@ -151,7 +151,7 @@ fn paths() -> Value {
             "get": with_tag(op("listKeys", "List an environment's keys with their state now.", &["env"], None, ("200", Some("KeyList")), &["404"]), "keys"),
         },
         "/admin/v1/envs/{env}/keys/rotate": {
-            "post": with_tag(op("rotateKey", "Generate a key with the environment's policy (algorithm, size). By default it is published now and signs after the lead time; `immediate` makes it sign now. Refused (409) while a rotation is pending, unless immediate. 503 while this server does not hold the store's root key (after `keyward root-key rotate`, until its root key source gives the new key): retry on another replica or later.", &["env"], Some(("RotateRequest", false)), ("201", Some("RotatedKey")), &["404", "409", "503"]), "keys"),
+            "post": with_tag(op("rotateKey", "Generate a key with the environment's policy (algorithm, size), or with the `alg` and `rsa_bits` given, which the policy then takes in the same transaction. By default it is published now and signs after the lead time; `immediate` makes it sign now. Refused (409) while a rotation is pending, unless immediate. 503 while this server does not hold the store's root key (after `keyward root-key rotate`, until its root key source gives the new key): retry on another replica or later.", &["env"], Some(("RotateRequest", false)), ("201", Some("RotatedKey")), &["404", "409", "503"]), "keys"),
         },
         "/admin/v1/keys/{kid}/retire": {
             "post": with_tag(op("retireKey", "Retire a key now: it stops signing and stays published until its tokens expired. Retiring the only key that signs now (a pending successor does not sign yet) is refused (409, saying to rotate with immediate or when the successor activates) unless `force` and `accept_outage` are both true; retiring the last key that could ever sign needs `force`.", &["kid"], Some(("RetireRequest", false)), ("200", Some("Key")), &["404", "409"]), "keys"),
@@ -293,7 +293,9 @@ fn schemas() -> Value {
                     "additionalProperties": false,
                     "properties": {
                         "immediate": {"type": "boolean", "default": false, "description": "sign at once (verifiers that cached the JWKS reject its tokens until they refresh)"},
-                        "lead_secs": {"type": "integer", "minimum": 0, "maximum": MAX_LEAD_SECS, "description": "default: the environment's lead; not with immediate"}
+                        "lead_secs": {"type": "integer", "minimum": 0, "maximum": MAX_LEAD_SECS, "description": "default: the environment's lead; not with immediate"},
+                        "alg": {"type": "string", "enum": algs, "description": "rotate to this algorithm (e.g. from RS256 to ML-DSA-65); the environment's policy takes it, in the same transaction"},
+                        "rsa_bits": {"type": "integer", "enum": [2048, 3072, 4096], "description": "RSA size of the new key (RSA only); the environment's policy takes it"}
                     }
                 }));
     m.insert("RotatedKey".into(), json!({
