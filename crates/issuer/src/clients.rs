@@ -106,10 +106,14 @@ fn validate(c: &NewClient) -> Result<(), IssuerError> {
                     return Err(IssuerError::invalid("the client's JWK Set has no key"));
                 }
             }
-            (None, Some(u)) if u.starts_with("https://") || u.starts_with("http://") => {}
+            // The rules every fetch keeps (https, or http to loopback), so a
+            // client is not registered with keys that can never be fetched.
+            (None, Some(u)) => keyward_verify::check_url(u, false).map_err(|e| {
+                IssuerError::invalid_because("the client's jwks_uri cannot be fetched", e)
+            })?,
             _ => {
                 return Err(IssuerError::invalid(
-                    "private_key_jwt needs either a JWK Set (file) or an http(s) jwks_uri",
+                    "private_key_jwt needs either a JWK Set (file) or a jwks_uri",
                 ))
             }
         },
@@ -530,6 +534,42 @@ mod tests {
                 Err(OAuthError::invalid_client(
                     "malformed Basic authorization header"
                 )),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_jwks_uri_is_registered_only_where_it_can_be_fetched() {
+        let client = |uri: &str| NewClient {
+            env: "dev".into(),
+            name: "app".into(),
+            auth: ClientAuth::PrivateKeyJwt,
+            scopes: vec![],
+            audiences: vec![],
+            grant_types: vec!["client_credentials".into()],
+            jwks: None,
+            jwks_uri: Some(uri.into()),
+            access_token_ttl_secs: None,
+            refresh_token_ttl_secs: None,
+        };
+        for good in [
+            "https://keys.example/jwks.json",
+            "http://127.0.0.1:8080/jwks",
+        ] {
+            assert!(validate(&client(good)).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://keys.example/jwks.json",
+            "ftp://keys.example/jwks",
+            "not a url",
+        ] {
+            assert!(
+                matches!(
+                    validate(&client(bad)),
+                    Err(IssuerError::Invalid { ref message, source: Some(_) })
+                        if message == "the client's jwks_uri cannot be fetched"
+                ),
                 "{bad}"
             );
         }

@@ -264,37 +264,14 @@ impl Authority {
         extra: &Map<String, Value>,
         refresh_token: Option<String>,
     ) -> Result<TokenResponse, OAuthError> {
-        let PendingAccess {
-            signer,
-            jti,
-            now,
-            ttl,
-        } = pending;
-        let payload = AccessClaims {
-            issuer: &env.env.issuer,
-            subject,
-            client_id: &client.client_id,
-            audience,
-            scope: scopes,
-            extra,
-            now,
-            ttl,
-            jti: &jti,
-        }
-        .to_json();
-        let alg = signer.signer().algorithm();
+        let payload =
+            self.access_payload(env, client, &pending, subject, scopes, audience, extra)?;
+        let PendingAccess { signer, ttl, .. } = pending;
         let token = self
             .pool
             .sign(signer, payload)
             .await
             .map_err(|e| OAuthError::internal(FaultReason::Signing, &e))?;
-        if token.len() > DEFAULT_MAX_TOKEN_LEN {
-            let cause = TokenTooLarge {
-                len: token.len(),
-                alg: alg.name(),
-            };
-            return Err(OAuthError::internal(FaultReason::TokenTooLarge, &cause));
-        }
         Ok(TokenResponse {
             access_token: token,
             token_type: "Bearer",
@@ -302,6 +279,45 @@ impl Authority {
             scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
             refresh_token,
         })
+    }
+
+    /// The claims of a prepared access token, checked against the token
+    /// length gates accept before anything is signed or stored: a token over
+    /// it is never handed out (`server_error`, logged and counted as
+    /// `token_too_large`). The refresh grant checks it before it commits the
+    /// rotation, so an oversized token never costs a client its refresh token.
+    #[allow(clippy::too_many_arguments)]
+    fn access_payload(
+        &self,
+        env: &EnvState,
+        client: &Client,
+        pending: &PendingAccess,
+        subject: &str,
+        scopes: &[String],
+        audience: &[String],
+        extra: &Map<String, Value>,
+    ) -> Result<Vec<u8>, OAuthError> {
+        let payload = AccessClaims {
+            issuer: &env.env.issuer,
+            subject,
+            client_id: &client.client_id,
+            audience,
+            scope: scopes,
+            extra,
+            now: pending.now,
+            ttl: pending.ttl,
+            jti: &pending.jti,
+        }
+        .to_json();
+        let len = pending.signer.token_len(payload.len());
+        if len > DEFAULT_MAX_TOKEN_LEN {
+            let cause = TokenTooLarge {
+                len,
+                alg: pending.signer.signer().algorithm().name(),
+            };
+            return Err(OAuthError::internal(FaultReason::TokenTooLarge, &cause));
+        }
+        Ok(payload)
     }
 
     /// Mints an access token (and a refresh token) for a user that the caller
@@ -523,6 +539,17 @@ impl Authority {
             .await
             .map_err(|e| OAuthError::internal(FaultReason::Audit, &e))?;
         }
+        // Checked before the rotation is committed: an access token gates
+        // would refuse must not cost the client its refresh token.
+        self.access_payload(
+            env,
+            client,
+            &pending,
+            &rt.subject,
+            &scopes,
+            &audience,
+            &extra,
+        )?;
         tx.commit().await.map_err(server)?;
         if superseded.is_some() {
             crate::metrics::refresh_grace_reissue(&env.env.name);

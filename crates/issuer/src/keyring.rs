@@ -297,14 +297,16 @@ impl KeyChoice {
 /// one path by which the CLI (`keys generate`, `keys rotate`), the admin
 /// API (`keys/rotate`) and the scheduler make a key.
 ///
-/// `spec` defaults to the environment's policy. Before the slow
-/// generation it checks what can refuse the change (the key size and a
-/// given kid are valid, the environment exists, `root` is the store's
-/// root key, a lead rotation is not already in progress); then [`add_key`] seals and
-/// inserts the key in one transaction with its audit record (`key.rotate`
-/// when it replaces a key, else `key.generate`), checking again. `at` is
-/// asked for the time of each check, so the key's times are taken once
-/// it is made.
+/// `choice` says which key: the environment's policy's, a given algorithm
+/// and size, or one the policy adopts in the same transaction
+/// ([`KeyChoice::Adopt`]). Before the slow generation it checks what can
+/// refuse the change (the key size and a given kid are valid, the
+/// environment exists, `root` is the store's root key, a lead rotation is
+/// not already in progress); then it seals and inserts the key in one
+/// transaction with its audit record (`key.rotate` when it replaces a key,
+/// else `key.generate`), as [`add_key`] does, checking again. `at` is asked
+/// for the time of each check, so the key's times are taken once it is
+/// made.
 #[allow(clippy::too_many_arguments)]
 pub async fn generate_key<'a>(
     store: &Store,
@@ -393,6 +395,7 @@ fn entry(
 /// Brings `key` into environment `env` on `schedule` (see
 /// [`rotation::plan`]), in one transaction with its audit record:
 /// `key.rotate` when it replaces a key, else `key.generate` or `key.import`.
+/// An environment's first key sets its rotation algorithm.
 pub async fn add_key(
     store: &Store,
     root: &RootKey,
@@ -430,16 +433,21 @@ async fn add(
     for k in &plan.retiring {
         tx.update_key_times(k).await?;
     }
-    let rsa_bits = matches!(rec.alg.family(), KeyFamily::Rsa).then_some(rec.size_bits);
+    // The policy that makes keys like this one: its RSA size when it is one
+    // keyward generates (an imported key may be larger), else the default.
+    let mut adopted = environment.policy.clone();
+    adopted.alg = rec.alg;
+    adopted.rsa_bits = matches!(rec.alg.family(), KeyFamily::Rsa)
+        .then_some(rec.size_bits)
+        .filter(|b| keyward_jose::RSA_SIZES.contains(b));
     let policy_updated = if adopt_algorithm {
-        (environment.policy.alg, environment.policy.rsa_bits) != (rec.alg, rsa_bits)
+        KeySpec::for_policy(&adopted) != KeySpec::for_policy(&environment.policy)
     } else {
         existing.is_empty() && environment.policy.alg != rec.alg
     };
     if policy_updated {
-        environment.policy.alg = rec.alg;
-        environment.policy.rsa_bits = rsa_bits;
-        check_policy(&environment.policy)?;
+        check_policy(&adopted)?;
+        environment.policy = adopted;
         tx.update_environment(&environment).await?;
     }
     let action = match opts.origin {

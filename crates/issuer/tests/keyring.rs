@@ -30,6 +30,7 @@ backend_suite!(
     create_environment_makes_its_first_key_in_one_go,
     create_environment_refusals_change_nothing,
     retire_revoke_and_delete_refusals_name_their_meaning,
+    a_rotation_naming_an_algorithm_moves_the_policy_only_when_it_changes,
 );
 
 const NOW: i64 = 1_700_000_000;
@@ -471,4 +472,58 @@ async fn retire_revoke_and_delete_refusals_name_their_meaning(store: Store, _: C
         "{e:?}"
     );
     assert_eq!(state(&store).await, before);
+}
+
+async fn a_rotation_naming_an_algorithm_moves_the_policy_only_when_it_changes(
+    store: Store,
+    _: Ctx,
+) {
+    let root = initialized(&store).await;
+    let policy = || async { store.environment("dev").await.unwrap().policy };
+    let rotate = |choice: KeyChoice, now: i64| {
+        let (store, root) = (&store, &root);
+        async move {
+            keyring::generate_key(
+                store,
+                root,
+                "dev",
+                choice,
+                &opts("rotation"),
+                Schedule::Immediate,
+                || at(now),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // Naming the policy's own algorithm changes nothing about the policy.
+    let same = KeyChoice::for_rotation(&policy().await, Some(Algorithm::ES256), None).unwrap();
+    assert!(matches!(same, KeyChoice::Adopt(s) if s.alg == Algorithm::ES256));
+    let added = rotate(same, NOW + 1).await;
+    assert!(!added.policy_updated);
+    assert!(last_audit(&store).await.detail.get("policy_alg").is_none());
+    assert_eq!(policy().await.alg, Algorithm::ES256);
+    // Another algorithm: the policy adopts it in the rotation's transaction.
+    let next = KeyChoice::for_rotation(&policy().await, Some(Algorithm::MlDsa65), None).unwrap();
+    let added = rotate(next, NOW + 2).await;
+    assert!(added.policy_updated);
+    assert_eq!(added.key.alg, Algorithm::MlDsa65);
+    assert_eq!(last_audit(&store).await.detail["policy_alg"], "ML-DSA-65");
+    let moved = policy().await;
+    assert_eq!((moved.alg, moved.rsa_bits), (Algorithm::MlDsa65, None));
+    // To RSA without a size: the default size, then the same again is no change.
+    let rsa = KeyChoice::for_rotation(&moved, Some(Algorithm::RS256), None).unwrap();
+    assert!(rotate(rsa, NOW + 3).await.policy_updated);
+    let again = KeyChoice::for_rotation(&policy().await, Some(Algorithm::RS256), None).unwrap();
+    assert!(!rotate(again, NOW + 4).await.policy_updated);
+    // A size for a family without sizes is refused before anything is made.
+    assert!(matches!(
+        KeyChoice::for_rotation(&policy().await, Some(Algorithm::ES256), Some(2048)),
+        Err(IssuerError::Invalid { .. })
+    ));
+    // Nothing named: the policy's key.
+    assert_eq!(
+        KeyChoice::for_rotation(&policy().await, None, None).unwrap(),
+        KeyChoice::Policy
+    );
 }

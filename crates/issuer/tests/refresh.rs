@@ -43,6 +43,7 @@ backend_suite!(
     scope_can_narrow_but_never_widen,
     an_expired_token_is_refused_and_changes_nothing,
     a_revoked_family_is_refused_and_changes_nothing,
+    an_access_token_too_large_for_gates_leaves_the_refresh_token_usable,
 );
 
 const NOW: Timestamp = 1_700_000_000;
@@ -83,6 +84,8 @@ struct Fx {
     authority: Arc<Authority>,
     dev: Arc<EnvState>,
     client: Caller,
+    /// The root key (base64), for tests that add keys.
+    root: String,
     /// Every refresh token handed out so far, in order.
     seen: Vec<String>,
 }
@@ -141,6 +144,7 @@ async fn fixture(store: Store, ctx: Ctx, grace: i64) -> Fx {
         description: None,
         origin: Origin::Generated,
     };
+    let root_b64 = root.to_base64().to_string();
     let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
     keyring::initialize(&store, &root, &environment("dev"), &key, &opts, at)
         .await
@@ -169,6 +173,7 @@ async fn fixture(store: Store, ctx: Ctx, grace: i64) -> Fx {
         authority,
         dev,
         client,
+        root: root_b64,
         seen: Vec::new(),
     }
 }
@@ -598,4 +603,72 @@ async fn a_revoked_family_is_refused_and_changes_nothing(store: Store, ctx: Ctx)
         assert_refused(f.refresh(t).await, ErrorCode::InvalidGrant, INVALID);
     }
     assert_eq!(f.state().await, revoked);
+}
+
+/// An access token over the 8 KiB gates accept is never handed out, and
+/// the refresh that would have carried it is refused before it commits:
+/// the client keeps its refresh token (no rotation, no false reuse alarm
+/// on its retry) and the store is as it was.
+async fn an_access_token_too_large_for_gates_leaves_the_refresh_token_usable(
+    store: Store,
+    ctx: Ctx,
+) {
+    let mut f = fixture(store, ctx, GRACE).await;
+    // Permissions that fit beside an ES256 signature, not an ML-DSA-87 one.
+    let grant = UserGrant {
+        subject: "alice".into(),
+        client_id: f.client.id.clone(),
+        permissions: (0..80)
+            .map(|i| format!("orders.{i:04}.items.read"))
+            .collect(),
+        refresh: true,
+        actor: "test".into(),
+        ..UserGrant::default()
+    };
+    let minted = f.authority.mint_for_user(&f.dev, grant).await.unwrap();
+    assert!(
+        minted.access_token.len() < 4_000,
+        "{}",
+        minted.access_token.len()
+    );
+    let t0 = minted.refresh_token.unwrap();
+    f.seen.push(t0.clone());
+    // The environment moves to ML-DSA-87 at once.
+    let root = RootKey::from_base64(&f.root).unwrap();
+    let spec = keyring::KeySpec {
+        alg: Algorithm::MlDsa87,
+        rsa_bits: None,
+    };
+    let opts = KeyOptions {
+        kid: None,
+        owner: None,
+        description: None,
+        origin: Origin::Generated,
+    };
+    keyring::generate_key(
+        &f.store,
+        &root,
+        "dev",
+        keyring::KeyChoice::Given(spec),
+        &opts,
+        keyward_issuer::Schedule::Immediate,
+        || Change {
+            now: NOW,
+            actor: "test",
+        },
+    )
+    .await
+    .unwrap();
+    f.authority.reload().await.unwrap();
+    f.dev = f.authority.snapshot().env("dev").unwrap().clone();
+    let before = f.state().await;
+    f.set_time(NOW + 10);
+    let e = f.refresh(&t0).await.expect_err("too large");
+    assert_eq!(e.code, ErrorCode::ServerError);
+    let fault = e.fault.expect("a server fault");
+    assert_eq!(fault.reason.as_str(), "token_too_large");
+    assert!(fault.cause.contains("ML-DSA-87"), "{}", fault.cause);
+    // Nothing was committed: t0 is not rotated and no successor exists.
+    assert_eq!(f.state().await, before);
+    assert!(f.record(&t0).await.rotated_at.is_none());
 }

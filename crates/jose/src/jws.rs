@@ -255,7 +255,7 @@ pub(crate) fn sign_compact(
 
 /// The length of a signature of `alg`, for sizing a token: exact but for
 /// RSA, where it is that of a 4096-bit key (keyward's default).
-fn signature_len_hint(alg: Algorithm) -> usize {
+pub(crate) fn signature_len_hint(alg: Algorithm) -> usize {
     match alg.family() {
         KeyFamily::Rsa => 512,
         KeyFamily::Ec(c) => 2 * c.coordinate_len(),

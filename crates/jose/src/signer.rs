@@ -11,9 +11,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::alg::{Algorithm, KeyFamily};
+use crate::b64;
 use crate::error::{Error, KeyError};
 use crate::jwk::Jwk;
-use crate::jws::{encoded_header, sign_compact};
+use crate::jws::{encoded_header, sign_compact, signature_len_hint};
 use crate::key::PrivateKey;
 
 /// What one signature costs the thread that asks for it: whether a caller
@@ -150,6 +151,19 @@ impl<S: TokenSigner + ?Sized> PreparedSigner<S> {
         &self.signer
     }
 
+    /// The length of the compact JWS [`PreparedSigner::sign`] makes of a
+    /// `payload_len`-byte payload, known before signing: every algorithm's
+    /// signature has a fixed length (RSA's is the modulus's). A server checks
+    /// it before it commits what a token describes.
+    pub fn token_len(&self, payload_len: usize) -> usize {
+        let alg = self.signer.algorithm();
+        let signature_len = match alg.family() {
+            KeyFamily::Rsa => (self.signer.public_jwk().key.bits() as usize).div_ceil(8),
+            _ => signature_len_hint(alg),
+        };
+        self.header_b64.len() + 2 + b64::encoded_len(payload_len) + b64::encoded_len(signature_len)
+    }
+
     /// The compact JWS of `payload` (RFC 7515 §7.1); the signature is the
     /// signer's ([`TokenSigner::sign`]), so this blocks as long as it does
     /// ([`TokenSigner::cost`]).
@@ -232,6 +246,7 @@ mod tests {
                 let prepared = PreparedSigner::new(dynamic, typ);
                 for payload in payloads {
                     let token = prepared.sign(payload).unwrap();
+                    assert_eq!(token.len(), prepared.token_len(payload.len()), "{alg}");
                     let reference = sign_payload(&*signer, typ, payload).unwrap();
                     assert_eq!(token, reference, "{alg} {typ:?}");
                     let public = signer.inner.key().public_key();

@@ -82,12 +82,6 @@ impl IssuerPolicy {
         Ok(out)
     }
 
-    /// The algorithm assumed for an RSA JWK without `alg`: the first RSA
-    /// algorithm the policy accepts, else RS256.
-    pub fn rsa_default(&self) -> Algorithm {
-        rsa_default(&self.algorithms)
-    }
-
     /// The `keyward-jose` validation this policy asks for.
     pub fn validation(&self) -> Validation {
         let mut required = self.required_claims.clone();
