@@ -1147,8 +1147,9 @@ async fn private_key_jwt_assertions() {
 }
 
 /// A client whose keys are at a `jwks_uri`: fetched by keyward's one bounded
-/// fetcher, and a key host that fails, answers too much or is not https
-/// refuses the client (invalid_client) with the reason in the log.
+/// fetcher, and a key host that fails or answers too much refuses the client
+/// (invalid_client) with the reason in the log; a `jwks_uri` no fetch would
+/// accept is refused at registration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_key_jwt_keys_from_a_jwks_uri() {
     use std::sync::{Arc, Mutex};
@@ -1196,9 +1197,26 @@ async fn private_key_jwt_keys_from_a_jwks_uri() {
         .0
     };
     let id = create("uri-client", &uri);
-    // Registration accepts any http(s) URL; the fetch is what refuses plain
-    // http to a host that is not loopback.
-    let remote = create("remote-client", "http://keys.example/jwks");
+    // A jwks_uri that no fetch would accept (plain http to a host that is
+    // not loopback) is refused at registration, and nothing is registered.
+    kw.run(&[
+        "clients",
+        "create",
+        "--env",
+        "default",
+        "--name",
+        "remote-client",
+        "--auth",
+        "private-key-jwt",
+        "--jwks",
+        "http://keys.example/jwks",
+    ])
+    .fails_with("the client's jwks_uri cannot be fetched: http://keys.example/jwks uses plain http to a non-loopback host");
+    let listed = kw
+        .run(&["clients", "list", "--env", "default", "--json"])
+        .ok()
+        .json();
+    assert!(!listed.to_string().contains("remote-client"), "{listed}");
     let s = kw.serve();
     let d = get(&s.url("/.well-known/openid-configuration"))
         .await
@@ -1225,13 +1243,6 @@ async fn private_key_jwt_keys_from_a_jwks_uri() {
         .await
         .assert_oauth_error(401, "invalid_client");
     refused("body larger than 262144 bytes");
-    with_assertion(
-        &s,
-        &assertion(&signer, &remote, &token_endpoint, now() + 60),
-    )
-    .await
-    .assert_oauth_error(401, "invalid_client");
-    refused("uses plain http to a non-loopback host");
     // The key host recovers: so does the client.
     *answer.lock().unwrap() = (200, jwks);
     token_ok(&with_assertion(&s, &fresh()).await);
