@@ -1,5 +1,5 @@
 //! The gateway's errors, one type per concern, each convertible into the
-//! crate-wide [`Error`]: a configuration that cannot be used
+//! crate-wide [`enum@Error`]: a configuration that cannot be used
 //! ([`ConfigError`], one [`Diagnostic`] per problem, each with its place in
 //! the file and a fix), a gateway that cannot start ([`StartError`]), a rate
 //! that does not parse ([`RateError`]), and a revocation-feed poll that

@@ -81,7 +81,7 @@ impl IdentityHeaders {
     }
 
     /// Adds the caller's identity. A claim that fails
-    /// [`keyward_jose::claim_text`] (control characters, white space at
+    /// `keyward_jose::claim_text` (control characters, white space at
     /// either end of a value or inside a scope or permission; the rule
     /// keyward's issuer checks before it mints) refuses the request rather
     /// than dropping the header, so an upstream never sees a partial or

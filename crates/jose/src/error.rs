@@ -1,4 +1,4 @@
-//! Errors, one enum per concern, wrapped by the top-level [`Error`].
+//! Errors, one enum per concern, wrapped by the top-level [`enum@Error`].
 //!
 //! Messages say what was wrong with the input without echoing secrets; any
 //! untrusted text included is truncated.

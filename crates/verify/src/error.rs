@@ -1,5 +1,5 @@
 //! The errors of keyward-verify, one enum per concern, each kept whole (its
-//! cause is its `source`) and each convertible into the crate-wide [`Error`]:
+//! cause is its `source`) and each convertible into the crate-wide [`enum@Error`]:
 //!
 //! - [`VerifyError`]: why a request was refused. Every variant maps to an
 //!   RFC 6750 answer ([`VerifyError::status`], [`VerifyError::bearer_error`])
