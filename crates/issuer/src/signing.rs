@@ -64,21 +64,23 @@ impl SigningPool {
             let _ = done.send(f());
         });
         let tx = self.tx.clone();
+        // The pool's threads are gone (each ends only when the pool is dropped
+        // or a job panicked): say which way the job found out.
+        let closed = |why: String| IssuerError::Unavailable(format!("signing pool closed: {why}"));
+        let gone = || closed("its threads have ended".into());
         // A full queue means overload: hand the wait to a blocking thread rather than the runtime.
         match tx.try_send(job) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
                 tokio::task::spawn_blocking(move || tx.send(job))
                     .await
-                    .map_err(|_| IssuerError::Unavailable("signing pool closed".into()))?
-                    .map_err(|_| IssuerError::Unavailable("signing pool closed".into()))?;
+                    .map_err(|e| closed(format!("the queueing task failed: {e}")))?
+                    .map_err(|_| gone())?;
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                return Err(IssuerError::Unavailable("signing pool closed".into()))
-            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(gone()),
         }
         wait.await
-            .map_err(|_| IssuerError::Unavailable("signing pool closed".into()))
+            .map_err(|_| closed("the job ended without an answer (did a signer panic?)".into()))
     }
 
     /// Signs `payload` as a compact JWS under the prepared header of

@@ -4,6 +4,9 @@
 //! Every refused request is checked to leave the store as it was: audit
 //! chain length, generation, environments, keys and clients.
 
+#[path = "../../verify/tests/support/logs.rs"]
+mod logs;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -1415,38 +1418,6 @@ async fn server_errors(f: &Fixture, reason: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {want} in {text}"))
 }
 
-/// Log lines written while the guard of [`capture_logs`] lives (on this
-/// thread: `#[tokio::test]` runs the server on it).
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let w = logs.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || w.clone())
-        .finish();
-    (logs, tracing::subscriber::set_default(sub))
-}
-
 const SERVER_ERROR_BODY: &str =
     r#"{"error":"server_error","error_description":"the server could not complete the request"}"#;
 
@@ -1466,7 +1437,7 @@ async fn a_store_failure_at_the_token_endpoint_is_logged_once_and_counted() {
 
     // The refresh grant reads and writes the store: take its table away.
     sqlite(&f, "DROP TABLE refresh_tokens");
-    let (logs, guard) = capture_logs();
+    let (logs, guard) = logs::capture_logs();
     let t = f
         .token_endpoint(
             &id,
@@ -1521,7 +1492,7 @@ async fn token_issue_is_audited_with_its_refresh_token_or_not_at_all() {
          BEGIN SELECT RAISE(ABORT, 'audit is read-only'); END",
     );
     let state = f.state().await;
-    let (logs, guard) = capture_logs();
+    let (logs, guard) = logs::capture_logs();
     let r = mint().await;
     drop(guard);
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{r:?}");
@@ -1599,7 +1570,7 @@ async fn rotating_to_ml_dsa_87_and_tokens_too_large_for_gates() {
     };
     let before = server_errors(&f, "token_too_large").await;
     let state = f.state().await;
-    let (logs, guard) = capture_logs();
+    let (logs, guard) = logs::capture_logs();
     let r = mint(90).await;
     drop(guard);
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{r:?}");

@@ -1,6 +1,8 @@
 //! The Gate: verification through the JWKS cache, several issuers, the
 //! verified-token cache and its invalidation rules, revocation.
 
+#[path = "support/logs.rs"]
+mod logs;
 mod support;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -307,32 +309,6 @@ async fn without_the_token_cache_every_call_verifies() {
     }
 }
 
-/// Log lines written while the guard of [`capture_logs`] lives (on this
-/// thread, where `#[tokio::test]` runs the gate).
-#[derive(Clone, Default)]
-struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let w = logs.clone();
-    let sub = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || w.clone())
-        .finish();
-    (logs, tracing::subscriber::set_default(sub))
-}
-
 #[tokio::test]
 async fn a_gate_without_ml_dsa_skips_akp_keys_and_uses_the_rest() {
     let rs = signer(Algorithm::RS256, "rs");
@@ -342,7 +318,7 @@ async fn a_gate_without_ml_dsa_skips_akp_keys_and_uses_the_rest() {
     only_rsa.algorithms = vec![Algorithm::RS256];
     let gate = Gate::builder().issuer(only_rsa).build().unwrap();
     let claims = serde_json::json!({});
-    let (logs, guard) = capture_logs();
+    let (logs, guard) = logs::capture_logs();
     let id = gate
         .verify(&token(&rs, &server.base(), "api", now(), claims.clone()))
         .await
@@ -354,7 +330,7 @@ async fn a_gate_without_ml_dsa_skips_akp_keys_and_uses_the_rest() {
         1,
         "the AKP key is not kept"
     );
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let line = logs
         .lines()
         .find(|l| l.contains("JWKS key skipped"))
