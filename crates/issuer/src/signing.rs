@@ -102,6 +102,11 @@ impl SigningPool {
         match cost {
             SigningCost::Quick => timed(),
             SigningCost::Blocking => self.run(timed).await?,
+            // A device's wait is not the CPU pool's: a stalled HSM or KMS
+            // must not hold the threads other keys sign on.
+            SigningCost::Waits => tokio::task::spawn_blocking(timed)
+                .await
+                .map_err(|e| IssuerError::Unavailable(format!("the signing task failed: {e}")))?,
         }
     }
 }

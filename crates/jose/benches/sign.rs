@@ -78,6 +78,7 @@ fn bench_sign(c: &mut Criterion) {
         let cost = match signer.cost() {
             SigningCost::Quick => "quick",
             SigningCost::Blocking => "blocking",
+            SigningCost::Waits => "waits",
         };
         let mut g = c.benchmark_group(format!("{name} ({cost})"));
         g.bench_function("signature", |b| {

@@ -4,6 +4,9 @@
 
 use aws_lc_rs::{constant_time, digest, rand};
 
+use crate::alg::{Algorithm, KeyFamily};
+use crate::error::KeyError;
+
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, data);
@@ -82,5 +85,151 @@ mod tests {
         assert!(constant_time_eq(&a, &a));
         assert!(!constant_time_eq(&a, &b));
         assert!(!constant_time_eq(&a, &a[..31]));
+    }
+}
+
+/// The digest a signature with `alg` is computed over: SHA-256, -384 or
+/// -512 of `message` for RSA and ECDSA (what a device that signs digests,
+/// an HSM's `CKM_ECDSA` or a KMS `DIGEST` request, is given). `None` for
+/// EdDSA and ML-DSA, which sign the message itself.
+pub fn signing_digest(alg: Algorithm, message: &[u8]) -> Option<Vec<u8>> {
+    let d = match alg {
+        Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256 => &digest::SHA256,
+        Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => &digest::SHA384,
+        Algorithm::RS512 | Algorithm::PS512 | Algorithm::ES512 => &digest::SHA512,
+        Algorithm::EdDSA | Algorithm::MlDsa44 | Algorithm::MlDsa65 | Algorithm::MlDsa87 => {
+            return None
+        }
+    };
+    Some(digest::digest(d, message).as_ref().to_vec())
+}
+
+/// Converts an ECDSA signature from its DER form (`SEQUENCE { INTEGER r,
+/// INTEGER s }`, what X.509 tools and a KMS return) to the JWS form: `r || s`,
+/// each left-padded to the curve's size (RFC 7518 §3.4). Strict: minimal
+/// lengths and integers, no trailing bytes, `0 < r, s` and each fits the curve.
+pub fn ecdsa_der_to_jws(alg: Algorithm, der: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let curve = match alg.family() {
+        KeyFamily::Ec(c) => c,
+        _ => {
+            return Err(KeyError::AlgorithmMismatch {
+                key: "ECDSA signature".into(),
+                alg: alg.name(),
+            })
+        }
+    };
+    let bad = || KeyError::Malformed("not a DER ECDSA signature".into());
+    let (body, rest) = der_take(der, 0x30).ok_or_else(bad)?;
+    if !rest.is_empty() {
+        return Err(bad());
+    }
+    let (r, body) = der_take(body, 0x02).ok_or_else(bad)?;
+    let (s, body) = der_take(body, 0x02).ok_or_else(bad)?;
+    if !body.is_empty() {
+        return Err(bad());
+    }
+    let len = curve.coordinate_len();
+    let mut out = vec![0u8; 2 * len];
+    for (i, int) in [r, s].into_iter().enumerate() {
+        let v = der_unsigned(int).ok_or_else(bad)?;
+        if v.len() > len {
+            return Err(bad());
+        }
+        out[(i + 1) * len - v.len()..(i + 1) * len].copy_from_slice(v);
+    }
+    Ok(out)
+}
+
+/// One DER element with tag `tag`: its contents and what follows it.
+/// Definite, minimal lengths only.
+fn der_take(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = input.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        n if n < 0x80 => (n as usize, rest),
+        0x81 => {
+            let (&n, rest) = rest.split_first()?;
+            if n < 0x80 {
+                return None;
+            }
+            (n as usize, rest)
+        }
+        0x82 => {
+            if rest.len() < 2 {
+                return None;
+            }
+            let n = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            if n < 0x100 {
+                return None;
+            }
+            (n, &rest[2..])
+        }
+        _ => return None,
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// The magnitude of a positive, minimally encoded DER INTEGER.
+fn der_unsigned(int: &[u8]) -> Option<&[u8]> {
+    match int {
+        [] => None,
+        // Negative.
+        [b, ..] if b & 0x80 != 0 => None,
+        // A leading zero only where the next byte's top bit is set.
+        [0, next, ..] if next & 0x80 == 0 => None,
+        [0] => None,
+        [0, rest @ ..] => Some(rest),
+        v => Some(v),
+    }
+}
+
+#[cfg(test)]
+mod der_tests {
+    use super::*;
+
+    #[test]
+    fn ecdsa_der_converts_to_fixed_width_and_rejects_non_canonical_forms() {
+        // r = 0x80 (needs a leading zero), s = 1.
+        let der = [0x30, 0x07, 0x02, 0x02, 0x00, 0x80, 0x02, 0x01, 0x01];
+        let raw = ecdsa_der_to_jws(Algorithm::ES256, &der).unwrap();
+        assert_eq!(raw.len(), 64);
+        assert_eq!(raw[31], 0x80);
+        assert_eq!(raw[63], 0x01);
+        assert!(raw[..31].iter().all(|b| *b == 0));
+        for bad in [
+            &[0x30, 0x06, 0x02, 0x01, 0x80, 0x02, 0x01, 0x01][..], // negative r
+            &[0x30, 0x07, 0x02, 0x02, 0x00, 0x01, 0x02, 0x01, 0x01][..], // non-minimal r
+            &[0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x01][..], // r = 0
+            &[0x30, 0x07, 0x02, 0x02, 0x00, 0x80, 0x02, 0x01, 0x01, 0x00][..], // trailing byte
+            &[0x30, 0x08, 0x02, 0x02, 0x00, 0x80, 0x02, 0x01, 0x01][..], // length past the end
+        ] {
+            assert!(ecdsa_der_to_jws(Algorithm::ES256, bad).is_err(), "{bad:?}");
+        }
+        // An integer wider than the curve.
+        let mut wide = vec![0x30, 0x25, 0x02, 0x21, 0x01];
+        wide.extend([0u8; 32]);
+        wide.extend([0x02, 0x01, 0x01]);
+        assert!(ecdsa_der_to_jws(Algorithm::ES256, &wide).is_err());
+        assert!(ecdsa_der_to_jws(Algorithm::RS256, &der).is_err());
+    }
+
+    #[test]
+    fn der_signatures_from_a_real_signer_convert_and_verify() {
+        use crate::key::PrivateKey;
+        use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P384_SHA384_ASN1_SIGNING};
+        let key = PrivateKey::generate(Algorithm::ES384, None).unwrap();
+        let pkcs8 = key.to_pkcs8_der();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &pkcs8).unwrap();
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        for _ in 0..64 {
+            let sig = pair.sign(&rng, b"message").unwrap();
+            let raw = ecdsa_der_to_jws(Algorithm::ES384, sig.as_ref()).unwrap();
+            key.public_key().verify(b"message", &raw).unwrap();
+        }
+        assert_eq!(signing_digest(Algorithm::ES384, b"m").unwrap().len(), 48);
+        assert!(signing_digest(Algorithm::EdDSA, b"m").is_none());
     }
 }

@@ -72,6 +72,17 @@ pub enum KeyError {
     /// A private seed that does not derive the public key given beside it.
     #[error("the private seed (priv) does not derive the public key (pub)")]
     SeedMismatch,
+    /// The key lives in a device (an HSM, a KMS) that cannot sign now; a
+    /// retry may succeed. `store` (`pkcs11`, `aws-kms`) and `reason` (a
+    /// metric label: `module`, `token`, `pin`, `session`, `device`,
+    /// `throttled`, `timeout`, `not_found`, `bad_signature`, ...) name what
+    /// failed; `detail` is for the log and never holds key material.
+    #[error("the {store} key store cannot sign now ({reason}): {detail}")]
+    Unavailable {
+        store: &'static str,
+        reason: &'static str,
+        detail: String,
+    },
     #[error("the key set has more than one key with kid {0:?}")]
     DuplicateKid(String),
     #[error("the key has no kid")]
@@ -157,4 +168,13 @@ pub enum SealError {
     Malformed,
     #[error("sealed key does not open (wrong root key, or the data was altered)")]
     OpenFailed,
+    /// The root key lives in a device (an HSM, a KMS) that cannot wrap or
+    /// unwrap now; a retry may succeed. Names the store and a reason label,
+    /// never key material.
+    #[error("the root key's {store} cannot be used now ({reason}): {detail}")]
+    Unavailable {
+        store: &'static str,
+        reason: &'static str,
+        detail: String,
+    },
 }

@@ -75,6 +75,27 @@ impl fmt::Debug for RootKey {
     }
 }
 
+/// A root key held by a device (a PKCS#11 token's AES key, a KMS symmetric
+/// key): it wraps and unwraps data keys without its bytes ever entering
+/// this process. Implemented by keyward-signers; calls block on the device
+/// for a bounded time.
+pub trait KeyWrapper: Send + Sync {
+    /// A public identifier of the key (16 hex digits), the same in every
+    /// process that reaches the same device key: derived from its stable
+    /// reference, never from key bytes.
+    fn key_id(&self) -> String;
+    /// The store it lives in: `pkcs11` or `aws-kms`.
+    fn store(&self) -> &'static str;
+    /// How to find it again, recorded in the database: `pkcs11:<label>`,
+    /// `aws-kms:<key ARN>`. Holds no secret.
+    fn reference(&self) -> String;
+    /// Encrypts a 32-byte data key, binding `aad`.
+    fn wrap(&self, aad: &[u8], data_key: &[u8]) -> Result<Vec<u8>, SealError>;
+    /// Decrypts what [`KeyWrapper::wrap`] returned for the same `aad`;
+    /// [`SealError::OpenFailed`] when it was wrapped by another key or altered.
+    fn unwrap(&self, aad: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError>;
+}
+
 /// A sealed private key: the wrapped data key and the encrypted key bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedKey {

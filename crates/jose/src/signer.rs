@@ -25,10 +25,15 @@ pub enum SigningCost {
     /// Tens of microseconds of CPU (ECDSA, EdDSA): less than the rest of a
     /// token request, and cheaper to run in place than to hand over.
     Quick,
-    /// Hundreds of microseconds or more: ML-DSA (0.2 to 0.3 ms), RSA (1 ms
-    /// at 2048 bits, several at 4096), or a signer that waits on a device
-    /// or the network (an HSM, a cloud KMS).
+    /// Hundreds of microseconds or more of CPU: ML-DSA (0.2 to 0.3 ms),
+    /// RSA (1 ms at 2048 bits, several at 4096). Runs on a pool sized to
+    /// the machine's cores.
     Blocking,
+    /// Waits on a device or the network (an HSM, a cloud KMS): little CPU,
+    /// but an unbounded share of a thread when the device is slow or gone.
+    /// Runs on threads that may block, never on the pool of CPU-bound
+    /// signatures, so a stalled device does not delay other keys.
+    Waits,
 }
 
 impl SigningCost {
@@ -63,6 +68,12 @@ pub trait TokenSigner: Send + Sync {
     /// [`SigningCost::Blocking`].
     fn cost(&self) -> SigningCost {
         SigningCost::of(self.algorithm())
+    }
+    /// Where the private key lives, as a metric label and in messages:
+    /// `local` (in this process) unless a device holds it (`pkcs11`,
+    /// `aws-kms`).
+    fn store(&self) -> &'static str {
+        "local"
     }
 }
 
