@@ -23,6 +23,8 @@ use keyward_jose::{Algorithm, PublicKey, TokenSigner};
 mod backoff;
 mod checked;
 mod error;
+pub mod kms;
+pub mod pkcs11;
 #[cfg(feature = "test-device")]
 pub mod test_device;
 
@@ -109,4 +111,57 @@ pub fn open(
 ) -> Result<Arc<dyn TokenSigner>, SignerError> {
     let inner = store.open(kid, reference, public)?;
     Ok(Arc::new(Checked::new(inner, public.clone())?))
+}
+
+/// The key stores this process is configured for, by name.
+#[derive(Clone, Default)]
+pub struct KeyStores {
+    stores: Vec<Arc<dyn KeyStore>>,
+}
+
+impl std::fmt::Debug for KeyStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.stores.iter().map(|s| s.name()))
+            .finish()
+    }
+}
+
+impl KeyStores {
+    /// No device store: only `local` keys.
+    pub fn none() -> Self {
+        KeyStores::default()
+    }
+
+    /// Adds `store`, replacing one of the same name.
+    pub fn with(mut self, store: Arc<dyn KeyStore>) -> Self {
+        self.stores.retain(|s| s.name() != store.name());
+        self.stores.push(store);
+        self
+    }
+
+    /// The store named `name` (`pkcs11`, `aws-kms`), or a
+    /// [`SignerError::Config`] saying how to configure it.
+    pub fn get(&self, name: &str) -> Result<&Arc<dyn KeyStore>, SignerError> {
+        self.stores
+            .iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| SignerError::Config {
+                store: match name {
+                    PKCS11 => PKCS11,
+                    AWS_KMS => AWS_KMS,
+                    _ => "key",
+                },
+                message: match name {
+                    PKCS11 => "no PKCS#11 module is configured (set [pkcs11] module and token_label in keyward.toml, or KEYWARD_PKCS11_MODULE and KEYWARD_PKCS11_TOKEN_LABEL, and the PIN in KEYWARD_PKCS11_PIN or KEYWARD_PKCS11_PIN_FILE)".into(),
+                    AWS_KMS => "AWS KMS is not configured (set [aws_kms] in keyward.toml, or KEYWARD_AWS_KMS=1 with the standard AWS region and credentials)".into(),
+                    other => format!("unknown key store {other:?} (local, pkcs11, aws-kms)"),
+                },
+            })
+    }
+
+    /// The configured stores.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn KeyStore>> {
+        self.stores.iter()
+    }
 }
