@@ -49,6 +49,10 @@ pub struct RawConfig {
     pub idle_timeout: Option<String>,
     /// Most client connections open at once (default 512).
     pub max_connections: Option<usize>,
+    /// The PKCS#11 key store (see `key_stores.rs`).
+    pub pkcs11: Option<crate::key_stores::RawPkcs11>,
+    /// The AWS KMS key store.
+    pub aws_kms: Option<crate::key_stores::RawAwsKms>,
 }
 
 /// The fields and their environment variables, for overrides and docs.
@@ -84,6 +88,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub json_logs: bool,
     pub connections: crate::server::Limits,
+    /// Where device keys live.
+    pub key_stores: crate::key_stores::KeyStoreConfig,
 }
 
 impl RawConfig {
@@ -148,6 +154,13 @@ impl RawConfig {
                     .map_err(|e| anyhow!("KEYWARD_MAX_CONNECTIONS must be a number: {e}"))?,
             );
         }
+        let mut stores = crate::key_stores::RawKeyStores {
+            pkcs11: self.pkcs11.take(),
+            aws_kms: self.aws_kms.take(),
+        };
+        stores.apply_env(&var)?;
+        self.pkcs11 = stores.pkcs11;
+        self.aws_kms = stores.aws_kms;
         Ok(())
     }
 
@@ -249,6 +262,11 @@ impl RawConfig {
             ),
             json_logs,
             connections,
+            key_stores: crate::key_stores::RawKeyStores {
+                pkcs11: self.pkcs11,
+                aws_kms: self.aws_kms,
+            }
+            .resolve(&|k: &str| std::env::var(k).ok())?,
         })
     }
 }
@@ -382,6 +400,7 @@ impl Config {
             "body_read_timeout_secs": self.connections.body_read_timeout.as_secs(),
             "idle_timeout_secs": self.connections.idle_timeout.as_secs(),
             "max_connections": self.connections.max_connections,
+            "key_stores": self.key_stores.to_json(),
         })
     }
 }

@@ -16,6 +16,8 @@ use keyward_jose::KeyFamily;
 use keyward_store::{RootKeySource, Store, StoreError, Timestamp};
 
 use crate::args::Cli;
+use crate::key_stores::{KeyStoreConfig, RawKeyStores};
+use keyward_signers::KeyStores;
 
 pub struct Context {
     pub data_dir: PathBuf,
@@ -27,6 +29,9 @@ pub struct Context {
     /// What every state is computed at: `--now` fixed, else the system clock.
     clock: SharedClock,
     actor: String,
+    /// The key stores a server configuration names; `None`: from
+    /// `KEYWARD_CONFIG` and the variables (see `key_stores.rs`).
+    key_stores: Option<KeyStoreConfig>,
 }
 
 impl Context {
@@ -50,6 +55,7 @@ impl Context {
                     .or_else(|_| std::env::var("LOGNAME"))
                     .unwrap_or_else(|_| "unknown".into())
             ),
+            key_stores: None,
         })
     }
 
@@ -67,7 +73,21 @@ impl Context {
             now: self.now,
             clock: self.clock.clone(),
             actor: self.actor.clone(),
+            key_stores: Some(c.key_stores.clone()),
         }
+    }
+
+    /// The device key stores configured for this command (none configured:
+    /// only `local` keys). No device is contacted.
+    pub fn key_stores(&self) -> Result<KeyStores> {
+        let config = match &self.key_stores {
+            Some(c) => c.clone(),
+            None => {
+                let var = |k: &str| std::env::var(k).ok();
+                RawKeyStores::from_env(&var)?.resolve(&var)?
+            }
+        };
+        config.open()
     }
 
     /// Whether the store exists and was initialized.

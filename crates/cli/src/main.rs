@@ -5,6 +5,7 @@ mod args;
 mod cmd;
 mod config;
 mod context;
+mod key_stores;
 mod output;
 mod server;
 

@@ -155,6 +155,11 @@ async fn run(
     demo: Option<(String, String, String)>,
 ) -> Result<()> {
     init_logs(config.json_logs);
+    // Opening contacts no device: one that is down is found out when used.
+    let key_stores = ctx.key_stores()?;
+    if key_stores.iter().next().is_some() {
+        tracing::info!(stores = ?key_stores, "device key stores configured");
+    }
     let store = ctx.store().await?;
     let root = ctx.root_key(&store).await?;
     let clock: SharedClock = ctx.clock();
