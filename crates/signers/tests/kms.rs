@@ -1057,3 +1057,75 @@ fn sign_latency() {
         );
     }
 }
+
+#[test]
+fn missing_credentials_are_a_configuration_error() {
+    // The standard chain reads this process's environment, which the other
+    // tests fill: the check runs in a child process without credentials.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_without_credentials",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("KEYWARD_KMS_CHILD", "1")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("child checked"), "the child ran: {text}");
+}
+
+#[test]
+#[ignore = "run by missing_credentials_are_a_configuration_error in a child process"]
+fn child_without_credentials() {
+    if std::env::var("KEYWARD_KMS_CHILD").as_deref() != Ok("1") {
+        return;
+    }
+    for (k, v) in [
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent/keyward-test/config"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/keyward-test/credentials",
+        ),
+    ] {
+        std::env::set_var(k, v);
+    }
+    for k in [
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ] {
+        std::env::remove_var(k);
+    }
+    let store = store_at(
+        &format!("http://127.0.0.1:{}", free_port()),
+        "us-east-1",
+        Duration::from_secs(5),
+    );
+    let started = Instant::now();
+    let e = store.check().unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(6));
+    assert!(
+        matches!(e, SignerError::Config { store: AWS_KMS, .. }),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("credentials") && text.contains("kms:ListKeys"),
+        "{text}"
+    );
+    assert!(!e.is_transient());
+    println!("child checked: {text}");
+}
