@@ -25,9 +25,16 @@ pub enum SignerError {
     /// `module` (the PKCS#11 library does not load), `token` (no such token,
     /// or it was removed), `pin` (login refused), `session` (a session was
     /// closed under us), `device` (any other device error), `throttled`
-    /// (the KMS rate limit), `server` (a KMS 5xx), `timeout`, `backoff`
-    /// (not tried: the device failed moments ago), `bad_signature` (the
-    /// device returned a signature that does not verify).
+    /// (the KMS rate limit: ThrottlingException, LimitExceededException,
+    /// HTTP 429), `server` (a KMS 5xx, KMSInternalException,
+    /// DependencyTimeoutException), `timeout`, `unreachable` (KMS cannot be
+    /// reached: connection refused, DNS, TLS), `disabled` (the KMS key is
+    /// disabled or pending deletion), `backoff` (not tried: the device
+    /// failed moments ago; the KMS store repeats the last real reason
+    /// instead, and says when it tries again), `bad_signature` (the
+    /// device returned a signature that does not verify). KMS access
+    /// denied and missing credentials are not here but
+    /// [`SignerError::Config`]: retrying does not mend a policy.
     #[error("the {store} key store is unavailable ({reason}): {detail}")]
     Unavailable {
         store: &'static str,
