@@ -231,6 +231,7 @@ impl RawKeyStores {
                     region: k.region,
                     endpoint_url: k.endpoint_url,
                     call_timeout: call_timeout("aws_kms", &k.call_timeout)?,
+                    ..KmsConfig::default()
                 })
             }
         };
