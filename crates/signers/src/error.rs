@@ -25,9 +25,12 @@ pub enum SignerError {
     /// `module` (the PKCS#11 library does not load), `token` (no such token,
     /// or it was removed), `pin` (login refused), `session` (a session was
     /// closed under us), `device` (any other device error), `throttled`
-    /// (the KMS rate limit), `server` (a KMS 5xx), `timeout`, `backoff`
-    /// (not tried: the device failed moments ago), `bad_signature` (the
-    /// device returned a signature that does not verify).
+    /// (the KMS rate limit), `server` (a KMS 5xx), `timeout`,
+    /// `bad_signature` (the device returned a signature that does not
+    /// verify). While a store backs off after a failure, its calls fail at
+    /// once with the reason of that last real failure, and a `detail` that
+    /// says the call was not tried, how many times in a row the device
+    /// failed and when it is tried next.
     #[error("the {store} key store is unavailable ({reason}): {detail}")]
     Unavailable {
         store: &'static str,
