@@ -265,6 +265,9 @@ struct Pool {
     current: u64,
     /// Sessions of this generation and older are forgotten, not closed.
     forget_upto: u64,
+    /// Callers waiting for a session (a notification costs a system call:
+    /// made only when someone waits).
+    waiters: usize,
 }
 
 struct Shared {
@@ -644,8 +647,7 @@ impl Shared {
                         session: Some(session),
                     }),
                     Err(f) => {
-                        lock(&self.pool).open -= 1;
-                        self.pool_ready.notify_one();
+                        self.release_slot();
                         Err(f)
                     }
                 };
@@ -654,11 +656,24 @@ impl Shared {
             if now >= deadline {
                 return Err(Fail::Done(self.timeout("waiting for a free session")));
             }
+            p.waiters += 1;
             p = self
                 .pool_ready
                 .wait_timeout(p, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            p.waiters -= 1;
+        }
+    }
+
+    /// One session fewer is open: a waiter may open one.
+    fn release_slot(&self) {
+        let mut p = lock(&self.pool);
+        p.open -= 1;
+        let wake = p.waiters > 0;
+        drop(p);
+        if wake {
+            self.pool_ready.notify_one();
         }
     }
 
@@ -699,6 +714,7 @@ impl Shared {
             return;
         };
         let mut p = lock(&self.pool);
+        let wake = p.waiters > 0;
         if lease.generation == p.current && p.idle.len() < self.max_sessions {
             p.idle.push(Pooled {
                 generation: lease.generation,
@@ -711,14 +727,15 @@ impl Shared {
             drop(p);
             dispose(session, forget);
         }
-        self.pool_ready.notify_one();
+        if wake {
+            self.pool_ready.notify_one();
+        }
     }
 
     /// Disposes of a session whose connection is bad.
     fn discard(&self, mut lease: Lease, dead: bool) {
         if let Some(session) = lease.session.take() {
-            lock(&self.pool).open -= 1;
-            self.pool_ready.notify_one();
+            self.release_slot();
             dispose(session, dead);
         }
     }
