@@ -29,11 +29,12 @@ pub enum SignerError {
     /// HTTP 429), `server` (a KMS 5xx, KMSInternalException,
     /// DependencyTimeoutException), `timeout`, `unreachable` (KMS cannot be
     /// reached: connection refused, DNS, TLS), `disabled` (the KMS key is
-    /// disabled or pending deletion), `backoff` (not tried: the device
-    /// failed moments ago; the KMS store repeats the last real reason
-    /// instead, and says when it tries again), `bad_signature` (the
-    /// device returned a signature that does not verify). KMS access
-    /// denied and missing credentials are not here but
+    /// disabled or pending deletion), `bad_signature` (the device returned
+    /// a signature that does not verify). While a store backs off after a
+    /// failure, its calls fail at once with the reason of that last real
+    /// failure, and a `detail` that says the call was not tried, how many
+    /// times in a row the device failed and when it is tried next. KMS
+    /// access denied and missing credentials are not here but
     /// [`SignerError::Config`]: retrying does not mend a policy.
     #[error("the {store} key store is unavailable ({reason}): {detail}")]
     Unavailable {
