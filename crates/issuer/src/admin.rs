@@ -489,6 +489,7 @@ async fn create_env(
         issuer: b.issuer,
         policy: b.policy.unwrap_or_default(),
         created_at: a.now(),
+        key_store: keyward_store::KeyStoreName::Local,
     };
     let opts = KeyOptions {
         kid: None,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use keyward_jose::seal::RootKey;
 use keyward_jose::{Algorithm, Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey, TokenSigner};
 use keyward_store::{
-    open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState,
+    open_private_key, seal_private_key, AuditEntry, Environment, KeyMaterial, KeyRecord, KeyState,
     RotationPolicy, Store, StoreError, Timestamp, Tx,
 };
 use serde_json::json;
@@ -363,7 +363,7 @@ fn record(
         alg: key.algorithm(),
         size_bits: key.public_key().bits(),
         public_jwk,
-        sealed,
+        material: KeyMaterial::Sealed(sealed),
         origin: opts.origin.as_str().to_string(),
         owner: opts.owner.clone(),
         description: opts.description.clone(),
@@ -372,6 +372,7 @@ fn record(
         retires_at: None,
         removes_at: None,
         revoked_at: None,
+        destroyed_at: None,
     })
 }
 

@@ -50,6 +50,7 @@ async fn fixture() -> Fixture {
             ..RotationPolicy::for_algorithm(Algorithm::ES256)
         },
         created_at: NOW,
+        key_store: keyward_store::KeyStoreName::Local,
     };
     let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
     let opts = KeyOptions {

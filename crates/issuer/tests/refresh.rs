@@ -99,6 +99,7 @@ fn environment(name: &str) -> Environment {
             ..RotationPolicy::for_algorithm(Algorithm::ES256)
         },
         created_at: NOW,
+        key_store: keyward_store::KeyStoreName::Local,
     }
 }
 

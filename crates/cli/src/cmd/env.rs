@@ -64,6 +64,7 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 issuer,
                 policy: apply(RotationPolicy::default(), &policy)?,
                 created_at: ctx.now(),
+                key_store: keyward_store::KeyStoreName::Local,
             };
             let root = match no_key {
                 true => None,
