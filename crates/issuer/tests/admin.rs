@@ -381,6 +381,7 @@ async fn every_documented_operation_is_routed() {
         ("GET", "/admin/v1/envs"),
         ("POST", "/admin/v1/envs"),
         ("GET", "/admin/v1/envs/{env}"),
+        ("PATCH", "/admin/v1/envs/{env}"),
         ("DELETE", "/admin/v1/envs/{env}"),
         ("GET", "/admin/v1/envs/{env}/keys"),
         ("POST", "/admin/v1/envs/{env}/keys/rotate"),
