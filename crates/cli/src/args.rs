@@ -268,6 +268,21 @@ pub struct KeySpec {
 pub enum KeyStore {
     /// Sealed (AES-256-GCM under the root key) in the store.
     Local,
+    /// Inside a PKCS#11 token (an HSM): [pkcs11] in keyward.toml or KEYWARD_PKCS11_*.
+    Pkcs11,
+    /// Inside AWS KMS: [aws_kms] in keyward.toml or KEYWARD_AWS_KMS*.
+    AwsKms,
+}
+
+impl KeyStore {
+    /// The store's name in records.
+    pub fn name(self) -> keyward_store::KeyStoreName {
+        match self {
+            KeyStore::Local => keyward_store::KeyStoreName::Local,
+            KeyStore::Pkcs11 => keyward_store::KeyStoreName::Pkcs11,
+            KeyStore::AwsKms => keyward_store::KeyStoreName::AwsKms,
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -302,7 +317,8 @@ pub enum EnvCmd {
         #[command(flatten)]
         policy: PolicyArgs,
         /// Where the environment's private keys are kept: local (sealed under
-        /// the root key in the store).
+        /// the root key in the store), pkcs11 (made and kept inside an HSM)
+        /// or aws-kms. Its first key is made there.
         #[arg(long, value_enum, default_value = "local")]
         key_store: KeyStore,
         /// Create the environment without a key (it does not sign until
@@ -348,6 +364,9 @@ pub enum EnvCmd {
         issuer: Option<String>,
         #[command(flatten)]
         policy: PolicyArgs,
+        /// Where new keys are made from now on (existing keys keep their store).
+        #[arg(long, value_enum)]
+        key_store: Option<KeyStore>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

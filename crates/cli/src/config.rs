@@ -37,6 +37,9 @@ pub struct RawConfig {
     pub assertion_max_lifetime: Option<String>,
     /// How long in-flight requests may take to finish on shutdown (default 30s).
     pub shutdown_grace: Option<String>,
+    /// The longest a device (HSM, KMS) may take to sign a token before the
+    /// request answers 503 (default 5s; 100ms to 60s).
+    pub signing_timeout: Option<String>,
     /// "text" (default) or "json".
     pub log_format: Option<String>,
     /// How long a client may take to send a request's line and headers,
@@ -56,7 +59,7 @@ pub struct RawConfig {
 }
 
 /// The fields and their environment variables, for overrides and docs.
-pub const FIELDS: [&str; 15] = [
+pub const FIELDS: [&str; 16] = [
     "listen",
     "data_dir",
     "database_url",
@@ -67,6 +70,7 @@ pub const FIELDS: [&str; 15] = [
     "refresh_grace",
     "assertion_max_lifetime",
     "shutdown_grace",
+    "signing_timeout",
     "log_format",
     "header_read_timeout",
     "body_read_timeout",
@@ -138,6 +142,7 @@ impl RawConfig {
         s!(refresh_grace);
         s!(assertion_max_lifetime);
         s!(shutdown_grace);
+        s!(signing_timeout);
         s!(log_format);
         s!(header_read_timeout);
         s!(body_read_timeout);
@@ -256,6 +261,9 @@ impl RawConfig {
                     &self.assertion_max_lifetime,
                     "1h",
                 )? as u64,
+                signing_timeout: signing_timeout(self.signing_timeout.as_deref())?,
+                // The stores themselves are opened by `serve` (Context::key_stores).
+                key_stores: keyward_issuer::keyring::KeyStores::none(),
             },
             shutdown_grace: Duration::from_secs(
                 dur("shutdown_grace", &self.shutdown_grace, "30s")? as u64,
@@ -394,6 +402,7 @@ impl Config {
             "refresh_token_ttl_secs": self.settings.refresh_token_ttl_secs,
             "refresh_grace_secs": self.settings.refresh_grace_secs,
             "assertion_max_lifetime_secs": self.settings.assertion_max_lifetime_secs,
+            "signing_timeout_ms": self.settings.signing_timeout.as_millis() as u64,
             "shutdown_grace_secs": self.shutdown_grace.as_secs(),
             "log_format": if self.json_logs { "json" } else { "text" },
             "header_read_timeout_secs": self.connections.header_read_timeout.as_secs(),
@@ -403,6 +412,21 @@ impl Config {
             "key_stores": self.key_stores.to_json(),
         })
     }
+}
+
+/// `signing_timeout`: a duration with millisecond precision (`5s`,
+/// `1500ms`), between 100 ms and 60 s; default 5 s.
+pub fn signing_timeout(v: Option<&str>) -> Result<Duration> {
+    let Some(text) = v else {
+        return Ok(keyward_issuer::signing::DEFAULT_SIGNING_TIMEOUT);
+    };
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        anyhow!("signing_timeout: {text:?} is not a duration like 5s or 1500ms: {e}")
+    })?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
+        bail!("signing_timeout must be between 100ms and 60s (got {text:?})");
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -632,5 +656,21 @@ mod tests {
         let c = raw.resolve().unwrap();
         assert!(!format!("{c:?}").contains("s3cr3t"));
         assert!(!c.to_json().to_string().contains("s3cr3t"));
+    }
+
+    #[test]
+    fn signing_timeout_is_bounded() {
+        assert_eq!(
+            super::signing_timeout(None).unwrap(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            super::signing_timeout(Some("1500ms")).unwrap(),
+            Duration::from_millis(1500)
+        );
+        for bad in ["0s", "50ms", "2m", "soon", ""] {
+            let e = super::signing_timeout(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("signing_timeout"), "{bad}: {e}");
+        }
     }
 }

@@ -192,13 +192,14 @@ pub fn key_rows(keys: &[KeyRecord], now: Timestamp) -> Vec<Vec<String>> {
                 fmt_time(k.activates_at),
                 opt_cell(k.retires_at),
                 opt_cell(k.removes_at.or(k.revoked_at)),
+                k.key_store().to_string(),
                 k.owner.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect()
 }
 
-pub const KEY_HEADER: [&str; 9] = [
+pub const KEY_HEADER: [&str; 10] = [
     "KID",
     "ALG",
     "SIZE/CURVE",
@@ -207,6 +208,7 @@ pub const KEY_HEADER: [&str; 9] = [
     "ACTIVATES",
     "RETIRES",
     "REMOVED/REVOKED",
+    "STORE",
     "OWNER",
 ];
 

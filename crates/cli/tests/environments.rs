@@ -108,7 +108,13 @@ fn env_create_makes_the_first_key_in_the_same_transaction() {
             "--bits applies to RSA",
         ),
         (vec!["--alg", "RS256", "--bits", "1024"], "not offered"),
-        (vec!["--key-store", "pkcs11"], "invalid value"),
+        // A device store that is not configured is refused, saying how.
+        (
+            vec!["--key-store", "pkcs11"],
+            "no PKCS#11 module is configured (set [pkcs11] module",
+        ),
+        (vec!["--key-store", "aws-kms"], "AWS KMS is not configured"),
+        (vec!["--key-store", "floppy"], "invalid value"),
         (vec!["--lead", "0s"], "lead"),
     ] {
         let mut a = vec![

@@ -274,10 +274,10 @@ async fn grace_covers_lost_responses_inside_the_window_only() {
     assert!(!active(&s, auth, &q2.access).await);
     // The first family lives on.
     refreshed(&s, auth, &p5.refresh).await;
-    // The signing latency is recorded per algorithm.
+    // The signing latency is recorded per algorithm and per key store.
     let m = get(&s.url("/metrics")).await.text();
     assert!(
-        m.contains("keyward_signing_seconds_count{alg=\"ES256\"}"),
+        m.contains("keyward_signing_seconds_count{alg=\"ES256\",store=\"local\"}"),
         "{m}"
     );
 }

@@ -29,7 +29,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use keyward_store::{ClientAuth, Environment, RotationPolicy, StoreError};
+use keyward_store::{ClientAuth, Environment, KeyStoreName, RotationPolicy, StoreError};
 use keyward_verify::BearerError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -140,6 +140,21 @@ impl ApiError {
             IssuerError::Conflict(m) | IssuerError::NeedsForce(m) => ApiError::conflict(m),
             IssuerError::Rotation(r) => ApiError::conflict(r.to_string()),
             IssuerError::Unavailable(m) => ApiError::unavailable(m),
+            // The device is down, slow or throttling: a retry may succeed.
+            IssuerError::KeyStore(k) if k.is_transient() => {
+                tracing::warn!(error = %error_chain(&k), "a key store is unavailable");
+                ApiError::unavailable(format!(
+                    "the {} key store is unavailable ({}); nothing was changed, retry later",
+                    k.store().unwrap_or("device"),
+                    k.reason()
+                ))
+            }
+            // An algorithm the store cannot hold, a store not configured here.
+            IssuerError::KeyStore(
+                k @ (keyward_signers::SignerError::Unsupported { .. }
+                | keyward_signers::SignerError::Config { .. }),
+            ) => ApiError::bad_request(k.to_string()),
+            IssuerError::KeyStore(_) => ApiError::internal(FaultReason::Keys, &e),
             IssuerError::Store(s) => ApiError::from_store(s),
             // This replica cannot seal under the store's root key yet.
             IssuerError::RootKeyStale {
@@ -419,7 +434,10 @@ where
     };
     Router::new()
         .route("/admin/v1/envs", get(list_envs).post(create_env))
-        .route("/admin/v1/envs/{env}", get(show_env).delete(delete_env))
+        .route(
+            "/admin/v1/envs/{env}",
+            get(show_env).patch(update_env).delete(delete_env),
+        )
         .route("/admin/v1/envs/{env}/keys", get(list_keys))
         .route("/admin/v1/envs/{env}/keys/rotate", post(rotate_key))
         .route("/admin/v1/keys/{kid}/retire", post(retire_key))
@@ -463,6 +481,18 @@ struct CreateEnv {
     /// Make the environment's first key (per the policy) with it; default true.
     #[serde(default = "default_true")]
     first_key: bool,
+    /// Where its keys are made: local (default), pkcs11 or aws-kms.
+    #[serde(default)]
+    key_store: KeyStoreName,
+}
+
+/// `PATCH /admin/v1/envs/{env}`: what changes (absent: unchanged).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateEnv {
+    /// Where new keys are made from now on; existing keys keep their store.
+    #[serde(default)]
+    key_store: Option<KeyStoreName>,
 }
 
 async fn list_envs(State(s): State<AdminState>) -> ApiResult {
@@ -489,6 +519,7 @@ async fn create_env(
         issuer: b.issuer,
         policy: b.policy.unwrap_or_default(),
         created_at: a.now(),
+        key_store: b.key_store,
     };
     let opts = KeyOptions {
         kid: None,
@@ -505,7 +536,11 @@ async fn create_env(
         true => Some(a.sealing_root().await.map_err(ApiError::from_issuer)?),
         false => None,
     };
-    let first = root.as_deref().map(|root| FirstKey { root, opts: &opts });
+    let first = root.as_deref().map(|root| FirstKey {
+        root,
+        stores: a.key_stores(),
+        opts: &opts,
+    });
     // A taken name or issuer URL is refused before the slow generation.
     let rec = keyring::create_environment(&a.store, &env, first, at)
         .await
@@ -553,6 +588,35 @@ async fn delete_env(
         StatusCode::OK,
         json!({"deleted": env, "keys": d.keys, "published_keys": d.published_keys, "clients": d.clients}),
     ))
+}
+
+async fn update_env(
+    State(s): State<AdminState>,
+    Extension(admin): Extension<Admin>,
+    PathParams(env): PathParams<String>,
+    JsonBody(b): JsonBody<UpdateEnv>,
+) -> ApiResult {
+    let a = &s.authority;
+    let mut e = a
+        .store
+        .environment(&env)
+        .await
+        .map_err(ApiError::from_store)?;
+    if let Some(k) = b.key_store {
+        // A store this server cannot reach is refused: its next rotation would fail.
+        keyring::device_store(a.key_stores(), k).map_err(ApiError::from_issuer)?;
+        e.key_store = k;
+    }
+    let actor = admin.actor();
+    let at = Change {
+        now: a.now(),
+        actor: &actor,
+    };
+    keyring::update_environment(&a.store, &e, at)
+        .await
+        .map_err(ApiError::from_issuer)?;
+    reload(a).await;
+    Ok(reply(StatusCode::OK, env_json(&e)))
 }
 
 async fn show_env(State(s): State<AdminState>, PathParams(env): PathParams<String>) -> ApiResult {
@@ -653,9 +717,18 @@ async fn rotate_key(
     };
     let root = a.sealing_root().await.map_err(ApiError::from_issuer)?;
     // An unknown environment or a rotation in progress is refused before the slow generation.
-    let added = keyring::generate_key(&a.store, &root, &env, choice, &opts, schedule, at)
-        .await
-        .map_err(ApiError::from_issuer)?;
+    let added = keyring::generate_key(
+        &a.store,
+        &root,
+        a.key_stores(),
+        &env,
+        choice,
+        &opts,
+        schedule,
+        at,
+    )
+    .await
+    .map_err(ApiError::from_issuer)?;
     reload(a).await;
     let now = added.key.created_at;
     let mut v = key_json(&added.key, now);
@@ -708,9 +781,10 @@ async fn revoke_key(
         now: a.now(),
         actor: &actor,
     };
-    let (rec, was_signing) = keyring::revoke_key(&a.store, &kid, at, b.reason.as_deref())
-        .await
-        .map_err(ApiError::from_issuer)?;
+    let (rec, was_signing) =
+        keyring::revoke_key(&a.store, a.key_stores(), &kid, at, b.reason.as_deref())
+            .await
+            .map_err(ApiError::from_issuer)?;
     reload(a).await;
     let mut v = key_json(&rec, at.now);
     v["was_signing"] = json!(was_signing);

@@ -12,6 +12,16 @@
 //! key it would have to open fails the reload. Every reload failure is
 //! recorded ([`ReloadHealth`]): `/readyz` answers 503 and the failure
 //! metrics move until a reload succeeds; each distinct error is logged once.
+//!
+//! Keys held by a device (an HSM, a KMS: [`Settings::key_stores`]) are
+//! opened at reload, on a blocking thread. A device that is down does not
+//! fail the reload: its environment is served (JWKS, discovery, the other
+//! endpoints) but cannot sign, which `/readyz` reports with the store and
+//! the reason ([`DeviceFault`]), and every reload (the reloader's tick
+//! included) tries the unopened keys again; the store's own backoff keeps
+//! that from hammering the device. A device that fails while signing marks
+//! its environment the same way until a signature succeeds again (the
+//! reloader probes it). Other environments keep issuing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,6 +29,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use keyward_jose::crypto::hex;
 use keyward_jose::seal::RootKey;
 use keyward_jose::{KeySet, PreparedSigner, TokenSigner};
+use keyward_signers::KeyStores;
 use keyward_store::{Client, Environment, KeyRecord, KeyState, Store, Timestamp};
 
 use crate::clock::SharedClock;
@@ -54,6 +65,14 @@ pub struct Settings {
     pub refresh_grace_secs: i64,
     /// Longest accepted lifetime of a private_key_jwt client assertion.
     pub assertion_max_lifetime_secs: u64,
+    /// The longest a device (an HSM, a KMS) may take to sign a token: past
+    /// it the request answers 503 `temporarily_unavailable` (metric reason
+    /// `timeout`). Default [`crate::signing::DEFAULT_SIGNING_TIMEOUT`] (5 s).
+    pub signing_timeout: std::time::Duration,
+    /// The device key stores this server is configured for: where device
+    /// keys are opened, made (rotation) and destroyed. Default: none (local
+    /// keys only).
+    pub key_stores: KeyStores,
 }
 
 impl Default for Settings {
@@ -62,8 +81,26 @@ impl Default for Settings {
             refresh_token_ttl_secs: 30 * 24 * 3600,
             refresh_grace_secs: DEFAULT_REFRESH_GRACE_SECS,
             assertion_max_lifetime_secs: 3600,
+            signing_timeout: crate::signing::DEFAULT_SIGNING_TIMEOUT,
+            key_stores: KeyStores::none(),
         }
     }
+}
+
+/// Why an environment cannot sign with a device key now: what `/readyz`
+/// shows. Names the store, the kid and a metric reason; never a detail
+/// that could hold a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceFault {
+    pub kid: String,
+    /// `pkcs11`, `aws-kms`.
+    pub store: &'static str,
+    /// As [`keyward_signers::SignerError::reason`]: `module`, `token`,
+    /// `pin`, `session`, `timeout`, `throttled`, `server`,
+    /// `bad_signature`, `config`, ...
+    pub reason: &'static str,
+    /// Since when (the authority's clock).
+    pub since: Timestamp,
 }
 
 /// A JWK Set document as served: body, entity tag, the verification key set,
@@ -84,6 +121,9 @@ pub struct EnvState {
     /// Opened signers (any [`TokenSigner`]), with the header of the access
     /// tokens they sign.
     signers: HashMap<String, Arc<PreparedSigner>>,
+    /// Active or pending device keys that could not be opened at this
+    /// snapshot's reload (each reload tries them again).
+    pub unopened: Vec<DeviceFault>,
     /// Scheme, host (with port) and path of the issuer URL, for routing.
     pub host: String,
     pub path: String,
@@ -106,6 +146,12 @@ impl EnvState {
     pub fn access_token_signer(&self, now: Timestamp) -> Option<&Arc<PreparedSigner>> {
         let rec = rotation::signing_key(&self.keys, now)?;
         self.signers.get(&rec.kid)
+    }
+
+    /// The device fault that keeps the key signing at `now` from opening.
+    pub fn signing_key_unopened(&self, now: Timestamp) -> Option<&DeviceFault> {
+        let rec = rotation::signing_key(&self.keys, now)?;
+        self.unopened.iter().find(|f| f.kid == rec.kid)
     }
 
     /// Whether some key can sign now or will (active or pending).
@@ -267,6 +313,9 @@ pub struct Authority {
     snapshot: RwLock<Arc<Snapshot>>,
     reload: tokio::sync::Mutex<()>,
     health: Mutex<ReloadHealth>,
+    /// By environment: its device failed the last signature it was asked
+    /// for (cleared by the next success).
+    sign_faults: Mutex<HashMap<String, DeviceFault>>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -278,7 +327,9 @@ impl std::fmt::Debug for Authority {
 impl Authority {
     /// Checks the root key against the store and loads the first snapshot.
     /// The root key is fixed for the life of this authority (see
-    /// [`Authority::load_with_root_loader`]).
+    /// [`Authority::load_with_root_loader`]). Device keys that cannot be
+    /// opened do not fail it: their environments are reported not ready
+    /// and retried at each reload (see the module documentation).
     pub async fn load(
         store: Store,
         root: RootKey,
@@ -313,9 +364,134 @@ impl Authority {
             })),
             reload: tokio::sync::Mutex::new(()),
             health: Mutex::new(ReloadHealth::default()),
+            sign_faults: Mutex::new(HashMap::new()),
         });
+        metrics::register_key_stores(&a.settings.key_stores);
         a.reload().await?;
         Ok(a)
+    }
+
+    /// The configured device key stores.
+    pub fn key_stores(&self) -> &KeyStores {
+        &self.settings.key_stores
+    }
+
+    /// By environment, the device failures that keep it from signing now:
+    /// a signing key that cannot be opened, or a device that failed its
+    /// last signature.
+    pub fn device_faults(&self) -> Vec<(String, DeviceFault)> {
+        let now = self.now();
+        let mut out: Vec<(String, DeviceFault)> = self
+            .snapshot()
+            .envs
+            .iter()
+            .filter_map(|e| {
+                e.signing_key_unopened(now)
+                    .map(|f| (e.env.name.clone(), f.clone()))
+            })
+            .collect();
+        let signs = self.sign_faults.lock().expect("sign faults lock");
+        for (env, f) in signs.iter() {
+            if !out.iter().any(|(e, _)| e == env) {
+                out.push((env.clone(), f.clone()));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Records that `env`'s device failed to sign with `kid` (`reason`);
+    /// logged when the environment goes from signing to failing.
+    pub(crate) fn sign_failed(
+        &self,
+        env: &str,
+        kid: &str,
+        store: &'static str,
+        reason: &'static str,
+    ) {
+        let mut m = self.sign_faults.lock().expect("sign faults lock");
+        if m.get(env).is_none_or(|f| f.reason != reason) {
+            tracing::warn!(
+                env,
+                kid,
+                store,
+                reason,
+                "the environment's signing key failed in its device: the token endpoint answers 503 temporarily_unavailable until it signs again"
+            );
+        }
+        m.entry(env.to_string())
+            .and_modify(|f| f.reason = reason)
+            .or_insert(DeviceFault {
+                kid: kid.to_string(),
+                store,
+                reason,
+                since: self.clock.now(),
+            });
+    }
+
+    /// Records that `env` signed: its device works again.
+    pub(crate) fn sign_succeeded(&self, env: &str) {
+        let mut m = self.sign_faults.lock().expect("sign faults lock");
+        if m.is_empty() {
+            return;
+        }
+        if let Some(f) = m.remove(env) {
+            tracing::info!(env, store = f.store, "the environment's device signs again");
+        }
+    }
+
+    /// Whether `env`'s device failed its last signature.
+    pub fn sign_fault(&self, env: &str) -> Option<DeviceFault> {
+        self.sign_faults
+            .lock()
+            .expect("sign faults lock")
+            .get(env)
+            .cloned()
+    }
+
+    /// Tries one signature in each environment whose device failed its
+    /// last one, so an environment recovers (and `/readyz` says so) even
+    /// while no client asks for a token.
+    async fn probe_sign_faults(&self) {
+        let faulted: Vec<String> = self
+            .sign_faults
+            .lock()
+            .expect("sign faults lock")
+            .keys()
+            .cloned()
+            .collect();
+        if faulted.is_empty() {
+            return;
+        }
+        let snapshot = self.snapshot();
+        let now = self.now();
+        for name in faulted {
+            let Some(signer) = snapshot
+                .env(&name)
+                .and_then(|e| e.access_token_signer(now))
+                .cloned()
+            else {
+                // Its key changed: the next request tells.
+                self.sign_faults
+                    .lock()
+                    .expect("sign faults lock")
+                    .remove(&name);
+                continue;
+            };
+            let kid = signer.signer().kid().to_string();
+            match self
+                .pool
+                .sign_within(signer, b"{}".to_vec(), self.settings.signing_timeout)
+                .await
+            {
+                Ok(_) => self.sign_succeeded(&name),
+                Err(e) => {
+                    if let Some((store, reason)) = device_failure(&e) {
+                        self.sign_failed(&name, &kid, store, reason);
+                    }
+                }
+            }
+        }
     }
 
     /// The id of the root key this server holds.
@@ -414,7 +590,8 @@ impl Authority {
                 metrics::EnvGauges {
                     env: e.env.name.clone(),
                     without_key: e.keys.is_empty(),
-                    can_sign: e.access_token_signer(now).is_some(),
+                    can_sign: e.access_token_signer(now).is_some()
+                        && self.sign_fault(&e.env.name).is_none(),
                     signing_key_age_secs: signing.map(|k| now - k.activates_at),
                     secs_to_next_rotation: signing.map(|k| {
                         k.activates_at + policy.rotate_every_secs - policy.lead_secs - now
@@ -486,7 +663,9 @@ impl Authority {
             }
         };
         let health = self.reload_health();
-        if g == self.snapshot().generation && health.failure.is_none() {
+        self.probe_sign_faults().await;
+        let unopened = self.snapshot().envs.iter().any(|e| !e.unopened.is_empty());
+        if g == self.snapshot().generation && health.failure.is_none() && !unopened {
             if health.root_key_stale.is_some() {
                 // Nothing to reopen: only try to pick the new key up.
                 let _ = self.sealing_root().await;
@@ -550,6 +729,7 @@ impl Authority {
                 .collect();
             let previous = old.env(&env.name);
             let mut signers = HashMap::new();
+            let mut faults = Vec::new();
             for k in &keys {
                 if !matches!(k.state(now), KeyState::Active | KeyState::Pending) {
                     continue;
@@ -564,9 +744,23 @@ impl Authority {
                         })
                     })
                 });
+                if reused.is_none() && k.key_store().is_device() {
+                    // A device that is down leaves this key unopened, not
+                    // the reload failed: retried at the next reload.
+                    match self.open_device_key(k).await {
+                        Ok(s) => {
+                            signers.insert(
+                                k.kid.clone(),
+                                Arc::new(PreparedSigner::new(s, Some(ACCESS_TOKEN_TYP))),
+                            );
+                        }
+                        Err(f) => faults.push(f),
+                    }
+                    continue;
+                }
                 let opened = match (reused, &root) {
                     (Some(s), _) => Ok(s.clone()),
-                    (None, Ok(root)) => keyring::load_signer(root, k)
+                    (None, Ok(root)) => keyring::load_signer(root, &self.settings.key_stores, k)
                         .map(|s| Arc::new(PreparedSigner::new(s, Some(ACCESS_TOKEN_TYP)))),
                     (None, Err(_)) => {
                         unopened.push(k.kid.clone());
@@ -589,6 +783,7 @@ impl Authority {
                 env,
                 keys,
                 signers,
+                unopened: faults,
                 host,
                 path,
                 jwks: Mutex::new(None),
@@ -629,6 +824,51 @@ impl Authority {
         })
     }
 
+    /// Opens device key `k` on a blocking thread; a failure is logged when
+    /// it is new (another reason than at the last reload) and returned as
+    /// a [`DeviceFault`].
+    async fn open_device_key(&self, k: &KeyRecord) -> Result<Arc<dyn TokenSigner>, DeviceFault> {
+        let stores = self.settings.key_stores.clone();
+        let rec = k.clone();
+        let opened =
+            tokio::task::spawn_blocking(move || keyring::open_device_signer(&stores, &rec))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(IssuerError::Unavailable(format!(
+                        "the key-opening task failed: {e}"
+                    )))
+                });
+        opened.map_err(|e| {
+            let store = k.key_store().as_str();
+            let reason = match &e {
+                IssuerError::KeyStore(s) => s.reason(),
+                _ => "device",
+            };
+            let fault = DeviceFault {
+                kid: k.kid.clone(),
+                store,
+                reason,
+                since: self.now(),
+            };
+            let known = self.snapshot().envs.iter().any(|env| {
+                env.unopened
+                    .iter()
+                    .any(|f| f.kid == fault.kid && f.reason == fault.reason)
+            });
+            if !known {
+                tracing::error!(
+                    env = %k.env,
+                    kid = %k.kid,
+                    store,
+                    reason,
+                    error = %error_chain(&e),
+                    "a device key cannot be opened: its environment cannot sign with it until the device answers (retried at each reload)"
+                );
+            }
+            fault
+        })
+    }
+
     /// Polls the store every `interval` and reloads on change (and after a
     /// failed reload), until the returned task is aborted. Failures are
     /// recorded in [`Authority::reload_health`] and logged once per distinct
@@ -646,6 +886,22 @@ impl Authority {
                 let _ = a.reload_if_changed().await;
             }
         })
+    }
+}
+
+/// The store and reason of a device's failure to sign (a
+/// [`keyward_jose::KeyError::Unavailable`]), if `e` is one.
+pub(crate) fn device_failure(e: &IssuerError) -> Option<(&'static str, &'static str)> {
+    match e {
+        IssuerError::Jose(keyward_jose::Error::Key(keyward_jose::KeyError::Unavailable {
+            store,
+            reason,
+            ..
+        })) => Some((store, reason)),
+        IssuerError::KeyStore(s) if s.is_transient() => {
+            Some((s.store().unwrap_or("device"), s.reason()))
+        }
+        _ => None,
     }
 }
 

@@ -67,6 +67,12 @@ pub enum IssuerError {
         #[source]
         reason: RootKeyLoadError,
     },
+    /// A key store outside the process (an HSM, a KMS) refused or failed:
+    /// an algorithm it cannot hold, a store that is not configured, a
+    /// device that is down (a retry may succeed: see
+    /// [`keyward_signers::SignerError::is_transient`]).
+    #[error(transparent)]
+    KeyStore(#[from] keyward_signers::SignerError),
     /// A reload read the store, but keys that sign now or will (active or
     /// pending) cannot be opened on this server.
     #[error("cannot open key(s) {}", kids.join(", "))]
@@ -106,6 +112,7 @@ impl IssuerError {
                 IssuerError::RootKeyStale { .. } => "root_key",
                 _ => "key_open",
             },
+            IssuerError::KeyStore(_) => "key_store",
             IssuerError::Jose(_)
             | IssuerError::Invalid { .. }
             | IssuerError::Conflict(_)

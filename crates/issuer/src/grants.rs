@@ -94,6 +94,18 @@ pub struct UserGrant {
     pub actor: String,
 }
 
+/// The answer while an environment's signing key is in a device that fails
+/// (cannot be opened, does not sign, signs too slowly or wrongly): 503
+/// `temporarily_unavailable`, with `Retry-After` (added by the HTTP layer
+/// to every `temporarily_unavailable`). The store and the reason are for
+/// `/readyz`, the log and the metrics, not for the client.
+fn signing_key_unavailable() -> OAuthError {
+    OAuthError::new(
+        ErrorCode::TemporarilyUnavailable,
+        "the signing key is temporarily unavailable; retry later",
+    )
+}
+
 /// An access token whose signer, `jti` and lifetime are chosen but which is
 /// not signed yet: a refresh token records its `jti` and `exp` before it is.
 struct PendingAccess {
@@ -233,10 +245,14 @@ impl Authority {
         now: Timestamp,
     ) -> Result<PendingAccess, OAuthError> {
         let signer = env.access_token_signer(now).cloned().ok_or_else(|| {
-            OAuthError::new(
-                ErrorCode::TemporarilyUnavailable,
-                "no signing key is active",
-            )
+            if env.signing_key_unopened(now).is_some() {
+                signing_key_unavailable()
+            } else {
+                OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "no signing key is active",
+                )
+            }
         })?;
         let ttl = client
             .access_token_ttl_secs
@@ -267,11 +283,27 @@ impl Authority {
         let payload =
             self.access_payload(env, client, &pending, subject, scopes, audience, extra)?;
         let PendingAccess { signer, ttl, .. } = pending;
+        let kid = signer.signer().kid().to_string();
         let token = self
             .pool
-            .sign(signer, payload)
-            .await
-            .map_err(|e| OAuthError::internal(FaultReason::Signing, &e))?;
+            .sign_within(signer, payload, self.settings.signing_timeout)
+            .await;
+        let token = match token {
+            Ok(t) => {
+                self.sign_succeeded(&env.env.name);
+                t
+            }
+            // The device is down, slow, throttled, or signed garbage (no
+            // such token leaves): this environment answers 503 until it
+            // signs again; the others go on.
+            Err(e) => match crate::authority::device_failure(&e) {
+                Some((store, reason)) => {
+                    self.sign_failed(&env.env.name, &kid, store, reason);
+                    return Err(signing_key_unavailable());
+                }
+                None => return Err(OAuthError::internal(FaultReason::Signing, &e)),
+            },
+        };
         Ok(TokenResponse {
             access_token: token,
             token_type: "Bearer",

@@ -130,13 +130,37 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
     let (without_key, with_keys): (Vec<_>, Vec<_>) =
         snapshot.envs.iter().partition(|e| e.keys.is_empty());
+    let device_faults = a.device_faults();
     let missing: Vec<&str> = with_keys
         .iter()
         .filter(|e| e.signer(now).is_none())
         .map(|e| e.env.name.as_str())
+        .filter(|name| !device_faults.iter().any(|(env, _)| env == name))
         .collect();
     if !missing.is_empty() {
         problems.push(format!("no signing key: {}", missing.join(", ")));
+    }
+    // Which environment cannot sign and why: store and reason, never details.
+    for (env, f) in &device_faults {
+        problems.push(format!(
+            "environment {env} cannot sign: its signing key {} is in the {} key store, which fails ({}) since {}",
+            f.kid,
+            f.store,
+            f.reason,
+            crate::fmt_time(f.since)
+        ));
+    }
+    for e in &snapshot.envs {
+        for f in e
+            .unopened
+            .iter()
+            .filter(|f| e.signing_key_unopened(now).is_none_or(|s| s.kid != f.kid))
+        {
+            notes.push(format!(
+                "environment {}: key {} (not signing yet) cannot be opened in the {} key store ({})",
+                e.env.name, f.kid, f.store, f.reason
+            ));
+        }
     }
     if !without_key.is_empty() {
         let names: Vec<&str> = without_key.iter().map(|e| e.env.name.as_str()).collect();
@@ -342,8 +366,16 @@ fn oauth_error(e: &OAuthError) -> Response {
             HeaderValue::from_static("Basic realm=\"keyward\""),
         );
     }
+    if e.code == ErrorCode::TemporarilyUnavailable {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
     resp
 }
+
+/// `Retry-After` (seconds) of a `temporarily_unavailable` answer: about
+/// the time a reload takes to retry a device, and a device store's backoff
+/// to try it again.
+pub const RETRY_AFTER_SECS: u32 = 5;
 
 fn no_store_json(status: StatusCode, v: Value) -> Response {
     let mut resp = (status, axum::Json(v)).into_response();

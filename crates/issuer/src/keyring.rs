@@ -7,14 +7,41 @@
 //! blocking thread, after the checks that can refuse the change: one path,
 //! [`generate_key`] (and [`create_environment`] for an environment's first
 //! key), serves the CLI, the admin API and the scheduler alike.
+//!
+//! An environment's new keys are made in its key store
+//! ([`Environment::key_store`]): `local` keys are generated here and sealed
+//! under the root key; in a device store (`pkcs11`, `aws-kms`) the key is
+//! generated inside the device ([`keyward_signers::KeyStore::generate`], on
+//! a blocking thread, after [`keyward_signers::KeyStore::check_algorithm`])
+//! and the store records only its reference and public key. If the
+//! transaction that records a device key fails, the device key is
+//! destroyed again: nothing is left behind.
+//!
+//! A device key's `kid` is random (128 bits, base64url), not the RFC 7638
+//! thumbprint local keys get: the device names the key (PKCS#11
+//! `CKA_ID`/`CKA_LABEL`, a KMS tag) when it makes it, before its public key
+//! and so its thumbprint exist; renaming it afterwards would be a second
+//! device write that can fail and leave the device's name and the record's
+//! kid apart. A kid given by the caller is used as given.
+//!
+//! Keys are never imported into a device store ([`add_key`] refuses): a
+//! key whose private half existed outside the device is not a device key,
+//! whatever attributes it gets once inside.
+//!
+//! When a device key leaves the JWKS (removed by time, or revoked), its
+//! device object is destroyed ([`destroy_unpublished`], run by the
+//! scheduler; [`revoke_key`] tries at once) and the record marked, with a
+//! `key.destroy` audit record naming the store and the reference.
 
 use std::sync::Arc;
 
 use keyward_jose::seal::RootKey;
 use keyward_jose::{Algorithm, Jwk, JwkSet, KeyFamily, LocalSigner, PrivateKey, TokenSigner};
+pub use keyward_signers::KeyStores;
+use keyward_signers::{HardwareKey, KeyStore, SignerError};
 use keyward_store::{
-    open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState,
-    RotationPolicy, Store, StoreError, Timestamp, Tx,
+    open_private_key, seal_private_key, AuditEntry, Environment, KeyMaterial, KeyRecord, KeyState,
+    KeyStoreName, RotationPolicy, Store, StoreError, Timestamp, Tx,
 };
 use serde_json::json;
 
@@ -302,15 +329,18 @@ impl KeyChoice {
 /// ([`KeyChoice::Adopt`]). Before the slow generation it checks what can
 /// refuse the change (the key size and a given kid are valid, the
 /// environment exists, `root` is the store's root key, a lead rotation is
-/// not already in progress); then it seals and inserts the key in one
-/// transaction with its audit record (`key.rotate` when it replaces a key,
-/// else `key.generate`), as [`add_key`] does, checking again. `at` is asked
-/// for the time of each check, so the key's times are taken once it is
-/// made.
+/// not already in progress, the environment's key store is configured in
+/// `stores` and can make the algorithm); then it makes the key in the
+/// environment's key store and inserts it in one transaction with its
+/// audit record (`key.rotate` when it replaces a key, else
+/// `key.generate`), as [`add_key`] does, checking again. A device key whose
+/// transaction fails is destroyed again. `at` is asked for the time of
+/// each check, so the key's times are taken once it is made.
 #[allow(clippy::too_many_arguments)]
 pub async fn generate_key<'a>(
     store: &Store,
     root: &RootKey,
+    stores: &KeyStores,
     env: &str,
     choice: KeyChoice,
     opts: &KeyOptions,
@@ -337,33 +367,199 @@ pub async fn generate_key<'a>(
         schedule,
     )?;
     let spec = spec.unwrap_or_else(|| KeySpec::for_policy(&environment.policy));
-    let key = generate(spec).await?;
-    add(store, root, env, &key, opts, schedule, at(), adopt).await
+    let made = make_key(stores, environment.key_store, spec, opts).await?;
+    let result = add(store, root, env, &made, opts, schedule, at(), adopt).await;
+    discard_on_failure(&made, &result).await;
+    result
 }
 
-fn record(
-    root: &RootKey,
-    env: &str,
-    key: &PrivateKey,
+/// A key just made, not recorded yet.
+pub(crate) enum Made<'k> {
+    /// Generated here, to be sealed.
+    Local(PrivateKey),
+    /// Given by the caller (an import), to be sealed.
+    Given(&'k PrivateKey),
+    /// Made inside `device`, named `kid` there.
+    Device {
+        device: Arc<dyn KeyStore>,
+        store: KeyStoreName,
+        kid: String,
+        key: HardwareKey,
+    },
+}
+
+impl Made<'_> {
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            Made::Local(k) => k.algorithm(),
+            Made::Given(k) => k.algorithm(),
+            Made::Device { key, .. } => key.public.algorithm(),
+        }
+    }
+
+    /// The private key of a key made here.
+    fn local(&self) -> Option<&PrivateKey> {
+        match self {
+            Made::Local(k) => Some(k),
+            Made::Given(k) => Some(k),
+            Made::Device { .. } => None,
+        }
+    }
+}
+
+/// The device store named `name` among `stores`: `None` for `local`, a
+/// [`SignerError::Config`] saying how to configure it when it is not.
+pub fn device_store(
+    stores: &KeyStores,
+    name: KeyStoreName,
+) -> Result<Option<Arc<dyn KeyStore>>, IssuerError> {
+    if !name.is_device() {
+        return Ok(None);
+    }
+    Ok(Some(stores.get(name.as_str())?.clone()))
+}
+
+/// Runs `f` on `device` on a thread that may block (every device call
+/// waits on the device for a bounded time), counting a failure in
+/// `keyward_signer_errors_total{store,reason}`.
+pub(crate) async fn on_device<T: Send + 'static>(
+    device: &Arc<dyn KeyStore>,
+    f: impl FnOnce(&dyn KeyStore) -> Result<T, SignerError> + Send + 'static,
+) -> Result<T, IssuerError> {
+    let d = device.clone();
+    let name = device.name();
+    let r = tokio::task::spawn_blocking(move || f(d.as_ref()))
+        .await
+        .map_err(|e| IssuerError::Unavailable(format!("the {name} key store call failed: {e}")))?;
+    r.map_err(|e| {
+        crate::metrics::signer_error(e.store().unwrap_or(name), e.reason());
+        IssuerError::KeyStore(e)
+    })
+}
+
+/// A random kid for a device key (see the module documentation).
+fn device_kid() -> String {
+    keyward_jose::crypto::random_text::<16>()
+}
+
+/// Makes a key of `spec` in the key store `store_name`: here (local), or
+/// inside the device after checking that it can make the algorithm.
+pub(crate) async fn make_key(
+    stores: &KeyStores,
+    store_name: KeyStoreName,
+    spec: KeySpec,
     opts: &KeyOptions,
-    now: Timestamp,
-) -> Result<KeyRecord, IssuerError> {
+) -> Result<Made<'static>, IssuerError> {
+    let Some(device) = device_store(stores, store_name)? else {
+        return Ok(Made::Local(generate(spec).await?));
+    };
     let kid = match &opts.kid {
         Some(k) => {
             check_kid(k)?;
             k.clone()
         }
-        None => key.public_key().thumbprint(),
+        None => device_kid(),
     };
-    let public_jwk = key.public_key().to_jwk(Some(kid.clone())).to_json();
-    let sealed = seal_private_key(root, env, &kid, &key.to_pkcs8_der());
+    let (alg, bits) = (spec.alg, spec.rsa_bits);
+    // Nothing is made in a device that cannot do the algorithm.
+    on_device(&device, move |d| d.check_algorithm(alg, bits)).await?;
+    let name = kid.clone();
+    let key = on_device(&device, move |d| d.generate(&name, alg, bits)).await?;
+    let made = Made::Device {
+        device,
+        store: store_name,
+        kid,
+        key,
+    };
+    // The device made what was asked, or the key goes again.
+    if made.algorithm() != alg {
+        let got = made.algorithm();
+        discard(&made).await;
+        return Err(IssuerError::KeyStore(SignerError::Mismatch {
+            store: store_name.as_str(),
+            reference: "(new key)".into(),
+            why: format!("asked for a {alg} key, the device made a {got} key"),
+        }));
+    }
+    Ok(made)
+}
+
+/// Destroys a device key that was made but not recorded. A failure is
+/// logged with the reference, so an operator can remove it by hand.
+async fn discard(made: &Made<'_>) {
+    let Made::Device {
+        device, key, kid, ..
+    } = made
+    else {
+        return;
+    };
+    let reference = key.reference.clone();
+    let r = reference.clone();
+    match on_device(device, move |d| d.destroy(&r)).await {
+        Ok(()) => tracing::info!(
+            store = device.name(),
+            %reference,
+            %kid,
+            "a device key made for a change that failed was destroyed again"
+        ),
+        Err(e) => tracing::error!(
+            store = device.name(),
+            %reference,
+            %kid,
+            error = %crate::error::error_chain(&e),
+            "a device key made for a change that failed could not be destroyed: remove it from the device by hand"
+        ),
+    }
+}
+
+async fn discard_on_failure<T>(made: &Made<'_>, result: &Result<T, IssuerError>) {
+    if result.is_err() {
+        discard(made).await;
+    }
+}
+
+fn record(
+    root: &RootKey,
+    env: &str,
+    made: &Made<'_>,
+    opts: &KeyOptions,
+    now: Timestamp,
+) -> Result<KeyRecord, IssuerError> {
+    let (kid, public, material) = match (made.local(), made) {
+        (Some(key), _) => {
+            let kid = match &opts.kid {
+                Some(k) => {
+                    check_kid(k)?;
+                    k.clone()
+                }
+                None => key.public_key().thumbprint(),
+            };
+            let sealed = seal_private_key(root, env, &kid, &key.to_pkcs8_der());
+            (kid, key.public_key(), KeyMaterial::Sealed(sealed))
+        }
+        (
+            None,
+            Made::Device {
+                store, kid, key, ..
+            },
+        ) => (
+            kid.clone(),
+            &key.public,
+            KeyMaterial::Device {
+                store: *store,
+                reference: key.reference.clone(),
+            },
+        ),
+        (None, _) => return Err(IssuerError::invalid("no key was made")),
+    };
+    let public_jwk = public.to_jwk(Some(kid.clone())).to_json();
     Ok(KeyRecord {
         env: env.to_string(),
         kid,
-        alg: key.algorithm(),
-        size_bits: key.public_key().bits(),
+        alg: public.algorithm(),
+        size_bits: public.bits(),
         public_jwk,
-        sealed,
+        material,
         origin: opts.origin.as_str().to_string(),
         owner: opts.owner.clone(),
         description: opts.description.clone(),
@@ -372,7 +568,15 @@ fn record(
         retires_at: None,
         removes_at: None,
         revoked_at: None,
+        destroyed_at: None,
     })
+}
+
+/// What every key operation's audit record says about where the key is:
+/// its store and, for a device key, the device's reference.
+fn key_place(rec: &KeyRecord, detail: &mut serde_json::Value) {
+    detail["store"] = json!(rec.key_store().as_str());
+    detail["reference"] = json!(rec.reference());
 }
 
 fn entry(
@@ -396,6 +600,11 @@ fn entry(
 /// [`rotation::plan`]), in one transaction with its audit record:
 /// `key.rotate` when it replaces a key, else `key.generate` or `key.import`.
 /// An environment's first key sets its rotation algorithm.
+///
+/// `key` was made in this process (an import, or a test's key), so it is a
+/// `local` key: an environment whose key store is a device refuses it
+/// ([`IssuerError::Conflict`], saying why and what to do instead), and
+/// nothing changes.
 pub async fn add_key(
     store: &Store,
     root: &RootKey,
@@ -405,7 +614,28 @@ pub async fn add_key(
     schedule: Schedule,
     at: Change<'_>,
 ) -> Result<AddedKey, IssuerError> {
-    add(store, root, env, key, opts, schedule, at, false).await
+    // Refused before anything else (the transaction checks again).
+    let environment = store.environment(env).await?;
+    refuse_outside_key(&environment, opts.origin)?;
+    let made = Made::Given(key);
+    add(store, root, env, &made, opts, schedule, at, false).await
+}
+
+/// Refuses a key made outside `env`'s device key store.
+fn refuse_outside_key(env: &Environment, origin: Origin) -> Result<(), IssuerError> {
+    if !env.key_store.is_device() {
+        return Ok(());
+    }
+    let (e, s) = (&env.name, env.key_store);
+    Err(IssuerError::Conflict(match origin {
+        Origin::Imported => format!(
+            "environment {e} keeps its keys in the {s} key store: a key cannot be imported into it, because a key whose private half existed outside the device is not a device key (copies of it may exist). \
+             Generate the key inside the device instead (`keyward keys generate --env {e}` or `keyward keys rotate --env {e}`), or import it into an environment whose key store is local"
+        ),
+        Origin::Generated => format!(
+            "environment {e} keeps its keys in the {s} key store (it changed while the key was made): nothing was changed; retry"
+        ),
+    }))
 }
 
 /// [`add_key`]; with `adopt_algorithm` the environment's rotation policy
@@ -415,7 +645,7 @@ async fn add(
     store: &Store,
     root: &RootKey,
     env: &str,
-    key: &PrivateKey,
+    made: &Made<'_>,
     opts: &KeyOptions,
     schedule: Schedule,
     at: Change<'_>,
@@ -425,9 +655,12 @@ async fn add(
     // Seal under the root key the store holds now (a concurrent root-key rotation waits or fails us).
     tx.check_root_key(root).await?;
     let mut environment = tx.environment(env).await?;
+    if made.local().is_some() {
+        refuse_outside_key(&environment, opts.origin)?;
+    }
     let existing = tx.keys(env).await?;
     let plan = rotation::plan(&environment.policy, &existing, at.now, schedule)?;
-    let mut rec = record(root, env, key, opts, at.now)?;
+    let mut rec = record(root, env, made, opts, at.now)?;
     rec.activates_at = plan.activates_at;
     tx.insert_key(&rec).await?;
     for k in &plan.retiring {
@@ -466,6 +699,7 @@ async fn add(
     if policy_updated {
         detail["policy_alg"] = json!(rec.alg.name());
     }
+    key_place(&rec, &mut detail);
     tx.append_audit(entry(at, action, env, &rec.kid, detail))
         .await?;
     tx.commit().await?;
@@ -482,14 +716,20 @@ async fn add(
 pub struct FirstKey<'a> {
     /// The root key to seal it under (checked against the store's).
     pub root: &'a RootKey,
+    /// The configured device stores, for an environment whose key store
+    /// is one ([`KeyStores::none`] for local keys only).
+    pub stores: &'a KeyStores,
     pub opts: &'a KeyOptions,
 }
 
 /// Creates environment `env` after [`check_environment`], with its first
 /// key (generated per its policy), active at once, in the same transaction
-/// (DESIGN rule 3: `env create` makes the first key, as `init` does).
-/// A taken name or issuer URL, and a root key that is not the store's, are
-/// refused before the slow generation. Without `first_key` the environment
+/// (DESIGN rule 3: `env create` makes the first key, as `init` does), in
+/// the environment's key store ([`Environment::key_store`]; a device key is
+/// destroyed again if the transaction fails). A taken name or issuer URL, a
+/// root key that is not the store's, a key store that is not configured or
+/// cannot make the policy's algorithm, are refused before the slow
+/// generation. Without `first_key` the environment
 /// has no key until one is generated or imported; servers report it and do
 /// not count it against readiness. Returns the first key.
 pub async fn create_environment(
@@ -499,13 +739,37 @@ pub async fn create_environment(
     at: Change<'_>,
 ) -> Result<Option<KeyRecord>, IssuerError> {
     check_new_environment(store, env).await?;
-    let key = match &first_key {
+    let made = match &first_key {
         Some(f) => {
             store.check_root_key(f.root).await?;
-            Some(generate(KeySpec::for_policy(&env.policy)).await?)
+            let spec = KeySpec::for_policy(&env.policy);
+            Some(make_key(f.stores, env.key_store, spec, f.opts).await?)
         }
-        None => None,
+        None => {
+            // The store must exist even when no key is made yet.
+            if env.key_store.is_device() {
+                return Err(IssuerError::invalid(format!(
+                    "an environment whose key store is {} is created with its first key (made inside the device); drop --no-key / first_key=false",
+                    env.key_store
+                )));
+            }
+            None
+        }
     };
+    let result = create_with(store, env, first_key, made.as_ref(), at).await;
+    if let Some(m) = &made {
+        discard_on_failure(m, &result).await;
+    }
+    result
+}
+
+async fn create_with(
+    store: &Store,
+    env: &Environment,
+    first_key: Option<FirstKey<'_>>,
+    key: Option<&Made<'_>>,
+    at: Change<'_>,
+) -> Result<Option<KeyRecord>, IssuerError> {
     let mut tx = store.begin().await?;
     tx.lock_for_change().await?;
     check_free_among(env, &tx.environments().await?)?;
@@ -514,7 +778,7 @@ pub async fn create_environment(
         tx.check_root_key(f.root).await?;
     }
     create_in(&mut tx, env, at).await?;
-    let rec = match first_key.zip(key.as_ref()) {
+    let rec = match first_key.zip(key) {
         Some((f, key)) => Some(first_key_in(&mut tx, &env.name, f.root, key, f.opts, at).await?),
         None => None,
     };
@@ -530,7 +794,7 @@ async fn create_in(tx: &mut Tx<'_>, env: &Environment, at: Change<'_>) -> Result
         "env.create",
         &env.name,
         &env.name,
-        json!({"issuer": env.issuer, "policy": env.policy}),
+        json!({"issuer": env.issuer, "policy": env.policy, "key_store": env.key_store}),
     ))
     .await?;
     Ok(())
@@ -541,20 +805,16 @@ async fn first_key_in(
     tx: &mut Tx<'_>,
     env: &str,
     root: &RootKey,
-    key: &PrivateKey,
+    key: &Made<'_>,
     opts: &KeyOptions,
     at: Change<'_>,
 ) -> Result<KeyRecord, IssuerError> {
     let rec = record(root, env, key, opts, at.now)?;
     tx.insert_key(&rec).await?;
-    tx.append_audit(entry(
-        at,
-        "key.generate",
-        env,
-        &rec.kid,
-        json!({"alg": rec.alg.name(), "bits": rec.size_bits, "activates_at": rec.activates_at, "origin": rec.origin}),
-    ))
-    .await?;
+    let mut detail = json!({"alg": rec.alg.name(), "bits": rec.size_bits, "activates_at": rec.activates_at, "origin": rec.origin});
+    key_place(&rec, &mut detail);
+    tx.append_audit(entry(at, "key.generate", env, &rec.kid, detail))
+        .await?;
     Ok(rec)
 }
 
@@ -635,7 +895,7 @@ pub async fn update_environment(
         "env.update",
         &env.name,
         &env.name,
-        json!({"issuer": env.issuer, "policy": env.policy}),
+        json!({"issuer": env.issuer, "policy": env.policy, "key_store": env.key_store}),
     ))
     .await?;
     tx.commit().await?;
@@ -663,8 +923,14 @@ pub async fn initialize(
         detail: json!({"root_key_id": root.key_id()}),
     })
     .await?;
+    if env.key_store.is_device() {
+        return Err(IssuerError::invalid(
+            "a new store's first environment keeps its keys locally; create device environments with `keyward env create --key-store`",
+        ));
+    }
     create_in(&mut tx, env, at).await?;
-    let rec = first_key_in(&mut tx, &env.name, root, key, opts, at).await?;
+    let made = Made::Given(key);
+    let rec = first_key_in(&mut tx, &env.name, root, &made, opts, at).await?;
     tx.commit().await?;
     Ok(rec)
 }
@@ -736,18 +1002,14 @@ pub async fn retire_key(
     rec.retires_at = Some(at.now);
     rec.removes_at = Some(at.now + rotation::retention_after_retire(&env.policy));
     tx.update_key_times(&rec).await?;
-    tx.append_audit(entry(
-        at,
-        "key.retire",
-        &rec.env,
-        kid,
-        json!({
-            "removes_at": rec.removes_at,
-            "forced": opts.force,
-            "outage_accepted": stops_signing,
-        }),
-    ))
-    .await?;
+    let mut detail = json!({
+        "removes_at": rec.removes_at,
+        "forced": opts.force,
+        "outage_accepted": stops_signing,
+    });
+    key_place(&rec, &mut detail);
+    tx.append_audit(entry(at, "key.retire", &rec.env, kid, detail))
+        .await?;
     tx.commit().await?;
     Ok(rec)
 }
@@ -755,8 +1017,14 @@ pub async fn retire_key(
 /// Revokes key `kid` now: unpublished at once, every token it signed fails
 /// verification as soon as verifiers refresh. Returns the record and whether
 /// it was the environment's signing key.
+///
+/// A device key's device object is destroyed at once, after the revocation
+/// is committed (best effort: while the device is down, or its store is not
+/// configured here, the revocation stands and [`destroy_unpublished`]
+/// retries); the returned record's `destroyed_at` says whether it was.
 pub async fn revoke_key(
     store: &Store,
+    stores: &KeyStores,
     kid: &str,
     at: Change<'_>,
     reason: Option<&str>,
@@ -778,16 +1046,96 @@ pub async fn revoke_key(
     let was_signing = rotation::signing_key(&keys, at.now).is_some_and(|k| k.kid == rec.kid);
     rec.revoked_at = Some(at.now);
     tx.update_key_times(&rec).await?;
-    tx.append_audit(entry(
-        at,
-        "key.revoke",
-        &rec.env,
-        kid,
-        json!({"reason": reason, "was_signing": was_signing}),
-    ))
-    .await?;
+    let mut detail = json!({"reason": reason, "was_signing": was_signing});
+    key_place(&rec, &mut detail);
+    tx.append_audit(entry(at, "key.revoke", &rec.env, kid, detail))
+        .await?;
     tx.commit().await?;
+    if rec.key_store().is_device() {
+        match destroy_key(store, stores, &rec, at).await {
+            Ok(()) => rec.destroyed_at = Some(at.now),
+            Err(e) => tracing::warn!(
+                kid,
+                store = rec.key_store().as_str(),
+                reference = rec.reference().unwrap_or(""),
+                error = %crate::error::error_chain(&e),
+                "key revoked; its device object is not destroyed yet (the scheduler's sweep retries)"
+            ),
+        }
+    }
     Ok((rec, was_signing))
+}
+
+/// What [`destroy_unpublished`] did.
+#[derive(Debug, Default)]
+pub struct DestroySweep {
+    /// Kids whose device object was destroyed (or its deletion scheduled).
+    pub destroyed: Vec<String>,
+    /// Kids whose device object could not be destroyed now, with why; the
+    /// next sweep retries.
+    pub failed: Vec<(String, IssuerError)>,
+}
+
+/// Destroys the device objects of every device key that left the JWKS by
+/// `at.now` (removed by time, or revoked) and is not destroyed yet; each in
+/// its own transaction with a `key.destroy` audit record naming the store
+/// and the reference. A device that fails leaves its keys for the next
+/// sweep. Run by the rotation scheduler on every tick.
+pub async fn destroy_unpublished(
+    store: &Store,
+    stores: &KeyStores,
+    at: Change<'_>,
+) -> Result<DestroySweep, IssuerError> {
+    let mut sweep = DestroySweep::default();
+    for rec in store.keys_to_destroy(at.now).await? {
+        match destroy_key(store, stores, &rec, at).await {
+            Ok(()) => sweep.destroyed.push(rec.kid),
+            Err(e) => sweep.failed.push((rec.kid, e)),
+        }
+    }
+    Ok(sweep)
+}
+
+/// Destroys the device object of `rec` and marks the record, with its
+/// `key.destroy` audit record. Another replica marking it first is no
+/// error (a device's destroy of a key already gone succeeds).
+async fn destroy_key(
+    store: &Store,
+    stores: &KeyStores,
+    rec: &KeyRecord,
+    at: Change<'_>,
+) -> Result<(), IssuerError> {
+    let (Some(device), Some(reference)) = (device_store(stores, rec.key_store())?, rec.reference())
+    else {
+        return Ok(());
+    };
+    let r = reference.to_string();
+    on_device(&device, move |d| d.destroy(&r)).await?;
+    let mut tx = store.begin().await?;
+    match tx.mark_destroyed(&rec.kid, at.now).await {
+        Ok(()) => {}
+        // Another replica's sweep, or a concurrent revoke, marked it.
+        Err(StoreError::Conflict { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    let why = if rec.revoked_at.is_some_and(|t| t <= at.now) {
+        "revoked"
+    } else {
+        "removed"
+    };
+    let mut detail = json!({"why": why, "scheduled": device.name() == keyward_signers::AWS_KMS});
+    key_place(rec, &mut detail);
+    tx.append_audit(entry(at, "key.destroy", &rec.env, &rec.kid, detail))
+        .await?;
+    tx.commit().await?;
+    tracing::info!(
+        kid = %rec.kid,
+        store = device.name(),
+        %reference,
+        why,
+        "device key destroyed"
+    );
+    Ok(())
 }
 
 /// Finds `kid` as the transaction sees it (its environment comes from the store).
@@ -805,13 +1153,53 @@ async fn find_key(store: &Store, tx: &mut Tx<'_>, kid: &str) -> Result<KeyRecord
         })
 }
 
-/// Opens the signer of a stored key: its sealed private key, unsealed
-/// under `root`, in a [`LocalSigner`]. Callers sign through the
-/// [`TokenSigner`] it returns, whatever holds the key.
-pub fn load_signer(root: &RootKey, rec: &KeyRecord) -> Result<Arc<dyn TokenSigner>, IssuerError> {
-    let pkcs8 = open_private_key(root, rec)?;
-    let key = PrivateKey::from_der(rec.alg, &pkcs8)?;
-    Ok(Arc::new(LocalSigner::new(key, Some(rec.kid.clone()))))
+/// Opens the signer of a stored key. A local key: its sealed private key,
+/// unsealed under `root`, in a [`LocalSigner`]. A device key: a signer of
+/// its device store in `stores` ([`keyward_signers::open`]: every
+/// signature it makes is verified against the recorded public key before
+/// it is used). Callers sign through the [`TokenSigner`] it returns,
+/// whatever holds the key.
+///
+/// Opening a device key waits on the device (for a bounded time): call it
+/// from a thread that may block.
+pub fn load_signer(
+    root: &RootKey,
+    stores: &KeyStores,
+    rec: &KeyRecord,
+) -> Result<Arc<dyn TokenSigner>, IssuerError> {
+    match &rec.material {
+        KeyMaterial::Sealed(_) => {
+            let pkcs8 = open_private_key(root, rec)?;
+            let key = PrivateKey::from_der(rec.alg, &pkcs8)?;
+            Ok(Arc::new(LocalSigner::new(key, Some(rec.kid.clone()))))
+        }
+        KeyMaterial::Device { .. } => open_device_signer(stores, rec),
+    }
+}
+
+/// Opens the signer of device key `rec` through its store in `stores`
+/// ([`keyward_signers::open`]: every signature checked), counting a
+/// failure in `keyward_signer_errors_total{store,reason}`. Blocks on the
+/// device; a local key is refused ([`StoreError::DeviceKey`]'s converse:
+/// [`IssuerError::Invalid`]).
+pub fn open_device_signer(
+    stores: &KeyStores,
+    rec: &KeyRecord,
+) -> Result<Arc<dyn TokenSigner>, IssuerError> {
+    let KeyMaterial::Device { store, reference } = &rec.material else {
+        return Err(IssuerError::invalid(format!(
+            "key {} is a local key, not a device key",
+            rec.kid
+        )));
+    };
+    let device = stores.get(store.as_str()).inspect_err(|e| {
+        crate::metrics::signer_error(store.as_str(), e.reason());
+    })?;
+    let public = public_jwk(rec)?.key;
+    keyward_signers::open(device.as_ref(), &rec.kid, reference, &public).map_err(|e| {
+        crate::metrics::signer_error(store.as_str(), e.reason());
+        IssuerError::KeyStore(e)
+    })
 }
 
 /// The public JWK of a stored key.

@@ -32,7 +32,8 @@ pub mod tokens;
 pub mod views;
 
 pub use authority::{
-    Authority, ReloadFailure, ReloadHealth, RootKeyLoader, Settings, DEFAULT_REFRESH_GRACE_SECS,
+    Authority, DeviceFault, ReloadFailure, ReloadHealth, RootKeyLoader, Settings,
+    DEFAULT_REFRESH_GRACE_SECS,
 };
 pub use clock::{Clock, FixedClock, ScaledClock, SharedClock, SystemClock};
 pub use error::{IssuerError, RootKeyLoadError};

@@ -47,7 +47,7 @@ pub fn install() -> PrometheusHandle {
 #[derive(Default)]
 struct Handles {
     envs: RwLock<HashMap<String, EnvHandles>>,
-    signing: RwLock<HashMap<&'static str, Histogram>>,
+    signing: RwLock<HashMap<(&'static str, &'static str), Histogram>>,
     server_errors: RwLock<HashMap<&'static str, Counter>>,
 }
 
@@ -112,16 +112,59 @@ pub fn token_request(env: &str, grant: &'static str, outcome: &'static str, seco
     });
 }
 
-/// A signature was made.
-pub fn signing(alg: &'static str, seconds: f64) {
+/// A signature was made (or tried) by a key of `alg` held by `store`
+/// (`local`, `pkcs11`, `aws-kms`): `keyward_signing_seconds{alg,store}`,
+/// the signing latency per algorithm and per store.
+pub fn signing(alg: &'static str, store: &'static str, seconds: f64) {
     match handles() {
         Some(h) => with_handle(
             &h.signing,
-            alg,
-            || (alg, histogram!("keyward_signing_seconds", "alg" => alg)),
+            &(alg, store),
+            || {
+                let hist = histogram!("keyward_signing_seconds", "alg" => alg, "store" => store);
+                ((alg, store), hist)
+            },
             |hist| hist.record(seconds),
         ),
-        None => histogram!("keyward_signing_seconds", "alg" => alg).record(seconds),
+        None => {
+            histogram!("keyward_signing_seconds", "alg" => alg, "store" => store).record(seconds)
+        }
+    }
+}
+
+/// The reasons a device fails, as [`keyward_signers::SignerError::reason`]
+/// names them, shown at 0 from the start for each configured store.
+pub const SIGNER_ERROR_REASONS: [&str; 14] = [
+    "module",
+    "token",
+    "pin",
+    "session",
+    "device",
+    "throttled",
+    "server",
+    "timeout",
+    "backoff",
+    "bad_signature",
+    "not_found",
+    "mismatch",
+    "config",
+    "unsupported",
+];
+
+/// A device failed (to open a key, sign, generate, destroy):
+/// `keyward_signer_errors_total{store,reason}`.
+pub fn signer_error(store: &'static str, reason: &'static str) {
+    counter!("keyward_signer_errors_total", "store" => store, "reason" => reason).increment(1);
+}
+
+/// Shows every configured device store's failure counters at 0 (so a rate
+/// has a base).
+pub fn register_key_stores(stores: &keyward_signers::KeyStores) {
+    for s in stores.iter() {
+        for r in SIGNER_ERROR_REASONS {
+            counter!("keyward_signer_errors_total", "store" => s.name(), "reason" => r)
+                .increment(0);
+        }
     }
 }
 

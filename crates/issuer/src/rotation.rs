@@ -172,7 +172,7 @@ mod tests {
             alg: Algorithm::ES256,
             size_bits: 256,
             public_jwk: "{}".into(),
-            sealed: seal(&RootKey::generate(), b"x", b"y"),
+            material: keyward_store::KeyMaterial::Sealed(seal(&RootKey::generate(), b"x", b"y")),
             origin: "generated".into(),
             owner: None,
             description: None,
@@ -181,6 +181,7 @@ mod tests {
             retires_at: None,
             removes_at: None,
             revoked_at: None,
+            destroyed_at: None,
         }
     }
 

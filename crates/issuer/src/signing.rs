@@ -5,16 +5,28 @@
 //! EdDSA: tens of microseconds) runs inline. The token itself is assembled
 //! by keyward-jose ([`PreparedSigner`]), whatever holds the key.
 //!
+//! A signer that waits on a device ([`SigningCost::Waits`]: an HSM, a KMS)
+//! runs on a thread that may block, under a deadline
+//! ([`SigningPool::sign_within`]): past it the request fails with
+//! [`KeyError::Unavailable`] (reason `timeout`) while the device's call
+//! finishes on its own thread. Every device failure is counted in
+//! `keyward_signer_errors_total{store,reason}`.
+//!
 //! [`TokenSigner::cost`]: keyward_jose::TokenSigner::cost
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use keyward_jose::{PreparedSigner, SigningCost};
+use keyward_jose::{KeyError, PreparedSigner, SigningCost};
 
 use crate::error::IssuerError;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// How long a device may take to sign before the request fails (503):
+/// 5 s, the `signing_timeout` setting's default.
+pub const DEFAULT_SIGNING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A fixed pool of signing threads.
 #[derive(Clone)]
@@ -83,30 +95,66 @@ impl SigningPool {
             .map_err(|_| closed("the job ended without an answer (did a signer panic?)".into()))
     }
 
-    /// Signs `payload` as a compact JWS under the prepared header of
-    /// `signer`, timed: inline when the signer is quick (less than a hop to
-    /// another thread would cost), on the pool when it blocks.
+    /// [`SigningPool::sign_within`] with the default deadline
+    /// ([`DEFAULT_SIGNING_TIMEOUT`]).
     pub async fn sign(
         &self,
         signer: Arc<PreparedSigner>,
         payload: Vec<u8>,
     ) -> Result<String, IssuerError> {
+        self.sign_within(signer, payload, DEFAULT_SIGNING_TIMEOUT)
+            .await
+    }
+
+    /// Signs `payload` as a compact JWS under the prepared header of
+    /// `signer`, timed: inline when the signer is quick (less than a hop to
+    /// another thread would cost), on the pool when it blocks, and on a
+    /// thread that may block, for at most `deadline`, when it waits on a
+    /// device. A device's failure (and a missed deadline: reason
+    /// `timeout`) is a [`KeyError::Unavailable`] naming the store and the
+    /// reason, counted in `keyward_signer_errors_total{store,reason}`.
+    pub async fn sign_within(
+        &self,
+        signer: Arc<PreparedSigner>,
+        payload: Vec<u8>,
+        deadline: Duration,
+    ) -> Result<String, IssuerError> {
         let cost = signer.signer().cost();
         let alg = signer.signer().algorithm().name();
+        let store = signer.signer().store();
         let timed = move || {
             let started = std::time::Instant::now();
-            let token = signer.sign(&payload).map_err(IssuerError::from);
-            crate::metrics::signing(alg, started.elapsed().as_secs_f64());
-            token
+            let token = signer.sign(&payload);
+            crate::metrics::signing(alg, store, started.elapsed().as_secs_f64());
+            if let Err(KeyError::Unavailable { store, reason, .. }) = &token {
+                crate::metrics::signer_error(store, reason);
+            }
+            token.map_err(IssuerError::from)
         };
         match cost {
             SigningCost::Quick => timed(),
             SigningCost::Blocking => self.run(timed).await?,
             // A device's wait is not the CPU pool's: a stalled HSM or KMS
             // must not hold the threads other keys sign on.
-            SigningCost::Waits => tokio::task::spawn_blocking(timed)
-                .await
-                .map_err(|e| IssuerError::Unavailable(format!("the signing task failed: {e}")))?,
+            SigningCost::Waits => {
+                match tokio::time::timeout(deadline, tokio::task::spawn_blocking(timed)).await {
+                    Ok(joined) => joined.map_err(|e| {
+                        IssuerError::Unavailable(format!("the signing task failed: {e}"))
+                    })?,
+                    Err(_) => {
+                        crate::metrics::signer_error(store, "timeout");
+                        Err(KeyError::Unavailable {
+                            store,
+                            reason: "timeout",
+                            detail: format!(
+                                "the {store} key store did not sign within {} ms",
+                                deadline.as_millis()
+                            ),
+                        }
+                        .into())
+                    }
+                }
+            }
         }
     }
 }

@@ -36,6 +36,11 @@ pub fn key_json(k: &KeyRecord, now: Timestamp) -> Value {
         "retires_at": opt_time(k.retires_at),
         "removes_at": opt_time(k.removes_at),
         "revoked_at": opt_time(k.revoked_at),
+        // Where the private half lives; for a device key, the device's
+        // reference to it (no secret) and when its object was destroyed.
+        "key_store": k.key_store().as_str(),
+        "reference": k.reference(),
+        "destroyed_at": opt_time(k.destroyed_at),
     })
 }
 
@@ -64,6 +69,7 @@ pub fn env_json(e: &Environment) -> Value {
         "name": e.name,
         "issuer": e.issuer,
         "created_at": fmt_time(e.created_at),
+        "key_store": e.key_store.as_str(),
         "policy": {
             "alg": e.policy.alg.name(),
             "rsa_bits": e.policy.rsa_bits,

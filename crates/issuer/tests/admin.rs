@@ -50,6 +50,7 @@ async fn fixture() -> Fixture {
             ..RotationPolicy::for_algorithm(Algorithm::ES256)
         },
         created_at: NOW,
+        key_store: keyward_store::KeyStoreName::Local,
     };
     let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
     let opts = KeyOptions {
@@ -380,6 +381,7 @@ async fn every_documented_operation_is_routed() {
         ("GET", "/admin/v1/envs"),
         ("POST", "/admin/v1/envs"),
         ("GET", "/admin/v1/envs/{env}"),
+        ("PATCH", "/admin/v1/envs/{env}"),
         ("DELETE", "/admin/v1/envs/{env}"),
         ("GET", "/admin/v1/envs/{env}/keys"),
         ("POST", "/admin/v1/envs/{env}/keys/rotate"),

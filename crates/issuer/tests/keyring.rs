@@ -50,6 +50,7 @@ fn environment(name: &str, issuer: &str) -> Environment {
             ..RotationPolicy::for_algorithm(Algorithm::ES256)
         },
         created_at: NOW,
+        key_store: keyward_store::KeyStoreName::Local,
     }
 }
 
@@ -106,7 +107,17 @@ async fn generate(
     now: i64,
 ) -> Result<AddedKey, IssuerError> {
     let choice = spec.map_or(KeyChoice::Policy, KeyChoice::Given);
-    keyring::generate_key(store, root, env, choice, opts, schedule, || at(now)).await
+    keyring::generate_key(
+        store,
+        root,
+        &keyward_issuer::keyring::KeyStores::none(),
+        env,
+        choice,
+        opts,
+        schedule,
+        || at(now),
+    )
+    .await
 }
 
 async fn last_audit(store: &Store) -> AuditRecord {
@@ -318,6 +329,7 @@ async fn create_environment_makes_its_first_key_in_one_go(store: Store, _: Ctx) 
     let o = opts("first key, made with the environment");
     let first = FirstKey {
         root: &root,
+        stores: &keyward_issuer::keyring::KeyStores::none(),
         opts: &o,
     };
     let rec = keyring::create_environment(&store, &env, Some(first), at(NOW + 1))
@@ -352,6 +364,7 @@ async fn create_environment_refusals_change_nothing(store: Store, _: Ctx) {
         async move {
             let first = FirstKey {
                 root: &root,
+                stores: &keyward_issuer::keyring::KeyStores::none(),
                 opts: &o,
             };
             keyring::create_environment(&store, &env, Some(first), at(NOW)).await
@@ -453,13 +466,25 @@ async fn retire_revoke_and_delete_refusals_name_their_meaning(store: Store, _: C
     );
     assert_eq!(state(&store).await, before);
     // Revoked once; a second revocation or a retirement conflicts with that.
-    keyring::revoke_key(&store, &kid, at(NOW + 2), Some("test"))
-        .await
-        .unwrap();
+    keyring::revoke_key(
+        &store,
+        &keyward_issuer::keyring::KeyStores::none(),
+        &kid,
+        at(NOW + 2),
+        Some("test"),
+    )
+    .await
+    .unwrap();
     let before = state(&store).await;
-    let e = keyring::revoke_key(&store, &kid, at(NOW + 3), None)
-        .await
-        .unwrap_err();
+    let e = keyring::revoke_key(
+        &store,
+        &keyward_issuer::keyring::KeyStores::none(),
+        &kid,
+        at(NOW + 3),
+        None,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&e, IssuerError::Conflict(m) if *m == format!("key {kid} is already revoked")),
         "{e:?}"
@@ -486,6 +511,7 @@ async fn a_rotation_naming_an_algorithm_moves_the_policy_only_when_it_changes(
             keyring::generate_key(
                 store,
                 root,
+                &keyward_issuer::keyring::KeyStores::none(),
                 "dev",
                 choice,
                 &opts("rotation"),

@@ -99,6 +99,7 @@ fn environment(name: &str) -> Environment {
             ..RotationPolicy::for_algorithm(Algorithm::ES256)
         },
         created_at: NOW,
+        key_store: keyward_store::KeyStoreName::Local,
     }
 }
 
@@ -648,6 +649,7 @@ async fn an_access_token_too_large_for_gates_leaves_the_refresh_token_usable(
     keyring::generate_key(
         &f.store,
         &root,
+        &keyward_issuer::keyring::KeyStores::none(),
         "dev",
         keyring::KeyChoice::Given(spec),
         &opts,

@@ -56,6 +56,7 @@ fn environment(name: &str) -> Environment {
             ..RotationPolicy::for_algorithm(Algorithm::ES256)
         },
         created_at: NOW,
+        key_store: keyward_store::KeyStoreName::Local,
     }
 }
 
@@ -329,7 +330,9 @@ async fn a_loader_that_gives_the_new_root_key_lets_the_server_switch() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let added = body["kid"].as_str().unwrap();
     let rec = f.store.key(added).await.unwrap();
-    assert!(keyring::load_signer(&new_root, &rec).is_ok());
+    assert!(
+        keyring::load_signer(&new_root, &keyward_issuer::keyring::KeyStores::none(), &rec).is_ok()
+    );
     assert!(f.kids().await.contains(&new_kid));
 }
 
@@ -404,9 +407,15 @@ async fn an_environment_without_any_key_is_reported_not_fatal() {
 async fn an_environment_whose_keys_are_all_revoked_or_retired_is_not_ready() {
     let f = fixture(None).await;
     let kid = f.signing_kid().unwrap();
-    keyring::revoke_key(&f.store, &kid, at(), Some("test"))
-        .await
-        .unwrap();
+    keyring::revoke_key(
+        &f.store,
+        &keyward_issuer::keyring::KeyStores::none(),
+        &kid,
+        at(),
+        Some("test"),
+    )
+    .await
+    .unwrap();
     f.authority.reload().await.unwrap();
     let (status, body) = f.readyz().await;
     assert_eq!(
@@ -437,6 +446,7 @@ async fn the_gauges_are_computed_from_the_snapshot_and_rendered() {
     // An environment of this test alone: the recorder is shared by the tests.
     let first = FirstKey {
         root: &f.root,
+        stores: &keyward_issuer::keyring::KeyStores::none(),
         opts: &opts(),
     };
     keyring::create_environment(&f.store, &environment("gauges"), Some(first), at())

@@ -30,6 +30,16 @@ pub enum StoreError {
     #[error("invalid {what}: {reason}")]
     Invalid { what: &'static str, reason: String },
 
+    /// The private half of this key is in a device: there is nothing to
+    /// unseal (sign through the device's store instead).
+    #[error(
+        "key {kid:?} is held by the {store} key store: its private half never leaves the device"
+    )]
+    DeviceKey {
+        kid: String,
+        store: crate::records::KeyStoreName,
+    },
+
     /// `initialize` was called on a store that already records a root key.
     #[error("the store is already initialized")]
     AlreadyInitialized,

@@ -6,7 +6,9 @@
 //! - **environments** with their [`RotationPolicy`];
 //! - **signing keys** ([`KeyRecord`]): the public JWK in clear, the private
 //!   key sealed under the root key with its environment and kid bound as
-//!   associated data ([`sealing`]); key states are derived from stored
+//!   associated data ([`sealing`]), or, for an environment whose
+//!   [`KeyStoreName`] is a device (`pkcs11`, `aws-kms`), only the device's
+//!   reference to it ([`KeyMaterial::Device`]); key states are derived from stored
 //!   timestamps and a clock passed in ([`KeyRecord::state`]);
 //! - the **audit chain** ([`audit`]): an append-only, hash-linked log that
 //!   [`Store::verify_audit`] checks end to end;
@@ -39,7 +41,8 @@ pub use audit::{AuditEntry, AuditRecord, AuditReport, BrokenLink, ExpectedHead, 
 pub use clients::{Client, ClientAuth};
 pub use error::StoreError;
 pub use records::{
-    issuer_key, issuer_route, Environment, KeyRecord, KeyState, RotationPolicy, Timestamp,
+    issuer_key, issuer_route, Environment, KeyMaterial, KeyRecord, KeyState, KeyStoreName,
+    RotationPolicy, Timestamp,
 };
 pub use root_key::RootKeySource;
 pub use sealing::{key_aad, open_private_key, seal_private_key};

@@ -169,6 +169,84 @@ impl TryFrom<RawPolicy> for RotationPolicy {
     }
 }
 
+/// Where private keys live: sealed in this database (`local`), or inside
+/// a device (`pkcs11`: an HSM; `aws-kms`). Stored as its name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
+pub enum KeyStoreName {
+    /// Sealed under the root key in the store.
+    #[default]
+    Local,
+    /// A PKCS#11 token (an HSM).
+    Pkcs11,
+    /// AWS KMS.
+    AwsKms,
+}
+
+impl KeyStoreName {
+    /// Every store, in the order messages list them.
+    pub const ALL: [KeyStoreName; 3] = [
+        KeyStoreName::Local,
+        KeyStoreName::Pkcs11,
+        KeyStoreName::AwsKms,
+    ];
+
+    /// `local`, `pkcs11` or `aws-kms`: the name in configuration, records,
+    /// metrics and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStoreName::Local => "local",
+            KeyStoreName::Pkcs11 => "pkcs11",
+            KeyStoreName::AwsKms => "aws-kms",
+        }
+    }
+
+    /// Whether keys of this store live in a device (not sealed here).
+    pub fn is_device(self) -> bool {
+        self != KeyStoreName::Local
+    }
+
+    /// The store named `name`; [`StoreError::Invalid`] otherwise.
+    pub fn parse(name: &str) -> Result<Self, crate::StoreError> {
+        KeyStoreName::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| crate::StoreError::Invalid {
+                what: "key store",
+                reason: format!(
+                    "unknown key store {:?} (local, pkcs11, aws-kms)",
+                    name.chars().take(40).collect::<String>()
+                ),
+            })
+    }
+}
+
+impl fmt::Display for KeyStoreName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<KeyStoreName> for &'static str {
+    fn from(s: KeyStoreName) -> &'static str {
+        s.as_str()
+    }
+}
+
+impl TryFrom<String> for KeyStoreName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        KeyStoreName::parse(&s).map_err(|e| e.to_string())
+    }
+}
+
+impl std::str::FromStr for KeyStoreName {
+    type Err = crate::StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KeyStoreName::parse(s)
+    }
+}
+
 /// An isolated tenant with its own issuer URL, keys and policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Environment {
@@ -176,6 +254,64 @@ pub struct Environment {
     pub issuer: String,
     pub policy: RotationPolicy,
     pub created_at: Timestamp,
+    /// Where the environment's new keys are made. Existing keys keep the
+    /// store they were made in ([`KeyRecord::material`]).
+    #[serde(default)]
+    pub key_store: KeyStoreName,
+}
+
+/// Where a key's private half is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyMaterial {
+    /// Sealed under the root key, in the store (a `local` key).
+    Sealed(SealedKey),
+    /// Inside a device; the store keeps only how to find it (the `sealed`
+    /// column holds the empty blob).
+    Device {
+        /// Never [`KeyStoreName::Local`].
+        store: KeyStoreName,
+        /// PKCS#11 `<token serial>/<CKA_ID hex>`, or a KMS key ARN. No secret.
+        reference: String,
+    },
+}
+
+impl fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyMaterial::Sealed(s) => f.debug_tuple("Sealed").field(s).finish(),
+            KeyMaterial::Device { store, reference } => f
+                .debug_struct("Device")
+                .field("store", store)
+                .field("reference", reference)
+                .finish(),
+        }
+    }
+}
+
+impl KeyMaterial {
+    /// The store holding the private half.
+    pub fn store(&self) -> KeyStoreName {
+        match self {
+            KeyMaterial::Sealed(_) => KeyStoreName::Local,
+            KeyMaterial::Device { store, .. } => *store,
+        }
+    }
+
+    /// The device reference, for a device key.
+    pub fn reference(&self) -> Option<&str> {
+        match self {
+            KeyMaterial::Sealed(_) => None,
+            KeyMaterial::Device { reference, .. } => Some(reference),
+        }
+    }
+
+    /// The sealed private key, for a local key.
+    pub fn sealed(&self) -> Option<&SealedKey> {
+        match self {
+            KeyMaterial::Sealed(s) => Some(s),
+            KeyMaterial::Device { .. } => None,
+        }
+    }
 }
 
 /// Splits an issuer URL into what a server routes by: the host (lower case,
@@ -201,8 +337,9 @@ pub fn issuer_key(issuer: &str) -> String {
     host + &path
 }
 
-/// A signing key as stored: public half in clear, private half sealed.
-/// `Debug` shows only the sealed blob's length.
+/// A signing key as stored: public half in clear, private half sealed or
+/// in a device ([`KeyMaterial`]). `Debug` shows only the sealed blob's
+/// length, or the device reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRecord {
     pub env: String,
@@ -213,8 +350,9 @@ pub struct KeyRecord {
     pub size_bits: u32,
     /// JSON text of the public JWK.
     pub public_jwk: String,
-    /// The sealed PKCS#8 private key (see [`crate::sealing`]).
-    pub sealed: SealedKey,
+    /// The sealed PKCS#8 private key (see [`crate::sealing`]), or where
+    /// the device holds it.
+    pub material: KeyMaterial,
     /// `"generated"` or `"imported"`.
     pub origin: String,
     pub owner: Option<String>,
@@ -224,6 +362,9 @@ pub struct KeyRecord {
     pub retires_at: Option<Timestamp>,
     pub removes_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// For a device key: when its device object was destroyed (or its
+    /// deletion scheduled), after it left the JWKS.
+    pub destroyed_at: Option<Timestamp>,
 }
 
 fn reached(t: Option<Timestamp>, now: Timestamp) -> bool {
@@ -247,6 +388,24 @@ impl KeyRecord {
         } else {
             KeyState::Pending
         }
+    }
+
+    /// Where the private half lives.
+    pub fn key_store(&self) -> KeyStoreName {
+        self.material.store()
+    }
+
+    /// The device reference of a device key.
+    pub fn reference(&self) -> Option<&str> {
+        self.material.reference()
+    }
+
+    /// Whether this is a device key whose device object should be destroyed
+    /// at `now`: it left the JWKS (removed or revoked) and is not destroyed yet.
+    pub fn awaits_destruction(&self, now: Timestamp) -> bool {
+        self.key_store().is_device()
+            && self.destroyed_at.is_none()
+            && matches!(self.state(now), KeyState::Removed | KeyState::Revoked)
     }
 
     /// Pending, Active and Retired keys are published in JWKS.
@@ -282,7 +441,7 @@ mod tests {
             alg: Algorithm::ES256,
             size_bits: 256,
             public_jwk: "{}".into(),
-            sealed: seal(&RootKey::generate(), b"x", b"y"),
+            material: KeyMaterial::Sealed(seal(&RootKey::generate(), b"x", b"y")),
             origin: "generated".into(),
             owner: None,
             description: None,
@@ -291,7 +450,50 @@ mod tests {
             retires_at: Some(200),
             removes_at: Some(300),
             revoked_at: None,
+            destroyed_at: None,
         }
+    }
+
+    #[test]
+    fn key_store_names() {
+        for s in KeyStoreName::ALL {
+            assert_eq!(KeyStoreName::parse(s.as_str()).unwrap(), s);
+            let text = serde_json::to_string(&s).unwrap();
+            assert_eq!(text, format!("\"{s}\""));
+            assert_eq!(serde_json::from_str::<KeyStoreName>(&text).unwrap(), s);
+        }
+        for bad in ["", "LOCAL", "kms", "pkcs11 ", "aws_kms"] {
+            let e = KeyStoreName::parse(bad).unwrap_err();
+            assert!(
+                e.to_string().contains("local, pkcs11, aws-kms"),
+                "{bad}: {e}"
+            );
+            assert!(serde_json::from_str::<KeyStoreName>(&format!("{bad:?}")).is_err());
+        }
+        assert!(!KeyStoreName::Local.is_device());
+        assert!(KeyStoreName::AwsKms.is_device());
+    }
+
+    #[test]
+    fn device_keys_await_destruction_once_unpublished() {
+        let mut k = key();
+        assert!(
+            !k.awaits_destruction(1000),
+            "a local key has nothing to destroy"
+        );
+        k.material = KeyMaterial::Device {
+            store: KeyStoreName::Pkcs11,
+            reference: "1/ab".into(),
+        };
+        assert_eq!(k.key_store(), KeyStoreName::Pkcs11);
+        assert_eq!(k.reference(), Some("1/ab"));
+        assert!(!k.awaits_destruction(299), "still published");
+        assert!(k.awaits_destruction(300), "removed");
+        k.revoked_at = Some(150);
+        assert!(k.awaits_destruction(150), "revoked");
+        k.destroyed_at = Some(151);
+        assert!(!k.awaits_destruction(400), "already destroyed");
+        assert!(format!("{k:?}").contains("1/ab"));
     }
 
     #[test]

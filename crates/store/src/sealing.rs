@@ -14,7 +14,7 @@ use keyward_jose::seal::{open, seal, RootKey, SealedKey};
 use zeroize::Zeroizing;
 
 use crate::error::StoreError;
-use crate::records::KeyRecord;
+use crate::records::{KeyMaterial, KeyRecord};
 
 /// The associated data binding a sealed key to `env` and `kid`:
 /// the 4-byte big-endian length of `env`, `env`, then `kid`.
@@ -33,9 +33,17 @@ pub fn seal_private_key(root: &RootKey, env: &str, kid: &str, pkcs8: &[u8]) -> S
 }
 
 /// Opens a stored key's private half. Fails with [`StoreError::Seal`] for a
-/// wrong root key, a blob moved from another record, or altered bytes.
+/// wrong root key, a blob moved from another record, or altered bytes, and
+/// with [`StoreError::DeviceKey`] for a key whose private half is in a
+/// device (it never leaves it).
 pub fn open_private_key(root: &RootKey, key: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-    Ok(open(root, &key_aad(&key.env, &key.kid), &key.sealed)?)
+    match &key.material {
+        KeyMaterial::Sealed(sealed) => Ok(open(root, &key_aad(&key.env, &key.kid), sealed)?),
+        KeyMaterial::Device { store, .. } => Err(StoreError::DeviceKey {
+            kid: key.kid.clone(),
+            store: *store,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -50,7 +58,7 @@ mod tests {
             alg: Algorithm::EdDSA,
             size_bits: 256,
             public_jwk: "{}".into(),
-            sealed,
+            material: KeyMaterial::Sealed(sealed),
             origin: "generated".into(),
             owner: None,
             description: None,
@@ -59,7 +67,24 @@ mod tests {
             retires_at: None,
             removes_at: None,
             revoked_at: None,
+            destroyed_at: None,
         }
+    }
+
+    #[test]
+    fn a_device_key_does_not_open() {
+        let root = RootKey::generate();
+        let mut rec = record("prod", "k1", seal_private_key(&root, "prod", "k1", b"x"));
+        rec.material = KeyMaterial::Device {
+            store: crate::KeyStoreName::Pkcs11,
+            reference: "1/6b31".into(),
+        };
+        let e = open_private_key(&root, &rec).unwrap_err();
+        assert!(matches!(e, StoreError::DeviceKey { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "key \"k1\" is held by the pkcs11 key store: its private half never leaves the device"
+        );
     }
 
     #[test]

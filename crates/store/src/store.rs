@@ -60,7 +60,7 @@ use crate::audit::{
     record_hash, AuditEntry, AuditRecord, AuditReport, ChainWalker, StoredAudit, GENESIS_HASH,
 };
 use crate::error::{is_unique_violation, StoreError};
-use crate::records::{issuer_key, Environment, KeyRecord, Timestamp};
+use crate::records::{issuer_key, Environment, KeyMaterial, KeyRecord, KeyStoreName, Timestamp};
 use crate::sealing::key_aad;
 
 /// Which database a [`Store`] talks to.
@@ -82,10 +82,10 @@ const VERIFY_BATCH: i64 = 1000;
 /// How long SQLite waits for another writer's lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 15_000;
 
-const ENV_COLUMNS: &str = "name, issuer, policy, created_at";
+const ENV_COLUMNS: &str = "name, issuer, policy, created_at, key_store";
 const KEY_COLUMNS: &str =
     "env, kid, alg, size_bits, public_jwk, sealed, origin, owner, description, \
-     created_at, activates_at, retires_at, removes_at, revoked_at";
+     created_at, activates_at, retires_at, removes_at, revoked_at, key_store, hw_ref, destroyed_at";
 const AUDIT_COLUMNS: &str = "seq, at, actor, action, env, subject, detail, prev_hash, hash";
 
 /// The persistent state of a keyward installation. Cheap to clone (a
@@ -121,6 +121,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "refresh_lineage",
         include_str!("../migrations/sqlite/0004_refresh_lineage.sql"),
     ),
+    (
+        5,
+        "key_stores",
+        include_str!("../migrations/sqlite/0005_key_stores.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -142,6 +147,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         4,
         "refresh_lineage",
         include_str!("../migrations/postgres/0004_refresh_lineage.sql"),
+    ),
+    (
+        5,
+        "key_stores",
+        include_str!("../migrations/postgres/0005_key_stores.sql"),
     ),
 ]);
 
@@ -383,6 +393,22 @@ impl Store {
     pub async fn keys_all(&self) -> Result<Vec<KeyRecord>, StoreError> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY env, activates_at, kid");
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Device keys that left the JWKS by `now` (removed or revoked) and
+    /// whose device object is not destroyed yet, by kid: what the sweep
+    /// destroys.
+    pub async fn keys_to_destroy(&self, now: Timestamp) -> Result<Vec<KeyRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE key_store <> 'local' AND destroyed_at IS NULL \
+             AND (removes_at <= $1 OR revoked_at <= $2) ORDER BY kid"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(key_from_row).collect()
     }
 
@@ -649,14 +675,15 @@ impl Tx<'_> {
         }
         let key = self.free_issuer_key(env).await?;
         sqlx::query(
-            "INSERT INTO environments (name, issuer, policy, created_at, issuer_key) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO environments (name, issuer, policy, created_at, issuer_key, key_store) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(env.name.clone())
         .bind(env.issuer.clone())
         .bind(policy_json(env)?)
         .bind(env.created_at)
         .bind(key)
+        .bind(env.key_store.as_str())
         .execute(&mut *self.tx)
         .await
         .map_err(|e| {
@@ -718,16 +745,19 @@ impl Tx<'_> {
         self.bump_generation().await
     }
 
-    /// Updates an environment's issuer and policy; `NotFound` if absent.
+    /// Updates an environment's issuer, policy and key store (the store of
+    /// its new keys: existing keys keep theirs); `NotFound` if absent.
     pub async fn update_environment(&mut self, env: &Environment) -> Result<(), StoreError> {
         self.writer_lock().await?;
         let key = self.free_issuer_key(env).await?;
         let done = sqlx::query(
-            "UPDATE environments SET issuer = $1, policy = $2, issuer_key = $3 WHERE name = $4",
+            "UPDATE environments SET issuer = $1, policy = $2, issuer_key = $3, key_store = $4 \
+             WHERE name = $5",
         )
         .bind(env.issuer.clone())
         .bind(policy_json(env)?)
         .bind(key)
+        .bind(env.key_store.as_str())
         .bind(env.name.clone())
         .execute(&mut *self.tx)
         .await
@@ -779,15 +809,30 @@ impl Tx<'_> {
         }
         let sql = format!(
             "INSERT INTO keys ({KEY_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
         );
+        let (sealed, hw_ref) = match &key.material {
+            KeyMaterial::Sealed(s) => (s.to_bytes(), None),
+            KeyMaterial::Device { store, reference } => {
+                if !store.is_device() || reference.is_empty() {
+                    return Err(StoreError::Invalid {
+                        what: "key",
+                        reason: format!(
+                            "key {:?}: a device key needs a device store and a reference",
+                            key.kid
+                        ),
+                    });
+                }
+                (Vec::new(), Some(reference.clone()))
+            }
+        };
         sqlx::query(&sql)
             .bind(key.env.clone())
             .bind(key.kid.clone())
             .bind(key.alg.name())
             .bind(i64::from(key.size_bits))
             .bind(key.public_jwk.clone())
-            .bind(key.sealed.to_bytes())
+            .bind(sealed)
             .bind(key.origin.clone())
             .bind(key.owner.clone())
             .bind(key.description.clone())
@@ -796,6 +841,9 @@ impl Tx<'_> {
             .bind(key.retires_at)
             .bind(key.removes_at)
             .bind(key.revoked_at)
+            .bind(key.key_store().as_str())
+            .bind(hw_ref)
+            .bind(key.destroyed_at)
             .execute(&mut *self.tx)
             .await
             .map_err(|e| {
@@ -830,6 +878,41 @@ impl Tx<'_> {
                 name: key.kid.clone(),
             });
         }
+        self.bump_generation().await
+    }
+
+    /// Records that device key `kid` was destroyed in its device (or its
+    /// deletion scheduled) at `at`. `NotFound` if there is no such device
+    /// key; `Conflict` if it is already marked (another replica's sweep
+    /// got there first). A local key has no device object: `Invalid`.
+    pub async fn mark_destroyed(&mut self, kid: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.writer_lock().await?;
+        let row = sqlx::query("SELECT key_store, destroyed_at FROM keys WHERE kid = $1")
+            .bind(kid.to_owned())
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "key",
+                name: kid.to_owned(),
+            })?;
+        let store: String = get(&row, "key_store")?;
+        if store == KeyStoreName::Local.as_str() {
+            return Err(StoreError::Invalid {
+                what: "key",
+                reason: format!("key {kid:?} is a local key: it has no device object to destroy"),
+            });
+        }
+        if get::<Option<i64>>(&row, "destroyed_at")?.is_some() {
+            return Err(StoreError::Conflict {
+                what: "destroyed key",
+                name: kid.to_owned(),
+            });
+        }
+        sqlx::query("UPDATE keys SET destroyed_at = $1 WHERE kid = $2")
+            .bind(at)
+            .bind(kid.to_owned())
+            .execute(&mut *self.tx)
+            .await?;
         self.bump_generation().await
     }
 
@@ -1040,10 +1123,14 @@ fn env_from_row(row: &AnyRow) -> Result<Environment, StoreError> {
     let policy_text: String = get(row, "policy")?;
     let policy = serde_json::from_str(&policy_text)
         .map_err(|e| StoreError::Corrupt(format!("environment {name:?}: invalid policy: {e}")))?;
+    let key_store: String = get(row, "key_store")?;
+    let key_store = KeyStoreName::parse(&key_store)
+        .map_err(|_| StoreError::Corrupt(format!("environment {name:?}: unknown key store")))?;
     Ok(Environment {
         issuer: get(row, "issuer")?,
         created_at: get(row, "created_at")?,
         policy,
+        key_store,
         name,
     })
 }
@@ -1056,15 +1143,33 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
     let size: i64 = get(row, "size_bits")?;
     let size_bits = u32::try_from(size)
         .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: invalid size_bits")))?;
-    let blob: Vec<u8> = get(row, "sealed")?;
-    let sealed = SealedKey::from_bytes(&blob)
-        .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: malformed sealed key")))?;
+    let store_name: String = get(row, "key_store")?;
+    let store = KeyStoreName::parse(&store_name)
+        .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: unknown key store")))?;
+    let hw_ref: Option<String> = get(row, "hw_ref")?;
+    let material =
+        match (store, hw_ref) {
+            (KeyStoreName::Local, None) => {
+                let blob: Vec<u8> = get(row, "sealed")?;
+                KeyMaterial::Sealed(SealedKey::from_bytes(&blob).map_err(|_| {
+                    StoreError::Corrupt(format!("key {kid:?}: malformed sealed key"))
+                })?)
+            }
+            (store, Some(reference)) if store.is_device() && !reference.is_empty() => {
+                KeyMaterial::Device { store, reference }
+            }
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "key {kid:?}: key store {store} does not match its device reference"
+                )))
+            }
+        };
     Ok(KeyRecord {
         env: get(row, "env")?,
         alg,
         size_bits,
         public_jwk: get(row, "public_jwk")?,
-        sealed,
+        material,
         origin: get(row, "origin")?,
         owner: get(row, "owner")?,
         description: get(row, "description")?,
@@ -1073,6 +1178,7 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
         retires_at: get(row, "retires_at")?,
         removes_at: get(row, "removes_at")?,
         revoked_at: get(row, "revoked_at")?,
+        destroyed_at: get(row, "destroyed_at")?,
         kid,
     })
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{drop_schema, new_schema, url_with_schema};
-use keyward_store::{Backend, Environment, RotationPolicy, Store};
+use keyward_store::{Backend, Environment, KeyStoreName, RotationPolicy, Store};
 
 #[tokio::test]
 async fn schemas_isolate_test_stores() {
@@ -23,6 +23,7 @@ async fn schemas_isolate_test_stores() {
                 issuer: "https://a.example".into(),
                 policy: RotationPolicy::default(),
                 created_at: 1,
+                key_store: KeyStoreName::Local,
             })
             .await
             .unwrap();

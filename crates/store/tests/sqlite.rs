@@ -6,8 +6,8 @@ use keyward_jose::crypto::random_bytes;
 use keyward_jose::seal::RootKey;
 use keyward_jose::Algorithm;
 use keyward_store::{
-    open_private_key, seal_private_key, Backend, Environment, KeyRecord, RotationPolicy, Store,
-    StoreError,
+    open_private_key, seal_private_key, Backend, Environment, KeyMaterial, KeyRecord, KeyStoreName,
+    RotationPolicy, Store, StoreError,
 };
 use sqlx::{AnyConnection, Connection, Executor, Row};
 
@@ -17,6 +17,7 @@ fn env(name: &str) -> Environment {
         issuer: "https://auth.example".into(),
         policy: RotationPolicy::default(),
         created_at: 1,
+        key_store: KeyStoreName::Local,
     }
 }
 
@@ -33,7 +34,7 @@ async fn no_plaintext_private_key_bytes_in_the_database_files() {
         alg: Algorithm::RS256,
         size_bits: 2048,
         public_jwk: "{}".into(),
-        sealed: seal_private_key(&root, "prod", "k1", &secret),
+        material: KeyMaterial::Sealed(seal_private_key(&root, "prod", "k1", &secret)),
         origin: "imported".into(),
         owner: None,
         description: None,
@@ -42,6 +43,7 @@ async fn no_plaintext_private_key_bytes_in_the_database_files() {
         retires_at: None,
         removes_at: None,
         revoked_at: None,
+        destroyed_at: None,
     };
     let mut tx = store.begin().await.unwrap();
     tx.initialize(&root.key_id()).await.unwrap();

@@ -9,8 +9,8 @@ use keyward_jose::crypto::random_bytes;
 use keyward_jose::seal::RootKey;
 use keyward_jose::{Algorithm, SealError};
 use keyward_store::{
-    open_private_key, seal_private_key, AuditEntry, Environment, KeyRecord, KeyState,
-    RotationPolicy, Store, StoreError, GENESIS_HASH,
+    open_private_key, seal_private_key, AuditEntry, Environment, KeyMaterial, KeyRecord, KeyState,
+    KeyStoreName, RotationPolicy, Store, StoreError, GENESIS_HASH,
 };
 use serde_json::json;
 
@@ -20,6 +20,8 @@ backend_suite!(
     issuer_keys_of_older_rows_are_filled_on_open,
     environment_delete_takes_everything_of_it,
     keys_insert_list_update,
+    device_keys_round_trip_and_are_marked_destroyed,
+    environment_key_store_is_stored_and_updatable,
     uncommitted_transactions_change_nothing,
     audit_append_and_verify,
     audit_tampered_detail_is_located,
@@ -40,6 +42,7 @@ fn env(name: &str) -> Environment {
         issuer: format!("https://auth.example/{name}"),
         policy: RotationPolicy::default(),
         created_at: 1_000,
+        key_store: KeyStoreName::Local,
     }
 }
 
@@ -50,7 +53,7 @@ fn key(root: &RootKey, env: &str, kid: &str, activates_at: i64, secret: &[u8]) -
         alg: Algorithm::ES256,
         size_bits: 256,
         public_jwk: format!(r#"{{"kty":"EC","kid":"{kid}"}}"#),
-        sealed: seal_private_key(root, env, kid, secret),
+        material: KeyMaterial::Sealed(seal_private_key(root, env, kid, secret)),
         origin: "generated".into(),
         owner: Some("ops".into()),
         description: None,
@@ -59,6 +62,7 @@ fn key(root: &RootKey, env: &str, kid: &str, activates_at: i64, secret: &[u8]) -
         retires_at: None,
         removes_at: None,
         revoked_at: None,
+        destroyed_at: None,
     }
 }
 
@@ -390,7 +394,7 @@ async fn keys_insert_list_update(store: Store, _ctx: Ctx) {
     assert_eq!(a.state(400), KeyState::Retired);
     assert_eq!(a.state(450), KeyState::Revoked);
     // Other fields untouched.
-    assert_eq!(a.sealed, k_a.sealed);
+    assert_eq!(a.material, k_a.material);
     assert_eq!(a.public_jwk, k_a.public_jwk);
 
     // Clearing timestamps back to NULL works too.
@@ -402,6 +406,141 @@ async fn keys_insert_list_update(store: Store, _ctx: Ctx) {
     tx.update_key_times(&cleared).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(store.key("a").await.unwrap(), cleared);
+}
+
+fn device_key(env: &str, kid: &str, store: KeyStoreName, activates_at: i64) -> KeyRecord {
+    KeyRecord {
+        material: KeyMaterial::Device {
+            store,
+            reference: format!("serial-1/{kid}"),
+        },
+        ..key(&RootKey::generate(), env, kid, activates_at, b"unused")
+    }
+}
+
+async fn device_keys_round_trip_and_are_marked_destroyed(store: Store, ctx: Ctx) {
+    let root = RootKey::generate();
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&env("prod")).await.unwrap();
+    let local = key(&root, "prod", "local", 100, b"secret");
+    let mut removed = device_key("prod", "hsm-removed", KeyStoreName::Pkcs11, 100);
+    removed.retires_at = Some(200);
+    removed.removes_at = Some(300);
+    let mut revoked = device_key("prod", "kms-revoked", KeyStoreName::AwsKms, 100);
+    revoked.revoked_at = Some(250);
+    let live = device_key("prod", "hsm-live", KeyStoreName::Pkcs11, 400);
+    for k in [&local, &removed, &revoked, &live] {
+        tx.insert_key(k).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    // Every field round-trips, the material included.
+    assert_eq!(store.key("hsm-removed").await.unwrap(), removed);
+    assert_eq!(store.key("kms-revoked").await.unwrap(), revoked);
+    assert_eq!(store.key("local").await.unwrap(), local);
+    assert_eq!(store.keys_all().await.unwrap().len(), 4);
+    // A device key's sealed column is the empty blob; its store and reference are columns.
+    let row = ctx
+        .fetch_text(
+            "SELECT key_store || ' ' || hw_ref || ' ' || CAST(LENGTH(sealed) AS TEXT) FROM keys WHERE kid = 'hsm-live'",
+        )
+        .await;
+    assert_eq!(row, "pkcs11 serial-1/hsm-live 0");
+    // Nothing to unseal.
+    let e = open_private_key(&root, &live).unwrap_err();
+    assert!(matches!(e, StoreError::DeviceKey { .. }), "{e}");
+
+    // What the sweep destroys: unpublished device keys, not yet destroyed.
+    let kids = |v: Vec<KeyRecord>| v.into_iter().map(|k| k.kid).collect::<Vec<_>>();
+    assert!(store.keys_to_destroy(249).await.unwrap().is_empty());
+    assert_eq!(
+        kids(store.keys_to_destroy(250).await.unwrap()),
+        ["kms-revoked"]
+    );
+    assert_eq!(
+        kids(store.keys_to_destroy(300).await.unwrap()),
+        ["hsm-removed", "kms-revoked"]
+    );
+
+    let g = store.generation().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.mark_destroyed("kms-revoked", 260).await.unwrap();
+    // Twice: another replica got there first.
+    let e = tx.mark_destroyed("kms-revoked", 261).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+    let e = tx.mark_destroyed("local", 261).await.unwrap_err();
+    assert!(matches!(e, StoreError::Invalid { .. }), "{e}");
+    let e = tx.mark_destroyed("nope", 261).await.unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { what: "key", .. }), "{e}");
+    tx.commit().await.unwrap();
+    assert!(
+        store.generation().await.unwrap() > g,
+        "a key change moves the counter"
+    );
+    assert_eq!(
+        store.key("kms-revoked").await.unwrap().destroyed_at,
+        Some(260)
+    );
+    assert_eq!(store.key("local").await.unwrap().destroyed_at, None);
+    assert_eq!(
+        kids(store.keys_to_destroy(300).await.unwrap()),
+        ["hsm-removed"]
+    );
+
+    // A device record without a reference, or a "local" device, is refused.
+    let mut tx = store.begin().await.unwrap();
+    for bad in [
+        KeyMaterial::Device {
+            store: KeyStoreName::Pkcs11,
+            reference: String::new(),
+        },
+        KeyMaterial::Device {
+            store: KeyStoreName::Local,
+            reference: "x".into(),
+        },
+    ] {
+        let k = KeyRecord {
+            material: bad,
+            ..device_key("prod", "bad", KeyStoreName::Pkcs11, 1)
+        };
+        let e = tx.insert_key(&k).await.unwrap_err();
+        assert!(matches!(e, StoreError::Invalid { .. }), "{e}");
+    }
+    drop(tx);
+    assert!(matches!(
+        store.key("bad").await.unwrap_err(),
+        StoreError::NotFound { .. }
+    ));
+
+    // A row whose store and reference disagree is reported, not guessed.
+    ctx.exec("UPDATE keys SET hw_ref = NULL WHERE kid = 'hsm-live'")
+        .await;
+    let e = store.key("hsm-live").await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
+}
+
+async fn environment_key_store_is_stored_and_updatable(store: Store, ctx: Ctx) {
+    let mut prod = env("prod");
+    prod.key_store = KeyStoreName::Pkcs11;
+    let mut tx = store.begin().await.unwrap();
+    tx.create_environment(&prod).await.unwrap();
+    tx.create_environment(&env("dev")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.environment("prod").await.unwrap(), prod);
+    assert_eq!(
+        store.environment("dev").await.unwrap().key_store,
+        KeyStoreName::Local
+    );
+    prod.key_store = KeyStoreName::AwsKms;
+    let mut tx = store.begin().await.unwrap();
+    tx.update_environment(&prod).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.environments().await.unwrap()[1], prod);
+    // An unknown store in the row is reported, not guessed.
+    ctx.exec("UPDATE environments SET key_store = 'floppy' WHERE name = 'prod'")
+        .await;
+    let e = store.environment("prod").await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
 }
 
 async fn uncommitted_transactions_change_nothing(store: Store, _ctx: Ctx) {
@@ -683,7 +822,7 @@ async fn rewrap_all_moves_every_key(store: Store, _ctx: Ctx) {
             "old root still opens {kid}"
         );
         let prev = before.iter().find(|b| &b.kid == kid).unwrap();
-        assert_ne!(prev.sealed, k.sealed);
+        assert_ne!(prev.material, k.material);
         assert_eq!(
             (&prev.public_jwk, prev.activates_at),
             (&k.public_jwk, k.activates_at)

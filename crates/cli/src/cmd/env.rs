@@ -2,7 +2,7 @@
 
 use crate::output::outln;
 use anyhow::{anyhow, bail, Result};
-use keyward_issuer::keyring::KeySpec;
+use keyward_issuer::keyring::{KeySpec, KeyStores};
 use keyward_issuer::views::{env_json, key_json};
 use keyward_issuer::{fmt_time, keyring, rotation, FirstKey, KeyOptions, Origin};
 use keyward_jose::KeyFamily;
@@ -46,6 +46,18 @@ fn apply(mut p: RotationPolicy, a: &PolicyArgs) -> Result<RotationPolicy> {
     Ok(p)
 }
 
+/// The configured key stores when `store` is a device (refused, saying how
+/// to configure it, when it is not configured); none for `local`.
+fn stores_for(ctx: &Context, store: KeyStore) -> Result<KeyStores> {
+    let name = store.name();
+    if !name.is_device() {
+        return Ok(KeyStores::none());
+    }
+    let stores = ctx.key_stores()?;
+    stores.get(name.as_str()).map_err(|e| anyhow!("{e}"))?;
+    Ok(stores)
+}
+
 pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
     let store = ctx.store().await?;
     match cmd {
@@ -53,17 +65,20 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             name,
             issuer,
             policy,
-            key_store: KeyStore::Local,
+            key_store,
             no_key,
             json,
         } => {
             keyring::check_env_name(&name).map_err(|e| anyhow!("{e}"))?;
             check_issuer(&issuer)?;
+            // A device store that is not configured is refused before anything.
+            let stores = stores_for(ctx, key_store)?;
             let env = Environment {
                 name: name.clone(),
                 issuer,
                 policy: apply(RotationPolicy::default(), &policy)?,
                 created_at: ctx.now(),
+                key_store: key_store.name(),
             };
             let root = match no_key {
                 true => None,
@@ -75,7 +90,11 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 description: Some("first key, made with the environment".into()),
                 origin: Origin::Generated,
             };
-            let first = root.as_ref().map(|root| FirstKey { root, opts: &opts });
+            let first = root.as_ref().map(|root| FirstKey {
+                root,
+                stores: &stores,
+                opts: &opts,
+            });
             // A taken name or issuer URL is refused before the slow generation.
             let work = keyring::create_environment(&store, &env, first, ctx.at());
             let rec = match no_key {
@@ -90,8 +109,14 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 outln!("created environment {name} (issuer {})", env.issuer);
                 match rec {
                     Some(k) => outln!(
-                        "  active key:   {} ({}, {} bits), signing from now on",
-                        k.kid, k.alg, k.size_bits
+                        "  active key:   {} ({}, {} bits, {}), signing from now on",
+                        k.kid,
+                        k.alg,
+                        k.size_bits,
+                        match k.reference() {
+                            Some(r) => format!("in {} as {r}", k.key_store()),
+                            None => "local".into(),
+                        }
                     ),
                     None => outln!(
                         "  it has no key yet (--no-key): keyward keys generate --env {name} --alg {}",
@@ -135,11 +160,12 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                             e.name.clone(),
                             e.issuer.clone(),
                             e.policy.alg.to_string(),
+                            e.key_store.to_string(),
                             fmt_time(e.created_at),
                         ]
                     })
                     .collect();
-                table(&["NAME", "ISSUER", "ALG", "CREATED"], &rows);
+                table(&["NAME", "ISSUER", "ALG", "STORE", "CREATED"], &rows);
             }
         }
         EnvCmd::Show { name, json } => {
@@ -167,6 +193,7 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                     ("name", e.name.clone()),
                     ("issuer", e.issuer.clone()),
                     ("created", fmt_time(e.created_at)),
+                    ("key store", e.key_store.to_string()),
                     (
                         "algorithm",
                         match p.rsa_bits {
@@ -193,12 +220,18 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             name,
             issuer,
             policy,
+            key_store,
             json,
         } => {
             let mut e = store.environment(&name).await?;
             if let Some(i) = issuer {
                 check_issuer(&i)?;
                 e.issuer = i;
+            }
+            if let Some(k) = key_store {
+                // Refused when not configured: the next rotation would fail.
+                stores_for(ctx, k)?;
+                e.key_store = k.name();
             }
             e.policy = apply(e.policy, &policy)?;
             keyring::update_environment(&store, &e, ctx.at()).await?;

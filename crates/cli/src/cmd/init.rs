@@ -67,6 +67,7 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
             ..RotationPolicy::default()
         },
         created_at: now,
+        key_store: keyward_store::KeyStoreName::Local,
     };
     let opts = KeyOptions {
         kid: None,

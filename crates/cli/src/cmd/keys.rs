@@ -2,7 +2,7 @@
 
 use crate::output::{out, outln};
 use anyhow::{bail, Context as _, Result};
-use keyward_issuer::keyring::{KeyChoice, KeySpec};
+use keyward_issuer::keyring::{KeyChoice, KeySpec, KeyStores};
 use keyward_issuer::{
     fmt_time, keyring, rotation, AddedKey, KeyOptions, Origin, RetireOptions, Schedule,
 };
@@ -106,8 +106,22 @@ async fn add(
                 KeyChoice::Policy => KeySpec::for_policy(&env.policy),
                 KeyChoice::Given(s) | KeyChoice::Adopt(s) => s,
             };
-            let work =
-                keyring::generate_key(&store, &root, env_name, choice, &opts, sched, || ctx.at());
+            // The environment's device store (refused, saying how to
+            // configure it, when it is not configured here).
+            let stores = match env.key_store.is_device() {
+                true => ctx.key_stores()?,
+                false => KeyStores::none(),
+            };
+            let work = keyring::generate_key(
+                &store,
+                &root,
+                &stores,
+                env_name,
+                choice,
+                &opts,
+                sched,
+                || ctx.at(),
+            );
             generating(shown, json, work).await?
         }
         NewKey::Import(key) => {
@@ -250,8 +264,14 @@ pub async fn run(ctx: &Context, cmd: KeysCmd) -> Result<()> {
         }
         KeysCmd::Revoke { kid, reason, json } => {
             let store = ctx.store().await?;
+            // A device key is destroyed at once where its store is
+            // configured; otherwise the server's sweep does it.
+            let stores = ctx.key_stores().unwrap_or_else(|e| {
+                eprintln!("warning: key stores: {e:#}; a device key is revoked but destroyed later by the server's sweep");
+                KeyStores::none()
+            });
             let (rec, was_signing) =
-                keyring::revoke_key(&store, &kid, ctx.at(), reason.as_deref()).await?;
+                keyring::revoke_key(&store, &stores, &kid, ctx.at(), reason.as_deref()).await?;
             if json {
                 let mut v = key_json(&rec, ctx.now());
                 v["was_signing"] = json!(was_signing);

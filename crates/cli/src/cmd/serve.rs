@@ -5,7 +5,7 @@ use anyhow::{bail, Context as _, Result};
 use keyward_issuer::clients::{self, NewClient};
 use keyward_issuer::http::{app, AppState};
 use keyward_issuer::signing::SigningPool;
-use keyward_issuer::{Authority, SharedClock};
+use keyward_issuer::{Authority, Settings, SharedClock};
 use keyward_store::{ClientAuth, KeyState};
 
 use crate::args::{ServeArgs, UpArgs};
@@ -191,7 +191,10 @@ async fn run(
         Some(Box::new(SourceLoader(ctx.root_key_source()))),
         clock,
         SigningPool::new(config.signing_threads),
-        config.settings.clone(),
+        Settings {
+            key_stores,
+            ..config.settings.clone()
+        },
     )
     .await?;
     let reloader = authority.spawn_reloader(config.reload_interval);

@@ -181,7 +181,15 @@ async fn sign(
     let rec = rotation::signing_key(&keys, now).ok_or_else(|| {
         anyhow!("environment {env_name} has no active key (run `keyward keys rotate --env {env_name} --immediate`)")
     })?;
-    let signer = keyring::load_signer(&root, rec)?;
+    // A device key waits on its device: off the runtime's threads.
+    let stores = match rec.key_store().is_device() {
+        true => ctx.key_stores()?,
+        false => keyring::KeyStores::none(),
+    };
+    let rec_owned = rec.clone();
+    let signer =
+        tokio::task::spawn_blocking(move || keyring::load_signer(&root, &stores, &rec_owned))
+            .await??;
     let jti = new_id();
     claims.insert("iss".into(), json!(env.issuer));
     claims.insert("iat".into(), json!(now));

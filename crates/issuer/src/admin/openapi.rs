@@ -137,6 +137,7 @@ fn paths() -> Value {
         },
         "/admin/v1/envs/{env}": {
             "get": with_tag(op("getEnvironment", "Show an environment.", &["env"], None, ("200", Some("Environment")), &["404"]), "environments"),
+            "patch": with_tag(op("updateEnvironment", "Change where the environment's new keys are made (`key_store`); existing keys keep their store. Audited as `env.update`. 400 when the store is not configured on this server.", &["env"], Some(("EnvironmentUpdate", true)), ("200", Some("Environment")), &["400", "404"]), "environments"),
             "delete": with_tag({
                 let mut o = op("deleteEnvironment", "Delete an environment with its keys, clients and tokens (audited; the audit chain keeps its records). Refused (409) while it publishes keys or has clients, unless `force=true`.", &["env"], None, ("200", Some("DeletedEnvironment")), &["400", "404", "409"]);
                 o["parameters"].as_array_mut().expect("parameters").push(json!({
@@ -207,6 +208,12 @@ fn schemas() -> Value {
                         "token_ttl_secs": {"type": "integer", "minimum": 1, "default": keyward_store::records::DEFAULT_TOKEN_TTL_SECS}
                     }
                 }));
+    let key_store = json!({
+        "type": "string",
+        "enum": ["local", "pkcs11", "aws-kms"],
+        "default": "local",
+        "description": "where the environment's keys are made: local (sealed in the store), pkcs11 (an HSM) or aws-kms; a device store must be configured on the server (400 otherwise), and refuses algorithms it cannot hold (400); 503 while the device is down"
+    });
     m.insert("NewEnvironment".into(), json!({
                     "type": "object",
                     "additionalProperties": false,
@@ -215,9 +222,18 @@ fn schemas() -> Value {
                         "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
                         "issuer": {"type": "string", "format": "uri", "description": "absolute http(s) URL without query or fragment"},
                         "policy": {"$ref": "#/components/schemas/Policy"},
-                        "first_key": {"type": "boolean", "default": true, "description": "make the first key (per the policy) in the same transaction"}
+                        "first_key": {"type": "boolean", "default": true, "description": "make the first key (per the policy) in the same transaction (required for a device key_store)"},
+                        "key_store": key_store.clone()
                     }
                 }));
+    m.insert(
+        "EnvironmentUpdate".into(),
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {"key_store": key_store.clone()}
+        }),
+    );
     m.insert(
         "NewEnvironmentCreated".into(),
         json!({
@@ -247,6 +263,7 @@ fn schemas() -> Value {
                 "name": {"type": "string"},
                 "issuer": {"type": "string"},
                 "created_at": time,
+                "key_store": key_store.clone(),
                 "policy": {
                     "type": "object",
                     "properties": {
@@ -281,7 +298,10 @@ fn schemas() -> Value {
                         "activates_at": time,
                         "retires_at": opt_time,
                         "removes_at": opt_time,
-                        "revoked_at": opt_time
+                        "revoked_at": opt_time,
+                        "key_store": key_store.clone(),
+                        "reference": {"type": ["string", "null"], "description": "for a device key, the device's reference to it (PKCS#11 token serial and CKA_ID, or the KMS key ARN); no secret"},
+                        "destroyed_at": opt_time
                     }
                 }));
     m.insert(
