@@ -3,7 +3,8 @@
 #   the trivial endpoint (/healthz) of the same server as the baseline, and
 #   POST /oauth2/token (client_credentials) for ES256, RS256-2048, RS256-4096
 #   and ML-DSA-65 (FIPS 204, RFC 9964), on SQLite and (when a PostgreSQL URL
-#   is given) on PostgreSQL,
+#   is given) on PostgreSQL, and ES256 and RS256-2048 keys in a SoftHSM2
+#   token next to local keys of the same algorithms in one server,
 # plus the machine's raw RSA-4096 and ML-DSA-65 signing rates (aws-lc-rs,
 # all cores).
 # Each run: max throughput (wrk -c CONNS), then p50/p99 at ~50% of that rate
@@ -114,6 +115,46 @@ for store in sqlite postgres; do
   done
   [ "$store" = postgres ] && PGOPTIONS="-c client_min_messages=warning" psql "$PG" -qc "DROP SCHEMA IF EXISTS $schema CASCADE"
 done
+
+# Keys in a device next to local keys, in one server (SQLite): environments
+# "local-*" keep sealed keys, "hsm-*" keys made in a fresh SoftHSM2 token.
+if [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null; then
+  dir="$WORK/device"; mkdir -p "$dir/tokens"
+  printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$dir/tokens" >"$dir/softhsm2.conf"
+  export SOFTHSM2_CONF="$dir/softhsm2.conf"
+  softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 5678 >/dev/null
+  hsm=(KEYWARD_DATA_DIR="$dir/data" KEYWARD_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so
+    KEYWARD_PKCS11_TOKEN_LABEL=bench KEYWARD_PKCS11_PIN=1234)
+  port=$(free_port)
+  env "${hsm[@]}" "$BIN" init --issuer "http://127.0.0.1:$port" --alg ES256 >/dev/null
+  declare -A AUTH
+  for spec in local-ES256:local:ES256:0 hsm-ES256:pkcs11:ES256:0 local-RS256-2048:local:RS256:2048 hsm-RS256-2048:pkcs11:RS256:2048; do
+    IFS=: read -r name ks alg bits <<<"$spec"
+    bitsarg=(); [ "$bits" != 0 ] && bitsarg=(--bits "$bits")
+    env "${hsm[@]}" "$BIN" env create "$name" --issuer "http://127.0.0.1:$port/$name" --key-store "$ks" --alg "$alg" "${bitsarg[@]}" >/dev/null
+    c=$(env "${hsm[@]}" "$BIN" clients create --env "$name" --name bench --scopes "a b" --audience api://bench --json)
+    id=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
+    secret=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
+    AUTH[$name]=$(printf '%s:%s' "$id" "$secret" | base64 -w0)
+  done
+  env "${hsm[@]}" KEYWARD_LOG=warn "$BIN" serve --listen "127.0.0.1:$port" >/dev/null 2>"$dir.log" &
+  PID=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  for name in local-ES256 hsm-ES256 local-RS256-2048 hsm-RS256-2048; do
+    lua "$WORK/post-$name.lua" "${AUTH[$name]}"
+    row=$(run_case "sqlite token $name" "127.0.0.1:$port" "/$name/oauth2/token" "$WORK/post-$name.lua"); echo "$row"
+    RESULT[$name]=$(echo "$row" | awk '{print $(NF-5)}')
+  done
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+  python3 - "${RESULT[local-ES256]}" "${RESULT[hsm-ES256]}" "${RESULT[local-RS256-2048]}" "${RESULT[hsm-RS256-2048]}" <<'PY'
+import sys
+les, hes, lrs, hrs = map(float, sys.argv[1:])
+print(f"SoftHSM2 keys: ES256 token endpoint {hes:.0f}/s = {hes/les*100:.0f}% of the local ES256 key's; "
+      f"RS256-2048 {hrs:.0f}/s = {hrs/lrs*100:.0f}% of the local RS256-2048 key's")
+PY
+else
+  echo "(SoftHSM2 cases skipped: Debian softhsm2 is not installed)"
+fi
 
 echo
 for store in sqlite postgres; do

@@ -31,6 +31,12 @@
 #     (algorithms list ML-DSA) and `keyward token verify` with the tool's JWK
 #     Set; tampered copies are refused by both.
 #
+# Keys in devices (issue 15): environments whose keys live in a fresh
+# SoftHSM2 token (ES256, RS256-2048, PS256, EdDSA) and in moto's KMS server
+# (ES256, RS256-2048, PS256; moto started through
+# crates/signers/tests/moto_kms.py): their tokens verify in Node jose and
+# PyJWT like any other.
+#
 # One line per check ("ok   RS256-2048 node" / "FAIL ..."), then "N passed,
 # M failed"; the exit status is non-zero if any check failed.
 #
@@ -110,6 +116,7 @@ stop_server() {
 cleanup() {
   stop_server
   [ -z "$UPSTREAM_PID" ] || kill "$UPSTREAM_PID" 2>/dev/null || true
+  [ -z "${MOTO_PID:-}" ] || kill "$MOTO_PID" 2>/dev/null || true
   if [ "$failed" -eq 0 ]; then
     rm -rf "$WORK"
   else
@@ -452,6 +459,79 @@ run_gate() {
   wait "$UPSTREAM_PID" 2>/dev/null || true
 }
 
+# --- keys in devices: a SoftHSM2 token (PKCS#11) and moto's KMS ---------------
+# run_device NAME STORE ALG [BITS]: a data dir whose environment "dev" keeps
+# its keys in STORE (pkcs11: a fresh SoftHSM2 token; aws-kms: the moto server
+# at $MOTO_URL); its token verifies in Node jose and PyJWT like any other.
+run_device() {
+  local name="$1" store="$2" alg="$3" bits="${4:-}" creds id secret resp code token dev
+  echo "-- $name"
+  init_env "$name" ES256 || return 0
+  local vars=()
+  case "$store" in
+    pkcs11)
+      mkdir -p "$DIR/tokens"
+      printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$DIR/tokens" >"$DIR/softhsm2.conf"
+      if ! SOFTHSM2_CONF="$DIR/softhsm2.conf" softhsm2-util --init-token --free --label interop \
+        --pin 1234 --so-pin 5678 >"$DIR/token-init.log" 2>&1; then
+        fail "$name softhsm token" "$DIR/token-init.log"
+        return 0
+      fi
+      vars=(SOFTHSM2_CONF="$DIR/softhsm2.conf" KEYWARD_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so
+        KEYWARD_PKCS11_TOKEN_LABEL=interop KEYWARD_PKCS11_PIN=1234)
+      ;;
+    aws-kms)
+      vars=(KEYWARD_AWS_KMS=1 KEYWARD_AWS_KMS_ENDPOINT_URL="$MOTO_URL" KEYWARD_AWS_KMS_REGION=us-east-1
+        AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true)
+      ;;
+  esac
+  KW=(env "${vars[@]}" "${KW[@]}")
+  dev="$ISSUER/dev"
+  local create=("${KW[@]}" env create dev --issuer "$dev" --key-store "$store" --alg "$alg")
+  [ -z "$bits" ] || create+=(--bits "$bits")
+  if ! "${create[@]}" >"$DIR/env.log" 2>&1; then
+    fail "$name env create --key-store $store" "$DIR/env.log"
+    return 0
+  fi
+  if ! creds=$("${KW[@]}" clients create --env dev --name interop --scopes "a b" \
+    --audience api://interop --json 2>"$DIR/client.log"); then
+    fail "$name client" "$DIR/client.log"
+    return 0
+  fi
+  id=$(json_get client_id <<<"$creds" || true)
+  secret=$(json_get client_secret <<<"$creds" || true)
+  serve_env "$name" || { stop_server; return 0; }
+  resp=$(curl -sS --max-time 10 -u "$id:$secret" -d grant_type=client_credentials \
+    --data-urlencode "scope=a b" -w '\n%{http_code}' "$dev/oauth2/token" 2>&1) || true
+  code=${resp##*$'\n'}
+  echo "${resp%$'\n'*}" >"$DIR/token.json"
+  token=$(json_get access_token <"$DIR/token.json" 2>/dev/null || true)
+  if [ "$code" = 200 ] && [ -n "$token" ]; then
+    pass "$name token"
+    check "$name node" node "$HERE/verify.mjs" "$dev" "$alg" "$token"
+    check "$name python" "$PY" "$HERE/verify.py" "$dev" "$alg" "$token"
+  else
+    echo "HTTP $code" >>"$DIR/token.json"
+    fail "$name token" "$DIR/token.json"
+  fi
+  stop_server
+}
+
+MOTO_PID=""
+start_moto() {
+  local port i
+  port=$(free_port)
+  python3 "$ROOT/crates/signers/tests/moto_kms.py" -H 127.0.0.1 -p "$port" >"$WORK/moto.log" 2>&1 &
+  MOTO_PID=$!
+  MOTO_URL="http://127.0.0.1:$port"
+  for i in $(seq 1 300); do
+    curl -s --max-time 2 -o /dev/null "$MOTO_URL/" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  fail "moto server (no answer within 30 s)" "$WORK/moto.log"
+  return 1
+}
+
 run_alg RS256-2048 RS256 2048
 run_alg RS256-4096 RS256 4096
 run_alg PS256 PS256 2048
@@ -464,6 +544,17 @@ run_alg ML-DSA-87 ML-DSA-87
 run_mldsa_keys
 run_pkjwt
 run_gate
+run_device pkcs11-ES256 pkcs11 ES256
+run_device pkcs11-RS256-2048 pkcs11 RS256 2048
+run_device pkcs11-PS256 pkcs11 PS256 2048
+run_device pkcs11-EdDSA pkcs11 EdDSA
+if start_moto; then
+  run_device aws-kms-ES256 aws-kms ES256
+  run_device aws-kms-RS256-2048 aws-kms RS256 2048
+  run_device aws-kms-PS256 aws-kms PS256 2048
+  kill "$MOTO_PID" 2>/dev/null || true
+  wait "$MOTO_PID" 2>/dev/null || true
+fi
 
 echo "interop: $(($(date +%s) - started)) s"
 echo "$passed passed, $failed failed"
