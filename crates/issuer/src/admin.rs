@@ -170,6 +170,14 @@ impl ApiError {
             StoreError::WrongRootKey { .. } => ApiError::unavailable(
                 "the store's root key changed during the request; nothing was changed, retry",
             ),
+            // The root key's device (HSM, KMS) cannot seal or open now:
+            // nothing was written; a retry may succeed.
+            StoreError::Seal(keyward_jose::SealError::Unavailable { store, reason, .. }) => {
+                tracing::warn!(error = %error_chain(&e), "the root key's device cannot be used");
+                ApiError::unavailable(format!(
+                    "the root key's {store} key store cannot be used now ({reason}); nothing was changed, retry later"
+                ))
+            }
             other => ApiError::internal(FaultReason::Store, &other),
         }
     }

@@ -111,7 +111,7 @@ async fn fixture(loader: Option<Box<dyn RootKeyLoader>>) -> Fixture {
     tx.commit().await.unwrap();
     let authority = Authority::load_with_root_loader(
         store.clone(),
-        RootKey::from_base64(&root.to_base64()).unwrap(),
+        RootKey::from_base64(&root.to_base64().unwrap()).unwrap(),
         loader,
         Arc::new(FixedClock(NOW)),
         SigningPool::new(1),
@@ -244,7 +244,7 @@ async fn reload_keeps_the_signers_of_rewrapped_keys() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.starts_with("ready\n"), "{body}");
     assert!(body.contains(&new_root.key_id()), "{body}");
-    assert!(!body.contains(&new_root.to_base64().to_string()));
+    assert!(!body.contains(&new_root.to_base64().unwrap().to_string()));
 }
 
 #[tokio::test]
@@ -311,12 +311,12 @@ async fn a_loader_that_gives_the_new_root_key_lets_the_server_switch() {
     unopened_under_stale_root(&err, &new_kid, &f.root.key_id(), &new_root.key_id());
     assert_eq!(f.readyz().await.0, StatusCode::SERVICE_UNAVAILABLE);
     // A source that gives some other key does not help.
-    *slot.lock().unwrap() = Some(RootKey::generate().to_base64().to_string());
+    *slot.lock().unwrap() = Some(RootKey::generate().to_base64().unwrap().to_string());
     let err = f.authority.reload_if_changed().await.unwrap_err();
     unopened_under_stale_root(&err, &new_kid, &f.root.key_id(), &new_root.key_id());
     assert_eq!(f.authority.root_key_id(), f.root.key_id());
     // Now the source gives it: the next poll switches, opens the new key, and is ready.
-    *slot.lock().unwrap() = Some(new_root.to_base64().to_string());
+    *slot.lock().unwrap() = Some(new_root.to_base64().unwrap().to_string());
     assert!(f.authority.reload_if_changed().await.unwrap());
     assert_eq!(f.authority.root_key_id(), new_root.key_id());
     let health = f.authority.reload_health();
@@ -340,7 +340,7 @@ async fn the_server_picks_up_the_new_root_key_before_any_new_key_needs_it() {
     let slot = Arc::new(Mutex::new(None));
     let f = fixture(Some(Box::new(Slot(slot.clone())))).await;
     let new_root = RootKey::generate();
-    *slot.lock().unwrap() = Some(new_root.to_base64().to_string());
+    *slot.lock().unwrap() = Some(new_root.to_base64().unwrap().to_string());
     f.store
         .rewrap_all(&f.root, &new_root, "test", NOW)
         .await
@@ -377,7 +377,7 @@ async fn an_environment_without_any_key_is_reported_not_fatal() {
     // A server starting on such a store starts too.
     let again = Authority::load(
         f.store.clone(),
-        RootKey::from_base64(&f.root.to_base64()).unwrap(),
+        RootKey::from_base64(&f.root.to_base64().unwrap()).unwrap(),
         Arc::new(FixedClock(NOW)),
         SigningPool::new(1),
         Settings::default(),

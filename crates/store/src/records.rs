@@ -282,7 +282,7 @@ mod tests {
             alg: Algorithm::ES256,
             size_bits: 256,
             public_jwk: "{}".into(),
-            sealed: seal(&RootKey::generate(), b"x", b"y"),
+            sealed: seal(&RootKey::generate(), b"x", b"y").unwrap(),
             origin: "generated".into(),
             owner: None,
             description: None,

@@ -33,7 +33,7 @@ async fn no_plaintext_private_key_bytes_in_the_database_files() {
         alg: Algorithm::RS256,
         size_bits: 2048,
         public_jwk: "{}".into(),
-        sealed: seal_private_key(&root, "prod", "k1", &secret),
+        sealed: seal_private_key(&root, "prod", "k1", &secret).unwrap(),
         origin: "imported".into(),
         owner: None,
         description: None,
