@@ -150,6 +150,10 @@ impl ApiError {
                 tracing::warn!(%held, %expected, reason = %error_chain(&reason), "cannot seal a new key: this server does not hold the store's root key");
                 ApiError::unavailable(format!("this server holds root key {held} but the store's keys are sealed under root key {expected}; it cannot seal a new key until its root key source gives the new key (or it is restarted with it): retry on another replica or later"))
             }
+            IssuerError::RootKeyUnavailable { ref expected, .. } => {
+                tracing::warn!(error = %error_chain(&e), "cannot seal a new key: this server cannot load the store's root key");
+                ApiError::unavailable(format!("this server cannot load the store's root key {expected} now (is its device up?); nothing was changed: retry later"))
+            }
             IssuerError::Jose(_) | IssuerError::KeyGeneration(_) => {
                 ApiError::internal(FaultReason::Keys, &e)
             }

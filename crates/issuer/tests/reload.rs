@@ -24,7 +24,7 @@ use keyward_issuer::{
 };
 use keyward_jose::seal::RootKey;
 use keyward_jose::{Algorithm, PrivateKey, TokenSigner};
-use keyward_store::{AdminToken, Environment, RotationPolicy, Store};
+use keyward_store::{AdminToken, Environment, RootKeyRecord, RotationPolicy, Store};
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -67,11 +67,12 @@ fn es256() -> PrivateKey {
 struct Slot(Arc<Mutex<Option<String>>>);
 
 impl RootKeyLoader for Slot {
-    fn load(&self, expected: &str) -> Result<RootKey, RootKeyLoadError> {
+    fn load(&self, expected: &RootKeyRecord) -> Result<RootKey, RootKeyLoadError> {
         match self.0.lock().unwrap().as_deref() {
             Some(text) => RootKey::from_base64(text).map_err(RootKeyLoadError::unreadable),
             None => Err(RootKeyLoadError::unreadable(format!(
-                "no file gives root key {expected} yet"
+                "no file gives root key {} yet",
+                expected.id
             ))),
         }
     }
@@ -314,11 +315,11 @@ async fn a_loader_that_gives_the_new_root_key_lets_the_server_switch() {
     *slot.lock().unwrap() = Some(RootKey::generate().to_base64().unwrap().to_string());
     let err = f.authority.reload_if_changed().await.unwrap_err();
     unopened_under_stale_root(&err, &new_kid, &f.root.key_id(), &new_root.key_id());
-    assert_eq!(f.authority.root_key_id(), f.root.key_id());
+    assert_eq!(f.authority.root_key_id(), Some(f.root.key_id()));
     // Now the source gives it: the next poll switches, opens the new key, and is ready.
     *slot.lock().unwrap() = Some(new_root.to_base64().unwrap().to_string());
     assert!(f.authority.reload_if_changed().await.unwrap());
-    assert_eq!(f.authority.root_key_id(), new_root.key_id());
+    assert_eq!(f.authority.root_key_id(), Some(new_root.key_id()));
     let health = f.authority.reload_health();
     assert_eq!((health.failure, health.root_key_stale), (None, None));
     let (status, body) = f.readyz().await;
@@ -346,7 +347,7 @@ async fn the_server_picks_up_the_new_root_key_before_any_new_key_needs_it() {
         .await
         .unwrap();
     assert!(f.authority.reload_if_changed().await.unwrap());
-    assert_eq!(f.authority.root_key_id(), new_root.key_id());
+    assert_eq!(f.authority.root_key_id(), Some(new_root.key_id()));
     f.add_pending_key(&new_root).await;
     f.authority.reload_if_changed().await.unwrap();
     assert_eq!(f.readyz().await.0, StatusCode::OK);

@@ -1,0 +1,279 @@
+//! Which root key a command and a server use.
+//!
+//! Once the store records a device reference for its root key
+//! (`pkcs11:<label>`, `aws-kms:<key ARN>`), every command and server uses
+//! it, through the `[pkcs11]` / `[aws_kms]` settings: replicas follow a
+//! rotation with nothing but the device configured. A local root key comes
+//! from `KEYWARD_ROOT_KEY`, `KEYWARD_ROOT_KEY_FILE` or `<data-dir>/root.key`
+//! as before. `root_key` in keyward.toml or `KEYWARD_ROOT_KEY_SOURCE`
+//! (`file`, `pkcs11:<label>`, `aws-kms:<name>`) chooses the source of a new
+//! store (`init`); on an initialized store a setting that names another
+//! key than the store's is refused with what to do.
+
+use anyhow::{anyhow, bail, Result};
+use keyward_issuer::root_source::open_device_root;
+use keyward_issuer::{RootKeyLoadError, RootKeySpec};
+use keyward_jose::seal::RootKey;
+use keyward_signers::KeyStores;
+use keyward_store::{RootKeyRecord, RootKeySource, Store, StoreError};
+
+use crate::context::{staged_path, Context};
+
+/// The variable choosing the root key's source.
+pub const SOURCE_VAR: &str = "KEYWARD_ROOT_KEY_SOURCE";
+
+/// `text` as a source, with a message naming where it was given.
+pub fn parse_spec(text: &str, given_in: &str) -> Result<RootKeySpec> {
+    text.trim().parse().map_err(|e| anyhow!("{given_in}: {e}"))
+}
+
+/// The `root_key` of the file `KEYWARD_CONFIG` names (commands other than
+/// `serve`), if any.
+pub fn from_config_file(var: &impl Fn(&str) -> Option<String>) -> Result<Option<RootKeySpec>> {
+    let Some(path) = var(crate::key_stores::CONFIG_VAR).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow!("{}: cannot read {path}: {e}", crate::key_stores::CONFIG_VAR))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| anyhow!("{path}: {}", e.message().trim_end()))?;
+    match table.get("root_key") {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(parse_spec(s, &format!("{path}: root_key"))?)),
+        Some(_) => {
+            bail!("{path}: root_key must be a string (file, pkcs11:<label> or aws-kms:<name>)")
+        }
+    }
+}
+
+/// What the store's root key is, as a source, for messages.
+fn recorded_source(record: &RootKeyRecord) -> String {
+    match &record.reference {
+        Some(r) => r.clone(),
+        None => "a local root key (file)".into(),
+    }
+}
+
+/// Refuses a configured source that names another key than the store's.
+/// A device source naming the same device key by another name (a KMS
+/// alias for the recorded ARN) is accepted when it opens the store's key.
+fn check_configured(
+    configured: Option<&RootKeySpec>,
+    record: &RootKeyRecord,
+    stores: &KeyStores,
+) -> Result<()> {
+    let Some(configured) = configured else {
+        return Ok(());
+    };
+    let agrees = match (configured, &record.reference) {
+        (RootKeySpec::File, None) => true,
+        (RootKeySpec::File, Some(_)) => false,
+        (RootKeySpec::Device { .. }, None) => false,
+        (c, Some(r)) if c.to_string() == *r => true,
+        (c, Some(_)) => open_device_root(stores, c, false)
+            .map(|k| k.key_id() == record.id)
+            .unwrap_or(false),
+    };
+    if agrees {
+        return Ok(());
+    }
+    bail!(
+        "the configured root key source ({configured}: root_key in keyward.toml or {SOURCE_VAR}) is not the store's root key, which is {} (id {}); remove the setting (the store records its root key) or set it to {}; to move to another root key run `keyward root-key rotate --to {configured}`",
+        recorded_source(record),
+        record.id,
+        match &record.reference {
+            Some(r) => r.as_str(),
+            None => "file",
+        }
+    )
+}
+
+/// Opens the device root key the store records.
+fn open_recorded(stores: &KeyStores, reference: &str, record: &RootKeyRecord) -> Result<RootKey> {
+    let spec = parse_spec(reference, "the store's root key reference")?;
+    let key = open_device_root(stores, &spec, false).map_err(|e| anyhow!("{e}"))?;
+    if key.key_id() != record.id {
+        bail!(
+            "root key {reference}: the device gives root key {}, but the store's keys are sealed under root key {} (another key under that name?); nothing was changed",
+            key.key_id(),
+            record.id
+        );
+    }
+    Ok(key)
+}
+
+/// Why a device root could not be had at start.
+pub enum StoreRoot {
+    Ready(RootKey),
+    /// The store's root key is in a device that cannot be used now.
+    DeviceDown(anyhow::Error),
+}
+
+impl Context {
+    /// The root key source configured for this command (`--root-key` is
+    /// passed by `init` itself): `KEYWARD_ROOT_KEY_SOURCE`, else `root_key`
+    /// of the configuration; `None` when neither is set.
+    pub fn root_key_spec(&self) -> Result<Option<RootKeySpec>> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(v) = var(SOURCE_VAR) {
+            return Ok(Some(parse_spec(&v, SOURCE_VAR)?));
+        }
+        match &self.root_key_config {
+            Some(spec) => Ok(spec.clone()),
+            None => from_config_file(&var),
+        }
+    }
+
+    /// The store's root key: the device key the store records, or the
+    /// local key from its file or variable; checked against the store's id
+    /// and, for a device key, against the newest sealed key (a replaced
+    /// device object has the right id but another key). A rotation to a
+    /// key file interrupted after the database committed is completed.
+    pub async fn root_key(&self, store: &Store) -> Result<RootKey> {
+        match self.store_root(store).await? {
+            StoreRoot::Ready(k) => Ok(k),
+            StoreRoot::DeviceDown(e) => Err(e),
+        }
+    }
+
+    /// [`Context::root_key`], telling a device that cannot be used now
+    /// apart from a configuration that can never work (for `serve`, which
+    /// starts anyway in the first case).
+    pub async fn store_root(&self, store: &Store) -> Result<StoreRoot> {
+        let record = store.root_key_record().await?.ok_or_else(|| {
+            anyhow!("the store is not initialized (run `keyward init --issuer URL` first)")
+        })?;
+        let stores = self.key_stores()?;
+        check_configured(self.root_key_spec()?.as_ref(), &record, &stores)?;
+        let Some(reference) = &record.reference else {
+            return self.local_root(store, &record).await.map(StoreRoot::Ready);
+        };
+        let spec = parse_spec(reference, "the store's root key reference")?;
+        let key = match open_device_root(&stores, &spec, false) {
+            Ok(k) => k,
+            Err(e) => {
+                let transient = e
+                    .signer_error()
+                    .is_some_and(|s| !matches!(s, keyward_signers::SignerError::Config { .. }));
+                let e = anyhow!("{e}");
+                if transient {
+                    return Ok(StoreRoot::DeviceDown(e));
+                }
+                return Err(e);
+            }
+        };
+        if key.key_id() != record.id {
+            bail!(
+                "root key {reference}: the device gives root key {}, but the store's keys are sealed under root key {} (another key under that name?); nothing was changed",
+                key.key_id(),
+                record.id
+            );
+        }
+        match store.check_root_key_opens(&key).await {
+            Ok(()) => Ok(StoreRoot::Ready(key)),
+            Err(StoreError::Seal(e @ keyward_jose::SealError::Unavailable { .. })) => {
+                Ok(StoreRoot::DeviceDown(anyhow!("root key {reference}: {e}")))
+            }
+            Err(e) => Err(anyhow!("root key {reference}: {e}; nothing was changed")),
+        }
+    }
+
+    async fn local_root(&self, store: &Store, record: &RootKeyRecord) -> Result<RootKey> {
+        let source = self.root_key_source();
+        let staged = source.path().map(staged_path);
+        // A rotation that committed before its new file was renamed into place.
+        let complete = |new: RootKey| -> Result<RootKey> {
+            source.commit_replace().map_err(|e| anyhow!("{e}"))?;
+            eprintln!(
+                "note: completed an interrupted root-key rotation: {} replaced {}",
+                staged
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                source.describe()
+            );
+            Ok(new)
+        };
+        let staged_key = || {
+            staged
+                .as_ref()
+                .and_then(|p| RootKeySource::File(p.clone()).load().ok())
+                .filter(|k| k.key_id() == record.id)
+        };
+        let key = match source.load() {
+            Ok(k) => k,
+            Err(e) => {
+                if let Some(new) = staged_key() {
+                    return complete(new);
+                }
+                bail!("{e}");
+            }
+        };
+        match store.check_root_key(&key).await {
+            Ok(()) => Ok(key),
+            Err(StoreError::WrongRootKey { expected, got }) => {
+                if let Some(new) = staged_key() {
+                    return complete(new);
+                }
+                bail!(
+                    "the root key from {} does not open this store (the store's keys are sealed under root key id {expected}; this key's id is {got})",
+                    source.describe()
+                )
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What a running server uses to follow the store's root key.
+    pub fn source_loader(&self) -> Result<SourceLoader> {
+        Ok(SourceLoader {
+            file: self.root_key_source(),
+            stores: self.key_stores()?,
+        })
+    }
+}
+
+/// What a running server uses to pick up the store's root key after a
+/// rotation: the device key the store records (through the configured
+/// stores, never creating it), else the configured file, then (for a key
+/// file) a staged `<file>.new` left by a rotation in progress or
+/// interrupted, read-only. `KEYWARD_ROOT_KEY` cannot change inside a
+/// running process: such a server needs a restart.
+pub struct SourceLoader {
+    pub file: RootKeySource,
+    pub stores: KeyStores,
+}
+
+impl keyward_issuer::RootKeyLoader for SourceLoader {
+    fn load(&self, expected: &RootKeyRecord) -> Result<RootKey, RootKeyLoadError> {
+        if let Some(reference) = &expected.reference {
+            return open_recorded(&self.stores, reference, expected)
+                .map_err(|e| RootKeyLoadError::unreadable(e.to_string()));
+        }
+        let source = &self.file;
+        let live = source.load();
+        if let Ok(k) = &live {
+            if k.key_id() == expected.id {
+                return live.map_err(RootKeyLoadError::unreadable);
+            }
+        }
+        if let Some(staged) = source.path().map(staged_path) {
+            if let Ok(k) = RootKeySource::File(staged).load() {
+                if k.key_id() == expected.id {
+                    return Ok(k);
+                }
+            }
+        }
+        Err(match (live, source) {
+            (Ok(k), RootKeySource::Env) => RootKeyLoadError::Fixed {
+                origin: source.describe(),
+                held: k.key_id(),
+            },
+            (Ok(k), _) => RootKeyLoadError::OtherKey {
+                origin: source.describe(),
+                held: k.key_id(),
+            },
+            (Err(e), _) => RootKeyLoadError::unreadable(e),
+        })
+    }
+}
