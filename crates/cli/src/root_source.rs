@@ -102,6 +102,46 @@ fn open_recorded(stores: &KeyStores, reference: &str, record: &RootKeyRecord) ->
     Ok(key)
 }
 
+/// The device root key the store records, checked: its id, and that it
+/// opens the newest sealed key. A device that cannot be used now (down,
+/// wrong PIN, no such key) is [`StoreRoot::DeviceDown`]; a store that is
+/// not configured, or a key that is not the store's, an error.
+pub async fn device_root(
+    store: &Store,
+    stores: &KeyStores,
+    record: &RootKeyRecord,
+    reference: &str,
+) -> Result<StoreRoot> {
+    let spec = parse_spec(reference, "the store's root key reference")?;
+    let key = match open_device_root(stores, &spec, false) {
+        Ok(k) => k,
+        Err(e) => {
+            let transient = e
+                .signer_error()
+                .is_some_and(|s| !matches!(s, keyward_signers::SignerError::Config { .. }));
+            let e = anyhow!("{e}");
+            if transient {
+                return Ok(StoreRoot::DeviceDown(e));
+            }
+            return Err(e);
+        }
+    };
+    if key.key_id() != record.id {
+        bail!(
+            "root key {reference}: the device gives root key {}, but the store's keys are sealed under root key {} (another key under that name?); nothing was changed",
+            key.key_id(),
+            record.id
+        );
+    }
+    match store.check_root_key_opens(&key).await {
+        Ok(()) => Ok(StoreRoot::Ready(key)),
+        Err(StoreError::Seal(e @ keyward_jose::SealError::Unavailable { .. })) => {
+            Ok(StoreRoot::DeviceDown(anyhow!("root key {reference}: {e}")))
+        }
+        Err(e) => Err(anyhow!("root key {reference}: {e}; nothing was changed")),
+    }
+}
+
 /// Why a device root could not be had at start.
 pub enum StoreRoot {
     Ready(RootKey),
@@ -148,34 +188,7 @@ impl Context {
         let Some(reference) = &record.reference else {
             return self.local_root(store, &record).await.map(StoreRoot::Ready);
         };
-        let spec = parse_spec(reference, "the store's root key reference")?;
-        let key = match open_device_root(&stores, &spec, false) {
-            Ok(k) => k,
-            Err(e) => {
-                let transient = e
-                    .signer_error()
-                    .is_some_and(|s| !matches!(s, keyward_signers::SignerError::Config { .. }));
-                let e = anyhow!("{e}");
-                if transient {
-                    return Ok(StoreRoot::DeviceDown(e));
-                }
-                return Err(e);
-            }
-        };
-        if key.key_id() != record.id {
-            bail!(
-                "root key {reference}: the device gives root key {}, but the store's keys are sealed under root key {} (another key under that name?); nothing was changed",
-                key.key_id(),
-                record.id
-            );
-        }
-        match store.check_root_key_opens(&key).await {
-            Ok(()) => Ok(StoreRoot::Ready(key)),
-            Err(StoreError::Seal(e @ keyward_jose::SealError::Unavailable { .. })) => {
-                Ok(StoreRoot::DeviceDown(anyhow!("root key {reference}: {e}")))
-            }
-            Err(e) => Err(anyhow!("root key {reference}: {e}; nothing was changed")),
-        }
+        device_root(store, &stores, &record, reference).await
     }
 
     async fn local_root(&self, store: &Store, record: &RootKeyRecord) -> Result<RootKey> {
@@ -275,5 +288,163 @@ impl keyward_issuer::RootKeyLoader for SourceLoader {
             },
             (Err(e), _) => RootKeyLoadError::unreadable(e),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use keyward_issuer::{keyring, Change, KeyOptions, Origin, RootKeyLoader};
+    use keyward_jose::{Algorithm, PrivateKey};
+    use keyward_signers::test_device::TestDevice;
+    use keyward_signers::KeyStore;
+    use keyward_store::{Environment, RotationPolicy};
+
+    use super::*;
+
+    /// A store initialized under the root key `root` of `device`.
+    async fn store_under(device: &TestDevice) -> (tempfile::TempDir, Store, RootKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("keyward.db"))
+            .await
+            .unwrap();
+        let root = RootKey::device(device.root_key("root", true).unwrap());
+        let env = Environment {
+            name: "dev".into(),
+            issuer: "https://issuer.test/dev".into(),
+            policy: RotationPolicy::for_algorithm(Algorithm::ES256),
+            created_at: 1,
+        };
+        let opts = KeyOptions {
+            kid: None,
+            owner: None,
+            description: None,
+            origin: Origin::Generated,
+        };
+        let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+        let at = Change {
+            now: 1,
+            actor: "test",
+        };
+        keyring::initialize(&store, &root, &env, &key, &opts, at)
+            .await
+            .unwrap();
+        (dir, store, root)
+    }
+
+    fn stores(device: &TestDevice) -> KeyStores {
+        KeyStores::none().with(Arc::new(device.clone()))
+    }
+
+    async fn state(store: &Store) -> (Option<RootKeyRecord>, Vec<keyward_store::KeyRecord>, i64) {
+        (
+            store.root_key_record().await.unwrap(),
+            store.keys("dev").await.unwrap(),
+            store.audit_len().await.unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_recorded_device_root_is_opened_and_each_failure_names_the_source() {
+        let device = TestDevice::new("pkcs11", &[]);
+        let (_dir, store, root) = store_under(&device).await;
+        let record = store.root_key_record().await.unwrap().unwrap();
+        assert_eq!(record.reference.as_deref(), Some("pkcs11:root"));
+        let before = state(&store).await;
+        let ok = device_root(&store, &stores(&device), &record, "pkcs11:root")
+            .await
+            .unwrap();
+        assert!(matches!(ok, StoreRoot::Ready(k) if k.key_id() == root.key_id()));
+
+        // Wrong PIN: the device is down for now (serve starts, not ready).
+        device.set_failure(Some("pin"));
+        let StoreRoot::DeviceDown(e) =
+            device_root(&store, &stores(&device), &record, "pkcs11:root")
+                .await
+                .unwrap()
+        else {
+            panic!("a refused PIN is not a working root key");
+        };
+        let e = e.to_string();
+        assert!(
+            e.starts_with("root key pkcs11:root: the pkcs11 key store is unavailable (pin)"),
+            "{e}"
+        );
+        device.set_failure(None);
+
+        // Missing object: never created when following the store.
+        let StoreRoot::DeviceDown(e) =
+            device_root(&store, &stores(&device), &record, "pkcs11:gone")
+                .await
+                .unwrap()
+        else {
+            panic!("a missing key is not a working root key");
+        };
+        assert_eq!(
+            e.to_string(),
+            "root key pkcs11:gone: the pkcs11 key store has no key gone"
+        );
+        assert!(device.root_key("gone", false).is_err(), "it was created");
+
+        // Wrong key: another device's key under the same name.
+        let other = TestDevice::new("pkcs11", &[]);
+        other.root_key("root", true).unwrap();
+        let e = device_root(&store, &stores(&other), &record, "pkcs11:root")
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "but the store's keys are sealed under root key {}",
+                root.key_id()
+            )),
+            "{e}"
+        );
+
+        // The store not configured: a configuration error, not an outage.
+        let e = device_root(&store, &KeyStores::none(), &record, "pkcs11:root")
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("root key pkcs11:root: pkcs11 key store configuration: no PKCS#11 module is configured"), "{e}");
+
+        // A configured source naming another key is refused.
+        let e = check_configured(
+            Some(&"pkcs11:other".parse().unwrap()),
+            &record,
+            &stores(&device),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("which is pkcs11:root"), "{e}");
+        check_configured(
+            Some(&"pkcs11:root".parse().unwrap()),
+            &record,
+            &stores(&device),
+        )
+        .unwrap();
+        assert!(check_configured(Some(&RootKeySpec::File), &record, &stores(&device)).is_err());
+        assert_eq!(state(&store).await, before);
+    }
+
+    #[tokio::test]
+    async fn the_server_loader_follows_the_store_reference() {
+        let device = TestDevice::new("pkcs11", &[]);
+        let (dir, store, root) = store_under(&device).await;
+        let record = store.root_key_record().await.unwrap().unwrap();
+        let loader = SourceLoader {
+            file: RootKeySource::DataDir(dir.path().join("root.key")),
+            stores: stores(&device),
+        };
+        assert_eq!(loader.load(&record).unwrap().key_id(), root.key_id());
+        device.set_failure(Some("token"));
+        let e = loader.load(&record).unwrap_err().to_string();
+        assert!(
+            e.contains("root key pkcs11:root") && e.contains("(token)"),
+            "{e}"
+        );
     }
 }

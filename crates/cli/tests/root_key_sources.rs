@@ -198,3 +198,80 @@ fn a_configured_source_that_is_not_the_stores_is_refused() {
     )
     .ok();
 }
+
+/// A data dir whose store records a root key in a device (made with the
+/// in-memory test device, which no command can reach).
+async fn store_with_a_device_root(kw: &Kw) {
+    use keyward_issuer::{keyring, Change, KeyOptions, Origin};
+    use keyward_jose::{Algorithm, PrivateKey};
+    use keyward_signers::test_device::TestDevice;
+    use keyward_signers::KeyStore;
+    use keyward_store::{Environment, RotationPolicy};
+
+    std::fs::create_dir_all(kw.data_dir()).unwrap();
+    let store = Store::open_sqlite(&kw.data_dir().join("keyward.db"))
+        .await
+        .unwrap();
+    let device = TestDevice::new("pkcs11", &[]);
+    let root = RootKey::device(device.root_key("root", true).unwrap());
+    let env = Environment {
+        name: "default".into(),
+        issuer: "http://127.0.0.1:8080".into(),
+        policy: RotationPolicy::for_algorithm(Algorithm::ES256),
+        created_at: 1,
+    };
+    let opts = KeyOptions {
+        kid: None,
+        owner: None,
+        description: None,
+        origin: Origin::Generated,
+    };
+    let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+    let at = Change {
+        now: 1,
+        actor: "test",
+    };
+    keyring::initialize(&store, &root, &env, &key, &opts, at)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.root_key_ref().await.unwrap().as_deref(),
+        Some("pkcs11:root")
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn every_command_follows_the_stores_device_root_and_says_what_is_missing() {
+    let kw = Kw::new();
+    store_with_a_device_root(&kw).await;
+    let before = kw.snapshot();
+    // No root key file: none is needed, none is looked for.
+    assert!(!kw.data_dir().join("root.key").exists());
+    kw.run(&["keys", "generate", "--env", "default", "--alg", "ES256"])
+        .fails_with(
+            "root key pkcs11:root: pkcs11 key store configuration: no PKCS#11 module is configured",
+        );
+    kw.run(&["root-key", "rotate", "--to", "file"])
+        .fails_with("root key pkcs11:root: pkcs11 key store configuration");
+    kw.run(&["root-key", "rotate"])
+        .fails_with("root key pkcs11:root: pkcs11 key store configuration");
+    kw.run_with(
+        &["keys", "generate", "--env", "default", "--alg", "ES256"],
+        &[("KEYWARD_ROOT_KEY_SOURCE", "file")],
+    )
+    .fails_with("is not the store's root key, which is pkcs11:root");
+    // serve: a device store that is not configured can never work: it exits
+    // with the same clear error (a configured device that is down does not
+    // stop it; see the issuer's tests).
+    let out = kw.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("root key pkcs11:root: pkcs11 key store configuration"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(kw.snapshot(), before);
+    assert!(!kw.data_dir().join("root.key").exists());
+}
