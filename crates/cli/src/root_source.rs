@@ -183,11 +183,15 @@ impl Context {
         let record = store.root_key_record().await?.ok_or_else(|| {
             anyhow!("the store is not initialized (run `keyward init --issuer URL` first)")
         })?;
-        let stores = self.key_stores()?;
-        check_configured(self.root_key_spec()?.as_ref(), &record, &stores)?;
+        // The device settings are read only when a device is involved: a
+        // store with a local root key does not depend on them.
+        let configured = self.root_key_spec()?;
         let Some(reference) = &record.reference else {
+            check_configured(configured.as_ref(), &record, &KeyStores::none())?;
             return self.local_root(store, &record).await.map(StoreRoot::Ready);
         };
+        let stores = self.key_stores()?;
+        check_configured(configured.as_ref(), &record, &stores)?;
         device_root(store, &stores, &record, reference).await
     }
 

@@ -275,3 +275,52 @@ async fn every_command_follows_the_stores_device_root_and_says_what_is_missing()
     assert_eq!(kw.snapshot(), before);
     assert!(!kw.data_dir().join("root.key").exists());
 }
+
+#[test]
+fn a_local_root_key_does_not_depend_on_the_device_settings() {
+    let kw = Kw::new();
+    kw.init();
+    // Incomplete PKCS#11 settings (no PIN): only device keys need them.
+    kw.run_with(
+        &[
+            "keys",
+            "generate",
+            "--env",
+            "default",
+            "--alg",
+            "ES256",
+            "--immediate",
+        ],
+        &[
+            ("KEYWARD_PKCS11_MODULE", "/nonexistent/libpkcs11.so"),
+            ("KEYWARD_PKCS11_TOKEN_LABEL", "keyward"),
+        ],
+    )
+    .ok();
+    kw.run_with(
+        &["root-key", "rotate"],
+        &[("KEYWARD_PKCS11_MODULE", "/nonexistent/libpkcs11.so")],
+    )
+    .ok();
+}
+
+#[test]
+fn a_rotation_from_a_device_to_a_file_interrupted_before_the_rename_is_completed() {
+    // `rotate --to file` from a device root: the store committed the new
+    // local key, the process died before `root.key.new` was renamed into
+    // place, and there is no older key file (the root was in a device).
+    let kw = Kw::new();
+    kw.init();
+    let live = kw.data_dir().join("root.key");
+    let staged = kw.data_dir().join("root.key.new");
+    std::fs::rename(&live, &staged).unwrap();
+    let out = kw.run(&["token", "sign", "--env", "default", "--claims", "{}"]);
+    out.ok();
+    assert!(
+        out.stderr
+            .contains("completed an interrupted root-key rotation"),
+        "{}",
+        out.stderr
+    );
+    assert!(live.exists() && !staged.exists());
+}

@@ -7,6 +7,7 @@ use keyward_issuer::root_source::{open_device_root, RootKeySpec};
 use keyward_issuer::{fmt_time, keyring, KeyOptions, Origin};
 use keyward_jose::seal::RootKey;
 use keyward_jose::KeyFamily;
+use keyward_signers::KeyStores;
 use keyward_store::{Environment, RootKeySource, RotationPolicy};
 use serde_json::json;
 
@@ -25,12 +26,16 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
     }
     .unwrap_or(RootKeySpec::File);
     // A device root needs its store configured: say so before anything.
-    let stores = ctx.key_stores()?;
-    if let RootKeySpec::Device { store, .. } = &root_spec {
-        stores
-            .get(store)
-            .map_err(|e| anyhow!("root key {root_spec}: {e} (nothing was changed)"))?;
-    }
+    let stores = match &root_spec {
+        RootKeySpec::Device { store, .. } => {
+            let stores = ctx.key_stores()?;
+            stores
+                .get(store)
+                .map_err(|e| anyhow!("root key {root_spec}: {e} (nothing was changed)"))?;
+            stores
+        }
+        RootKeySpec::File => KeyStores::none(),
+    };
     // Refuse a used data dir before touching anything.
     if ctx.database_url.is_none() && ctx.sqlite_path().exists() {
         bail!(
