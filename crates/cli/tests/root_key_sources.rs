@@ -16,10 +16,13 @@ use keyward_jose::seal::RootKey;
 use keyward_store::{open_private_key, Store};
 
 /// Every key of `default` opens under the key in `<data-dir>/root.key`.
-async fn every_key_opens_with_the_key_file(kw: &Kw) -> usize {
-    let store = Store::open_sqlite(&kw.data_dir().join("keyward.db"))
-        .await
-        .unwrap();
+async fn every_key_opens_with_the_key_file(kw: &Kw, url: Option<&str>) -> usize {
+    let store = match url {
+        Some(u) => Store::open_url(u).await.unwrap(),
+        None => Store::open_sqlite(&kw.data_dir().join("keyward.db"))
+            .await
+            .unwrap(),
+    };
     let root =
         RootKey::from_base64(&std::fs::read_to_string(kw.data_dir().join("root.key")).unwrap())
             .unwrap();
@@ -33,9 +36,9 @@ async fn every_key_opens_with_the_key_file(kw: &Kw) -> usize {
     keys.len()
 }
 
-#[tokio::test]
-async fn a_rotation_killed_before_its_commit_changes_nothing() {
-    let kw = Kw::new();
+/// Kills `root-key rotate` (SIGKILL) after it re-wrapped every key inside
+/// its transaction, before the commit; then shows that nothing changed.
+async fn killed_before_its_commit(kw: &Kw, url: Option<&str>) {
     kw.init();
     for _ in 0..2 {
         kw.run(&[
@@ -91,7 +94,7 @@ async fn a_rotation_killed_before_its_commit_changes_nothing() {
         std::fs::read_to_string(kw.data_dir().join("root.key")).unwrap(),
         key_file
     );
-    assert_eq!(every_key_opens_with_the_key_file(&kw).await, 3);
+    assert_eq!(every_key_opens_with_the_key_file(kw, url).await, 3);
     assert_eq!(kw.snapshot(), before);
     kw.run(&["audit", "verify"]).ok();
     kw.run(&["token", "sign", "--env", "default", "--claims", "{}"])
@@ -101,8 +104,23 @@ async fn a_rotation_killed_before_its_commit_changes_nothing() {
     out.ok();
     assert_eq!(out.json()["rewrapped"], 3);
     assert!(!kw.data_dir().join("root.key.new").exists());
-    assert_eq!(every_key_opens_with_the_key_file(&kw).await, 3);
+    assert_eq!(every_key_opens_with_the_key_file(kw, url).await, 3);
     kw.run(&["audit", "verify"]).ok();
+}
+
+#[tokio::test]
+async fn a_rotation_killed_before_its_commit_changes_nothing() {
+    killed_before_its_commit(&Kw::new(), None).await;
+}
+
+#[tokio::test]
+async fn a_rotation_killed_before_its_commit_changes_nothing_on_postgres() {
+    let Some(schema) = common::PgSchema::new("kw_rootkill") else {
+        return;
+    };
+    let mut kw = Kw::new();
+    kw.env.push(("KEYWARD_DATABASE_URL".into(), schema.url()));
+    killed_before_its_commit(&kw, Some(&schema.url())).await;
 }
 
 #[test]
