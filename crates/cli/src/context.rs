@@ -285,6 +285,7 @@ mod tests {
         let loader = crate::root_source::SourceLoader {
             file: RootKeySource::File(path.clone()),
             stores: KeyStores::none(),
+            configured: None,
         };
         let rec = |id: String| keyward_store::RootKeyRecord {
             id,

@@ -246,6 +246,7 @@ impl Context {
         Ok(SourceLoader {
             file: self.root_key_source(),
             stores: self.key_stores()?,
+            configured: self.root_key_spec()?,
         })
     }
 }
@@ -259,10 +260,23 @@ impl Context {
 pub struct SourceLoader {
     pub file: RootKeySource,
     pub stores: KeyStores,
+    /// The configured source: a server follows the store anyway, and
+    /// warns when the setting names another key (a restart refuses it).
+    pub configured: Option<RootKeySpec>,
 }
 
 impl keyward_issuer::RootKeyLoader for SourceLoader {
     fn load(&self, expected: &RootKeyRecord) -> Result<RootKey, RootKeyLoadError> {
+        if let Some(c) = &self.configured {
+            let recorded = expected.reference.as_deref().unwrap_or("file");
+            if c.to_string() != recorded {
+                tracing::warn!(
+                    configured = %c,
+                    store = recorded,
+                    "the configured root key source (root_key / KEYWARD_ROOT_KEY_SOURCE) is not the store's root key: following the store; update or remove the setting, a restart refuses it"
+                );
+            }
+        }
         if let Some(reference) = &expected.reference {
             return open_recorded(&self.stores, reference, expected)
                 .map_err(|e| RootKeyLoadError::unreadable(e.to_string()));
@@ -442,6 +456,7 @@ mod tests {
         let loader = SourceLoader {
             file: RootKeySource::DataDir(dir.path().join("root.key")),
             stores: stores(&device),
+            configured: Some(RootKeySpec::File),
         };
         assert_eq!(loader.load(&record).unwrap().key_id(), root.key_id());
         device.set_failure(Some("token"));
