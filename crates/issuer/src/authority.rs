@@ -226,7 +226,7 @@ pub trait RootKeyLoader: Send + Sync {
 }
 
 /// What a server holding no root key yet (its device was down at start)
-/// reports as the id it holds.
+/// reports as the id it holds ([`ReloadHealth::root_key_stale`]).
 pub const NO_ROOT_KEY: &str = "none";
 
 /// The root key held, with its id.
@@ -332,12 +332,11 @@ impl Authority {
         settings: Settings,
     ) -> Result<Arc<Authority>, IssuerError> {
         let a = Self::new(store, None, Some(root_loader), clock, pool, settings);
+        // Keys that cannot be opened yet are recorded (not ready), not fatal.
         match a.reload().await {
-            Ok(()) | Err(IssuerError::KeysUnopened { .. }) => Ok(a),
-            Err(e @ IssuerError::RootKeyUnavailable { .. }) => Ok({
-                tracing::debug!(error = %e, "starting without the root key");
-                a
-            }),
+            Ok(())
+            | Err(IssuerError::KeysUnopened { .. })
+            | Err(IssuerError::RootKeyUnavailable { .. }) => Ok(a),
             Err(e) => Err(e),
         }
     }
