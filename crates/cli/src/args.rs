@@ -82,6 +82,9 @@ pub struct UpArgs {
     /// tokens), when clients reach keyward by another name than the listen address.
     #[arg(long)]
     pub issuer: Option<String>,
+    /// The root key of a new data dir (as `init --root-key`).
+    #[arg(long, value_name = "SOURCE")]
+    pub root_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +249,13 @@ pub struct InitArgs {
     pub env: String,
     #[command(flatten)]
     pub key: KeySpec,
+    /// Where the root key is: file (default; KEYWARD_ROOT_KEY,
+    /// KEYWARD_ROOT_KEY_FILE or <data-dir>/root.key), pkcs11:<label> (an
+    /// AES-256 key in the token, made when missing) or aws-kms:<key id, ARN
+    /// or alias/name> (a symmetric KMS key, made when missing). Overrides
+    /// root_key in keyward.toml and KEYWARD_ROOT_KEY_SOURCE.
+    #[arg(long, value_name = "SOURCE")]
+    pub root_key: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -624,6 +634,11 @@ pub enum JwsCmd {
 pub enum RootKeyCmd {
     /// Re-wrap every data key under a new root key; the old root key opens nothing afterwards.
     Rotate {
+        /// The new root key: file (a new key file, the default for a local
+        /// root key), pkcs11:<label> or aws-kms:<key id, ARN or alias/name>
+        /// (made in the device when missing).
+        #[arg(long, value_name = "SOURCE")]
+        to: Option<String>,
         /// Where to write the new key when the current one comes from KEYWARD_ROOT_KEY.
         #[arg(long)]
         out: Option<PathBuf>,

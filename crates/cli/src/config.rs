@@ -56,10 +56,14 @@ pub struct RawConfig {
     pub pkcs11: Option<crate::key_stores::RawPkcs11>,
     /// The AWS KMS key store.
     pub aws_kms: Option<crate::key_stores::RawAwsKms>,
+    /// Where the root key is: `file` (default), `pkcs11:<label>` or
+    /// `aws-kms:<key id, ARN or alias/name>`; overridden by
+    /// `KEYWARD_ROOT_KEY_SOURCE` (not `KEYWARD_ROOT_KEY`, which holds a key).
+    pub root_key: Option<String>,
 }
 
 /// The fields and their environment variables, for overrides and docs.
-pub const FIELDS: [&str; 16] = [
+pub const FIELDS: [&str; 17] = [
     "listen",
     "data_dir",
     "database_url",
@@ -76,6 +80,7 @@ pub const FIELDS: [&str; 16] = [
     "body_read_timeout",
     "idle_timeout",
     "max_connections",
+    "root_key",
 ];
 
 /// The resolved configuration. Its `Debug` output is [`Config::to_json`]'s,
@@ -94,6 +99,8 @@ pub struct Config {
     pub connections: crate::server::Limits,
     /// Where device keys live.
     pub key_stores: crate::key_stores::KeyStoreConfig,
+    /// The configured root key source, if any (see `root_source.rs`).
+    pub root_key: Option<keyward_issuer::RootKeySpec>,
 }
 
 impl RawConfig {
@@ -158,6 +165,9 @@ impl RawConfig {
                 v.parse()
                     .map_err(|e| anyhow!("KEYWARD_MAX_CONNECTIONS must be a number: {e}"))?,
             );
+        }
+        if let Some(v) = var(crate::root_source::SOURCE_VAR).filter(|v| !v.is_empty()) {
+            self.root_key = Some(v);
         }
         let mut stores = crate::key_stores::RawKeyStores {
             pkcs11: self.pkcs11.take(),
@@ -270,6 +280,11 @@ impl RawConfig {
             ),
             json_logs,
             connections,
+            root_key: self
+                .root_key
+                .as_deref()
+                .map(|t| crate::root_source::parse_spec(t, "root_key"))
+                .transpose()?,
             key_stores: crate::key_stores::RawKeyStores {
                 pkcs11: self.pkcs11,
                 aws_kms: self.aws_kms,
@@ -410,6 +425,7 @@ impl Config {
             "idle_timeout_secs": self.connections.idle_timeout.as_secs(),
             "max_connections": self.connections.max_connections,
             "key_stores": self.key_stores.to_json(),
+            "root_key": self.root_key.as_ref().map(|s| s.to_string()),
         })
     }
 }

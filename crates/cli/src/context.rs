@@ -10,10 +10,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context as _, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyward_issuer::keyring::KeySpec;
-use keyward_issuer::{Change, FixedClock, RootKeyLoadError, ScaledClock, SharedClock, SystemClock};
-use keyward_jose::seal::RootKey;
+use keyward_issuer::{Change, FixedClock, ScaledClock, SharedClock, SystemClock};
 use keyward_jose::KeyFamily;
-use keyward_store::{RootKeySource, Store, StoreError, Timestamp};
+use keyward_store::{RootKeySource, Store, Timestamp};
 
 use crate::args::Cli;
 use crate::key_stores::{KeyStoreConfig, RawKeyStores};
@@ -32,6 +31,9 @@ pub struct Context {
     /// The key stores a server configuration names; `None`: from
     /// `KEYWARD_CONFIG` and the variables (see `key_stores.rs`).
     key_stores: Option<KeyStoreConfig>,
+    /// The `root_key` a server configuration names (`Some(None)`: a
+    /// server configuration without one); `None`: from `KEYWARD_CONFIG`.
+    pub(crate) root_key_config: Option<Option<keyward_issuer::RootKeySpec>>,
 }
 
 impl Context {
@@ -56,6 +58,7 @@ impl Context {
                     .unwrap_or_else(|_| "unknown".into())
             ),
             key_stores: None,
+            root_key_config: None,
         })
     }
 
@@ -74,6 +77,7 @@ impl Context {
             clock: self.clock.clone(),
             actor: self.actor.clone(),
             key_stores: Some(c.key_stores.clone()),
+            root_key_config: Some(c.root_key.clone()),
         }
     }
 
@@ -191,75 +195,6 @@ impl Context {
         }
         Ok(store)
     }
-
-    /// Loads the root key and checks that it is the one this store's keys are
-    /// sealed under. A root-key rotation interrupted after the database
-    /// committed (the new key still staged beside the old file) is completed.
-    pub async fn root_key(&self, store: &Store) -> Result<RootKey> {
-        let source = self.root_key_source();
-        let key = source.load().map_err(|e| anyhow!("{e}"))?;
-        match store.check_root_key(&key).await {
-            Ok(()) => Ok(key),
-            Err(StoreError::WrongRootKey { expected, got }) => {
-                if let Some(staged) = source.path().map(staged_path) {
-                    if let Ok(text) = std::fs::read_to_string(&staged) {
-                        if let Ok(new) = RootKey::from_base64(&text) {
-                            if new.key_id() == expected {
-                                source.commit_replace().map_err(|e| anyhow!("{e}"))?;
-                                eprintln!(
-                                    "note: completed an interrupted root-key rotation: {} replaced {}",
-                                    staged.display(),
-                                    source.describe()
-                                );
-                                return Ok(new);
-                            }
-                        }
-                    }
-                }
-                bail!(
-                    "the root key from {} does not open this store (the store's keys are sealed under root key id {expected}; this key's id is {got})",
-                    source.describe()
-                )
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-/// What a running server uses to pick up a rotated root key: re-reads the
-/// configured source, then (for a key file) a staged `<file>.new` left by a
-/// rotation in progress or interrupted, read-only. `KEYWARD_ROOT_KEY` cannot
-/// change inside a running process: such a server needs a restart.
-pub struct SourceLoader(pub RootKeySource);
-
-impl keyward_issuer::RootKeyLoader for SourceLoader {
-    fn load(&self, expected: &str) -> Result<RootKey, RootKeyLoadError> {
-        let source = &self.0;
-        let live = source.load();
-        if let Ok(k) = &live {
-            if k.key_id() == expected {
-                return live.map_err(RootKeyLoadError::unreadable);
-            }
-        }
-        if let Some(staged) = source.path().map(staged_path) {
-            if let Ok(k) = RootKeySource::File(staged).load() {
-                if k.key_id() == expected {
-                    return Ok(k);
-                }
-            }
-        }
-        Err(match (live, source) {
-            (Ok(k), RootKeySource::Env) => RootKeyLoadError::Fixed {
-                origin: source.describe(),
-                held: k.key_id(),
-            },
-            (Ok(k), _) => RootKeyLoadError::OtherKey {
-                origin: source.describe(),
-                held: k.key_id(),
-            },
-            (Err(e), _) => RootKeyLoadError::unreadable(e),
-        })
-    }
 }
 
 pub fn staged_path(p: &Path) -> PathBuf {
@@ -333,10 +268,11 @@ pub fn token_arg(token: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyward_issuer::RootKeyLoader;
+    use keyward_issuer::{RootKeyLoadError, RootKeyLoader};
+    use keyward_jose::seal::RootKey;
 
     fn write_key(path: &Path, key: &RootKey) {
-        std::fs::write(path, format!("{}\n", &*key.to_base64())).unwrap();
+        std::fs::write(path, format!("{}\n", &*key.to_base64().unwrap())).unwrap();
     }
 
     #[test]
@@ -346,28 +282,45 @@ mod tests {
         let old = RootKey::generate();
         let new = RootKey::generate();
         write_key(&path, &old);
-        let loader = SourceLoader(RootKeySource::File(path.clone()));
-        assert_eq!(loader.load(&old.key_id()).unwrap().key_id(), old.key_id());
+        let loader = crate::root_source::SourceLoader {
+            file: RootKeySource::File(path.clone()),
+            stores: KeyStores::none(),
+            configured: None,
+        };
+        let rec = |id: String| keyward_store::RootKeyRecord {
+            id,
+            reference: None,
+        };
+        assert_eq!(
+            loader.load(&rec(old.key_id())).unwrap().key_id(),
+            old.key_id()
+        );
         // Not there yet: says which key the source holds, never key text.
-        let e = loader.load(&new.key_id()).unwrap_err();
+        let e = loader.load(&rec(new.key_id())).unwrap_err();
         assert!(
             matches!(&e, RootKeyLoadError::OtherKey { held, .. } if *held == old.key_id()),
             "{e:?}"
         );
         let e = e.to_string();
         assert!(e.contains(&old.key_id()), "{e}");
-        assert!(!e.contains(&*old.to_base64()) && !e.contains(&*new.to_base64()));
+        assert!(!e.contains(&*old.to_base64().unwrap()) && !e.contains(&*new.to_base64().unwrap()));
         // Staged beside the live file (a rotation between commit and rename):
         // read, and left in place.
         write_key(&staged_path(&path), &new);
-        assert_eq!(loader.load(&new.key_id()).unwrap().key_id(), new.key_id());
+        assert_eq!(
+            loader.load(&rec(new.key_id())).unwrap().key_id(),
+            new.key_id()
+        );
         assert!(staged_path(&path).exists());
         // Renamed into place.
         std::fs::rename(staged_path(&path), &path).unwrap();
-        assert_eq!(loader.load(&new.key_id()).unwrap().key_id(), new.key_id());
+        assert_eq!(
+            loader.load(&rec(new.key_id())).unwrap().key_id(),
+            new.key_id()
+        );
         // A missing file is named as such.
         std::fs::remove_file(&path).unwrap();
-        let e = loader.load(&new.key_id()).unwrap_err();
+        let e = loader.load(&rec(new.key_id())).unwrap_err();
         assert!(matches!(e, RootKeyLoadError::Unreadable(_)), "{e:?}");
         assert!(e.to_string().contains("does not exist"), "{e}");
     }

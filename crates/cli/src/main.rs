@@ -7,6 +7,7 @@ mod config;
 mod context;
 mod key_stores;
 mod output;
+mod root_source;
 mod server;
 
 use std::process::ExitCode;

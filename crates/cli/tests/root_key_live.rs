@@ -105,7 +105,11 @@ fn new_client(kw: &Kw) -> (String, String) {
 fn shared_key_file_store(kw: &mut Kw) {
     let file = kw.dir.path().join("secrets").join("root.key");
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(&file, format!("{}\n", &*RootKey::generate().to_base64())).unwrap();
+    std::fs::write(
+        &file,
+        format!("{}\n", &*RootKey::generate().to_base64().unwrap()),
+    )
+    .unwrap();
     kw.env
         .push(("KEYWARD_ROOT_KEY_FILE".into(), file.display().to_string()));
     kw.init();
@@ -292,7 +296,7 @@ async fn root_key_leaked_runbook_on_two_replicas_on_postgres() {
 async fn a_replica_with_the_root_key_in_its_environment_reports_until_restarted() {
     let mut kw = Kw::new();
     let old = RootKey::generate();
-    let old_text = old.to_base64().to_string();
+    let old_text = old.to_base64().unwrap().to_string();
     kw.env.push(("KEYWARD_ROOT_KEY".into(), old_text.clone()));
     kw.init();
     let (id, secret) = new_client(&kw);

@@ -237,7 +237,7 @@ fn interrupted_root_key_rotation_is_completed() {
 fn root_key_from_env_and_file() {
     let kw = Kw::new();
     let key = RootKey::generate();
-    let b64 = key.to_base64();
+    let b64 = key.to_base64().unwrap();
     // init with KEYWARD_ROOT_KEY: no root.key is written.
     kw.run_with(
         &["init", "--issuer", "https://e.example", "--alg", "ES256"],

@@ -165,6 +165,10 @@ impl ApiError {
                 tracing::warn!(%held, %expected, reason = %error_chain(&reason), "cannot seal a new key: this server does not hold the store's root key");
                 ApiError::unavailable(format!("this server holds root key {held} but the store's keys are sealed under root key {expected}; it cannot seal a new key until its root key source gives the new key (or it is restarted with it): retry on another replica or later"))
             }
+            IssuerError::RootKeyUnavailable { ref expected, .. } => {
+                tracing::warn!(error = %error_chain(&e), "cannot seal a new key: this server cannot load the store's root key");
+                ApiError::unavailable(format!("this server cannot load the store's root key {expected} now (is its device up?); nothing was changed: retry later"))
+            }
             IssuerError::Jose(_) | IssuerError::KeyGeneration(_) => {
                 ApiError::internal(FaultReason::Keys, &e)
             }
@@ -185,6 +189,14 @@ impl ApiError {
             StoreError::WrongRootKey { .. } => ApiError::unavailable(
                 "the store's root key changed during the request; nothing was changed, retry",
             ),
+            // The root key's device (HSM, KMS) cannot seal or open now:
+            // nothing was written; a retry may succeed.
+            StoreError::Seal(keyward_jose::SealError::Unavailable { store, reason, .. }) => {
+                tracing::warn!(error = %error_chain(&e), "the root key's device cannot be used");
+                ApiError::unavailable(format!(
+                    "the root key's {store} key store cannot be used now ({reason}); nothing was changed, retry later"
+                ))
+            }
             other => ApiError::internal(FaultReason::Store, &other),
         }
     }

@@ -30,7 +30,7 @@ use keyward_jose::crypto::hex;
 use keyward_jose::seal::RootKey;
 use keyward_jose::{KeySet, PreparedSigner, TokenSigner};
 use keyward_signers::KeyStores;
-use keyward_store::{Client, Environment, KeyRecord, KeyState, Store, Timestamp};
+use keyward_store::{Client, Environment, KeyRecord, KeyState, RootKeyRecord, Store, Timestamp};
 
 use crate::clock::SharedClock;
 use crate::error::{error_chain, IssuerError, RootKeyLoadError};
@@ -258,11 +258,22 @@ impl Snapshot {
 
 /// Re-reads the root key from where the server got it, for when the store
 /// moved to a new root key while the server runs.
+///
+/// `expected` is what the store records: the key's id and, for a root key
+/// in a device, its reference, which a loader follows (so every replica
+/// picks up a rotation to a device key with nothing but the device
+/// configured). A loader may block (a device call, a file read): it is
+/// called on a blocking thread.
 pub trait RootKeyLoader: Send + Sync {
-    /// The root key whose id is `expected`, read afresh from the configured
-    /// source, or why it cannot be had. Never includes key text.
-    fn load(&self, expected: &str) -> Result<RootKey, RootKeyLoadError>;
+    /// The root key whose id is `expected.id`, read afresh from the
+    /// configured source or the device `expected.reference` names, or why
+    /// it cannot be had. Never includes key text.
+    fn load(&self, expected: &RootKeyRecord) -> Result<RootKey, RootKeyLoadError>;
 }
+
+/// What a server holding no root key yet (its device was down at start)
+/// reports as the id it holds ([`ReloadHealth::root_key_stale`]).
+pub const NO_ROOT_KEY: &str = "none";
 
 /// The root key held, with its id.
 struct HeldRoot {
@@ -305,8 +316,10 @@ pub struct ReloadHealth {
 /// The authority: store, root key, clock, signing pool and the current snapshot.
 pub struct Authority {
     pub store: Store,
-    root: RwLock<HeldRoot>,
-    root_loader: Option<Box<dyn RootKeyLoader>>,
+    /// `None` until the loader first gives the store's root key (a server
+    /// started while its root key's device was down).
+    root: RwLock<Option<HeldRoot>>,
+    root_loader: Option<Arc<dyn RootKeyLoader>>,
     pub clock: SharedClock,
     pub pool: SigningPool,
     pub settings: Settings,
@@ -351,10 +364,46 @@ impl Authority {
         settings: Settings,
     ) -> Result<Arc<Authority>, IssuerError> {
         store.check_root_key(&root).await?;
+        let a = Self::new(store, Some(root), root_loader, clock, pool, settings);
+        a.reload().await?;
+        Ok(a)
+    }
+
+    /// An authority that starts without the root key: its loader is asked
+    /// for the store's key at the first reload and, until it gives it, at
+    /// every reload (the reloader retries after a failure). Meanwhile the
+    /// server runs and is not ready: JWKS and discovery are served, keys
+    /// sealed under the root key do not sign. For a root key in a device
+    /// that is down at start. Fails only when the store cannot be read.
+    pub async fn load_waiting_for_root(
+        store: Store,
+        root_loader: Box<dyn RootKeyLoader>,
+        clock: SharedClock,
+        pool: SigningPool,
+        settings: Settings,
+    ) -> Result<Arc<Authority>, IssuerError> {
+        let a = Self::new(store, None, Some(root_loader), clock, pool, settings);
+        // Keys that cannot be opened yet are recorded (not ready), not fatal.
+        match a.reload().await {
+            Ok(())
+            | Err(IssuerError::KeysUnopened { .. })
+            | Err(IssuerError::RootKeyUnavailable { .. }) => Ok(a),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn new(
+        store: Store,
+        root: Option<RootKey>,
+        root_loader: Option<Box<dyn RootKeyLoader>>,
+        clock: SharedClock,
+        pool: SigningPool,
+        settings: Settings,
+    ) -> Arc<Authority> {
         let a = Arc::new(Authority {
             store,
-            root: RwLock::new(HeldRoot::new(root)),
-            root_loader,
+            root: RwLock::new(root.map(HeldRoot::new)),
+            root_loader: root_loader.map(Arc::from),
             clock,
             pool,
             settings,
@@ -367,8 +416,7 @@ impl Authority {
             sign_faults: Mutex::new(HashMap::new()),
         });
         metrics::register_key_stores(&a.settings.key_stores);
-        a.reload().await?;
-        Ok(a)
+        a
     }
 
     /// The configured device key stores.
@@ -494,63 +542,100 @@ impl Authority {
         }
     }
 
-    /// The id of the root key this server holds.
-    pub fn root_key_id(&self) -> String {
-        self.root.read().expect("root lock").id.clone()
+    /// The id of the root key this server holds; `None` before its loader
+    /// first gave one ([`Authority::load_waiting_for_root`]).
+    pub fn root_key_id(&self) -> Option<String> {
+        self.root
+            .read()
+            .expect("root lock")
+            .as_ref()
+            .map(|h| h.id.clone())
     }
 
     /// The store's root key, for sealing new keys: the one held, or, after a
     /// root-key rotation, the new one read from the source. Fails with
     /// [`IssuerError::RootKeyStale`] while the source does not give it.
     pub(crate) async fn sealing_root(&self) -> Result<Arc<RootKey>, IssuerError> {
-        let expected = self.store.root_key_id().await?;
-        self.refresh_root(expected.as_deref())
+        let expected = self.store.root_key_record().await?;
+        self.refresh_root(expected).await
     }
 
-    /// The root key whose id is `expected` (`None`: whatever is held):
-    /// the held one, or a fresh one from the loader, which then replaces it.
-    fn refresh_root(&self, expected: Option<&str>) -> Result<Arc<RootKey>, IssuerError> {
-        let (held_key, held_id) = {
-            let h = self.root.read().expect("root lock");
-            (h.key.clone(), h.id.clone())
-        };
-        let Some(expected) = expected.filter(|e| *e != held_id) else {
-            self.set_root_stale(None);
-            return Ok(held_key);
+    /// The root key the store records (`None`: whatever is held): the held
+    /// one, or a fresh one from the loader (called on a blocking thread: it
+    /// may ask a device), which then replaces it.
+    async fn refresh_root(
+        &self,
+        expected: Option<RootKeyRecord>,
+    ) -> Result<Arc<RootKey>, IssuerError> {
+        let held = self
+            .root
+            .read()
+            .expect("root lock")
+            .as_ref()
+            .map(|h| (h.key.clone(), h.id.clone()));
+        let held_id = held.as_ref().map(|(_, id)| id.clone());
+        let expected = match (expected, held) {
+            (Some(e), _) if Some(&e.id) != held_id.as_ref() => e,
+            (_, Some((key, _))) => {
+                self.set_root_stale(None);
+                return Ok(key);
+            }
+            // Nothing held and nothing recorded: an uninitialized store.
+            (_, None) => return Err(keyward_store::StoreError::NotInitialized.into()),
         };
         let loaded = match &self.root_loader {
             None => Err(RootKeyLoadError::NotReloadable),
-            Some(l) => l.load(expected).and_then(|k| {
-                let id = k.key_id();
-                if id == expected {
-                    Ok(k)
-                } else {
-                    Err(RootKeyLoadError::OtherKey {
-                        origin: "the root key source".into(),
-                        held: id,
+            Some(l) => {
+                let (l, e) = (l.clone(), expected.clone());
+                tokio::task::spawn_blocking(move || l.load(&e))
+                    .await
+                    .unwrap_or_else(|j| {
+                        Err(RootKeyLoadError::unreadable(format!(
+                            "the root key loader did not complete: {j}"
+                        )))
                     })
-                }
-            }),
+                    .and_then(|k| {
+                        let id = k.key_id();
+                        if id == expected.id {
+                            Ok(k)
+                        } else {
+                            Err(RootKeyLoadError::OtherKey {
+                                origin: "the root key source".into(),
+                                held: id,
+                            })
+                        }
+                    })
+            }
         };
+        let held_text = held_id.clone().unwrap_or_else(|| NO_ROOT_KEY.to_string());
         match loaded {
             Ok(k) => {
                 let fresh = HeldRoot::new(k);
                 let key = fresh.key.clone();
-                *self.root.write().expect("root lock") = fresh;
+                *self.root.write().expect("root lock") = Some(fresh);
                 tracing::info!(
-                    from = %held_id,
-                    to = %expected,
+                    from = %held_text,
+                    to = %expected.id,
+                    store = key.store(),
+                    reference = key.reference().as_deref().unwrap_or("-"),
                     "switched to the store's new root key"
                 );
                 self.set_root_stale(None);
                 Ok(key)
             }
             Err(reason) => {
-                self.set_root_stale(Some((held_id.clone(), expected.to_string())));
-                Err(IssuerError::RootKeyStale {
-                    held: held_id,
-                    expected: expected.to_string(),
-                    reason,
+                self.set_root_stale(Some((held_text.clone(), expected.id.clone())));
+                Err(match held_id {
+                    Some(held) => IssuerError::RootKeyStale {
+                        held,
+                        expected: expected.id,
+                        reason,
+                    },
+                    None => IssuerError::RootKeyUnavailable {
+                        expected: expected.id,
+                        reference: expected.reference,
+                        reason,
+                    },
                 })
             }
         }
@@ -712,8 +797,8 @@ impl Authority {
     async fn reload_once(&self) -> Result<(), IssuerError> {
         let old = self.snapshot();
         let generation = self.store.generation().await?;
-        let expected_root = self.store.root_key_id().await?;
-        let root = self.refresh_root(expected_root.as_deref());
+        let expected_root = self.store.root_key_record().await?;
+        let root = self.refresh_root(expected_root).await;
         let envs = self.store.environments().await?;
         let all_keys = self.store.keys_all().await?;
         let clients = self.store.all_clients().await?;
@@ -911,12 +996,26 @@ fn failure_summary(e: &IssuerError) -> String {
     let stale = |held: &str, expected: &str| {
         format!("this server holds root key {held}, the store's keys are sealed under root key {expected}")
     };
+    let unavailable = |expected: &str, reference: &Option<String>| match reference {
+        Some(r) => format!("this server cannot reach the store's root key {expected} ({r})"),
+        None => format!("this server cannot load the store's root key {expected}"),
+    };
     match e {
         IssuerError::Store(_) => "the store cannot be read".into(),
         IssuerError::RootKeyStale { held, expected, .. } => stale(held, expected),
+        IssuerError::RootKeyUnavailable {
+            expected,
+            reference,
+            ..
+        } => unavailable(expected, reference),
         IssuerError::KeysUnopened { kids, source } => {
             let why = match &**source {
                 IssuerError::RootKeyStale { held, expected, .. } => stale(held, expected),
+                IssuerError::RootKeyUnavailable {
+                    expected,
+                    reference,
+                    ..
+                } => unavailable(expected, reference),
                 _ => "their sealed keys do not open".into(),
             };
             format!("cannot open key(s) {}: {why}", kids.join(", "))

@@ -9,7 +9,7 @@
 //! | [`IssuerError::Conflict`] | the request does not fit the current state | 409 |
 //! | [`IssuerError::NeedsForce`] | unsafe; allowed only when forced | 409 |
 //! | [`IssuerError::Rotation`] | a key cannot be scheduled now | 409 (400 for a negative lead) |
-//! | [`IssuerError::Unavailable`], [`IssuerError::RootKeyStale`] | not possible now; a retry may succeed | 503 |
+//! | [`IssuerError::Unavailable`], [`IssuerError::RootKeyStale`], [`IssuerError::RootKeyUnavailable`] | not possible now; a retry may succeed | 503 |
 //! | [`IssuerError::Store`] | as [`keyward_store::StoreError`] says (404 not found, 409 taken, ...) | |
 //! | anything else | a server-side failure | 500 |
 
@@ -73,6 +73,16 @@ pub enum IssuerError {
     /// [`keyward_signers::SignerError::is_transient`]).
     #[error(transparent)]
     KeyStore(#[from] keyward_signers::SignerError),
+    /// This server holds no root key yet (it started while the root key's
+    /// device was down, see [`crate::Authority::load_waiting_for_root`]),
+    /// and its loader cannot give the store's key now (`reason`).
+    #[error("this server cannot load the store's root key {expected}{}", reference.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    RootKeyUnavailable {
+        expected: String,
+        reference: Option<String>,
+        #[source]
+        reason: RootKeyLoadError,
+    },
     /// A reload read the store, but keys that sign now or will (active or
     /// pending) cannot be opened on this server.
     #[error("cannot open key(s) {}", kids.join(", "))]
@@ -107,9 +117,11 @@ impl IssuerError {
     pub fn reason(&self) -> &'static str {
         match self {
             IssuerError::Store(_) => "store",
-            IssuerError::RootKeyStale { .. } => "root_key",
+            IssuerError::RootKeyStale { .. } | IssuerError::RootKeyUnavailable { .. } => "root_key",
             IssuerError::KeysUnopened { source, .. } => match **source {
-                IssuerError::RootKeyStale { .. } => "root_key",
+                IssuerError::RootKeyStale { .. } | IssuerError::RootKeyUnavailable { .. } => {
+                    "root_key"
+                }
                 _ => "key_open",
             },
             IssuerError::KeyStore(_) => "key_store",

@@ -534,7 +534,7 @@ fn record(
                 }
                 None => key.public_key().thumbprint(),
             };
-            let sealed = seal_private_key(root, env, &kid, &key.to_pkcs8_der());
+            let sealed = seal_private_key(root, env, &kid, &key.to_pkcs8_der())?;
             (kid, key.public_key(), KeyMaterial::Sealed(sealed))
         }
         (
@@ -913,14 +913,14 @@ pub async fn initialize(
     at: Change<'_>,
 ) -> Result<KeyRecord, IssuerError> {
     let mut tx: Tx<'_> = store.begin().await?;
-    tx.initialize(&root.key_id()).await?;
+    tx.initialize_root(root).await?;
     tx.append_audit(AuditEntry {
         at: at.now,
         actor: at.actor.to_string(),
         action: "store.init".into(),
         env: None,
         subject: None,
-        detail: json!({"root_key_id": root.key_id()}),
+        detail: json!({"root_key_id": root.key_id(), "root_key_store": root.store(), "root_key_ref": root.reference()}),
     })
     .await?;
     if env.key_store.is_device() {

@@ -10,6 +10,8 @@
 //! - [`authority`]: the running state, following the store;
 //! - [`http`]: the HTTP API (axum), thin over the above, and [`admin`]: the
 //!   admin API under `/admin/v1/` (bearer admin tokens, OpenAPI document);
+//! - [`root_source`]: where the root key comes from (a file, or a key
+//!   held by a PKCS#11 token or AWS KMS);
 //! - [`views`]: the JSON form of stored records, shared with the CLI;
 //! - [`signing`]: a dedicated pool so signers that block (RSA, ML-DSA, and
 //!   HSM or KMS signers) never stall the runtime.
@@ -25,6 +27,7 @@ pub mod http;
 pub mod keyring;
 pub mod metrics;
 pub mod oauth;
+pub mod root_source;
 pub mod rotation;
 pub mod scheduler;
 pub mod signing;
@@ -33,7 +36,7 @@ pub mod views;
 
 pub use authority::{
     Authority, DeviceFault, ReloadFailure, ReloadHealth, RootKeyLoader, Settings,
-    DEFAULT_REFRESH_GRACE_SECS,
+    DEFAULT_REFRESH_GRACE_SECS, NO_ROOT_KEY,
 };
 pub use clock::{Clock, FixedClock, ScaledClock, SharedClock, SystemClock};
 pub use error::{IssuerError, RootKeyLoadError};
@@ -41,6 +44,7 @@ pub use keyring::{
     AddedKey, Change, DeletedEnvironment, FirstKey, KeyOptions, Origin, RetireOptions,
 };
 pub use oauth::{ErrorCode, Fault, FaultReason, OAuthError};
+pub use root_source::{RootKeySpec, RootSourceError};
 pub use rotation::{RotationError, RotationPlan, Schedule};
 
 /// RFC 3339 text (UTC, seconds) of a unix time.

@@ -172,7 +172,9 @@ mod tests {
             alg: Algorithm::ES256,
             size_bits: 256,
             public_jwk: "{}".into(),
-            material: keyward_store::KeyMaterial::Sealed(seal(&RootKey::generate(), b"x", b"y")),
+            material: keyward_store::KeyMaterial::Sealed(
+                seal(&RootKey::generate(), b"x", b"y").unwrap(),
+            ),
             origin: "generated".into(),
             owner: None,
             description: None,

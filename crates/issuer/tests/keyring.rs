@@ -226,7 +226,7 @@ async fn generate_key_refuses_before_generating_and_changes_nothing(store: Store
             generate(&store, &root, env, None, &o, Schedule::PolicyLead, NOW + 10).await
         }
     };
-    let same_root = || RootKey::from_base64(&root.to_base64()).unwrap();
+    let same_root = || RootKey::from_base64(&root.to_base64().unwrap()).unwrap();
     let before = state(&store).await;
     let e = gen("nope", same_root(), None).await.unwrap_err();
     assert!(
@@ -370,7 +370,7 @@ async fn create_environment_refusals_change_nothing(store: Store, _: Ctx) {
             keyring::create_environment(&store, &env, Some(first), at(NOW)).await
         }
     };
-    let same_root = || RootKey::from_base64(&root.to_base64()).unwrap();
+    let same_root = || RootKey::from_base64(&root.to_base64().unwrap()).unwrap();
     // A taken name.
     let e = create(environment("dev", "https://other.test"), same_root())
         .await

@@ -145,7 +145,7 @@ async fn fixture(store: Store, ctx: Ctx, grace: i64) -> Fx {
         description: None,
         origin: Origin::Generated,
     };
-    let root_b64 = root.to_base64().to_string();
+    let root_b64 = root.to_base64().unwrap().to_string();
     let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
     keyring::initialize(&store, &root, &environment("dev"), &key, &opts, at)
         .await

@@ -24,7 +24,7 @@ use keyward_issuer::{
 };
 use keyward_jose::seal::RootKey;
 use keyward_jose::{Algorithm, PrivateKey, TokenSigner};
-use keyward_store::{AdminToken, Environment, RotationPolicy, Store};
+use keyward_store::{AdminToken, Environment, RootKeyRecord, RotationPolicy, Store};
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -68,11 +68,12 @@ fn es256() -> PrivateKey {
 struct Slot(Arc<Mutex<Option<String>>>);
 
 impl RootKeyLoader for Slot {
-    fn load(&self, expected: &str) -> Result<RootKey, RootKeyLoadError> {
+    fn load(&self, expected: &RootKeyRecord) -> Result<RootKey, RootKeyLoadError> {
         match self.0.lock().unwrap().as_deref() {
             Some(text) => RootKey::from_base64(text).map_err(RootKeyLoadError::unreadable),
             None => Err(RootKeyLoadError::unreadable(format!(
-                "no file gives root key {expected} yet"
+                "no file gives root key {} yet",
+                expected.id
             ))),
         }
     }
@@ -112,7 +113,7 @@ async fn fixture(loader: Option<Box<dyn RootKeyLoader>>) -> Fixture {
     tx.commit().await.unwrap();
     let authority = Authority::load_with_root_loader(
         store.clone(),
-        RootKey::from_base64(&root.to_base64()).unwrap(),
+        RootKey::from_base64(&root.to_base64().unwrap()).unwrap(),
         loader,
         Arc::new(FixedClock(NOW)),
         SigningPool::new(1),
@@ -245,7 +246,7 @@ async fn reload_keeps_the_signers_of_rewrapped_keys() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.starts_with("ready\n"), "{body}");
     assert!(body.contains(&new_root.key_id()), "{body}");
-    assert!(!body.contains(&new_root.to_base64().to_string()));
+    assert!(!body.contains(&new_root.to_base64().unwrap().to_string()));
 }
 
 #[tokio::test]
@@ -312,14 +313,14 @@ async fn a_loader_that_gives_the_new_root_key_lets_the_server_switch() {
     unopened_under_stale_root(&err, &new_kid, &f.root.key_id(), &new_root.key_id());
     assert_eq!(f.readyz().await.0, StatusCode::SERVICE_UNAVAILABLE);
     // A source that gives some other key does not help.
-    *slot.lock().unwrap() = Some(RootKey::generate().to_base64().to_string());
+    *slot.lock().unwrap() = Some(RootKey::generate().to_base64().unwrap().to_string());
     let err = f.authority.reload_if_changed().await.unwrap_err();
     unopened_under_stale_root(&err, &new_kid, &f.root.key_id(), &new_root.key_id());
-    assert_eq!(f.authority.root_key_id(), f.root.key_id());
+    assert_eq!(f.authority.root_key_id(), Some(f.root.key_id()));
     // Now the source gives it: the next poll switches, opens the new key, and is ready.
-    *slot.lock().unwrap() = Some(new_root.to_base64().to_string());
+    *slot.lock().unwrap() = Some(new_root.to_base64().unwrap().to_string());
     assert!(f.authority.reload_if_changed().await.unwrap());
-    assert_eq!(f.authority.root_key_id(), new_root.key_id());
+    assert_eq!(f.authority.root_key_id(), Some(new_root.key_id()));
     let health = f.authority.reload_health();
     assert_eq!((health.failure, health.root_key_stale), (None, None));
     let (status, body) = f.readyz().await;
@@ -343,13 +344,13 @@ async fn the_server_picks_up_the_new_root_key_before_any_new_key_needs_it() {
     let slot = Arc::new(Mutex::new(None));
     let f = fixture(Some(Box::new(Slot(slot.clone())))).await;
     let new_root = RootKey::generate();
-    *slot.lock().unwrap() = Some(new_root.to_base64().to_string());
+    *slot.lock().unwrap() = Some(new_root.to_base64().unwrap().to_string());
     f.store
         .rewrap_all(&f.root, &new_root, "test", NOW)
         .await
         .unwrap();
     assert!(f.authority.reload_if_changed().await.unwrap());
-    assert_eq!(f.authority.root_key_id(), new_root.key_id());
+    assert_eq!(f.authority.root_key_id(), Some(new_root.key_id()));
     f.add_pending_key(&new_root).await;
     f.authority.reload_if_changed().await.unwrap();
     assert_eq!(f.readyz().await.0, StatusCode::OK);
@@ -380,7 +381,7 @@ async fn an_environment_without_any_key_is_reported_not_fatal() {
     // A server starting on such a store starts too.
     let again = Authority::load(
         f.store.clone(),
-        RootKey::from_base64(&f.root.to_base64()).unwrap(),
+        RootKey::from_base64(&f.root.to_base64().unwrap()).unwrap(),
         Arc::new(FixedClock(NOW)),
         SigningPool::new(1),
         Settings::default(),

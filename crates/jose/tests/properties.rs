@@ -236,7 +236,7 @@ proptest! {
         bit in 0u8..8,
     ) {
         let root = RootKey::generate();
-        let sealed = seal(&root, &aad, &plaintext);
+        let sealed = seal(&root, &aad, &plaintext).unwrap();
         let opened = open(&root, &aad, &sealed).unwrap();
         prop_assert_eq!(opened.as_slice(), plaintext.as_slice());
 
@@ -254,7 +254,7 @@ proptest! {
             Err(SealError::OpenFailed)
         );
         // Sealing twice gives different bytes (fresh data key and nonces).
-        prop_assert_ne!(seal(&root, &aad, &plaintext).to_bytes(), stored.clone());
+        prop_assert_ne!(seal(&root, &aad, &plaintext).unwrap().to_bytes(), stored.clone());
 
         // Any single-bit change to the stored form fails to parse or to open.
         let mut tampered = stored;

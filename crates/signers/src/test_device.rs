@@ -275,7 +275,7 @@ impl KeyWrapper for TestWrapper {
     }
     fn wrap(&self, aad: &[u8], data_key: &[u8]) -> Result<Vec<u8>, SealError> {
         self.device.enter()?;
-        Ok(seal::seal(&self.key, aad, data_key).to_bytes())
+        Ok(seal::seal(&self.key, aad, data_key)?.to_bytes())
     }
     fn unwrap(&self, aad: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
         self.device.enter()?;

@@ -62,6 +62,16 @@ pub enum StoreError {
     #[error("cannot write the root key to {key_source}: {reason}")]
     RootKeyWrite { key_source: String, reason: String },
 
+    /// The root key has the store's id but does not open the store's
+    /// sealed keys (a device object recreated under the same reference,
+    /// another key behind the same name): nothing was changed.
+    #[error("root key {id} does not open the sealed key {kid}: it has the store's root key id but is another key (was the device object replaced?)")]
+    RootKeyDoesNotOpen { id: String, kid: String },
+
+    /// Work on a blocking thread (a device call) did not complete.
+    #[error("{0} did not complete")]
+    Interrupted(&'static str),
+
     /// Sealing or opening private key material failed.
     #[error(transparent)]
     Seal(#[from] keyward_jose::error::SealError),

@@ -12,8 +12,9 @@
 //!   timestamps and a clock passed in ([`KeyRecord::state`]);
 //! - the **audit chain** ([`audit`]): an append-only, hash-linked log that
 //!   [`Store::verify_audit`] checks end to end;
-//! - the id of the **root key** the keys are sealed under, and where that key
-//!   comes from ([`RootKeySource`]);
+//! - the id of the **root key** the keys are sealed under and, for a root
+//!   key held by a device, its reference ([`RootKeyRecord`]); where a local
+//!   root key comes from ([`RootKeySource`]);
 //! - the issuer's records: OAuth **clients** ([`clients`]), **refresh
 //!   tokens**, the **revocation feed** and client-assertion jtis
 //!   ([`tokens`]), and **admin tokens** ([`admin`]);
@@ -46,7 +47,7 @@ pub use records::{
 };
 pub use root_key::RootKeySource;
 pub use sealing::{key_aad, open_private_key, seal_private_key};
-pub use store::{Backend, Store, Tx};
+pub use store::{Backend, RootKeyRecord, Store, Tx};
 pub use tokens::{
     AccessRef, FamilyRevocation, RefreshToken, Revocation, REVOCATION_EXPIRY_MARGIN_SECS,
 };

@@ -441,7 +441,7 @@ mod tests {
             alg: Algorithm::ES256,
             size_bits: 256,
             public_jwk: "{}".into(),
-            material: KeyMaterial::Sealed(seal(&RootKey::generate(), b"x", b"y")),
+            material: KeyMaterial::Sealed(seal(&RootKey::generate(), b"x", b"y").unwrap()),
             origin: "generated".into(),
             owner: None,
             description: None,

@@ -206,6 +206,13 @@ fn write_new_file(
     key: &RootKey,
     replace_stale: bool,
 ) -> Result<(), StoreError> {
+    let Some(text) = key.to_base64() else {
+        return Err(src.write_error(format!(
+            "root key {} is held by a device ({}); it has no text to write to a file",
+            key.key_id(),
+            key.store()
+        )));
+    };
     if replace_stale {
         match fs::remove_file(path) {
             Ok(()) => {}
@@ -229,7 +236,7 @@ fn write_new_file(
         })
     })?;
     let mut line = Zeroizing::new(String::with_capacity(48));
-    line.push_str(&key.to_base64());
+    line.push_str(&text);
     line.push('\n');
     let written = file
         .write_all(line.as_bytes())

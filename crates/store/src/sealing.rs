@@ -27,9 +27,17 @@ pub fn key_aad(env: &str, kid: &str) -> Vec<u8> {
     aad
 }
 
-/// Seals a private key (PKCS#8 DER) for the record `env`/`kid`.
-pub fn seal_private_key(root: &RootKey, env: &str, kid: &str, pkcs8: &[u8]) -> SealedKey {
-    seal(root, &key_aad(env, kid), pkcs8)
+/// Seals a private key (PKCS#8 DER) for the record `env`/`kid`. Fails
+/// only for a root key in a device ([`StoreError::Seal`] with
+/// [`keyward_jose::SealError::Unavailable`] when the device cannot be used
+/// now); a device root blocks on the device for a bounded time.
+pub fn seal_private_key(
+    root: &RootKey,
+    env: &str,
+    kid: &str,
+    pkcs8: &[u8],
+) -> Result<SealedKey, StoreError> {
+    Ok(seal(root, &key_aad(env, kid), pkcs8)?)
 }
 
 /// Opens a stored key's private half. Fails with [`StoreError::Seal`] for a
@@ -74,7 +82,11 @@ mod tests {
     #[test]
     fn a_device_key_does_not_open() {
         let root = RootKey::generate();
-        let mut rec = record("prod", "k1", seal_private_key(&root, "prod", "k1", b"x"));
+        let mut rec = record(
+            "prod",
+            "k1",
+            seal_private_key(&root, "prod", "k1", b"x").unwrap(),
+        );
         rec.material = KeyMaterial::Device {
             store: crate::KeyStoreName::Pkcs11,
             reference: "1/6b31".into(),
@@ -97,7 +109,7 @@ mod tests {
     #[test]
     fn sealed_key_is_bound_to_its_record() {
         let root = RootKey::generate();
-        let sealed = seal_private_key(&root, "prod", "k1", b"private");
+        let sealed = seal_private_key(&root, "prod", "k1", b"private").unwrap();
         let ok = record("prod", "k1", sealed.clone());
         assert_eq!(open_private_key(&root, &ok).unwrap().as_slice(), b"private");
         for other in [

@@ -50,8 +50,9 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
-use keyward_jose::seal::{rewrap, RootKey, SealedKey};
+use keyward_jose::seal::{open, rewrap, RootKey, SealedKey};
 use keyward_jose::Algorithm;
+use keyward_jose::SealError;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Executor, Row};
@@ -63,6 +64,16 @@ use crate::error::{is_unique_violation, StoreError};
 use crate::records::{issuer_key, Environment, KeyMaterial, KeyRecord, KeyStoreName, Timestamp};
 use crate::sealing::key_aad;
 
+/// What the store records about its root key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootKeyRecord {
+    /// [`RootKey::key_id`] of the key the store's keys are sealed under.
+    pub id: String,
+    /// For a root key in a device, [`RootKey::reference`]: how every
+    /// command and server finds it. `None` for a local root key.
+    pub reference: Option<String>,
+}
+
 /// Which database a [`Store`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -72,6 +83,9 @@ pub enum Backend {
 
 /// The `meta` row holding the id of the root key the store's keys are sealed under.
 const META_ROOT_KEY_ID: &str = "root_key_id";
+/// The `meta` row holding, for a root key in a device, how to find it
+/// (`pkcs11:<label>`, `aws-kms:<key ARN>`); absent for a local root key.
+const META_ROOT_KEY_REF: &str = "root_key_ref";
 /// The `meta` row holding the change counter (see [`Store::generation`]).
 const META_GENERATION: &str = "generation";
 /// Advisory lock serializing audit-chain appends and root-key changes on
@@ -351,9 +365,58 @@ impl Store {
         read_root_key_id(&self.pool).await
     }
 
+    /// Where the store's root key lives when a device holds it
+    /// (`pkcs11:<label>`, `aws-kms:<key ARN>`, as [`RootKey::reference`]
+    /// gave it); `None` for a local root key (or an uninitialized store).
+    pub async fn root_key_ref(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.root_key_record().await?.and_then(|r| r.reference))
+    }
+
+    /// The root key's id and device reference, read together (one
+    /// statement, so a concurrent rotation is seen whole or not at all);
+    /// `None` before the store is initialized.
+    pub async fn root_key_record(&self) -> Result<Option<RootKeyRecord>, StoreError> {
+        read_root_key_record(&self.pool).await
+    }
+
     /// Checks that `root` is the key this store's keys are sealed under.
     pub async fn check_root_key(&self, root: &RootKey) -> Result<(), StoreError> {
         compare_root_key(self.root_key_id().await?, root)
+    }
+
+    /// [`Store::check_root_key`], then proves that `root` opens the newest
+    /// sealed (`local`) key, if there is one: a device root's id derives
+    /// from its reference, so a device object replaced under the same name
+    /// has the right id but another key ([`StoreError::RootKeyDoesNotOpen`]).
+    /// A device root is asked once (on a blocking thread).
+    pub async fn check_root_key_opens(&self, root: &RootKey) -> Result<(), StoreError> {
+        self.check_root_key(root).await?;
+        let row = sqlx::query(
+            "SELECT env, kid, sealed FROM keys WHERE key_store = 'local' \
+             ORDER BY created_at DESC, kid LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(()) };
+        let env: String = get(&row, "env")?;
+        let kid: String = get(&row, "kid")?;
+        let blob: Vec<u8> = get(&row, "sealed")?;
+        let sealed = SealedKey::from_bytes(&blob)
+            .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: malformed sealed key")))?;
+        let root = root.clone();
+        let aad = key_aad(&env, &kid);
+        let opened = tokio::task::spawn_blocking(move || {
+            open(&root, &aad, &sealed)
+                .map(|_| ())
+                .map_err(|e| (root.key_id(), e))
+        })
+        .await
+        .map_err(|e| joined(e, "opening a sealed key"))?;
+        match opened {
+            Ok(()) => Ok(()),
+            Err((id, SealError::OpenFailed)) => Err(StoreError::RootKeyDoesNotOpen { id, kid }),
+            Err((_, e)) => Err(e.into()),
+        }
     }
 
     /// One environment; `NotFound` if there is none by that name.
@@ -496,11 +559,13 @@ impl Store {
         })
     }
 
-    /// Re-wraps every sealed key from `old` to `new` and records
-    /// `new.key_id()`, in one transaction, with an audit record
-    /// `root_key.rotate`. Fails with `WrongRootKey` if `old` is not the
-    /// store's root key; any failure leaves everything unchanged. Returns the
-    /// number of keys re-wrapped.
+    /// Re-wraps every sealed (`local`) key from `old` to `new` and records
+    /// `new`'s id and device reference (cleared for a local `new`), in one
+    /// transaction, with an audit record `root_key.rotate` naming both keys'
+    /// ids, stores and references: [`Tx::rewrap_all`], committed. Fails
+    /// with `WrongRootKey` if `old` is not the store's root key; any failure
+    /// (a key `old` does not open, a device that stops answering half-way)
+    /// leaves everything unchanged. Returns the number of keys re-wrapped.
     pub async fn rewrap_all(
         &self,
         old: &RootKey,
@@ -509,51 +574,9 @@ impl Store {
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         let mut tx = self.begin().await?;
-        // Takes the writer lock first (PostgreSQL), so transactions that
-        // called `Tx::check_root_key` finish before, or see the new id after.
-        tx.check_root_key(old).await?;
-
-        let rows = sqlx::query("SELECT env, kid, sealed FROM keys ORDER BY kid")
-            .fetch_all(&mut *tx.tx)
-            .await?;
-        let mut rewrapped = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let env: String = get(row, "env")?;
-            let kid: String = get(row, "kid")?;
-            let blob: Vec<u8> = get(row, "sealed")?;
-            let sealed = SealedKey::from_bytes(&blob)
-                .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: malformed sealed key")))?;
-            let fresh = rewrap(old, new, &key_aad(&env, &kid), &sealed)?;
-            rewrapped.push((kid, fresh.to_bytes()));
-        }
-        for (kid, blob) in &rewrapped {
-            sqlx::query("UPDATE keys SET sealed = $1 WHERE kid = $2")
-                .bind(blob.clone())
-                .bind(kid.clone())
-                .execute(&mut *tx.tx)
-                .await?;
-        }
-        sqlx::query("UPDATE meta SET value = $1 WHERE name = $2")
-            .bind(new.key_id())
-            .bind(META_ROOT_KEY_ID)
-            .execute(&mut *tx.tx)
-            .await?;
-        tx.bump_generation().await?;
-        tx.append_audit(AuditEntry {
-            at: now,
-            actor: actor.to_owned(),
-            action: "root_key.rotate".to_owned(),
-            env: None,
-            subject: None,
-            detail: serde_json::json!({
-                "from": old.key_id(),
-                "to": new.key_id(),
-                "keys": rewrapped.len(),
-            }),
-        })
-        .await?;
+        let n = tx.rewrap_all(old, new, actor, now).await?;
         tx.commit().await?;
-        Ok(rewrapped.len())
+        Ok(n)
     }
 }
 
@@ -578,6 +601,101 @@ impl std::fmt::Debug for Tx<'_> {
 }
 
 impl Tx<'_> {
+    /// Records the root key the store's keys will be sealed under: its id
+    /// and, for a device root, its reference ([`Store::root_key_ref`]).
+    /// `AlreadyInitialized` if one is recorded.
+    pub async fn initialize_root(&mut self, root: &RootKey) -> Result<(), StoreError> {
+        self.initialize(&root.key_id()).await?;
+        self.set_root_key_ref(root.reference().as_deref()).await
+    }
+
+    async fn set_root_key_ref(&mut self, reference: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM meta WHERE name = $1")
+            .bind(META_ROOT_KEY_REF)
+            .execute(&mut *self.tx)
+            .await?;
+        if let Some(r) = reference {
+            sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2)")
+                .bind(META_ROOT_KEY_REF)
+                .bind(r.to_owned())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The work of [`Store::rewrap_all`] inside this transaction, which the
+    /// caller commits (or drops: nothing changes). The sealed keys are read
+    /// and re-wrapped on a blocking thread (a device root blocks), every
+    /// one before any is written.
+    pub async fn rewrap_all(
+        &mut self,
+        old: &RootKey,
+        new: &RootKey,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        // Takes the writer lock first (PostgreSQL), so transactions that
+        // called `Tx::check_root_key` finish before, or see the new id after.
+        self.check_root_key(old).await?;
+
+        // Device keys have no sealed blob: nothing to re-wrap.
+        let rows =
+            sqlx::query("SELECT env, kid, sealed FROM keys WHERE key_store = 'local' ORDER BY kid")
+                .fetch_all(&mut *self.tx)
+                .await?;
+        let mut sealed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let env: String = get(row, "env")?;
+            let kid: String = get(row, "kid")?;
+            let blob: Vec<u8> = get(row, "sealed")?;
+            let key = SealedKey::from_bytes(&blob)
+                .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: malformed sealed key")))?;
+            sealed.push((key_aad(&env, &kid), kid, key));
+        }
+        let (from, to) = (old.clone(), new.clone());
+        let rewrapped = tokio::task::spawn_blocking(move || {
+            sealed
+                .into_iter()
+                .map(|(aad, kid, key)| Ok((kid, rewrap(&from, &to, &aad, &key)?.to_bytes())))
+                .collect::<Result<Vec<_>, SealError>>()
+        })
+        .await
+        .map_err(|e| joined(e, "re-wrapping the sealed keys"))??;
+        for (kid, blob) in &rewrapped {
+            sqlx::query("UPDATE keys SET sealed = $1 WHERE kid = $2")
+                .bind(blob.clone())
+                .bind(kid.clone())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        sqlx::query("UPDATE meta SET value = $1 WHERE name = $2")
+            .bind(new.key_id())
+            .bind(META_ROOT_KEY_ID)
+            .execute(&mut *self.tx)
+            .await?;
+        self.set_root_key_ref(new.reference().as_deref()).await?;
+        self.bump_generation().await?;
+        self.append_audit(AuditEntry {
+            at: now,
+            actor: actor.to_owned(),
+            action: "root_key.rotate".to_owned(),
+            env: None,
+            subject: None,
+            detail: serde_json::json!({
+                "from": old.key_id(),
+                "to": new.key_id(),
+                "from_store": old.store(),
+                "to_store": new.store(),
+                "from_ref": old.reference(),
+                "to_ref": new.reference(),
+                "keys": rewrapped.len(),
+            }),
+        })
+        .await?;
+        Ok(rewrapped.len())
+    }
+
     /// Records the id of the root key the store's keys will be sealed under.
     /// `AlreadyInitialized` if one is recorded.
     pub async fn initialize(&mut self, root_key_id: &str) -> Result<(), StoreError> {
@@ -1010,6 +1128,37 @@ where
 {
     row.try_get(column)
         .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+}
+
+/// A blocking task that did not finish: a panic is passed on.
+fn joined(e: tokio::task::JoinError, what: &'static str) -> StoreError {
+    if e.is_panic() {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    StoreError::Interrupted(what)
+}
+
+async fn read_root_key_record<'c, E>(ex: E) -> Result<Option<RootKeyRecord>, StoreError>
+where
+    E: Executor<'c, Database = Any>,
+{
+    let rows = sqlx::query("SELECT name, value FROM meta WHERE name = $1 OR name = $2")
+        .bind(META_ROOT_KEY_ID)
+        .bind(META_ROOT_KEY_REF)
+        .fetch_all(ex)
+        .await?;
+    let mut id = None;
+    let mut reference = None;
+    for r in &rows {
+        let name: String = get(r, "name")?;
+        let value: String = get(r, "value")?;
+        if name == META_ROOT_KEY_ID {
+            id = Some(value);
+        } else {
+            reference = Some(value);
+        }
+    }
+    Ok(id.map(|id| RootKeyRecord { id, reference }))
 }
 
 async fn read_root_key_id<'c, E>(ex: E) -> Result<Option<String>, StoreError>

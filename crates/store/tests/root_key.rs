@@ -18,7 +18,7 @@ fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
 fn source_precedence() {
     let data = Path::new("/data");
     let key = RootKey::generate();
-    let b64 = key.to_base64();
+    let b64 = key.to_base64().unwrap();
     assert_eq!(
         RootKeySource::resolve(
             data,
@@ -62,7 +62,7 @@ fn describe_and_path() {
 #[test]
 fn env_source_loads_from_the_variable() {
     let key = RootKey::generate();
-    let b64 = key.to_base64();
+    let b64 = key.to_base64().unwrap();
     let loaded = RootKeySource::Env
         .load_with(vars(&[("KEYWARD_ROOT_KEY", &b64)]))
         .unwrap();

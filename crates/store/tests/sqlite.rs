@@ -34,7 +34,7 @@ async fn no_plaintext_private_key_bytes_in_the_database_files() {
         alg: Algorithm::RS256,
         size_bits: 2048,
         public_jwk: "{}".into(),
-        material: KeyMaterial::Sealed(seal_private_key(&root, "prod", "k1", &secret)),
+        material: KeyMaterial::Sealed(seal_private_key(&root, "prod", "k1", &secret).unwrap()),
         origin: "imported".into(),
         owner: None,
         description: None,

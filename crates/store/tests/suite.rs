@@ -1,6 +1,8 @@
 //! The store's behaviour, run once per backend (see `common`).
 
 mod common;
+#[path = "suite/device_root.rs"]
+mod device_root;
 #[path = "suite/issuer.rs"]
 mod issuer;
 
@@ -53,7 +55,7 @@ fn key(root: &RootKey, env: &str, kid: &str, activates_at: i64, secret: &[u8]) -
         alg: Algorithm::ES256,
         size_bits: 256,
         public_jwk: format!(r#"{{"kty":"EC","kid":"{kid}"}}"#),
-        material: KeyMaterial::Sealed(seal_private_key(root, env, kid, secret)),
+        material: KeyMaterial::Sealed(seal_private_key(root, env, kid, secret).unwrap()),
         origin: "generated".into(),
         owner: Some("ops".into()),
         description: None,
@@ -767,7 +769,7 @@ async fn root_key_initialize_and_check(store: Store, _ctx: Ctx) {
 /// An initialized store with two environments and `n` keys sealed under `root`.
 async fn seeded(store: &Store, root: &RootKey, n: usize) -> Vec<(String, Vec<u8>)> {
     let mut tx = store.begin().await.unwrap();
-    tx.initialize(&root.key_id()).await.unwrap();
+    tx.initialize_root(root).await.unwrap();
     tx.create_environment(&env("prod")).await.unwrap();
     tx.create_environment(&env("dev")).await.unwrap();
     let mut secrets = Vec::new();
@@ -837,6 +839,10 @@ async fn rewrap_all_moves_every_key(store: Store, _ctx: Ctx) {
     assert_eq!(last.detail["from"], json!(old.key_id()));
     assert_eq!(last.detail["to"], json!(new.key_id()));
     assert_eq!(last.detail["keys"], json!(5));
+    assert_eq!(last.detail["from_store"], json!("local"));
+    assert_eq!(last.detail["to_store"], json!("local"));
+    assert_eq!(last.detail["to_ref"], json!(null));
+    assert_eq!(store.root_key_ref().await.unwrap(), None);
     assert!(store.verify_audit().await.unwrap().first_broken.is_none());
 }
 

@@ -3,9 +3,11 @@
 use crate::output::outln;
 use anyhow::{anyhow, bail, Context as _, Result};
 use keyward_issuer::keyring::KeySpec;
+use keyward_issuer::root_source::{open_device_root, RootKeySpec};
 use keyward_issuer::{fmt_time, keyring, KeyOptions, Origin};
 use keyward_jose::seal::RootKey;
 use keyward_jose::KeyFamily;
+use keyward_signers::KeyStores;
 use keyward_store::{Environment, RootKeySource, RotationPolicy};
 use serde_json::json;
 
@@ -18,6 +20,22 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
     check_issuer(&a.issuer)?;
     keyring::check_env_name(&a.env).map_err(|e| anyhow!("{e}"))?;
     let source = ctx.root_key_source();
+    let root_spec = match &a.root_key {
+        Some(t) => Some(crate::root_source::parse_spec(t, "--root-key")?),
+        None => ctx.root_key_spec()?,
+    }
+    .unwrap_or(RootKeySpec::File);
+    // A device root needs its store configured: say so before anything.
+    let stores = match &root_spec {
+        RootKeySpec::Device { store, .. } => {
+            let stores = ctx.key_stores()?;
+            stores
+                .get(store)
+                .map_err(|e| anyhow!("root key {root_spec}: {e} (nothing was changed)"))?;
+            stores
+        }
+        RootKeySpec::File => KeyStores::none(),
+    };
     // Refuse a used data dir before touching anything.
     if ctx.database_url.is_none() && ctx.sqlite_path().exists() {
         bail!(
@@ -25,7 +43,7 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
             ctx.data_dir.display()
         );
     }
-    if let RootKeySource::DataDir(p) = &source {
+    if let (RootKeySource::DataDir(p), RootKeySpec::File) = (&source, &root_spec) {
         if p.exists() {
             bail!(
                 "{} already exists: already initialized; refusing to replace a root key (nothing was changed)",
@@ -49,13 +67,19 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
     if store.root_key_id().await?.is_some() {
         bail!("the database is already initialized; nothing was changed");
     }
-    let (root, created_file) = match &source {
-        RootKeySource::DataDir(_) => {
+    let (root, created_file) = match (&root_spec, &source) {
+        // Made in the device when missing; nothing is written to disk.
+        (RootKeySpec::Device { .. }, _) => (
+            open_device_root(&stores, &root_spec, true)
+                .map_err(|e| anyhow!("{e} (nothing was changed)"))?,
+            false,
+        ),
+        (_, RootKeySource::DataDir(_)) => {
             let root = RootKey::generate();
             source.create(&root).map_err(|e| anyhow!("{e}"))?;
             (root, true)
         }
-        _ => (source.load().map_err(|e| anyhow!("{e}"))?, false),
+        (_, _) => (source.load().map_err(|e| anyhow!("{e}"))?, false),
     };
     let now = ctx.now();
     let env = Environment {
@@ -90,10 +114,18 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
             return Err(e).context("initialization failed; nothing was kept");
         }
     };
+    let root_where = match &root_spec {
+        RootKeySpec::Device { .. } => format!("{root_spec} (in the device; no root key on disk)"),
+        RootKeySpec::File => source.describe(),
+    };
     if a.json {
         print_json(&json!({
             "data_dir": ctx.data_dir,
-            "root_key": source.describe(),
+            "root_key": match &root_spec {
+                RootKeySpec::Device { .. } => root_spec.to_string(),
+                RootKeySpec::File => source.describe(),
+            },
+            "root_key_ref": root.reference(),
             "root_key_id": root.key_id(),
             "env": env.name,
             "issuer": env.issuer,
@@ -105,9 +137,14 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
     } else {
         outln!("initialized keyward in {}", ctx.data_dir.display());
         outln!(
-            "  root key:     {} (id {}) — back it up; without it no key opens",
-            source.describe(),
-            root.key_id()
+            "  root key:     {} (id {}) — {}",
+            root_where,
+            root.key_id(),
+            if root.is_device() {
+                "without it no key opens: keep the device key (its backups) safe"
+            } else {
+                "back it up; without it no key opens"
+            }
         );
         outln!("  environment:  {} (issuer {})", env.name, env.issuer);
         outln!(

@@ -10,7 +10,8 @@ use keyward_store::{ClientAuth, KeyState};
 
 use crate::args::{ServeArgs, UpArgs};
 use crate::config::{Config, RawConfig};
-use crate::context::{Context, SourceLoader};
+use crate::context::Context;
+use crate::root_source::StoreRoot;
 
 /// Reads the config file (if any), the environment, then the flags.
 pub fn load_config(
@@ -96,6 +97,7 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
                     alg: keyward_jose::Algorithm::RS256,
                     bits: None,
                 },
+                root_key: a.root_key.clone(),
                 json: false,
             },
         )
@@ -161,7 +163,15 @@ async fn run(
         tracing::info!(stores = ?key_stores, "device key stores configured");
     }
     let store = ctx.store().await?;
-    let root = ctx.root_key(&store).await?;
+    let root = match ctx.store_root(&store).await? {
+        StoreRoot::Ready(k) => Some(k),
+        // A device that is down does not stop the start: the server runs,
+        // not ready, and takes the key when the device answers.
+        StoreRoot::DeviceDown(e) => {
+            tracing::error!(error = %format!("{e:#}"), "the root key's device cannot be used now: serving without it (not ready) until it can");
+            None
+        }
+    };
     let clock: SharedClock = ctx.clock();
     let now = clock.now();
     // Rule 3: keys are made on purpose. An environment with keys of which
@@ -185,18 +195,19 @@ async fn run(
     }
     // Before the first reload, so its failures are counted.
     let metrics = keyward_issuer::metrics::install();
-    let authority = Authority::load_with_root_loader(
-        store,
-        root,
-        Some(Box::new(SourceLoader(ctx.root_key_source()))),
-        clock,
-        SigningPool::new(config.signing_threads),
-        Settings {
-            key_stores,
-            ..config.settings.clone()
-        },
-    )
-    .await?;
+    let loader = Box::new(ctx.source_loader()?);
+    let pool = SigningPool::new(config.signing_threads);
+    let settings = Settings {
+        key_stores,
+        ..config.settings.clone()
+    };
+    let authority = match root {
+        Some(root) => {
+            Authority::load_with_root_loader(store, root, Some(loader), clock, pool, settings)
+                .await?
+        }
+        None => Authority::load_waiting_for_root(store, loader, clock, pool, settings).await?,
+    };
     let reloader = authority.spawn_reloader(config.reload_interval);
     let scheduler = authority.spawn_scheduler(config.rotation_check_interval);
     let listener = match listener {
