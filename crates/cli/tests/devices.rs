@@ -556,6 +556,45 @@ fn kid_of(token: &str) -> String {
         .to_string()
 }
 
+/// Rotates `dev` while tokens flow through a gateway trusting it: zero
+/// refusals, and the issuer switched to the new key (made in `store`).
+async fn rotate_under_load(s: &Setup, store: &str) {
+    let gw = gate(&s.kw, &s.issuer("dev")).await;
+    s.kw.run(&["keys", "rotate", "--env", "dev"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let (mut requests, mut refused) = (0, 0);
+    let mut kids = std::collections::BTreeSet::new();
+    while Instant::now() < deadline {
+        let r = s.token("dev").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let t = r.json()["access_token"].as_str().unwrap().to_string();
+        kids.insert(kid_of(&t));
+        for _ in 0..5 {
+            requests += 1;
+            if through(&gw, &t).await != 200 {
+                refused += 1;
+            }
+        }
+        if kids.len() == 2 && requests > 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("{store} rotation: {requests} requests, {refused} refused, kids {kids:?}");
+    assert_eq!(
+        kids.len(),
+        2,
+        "the issuer switched to the new token key: {kids:?}"
+    );
+    assert_eq!(
+        refused, 0,
+        "{refused} of {requests} valid requests were refused"
+    );
+    let keys = s.keys("dev");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| k["key_store"] == store), "{keys:?}");
+}
+
 /// The environment `env` answers 503 `temporarily_unavailable` with a
 /// `Retry-After`, while `default` issues, JWKS is served and `/readyz`
 /// names the environment.
@@ -631,38 +670,7 @@ async fn pkcs11_keys_are_made_in_the_token_sign_rotate_and_never_leave_it() {
         s.verify(env, &t);
     }
 
-    // Rotate under load: a gateway trusting dev sees zero failures.
-    let gw = gate(&s.kw, &s.issuer("dev")).await;
-    s.kw.run(&["keys", "rotate", "--env", "dev"]).ok();
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let (mut requests, mut refused) = (0, 0);
-    let mut kids = std::collections::BTreeSet::new();
-    while Instant::now() < deadline {
-        let r = s.token("dev").await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        let t = r.json()["access_token"].as_str().unwrap().to_string();
-        kids.insert(kid_of(&t));
-        for _ in 0..5 {
-            requests += 1;
-            if through(&gw, &t).await != 200 {
-                refused += 1;
-            }
-        }
-        if kids.len() == 2 && requests > 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    eprintln!("pkcs11 rotation: {requests} requests, {refused} refused, kids {kids:?}");
-    assert_eq!(
-        kids.len(),
-        2,
-        "the issuer switched to the new token key: {kids:?}"
-    );
-    assert_eq!(
-        refused, 0,
-        "{refused} of {requests} valid requests were refused"
-    );
+    rotate_under_load(&s, "pkcs11").await;
     let keys = s.keys("dev");
     assert!(keys.iter().all(|k| k["key_store"] == "pkcs11"), "{keys:?}");
 
@@ -728,6 +736,7 @@ async fn kms_keys_sign_verify_and_survive_throttling_and_outages() {
     let Some(moto) = Moto::start() else { return };
     let proxy = FaultProxy::start(&moto.url);
     let mut s = setup("aws-kms", "ES256", kms_env(&proxy.url));
+    s.kw.run(&["env", "update", "dev", "--lead", "6s"]).ok();
     s.add_env("rsa", "aws-kms", &["--alg", "RS256", "--bits", "2048"]);
     let keys = s.keys("dev");
     assert_eq!(keys[0]["key_store"], "aws-kms", "{keys:?}");
@@ -745,6 +754,7 @@ async fn kms_keys_sign_verify_and_survive_throttling_and_outages() {
             .to_string();
         s.verify(env, &t);
     }
+    rotate_under_load(&s, "aws-kms").await;
     for (mode, reason) in [(THROTTLE, "throttled"), (SERVER_ERROR, "server")] {
         proxy.set(mode);
         eventually(Duration::from_secs(10), "dev fails", || async {
@@ -780,4 +790,138 @@ async fn kms_keys_sign_verify_and_survive_throttling_and_outages() {
     drop(moto);
     let server = s.serve(&[]);
     only_env_unavailable(&s, &server, "dev").await;
+}
+
+/// The root key in a device: `init --root-key pkcs11:<label>` writes no key
+/// file, the AES key is a token object, sealed keys open through it and the
+/// server issues; a wrong PIN is one clear error that changes nothing;
+/// `root-key rotate --to aws-kms:alias/...` moves every sealed key to a KMS
+/// key, `--to file` back to a key file, and tokens keep issuing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_key_in_the_token_then_in_kms_then_in_a_file() {
+    let Some(hsm) = SoftHsm::new() else { return };
+    let Some(moto) = Moto::start() else { return };
+    let port = free_port();
+    let mut kw = Kw::new();
+    kw.env = hsm.env();
+    kw.env.extend(kms_env(&moto.url));
+    let issuer = format!("http://127.0.0.1:{port}");
+    kw.run(&[
+        "init",
+        "--issuer",
+        &issuer,
+        "--alg",
+        "ES256",
+        "--root-key",
+        "pkcs11:keyward-root",
+    ])
+    .ok();
+    assert!(
+        !kw.data_dir().join("root.key").exists(),
+        "no root key file for a root key in the token"
+    );
+    let objects = hsm.objects();
+    assert!(objects.contains("Secret Key Object"), "{objects}");
+    assert!(objects.contains("keyward-root"), "{objects}");
+    assert!(objects.contains("never extractable"), "{objects}");
+    // A second local key, sealed through the token.
+    kw.run(&["keys", "generate", "--env", "default", "--alg", "ES256"])
+        .ok();
+
+    // A wrong PIN: one clear error, nothing changed.
+    let before = kw.snapshot();
+    let r = kw.run_with(
+        &["keys", "generate", "--env", "default", "--alg", "ES256"],
+        &[("KEYWARD_PKCS11_PIN", "0000")],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("pkcs11"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains(PIN) && !r.stderr.contains("0000"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(kw.snapshot(), before);
+
+    let mut s = Setup {
+        kw,
+        port,
+        clients: Vec::new(),
+    };
+    s.add_client("default");
+    let check_issues = |s: &Setup| {
+        let mut server = s.serve(&[]);
+        let rt = tokio::runtime::Handle::current();
+        let t = tokio::task::block_in_place(|| rt.block_on(s.token("default")));
+        let t = t.ok_json()["access_token"].as_str().unwrap().to_string();
+        s.verify("default", &t);
+        server.stop();
+    };
+    check_issues(&s);
+
+    // A rotation to KMS killed (kill -9) after every key was re-wrapped and
+    // before its commit changes nothing: the token's key still opens them.
+    let before = s.kw.snapshot();
+    let mut child =
+        s.kw.cmd()
+            .args(["root-key", "rotate", "--to", "aws-kms:alias/keyward-root"])
+            .env("KEYWARD_TEST_PAUSE_BEFORE_COMMIT_MS", "60000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(
+            n > 0 && Instant::now() < deadline,
+            "the rotation never reached its commit"
+        );
+        if line.contains("pausing") {
+            assert!(line.contains("re-wrapped 2 keys"), "{line}");
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(s.kw.snapshot(), before);
+    s.kw.run(&["audit", "verify"]).ok();
+    check_issues(&s);
+
+    // To KMS: every sealed key re-wrapped, audited, still opening.
+    let r =
+        s.kw.run(&[
+            "root-key",
+            "rotate",
+            "--to",
+            "aws-kms:alias/keyward-root",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(r["rewrapped"], 2, "{r}");
+    assert_eq!(r["root_key_store"], "aws-kms", "{r}");
+    check_issues(&s);
+    let audit =
+        s.kw.run(&["audit", "list", "--json", "--limit", "1000"])
+            .ok()
+            .json();
+    let rotation = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|a| a["action"] == "root_key.rotate")
+        .unwrap()
+        .clone();
+    assert_eq!(rotation["detail"]["from_store"], "pkcs11", "{rotation}");
+    assert_eq!(rotation["detail"]["to_store"], "aws-kms", "{rotation}");
+    s.kw.run(&["audit", "verify"]).ok();
+
+    // Back to a key file.
+    s.kw.run(&["root-key", "rotate", "--to", "file"]).ok();
+    assert!(s.kw.data_dir().join("root.key").exists());
+    check_issues(&s);
 }
