@@ -12,7 +12,7 @@
 # connections that offers half the maximum is found by a 3 s probe). The
 # "50% rps" column is the rate actually achieved.
 #
-# usage: scripts/bench-issuer.sh [SECONDS] [POSTGRES_URL]
+# usage: [DEVICE_ONLY=1] scripts/bench-issuer.sh [SECONDS] [POSTGRES_URL]
 #   (default 10 s per run; PostgreSQL from KEYWARD_TEST_DATABASE_URL if set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,7 +86,9 @@ echo "machine: $(nproc) cores; raw signing rates (aws-lc-rs, $(nproc) threads): 
 printf "%-26s %10s %9s %9s   %10s %9s %9s\n" "case" "max rps" "p50 ms" "p99 ms" "50% rps" "p50 ms" "p99 ms"
 
 declare -A RESULT
+# DEVICE_ONLY=1: only the SoftHSM2 cases below.
 for store in sqlite postgres; do
+  [ "${DEVICE_ONLY:-0}" = 1 ] && break
   db=""
   if [ "$store" = postgres ]; then
     [ -n "$PG" ] || { echo "(PostgreSQL skipped: no URL)"; continue; }
