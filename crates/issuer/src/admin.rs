@@ -149,11 +149,20 @@ impl ApiError {
                     k.reason()
                 ))
             }
-            // An algorithm the store cannot hold, a store not configured here.
-            IssuerError::KeyStore(
-                k @ (keyward_signers::SignerError::Unsupported { .. }
-                | keyward_signers::SignerError::Config { .. }),
-            ) => ApiError::bad_request(k.to_string()),
+            // An algorithm the store cannot hold: store, algorithm and why.
+            IssuerError::KeyStore(k @ keyward_signers::SignerError::Unsupported { .. }) => {
+                ApiError::bad_request(k.to_string())
+            }
+            // A store not configured here, or refused by its own policy (a
+            // KMS access denied names principals and accounts): the caller
+            // learns which store, the log has the whole message.
+            IssuerError::KeyStore(k @ keyward_signers::SignerError::Config { .. }) => {
+                tracing::warn!(error = %error_chain(&k), "a key store refused: its configuration or permissions");
+                ApiError::bad_request(format!(
+                    "the {} key store is not configured on this server, or refused the operation (its configuration or permissions); nothing was changed. The server's log says which",
+                    k.store().unwrap_or("device")
+                ))
+            }
             IssuerError::KeyStore(_) => ApiError::internal(FaultReason::Keys, &e),
             IssuerError::Store(s) => ApiError::from_store(s),
             // This replica cannot seal under the store's root key yet.

@@ -607,6 +607,20 @@ impl Authority {
                     })
             }
         };
+        // A device key's id names the object (token and label, or ARN),
+        // not its contents: one deleted and made again under the same name
+        // has the right id and the wrong key. It must open the store's
+        // sealed keys before anything is sealed under it.
+        let loaded = match loaded {
+            Ok(k) if k.is_device() => match self.store.check_root_key_opens(&k).await {
+                Ok(()) => Ok(k),
+                Err(e) => Err(RootKeyLoadError::unreadable(format!(
+                    "the device key {} does not open the store's sealed keys: {e}",
+                    k.reference().unwrap_or_default()
+                ))),
+            },
+            other => other,
+        };
         let held_text = held_id.clone().unwrap_or_else(|| NO_ROOT_KEY.to_string());
         match loaded {
             Ok(k) => {
@@ -845,6 +859,22 @@ impl Authority {
                 }
                 let opened = match (reused, &root) {
                     (Some(s), _) => Ok(s.clone()),
+                    // A root key in a device unwraps through the device:
+                    // on a thread that may block, not a runtime worker.
+                    (None, Ok(root)) if root.is_device() => {
+                        let (root, stores, rec) =
+                            (root.clone(), self.settings.key_stores.clone(), k.clone());
+                        tokio::task::spawn_blocking(move || {
+                            keyring::load_signer(&root, &stores, &rec)
+                        })
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(IssuerError::Unavailable(format!(
+                                "the key-opening task failed: {e}"
+                            )))
+                        })
+                        .map(|s| Arc::new(PreparedSigner::new(s, Some(ACCESS_TOKEN_TYP))))
+                    }
                     (None, Ok(root)) => keyring::load_signer(root, &self.settings.key_stores, k)
                         .map(|s| Arc::new(PreparedSigner::new(s, Some(ACCESS_TOKEN_TYP)))),
                     (None, Err(_)) => {

@@ -694,7 +694,12 @@ async fn add(
         "bits": rec.size_bits,
         "activates_at": rec.activates_at,
         "immediate": schedule == Schedule::Immediate,
-        "retiring": plan.retiring.iter().map(|k| json!({"kid": k.kid, "retires_at": k.retires_at})).collect::<Vec<_>>(),
+        "retiring": plan.retiring.iter().map(|k| json!({
+            "kid": k.kid,
+            "retires_at": k.retires_at,
+            "store": k.key_store().as_str(),
+            "reference": k.reference(),
+        })).collect::<Vec<_>>(),
     });
     if policy_updated {
         detail["policy_alg"] = json!(rec.alg.name());

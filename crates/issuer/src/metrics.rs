@@ -134,7 +134,7 @@ pub fn signing(alg: &'static str, store: &'static str, seconds: f64) {
 
 /// The reasons a device fails, as [`keyward_signers::SignerError::reason`]
 /// names them, shown at 0 from the start for each configured store.
-pub const SIGNER_ERROR_REASONS: [&str; 14] = [
+pub const SIGNER_ERROR_REASONS: [&str; 16] = [
     "module",
     "token",
     "pin",
@@ -143,7 +143,9 @@ pub const SIGNER_ERROR_REASONS: [&str; 14] = [
     "throttled",
     "server",
     "timeout",
-    "backoff",
+    "unreachable",
+    "disabled",
+    "key",
     "bad_signature",
     "not_found",
     "mismatch",
