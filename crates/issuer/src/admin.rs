@@ -624,8 +624,11 @@ async fn update_env(
         .await
         .map_err(ApiError::from_store)?;
     if let Some(k) = b.key_store {
-        // A store this server cannot reach is refused: its next rotation would fail.
-        keyring::device_store(a.key_stores(), k).map_err(ApiError::from_issuer)?;
+        // A store this server cannot reach, or that cannot make the
+        // environment's keys, is refused: its next rotation would fail.
+        keyring::check_store_for(a.key_stores(), k, &e.policy)
+            .await
+            .map_err(ApiError::from_issuer)?;
         e.key_store = k;
     }
     let actor = admin.actor();

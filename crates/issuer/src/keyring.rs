@@ -419,6 +419,22 @@ pub fn device_store(
     Ok(Some(stores.get(name.as_str())?.clone()))
 }
 
+/// Whether key store `name` can make the keys of `policy`: configured here
+/// and able to do its algorithm (asked of the device where abilities vary,
+/// a PKCS#11 token's mechanisms). What a change of an environment's key
+/// store checks first, so that its next rotation does not fail.
+pub async fn check_store_for(
+    stores: &KeyStores,
+    name: KeyStoreName,
+    policy: &RotationPolicy,
+) -> Result<(), IssuerError> {
+    let Some(device) = device_store(stores, name)? else {
+        return Ok(());
+    };
+    let spec = KeySpec::for_policy(policy);
+    on_device(&device, move |d| d.check_algorithm(spec.alg, spec.rsa_bits)).await
+}
+
 /// Runs `f` on `device` on a thread that may block (every device call
 /// waits on the device for a bounded time), counting a failure in
 /// `keyward_signer_errors_total{store,reason}`.

@@ -270,6 +270,30 @@ async fn an_algorithm_the_device_cannot_do_is_refused_and_nothing_is_made(store:
     .unwrap_err();
     assert!(e.to_string().contains("AWS KMS is not configured"), "{e}");
     assert_eq!(store.environments().await.unwrap(), before.0);
+
+    // Moving an environment to a store that cannot make its keys is
+    // refused before anything changes (its next rotation would fail).
+    let ps256 = RotationPolicy::for_algorithm(Algorithm::PS256);
+    let e = keyring::check_store_for(&stores, KeyStoreName::Pkcs11, &ps256)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, IssuerError::KeyStore(SignerError::Unsupported { .. })),
+        "{e:?}"
+    );
+    let es256 = RotationPolicy::for_algorithm(Algorithm::ES256);
+    keyring::check_store_for(&stores, KeyStoreName::Pkcs11, &es256)
+        .await
+        .unwrap();
+    keyring::check_store_for(&KeyStores::none(), KeyStoreName::Local, &ps256)
+        .await
+        .unwrap();
+    assert!(
+        keyring::check_store_for(&KeyStores::none(), KeyStoreName::AwsKms, &es256)
+            .await
+            .is_err()
+    );
+    assert!(dev.references().is_empty());
 }
 
 async fn a_failed_transaction_destroys_the_device_key_again(store: Store, _: Ctx) {

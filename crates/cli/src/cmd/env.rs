@@ -228,12 +228,14 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 check_issuer(&i)?;
                 e.issuer = i;
             }
+            e.policy = apply(e.policy, &policy)?;
             if let Some(k) = key_store {
-                // Refused when not configured: the next rotation would fail.
-                stores_for(ctx, k)?;
+                // Refused when not configured, or when the store cannot make
+                // the policy's keys: the next rotation would fail.
+                let stores = stores_for(ctx, k)?;
+                keyring::check_store_for(&stores, k.name(), &e.policy).await?;
                 e.key_store = k.name();
             }
-            e.policy = apply(e.policy, &policy)?;
             keyring::update_environment(&store, &e, ctx.at()).await?;
             if json {
                 print_json(&env_json(&e));
