@@ -35,7 +35,10 @@ pub enum SignerError {
     /// failure, and a `detail` that says the call was not tried, how many
     /// times in a row the device failed and when it is tried next. KMS
     /// access denied and missing credentials are not here but
-    /// [`SignerError::Config`]: retrying does not mend a policy.
+    /// [`SignerError::Config`]: retrying does not mend a policy (a
+    /// credential provider that times out or fails, IMDS, ECS, SSO, is
+    /// here: `timeout`, `unreachable`); nor is a key KMS refuses for this
+    /// use (key usage, ValidationException): [`SignerError::Mismatch`].
     #[error("the {store} key store is unavailable ({reason}): {detail}")]
     Unavailable {
         store: &'static str,

@@ -273,21 +273,24 @@ impl Inner {
         Fut: Future<Output = Result<T, SignerError>> + Send + 'static,
         T: Send + 'static,
     {
-        if let Err((wait, failures)) = self.backoff.admit() {
-            let (reason, detail) = self
-                .last_failure
-                .lock()
-                .map(|l| l.clone())
-                .unwrap_or(None)
-                .unwrap_or(("timeout", "KMS failed moments ago".into()));
-            return Err(unavailable(
-                reason,
-                format!(
-                    "{detail} (not tried: {failures} failure(s) in a row; next try in {} ms)",
-                    wait.as_millis().max(1)
-                ),
-            ));
-        }
+        let permit = match self.backoff.admit() {
+            Ok(p) => p,
+            Err((wait, failures)) => {
+                let (reason, detail) = self
+                    .last_failure
+                    .lock()
+                    .map(|l| l.clone())
+                    .unwrap_or(None)
+                    .unwrap_or(("timeout", "KMS failed moments ago".into()));
+                return Err(unavailable(
+                    reason,
+                    format!(
+                        "{detail} (not tried: {failures} failure(s) in a row; next try in {} ms)",
+                        wait.as_millis().max(1)
+                    ),
+                ));
+            }
+        };
         let result = self.run(f);
         match &result {
             Ok(_) => self.backoff.succeeded(),
@@ -297,11 +300,13 @@ impl Inner {
                 {
                     *last = Some((reason, detail.clone()));
                 }
-                self.backoff.failed();
+                self.backoff.failed(permit);
             }
             // KMS answered (no such key, a disabled key, a refusal): it is
             // up. A configuration error says nothing about KMS.
-            Err(SignerError::Config { .. }) => {}
+            // If this call was the probe after a window, the next call
+            // probes.
+            Err(SignerError::Config { .. }) => self.backoff.release(permit),
             Err(_) => self.backoff.succeeded(),
         }
         result
@@ -396,6 +401,10 @@ enum Kind {
     NotFound,
     Disabled,
     Denied,
+    /// KMS refused the request for this key: wrong key usage or spec, a
+    /// signature that is not this key's, a request KMS finds invalid.
+    /// Retrying the same request fails the same way.
+    KeyRefused,
     Other,
 }
 
@@ -418,8 +427,20 @@ fn kind_of(code: &str, status: u16) -> Kind {
         | "IncompleteSignature"
         | "MissingAuthenticationToken"
         | "InvalidClientTokenId"
+        // Expired credentials: the SDK's credential cache refreshes
+        // temporary credentials ahead of their expiry, so a request still
+        // signed with an expired token means the source itself hands out
+        // expired ones (static keys of an expired session in the
+        // environment or a profile, a stale SSO cache). Retrying does not
+        // mend that until someone renews them: a configuration error.
         | "ExpiredTokenException"
         | "ExpiredToken" => Kind::Denied,
+        "ValidationException"
+        | "InvalidKeyUsageException"
+        | "IncorrectKeyException"
+        | "KMSInvalidSignatureException"
+        | "UnsupportedOperationException"
+        | "InvalidGrantTokenException" => Kind::KeyRefused,
         _ if status == 429 => Kind::Throttled,
         _ if status >= 500 => Kind::Server,
         _ => Kind::Other,
@@ -441,10 +462,7 @@ where
             if let Some(c) =
                 find_source::<aws_credential_types::provider::error::CredentialsError>(&err)
             {
-                return config_error(format!(
-                    "no usable AWS credentials for {action} (standard chain: environment, profile, SSO, container or instance role): {}",
-                    chain(c)
-                ));
+                return credentials_error(action, c);
             }
             if d.is_timeout() {
                 unavailable("timeout", format!("{action}: {}", chain(&err)))
@@ -489,6 +507,11 @@ where
                 Kind::Denied => config_error(format!(
                     "AWS refused {action} on {key}: grant {action} to keyward's role (docs/hsm-kms.md, AWS KMS, IAM policy) or fix its credentials; {what}"
                 )),
+                Kind::KeyRefused => SignerError::Mismatch {
+                    store: AWS_KMS,
+                    reference: key.to_string(),
+                    why: format!("KMS refuses this use of the key: {what}"),
+                },
                 Kind::Other => unavailable("device", what),
             }
         }
@@ -497,6 +520,31 @@ where
             chain(&err)
         )),
         _ => unavailable("device", format!("{action}: {}", chain(&err))),
+    }
+}
+
+/// Maps a failure of the AWS credential chain during `action`. A
+/// provider that timed out or failed (IMDS, ECS, SSO, STS hiccups) may
+/// answer on the next try: transient. No credentials, a bad
+/// configuration or an error the chain does not handle: fix and restart.
+fn credentials_error(
+    action: &'static str,
+    c: &aws_credential_types::provider::error::CredentialsError,
+) -> SignerError {
+    use aws_credential_types::provider::error::CredentialsError as C;
+    match c {
+        C::ProviderTimedOut(_) => unavailable(
+            "timeout",
+            format!("{action}: the AWS credential provider timed out: {}", chain(c)),
+        ),
+        C::ProviderError(_) => unavailable(
+            "unreachable",
+            format!("{action}: the AWS credential provider failed: {}", chain(c)),
+        ),
+        _ => config_error(format!(
+            "no usable AWS credentials for {action} (standard chain: environment, profile, SSO, container or instance role): {}",
+            chain(c)
+        )),
     }
 }
 
@@ -1239,7 +1287,39 @@ mod tests {
         assert_eq!(kind_of("DisabledException", 400), Kind::Disabled);
         assert_eq!(kind_of("AccessDeniedException", 400), Kind::Denied);
         assert_eq!(kind_of("UnrecognizedClientException", 400), Kind::Denied);
-        assert_eq!(kind_of("ValidationException", 400), Kind::Other);
+        assert_eq!(kind_of("ExpiredTokenException", 400), Kind::Denied);
+        for code in [
+            "ValidationException",
+            "InvalidKeyUsageException",
+            "IncorrectKeyException",
+            "KMSInvalidSignatureException",
+        ] {
+            assert_eq!(kind_of(code, 400), Kind::KeyRefused, "{code}");
+        }
+        assert_eq!(kind_of("SomethingNew", 400), Kind::Other);
+    }
+
+    #[test]
+    fn credential_errors_map_to_reasons() {
+        use aws_credential_types::provider::error::CredentialsError as C;
+        let transient = [
+            (C::provider_timed_out(Duration::from_secs(1)), "timeout"),
+            (C::provider_error("IMDS answered 500"), "unreachable"),
+        ];
+        for (e, reason) in transient {
+            let got = credentials_error("kms:Sign", &e);
+            assert!(got.is_transient(), "{got:?}");
+            assert_eq!(got.reason(), reason, "{got:?}");
+        }
+        for e in [
+            C::not_loaded("no credentials in the chain"),
+            C::invalid_configuration("bad profile"),
+            C::unhandled("something else"),
+        ] {
+            let got = credentials_error("kms:Sign", &e);
+            assert!(matches!(got, SignerError::Config { .. }), "{got:?}");
+            assert!(!got.is_transient());
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod pkcs11;
 #[cfg(feature = "test-device")]
 pub mod test_device;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, Permit};
 pub use checked::Checked;
 pub use error::SignerError;
 

@@ -36,6 +36,7 @@
 //! security officer). Calls then fail with reason `pin` until the PIN is
 //! fixed and keyward restarted.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -56,6 +57,7 @@ use keyward_jose::{Algorithm, Jwk, KeyError, PublicKey, PublicMaterial, SealErro
 use keyward_jose::{SigningCost, TokenSigner};
 use zeroize::Zeroizing;
 
+use crate::backoff::Permit;
 use crate::{Backoff, HardwareKey, KeyStore, SignerError, PKCS11};
 
 /// Where the token is and how to log in. `Debug` never shows the PIN.
@@ -129,6 +131,11 @@ enum Fail {
     /// A final answer that says nothing about the connection (not found,
     /// unsupported, mismatch, ...).
     Done(SignerError),
+    /// No session (or connection) within the call timeout: every session
+    /// is busy or the device does not answer. Counts toward the backoff
+    /// (a hung device must not make every caller wait the full timeout),
+    /// but does not drop the connection: a busy pool is not a bad one.
+    Timeout(SignerError),
 }
 
 impl From<SignerError> for Fail {
@@ -268,6 +275,28 @@ struct Pool {
     /// Callers waiting for a session (a notification costs a system call:
     /// made only when someone waits).
     waiters: usize,
+    /// Sessions checked out, by lease id: their generation and since when.
+    /// A lease no longer here was given up as hung: it no longer counts in
+    /// `open`, and its session is forgotten when it comes back.
+    out: HashMap<u64, (u64, Instant)>,
+    /// The id of the next lease.
+    next_lease: u64,
+}
+
+impl Pool {
+    /// Records a session checked out (already counted in `open`).
+    fn lend(&mut self, generation: u64) -> u64 {
+        self.next_lease += 1;
+        self.out
+            .insert(self.next_lease, (generation, Instant::now()));
+        self.next_lease
+    }
+
+    /// A lease comes back: whether it still counts in `open` (it was not
+    /// given up as hung).
+    fn returned(&mut self, id: u64) -> bool {
+        self.out.remove(&id).is_some()
+    }
 }
 
 struct Shared {
@@ -299,17 +328,52 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A session checked out of the pool; given back with [`Shared::checkin`].
-struct Lease {
+/// A session checked out of the pool; given back with [`Shared::checkin`]
+/// or [`Shared::discard`]. Dropped otherwise (a panic inside an
+/// operation), it frees its pool slot and forgets its session: the
+/// session's state is unknown, and no PKCS#11 call is made while
+/// unwinding.
+struct Lease<'a> {
+    shared: &'a Shared,
+    id: u64,
     generation: u64,
     session: Option<Session>,
+    /// Given back: its pool slot is accounted for.
+    settled: bool,
 }
 
-impl Lease {
+impl Lease<'_> {
     fn session(&self) -> &Session {
         self.session
             .as_ref()
             .expect("a lease holds its session until given back")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            std::mem::forget(session);
+        }
+        if !self.settled {
+            let counted = lock(&self.shared.pool).returned(self.id);
+            if counted {
+                self.shared.release_slot();
+            }
+        }
+    }
+}
+
+/// Clears [`ConnSlot::connecting`] and wakes the waiters if `connect`
+/// panics, so that the next caller connects instead of waiting forever.
+struct Connecting<'a>(&'a Shared, bool);
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            lock(&self.0.conn).connecting = false;
+            self.0.conn_ready.notify_all();
+        }
     }
 }
 
@@ -337,25 +401,30 @@ impl Shared {
         }
     }
 
-    /// Fails fast while backing off, or for good after a refused PIN.
-    fn admit(&self) -> Result<(), SignerError> {
-        if self.pin_refused.load(Ordering::Acquire) {
-            return Err(SignerError::Unavailable {
-                store: PKCS11,
-                reason: "pin",
-                detail: format!(
-                    "{} refused the configured PIN as incorrect; keyward does not present it again (each wrong try counts toward the token's lockout): fix KEYWARD_PKCS11_PIN or KEYWARD_PKCS11_PIN_FILE and restart",
-                    self.token_name()
-                ),
-            });
+    /// The error of every call after the token refused the PIN.
+    fn pin_refused_error(&self) -> SignerError {
+        SignerError::Unavailable {
+            store: PKCS11,
+            reason: "pin",
+            detail: format!(
+                "{} refused the configured PIN as incorrect; keyward does not present it again (each wrong try counts toward the token's lockout): fix KEYWARD_PKCS11_PIN or KEYWARD_PKCS11_PIN_FILE and restart",
+                self.token_name()
+            ),
         }
-        if let Err((wait, failures)) = self.backoff.admit() {
+    }
+
+    /// Fails fast while backing off, or for good after a refused PIN.
+    fn admit(&self) -> Result<Permit, SignerError> {
+        if self.pin_refused.load(Ordering::Acquire) {
+            return Err(self.pin_refused_error());
+        }
+        self.backoff.admit().map_err(|(wait, failures)| {
             let last = lock(&self.last).clone();
             let (reason, detail) = match last {
                 Some(f) => (f.reason, f.detail),
                 None => ("device", "unknown".into()),
             };
-            return Err(SignerError::Unavailable {
+            SignerError::Unavailable {
                 store: PKCS11,
                 reason,
                 detail: format!(
@@ -363,13 +432,12 @@ impl Shared {
                     if failures == 1 { "" } else { "s" },
                     wait.as_millis().max(1)
                 ),
-            });
-        }
-        Ok(())
+            }
+        })
     }
 
     /// Records a bad connection: drops it and its sessions, backs off.
-    fn failed(&self, generation: Option<u64>, f: &Failure) {
+    fn failed(&self, generation: Option<u64>, f: &Failure, permit: Permit) {
         self.invalidate(generation, f);
         tracing::warn!(
             store = PKCS11,
@@ -378,7 +446,23 @@ impl Shared {
             "PKCS#11 device failure; reconnecting after a backoff"
         );
         *lock(&self.last) = Some(f.clone());
-        self.backoff.failed();
+        self.backoff.failed(permit);
+    }
+
+    /// Records a call that found no session within the call timeout: backs
+    /// off (the connection is kept; a hung session is dealt with in
+    /// [`Shared::checkout`]).
+    fn timed_out(&self, e: &SignerError, permit: Permit) {
+        if let SignerError::Unavailable { reason, detail, .. } = e {
+            *lock(&self.last) = Some(Failure {
+                reason,
+                detail: detail.clone(),
+                dead: false,
+                reinit: false,
+            });
+        }
+        tracing::warn!(store = PKCS11, error = %e, "PKCS#11 call timed out; backing off");
+        self.backoff.failed(permit);
     }
 
     /// Drops the connection of `generation` (or whichever is current when
@@ -430,7 +514,7 @@ impl Shared {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Fail::Done(self.timeout("connecting to the token")));
+                return Err(Fail::Timeout(self.timeout("connecting to the token")));
             }
             c = self
                 .conn_ready
@@ -442,9 +526,11 @@ impl Shared {
         let ctx = c.ctx.clone();
         let reinit = std::mem::take(&mut c.reinit);
         drop(c);
+        let mut guard = Connecting(self, true);
         let result = self.connect(ctx, reinit);
         let mut c = lock(&self.conn);
         c.connecting = false;
+        guard.1 = false;
         let out = match result {
             Ok((ctx, conn)) => {
                 c.ctx = Some(ctx);
@@ -621,15 +707,29 @@ impl Shared {
 
     /// A logged-in session of `conn`: an idle one, or a new one while fewer
     /// than the pool's size are open; otherwise waits until `deadline`.
-    fn checkout(&self, conn: &Conn, deadline: Instant) -> Result<Lease, Fail> {
+    ///
+    /// While every session is out, a session of `conn` checked out for
+    /// more than twice the call timeout means a call that hangs in the
+    /// device (a C_Sign that never returns): the connection is treated as
+    /// lost. Every lease of its generation stops counting toward the
+    /// pool's size and is forgotten (not closed: closing may hang too, or
+    /// close a handle reused since) when it comes back, and the caller gets
+    /// a `session` failure, on which [`Shared::run`] starts a new
+    /// connection generation with fresh sessions. The cost: the token
+    /// keeps the hung generation's session handles until keyward restarts.
+    fn checkout(&self, conn: &Conn, deadline: Instant) -> Result<Lease<'_>, Fail> {
         let mut p = lock(&self.pool);
         loop {
             // Idle sessions of an older connection go; one of this one is used.
             while let Some(s) = p.idle.pop() {
                 if s.generation == conn.generation {
+                    let id = p.lend(s.generation);
                     return Ok(Lease {
+                        shared: self,
+                        id,
                         generation: s.generation,
                         session: Some(s.session),
+                        settled: false,
                     });
                 }
                 p.open -= 1;
@@ -643,8 +743,11 @@ impl Shared {
                 drop(p);
                 return match self.open_session(conn) {
                     Ok(session) => Ok(Lease {
+                        shared: self,
+                        id: lock(&self.pool).lend(conn.generation),
                         generation: conn.generation,
                         session: Some(session),
+                        settled: false,
                     }),
                     Err(f) => {
                         self.release_slot();
@@ -652,9 +755,12 @@ impl Shared {
                     }
                 };
             }
+            if let Some(f) = self.give_up_hung(&mut p, conn.generation) {
+                return Err(Fail::Conn(f));
+            }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Fail::Done(self.timeout("waiting for a free session")));
+                return Err(Fail::Timeout(self.timeout("waiting for a free session")));
             }
             p.waiters += 1;
             p = self
@@ -664,6 +770,34 @@ impl Shared {
                 .0;
             p.waiters -= 1;
         }
+    }
+
+    /// When a session of `generation` has been out for more than twice the
+    /// call timeout, gives up every lease of that generation (they stop
+    /// counting in `open`) and says why; see [`Shared::checkout`].
+    fn give_up_hung(&self, p: &mut Pool, generation: u64) -> Option<Failure> {
+        let limit = self.config.call_timeout.saturating_mul(2);
+        let hung = p
+            .out
+            .values()
+            .filter(|(g, since)| *g == generation && since.elapsed() > limit)
+            .count();
+        if hung == 0 {
+            return None;
+        }
+        let before = p.out.len();
+        p.out.retain(|_, (g, _)| *g != generation);
+        p.open -= before - p.out.len();
+        Some(Failure {
+            reason: "session",
+            detail: format!(
+                "{hung} PKCS#11 call{} did not return within twice the call timeout ({} ms): the device hangs; its sessions are abandoned and the token is connected again",
+                if hung == 1 { "" } else { "s" },
+                limit.as_millis()
+            ),
+            dead: true,
+            reinit: false,
+        })
     }
 
     /// One session fewer is open: a waiter may open one.
@@ -685,10 +819,7 @@ impl Shared {
             .open_rw_session(conn.slot)
             .map_err(|e| Fail::Ck(e, "opening a session"))?;
         if self.pin_refused.load(Ordering::Acquire) {
-            return Err(Fail::Done(match self.admit() {
-                Err(e) => e,
-                Ok(()) => unreachable_pin(),
-            }));
+            return Err(Fail::Done(self.pin_refused_error()));
         }
         let pin = AuthPin::from(self.config.pin.as_str());
         match session.login(UserType::User, Some(&pin)) {
@@ -709,11 +840,18 @@ impl Shared {
 
     /// Gives a session back to the pool (or disposes of it when its
     /// connection was dropped meanwhile).
-    fn checkin(&self, mut lease: Lease) {
+    fn checkin(&self, mut lease: Lease<'_>) {
         let Some(session) = lease.session.take() else {
             return;
         };
+        lease.settled = true;
         let mut p = lock(&self.pool);
+        if !p.returned(lease.id) {
+            // Given up as hung meanwhile: no longer counted, forgotten.
+            drop(p);
+            std::mem::forget(session);
+            return;
+        }
         let wake = p.waiters > 0;
         if lease.generation == p.current && p.idle.len() < self.max_sessions {
             p.idle.push(Pooled {
@@ -733,10 +871,15 @@ impl Shared {
     }
 
     /// Disposes of a session whose connection is bad.
-    fn discard(&self, mut lease: Lease, dead: bool) {
+    fn discard(&self, mut lease: Lease<'_>, dead: bool) {
         if let Some(session) = lease.session.take() {
-            self.release_slot();
-            dispose(session, dead);
+            lease.settled = true;
+            if lock(&self.pool).returned(lease.id) {
+                self.release_slot();
+                dispose(session, dead);
+            } else {
+                std::mem::forget(session);
+            }
         }
     }
 
@@ -747,7 +890,7 @@ impl Shared {
         &self,
         mut op: impl FnMut(&Session, &Conn) -> Result<T, Fail>,
     ) -> Result<T, SignerError> {
-        self.admit()?;
+        let permit = self.admit()?;
         let deadline = Instant::now() + self.config.call_timeout;
         let mut retried = false;
         loop {
@@ -759,10 +902,22 @@ impl Shared {
                 Err(x) => x,
             };
             let f = match fail {
-                Fail::Done(e) => return Err(e),
+                // An answer about the call, not the device: if this call
+                // was the probe after a window, the next call probes.
+                Fail::Done(e) => {
+                    self.backoff.release(permit);
+                    return Err(e);
+                }
+                Fail::Timeout(e) => {
+                    self.timed_out(&e, permit);
+                    return Err(e);
+                }
                 Fail::Ck(e, what) => match classify(&e, what) {
                     Some(f) => f,
-                    None => return Err(op_error(&e, what)),
+                    None => {
+                        self.backoff.release(permit);
+                        return Err(op_error(&e, what));
+                    }
                 },
                 Fail::Conn(f) => f,
             };
@@ -776,7 +931,7 @@ impl Shared {
                 retried = true;
                 continue;
             }
-            self.failed(generation, &f);
+            self.failed(generation, &f, permit);
             return Err(unavailable(&f));
         }
     }
@@ -800,7 +955,7 @@ impl Shared {
             }
             Err(f) => {
                 let bad = match &f {
-                    Fail::Done(_) => None,
+                    Fail::Done(_) | Fail::Timeout(_) => None,
                     Fail::Ck(e, what) => classify(e, what),
                     Fail::Conn(c) => Some(c.clone()),
                 };
@@ -811,14 +966,6 @@ impl Shared {
                 Err((generation, f))
             }
         }
-    }
-}
-
-fn unreachable_pin() -> SignerError {
-    SignerError::Unavailable {
-        store: PKCS11,
-        reason: "pin",
-        detail: "the token refused the configured PIN".into(),
     }
 }
 
@@ -1782,5 +1929,110 @@ impl KeyWrapper for Pkcs11RootKey {
             "unwrapping a data key",
         )?;
         opened.ok_or(SealError::OpenFailed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(call_timeout: Duration) -> Shared {
+        Shared::new(Pkcs11Config {
+            module: "/nonexistent/libpkcs11.so".into(),
+            token_label: Some("t".into()),
+            slot: None,
+            pin: Zeroizing::new("1234".into()),
+            sessions: 2,
+            call_timeout,
+        })
+    }
+
+    /// A lease of `generation` as `checkout` makes it, without a session.
+    fn lend(sh: &Shared, generation: u64) -> Lease<'_> {
+        let mut p = lock(&sh.pool);
+        p.open += 1;
+        let id = p.lend(generation);
+        Lease {
+            shared: sh,
+            id,
+            generation,
+            session: None,
+            settled: false,
+        }
+    }
+
+    #[test]
+    fn a_panic_in_an_operation_frees_the_pool_slot() {
+        let sh = shared(Duration::from_secs(5));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _lease = lend(&sh, 1);
+            assert_eq!(lock(&sh.pool).open, 1);
+            panic!("inside the operation");
+        }));
+        assert!(r.is_err());
+        let p = lock(&sh.pool);
+        assert_eq!(p.open, 0, "the slot is free again");
+        assert!(p.out.is_empty());
+    }
+
+    #[test]
+    fn a_panic_in_connect_clears_connecting() {
+        let sh = shared(Duration::from_secs(5));
+        lock(&sh.conn).connecting = true;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = Connecting(&sh, true);
+            panic!("inside connect");
+        }));
+        assert!(r.is_err());
+        assert!(!lock(&sh.conn).connecting, "the next caller connects");
+        // Disarmed (the normal path), it leaves the state alone.
+        lock(&sh.conn).connecting = true;
+        drop(Connecting(&sh, false));
+        assert!(lock(&sh.conn).connecting);
+    }
+
+    #[test]
+    fn a_timeout_counts_toward_the_backoff() {
+        let sh = shared(Duration::from_millis(30));
+        // A connection attempt that never ends (a hung C_Initialize).
+        lock(&sh.conn).connecting = true;
+        let t = Instant::now();
+        let e = sh.run(|_, _| Ok(())).unwrap_err();
+        assert_eq!(e.reason(), "timeout", "{e}");
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        assert_eq!(sh.backoff.failures(), 1, "counted");
+        // The next caller fails at once instead of waiting the timeout.
+        let t = Instant::now();
+        let e = sh.run(|_, _| Ok(())).unwrap_err();
+        assert!(t.elapsed() < Duration::from_millis(30), "{:?}", t.elapsed());
+        assert_eq!(e.reason(), "timeout");
+        assert!(e.to_string().contains("not tried"), "{e}");
+    }
+
+    #[test]
+    fn a_session_out_for_twice_the_call_timeout_is_given_up() {
+        let sh = shared(Duration::from_millis(20));
+        let hung = lend(&sh, 1);
+        let busy = lend(&sh, 1);
+        let older = lend(&sh, 0);
+        {
+            let mut p = lock(&sh.pool);
+            assert!(sh.give_up_hung(&mut p, 1).is_none(), "not yet");
+            // `hung` was checked out 50 ms ago (over 2 x 20 ms).
+            let past = Instant::now() - Duration::from_millis(50);
+            p.out.get_mut(&hung.id).unwrap().1 = past;
+            let f = sh.give_up_hung(&mut p, 1).expect("given up");
+            assert_eq!(f.reason, "session");
+            assert!(f.dead, "its sessions are forgotten, not closed");
+            // Both leases of generation 1 stop counting; generation 0's stays.
+            assert_eq!(p.open, 1);
+            assert_eq!(p.out.len(), 1);
+        }
+        // They come back later (the hung call returns): not counted twice.
+        drop(hung);
+        drop(busy);
+        assert_eq!(lock(&sh.pool).open, 1);
+        drop(older);
+        assert_eq!(lock(&sh.pool).open, 0);
     }
 }

@@ -100,17 +100,33 @@ fn generated_keys_sign_and_verify_and_never_leave_the_token() {
                 ],
             )
             .expect("attributes");
-        for a in attrs {
-            match a {
-                Attribute::Extractable(v) => assert!(!v, "{alg}: CKA_EXTRACTABLE false"),
-                Attribute::Sensitive(v) => assert!(v, "{alg}: CKA_SENSITIVE true"),
-                Attribute::Token(v) => assert!(v, "{alg}: CKA_TOKEN true"),
-                Attribute::Private(v) => assert!(v, "{alg}: CKA_PRIVATE true"),
-                Attribute::Sign(v) => assert!(v, "{alg}: CKA_SIGN true"),
-                Attribute::Label(v) => assert_eq!(v, kid.as_bytes()),
-                other => panic!("unexpected {other:?}"),
-            }
+        // Every requested attribute must come back: a token that answers
+        // with fewer (or none) must not pass.
+        let got: std::collections::HashMap<AttributeType, Attribute> =
+            attrs.into_iter().map(|a| (a.attribute_type(), a)).collect();
+        let flag = |t: AttributeType| match got.get(&t) {
+            Some(
+                Attribute::Extractable(v)
+                | Attribute::Sensitive(v)
+                | Attribute::Token(v)
+                | Attribute::Private(v)
+                | Attribute::Sign(v),
+            ) => *v,
+            other => panic!("{alg}: {t:?} missing or unexpected: {other:?}"),
+        };
+        assert!(
+            !flag(AttributeType::Extractable),
+            "{alg}: CKA_EXTRACTABLE false"
+        );
+        assert!(flag(AttributeType::Sensitive), "{alg}: CKA_SENSITIVE true");
+        assert!(flag(AttributeType::Token), "{alg}: CKA_TOKEN true");
+        assert!(flag(AttributeType::Private), "{alg}: CKA_PRIVATE true");
+        assert!(flag(AttributeType::Sign), "{alg}: CKA_SIGN true");
+        match got.get(&AttributeType::Label) {
+            Some(Attribute::Label(v)) => assert_eq!(v, kid.as_bytes(), "{alg}: CKA_LABEL"),
+            other => panic!("{alg}: CKA_LABEL missing: {other:?}"),
         }
+        assert_eq!(got.len(), 6, "{alg}: exactly the requested attributes");
     }
     // Reference format, checked once.
     let key = store.generate("ref-check", Algorithm::ES256, None).unwrap();
