@@ -24,6 +24,7 @@
 //! reloader probes it). Other environments keep issuing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use keyward_jose::crypto::hex;
@@ -329,6 +330,9 @@ pub struct Authority {
     /// By environment: its device failed the last signature it was asked
     /// for (cleared by the next success).
     sign_faults: Mutex<HashMap<String, DeviceFault>>,
+    /// Whether `sign_faults` holds anything: every token's success checks
+    /// it without taking the lock.
+    any_sign_fault: AtomicBool,
 }
 
 impl std::fmt::Debug for Authority {
@@ -414,6 +418,7 @@ impl Authority {
             reload: tokio::sync::Mutex::new(()),
             health: Mutex::new(ReloadHealth::default()),
             sign_faults: Mutex::new(HashMap::new()),
+            any_sign_fault: AtomicBool::new(false),
         });
         metrics::register_key_stores(&a.settings.key_stores);
         a
@@ -475,17 +480,20 @@ impl Authority {
                 reason,
                 since: self.clock.now(),
             });
+        self.any_sign_fault.store(true, Ordering::Release);
     }
 
     /// Records that `env` signed: its device works again.
     pub(crate) fn sign_succeeded(&self, env: &str) {
-        let mut m = self.sign_faults.lock().expect("sign faults lock");
-        if m.is_empty() {
+        // The hot path: no environment's device is failing.
+        if !self.any_sign_fault.load(Ordering::Acquire) {
             return;
         }
+        let mut m = self.sign_faults.lock().expect("sign faults lock");
         if let Some(f) = m.remove(env) {
             tracing::info!(env, store = f.store, "the environment's device signs again");
         }
+        self.any_sign_fault.store(!m.is_empty(), Ordering::Release);
     }
 
     /// Whether `env`'s device failed its last signature.
@@ -520,10 +528,9 @@ impl Authority {
                 .cloned()
             else {
                 // Its key changed: the next request tells.
-                self.sign_faults
-                    .lock()
-                    .expect("sign faults lock")
-                    .remove(&name);
+                let mut m = self.sign_faults.lock().expect("sign faults lock");
+                m.remove(&name);
+                self.any_sign_fault.store(!m.is_empty(), Ordering::Release);
                 continue;
             };
             let kid = signer.signer().kid().to_string();

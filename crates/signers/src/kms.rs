@@ -720,21 +720,25 @@ async fn get_public_key(client: &Client, arn: &str) -> Result<GetPublicKeyOutput
         .map_err(|e| classify("kms:GetPublicKey", arn, e))
 }
 
+/// `ScheduleKeyDeletion` of `key` with keyward's window: what `destroy` and
+/// the clean-up of a failed `generate` both send.
+async fn schedule_deletion(c: Client, key: String) -> Result<(), SignerError> {
+    c.schedule_key_deletion()
+        .key_id(&key)
+        .pending_window_in_days(DELETION_WINDOW_DAYS)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| classify("kms:ScheduleKeyDeletion", &key, e))
+}
+
 impl KmsStore {
     /// Schedules the deletion of a key made moments ago whose later step
     /// failed, so nothing usable is left behind. Not held back by the
     /// backoff; a failure is logged with the ARN to delete by hand.
     fn discard(&self, arn: &str, because: &SignerError) {
         let key = key_id_of(arn).to_string();
-        let r = self.inner.run(move |c| async move {
-            c.schedule_key_deletion()
-                .key_id(&key)
-                .pending_window_in_days(DELETION_WINDOW_DAYS)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| classify("kms:ScheduleKeyDeletion", &key, e))
-        });
+        let r = self.inner.run(move |c| schedule_deletion(c, key));
         match r {
             Ok(()) => tracing::warn!(
                 store = AWS_KMS,
@@ -894,15 +898,7 @@ impl KeyStore for KmsStore {
             });
         }
         let key = meta.key_id().to_string();
-        let r = self.inner.call(move |c| async move {
-            c.schedule_key_deletion()
-                .key_id(&key)
-                .pending_window_in_days(DELETION_WINDOW_DAYS)
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| classify("kms:ScheduleKeyDeletion", &key, e))
-        });
+        let r = self.inner.call(move |c| schedule_deletion(c, key));
         match r {
             Ok(()) => {
                 tracing::info!(

@@ -618,10 +618,10 @@ impl Shared {
     #[allow(clippy::type_complexity)]
     fn find_token(&self, ctx: &Pkcs11) -> Result<(Slot, String, String, Vec<MechanismType>), Fail> {
         let slot = match self.config.slot {
-            Some(id) => Slot::try_from(id).map_err(|_| {
+            Some(id) => Slot::try_from(id).map_err(|e| {
                 Fail::Done(SignerError::Config {
                     store: PKCS11,
-                    message: format!("slot {id} is out of range for this platform"),
+                    message: format!("slot {id} is out of range for this platform: {e}"),
                 })
             })?,
             None => {

@@ -401,8 +401,7 @@ impl Store {
         let env: String = get(&row, "env")?;
         let kid: String = get(&row, "kid")?;
         let blob: Vec<u8> = get(&row, "sealed")?;
-        let sealed = SealedKey::from_bytes(&blob)
-            .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: malformed sealed key")))?;
+        let sealed = stored_sealed(&kid, &blob)?;
         let root = root.clone();
         let aad = key_aad(&env, &kid);
         let opened = tokio::task::spawn_blocking(move || {
@@ -649,8 +648,7 @@ impl Tx<'_> {
             let env: String = get(row, "env")?;
             let kid: String = get(row, "kid")?;
             let blob: Vec<u8> = get(row, "sealed")?;
-            let key = SealedKey::from_bytes(&blob)
-                .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: malformed sealed key")))?;
+            let key = stored_sealed(&kid, &blob)?;
             sealed.push((key_aad(&env, &kid), kid, key));
         }
         let (from, to) = (old.clone(), new.clone());
@@ -1274,7 +1272,7 @@ fn env_from_row(row: &AnyRow) -> Result<Environment, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("environment {name:?}: invalid policy: {e}")))?;
     let key_store: String = get(row, "key_store")?;
     let key_store = KeyStoreName::parse(&key_store)
-        .map_err(|_| StoreError::Corrupt(format!("environment {name:?}: unknown key store")))?;
+        .map_err(|e| StoreError::Corrupt(format!("environment {name:?}: {e}")))?;
     Ok(Environment {
         issuer: get(row, "issuer")?,
         created_at: get(row, "created_at")?,
@@ -1282,6 +1280,12 @@ fn env_from_row(row: &AnyRow) -> Result<Environment, StoreError> {
         key_store,
         name,
     })
+}
+
+/// A key's stored sealed blob, parsed; what is wrong with it, when it is.
+fn stored_sealed(kid: &str, blob: &[u8]) -> Result<SealedKey, StoreError> {
+    SealedKey::from_bytes(blob)
+        .map_err(|e| StoreError::Corrupt(format!("key {kid:?}: malformed sealed key: {e}")))
 }
 
 fn key_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
@@ -1294,25 +1298,22 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: invalid size_bits")))?;
     let store_name: String = get(row, "key_store")?;
     let store = KeyStoreName::parse(&store_name)
-        .map_err(|_| StoreError::Corrupt(format!("key {kid:?}: unknown key store")))?;
+        .map_err(|e| StoreError::Corrupt(format!("key {kid:?}: {e}")))?;
     let hw_ref: Option<String> = get(row, "hw_ref")?;
-    let material =
-        match (store, hw_ref) {
-            (KeyStoreName::Local, None) => {
-                let blob: Vec<u8> = get(row, "sealed")?;
-                KeyMaterial::Sealed(SealedKey::from_bytes(&blob).map_err(|_| {
-                    StoreError::Corrupt(format!("key {kid:?}: malformed sealed key"))
-                })?)
-            }
-            (store, Some(reference)) if store.is_device() && !reference.is_empty() => {
-                KeyMaterial::Device { store, reference }
-            }
-            _ => {
-                return Err(StoreError::Corrupt(format!(
-                    "key {kid:?}: key store {store} does not match its device reference"
-                )))
-            }
-        };
+    let material = match (store, hw_ref) {
+        (KeyStoreName::Local, None) => {
+            let blob: Vec<u8> = get(row, "sealed")?;
+            KeyMaterial::Sealed(stored_sealed(&kid, &blob)?)
+        }
+        (store, Some(reference)) if store.is_device() && !reference.is_empty() => {
+            KeyMaterial::Device { store, reference }
+        }
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "key {kid:?}: key store {store} does not match its device reference"
+            )))
+        }
+    };
     Ok(KeyRecord {
         env: get(row, "env")?,
         alg,
