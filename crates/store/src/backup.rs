@@ -86,7 +86,7 @@ const MAX_LINE: usize = 1 << 20;
 const MAX_PARAMS: usize = 900;
 
 /// How a column's values are written in a backup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
     Text,
@@ -554,9 +554,11 @@ impl<R: BufRead> Reader<R> {
         }
         match value.get("version").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(FORMAT_VERSION) => {}
-            Some(v) => return Err(invalid(format!(
+            Some(v) => {
+                return Err(invalid(format!(
                 "format version {v} is not supported (this keyward reads version {FORMAT_VERSION})"
-            ))),
+            )))
+            }
             None => return Err(invalid("the header has no format version")),
         }
         let header: BackupHeader =
