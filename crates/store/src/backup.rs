@@ -24,8 +24,9 @@
 //! ```
 //!
 //! - `schema` is the source's newest migration; a store restores a file of
-//!   its own schema or an older one (columns the file lacks take their
-//!   defaults), never a newer one.
+//!   its own schema (every table present) or an older one (columns the
+//!   file lacks take their defaults, tables it lacks stay empty), never a
+//!   newer one.
 //! - A row holds its table's columns in the order its `columns` line names
 //!   them: `text` as a JSON string, `int` as a JSON integer (64-bit), `blob`
 //!   as standard padded base64, SQL `NULL` as `null`.
@@ -412,16 +413,18 @@ enum Value {
     Blob(Vec<u8>),
 }
 
-impl Value {
-    fn to_json(&self) -> serde_json::Value {
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
-            Value::Null => serde_json::Value::Null,
-            Value::Text(s) => serde_json::Value::String(s.clone()),
-            Value::Int(n) => serde_json::Value::from(*n),
-            Value::Blob(b) => serde_json::Value::String(B64.encode(b)),
+            Value::Null => s.serialize_none(),
+            Value::Text(t) => s.serialize_str(t),
+            Value::Int(n) => s.serialize_i64(*n),
+            Value::Blob(b) => s.serialize_str(&B64.encode(b)),
         }
     }
+}
 
+impl Value {
     fn from_json(v: serde_json::Value, col: &Column) -> Result<Value, String> {
         match (v, col.ty) {
             (serde_json::Value::Null, _) if col.nullable => Ok(Value::Null),
@@ -575,11 +578,22 @@ impl<R: BufRead> Reader<R> {
             }
             r.tables.push(spec);
         }
-        if let Some(missing) = TABLES
-            .iter()
-            .find(|t| !header.tables.iter().any(|n| n == t.name))
-        {
-            return Err(invalid(format!("table {:?} is missing", missing.name)));
+        let ours = crate::store::latest_migration();
+        if header.schema > ours {
+            return Err(invalid(format!(
+                "the backup's schema (migration {}) is newer than this keyward's ({ours}): use the keyward that wrote it, or a newer one",
+                header.schema
+            )));
+        }
+        // A file of this keyward's schema has every table; an older one may
+        // lack tables added since (they stay empty).
+        if header.schema == ours {
+            if let Some(missing) = TABLES
+                .iter()
+                .find(|t| !header.tables.iter().any(|n| n == t.name))
+            {
+                return Err(invalid(format!("table {:?} is missing", missing.name)));
+            }
         }
         Ok((r, header))
     }
@@ -821,6 +835,9 @@ impl Checker {
                         let Some(Value::Blob(b)) = get("sealed") else {
                             return Err(invalid(format!("key {kid:?}: no sealed key")));
                         };
+                        SealedKey::from_bytes(b).map_err(|e| {
+                            invalid(format!("key {kid:?}: malformed sealed key: {e}"))
+                        })?;
                         self.sealed.push((env, kid, b.clone()));
                     }
                     (store, Some(reference)) if store.is_device() && !reference.is_empty() => {
@@ -1111,8 +1128,7 @@ impl Store {
                     .map(|(i, c)| Value::from_row(&row, i, c))
                     .collect::<Result<Vec<_>, _>>()?;
                 checker.row(&layout, &values)?;
-                let json: Vec<serde_json::Value> = values.iter().map(Value::to_json).collect();
-                w.line(&json)?;
+                w.line(&values)?;
                 count += 1;
             }
             drop(rows);
@@ -1318,4 +1334,176 @@ async fn insert_rows(
     }
     q.execute(&mut **tx).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid file: every table empty but `meta` (with `extra` rows added
+    /// to the table named), its header edited by `edit`, its trailer right.
+    fn file(edit: impl Fn(&mut serde_json::Value), extra: (&str, &[&str])) -> Vec<u8> {
+        let mut header = serde_json::to_value(BackupHeader {
+            format: FORMAT.into(),
+            version: FORMAT_VERSION,
+            created_at: 1,
+            source: "sqlite".into(),
+            schema: crate::store::latest_migration(),
+            tables: TABLES.iter().map(|t| t.name.to_owned()).collect(),
+            root_key_id: "rk".into(),
+            root_key_ref: None,
+            audit_length: 0,
+            audit_head: None,
+        })
+        .unwrap();
+        edit(&mut header);
+        let mut out = format!("{header}\n");
+        for t in TABLES {
+            let cols: Vec<(String, ColumnType)> = t
+                .columns
+                .iter()
+                .map(|c| (c.name.to_owned(), c.ty))
+                .collect();
+            out.push_str(&serde_json::json!({"table": t.name, "columns": cols}).to_string());
+            out.push('\n');
+            let mut rows: Vec<String> = Vec::new();
+            if t.name == "meta" {
+                rows.push(r#"["root_key_id","rk"]"#.into());
+            }
+            if t.name == extra.0 {
+                rows.extend(extra.1.iter().map(|r| r.to_string()));
+            }
+            for r in &rows {
+                out.push_str(r);
+                out.push('\n');
+            }
+            out.push_str(&format!(
+                "{{\"end\":\"{}\",\"rows\":{}}}\n",
+                t.name,
+                rows.len()
+            ));
+        }
+        let sum = hex(&keyward_jose::crypto::sha256(out.as_bytes()));
+        out.push_str(&format!("{{\"sha256\":\"{sum}\"}}\n"));
+        out.into_bytes()
+    }
+
+    fn check(bytes: &[u8]) -> Result<BackupSummary, StoreError> {
+        let (mut reader, header) = Reader::open(std::io::Cursor::new(bytes))?;
+        let mut checker = Checker::new(header.audit_head.as_deref());
+        loop {
+            match reader.next()? {
+                Event::Table => checker.table(reader.layout().unwrap())?,
+                Event::Row(row) => checker.row(reader.layout().unwrap(), &row)?,
+                Event::TableEnd => reader.current = None,
+                Event::End(sum, bytes) => return Ok(checker.finish(&header, sum, bytes)?.0),
+            }
+        }
+    }
+
+    fn refused(bytes: &[u8], needle: &str) {
+        match check(bytes) {
+            Err(StoreError::InvalidBackup(m)) => {
+                assert!(m.contains(needle), "{m:?} lacks {needle:?}")
+            }
+            other => panic!("expected a refusal naming {needle:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_minimal_file_is_read() {
+        let s = check(&file(|_| {}, ("", &[]))).unwrap();
+        assert_eq!(s.root_key_id, "rk");
+        assert_eq!(s.tables.len(), TABLES.len());
+    }
+
+    #[test]
+    fn headers_from_elsewhere_are_refused() {
+        let newer = crate::store::latest_migration() + 1;
+        refused(
+            &file(|h| h["schema"] = newer.into(), ("", &[])),
+            "is newer than",
+        );
+        refused(
+            &file(|h| h["extra"] = 1.into(), ("", &[])),
+            "malformed header",
+        );
+        refused(
+            &file(|h| h["format"] = "other".into(), ("", &[])),
+            "not a keyward backup",
+        );
+        refused(
+            &file(|h| h["source"] = "mysql".into(), ("", &[])),
+            "unknown source",
+        );
+        refused(
+            &file(
+                |h| h["tables"].as_array_mut().unwrap().push("nope".into()),
+                ("", &[]),
+            ),
+            "unknown table",
+        );
+        refused(
+            &file(
+                |h| {
+                    h["tables"].as_array_mut().unwrap().remove(0);
+                },
+                ("", &[]),
+            ),
+            "is missing",
+        );
+        refused(
+            &file(|h| h["root_key_id"] = "other".into(), ("", &[])),
+            "root key recorded inside",
+        );
+        refused(
+            &file(|h| h["audit_length"] = 1.into(), ("", &[])),
+            "not the one the header names",
+        );
+    }
+
+    #[test]
+    fn rows_of_the_wrong_shape_are_refused() {
+        let rev = "revocations";
+        refused(
+            &file(|_| {}, (rev, &[r#"[1,"default","j",2]"#])),
+            "has 4 values, not 5",
+        );
+        refused(
+            &file(|_| {}, (rev, &[r#"["1","default","j",2,3]"#])),
+            "column seq has the wrong type",
+        );
+        refused(
+            &file(|_| {}, (rev, &[r#"[1.5,"default","j",2,3]"#])),
+            "not a 64-bit integer",
+        );
+        refused(
+            &file(|_| {}, (rev, &[r#"[null,"default","j",2,3]"#])),
+            "column seq is NULL",
+        );
+        refused(
+            &file(|_| {}, (rev, &[r#"{"seq":1}"#])),
+            "expected a row or the end",
+        );
+        let admin = "admin_tokens";
+        refused(
+            &file(|_| {}, (admin, &[r#"["i","n","AB==",1,null]"#])),
+            "not canonical base64",
+        );
+        assert!(check(&file(|_| {}, (admin, &[r#"["i","n","AA==",1,null]"#]))).is_ok());
+        let keys = "keys";
+        let key = r#"["k","e","ES256",256,"{}","","generated",null,null,1,1,null,null,null,"local",null,null]"#;
+        refused(&file(|_| {}, (keys, &[key])), "malformed sealed key");
+        let key = r#"["k","e","ES256",256,"{}","","generated",null,null,1,1,null,null,null,"pkcs11",null,null]"#;
+        refused(
+            &file(|_| {}, (keys, &[key])),
+            "does not match its device reference",
+        );
+        // A line past 1 MiB.
+        let long = format!(r#"["i","{}","AA==",1,null]"#, "n".repeat(MAX_LINE));
+        refused(
+            &file(|_| {}, (admin, &[long.as_str()])),
+            "longer than 1 MiB",
+        );
+    }
 }

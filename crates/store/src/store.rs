@@ -169,6 +169,12 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     ),
 ]);
 
+/// The newest migration this build knows (both backends number theirs alike).
+pub(crate) fn latest_migration() -> i64 {
+    let last = |m: &Embedded| m.0.iter().map(|(v, _, _)| *v).max().unwrap_or(0);
+    last(&SQLITE_MIGRATIONS).max(last(&POSTGRES_MIGRATIONS))
+}
+
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl MigrationSource<'static> for Embedded {
