@@ -313,7 +313,7 @@ async fn check_restored(
     let server = kw.serve();
     let doc = jwks(&server).await;
     assert!(
-        window.iter().any(|s| *s == doc),
+        window.contains(&doc),
         "the restored JWKS {:?} is none of those served during the backup: {:?}",
         kids(&doc),
         window.iter().map(kids).collect::<Vec<_>>()

@@ -747,13 +747,16 @@ impl<R: BufRead> Reader<R> {
     }
 }
 
+/// The sealed keys of a file: (environment, kid, sealed blob).
+type SealedKeys = Vec<(String, String, Vec<u8>)>;
+
 /// The checks made on the rows themselves, as they stream by.
 #[derive(Debug)]
 struct Checker {
     chain: ChainWalker,
     tables: Vec<TableCount>,
     meta: Vec<(String, String)>,
-    sealed: Vec<(String, String, Vec<u8>)>,
+    sealed: SealedKeys,
     device: Vec<DeviceKeyRef>,
 }
 
@@ -869,7 +872,7 @@ impl Checker {
         header: &BackupHeader,
         sha256: String,
         bytes: u64,
-    ) -> Result<(BackupSummary, Vec<(String, String, Vec<u8>)>), StoreError> {
+    ) -> Result<(BackupSummary, SealedKeys), StoreError> {
         let report = self.chain.finish();
         if let Some(b) = &report.first_broken {
             return Err(invalid(format!(
@@ -926,9 +929,7 @@ pub fn verify_backup(path: &Path) -> Result<BackupSummary, StoreError> {
     scan(path).map(|(_, summary, _)| summary)
 }
 
-fn scan(
-    path: &Path,
-) -> Result<(BackupHeader, BackupSummary, Vec<(String, String, Vec<u8>)>), StoreError> {
+fn scan(path: &Path) -> Result<(BackupHeader, BackupSummary, SealedKeys), StoreError> {
     let (mut reader, header) = Reader::open(open_file(path)?)?;
     let mut checker = Checker::new(header.audit_head.as_deref());
     loop {
@@ -1195,7 +1196,7 @@ impl Store {
         }
         let mut tx = self.begin().await?;
         tx.lock_for_change().await?;
-        if let Some(table) = first_nonempty(&mut *tx.tx).await? {
+        if let Some(table) = first_nonempty(&mut tx.tx).await? {
             return Err(StoreError::NotEmpty(table.to_owned()));
         }
         sqlx::query("DELETE FROM meta").execute(&mut *tx.tx).await?;
