@@ -84,14 +84,7 @@ fn key_ids(kw: &Kw) -> Vec<String> {
         .run(&["keys", "list", "--env", "default", "--json"])
         .ok()
         .json();
-    let mut k: Vec<String> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_string())
-        .collect();
-    k.sort();
-    k
+    kids(&serde_json::json!({ "keys": v }))
 }
 
 /// A new data dir holding (only) the root key of `from`.

@@ -115,47 +115,26 @@ pub struct Table {
     pub identity: Option<&'static str>,
 }
 
+const fn col(name: &'static str, ty: ColumnType, nullable: bool) -> Column {
+    Column { name, ty, nullable }
+}
 const fn text(name: &'static str) -> Column {
-    Column {
-        name,
-        ty: ColumnType::Text,
-        nullable: false,
-    }
+    col(name, ColumnType::Text, false)
 }
 const fn text_null(name: &'static str) -> Column {
-    Column {
-        name,
-        ty: ColumnType::Text,
-        nullable: true,
-    }
+    col(name, ColumnType::Text, true)
 }
 const fn int(name: &'static str) -> Column {
-    Column {
-        name,
-        ty: ColumnType::Int,
-        nullable: false,
-    }
+    col(name, ColumnType::Int, false)
 }
 const fn int_null(name: &'static str) -> Column {
-    Column {
-        name,
-        ty: ColumnType::Int,
-        nullable: true,
-    }
+    col(name, ColumnType::Int, true)
 }
 const fn blob(name: &'static str) -> Column {
-    Column {
-        name,
-        ty: ColumnType::Blob,
-        nullable: false,
-    }
+    col(name, ColumnType::Blob, false)
 }
 const fn blob_null(name: &'static str) -> Column {
-    Column {
-        name,
-        ty: ColumnType::Blob,
-        nullable: true,
-    }
+    col(name, ColumnType::Blob, true)
 }
 
 /// Every table of the store and every column, in restore order (a table
