@@ -84,7 +84,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The longest line the reader accepts.
 const MAX_LINE: usize = 1 << 20;
 /// Most bind parameters in one multi-row `INSERT` of a restore.
-const MAX_PARAMS: usize = 900;
+const MAX_PARAMS: usize = 1000;
 
 /// How a column's values are written in a backup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

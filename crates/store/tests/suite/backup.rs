@@ -89,8 +89,11 @@ async fn backup_restores_into_an_empty_store_of_each_backend(store: Store, _ctx:
     tx.insert_key(&key(&root, "prod", "k1", 1_000, b"secret one"))
         .await
         .unwrap();
-    for jti in ["a", "b", "c"] {
-        tx.revoke_jti("prod", jti, 9_000, 1_500).await.unwrap();
+    // Enough rows that the restore inserts them in several statements.
+    for n in 0..400 {
+        tx.revoke_jti("prod", &format!("jti-{n}"), 9_000, 1_500)
+            .await
+            .unwrap();
     }
     tx.append_audit(keyward_store::AuditEntry {
         at: 1_600,
@@ -160,8 +163,12 @@ async fn restored_whole(source: &Store, target: &Store, plan: &RestorePlan, root
         target.keys_all().await.unwrap(),
         source.keys_all().await.unwrap()
     );
-    let feed = source.revocations_since("prod", 0, 10).await.unwrap();
-    assert_eq!(target.revocations_since("prod", 0, 10).await.unwrap(), feed);
+    let feed = source.revocations_since("prod", 0, 1_000).await.unwrap();
+    assert_eq!(feed.len(), 400);
+    assert_eq!(
+        target.revocations_since("prod", 0, 1_000).await.unwrap(),
+        feed
+    );
     // The feed goes on after the restored seqs.
     let mut tx = target.begin().await.unwrap();
     let next = tx
