@@ -958,6 +958,7 @@ pub fn prepare_restore(path: &Path, root: &RootKey) -> Result<RestorePlan, Store
 
 /// A file being written whose bytes are hashed on the way.
 struct HashingWriter {
+    path: PathBuf,
     out: BufWriter<File>,
     hasher: Sha256,
     bytes: u64,
@@ -974,14 +975,12 @@ impl HashingWriter {
     }
 
     fn raw(&mut self, buf: &[u8]) -> Result<(), StoreError> {
-        self.out.write_all(buf).map_err(write_error)?;
+        self.out
+            .write_all(buf)
+            .map_err(|e| StoreError::io("write the backup file", &self.path, e))?;
         self.bytes += buf.len() as u64;
         Ok(())
     }
-}
-
-fn write_error(e: std::io::Error) -> StoreError {
-    StoreError::io("write the backup file", PathBuf::new(), e)
 }
 
 /// Removes the temporary file unless the backup completed.
@@ -1030,6 +1029,7 @@ impl Store {
             .map_err(|e| StoreError::io("create the backup file in", &dir, e))?;
         let mut guard = TempFile(Some(tmp_path.clone()));
         let mut w = HashingWriter {
+            path: tmp_path.clone(),
             out: BufWriter::with_capacity(1 << 16, file),
             hasher: Sha256::new(),
             bytes: 0,
@@ -1126,6 +1126,7 @@ impl Store {
         trailer.push(b'\n');
         w.raw(&trailer)?;
         let bytes = w.bytes;
+        let write_error = |e| StoreError::io("write the backup file", &tmp_path, e);
         let file = w
             .out
             .into_inner()
@@ -1202,6 +1203,8 @@ impl Store {
                     let layout = reader.layout().expect("in a table");
                     insert_rows(&mut tx.tx, self.backend, layout, &batch).await?;
                     batch.clear();
+                    // (setval is not undone by a rollback: a failed restore
+                    // may leave the empty table's sequence further on.)
                     if let (Backend::Postgres, Some(col)) = (self.backend, layout.table.identity) {
                         let sql = format!(
                             "SELECT setval(pg_get_serial_sequence('{t}', '{col}'), \
