@@ -70,6 +70,10 @@ pub enum Cmd {
     /// The append-only audit chain.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Back up the whole store to one file while it serves (`backup verify FILE` checks one).
+    Backup(BackupArgs),
+    /// Restore a backup into an empty store (--data-dir or --database-url): checks it first.
+    Restore(RestoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -671,6 +675,42 @@ pub enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `keyward backup --out FILE`, or `keyward backup verify FILE`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub cmd: Option<BackupCmd>,
+    /// The file to write: created beside it under a temporary name (mode
+    /// 0600) and renamed into place only when complete.
+    #[arg(long, required = true, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    /// Check a backup file without restoring it: format, checksum, every row, the audit chain.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file (from `keyward backup --out`).
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses "90d", "48h", "15m", "30s" (humantime) into seconds.

@@ -88,5 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Jws(c) => cmd::token::run_jws(c),
         Cmd::RootKey(c) => cmd::root_key::run(&ctx, c).await,
         Cmd::Audit(c) => cmd::audit::run(&ctx, c).await,
+        Cmd::Backup(a) => cmd::backup::backup(&ctx, a).await,
+        Cmd::Restore(a) => cmd::backup::restore(&ctx, a).await,
     }
 }

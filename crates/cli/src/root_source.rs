@@ -241,6 +241,37 @@ impl Context {
         }
     }
 
+    /// The root key `record` names (a backup's), from this command's
+    /// sources and with no store involved: the device key it references,
+    /// else the local key from `KEYWARD_ROOT_KEY`, `KEYWARD_ROOT_KEY_FILE`
+    /// or `<data-dir>/root.key`; refused unless its id is the record's.
+    pub fn root_key_for(&self, record: &RootKeyRecord) -> Result<RootKey> {
+        let configured = self.root_key_spec()?;
+        if let Some(reference) = &record.reference {
+            let stores = self.key_stores()?;
+            check_configured(configured.as_ref(), record, &stores)?;
+            return open_recorded(&stores, reference, record);
+        }
+        check_configured(configured.as_ref(), record, &KeyStores::none())?;
+        let source = self.root_key_source();
+        let key = source.load().map_err(|e| {
+            anyhow!(
+                "{e}; the backup's keys are sealed under root key {} (a local key): put that key in {} or name it with KEYWARD_ROOT_KEY_FILE",
+                record.id,
+                source.describe()
+            )
+        })?;
+        if key.key_id() != record.id {
+            bail!(
+                "wrong root key: the root key from {} is root key {}, but the backup's keys are sealed under root key {}",
+                source.describe(),
+                key.key_id(),
+                record.id
+            );
+        }
+        Ok(key)
+    }
+
     /// What a running server uses to follow the store's root key.
     pub fn source_loader(&self) -> Result<SourceLoader> {
         Ok(SourceLoader {

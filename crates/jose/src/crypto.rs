@@ -17,13 +17,43 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// SHA-256 over several parts, in order, with no separators added.
 pub fn sha256_parts(parts: &[&[u8]]) -> [u8; 32] {
-    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut ctx = Sha256::new();
     for p in parts {
         ctx.update(p);
     }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+    ctx.finish()
+}
+
+/// SHA-256 of data given in pieces as it streams by (a file being written
+/// or read), without holding it all.
+pub struct Sha256(digest::Context);
+
+impl Sha256 {
+    pub fn new() -> Self {
+        Sha256(digest::Context::new(&digest::SHA256))
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.finish().as_ref());
+        out
+    }
+}
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Sha256::new()
+    }
+}
+
+impl std::fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sha256")
+    }
 }
 
 /// `N` bytes from the system's cryptographically secure generator.

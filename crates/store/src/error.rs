@@ -76,6 +76,18 @@ pub enum StoreError {
     #[error(transparent)]
     Seal(#[from] keyward_jose::error::SealError),
 
+    /// A backup file that cannot be trusted or read: not a keyward backup,
+    /// another format version, cut off, a checksum that does not match, a
+    /// broken audit chain inside, a value of the wrong type.
+    #[error("backup refused: {0}")]
+    InvalidBackup(String),
+
+    /// A restore target that already holds data (the first such table).
+    #[error(
+        "the target store is not empty (table {0} has rows): restore only into an empty store"
+    )]
+    NotEmpty(String),
+
     /// A stored row does not decode (the database was altered outside keyward).
     #[error("corrupt store data: {0}")]
     Corrupt(String),

@@ -18,6 +18,9 @@
 //! - the issuer's records: OAuth **clients** ([`clients`]), **refresh
 //!   tokens**, the **revocation feed** and client-assertion jtis
 //!   ([`tokens`]), and **admin tokens** ([`admin`]);
+//! - **backups** ([`backup`]): the whole store as one checksummed,
+//!   backend-neutral file taken from one snapshot while serving, checked
+//!   without restoring, and restored into an empty store of either backend;
 //! - a **change counter** ([`Store::generation`]) that every change to
 //!   environments, keys, clients, admin tokens or the root key moves, so
 //!   running servers notice changes made elsewhere and reload.
@@ -29,6 +32,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod backup;
 pub mod clients;
 pub mod error;
 pub mod records;
@@ -39,6 +43,10 @@ pub mod tokens;
 
 pub use admin::AdminToken;
 pub use audit::{AuditEntry, AuditRecord, AuditReport, BrokenLink, ExpectedHead, GENESIS_HASH};
+pub use backup::{
+    prepare_restore, verify_backup, BackupHeader, BackupSummary, DeviceKeyRef, RestorePlan,
+    RestoreSummary, TABLES,
+};
 pub use clients::{Client, ClientAuth};
 pub use error::StoreError;
 pub use records::{

@@ -82,10 +82,10 @@ pub enum Backend {
 }
 
 /// The `meta` row holding the id of the root key the store's keys are sealed under.
-const META_ROOT_KEY_ID: &str = "root_key_id";
+pub(crate) const META_ROOT_KEY_ID: &str = "root_key_id";
 /// The `meta` row holding, for a root key in a device, how to find it
 /// (`pkcs11:<label>`, `aws-kms:<key ARN>`); absent for a local root key.
-const META_ROOT_KEY_REF: &str = "root_key_ref";
+pub(crate) const META_ROOT_KEY_REF: &str = "root_key_ref";
 /// The `meta` row holding the change counter (see [`Store::generation`]).
 const META_GENERATION: &str = "generation";
 /// Advisory lock serializing audit-chain appends and root-key changes on
@@ -168,6 +168,12 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         include_str!("../migrations/postgres/0005_key_stores.sql"),
     ),
 ]);
+
+/// The newest migration this build knows (both backends number theirs alike).
+pub(crate) fn latest_migration() -> i64 {
+    let last = |m: &Embedded| m.0.iter().map(|(v, _, _)| *v).max().unwrap_or(0);
+    last(&SQLITE_MIGRATIONS).max(last(&POSTGRES_MIGRATIONS))
+}
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -1136,7 +1142,7 @@ fn joined(e: tokio::task::JoinError, what: &'static str) -> StoreError {
     StoreError::Interrupted(what)
 }
 
-async fn read_root_key_record<'c, E>(ex: E) -> Result<Option<RootKeyRecord>, StoreError>
+pub(crate) async fn read_root_key_record<'c, E>(ex: E) -> Result<Option<RootKeyRecord>, StoreError>
 where
     E: Executor<'c, Database = Any>,
 {

@@ -1,5 +1,7 @@
 //! The store's behaviour, run once per backend (see `common`).
 
+#[path = "suite/backup.rs"]
+mod backup;
 mod common;
 #[path = "suite/device_root.rs"]
 mod device_root;

@@ -1,5 +1,6 @@
 //! One module per command group.
 pub mod audit;
+pub mod backup;
 pub mod clients;
 pub mod env;
 pub mod gateway;
