@@ -99,6 +99,14 @@ fn short(t: Timestamp) -> String {
     format!("{} {}", &s[..10], &s[11..16])
 }
 
+/// A kid short enough for the label column (the whole one is its title).
+fn short_kid(kid: &str) -> String {
+    match kid.char_indices().nth(14) {
+        Some((i, _)) => format!("{}…", &kid[..i]),
+        None => kid.to_string(),
+    }
+}
+
 /// The timeline of `keys` under `policy` at `now`.
 pub(crate) fn svg(keys: &[KeyRecord], policy: &RotationPolicy, now: Timestamp) -> Markup {
     let next = rotation::next_rotation(policy, keys, now);
@@ -131,7 +139,8 @@ pub(crate) fn svg(keys: &[KeyRecord], policy: &RotationPolicy, now: Timestamp) -
                 @let (segs, revoked) = segments(k);
                 g.key data-kid=(k.kid) {
                     text.kid x=(LABEL - 8.0) y=(y + BAR - 4.0) text-anchor="end" {
-                        (k.kid) " (" (k.state(now).name()) ")"
+                        title { (k.kid) }
+                        (short_kid(&k.kid)) " (" (k.state(now).name()) ")"
                     }
                     @for s in &segs {
                         @let end = s.to.unwrap_or(t1);
