@@ -60,10 +60,13 @@ pub struct RawConfig {
     /// `aws-kms:<key id, ARN or alias/name>`; overridden by
     /// `KEYWARD_ROOT_KEY_SOURCE` (not `KEYWARD_ROOT_KEY`, which holds a key).
     pub root_key: Option<String>,
+    /// Serve the web console at `/console` (default false; `keyward up`
+    /// turns it on).
+    pub console: Option<bool>,
 }
 
 /// The fields and their environment variables, for overrides and docs.
-pub const FIELDS: [&str; 17] = [
+pub const FIELDS: [&str; 18] = [
     "listen",
     "data_dir",
     "database_url",
@@ -81,6 +84,7 @@ pub const FIELDS: [&str; 17] = [
     "idle_timeout",
     "max_connections",
     "root_key",
+    "console",
 ];
 
 /// The resolved configuration. Its `Debug` output is [`Config::to_json`]'s,
@@ -101,6 +105,8 @@ pub struct Config {
     pub key_stores: crate::key_stores::KeyStoreConfig,
     /// The configured root key source, if any (see `root_source.rs`).
     pub root_key: Option<keyward_issuer::RootKeySpec>,
+    /// Serve the web console at `/console`.
+    pub console: bool,
 }
 
 impl RawConfig {
@@ -165,6 +171,13 @@ impl RawConfig {
                 v.parse()
                     .map_err(|e| anyhow!("KEYWARD_MAX_CONNECTIONS must be a number: {e}"))?,
             );
+        }
+        if let Some(v) = get("console") {
+            self.console = Some(match v.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => bail!("KEYWARD_CONSOLE must be true or false"),
+            });
         }
         if let Some(v) = var(crate::root_source::SOURCE_VAR).filter(|v| !v.is_empty()) {
             self.root_key = Some(v);
@@ -285,6 +298,7 @@ impl RawConfig {
                 .as_deref()
                 .map(|t| crate::root_source::parse_spec(t, "root_key"))
                 .transpose()?,
+            console: self.console.unwrap_or(false),
             key_stores: crate::key_stores::RawKeyStores {
                 pkcs11: self.pkcs11,
                 aws_kms: self.aws_kms,
@@ -426,6 +440,7 @@ impl Config {
             "max_connections": self.connections.max_connections,
             "key_stores": self.key_stores.to_json(),
             "root_key": self.root_key.as_ref().map(|s| s.to_string()),
+            "console": self.console,
         })
     }
 }

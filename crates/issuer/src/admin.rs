@@ -29,7 +29,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use keyward_store::{ClientAuth, Environment, KeyStoreName, RotationPolicy, StoreError};
+use keyward_store::{
+    ClientAuth, Environment, KeyRecord, KeyStoreName, RotationPolicy, StoreError, Timestamp,
+};
 use keyward_verify::BearerError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
@@ -40,7 +42,9 @@ use crate::clients::{self, NewClient};
 use crate::error::IssuerError;
 use crate::grants::UserGrant;
 use crate::http::{declares_too_large, read_body, BodyRefused};
-use crate::keyring::{self, Change, FirstKey, KeyChoice, KeyOptions, Origin, RetireOptions};
+use crate::keyring::{
+    self, AddedKey, Change, FirstKey, KeyChoice, KeyOptions, Origin, RetireOptions,
+};
 use crate::oauth::{error_chain, ErrorCode, FaultReason, OAuthError};
 use crate::rotation::{RotationError, Schedule};
 use crate::tokens::hash_secret;
@@ -86,11 +90,11 @@ impl ApiError {
         }
     }
 
-    fn bad_request(d: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(d: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", d)
     }
 
-    fn not_found(d: impl Into<String>) -> Self {
+    pub(crate) fn not_found(d: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", d)
     }
 
@@ -132,7 +136,7 @@ impl ApiError {
     /// fit the current state or needs `force`, 503 for what a retry may
     /// get, the store's own mapping for store errors, and 500 (cause
     /// logged, never sent) for the rest.
-    fn from_issuer(e: IssuerError) -> Self {
+    pub(crate) fn from_issuer(e: IssuerError) -> Self {
         match e {
             IssuerError::Invalid { .. } | IssuerError::Rotation(RotationError::NegativeLead(_)) => {
                 ApiError::bad_request(error_chain(&e))
@@ -185,7 +189,7 @@ impl ApiError {
         }
     }
 
-    fn from_store(e: StoreError) -> Self {
+    pub(crate) fn from_store(e: StoreError) -> Self {
         match e {
             StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
             StoreError::Conflict { .. } | StoreError::IssuerTaken { .. } => {
@@ -338,12 +342,12 @@ where
 
 /// The admin token that authenticated a request.
 #[derive(Clone, Debug)]
-struct Admin {
-    id: String,
+pub(crate) struct Admin {
+    pub(crate) id: String,
 }
 
 impl Admin {
-    fn actor(&self) -> String {
+    pub(crate) fn actor(&self) -> String {
         format!("admin:{}", self.id)
     }
 }
@@ -355,8 +359,9 @@ struct Cached {
     checked: Instant,
 }
 
+/// How admin tokens are checked (the admin API's and the console's).
 #[derive(Clone)]
-struct AdminState {
+pub(crate) struct AdminState {
     authority: Arc<Authority>,
     /// Recently checked tokens, by hash. An entry is used for at most
     /// [`CACHE_TTL`] and only while the store generation the server sees is
@@ -365,8 +370,15 @@ struct AdminState {
 }
 
 impl AdminState {
+    pub(crate) fn new(authority: Arc<Authority>) -> Self {
+        AdminState {
+            authority,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
     /// The id of the live admin token whose hash is `hash`.
-    async fn admin_for(&self, hash: &[u8]) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn admin_for(&self, hash: &[u8]) -> Result<Option<String>, StoreError> {
         let generation = self.authority.snapshot().generation;
         if let Some(c) = self.cache.lock().expect("admin cache").get(hash) {
             if c.generation == generation && c.checked.elapsed() < CACHE_TTL {
@@ -449,10 +461,7 @@ pub fn router<S>(authority: Arc<Authority>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let state = AdminState {
-        authority,
-        cache: Arc::new(Mutex::new(HashMap::new())),
-    };
+    let state = AdminState::new(authority);
     Router::new()
         .route("/admin/v1/envs", get(list_envs).post(create_env))
         .route(
@@ -483,7 +492,7 @@ where
 
 /// After a committed change: make it live on this replica now. A failure
 /// here does not undo the change; the next generation poll retries.
-async fn reload(a: &Authority) {
+pub(crate) async fn reload(a: &Authority) {
     if let Err(e) = a.reload().await {
         tracing::warn!(error = %error_chain(&e), "admin change saved, but reloading the server's view failed; the next poll retries");
     }
@@ -656,35 +665,35 @@ async fn show_env(State(s): State<AdminState>, PathParams(env): PathParams<Strin
 // ---------------------------------------------------------------------------
 // Keys
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RotateKey {
+pub(crate) struct RotateKey {
     #[serde(default)]
-    immediate: bool,
+    pub(crate) immediate: bool,
     #[serde(default)]
-    lead_secs: Option<i64>,
+    pub(crate) lead_secs: Option<i64>,
     /// Rotate to this algorithm; the environment's policy takes it.
     #[serde(default)]
-    alg: Option<keyward_jose::Algorithm>,
+    pub(crate) alg: Option<keyward_jose::Algorithm>,
     /// RSA size of the new key; the environment's policy takes it.
     #[serde(default)]
-    rsa_bits: Option<u32>,
+    pub(crate) rsa_bits: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetireKey {
+pub(crate) struct RetireKey {
     #[serde(default)]
-    force: bool,
+    pub(crate) force: bool,
     #[serde(default)]
-    accept_outage: bool,
+    pub(crate) accept_outage: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RevokeKey {
+pub(crate) struct RevokeKey {
     #[serde(default)]
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 async fn list_keys(State(s): State<AdminState>, PathParams(env): PathParams<String>) -> ApiResult {
@@ -703,7 +712,26 @@ async fn rotate_key(
     PathParams(env): PathParams<String>,
     JsonBody(b): JsonBody<RotateKey>,
 ) -> ApiResult {
-    let a = &s.authority;
+    let added = rotate(&s.authority, &admin.actor(), &env, b).await?;
+    let now = added.key.created_at;
+    let mut v = key_json(&added.key, now);
+    v["retiring"] = added
+        .plan
+        .retiring
+        .iter()
+        .map(|k| key_json(k, now))
+        .collect();
+    Ok(reply(StatusCode::CREATED, v))
+}
+
+/// Rotates `env`'s key as `b` asks, for `actor` (the admin API's and the
+/// console's one rotation).
+pub(crate) async fn rotate(
+    a: &Authority,
+    actor: &str,
+    env: &str,
+    b: RotateKey,
+) -> Result<AddedKey, ApiError> {
     if b.immediate && b.lead_secs.is_some() {
         return Err(ApiError::bad_request(
             "immediate and lead_secs exclude each other",
@@ -721,7 +749,7 @@ async fn rotate_key(
     let choice = if b.alg.is_some() || b.rsa_bits.is_some() {
         let e = a
             .store
-            .environment(&env)
+            .environment(env)
             .await
             .map_err(ApiError::from_store)?;
         KeyChoice::for_rotation(&e.policy, b.alg, b.rsa_bits).map_err(ApiError::from_issuer)?
@@ -734,10 +762,9 @@ async fn rotate_key(
         description: Some("rotation".into()),
         origin: Origin::Generated,
     };
-    let actor = admin.actor();
     let at = || Change {
         now: a.now(),
-        actor: &actor,
+        actor,
     };
     let root = a.sealing_root().await.map_err(ApiError::from_issuer)?;
     // An unknown environment or a rotation in progress is refused before the slow generation.
@@ -745,7 +772,7 @@ async fn rotate_key(
         &a.store,
         &root,
         a.key_stores(),
-        &env,
+        env,
         choice,
         &opts,
         schedule,
@@ -754,15 +781,7 @@ async fn rotate_key(
     .await
     .map_err(ApiError::from_issuer)?;
     reload(a).await;
-    let now = added.key.created_at;
-    let mut v = key_json(&added.key, now);
-    v["retiring"] = added
-        .plan
-        .retiring
-        .iter()
-        .map(|k| key_json(k, now))
-        .collect();
-    Ok(reply(StatusCode::CREATED, v))
+    Ok(added)
 }
 
 async fn retire_key(
@@ -771,21 +790,30 @@ async fn retire_key(
     PathParams(kid): PathParams<String>,
     JsonBody(b): JsonBody<RetireKey>,
 ) -> ApiResult {
-    let a = &s.authority;
-    let actor = admin.actor();
+    let (rec, now) = retire(&s.authority, &admin.actor(), &kid, b).await?;
+    Ok(reply(StatusCode::OK, key_json(&rec, now)))
+}
+
+/// Retires key `kid` for `actor`; the key as retired and the time used.
+pub(crate) async fn retire(
+    a: &Authority,
+    actor: &str,
+    kid: &str,
+    b: RetireKey,
+) -> Result<(KeyRecord, Timestamp), ApiError> {
     let at = Change {
         now: a.now(),
-        actor: &actor,
+        actor,
     };
     let opts = RetireOptions {
         force: b.force,
         accept_outage: b.accept_outage,
     };
-    let rec = keyring::retire_key(&a.store, &kid, at, opts)
+    let rec = keyring::retire_key(&a.store, kid, at, opts)
         .await
         .map_err(ApiError::from_issuer)?;
     reload(a).await;
-    Ok(reply(StatusCode::OK, key_json(&rec, at.now)))
+    Ok((rec, at.now))
 }
 
 async fn revoke_key(
@@ -794,25 +822,35 @@ async fn revoke_key(
     PathParams(kid): PathParams<String>,
     JsonBody(b): JsonBody<RevokeKey>,
 ) -> ApiResult {
+    let (rec, was_signing, now) = revoke(&s.authority, &admin.actor(), &kid, b).await?;
+    let mut v = key_json(&rec, now);
+    v["was_signing"] = json!(was_signing);
+    Ok(reply(StatusCode::OK, v))
+}
+
+/// Revokes key `kid` for `actor`: the key as revoked, whether it was
+/// signing, and the time used.
+pub(crate) async fn revoke(
+    a: &Authority,
+    actor: &str,
+    kid: &str,
+    b: RevokeKey,
+) -> Result<(KeyRecord, bool, Timestamp), ApiError> {
     if b.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_LEN) {
         return Err(ApiError::bad_request(format!(
             "reason is at most {MAX_REASON_LEN} bytes"
         )));
     }
-    let a = &s.authority;
-    let actor = admin.actor();
     let at = Change {
         now: a.now(),
-        actor: &actor,
+        actor,
     };
     let (rec, was_signing) =
-        keyring::revoke_key(&a.store, a.key_stores(), &kid, at, b.reason.as_deref())
+        keyring::revoke_key(&a.store, a.key_stores(), kid, at, b.reason.as_deref())
             .await
             .map_err(ApiError::from_issuer)?;
     reload(a).await;
-    let mut v = key_json(&rec, at.now);
-    v["was_signing"] = json!(was_signing);
-    Ok(reply(StatusCode::OK, v))
+    Ok((rec, was_signing, at.now))
 }
 
 // ---------------------------------------------------------------------------
@@ -903,12 +941,6 @@ async fn create_client(
     PathParams(env): PathParams<String>,
     JsonBody(b): JsonBody<CreateClient>,
 ) -> ApiResult {
-    let a = &s.authority;
-    let actor = admin.actor();
-    let at = Change {
-        now: a.now(),
-        actor: &actor,
-    };
     let new = NewClient {
         env,
         name: b.name,
@@ -921,13 +953,28 @@ async fn create_client(
         access_token_ttl_secs: b.access_token_ttl_secs,
         refresh_token_ttl_secs: b.refresh_token_ttl_secs,
     };
+    let reg = register_client(&s.authority, &admin.actor(), new).await?;
+    let mut v = client_json(&reg.client);
+    v["client_secret"] = json!(reg.secret);
+    Ok(reply(StatusCode::CREATED, v))
+}
+
+/// Registers a client for `actor`; its secret (if it has one) is in the
+/// answer and nowhere else.
+pub(crate) async fn register_client(
+    a: &Authority,
+    actor: &str,
+    new: NewClient,
+) -> Result<clients::Registered, ApiError> {
+    let at = Change {
+        now: a.now(),
+        actor,
+    };
     let reg = clients::create_client(&a.store, new, at)
         .await
         .map_err(ApiError::from_issuer)?;
     reload(a).await;
-    let mut v = client_json(&reg.client);
-    v["client_secret"] = json!(reg.secret);
-    Ok(reply(StatusCode::CREATED, v))
+    Ok(reg)
 }
 
 async fn show_client(
@@ -998,20 +1045,29 @@ async fn delete_client(
     Extension(admin): Extension<Admin>,
     PathParams((env, client_id)): PathParams<(String, String)>,
 ) -> ApiResult {
-    let a = &s.authority;
-    let actor = admin.actor();
-    let at = Change {
-        now: a.now(),
-        actor: &actor,
-    };
-    clients::delete_client(&a.store, &env, &client_id, at)
-        .await
-        .map_err(ApiError::from_issuer)?;
-    reload(a).await;
+    remove_client(&s.authority, &admin.actor(), &env, &client_id).await?;
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
+}
+
+/// Deletes client `env/client_id` for `actor`.
+pub(crate) async fn remove_client(
+    a: &Authority,
+    actor: &str,
+    env: &str,
+    client_id: &str,
+) -> Result<(), ApiError> {
+    let at = Change {
+        now: a.now(),
+        actor,
+    };
+    clients::delete_client(&a.store, env, client_id, at)
+        .await
+        .map_err(ApiError::from_issuer)?;
+    reload(a).await;
+    Ok(())
 }
 
 async fn rotate_secret(
@@ -1020,20 +1076,30 @@ async fn rotate_secret(
     PathParams((env, client_id)): PathParams<(String, String)>,
     JsonBody(NoFields {}): JsonBody<NoFields>,
 ) -> ApiResult {
-    let a = &s.authority;
-    let actor = admin.actor();
-    let at = Change {
-        now: a.now(),
-        actor: &actor,
-    };
-    let secret = clients::rotate_secret(&a.store, &env, &client_id, at)
-        .await
-        .map_err(ApiError::from_issuer)?;
-    reload(a).await;
+    let secret = new_client_secret(&s.authority, &admin.actor(), &env, &client_id).await?;
     Ok(reply(
         StatusCode::OK,
         json!({"client_id": client_id, "client_secret": secret}),
     ))
+}
+
+/// Gives client `env/client_id` a new secret for `actor`; the secret is
+/// in the answer and nowhere else.
+pub(crate) async fn new_client_secret(
+    a: &Authority,
+    actor: &str,
+    env: &str,
+    client_id: &str,
+) -> Result<String, ApiError> {
+    let at = Change {
+        now: a.now(),
+        actor,
+    };
+    let secret = clients::rotate_secret(&a.store, env, client_id, at)
+        .await
+        .map_err(ApiError::from_issuer)?;
+    reload(a).await;
+    Ok(secret)
 }
 
 // ---------------------------------------------------------------------------

@@ -115,10 +115,28 @@ pub fn app(state: AppState) -> Router {
 /// is a stale root key that has not yet stopped anything from opening.
 /// The body's first line is `ready` or the first problem; more lines follow.
 async fn readyz(State(s): State<AppState>) -> Response {
-    let a = &s.authority;
+    let r = readiness(&s.authority).await;
+    let status = match r.ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, r.lines.join("\n")).into_response()
+}
+
+/// What `/readyz` says (and the console's health page shows).
+pub(crate) struct Readiness {
+    pub(crate) ready: bool,
+    /// `ready` or the problems first, then notes.
+    pub(crate) lines: Vec<String>,
+}
+
+pub(crate) async fn readiness(a: &Authority) -> Readiness {
     if let Err(e) = a.store.generation().await {
         tracing::warn!(error = %e, "readiness: store unreachable");
-        return (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response();
+        return Readiness {
+            ready: false,
+            lines: vec!["store unreachable".into()],
+        };
     }
     let now = a.now();
     let snapshot = a.snapshot();
@@ -174,13 +192,13 @@ async fn readyz(State(s): State<AppState>) -> Response {
             "root key stale: this server holds root key {held}, the store's keys are sealed under root key {expected}"
         ));
     }
-    let (status, mut lines) = if problems.is_empty() {
-        (StatusCode::OK, vec!["ready".to_string()])
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, problems)
+    let ready = problems.is_empty();
+    let mut lines = match ready {
+        true => vec!["ready".to_string()],
+        false => problems,
     };
     lines.extend(notes);
-    (status, lines.join("\n")).into_response()
+    Readiness { ready, lines }
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

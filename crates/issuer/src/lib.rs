@@ -9,7 +9,8 @@
 //!   revocation;
 //! - [`authority`]: the running state, following the store;
 //! - [`http`]: the HTTP API (axum), thin over the above, and [`admin`]: the
-//!   admin API under `/admin/v1/` (bearer admin tokens, OpenAPI document);
+//!   admin API under `/admin/v1/` (bearer admin tokens, OpenAPI document),
+//!   and [`console`]: the web console under `/console`;
 //! - [`root_source`]: where the root key comes from (a file, or a key
 //!   held by a PKCS#11 token or AWS KMS);
 //! - [`views`]: the JSON form of stored records, shared with the CLI;
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod authority;
 pub mod clients;
 pub mod clock;
+pub mod console;
 pub mod error;
 pub mod grants;
 pub mod http;

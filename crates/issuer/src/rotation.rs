@@ -159,6 +159,25 @@ pub fn rotation_due(policy: &RotationPolicy, keys: &[KeyRecord], now: Timestamp)
     }
 }
 
+/// When the scheduler next rotates the environment, from what `keys` hold:
+/// `rotate_every - lead` after the newest key that signs or will sign
+/// (a pending key's activation counts, so the rotation after it is
+/// shown). `None` when no key signs or will (the scheduler leaves such an
+/// environment alone). A time at or before `now` means the rotation is
+/// due and happens at the scheduler's next tick ([`rotation_due`]).
+pub fn next_rotation(
+    policy: &RotationPolicy,
+    keys: &[KeyRecord],
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let newest = keys
+        .iter()
+        .filter(|k| k.state(now) == KeyState::Pending)
+        .max_by_key(|k| k.activates_at)
+        .or_else(|| signing_key(keys, now))?;
+    Some(newest.activates_at + policy.rotate_every_secs - policy.lead_secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +290,28 @@ mod tests {
         assert!(!rotation_due(&policy(), &keys, 899));
         assert!(rotation_due(&policy(), &keys, 900));
         assert!(rotation_due(&policy(), &[], 0));
+    }
+
+    #[test]
+    fn next_rotation_agrees_with_rotation_due() {
+        let keys = vec![key("a", 0)];
+        assert_eq!(next_rotation(&policy(), &keys, 10), Some(900));
+        for now in [0, 899, 900, 5000] {
+            let next = next_rotation(&policy(), &keys, now).unwrap();
+            assert_eq!(rotation_due(&policy(), &keys, now), now >= next, "{now}");
+        }
+        // With a key pending, the next one follows it.
+        let p = plan(&policy(), &keys, 900, Schedule::PolicyLead).unwrap();
+        let mut b = key("b", p.activates_at);
+        b.created_at = 900;
+        let keys = vec![p.retiring[0].clone(), b];
+        assert_eq!(next_rotation(&policy(), &keys, 950), Some(1000 + 900));
+        assert!(!rotation_due(&policy(), &keys, 950));
+        // No key that signs: nothing scheduled.
+        assert_eq!(next_rotation(&policy(), &[], 0), None);
+        let mut revoked = key("r", 0);
+        revoked.revoked_at = Some(5);
+        assert_eq!(next_rotation(&policy(), &[revoked], 10), None);
     }
 
     #[test]

@@ -67,7 +67,9 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
 /// `keyward up`: the newcomer command. On an empty data dir: `init` (issuer
 /// `http://<listen>`) and a demo client; then serve.
 pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
-    let config = load_config(ctx, None, Some(&a.listen))?;
+    let mut config = load_config(ctx, None, Some(&a.listen))?;
+    // The newcomer command shows the console (an admin token logs in).
+    config.console = true;
     let ctx = ctx.with_store(&config);
     // Bind first: with port 0 the issuer URL must name the port actually bound.
     let listener = bind(&config).await?;
@@ -231,10 +233,15 @@ async fn run(
     } else {
         banner!("keyward is serving on {addr}");
     }
-    let router = app(AppState {
+    let state = AppState {
         authority: authority.clone(),
         metrics,
-    });
+    };
+    let mut router = app(state.clone());
+    if config.console {
+        router = router.merge(keyward_issuer::console::router(&state));
+        banner!("  web console:   http://{addr}/console (log in with an admin token: keyward admin-token create)");
+    }
     let grace = config.shutdown_grace;
     crate::server::serve(
         listener,
