@@ -33,6 +33,7 @@ pub mod jwks_cache;
 pub mod layer;
 pub mod permissions;
 pub mod policy;
+pub mod replay;
 pub mod revocation;
 pub mod token_cache;
 
@@ -49,6 +50,7 @@ pub use jwks_cache::{CacheConfig, CacheStatus, JwksCache, KeySource};
 pub use layer::{Authenticated, GateLayer, Verified};
 pub use permissions::{Grants, Requirement, Template};
 pub use policy::IssuerPolicy;
+pub use replay::{LocalReplayCache, ReplayCache, ReplayError};
 pub use revocation::RevocationList;
 pub use token_cache::TokenCache;
 
