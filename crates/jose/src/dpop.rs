@@ -210,6 +210,73 @@ fn iat(claims: &Map<String, Value>) -> Result<i64, DpopError> {
     }
 }
 
+/// Server nonces (RFC 9449 §8-9) that any replica holding the same secret
+/// can check without shared state: a nonce is the number of its time window
+/// and an HMAC-SHA-256 tag over it (truncated to 128 bits), and is accepted
+/// in its own window and the next one, so a nonce lives between one and two
+/// windows. The key is derived from a secret and a label (an environment, a
+/// gateway), so one secret never yields another's nonces.
+pub struct NonceKey {
+    key: [u8; 32],
+    window_secs: i64,
+}
+
+impl fmt::Debug for NonceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NonceKey")
+            .field("window_secs", &self.window_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+const NONCE_TAG_LEN: usize = 16;
+
+impl NonceKey {
+    /// The nonce key of `label` under `secret`, for windows of `window_secs`
+    /// (at least one second).
+    pub fn derive(secret: &[u8], label: &str, window_secs: i64) -> Self {
+        NonceKey {
+            key: crate::crypto::hmac_sha256(
+                secret,
+                &[b"keyward dpop nonce v1\0", label.as_bytes()],
+            ),
+            window_secs: window_secs.max(1),
+        }
+    }
+
+    /// How long one window lasts, in seconds.
+    pub fn window_secs(&self) -> i64 {
+        self.window_secs
+    }
+
+    fn tag(&self, window: i64) -> [u8; 32] {
+        crate::crypto::hmac_sha256(&self.key, &[&window.to_be_bytes()])
+    }
+
+    /// The nonce to hand out at `now` (unix seconds).
+    pub fn issue(&self, now: i64) -> String {
+        let window = now.div_euclid(self.window_secs);
+        let mut bytes = [0u8; 8 + NONCE_TAG_LEN];
+        bytes[..8].copy_from_slice(&window.to_be_bytes());
+        bytes[8..].copy_from_slice(&self.tag(window)[..NONCE_TAG_LEN]);
+        b64::encode(&bytes)
+    }
+
+    /// Whether `nonce` is one this key issued in the window of `now` or the
+    /// one before.
+    pub fn check(&self, nonce: &str, now: i64) -> bool {
+        let Some(bytes) = b64::decode(nonce).filter(|b| b.len() == 8 + NONCE_TAG_LEN) else {
+            return false;
+        };
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[..8]);
+        let window = i64::from_be_bytes(w);
+        let current = now.div_euclid(self.window_secs);
+        (window == current || window == current - 1)
+            && crate::crypto::constant_time_eq(&bytes[8..], &self.tag(window)[..NONCE_TAG_LEN])
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -410,6 +477,33 @@ pub(crate) mod tests {
                 want,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn nonces_live_one_to_two_windows_under_their_own_key() {
+        let k = NonceKey::derive(b"secret", "prod", 300);
+        let n = k.issue(1_000_000);
+        assert!(k.check(&n, 1_000_000));
+        // 1_000_000 is in window 3333 (999_900..1_000_200); valid through 3334.
+        assert!(k.check(&n, 1_000_499));
+        assert!(!k.check(&n, 1_000_500));
+        assert!(!k.check(&n, 999_899));
+        // Another replica with the same secret and label agrees.
+        assert!(NonceKey::derive(b"secret", "prod", 300).check(&n, 1_000_100));
+        // Another label or secret does not.
+        assert!(!NonceKey::derive(b"secret", "dev", 300).check(&n, 1_000_000));
+        assert!(!NonceKey::derive(b"other", "prod", 300).check(&n, 1_000_000));
+        // Altered, truncated, garbage.
+        let mut bytes = b64::decode(&n).unwrap();
+        bytes[20] ^= 1;
+        assert!(!k.check(&b64::encode(&bytes), 1_000_000));
+        // A later window number with the old tag.
+        let mut bytes = b64::decode(&n).unwrap();
+        bytes[7] = bytes[7].wrapping_add(1);
+        assert!(!k.check(&b64::encode(&bytes), 1_000_300));
+        for bad in ["", "x", &n[..n.len() - 1], "not base64!"] {
+            assert!(!k.check(bad, 1_000_000), "{bad}");
         }
     }
 }

@@ -25,6 +25,7 @@
 
 pub mod bearer;
 pub mod clock;
+pub mod dpop;
 pub mod error;
 pub mod fetch;
 pub mod gate;
@@ -39,9 +40,10 @@ pub mod token_cache;
 
 pub use bearer::bearer_token;
 pub use clock::{Clock, FixedClock, SharedClock, SystemClock};
+pub use dpop::{normalize_htu, DpopPolicy, ProofTarget, SenderConstraint};
 pub use error::{
-    AlgorithmError, BearerError, BuildError, DiscoveryError, Error, FetchError, JwksError,
-    PermissionError, RedirectRefusal, UrlError, VerifyError,
+    AlgorithmError, BearerError, BuildError, DiscoveryError, DpopRefusal, Error, FetchError,
+    JwksError, PermissionError, RedirectRefusal, UrlError, VerifyError,
 };
 pub use fetch::{check_url, FetchLimits, Fetcher};
 pub use gate::{Gate, GateBuilder, Trusted};
