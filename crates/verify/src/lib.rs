@@ -38,7 +38,7 @@ pub mod replay;
 pub mod revocation;
 pub mod token_cache;
 
-pub use bearer::bearer_token;
+pub use bearer::{bearer_token, Scheme};
 pub use clock::{Clock, FixedClock, SharedClock, SystemClock};
 pub use dpop::{normalize_htu, DpopPolicy, ProofTarget, SenderConstraint};
 pub use error::{
@@ -46,7 +46,7 @@ pub use error::{
     JwksError, PermissionError, RedirectRefusal, UrlError, VerifyError,
 };
 pub use fetch::{check_url, FetchLimits, Fetcher};
-pub use gate::{Gate, GateBuilder, Trusted};
+pub use gate::{Gate, GateBuilder, RequestTarget, Trusted};
 pub use identity::{HeaderValues, Identity};
 pub use jwks_cache::{CacheConfig, CacheStatus, JwksCache, KeySource};
 pub use layer::{Authenticated, GateLayer, Verified};
