@@ -245,7 +245,11 @@ fn resolve_dpop(raw: Option<&raw::Dpop>, base_dir: &Path, c: &mut Checker<'_>) -
         }
     }
     if let Some(list) = &raw.algorithms {
-        let names: Vec<&str> = list.get_ref().iter().map(|n| n.get_ref().as_str()).collect();
+        let names: Vec<&str> = list
+            .get_ref()
+            .iter()
+            .map(|n| n.get_ref().as_str())
+            .collect();
         match IssuerPolicy::parse_algorithms(&names) {
             Ok(a) => out.algorithms = a,
             Err(e) => c.at(

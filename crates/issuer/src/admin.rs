@@ -846,6 +846,8 @@ struct CreateClient {
     access_token_ttl_secs: Option<i64>,
     #[serde(default)]
     refresh_token_ttl_secs: Option<i64>,
+    #[serde(default)]
+    dpop_bound_access_tokens: bool,
 }
 
 /// A partial update: absent fields stay; `null` clears what may be cleared.
@@ -870,6 +872,8 @@ struct PatchClient {
     access_token_ttl_secs: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
     refresh_token_ttl_secs: Option<Option<i64>>,
+    #[serde(default)]
+    dpop_bound_access_tokens: Option<bool>,
 }
 
 /// An empty body (or `{}`).
@@ -920,6 +924,7 @@ async fn create_client(
         jwks_uri: b.jwks_uri,
         access_token_ttl_secs: b.access_token_ttl_secs,
         refresh_token_ttl_secs: b.refresh_token_ttl_secs,
+        dpop_bound_access_tokens: b.dpop_bound_access_tokens,
     };
     let reg = clients::create_client(&a.store, new, at)
         .await
@@ -980,6 +985,9 @@ async fn update_client(
     }
     if let Some(v) = p.refresh_token_ttl_secs {
         c.refresh_token_ttl_secs = v;
+    }
+    if let Some(v) = p.dpop_bound_access_tokens {
+        c.dpop_bound_access_tokens = v;
     }
     let actor = admin.actor();
     let at = Change {
