@@ -149,6 +149,10 @@ pub struct ClientFields {
     /// For private_key_jwt: the client's JWK Set, a file or an http(s) URL.
     #[arg(long)]
     pub jwks: Option<String>,
+    /// Require a DPoP proof (RFC 9449) with every token request, so every
+    /// access token is bound to the client's key (`--dpop-bound=false` lifts it).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub dpop_bound: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]

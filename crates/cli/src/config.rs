@@ -287,6 +287,7 @@ impl RawConfig {
                 signing_timeout: signing_timeout(self.signing_timeout.as_deref())?,
                 // The stores themselves are opened by `serve` (Context::key_stores).
                 key_stores: keyward_issuer::keyring::KeyStores::none(),
+                dpop: keyward_verify::DpopPolicy::default(),
             },
             shutdown_grace: Duration::from_secs(
                 dur("shutdown_grace", &self.shutdown_grace, "30s")? as u64,

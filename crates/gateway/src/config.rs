@@ -15,7 +15,9 @@ use http::header::HeaderName;
 use http::uri::Authority;
 use http::Method;
 use keyward_verify::check_url;
-use keyward_verify::{CacheConfig, IssuerPolicy, KeySource, Requirement, Template};
+use keyward_verify::{
+    CacheConfig, IssuerPolicy, KeySource, Requirement, SenderConstraint, Template,
+};
 use toml::Spanned;
 
 use crate::error::{line_col, ConfigError, Diagnostic};
@@ -51,10 +53,21 @@ mod raw {
         pub shutdown_grace: Option<S>,
         pub workers: Option<Spanned<usize>>,
         pub identity_headers: Option<IdentityHeaders>,
+        pub dpop: Option<Dpop>,
         #[serde(default)]
         pub issuer: Vec<Spanned<Issuer>>,
         #[serde(default)]
         pub route: Vec<Spanned<Route>>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Dpop {
+        pub public_origin: Option<S>,
+        pub algorithms: Option<Spanned<Vec<S>>>,
+        pub max_age: Option<S>,
+        pub nonce_secret_file: Option<S>,
+        pub replay_capacity: Option<Spanned<usize>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -83,6 +96,7 @@ mod raw {
         pub required_claims: Option<Vec<S>>,
         pub max_lifetime: Option<S>,
         pub allow_wildcard_all: Option<bool>,
+        pub sender_constraint: Option<S>,
         pub cache: Option<Cache>,
     }
 
@@ -114,6 +128,7 @@ mod raw {
         pub strip_prefix: Option<S>,
         pub timeout: Option<S>,
         pub rate_limit: Option<Spanned<RateLimit>>,
+        pub sender_constraint: Option<S>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -161,6 +176,113 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// Routes, in file order (the first match wins).
     pub routes: Vec<RouteConfig>,
+    /// How DPoP proofs are checked.
+    pub dpop: DpopConfig,
+}
+
+/// The `[dpop]` table: how DPoP proofs (RFC 9449) are checked.
+#[derive(Clone, Debug)]
+pub struct DpopConfig {
+    /// The scheme and authority clients address (`https://api.example`),
+    /// against which a proof's `htu` is checked; default `http://` and the
+    /// request's `Host`.
+    pub public_origin: Option<String>,
+    /// Accepted proof algorithms.
+    pub algorithms: Vec<keyward_jose::Algorithm>,
+    /// Oldest accepted proof `iat`.
+    pub max_age: Duration,
+    /// A file whose bytes key the server nonces (required when set).
+    pub nonce_secret_file: Option<PathBuf>,
+    /// Proof `jti`s remembered per replica.
+    pub replay_capacity: usize,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            public_origin: None,
+            algorithms: keyward_jose::dpop::DEFAULT_DPOP_ALGORITHMS.to_vec(),
+            max_age: Duration::from_secs(60),
+            nonce_secret_file: None,
+            replay_capacity: keyward_verify::dpop::DEFAULT_REPLAY_CAPACITY,
+        }
+    }
+}
+
+/// Reads a sender-constraint name (`"dpop"`).
+fn sender_constraint(v: &Option<Spanned<String>>, c: &mut Checker<'_>) -> Option<SenderConstraint> {
+    let v = v.as_ref()?;
+    let found = SenderConstraint::parse(v.get_ref());
+    if found.is_none() {
+        c.at(
+            v,
+            format!("sender_constraint {:?} is not known", v.get_ref()),
+            "write sender_constraint = \"dpop\" (tokens must be DPoP-bound, RFC 9449)",
+        );
+    }
+    found
+}
+
+fn resolve_dpop(raw: Option<&raw::Dpop>, base_dir: &Path, c: &mut Checker<'_>) -> DpopConfig {
+    let mut out = DpopConfig::default();
+    let Some(raw) = raw else { return out };
+    if let Some(o) = &raw.public_origin {
+        let v = o.get_ref().trim_end_matches('/');
+        match url::Url::parse(v) {
+            Ok(u) if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.path() == "/"
+                && u.query().is_none()
+                && !v.ends_with('/') =>
+            {
+                out.public_origin = Some(v.to_string());
+            }
+            _ => c.at(
+                o,
+                format!("public_origin {:?} is not a scheme and authority", o.get_ref()),
+                "write the origin clients use, e.g. public_origin = \"https://api.example\" (no path)",
+            ),
+        }
+    }
+    if let Some(list) = &raw.algorithms {
+        let names: Vec<&str> = list
+            .get_ref()
+            .iter()
+            .map(|n| n.get_ref().as_str())
+            .collect();
+        match IssuerPolicy::parse_algorithms(&names) {
+            Ok(a) => out.algorithms = a,
+            Err(e) => c.at(
+                list,
+                format!("dpop.algorithms: {e}"),
+                "list algorithms such as [\"ES256\", \"EdDSA\"]",
+            ),
+        }
+    }
+    out.max_age = c.positive("max_age", &raw.max_age, out.max_age);
+    if let Some(f) = &raw.nonce_secret_file {
+        let path = base_dir.join(f.get_ref());
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && m.len() >= 32 => out.nonce_secret_file = Some(path),
+            _ => c.at(
+                f,
+                format!("nonce_secret_file {} is not a file of at least 32 bytes", path.display()),
+                "create one with: head -c 32 /dev/urandom > dpop-nonce.key (the same file on every replica)",
+            ),
+        }
+    }
+    if let Some(n) = &raw.replay_capacity {
+        if *n.get_ref() == 0 {
+            c.at(
+                n,
+                "replay_capacity must be at least 1",
+                "size it as proofs per second x max_age, e.g. 100000",
+            );
+        } else {
+            out.replay_capacity = *n.get_ref();
+        }
+    }
+    out
 }
 
 /// One trusted issuer.
@@ -254,6 +376,8 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// Rate limits.
     pub rate_limit: Option<RateLimitConfig>,
+    /// A sender constraint every token on this route must carry.
+    pub sender_constraint: Option<SenderConstraint>,
 }
 
 /// Collects diagnostics with byte offsets; converted to lines at the end.
@@ -542,6 +666,8 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
         Duration::from_secs(30),
     );
     let identity_headers = resolve_identity_headers(raw.identity_headers.as_ref(), c);
+    let dpop_base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let dpop = resolve_dpop(raw.dpop.as_ref(), &dpop_base, c);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = match &raw.workers {
         None => cores,
@@ -633,6 +759,7 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
         identity_headers,
         issuers,
         routes,
+        dpop,
     }
 }
 
@@ -877,7 +1004,8 @@ fn resolve_issuer(i: &raw::Issuer, base_dir: &Path, c: &mut Checker<'_>) -> Opti
             .as_secs()
     });
     let cache = resolve_cache(i.cache.as_ref(), allow_http, c);
-    if !ok {
+    let constraint = sender_constraint(&i.sender_constraint, c);
+    if !ok || (i.sender_constraint.is_some() && constraint.is_none()) {
         return None;
     }
     let mut policy = IssuerPolicy::new(issuer);
@@ -890,6 +1018,7 @@ fn resolve_issuer(i: &raw::Issuer, base_dir: &Path, c: &mut Checker<'_>) -> Opti
     policy.max_lifetime_secs = max_lifetime;
     policy.allow_wildcard_all = i.allow_wildcard_all.unwrap_or(false);
     policy.cache = cache;
+    policy.sender_constraint = constraint;
     Some(IssuerConfig {
         policy,
         revocations,
@@ -1190,6 +1319,18 @@ fn resolve_route(
         Some(n) => n.get_ref().clone(),
         None => r.path.get_ref().clone(),
     };
+    let constraint = sender_constraint(&r.sender_constraint, c);
+    if let (Some(sc), Auth::Anonymous) = (&r.sender_constraint, &auth) {
+        c.at(
+            sc,
+            "an anonymous route cannot require a sender constraint",
+            "remove anonymous = true, or remove sender_constraint",
+        );
+        ok = false;
+    }
+    if r.sender_constraint.is_some() && constraint.is_none() {
+        ok = false;
+    }
     let (Some(pattern), Some(upstream), true) = (pattern, upstream, ok) else {
         return None;
     };
@@ -1205,6 +1346,7 @@ fn resolve_route(
         strip_prefix,
         timeout,
         rate_limit,
+        sender_constraint: constraint,
     })
 }
 

@@ -98,6 +98,14 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The DPoP nonce secret file could not be read.
+    #[error("cannot read the DPoP nonce secret {}: {source}", path.display())]
+    NonceSecret {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
     /// The verification gate could not be built from the configuration.
     #[error("cannot build the token gate: {0}")]
     Gate(#[from] keyward_verify::BuildError),

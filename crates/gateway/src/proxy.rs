@@ -30,7 +30,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use keyward_verify::{Gate, Identity, VerifyError};
+use keyward_verify::{Gate, Identity, RequestTarget, VerifyError};
 
 use crate::config::{Auth, RouteConfig};
 use crate::decision::{Decision, Outcome};
@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     pub identity_headers: IdentityHeaders,
     pub realm: String,
     pub verify_seconds: ::metrics::Histogram,
+    /// `[dpop] public_origin`: the origin DPoP proofs' `htu` name.
+    pub public_origin: Option<String>,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -172,13 +174,21 @@ fn answer(status: StatusCode, error: &str, description: &str) -> Response<ProxyB
     r
 }
 
-/// The 401/403 answer for a verification or authorization failure.
-fn auth_answer(e: &VerifyError, realm: &str) -> Response<ProxyBody> {
+/// The 401/403 answer for a verification or authorization failure, with
+/// `challenge` as its `WWW-Authenticate` (and a `DPoP-Nonce` when the
+/// failure asks for one).
+fn auth_answer(e: &VerifyError, challenge: &str) -> Response<ProxyBody> {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
     let code = e.bearer_error().unwrap_or("unauthorized");
     let mut r = answer(status, code, &e.description());
-    if let Ok(v) = HeaderValue::from_str(&e.www_authenticate(realm)) {
+    if let Ok(v) = HeaderValue::from_str(challenge) {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    if let VerifyError::Dpop(d) = e {
+        if let Some(v) = d.nonce().and_then(|n| HeaderValue::from_str(n).ok()) {
+            r.headers_mut()
+                .insert(keyward_verify::dpop::DPOP_NONCE_HEADER, v);
+        }
     }
     r
 }
@@ -255,14 +265,28 @@ impl Shared {
             } => {
                 let t = Instant::now();
                 let verified = match &self.gate {
-                    Some(gate) => gate.verify_headers(&parts.headers).await,
+                    Some(gate) => {
+                        let uri = keyward_verify::layer::request_uri(
+                            self.public_origin.as_deref(),
+                            &parts.uri,
+                            &parts.headers,
+                        );
+                        let target = RequestTarget {
+                            method: method.as_str(),
+                            uri: &uri,
+                            require: route.config.sender_constraint,
+                        };
+                        gate.verify_request(&parts.headers, &target).await
+                    }
                     // Config validation makes a missing gate unreachable; fail closed.
                     None => Err(VerifyError::UntrustedIssuer),
                 };
                 self.verify_seconds.record(t.elapsed().as_secs_f64());
                 let id = match verified {
                     Ok(id) => id,
-                    Err(e) => return self.refuse(route, &method, path, None, &e, start),
+                    Err(e) => {
+                        return self.refuse(route, &method, path, &parts.headers, None, &e, start)
+                    }
                 };
                 let param = |name: &str| route.config.pattern.param(&caps, name);
                 let untrusted = issuers
@@ -281,7 +305,7 @@ impl Shared {
                         })
                 };
                 if let Err(e) = refused {
-                    return self.refuse(route, &method, path, Some(&id), &e, start);
+                    return self.refuse(route, &method, path, &parts.headers, Some(&id), &e, start);
                 }
                 Some(id)
             }
@@ -310,7 +334,8 @@ impl Shared {
         }
         if let Some(id) = &identity {
             if let Err(e) = self.identity_headers.insert(headers, id) {
-                return self.refuse(route, &method, parts.uri.path(), Some(id), &e, start);
+                let path = parts.uri.path();
+                return self.refuse(route, &method, path, &parts.headers, Some(id), &e, start);
             }
         }
         route.metrics.allowed.increment(1);
@@ -396,16 +421,22 @@ impl Shared {
     }
 
     /// [`Shared::deny`] for a verification or authorization failure on `route`.
+    #[allow(clippy::too_many_arguments)]
     fn refuse(
         &self,
         route: &RouteState,
         method: &Method,
         path: &str,
+        headers: &http::HeaderMap,
         identity: Option<&Identity>,
         e: &VerifyError,
         start: Instant,
     ) -> Response<ProxyBody> {
-        let answer = auth_answer(e, &self.realm);
+        let challenge = match &self.gate {
+            Some(g) => g.challenge(e, &self.realm, headers, route.config.sender_constraint),
+            None => e.www_authenticate(&self.realm),
+        };
+        let answer = auth_answer(e, &challenge);
         self.deny(
             Some(route),
             method,

@@ -91,6 +91,7 @@ impl Gateway {
         } else {
             let revocations = Arc::new(RevocationList::new());
             let mut b = Gate::builder()
+                .dpop(dpop_policy(&config.dpop)?)
                 .token_cache(config.token_cache)
                 .revocations(revocations)
                 .clock(clock.clone());
@@ -160,6 +161,7 @@ impl Gateway {
             identity_headers: config.identity_headers.clone(),
             realm: config.realm.clone(),
             verify_seconds: crate::metrics::verify_seconds(),
+            public_origin: config.dpop.public_origin.clone(),
         });
 
         let (stop, stopped) = watch::channel(false);
@@ -365,4 +367,30 @@ async fn serve<F, Fut, B>(
             tracing::warn!("in-flight requests did not finish within {} s", grace.as_secs());
         }
     }
+}
+
+/// The DPoP proof policy of `[dpop]`: an in-memory replay cache per replica
+/// and, with a nonce secret, server nonces (keyed by the secret and this
+/// gateway's public origin, so every replica with the same file agrees).
+fn dpop_policy(c: &crate::config::DpopConfig) -> Result<keyward_verify::DpopPolicy, StartError> {
+    let nonces = match &c.nonce_secret_file {
+        None => None,
+        Some(path) => {
+            let secret = std::fs::read(path).map_err(|source| StartError::NonceSecret {
+                path: path.clone(),
+                source,
+            })?;
+            let label = c.public_origin.as_deref().unwrap_or("keyward-gateway");
+            Some(Arc::new(keyward_jose::NonceKey::derive(
+                &secret, label, 300,
+            )))
+        }
+    };
+    Ok(keyward_verify::DpopPolicy {
+        algorithms: c.algorithms.clone(),
+        max_age_secs: c.max_age.as_secs() as i64,
+        replay: Arc::new(keyward_verify::LocalReplayCache::new(c.replay_capacity)),
+        nonces,
+        ..keyward_verify::DpopPolicy::default()
+    })
 }

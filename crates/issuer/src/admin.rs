@@ -884,6 +884,8 @@ struct CreateClient {
     access_token_ttl_secs: Option<i64>,
     #[serde(default)]
     refresh_token_ttl_secs: Option<i64>,
+    #[serde(default)]
+    dpop_bound_access_tokens: bool,
 }
 
 /// A partial update: absent fields stay; `null` clears what may be cleared.
@@ -908,6 +910,8 @@ struct PatchClient {
     access_token_ttl_secs: Option<Option<i64>>,
     #[serde(default, deserialize_with = "nullable")]
     refresh_token_ttl_secs: Option<Option<i64>>,
+    #[serde(default)]
+    dpop_bound_access_tokens: Option<bool>,
 }
 
 /// An empty body (or `{}`).
@@ -952,6 +956,7 @@ async fn create_client(
         jwks_uri: b.jwks_uri,
         access_token_ttl_secs: b.access_token_ttl_secs,
         refresh_token_ttl_secs: b.refresh_token_ttl_secs,
+        dpop_bound_access_tokens: b.dpop_bound_access_tokens,
     };
     let reg = register_client(&s.authority, &admin.actor(), new).await?;
     let mut v = client_json(&reg.client);
@@ -1027,6 +1032,9 @@ async fn update_client(
     }
     if let Some(v) = p.refresh_token_ttl_secs {
         c.refresh_token_ttl_secs = v;
+    }
+    if let Some(v) = p.dpop_bound_access_tokens {
+        c.dpop_bound_access_tokens = v;
     }
     let actor = admin.actor();
     let at = Change {

@@ -74,6 +74,10 @@ pub struct Settings {
     /// keys are opened, made (rotation) and destroyed. Default: none (local
     /// keys only).
     pub key_stores: KeyStores,
+    /// How DPoP proofs (RFC 9449) at the token endpoint are checked: their
+    /// algorithms, `iat` window and `jti` replay cache (in memory per
+    /// replica by default).
+    pub dpop: keyward_verify::DpopPolicy,
 }
 
 impl Default for Settings {
@@ -84,6 +88,7 @@ impl Default for Settings {
             assertion_max_lifetime_secs: 3600,
             signing_timeout: crate::signing::DEFAULT_SIGNING_TIMEOUT,
             key_stores: KeyStores::none(),
+            dpop: keyward_verify::DpopPolicy::default(),
         }
     }
 }

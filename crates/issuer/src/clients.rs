@@ -43,6 +43,8 @@ pub struct NewClient {
     pub jwks_uri: Option<String>,
     pub access_token_ttl_secs: Option<i64>,
     pub refresh_token_ttl_secs: Option<i64>,
+    /// Every token request must carry a DPoP proof (RFC 9449 §5.2).
+    pub dpop_bound_access_tokens: bool,
 }
 
 /// A registered client and, for secret clients, its secret (shown once).
@@ -154,6 +156,7 @@ pub async fn create_client(
         grant_types: new.grant_types,
         access_token_ttl_secs: new.access_token_ttl_secs,
         refresh_token_ttl_secs: new.refresh_token_ttl_secs,
+        dpop_bound_access_tokens: new.dpop_bound_access_tokens,
         created_at: at.now,
         updated_at: at.now,
     };
@@ -224,6 +227,7 @@ pub async fn update_client(
         jwks_uri: c.jwks_uri.clone(),
         access_token_ttl_secs: c.access_token_ttl_secs,
         refresh_token_ttl_secs: c.refresh_token_ttl_secs,
+        dpop_bound_access_tokens: c.dpop_bound_access_tokens,
     })?;
     if c.auth != current.auth
         && (c.auth == ClientAuth::PrivateKeyJwt || current.auth == ClientAuth::PrivateKeyJwt)
@@ -552,6 +556,7 @@ mod tests {
             jwks_uri: Some(uri.into()),
             access_token_ttl_secs: None,
             refresh_token_ttl_secs: None,
+            dpop_bound_access_tokens: false,
         };
         for good in [
             "https://keys.example/jwks.json",

@@ -53,6 +53,8 @@ pub struct TokenRequest {
     pub audience: Option<String>,
     pub refresh_token: Option<String>,
     pub credentials: Credentials,
+    /// The request's one `DPoP` header (RFC 9449), if any.
+    pub dpop_proof: Option<String>,
 }
 
 /// A successful token response (RFC 6749 §5.1). The members are declared
@@ -104,6 +106,27 @@ fn signing_key_unavailable() -> OAuthError {
         ErrorCode::TemporarilyUnavailable,
         "the signing key is temporarily unavailable; retry later",
     )
+}
+
+/// `extra` with `cnf.jkt` (RFC 9449 §6.1) when the token is bound to a key.
+fn bound(extra: &Map<String, Value>, jkt: Option<&str>) -> Map<String, Value> {
+    let mut out = extra.clone();
+    if let Some(jkt) = jkt {
+        out.insert("cnf".into(), json!({ "jkt": jkt }));
+    }
+    out
+}
+
+/// The token endpoint's answer to a refused DPoP proof (RFC 9449 §5, §8).
+fn dpop_refused(e: &keyward_verify::DpopRefusal) -> OAuthError {
+    let code = match e.nonce() {
+        Some(_) => ErrorCode::UseDpopNonce,
+        None => ErrorCode::InvalidDpopProof,
+    };
+    OAuthError {
+        dpop_nonce: e.nonce().map(str::to_owned),
+        ..OAuthError::new(code, e.to_string())
+    }
 }
 
 /// An access token whose signer, `jti` and lifetime are chosen but which is
@@ -210,6 +233,9 @@ impl Authority {
                 format!("this client may not use the {grant} grant"),
             ));
         }
+        let jkt = self
+            .dpop_key(env, &client, req.dpop_proof.as_deref())
+            .await?;
         match grant {
             "client_credentials" => {
                 let scopes = grant_scopes(&client, req.scope.as_deref())?;
@@ -226,12 +252,43 @@ impl Authority {
                     &client.client_id,
                     &scopes,
                     &audience,
-                    &empty,
+                    &bound(&empty, jkt.as_deref()),
                     None,
                 )
                 .await
             }
-            _ => self.refresh(env, &client, &req).await,
+            _ => self.refresh(env, &client, &req, jkt.as_deref()).await,
+        }
+    }
+
+    /// The key thumbprint a token request proves with its `DPoP` header
+    /// (RFC 9449 §5), checked against `POST {issuer}/oauth2/token`; `None`
+    /// without one. A client registered with `dpop_bound_access_tokens`
+    /// must send one.
+    async fn dpop_key(
+        &self,
+        env: &EnvState,
+        client: &Client,
+        proof: Option<&str>,
+    ) -> Result<Option<String>, OAuthError> {
+        let Some(proof) = proof else {
+            if client.dpop_bound_access_tokens {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidDpopProof,
+                    "this client must send a DPoP proof with every token request",
+                ));
+            }
+            return Ok(None);
+        };
+        let uri = format!("{}/oauth2/token", env.env.issuer.trim_end_matches('/'));
+        let target = keyward_verify::ProofTarget {
+            method: "POST",
+            uri: &uri,
+            token: None,
+        };
+        match self.settings.dpop.check(proof, &target, self.now()).await {
+            Ok(p) => Ok(Some(p.jkt)),
+            Err(e) => Err(dpop_refused(&e)),
         }
     }
 
@@ -306,7 +363,12 @@ impl Authority {
         };
         Ok(TokenResponse {
             access_token: token,
-            token_type: "Bearer",
+            // RFC 9449 §5.1: a token bound to a key is a DPoP token.
+            token_type: if extra.contains_key("cnf") {
+                "DPoP"
+            } else {
+                "Bearer"
+            },
             expires_in: ttl,
             scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
             refresh_token,
@@ -418,6 +480,7 @@ impl Authority {
                 revoked_at: None,
                 parent: None,
                 access: Some(access_ref),
+                dpop_jkt: None,
             };
             tx.insert_refresh_token(&rt).await.map_err(store)?;
             t.refresh_token = Some(token);
@@ -451,6 +514,7 @@ impl Authority {
         env: &EnvState,
         client: &Arc<Client>,
         req: &TokenRequest,
+        jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let presented = req
             .refresh_token
@@ -471,6 +535,17 @@ impl Authority {
         }
         if rt.revoked_at.is_some() || rt.expires_at <= now {
             return Err(invalid());
+        }
+        // A family bound to a DPoP key (RFC 9449 §5) is refreshed only with
+        // a proof by that key; checked before anything is written, so a
+        // stolen bound token changes nothing (not even reuse detection).
+        if let Some(bound_to) = rt.dpop_jkt.as_deref() {
+            if jkt != Some(bound_to) {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidDpopProof,
+                    "this refresh token is bound to a DPoP key: send a DPoP proof made with it",
+                ));
+            }
         }
         // A rotated token is accepted again only within the grace window
         // and while the token it was exchanged for is unused: that one is
@@ -535,6 +610,7 @@ impl Authority {
         let audience = grant_audience(client, env, rt.audience.as_deref())?;
         let extra: Map<String, Value> = serde_json::from_str(&rt.extra).unwrap_or_default();
         check_forwardable(&rt.subject, &client.client_id, &scopes, &extra)?;
+        let extra = bound(&extra, jkt);
         let pending = self.prepare_access(env, client, now)?;
         let (token, new_hash) = new_secret("kwr_");
         if superseded.is_none() {
@@ -782,6 +858,7 @@ mod tests {
             grant_types: vec!["client_credentials".into()],
             access_token_ttl_secs: None,
             refresh_token_ttl_secs: None,
+            dpop_bound_access_tokens: false,
             created_at: 0,
             updated_at: 0,
         }

@@ -279,6 +279,14 @@ fn method_not_allowed(allow: &'static str) -> Response {
 }
 
 /// OIDC Discovery 1.0 and RFC 8414 metadata at `now`.
+/// The DPoP proof algorithms the token endpoint accepts (RFC 9449 §5.1).
+fn dpop_algs() -> Vec<&'static str> {
+    keyward_jose::dpop::DEFAULT_DPOP_ALGORITHMS
+        .iter()
+        .map(|a| a.name())
+        .collect()
+}
+
 pub fn discovery(
     env: &EnvState,
     scopes: Vec<String>,
@@ -315,6 +323,7 @@ pub fn discovery(
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "id_token_signing_alg_values_supported": signing,
+        "dpop_signing_alg_values_supported": dpop_algs(),
         "scopes_supported": scopes,
         // No authorization endpoint is served, so no response type is
         // (RFC 8414 §2 requires the member; `token`, the implicit flow, is
@@ -386,6 +395,13 @@ fn oauth_error(e: &OAuthError) -> Response {
     }
     if e.code == ErrorCode::TemporarilyUnavailable {
         h.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    if let Some(v) = e
+        .dpop_nonce
+        .as_deref()
+        .and_then(|n| HeaderValue::from_str(n).ok())
+    {
+        h.insert(keyward_verify::dpop::DPOP_NONCE_HEADER, v);
     }
     resp
 }
@@ -499,6 +515,19 @@ async fn read_form(req: Request) -> Result<Form, (OAuthError, StatusCode)> {
 
 async fn token(a: &Authority, env: &EnvState, req: Request) -> Response {
     let started = Instant::now();
+    let dpop_proof = match keyward_verify::dpop::proof_header(req.headers()) {
+        Ok(p) => p.map(str::to_owned),
+        Err(e) => {
+            let e = OAuthError::new(ErrorCode::InvalidDpopProof, e.to_string());
+            crate::metrics::token_request(
+                &env.env.name,
+                "other",
+                e.code.as_str(),
+                started.elapsed().as_secs_f64(),
+            );
+            return oauth_error(&e);
+        }
+    };
     let mut form = match read_form(req).await {
         Ok(f) => f,
         Err((e, status)) => {
@@ -518,6 +547,7 @@ async fn token(a: &Authority, env: &EnvState, req: Request) -> Response {
         audience: audience.or_else(|| form.take("resource")),
         refresh_token: form.take("refresh_token"),
         credentials: form.credentials,
+        dpop_proof,
     };
     let grant = grant_label(&treq);
     match a.token(env, treq).await {

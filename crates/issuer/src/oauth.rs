@@ -17,6 +17,10 @@ pub enum ErrorCode {
     UnsupportedTokenType,
     ServerError,
     TemporarilyUnavailable,
+    /// RFC 9449 §5: the DPoP proof is missing, invalid or does not match.
+    InvalidDpopProof,
+    /// RFC 9449 §8: a server nonce is required (sent in `DPoP-Nonce`).
+    UseDpopNonce,
 }
 
 impl ErrorCode {
@@ -32,6 +36,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedTokenType => "unsupported_token_type",
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
         }
     }
 
@@ -131,6 +137,8 @@ pub struct OAuthError {
     /// For a `server_error`: its cause, to be reported (see
     /// [`Fault::report`]) by whoever answers; never serialized.
     pub fault: Option<Box<Fault>>,
+    /// A fresh DPoP nonce for the `DPoP-Nonce` header (`use_dpop_nonce`).
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -139,6 +147,7 @@ impl OAuthError {
             code,
             description: description.into(),
             fault: None,
+            dpop_nonce: None,
         }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {

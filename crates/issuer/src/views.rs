@@ -58,6 +58,7 @@ pub fn client_json(c: &Client) -> Value {
         "has_jwks": c.jwks.is_some(),
         "access_token_ttl_secs": c.access_token_ttl_secs,
         "refresh_token_ttl_secs": c.refresh_token_ttl_secs,
+        "dpop_bound_access_tokens": c.dpop_bound_access_tokens,
         "created_at": fmt_time(c.created_at),
         "updated_at": fmt_time(c.updated_at),
     })

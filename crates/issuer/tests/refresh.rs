@@ -44,6 +44,8 @@ backend_suite!(
     an_expired_token_is_refused_and_changes_nothing,
     a_revoked_family_is_refused_and_changes_nothing,
     an_access_token_too_large_for_gates_leaves_the_refresh_token_usable,
+    dpop_proofs_bind_access_tokens_to_the_key,
+    a_dpop_bound_family_refreshes_only_with_its_key_and_changes_nothing_otherwise,
 );
 
 const NOW: Timestamp = 1_700_000_000;
@@ -88,6 +90,36 @@ struct Fx {
     root: String,
     /// Every refresh token handed out so far, in order.
     seen: Vec<String>,
+    /// The DPoP proof the next exchange sends.
+    dpop: Option<String>,
+}
+
+/// A DPoP proof (RFC 9449) by `key` for the token endpoint of `dev`, made
+/// at `NOW`, with a fresh `jti` unless `jti` is given.
+fn proof(key: &PrivateKey, htu: &str, jti: Option<&str>) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let header = serde_json::json!({
+        "typ": "dpop+jwt", "alg": "ES256",
+        "jwk": key.public_key().to_jwk(None).to_value(),
+    });
+    let jti = jti.map_or_else(keyward_jose::crypto::random_text::<12>, String::from);
+    let claims = serde_json::json!({"jti": jti, "htm": "POST", "htu": htu, "iat": NOW});
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = key.sign(input.as_bytes()).unwrap();
+    format!("{input}.{}", b64(&sig))
+}
+
+const TOKEN_ENDPOINT: &str = "https://issuer.test/dev/oauth2/token";
+
+/// The `cnf.jkt` of an access token (read unverified: the issuer's own).
+fn cnf_jkt(access_token: &str) -> Option<String> {
+    let (_, claims) = keyward_jose::dangerous::decode_unverified(access_token).unwrap();
+    claims["cnf"]["jkt"].as_str().map(String::from)
 }
 
 fn environment(name: &str) -> Environment {
@@ -117,6 +149,7 @@ async fn register(store: &Store, env: &str, name: &str) -> Caller {
             jwks_uri: None,
             access_token_ttl_secs: None,
             refresh_token_ttl_secs: None,
+            dpop_bound_access_tokens: false,
         },
         Change {
             now: NOW,
@@ -176,6 +209,7 @@ async fn fixture(store: Store, ctx: Ctx, grace: i64) -> Fx {
         client,
         root: root_b64,
         seen: Vec::new(),
+        dpop: None,
     }
 }
 
@@ -225,6 +259,7 @@ impl Fx {
             audience: None,
             refresh_token: Some(token.into()),
             credentials: caller.credentials(),
+            dpop_proof: self.dpop.take(),
         };
         let r = self.authority.token(env, req).await;
         if let Ok(t) = &r {
@@ -673,4 +708,130 @@ async fn an_access_token_too_large_for_gates_leaves_the_refresh_token_usable(
     // Nothing was committed: t0 is not rotated and no successor exists.
     assert_eq!(f.state().await, before);
     assert!(f.record(&t0).await.rotated_at.is_none());
+}
+
+async fn dpop_proofs_bind_access_tokens_to_the_key(store: Store, ctx: Ctx) {
+    let mut fx = fixture(store, ctx, GRACE).await;
+    let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+    let jkt = key.public_key().thumbprint();
+    let cc = |proof: Option<String>| TokenRequest {
+        grant_type: Some("client_credentials".into()),
+        credentials: fx.client.credentials(),
+        dpop_proof: proof,
+        ..TokenRequest::default()
+    };
+    // client_credentials with a proof: a DPoP token bound to the key.
+    let t = fx
+        .authority
+        .token(&fx.dev, cc(Some(proof(&key, TOKEN_ENDPOINT, Some("j1")))))
+        .await
+        .unwrap();
+    assert_eq!(t.token_type, "DPoP");
+    assert_eq!(cnf_jkt(&t.access_token), Some(jkt.clone()));
+    // Introspection shows the binding.
+    let v = fx
+        .authority
+        .introspect(&fx.dev, &fx.client.credentials(), &t.access_token)
+        .await
+        .unwrap();
+    assert_eq!(v["cnf"]["jkt"], jkt.as_str());
+    // Without a proof: a Bearer token.
+    let t = fx.authority.token(&fx.dev, cc(None)).await.unwrap();
+    assert_eq!((t.token_type, cnf_jkt(&t.access_token)), ("Bearer", None));
+    // Bad proofs: replayed, another endpoint, an ath at the token endpoint.
+    let before = fx.state().await;
+    for (bad, why) in [
+        (
+            proof(&key, TOKEN_ENDPOINT, Some("j1")),
+            "DPoP proof has been used before (jti)",
+        ),
+        (
+            proof(&key, "https://issuer.test/prod/oauth2/token", None),
+            "DPoP proof htu does not match the request URI",
+        ),
+        (
+            "e30.e30.e30".to_string(),
+            "DPoP proof: token header is not a JSON object: missing alg",
+        ),
+    ] {
+        let e = fx
+            .authority
+            .token(&fx.dev, cc(Some(bad)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.description.as_str()),
+            (ErrorCode::InvalidDpopProof, why)
+        );
+        assert_eq!(e.to_json()["error"], "invalid_dpop_proof");
+    }
+    assert_eq!(fx.state().await, before);
+    // A client registered dpop_bound_access_tokens must send one.
+    let mut c = fx.store.client("dev", &fx.client.id).await.unwrap();
+    c.dpop_bound_access_tokens = true;
+    clients::update_client(
+        &fx.store,
+        c,
+        Change {
+            now: NOW,
+            actor: "test",
+        },
+    )
+    .await
+    .unwrap();
+    fx.authority.reload().await.unwrap();
+    let e = fx.authority.token(&fx.dev, cc(None)).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidDpopProof);
+    let t = fx
+        .authority
+        .token(&fx.dev, cc(Some(proof(&key, TOKEN_ENDPOINT, None))))
+        .await
+        .unwrap();
+    assert_eq!(t.token_type, "DPoP");
+    // A refresh (confidential client, family not bound) with a proof binds
+    // the new access token to that proof's key.
+    let pair = fx.mint().await;
+    let other = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+    fx.dpop = Some(proof(&other, TOKEN_ENDPOINT, None));
+    let r = fx
+        .refresh(pair.refresh_token.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.token_type, "DPoP");
+    assert_eq!(
+        cnf_jkt(&r.access_token),
+        Some(other.public_key().thumbprint())
+    );
+}
+
+async fn a_dpop_bound_family_refreshes_only_with_its_key_and_changes_nothing_otherwise(
+    store: Store,
+    ctx: Ctx,
+) {
+    let mut fx = fixture(store, ctx, GRACE).await;
+    let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+    let jkt = key.public_key().thumbprint();
+    let first = fx.mint().await.refresh_token.unwrap();
+    // Bound as a public client's family is (RFC 9449 §5).
+    fx.ctx
+        .exec(&format!("UPDATE refresh_tokens SET dpop_jkt = '{jkt}'"))
+        .await;
+    assert_eq!(
+        fx.record(&first).await.dpop_jkt.as_deref(),
+        Some(jkt.as_str())
+    );
+    let before = fx.state().await;
+    let other = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+    for p in [None, Some(proof(&other, TOKEN_ENDPOINT, None))] {
+        fx.dpop = p;
+        let e = fx.refresh(&first).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidDpopProof, "{e}");
+        assert_eq!(fx.state().await, before);
+    }
+    fx.dpop = Some(proof(&key, TOKEN_ENDPOINT, None));
+    let t = fx.refresh(&first).await.unwrap();
+    assert_eq!(cnf_jkt(&t.access_token), Some(jkt.clone()));
+    // The new token stays in the bound family.
+    let next = t.refresh_token.unwrap();
+    assert_eq!(fx.record(&next).await.dpop_jkt, Some(jkt));
 }

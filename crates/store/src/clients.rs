@@ -105,12 +105,16 @@ pub struct Client {
     pub access_token_ttl_secs: Option<i64>,
     /// Overrides the default refresh-token lifetime.
     pub refresh_token_ttl_secs: Option<i64>,
+    /// Every token request must carry a DPoP proof (RFC 9449 §5.2), so its
+    /// access tokens are always bound to a key.
+    pub dpop_bound_access_tokens: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
 
 const CLIENT_COLUMNS: &str = "env, client_id, name, auth, secret_hash, jwks, jwks_uri, scopes, \
-     audiences, grant_types, access_token_ttl_secs, refresh_token_ttl_secs, created_at, updated_at";
+     audiences, grant_types, access_token_ttl_secs, refresh_token_ttl_secs, created_at, updated_at, \
+     dpop_bound_access_tokens";
 
 /// A client's list-valued fields as stored.
 struct Encoded {
@@ -164,6 +168,7 @@ fn client_from_row(row: &AnyRow) -> Result<Client, StoreError> {
         grant_types: list("grant_types")?,
         access_token_ttl_secs: get(row, "access_token_ttl_secs")?,
         refresh_token_ttl_secs: get(row, "refresh_token_ttl_secs")?,
+        dpop_bound_access_tokens: get::<i64>(row, "dpop_bound_access_tokens")? != 0,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
         env,
@@ -276,7 +281,7 @@ impl Tx<'_> {
         }
         let sql = format!(
             "INSERT INTO clients ({CLIENT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         sqlx::query(&sql)
             .bind(client.env.clone())
@@ -293,6 +298,7 @@ impl Tx<'_> {
             .bind(client.refresh_token_ttl_secs)
             .bind(client.created_at)
             .bind(client.updated_at)
+            .bind(i64::from(client.dpop_bound_access_tokens))
             .execute(&mut *self.tx)
             .await
             .map_err(|e| {
@@ -314,7 +320,8 @@ impl Tx<'_> {
         let done = sqlx::query(
             "UPDATE clients SET name = $1, auth = $2, secret_hash = $3, jwks = $4, jwks_uri = $5, \
              scopes = $6, audiences = $7, grant_types = $8, access_token_ttl_secs = $9, \
-             refresh_token_ttl_secs = $10, updated_at = $11 WHERE env = $12 AND client_id = $13",
+             refresh_token_ttl_secs = $10, updated_at = $11, dpop_bound_access_tokens = $14 \
+             WHERE env = $12 AND client_id = $13",
         )
         .bind(client.name.clone())
         .bind(client.auth.as_str())
@@ -329,6 +336,7 @@ impl Tx<'_> {
         .bind(client.updated_at)
         .bind(client.env.clone())
         .bind(client.client_id.clone())
+        .bind(i64::from(client.dpop_bound_access_tokens))
         .execute(&mut *self.tx)
         .await?;
         if done.rows_affected() == 0 {

@@ -114,6 +114,9 @@ pub struct RefreshToken {
     pub parent: Option<Vec<u8>>,
     /// The access token issued together with this one, if recorded.
     pub access: Option<AccessRef>,
+    /// The thumbprint of the DPoP key this token's family is bound to
+    /// (RFC 9449 §5): a refresh must prove that key. `None`: not bound.
+    pub dpop_jkt: Option<String>,
 }
 
 /// One entry of the revocation feed.
@@ -129,7 +132,7 @@ pub struct Revocation {
 }
 
 const REFRESH_COLUMNS: &str = "token_hash, env, client_id, family_id, subject, scope, audience, \
-     extra, issued_at, expires_at, rotated_at, revoked_at, parent, access_jti, access_exp";
+     extra, issued_at, expires_at, rotated_at, revoked_at, parent, access_jti, access_exp, dpop_jkt";
 const REVOCATION_COLUMNS: &str = "seq, env, jti, exp, revoked_at";
 
 /// The PostgreSQL advisory-lock keys of refresh-token family `$1` (or of the
@@ -167,6 +170,7 @@ fn refresh_from_row(row: &AnyRow) -> Result<RefreshToken, StoreError> {
                 ))
             }
         },
+        dpop_jkt: get(row, "dpop_jkt")?,
     })
 }
 
@@ -302,7 +306,7 @@ impl Tx<'_> {
         }
         let sql = format!(
             "INSERT INTO refresh_tokens ({REFRESH_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
         sqlx::query(&sql)
             .bind(token.token_hash.clone())
@@ -320,6 +324,7 @@ impl Tx<'_> {
             .bind(token.parent.clone())
             .bind(token.access.as_ref().map(|a| a.jti.clone()))
             .bind(token.access.as_ref().map(|a| a.exp))
+            .bind(token.dpop_jkt.clone())
             .execute(&mut *self.tx)
             .await
             .map_err(|e| {

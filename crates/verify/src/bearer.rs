@@ -32,12 +32,33 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, BearerError> {
     b64token(bearer_value(headers)?)
 }
 
+/// The scheme of an `Authorization` credential the gate reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Bearer` (RFC 6750).
+    Bearer,
+    /// `DPoP` (RFC 9449 §7.1): the token is bound to a key and comes with a
+    /// `DPoP` proof. Its token follows the same rules as a bearer token.
+    Dpop,
+}
+
 /// What follows `Bearer ` in the one `Authorization` header, not yet checked
 /// to be a token ([`b64token`]): the gate looks cached tokens up by these
 /// bytes first. Inlined into its callers: it runs on every request
 /// (`examples/bearer_cost.rs` counts it).
 #[inline]
 pub(crate) fn bearer_value(headers: &HeaderMap) -> Result<&[u8], BearerError> {
+    match credential(headers)? {
+        (Scheme::Bearer, token) => Ok(token),
+        (Scheme::Dpop, _) => Err(BearerError::OtherScheme),
+    }
+}
+
+/// The scheme and the token bytes of the one `Authorization` header, by the
+/// rules of this module; a scheme other than `Bearer` and `DPoP` is
+/// [`BearerError::OtherScheme`].
+#[inline]
+pub(crate) fn credential(headers: &HeaderMap) -> Result<(Scheme, &[u8]), BearerError> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
         return Err(BearerError::Missing);
     };
@@ -54,24 +75,29 @@ pub(crate) fn bearer_value(headers: &HeaderMap) -> Result<&[u8], BearerError> {
     }
     let bytes = value.as_bytes();
     let Some(space) = bytes.iter().position(|&b| b == b' ') else {
-        return Err(if bytes.eq_ignore_ascii_case(b"bearer") {
-            BearerError::Empty
-        } else if value.to_str().is_err() {
-            BearerError::NotText
-        } else {
-            BearerError::NoSpace
-        });
+        return Err(
+            if bytes.eq_ignore_ascii_case(b"bearer") || bytes.eq_ignore_ascii_case(b"dpop") {
+                BearerError::Empty
+            } else if value.to_str().is_err() {
+                BearerError::NotText
+            } else {
+                BearerError::NoSpace
+            },
+        );
     };
     let (scheme, token) = (&bytes[..space], &bytes[space + 1..]);
-    if !scheme.eq_ignore_ascii_case(b"bearer") {
-        // Another scheme (Basic, DPoP...): no bearer token was presented,
-        // unless the value is not even a visible-ASCII header value.
-        return Err(match value.to_str() {
-            Ok(_) => BearerError::OtherScheme,
-            Err(_) => BearerError::NotText,
-        });
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        return Ok((Scheme::Bearer, token));
     }
-    Ok(token)
+    if scheme.eq_ignore_ascii_case(b"dpop") {
+        return Ok((Scheme::Dpop, token));
+    }
+    // Another scheme (Basic...): no token was presented, unless the value is
+    // not even a visible-ASCII header value.
+    Err(match value.to_str() {
+        Ok(_) => BearerError::OtherScheme,
+        Err(_) => BearerError::NotText,
+    })
 }
 
 /// `token` as text when it is non-empty and holds only `b64token`

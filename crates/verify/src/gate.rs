@@ -7,8 +7,10 @@ use http::HeaderMap;
 use keyward_jose::{dangerous, Error as JoseError, TokenError, UnverifiedToken, Validation};
 use metrics::counter;
 
-use crate::bearer::{b64token, bearer_value};
+use crate::bearer::{b64token, bearer_value, credential, Scheme};
 use crate::clock::{Clock, SystemClock};
+use crate::dpop::{proof_header, DpopPolicy, ProofTarget, SenderConstraint};
+use crate::error::DpopRefusal;
 use crate::error::{BuildError, JwksError, VerifyError};
 use crate::identity::Identity;
 use crate::jwks_cache::{JwksCache, Snapshot};
@@ -29,6 +31,21 @@ struct Inner {
     cache: Option<TokenCache>,
     revoked: Arc<RevocationList>,
     clock: Arc<dyn Clock>,
+    dpop: DpopPolicy,
+}
+
+/// The request a token is presented with, for the checks that depend on it
+/// (a DPoP proof is made for one method and URI).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestTarget<'a> {
+    /// The request method.
+    pub method: &'a str,
+    /// The request's absolute URI as the client addressed it (the gateway's
+    /// public origin and the path; query and fragment are ignored).
+    pub uri: &'a str,
+    /// A sender constraint this resource requires of every token (on top
+    /// of any its issuer's policy requires).
+    pub require: Option<SenderConstraint>,
 }
 
 /// Verifies bearer tokens from a fixed list of trusted issuers. Cheap to
@@ -52,6 +69,7 @@ pub struct GateBuilder {
     cache_capacity: usize,
     revoked: Option<Arc<RevocationList>>,
     clock: Arc<dyn Clock>,
+    dpop: DpopPolicy,
 }
 
 impl Default for GateBuilder {
@@ -61,6 +79,7 @@ impl Default for GateBuilder {
             cache_capacity: 10_000,
             revoked: None,
             clock: Arc::new(SystemClock),
+            dpop: DpopPolicy::default(),
         }
     }
 }
@@ -87,6 +106,13 @@ impl GateBuilder {
     /// The clock tokens are judged against (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// How DPoP proofs are checked (default: [`DpopPolicy::default`], an
+    /// in-memory replay cache per gate).
+    pub fn dpop(mut self, policy: DpopPolicy) -> Self {
+        self.dpop = policy;
         self
     }
 
@@ -122,6 +148,7 @@ impl GateBuilder {
                 cache: (self.cache_capacity > 0).then(|| TokenCache::new(self.cache_capacity)),
                 revoked: self.revoked.unwrap_or_default(),
                 clock: self.clock,
+                dpop: self.dpop,
             }),
         })
     }
@@ -178,10 +205,94 @@ impl Gate {
     /// [`crate::bearer_token`] reads it and [`Gate::verify`] checks it. A
     /// token the verified-token cache holds is found by its bytes before they
     /// are checked as a `b64token`: the cached copy passed that check when it
-    /// was verified, and the same bytes pass it again.
+    /// was verified, and the same bytes pass it again. A token bound to a
+    /// DPoP key is refused ([`VerifyError::BoundTokenAsBearer`]): it needs
+    /// its proof, which [`Gate::verify_request`] checks.
     pub async fn verify_headers(&self, headers: &HeaderMap) -> Result<Arc<Identity>, VerifyError> {
-        self.verify_bytes(bearer_value(headers)?, |t| Ok(b64token(t)?))
-            .await
+        let id = self
+            .verify_bytes(bearer_value(headers)?, |t| Ok(b64token(t)?))
+            .await?;
+        if id.cnf_jkt.is_some() {
+            return Err(VerifyError::BoundTokenAsBearer);
+        }
+        Ok(id)
+    }
+
+    /// The DPoP proof policy.
+    pub fn dpop(&self) -> &DpopPolicy {
+        &self.inner.dpop
+    }
+
+    /// Verifies the token of a request, `Bearer` or `DPoP` (RFC 9449 §7.1),
+    /// and the sender constraint it carries or `target` and its issuer
+    /// require:
+    ///
+    /// - a token bound to a DPoP key (`cnf.jkt`) is accepted only as
+    ///   `Authorization: DPoP` with a `DPoP` proof that passes every check
+    ///   of [`DpopPolicy::check`] for this method and URI, made by that key
+    ///   and carrying the token's hash (`ath`); as `Bearer` it is refused;
+    /// - a `DPoP` credential whose token is bound to no key is refused;
+    /// - where DPoP is required, an unbound token is refused.
+    ///
+    /// The proof is checked on every request, whether the token's
+    /// verification came from the verified-token cache or not: the cache
+    /// holds what the token says, never that a proof was seen.
+    pub async fn verify_request(
+        &self,
+        headers: &HeaderMap,
+        target: &RequestTarget<'_>,
+    ) -> Result<Arc<Identity>, VerifyError> {
+        let (scheme, raw) = credential(headers)?;
+        let id = self.verify_bytes(raw, |t| Ok(b64token(t)?)).await?;
+        let required = target.require.or_else(|| {
+            self.inner
+                .issuers
+                .iter()
+                .find(|t| t.policy.issuer == id.issuer)
+                .and_then(|t| t.policy.sender_constraint)
+        });
+        match (scheme, id.cnf_jkt.as_deref()) {
+            (Scheme::Bearer, Some(_)) => Err(VerifyError::BoundTokenAsBearer),
+            (Scheme::Bearer, None) => match required {
+                Some(c) => Err(VerifyError::SenderConstraintRequired(c.name())),
+                None => Ok(id),
+            },
+            (Scheme::Dpop, None) => Err(VerifyError::UnboundTokenAsDpop),
+            (Scheme::Dpop, Some(jkt)) => {
+                let proof = proof_header(headers)?.ok_or(DpopRefusal::Missing)?;
+                // The token's bytes passed the b64token check (now, or when
+                // they were cached): ASCII.
+                let token = std::str::from_utf8(raw)
+                    .map_err(|_| VerifyError::MalformedHeader(crate::BearerError::Charset))?;
+                let proof_target = ProofTarget {
+                    method: target.method,
+                    uri: target.uri,
+                    token: Some((token, jkt)),
+                };
+                self.inner
+                    .dpop
+                    .check(proof, &proof_target, self.inner.clock.now())
+                    .await?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge for `err` on a request with
+    /// `headers` to a resource that requires `require`: a `DPoP` challenge
+    /// (with this gate's `algs`) when the request used the `DPoP` scheme, the
+    /// resource requires DPoP, or the failure is about DPoP; else `Bearer`.
+    pub fn challenge(
+        &self,
+        err: &VerifyError,
+        realm: &str,
+        headers: &HeaderMap,
+        require: Option<SenderConstraint>,
+    ) -> String {
+        let dpop = matches!(credential(headers), Ok((Scheme::Dpop, _)))
+            || require == Some(SenderConstraint::Dpop)
+            || err.is_dpop();
+        err.challenge(realm, dpop.then(|| self.inner.dpop.algs()).as_deref())
     }
 
     /// Verifies a compact JWT access token: structure, issuer, key, algorithm,

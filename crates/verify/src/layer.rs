@@ -45,8 +45,9 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use tower::{Layer, Service};
 
+use crate::dpop::SenderConstraint;
 use crate::error::VerifyError;
-use crate::gate::Gate;
+use crate::gate::{Gate, RequestTarget};
 use crate::identity::Identity;
 use crate::permissions::{Grants, Requirement};
 
@@ -81,6 +82,10 @@ pub struct GateLayer {
     /// Every one must be met (each call to a `require_*` method adds one).
     requirements: Vec<(Requirement, Kind)>,
     realm: String,
+    /// The scheme and authority clients address (for DPoP's `htu`).
+    origin: Option<String>,
+    /// A sender constraint every token must carry.
+    sender_constraint: Option<SenderConstraint>,
 }
 
 impl GateLayer {
@@ -91,7 +96,23 @@ impl GateLayer {
             gate,
             requirements: Vec::new(),
             realm: DEFAULT_REALM.to_string(),
+            origin: None,
+            sender_constraint: None,
         }
+    }
+
+    /// The scheme and authority clients use to reach this service
+    /// (`https://api.example`), against which DPoP proofs' `htu` is checked.
+    /// Default: `http://` and the request's `Host` header.
+    pub fn public_origin(mut self, origin: &str) -> Self {
+        self.origin = Some(origin.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// Requires every token to be sender-constrained (RFC 9449 DPoP).
+    pub fn require_sender_constraint(mut self, constraint: SenderConstraint) -> Self {
+        self.sender_constraint = Some(constraint);
+        self
     }
 
     /// Also requires `requirement` of the token's `permissions`. Requirements
@@ -133,11 +154,17 @@ impl GateLayer {
     /// Verifies and authorizes a request: on success, the request with the
     /// caller's identity in its extensions; otherwise the answer to send.
     async fn authorize<B>(&self, req: Request<B>) -> Result<Request<B>, Response<Body>> {
+        let uri = request_uri(self.origin.as_deref(), req.uri(), req.headers());
+        let target = RequestTarget {
+            method: req.method().as_str(),
+            uri: &uri,
+            require: self.sender_constraint,
+        };
         let identity = self
             .gate
-            .verify_headers(req.headers())
+            .verify_request(req.headers(), &target)
             .await
-            .map_err(|e| self.refuse(&e))?;
+            .map_err(|e| self.refuse(&e, req.headers()))?;
         let (mut parts, body) = req.into_parts();
         if !self.requirements.is_empty() {
             let params = if self.params().next().is_some() {
@@ -158,16 +185,19 @@ impl GateLayer {
             for (requirement, kind) in &self.requirements {
                 requirement
                     .check(kind.grants(&identity), value_of)
-                    .map_err(|e| self.refuse(&e))?;
+                    .map_err(|e| self.refuse(&e, &parts.headers))?;
             }
         }
         parts.extensions.insert(identity);
         Ok(Request::from_parts(parts, body))
     }
 
-    fn refuse(&self, err: &VerifyError) -> Response<Body> {
+    fn refuse(&self, err: &VerifyError, headers: &http::HeaderMap) -> Response<Body> {
         tracing::debug!(reason = err.reason(), "request refused by the gate");
-        rejection(err, &self.realm)
+        let challenge = self
+            .gate
+            .challenge(err, &self.realm, headers, self.sender_constraint);
+        answer(err, &challenge)
     }
 }
 
@@ -238,13 +268,44 @@ where
 /// `Cache-Control: no-store`, and a JSON body `{"error", "error_description"}`
 /// (empty when no token was sent: the challenge alone says what to do).
 pub fn rejection(err: &VerifyError, realm: &str) -> Response<Body> {
-    let challenge = HeaderValue::from_str(&err.www_authenticate(realm))
-        .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+    answer(err, &err.www_authenticate(realm))
+}
+
+/// The absolute URI a client addressed: `origin` (else `http://` and the
+/// `Host` header) and the request's path. A request line that is already
+/// absolute is taken as it is.
+pub fn request_uri(origin: Option<&str>, uri: &http::Uri, headers: &http::HeaderMap) -> String {
+    if uri.scheme().is_some() {
+        return uri.to_string();
+    }
+    let path = uri.path();
+    match origin {
+        Some(o) => format!("{o}{path}"),
+        None => {
+            let host = headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            format!("http://{host}{path}")
+        }
+    }
+}
+
+/// A refusal with `challenge` as its `WWW-Authenticate`, and `DPoP-Nonce`
+/// when the refusal asks for a nonce.
+fn answer(err: &VerifyError, challenge: &str) -> Response<Body> {
+    let challenge =
+        HeaderValue::from_str(challenge).unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-    let builder = Response::builder()
+    let mut builder = Response::builder()
         .status(status)
         .header(WWW_AUTHENTICATE, challenge)
         .header(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let VerifyError::Dpop(d) = err {
+        if let Some(nonce) = d.nonce().and_then(|n| HeaderValue::from_str(n).ok()) {
+            builder = builder.header(crate::dpop::DPOP_NONCE_HEADER, nonce);
+        }
+    }
     let response = match err.bearer_error() {
         None => builder.body(Body::empty()),
         Some(code) => builder
@@ -308,14 +369,23 @@ where
             return Ok(Verified(id.clone()));
         }
         let gate = Gate::from_ref(state);
-        match gate.verify_headers(&parts.headers).await {
+        let uri = request_uri(None, &parts.uri, &parts.headers);
+        let target = RequestTarget {
+            method: parts.method.as_str(),
+            uri: &uri,
+            require: None,
+        };
+        match gate.verify_request(&parts.headers, &target).await {
             Ok(id) => {
                 parts.extensions.insert(id.clone());
                 Ok(Verified(id))
             }
             Err(e) => {
                 tracing::debug!(reason = e.reason(), "request refused by the gate");
-                Err(rejection(&e, DEFAULT_REALM))
+                Err(answer(
+                    &e,
+                    &gate.challenge(&e, DEFAULT_REALM, &parts.headers, None),
+                ))
             }
         }
     }

@@ -40,6 +40,9 @@ pub struct IssuerPolicy {
     pub allow_wildcard_all: bool,
     /// JWKS cache rules.
     pub cache: CacheConfig,
+    /// A sender constraint every token of this issuer must carry (default
+    /// none: bound tokens still need their proof).
+    pub sender_constraint: Option<crate::dpop::SenderConstraint>,
 }
 
 impl IssuerPolicy {
@@ -59,6 +62,7 @@ impl IssuerPolicy {
             max_lifetime_secs: None,
             allow_wildcard_all: false,
             cache: CacheConfig::default(),
+            sender_constraint: None,
         }
     }
 

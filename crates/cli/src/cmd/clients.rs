@@ -68,6 +68,7 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
                     jwks_uri,
                     access_token_ttl_secs: fields.access_token_ttl,
                     refresh_token_ttl_secs: fields.refresh_token_ttl,
+                    dpop_bound_access_tokens: fields.dpop_bound.unwrap_or(false),
                 },
                 ctx.at(),
             )
@@ -164,6 +165,9 @@ fn apply(c: &mut Client, name: Option<String>, f: ClientFields) -> Result<()> {
     }
     if f.refresh_token_ttl.is_some() {
         c.refresh_token_ttl_secs = f.refresh_token_ttl;
+    }
+    if let Some(b) = f.dpop_bound {
+        c.dpop_bound_access_tokens = b;
     }
     if let Some(j) = f.jwks.as_deref() {
         if c.auth != ClientAuth::PrivateKeyJwt {

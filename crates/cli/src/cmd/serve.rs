@@ -118,6 +118,7 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
                 jwks_uri: None,
                 access_token_ttl_secs: None,
                 refresh_token_ttl_secs: None,
+                dpop_bound_access_tokens: false,
             },
             ctx.at(),
         )

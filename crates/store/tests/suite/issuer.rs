@@ -24,6 +24,7 @@ crate::backend_suite!(
     refresh_token_for_update_serializes_exchanges,
     refresh_tokens_expire,
     refresh_lineage_and_access_tokens_round_trip,
+    dpop_bindings_round_trip,
     family_revocation_puts_its_access_tokens_on_the_feed,
     supersede_takes_only_an_unused_successor,
     supersede_waits_for_a_concurrent_exchange_of_the_successor,
@@ -58,6 +59,7 @@ fn client(env: &str, id: &str) -> Client {
         grant_types: vec!["client_credentials".into(), "refresh_token".into()],
         access_token_ttl_secs: None,
         refresh_token_ttl_secs: Some(86_400),
+        dpop_bound_access_tokens: false,
         created_at: 2_000,
         updated_at: 2_000,
     }
@@ -74,6 +76,7 @@ fn jwt_client(env: &str, id: &str) -> Client {
         grant_types: vec!["client_credentials".into()],
         access_token_ttl_secs: Some(300),
         refresh_token_ttl_secs: None,
+        dpop_bound_access_tokens: false,
         ..client(env, id)
     }
 }
@@ -94,6 +97,7 @@ fn refresh(env: &str, client_id: &str, family: &str, value: &str) -> RefreshToke
         revoked_at: None,
         parent: None,
         access: None,
+        dpop_jkt: None,
     }
 }
 
@@ -1165,6 +1169,47 @@ async fn refresh_lineage_and_access_tokens_round_trip(store: Store, ctx: Ctx) {
         .await;
     let err = store.refresh_token(&hash("v2")).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+}
+
+/// A client's `dpop_bound_access_tokens` and a refresh family's DPoP key
+/// binding (migration 0007) are stored, read and updated as given.
+async fn dpop_bindings_round_trip(store: Store, _ctx: Ctx) {
+    with_clients(&store).await;
+    let bound = RefreshToken {
+        dpop_jkt: Some("0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I".into()),
+        ..refresh("prod", "a", "fam", "v1")
+    };
+    let unbound = refresh("prod", "a", "fam2", "v2");
+    insert_refresh(&store, &[bound.clone(), unbound.clone()]).await;
+    assert_eq!(store.refresh_token(&hash("v1")).await.unwrap(), Some(bound));
+    assert_eq!(
+        store.refresh_token(&hash("v2")).await.unwrap(),
+        Some(unbound)
+    );
+
+    assert!(
+        !store
+            .client("prod", "a")
+            .await
+            .unwrap()
+            .dpop_bound_access_tokens
+    );
+    let mut c = store.client("prod", "a").await.unwrap();
+    c.dpop_bound_access_tokens = true;
+    let mut tx = store.begin().await.unwrap();
+    tx.update_client(&c).await.unwrap();
+    let mut d = client("prod", "d");
+    d.dpop_bound_access_tokens = true;
+    tx.create_client(&d).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        store
+            .client("prod", "a")
+            .await
+            .unwrap()
+            .dpop_bound_access_tokens
+    );
+    assert_eq!(store.client("prod", "d").await.unwrap(), d);
 }
 
 async fn family_revocation_puts_its_access_tokens_on_the_feed(store: Store, _ctx: Ctx) {
