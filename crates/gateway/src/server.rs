@@ -32,7 +32,8 @@ use crate::config::{Auth, Config};
 use crate::error::StartError;
 use crate::metrics::RouteMetrics;
 use crate::proxy::{Peer, RouteState, Shared};
-use crate::ratelimit::Limiter;
+use crate::ratelimit::{Limiter, RouteLimiter};
+use crate::redis::Redis;
 use crate::routes::{RouteEntry, RouteTable};
 use crate::upstream::{Upstream, Upstreams};
 
@@ -119,20 +120,35 @@ impl Gateway {
             }
         }
 
+        // Redis, when configured: one try now (bounded), then the supervisor
+        // keeps reconnecting; the gateway serves either way.
+        let redis = match &config.redis {
+            Some(rc) => {
+                let redis = Redis::new(rc)?;
+                if let Err(error) = redis.connect().await {
+                    tracing::warn!(%error, "redis is unreachable at start: rate limits are per replica until it answers");
+                }
+                background.push(redis.spawn_supervisor());
+                Some(redis)
+            }
+            None => None,
+        };
+
         let mut upstreams = Upstreams::default();
 
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut entries = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            let limiter = |spec: &Option<crate::config::RateSpec>| -> Option<Limiter> {
+            let limiter = |spec: &Option<crate::config::RateSpec>, kind| -> Option<RouteLimiter> {
                 let (spec, rl) = (spec.as_ref()?, r.rate_limit.as_ref()?);
-                Some(Limiter::new(spec.rate, rl.burst_for(spec), rl.max_keys))
+                let local = Limiter::new(spec.rate, rl.burst_for(spec), rl.max_keys);
+                Some(RouteLimiter::new(local, redis.clone(), &r.name, kind))
             };
             let (per_subject, per_client, per_ip) = match &r.rate_limit {
                 Some(rl) => (
-                    limiter(&rl.per_subject),
-                    limiter(&rl.per_client),
-                    limiter(&rl.per_ip),
+                    limiter(&rl.per_subject, "subject"),
+                    limiter(&rl.per_client, "client"),
+                    limiter(&rl.per_ip, "ip"),
                 ),
                 None => (None, None, None),
             };
@@ -195,6 +211,7 @@ impl Gateway {
             let admin = Arc::new(Admin {
                 gate: gate.clone(),
                 prometheus,
+                redis: redis.clone(),
             });
             servers.push(tokio::spawn(serve(
                 l,
