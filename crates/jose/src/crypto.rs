@@ -2,7 +2,7 @@
 //! only one that touches aws-lc-rs: hashing, randomness, constant-time
 //! comparison.
 
-use aws_lc_rs::{constant_time, digest, rand};
+use aws_lc_rs::{constant_time, digest, hmac, rand};
 
 use crate::alg::{Algorithm, KeyFamily};
 use crate::error::KeyError;
@@ -23,6 +23,19 @@ pub fn sha256_parts(parts: &[&[u8]]) -> [u8; 32] {
     }
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// HMAC-SHA-256 of the parts of `message`, in order, under `key`: a MAC
+/// for values a server hands out and later takes back (DPoP nonces).
+pub fn hmac_sha256(key: &[u8], message: &[&[u8]]) -> [u8; 32] {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let mut ctx = hmac::Context::with_key(&key);
+    for p in message {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
     out
 }
 
@@ -67,6 +80,18 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(sha256_parts(&[b"a", b"bc"]), sha256(b"abc"));
+    }
+
+    #[test]
+    fn hmac_sha256_known_answer() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            hex(&hmac_sha256(
+                b"Jefe",
+                &[b"what do ya want ", b"for nothing?"]
+            )),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

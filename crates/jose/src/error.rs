@@ -17,6 +17,8 @@ pub enum Error {
     Claims(#[from] ClaimsError),
     #[error(transparent)]
     Seal(#[from] SealError),
+    #[error(transparent)]
+    Dpop(#[from] DpopError),
 }
 
 /// Problems with key material, key encodings and algorithms.
@@ -156,6 +158,29 @@ pub enum ClaimsError {
     Invalid(String, &'static str),
     #[error("token lifetime exceeds the policy maximum")]
     LifetimeTooLong,
+}
+
+/// A DPoP proof (RFC 9449) that is not well formed or does not verify
+/// ([`crate::dpop`]). The request checks are keyward-verify's.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DpopError {
+    /// The JWS itself: segments, base64url, header, algorithm, signature.
+    #[error("DPoP proof: {0}")]
+    Token(#[from] TokenError),
+    /// A `typ` other than `dpop+jwt` (the one found, truncated).
+    #[error("DPoP proof typ {0:?} is not \"dpop+jwt\"")]
+    Type(Option<String>),
+    /// No `jwk` in the header.
+    #[error("DPoP proof has no jwk in its header")]
+    MissingJwk,
+    /// A `jwk` that is not an acceptable public key (a private member is
+    /// [`KeyError::PrivateMembers`]).
+    #[error("DPoP proof jwk: {0}")]
+    Jwk(#[source] KeyError),
+    /// A claim missing, empty or of the wrong type.
+    #[error("DPoP proof claim {0:?} {1}")]
+    Claim(&'static str, &'static str),
 }
 
 /// Problems sealing or opening private key material.

@@ -42,6 +42,7 @@ pub mod claim_text;
 pub mod claims;
 pub mod crypto;
 pub mod dangerous;
+pub mod dpop;
 pub mod error;
 mod json;
 pub mod jwk;
@@ -56,7 +57,8 @@ pub use alg::{
     Algorithm, Curve, KeyFamily, MlDsaParams, DEFAULT_RSA_BITS, MIN_RSA_BITS, RSA_SIZES,
 };
 pub use claims::{Audiences, Claims, Validation, MAX_KEPT_CLAIMS};
-pub use error::{ClaimsError, Error, KeyError, SealError, TokenError};
+pub use dpop::{access_token_hash, verify_proof, DpopProof, NonceKey, UnverifiedProof};
+pub use error::{ClaimsError, DpopError, Error, KeyError, SealError, TokenError};
 pub use jwk::{Jwk, JwkSet, RejectedKey};
 pub use jws::{verify_compact, Header, DEFAULT_MAX_TOKEN_LEN};
 pub use key::{PrivateKey, PublicKey, PublicMaterial};

@@ -83,6 +83,107 @@ pub enum VerifyError {
     /// Valid token, but it lacks a required permission or scope.
     #[error("token lacks the required permission {0:?}")]
     InsufficientScope(String),
+    /// A DPoP proof missing, malformed or not matching the request
+    /// (RFC 9449 `invalid_dpop_proof`, or `use_dpop_nonce`).
+    #[error(transparent)]
+    Dpop(#[from] DpopRefusal),
+    /// A token bound to a DPoP key presented as a bearer token (RFC 9449
+    /// §7.1: it is only usable with a proof).
+    #[error(
+        "this token is bound to a DPoP key: present it as Authorization: DPoP with a DPoP proof"
+    )]
+    BoundTokenAsBearer,
+    /// A `DPoP` credential whose token is bound to no key.
+    #[error("this token is not bound to a DPoP key: present it as a Bearer token")]
+    UnboundTokenAsDpop,
+    /// A sender-constrained token is required and this one is not.
+    #[error("a {0}-bound token is required here")]
+    SenderConstraintRequired(&'static str),
+}
+
+/// Why a DPoP proof was refused (RFC 9449 §4.3), each a stable reason.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DpopRefusal {
+    /// A `DPoP` credential without a `DPoP` proof header.
+    #[error("no DPoP proof")]
+    Missing,
+    /// More than one `DPoP` header.
+    #[error("several DPoP headers")]
+    Repeated,
+    /// The proof itself is malformed or does not verify.
+    #[error(transparent)]
+    Malformed(keyward_jose::DpopError),
+    /// `htm` is not the request's method.
+    #[error("DPoP proof htm does not match the request method")]
+    Method,
+    /// `htu` is not the request's URI.
+    #[error("DPoP proof htu does not match the request URI")]
+    Uri,
+    /// `iat` is older than the accepted window.
+    #[error("DPoP proof is too old (iat)")]
+    TooOld,
+    /// `iat` is ahead of the clock by more than the leeway.
+    #[error("DPoP proof was issued in the future (iat)")]
+    IssuedInFuture,
+    /// The proof's `jti` was seen before.
+    #[error("DPoP proof has been used before (jti)")]
+    Replayed,
+    /// The replay cache could not answer (full, or its backend is down).
+    #[error("DPoP proof cannot be checked for replay now")]
+    ReplayCacheUnavailable,
+    /// No `ath` with an access token.
+    #[error("DPoP proof has no ath for the access token")]
+    AthMissing,
+    /// `ath` is not the access token's hash.
+    #[error("DPoP proof ath does not match the access token")]
+    AthMismatch,
+    /// An `ath` where no access token is presented (the token endpoint).
+    #[error("DPoP proof has an ath but no access token is presented")]
+    AthUnexpected,
+    /// The proof's key is not the one the token is bound to.
+    #[error("DPoP proof key does not match the token's cnf.jkt")]
+    KeyMismatch,
+    /// No valid server nonce: holds a fresh one for the `DPoP-Nonce` header.
+    #[error("a DPoP nonce from this server is required")]
+    UseNonce(String),
+}
+
+impl DpopRefusal {
+    /// The RFC 9449 error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DpopRefusal::UseNonce(_) => "use_dpop_nonce",
+            _ => "invalid_dpop_proof",
+        }
+    }
+
+    /// A short, stable label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DpopRefusal::Missing => "dpop_missing",
+            DpopRefusal::Repeated => "dpop_repeated",
+            DpopRefusal::Malformed(_) => "dpop_malformed",
+            DpopRefusal::Method => "dpop_htm",
+            DpopRefusal::Uri => "dpop_htu",
+            DpopRefusal::TooOld | DpopRefusal::IssuedInFuture => "dpop_iat",
+            DpopRefusal::Replayed => "dpop_replay",
+            DpopRefusal::ReplayCacheUnavailable => "dpop_replay_unavailable",
+            DpopRefusal::AthMissing | DpopRefusal::AthMismatch | DpopRefusal::AthUnexpected => {
+                "dpop_ath"
+            }
+            DpopRefusal::KeyMismatch => "dpop_key",
+            DpopRefusal::UseNonce(_) => "dpop_nonce",
+        }
+    }
+
+    /// The nonce to send in `DPoP-Nonce`, if this refusal carries one.
+    pub fn nonce(&self) -> Option<&str> {
+        match self {
+            DpopRefusal::UseNonce(n) => Some(n),
+            _ => None,
+        }
+    }
 }
 
 impl VerifyError {
@@ -101,6 +202,7 @@ impl VerifyError {
             VerifyError::MissingToken => None,
             VerifyError::MalformedHeader(_) => Some("invalid_request"),
             VerifyError::InsufficientScope(_) => Some("insufficient_scope"),
+            VerifyError::Dpop(d) => Some(d.code()),
             _ => Some("invalid_token"),
         }
     }
@@ -117,6 +219,10 @@ impl VerifyError {
             VerifyError::MalformedClaim(_) => "malformed_claim",
             VerifyError::Revoked => "revoked",
             VerifyError::InsufficientScope(_) => "insufficient_scope",
+            VerifyError::Dpop(d) => d.reason(),
+            VerifyError::BoundTokenAsBearer => "dpop_bound_as_bearer",
+            VerifyError::UnboundTokenAsDpop => "dpop_unbound",
+            VerifyError::SenderConstraintRequired(_) => "sender_constraint_required",
             VerifyError::Invalid(e) => match e {
                 J::Token(TokenError::BadSignature | TokenError::SignatureLength(_)) => {
                     "bad_signature"
@@ -159,14 +265,45 @@ impl VerifyError {
 
     /// The `WWW-Authenticate` value for this failure (RFC 6750 §3).
     pub fn www_authenticate(&self, realm: &str) -> String {
+        self.challenge(realm, None)
+    }
+
+    /// Whether this failure is about DPoP, so that its challenge is one
+    /// (RFC 9449 §7.1).
+    pub fn is_dpop(&self) -> bool {
+        matches!(
+            self,
+            VerifyError::Dpop(_)
+                | VerifyError::BoundTokenAsBearer
+                | VerifyError::UnboundTokenAsDpop
+                | VerifyError::SenderConstraintRequired("dpop")
+        )
+    }
+
+    /// The `WWW-Authenticate` value for this failure: a `Bearer` challenge
+    /// (RFC 6750 §3), or a `DPoP` one (RFC 9449 §7.1) naming the accepted
+    /// proof algorithms when `dpop_algs` is given (the request used the
+    /// `DPoP` scheme, or the resource requires it) or the failure is about
+    /// DPoP.
+    pub fn challenge(&self, realm: &str, dpop_algs: Option<&str>) -> String {
         let realm: String = realm.chars().filter(|c| *c != '"' && *c != '\\').collect();
-        match self.bearer_error() {
-            None => format!("Bearer realm=\"{realm}\""),
-            Some(code) => format!(
-                "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{}\"",
+        let scheme = if dpop_algs.is_some() || self.is_dpop() {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        let mut out = format!("{scheme} realm=\"{realm}\"");
+        if let Some(code) = self.bearer_error() {
+            out.push_str(&format!(
+                ", error=\"{code}\", error_description=\"{}\"",
                 self.description()
-            ),
+            ));
         }
+        if scheme == "DPoP" {
+            let algs = dpop_algs.map_or_else(crate::dpop::default_algs, str::to_owned);
+            out.push_str(&format!(", algs=\"{algs}\""));
+        }
+        out
     }
 }
 

@@ -31,6 +31,9 @@ pub struct Identity {
     pub expires_at: i64,
     /// The `kid` of the key that verified the token.
     pub kid: Option<String>,
+    /// `cnf.jkt`: the thumbprint of the DPoP key the token is bound to
+    /// (RFC 9449 §6). A bound token is only accepted with a proof by that key.
+    pub cnf_jkt: Option<String>,
     /// Whether this token's issuer policy lets a bare `*` grant cover
     /// every permission.
     pub allow_wildcard_all: bool,
@@ -131,6 +134,7 @@ impl Identity {
             Shape::List(l) => l.into_iter().map(String::from).collect(),
             _ => return Err(VerifyError::MalformedClaim("permissions")),
         };
+        let cnf_jkt = extra.cnf.and_then(|c| c.jkt);
         let jti = claims.jti().map(str::to_owned);
         let expires_at = claims.expires_at().unwrap_or(i64::MAX);
         Ok(Identity {
@@ -142,6 +146,7 @@ impl Identity {
             jti,
             expires_at,
             kid,
+            cnf_jkt,
             allow_wildcard_all: false,
             claims,
             header_values: OnceLock::new(),
@@ -175,7 +180,15 @@ impl Identity {
 
 /// The claims an identity reads beyond the registered ones; a gate's
 /// policy has keyward-jose keep their JSON text while it parses the payload.
-pub(crate) const KEPT_CLAIMS: &[&str] = &["azp", "scp", "permissions"];
+pub(crate) const KEPT_CLAIMS: &[&str] = &["azp", "scp", "permissions", "cnf"];
+
+/// The `cnf` claim (RFC 7800): an object; `jkt`, when present, a string.
+/// Other confirmation methods are read by whoever checks them.
+#[derive(Default, serde::Deserialize)]
+struct Confirmation {
+    #[serde(default)]
+    jkt: Option<String>,
+}
 
 /// The members jose does not read, as found.
 #[derive(Default)]
@@ -183,6 +196,7 @@ struct Extra<'a> {
     azp: Shape<'a>,
     scp: Shape<'a>,
     permissions: Shape<'a>,
+    cnf: Option<Confirmation>,
 }
 
 impl<'a> Extra<'a> {
@@ -193,8 +207,9 @@ impl<'a> Extra<'a> {
             claims.kept("azp"),
             claims.kept("scp"),
             claims.kept("permissions"),
+            claims.kept("cnf"),
         );
-        let (Some(azp), Some(scp), Some(permissions)) = kept else {
+        let (Some(azp), Some(scp), Some(permissions), Some(cnf)) = kept else {
             return claims
                 .deserialize_borrowed()
                 .map_err(|_| VerifyError::MalformedClaim("payload"));
@@ -207,6 +222,11 @@ impl<'a> Extra<'a> {
             azp: shape(azp, "azp")?,
             scp: shape(scp, "scp")?,
             permissions: shape(permissions, "permissions")?,
+            cnf: cnf
+                .map(serde_json::from_str::<Option<Confirmation>>)
+                .transpose()
+                .map_err(|_| VerifyError::MalformedClaim("cnf"))?
+                .flatten(),
         })
     }
 }
@@ -230,6 +250,10 @@ impl<'de> serde::Deserialize<'de> for Extra<'de> {
                         "azp" => &mut out.azp,
                         "scp" => &mut out.scp,
                         "permissions" => &mut out.permissions,
+                        "cnf" => {
+                            out.cnf = m.next_value()?;
+                            continue;
+                        }
                         _ => {
                             m.next_value::<IgnoredAny>()?;
                             continue;
@@ -325,8 +349,8 @@ mod tests {
         match (&a, &b) {
             (Ok(a), Ok(b)) => {
                 assert_eq!(
-                    (&a.client_id, &a.scopes, &a.permissions),
-                    (&b.client_id, &b.scopes, &b.permissions)
+                    (&a.client_id, &a.scopes, &a.permissions, &a.cnf_jkt),
+                    (&b.client_id, &b.scopes, &b.permissions, &b.cnf_jkt)
                 );
             }
             (Err(a), Err(b)) => assert_eq!(a, b),
@@ -353,6 +377,30 @@ mod tests {
         for empty in ["{}", r#"{"azp":null,"scp":null,"permissions":null}"#] {
             let id = identity(empty).unwrap();
             assert!(id.scopes.is_empty() && id.permissions.is_empty() && id.client_id.is_none());
+        }
+    }
+
+    #[test]
+    fn cnf_jkt_is_read_and_must_be_a_string_in_an_object() {
+        let id = identity(r#"{"cnf":{"jkt":"abc","x5t#S256":"d"}}"#).unwrap();
+        assert_eq!(id.cnf_jkt.as_deref(), Some("abc"));
+        for none in ["{}", r#"{"cnf":null}"#, r#"{"cnf":{}}"#] {
+            assert_eq!(identity(none).unwrap().cnf_jkt, None, "{none}");
+        }
+        for bad in [
+            r#"{"cnf":"abc"}"#,
+            r#"{"cnf":{"jkt":7}}"#,
+            r#"{"cnf":{"jkt":["a"]}}"#,
+            r#"{"cnf":[{"jkt":"a"}]}"#,
+        ] {
+            let kept = crate::verified_claims(bad, KEPT_CLAIMS);
+            assert_eq!(
+                Identity::from_claims(kept, None).unwrap_err(),
+                VerifyError::MalformedClaim("cnf"),
+                "{bad}"
+            );
+            let plain = crate::verified_claims(bad, &[]);
+            assert!(Identity::from_claims(plain, None).is_err(), "{bad}");
         }
     }
 

@@ -25,6 +25,7 @@
 
 pub mod bearer;
 pub mod clock;
+pub mod dpop;
 pub mod error;
 pub mod fetch;
 pub mod gate;
@@ -33,14 +34,16 @@ pub mod jwks_cache;
 pub mod layer;
 pub mod permissions;
 pub mod policy;
+pub mod replay;
 pub mod revocation;
 pub mod token_cache;
 
 pub use bearer::bearer_token;
 pub use clock::{Clock, FixedClock, SharedClock, SystemClock};
+pub use dpop::{normalize_htu, DpopPolicy, ProofTarget, SenderConstraint};
 pub use error::{
-    AlgorithmError, BearerError, BuildError, DiscoveryError, Error, FetchError, JwksError,
-    PermissionError, RedirectRefusal, UrlError, VerifyError,
+    AlgorithmError, BearerError, BuildError, DiscoveryError, DpopRefusal, Error, FetchError,
+    JwksError, PermissionError, RedirectRefusal, UrlError, VerifyError,
 };
 pub use fetch::{check_url, FetchLimits, Fetcher};
 pub use gate::{Gate, GateBuilder, Trusted};
@@ -49,6 +52,7 @@ pub use jwks_cache::{CacheConfig, CacheStatus, JwksCache, KeySource};
 pub use layer::{Authenticated, GateLayer, Verified};
 pub use permissions::{Grants, Requirement, Template};
 pub use policy::IssuerPolicy;
+pub use replay::{LocalReplayCache, ReplayCache, ReplayError};
 pub use revocation::RevocationList;
 pub use token_cache::TokenCache;
 

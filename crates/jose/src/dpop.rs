@@ -1,0 +1,509 @@
+//! DPoP proofs (RFC 9449): a JWS a client signs with its own key, carrying
+//! that public key in the header, to show it holds the key a token is bound
+//! to.
+//!
+//! A proof's life mirrors a token's: [`UnverifiedProof::parse`] splits it
+//! and reads its header strictly; [`UnverifiedProof::verify`] checks the
+//! algorithm and the signature with the header's own `jwk`, reads the claims
+//! and gives a [`DpopProof`], whose fields are only reachable after that.
+//! The checks against the request (`htm`, `htu`, `iat` window, `jti` replay,
+//! `ath`, `nonce`) are the caller's (keyward-verify's `dpop` module), since
+//! they need the request, a clock and a replay cache.
+//!
+//! Rules (RFC 9449 §4.2-4.3, and DESIGN.md rule 1 where it is stricter):
+//! - at most `max_len` bytes, three segments, canonical base64url, header and
+//!   payload JSON objects with unique member names at every depth, no `crit`;
+//! - `typ` exactly `dpop+jwt`;
+//! - `alg` asymmetric (`none` and `HS*` cannot be named) and in the caller's
+//!   allowlist;
+//! - `jwk` present, a public key (any private member refused), held to every
+//!   rule of [`Jwk::from_map`], its algorithm equal to `alg`;
+//! - the signature verifies with that key;
+//! - `jti`, `htm`, `htu` non-empty strings, `iat` a number; `ath` and
+//!   `nonce` strings when present. A claim of the wrong type is invalid,
+//!   never "absent".
+//!
+//! This is the one place keyward reads a key from a JWS header: the proof's
+//! key is what the proof is about, and it is trusted only as far as the
+//! thumbprint ([`DpopProof::jkt`]) the caller compares with a token's
+//! `cnf.jkt`, or binds a new token to.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::alg::{Algorithm, KeyFamily};
+use crate::b64;
+use crate::crypto::sha256;
+use crate::error::{DpopError, TokenError};
+use crate::json::{parse_object, DeepDuplicate, ObjectError};
+use crate::jwk::Jwk;
+use crate::jws::{check_signature, parse_header, split, Header, Parts};
+use crate::key::PublicKey;
+
+/// The `typ` of a DPoP proof.
+pub const DPOP_TYP: &str = "dpop+jwt";
+
+/// The default bound on a proof's length: an ML-DSA-87 proof (a 2,592-byte
+/// key in the header and a 4,627-byte signature) fits with room to spare.
+pub const DEFAULT_MAX_PROOF_LEN: usize = 16 * 1024;
+
+/// The algorithms a DPoP proof is accepted with when nothing else is
+/// configured: those RFC 9449 deployments use (ES256 first), and ML-DSA.
+pub const DEFAULT_DPOP_ALGORITHMS: [Algorithm; 7] = [
+    Algorithm::ES256,
+    Algorithm::EdDSA,
+    Algorithm::RS256,
+    Algorithm::PS256,
+    Algorithm::MlDsa44,
+    Algorithm::MlDsa65,
+    Algorithm::MlDsa87,
+];
+
+/// The `ath` of an access token (RFC 9449 §4.2): base64url SHA-256 of its
+/// ASCII text.
+pub fn access_token_hash(token: &str) -> String {
+    b64::encode(&sha256(token.as_bytes()))
+}
+
+/// A proof split and its header read (`jwk` included), not verified.
+pub struct UnverifiedProof<'t> {
+    parts: Parts<'t>,
+    header: Header,
+    key: PublicKey,
+}
+
+impl fmt::Debug for UnverifiedProof<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnverifiedProof")
+            .field("alg", &self.header.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A proof whose header, key, signature and claims passed. The request
+/// checks are still to be made (keyward-verify's `dpop` module).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DpopProof {
+    /// The proof's algorithm.
+    pub alg: Algorithm,
+    /// The RFC 7638 thumbprint of the proof's key (SHA-256, base64url): what
+    /// `cnf.jkt` holds.
+    pub jkt: String,
+    /// `jti`: the proof's unique identifier.
+    pub jti: String,
+    /// `htm`: the HTTP method it was made for.
+    pub htm: String,
+    /// `htu`: the HTTP URI it was made for, as sent.
+    pub htu: String,
+    /// `iat`, in unix seconds (a fraction is cut off).
+    pub iat: i64,
+    /// `ath`, the hash of the access token it accompanies, if any.
+    pub ath: Option<String>,
+    /// `nonce`, a value the server gave, if any.
+    pub nonce: Option<String>,
+}
+
+fn header_error(e: ObjectError) -> DpopError {
+    DpopError::Token(match e {
+        ObjectError::Json(m) => TokenError::Header(m),
+        ObjectError::Duplicate(d) => TokenError::DuplicateMember(d, "header"),
+    })
+}
+
+impl<'t> UnverifiedProof<'t> {
+    /// Reads `proof` (at most `max_len` bytes): its segments, its header by
+    /// every rule of a token's header, then `typ` and `jwk`.
+    pub fn parse(proof: &'t str, max_len: usize) -> Result<Self, DpopError> {
+        let parts = split(proof, max_len)?;
+        let bytes = b64::decode(parts.header_b64).ok_or(TokenError::Base64("header"))?;
+        let header = parse_header(&bytes)?;
+        if header.typ.as_deref() != Some(DPOP_TYP) {
+            return Err(DpopError::Type(
+                header.typ.as_deref().map(|t| t.chars().take(32).collect()),
+            ));
+        }
+        // The header holds an object (`jwk`): duplicates at any depth are
+        // refused, so no two readers can see two different keys.
+        if let Some(d) = serde_json::from_slice::<DeepDuplicate>(&bytes)
+            .map_err(|e| TokenError::Header(crate::json::short(&e)))?
+            .0
+        {
+            return Err(TokenError::DuplicateMember(d, "header").into());
+        }
+        let map = parse_object(&bytes).map_err(header_error)?;
+        let jwk = match map.get("jwk") {
+            Some(Value::Object(jwk)) => jwk,
+            Some(_) => {
+                return Err(DpopError::Jwk(crate::KeyError::Malformed(
+                    "the proof's jwk is not a JSON object".into(),
+                )))
+            }
+            None => return Err(DpopError::MissingJwk),
+        };
+        // An RSA key without `alg` is read as the proof's RSA algorithm;
+        // any other mismatch is refused at verification.
+        let rsa_default = match header.alg.family() {
+            KeyFamily::Rsa => header.alg,
+            _ => Algorithm::RS256,
+        };
+        let key = Jwk::from_map(jwk, rsa_default).map_err(DpopError::Jwk)?.key;
+        Ok(UnverifiedProof { parts, header, key })
+    }
+
+    /// Verifies the proof: `alg` in `allowed` and equal to the key's, the
+    /// signature with the header's `jwk`, then the claims.
+    pub fn verify(&self, allowed: &[Algorithm]) -> Result<DpopProof, DpopError> {
+        check_signature(&self.parts, &self.header, &self.key, allowed)?;
+        let payload = b64::decode(self.parts.payload_b64).ok_or(TokenError::Base64("payload"))?;
+        let claims = parse_object(&payload).map_err(|e| {
+            DpopError::Token(match e {
+                ObjectError::Json(m) => TokenError::Payload(m),
+                ObjectError::Duplicate(d) => TokenError::DuplicateMember(d, "payload"),
+            })
+        })?;
+        Ok(DpopProof {
+            alg: self.header.alg,
+            jkt: self.key.thumbprint(),
+            jti: required(&claims, "jti")?,
+            htm: required(&claims, "htm")?,
+            htu: required(&claims, "htu")?,
+            iat: iat(&claims)?,
+            ath: optional(&claims, "ath")?,
+            nonce: optional(&claims, "nonce")?,
+        })
+    }
+}
+
+/// Reads and verifies `proof` ([`UnverifiedProof::parse`] then
+/// [`UnverifiedProof::verify`]).
+pub fn verify_proof(
+    proof: &str,
+    allowed: &[Algorithm],
+    max_len: usize,
+) -> Result<DpopProof, DpopError> {
+    UnverifiedProof::parse(proof, max_len)?.verify(allowed)
+}
+
+fn optional(claims: &Map<String, Value>, name: &'static str) -> Result<Option<String>, DpopError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(Value::String(_)) => Err(DpopError::Claim(name, "is empty")),
+        Some(_) => Err(DpopError::Claim(name, "is not a string")),
+    }
+}
+
+fn required(claims: &Map<String, Value>, name: &'static str) -> Result<String, DpopError> {
+    optional(claims, name)?.ok_or(DpopError::Claim(name, "is missing"))
+}
+
+fn iat(claims: &Map<String, Value>) -> Result<i64, DpopError> {
+    match claims.get("iat") {
+        None => Err(DpopError::Claim("iat", "is missing")),
+        Some(Value::Number(n)) => match n.as_f64() {
+            // Whole seconds; anything beyond ±2^53 is not a time.
+            Some(t) if t.is_finite() && t.abs() < 9_007_199_254_740_992.0 => Ok(t.floor() as i64),
+            _ => Err(DpopError::Claim("iat", "is not a time")),
+        },
+        Some(_) => Err(DpopError::Claim("iat", "is not a number")),
+    }
+}
+
+/// Server nonces (RFC 9449 §8-9) that any replica holding the same secret
+/// can check without shared state: a nonce is the number of its time window
+/// and an HMAC-SHA-256 tag over it (truncated to 128 bits), and is accepted
+/// in its own window and the next one, so a nonce lives between one and two
+/// windows. The key is derived from a secret and a label (an environment, a
+/// gateway), so one secret never yields another's nonces.
+pub struct NonceKey {
+    key: [u8; 32],
+    window_secs: i64,
+}
+
+impl fmt::Debug for NonceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NonceKey")
+            .field("window_secs", &self.window_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+const NONCE_TAG_LEN: usize = 16;
+
+impl NonceKey {
+    /// The nonce key of `label` under `secret`, for windows of `window_secs`
+    /// (at least one second).
+    pub fn derive(secret: &[u8], label: &str, window_secs: i64) -> Self {
+        NonceKey {
+            key: crate::crypto::hmac_sha256(
+                secret,
+                &[b"keyward dpop nonce v1\0", label.as_bytes()],
+            ),
+            window_secs: window_secs.max(1),
+        }
+    }
+
+    /// How long one window lasts, in seconds.
+    pub fn window_secs(&self) -> i64 {
+        self.window_secs
+    }
+
+    fn tag(&self, window: i64) -> [u8; 32] {
+        crate::crypto::hmac_sha256(&self.key, &[&window.to_be_bytes()])
+    }
+
+    /// The nonce to hand out at `now` (unix seconds).
+    pub fn issue(&self, now: i64) -> String {
+        let window = now.div_euclid(self.window_secs);
+        let mut bytes = [0u8; 8 + NONCE_TAG_LEN];
+        bytes[..8].copy_from_slice(&window.to_be_bytes());
+        bytes[8..].copy_from_slice(&self.tag(window)[..NONCE_TAG_LEN]);
+        b64::encode(&bytes)
+    }
+
+    /// Whether `nonce` is one this key issued in the window of `now` or the
+    /// one before.
+    pub fn check(&self, nonce: &str, now: i64) -> bool {
+        let Some(bytes) = b64::decode(nonce).filter(|b| b.len() == 8 + NONCE_TAG_LEN) else {
+            return false;
+        };
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[..8]);
+        let window = i64::from_be_bytes(w);
+        let current = now.div_euclid(self.window_secs);
+        (window == current || window == current - 1)
+            && crate::crypto::constant_time_eq(&bytes[8..], &self.tag(window)[..NONCE_TAG_LEN])
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::{KeyError, PrivateKey};
+    use serde_json::json;
+
+    /// A proof of `claims` signed by `key` under `header` (`jwk` added as
+    /// given: the key's public JWK unless the test replaces it).
+    pub(crate) fn sign(key: &PrivateKey, header: Value, claims: &Value) -> String {
+        let h = b64::encode(header.to_string().as_bytes());
+        let p = b64::encode(claims.to_string().as_bytes());
+        let input = format!("{h}.{p}");
+        let sig = key.sign(input.as_bytes()).unwrap();
+        format!("{input}.{}", b64::encode(&sig))
+    }
+
+    pub(crate) fn header_for(key: &PrivateKey) -> Value {
+        json!({
+            "typ": "dpop+jwt",
+            "alg": key.algorithm().name(),
+            "jwk": key.public_key().to_jwk(None).to_value(),
+        })
+    }
+
+    fn claims() -> Value {
+        json!({"jti": "j1", "htm": "POST", "htu": "https://a.example/token", "iat": 1_700_000_000})
+    }
+
+    fn check(proof: &str) -> Result<DpopProof, DpopError> {
+        verify_proof(proof, &DEFAULT_DPOP_ALGORITHMS, DEFAULT_MAX_PROOF_LEN)
+    }
+
+    #[test]
+    fn a_good_proof_of_each_default_algorithm_verifies() {
+        for alg in DEFAULT_DPOP_ALGORITHMS {
+            let bits = matches!(alg.family(), KeyFamily::Rsa).then_some(2048);
+            let key = PrivateKey::generate(alg, bits).unwrap();
+            let mut c = claims();
+            c["ath"] = access_token_hash("tok").into();
+            c["nonce"] = "n1".into();
+            let p = check(&sign(&key, header_for(&key), &c)).unwrap();
+            assert_eq!(p.alg, alg);
+            assert_eq!(p.jkt, key.public_key().thumbprint());
+            assert_eq!(
+                (p.jti.as_str(), p.htm.as_str(), p.htu.as_str(), p.iat),
+                ("j1", "POST", "https://a.example/token", 1_700_000_000)
+            );
+            assert_eq!(p.ath, Some(access_token_hash("tok")));
+            assert_eq!(p.nonce.as_deref(), Some("n1"));
+        }
+    }
+
+    #[test]
+    fn ath_is_the_rfc_example() {
+        // RFC 9449 §7.1: the access token "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"
+        // has ath "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo".
+        assert_eq!(
+            access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"),
+            "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+        );
+    }
+
+    #[test]
+    fn typ_must_be_dpop_jwt() {
+        let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+        for typ in [
+            json!("JWT"),
+            json!("at+jwt"),
+            json!("DPoP+JWT"),
+            Value::Null,
+        ] {
+            let mut h = header_for(&key);
+            if typ.is_null() {
+                h.as_object_mut().unwrap().remove("typ");
+            } else {
+                h["typ"] = typ;
+            }
+            assert!(matches!(
+                check(&sign(&key, h, &claims())),
+                Err(DpopError::Type(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn the_jwk_must_be_public_present_and_the_signers() {
+        let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+        let other = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+        // A private member (here `d`, made up: never a real key's).
+        let mut h = header_for(&key);
+        h["jwk"]["d"] = b64::encode(&[1; 32]).into();
+        assert_eq!(
+            check(&sign(&key, h, &claims())).unwrap_err(),
+            DpopError::Jwk(KeyError::PrivateMembers)
+        );
+        // Missing, or not an object.
+        let mut h = header_for(&key);
+        h.as_object_mut().unwrap().remove("jwk");
+        assert_eq!(
+            check(&sign(&key, h, &claims())).unwrap_err(),
+            DpopError::MissingJwk
+        );
+        let mut h = header_for(&key);
+        h["jwk"] = "k".into();
+        assert!(matches!(
+            check(&sign(&key, h, &claims())),
+            Err(DpopError::Jwk(_))
+        ));
+        // Another key's jwk: the signature does not verify.
+        let h = header_for(&other);
+        assert_eq!(
+            check(&sign(&key, h, &claims())).unwrap_err(),
+            DpopError::Token(TokenError::BadSignature)
+        );
+        // A jwk of another algorithm than alg.
+        let ed = PrivateKey::generate(Algorithm::EdDSA, None).unwrap();
+        let mut h = header_for(&ed);
+        h["alg"] = "ES256".into();
+        assert!(matches!(
+            check(&sign(&key, h, &claims())).unwrap_err(),
+            DpopError::Token(TokenError::AlgorithmKeyMismatch { .. })
+        ));
+        // A duplicate member inside the jwk.
+        let mut text = header_for(&key).to_string();
+        text = text.replacen("\"kty\":\"EC\"", "\"kty\":\"EC\",\"kty\":\"EC\"", 1);
+        assert!(text.contains("\"kty\":\"EC\",\"kty\""));
+        let h = b64::encode(text.as_bytes());
+        let p = b64::encode(claims().to_string().as_bytes());
+        let sig = key.sign(format!("{h}.{p}").as_bytes()).unwrap();
+        let forged = format!("{h}.{p}.{}", b64::encode(&sig));
+        assert!(matches!(
+            check(&forged).unwrap_err(),
+            DpopError::Token(TokenError::DuplicateMember(..))
+        ));
+    }
+
+    #[test]
+    fn none_hs256_and_unlisted_algorithms_are_refused() {
+        let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+        for alg in ["none", "HS256"] {
+            let mut h = header_for(&key);
+            h["alg"] = alg.into();
+            assert!(matches!(
+                check(&sign(&key, h, &claims())).unwrap_err(),
+                DpopError::Token(TokenError::ForbiddenAlgorithm(_))
+            ));
+        }
+        let p = sign(&key, header_for(&key), &claims());
+        assert_eq!(
+            verify_proof(&p, &[Algorithm::EdDSA], DEFAULT_MAX_PROOF_LEN).unwrap_err(),
+            DpopError::Token(TokenError::AlgorithmNotAllowed("ES256"))
+        );
+        assert_eq!(
+            verify_proof(&p, &DEFAULT_DPOP_ALGORITHMS, 100).unwrap_err(),
+            DpopError::Token(TokenError::TooLong(100))
+        );
+    }
+
+    #[test]
+    fn claims_have_their_types() {
+        let key = PrivateKey::generate(Algorithm::EdDSA, None).unwrap();
+        let cases: [(&str, Value, DpopError); 9] = [
+            ("jti", Value::Null, DpopError::Claim("jti", "is missing")),
+            ("jti", json!(""), DpopError::Claim("jti", "is empty")),
+            ("htm", json!(1), DpopError::Claim("htm", "is not a string")),
+            ("htu", Value::Null, DpopError::Claim("htu", "is missing")),
+            (
+                "iat",
+                json!("1700000000"),
+                DpopError::Claim("iat", "is not a number"),
+            ),
+            ("iat", Value::Null, DpopError::Claim("iat", "is missing")),
+            (
+                "iat",
+                json!(1e300),
+                DpopError::Claim("iat", "is not a time"),
+            ),
+            (
+                "ath",
+                json!(["x"]),
+                DpopError::Claim("ath", "is not a string"),
+            ),
+            (
+                "nonce",
+                json!(null),
+                DpopError::Claim("nonce", "is not a string"),
+            ),
+        ];
+        for (name, value, want) in cases {
+            let mut c = claims();
+            if value.is_null() && name != "nonce" {
+                c.as_object_mut().unwrap().remove(name);
+            } else {
+                c[name] = value;
+            }
+            assert_eq!(
+                check(&sign(&key, header_for(&key), &c)).unwrap_err(),
+                want,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn nonces_live_one_to_two_windows_under_their_own_key() {
+        let k = NonceKey::derive(b"secret", "prod", 300);
+        let n = k.issue(1_000_000);
+        assert!(k.check(&n, 1_000_000));
+        // 1_000_000 is in window 3333 (999_900..1_000_200); valid through 3334.
+        assert!(k.check(&n, 1_000_499));
+        assert!(!k.check(&n, 1_000_500));
+        assert!(!k.check(&n, 999_899));
+        // Another replica with the same secret and label agrees.
+        assert!(NonceKey::derive(b"secret", "prod", 300).check(&n, 1_000_100));
+        // Another label or secret does not.
+        assert!(!NonceKey::derive(b"secret", "dev", 300).check(&n, 1_000_000));
+        assert!(!NonceKey::derive(b"other", "prod", 300).check(&n, 1_000_000));
+        // Altered, truncated, garbage.
+        let mut bytes = b64::decode(&n).unwrap();
+        bytes[20] ^= 1;
+        assert!(!k.check(&b64::encode(&bytes), 1_000_000));
+        // A later window number with the old tag.
+        let mut bytes = b64::decode(&n).unwrap();
+        bytes[7] = bytes[7].wrapping_add(1);
+        assert!(!k.check(&b64::encode(&bytes), 1_000_300));
+        for bad in ["", "x", &n[..n.len() - 1], "not base64!"] {
+            assert!(!k.check(bad, 1_000_000), "{bad}");
+        }
+    }
+}
