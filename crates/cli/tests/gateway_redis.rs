@@ -6,7 +6,10 @@
 //! - the shared buckets give exactly the local limiter's answers, and their
 //!   keys expire once full again;
 //! - the replay cache answers "first use" once across handles, even to
-//!   concurrent callers, and forgets a value when it expires;
+//!   concurrent callers, and forgets a value when it expires; a DPoP proof
+//!   accepted at replica A is a replay at replica B; with Redis down, proofs
+//!   are refused (fail closed, the default) or checked by the replica's own
+//!   cache (fail open);
 //! - two `keyward gateway` processes with a limit of N per minute let N
 //!   requests through in total, not 2N; with Redis stopped they keep serving
 //!   under their own local limits and say so (metrics, `/readyz`); when it
@@ -28,8 +31,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{eventually, http, metric, Gateway, Kw};
 use keyward_gateway::ratelimit::{Limiter, Rate, RouteLimiter};
-use keyward_gateway::redis::{Redis, RedisConfig, RedisUrl};
+use keyward_gateway::redis::{Redis, RedisConfig, RedisReplayCache, RedisUrl};
 use keyward_jose::{sign_jwt, Algorithm, LocalSigner, PrivateKey, TokenSigner};
+use keyward_verify::error::DpopRefusal;
+use keyward_verify::{DpopPolicy, ProofTarget, ReplayCache, ReplayError};
 use serde_json::json;
 
 // ---- a redis-server of the test's own ----------------------------------------
@@ -340,6 +345,110 @@ async fn a_value_is_fresh_once_across_handles() {
     assert!(["connection", "timeout", "down"].contains(&e.kind()), "{e}");
     assert!(!a.is_up());
     assert!(a.first_use("jti-4", now + 60, now).await.is_err());
+}
+
+/// A DPoP proof (RFC 9449) by `key` for `method` `uri` at `iat`.
+fn proof(key: &LocalSigner, method: &str, uri: &str, iat: i64) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    let header = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk().to_value()});
+    let claims = json!({
+        "jti": keyward_jose::crypto::random_text::<12>(),
+        "htm": method, "htu": uri, "iat": iat,
+    });
+    let input = format!(
+        "{}.{}",
+        B64.encode(header.to_string()),
+        B64.encode(claims.to_string())
+    );
+    let sig = key.sign(input.as_bytes()).unwrap();
+    format!("{input}.{}", B64.encode(sig))
+}
+
+/// A replica's DPoP policy with its replay cache in `redis`.
+fn replica(redis: Arc<Redis>, fail_closed: bool) -> DpopPolicy {
+    DpopPolicy {
+        replay: Arc::new(RedisReplayCache::new(redis, fail_closed, 1000)),
+        ..DpopPolicy::default()
+    }
+}
+
+#[tokio::test]
+async fn a_dpop_proof_used_at_one_replica_is_a_replay_at_the_other() {
+    let what = "a_dpop_proof_used_at_one_replica_is_a_replay_at_the_other";
+    let Some(mut server) = RedisServer::start(what) else {
+        return;
+    };
+    let url = server.url();
+    let (ra, rb) = (
+        connected(&url, "dpop:").await,
+        connected(&url, "dpop:").await,
+    );
+    let (a, b) = (replica(ra.clone(), true), replica(rb.clone(), true));
+    let key = LocalSigner::new(PrivateKey::generate(Algorithm::ES256, None).unwrap(), None);
+    let target = ProofTarget {
+        method: "POST",
+        uri: "https://auth.example/oauth2/token",
+        token: None,
+    };
+    let now = unix_now();
+    let p = proof(&key, "POST", target.uri, now);
+    assert!(a.check(&p, &target, now).await.is_ok());
+    assert_eq!(
+        b.check(&p, &target, now + 1).await.unwrap_err(),
+        DpopRefusal::Replayed
+    );
+    assert_eq!(
+        a.check(&p, &target, now + 2).await.unwrap_err(),
+        DpopRefusal::Replayed
+    );
+    // A fresh proof by the same key passes at B, once.
+    let p2 = proof(&key, "POST", target.uri, now);
+    assert!(b.check(&p2, &target, now).await.is_ok());
+    assert_eq!(
+        a.check(&p2, &target, now).await.unwrap_err(),
+        DpopRefusal::Replayed
+    );
+
+    // Redis gone. Fail closed (the default): every proof refused, fresh or
+    // not, and counted as such.
+    server.stop();
+    let fresh = proof(&key, "POST", target.uri, now);
+    for _ in 0..2 {
+        assert_eq!(
+            a.check(&fresh, &target, now).await.unwrap_err(),
+            DpopRefusal::ReplayCacheUnavailable
+        );
+    }
+    let closed = RedisReplayCache::new(ra.clone(), true, 10);
+    assert!(matches!(
+        closed.first_use("k", now + 60, now).await,
+        Err(ReplayError::Unavailable(_))
+    ));
+    // Fail open: the replica's own cache answers, so a proof is fresh once
+    // there (a replay at the same replica is still refused).
+    let open = replica(rb.clone(), false);
+    assert!(open.check(&fresh, &target, now).await.is_ok());
+    assert_eq!(
+        open.check(&fresh, &target, now).await.unwrap_err(),
+        DpopRefusal::Replayed
+    );
+
+    // Back: shared again, with what was stored before the restart gone
+    // (no persistence), and new proofs shared at once.
+    server.spawn();
+    eventually(Duration::from_secs(15), "reconnected", || {
+        let ra = ra.clone();
+        async move { ra.connect().await.is_ok() }
+    })
+    .await;
+    rb.connect().await.unwrap();
+    let p3 = proof(&key, "POST", target.uri, now);
+    assert!(a.check(&p3, &target, now).await.is_ok());
+    assert_eq!(
+        b.check(&p3, &target, now).await.unwrap_err(),
+        DpopRefusal::Replayed
+    );
 }
 
 // ---- two gateway replicas ------------------------------------------------------

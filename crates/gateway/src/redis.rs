@@ -1,6 +1,6 @@
 //! State shared between gateway replicas, kept in Redis: rate-limit buckets
 //! (used by [`crate::ratelimit::RouteLimiter`]) and the DPoP `jti` replay
-//! cache ([`RedisReplayCache`]). Configured by `redis_url`; without it every
+//! cache ([`RedisReplayCache`], a [`ReplayCache`]). Configured by `redis_url`; without it every
 //! replica keeps its own, as before.
 //!
 //! One multiplexed connection (redis-rs) carries every call of every worker
@@ -38,7 +38,8 @@ use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, RedisResult, Script};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
-use metrics::{counter, gauge, histogram};
+use keyward_verify::{LocalReplayCache, ReplayCache, ReplayError};
+use metrics::{counter, gauge, histogram, Counter};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -441,5 +442,73 @@ impl Redis {
             tokio::time::sleep(backoff.mul_f64(0.8 + 0.4 * r)).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+}
+
+/// The DPoP `jti` replay cache shared by every replica through Redis (one
+/// `SET NX PX` per proof, see [`Redis::first_use`]): a proof accepted by one
+/// replica is a replay at every other.
+///
+/// While Redis does not answer, `fail_closed` (`dpop_replay_fail_closed`,
+/// the default) refuses every proof ([`ReplayError::Unavailable`]; the gate
+/// answers 401 `invalid_dpop_proof`, and the client may retry with a fresh
+/// proof), because a replay check that silently stops is a hole; otherwise
+/// this replica's own [`LocalReplayCache`] answers, which knows only the
+/// proofs it saw during the outage. Either way it is counted in
+/// `keyward_gate_replay_unavailable_total{action="refused"|"local"}`.
+pub struct RedisReplayCache {
+    redis: Arc<Redis>,
+    fail_closed: bool,
+    local: LocalReplayCache,
+    refused: Counter,
+    local_used: Counter,
+}
+
+impl fmt::Debug for RedisReplayCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisReplayCache")
+            .field("redis", &self.redis)
+            .field("fail_closed", &self.fail_closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisReplayCache {
+    /// A cache in `redis`; while it is unreachable, refuse (`fail_closed`)
+    /// or use a local cache of `local_capacity` entries.
+    pub fn new(redis: Arc<Redis>, fail_closed: bool, local_capacity: usize) -> Self {
+        RedisReplayCache {
+            redis,
+            fail_closed,
+            local: LocalReplayCache::new(local_capacity),
+            refused: counter!("keyward_gate_replay_unavailable_total", "action" => "refused"),
+            local_used: counter!("keyward_gate_replay_unavailable_total", "action" => "local"),
+        }
+    }
+
+    async fn check(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, ReplayError> {
+        match self.redis.first_use(key, expires_at, now).await {
+            Ok(first) => Ok(first),
+            Err(e) if self.fail_closed => {
+                self.refused.increment(1);
+                Err(ReplayError::Unavailable(Box::new(e)))
+            }
+            Err(_) => {
+                self.local_used.increment(1);
+                self.local.check(key, expires_at, now)
+            }
+        }
+    }
+}
+
+impl ReplayCache for RedisReplayCache {
+    fn first_use<'a>(
+        &'a self,
+        key: &'a str,
+        expires_at: i64,
+        now: i64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, ReplayError>> + Send + 'a>>
+    {
+        Box::pin(self.check(key, expires_at, now))
     }
 }
