@@ -1,6 +1,9 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (200 while
 //! the process serves) and `/readyz` (200 only when every issuer has a
-//! usable key set, else 503 naming the issuers without one).
+//! usable key set, else 503 naming the issuers without one). With
+//! `redis_url`, `/readyz` adds a line saying whether Redis is up; a Redis
+//! that is down does not make the gateway unready (it serves with local
+//! limits), since every replica would lose it at once.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -14,6 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub(crate) struct Admin {
     pub gate: Option<Gate>,
     pub prometheus: PrometheusHandle,
+    pub redis: Option<std::sync::Arc<crate::redis::Redis>>,
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -58,13 +62,17 @@ impl Admin {
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
             "/readyz" => {
                 let missing = self.not_ready();
+                let redis = self
+                    .redis
+                    .as_ref()
+                    .map_or(String::new(), |r| format!("{}\n", r.status()));
                 if missing.is_empty() {
-                    text(StatusCode::OK, "text/plain", "ready\n".into())
+                    text(StatusCode::OK, "text/plain", format!("ready\n{redis}"))
                 } else {
                     text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "text/plain",
-                        format!("no usable key set for: {}\n", missing.join(", ")),
+                        format!("no usable key set for: {}\n{redis}", missing.join(", ")),
                     )
                 }
             }

@@ -54,6 +54,10 @@ mod raw {
         pub workers: Option<Spanned<usize>>,
         pub identity_headers: Option<IdentityHeaders>,
         pub dpop: Option<Dpop>,
+        pub redis_url: Option<S>,
+        pub redis_prefix: Option<S>,
+        pub redis_timeout: Option<S>,
+        pub dpop_replay_fail_closed: Option<Spanned<bool>>,
         #[serde(default)]
         pub issuer: Vec<Spanned<Issuer>>,
         #[serde(default)]
@@ -172,6 +176,8 @@ pub struct Config {
     pub workers: usize,
     /// Identity header names.
     pub identity_headers: IdentityHeaders,
+    /// Redis for state shared between replicas (`redis_url`), if set.
+    pub redis: Option<crate::redis::RedisConfig>,
     /// Trusted issuers, in file order.
     pub issuers: Vec<IssuerConfig>,
     /// Routes, in file order (the first match wins).
@@ -668,6 +674,7 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
     let identity_headers = resolve_identity_headers(raw.identity_headers.as_ref(), c);
     let dpop_base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let dpop = resolve_dpop(raw.dpop.as_ref(), &dpop_base, c);
+    let redis = resolve_redis(&raw, c);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = match &raw.workers {
         None => cores,
@@ -757,10 +764,61 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
         shutdown_grace,
         workers,
         identity_headers,
+        redis,
         issuers,
         routes,
         dpop,
     }
+}
+
+/// `redis_url` and the settings that only make sense with it.
+fn resolve_redis(raw: &raw::Config, c: &mut Checker<'_>) -> Option<crate::redis::RedisConfig> {
+    use crate::redis::{RedisConfig, RedisUrl, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
+    let Some(u) = &raw.redis_url else {
+        let alone = [&raw.redis_prefix, &raw.redis_timeout]
+            .into_iter()
+            .flatten()
+            .map(|s| s.span().start);
+        for at in alone.chain(raw.dpop_replay_fail_closed.iter().map(|b| b.span().start)) {
+            c.err(
+                at,
+                "this setting needs redis_url",
+                "add redis_url = \"redis://127.0.0.1:6379\", or remove the setting",
+            );
+        }
+        return None;
+    };
+    let url = RedisUrl::parse(u.get_ref()).map_err(|e| {
+        c.at(u, format!("redis_url: {e}"), "write redis_url = \"redis://[:PASSWORD@]HOST[:PORT][/DB]\" (or unix:///path/to/redis.sock)");
+    });
+    let prefix = raw
+        .redis_prefix
+        .as_ref()
+        .map_or(DEFAULT_PREFIX.to_string(), |p| p.get_ref().clone());
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+        if let Some(p) = &raw.redis_prefix {
+            c.at(p, format!("redis_prefix {prefix:?} must be 1 to 64 printable ASCII characters without spaces"), "write a prefix naming this gateway deployment, e.g. redis_prefix = \"keyward:gw:prod:\"");
+        }
+    }
+    let timeout = c.positive("redis_timeout", &raw.redis_timeout, DEFAULT_TIMEOUT);
+    if timeout > Duration::from_secs(5) {
+        if let Some(t) = &raw.redis_timeout {
+            c.at(
+                t,
+                "redis_timeout above 5s would hold requests that long while Redis is slow",
+                "write redis_timeout = \"10ms\"",
+            );
+        }
+    }
+    Some(RedisConfig {
+        url: url.ok()?,
+        prefix,
+        timeout,
+        replay_fail_closed: raw
+            .dpop_replay_fail_closed
+            .as_ref()
+            .is_none_or(|b| *b.get_ref()),
+    })
 }
 
 fn resolve_identity_headers(
@@ -1570,6 +1628,24 @@ impl Config {
             .map(|(f, h)| format!("{f}={}", h.map_or("(off)", |h| h.as_str())))
             .collect();
         let _ = writeln!(s, "identity_headers  {}", headers.join(" "));
+        let _ = writeln!(
+            s,
+            "redis             {}",
+            self.redis.as_ref().map_or(
+                "(off: limits and replay cache per replica)".to_string(),
+                |r| format!(
+                    "{} prefix {:?} timeout {} (DPoP replay fail {})",
+                    r.url,
+                    r.prefix,
+                    dur(r.timeout),
+                    if r.replay_fail_closed {
+                        "closed"
+                    } else {
+                        "open, local cache"
+                    }
+                )
+            )
+        );
         let _ = writeln!(s);
         let _ = writeln!(s, "issuers ({}):", self.issuers.len());
         for i in &self.issuers {

@@ -109,6 +109,55 @@ pub enum StartError {
     /// The verification gate could not be built from the configuration.
     #[error("cannot build the token gate: {0}")]
     Gate(#[from] keyward_verify::BuildError),
+    /// The Redis client could not be made from `redis_url`.
+    #[error("cannot use redis_url: {0}")]
+    Redis(#[from] RedisError),
+}
+
+/// Why a Redis call did not answer ([`crate::redis`]); the caller falls
+/// back to local state or refuses, and nothing was changed locally.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// The connection is down; the supervisor is reconnecting.
+    #[error("redis is unreachable (reconnecting)")]
+    Down,
+    /// No answer within `redis_timeout` (milliseconds).
+    #[error("redis did not answer within {0} ms")]
+    Timeout(u64),
+    /// The connection failed (refused, reset, closed).
+    #[error("redis connection failed: {0}")]
+    Connection(#[source] ::redis::RedisError),
+    /// Redis answered with an error (out of memory, a script error...).
+    #[error("redis answered an error: {0}")]
+    Server(#[source] ::redis::RedisError),
+}
+
+impl RedisError {
+    /// Classifies a client error; `timeout_ms` is the limit a timeout hit.
+    pub(crate) fn from_redis(e: ::redis::RedisError, timeout_ms: u64) -> RedisError {
+        if e.is_timeout() {
+            RedisError::Timeout(timeout_ms)
+        } else if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_unrecoverable_error()
+        {
+            RedisError::Connection(e)
+        } else {
+            RedisError::Server(e)
+        }
+    }
+
+    /// The `kind` label of `keyward_gate_redis_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RedisError::Down => "down",
+            RedisError::Timeout(_) => "timeout",
+            RedisError::Connection(_) => "connection",
+            RedisError::Server(_) => "server",
+        }
+    }
 }
 
 /// Text that is not a rate ([`crate::ratelimit::Rate::parse`]).

@@ -40,11 +40,14 @@ pub mod identity_headers;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis;
 pub mod revocation_feed;
 pub mod routes;
 pub mod server;
 pub mod upstream;
 
 pub use config::Config;
-pub use error::{ConfigError, Diagnostic, Error, FeedError, PageError, RateError, StartError};
+pub use error::{
+    ConfigError, Diagnostic, Error, FeedError, PageError, RateError, RedisError, StartError,
+};
 pub use server::{Gateway, Running};

@@ -22,7 +22,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -36,7 +36,7 @@ use crate::config::{Auth, RouteConfig};
 use crate::decision::{Decision, Outcome};
 use crate::identity_headers::IdentityHeaders;
 use crate::metrics::{self, RouteMetrics};
-use crate::ratelimit::Limiter;
+use crate::ratelimit::RouteLimiter;
 use crate::routes::{check_path, RouteMatch, RouteTable};
 use crate::upstream::{PooledBody, Upstream, UpstreamError};
 
@@ -72,9 +72,9 @@ pub(crate) struct RouteState {
     pub config: RouteConfig,
     /// Index of the route's upstream in a worker's pools.
     pub upstream: usize,
-    pub per_subject: Option<Limiter>,
-    pub per_client: Option<Limiter>,
-    pub per_ip: Option<Limiter>,
+    pub per_subject: Option<RouteLimiter>,
+    pub per_client: Option<RouteLimiter>,
+    pub per_ip: Option<RouteLimiter>,
     pub metrics: RouteMetrics,
 }
 
@@ -206,6 +206,7 @@ impl Shared {
         req: Request<Incoming>,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
+        let wall = SystemTime::now();
         let (mut parts, body) = req.into_parts();
         let method = parts.method.clone();
 
@@ -250,7 +251,7 @@ impl Shared {
         // Per-IP limit first: it needs no verification, so it also slows
         // down floods of bad tokens.
         if let Some(l) = &route.per_ip {
-            if let Err(wait) = l.check(&peer.ip, start) {
+            if let Err(wait) = l.check(&peer.ip, start, wall).await {
                 return self.rate_limited(route, &method, path, None, wait, start);
             }
         }
@@ -317,7 +318,7 @@ impl Shared {
                 (&route.per_client, id.client_id.as_deref()),
             ] {
                 if let (Some(l), Some(key)) = (limiter, key) {
-                    if let Err(wait) = l.check(key, start) {
+                    if let Err(wait) = l.check(key, start, wall).await {
                         return self.rate_limited(route, &method, path, Some(id), wait, start);
                     }
                 }

@@ -16,15 +16,30 @@
 //! which for keys used alike are the ones idle the longest.
 //!
 //! Time is an input: [`Limiter::check`] takes `now`, so tests control time.
+//!
+//! **Shared between replicas.** With `redis_url` set, a [`RouteLimiter`]
+//! keeps its buckets in Redis instead ([`crate::redis`]): the same GCRA step,
+//! run atomically by a Lua script on a key per bucket holding its theoretical
+//! arrival time in microseconds since the Unix epoch, so every replica draws
+//! from one bucket per key and a limit of N is N across all of them. The
+//! replicas' wall clocks are the time input (keep them synchronized; a replica
+//! whose clock is behind is refused, never credited, like a late `now`
+//! here). While Redis is unreachable or slower than `redis_timeout`, each
+//! replica decides with its own local [`Limiter`] (fail open: a limit of N is
+//! then N per replica), and goes back to the shared buckets when Redis
+//! answers again.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::str::FromStr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use metrics::Counter;
 
 use crate::error::RateError;
+use crate::redis::{unix_micros, Redis};
 
 /// Longest interval between two tokens that a [`Limiter`] honours (one year);
 /// slower rates are treated as this one.
@@ -193,6 +208,84 @@ impl Limiter {
     /// Whether no bucket is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A route's limiter of one kind (per subject, client or IP): the buckets
+/// shared through Redis when configured and reachable, else this replica's
+/// own [`Limiter`]. See the module docs.
+pub struct RouteLimiter {
+    local: Limiter,
+    shared: Option<SharedBuckets>,
+}
+
+struct SharedBuckets {
+    redis: Arc<Redis>,
+    /// `{kind}:{route}`, the part of the key naming this limiter.
+    scope: String,
+    interval_us: u64,
+    tolerance_us: u64,
+    /// `keyward_gate_rate_limit_local_total{route,kind}`.
+    local_total: Counter,
+}
+
+impl std::fmt::Debug for RouteLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteLimiter")
+            .field("local", &self.local)
+            .field("shared", &self.shared.as_ref().map(|s| &s.scope))
+            .finish()
+    }
+}
+
+/// Largest microsecond count a Lua number (a double) holds exactly.
+const MAX_EXACT_US: u64 = 1 << 53;
+
+impl RouteLimiter {
+    /// `local`, shared through `redis` (when given) as route `route`'s
+    /// limiter of kind `kind` (`subject`, `client`, `ip`).
+    pub fn new(local: Limiter, redis: Option<Arc<Redis>>, route: &str, kind: &'static str) -> Self {
+        let shared = redis.map(|redis| {
+            let interval_us = local.interval.as_nanos().div_ceil(1000).min(u128::from(MAX_EXACT_US)) as u64;
+            SharedBuckets {
+                redis,
+                scope: format!("{kind}:{route}"),
+                interval_us,
+                tolerance_us: interval_us
+                    .saturating_mul(u64::from(local.burst - 1))
+                    .min(MAX_EXACT_US),
+                local_total: metrics::counter!("keyward_gate_rate_limit_local_total", "route" => route.to_string(), "kind" => kind),
+            }
+        });
+        RouteLimiter { local, shared }
+    }
+
+    /// Takes one token from `key`'s bucket: in Redis when it answers within
+    /// its timeout (at wall-clock time `wall`), else locally (at `now`).
+    /// `Err` holds how long until a token is available.
+    pub async fn check(&self, key: &str, now: Instant, wall: SystemTime) -> Result<(), Duration> {
+        if let Some(s) = &self.shared {
+            if s.redis.is_up() {
+                let bucket = s.redis.bucket_key(&s.scope, key);
+                match s
+                    .redis
+                    .gcra(&bucket, unix_micros(wall), s.interval_us, s.tolerance_us)
+                    .await
+                {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(wait)) => return Err(wait),
+                    // Counted by the handle; decided locally below.
+                    Err(_) => {}
+                }
+            }
+            s.local_total.increment(1);
+        }
+        self.local.check(key, now)
+    }
+
+    /// Whether the buckets are shared through Redis (when it answers).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 }
 

@@ -32,7 +32,8 @@ use crate::config::{Auth, Config};
 use crate::error::StartError;
 use crate::metrics::RouteMetrics;
 use crate::proxy::{Peer, RouteState, Shared};
-use crate::ratelimit::Limiter;
+use crate::ratelimit::{Limiter, RouteLimiter};
+use crate::redis::Redis;
 use crate::routes::{RouteEntry, RouteTable};
 use crate::upstream::{Upstream, Upstreams};
 
@@ -86,12 +87,27 @@ impl Gateway {
 
         // Tokens are judged and revocations pruned at the same time.
         let clock: SharedClock = Arc::new(SystemClock);
+        let mut background = Vec::new();
+        // Redis, when configured: one try now (bounded), then the supervisor
+        // keeps reconnecting; the gateway serves either way.
+        let redis = match &config.redis {
+            Some(rc) => {
+                let redis = Redis::new(rc)?;
+                if let Err(error) = redis.connect().await {
+                    tracing::warn!(%error, "redis is unreachable at start: rate limits are per replica until it answers");
+                }
+                background.push(redis.spawn_supervisor());
+                Some(redis)
+            }
+            None => None,
+        };
+
         let gate = if config.issuers.is_empty() {
             None
         } else {
             let revocations = Arc::new(RevocationList::new());
             let mut b = Gate::builder()
-                .dpop(dpop_policy(&config.dpop)?)
+                .dpop(dpop_policy(&config.dpop, redis.as_ref(), config.redis.as_ref())?)
                 .token_cache(config.token_cache)
                 .revocations(revocations)
                 .clock(clock.clone());
@@ -101,7 +117,6 @@ impl Gateway {
             Some(b.build()?)
         };
 
-        let mut background = Vec::new();
         if let Some(gate) = &gate {
             for (issuer, error) in gate.warm_up().await {
                 tracing::warn!(%issuer, %error, "cannot fetch the issuer's keys yet; will retry in the background and on first use");
@@ -125,15 +140,16 @@ impl Gateway {
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut entries = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
-            let limiter = |spec: &Option<crate::config::RateSpec>| -> Option<Limiter> {
+            let limiter = |spec: &Option<crate::config::RateSpec>, kind| -> Option<RouteLimiter> {
                 let (spec, rl) = (spec.as_ref()?, r.rate_limit.as_ref()?);
-                Some(Limiter::new(spec.rate, rl.burst_for(spec), rl.max_keys))
+                let local = Limiter::new(spec.rate, rl.burst_for(spec), rl.max_keys);
+                Some(RouteLimiter::new(local, redis.clone(), &r.name, kind))
             };
             let (per_subject, per_client, per_ip) = match &r.rate_limit {
                 Some(rl) => (
-                    limiter(&rl.per_subject),
-                    limiter(&rl.per_client),
-                    limiter(&rl.per_ip),
+                    limiter(&rl.per_subject, "subject"),
+                    limiter(&rl.per_client, "client"),
+                    limiter(&rl.per_ip, "ip"),
                 ),
                 None => (None, None, None),
             };
@@ -197,6 +213,7 @@ impl Gateway {
             let admin = Arc::new(Admin {
                 gate: gate.clone(),
                 prometheus,
+                redis: redis.clone(),
             });
             servers.push(tokio::spawn(serve(
                 l,
@@ -369,10 +386,15 @@ async fn serve<F, Fut, B>(
     }
 }
 
-/// The DPoP proof policy of `[dpop]`: an in-memory replay cache per replica
-/// and, with a nonce secret, server nonces (keyed by the secret and this
-/// gateway's public origin, so every replica with the same file agrees).
-fn dpop_policy(c: &crate::config::DpopConfig) -> Result<keyward_verify::DpopPolicy, StartError> {
+/// The DPoP proof policy of `[dpop]`: the replay cache shared through Redis
+/// when `redis_url` is set, else an in-memory one per replica, and, with a
+/// nonce secret, server nonces (keyed by the secret and this gateway's public
+/// origin, so every replica with the same file agrees).
+fn dpop_policy(
+    c: &crate::config::DpopConfig,
+    redis: Option<&Arc<Redis>>,
+    redis_config: Option<&crate::redis::RedisConfig>,
+) -> Result<keyward_verify::DpopPolicy, StartError> {
     let nonces = match &c.nonce_secret_file {
         None => None,
         Some(path) => {
@@ -389,7 +411,14 @@ fn dpop_policy(c: &crate::config::DpopConfig) -> Result<keyward_verify::DpopPoli
     Ok(keyward_verify::DpopPolicy {
         algorithms: c.algorithms.clone(),
         max_age_secs: c.max_age.as_secs() as i64,
-        replay: Arc::new(keyward_verify::LocalReplayCache::new(c.replay_capacity)),
+        replay: match (redis, redis_config) {
+            (Some(r), Some(rc)) => Arc::new(crate::redis::RedisReplayCache::new(
+                r.clone(),
+                rc.replay_fail_closed,
+                c.replay_capacity,
+            )),
+            _ => Arc::new(keyward_verify::LocalReplayCache::new(c.replay_capacity)),
+        },
         nonces,
         ..keyward_verify::DpopPolicy::default()
     })

@@ -216,3 +216,89 @@ fn identity_header_names() {
     .unwrap();
     assert!(c.identity_headers.scopes.is_none());
 }
+
+/// `HEAD` with `top` (top-level settings) before the issuer, and a route.
+fn with_top(top: &str) -> Result<keyward_gateway::Config, keyward_gateway::ConfigError> {
+    check(&format!("{top}\n{HEAD}{ROUTE}"))
+}
+
+#[test]
+fn redis_settings() {
+    // Off by default: limits and the replay cache stay per replica.
+    let c = with_top("").unwrap();
+    assert!(c.redis.is_none());
+    assert!(c.describe().contains("redis             (off"));
+
+    let c = with_top("redis_url = \"redis://:s3cret@127.0.0.1:6390/2\"").unwrap();
+    let r = c.redis.as_ref().unwrap();
+    assert_eq!(r.prefix, "keyward:gw:");
+    assert_eq!(r.timeout, std::time::Duration::from_millis(10));
+    assert!(
+        r.replay_fail_closed,
+        "a replay check that silently stops is a hole"
+    );
+    assert_eq!(r.url.expose(), "redis://:s3cret@127.0.0.1:6390/2");
+    // The password is never printed: not by --check, not by Debug.
+    for shown in [c.describe(), format!("{c:?}")] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("redis://:***@127.0.0.1:6390/2"), "{shown}");
+    }
+
+    let c = with_top(
+        "redis_url = \"redis://127.0.0.1\"\nredis_prefix = \"kw:prod:\"\nredis_timeout = \"3ms\"\ndpop_replay_fail_closed = false",
+    )
+    .unwrap();
+    let r = c.redis.unwrap();
+    assert_eq!(
+        (
+            r.prefix.as_str(),
+            r.timeout.as_millis(),
+            r.replay_fail_closed
+        ),
+        ("kw:prod:", 3, false)
+    );
+
+    for (top, line, message) in [
+        ("redis_url = \"http://127.0.0.1:6379\"", 1, "redis_url: "),
+        ("redis_url = \"\"", 1, "redis_url: "),
+        (
+            "redis_url = \"redis://127.0.0.1\"\nredis_prefix = \"\"",
+            2,
+            "redis_prefix \"\" must be",
+        ),
+        (
+            "redis_url = \"redis://127.0.0.1\"\nredis_prefix = \"a b\"",
+            2,
+            "redis_prefix \"a b\" must be",
+        ),
+        (
+            "redis_url = \"redis://127.0.0.1\"\nredis_timeout = \"0s\"",
+            2,
+            "redis_timeout must be longer than 0",
+        ),
+        (
+            "redis_url = \"redis://127.0.0.1\"\nredis_timeout = \"fast\"",
+            2,
+            "redis_timeout: \"fast\" is not a duration",
+        ),
+        (
+            "redis_url = \"redis://127.0.0.1\"\nredis_timeout = \"1m\"",
+            2,
+            "redis_timeout above 5s",
+        ),
+        ("redis_prefix = \"p:\"", 1, "this setting needs redis_url"),
+        ("redis_timeout = \"5ms\"", 1, "this setting needs redis_url"),
+        (
+            "dpop_replay_fail_closed = false",
+            1,
+            "this setting needs redis_url",
+        ),
+        ("redis_url = 6379", 1, "invalid type"),
+    ] {
+        let e = with_top(top).expect_err(top);
+        let d = &e.diagnostics[0];
+        assert_eq!(d.line, line, "{top}: {e}");
+        assert!(d.message.starts_with(message), "{top}: {e}");
+        assert!(!d.fix.is_empty(), "{top}: {e}");
+    }
+}
