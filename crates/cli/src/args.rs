@@ -70,6 +70,17 @@ pub enum Cmd {
     /// The append-only audit chain.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Print a shell completion script to stdout (e.g. `keyward completions bash > /etc/bash_completion.d/keyward`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual page (roff): keyward(1) to stdout, or one page per command into --out DIR.
+    Man {
+        /// Directory to write keyward.1 and a keyward-<command>.1 page per command into.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

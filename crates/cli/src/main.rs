@@ -88,5 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Jws(c) => cmd::token::run_jws(c),
         Cmd::RootKey(c) => cmd::root_key::run(&ctx, c).await,
         Cmd::Audit(c) => cmd::audit::run(&ctx, c).await,
+        Cmd::Completions { shell } => cmd::docs::completions(shell),
+        Cmd::Man { out } => cmd::docs::man(out.as_deref()),
     }
 }

@@ -1,6 +1,7 @@
 //! One module per command group.
 pub mod audit;
 pub mod clients;
+pub mod docs;
 pub mod env;
 pub mod gateway;
 pub mod init;
