@@ -264,7 +264,12 @@ pub fn render(g: &Gauges, handle: &PrometheusHandle) -> String {
         if let Some(overdue) = e.rotation_overdue_secs {
             gauge!("keyward_rotation_overdue_seconds", "env" => name.clone()).set(overdue as f64);
         }
-        gauge!("keyward_rotation_in_progress", "env" => name).set(flag(e.rotation_in_progress));
+        gauge!("keyward_rotation_in_progress", "env" => name.clone())
+            .set(flag(e.rotation_in_progress));
+        // Rare events, shown at 0 from the first scrape so that `increase()`
+        // sees the first one (a series born at 1 has no earlier sample).
+        counter!("keyward_refresh_reuse_detected_total", "env" => name.clone()).increment(0);
+        counter!("keyward_refresh_grace_reissues_total", "env" => name).increment(0);
     }
     if let Some(n) = g.audit_chain_length {
         gauge!("keyward_audit_chain_length").set(n as f64);

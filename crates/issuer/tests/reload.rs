@@ -486,6 +486,8 @@ async fn the_gauges_are_computed_from_the_snapshot_and_rendered() {
         "keyward_keys{env=\"gauges\",state=\"pending\"} 0".to_string(),
         "keyward_rotation_overdue_seconds{env=\"gauges\"} 0".to_string(),
         "keyward_rotation_in_progress{env=\"gauges\"} 0".to_string(),
+        "keyward_refresh_reuse_detected_total{env=\"gauges\"} 0".to_string(),
+        "keyward_refresh_grace_reissues_total{env=\"gauges\"} 0".to_string(),
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }
