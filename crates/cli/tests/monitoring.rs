@@ -12,19 +12,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::Kw;
+use common::{free_port, Kw};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// PromQL aggregation operators: followed by `(` or by a `by`/`without`
@@ -308,26 +300,7 @@ async fn every_metric_in_a_dashboard_or_rule_is_exported() {
     let kw = Kw::new();
     kw.run(&["init", "--issuer", &issuer, "--alg", "ES256"])
         .ok();
-    let c = kw
-        .run(&[
-            "clients",
-            "create",
-            "--env",
-            "default",
-            "--name",
-            "mon",
-            "--scopes",
-            "orders.read",
-            "--audience",
-            "api://orders",
-            "--json",
-        ])
-        .ok()
-        .json();
-    let (id, secret) = (
-        c["client_id"].as_str().unwrap().to_string(),
-        c["client_secret"].as_str().unwrap().to_string(),
-    );
+    let (id, secret) = kw.create_client("mon", "orders.read", "api://orders");
     let server = kw.start_server(
         &["serve", "--listen", &format!("127.0.0.1:{port}")],
         &[
@@ -426,24 +399,14 @@ scopes = ["orders.read"]
         401
     );
 
-    let issuer_text = http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let gateway_text = http
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let mut have = exported(&issuer_text);
-    have.extend(exported(&gateway_text));
+    let mut have = BTreeSet::new();
+    for url in [
+        server.url("/metrics"),
+        format!("http://{}/metrics", gw.admin),
+    ] {
+        let text = http.get(url).send().await.unwrap().text().await.unwrap();
+        have.extend(exported(&text));
+    }
 
     let (rule_exprs, recorded) = rules();
     let mut exprs = rule_exprs;
