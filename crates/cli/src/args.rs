@@ -74,6 +74,17 @@ pub enum Cmd {
     Backup(BackupArgs),
     /// Restore a backup into an empty store (--data-dir or --database-url): checks it first.
     Restore(RestoreArgs),
+    /// Print a shell completion script to stdout (e.g. `keyward completions bash > /etc/bash_completion.d/keyward`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual page (roff): keyward(1) to stdout, or one page per command into --out DIR.
+    Man {
+        /// Directory to write keyward.1 and a keyward-<command>.1 page per command into.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -90,5 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Audit(c) => cmd::audit::run(&ctx, c).await,
         Cmd::Backup(a) => cmd::backup::backup(&ctx, a).await,
         Cmd::Restore(a) => cmd::backup::restore(&ctx, a).await,
+        Cmd::Completions { shell } => cmd::docs::completions(shell),
+        Cmd::Man { out } => cmd::docs::man(out.as_deref()),
     }
 }

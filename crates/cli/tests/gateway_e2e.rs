@@ -14,17 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Kw};
+use common::{free_port, Gateway, Kw};
 use serde_json::Value;
-
-/// A `keyward gateway` process, stopped on drop.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An upstream that answers 200 with the identity headers it received, and
 /// counts requests.
@@ -120,26 +111,7 @@ fn issuer(init_args: &[&str], lead: Option<&str>) -> Issuer {
     if let Some(lead) = lead {
         kw.run(&["env", "update", "default", "--lead", lead]).ok();
     }
-    let c = kw
-        .run(&[
-            "clients",
-            "create",
-            "--env",
-            "default",
-            "--name",
-            "e2e",
-            "--scopes",
-            "orders.read",
-            "--audience",
-            "api://orders",
-            "--json",
-        ])
-        .ok()
-        .json();
-    let (id, secret) = (
-        c["client_id"].as_str().unwrap().to_string(),
-        c["client_secret"].as_str().unwrap().to_string(),
-    );
+    let (id, secret) = kw.create_client("e2e", "orders.read", "api://orders");
     let server = kw.start_server(&["serve", "--listen", &format!("127.0.0.1:{port}")], &[]);
     Issuer {
         kw,

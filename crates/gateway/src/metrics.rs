@@ -10,6 +10,8 @@
 //! | `keyward_gate_token_cache_hit_ratio` | gauge | | lifetime hits / (hits + misses) of the verified-token cache (set at scrape) |
 //!
 //! `keyward-verify` adds `keyward_gate_token_cache_total{result}`,
+//! `keyward_gate_verify_failures_total{issuer,kid,reason}` (`kid` only when
+//! the issuer publishes it, else `unknown`),
 //! `keyward_gate_jwks_fetches_total{issuer,outcome,cause}` and the other
 //! key-cache metrics. The hit ratio is computed at scrape time from the
 //! rendered `keyward_gate_token_cache_total` counters, so it is the ratio

@@ -107,7 +107,11 @@ impl Gateway {
         } else {
             let revocations = Arc::new(RevocationList::new());
             let mut b = Gate::builder()
-                .dpop(dpop_policy(&config.dpop, redis.as_ref(), config.redis.as_ref())?)
+                .dpop(dpop_policy(
+                    &config.dpop,
+                    redis.as_ref(),
+                    config.redis.as_ref(),
+                )?)
                 .token_cache(config.token_cache)
                 .revocations(revocations)
                 .clock(clock.clone());

@@ -3,6 +3,8 @@
 mod common;
 
 use common::*;
+use keyward_jose::sign_jwt;
+use serde_json::json;
 
 #[tokio::test]
 async fn health_readiness_and_metrics() {
@@ -23,6 +25,20 @@ async fn health_readiness_and_metrics() {
     }
     assert_eq!(get(&gw.url("/orders/1"), &[]).await.status, 401);
     assert_eq!(get(&gw.url("/none"), &[]).await.status, 404);
+    // Refusals by reason and kid: an expired token of the issuer's key k1,
+    // and one of a key it does not publish (whose kid is not a label value).
+    let mut expired = claims();
+    expired["exp"] = json!(now() - 3600);
+    expired["iat"] = json!(now() - 7200);
+    expired["nbf"] = json!(now() - 7200);
+    assert_eq!(
+        get_with(&gw.url("/orders/1"), &token_for(&expired))
+            .await
+            .status,
+        401
+    );
+    let forged = sign_jwt(attacker(), Some("at+jwt"), &claims()).unwrap();
+    assert_eq!(get_with(&gw.url("/orders/1"), &forged).await.status, 401);
 
     let m = get(&format!("{admin}/metrics"), &[]).await;
     assert_eq!(m.status, 200);
@@ -35,9 +51,15 @@ async fn health_readiness_and_metrics() {
         "keyward_gate_upstream_seconds_bucket{route=\"orders\"",
         "keyward_gate_jwks_age_seconds{issuer=\"https://issuer.test\"}",
         "keyward_gate_token_cache_hit_ratio",
+        "keyward_gate_verify_failures_total{issuer=\"https://issuer.test\",kid=\"k1\",reason=\"expired\"} 1",
+        "keyward_gate_verify_failures_total{issuer=\"https://issuer.test\",kid=\"unknown\",reason=\"unknown_kid\"} 1",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
+    assert!(
+        !text.contains("kid=\"attacker\""),
+        "a kid the issuer does not publish became a label"
+    );
     assert_eq!(get(&format!("{admin}/nope"), &[]).await.status, 404);
 }
 

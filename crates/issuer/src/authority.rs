@@ -691,26 +691,37 @@ impl Authority {
     pub async fn gauges(&self) -> metrics::Gauges {
         let now = self.now();
         let health = self.reload_health();
-        let envs = self
-            .snapshot()
-            .envs
-            .iter()
-            .map(|e| {
-                let signing = rotation::signing_key(&e.keys, now);
-                let policy = &e.env.policy;
-                metrics::EnvGauges {
-                    env: e.env.name.clone(),
-                    without_key: e.keys.is_empty(),
-                    can_sign: e.access_token_signer(now).is_some()
-                        && self.sign_fault(&e.env.name).is_none(),
-                    signing_key_age_secs: signing.map(|k| now - k.activates_at),
-                    secs_to_next_rotation: signing.map(|k| {
-                        k.activates_at + policy.rotate_every_secs - policy.lead_secs - now
-                    }),
-                    published_keys: rotation::published(&e.keys, now).count(),
-                }
-            })
-            .collect();
+        let envs =
+            self.snapshot()
+                .envs
+                .iter()
+                .map(|e| {
+                    let signing = rotation::signing_key(&e.keys, now);
+                    let policy = &e.env.policy;
+                    metrics::EnvGauges {
+                        env: e.env.name.clone(),
+                        without_key: e.keys.is_empty(),
+                        can_sign: e.access_token_signer(now).is_some()
+                            && self.sign_fault(&e.env.name).is_none(),
+                        signing_key_age_secs: signing.map(|k| now - k.activates_at),
+                        secs_to_next_rotation: signing.map(|k| {
+                            k.activates_at + policy.rotate_every_secs - policy.lead_secs - now
+                        }),
+                        published_keys: rotation::published(&e.keys, now).count(),
+                        keys_by_state: [KeyState::Pending, KeyState::Active, KeyState::Retired]
+                            .map(|st| {
+                                (
+                                    st.name(),
+                                    e.keys.iter().filter(|k| k.state(now) == st).count(),
+                                )
+                            }),
+                        rotation_overdue_secs: signing.map(|_| {
+                            rotation::rotation_overdue_secs(policy, &e.keys, now).unwrap_or(0)
+                        }),
+                        rotation_in_progress: rotation::rotation_in_progress(policy, &e.keys, now),
+                    }
+                })
+                .collect();
         metrics::Gauges {
             reload_ok: health.failure.is_none(),
             reload_last_success: health.last_success,

@@ -777,6 +777,7 @@ async fn create_client(
         jwks_uri: None,
         access_token_ttl_secs: None,
         refresh_token_ttl_secs: None,
+        dpop_bound_access_tokens: false,
     };
     let reg = admin::register_client(&c.authority, &cur.actor(), new).await?;
     let secret = reg.secret.unwrap_or_default();

@@ -230,6 +230,13 @@ pub struct EnvGauges {
     pub signing_key_age_secs: Option<i64>,
     pub secs_to_next_rotation: Option<i64>,
     pub published_keys: usize,
+    /// Keys in each published state (`pending`, `active`, `retired`).
+    pub keys_by_state: [(&'static str, usize); 3],
+    /// Seconds since the scheduled rotation became due with none pending
+    /// (0 while it is not due); `None` while nothing signs.
+    pub rotation_overdue_secs: Option<i64>,
+    /// A key is pending, or took over less than a JWKS cache lifetime ago.
+    pub rotation_in_progress: bool,
 }
 
 /// Sets the state-derived gauges, then renders everything.
@@ -250,7 +257,19 @@ pub fn render(g: &Gauges, handle: &PrometheusHandle) -> String {
         if let Some(next) = e.secs_to_next_rotation {
             gauge!("keyward_seconds_to_next_rotation", "env" => name.clone()).set(next as f64);
         }
-        gauge!("keyward_published_keys", "env" => name).set(e.published_keys as f64);
+        gauge!("keyward_published_keys", "env" => name.clone()).set(e.published_keys as f64);
+        for (state, n) in e.keys_by_state {
+            gauge!("keyward_keys", "env" => name.clone(), "state" => state).set(n as f64);
+        }
+        if let Some(overdue) = e.rotation_overdue_secs {
+            gauge!("keyward_rotation_overdue_seconds", "env" => name.clone()).set(overdue as f64);
+        }
+        gauge!("keyward_rotation_in_progress", "env" => name.clone())
+            .set(flag(e.rotation_in_progress));
+        // Rare events, shown at 0 from the first scrape so that `increase()`
+        // sees the first one (a series born at 1 has no earlier sample).
+        counter!("keyward_refresh_reuse_detected_total", "env" => name.clone()).increment(0);
+        counter!("keyward_refresh_grace_reissues_total", "env" => name).increment(0);
     }
     if let Some(n) = g.audit_chain_length {
         gauge!("keyward_audit_chain_length").set(n as f64);

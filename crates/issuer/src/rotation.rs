@@ -150,12 +150,9 @@ pub fn plan(
 /// Whether the environment's scheduled rotation is due at `now`: the signing
 /// key is older than `rotate_every - lead` and nothing is pending.
 pub fn rotation_due(policy: &RotationPolicy, keys: &[KeyRecord], now: Timestamp) -> bool {
-    if keys.iter().any(|k| k.state(now) == KeyState::Pending) {
-        return false;
-    }
     match signing_key(keys, now) {
-        None => true,
-        Some(k) => now >= k.activates_at + policy.rotate_every_secs - policy.lead_secs,
+        None => !keys.iter().any(|k| k.state(now) == KeyState::Pending),
+        Some(_) => rotation_overdue_secs(policy, keys, now).is_some(),
     }
 }
 
@@ -176,6 +173,40 @@ pub fn next_rotation(
         .max_by_key(|k| k.activates_at)
         .or_else(|| signing_key(keys, now))?;
     Some(newest.activates_at + policy.rotate_every_secs - policy.lead_secs)
+}
+
+/// How long the scheduled rotation has been overdue at `now`: the seconds
+/// since it became due ([`rotation_due`]) while no key is pending. `None`
+/// while nothing signs (keys are made on purpose, never by the scheduler),
+/// while a rotation is pending, and before it is due. `serve` rotates within
+/// one scheduler tick of the due time, so a value that keeps growing means
+/// no replica is rotating (none running, or each failing).
+pub fn rotation_overdue_secs(
+    policy: &RotationPolicy,
+    keys: &[KeyRecord],
+    now: Timestamp,
+) -> Option<i64> {
+    if keys.iter().any(|k| k.state(now) == KeyState::Pending) {
+        return None;
+    }
+    let due = signing_key(keys, now)?.activates_at + policy.rotate_every_secs - policy.lead_secs;
+    (now >= due).then_some(now - due)
+}
+
+/// Whether a rotation is under way at `now`: a key is pending (published,
+/// not signing yet), or the signing key took over from another less than
+/// one JWKS cache lifetime ago (verifiers that cached the previous set are
+/// still refreshing). Alerts that a handover can trip are silenced on it.
+pub fn rotation_in_progress(policy: &RotationPolicy, keys: &[KeyRecord], now: Timestamp) -> bool {
+    if keys.iter().any(|k| k.state(now) == KeyState::Pending) {
+        return true;
+    }
+    signing_key(keys, now).is_some_and(|k| {
+        now - k.activates_at < jwks_max_age(policy)
+            && keys
+                .iter()
+                .any(|o| o.kid != k.kid && o.retires_at == Some(k.activates_at))
+    })
 }
 
 #[cfg(test)]
@@ -312,6 +343,48 @@ mod tests {
         let mut revoked = key("r", 0);
         revoked.revoked_at = Some(5);
         assert_eq!(next_rotation(&policy(), &[revoked], 10), None);
+    }
+
+    #[test]
+    fn overdue_counts_from_the_due_time_until_a_key_is_pending() {
+        let p = policy();
+        let keys = vec![key("a", 0)];
+        // Due at rotate_every - lead = 900.
+        assert_eq!(rotation_overdue_secs(&p, &keys, 899), None);
+        assert_eq!(rotation_overdue_secs(&p, &keys, 900), Some(0));
+        assert_eq!(rotation_overdue_secs(&p, &keys, 4500), Some(3600));
+        // Nothing signs: nothing to rotate on schedule.
+        assert_eq!(rotation_overdue_secs(&p, &[], 4500), None);
+        // A rotation started at 950: pending until 1050, then the new key
+        // signs and its own schedule starts.
+        let plan = plan(&p, &keys, 950, Schedule::PolicyLead).unwrap();
+        let mut next = key("b", plan.activates_at);
+        next.created_at = 950;
+        let rotated = vec![plan.retiring[0].clone(), next];
+        assert_eq!(rotation_overdue_secs(&p, &rotated, 1000), None);
+        assert_eq!(rotation_overdue_secs(&p, &rotated, 1050), None);
+        assert_eq!(rotation_overdue_secs(&p, &rotated, 1050 + 900), Some(0));
+    }
+
+    #[test]
+    fn in_progress_from_publication_until_caches_have_refreshed() {
+        let p = policy();
+        let keys = vec![key("a", 0)];
+        assert!(!rotation_in_progress(&p, &keys, 500));
+        assert!(!rotation_in_progress(&p, &[], 500));
+        // The first key of an environment is no handover.
+        assert!(!rotation_in_progress(&p, &keys, 0));
+        let plan = plan(&p, &keys, 950, Schedule::PolicyLead).unwrap();
+        let mut next = key("b", plan.activates_at);
+        next.created_at = 950;
+        let rotated = vec![plan.retiring[0].clone(), next];
+        // Pending from its publication at 950.
+        assert!(rotation_in_progress(&p, &rotated, 950));
+        assert!(rotation_in_progress(&p, &rotated, 1049));
+        // b signs at 1050; caches refresh within jwks_max_age (50).
+        assert!(rotation_in_progress(&p, &rotated, 1050));
+        assert!(rotation_in_progress(&p, &rotated, 1099));
+        assert!(!rotation_in_progress(&p, &rotated, 1100));
     }
 
     #[test]

@@ -470,6 +470,9 @@ async fn the_gauges_are_computed_from_the_snapshot_and_rendered() {
             signing_key_age_secs: Some(0),
             secs_to_next_rotation: Some(next),
             published_keys: 1,
+            keys_by_state: [("pending", 0), ("active", 1), ("retired", 0)],
+            rotation_overdue_secs: Some(0),
+            rotation_in_progress: false,
         }]
     );
     let (_, metrics) = f.get("/metrics").await;
@@ -479,6 +482,62 @@ async fn the_gauges_are_computed_from_the_snapshot_and_rendered() {
         "keyward_published_keys{env=\"gauges\"} 1".to_string(),
         "keyward_signing_key_age_seconds{env=\"gauges\"} 0".to_string(),
         format!("keyward_seconds_to_next_rotation{{env=\"gauges\"}} {next}"),
+        "keyward_keys{env=\"gauges\",state=\"active\"} 1".to_string(),
+        "keyward_keys{env=\"gauges\",state=\"pending\"} 0".to_string(),
+        "keyward_rotation_overdue_seconds{env=\"gauges\"} 0".to_string(),
+        "keyward_rotation_in_progress{env=\"gauges\"} 0".to_string(),
+        "keyward_refresh_reuse_detected_total{env=\"gauges\"} 0".to_string(),
+        "keyward_refresh_grace_reissues_total{env=\"gauges\"} 0".to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+
+    // An environment whose key was made longer ago than its rotation
+    // period, on a server that never rotated it: overdue by the difference.
+    let made = NOW - policy.rotate_every_secs - 7200;
+    let first = FirstKey {
+        root: &f.root,
+        stores: &keyward_issuer::keyring::KeyStores::none(),
+        opts: &opts(),
+    };
+    let long_ago = Change {
+        now: made,
+        actor: "test",
+    };
+    keyring::create_environment(&f.store, &environment("overdue"), Some(first), long_ago)
+        .await
+        .unwrap();
+    f.authority.reload().await.unwrap();
+    let g = f.authority.gauges().await;
+    let e = g.envs.iter().find(|e| e.env == "overdue").unwrap();
+    assert_eq!(e.rotation_overdue_secs, Some(7200 + policy.lead_secs));
+    assert!(!e.rotation_in_progress);
+    // Its rotation (as the scheduler makes it) is in progress, and no longer overdue.
+    keyring::generate_key(
+        &f.store,
+        &f.root,
+        &keyward_issuer::keyring::KeyStores::none(),
+        "overdue",
+        keyring::KeyChoice::Policy,
+        &opts(),
+        keyward_issuer::Schedule::PolicyLead,
+        at,
+    )
+    .await
+    .unwrap();
+    f.authority.reload().await.unwrap();
+    let g = f.authority.gauges().await;
+    let e = g.envs.iter().find(|e| e.env == "overdue").unwrap();
+    assert_eq!(e.rotation_overdue_secs, Some(0));
+    assert!(e.rotation_in_progress);
+    assert_eq!(
+        e.keys_by_state,
+        [("pending", 1), ("active", 1), ("retired", 0)]
+    );
+    let (_, metrics) = f.get("/metrics").await;
+    for line in [
+        "keyward_rotation_in_progress{env=\"overdue\"} 1",
+        "keyward_keys{env=\"overdue\",state=\"pending\"} 1",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
     }

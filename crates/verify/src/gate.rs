@@ -467,8 +467,30 @@ impl Gate {
     }
 
     /// Verifies `token` with trusted issuer `idx`'s keys (`snap` when they
-    /// were already taken) and policy.
+    /// were already taken) and policy. A refusal is counted in
+    /// `keyward_gate_verify_failures_total{issuer,kid,reason}`: `kid` is the
+    /// token's key id when the issuer publishes it (so the label's values
+    /// are bounded by the issuer's keys, never by what callers send), else
+    /// `unknown`.
     async fn verify_with(
+        &self,
+        idx: usize,
+        token: &UnverifiedToken<'_>,
+        snap: Option<Arc<Snapshot>>,
+    ) -> Result<(Arc<Identity>, usize, u64), VerifyError> {
+        let result = self.verify_with_keys(idx, token, snap).await;
+        if let Err(e) = &result {
+            let t = &self.inner.issuers[idx];
+            let kid = match (token.kid(), t.keys.current()) {
+                (Some(kid), Some(s)) if s.keys.get(kid).is_some() => kid.to_string(),
+                _ => "unknown".to_string(),
+            };
+            counter!("keyward_gate_verify_failures_total", "issuer" => t.policy.issuer.clone(), "kid" => kid, "reason" => e.reason()).increment(1);
+        }
+        result
+    }
+
+    async fn verify_with_keys(
         &self,
         idx: usize,
         token: &UnverifiedToken<'_>,

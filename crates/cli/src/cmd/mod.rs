@@ -2,6 +2,7 @@
 pub mod audit;
 pub mod backup;
 pub mod clients;
+pub mod docs;
 pub mod env;
 pub mod gateway;
 pub mod init;

@@ -653,3 +653,39 @@ pub fn postgres_url(what: &str) -> Option<String> {
     );
     None
 }
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Kw {
+    /// `clients create` in environment `default` for `scopes` and
+    /// `audience`: its (client_id, client_secret).
+    pub fn create_client(&self, name: &str, scopes: &str, audience: &str) -> (String, String) {
+        let c = self
+            .run(&[
+                "clients",
+                "create",
+                "--env",
+                "default",
+                "--name",
+                name,
+                "--scopes",
+                scopes,
+                "--audience",
+                audience,
+                "--json",
+            ])
+            .ok()
+            .json();
+        (
+            c["client_id"].as_str().unwrap().to_string(),
+            c["client_secret"].as_str().unwrap().to_string(),
+        )
+    }
+}
