@@ -77,6 +77,7 @@ mod raw {
         pub revocations_poll: Option<S>,
         pub jwks_uri: Option<S>,
         pub jwks_file: Option<S>,
+        pub jwks_hosts: Option<Vec<S>>,
         pub allow_http: Option<bool>,
         pub typ: Option<S>,
         pub leeway: Option<S>,
@@ -876,7 +877,11 @@ fn resolve_issuer(i: &raw::Issuer, base_dir: &Path, c: &mut Checker<'_>) -> Opti
         c.positive("max_lifetime", &i.max_lifetime, Duration::from_secs(3600))
             .as_secs()
     });
-    let cache = resolve_cache(i.cache.as_ref(), allow_http, c);
+    let mut cache = resolve_cache(i.cache.as_ref(), allow_http, c);
+    match resolve_jwks_hosts(i, &source, c) {
+        Some(hosts) => cache.jwks_hosts = hosts,
+        None => ok = false,
+    }
     if !ok {
         return None;
     }
@@ -894,6 +899,39 @@ fn resolve_issuer(i: &raw::Issuer, base_dir: &Path, c: &mut Checker<'_>) -> Opti
         policy,
         revocations,
     })
+}
+
+/// An issuer's `jwks_hosts`: where its discovery document may point its
+/// keys besides the issuer's own host and port. `None` after an error.
+fn resolve_jwks_hosts(
+    i: &raw::Issuer,
+    source: &KeySource,
+    c: &mut Checker<'_>,
+) -> Option<Vec<String>> {
+    let Some(list) = &i.jwks_hosts else {
+        return Some(Vec::new());
+    };
+    let mut ok = true;
+    if *source != KeySource::Discovery {
+        if let Some(first) = list.first() {
+            c.at(first, "jwks_hosts applies only to keys found by discovery, and this issuer sets jwks_uri or jwks_file", "remove jwks_hosts (a configured jwks_uri is trusted as written)");
+            ok = false;
+        }
+    }
+    let mut hosts = Vec::with_capacity(list.len());
+    for h in list {
+        match keyward_verify::parse_jwks_host(h.get_ref()) {
+            Some((host, port)) => hosts.push(match port {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            }),
+            None => {
+                c.at(h, format!("jwks_hosts: {:?} is not a host or host:port", h.get_ref()), "write a host name such as \"keys.example\" (any port) or \"keys.example:8443\" (that port only), without scheme or path");
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(hosts)
 }
 
 fn resolve_cache(raw: Option<&raw::Cache>, allow_http: bool, c: &mut Checker<'_>) -> CacheConfig {
@@ -937,6 +975,7 @@ fn resolve_cache(raw: Option<&raw::Cache>, allow_http: bool, c: &mut Checker<'_>
         fetch_timeout: c.positive("cache.fetch_timeout", &r.fetch_timeout, d.fetch_timeout),
         max_body_bytes,
         allow_http,
+        jwks_hosts: Vec::new(),
     }
 }
 
@@ -1442,6 +1481,17 @@ impl Config {
                 KeySource::File(f) => format!("jwks_file {}", f.display()),
             };
             let _ = writeln!(s, "    keys            {source}");
+            if matches!(p.source, KeySource::Discovery) {
+                let _ = writeln!(
+                    s,
+                    "    jwks_hosts      the issuer's host{}",
+                    p.cache
+                        .jwks_hosts
+                        .iter()
+                        .map(|h| format!(", {h}"))
+                        .collect::<String>()
+                );
+            }
             let _ = writeln!(s, "    audiences       {}", p.audiences.join(" "));
             let algs: Vec<&str> = p.algorithms.iter().map(|a| a.name()).collect();
             let _ = writeln!(s, "    algorithms      {}", algs.join(" "));

@@ -101,6 +101,16 @@ pub enum StartError {
     /// The verification gate could not be built from the configuration.
     #[error("cannot build the token gate: {0}")]
     Gate(#[from] keyward_verify::BuildError),
+    /// An issuer's discovery document points its keys at a host neither
+    /// the issuer's nor in its `jwks_hosts`: the issuer is not loaded.
+    #[error("issuer {issuer} is not loaded: {source} (add that host to the issuer's jwks_hosts if you trust it)")]
+    UntrustedJwksHost {
+        /// The issuer.
+        issuer: String,
+        /// The discovery error.
+        #[source]
+        source: keyward_verify::JwksError,
+    },
 }
 
 /// Text that is not a rate ([`crate::ratelimit::Rate::parse`]).

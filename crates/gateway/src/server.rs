@@ -22,7 +22,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use keyward_verify::{Gate, RevocationList, SharedClock, SystemClock};
+use keyward_verify::{
+    DiscoveryError, Gate, JwksCache, JwksError, RevocationList, SharedClock, SystemClock,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -103,6 +105,12 @@ impl Gateway {
         let mut background = Vec::new();
         if let Some(gate) = &gate {
             for (issuer, error) in gate.warm_up().await {
+                if is_untrusted_jwks_host(&error) {
+                    return Err(StartError::UntrustedJwksHost {
+                        issuer,
+                        source: error,
+                    });
+                }
                 tracing::warn!(%issuer, %error, "cannot fetch the issuer's keys yet; will retry in the background and on first use");
             }
             background.extend(gate.spawn_refreshers());
@@ -216,6 +224,56 @@ impl Gateway {
             workers,
             background,
         })
+    }
+}
+
+/// Whether discovery refused the `jwks_uri` for its host.
+fn is_untrusted_jwks_host(e: &JwksError) -> bool {
+    matches!(
+        e,
+        JwksError::Discovery(DiscoveryError::UntrustedJwksHost { .. })
+    )
+}
+
+/// What OIDC discovery says now about one issuer whose keys it finds
+/// ([`Gateway::check_discovery`]).
+#[derive(Debug)]
+pub struct DiscoveryCheck {
+    /// The issuer.
+    pub issuer: String,
+    /// The `jwks_uri` found, or why none is usable.
+    pub result: Result<String, JwksError>,
+}
+
+impl DiscoveryCheck {
+    /// Whether the `jwks_uri` is refused for its host: the gateway would
+    /// not start with this configuration.
+    pub fn untrusted_host(&self) -> bool {
+        self.result.as_ref().is_err_and(is_untrusted_jwks_host)
+    }
+}
+
+impl Gateway {
+    /// Runs OIDC discovery for every issuer whose keys it finds, as
+    /// [`Gateway::start`] would (for `keyward gateway --check`).
+    pub async fn check_discovery(config: &Config) -> Vec<DiscoveryCheck> {
+        let mut out = Vec::new();
+        for i in &config.issuers {
+            let p = &i.policy;
+            let result =
+                match JwksCache::new(&p.issuer, p.source.clone(), p.cache.clone(), &p.algorithms) {
+                    Ok(cache) => match cache.discover_jwks_uri().await {
+                        Some(r) => r,
+                        None => continue,
+                    },
+                    Err(e) => Err(e),
+                };
+            out.push(DiscoveryCheck {
+                issuer: p.issuer.clone(),
+                result,
+            });
+        }
+        out
     }
 }
 
