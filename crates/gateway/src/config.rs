@@ -55,6 +55,9 @@ mod raw {
         pub issuer: Vec<Spanned<Issuer>>,
         #[serde(default)]
         pub route: Vec<Spanned<Route>>,
+        pub api_key_header: Option<S>,
+        #[serde(default)]
+        pub api_key: Vec<Spanned<crate::api_keys::RawKey>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -115,6 +118,7 @@ mod raw {
         pub strip_prefix: Option<S>,
         pub timeout: Option<S>,
         pub rate_limit: Option<Spanned<RateLimit>>,
+        pub api_keys: Option<Spanned<bool>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -162,6 +166,8 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// Routes, in file order (the first match wins).
     pub routes: Vec<RouteConfig>,
+    /// API keys and the header they come in.
+    pub api_keys: crate::api_keys::ApiKeysConfig,
 }
 
 /// One trusted issuer.
@@ -255,22 +261,29 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// Rate limits.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Accepts API keys (in `api_key_header`) besides tokens.
+    pub api_keys: bool,
 }
 
 /// Collects diagnostics with byte offsets; converted to lines at the end.
-struct Checker<'a> {
-    text: &'a str,
+pub(crate) struct Checker<'a> {
+    pub(crate) text: &'a str,
     found: Vec<(usize, String, String)>,
 }
 
 const DURATION_FIX: &str = "write a duration such as \"500ms\", \"30s\", \"5m\", \"24h\"";
 
 impl<'a> Checker<'a> {
-    fn err(&mut self, at: usize, message: impl Into<String>, fix: impl Into<String>) {
+    pub(crate) fn err(&mut self, at: usize, message: impl Into<String>, fix: impl Into<String>) {
         self.found.push((at, message.into(), fix.into()));
     }
 
-    fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>, fix: impl Into<String>) {
+    pub(crate) fn at<T>(
+        &mut self,
+        s: &Spanned<T>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.err(s.span().start, message, fix);
     }
 
@@ -417,7 +430,7 @@ fn is_scope_token(s: &str) -> bool {
 }
 
 /// Header names an identity header may not take.
-const RESERVED_HEADERS: [&str; 16] = [
+pub(crate) const RESERVED_HEADERS: [&str; 16] = [
     "host",
     "authorization",
     "connection",
@@ -613,7 +626,10 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
             "add a route: [[route]] path = \"/api/*\" upstream = \"http://127.0.0.1:9000\"",
         );
     }
-    let needs_issuer = routes.iter().any(|r| matches!(r.auth, Auth::Token { .. }));
+    let needs_issuer = routes
+        .iter()
+        .any(|r| matches!(r.auth, Auth::Token { .. }) && !r.api_keys);
+    let api_keys = crate::api_keys::resolve(raw.api_key_header.as_ref(), &raw.api_key, &routes, c);
     if needs_issuer && raw.issuer.is_empty() {
         c.err(
             c.text.len(),
@@ -634,6 +650,7 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
         identity_headers,
         issuers,
         routes,
+        api_keys,
     }
 }
 
@@ -1171,13 +1188,15 @@ fn resolve_route(
         }
         route_issuers = Some(names);
     }
-    let wants_token = r.scopes.is_some() || r.permissions.is_some() || r.issuers.is_some();
+    let api_keys = r.api_keys.as_ref().is_some_and(|a| *a.get_ref());
+    let wants_token =
+        r.scopes.is_some() || r.permissions.is_some() || r.issuers.is_some() || api_keys;
     let auth = match anonymous {
         Some(true) if wants_token => {
             let a = r.anonymous.as_ref().expect("anonymous is set");
             c.at(
                 a,
-                "an anonymous route cannot also require scopes, permissions or issuers",
+                "an anonymous route cannot also require scopes, permissions, issuers or API keys",
                 "remove anonymous = true, or remove the requirements",
             );
             ok = false;
@@ -1244,6 +1263,7 @@ fn resolve_route(
         strip_prefix,
         timeout,
         rate_limit,
+        api_keys,
     })
 }
 
@@ -1574,7 +1594,11 @@ impl Config {
                     describe_methods(&r.methods),
                     r.pattern.as_str().to_string(),
                     r.upstream.origin.clone(),
-                    r.auth.describe(),
+                    if r.api_keys {
+                        format!("{}; or API key", r.auth.describe())
+                    } else {
+                        r.auth.describe()
+                    },
                     r.rate_limit.as_ref().map_or("-".into(), |l| l.describe()),
                     opts.join(", "),
                 ]
@@ -1601,6 +1625,7 @@ impl Config {
         for row in &rows {
             let _ = writeln!(s, "{}", line(row.iter().map(String::as_str).collect()));
         }
+        self.api_keys.describe(&mut s);
         s
     }
 }

@@ -111,6 +111,36 @@ pub enum StartError {
         #[source]
         source: keyward_verify::JwksError,
     },
+    /// An API key's identity could not be built.
+    #[error("API key {id}: {reason}")]
+    ApiKey {
+        /// The key id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why `keyward gateway api-key create` or `revoke` cannot edit a
+/// configuration file ([`crate::api_keys`]); the file is left as it was.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ApiKeyError {
+    /// The file is not TOML.
+    #[error("the configuration is not TOML: {0}")]
+    Toml(String),
+    /// `api_key` is there but is not `[[api_key]]` tables.
+    #[error("api_key in the configuration is not a list of [[api_key]] tables")]
+    NotATableArray,
+    /// `--expires` is not a duration, an RFC 3339 time or `never`.
+    #[error("--expires {0:?} is not a duration such as 90d, an RFC 3339 time such as 2027-01-31T00:00:00Z, or never")]
+    Expires(String),
+    /// No `[[api_key]]` has this id.
+    #[error("no API key has id {0:?}")]
+    NoSuchKey(String),
+    /// The key is revoked already.
+    #[error("API key {0} is already revoked")]
+    AlreadyRevoked(String),
 }
 
 /// Text that is not a rate ([`crate::ratelimit::Rate::parse`]).

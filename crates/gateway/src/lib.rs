@@ -16,6 +16,7 @@
 //! - [`proxy`]: the request path, on hyper directly, bodies streamed;
 //! - [`identity_headers`]: stripping spoofed and adding real identity headers;
 //! - [`upstream`]: pooled keep-alive clients per upstream;
+//! - [`api_keys`]: API keys mapped to identities, stored hashed;
 //! - [`ratelimit`], [`revocation_feed`]: per-route limits, the issuer's
 //!   revocation feed;
 //! - [`admin`], [`metrics`], [`decision`]: `/metrics` `/healthz` `/readyz`,
@@ -33,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod api_keys;
 pub mod config;
 pub mod decision;
 pub mod error;
@@ -46,5 +48,7 @@ pub mod server;
 pub mod upstream;
 
 pub use config::Config;
-pub use error::{ConfigError, Diagnostic, Error, FeedError, PageError, RateError, StartError};
+pub use error::{
+    ApiKeyError, ConfigError, Diagnostic, Error, FeedError, PageError, RateError, StartError,
+};
 pub use server::{Gateway, Running};

@@ -30,6 +30,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
+use crate::api_keys::ApiKeyStore;
 use crate::config::{Auth, Config};
 use crate::error::StartError;
 use crate::metrics::RouteMetrics;
@@ -161,8 +162,14 @@ impl Gateway {
                 config: r.clone(),
             });
         }
+        let api_keys = if config.routes.iter().any(|r| r.api_keys) {
+            Some(ApiKeyStore::new(&config.api_keys, clock.clone())?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             gate: gate.clone(),
+            api_keys,
             table: RouteTable::new(entries),
             routes: routes.into_boxed_slice(),
             identity_headers: config.identity_headers.clone(),
