@@ -203,9 +203,10 @@ async fn api_keys_are_shown_once_stored_hashed_and_never_logged() {
         .filter(|l| l.contains("keyward::decision"))
         .collect();
     assert_eq!(decisions.len(), 3, "{logs:#?}");
-    for (line, reason) in decisions
-        .iter()
-        .zip(["reason=\"ok\"", "api_key_mismatch", "api_key_revoked"])
+    for (line, reason) in
+        decisions
+            .iter()
+            .zip(["reason=\"ok\"", "api_key_mismatch", "api_key_revoked"])
     {
         assert!(
             line.contains(&format!("api_key=\"{id}\"")) || line.contains(&format!("api_key={id}")),

@@ -119,6 +119,7 @@ mod raw {
         pub timeout: Option<S>,
         pub rate_limit: Option<Spanned<RateLimit>>,
         pub api_keys: Option<Spanned<bool>>,
+        pub upstream_tls: Option<Spanned<crate::upstream_tls::RawUpstreamTls>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -230,10 +231,12 @@ impl RateLimitConfig {
 /// An upstream origin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamUrl {
-    /// `http://host:port`.
+    /// `http://host:port` or `https://host:port`.
     pub origin: String,
     /// `host:port`.
     pub authority: Authority,
+    /// TLS settings, for `https://`.
+    pub tls: Option<crate::upstream_tls::UpstreamTls>,
 }
 
 /// One route.
@@ -593,6 +596,7 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
             r.get_ref(),
             raw.allow_anonymous.unwrap_or(false),
             &issuer_spans,
+            &base_dir,
             c,
         ) {
             // A route matching exactly what an earlier one matches is dead.
@@ -1000,6 +1004,7 @@ fn resolve_route(
     r: &raw::Route,
     allow_anonymous: bool,
     issuers: &[(String, usize)],
+    base_dir: &Path,
     c: &mut Checker<'_>,
 ) -> Option<RouteConfig> {
     let mut ok = true;
@@ -1055,7 +1060,29 @@ fn resolve_route(
             Some(out)
         }
     };
-    let upstream = resolve_upstream(&r.upstream, c);
+    let upstream = resolve_upstream(&r.upstream, c).and_then(|mut u| {
+        let host = u.authority.host().to_string();
+        match (u.origin.starts_with("https://"), &r.upstream_tls) {
+            (true, tls) => {
+                u.tls = Some(crate::upstream_tls::resolve(
+                    &host,
+                    tls.as_ref(),
+                    base_dir,
+                    c,
+                )?);
+            }
+            (false, Some(tls)) => {
+                c.at(
+                    tls,
+                    "upstream_tls is set but the upstream is http://",
+                    "write the upstream as https://host:port, or remove upstream_tls",
+                );
+                return None;
+            }
+            (false, None) => {}
+        }
+        Some(u)
+    });
     let timeout = c.positive("timeout", &r.timeout, DEFAULT_TIMEOUT);
 
     // Authentication and authorization.
@@ -1277,8 +1304,8 @@ fn resolve_upstream(u: &Spanned<String>, c: &mut Checker<'_>) -> Option<Upstream
             return None;
         }
     };
-    if url.scheme() != "http" {
-        c.at(u, format!("upstream {text:?} has scheme {:?}; the gateway speaks plain HTTP/1.1 to upstreams", url.scheme()), "use http://host:port (TLS to upstreams is not supported: run the gateway beside the service)");
+    if url.scheme() != "http" && url.scheme() != "https" {
+        c.at(u, format!("upstream {text:?} has scheme {:?}; the gateway speaks HTTP/1.1 to upstreams, plain or over TLS", url.scheme()), "use http://host:port or https://host:port");
         return None;
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -1304,8 +1331,9 @@ fn resolve_upstream(u: &Spanned<String>, c: &mut Checker<'_>) -> Option<Upstream
     let authority = format!("{host}:{port}");
     match authority.parse::<Authority>() {
         Ok(authority) => Some(UpstreamUrl {
-            origin: format!("http://{authority}"),
+            origin: format!("{}://{authority}", url.scheme()),
             authority,
+            tls: None,
         }),
         Err(_) => {
             c.at(u, format!("upstream {text:?} has an invalid host"), fix);

@@ -15,7 +15,8 @@
 //! - [`routes`]: compiled path patterns and the route table;
 //! - [`proxy`]: the request path, on hyper directly, bodies streamed;
 //! - [`identity_headers`]: stripping spoofed and adding real identity headers;
-//! - [`upstream`]: pooled keep-alive clients per upstream;
+//! - [`upstream`]: pooled keep-alive clients per upstream; [`upstream_tls`]:
+//!   TLS to `https://` upstreams;
 //! - [`api_keys`]: API keys mapped to identities, stored hashed;
 //! - [`ratelimit`], [`revocation_feed`]: per-route limits, the issuer's
 //!   revocation feed;
@@ -46,6 +47,7 @@ pub mod revocation_feed;
 pub mod routes;
 pub mod server;
 pub mod upstream;
+pub mod upstream_tls;
 
 pub use config::Config;
 pub use error::{
