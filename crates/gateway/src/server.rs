@@ -1,5 +1,5 @@
 //! Starting and stopping the gateway: the gate, its background tasks, the
-//! listeners and their HTTP/1.1 connections.
+//! listeners and their HTTP/1.1 and HTTP/2 connections.
 //!
 //! The proxy runs thread-per-core, like nginx's and Envoy's workers: each of
 //! `workers` OS threads runs its own single-threaded tokio runtime, accepts
@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use keyward_verify::{
     DiscoveryError, Gate, JwksCache, JwksError, RevocationList, SharedClock, SystemClock,
@@ -376,7 +376,22 @@ fn local_addr(l: &TcpListener, asked: SocketAddr) -> SocketAddr {
     l.local_addr().unwrap_or(asked)
 }
 
-/// Accepts HTTP/1.1 connections (keep-alive) until `stop`, then waits up
+/// How every accepted connection is served: HTTP/1.1 (keep-alive, a header
+/// read timeout, upgrades such as WebSocket), or HTTP/2 when the client
+/// starts with the HTTP/2 preface (h2c with prior knowledge; over TLS, the
+/// protocol ALPN chose).
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Accepts HTTP/1.1 and HTTP/2 connections until `stop`, then waits up
 /// to `grace` for open connections to finish their requests.
 async fn serve<F, Fut, B>(
     listener: TcpListener,
@@ -390,11 +405,7 @@ async fn serve<F, Fut, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builder = http1::Builder::new();
-    builder
-        .keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = connection_builder();
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -416,7 +427,11 @@ async fn serve<F, Fut, B>(
             let fut = h(conn_peer.clone(), req);
             async move { Ok::<_, Infallible>(fut.await) }
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        let conn = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned(),
+        );
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
