@@ -8,7 +8,10 @@
 #     (a permission template to fill and match, identity headers added), with
 #     the verified-token cache on and off;
 # plus the raw aws-lc-rs verify cost of each algorithm (one thread, pre-parsed
-# key) from `cargo run --example verify_cost`.
+# key) from `cargo run --example verify_cost`; and an API key (X-API-Key, made
+# by `keyward gateway api-key create`) on a route with the same permission
+# template, against the Bearer cases of the same round (a key is never in the
+# token cache: it is looked up by id and its SHA-256 compared on every request).
 #
 # Then the same cases once more under valgrind's callgrind (and nginx's
 # pass-through, as one process), which counts user-space instructions per
@@ -122,13 +125,24 @@ anonymous = true
 path = "/orders/{id}"
 upstream = "http://127.0.0.1:$UP_PORT"
 permissions = { all_of = ["orders.{id}.read"] }
+
+[[route]]
+path = "/keys/{id}"
+upstream = "http://127.0.0.1:$UP_PORT"
+permissions = { all_of = ["orders.{id}.read"] }
+api_keys = true
 EOF
+}
+# API keys: one per gateway config file, made as an operator would.
+api_key() { # CONFIG -> the key on stdout
+  "$BIN" gateway api-key create --config "$1" --subject bench-key --permissions 'orders.*' --expires 1d 2>/dev/null
 }
 GW_PORT=$(free_port)
 GW_NC_PORT=$(free_port)
 GW_ADMIN=$(free_port)
 gateway_config "$GW_PORT" 10000 "$GW_ADMIN" >"$WORK/gw.toml"
 gateway_config "$GW_NC_PORT" 0 "$(free_port)" >"$WORK/gw-nocache.toml"
+API_KEY=$(api_key "$WORK/gw.toml")
 KEYWARD_LOG=warn "$BIN" gateway --config "$WORK/gw.toml" >/dev/null 2>"$WORK/gw.log" &
 GW_PID=$!
 KEYWARD_LOG=warn "$BIN" gateway --config "$WORK/gw-nocache.toml" >/dev/null 2>"$WORK/gw-nocache.log" &
@@ -139,15 +153,19 @@ for alg in RS256 ES256 EdDSA; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${TOKEN[$alg]}" "http://127.0.0.1:$GW_PORT/orders/42")
   [ "$code" = 200 ] || { echo "gateway refused the $alg token ($code)" >&2; cat "$WORK/gw.log" >&2; exit 1; }
 done
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-Key: $API_KEY" "http://127.0.0.1:$GW_PORT/keys/42")
+[ "$code" = 200 ] || { echo "gateway refused the API key ($code)" >&2; cat "$WORK/gw.log" >&2; exit 1; }
 
 
 RESULTS="$WORK/results"
+# auth_header CREDENTIAL: an API key (kwk_...) goes in X-API-Key, a token in Authorization.
+auth_header() { case "$1" in kwk_*) echo "X-API-Key: $1" ;; *) echo "Authorization: Bearer $1" ;; esac; }
 # run ROUND NAME URL [TOKEN] [PID]: one wrk run; prints a row and appends
 # "ROUND|NAME|rps|p50|p99|cpu_us" to $RESULTS.
 run() {
   local round="$1" name="$2" url="$3" token="${4:-}" pid="${5:-}" out c0 c1 cpu_us="-"
   local hdr=()
-  [ -n "$token" ] && hdr=(-H "Authorization: Bearer $token")
+  [ -n "$token" ] && hdr=(-H "$(auth_header "$token")")
   [ -n "$pid" ] && c0=$(cpu "$pid")
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency "${hdr[@]}" "$url" | parse)
   read -r rps p50 p99 n <<<"$out"
@@ -183,6 +201,10 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "$round|raw $alg|$(( (r0 + r1) / 2 ))|||" >>"$RESULTS"
     echo "  raw aws-lc-rs $alg verify (1 thread) before/after: $r0 / $r1 ns"
   done
+  # API key: next to its own pass-through run and an ES256 Bearer cached run.
+  run "$round" "pass-through, next to API key" "http://127.0.0.1:$GW_PORT/anon/42" "" "$GW_PID"
+  run "$round" "keyward ES256 cached, next to API key" "http://127.0.0.1:$GW_PORT/orders/42" "${TOKEN[ES256]}" "$GW_PID"
+  run "$round" "keyward API key" "http://127.0.0.1:$GW_PORT/keys/42" "$API_KEY" "$GW_PID"
 done
 HIT_RATIO=$(curl -s "http://127.0.0.1:$GW_ADMIN/metrics" | awk '/^keyward_gate_token_cache_hit_ratio/ {print $2}')
 
@@ -199,6 +221,7 @@ rounds = sorted(rows["nginx pass-through"])
 names = ["upstream direct", "nginx pass-through", "keyward pass-through (anonymous)"]
 for alg in ("RS256", "ES256", "EdDSA"):
     names += [f"keyward {alg} cached", f"keyward {alg} uncached"]
+names += ["keyward API key"]
 print(f"median over {len(rounds)} rounds")
 print(f"{'case':<34} {'rps':>10} {'p50 ms':>9} {'p99 ms':>9} {'gw CPU us/req':>14}")
 for n in names:
@@ -221,6 +244,13 @@ for alg in ("RS256", "ES256", "EdDSA"):
     print(f"{alg}: cached / pass-through, per round {fmt(c)}; median {median(c)*100:.0f}% (target >= 90%): {ok(median(c) >= 0.9)}")
     print(f"{alg}: uncached CPU/request over pass-through / raw verify ({median(raw):.1f} us), per round {fmt(x)}; "
           f"median {median(x):.2f}x (target <= 1.20x): {ok(median(x) <= 1.2)}")
+k = per(lambda r: rows["keyward API key"][r][0] / rows["keyward ES256 cached, next to API key"][r][0])
+kp = per(lambda r: rows["keyward API key"][r][0] / rows["pass-through, next to API key"][r][0])
+kc = per(lambda r: (rows["keyward API key"][r][3] - rows["pass-through, next to API key"][r][3])
+         / max(rows["keyward ES256 cached, next to API key"][r][3] - rows["pass-through, next to API key"][r][3], 0.1))
+print(f"API key: rps / ES256 Bearer cached, per round {fmt(k)}; median {median(k):.2f}x")
+print(f"API key: rps / pass-through, per round {fmt(kp)}; median {median(kp)*100:.0f}%")
+print(f"API key: CPU/request over pass-through / ES256 Bearer cached's, per round {fmt(kc)}; median {median(kc):.2f}x")
 PY
 
 [ "${INSTR:-1}" = 0 ] && exit 0
@@ -241,7 +271,7 @@ vg_start() { # PORT COMMAND... -> VG_PID
 }
 vg_case() { # NAME URL [TOKEN]
   local hdr=() out n f ir
-  [ -n "${3:-}" ] && hdr=(-H "Authorization: Bearer $3")
+  [ -n "${3:-}" ] && hdr=(-H "$(auth_header "$3")")
   wrk -t1 -c8 -d2s "${hdr[@]}" "$2" >/dev/null
   callgrind_control -z "$VG_PID" >/dev/null 2>&1
   callgrind_control -i on "$VG_PID" >/dev/null 2>&1
@@ -255,12 +285,13 @@ vg_case() { # NAME URL [TOKEN]
   printf "  %-34s %12s %9s\n" "$1" "$(( ir / n ))" "$n"
 }
 vg_stop() { kill "$VG_PID"; wait "$VG_PID" 2>/dev/null || true; }
-vg_gateway() { # CONFIG PORT PASS_THROUGH_NAME cached|uncached
+vg_gateway() { # CONFIG PORT PASS_THROUGH_NAME cached|uncached API_KEY
   vg_start "$2" "$BIN" gateway --config "$1"
   vg_case "$3" "http://127.0.0.1:$2/anon/42"
   for alg in RS256 ES256 EdDSA; do
     vg_case "keyward $alg $4" "http://127.0.0.1:$2/orders/42" "${TOKEN[$alg]}"
   done
+  vg_case "keyward API key $4" "http://127.0.0.1:$2/keys/42" "$5"
   vg_stop
 }
 echo
@@ -269,6 +300,8 @@ printf "  %-34s %12s %9s\n" "case" "instr/req" "requests"
 VG_PORT=$(free_port); VG_NC_PORT=$(free_port)
 gateway_config "$VG_PORT" 10000 "$(free_port)" >"$WORK/vg.toml"
 gateway_config "$VG_NC_PORT" 0 "$(free_port)" >"$WORK/vg-nocache.toml"
+VG_KEY=$(api_key "$WORK/vg.toml")
+VG_NC_KEY=$(api_key "$WORK/vg-nocache.toml")
 # nginx's pass-through, in one process (no master) so callgrind sees it all.
 VG_PX_PORT=$(free_port)
 mkdir -p "$WORK/pxvg"
@@ -278,8 +311,8 @@ sed -e "s/^worker_processes .*/daemon off; master_process off; worker_processes 
 vg_start "$VG_PX_PORT" "$NGINX" -c "$WORK/pxvg/nginx.conf" -p "$WORK/pxvg" -e "$WORK/pxvg/error.log"
 vg_case "nginx pass-through" "http://127.0.0.1:$VG_PX_PORT/orders/42"
 vg_stop
-vg_gateway "$WORK/vg.toml" "$VG_PORT" "keyward pass-through (anonymous)" cached
-vg_gateway "$WORK/vg-nocache.toml" "$VG_NC_PORT" "pass-through, uncached gateway" uncached
+vg_gateway "$WORK/vg.toml" "$VG_PORT" "keyward pass-through (anonymous)" cached "$VG_KEY"
+vg_gateway "$WORK/vg-nocache.toml" "$VG_NC_PORT" "pass-through, uncached gateway" uncached "$VG_NC_KEY"
 for spec in RS256:2048 ES256:0 EdDSA:0; do
   alg="${spec%%:*}"
   ir=$(valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect='*verify_once*' \
@@ -299,4 +332,9 @@ for alg in ("RS256", "ES256", "EdDSA"):
     print(f"{alg}: a cached token adds {extra} instructions to a pass-through request; "
           f"uncached instructions over pass-through / raw verify {x:.3f}x (target <= 1.20x): "
           f"{'ok' if x <= 1.2 else 'MISSED'}")
+extra = i["keyward API key cached"] - i["keyward pass-through (anonymous)"]
+bearer = i["keyward ES256 cached"] - i["keyward pass-through (anonymous)"]
+print(f"API key: adds {extra} instructions to a pass-through request; a cached ES256 Bearer token adds {bearer} "
+      f"({extra / bearer:.2f}x); uncached gateway: API key {i['keyward API key uncached'] - i['pass-through, uncached gateway']} "
+      f"over its pass-through")
 PY

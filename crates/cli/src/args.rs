@@ -113,14 +113,69 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct GatewayArgs {
+    #[command(subcommand)]
+    pub cmd: Option<GatewayCmd>,
     /// Gateway configuration file (TOML; reference in docs/gateway.md).
-    #[arg(long)]
-    pub config: PathBuf,
+    #[arg(long, required = true)]
+    pub config: Option<PathBuf>,
     /// Validate the file, print the resolved routes and issuers, and exit
     /// (0 when valid, 1 with every problem as FILE:LINE:COL and a fix).
     #[arg(long)]
     pub check: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCmd {
+    /// API keys mapped to identities: create, list, revoke (stored hashed in the config file).
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCmd {
+    /// Make a key, print it once, and write only its hash into the config file.
+    Create {
+        /// Gateway configuration file to add the key to (the rest of it is kept as written).
+        #[arg(long)]
+        config: PathBuf,
+        /// The subject the key stands for (X-Auth-Subject).
+        #[arg(long)]
+        subject: String,
+        /// Permissions it grants, space- or comma-separated (e.g. "reports.* orders.{id}.read").
+        #[arg(long, default_value = "")]
+        permissions: String,
+        /// When it expires: a duration from now (90d), an RFC 3339 time, or "never".
+        #[arg(long)]
+        expires: String,
+        /// Its own rate limit, e.g. 100/s.
+        #[arg(long)]
+        rate_limit: Option<String>,
+        /// Route names it may be used on, comma-separated (default: every route with api_keys = true).
+        #[arg(long)]
+        routes: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the keys of a config file (ids, subjects, states; never keys or hashes).
+    List {
+        /// Gateway configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a key revoked in the config file (the gateway refuses it once restarted with the file).
+    Revoke {
+        /// Gateway configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The key id (12 hex digits, as `list` shows).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -62,6 +62,9 @@ mod raw {
         pub issuer: Vec<Spanned<Issuer>>,
         #[serde(default)]
         pub route: Vec<Spanned<Route>>,
+        pub api_key_header: Option<S>,
+        #[serde(default)]
+        pub api_key: Vec<Spanned<crate::api_keys::RawKey>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -94,6 +97,7 @@ mod raw {
         pub revocations_poll: Option<S>,
         pub jwks_uri: Option<S>,
         pub jwks_file: Option<S>,
+        pub jwks_hosts: Option<Vec<S>>,
         pub allow_http: Option<bool>,
         pub typ: Option<S>,
         pub leeway: Option<S>,
@@ -133,6 +137,8 @@ mod raw {
         pub timeout: Option<S>,
         pub rate_limit: Option<Spanned<RateLimit>>,
         pub sender_constraint: Option<S>,
+        pub api_keys: Option<Spanned<bool>>,
+        pub upstream_tls: Option<Spanned<crate::upstream_tls::RawUpstreamTls>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -184,6 +190,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// How DPoP proofs are checked.
     pub dpop: DpopConfig,
+    /// API keys and the header they come in.
+    pub api_keys: crate::api_keys::ApiKeysConfig,
 }
 
 /// The `[dpop]` table: how DPoP proofs (RFC 9449) are checked.
@@ -351,10 +359,12 @@ impl RateLimitConfig {
 /// An upstream origin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamUrl {
-    /// `http://host:port`.
+    /// `http://host:port` or `https://host:port`.
     pub origin: String,
     /// `host:port`.
     pub authority: Authority,
+    /// TLS settings, for `https://`.
+    pub tls: Option<crate::upstream_tls::UpstreamTls>,
 }
 
 /// One route.
@@ -384,22 +394,29 @@ pub struct RouteConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// A sender constraint every token on this route must carry.
     pub sender_constraint: Option<SenderConstraint>,
+    /// Accepts API keys (in `api_key_header`) besides tokens.
+    pub api_keys: bool,
 }
 
 /// Collects diagnostics with byte offsets; converted to lines at the end.
-struct Checker<'a> {
-    text: &'a str,
+pub(crate) struct Checker<'a> {
+    pub(crate) text: &'a str,
     found: Vec<(usize, String, String)>,
 }
 
 const DURATION_FIX: &str = "write a duration such as \"500ms\", \"30s\", \"5m\", \"24h\"";
 
 impl<'a> Checker<'a> {
-    fn err(&mut self, at: usize, message: impl Into<String>, fix: impl Into<String>) {
+    pub(crate) fn err(&mut self, at: usize, message: impl Into<String>, fix: impl Into<String>) {
         self.found.push((at, message.into(), fix.into()));
     }
 
-    fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>, fix: impl Into<String>) {
+    pub(crate) fn at<T>(
+        &mut self,
+        s: &Spanned<T>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.err(s.span().start, message, fix);
     }
 
@@ -546,7 +563,7 @@ fn is_scope_token(s: &str) -> bool {
 }
 
 /// Header names an identity header may not take.
-const RESERVED_HEADERS: [&str; 16] = [
+pub(crate) const RESERVED_HEADERS: [&str; 16] = [
     "host",
     "authorization",
     "connection",
@@ -712,6 +729,7 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
             r.get_ref(),
             raw.allow_anonymous.unwrap_or(false),
             &issuer_spans,
+            &base_dir,
             c,
         ) {
             // A route matching exactly what an earlier one matches is dead.
@@ -745,7 +763,10 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
             "add a route: [[route]] path = \"/api/*\" upstream = \"http://127.0.0.1:9000\"",
         );
     }
-    let needs_issuer = routes.iter().any(|r| matches!(r.auth, Auth::Token { .. }));
+    let needs_issuer = routes
+        .iter()
+        .any(|r| matches!(r.auth, Auth::Token { .. }) && !r.api_keys);
+    let api_keys = crate::api_keys::resolve(raw.api_key_header.as_ref(), &raw.api_key, &routes, c);
     if needs_issuer && raw.issuer.is_empty() {
         c.err(
             c.text.len(),
@@ -768,6 +789,7 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
         issuers,
         routes,
         dpop,
+        api_keys,
     }
 }
 
@@ -1061,7 +1083,11 @@ fn resolve_issuer(i: &raw::Issuer, base_dir: &Path, c: &mut Checker<'_>) -> Opti
         c.positive("max_lifetime", &i.max_lifetime, Duration::from_secs(3600))
             .as_secs()
     });
-    let cache = resolve_cache(i.cache.as_ref(), allow_http, c);
+    let mut cache = resolve_cache(i.cache.as_ref(), allow_http, c);
+    match resolve_jwks_hosts(i, &source, c) {
+        Some(hosts) => cache.jwks_hosts = hosts,
+        None => ok = false,
+    }
     let constraint = sender_constraint(&i.sender_constraint, c);
     if !ok || (i.sender_constraint.is_some() && constraint.is_none()) {
         return None;
@@ -1081,6 +1107,39 @@ fn resolve_issuer(i: &raw::Issuer, base_dir: &Path, c: &mut Checker<'_>) -> Opti
         policy,
         revocations,
     })
+}
+
+/// An issuer's `jwks_hosts`: where its discovery document may point its
+/// keys besides the issuer's own host and port. `None` after an error.
+fn resolve_jwks_hosts(
+    i: &raw::Issuer,
+    source: &KeySource,
+    c: &mut Checker<'_>,
+) -> Option<Vec<String>> {
+    let Some(list) = &i.jwks_hosts else {
+        return Some(Vec::new());
+    };
+    let mut ok = true;
+    if *source != KeySource::Discovery {
+        if let Some(first) = list.first() {
+            c.at(first, "jwks_hosts applies only to keys found by discovery, and this issuer sets jwks_uri or jwks_file", "remove jwks_hosts (a configured jwks_uri is trusted as written)");
+            ok = false;
+        }
+    }
+    let mut hosts = Vec::with_capacity(list.len());
+    for h in list {
+        match keyward_verify::parse_jwks_host(h.get_ref()) {
+            Some((host, port)) => hosts.push(match port {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            }),
+            None => {
+                c.at(h, format!("jwks_hosts: {:?} is not a host or host:port", h.get_ref()), "write a host name such as \"keys.example\" (any port) or \"keys.example:8443\" (that port only), without scheme or path");
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(hosts)
 }
 
 fn resolve_cache(raw: Option<&raw::Cache>, allow_http: bool, c: &mut Checker<'_>) -> CacheConfig {
@@ -1124,6 +1183,7 @@ fn resolve_cache(raw: Option<&raw::Cache>, allow_http: bool, c: &mut Checker<'_>
         fetch_timeout: c.positive("cache.fetch_timeout", &r.fetch_timeout, d.fetch_timeout),
         max_body_bytes,
         allow_http,
+        jwks_hosts: Vec::new(),
     }
 }
 
@@ -1131,6 +1191,7 @@ fn resolve_route(
     r: &raw::Route,
     allow_anonymous: bool,
     issuers: &[(String, usize)],
+    base_dir: &Path,
     c: &mut Checker<'_>,
 ) -> Option<RouteConfig> {
     let mut ok = true;
@@ -1186,7 +1247,29 @@ fn resolve_route(
             Some(out)
         }
     };
-    let upstream = resolve_upstream(&r.upstream, c);
+    let upstream = resolve_upstream(&r.upstream, c).and_then(|mut u| {
+        let host = u.authority.host().to_string();
+        match (u.origin.starts_with("https://"), &r.upstream_tls) {
+            (true, tls) => {
+                u.tls = Some(crate::upstream_tls::resolve(
+                    &host,
+                    tls.as_ref(),
+                    base_dir,
+                    c,
+                )?);
+            }
+            (false, Some(tls)) => {
+                c.at(
+                    tls,
+                    "upstream_tls is set but the upstream is http://",
+                    "write the upstream as https://host:port, or remove upstream_tls",
+                );
+                return None;
+            }
+            (false, None) => {}
+        }
+        Some(u)
+    });
     let timeout = c.positive("timeout", &r.timeout, DEFAULT_TIMEOUT);
 
     // Authentication and authorization.
@@ -1319,13 +1402,15 @@ fn resolve_route(
         }
         route_issuers = Some(names);
     }
-    let wants_token = r.scopes.is_some() || r.permissions.is_some() || r.issuers.is_some();
+    let api_keys = r.api_keys.as_ref().is_some_and(|a| *a.get_ref());
+    let wants_token =
+        r.scopes.is_some() || r.permissions.is_some() || r.issuers.is_some() || api_keys;
     let auth = match anonymous {
         Some(true) if wants_token => {
             let a = r.anonymous.as_ref().expect("anonymous is set");
             c.at(
                 a,
-                "an anonymous route cannot also require scopes, permissions or issuers",
+                "an anonymous route cannot also require scopes, permissions, issuers or API keys",
                 "remove anonymous = true, or remove the requirements",
             );
             ok = false;
@@ -1405,6 +1490,7 @@ fn resolve_route(
         timeout,
         rate_limit,
         sender_constraint: constraint,
+        api_keys,
     })
 }
 
@@ -1418,8 +1504,8 @@ fn resolve_upstream(u: &Spanned<String>, c: &mut Checker<'_>) -> Option<Upstream
             return None;
         }
     };
-    if url.scheme() != "http" {
-        c.at(u, format!("upstream {text:?} has scheme {:?}; the gateway speaks plain HTTP/1.1 to upstreams", url.scheme()), "use http://host:port (TLS to upstreams is not supported: run the gateway beside the service)");
+    if url.scheme() != "http" && url.scheme() != "https" {
+        c.at(u, format!("upstream {text:?} has scheme {:?}; the gateway speaks HTTP/1.1 to upstreams, plain or over TLS", url.scheme()), "use http://host:port or https://host:port");
         return None;
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -1445,8 +1531,9 @@ fn resolve_upstream(u: &Spanned<String>, c: &mut Checker<'_>) -> Option<Upstream
     let authority = format!("{host}:{port}");
     match authority.parse::<Authority>() {
         Ok(authority) => Some(UpstreamUrl {
-            origin: format!("http://{authority}"),
+            origin: format!("{}://{authority}", url.scheme()),
             authority,
+            tls: None,
         }),
         Err(_) => {
             c.at(u, format!("upstream {text:?} has an invalid host"), fix);
@@ -1660,6 +1747,17 @@ impl Config {
                 KeySource::File(f) => format!("jwks_file {}", f.display()),
             };
             let _ = writeln!(s, "    keys            {source}");
+            if matches!(p.source, KeySource::Discovery) {
+                let _ = writeln!(
+                    s,
+                    "    jwks_hosts      the issuer's host{}",
+                    p.cache
+                        .jwks_hosts
+                        .iter()
+                        .map(|h| format!(", {h}"))
+                        .collect::<String>()
+                );
+            }
             let _ = writeln!(s, "    audiences       {}", p.audiences.join(" "));
             let algs: Vec<&str> = p.algorithms.iter().map(|a| a.name()).collect();
             let _ = writeln!(s, "    algorithms      {}", algs.join(" "));
@@ -1742,7 +1840,11 @@ impl Config {
                     describe_methods(&r.methods),
                     r.pattern.as_str().to_string(),
                     r.upstream.origin.clone(),
-                    r.auth.describe(),
+                    if r.api_keys {
+                        format!("{}; or API key", r.auth.describe())
+                    } else {
+                        r.auth.describe()
+                    },
                     r.rate_limit.as_ref().map_or("-".into(), |l| l.describe()),
                     opts.join(", "),
                 ]
@@ -1769,6 +1871,7 @@ impl Config {
         for row in &rows {
             let _ = writeln!(s, "{}", line(row.iter().map(String::as_str).collect()));
         }
+        self.api_keys.describe(&mut s);
         s
     }
 }

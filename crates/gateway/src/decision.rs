@@ -1,8 +1,9 @@
 //! The decision log: one line per request at target `keyward::decision`
 //! (JSON when the process logs JSON) with the route, method, path (never the
 //! query, which may carry secrets), the caller's subject, client and issuer,
-//! the outcome (`allow`/`deny`) and its reason, the status sent and the
-//! latency. Never the token or the `Authorization` header.
+//! the API key id when the caller used one, the outcome (`allow`/`deny`)
+//! and its reason, the status sent and the latency. Never the token, the
+//! `Authorization` header or the API key itself.
 //!
 //! Filter it like any target: `KEYWARD_LOG=info,keyward::decision=off`
 //! turns it off.
@@ -42,6 +43,9 @@ pub struct Decision<'a> {
     pub path: &'a str,
     /// The verified caller, if any.
     pub identity: Option<&'a Identity>,
+    /// The id of the API key the request claimed, when it was refused
+    /// before it had an identity (an API key's identity names its id).
+    pub api_key: Option<&'a str>,
     /// Allowed or denied.
     pub outcome: Outcome,
     /// Why (a stable label: `token`, `anonymous`, `expired`, `no_route`...).
@@ -56,6 +60,11 @@ impl Decision<'_> {
     /// Writes the log line.
     pub fn log(&self) {
         let id = self.identity;
+        // An API key's identity has the key id as its client.
+        let api_key = self.api_key.or_else(|| {
+            id.filter(|i| i.issuer == crate::api_keys::ISSUER)
+                .and_then(|i| i.client_id.as_deref())
+        });
         tracing::info!(
             target: "keyward::decision",
             route = self.route,
@@ -64,6 +73,7 @@ impl Decision<'_> {
             subject = id.and_then(|i| i.subject.as_deref()).unwrap_or("-"),
             client = id.and_then(|i| i.client_id.as_deref()).unwrap_or("-"),
             issuer = id.map_or("-", |i| i.issuer.as_str()),
+            api_key = api_key.unwrap_or("-"),
             outcome = self.outcome.as_str(),
             reason = self.reason,
             status = self.status,

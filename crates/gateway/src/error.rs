@@ -112,6 +112,24 @@ pub enum StartError {
     /// The Redis client could not be made from `redis_url`.
     #[error("cannot use redis_url: {0}")]
     Redis(#[from] RedisError),
+    /// An issuer's discovery document points its keys at a host neither
+    /// the issuer's nor in its `jwks_hosts`: the issuer is not loaded.
+    #[error("issuer {issuer} is not loaded: {source} (add that host to the issuer's jwks_hosts if you trust it)")]
+    UntrustedJwksHost {
+        /// The issuer.
+        issuer: String,
+        /// The discovery error.
+        #[source]
+        source: keyward_verify::JwksError,
+    },
+    /// An API key's identity could not be built.
+    #[error("API key {id}: {reason}")]
+    ApiKey {
+        /// The key id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Why a Redis call did not answer ([`crate::redis`]); the caller falls
@@ -158,6 +176,28 @@ impl RedisError {
             RedisError::Server(_) => "server",
         }
     }
+}
+
+/// Why `keyward gateway api-key create` or `revoke` cannot edit a
+/// configuration file ([`crate::api_keys`]); the file is left as it was.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ApiKeyError {
+    /// The file is not TOML.
+    #[error("the configuration is not TOML: {0}")]
+    Toml(String),
+    /// `api_key` is there but is not `[[api_key]]` tables.
+    #[error("api_key in the configuration is not a list of [[api_key]] tables")]
+    NotATableArray,
+    /// `--expires` is not a duration, an RFC 3339 time or `never`.
+    #[error("--expires {0:?} is not a duration such as 90d, an RFC 3339 time such as 2027-01-31T00:00:00Z, or never")]
+    Expires(String),
+    /// No `[[api_key]]` has this id.
+    #[error("no API key has id {0:?}")]
+    NoSuchKey(String),
+    /// The key is revoked already.
+    #[error("API key {0} is already revoked")]
+    AlreadyRevoked(String),
 }
 
 /// Text that is not a rate ([`crate::ratelimit::Rate::parse`]).

@@ -15,7 +15,9 @@
 //! - [`routes`]: compiled path patterns and the route table;
 //! - [`proxy`]: the request path, on hyper directly, bodies streamed;
 //! - [`identity_headers`]: stripping spoofed and adding real identity headers;
-//! - [`upstream`]: pooled keep-alive clients per upstream;
+//! - [`upstream`]: pooled keep-alive clients per upstream; [`upstream_tls`]:
+//!   TLS to `https://` upstreams;
+//! - [`api_keys`]: API keys mapped to identities, stored hashed;
 //! - [`ratelimit`], [`revocation_feed`]: per-route limits, the issuer's
 //!   revocation feed;
 //! - [`admin`], [`metrics`], [`decision`]: `/metrics` `/healthz` `/readyz`,
@@ -33,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod api_keys;
 pub mod config;
 pub mod decision;
 pub mod error;
@@ -45,9 +48,11 @@ pub mod revocation_feed;
 pub mod routes;
 pub mod server;
 pub mod upstream;
+pub mod upstream_tls;
 
 pub use config::Config;
 pub use error::{
-    ConfigError, Diagnostic, Error, FeedError, PageError, RateError, RedisError, StartError,
+    ApiKeyError, ConfigError, Diagnostic, Error, FeedError, PageError, RateError, RedisError,
+    StartError,
 };
 pub use server::{Gateway, Running};

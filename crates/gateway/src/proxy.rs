@@ -32,6 +32,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use keyward_verify::{Gate, Identity, RequestTarget, VerifyError};
 
+use crate::api_keys::{ApiKeyStore, Key, Refusal};
 use crate::config::{Auth, RouteConfig};
 use crate::decision::{Decision, Outcome};
 use crate::identity_headers::IdentityHeaders;
@@ -81,6 +82,8 @@ pub(crate) struct RouteState {
 /// Everything a request needs, shared by all connections.
 pub(crate) struct Shared {
     pub gate: Option<Gate>,
+    /// The API keys, when some route accepts them.
+    pub api_keys: Option<ApiKeyStore>,
     pub table: RouteTable,
     pub routes: Box<[RouteState]>,
     pub identity_headers: IdentityHeaders,
@@ -257,6 +260,7 @@ impl Shared {
         }
 
         // Authenticate and authorize.
+        let mut api_key: Option<&Key> = None;
         let identity: Option<Arc<Identity>> = match &route.config.auth {
             Auth::Anonymous => None,
             Auth::Token {
@@ -265,22 +269,38 @@ impl Shared {
                 permissions,
             } => {
                 let t = Instant::now();
-                let verified = match &self.gate {
-                    Some(gate) => {
-                        let uri = keyward_verify::layer::request_uri(
-                            self.public_origin.as_deref(),
-                            &parts.uri,
-                            &parts.headers,
-                        );
-                        let target = RequestTarget {
-                            method: method.as_str(),
-                            uri: &uri,
-                            require: route.config.sender_constraint,
-                        };
-                        gate.verify_request(&parts.headers, &target).await
+                let presented = match &self.api_keys {
+                    Some(keys) if route.config.api_keys => {
+                        keys.check(&parts.headers, &route.config.name)
                     }
-                    // Config validation makes a missing gate unreachable; fail closed.
-                    None => Err(VerifyError::UntrustedIssuer),
+                    _ => None,
+                };
+                let verified = match presented {
+                    Some(Ok(key)) => {
+                        api_key = Some(key);
+                        Ok(key.identity.clone())
+                    }
+                    Some(Err((id, refusal))) => {
+                        return self.refuse_api_key(route, &method, path, id, refusal, start)
+                    }
+                    None => match &self.gate {
+                        Some(gate) => {
+                            let uri = keyward_verify::layer::request_uri(
+                                self.public_origin.as_deref(),
+                                &parts.uri,
+                                &parts.headers,
+                            );
+                            let target = RequestTarget {
+                                method: method.as_str(),
+                                uri: &uri,
+                                require: route.config.sender_constraint,
+                            };
+                            gate.verify_request(&parts.headers, &target).await
+                        }
+                        // Routes that need a gate have one (config
+                        // validation); key-only configurations fail closed.
+                        None => Err(VerifyError::UntrustedIssuer),
+                    },
                 };
                 self.verify_seconds.record(t.elapsed().as_secs_f64());
                 let id = match verified {
@@ -290,9 +310,12 @@ impl Shared {
                     }
                 };
                 let param = |name: &str| route.config.pattern.param(&caps, name);
-                let untrusted = issuers
-                    .as_ref()
-                    .is_some_and(|list| !list.iter().any(|i| *i == id.issuer));
+                // A route's `issuers` choose among token issuers; a key the
+                // route accepts is not a token.
+                let untrusted = api_key.is_none()
+                    && issuers
+                        .as_ref()
+                        .is_some_and(|list| !list.iter().any(|i| *i == id.issuer));
                 let refused = if untrusted {
                     Err(VerifyError::UntrustedIssuer)
                 } else {
@@ -312,6 +335,11 @@ impl Shared {
             }
         };
 
+        if let Some(l) = api_key.and_then(|k| k.limiter.as_ref()) {
+            if let Err(wait) = l.check("", start) {
+                return self.rate_limited(route, &method, path, identity.as_deref(), wait, start);
+            }
+        }
         if let Some(id) = &identity {
             for (limiter, key) in [
                 (&route.per_subject, id.subject.as_deref()),
@@ -330,6 +358,10 @@ impl Shared {
         strip_hop_by_hop(headers);
         headers.remove(header::EXPECT);
         self.identity_headers.strip(headers);
+        if let Some(keys) = self.api_keys.as_ref().filter(|_| route.config.api_keys) {
+            // A key is a credential: it never goes upstream.
+            headers.remove(&keys.header);
+        }
         if !route.config.forward_authorization {
             headers.remove(header::AUTHORIZATION);
         }
@@ -412,6 +444,7 @@ impl Shared {
             method: &method,
             path: original.path(),
             identity: identity.as_deref(),
+            api_key: None,
             outcome: Outcome::Allow,
             reason,
             status: response.status().as_u16(),
@@ -460,12 +493,30 @@ impl Shared {
         response: Response<ProxyBody>,
         start: Instant,
     ) -> Response<ProxyBody> {
+        self.deny_as(route, method, path, identity, None, reason, response, start)
+    }
+
+    /// [`Shared::deny`], naming the API key the request claimed to use
+    /// when it was refused before an identity was established.
+    #[allow(clippy::too_many_arguments)]
+    fn deny_as(
+        &self,
+        route: Option<&RouteState>,
+        method: &Method,
+        path: &str,
+        identity: Option<&Identity>,
+        api_key: Option<&str>,
+        reason: &'static str,
+        response: Response<ProxyBody>,
+        start: Instant,
+    ) -> Response<ProxyBody> {
         metrics::denied(route.map(|r| &r.metrics.label), reason);
         Decision {
             route: route.map_or(metrics::NO_ROUTE, |r| r.config.name.as_str()),
             method,
             path,
             identity,
+            api_key,
             outcome: Outcome::Deny,
             reason,
             status: response.status().as_u16(),
@@ -473,6 +524,35 @@ impl Shared {
         }
         .log();
         response
+    }
+
+    /// The answer to a refused API key (never echoing the key).
+    fn refuse_api_key(
+        &self,
+        route: &RouteState,
+        method: &Method,
+        path: &str,
+        id: Option<&str>,
+        refusal: Refusal,
+        start: Instant,
+    ) -> Response<ProxyBody> {
+        let (error, description) = refusal.answer();
+        let mut r = answer(refusal.status(), error, description);
+        if refusal.status() == StatusCode::UNAUTHORIZED {
+            if let Ok(v) = HeaderValue::from_str(&format!("ApiKey realm=\"{}\"", self.realm)) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        self.deny_as(
+            Some(route),
+            method,
+            path,
+            None,
+            id,
+            refusal.reason(),
+            r,
+            start,
+        )
     }
 
     fn rate_limited(

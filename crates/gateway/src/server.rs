@@ -1,5 +1,5 @@
 //! Starting and stopping the gateway: the gate, its background tasks, the
-//! listeners and their HTTP/1.1 connections.
+//! listeners and their HTTP/1.1 and HTTP/2 connections.
 //!
 //! The proxy runs thread-per-core, like nginx's and Envoy's workers: each of
 //! `workers` OS threads runs its own single-threaded tokio runtime, accepts
@@ -18,16 +18,19 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use keyward_verify::{Gate, RevocationList, SharedClock, SystemClock};
+use keyward_verify::{
+    DiscoveryError, Gate, JwksCache, JwksError, RevocationList, SharedClock, SystemClock,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
+use crate::api_keys::ApiKeyStore;
 use crate::config::{Auth, Config};
 use crate::error::StartError;
 use crate::metrics::RouteMetrics;
@@ -123,6 +126,12 @@ impl Gateway {
 
         if let Some(gate) = &gate {
             for (issuer, error) in gate.warm_up().await {
+                if is_untrusted_jwks_host(&error) {
+                    return Err(StartError::UntrustedJwksHost {
+                        issuer,
+                        source: error,
+                    });
+                }
                 tracing::warn!(%issuer, %error, "cannot fetch the issuer's keys yet; will retry in the background and on first use");
             }
             background.extend(gate.spawn_refreshers());
@@ -174,8 +183,14 @@ impl Gateway {
                 config: r.clone(),
             });
         }
+        let api_keys = if config.routes.iter().any(|r| r.api_keys) {
+            Some(ApiKeyStore::new(&config.api_keys, clock.clone())?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             gate: gate.clone(),
+            api_keys,
             table: RouteTable::new(entries),
             routes: routes.into_boxed_slice(),
             identity_headers: config.identity_headers.clone(),
@@ -239,6 +254,56 @@ impl Gateway {
             workers,
             background,
         })
+    }
+}
+
+/// Whether discovery refused the `jwks_uri` for its host.
+fn is_untrusted_jwks_host(e: &JwksError) -> bool {
+    matches!(
+        e,
+        JwksError::Discovery(DiscoveryError::UntrustedJwksHost { .. })
+    )
+}
+
+/// What OIDC discovery says now about one issuer whose keys it finds
+/// ([`Gateway::check_discovery`]).
+#[derive(Debug)]
+pub struct DiscoveryCheck {
+    /// The issuer.
+    pub issuer: String,
+    /// The `jwks_uri` found, or why none is usable.
+    pub result: Result<String, JwksError>,
+}
+
+impl DiscoveryCheck {
+    /// Whether the `jwks_uri` is refused for its host: the gateway would
+    /// not start with this configuration.
+    pub fn untrusted_host(&self) -> bool {
+        self.result.as_ref().is_err_and(is_untrusted_jwks_host)
+    }
+}
+
+impl Gateway {
+    /// Runs OIDC discovery for every issuer whose keys it finds, as
+    /// [`Gateway::start`] would (for `keyward gateway --check`).
+    pub async fn check_discovery(config: &Config) -> Vec<DiscoveryCheck> {
+        let mut out = Vec::new();
+        for i in &config.issuers {
+            let p = &i.policy;
+            let result =
+                match JwksCache::new(&p.issuer, p.source.clone(), p.cache.clone(), &p.algorithms) {
+                    Ok(cache) => match cache.discover_jwks_uri().await {
+                        Some(r) => r,
+                        None => continue,
+                    },
+                    Err(e) => Err(e),
+                };
+            out.push(DiscoveryCheck {
+                issuer: p.issuer.clone(),
+                result,
+            });
+        }
+        out
     }
 }
 
@@ -334,7 +399,22 @@ fn local_addr(l: &TcpListener, asked: SocketAddr) -> SocketAddr {
     l.local_addr().unwrap_or(asked)
 }
 
-/// Accepts HTTP/1.1 connections (keep-alive) until `stop`, then waits up
+/// How every accepted connection is served: HTTP/1.1 (keep-alive, a header
+/// read timeout, upgrades such as WebSocket), or HTTP/2 when the client
+/// starts with the HTTP/2 preface (h2c with prior knowledge; over TLS, the
+/// protocol ALPN chose).
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// Accepts HTTP/1.1 and HTTP/2 connections until `stop`, then waits up
 /// to `grace` for open connections to finish their requests.
 async fn serve<F, Fut, B>(
     listener: TcpListener,
@@ -348,11 +428,7 @@ async fn serve<F, Fut, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builder = http1::Builder::new();
-    builder
-        .keep_alive(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = connection_builder();
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -374,7 +450,11 @@ async fn serve<F, Fut, B>(
             let fut = h(conn_peer.clone(), req);
             async move { Ok::<_, Infallible>(fut.await) }
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        let conn = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned(),
+        );
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -28,6 +28,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use crate::config::UpstreamUrl;
+use crate::upstream_tls::UpstreamTls;
 
 /// Most idle connections kept per upstream and worker.
 pub const POOL_MAX_IDLE: usize = 512;
@@ -85,6 +86,8 @@ pub struct Upstream {
     pub host: HeaderValue,
     /// `host:port` to connect to.
     addr: String,
+    /// TLS, for an `https://` upstream.
+    tls: Option<UpstreamTls>,
     pool: Arc<Pool>,
 }
 
@@ -105,6 +108,7 @@ impl Upstream {
             origin: url.origin.clone(),
             host,
             addr: url.authority.as_str().to_string(),
+            tls: url.tls.clone(),
             pool: Arc::new(Pool::default()),
         }
     }
@@ -160,18 +164,38 @@ impl Upstream {
             .await
             .map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::Http)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+        match &self.tls {
+            None => handshake(stream).await,
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map_err(UpstreamError::Connect)?;
+                handshake(stream).await
             }
-        });
-        Ok(sender)
+        }
     }
 }
+
+/// An HTTP/1.1 client connection over `io`, its driver spawned on this thread.
+async fn handshake<T>(io: T) -> Result<Sender, UpstreamError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::Http)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+impl Upstream {}
 
 /// An upstream response body that hands its connection back to the pool
 /// once it has been read to the end (and closes it otherwise).
@@ -226,7 +250,7 @@ pub struct Upstreams {
 impl Upstreams {
     /// The index of `url`'s origin, registering it on first use.
     pub fn index(&mut self, url: &UpstreamUrl) -> usize {
-        match self.urls.iter().position(|u| u.origin == url.origin) {
+        match self.urls.iter().position(|u| u == url) {
             Some(i) => i,
             None => {
                 self.urls.push(url.clone());

@@ -1,8 +1,10 @@
 //! Reading a token WITHOUT verifying it. Nothing here says a token is
-//! genuine. Two uses only: [`decode_unverified`] to display or debug a token
-//! (`keyward token decode`), and [`peek_names`] to choose whose keys and
+//! genuine. Three uses only: [`decode_unverified`] to display or debug a
+//! token (`keyward token decode`), [`peek_names`] to choose whose keys and
 //! policy will verify it (an issuer among several, a client by its
-//! assertion), which that verification then checks again.
+//! assertion), which that verification then checks again, and
+//! [`claims_without_token`] for an identity the caller established by other
+//! means (the gateway's API keys).
 
 use crate::b64;
 use crate::claims::Claims;
@@ -41,6 +43,16 @@ impl ClaimedNames {
 pub fn peek_names(token: &UnverifiedToken<'_>) -> Result<ClaimedNames, Error> {
     let claims = Claims::parse(token.payload_bytes()?, &[])?;
     Ok(ClaimedNames { claims })
+}
+
+/// [`Claims`] that come from no token: `payload` read by the parser
+/// verification uses (a JSON object, unique names, registered claims of
+/// their types). Nothing is verified: the caller vouches for the identity,
+/// as the gateway does for an API key it has matched against its stored
+/// hash, so that such callers pass the same identity headers and
+/// permission checks as a verified token.
+pub fn claims_without_token(payload: Vec<u8>) -> Result<Claims, Error> {
+    Claims::parse(payload, &[])
 }
 
 /// The header and payload of a compact JWS, as JSON, unverified. The structure

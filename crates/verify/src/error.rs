@@ -527,6 +527,15 @@ pub enum DiscoveryError {
         /// Why the `jwks_uri` is refused.
         source: UrlError,
     },
+    /// The `jwks_uri` is on a host that is neither the issuer's nor in its
+    /// `jwks_hosts` allowlist.
+    #[error("{url} gives jwks_uri {jwks_uri}, which is neither on the issuer's host and port nor on a host its jwks_hosts allows")]
+    UntrustedJwksHost {
+        /// The document's URL.
+        url: String,
+        /// The `jwks_uri` refused.
+        jwks_uri: String,
+    },
 }
 
 /// A [`crate::GateBuilder`] that cannot build a gate.

@@ -70,6 +70,10 @@ pub struct CacheConfig {
     pub max_body_bytes: usize,
     /// Accept `http://` for non-loopback hosts (default false).
     pub allow_http: bool,
+    /// Hosts besides the issuer's own that a discovered `jwks_uri` may
+    /// name: `host` (any port) or `host:port` (see [`jwks_host_allowed`]).
+    /// Empty (the default): only the issuer's host and port.
+    pub jwks_hosts: Vec<String>,
 }
 
 impl CacheConfig {
@@ -94,8 +98,50 @@ impl Default for CacheConfig {
             fetch_timeout: Duration::from_secs(5),
             max_body_bytes: 256 * 1024,
             allow_http: false,
+            jwks_hosts: Vec::new(),
         }
     }
+}
+
+/// A `jwks_hosts` entry, `host` or `host:port`, as a lower-case host and an
+/// optional port; `None` when it is not one (a path, user information, a
+/// scheme...).
+pub fn parse_jwks_host(entry: &str) -> Option<(String, Option<u16>)> {
+    if entry.is_empty()
+        || entry.contains(['/', '@', '?', '#', '\\'])
+        || entry.contains(char::is_whitespace)
+    {
+        return None;
+    }
+    let url = url::Url::parse(&format!("https://{entry}/")).ok()?;
+    Some((url.host_str()?.to_ascii_lowercase(), url.port()))
+}
+
+/// The host and effective port of an `http(s)` URL.
+fn host_port(url: &str) -> Option<(String, u16)> {
+    let u = url::Url::parse(url).ok()?;
+    Some((
+        u.host_str()?.to_ascii_lowercase(),
+        u.port_or_known_default()?,
+    ))
+}
+
+/// Whether an OIDC discovery document of `issuer` may point its keys at
+/// `jwks_uri`: on the issuer's own host and port, or on a host `jwks_hosts`
+/// names (`host` for any port, `host:port` for that port only). Keys are
+/// accepted only from hosts the operator trusts, never from wherever a
+/// (possibly tampered) discovery document says.
+pub fn jwks_host_allowed(issuer: &str, jwks_uri: &str, jwks_hosts: &[String]) -> bool {
+    let Some((host, port)) = host_port(jwks_uri) else {
+        return false;
+    };
+    if host_port(issuer).is_some_and(|(h, p)| h == host && p == port) {
+        return true;
+    }
+    jwks_hosts
+        .iter()
+        .filter_map(|e| parse_jwks_host(e))
+        .any(|(h, p)| h == host && p.is_none_or(|p| p == port))
 }
 
 /// The set currently in use, replaced as a whole.
@@ -505,9 +551,28 @@ impl JwksCache {
         let Some(jwks_uri) = doc.get("jwks_uri").and_then(|v| v.as_str()) else {
             return Err(DiscoveryError::NoJwksUri { url }.into());
         };
-        check_url(jwks_uri, self.inner.config.allow_http)
-            .map_err(|source| DiscoveryError::JwksUri { url, source })?;
+        check_url(jwks_uri, self.inner.config.allow_http).map_err(|source| {
+            DiscoveryError::JwksUri {
+                url: url.clone(),
+                source,
+            }
+        })?;
+        if !jwks_host_allowed(issuer, jwks_uri, &self.inner.config.jwks_hosts) {
+            return Err(DiscoveryError::UntrustedJwksHost {
+                url,
+                jwks_uri: jwks_uri.to_string(),
+            }
+            .into());
+        }
         Ok(jwks_uri.to_string())
+    }
+
+    /// Runs OIDC discovery now (whatever is cached) and returns the
+    /// `jwks_uri` it finds, checked as every discovery is: the document names
+    /// this issuer, and the `jwks_uri` is a URL the gate fetches on a trusted
+    /// host. For `keyward gateway --check`; `None` for other key sources.
+    pub async fn discover_jwks_uri(&self) -> Option<Result<String, JwksError>> {
+        (self.inner.source == KeySource::Discovery).then_some(self.discover().await)
     }
 
     fn parse_set(&self, body: &[u8]) -> Result<KeySet, JwksError> {

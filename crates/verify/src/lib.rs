@@ -48,7 +48,9 @@ pub use error::{
 pub use fetch::{check_url, FetchLimits, Fetcher};
 pub use gate::{Gate, GateBuilder, RequestTarget, Trusted};
 pub use identity::{HeaderValues, Identity};
-pub use jwks_cache::{CacheConfig, CacheStatus, JwksCache, KeySource};
+pub use jwks_cache::{
+    jwks_host_allowed, parse_jwks_host, CacheConfig, CacheStatus, JwksCache, KeySource,
+};
 pub use layer::{Authenticated, GateLayer, Verified};
 pub use permissions::{Grants, Requirement, Template};
 pub use policy::IssuerPolicy;

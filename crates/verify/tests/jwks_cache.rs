@@ -24,6 +24,7 @@ fn config() -> CacheConfig {
         fetch_timeout: Duration::from_secs(2),
         max_body_bytes: 64 * 1024,
         allow_http: false,
+        jwks_hosts: Vec::new(),
     }
 }
 
@@ -439,6 +440,136 @@ async fn discovery_finds_the_jwks_uri_and_checks_the_issuer() {
     );
     assert!(c.status().last_error.unwrap().contains("different issuer"));
     assert_eq!(evil.fetches(), 0, "its JWKS was never fetched");
+}
+
+/// A discovery document may point the keys only at the issuer's own host
+/// and port, or at a host the issuer's `jwks_hosts` names.
+#[tokio::test]
+async fn a_discovered_jwks_uri_must_be_on_a_trusted_host() {
+    let k = signer(Algorithm::ES256, "k1");
+    let issuer = JwksServer::start(jwks(&[&k])).await;
+    let elsewhere = JwksServer::start(jwks(&[&k])).await;
+    issuer.set(|s| s.discovery_jwks_uri = Some(elsewhere.jwks_uri()));
+    let with_hosts = |hosts: &[String]| {
+        JwksCache::new(
+            &issuer.base(),
+            KeySource::Discovery,
+            CacheConfig {
+                jwks_hosts: hosts.to_vec(),
+                ..config()
+            },
+            &Algorithm::DEFAULT_ACCEPTED,
+        )
+        .unwrap()
+    };
+    let other_port = format!("127.0.0.1:{}", elsewhere.addr.port());
+    for refused in [
+        vec![],
+        vec!["localhost".to_string()],
+        vec![format!("127.0.0.1:{}", issuer.addr.port())],
+        vec!["127.0.0.2".to_string()],
+    ] {
+        let c = with_hosts(&refused);
+        let e = c.refresh().await.unwrap_err();
+        assert!(
+            matches!(&e, JwksError::Discovery(DiscoveryError::UntrustedJwksHost { jwks_uri, .. }) if *jwks_uri == elsewhere.jwks_uri()),
+            "{refused:?}: {e:?}"
+        );
+        assert!(e.to_string().contains("jwks_hosts"), "{e}");
+        assert_eq!(
+            c.key_for("k1").await.unwrap_err(),
+            VerifyError::KeysUnavailable
+        );
+        assert_eq!(
+            c.discover_jwks_uri()
+                .await
+                .unwrap()
+                .unwrap_err()
+                .to_string(),
+            e.to_string()
+        );
+    }
+    assert_eq!(
+        elsewhere.fetches(),
+        0,
+        "keys were never fetched from an untrusted host"
+    );
+    for allowed in [other_port.clone(), "127.0.0.1".to_string()] {
+        let c = with_hosts(std::slice::from_ref(&allowed));
+        assert!(c.key_for("k1").await.is_ok(), "{allowed}");
+        assert_eq!(
+            c.discover_jwks_uri().await.unwrap().unwrap(),
+            elsewhere.jwks_uri()
+        );
+    }
+    assert!(elsewhere.fetches() > 0);
+    // Sources other than discovery have nothing to discover.
+    let direct = JwksCache::new(
+        &issuer.base(),
+        KeySource::JwksUri(elsewhere.jwks_uri()),
+        config(),
+        &Algorithm::DEFAULT_ACCEPTED,
+    )
+    .unwrap();
+    assert!(direct.discover_jwks_uri().await.is_none());
+}
+
+#[test]
+fn jwks_host_rules() {
+    use keyward_verify::{jwks_host_allowed as ok, parse_jwks_host};
+    let none: &[String] = &[];
+    assert!(ok(
+        "https://auth.example",
+        "https://auth.example/jwks",
+        none
+    ));
+    assert!(ok(
+        "https://Auth.Example/t1",
+        "https://auth.example:443/k",
+        none
+    ));
+    assert!(!ok(
+        "https://auth.example",
+        "https://auth.example:8443/k",
+        none
+    ));
+    assert!(!ok("https://auth.example", "https://keys.example/k", none));
+    assert!(!ok(
+        "https://auth.example",
+        "https://auth.example.evil/k",
+        none
+    ));
+    assert!(!ok("https://auth.example", "not a url", none));
+    let hosts = ["keys.example".to_string(), "cdn.example:8443".to_string()];
+    assert!(ok(
+        "https://auth.example",
+        "https://KEYS.example:9/k",
+        &hosts
+    ));
+    assert!(ok(
+        "https://auth.example",
+        "https://cdn.example:8443/k",
+        &hosts
+    ));
+    assert!(!ok("https://auth.example", "https://cdn.example/k", &hosts));
+    assert_eq!(
+        parse_jwks_host("Keys.Example"),
+        Some(("keys.example".into(), None))
+    );
+    assert_eq!(
+        parse_jwks_host("[::1]:8443"),
+        Some(("[::1]".into(), Some(8443)))
+    );
+    for bad in [
+        "",
+        "https://keys.example",
+        "keys.example/path",
+        "u@keys.example",
+        "a b",
+        "keys.example:x",
+    ] {
+        assert_eq!(parse_jwks_host(bad), None, "{bad}");
+    }
 }
 
 #[tokio::test]

@@ -29,6 +29,8 @@ pub struct Script {
     pub delay: Duration,
     /// `issuer` of the discovery document (None: the server's own URL).
     pub discovery_issuer: Option<String>,
+    /// `jwks_uri` of the discovery document (None: the server's own).
+    pub discovery_jwks_uri: Option<String>,
 }
 
 pub struct JwksServer {
@@ -86,7 +88,7 @@ async fn discovery(State(st): State<St>) -> Response {
     let issuer = s.discovery_issuer.unwrap_or_else(|| st.base.clone());
     axum::Json(serde_json::json!({
         "issuer": issuer,
-        "jwks_uri": format!("{}/jwks.json", st.base),
+        "jwks_uri": s.discovery_jwks_uri.unwrap_or_else(|| format!("{}/jwks.json", st.base)),
     }))
     .into_response()
 }
@@ -102,6 +104,7 @@ impl JwksServer {
             fail: None,
             delay: Duration::ZERO,
             discovery_issuer: None,
+            discovery_jwks_uri: None,
         }));
         let st = St {
             script: script.clone(),
