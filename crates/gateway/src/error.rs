@@ -101,6 +101,9 @@ pub enum StartError {
     /// The verification gate could not be built from the configuration.
     #[error("cannot build the token gate: {0}")]
     Gate(#[from] keyward_verify::BuildError),
+    /// The TLS certificate, key or client CA does not load.
+    #[error("cannot start TLS: {0}")]
+    Tls(#[from] keyward_verify::TlsError),
 }
 
 /// Text that is not a rate ([`crate::ratelimit::Rate::parse`]).

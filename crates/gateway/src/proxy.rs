@@ -30,9 +30,11 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use keyward_verify::{Gate, Identity, VerifyError};
+use keyward_verify::{
+    check_binding, ForwardedCertificate, Gate, Identity, PeerCertificate, VerifyError,
+};
 
-use crate::config::{Auth, RouteConfig};
+use crate::config::{Auth, RouteConfig, SenderConstraint};
 use crate::decision::{Decision, Outcome};
 use crate::identity_headers::IdentityHeaders;
 use crate::metrics::{self, RouteMetrics};
@@ -52,10 +54,14 @@ pub struct Peer {
     pub ip: Box<str>,
     /// The peer's IP as a header value (`X-Forwarded-For`).
     pub ip_header: HeaderValue,
+    /// Whether the connection is TLS (terminated here).
+    pub tls: bool,
+    /// The client certificate the connection presented.
+    pub certificate: Option<Arc<PeerCertificate>>,
 }
 
 impl Peer {
-    /// The peer at `addr`.
+    /// The peer at `addr`, in clear text.
     pub fn new(addr: SocketAddr) -> Peer {
         let ip = addr.ip().to_string();
         Peer {
@@ -63,6 +69,17 @@ impl Peer {
             ip_header: HeaderValue::from_str(&ip)
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             ip: ip.into_boxed_str(),
+            tls: false,
+            certificate: None,
+        }
+    }
+
+    /// The peer at `addr` over TLS, with the certificate it presented.
+    pub fn tls(addr: SocketAddr, certificate: Option<Arc<PeerCertificate>>) -> Peer {
+        Peer {
+            tls: true,
+            certificate,
+            ..Peer::new(addr)
         }
     }
 }
@@ -86,6 +103,10 @@ pub(crate) struct Shared {
     pub identity_headers: IdentityHeaders,
     pub realm: String,
     pub verify_seconds: ::metrics::Histogram,
+    /// Where a trusted front proxy passes the client certificate.
+    pub forwarded_certificate: Option<ForwardedCertificate>,
+    /// The issuers (by `iss`) whose tokens must all be certificate-bound.
+    pub mtls_issuers: Box<[String]>,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -245,6 +266,18 @@ impl Shared {
             }
         }
 
+        // The client certificate: a trusted front proxy's header, else the
+        // connection's own. The header is read from trusted proxies only,
+        // and never forwarded.
+        let forwarded = match &self.forwarded_certificate {
+            Some(f) => {
+                let read = f.read(&parts.headers, peer.addr.ip());
+                parts.headers.remove(&f.header);
+                read
+            }
+            None => Ok(None),
+        };
+
         // Authenticate and authorize.
         let identity: Option<Arc<Identity>> = match &route.config.auth {
             Auth::Anonymous => None,
@@ -252,6 +285,7 @@ impl Shared {
                 issuers,
                 scopes,
                 permissions,
+                sender_constraint,
             } => {
                 let t = Instant::now();
                 let verified = match &self.gate {
@@ -264,6 +298,15 @@ impl Shared {
                     Ok(id) => id,
                     Err(e) => return self.refuse(route, &method, path, None, &e, start),
                 };
+                // RFC 8705 §3: checked on every request, cached token or not.
+                let required = *sender_constraint == Some(SenderConstraint::Mtls)
+                    || self.mtls_issuers.contains(&id.issuer);
+                let bound = forwarded.and_then(|f| {
+                    check_binding(&id, f.as_deref().or(peer.certificate.as_deref()), required)
+                });
+                if let Err(e) = bound {
+                    return self.refuse(route, &method, path, Some(&id), &e, start);
+                }
                 let param = |name: &str| route.config.pattern.param(&caps, name);
                 let untrusted = issuers
                     .as_ref()
@@ -495,7 +538,10 @@ fn forwarded_headers(headers: &mut HeaderMap, uri: &Uri, peer: &Peer) {
         &X_FORWARDED_FOR,
         xff.unwrap_or_else(|| peer.ip_header.clone()),
     );
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
+    );
     let host = headers.get(header::HOST).cloned().or_else(|| {
         uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())

@@ -1,5 +1,8 @@
 //! Starting and stopping the gateway: the gate, its background tasks, the
-//! listeners and their HTTP/1.1 connections.
+//! listeners and their connections: HTTP/1.1 and HTTP/2 (ALPN `h2` over
+//! TLS, or the HTTP/2 preface in clear text), over TLS when `[tls]` is
+//! configured (certificate files reloaded on change, see
+//! `keyward_verify::tls`).
 //!
 //! The proxy runs thread-per-core, like nginx's and Envoy's workers: each of
 //! `workers` OS threads runs its own single-threaded tokio runtime, accepts
@@ -18,17 +21,17 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use keyward_verify::{Gate, RevocationList, SharedClock, SystemClock};
+use keyward_verify::{Gate, RevocationList, SharedClock, SystemClock, TlsServer};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
-use crate::config::{Auth, Config};
+use crate::config::{Auth, Config, SenderConstraint};
 use crate::error::StartError;
 use crate::metrics::RouteMetrics;
 use crate::proxy::{Peer, RouteState, Shared};
@@ -101,6 +104,14 @@ impl Gateway {
         };
 
         let mut background = Vec::new();
+        let tls = match &config.tls {
+            Some(settings) => {
+                let tls = TlsServer::load(settings.clone())?;
+                background.push(tls.spawn_reloader());
+                Some(tls)
+            }
+            None => None,
+        };
         if let Some(gate) = &gate {
             for (issuer, error) in gate.warm_up().await {
                 tracing::warn!(%issuer, %error, "cannot fetch the issuer's keys yet; will retry in the background and on first use");
@@ -160,6 +171,13 @@ impl Gateway {
             identity_headers: config.identity_headers.clone(),
             realm: config.realm.clone(),
             verify_seconds: crate::metrics::verify_seconds(),
+            forwarded_certificate: config.forwarded_certificate.clone(),
+            mtls_issuers: config
+                .issuers
+                .iter()
+                .filter(|i| i.sender_constraint == Some(SenderConstraint::Mtls))
+                .map(|i| i.policy.issuer.clone())
+                .collect(),
         });
 
         let (stop, stopped) = watch::channel(false);
@@ -177,10 +195,11 @@ impl Gateway {
             let (done, finished) = oneshot::channel();
             let (shared, upstreams, stopped) = (shared.clone(), upstreams.clone(), stopped.clone());
             let grace = config.shutdown_grace;
+            let tls = tls.clone();
             std::thread::Builder::new()
                 .name(format!("keyward-gw-{n}"))
                 .spawn(move || {
-                    run_worker(socket, shared, &upstreams, stopped, grace);
+                    run_worker(socket, shared, &upstreams, stopped, grace, tls);
                     let _ = done.send(());
                 })
                 .map_err(|source| StartError::Bind {
@@ -200,6 +219,7 @@ impl Gateway {
                 l,
                 stopped,
                 config.shutdown_grace,
+                None,
                 move |_peer: Arc<Peer>, req| {
                     let admin = admin.clone();
                     async move { admin.handle(&req) }
@@ -268,6 +288,7 @@ fn run_worker(
     upstreams: &Upstreams,
     stop: watch::Receiver<bool>,
     grace: Duration,
+    tls: Option<Arc<TlsServer>>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -291,7 +312,7 @@ fn run_worker(
             shared,
             upstreams: upstreams.pools(),
         });
-        serve(listener, stop, grace, move |peer: Arc<Peer>, req| {
+        serve(listener, stop, grace, tls, move |peer: Arc<Peer>, req| {
             let w = worker.clone();
             async move { w.shared.handle(&w.upstreams, &peer, req).await }
         })
@@ -311,12 +332,14 @@ fn local_addr(l: &TcpListener, asked: SocketAddr) -> SocketAddr {
     l.local_addr().unwrap_or(asked)
 }
 
-/// Accepts HTTP/1.1 connections (keep-alive) until `stop`, then waits up
-/// to `grace` for open connections to finish their requests.
+/// Accepts connections (HTTP/1.1 with keep-alive, or HTTP/2; over TLS
+/// with `tls`) until `stop`, then waits up to `grace` for open connections
+/// to finish their requests.
 async fn serve<F, Fut, B>(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
+    tls: Option<Arc<TlsServer>>,
     handler: F,
 ) where
     F: Fn(Arc<Peer>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -325,12 +348,15 @@ async fn serve<F, Fut, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builder = http1::Builder::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .keep_alive(true)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    let graceful = GracefulShutdown::new();
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let graceful = Arc::new(GracefulShutdown::new());
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -346,19 +372,42 @@ async fn serve<F, Fut, B>(
         };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
-        let conn_peer = Arc::new(Peer::new(peer));
-        let svc = service_fn(move |req| {
-            let fut = h(conn_peer.clone(), req);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), svc));
+        let svc = move |conn_peer: Arc<Peer>| {
+            service_fn(move |req| {
+                let fut = h(conn_peer.clone(), req);
+                async move { Ok::<_, Infallible>(fut.await) }
+            })
+        };
+        let (builder, graceful, tls) = (builder.clone(), graceful.clone(), tls.clone());
+        // The handshake runs in the connection's task: a slow client never
+        // holds up the accept loop.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => {
+                    let svc = svc(Arc::new(Peer::new(peer)));
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    graceful.watch(conn.into_owned()).await
+                }
+                Some(tls) => match tls.accept(stream, HEADER_READ_TIMEOUT).await {
+                    Ok((stream, cert)) => {
+                        let svc = svc(Arc::new(Peer::tls(peer, cert)));
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        graceful.watch(conn.into_owned()).await
+                    }
+                    Err(e) => {
+                        crate::metrics::tls_handshake_failed();
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {

@@ -83,6 +83,20 @@ pub enum VerifyError {
     /// Valid token, but it lacks a required permission or scope.
     #[error("token lacks the required permission {0:?}")]
     InsufficientScope(String),
+    /// A certificate-bound token (`cnf.x5t#S256`, RFC 8705 §3) on a request
+    /// made without a client certificate.
+    #[error("the token is bound to a client certificate and none was presented")]
+    CertificateMissing,
+    /// A certificate-bound token on a request made with another certificate.
+    #[error("the token is bound to another client certificate")]
+    CertificateMismatch,
+    /// The route or issuer requires certificate-bound tokens and this one
+    /// is not bound.
+    #[error("a certificate-bound token is required")]
+    NotCertificateBound,
+    /// A trusted front proxy's certificate header holds no certificate.
+    #[error("the forwarded client certificate is malformed")]
+    CertificateHeader,
 }
 
 impl VerifyError {
@@ -117,6 +131,10 @@ impl VerifyError {
             VerifyError::MalformedClaim(_) => "malformed_claim",
             VerifyError::Revoked => "revoked",
             VerifyError::InsufficientScope(_) => "insufficient_scope",
+            VerifyError::CertificateMissing => "certificate_missing",
+            VerifyError::CertificateMismatch => "certificate_mismatch",
+            VerifyError::NotCertificateBound => "not_certificate_bound",
+            VerifyError::CertificateHeader => "certificate_header",
             VerifyError::Invalid(e) => match e {
                 J::Token(TokenError::BadSignature | TokenError::SignatureLength(_)) => {
                     "bad_signature"

@@ -31,6 +31,9 @@ pub struct Identity {
     pub expires_at: i64,
     /// The `kid` of the key that verified the token.
     pub kid: Option<String>,
+    /// `cnf.x5t#S256`: the thumbprint of the client certificate the token
+    /// is bound to (RFC 8705 §3.1).
+    pub cnf_x5t_s256: Option<String>,
     /// Whether this token's issuer policy lets a bare `*` grant cover
     /// every permission.
     pub allow_wildcard_all: bool,
@@ -132,6 +135,7 @@ impl Identity {
             _ => return Err(VerifyError::MalformedClaim("permissions")),
         };
         let jti = claims.jti().map(str::to_owned);
+        let cnf_x5t_s256 = cnf_x5t_s256(&claims)?;
         let expires_at = claims.expires_at().unwrap_or(i64::MAX);
         Ok(Identity {
             issuer,
@@ -142,6 +146,7 @@ impl Identity {
             jti,
             expires_at,
             kid,
+            cnf_x5t_s256,
             allow_wildcard_all: false,
             claims,
             header_values: OnceLock::new(),
@@ -175,7 +180,28 @@ impl Identity {
 
 /// The claims an identity reads beyond the registered ones; a gate's
 /// policy has keyward-jose keep their JSON text while it parses the payload.
-pub(crate) const KEPT_CLAIMS: &[&str] = &["azp", "scp", "permissions"];
+pub(crate) const KEPT_CLAIMS: &[&str] = &["azp", "scp", "permissions", "cnf"];
+
+/// `cnf.x5t#S256`, read from the JSON text jose kept (else the payload): a
+/// `cnf` that is not an object, or an `x5t#S256` in it that is not a
+/// string, refuses the token rather than leaving it unbound.
+fn cnf_x5t_s256(claims: &Claims) -> Result<Option<String>, VerifyError> {
+    #[derive(serde::Deserialize)]
+    struct Cnf {
+        #[serde(rename = "x5t#S256")]
+        x5t_s256: Option<String>,
+    }
+    let malformed = |_| VerifyError::MalformedClaim("cnf");
+    let cnf: Option<Cnf> = match claims.kept("cnf") {
+        Some(None) => return Ok(None),
+        Some(Some(text)) => serde_json::from_str(text).map_err(malformed)?,
+        None => match claims.get("cnf") {
+            None => return Ok(None),
+            Some(v) => serde_json::from_value(v).map_err(malformed)?,
+        },
+    };
+    Ok(cnf.and_then(|c| c.x5t_s256))
+}
 
 /// The members jose does not read, as found.
 #[derive(Default)]

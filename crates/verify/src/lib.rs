@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bearer;
+pub mod client_cert;
 pub mod clock;
 pub mod error;
 pub mod fetch;
@@ -34,9 +35,11 @@ pub mod layer;
 pub mod permissions;
 pub mod policy;
 pub mod revocation;
+pub mod tls;
 pub mod token_cache;
 
 pub use bearer::bearer_token;
+pub use client_cert::{check_binding, ForwardedCertificate, PeerCertificate};
 pub use clock::{Clock, FixedClock, SharedClock, SystemClock};
 pub use error::{
     AlgorithmError, BearerError, BuildError, DiscoveryError, Error, FetchError, JwksError,
@@ -50,6 +53,7 @@ pub use layer::{Authenticated, GateLayer, Verified};
 pub use permissions::{Grants, Requirement, Template};
 pub use policy::IssuerPolicy;
 pub use revocation::RevocationList;
+pub use tls::{ClientCertificates, TlsError, TlsServer, TlsSettings};
 pub use token_cache::TokenCache;
 
 /// `payload`'s claims as only verification gives them, for unit tests:
