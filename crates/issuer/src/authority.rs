@@ -74,6 +74,9 @@ pub struct Settings {
     /// keys are opened, made (rotation) and destroyed. Default: none (local
     /// keys only).
     pub key_stores: KeyStores,
+    /// A TLS listener asks clients for certificates: the RFC 8705 methods
+    /// and `mtls_endpoint_aliases` are advertised in discovery.
+    pub mtls: bool,
 }
 
 impl Default for Settings {
@@ -84,6 +87,7 @@ impl Default for Settings {
             assertion_max_lifetime_secs: 3600,
             signing_timeout: crate::signing::DEFAULT_SIGNING_TIMEOUT,
             key_stores: KeyStores::none(),
+            mtls: false,
         }
     }
 }

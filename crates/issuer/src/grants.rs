@@ -160,6 +160,27 @@ fn grant_audience(
     }
 }
 
+/// RFC 8705 §3: the `cnf` claim binding the access token to the client
+/// certificate of the request, when the client's tokens are bound
+/// (`tls_client_certificate_bound_access_tokens`, by default those of
+/// clients that authenticate with a certificate). A client whose tokens are
+/// bound and that presents no certificate is refused: a bearer token is not
+/// what it registered for.
+fn certificate_binding(
+    client: &Client,
+    creds: &crate::clients::Credentials,
+) -> Result<Option<Value>, OAuthError> {
+    if !client.mtls.binds_tokens(client.auth) {
+        return Ok(None);
+    }
+    match &creds.certificate {
+        Some(cert) => Ok(Some(json!({ "x5t#S256": cert.thumbprint() }))),
+        None => Err(OAuthError::invalid_request(
+            "this client's access tokens are bound to its client certificate: connect with it over TLS",
+        )),
+    }
+}
+
 /// Refuses, before anything is written, a claim keyward's gate would refuse
 /// to forward ([`claim_text`], the rule the gate applies): the issuer never
 /// mints a token its own gate rejects as malformed.
@@ -210,11 +231,15 @@ impl Authority {
                 format!("this client may not use the {grant} grant"),
             ));
         }
+        let cnf = certificate_binding(&client, &req.credentials)?;
         match grant {
             "client_credentials" => {
                 let scopes = grant_scopes(&client, req.scope.as_deref())?;
                 let audience = grant_audience(&client, env, req.audience.as_deref())?;
-                let empty = Map::new();
+                let mut extra = Map::new();
+                if let Some(cnf) = cnf {
+                    extra.insert("cnf".into(), cnf);
+                }
                 // No claim-text check here: the client id is keyward's own
                 // and registration admits only RFC 6749 scope tokens, which
                 // the gate's rule accepts (see `clients::validate`).
@@ -226,12 +251,12 @@ impl Authority {
                     &client.client_id,
                     &scopes,
                     &audience,
-                    &empty,
+                    &extra,
                     None,
                 )
                 .await
             }
-            _ => self.refresh(env, &client, &req).await,
+            _ => self.refresh(env, &client, &req, cnf).await,
         }
     }
 
@@ -451,6 +476,7 @@ impl Authority {
         env: &EnvState,
         client: &Arc<Client>,
         req: &TokenRequest,
+        cnf: Option<Value>,
     ) -> Result<TokenResponse, OAuthError> {
         let presented = req
             .refresh_token
@@ -533,8 +559,13 @@ impl Authority {
             .filter(|s| client.scopes.contains(s))
             .collect();
         let audience = grant_audience(client, env, rt.audience.as_deref())?;
-        let extra: Map<String, Value> = serde_json::from_str(&rt.extra).unwrap_or_default();
+        let mut extra: Map<String, Value> = serde_json::from_str(&rt.extra).unwrap_or_default();
         check_forwardable(&rt.subject, &client.client_id, &scopes, &extra)?;
+        // The new access token is bound to the certificate of this request
+        // (the refresh token itself is not: RFC 8705 §4, see docs/mtls.md).
+        if let Some(cnf) = cnf {
+            extra.insert("cnf".into(), cnf);
+        }
         let pending = self.prepare_access(env, client, now)?;
         let (token, new_hash) = new_secret("kwr_");
         if superseded.is_none() {
@@ -782,6 +813,7 @@ mod tests {
             grant_types: vec!["client_credentials".into()],
             access_token_ttl_secs: None,
             refresh_token_ttl_secs: None,
+            mtls: Default::default(),
             created_at: 0,
             updated_at: 0,
         }

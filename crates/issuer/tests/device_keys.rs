@@ -472,6 +472,7 @@ async fn client(store: &Store, env: &str) -> (String, String) {
             jwks_uri: None,
             access_token_ttl_secs: None,
             refresh_token_ttl_secs: None,
+            mtls: Default::default(),
         },
         at(NOW),
     )

@@ -117,6 +117,7 @@ async fn register(store: &Store, env: &str, name: &str) -> Caller {
             jwks_uri: None,
             access_token_ttl_secs: None,
             refresh_token_ttl_secs: None,
+            mtls: Default::default(),
         },
         Change {
             now: NOW,

@@ -39,7 +39,7 @@ pub mod tokens;
 
 pub use admin::AdminToken;
 pub use audit::{AuditEntry, AuditRecord, AuditReport, BrokenLink, ExpectedHead, GENESIS_HASH};
-pub use clients::{Client, ClientAuth};
+pub use clients::{Client, ClientAuth, ClientMtls, TlsName};
 pub use error::StoreError;
 pub use records::{
     issuer_key, issuer_route, Environment, KeyMaterial, KeyRecord, KeyState, KeyStoreName,
