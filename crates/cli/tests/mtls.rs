@@ -77,6 +77,11 @@ impl Setup {
         (status, body)
     }
 
+    /// Lets the server's store reload (1 s) pick up new clients.
+    fn settle(&self) {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+
     fn cert(&self, name: &str, cert: &Cert) {
         cert.write(self.kw.dir.path(), name);
     }
@@ -218,6 +223,7 @@ fn tls_client_auth_by_subject_dn_and_san_with_bound_tokens() {
     // Same DN, but self-signed: not from the client CA.
     let fake = pki::self_signed("app");
     s.cert("fake", &fake);
+    s.settle();
 
     // DN match: a token bound to the certificate (thumbprint computed here).
     let (status, body) = s.token(Some("app"), &by_dn);
@@ -266,6 +272,7 @@ fn self_signed_tls_client_auth_uses_the_registered_x5c() {
         "--jwks",
         jwks.to_str().unwrap(),
     ]);
+    s.settle();
     let (status, body) = s.token(Some("mine"), &id);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -311,12 +318,13 @@ fn secret_clients_get_bound_tokens_only_when_registered_so() {
         (status, body)
     };
     let plain = create(&[]);
+    let bound = create(&["--tls-bound-tokens", "true"]);
+    s.settle();
     let (status, body) = token(Some("any"), &plain);
     assert_eq!(status, 200, "{body}");
     assert!(claims(body["access_token"].as_str().unwrap())
         .get("cnf")
         .is_none());
-    let bound = create(&["--tls-bound-tokens", "true"]);
     let (status, body) = token(Some("any"), &bound);
     assert_eq!(status, 200, "{body}");
     assert!(claims(body["access_token"].as_str().unwrap())["cnf"]["x5t#S256"].is_string());
