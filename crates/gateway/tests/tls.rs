@@ -84,19 +84,16 @@ fn status_and_version(out: &str) -> (u16, String, Value) {
     )
 }
 
+/// One anonymous route to the echo upstream.
+const ANON_ROUTE: &str = "[[route]]\npath = \"/*\"\nupstream = \"{UP}\"\nanonymous = true\n";
+
 const W: &str = "\n%{http_code} %{http_version}";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_12_and_13_and_h2_by_alpn_and_nothing_older() {
     let up = upstream().await;
     let ca = Ca::new("test CA");
-    let gw = start_tls(
-        &ca,
-        "",
-        "[[route]]\npath = \"/*\"\nupstream = \"{UP}\"\nanonymous = true\n",
-        &up,
-    )
-    .await;
+    let gw = start_tls(&ca, "", ANON_ROUTE, &up).await;
     let url = gw.url("/hello");
     let d = gw.dir.path();
     for (flags, version) in [
@@ -126,13 +123,7 @@ async fn tls_12_and_13_and_h2_by_alpn_and_nothing_older() {
 async fn certificate_files_reload_on_change_and_a_bad_file_keeps_the_old_one() {
     let up = upstream().await;
     let ca = Ca::new("first CA");
-    let gw = start_tls(
-        &ca,
-        "",
-        "[[route]]\npath = \"/*\"\nupstream = \"{UP}\"\nanonymous = true\n",
-        &up,
-    )
-    .await;
+    let gw = start_tls(&ca, "", ANON_ROUTE, &up).await;
     let d = gw.dir.path().to_path_buf();
     let url = gw.url("/x");
     let served_by = |ca_file: &str| {
@@ -181,7 +172,7 @@ async fn certificate_files_reload_on_change_and_a_bad_file_keeps_the_old_one() {
 async fn client_certificates_required_or_optional() {
     let up = upstream().await;
     let ca = Ca::new("client CA");
-    let route = "[[route]]\npath = \"/*\"\nupstream = \"{UP}\"\nanonymous = true\n";
+    let route = ANON_ROUTE;
     for (mode, without_ok) in [("required", false), ("optional", true)] {
         let extra = format!("client_certificates = \"{mode}\"\nclient_ca = \"ca.pem\"\n");
         let gw = start_tls(&ca, &extra, route, &up).await;
