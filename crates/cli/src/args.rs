@@ -188,11 +188,18 @@ pub enum ConfigCmd {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
     PrivateKeyJwt,
+    /// A certificate from the listener's client CA with the registered
+    /// subject DN or SAN (RFC 8705 §2.1; one of the --tls-* names).
+    #[value(alias = "tls_client_auth")]
+    TlsClientAuth,
+    /// A self-signed certificate whose public key is in --jwks (x5c, RFC 8705 §2.2).
+    #[value(alias = "self_signed_tls_client_auth")]
+    SelfSignedTlsClientAuth,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -212,13 +219,50 @@ pub struct ClientFields {
     /// Refresh-token lifetime for this client.
     #[arg(long, value_parser = parse_duration)]
     pub refresh_token_ttl: Option<i64>,
-    /// For private_key_jwt: the client's JWK Set, a file or an http(s) URL.
+    /// For private_key_jwt: the client's JWK Set, a file or an http(s) URL;
+    /// for self_signed_tls_client_auth: a JWK Set file whose keys carry the
+    /// client's certificates in x5c.
     #[arg(long)]
     pub jwks: Option<String>,
     /// Require a DPoP proof (RFC 9449) with every token request, so every
     /// access token is bound to the client's key (`--dpop-bound=false` lifts it).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub dpop_bound: Option<bool>,
+    /// tls_client_auth: the certificate's subject DN (RFC 4514, e.g. "CN=app,O=Example").
+    #[arg(long, group = "tls_name")]
+    pub tls_subject_dn: Option<String>,
+    /// tls_client_auth: a DNS name among the certificate's SANs.
+    #[arg(long, group = "tls_name")]
+    pub tls_san_dns: Option<String>,
+    /// tls_client_auth: a URI among the certificate's SANs.
+    #[arg(long, group = "tls_name")]
+    pub tls_san_uri: Option<String>,
+    /// tls_client_auth: an IP address among the certificate's SANs.
+    #[arg(long, group = "tls_name")]
+    pub tls_san_ip: Option<String>,
+    /// tls_client_auth: an email address among the certificate's SANs.
+    #[arg(long, group = "tls_name")]
+    pub tls_san_email: Option<String>,
+    /// Whether access tokens are bound to the client certificate of the
+    /// token request (cnf.x5t#S256; default: true for the two tls methods).
+    #[arg(long)]
+    pub tls_bound_tokens: Option<bool>,
+}
+
+impl ClientFields {
+    /// The tls_client_auth name given, if any (clap allows one).
+    pub fn tls_subject(&self) -> Option<(keyward_store::TlsName, String)> {
+        use keyward_store::TlsName;
+        [
+            (TlsName::SubjectDn, &self.tls_subject_dn),
+            (TlsName::SanDns, &self.tls_san_dns),
+            (TlsName::SanUri, &self.tls_san_uri),
+            (TlsName::SanIp, &self.tls_san_ip),
+            (TlsName::SanEmail, &self.tls_san_email),
+        ]
+        .into_iter()
+        .find_map(|(k, v)| Some((k, v.clone()?)))
+    }
 }
 
 #[derive(Debug, Subcommand)]

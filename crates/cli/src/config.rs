@@ -63,6 +63,61 @@ pub struct RawConfig {
     /// Serve the web console at `/console` (default false; `keyward up`
     /// turns it on).
     pub console: Option<bool>,
+    /// TLS termination (see docs/tls.md); a table, not overridden by
+    /// environment variables.
+    pub tls: Option<RawTls>,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// "off" (default), "optional" or "required".
+    pub client_certificates: Option<String>,
+    /// PEM CAs that client certificates are verified against.
+    pub client_ca: Option<PathBuf>,
+    /// Accept certificates that do not chain to client_ca (self-signed).
+    pub self_signed_clients: Option<bool>,
+    /// How often the files are read again (default 10s).
+    pub reload_interval: Option<String>,
+}
+
+impl RawTls {
+    /// Checked settings; the files must load now.
+    fn resolve(self) -> Result<keyward_verify::TlsSettings> {
+        use keyward_verify::{ClientCertificates, TlsSettings};
+        let client_certificates = match self.client_certificates.as_deref() {
+            None => ClientCertificates::Off,
+            Some(v) => ClientCertificates::parse(v).ok_or_else(|| {
+                anyhow!(
+                    "tls.client_certificates: {v:?} is not \"off\", \"optional\" or \"required\""
+                )
+            })?,
+        };
+        if client_certificates == ClientCertificates::Off && self.client_ca.is_some() {
+            bail!("tls.client_ca is set but tls.client_certificates is off: set it to \"optional\" or \"required\"");
+        }
+        let reload = match self.reload_interval.as_deref() {
+            None => keyward_verify::tls::DEFAULT_RELOAD_INTERVAL,
+            Some(v) => humantime::parse_duration(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    anyhow!("tls.reload_interval: {v:?} is not a duration such as \"10s\"")
+                })?,
+        };
+        let mut settings = TlsSettings::new(self.cert, self.key);
+        settings.client_certificates = client_certificates;
+        settings.client_ca = self.client_ca;
+        settings.self_signed_clients = self.self_signed_clients.unwrap_or(false);
+        settings.reload_interval = reload;
+        keyward_verify::TlsServer::load(settings.clone()).map_err(|e| anyhow!("tls: {e}"))?;
+        Ok(settings)
+    }
 }
 
 /// The fields and their environment variables, for overrides and docs.
@@ -107,6 +162,8 @@ pub struct Config {
     pub root_key: Option<keyward_issuer::RootKeySpec>,
     /// Serve the web console at `/console`.
     pub console: bool,
+    /// TLS termination, if configured.
+    pub tls: Option<keyward_verify::TlsSettings>,
 }
 
 impl RawConfig {
@@ -267,7 +324,12 @@ impl RawConfig {
                 connections.header_read_timeout.as_secs()
             );
         }
+        let tls = self.tls.map(RawTls::resolve).transpose()?;
+        let mtls = tls
+            .as_ref()
+            .is_some_and(|t| t.client_certificates != keyward_verify::ClientCertificates::Off);
         Ok(Config {
+            tls,
             listen,
             data_dir: self
                 .data_dir
@@ -288,6 +350,7 @@ impl RawConfig {
                 // The stores themselves are opened by `serve` (Context::key_stores).
                 key_stores: keyward_issuer::keyring::KeyStores::none(),
                 dpop: keyward_verify::DpopPolicy::default(),
+                mtls,
             },
             shutdown_grace: Duration::from_secs(
                 dur("shutdown_grace", &self.shutdown_grace, "30s")? as u64,
@@ -442,6 +505,14 @@ impl Config {
             "key_stores": self.key_stores.to_json(),
             "root_key": self.root_key.as_ref().map(|s| s.to_string()),
             "console": self.console,
+            "tls": self.tls.as_ref().map(|t| json!({
+                "cert": t.cert,
+                "key": t.key,
+                "client_certificates": format!("{:?}", t.client_certificates).to_ascii_lowercase(),
+                "client_ca": t.client_ca,
+                "self_signed_clients": t.self_signed_clients,
+                "reload_interval_secs": t.reload_interval.as_secs_f64(),
+            })),
         })
     }
 }

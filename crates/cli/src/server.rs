@@ -1,5 +1,10 @@
-//! The issuer's HTTP/1.1 server: hyper serving the axum router, with limits
-//! that keep slow or idle clients from using up the server.
+//! The issuer's HTTP server: hyper serving the axum router over HTTP/1.1 or
+//! HTTP/2 (ALPN `h2` over TLS, or the HTTP/2 preface in clear text), over
+//! TLS when `[tls]` is configured (the client certificate, if any, goes to
+//! the handlers as a request extension), with limits that keep slow or idle
+//! clients from using up the server. The limits below are HTTP/1.1's; a TLS
+//! handshake must finish within `header_read_timeout`, and counts as
+//! waiting on the client (evictable) meanwhile.
 //!
 //! - **Headers**: a request's line and headers must arrive within
 //!   `header_read_timeout` (hyper's timer, which starts when the connection
@@ -41,10 +46,11 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::Request;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use keyward_verify::{PeerCertificate, TlsServer};
 use metrics::{Counter, Gauge};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -235,12 +241,12 @@ impl Drop for Serving<'_> {
 
 /// The connection's socket, noting in its [`Slot`] when bytes of a new
 /// request arrive (so an idle connection is told from one sending a head).
-struct Watched {
-    inner: tokio::net::TcpStream,
+struct Watched<IO> {
+    inner: IO,
     slot: Arc<Slot>,
 }
 
-impl tokio::io::AsyncRead for Watched {
+impl<IO: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -255,7 +261,7 @@ impl tokio::io::AsyncRead for Watched {
     }
 }
 
-impl tokio::io::AsyncWrite for Watched {
+impl<IO: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -293,14 +299,17 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<Arc<TlsServer>>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> bool {
-    let mut builder = http1::Builder::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .keep_alive(true)
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let registry = Arc::new(Registry {
         epoch: Instant::now(),
@@ -373,19 +382,101 @@ pub async fn serve(
         let id = next_id;
         let slot = registry.insert(id);
         m.open.increment(1.0);
-        let (builder, registry, router, mut stopped) = (
+        let (builder, registry, router, mut stopped, tls) = (
             builder.clone(),
             registry.clone(),
             router.clone(),
             stopped.clone(),
+            tls.clone(),
         );
         tokio::spawn(async move {
+            let conn = Conn {
+                builder: &builder,
+                slot: &slot,
+                limits,
+                peer,
+            };
+            match tls {
+                None => conn.drive(stream, None, router, &mut stopped).await,
+                Some(tls) => {
+                    // Evicted or stopped while shaking hands: closed.
+                    let shake = tls.accept(stream, limits.header_read_timeout);
+                    let shaken = tokio::select! {
+                        r = shake => match r {
+                            Ok(done) => Some(done),
+                            Err(e) => {
+                                metrics::counter!("keyward_tls_handshake_failures_total").increment(1);
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                None
+                            }
+                        },
+                        _ = slot.close.notified() => None,
+                        _ = stopped.changed() => None,
+                    };
+                    if let Some((stream, cert)) = shaken {
+                        conn.drive(stream, cert, router, &mut stopped).await;
+                    }
+                }
+            }
+
+            // Dropping the connection closes the socket.
+            registry.remove(id);
+            m.open.decrement(1.0);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let finished = tokio::time::timeout(grace, permits.acquire_many(all))
+        .await
+        .is_ok();
+    if !finished {
+        tracing::warn!(
+            "in-flight requests did not finish within {} s",
+            grace.as_secs()
+        );
+    }
+    finished
+}
+
+/// One accepted connection, served until it closes.
+struct Conn<'a> {
+    builder: &'a auto::Builder<TokioExecutor>,
+    slot: &'a Arc<Slot>,
+    limits: Limits,
+    peer: std::net::SocketAddr,
+}
+
+impl Conn<'_> {
+    /// Serves HTTP on `stream` (HTTP/1.1 or HTTP/2) until the client or
+    /// the server closes it; `cert` is the client's TLS certificate.
+    async fn drive<IO>(
+        self,
+        stream: IO,
+        cert: Option<Arc<PeerCertificate>>,
+        router: Router,
+        stopped: &mut watch::Receiver<bool>,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            builder,
+            slot,
+            limits,
+            peer,
+        } = self;
+        let m = conn_metrics();
+        {
             let body_timeout = limits.body_read_timeout;
             let svc = {
                 let slot = slot.clone();
                 service_fn(move |req: Request<Incoming>| {
                     slot.start_request();
-                    let req = req.map(|b| TimedBody::new(b, body_timeout, Some(slot.clone())));
+                    let mut req = req.map(|b| TimedBody::new(b, body_timeout, Some(slot.clone())));
+                    if let Some(cert) = &cert {
+                        req.extensions_mut().insert(cert.clone());
+                    }
                     let call = router.clone().oneshot(req);
                     let slot = slot.clone();
                     async move {
@@ -399,6 +490,10 @@ pub async fn serve(
                 slot: slot.clone(),
             };
             let conn = builder.serve_connection(TokioIo::new(io), svc);
+            let hyper_timeout = |e: &(dyn std::error::Error + Send + Sync + 'static)| {
+                e.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout)
+            };
             tokio::pin!(conn);
             // The idle deadline; once closing, how long a connection with no
             // request in progress may take to finish writing its last answer.
@@ -409,7 +504,7 @@ pub async fn serve(
                 tokio::select! {
                     r = conn.as_mut() => {
                         if let Err(e) = r {
-                            if e.is_timeout() {
+                            if hyper_timeout(&*e) {
                                 // hyper's header timer also runs while a
                                 // keep-alive connection is idle: with no byte
                                 // of a request, it was an idle connection.
@@ -470,25 +565,8 @@ pub async fn serve(
                     }
                 }
             }
-            // Dropping the connection closes the socket.
-            registry.remove(id);
-            m.open.decrement(1.0);
-            drop(permit);
-        });
+        }
     }
-    drop(listener);
-    let _ = stop.send(true);
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let finished = tokio::time::timeout(grace, permits.acquire_many(all))
-        .await
-        .is_ok();
-    if !finished {
-        tracing::warn!(
-            "in-flight requests did not finish within {} s",
-            grace.as_secs()
-        );
-    }
-    finished
 }
 
 /// The soft open-files limit (`RLIMIT_NOFILE`), where the system says
@@ -719,6 +797,7 @@ mod tests {
             listener,
             router,
             limits,
+            None,
             async move {
                 let _ = stop_rx.await;
             },

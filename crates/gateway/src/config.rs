@@ -15,8 +15,10 @@ use http::header::HeaderName;
 use http::uri::Authority;
 use http::Method;
 use keyward_verify::check_url;
+use keyward_verify::tls::DEFAULT_RELOAD_INTERVAL;
 use keyward_verify::{
-    CacheConfig, IssuerPolicy, KeySource, Requirement, SenderConstraint, Template,
+    CacheConfig, ClientCertificates, ForwardedCertificate, IssuerPolicy, KeySource, Requirement,
+    SenderConstraint, Template, TlsSettings,
 };
 use toml::Spanned;
 
@@ -58,6 +60,8 @@ mod raw {
         pub redis_prefix: Option<S>,
         pub redis_timeout: Option<S>,
         pub dpop_replay_fail_closed: Option<Spanned<bool>>,
+        pub tls: Option<Spanned<Tls>>,
+        pub client_certificate_header: Option<Spanned<CertificateHeader>>,
         #[serde(default)]
         pub issuer: Vec<Spanned<Issuer>>,
         #[serde(default)]
@@ -85,6 +89,24 @@ mod raw {
         pub issuer: Option<S>,
         pub scopes: Option<S>,
         pub permissions: Option<S>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tls {
+        pub cert: S,
+        pub key: S,
+        pub client_certificates: Option<S>,
+        pub client_ca: Option<S>,
+        pub self_signed_clients: Option<bool>,
+        pub reload_interval: Option<S>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct CertificateHeader {
+        pub name: S,
+        pub trusted_proxies: Spanned<Vec<S>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -184,6 +206,10 @@ pub struct Config {
     pub identity_headers: IdentityHeaders,
     /// Redis for state shared between replicas (`redis_url`), if set.
     pub redis: Option<crate::redis::RedisConfig>,
+    /// TLS termination of the proxy listener, if configured.
+    pub tls: Option<TlsSettings>,
+    /// Where a trusted front proxy passes the client's certificate.
+    pub forwarded_certificate: Option<ForwardedCertificate>,
     /// Trusted issuers, in file order.
     pub issuers: Vec<IssuerConfig>,
     /// Routes, in file order (the first match wins).
@@ -231,7 +257,7 @@ fn sender_constraint(v: &Option<Spanned<String>>, c: &mut Checker<'_>) -> Option
         c.at(
             v,
             format!("sender_constraint {:?} is not known", v.get_ref()),
-            "write sender_constraint = \"dpop\" (tokens must be DPoP-bound, RFC 9449)",
+            "write sender_constraint = \"dpop\" (DPoP-bound tokens, RFC 9449) or \"mtls\" (certificate-bound tokens, RFC 8705)",
         );
     }
     found
@@ -321,6 +347,8 @@ pub enum Auth {
         scopes: Option<Requirement>,
         /// Permissions (all of or any of).
         permissions: Option<Requirement>,
+        /// Tokens must be sender-constrained this way.
+        sender_constraint: Option<SenderConstraint>,
     },
 }
 
@@ -703,6 +731,14 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
     };
 
     let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let tls = raw
+        .tls
+        .as_ref()
+        .and_then(|t| resolve_tls(t.get_ref(), &base_dir, c));
+    let forwarded_certificate = raw
+        .client_certificate_header
+        .as_ref()
+        .and_then(|h| resolve_certificate_header(h.get_ref(), c));
     let mut issuers: Vec<IssuerConfig> = Vec::new();
     let mut issuer_spans: Vec<(String, usize)> = Vec::new();
     for i in &raw.issuer {
@@ -786,6 +822,8 @@ fn resolve(raw: raw::Config, file: &Path, c: &mut Checker<'_>) -> Config {
         workers,
         identity_headers,
         redis,
+        tls,
+        forwarded_certificate,
         issuers,
         routes,
         dpop,
@@ -840,6 +878,130 @@ fn resolve_redis(raw: &raw::Config, c: &mut Checker<'_>) -> Option<crate::redis:
             .dpop_replay_fail_closed
             .as_ref()
             .is_none_or(|b| *b.get_ref()),
+    })
+}
+
+/// A path of the configuration, relative ones from the file's directory;
+/// an error unless it names a file.
+fn config_file(
+    c: &mut Checker<'_>,
+    base_dir: &Path,
+    field: &str,
+    v: &Spanned<String>,
+) -> Option<PathBuf> {
+    let path = PathBuf::from(v.get_ref());
+    let path = if path.is_relative() {
+        base_dir.join(path)
+    } else {
+        path
+    };
+    if v.get_ref().is_empty() || !path.is_file() {
+        c.at(v, format!("{field} {} does not exist or is not a file", path.display()), "write the path of a PEM file (relative paths start at the configuration file's directory)");
+        return None;
+    }
+    Some(path)
+}
+
+fn resolve_tls(t: &raw::Tls, base_dir: &Path, c: &mut Checker<'_>) -> Option<TlsSettings> {
+    let cert = config_file(c, base_dir, "tls.cert", &t.cert);
+    let key = config_file(c, base_dir, "tls.key", &t.key);
+    let client_ca = match &t.client_ca {
+        Some(v) => Some(config_file(c, base_dir, "tls.client_ca", v)?),
+        None => None,
+    };
+    let client_certificates = match &t.client_certificates {
+        None => ClientCertificates::Off,
+        Some(v) => match ClientCertificates::parse(v.get_ref()) {
+            Some(m) => m,
+            None => {
+                c.at(
+                    v,
+                    format!(
+                        "tls.client_certificates {:?} is not off, optional or required",
+                        v.get_ref()
+                    ),
+                    "write client_certificates = \"optional\" (or \"required\", \"off\")",
+                );
+                return None;
+            }
+        },
+    };
+    if client_certificates == ClientCertificates::Off {
+        if let Some(v) = &t.client_ca {
+            c.at(
+                v,
+                "tls.client_ca is set but client certificates are not requested",
+                "add client_certificates = \"optional\" (or \"required\"), or remove client_ca",
+            );
+            return None;
+        }
+    }
+    let reload_interval = c.positive(
+        "tls.reload_interval",
+        &t.reload_interval,
+        DEFAULT_RELOAD_INTERVAL,
+    );
+    let mut settings = TlsSettings::new(cert?, key?);
+    settings.client_certificates = client_certificates;
+    settings.client_ca = client_ca;
+    settings.self_signed_clients = t.self_signed_clients.unwrap_or(false);
+    settings.reload_interval = reload_interval;
+    // The files must load now, not at the first connection.
+    if let Err(e) = keyward_verify::TlsServer::load(settings.clone()) {
+        c.at(
+            &t.cert,
+            format!("tls: {e}"),
+            "give a PEM certificate chain in cert and its PEM private key in key",
+        );
+        return None;
+    }
+    Some(settings)
+}
+
+fn resolve_certificate_header(
+    h: &raw::CertificateHeader,
+    c: &mut Checker<'_>,
+) -> Option<ForwardedCertificate> {
+    let name = match HeaderName::from_bytes(h.name.get_ref().as_bytes()) {
+        Ok(n) if !RESERVED_HEADERS.contains(&n.as_str()) => n,
+        _ => {
+            c.at(
+                &h.name,
+                format!(
+                    "client_certificate_header.name {:?} cannot be used",
+                    h.name.get_ref()
+                ),
+                "write a header name of your own, such as \"X-Client-Cert\"",
+            );
+            return None;
+        }
+    };
+    let mut trusted = Vec::new();
+    for p in h.trusted_proxies.get_ref() {
+        let text = p.get_ref();
+        let net = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(n) => trusted.push(n),
+            Err(_) => c.at(
+                p,
+                format!("trusted_proxies: {text:?} is not an IP address or CIDR"),
+                "write addresses such as \"10.0.0.0/8\" or \"127.0.0.1\"",
+            ),
+        }
+    }
+    if h.trusted_proxies.get_ref().is_empty() {
+        c.at(
+            &h.trusted_proxies,
+            "trusted_proxies is empty: the header would never be believed",
+            "list the front proxies' addresses, e.g. [\"10.0.0.5\"]",
+        );
+        return None;
+    }
+    (trusted.len() == h.trusted_proxies.get_ref().len()).then_some(ForwardedCertificate {
+        header: name,
+        trusted,
     })
 }
 
@@ -1402,15 +1564,19 @@ fn resolve_route(
         }
         route_issuers = Some(names);
     }
+    let route_constraint = sender_constraint(&r.sender_constraint, c);
     let api_keys = r.api_keys.as_ref().is_some_and(|a| *a.get_ref());
-    let wants_token =
-        r.scopes.is_some() || r.permissions.is_some() || r.issuers.is_some() || api_keys;
+    let wants_token = r.scopes.is_some()
+        || r.permissions.is_some()
+        || r.issuers.is_some()
+        || r.sender_constraint.is_some()
+        || api_keys;
     let auth = match anonymous {
         Some(true) if wants_token => {
             let a = r.anonymous.as_ref().expect("anonymous is set");
             c.at(
                 a,
-                "an anonymous route cannot also require scopes, permissions, issuers or API keys",
+                "an anonymous route cannot also require scopes, permissions, issuers, API keys or a sender constraint",
                 "remove anonymous = true, or remove the requirements",
             );
             ok = false;
@@ -1422,6 +1588,7 @@ fn resolve_route(
             issuers: route_issuers,
             scopes,
             permissions,
+            sender_constraint: route_constraint,
         },
     };
 
@@ -1462,7 +1629,7 @@ fn resolve_route(
         Some(n) => n.get_ref().clone(),
         None => r.path.get_ref().clone(),
     };
-    let constraint = sender_constraint(&r.sender_constraint, c);
+    let constraint = route_constraint;
     if let (Some(sc), Auth::Anonymous) = (&r.sender_constraint, &auth) {
         c.at(
             sc,
@@ -1633,6 +1800,7 @@ impl Auth {
                 issuers,
                 scopes,
                 permissions,
+                sender_constraint,
             } => {
                 let mut parts = Vec::new();
                 if let Some(p) = permissions {
@@ -1647,6 +1815,9 @@ impl Auth {
                 }
                 if let Some(i) = issuers {
                     parts.push(format!("issuers [{}]", i.join(", ")));
+                }
+                if let Some(sc) = sender_constraint {
+                    parts.push(format!("sender-constrained ({})", sc.name()));
                 }
                 parts.join("; ")
             }

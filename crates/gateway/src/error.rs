@@ -130,6 +130,9 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+    /// The TLS certificate, key or client CA does not load.
+    #[error("cannot start TLS: {0}")]
+    Tls(#[from] keyward_verify::TlsError),
 }
 
 /// Why a Redis call did not answer ([`crate::redis`]); the caller falls

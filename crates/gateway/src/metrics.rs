@@ -8,6 +8,8 @@
 //! | `keyward_gate_upstream_errors_total` | counter | `route`, `kind` (`connect`/`timeout`/`other`) | upstream failures (502/504) |
 //! | `keyward_gate_jwks_age_seconds` | gauge | `issuer` | seconds since the issuer's key set was confirmed (set at scrape) |
 //! | `keyward_gate_token_cache_hit_ratio` | gauge | | lifetime hits / (hits + misses) of the verified-token cache (set at scrape) |
+//! | `keyward_gate_tls_handshake_failures_total` | counter | | TLS handshakes that failed or timed out |
+//! | `keyward_tls_reload_total` | counter | `result` (`ok`/`error`) | certificate files reloaded after a change (from `keyward-verify`) |
 //!
 //! `keyward-verify` adds `keyward_gate_token_cache_total{result}`,
 //! `keyward_gate_verify_failures_total{issuer,kid,reason}` (`kid` only when
@@ -95,6 +97,11 @@ impl RouteMetrics {
 pub fn denied(route: Option<&SharedString>, reason: &'static str) {
     let route = route.cloned().unwrap_or(SharedString::const_str(NO_ROUTE));
     metrics::counter!("keyward_gate_decisions_total", "route" => route, "outcome" => "deny", "reason" => reason).increment(1);
+}
+
+/// Counts a failed TLS handshake.
+pub fn tls_handshake_failed() {
+    metrics::counter!("keyward_gate_tls_handshake_failures_total").increment(1);
 }
 
 /// The verification-time histogram.

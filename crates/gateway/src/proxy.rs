@@ -30,7 +30,10 @@ use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use keyward_verify::{Gate, Identity, RequestTarget, VerifyError};
+use keyward_verify::{
+    check_binding, ForwardedCertificate, Gate, Identity, PeerCertificate, RequestTarget,
+    SenderConstraint, VerifyError,
+};
 
 use crate::api_keys::{ApiKeyStore, Key, Refusal};
 use crate::config::{Auth, RouteConfig};
@@ -53,10 +56,14 @@ pub struct Peer {
     pub ip: Box<str>,
     /// The peer's IP as a header value (`X-Forwarded-For`).
     pub ip_header: HeaderValue,
+    /// Whether the connection is TLS (terminated here).
+    pub tls: bool,
+    /// The client certificate the connection presented.
+    pub certificate: Option<Arc<PeerCertificate>>,
 }
 
 impl Peer {
-    /// The peer at `addr`.
+    /// The peer at `addr`, in clear text.
     pub fn new(addr: SocketAddr) -> Peer {
         let ip = addr.ip().to_string();
         Peer {
@@ -64,6 +71,17 @@ impl Peer {
             ip_header: HeaderValue::from_str(&ip)
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             ip: ip.into_boxed_str(),
+            tls: false,
+            certificate: None,
+        }
+    }
+
+    /// The peer at `addr` over TLS, with the certificate it presented.
+    pub fn tls(addr: SocketAddr, certificate: Option<Arc<PeerCertificate>>) -> Peer {
+        Peer {
+            tls: true,
+            certificate,
+            ..Peer::new(addr)
         }
     }
 }
@@ -91,6 +109,10 @@ pub(crate) struct Shared {
     pub verify_seconds: ::metrics::Histogram,
     /// `[dpop] public_origin`: the origin DPoP proofs' `htu` name.
     pub public_origin: Option<String>,
+    /// Where a trusted front proxy passes the client certificate.
+    pub forwarded_certificate: Option<ForwardedCertificate>,
+    /// The issuers (by `iss`) whose tokens must all be certificate-bound.
+    pub mtls_issuers: Box<[String]>,
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -259,6 +281,18 @@ impl Shared {
             }
         }
 
+        // The client certificate: a trusted front proxy's header, else the
+        // connection's own. The header is read from trusted proxies only,
+        // and never forwarded.
+        let forwarded = match &self.forwarded_certificate {
+            Some(f) => {
+                let read = f.read(&parts.headers, peer.addr.ip());
+                parts.headers.remove(&f.header);
+                read
+            }
+            None => Ok(None),
+        };
+
         // Authenticate and authorize.
         let mut api_key: Option<&Key> = None;
         let identity: Option<Arc<Identity>> = match &route.config.auth {
@@ -267,6 +301,7 @@ impl Shared {
                 issuers,
                 scopes,
                 permissions,
+                sender_constraint,
             } => {
                 let t = Instant::now();
                 let presented = match &self.api_keys {
@@ -309,6 +344,15 @@ impl Shared {
                         return self.refuse(route, &method, path, &parts.headers, None, &e, start)
                     }
                 };
+                // RFC 8705 §3: checked on every request, cached token or not.
+                let required = *sender_constraint == Some(SenderConstraint::Mtls)
+                    || self.mtls_issuers.contains(&id.issuer);
+                let bound = forwarded.and_then(|f| {
+                    check_binding(&id, f.as_deref().or(peer.certificate.as_deref()), required)
+                });
+                if let Err(e) = bound {
+                    return self.refuse(route, &method, path, &parts.headers, Some(&id), &e, start);
+                }
                 let param = |name: &str| route.config.pattern.param(&caps, name);
                 // A route's `issuers` choose among token issuers; a key the
                 // route accepts is not a token.
@@ -607,7 +651,10 @@ fn forwarded_headers(headers: &mut HeaderMap, uri: &Uri, peer: &Peer) {
         &X_FORWARDED_FOR,
         xff.unwrap_or_else(|| peer.ip_header.clone()),
     );
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if peer.tls { "https" } else { "http" }),
+    );
     let host = headers.get(header::HOST).cloned().or_else(|| {
         uri.authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())

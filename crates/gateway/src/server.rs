@@ -1,5 +1,8 @@
 //! Starting and stopping the gateway: the gate, its background tasks, the
-//! listeners and their HTTP/1.1 and HTTP/2 connections.
+//! listeners and their connections: HTTP/1.1 and HTTP/2 (ALPN `h2` over
+//! TLS, or the HTTP/2 preface in clear text), over TLS when `[tls]` is
+//! configured (certificate files reloaded on change, see
+//! `keyward_verify::tls`).
 //!
 //! The proxy runs thread-per-core, like nginx's and Envoy's workers: each of
 //! `workers` OS threads runs its own single-threaded tokio runtime, accepts
@@ -23,7 +26,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use keyward_verify::{
-    DiscoveryError, Gate, JwksCache, JwksError, RevocationList, SharedClock, SystemClock,
+    DiscoveryError, Gate, JwksCache, JwksError, RevocationList, SenderConstraint, SharedClock,
+    SystemClock, TlsServer,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -124,6 +128,14 @@ impl Gateway {
             Some(b.build()?)
         };
 
+        let tls = match &config.tls {
+            Some(settings) => {
+                let tls = TlsServer::load(settings.clone())?;
+                background.push(tls.spawn_reloader());
+                Some(tls)
+            }
+            None => None,
+        };
         if let Some(gate) = &gate {
             for (issuer, error) in gate.warm_up().await {
                 if is_untrusted_jwks_host(&error) {
@@ -197,6 +209,13 @@ impl Gateway {
             realm: config.realm.clone(),
             verify_seconds: crate::metrics::verify_seconds(),
             public_origin: config.dpop.public_origin.clone(),
+            forwarded_certificate: config.forwarded_certificate.clone(),
+            mtls_issuers: config
+                .issuers
+                .iter()
+                .filter(|i| i.policy.sender_constraint == Some(SenderConstraint::Mtls))
+                .map(|i| i.policy.issuer.clone())
+                .collect(),
         });
 
         let (stop, stopped) = watch::channel(false);
@@ -214,10 +233,11 @@ impl Gateway {
             let (done, finished) = oneshot::channel();
             let (shared, upstreams, stopped) = (shared.clone(), upstreams.clone(), stopped.clone());
             let grace = config.shutdown_grace;
+            let tls = tls.clone();
             std::thread::Builder::new()
                 .name(format!("keyward-gw-{n}"))
                 .spawn(move || {
-                    run_worker(socket, shared, &upstreams, stopped, grace);
+                    run_worker(socket, shared, &upstreams, stopped, grace, tls);
                     let _ = done.send(());
                 })
                 .map_err(|source| StartError::Bind {
@@ -238,6 +258,7 @@ impl Gateway {
                 l,
                 stopped,
                 config.shutdown_grace,
+                None,
                 move |_peer: Arc<Peer>, req| {
                     let admin = admin.clone();
                     async move { admin.handle(&req) }
@@ -356,6 +377,7 @@ fn run_worker(
     upstreams: &Upstreams,
     stop: watch::Receiver<bool>,
     grace: Duration,
+    tls: Option<Arc<TlsServer>>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -379,7 +401,7 @@ fn run_worker(
             shared,
             upstreams: upstreams.pools(),
         });
-        serve(listener, stop, grace, move |peer: Arc<Peer>, req| {
+        serve(listener, stop, grace, tls, move |peer: Arc<Peer>, req| {
             let w = worker.clone();
             async move { w.shared.handle(&w.upstreams, &peer, req).await }
         })
@@ -414,12 +436,14 @@ fn connection_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Accepts HTTP/1.1 and HTTP/2 connections until `stop`, then waits up
-/// to `grace` for open connections to finish their requests.
+/// Accepts connections (HTTP/1.1 with keep-alive, or HTTP/2; over TLS
+/// with `tls`) until `stop`, then waits up to `grace` for open connections
+/// to finish their requests.
 async fn serve<F, Fut, B>(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
+    tls: Option<Arc<TlsServer>>,
     handler: F,
 ) where
     F: Fn(Arc<Peer>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -428,8 +452,8 @@ async fn serve<F, Fut, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = connection_builder();
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(connection_builder());
+    let graceful = Arc::new(GracefulShutdown::new());
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -445,23 +469,43 @@ async fn serve<F, Fut, B>(
         };
         let _ = stream.set_nodelay(true);
         let h = handler.clone();
-        let conn_peer = Arc::new(Peer::new(peer));
-        let svc = service_fn(move |req| {
-            let fut = h(conn_peer.clone(), req);
-            async move { Ok::<_, Infallible>(fut.await) }
-        });
-        let conn = graceful.watch(
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned(),
-        );
+        let svc = move |conn_peer: Arc<Peer>| {
+            service_fn(move |req| {
+                let fut = h(conn_peer.clone(), req);
+                async move { Ok::<_, Infallible>(fut.await) }
+            })
+        };
+        let (builder, graceful, tls) = (builder.clone(), graceful.clone(), tls.clone());
+        // The handshake runs in the connection's task: a slow client never
+        // holds up the accept loop.
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => {
+                    let svc = svc(Arc::new(Peer::new(peer)));
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    graceful.watch(conn.into_owned()).await
+                }
+                Some(tls) => match tls.accept(stream, HEADER_READ_TIMEOUT).await {
+                    Ok((stream, cert)) => {
+                        let svc = svc(Arc::new(Peer::tls(peer, cert)));
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        graceful.watch(conn.into_owned()).await
+                    }
+                    Err(e) => {
+                        crate::metrics::tls_handshake_failed();
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {

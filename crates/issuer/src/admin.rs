@@ -31,6 +31,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use keyward_store::{
     ClientAuth, Environment, KeyRecord, KeyStoreName, RotationPolicy, StoreError, Timestamp,
+    TlsName,
 };
 use keyward_verify::BearerError;
 use serde::de::DeserializeOwned;
@@ -886,6 +887,19 @@ struct CreateClient {
     refresh_token_ttl_secs: Option<i64>,
     #[serde(default)]
     dpop_bound_access_tokens: bool,
+    // RFC 8705 §2.1.2 and §3.4 client metadata.
+    #[serde(default)]
+    tls_client_auth_subject_dn: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_dns: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_uri: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_ip: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_email: Option<String>,
+    #[serde(default)]
+    tls_client_certificate_bound_access_tokens: Option<bool>,
 }
 
 /// A partial update: absent fields stay; `null` clears what may be cleared.
@@ -957,6 +971,17 @@ async fn create_client(
         access_token_ttl_secs: b.access_token_ttl_secs,
         refresh_token_ttl_secs: b.refresh_token_ttl_secs,
         dpop_bound_access_tokens: b.dpop_bound_access_tokens,
+        mtls: keyward_store::ClientMtls {
+            subject: clients::tls_subject([
+                (TlsName::SubjectDn, b.tls_client_auth_subject_dn),
+                (TlsName::SanDns, b.tls_client_auth_san_dns),
+                (TlsName::SanUri, b.tls_client_auth_san_uri),
+                (TlsName::SanIp, b.tls_client_auth_san_ip),
+                (TlsName::SanEmail, b.tls_client_auth_san_email),
+            ])
+            .map_err(ApiError::from_issuer)?,
+            bound_tokens: b.tls_client_certificate_bound_access_tokens,
+        },
     };
     let reg = register_client(&s.authority, &admin.actor(), new).await?;
     let mut v = client_json(&reg.client);

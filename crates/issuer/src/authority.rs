@@ -78,6 +78,9 @@ pub struct Settings {
     /// algorithms, `iat` window and `jti` replay cache (in memory per
     /// replica by default).
     pub dpop: keyward_verify::DpopPolicy,
+    /// A TLS listener asks clients for certificates: the RFC 8705 methods
+    /// and `mtls_endpoint_aliases` are advertised in discovery.
+    pub mtls: bool,
 }
 
 impl Default for Settings {
@@ -89,6 +92,7 @@ impl Default for Settings {
             signing_timeout: crate::signing::DEFAULT_SIGNING_TIMEOUT,
             key_stores: KeyStores::none(),
             dpop: keyward_verify::DpopPolicy::default(),
+            mtls: false,
         }
     }
 }

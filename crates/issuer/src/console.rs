@@ -778,6 +778,7 @@ async fn create_client(
         access_token_ttl_secs: None,
         refresh_token_ttl_secs: None,
         dpop_bound_access_tokens: false,
+        mtls: Default::default(),
     };
     let reg = admin::register_client(&c.authority, &cur.actor(), new).await?;
     let secret = reg.secret.unwrap_or_default();

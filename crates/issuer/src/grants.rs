@@ -109,10 +109,17 @@ fn signing_key_unavailable() -> OAuthError {
 }
 
 /// `extra` with `cnf.jkt` (RFC 9449 §6.1) when the token is bound to a key.
-fn bound(extra: &Map<String, Value>, jkt: Option<&str>) -> Map<String, Value> {
+fn bound(extra: &Map<String, Value>, jkt: Option<&str>, x5t: Option<&str>) -> Map<String, Value> {
     let mut out = extra.clone();
+    let mut cnf = Map::new();
     if let Some(jkt) = jkt {
-        out.insert("cnf".into(), json!({ "jkt": jkt }));
+        cnf.insert("jkt".into(), json!(jkt));
+    }
+    if let Some(x5t) = x5t {
+        cnf.insert("x5t#S256".into(), json!(x5t));
+    }
+    if !cnf.is_empty() {
+        out.insert("cnf".into(), Value::Object(cnf));
     }
     out
 }
@@ -183,6 +190,27 @@ fn grant_audience(
     }
 }
 
+/// RFC 8705 §3: the `cnf` claim binding the access token to the client
+/// certificate of the request, when the client's tokens are bound
+/// (`tls_client_certificate_bound_access_tokens`, by default those of
+/// clients that authenticate with a certificate). A client whose tokens are
+/// bound and that presents no certificate is refused: a bearer token is not
+/// what it registered for.
+fn certificate_binding(
+    client: &Client,
+    creds: &crate::clients::Credentials,
+) -> Result<Option<String>, OAuthError> {
+    if !client.mtls.binds_tokens(client.auth) {
+        return Ok(None);
+    }
+    match &creds.certificate {
+        Some(cert) => Ok(Some(cert.thumbprint().to_owned())),
+        None => Err(OAuthError::invalid_request(
+            "this client's access tokens are bound to its client certificate: connect with it over TLS",
+        )),
+    }
+}
+
 /// Refuses, before anything is written, a claim keyward's gate would refuse
 /// to forward ([`claim_text`], the rule the gate applies): the issuer never
 /// mints a token its own gate rejects as malformed.
@@ -233,6 +261,7 @@ impl Authority {
                 format!("this client may not use the {grant} grant"),
             ));
         }
+        let x5t = certificate_binding(&client, &req.credentials)?;
         let jkt = self
             .dpop_key(env, &client, req.dpop_proof.as_deref())
             .await?;
@@ -240,7 +269,6 @@ impl Authority {
             "client_credentials" => {
                 let scopes = grant_scopes(&client, req.scope.as_deref())?;
                 let audience = grant_audience(&client, env, req.audience.as_deref())?;
-                let empty = Map::new();
                 // No claim-text check here: the client id is keyward's own
                 // and registration admits only RFC 6749 scope tokens, which
                 // the gate's rule accepts (see `clients::validate`).
@@ -252,12 +280,15 @@ impl Authority {
                     &client.client_id,
                     &scopes,
                     &audience,
-                    &bound(&empty, jkt.as_deref()),
+                    &bound(&Map::new(), jkt.as_deref(), x5t.as_deref()),
                     None,
                 )
                 .await
             }
-            _ => self.refresh(env, &client, &req, jkt.as_deref()).await,
+            _ => {
+                self.refresh(env, &client, &req, jkt.as_deref(), x5t.as_deref())
+                    .await
+            }
         }
     }
 
@@ -515,6 +546,7 @@ impl Authority {
         client: &Arc<Client>,
         req: &TokenRequest,
         jkt: Option<&str>,
+        x5t: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let presented = req
             .refresh_token
@@ -610,7 +642,7 @@ impl Authority {
         let audience = grant_audience(client, env, rt.audience.as_deref())?;
         let extra: Map<String, Value> = serde_json::from_str(&rt.extra).unwrap_or_default();
         check_forwardable(&rt.subject, &client.client_id, &scopes, &extra)?;
-        let extra = bound(&extra, jkt);
+        let extra = bound(&extra, jkt, x5t);
         let pending = self.prepare_access(env, client, now)?;
         let (token, new_hash) = new_secret("kwr_");
         if superseded.is_none() {
@@ -859,6 +891,7 @@ mod tests {
             access_token_ttl_secs: None,
             refresh_token_ttl_secs: None,
             dpop_bound_access_tokens: false,
+            mtls: Default::default(),
             created_at: 0,
             updated_at: 0,
         }

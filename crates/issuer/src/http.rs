@@ -245,9 +245,13 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         return too_large();
     }
     match endpoint {
-        Endpoint::Discovery if get => {
-            discovery(&env, snapshot.scopes(&env.env.name), a.now()).into_response()
-        }
+        Endpoint::Discovery if get => discovery(
+            &env,
+            snapshot.scopes(&env.env.name),
+            a.now(),
+            a.settings.mtls,
+        )
+        .into_response(),
         Endpoint::Jwks if get => jwks(a, &env, req.headers()),
         Endpoint::Revocations if get => revocations(a, &env, req.uri().query()).await,
         Endpoint::Token if post => token(a, &env, req).await,
@@ -291,6 +295,7 @@ pub fn discovery(
     env: &EnvState,
     scopes: Vec<String>,
     now: keyward_store::Timestamp,
+    mtls: bool,
 ) -> axum::Json<Value> {
     let base = env.env.issuer.trim_end_matches('/');
     // Client assertions are verified with the client's registered keys,
@@ -311,17 +316,26 @@ pub fn discovery(
     if signing.is_empty() {
         signing.push(env.env.policy.alg.name());
     }
-    axum::Json(json!({
+    // RFC 8705 methods only where a listener asks for client certificates.
+    let mut auth_methods = vec![
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
+    if mtls {
+        auth_methods.extend(["tls_client_auth", "self_signed_tls_client_auth"]);
+    }
+    let mut doc = json!({
         "issuer": env.env.issuer,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "token_endpoint": format!("{base}/oauth2/token"),
         "introspection_endpoint": format!("{base}/oauth2/introspect"),
         "revocation_endpoint": format!("{base}/oauth2/revoke"),
         "grant_types_supported": ["client_credentials", "refresh_token"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": algs,
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
         "id_token_signing_alg_values_supported": signing,
         "dpop_signing_alg_values_supported": dpop_algs(),
         "scopes_supported": scopes,
@@ -331,7 +345,19 @@ pub fn discovery(
         "response_types_supported": [],
         "subject_types_supported": ["public"],
         "revocation_feed_endpoint": format!("{base}/revocations"),
-    }))
+    });
+    if mtls {
+        // The same listener serves mTLS (it asks every client for a
+        // certificate, optionally): the aliases are the same URLs, listed so
+        // that clients that look only there find them (RFC 8705 §5).
+        doc["tls_client_certificate_bound_access_tokens"] = json!(true);
+        doc["mtls_endpoint_aliases"] = json!({
+            "token_endpoint": format!("{base}/oauth2/token"),
+            "introspection_endpoint": format!("{base}/oauth2/introspect"),
+            "revocation_endpoint": format!("{base}/oauth2/revoke"),
+        });
+    }
+    axum::Json(doc)
 }
 
 fn jwks(a: &Authority, env: &EnvState, headers: &HeaderMap) -> Response {
@@ -495,6 +521,11 @@ async fn read_form(req: Request) -> Result<Form, (OAuthError, StatusCode)> {
             Some(Credentials::parse_basic(v).map_err(|e| (e, StatusCode::UNAUTHORIZED))?)
         }
     };
+    // The connection's client certificate, as the TLS listener put it.
+    let certificate = req
+        .extensions()
+        .get::<std::sync::Arc<keyward_verify::PeerCertificate>>()
+        .cloned();
     let body = read_body(req.into_body())
         .await
         .map_err(|r| (OAuthError::invalid_request(r.description()), r.status()))?;
@@ -503,6 +534,7 @@ async fn read_form(req: Request) -> Result<Form, (OAuthError, StatusCode)> {
         fields,
         credentials: Credentials {
             basic,
+            certificate,
             ..Credentials::default()
         },
     };

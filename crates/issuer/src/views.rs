@@ -46,7 +46,7 @@ pub fn key_json(k: &KeyRecord, now: Timestamp) -> Value {
 
 /// A client as JSON (never its secret or secret hash).
 pub fn client_json(c: &Client) -> Value {
-    json!({
+    let mut v = json!({
         "client_id": c.client_id,
         "env": c.env,
         "name": c.name,
@@ -61,7 +61,12 @@ pub fn client_json(c: &Client) -> Value {
         "dpop_bound_access_tokens": c.dpop_bound_access_tokens,
         "created_at": fmt_time(c.created_at),
         "updated_at": fmt_time(c.updated_at),
-    })
+        "tls_client_certificate_bound_access_tokens": c.mtls.binds_tokens(c.auth),
+    });
+    if let Some((kind, value)) = &c.mtls.subject {
+        v[kind.metadata_name()] = json!(value);
+    }
+    v
 }
 
 /// An environment as JSON, with its rotation policy.

@@ -473,6 +473,7 @@ async fn client(store: &Store, env: &str) -> (String, String) {
             access_token_ttl_secs: None,
             refresh_token_ttl_secs: None,
             dpop_bound_access_tokens: false,
+            mtls: Default::default(),
         },
         at(NOW),
     )

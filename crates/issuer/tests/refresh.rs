@@ -150,6 +150,7 @@ async fn register(store: &Store, env: &str, name: &str) -> Caller {
             access_token_ttl_secs: None,
             refresh_token_ttl_secs: None,
             dpop_bound_access_tokens: false,
+            mtls: Default::default(),
         },
         Change {
             now: NOW,

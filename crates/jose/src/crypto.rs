@@ -69,6 +69,12 @@ pub fn hmac_sha256(key: &[u8], message: &[&[u8]]) -> [u8; 32] {
     out
 }
 
+/// The `x5t#S256` thumbprint of a DER-encoded X.509 certificate (RFC 8705
+/// §3.1, RFC 7515 §4.1.8): base64url, unpadded, of its SHA-256.
+pub fn x5t_s256(cert_der: &[u8]) -> String {
+    crate::b64::encode(&sha256(cert_der))
+}
+
 /// `N` bytes from the system's cryptographically secure generator.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];

@@ -28,14 +28,22 @@ pub enum ClientAuth {
     ClientSecretPost,
     /// A JWT signed with the client's registered key (RFC 7523).
     PrivateKeyJwt,
+    /// A client certificate from a trusted CA whose subject DN or SAN is
+    /// the registered one (RFC 8705 §2.1).
+    TlsClientAuth,
+    /// A self-signed client certificate whose public key is in the
+    /// client's registered JWK Set (`x5c`, RFC 8705 §2.2).
+    SelfSignedTlsClientAuth,
 }
 
 impl ClientAuth {
     /// Every method, in a stable order.
-    pub const ALL: [ClientAuth; 3] = [
+    pub const ALL: [ClientAuth; 5] = [
         ClientAuth::ClientSecretBasic,
         ClientAuth::ClientSecretPost,
         ClientAuth::PrivateKeyJwt,
+        ClientAuth::TlsClientAuth,
+        ClientAuth::SelfSignedTlsClientAuth,
     ];
 
     /// The RFC 7591 name (`"client_secret_basic"`, ...).
@@ -44,14 +52,26 @@ impl ClientAuth {
             ClientAuth::ClientSecretBasic => "client_secret_basic",
             ClientAuth::ClientSecretPost => "client_secret_post",
             ClientAuth::PrivateKeyJwt => "private_key_jwt",
+            ClientAuth::TlsClientAuth => "tls_client_auth",
+            ClientAuth::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
+    }
+
+    /// True for the two methods that present a client certificate (RFC 8705).
+    pub fn uses_certificate(self) -> bool {
+        matches!(
+            self,
+            ClientAuth::TlsClientAuth | ClientAuth::SelfSignedTlsClientAuth
+        )
     }
 
     /// True for the two methods that present a client secret.
     pub fn uses_secret(self) -> bool {
         match self {
             ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost => true,
-            ClientAuth::PrivateKeyJwt => false,
+            ClientAuth::PrivateKeyJwt
+            | ClientAuth::TlsClientAuth
+            | ClientAuth::SelfSignedTlsClientAuth => false,
         }
     }
 }
@@ -73,9 +93,76 @@ impl FromStr for ClientAuth {
             .ok_or_else(|| StoreError::Invalid {
                 what: "client authentication method",
                 reason: format!(
-                    "{s:?} is not one of client_secret_basic, client_secret_post, private_key_jwt"
+                    "{s:?} is not one of client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth, self_signed_tls_client_auth"
                 ),
             })
+    }
+}
+
+/// Which name of a `tls_client_auth` client's certificate must match (RFC
+/// 8705 §2.1.2: exactly one is registered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsName {
+    /// `tls_client_auth_subject_dn`.
+    SubjectDn,
+    /// `tls_client_auth_san_dns`.
+    SanDns,
+    /// `tls_client_auth_san_uri`.
+    SanUri,
+    /// `tls_client_auth_san_ip`.
+    SanIp,
+    /// `tls_client_auth_san_email`.
+    SanEmail,
+}
+
+impl TlsName {
+    pub const ALL: [TlsName; 5] = [
+        TlsName::SubjectDn,
+        TlsName::SanDns,
+        TlsName::SanUri,
+        TlsName::SanIp,
+        TlsName::SanEmail,
+    ];
+
+    /// As stored (`subject_dn`, `san_dns`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsName::SubjectDn => "subject_dn",
+            TlsName::SanDns => "san_dns",
+            TlsName::SanUri => "san_uri",
+            TlsName::SanIp => "san_ip",
+            TlsName::SanEmail => "san_email",
+        }
+    }
+
+    /// The RFC 8705 client metadata name (`tls_client_auth_subject_dn`, ...).
+    pub fn metadata_name(self) -> &'static str {
+        match self {
+            TlsName::SubjectDn => "tls_client_auth_subject_dn",
+            TlsName::SanDns => "tls_client_auth_san_dns",
+            TlsName::SanUri => "tls_client_auth_san_uri",
+            TlsName::SanIp => "tls_client_auth_san_ip",
+            TlsName::SanEmail => "tls_client_auth_san_email",
+        }
+    }
+}
+
+/// A client's mTLS registration (RFC 8705).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientMtls {
+    /// For `tls_client_auth`: the certificate name that must match, and its value.
+    pub subject: Option<(TlsName, String)>,
+    /// `tls_client_certificate_bound_access_tokens`; `None`: bound when the
+    /// client authenticates with a certificate.
+    pub bound_tokens: Option<bool>,
+}
+
+impl ClientMtls {
+    /// Whether the client's access tokens are bound to the certificate it
+    /// presents.
+    pub fn binds_tokens(&self, auth: ClientAuth) -> bool {
+        self.bound_tokens.unwrap_or(auth.uses_certificate())
     }
 }
 
@@ -108,13 +195,15 @@ pub struct Client {
     /// Every token request must carry a DPoP proof (RFC 9449 §5.2), so its
     /// access tokens are always bound to a key.
     pub dpop_bound_access_tokens: bool,
+    /// Its certificate name and token binding (RFC 8705).
+    pub mtls: ClientMtls,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
 
 const CLIENT_COLUMNS: &str = "env, client_id, name, auth, secret_hash, jwks, jwks_uri, scopes, \
      audiences, grant_types, access_token_ttl_secs, refresh_token_ttl_secs, created_at, updated_at, \
-     dpop_bound_access_tokens";
+     dpop_bound_access_tokens, tls_subject_kind, tls_subject, tls_bound_tokens";
 
 /// A client's list-valued fields as stored.
 struct Encoded {
@@ -169,6 +258,28 @@ fn client_from_row(row: &AnyRow) -> Result<Client, StoreError> {
         access_token_ttl_secs: get(row, "access_token_ttl_secs")?,
         refresh_token_ttl_secs: get(row, "refresh_token_ttl_secs")?,
         dpop_bound_access_tokens: get::<i64>(row, "dpop_bound_access_tokens")? != 0,
+        mtls: ClientMtls {
+            subject: match (
+                get::<Option<String>>(row, "tls_subject_kind")?,
+                get::<Option<String>>(row, "tls_subject")?,
+            ) {
+                (None, None) => None,
+                (Some(kind), Some(value)) => Some((
+                    TlsName::ALL
+                        .into_iter()
+                        .find(|n| n.as_str() == kind)
+                        .ok_or_else(|| corrupt("tls_subject_kind"))?,
+                    value,
+                )),
+                _ => return Err(corrupt("tls_subject")),
+            },
+            bound_tokens: match get::<Option<i64>>(row, "tls_bound_tokens")? {
+                None => None,
+                Some(0) => Some(false),
+                Some(1) => Some(true),
+                Some(_) => return Err(corrupt("tls_bound_tokens")),
+            },
+        },
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
         env,
@@ -281,7 +392,7 @@ impl Tx<'_> {
         }
         let sql = format!(
             "INSERT INTO clients ({CLIENT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         );
         sqlx::query(&sql)
             .bind(client.env.clone())
@@ -299,6 +410,9 @@ impl Tx<'_> {
             .bind(client.created_at)
             .bind(client.updated_at)
             .bind(i64::from(client.dpop_bound_access_tokens))
+            .bind(client.mtls.subject.as_ref().map(|(k, _)| k.as_str()))
+            .bind(client.mtls.subject.as_ref().map(|(_, v)| v.clone()))
+            .bind(client.mtls.bound_tokens.map(i64::from))
             .execute(&mut *self.tx)
             .await
             .map_err(|e| {
@@ -320,8 +434,9 @@ impl Tx<'_> {
         let done = sqlx::query(
             "UPDATE clients SET name = $1, auth = $2, secret_hash = $3, jwks = $4, jwks_uri = $5, \
              scopes = $6, audiences = $7, grant_types = $8, access_token_ttl_secs = $9, \
-             refresh_token_ttl_secs = $10, updated_at = $11, dpop_bound_access_tokens = $14 \
-             WHERE env = $12 AND client_id = $13",
+             refresh_token_ttl_secs = $10, updated_at = $11, tls_subject_kind = $12, \
+             tls_subject = $13, tls_bound_tokens = $14, dpop_bound_access_tokens = $17 \
+             WHERE env = $15 AND client_id = $16",
         )
         .bind(client.name.clone())
         .bind(client.auth.as_str())
@@ -334,6 +449,9 @@ impl Tx<'_> {
         .bind(client.access_token_ttl_secs)
         .bind(client.refresh_token_ttl_secs)
         .bind(client.updated_at)
+        .bind(client.mtls.subject.as_ref().map(|(k, _)| k.as_str()))
+        .bind(client.mtls.subject.as_ref().map(|(_, v)| v.clone()))
+        .bind(client.mtls.bound_tokens.map(i64::from))
         .bind(client.env.clone())
         .bind(client.client_id.clone())
         .bind(i64::from(client.dpop_bound_access_tokens))

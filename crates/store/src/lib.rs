@@ -47,7 +47,7 @@ pub use backup::{
     prepare_restore, verify_backup, BackupHeader, BackupSummary, DeviceKeyRef, RestorePlan,
     RestoreSummary, TABLES,
 };
-pub use clients::{Client, ClientAuth};
+pub use clients::{Client, ClientAuth, ClientMtls, TlsName};
 pub use error::StoreError;
 pub use records::{
     issuer_key, issuer_route, Environment, KeyMaterial, KeyRecord, KeyState, KeyStoreName,

@@ -145,6 +145,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "dpop",
         include_str!("../migrations/sqlite/0007_dpop.sql"),
     ),
+    (
+        8,
+        "client_mtls",
+        include_str!("../migrations/sqlite/0008_client_mtls.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -176,6 +181,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         7,
         "dpop",
         include_str!("../migrations/postgres/0007_dpop.sql"),
+    ),
+    (
+        8,
+        "client_mtls",
+        include_str!("../migrations/postgres/0008_client_mtls.sql"),
     ),
 ]);
 

@@ -44,6 +44,9 @@ pub const DPOP_NONCE_HEADER: &str = "dpop-nonce";
 pub enum SenderConstraint {
     /// DPoP (RFC 9449): `Authorization: DPoP` and a `DPoP` proof.
     Dpop,
+    /// Certificate-bound (RFC 8705 §3): `cnf.x5t#S256` and the same client
+    /// certificate on the connection (checked by [`crate::check_binding`]).
+    Mtls,
 }
 
 impl SenderConstraint {
@@ -51,6 +54,7 @@ impl SenderConstraint {
     pub fn name(self) -> &'static str {
         match self {
             SenderConstraint::Dpop => "dpop",
+            SenderConstraint::Mtls => "mtls",
         }
     }
 
@@ -58,6 +62,7 @@ impl SenderConstraint {
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "dpop" => Some(SenderConstraint::Dpop),
+            "mtls" => Some(SenderConstraint::Mtls),
             _ => None,
         }
     }

@@ -99,6 +99,20 @@ pub enum VerifyError {
     /// A sender-constrained token is required and this one is not.
     #[error("a {0}-bound token is required here")]
     SenderConstraintRequired(&'static str),
+    /// A certificate-bound token (`cnf.x5t#S256`, RFC 8705 §3) on a request
+    /// made without a client certificate.
+    #[error("the token is bound to a client certificate and none was presented")]
+    CertificateMissing,
+    /// A certificate-bound token on a request made with another certificate.
+    #[error("the token is bound to another client certificate")]
+    CertificateMismatch,
+    /// The route or issuer requires certificate-bound tokens and this one
+    /// is not bound.
+    #[error("a certificate-bound token is required")]
+    NotCertificateBound,
+    /// A trusted front proxy's certificate header holds no certificate.
+    #[error("the forwarded client certificate is malformed")]
+    CertificateHeader,
 }
 
 /// Why a DPoP proof was refused (RFC 9449 §4.3), each a stable reason.
@@ -223,6 +237,10 @@ impl VerifyError {
             VerifyError::BoundTokenAsBearer => "dpop_bound_as_bearer",
             VerifyError::UnboundTokenAsDpop => "dpop_unbound",
             VerifyError::SenderConstraintRequired(_) => "sender_constraint_required",
+            VerifyError::CertificateMissing => "certificate_missing",
+            VerifyError::CertificateMismatch => "certificate_mismatch",
+            VerifyError::NotCertificateBound => "not_certificate_bound",
+            VerifyError::CertificateHeader => "certificate_header",
             VerifyError::Invalid(e) => match e {
                 J::Token(TokenError::BadSignature | TokenError::SignatureLength(_)) => {
                     "bad_signature"

@@ -254,8 +254,12 @@ impl Gate {
         match (scheme, id.cnf_jkt.as_deref()) {
             (Scheme::Bearer, Some(_)) => Err(VerifyError::BoundTokenAsBearer),
             (Scheme::Bearer, None) => match required {
-                Some(c) => Err(VerifyError::SenderConstraintRequired(c.name())),
-                None => Ok(id),
+                Some(c @ SenderConstraint::Dpop) => {
+                    Err(VerifyError::SenderConstraintRequired(c.name()))
+                }
+                // Certificate binding is checked against the connection by
+                // the caller ([`crate::check_binding`]).
+                Some(SenderConstraint::Mtls) | None => Ok(id),
             },
             (Scheme::Dpop, None) => Err(VerifyError::UnboundTokenAsDpop),
             (Scheme::Dpop, Some(jkt)) => {

@@ -34,6 +34,9 @@ pub struct Identity {
     /// `cnf.jkt`: the thumbprint of the DPoP key the token is bound to
     /// (RFC 9449 §6). A bound token is only accepted with a proof by that key.
     pub cnf_jkt: Option<String>,
+    /// `cnf.x5t#S256`: the thumbprint of the client certificate the token
+    /// is bound to (RFC 8705 §3.1).
+    pub cnf_x5t_s256: Option<String>,
     /// Whether this token's issuer policy lets a bare `*` grant cover
     /// every permission.
     pub allow_wildcard_all: bool,
@@ -134,7 +137,10 @@ impl Identity {
             Shape::List(l) => l.into_iter().map(String::from).collect(),
             _ => return Err(VerifyError::MalformedClaim("permissions")),
         };
-        let cnf_jkt = extra.cnf.and_then(|c| c.jkt);
+        let (cnf_jkt, cnf_x5t_s256) = match extra.cnf {
+            Some(c) => (c.jkt, c.x5t_s256),
+            None => (None, None),
+        };
         let jti = claims.jti().map(str::to_owned);
         let expires_at = claims.expires_at().unwrap_or(i64::MAX);
         Ok(Identity {
@@ -147,6 +153,7 @@ impl Identity {
             expires_at,
             kid,
             cnf_jkt,
+            cnf_x5t_s256,
             allow_wildcard_all: false,
             claims,
             header_values: OnceLock::new(),
@@ -182,12 +189,14 @@ impl Identity {
 /// policy has keyward-jose keep their JSON text while it parses the payload.
 pub(crate) const KEPT_CLAIMS: &[&str] = &["azp", "scp", "permissions", "cnf"];
 
-/// The `cnf` claim (RFC 7800): an object; `jkt`, when present, a string.
-/// Other confirmation methods are read by whoever checks them.
+/// The `cnf` claim (RFC 7800): an object; `jkt` (RFC 9449)
+/// and `x5t#S256` (RFC 8705), when present, strings.
 #[derive(Default, serde::Deserialize)]
 struct Confirmation {
     #[serde(default)]
     jkt: Option<String>,
+    #[serde(default, rename = "x5t#S256")]
+    x5t_s256: Option<String>,
 }
 
 /// The members jose does not read, as found.

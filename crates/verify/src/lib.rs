@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bearer;
+pub mod client_cert;
 pub mod clock;
 pub mod dpop;
 pub mod error;
@@ -36,9 +37,11 @@ pub mod permissions;
 pub mod policy;
 pub mod replay;
 pub mod revocation;
+pub mod tls;
 pub mod token_cache;
 
 pub use bearer::{bearer_token, Scheme};
+pub use client_cert::{check_binding, ForwardedCertificate, PeerCertificate};
 pub use clock::{Clock, FixedClock, SharedClock, SystemClock};
 pub use dpop::{normalize_htu, DpopPolicy, ProofTarget, SenderConstraint};
 pub use error::{
@@ -56,6 +59,7 @@ pub use permissions::{Grants, Requirement, Template};
 pub use policy::IssuerPolicy;
 pub use replay::{LocalReplayCache, ReplayCache, ReplayError};
 pub use revocation::RevocationList;
+pub use tls::{ClientCertificates, TlsError, TlsServer, TlsSettings};
 pub use token_cache::TokenCache;
 
 /// `payload`'s claims as only verification gives them, for unit tests:

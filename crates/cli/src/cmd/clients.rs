@@ -22,6 +22,8 @@ fn auth(a: AuthMethod) -> ClientAuth {
         AuthMethod::ClientSecretBasic => ClientAuth::ClientSecretBasic,
         AuthMethod::ClientSecretPost => ClientAuth::ClientSecretPost,
         AuthMethod::PrivateKeyJwt => ClientAuth::PrivateKeyJwt,
+        AuthMethod::TlsClientAuth => ClientAuth::TlsClientAuth,
+        AuthMethod::SelfSignedTlsClientAuth => ClientAuth::SelfSignedTlsClientAuth,
     }
 }
 
@@ -50,6 +52,10 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
             json,
         } => {
             let (jwks, jwks_uri) = jwks_source(fields.jwks.as_deref())?;
+            let tls_subject = fields.tls_subject();
+            if method == AuthMethod::SelfSignedTlsClientAuth && jwks_uri.is_some() {
+                bail!("self_signed_tls_client_auth takes --jwks as a file (a JWK Set with x5c)");
+            }
             let reg = clients::create_client(
                 &store,
                 NewClient {
@@ -69,6 +75,10 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
                     access_token_ttl_secs: fields.access_token_ttl,
                     refresh_token_ttl_secs: fields.refresh_token_ttl,
                     dpop_bound_access_tokens: fields.dpop_bound.unwrap_or(false),
+                    mtls: keyward_store::ClientMtls {
+                        subject: tls_subject,
+                        bound_tokens: fields.tls_bound_tokens,
+                    },
                 },
                 ctx.at(),
             )
@@ -148,6 +158,7 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
 }
 
 fn apply(c: &mut Client, name: Option<String>, f: ClientFields) -> Result<()> {
+    let tls_subject = f.tls_subject();
     if let Some(n) = name {
         c.name = n;
     }
@@ -169,9 +180,18 @@ fn apply(c: &mut Client, name: Option<String>, f: ClientFields) -> Result<()> {
     if let Some(b) = f.dpop_bound {
         c.dpop_bound_access_tokens = b;
     }
+    if let Some(subject) = tls_subject {
+        c.mtls.subject = Some(subject);
+    }
+    if f.tls_bound_tokens.is_some() {
+        c.mtls.bound_tokens = f.tls_bound_tokens;
+    }
     if let Some(j) = f.jwks.as_deref() {
-        if c.auth != ClientAuth::PrivateKeyJwt {
-            bail!("--jwks applies to private_key_jwt clients only");
+        if !matches!(
+            c.auth,
+            ClientAuth::PrivateKeyJwt | ClientAuth::SelfSignedTlsClientAuth
+        ) {
+            bail!("--jwks applies to private_key_jwt and self_signed_tls_client_auth clients only");
         }
         (c.jwks, c.jwks_uri) = jwks_source(Some(j))?;
     }

@@ -88,7 +88,7 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
     if fresh {
         let issuer = match a.issuer {
             Some(i) => i,
-            None => default_issuer(listener.local_addr()?),
+            None => default_issuer(listener.local_addr()?, config.tls.is_some()),
         };
         crate::cmd::init::run(
             &ctx,
@@ -119,6 +119,7 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
                 access_token_ttl_secs: None,
                 refresh_token_ttl_secs: None,
                 dpop_bound_access_tokens: false,
+                mtls: Default::default(),
             },
             ctx.at(),
         )
@@ -131,15 +132,16 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
 /// The issuer URL `up` gives a new data dir: `http://<listen address>`, or
 /// for a wildcard address (0.0.0.0, ::), which no client can use, the
 /// loopback address with the same port, with a warning.
-fn default_issuer(addr: std::net::SocketAddr) -> String {
+fn default_issuer(addr: std::net::SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     if !addr.ip().is_unspecified() {
-        return format!("http://{addr}");
+        return format!("{scheme}://{addr}");
     }
     let loopback = match addr {
         std::net::SocketAddr::V4(_) => format!("127.0.0.1:{}", addr.port()),
         std::net::SocketAddr::V6(_) => format!("[::1]:{}", addr.port()),
     };
-    let issuer = format!("http://{loopback}");
+    let issuer = format!("{scheme}://{loopback}");
     eprintln!(
         "warning: listening on every interface ({addr}); the issuer URL (the iss of every token, for good) is {issuer}, \
          which only this machine reaches. Pass --issuer https://your.host to name the URL clients and verifiers use"
@@ -221,7 +223,7 @@ async fn run(
     tracing::info!(%addr, "keyward is serving");
     if let Some((issuer, id, secret)) = demo {
         banner!("keyward is serving {issuer}");
-        if issuer != format!("http://{addr}") {
+        if !issuer.ends_with(&format!("://{addr}")) {
             banner!("  listening on:  {addr}");
         }
         banner!("  discovery:     {issuer}/.well-known/openid-configuration");
@@ -244,14 +246,24 @@ async fn run(
         banner!("  web console:   http://{addr}/console (log in with an admin token: keyward admin-token create)");
     }
     let grace = config.shutdown_grace;
+    let tls = config
+        .tls
+        .clone()
+        .map(keyward_verify::TlsServer::load)
+        .transpose()?;
+    let tls_reloader = tls.as_ref().map(|t| t.spawn_reloader());
     crate::server::serve(
         listener,
         router,
         config.connections,
+        tls,
         shutdown_signal(),
         grace,
     )
     .await;
+    if let Some(r) = tls_reloader {
+        r.abort();
+    }
     reloader.abort();
     scheduler.abort();
     authority.store.close().await;

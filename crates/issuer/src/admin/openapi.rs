@@ -362,10 +362,16 @@ fn schemas() -> Value {
                         "scopes": words,
                         "audiences": words,
                         "grant_types": {"type": "array", "items": {"type": "string", "enum": ["client_credentials", "refresh_token"]}, "default": ["client_credentials", "refresh_token"]},
-                        "jwks": {"type": "object", "description": "JWK Set of a private_key_jwt client"},
+                        "jwks": {"type": "object", "description": "JWK Set of a private_key_jwt client, or the x5c certificates of a self_signed_tls_client_auth one"},
                         "jwks_uri": {"type": "string", "format": "uri", "description": "or where to fetch it"},
                         "access_token_ttl_secs": {"type": "integer", "minimum": 1},
-                        "refresh_token_ttl_secs": {"type": "integer", "minimum": 1}
+                        "refresh_token_ttl_secs": {"type": "integer", "minimum": 1},
+                        "tls_client_auth_subject_dn": {"type": "string", "description": "tls_client_auth: the certificate's subject DN (RFC 4514); exactly one of the five tls_client_auth_* names"},
+                        "tls_client_auth_san_dns": {"type": "string"},
+                        "tls_client_auth_san_uri": {"type": "string"},
+                        "tls_client_auth_san_ip": {"type": "string"},
+                        "tls_client_auth_san_email": {"type": "string"},
+                        "tls_client_certificate_bound_access_tokens": {"type": "boolean", "description": "access tokens carry cnf.x5t#S256 of the connection's certificate (default: true for tls_client_auth and self_signed_tls_client_auth)"}
                     }
                 }));
     m.insert("ClientPatch".into(), json!({
@@ -399,6 +405,12 @@ fn schemas() -> Value {
                 "has_jwks": {"type": "boolean"},
                 "access_token_ttl_secs": {"type": ["integer", "null"]},
                 "refresh_token_ttl_secs": {"type": ["integer", "null"]},
+                "tls_client_certificate_bound_access_tokens": {"type": "boolean"},
+                "tls_client_auth_subject_dn": {"type": "string"},
+                "tls_client_auth_san_dns": {"type": "string"},
+                "tls_client_auth_san_uri": {"type": "string"},
+                "tls_client_auth_san_ip": {"type": "string"},
+                "tls_client_auth_san_email": {"type": "string"},
                 "created_at": time,
                 "updated_at": time
             }

@@ -60,6 +60,7 @@ fn client(env: &str, id: &str) -> Client {
         access_token_ttl_secs: None,
         refresh_token_ttl_secs: Some(86_400),
         dpop_bound_access_tokens: false,
+        mtls: Default::default(),
         created_at: 2_000,
         updated_at: 2_000,
     }
@@ -150,11 +151,18 @@ async fn clients_crud(store: Store, _ctx: Ctx) {
     tx.create_environment(&env("prod")).await.unwrap();
     tx.create_environment(&env("dev")).await.unwrap();
     // Created out of order; listed by client id.
-    let (z, b, a) = (
+    let (mut z, b, a) = (
         client("prod", "z-svc"),
         jwt_client("prod", "b-jwt"),
         client("prod", "a-svc"),
     );
+    // An mTLS client (migration 0008's columns round-trip too).
+    z.auth = ClientAuth::TlsClientAuth;
+    z.secret_hash = None;
+    z.mtls = keyward_store::ClientMtls {
+        subject: Some((keyward_store::TlsName::SubjectDn, "CN=z,O=Example".into())),
+        bound_tokens: Some(false),
+    };
     for c in [&z, &b, &a] {
         tx.create_client(c).await.unwrap();
     }
