@@ -60,6 +60,9 @@ pub struct RawConfig {
     /// `aws-kms:<key id, ARN or alias/name>`; overridden by
     /// `KEYWARD_ROOT_KEY_SOURCE` (not `KEYWARD_ROOT_KEY`, which holds a key).
     pub root_key: Option<String>,
+    /// An external issuer whose access tokens the admin API accepts (see
+    /// `admin_config.rs`).
+    pub admin: Option<crate::admin_config::RawAdmin>,
 }
 
 /// The fields and their environment variables, for overrides and docs.
@@ -101,6 +104,8 @@ pub struct Config {
     pub key_stores: crate::key_stores::KeyStoreConfig,
     /// The configured root key source, if any (see `root_source.rs`).
     pub root_key: Option<keyward_issuer::RootKeySpec>,
+    /// The trusted admin issuer, if any (also in `settings.admin_issuer`).
+    pub admin_issuer: Option<crate::admin_config::AdminIssuer>,
 }
 
 impl RawConfig {
@@ -176,6 +181,9 @@ impl RawConfig {
         stores.apply_env(&var)?;
         self.pkcs11 = stores.pkcs11;
         self.aws_kms = stores.aws_kms;
+        self.admin
+            .get_or_insert_with(Default::default)
+            .apply_env(&var);
         Ok(())
     }
 
@@ -254,6 +262,7 @@ impl RawConfig {
                 connections.header_read_timeout.as_secs()
             );
         }
+        let admin_issuer = self.admin.unwrap_or_default().resolve()?;
         Ok(Config {
             listen,
             data_dir: self
@@ -274,7 +283,9 @@ impl RawConfig {
                 signing_timeout: signing_timeout(self.signing_timeout.as_deref())?,
                 // The stores themselves are opened by `serve` (Context::key_stores).
                 key_stores: keyward_issuer::keyring::KeyStores::none(),
+                admin_issuer: admin_issuer.as_ref().map(|a| a.gate.clone()),
             },
+            admin_issuer,
             shutdown_grace: Duration::from_secs(
                 dur("shutdown_grace", &self.shutdown_grace, "30s")? as u64,
             ),
@@ -426,6 +437,7 @@ impl Config {
             "max_connections": self.connections.max_connections,
             "key_stores": self.key_stores.to_json(),
             "root_key": self.root_key.as_ref().map(|s| s.to_string()),
+            "admin": self.admin_issuer.as_ref().map(|a| a.to_json()),
         })
     }
 }

@@ -74,6 +74,10 @@ pub struct Settings {
     /// keys are opened, made (rotation) and destroyed. Default: none (local
     /// keys only).
     pub key_stores: KeyStores,
+    /// An issuer whose access tokens the admin API accepts (the company's
+    /// SSO), their `permissions` claim read as admin grants; `None`: admin
+    /// tokens only. See [`crate::admin::AdminAuth`].
+    pub admin_issuer: Option<keyward_verify::Gate>,
 }
 
 impl Default for Settings {
@@ -84,6 +88,7 @@ impl Default for Settings {
             assertion_max_lifetime_secs: 3600,
             signing_timeout: crate::signing::DEFAULT_SIGNING_TIMEOUT,
             key_stores: KeyStores::none(),
+            admin_issuer: None,
         }
     }
 }

@@ -100,6 +100,10 @@ async fn add_admin_token(store: &Store) -> (String, String) {
         token_hash: hash,
         created_at: NOW,
         revoked_at: None,
+        permissions: vec!["*".into()],
+        owner: None,
+        expires_at: None,
+        created_by: None,
     })
     .await
     .unwrap();
@@ -317,9 +321,36 @@ async fn requests_without_a_valid_admin_token_are_refused() {
     // The fixture's token still works.
     assert_eq!(f.send(with(&f.token)).await.status, StatusCode::OK);
 
+    // Nothing changed but the audit chain, which holds one `admin.denied`
+    // record per refusal (six, within the budget of unauthenticated ones).
     let after = f.state().await;
-    assert_eq!(after.audit, before.audit);
     assert_eq!(after.envs, before.envs);
+    assert_eq!(after.keys, before.keys);
+    assert_eq!(after.clients, before.clients);
+    assert_eq!(after.audit, before.audit + 6);
+    let s = &f.authority.store;
+    let records = s.audit(before.audit as i64, 100).await.unwrap();
+    assert!(
+        records.iter().all(|r| r.action == "admin.denied"),
+        "{records:?}"
+    );
+    let reasons: Vec<&str> = records
+        .iter()
+        .map(|r| r.detail["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "missing_token",
+            "unknown_token",
+            "malformed_header",
+            "malformed_header",
+            "missing_token",
+            "revoked"
+        ]
+    );
+    assert_eq!(records[5].subject.as_deref(), Some(other_id.as_str()));
+    assert_eq!(records[0].detail["route"], "POST /admin/v1/envs");
 }
 
 #[tokio::test]
@@ -397,6 +428,10 @@ async fn every_documented_operation_is_routed() {
             "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret",
         ),
         ("POST", "/admin/v1/envs/{env}/tokens"),
+        ("GET", "/admin/v1/admin-tokens"),
+        ("POST", "/admin/v1/admin-tokens"),
+        ("POST", "/admin/v1/admin-tokens/{id}/revoke"),
+        ("GET", "/admin/v1/audit"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -410,7 +445,8 @@ async fn every_documented_operation_is_routed() {
         let uri = path
             .replace("{env}", "dev")
             .replace("{kid}", &kid)
-            .replace("{client_id}", &client_id);
+            .replace("{client_id}", &client_id)
+            .replace("{id}", &f.token_id);
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         // A probe body with an unknown field: every operation that reads a
         // body refuses it (400) before changing anything.
@@ -864,11 +900,13 @@ async fn keys_list_rotate_retire_revoke() {
             StatusCode::NOT_FOUND,
             "not_found",
         ),
+        // An unknown key is 404 before its body is read: the permission
+        // it needs depends on its environment.
         (
             "/admin/v1/keys/nope/revoke",
             json!({"why": "x"}),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            StatusCode::NOT_FOUND,
+            "not_found",
         ),
     ];
     for (path, body, status, code) in bad {

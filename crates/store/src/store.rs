@@ -140,6 +140,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "key_stores",
         include_str!("../migrations/sqlite/0005_key_stores.sql"),
     ),
+    (
+        6,
+        "admin_permissions",
+        include_str!("../migrations/sqlite/0006_admin_permissions.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -166,6 +171,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         5,
         "key_stores",
         include_str!("../migrations/postgres/0005_key_stores.sql"),
+    ),
+    (
+        6,
+        "admin_permissions",
+        include_str!("../migrations/postgres/0006_admin_permissions.sql"),
     ),
 ]);
 
