@@ -245,7 +245,8 @@ pub enum AdminTokenCmd {
     },
     /// Revoke an admin token by id.
     Revoke {
-        /// The token's id (from `admin-token list`).
+        /// The token's id (from `admin-token list`; ids may begin with `-`).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }

@@ -1346,6 +1346,25 @@ async fn mint_token(
     let state = snapshot
         .env(&env)
         .ok_or_else(|| ApiError::not_found(format!("environment {env:?} not found")))?;
+    // Minting in the environment the admin API trusts mints admin grants:
+    // only those the caller holds.
+    let trusted = a.settings.admin_issuer.as_ref().is_some_and(|g| {
+        g.issuers()
+            .iter()
+            .any(|t| t.policy.issuer == state.env.issuer)
+    });
+    if trusted {
+        if let Some(g) = permissions::first_not_held(&caller.principal.grants, &b.permissions) {
+            let d = Denied {
+                permission: g.to_owned(),
+                description: format!("environment {env:?} is the admin API's trusted issuer: its tokens are admin credentials, and your grants do not cover {g}"),
+            };
+            s.auth
+                .denied(&caller.principal, &caller.route, Some(&env), &d)
+                .await;
+            return Err(ApiError::forbidden(d));
+        }
+    }
     if snapshot.client(&env, &b.client_id).is_none() {
         return Err(ApiError::not_found(format!(
             "client \"{env}/{}\" not found",
