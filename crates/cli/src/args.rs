@@ -340,6 +340,17 @@ pub enum AdminTokenCmd {
         /// A name to recognise the token by in listings and the audit chain.
         #[arg(long, default_value = "admin")]
         name: String,
+        /// What the token may do: permissions separated by spaces or commas,
+        /// e.g. "keyward.env.prod.keys.* keyward.audit.read"; a trailing `*`
+        /// covers a group, a bare `*` everything (the default, with a warning).
+        #[arg(long, default_value = "*")]
+        permissions: String,
+        /// How long it works (e.g. 8h, 30d), or `never` (the default, with a warning).
+        #[arg(long, default_value = "never")]
+        ttl: String,
+        /// Who the token is for (shown in listings and audit records).
+        #[arg(long)]
+        owner: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -352,7 +363,8 @@ pub enum AdminTokenCmd {
     },
     /// Revoke an admin token by id.
     Revoke {
-        /// The token's id (from `admin-token list`).
+        /// The token's id (from `admin-token list`; ids may begin with `-`).
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }

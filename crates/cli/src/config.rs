@@ -66,6 +66,9 @@ pub struct RawConfig {
     /// TLS termination (see docs/tls.md); a table, not overridden by
     /// environment variables.
     pub tls: Option<RawTls>,
+    /// An external issuer whose access tokens the admin API accepts (see
+    /// `admin_config.rs`).
+    pub admin: Option<crate::admin_config::RawAdmin>,
 }
 
 /// The `[tls]` table.
@@ -164,6 +167,8 @@ pub struct Config {
     pub console: bool,
     /// TLS termination, if configured.
     pub tls: Option<keyward_verify::TlsSettings>,
+    /// The trusted admin issuer, if any (also in `settings.admin_issuer`).
+    pub admin_issuer: Option<crate::admin_config::AdminIssuer>,
 }
 
 impl RawConfig {
@@ -246,6 +251,9 @@ impl RawConfig {
         stores.apply_env(&var)?;
         self.pkcs11 = stores.pkcs11;
         self.aws_kms = stores.aws_kms;
+        self.admin
+            .get_or_insert_with(Default::default)
+            .apply_env(&var);
         Ok(())
     }
 
@@ -328,6 +336,7 @@ impl RawConfig {
         let mtls = tls
             .as_ref()
             .is_some_and(|t| t.client_certificates != keyward_verify::ClientCertificates::Off);
+        let admin_issuer = self.admin.unwrap_or_default().resolve()?;
         Ok(Config {
             tls,
             listen,
@@ -351,7 +360,9 @@ impl RawConfig {
                 key_stores: keyward_issuer::keyring::KeyStores::none(),
                 dpop: keyward_verify::DpopPolicy::default(),
                 mtls,
+                admin_issuer: admin_issuer.as_ref().map(|a| a.gate.clone()),
             },
+            admin_issuer,
             shutdown_grace: Duration::from_secs(
                 dur("shutdown_grace", &self.shutdown_grace, "30s")? as u64,
             ),
@@ -513,6 +524,7 @@ impl Config {
                 "self_signed_clients": t.self_signed_clients,
                 "reload_interval_secs": t.reload_interval.as_secs_f64(),
             })),
+            "admin": self.admin_issuer.as_ref().map(|a| a.to_json()),
         })
     }
 }

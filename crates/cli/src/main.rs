@@ -1,6 +1,7 @@
 //! keyward: a token authority and a token gate, in one binary.
 #![forbid(unsafe_code)]
 
+mod admin_config;
 mod args;
 mod cmd;
 mod config;

@@ -1,33 +1,41 @@
 //! The admin API under `/admin/v1/`: environments, keys (list, rotate,
 //! retire, revoke), clients (create, list, show, update, delete, rotate
-//! secret) and minting tokens for users a login service authenticated.
+//! secret), minting tokens for users a login service authenticated, admin
+//! tokens (list, create, revoke) and the audit chain.
 //!
 //! Every route but `/admin/v1/openapi.json` needs `Authorization: Bearer
-//! <admin token>` (made by `keyward admin-token create`; only its SHA-256 is
-//! stored, so a token is found by the hash of what is presented). Handlers
-//! are thin: parse the request strictly (JSON objects with no unknown
-//! fields, at most [`MAX_BODY_BYTES`]), call the same domain functions as
-//! the CLI ([`keyring`], [`clients`], [`Authority::mint_for_user`]), map
-//! the error. Every change is audited with the actor `admin:<token id>`,
-//! and the server's view is reloaded at once so the change is live here
-//! (other replicas see it at their next generation poll).
+//! <token>`: an admin token (made by `keyward admin-token create` or by
+//! this API; only its SHA-256 is stored) or an access token of the trusted
+//! SSO issuer. Each route requires one permission ([`ROUTES`], the
+//! catalogue in [`permissions`]), checked by keyward-verify's permission
+//! engine against the caller's grants before the handler runs ([`auth`]:
+//! [`AdminAuth`], [`AdminPrincipal`], [`require`]). Handlers are thin:
+//! parse the request strictly (JSON objects with no unknown fields, at most
+//! [`MAX_BODY_BYTES`]), call the same domain functions as the CLI
+//! ([`keyring`], [`clients`], [`Authority::mint_for_user`]), map the
+//! error. Every change is audited with the caller's actor (`admin:<token
+//! id>` or `sso:<subject>`), every refusal as `admin.denied`, and the
+//! server's view is reloaded at once so the change is live here (other
+//! replicas see it at their next generation poll).
 //!
 //! Errors are `{"error": code, "error_description": text}`: 400 for bad
-//! input, 401 without a valid admin token, 404 for an unknown environment,
-//! key or client, 409 when the request conflicts with the current state,
-//! 413/415 for an oversize or non-JSON body, 500 for a server-side failure,
-//! whose cause is logged and never sent.
+//! input, 401 without a valid token, 403 `insufficient_scope` (with
+//! `"permission"` naming what is missing) without the permission, 404 for
+//! an unknown environment, key or client, 409 when the request conflicts
+//! with the current state, 413/415 for an oversize or non-JSON body, 500
+//! for a server-side failure, whose cause is logged and never sent.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
+use axum::extract::{
+    FromRequest, FromRequestParts, MatchedPath, Path, RawPathParams, RawQuery, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::{Extension, Router};
 use keyward_store::{
     ClientAuth, Environment, KeyRecord, KeyStoreName, RotationPolicy, StoreError, Timestamp,
@@ -48,23 +56,25 @@ use crate::keyring::{
 };
 use crate::oauth::{error_chain, ErrorCode, FaultReason, OAuthError};
 use crate::rotation::{RotationError, Schedule};
-use crate::tokens::hash_secret;
 use crate::views::{client_json, env_json, key_json};
 
+pub mod auth;
 mod openapi;
+pub mod permissions;
+pub mod tokens;
 
+pub use auth::{require, AdminAuth, AdminPrincipal, Denied, PrincipalKind, Refusal};
 pub use openapi::openapi;
+pub use permissions::{EnvAction, Permission};
+pub use tokens::{create_admin_token, NewAdminToken};
 
 /// Largest accepted request body: the same everywhere.
 pub use crate::http::MAX_BODY_BYTES;
 /// The realm of the `WWW-Authenticate` challenge.
 pub const REALM: &str = "keyward-admin";
-/// How long a checked admin token is trusted without asking the store again.
-const CACHE_TTL: Duration = Duration::from_secs(5);
-/// Most admin tokens remembered at once.
-const CACHE_MAX: usize = 256;
-/// Longest accepted bearer token (admin tokens are ~47 characters).
-const MAX_TOKEN_LEN: usize = 512;
+/// Longest accepted bearer token: admin tokens are ~47 characters, the
+/// trusted issuer's access tokens are JWTs of at most this size.
+const MAX_TOKEN_LEN: usize = keyward_jose::DEFAULT_MAX_TOKEN_LEN;
 /// Longest lead time a rotation may ask for (10 years).
 const MAX_LEAD_SECS: i64 = 10 * 365 * 24 * 3600;
 /// Longest reason for a key revocation.
@@ -80,6 +90,11 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub description: String,
+    /// For a 403: the permission missing (sent as `"permission"` and in
+    /// the challenge's `scope`).
+    pub permission: Option<String>,
+    /// For a 401 from the trusted issuer's policy: the RFC 6750 `error`.
+    challenge_error: Option<&'static str>,
 }
 
 impl ApiError {
@@ -88,6 +103,28 @@ impl ApiError {
             status,
             code,
             description: description.into(),
+            permission: None,
+            challenge_error: None,
+        }
+    }
+
+    /// 403 `insufficient_scope` naming the permission missing.
+    pub fn forbidden(d: Denied) -> Self {
+        ApiError {
+            permission: Some(d.permission),
+            ..ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", d.description)
+        }
+    }
+
+    /// 401 (or 500) for a request without an authenticated caller.
+    pub fn from_refusal(r: &Refusal) -> Self {
+        match r {
+            Refusal::ServerError => ApiError::server_error(),
+            Refusal::Sso(e) => ApiError {
+                challenge_error: e.bearer_error(),
+                ..ApiError::unauthorized(r.description())
+            },
+            _ => ApiError::unauthorized(r.description()),
         }
     }
 
@@ -235,15 +272,40 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = reply(
-            self.status,
-            json!({"error": self.code, "error_description": self.description}),
-        );
-        if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"keyward-admin\""),
-            );
+        let mut body = json!({"error": self.code, "error_description": self.description});
+        if let Some(p) = &self.permission {
+            body["permission"] = json!(p);
+        }
+        let mut r = reply(self.status, body);
+        // RFC 6750 §3: the challenge, with the error and (for 403) the
+        // scope that would do; quotes and backslashes never reach it.
+        let quoted = |v: &str| -> String {
+            v.chars()
+                .map(|c| {
+                    if c == '"' || c == '\\' || !(' '..='~').contains(&c) {
+                        '\''
+                    } else {
+                        c
+                    }
+                })
+                .take(300)
+                .collect()
+        };
+        let challenge = match (self.status, self.challenge_error, &self.permission) {
+            (StatusCode::UNAUTHORIZED, None, _) => Some(format!("Bearer realm=\"{REALM}\"")),
+            (StatusCode::UNAUTHORIZED, Some(e), _) => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"{e}\", error_description=\"{}\"",
+                quoted(&self.description)
+            )),
+            (StatusCode::FORBIDDEN, _, Some(p)) => Some(format!(
+                "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", error_description=\"{}\", scope=\"{}\"",
+                quoted(&self.description),
+                quoted(p)
+            )),
+            _ => None,
+        };
+        if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
         r
     }
@@ -339,87 +401,44 @@ where
 }
 
 // ---------------------------------------------------------------------------
-// Authentication
+// Authentication and authorization
 
-/// The admin token that authenticated a request.
+/// The caller of a request, as the guard found it.
 #[derive(Clone, Debug)]
-pub(crate) struct Admin {
-    pub(crate) id: String,
+pub(crate) struct Caller {
+    pub principal: Arc<AdminPrincipal>,
+    /// `METHOD /path` as requested, for audit records.
+    pub route: Arc<str>,
 }
 
-impl Admin {
-    pub(crate) fn actor(&self) -> String {
-        format!("admin:{}", self.id)
+impl Caller {
+    fn actor(&self) -> String {
+        self.principal.actor()
     }
 }
 
-#[derive(Clone, Debug)]
-struct Cached {
-    id: String,
-    generation: i64,
-    checked: Instant,
-}
-
-/// How admin tokens are checked (the admin API's and the console's).
 #[derive(Clone)]
 pub(crate) struct AdminState {
     authority: Arc<Authority>,
-    /// Recently checked tokens, by hash. An entry is used for at most
-    /// [`CACHE_TTL`] and only while the store generation the server sees is
-    /// unchanged (revoking an admin token moves it).
-    cache: Arc<Mutex<HashMap<Vec<u8>, Cached>>>,
+    auth: AdminAuth,
 }
 
 impl AdminState {
-    pub(crate) fn new(authority: Arc<Authority>) -> Self {
-        AdminState {
-            authority,
-            cache: Arc::new(Mutex::new(HashMap::new())),
-        }
-    }
-
-    /// The id of the live admin token whose hash is `hash`.
-    pub(crate) async fn admin_for(&self, hash: &[u8]) -> Result<Option<String>, StoreError> {
-        let generation = self.authority.snapshot().generation;
-        if let Some(c) = self.cache.lock().expect("admin cache").get(hash) {
-            if c.generation == generation && c.checked.elapsed() < CACHE_TTL {
-                return Ok(Some(c.id.clone()));
-            }
-        }
-        let found = self.authority.store.admin_token_by_hash(hash).await?;
-        let mut cache = self.cache.lock().expect("admin cache");
-        match found {
-            Some(t) if t.revoked_at.is_none() => {
-                if cache.len() >= CACHE_MAX {
-                    cache.retain(|_, c| c.checked.elapsed() < CACHE_TTL);
-                    if cache.len() >= CACHE_MAX {
-                        cache.clear();
-                    }
-                }
-                cache.insert(
-                    hash.to_vec(),
-                    Cached {
-                        id: t.id.clone(),
-                        generation,
-                        checked: Instant::now(),
-                    },
-                );
-                Ok(Some(t.id))
-            }
-            _ => {
-                cache.remove(hash);
-                Ok(None)
-            }
-        }
+    /// [`AdminAuth::authorize`] as an API error.
+    async fn authorize(&self, caller: &Caller, p: &Permission) -> Result<(), ApiError> {
+        self.auth
+            .authorize(&caller.principal, p, &caller.route)
+            .await
+            .map_err(ApiError::forbidden)
     }
 }
 
 /// The admin token of `Authorization: Bearer <token>`, read by keyward's
 /// one bearer parser ([`keyward_verify::bearer`], RFC 6750 §2.1) and at most
 /// [`MAX_TOKEN_LEN`] bytes; otherwise the refusal, saying which rule failed.
-fn bearer(h: &HeaderMap) -> Result<&str, ApiError> {
+fn bearer(h: &HeaderMap) -> Result<&str, Refusal> {
     let malformed = |why: &dyn std::fmt::Display| {
-        ApiError::unauthorized(format!(
+        Refusal::Malformed(format!(
             "malformed Authorization header ({why}): use Bearer <token>"
         ))
     };
@@ -428,67 +447,279 @@ fn bearer(h: &HeaderMap) -> Result<&str, ApiError> {
         Ok(_) => Err(malformed(&format_args!(
             "the token is longer than {MAX_TOKEN_LEN} bytes"
         ))),
-        Err(BearerError::Missing) => Err(ApiError::unauthorized(
-            "an admin token is required: Authorization: Bearer <token>",
-        )),
+        Err(BearerError::Missing) => Err(Refusal::Missing),
         Err(e) => Err(malformed(&e)),
     }
 }
 
-async fn authenticate(State(s): State<AdminState>, mut req: Request, next: Next) -> Response {
+/// What a route requires of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: the OpenAPI document.
+    Public,
+    /// A permission of its own (`keyward.audit.read`, ...).
+    Global(&'static str),
+    /// An action on the environment of the path's `{env}`.
+    Env(EnvAction),
+    /// An action on the environment of the path's key `{kid}` (an unknown
+    /// key is 404 to any authenticated caller).
+    KeyEnv(EnvAction),
+    /// An action on the environment the request body names (checked once
+    /// the body is read).
+    BodyEnv(EnvAction),
+    /// Answers only with the environments the caller holds the action on.
+    EachEnv(EnvAction),
+}
+
+impl Need {
+    /// The permission as the OpenAPI document states it.
+    pub fn permission_text(self) -> Option<&'static str> {
+        match self {
+            Need::Public => None,
+            Need::Global(p) => Some(p),
+            Need::Env(a) | Need::KeyEnv(a) | Need::BodyEnv(a) | Need::EachEnv(a) => {
+                Some(a.template())
+            }
+        }
+    }
+
+    /// Where `{env}` comes from, for the OpenAPI document.
+    pub fn env_from(self) -> Option<&'static str> {
+        match self {
+            Need::Env(_) => Some("`{env}` is the environment of the path"),
+            Need::KeyEnv(_) => Some("`{env}` is the environment of the key `{kid}`"),
+            Need::BodyEnv(_) => Some("`{env}` is the `name` in the body"),
+            Need::EachEnv(_) => Some("only environments the caller holds it for are listed"),
+            _ => None,
+        }
+    }
+}
+
+/// One admin route: method, path, what it requires, its handler.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub need: Need,
+    handler: fn() -> MethodRouter<AdminState>,
+}
+
+/// Every admin route. The router is built from this table, and the
+/// OpenAPI document states each route's permission from it.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/admin/v1/openapi.json",
+        need: Need::Public,
+        handler: || get(openapi::openapi_json),
+    },
+    Route {
+        method: "GET",
+        path: "/admin/v1/envs",
+        need: Need::EachEnv(EnvAction::Read),
+        handler: || get(list_envs),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/envs",
+        need: Need::BodyEnv(EnvAction::Write),
+        handler: || post(create_env),
+    },
+    Route {
+        method: "GET",
+        path: "/admin/v1/envs/{env}",
+        need: Need::Env(EnvAction::Read),
+        handler: || get(show_env),
+    },
+    Route {
+        method: "PATCH",
+        path: "/admin/v1/envs/{env}",
+        need: Need::Env(EnvAction::Write),
+        handler: || patch(update_env),
+    },
+    Route {
+        method: "DELETE",
+        path: "/admin/v1/envs/{env}",
+        need: Need::Env(EnvAction::Delete),
+        handler: || delete(delete_env),
+    },
+    Route {
+        method: "GET",
+        path: "/admin/v1/envs/{env}/keys",
+        need: Need::Env(EnvAction::KeysRead),
+        handler: || get(list_keys),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/envs/{env}/keys/rotate",
+        need: Need::Env(EnvAction::KeysRotate),
+        handler: || post(rotate_key),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/keys/{kid}/retire",
+        need: Need::KeyEnv(EnvAction::KeysRetire),
+        handler: || post(retire_key),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/keys/{kid}/revoke",
+        need: Need::KeyEnv(EnvAction::KeysRevoke),
+        handler: || post(revoke_key),
+    },
+    Route {
+        method: "GET",
+        path: "/admin/v1/envs/{env}/clients",
+        need: Need::Env(EnvAction::ClientsRead),
+        handler: || get(list_clients),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/envs/{env}/clients",
+        need: Need::Env(EnvAction::ClientsWrite),
+        handler: || post(create_client),
+    },
+    Route {
+        method: "GET",
+        path: "/admin/v1/envs/{env}/clients/{client_id}",
+        need: Need::Env(EnvAction::ClientsRead),
+        handler: || get(show_client),
+    },
+    Route {
+        method: "PATCH",
+        path: "/admin/v1/envs/{env}/clients/{client_id}",
+        need: Need::Env(EnvAction::ClientsWrite),
+        handler: || patch(update_client),
+    },
+    Route {
+        method: "DELETE",
+        path: "/admin/v1/envs/{env}/clients/{client_id}",
+        need: Need::Env(EnvAction::ClientsWrite),
+        handler: || delete(delete_client),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret",
+        need: Need::Env(EnvAction::ClientsWrite),
+        handler: || post(rotate_secret),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/envs/{env}/tokens",
+        need: Need::Env(EnvAction::TokensMint),
+        handler: || post(mint_token),
+    },
+    Route {
+        method: "GET",
+        path: "/admin/v1/admin-tokens",
+        need: Need::Global(permissions::ADMIN_TOKENS_READ),
+        handler: || get(tokens::list),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/admin-tokens",
+        need: Need::Global(permissions::ADMIN_TOKENS_CREATE),
+        handler: || post(tokens::create),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/admin-tokens/{id}/revoke",
+        need: Need::Global(permissions::ADMIN_TOKENS_REVOKE),
+        handler: || post(tokens::revoke),
+    },
+    Route {
+        method: "GET",
+        path: "/admin/v1/audit",
+        need: Need::Global(permissions::AUDIT_READ),
+        handler: || get(list_audit),
+    },
+];
+
+/// The guard of one route: authenticates the caller, checks what `need`
+/// asks before the handler runs (or leaves it to the handler, for a body
+/// or a listing), and hands the handler the [`Caller`].
+async fn guard(
+    State((s, need)): State<(AdminState, Need)>,
+    matched: Option<MatchedPath>,
+    params: RawPathParams,
+    mut req: Request,
+    next: Next,
+) -> Response {
     // The body limit comes first, as on every endpoint.
     if declares_too_large(req.headers()) {
         return refused(BodyRefused::TooLarge).into_response();
     }
-    let token = match bearer(req.headers()) {
-        Ok(token) => token,
-        Err(refusal) => return refusal.into_response(),
+    let route: Arc<str> = format!(
+        "{} {}",
+        req.method(),
+        matched.as_ref().map_or(req.uri().path(), |m| m.as_str())
+    )
+    .into();
+    let presented = match bearer(req.headers()) {
+        Ok(t) => Ok(t.to_owned()),
+        Err(r) => Err(r),
     };
-    match s.admin_for(&hash_secret(token)).await {
-        Ok(Some(id)) => {
-            req.extensions_mut().insert(Admin { id });
-            next.run(req).await
+    let principal = match presented {
+        Ok(t) => s.auth.authenticate(&t, &route).await,
+        Err(r) => {
+            s.auth.refuse(&route, &r).await;
+            Err(r)
         }
-        Ok(None) => ApiError::unauthorized("the admin token is invalid or revoked").into_response(),
-        Err(e) => ApiError::internal(FaultReason::Store, &e).into_response(),
+    };
+    let principal = match principal {
+        Ok(p) => Arc::new(p),
+        Err(r) => return ApiError::from_refusal(&r).into_response(),
+    };
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_owned())
+    };
+    let permission = match need {
+        Need::Global(p) => Some(Permission::Global(p)),
+        Need::Env(a) => param("env").map(|env| Permission::env(a, &env)),
+        Need::KeyEnv(a) => {
+            let Some(kid) = param("kid") else {
+                return ApiError::bad_request("no key id in the path").into_response();
+            };
+            match s.authority.store.key(&kid).await {
+                Ok(k) => Some(Permission::env(a, &k.env)),
+                Err(e) => return ApiError::from_store(e).into_response(),
+            }
+        }
+        Need::Public | Need::BodyEnv(_) | Need::EachEnv(_) => None,
+    };
+    let caller = Caller { principal, route };
+    if let Some(p) = permission {
+        if let Err(e) = s.authorize(&caller, &p).await {
+            return e.into_response();
+        }
     }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
-// ---------------------------------------------------------------------------
-// Router
-
 /// The admin API's routes, to merge into the application router.
-pub fn router<S>(authority: Arc<Authority>) -> Router<S>
+pub fn router<S>(auth: AdminAuth) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let state = AdminState::new(authority);
-    Router::new()
-        .route("/admin/v1/envs", get(list_envs).post(create_env))
-        .route(
-            "/admin/v1/envs/{env}",
-            get(show_env).patch(update_env).delete(delete_env),
-        )
-        .route("/admin/v1/envs/{env}/keys", get(list_keys))
-        .route("/admin/v1/envs/{env}/keys/rotate", post(rotate_key))
-        .route("/admin/v1/keys/{kid}/retire", post(retire_key))
-        .route("/admin/v1/keys/{kid}/revoke", post(revoke_key))
-        .route(
-            "/admin/v1/envs/{env}/clients",
-            get(list_clients).post(create_client),
-        )
-        .route(
-            "/admin/v1/envs/{env}/clients/{client_id}",
-            get(show_client).patch(update_client).delete(delete_client),
-        )
-        .route(
-            "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret",
-            post(rotate_secret),
-        )
-        .route("/admin/v1/envs/{env}/tokens", post(mint_token))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .route("/admin/v1/openapi.json", get(openapi::openapi_json))
-        .with_state(state)
+    let state = AdminState {
+        authority: auth.authority().clone(),
+        auth,
+    };
+    let mut r = Router::new();
+    for route in ROUTES {
+        let handler = (route.handler)();
+        let handler = match route.need {
+            Need::Public => handler,
+            need => {
+                handler.route_layer(middleware::from_fn_with_state((state.clone(), need), guard))
+            }
+        };
+        r = r.route(route.path, handler);
+    }
+    r.with_state(state)
 }
 
 /// After a committed change: make it live on this replica now. A failure
@@ -526,7 +757,8 @@ struct UpdateEnv {
     key_store: Option<KeyStoreName>,
 }
 
-async fn list_envs(State(s): State<AdminState>) -> ApiResult {
+/// The environments the caller may read (others are left out).
+async fn list_envs(State(s): State<AdminState>, Extension(caller): Extension<Caller>) -> ApiResult {
     let envs = s
         .authority
         .store
@@ -535,15 +767,24 @@ async fn list_envs(State(s): State<AdminState>) -> ApiResult {
         .map_err(ApiError::from_store)?;
     Ok(reply(
         StatusCode::OK,
-        Value::Array(envs.iter().map(env_json).collect()),
+        envs.iter()
+            .filter(|e| {
+                caller
+                    .principal
+                    .may(&Permission::env(EnvAction::Read, &e.name))
+            })
+            .map(env_json)
+            .collect(),
     ))
 }
 
 async fn create_env(
     State(s): State<AdminState>,
-    Extension(admin): Extension<Admin>,
+    Extension(caller): Extension<Caller>,
     JsonBody(b): JsonBody<CreateEnv>,
 ) -> ApiResult {
+    s.authorize(&caller, &Permission::env(EnvAction::Write, &b.name))
+        .await?;
     let a = &s.authority;
     let env = Environment {
         name: b.name,
@@ -558,7 +799,7 @@ async fn create_env(
         description: Some("first key, made with the environment".into()),
         origin: Origin::Generated,
     };
-    let actor = admin.actor();
+    let actor = caller.actor();
     let at = Change {
         now: env.created_at,
         actor: &actor,
@@ -585,7 +826,7 @@ async fn create_env(
 /// `DELETE /admin/v1/envs/{env}[?force=true]`.
 async fn delete_env(
     State(s): State<AdminState>,
-    Extension(admin): Extension<Admin>,
+    Extension(caller): Extension<Caller>,
     PathParams(env): PathParams<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
@@ -606,7 +847,7 @@ async fn delete_env(
         }
     }
     let a = &s.authority;
-    let actor = admin.actor();
+    let actor = caller.actor();
     let at = Change {
         now: a.now(),
         actor: &actor,
@@ -623,7 +864,7 @@ async fn delete_env(
 
 async fn update_env(
     State(s): State<AdminState>,
-    Extension(admin): Extension<Admin>,
+    Extension(caller): Extension<Caller>,
     PathParams(env): PathParams<String>,
     JsonBody(b): JsonBody<UpdateEnv>,
 ) -> ApiResult {
@@ -641,7 +882,7 @@ async fn update_env(
             .map_err(ApiError::from_issuer)?;
         e.key_store = k;
     }
-    let actor = admin.actor();
+    let actor = caller.actor();
     let at = Change {
         now: a.now(),
         actor: &actor,
@@ -709,11 +950,11 @@ async fn list_keys(State(s): State<AdminState>, PathParams(env): PathParams<Stri
 
 async fn rotate_key(
     State(s): State<AdminState>,
-    Extension(admin): Extension<Admin>,
+    Extension(caller): Extension<Caller>,
     PathParams(env): PathParams<String>,
     JsonBody(b): JsonBody<RotateKey>,
 ) -> ApiResult {
-    let added = rotate(&s.authority, &admin.actor(), &env, b).await?;
+    let added = rotate(&s.authority, &caller.actor(), &env, b).await?;
     let now = added.key.created_at;
     let mut v = key_json(&added.key, now);
     v["retiring"] = added
@@ -787,11 +1028,11 @@ pub(crate) async fn rotate(
 
 async fn retire_key(
     State(s): State<AdminState>,
-    Extension(admin): Extension<Admin>,
+    Extension(caller): Extension<Caller>,
     PathParams(kid): PathParams<String>,
     JsonBody(b): JsonBody<RetireKey>,
 ) -> ApiResult {
-    let (rec, now) = retire(&s.authority, &admin.actor(), &kid, b).await?;
+    let (rec, now) = retire(&s.authority, &caller.actor(), &kid, b).await?;
     Ok(reply(StatusCode::OK, key_json(&rec, now)))
 }
 
@@ -819,11 +1060,11 @@ pub(crate) async fn retire(
 
 async fn revoke_key(
     State(s): State<AdminState>,
-    Extension(admin): Extension<Admin>,
+    Extension(caller): Extension<Caller>,
     PathParams(kid): PathParams<String>,
     JsonBody(b): JsonBody<RevokeKey>,
 ) -> ApiResult {
-    let (rec, was_signing, now) = revoke(&s.authority, &admin.actor(), &kid, b).await?;
+    let (rec, was_signing, now) = revoke(&s.authority, &caller.actor(), &kid, b).await?;
     let mut v = key_json(&rec, now);
     v["was_signing"] = json!(was_signing);
     Ok(reply(StatusCode::OK, v))
@@ -955,7 +1196,7 @@ async fn list_clients(
 
 async fn create_client(
     State(s): State<AdminState>,
-    Extension(admin): Extension<Admin>,
+    Extension(caller): Extension<Caller>,
     PathParams(env): PathParams<String>,
     JsonBody(b): JsonBody<CreateClient>,
 ) -> ApiResult {
@@ -983,7 +1224,7 @@ async fn create_client(
             bound_tokens: b.tls_client_certificate_bound_access_tokens,
         },
     };
-    let reg = register_client(&s.authority, &admin.actor(), new).await?;
+    let reg = register_client(&s.authority, &caller.actor(), new).await?;
     let mut v = client_json(&reg.client);
     v["client_secret"] = json!(reg.secret);
     Ok(reply(StatusCode::CREATED, v))
@@ -1022,7 +1263,7 @@ async fn show_client(
 
 async fn update_client(
     State(s): State<AdminState>,
-    Extension(admin): Extension<Admin>,
+    Extension(caller): Extension<Caller>,
     PathParams((env, client_id)): PathParams<(String, String)>,
     JsonBody(p): JsonBody<PatchClient>,
 ) -> ApiResult {
@@ -1061,7 +1302,7 @@ async fn update_client(
     if let Some(v) = p.dpop_bound_access_tokens {
         c.dpop_bound_access_tokens = v;
     }
-    let actor = admin.actor();
+    let actor = caller.actor();
     let at = Change {
         now: a.now(),
         actor: &actor,
@@ -1075,10 +1316,10 @@ async fn update_client(
 
 async fn delete_client(
     State(s): State<AdminState>,
-    Extension(admin): Extension<Admin>,
+    Extension(caller): Extension<Caller>,
     PathParams((env, client_id)): PathParams<(String, String)>,
 ) -> ApiResult {
-    remove_client(&s.authority, &admin.actor(), &env, &client_id).await?;
+    remove_client(&s.authority, &caller.actor(), &env, &client_id).await?;
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -1105,11 +1346,11 @@ pub(crate) async fn remove_client(
 
 async fn rotate_secret(
     State(s): State<AdminState>,
-    Extension(admin): Extension<Admin>,
+    Extension(caller): Extension<Caller>,
     PathParams((env, client_id)): PathParams<(String, String)>,
     JsonBody(NoFields {}): JsonBody<NoFields>,
 ) -> ApiResult {
-    let secret = new_client_secret(&s.authority, &admin.actor(), &env, &client_id).await?;
+    let secret = new_client_secret(&s.authority, &caller.actor(), &env, &client_id).await?;
     Ok(reply(
         StatusCode::OK,
         json!({"client_id": client_id, "client_secret": secret}),
@@ -1176,7 +1417,7 @@ fn check_words(field: &str, v: &[String]) -> Result<(), ApiError> {
 
 async fn mint_token(
     State(s): State<AdminState>,
-    Extension(admin): Extension<Admin>,
+    Extension(caller): Extension<Caller>,
     PathParams(env): PathParams<String>,
     JsonBody(b): JsonBody<MintToken>,
 ) -> ApiResult {
@@ -1199,6 +1440,25 @@ async fn mint_token(
     let state = snapshot
         .env(&env)
         .ok_or_else(|| ApiError::not_found(format!("environment {env:?} not found")))?;
+    // Minting in the environment the admin API trusts mints admin grants:
+    // only those the caller holds.
+    let trusted = a.settings.admin_issuer.as_ref().is_some_and(|g| {
+        g.issuers()
+            .iter()
+            .any(|t| t.policy.issuer == state.env.issuer)
+    });
+    if trusted {
+        if let Some(g) = permissions::first_not_held(&caller.principal.grants, &b.permissions) {
+            let d = Denied {
+                permission: g.to_owned(),
+                description: format!("environment {env:?} is the admin API's trusted issuer: its tokens are admin credentials, and your grants do not cover {g}"),
+            };
+            s.auth
+                .denied(&caller.principal, &caller.route, Some(&env), &d)
+                .await;
+            return Err(ApiError::forbidden(d));
+        }
+    }
     if snapshot.client(&env, &b.client_id).is_none() {
         return Err(ApiError::not_found(format!(
             "client \"{env}/{}\" not found",
@@ -1214,7 +1474,7 @@ async fn mint_token(
         roles: b.roles,
         permissions: b.permissions,
         refresh: b.refresh,
-        actor: admin.actor(),
+        actor: caller.actor(),
     };
     let minted = a.mint_for_user(state, grant).await;
     let outcome = match &minted {
@@ -1229,6 +1489,47 @@ async fn mint_token(
     r.headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(r)
+}
+
+// ---------------------------------------------------------------------------
+// Audit
+
+/// `GET /admin/v1/audit?after=SEQ&limit=N`: records after `after` (default
+/// 0), at most `limit` (default 100, at most 1000), oldest first.
+async fn list_audit(State(s): State<AdminState>, RawQuery(query): RawQuery) -> ApiResult {
+    let (mut after, mut limit) = (None, None);
+    for (k, v) in form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        let slot = match k.as_ref() {
+            "after" => &mut after,
+            "limit" => &mut limit,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?} (after, limit)"
+                )))
+            }
+        };
+        let n: i64 = v
+            .parse()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::bad_request(format!("{k} is a number from 0")))?;
+        if slot.replace(n).is_some() {
+            return Err(ApiError::bad_request(format!("{k} is given twice")));
+        }
+    }
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit is from 1 to 1000"));
+    }
+    let records = s
+        .authority
+        .store
+        .audit(after.unwrap_or(0), limit)
+        .await
+        .map_err(ApiError::from_store)?;
+    let v = serde_json::to_value(&records)
+        .map_err(|e| ApiError::internal(FaultReason::Internal, &e))?;
+    Ok(reply(StatusCode::OK, v))
 }
 
 #[cfg(test)]
@@ -1246,7 +1547,7 @@ mod tests {
         };
         assert_eq!(bearer(&h(&["Bearer kwa_abc"])), Ok("kwa_abc"));
         assert_eq!(bearer(&h(&["bearer kwa_abc"])), Ok("kwa_abc"));
-        let refusal = |v: &[&str]| bearer(&h(v)).unwrap_err();
+        let refusal = |v: &[&str]| ApiError::from_refusal(&bearer(&h(v)).unwrap_err());
         let required =
             ApiError::unauthorized("an admin token is required: Authorization: Bearer <token>");
         assert_eq!(refusal(&[]), required);

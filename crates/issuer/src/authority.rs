@@ -81,6 +81,10 @@ pub struct Settings {
     /// A TLS listener asks clients for certificates: the RFC 8705 methods
     /// and `mtls_endpoint_aliases` are advertised in discovery.
     pub mtls: bool,
+    /// An issuer whose access tokens the admin API accepts (the company's
+    /// SSO), their `permissions` claim read as admin grants; `None`: admin
+    /// tokens only. See [`crate::admin::AdminAuth`].
+    pub admin_issuer: Option<keyward_verify::Gate>,
 }
 
 impl Default for Settings {
@@ -93,6 +97,7 @@ impl Default for Settings {
             key_stores: KeyStores::none(),
             dpop: keyward_verify::DpopPolicy::default(),
             mtls: false,
+            admin_issuer: None,
         }
     }
 }

@@ -43,7 +43,7 @@ use keyward_store::ClientAuth;
 use maud::Markup;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::admin::{self, Admin, AdminState, ApiError};
+use crate::admin::{self, AdminAuth, AdminPrincipal, ApiError, EnvAction, Permission, Refusal};
 use crate::authority::Authority;
 use crate::clients::NewClient;
 use crate::http::{declares_too_large, read_body, AppState, BodyRefused};
@@ -71,7 +71,7 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
 #[derive(Clone)]
 struct Console {
     authority: Arc<Authority>,
-    admins: AdminState,
+    auth: AdminAuth,
     sessions: Arc<Sessions>,
     rates: Arc<rates::Rates>,
     metrics: PrometheusHandle,
@@ -90,7 +90,7 @@ impl Console {
 pub fn router(state: &AppState) -> Router {
     let c = Console {
         authority: state.authority.clone(),
-        admins: AdminState::new(state.authority.clone()),
+        auth: AdminAuth::new(state.authority.clone()),
         sessions: Arc::new(Sessions::default()),
         rates: Arc::new(rates::Rates::default()),
         metrics: state.metrics.clone(),
@@ -142,10 +142,10 @@ pub fn router(state: &AppState) -> Router {
 // ---------------------------------------------------------------------------
 // Permissions: the one place the console decides
 
-/// Who is signed in: the admin token of the session.
+/// Who is signed in: the admin token of the session, with its grants.
 #[derive(Clone, Debug)]
 struct Principal {
-    admin: Admin,
+    admin: AdminPrincipal,
 }
 
 /// What a console page or action needs. Each names the admin permission
@@ -163,27 +163,40 @@ enum Need<'a> {
 }
 
 impl Need<'_> {
-    fn permission(&self) -> String {
-        match self {
-            Need::KeysRead(e) => format!("keyward.env.{e}.keys.read"),
-            Need::KeysRotate(e) => format!("keyward.env.{e}.keys.rotate"),
-            Need::KeysRetire(e) => format!("keyward.env.{e}.keys.retire"),
-            Need::KeysRevoke(e) => format!("keyward.env.{e}.keys.revoke"),
-            Need::ClientsRead(e) => format!("keyward.env.{e}.clients.read"),
-            Need::ClientsWrite(e) => format!("keyward.env.{e}.clients.write"),
-            Need::AuditRead => "keyward.audit.read".into(),
-            Need::HealthRead => "keyward.health.read".into(),
+    /// The admin permission (issue 18 §1) it stands for.
+    fn permission(&self) -> Permission {
+        match *self {
+            Need::KeysRead(e) => Permission::env(EnvAction::KeysRead, e),
+            Need::KeysRotate(e) => Permission::env(EnvAction::KeysRotate, e),
+            Need::KeysRetire(e) => Permission::env(EnvAction::KeysRetire, e),
+            Need::KeysRevoke(e) => Permission::env(EnvAction::KeysRevoke, e),
+            Need::ClientsRead(e) => Permission::env(EnvAction::ClientsRead, e),
+            Need::ClientsWrite(e) => Permission::env(EnvAction::ClientsWrite, e),
+            Need::AuditRead => Permission::Global(admin::permissions::AUDIT_READ),
+            Need::HealthRead => Permission::Global(admin::permissions::HEALTH_READ),
         }
     }
 }
 
-/// Every console page and action asks here, and only here. Today an admin
-/// token holds every permission (the admin API has one kind of token), so
-/// what is checked is that the session's token is live (done for each
-/// request by [`signed_in`]); the permission named is what a refusal says.
-fn authorize(who: &Principal, need: Need) -> Result<(), Problem> {
-    let _ = (&who.admin, need.permission());
-    Ok(())
+/// Whether the signed-in administrator holds what `need` names (for
+/// filtering what a page lists; refusals go through [`authorize`]).
+fn may(who: &Principal, need: Need) -> bool {
+    who.admin.may(&need.permission())
+}
+
+/// Every console page and action asks here, and only here: the admin
+/// API's own check ([`AdminAuth::authorize`]), so a refusal is a 403 naming
+/// the missing permission and is audited as `admin.denied`.
+async fn authorize(c: &Console, cur: &Current, need: Need<'_>) -> Result<(), Problem> {
+    c.auth
+        .authorize(&cur.who.admin, &need.permission(), "console")
+        .await
+        .map_err(|d| {
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                format!("this needs the permission {}", d.permission),
+            )
+        })
 }
 
 // ---------------------------------------------------------------------------
@@ -347,11 +360,13 @@ async fn signed_in(State(c): State<Console>, mut req: Request, next: Next) -> Re
     let Some(session) = c.sessions.touch(&id, c.authority.now(), is_get) else {
         return see_other("/console/login");
     };
-    match c.admins.admin_for(&session.token_hash).await {
-        Ok(Some(admin_id)) if admin_id == session.admin_id => {
-            let who = Principal {
-                admin: Admin { id: admin_id },
-            };
+    match c
+        .auth
+        .authenticate_hash(&session.token_hash, "console")
+        .await
+    {
+        Ok(admin) if admin.id == session.admin_id => {
+            let who = Principal { admin };
             req.extensions_mut().insert(Current {
                 cookie: id,
                 session,
@@ -359,11 +374,16 @@ async fn signed_in(State(c): State<Console>, mut req: Request, next: Next) -> Re
             });
             next.run(req).await
         }
-        Ok(_) => {
+        Err(Refusal::ServerError) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the store did not answer; try again",
+        )
+        .into_response(),
+        // Revoked, expired, or another token under this hash: signed out.
+        Ok(_) | Err(_) => {
             c.sessions.end(&id);
             see_other("/console/login")
         }
-        Err(e) => Problem::from(ApiError::from_store(e)).into_response(),
     }
 }
 
@@ -499,21 +519,34 @@ async fn login(State(c): State<Console>, req: Request) -> Response {
         );
     }
     let hash = hash_secret(token);
-    match c.admins.admin_for(&hash).await {
-        Ok(Some(admin_id)) => {
-            let id = c.sessions.create(hash, admin_id, c.authority.now());
+    // Admin tokens only: the session keeps the token's hash and checks it
+    // again at every request, which an SSO access token does not allow.
+    if !token.starts_with(admin::auth::ADMIN_TOKEN_PREFIX) {
+        return login_page(
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            Some("the console takes an admin token (kwa_...)"),
+        );
+    }
+    match c.auth.authenticate_hash(&hash, "POST /console/login").await {
+        Ok(admin) => {
+            let id = c.sessions.create(hash, admin.id, c.authority.now());
             let mut r = see_other("/console/envs");
             let secure = over_https(&headers);
             set_cookie(&mut r, COOKIE, &id, "/console", MAX_SECS, secure);
             set_cookie(&mut r, LOGIN_COOKIE, "", "/console/login", 0, secure);
             r
         }
-        Ok(None) => login_page(
+        Err(Refusal::ServerError) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the store did not answer; try again",
+        )
+        .into_response(),
+        Err(_) => login_page(
             &headers,
             StatusCode::UNAUTHORIZED,
-            Some("the admin token is invalid or revoked"),
+            Some("the admin token is invalid, expired or revoked"),
         ),
-        Err(e) => Problem::from(ApiError::from_store(e)).into_response(),
     }
 }
 
@@ -564,7 +597,7 @@ async fn envs(State(c): State<Console>, Extension(cur): Extension<Current>) -> P
     let mut shown = Vec::new();
     for e in all {
         // Only the environments whose keys this admin may read.
-        if authorize(&cur.who, Need::KeysRead(&e.name)).is_ok() {
+        if may(&cur.who, Need::KeysRead(&e.name)) {
             let keys = a.store.keys(&e.name).await.map_err(ApiError::from_store)?;
             shown.push((e, keys));
         }
@@ -586,7 +619,7 @@ async fn env_page(
     Extension(cur): Extension<Current>,
     Params(env): Params<String>,
 ) -> PageResult {
-    authorize(&cur.who, Need::KeysRead(&env))?;
+    authorize(&c, &cur, Need::KeysRead(&env)).await?;
     let a = &c.authority;
     let e = a
         .store
@@ -618,7 +651,7 @@ async fn rotate(
     Params(env): Params<String>,
     mut form: Form,
 ) -> PageResult {
-    authorize(&cur.who, Need::KeysRotate(&env))?;
+    authorize(&c, &cur, Need::KeysRotate(&env)).await?;
     let immediate = match form.take("schedule").as_deref() {
         None | Some("lead") => false,
         Some("immediate") => true,
@@ -661,7 +694,7 @@ async fn retire(
     Params((env, kid)): Params<(String, String)>,
     form: Form,
 ) -> PageResult {
-    authorize(&cur.who, Need::KeysRetire(&env))?;
+    authorize(&c, &cur, Need::KeysRetire(&env)).await?;
     form.done()?;
     key_of(&c, &env, &kid).await?;
     let (rec, now) = admin::retire(
@@ -681,7 +714,7 @@ async fn revoke(
     Params((env, kid)): Params<(String, String)>,
     mut form: Form,
 ) -> PageResult {
-    authorize(&cur.who, Need::KeysRevoke(&env))?;
+    authorize(&c, &cur, Need::KeysRevoke(&env)).await?;
     let confirm = form.take("confirm").unwrap_or_default();
     let reason = form.take("reason").filter(|r| !r.trim().is_empty());
     form.done()?;
@@ -717,7 +750,7 @@ async fn clients(
     Extension(cur): Extension<Current>,
     Params(env): Params<String>,
 ) -> PageResult {
-    authorize(&cur.who, Need::ClientsRead(&env))?;
+    authorize(&c, &cur, Need::ClientsRead(&env)).await?;
     let a = &c.authority;
     // An unknown environment is a 404, not an empty list.
     a.store
@@ -744,7 +777,7 @@ async fn create_client(
     Params(env): Params<String>,
     mut form: Form,
 ) -> PageResult {
-    authorize(&cur.who, Need::ClientsWrite(&env))?;
+    authorize(&c, &cur, Need::ClientsWrite(&env)).await?;
     let name = form.take("name").unwrap_or_default();
     let auth = match form.take("auth").as_deref() {
         None | Some("client_secret_basic") => ClientAuth::ClientSecretBasic,
@@ -798,7 +831,7 @@ async fn rotate_secret(
     Params((env, client_id)): Params<(String, String)>,
     form: Form,
 ) -> PageResult {
-    authorize(&cur.who, Need::ClientsWrite(&env))?;
+    authorize(&c, &cur, Need::ClientsWrite(&env)).await?;
     form.done()?;
     let client = c
         .authority
@@ -817,7 +850,7 @@ async fn delete_client(
     Params((env, client_id)): Params<(String, String)>,
     form: Form,
 ) -> PageResult {
-    authorize(&cur.who, Need::ClientsWrite(&env))?;
+    authorize(&c, &cur, Need::ClientsWrite(&env)).await?;
     form.done()?;
     admin::remove_client(&c.authority, &cur.actor(), &env, &client_id).await?;
     let text = format!("Client {client_id} deleted (its refresh tokens are revoked)");
@@ -856,7 +889,7 @@ async fn audit(
     Extension(cur): Extension<Current>,
     RawQuery(query): RawQuery,
 ) -> PageResult {
-    authorize(&cur.who, Need::AuditRead)?;
+    authorize(&c, &cur, Need::AuditRead).await?;
     let mut f = pages::AuditFilter::default();
     let mut before: Option<i64> = None;
     let mut seen = Vec::new();
@@ -949,7 +982,7 @@ async fn audit(
 }
 
 async fn health(State(c): State<Console>, Extension(cur): Extension<Current>) -> PageResult {
-    authorize(&cur.who, Need::HealthRead)?;
+    authorize(&c, &cur, Need::HealthRead).await?;
     let a = &c.authority;
     let r = crate::http::readiness(a).await;
     let now = a.now();

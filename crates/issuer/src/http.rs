@@ -100,11 +100,13 @@ pub struct AppState {
 
 /// The application router.
 pub fn app(state: AppState) -> Router {
+    // One authenticator for every surface acting for administrators.
+    let admin = crate::admin::AdminAuth::new(state.authority.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::admin::router(state.authority.clone()))
+        .merge(crate::admin::router(admin))
         .fallback(dispatch)
         .with_state(state)
 }

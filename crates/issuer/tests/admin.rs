@@ -7,255 +7,17 @@
 #[path = "../../verify/tests/support/logs.rs"]
 mod logs;
 
-use std::sync::Arc;
+#[path = "support/admin_fixture.rs"]
+mod admin_fixture;
 
+use admin_fixture::*;
 use axum::body::Body;
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
-use axum::Router;
-use base64::Engine;
+use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use keyward_issuer::http::{app, AppState};
-use keyward_issuer::signing::SigningPool;
-use keyward_issuer::tokens::{new_id, new_secret};
-use keyward_issuer::{keyring, Authority, Change, FixedClock, KeyOptions, Origin, Settings};
-use keyward_jose::seal::RootKey;
-use keyward_jose::{verify_jwt, Algorithm, JwkSet, KeySet, PrivateKey, Validation};
-use keyward_store::{AdminToken, Client, Environment, KeyRecord, RotationPolicy, Store};
+use keyward_issuer::tokens::new_secret;
+use keyward_jose::{verify_jwt, Algorithm, PrivateKey, Validation};
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-const NOW: i64 = 1_700_000_000;
-const ISSUER: &str = "https://issuer.test/dev";
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    app: Router,
-    authority: Arc<Authority>,
-    token: String,
-    token_id: String,
-}
-
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("keyward.db"))
-        .await
-        .unwrap();
-    let root = RootKey::generate();
-    let env = Environment {
-        name: "dev".into(),
-        issuer: ISSUER.into(),
-        policy: RotationPolicy {
-            lead_secs: 600,
-            token_ttl_secs: 300,
-            ..RotationPolicy::for_algorithm(Algorithm::ES256)
-        },
-        created_at: NOW,
-        key_store: keyward_store::KeyStoreName::Local,
-    };
-    let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
-    let opts = KeyOptions {
-        kid: None,
-        owner: None,
-        description: None,
-        origin: Origin::Generated,
-    };
-    let at = Change {
-        now: NOW,
-        actor: "test",
-    };
-    keyring::initialize(&store, &root, &env, &key, &opts, at)
-        .await
-        .unwrap();
-    let (token, token_id) = add_admin_token(&store).await;
-    let authority = Authority::load(
-        store,
-        root,
-        Arc::new(FixedClock(NOW)),
-        SigningPool::new(1),
-        Settings::default(),
-    )
-    .await
-    .unwrap();
-    let app = app(AppState {
-        authority: authority.clone(),
-        metrics: keyward_issuer::metrics::install(),
-    });
-    Fixture {
-        _dir: dir,
-        app,
-        authority,
-        token,
-        token_id,
-    }
-}
-
-/// What `keyward admin-token create` does: returns the token and its id.
-async fn add_admin_token(store: &Store) -> (String, String) {
-    let (token, hash) = new_secret("kwa_");
-    let id = new_id();
-    let mut tx = store.begin().await.unwrap();
-    tx.create_admin_token(&AdminToken {
-        id: id.clone(),
-        name: "test".into(),
-        token_hash: hash,
-        created_at: NOW,
-        revoked_at: None,
-    })
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    (token, id)
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl std::fmt::Debug for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status, self.body)
-    }
-}
-
-impl Fixture {
-    async fn send(&self, req: Request<Body>) -> Answer {
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    /// An admin request with the fixture's token and a JSON body.
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
-        let body = match body {
-            Some(v) => {
-                b = b.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.send(b.body(body).unwrap()).await
-    }
-
-    /// An admin request with a raw body and content type.
-    async fn raw(&self, method: Method, path: &str, ctype: &str, body: Vec<u8>) -> Answer {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
-            .header(header::CONTENT_TYPE, ctype)
-            .body(Body::from(body))
-            .unwrap();
-        self.send(req).await
-    }
-
-    async fn get(&self, path: &str) -> Answer {
-        self.call(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Answer {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    /// A token-endpoint request with HTTP Basic client authentication.
-    async fn token_endpoint(&self, id: &str, secret: &str, form: &str) -> Answer {
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri("/dev/oauth2/token")
-            .header(header::AUTHORIZATION, format!("Basic {basic}"))
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(form.to_string()))
-            .unwrap();
-        self.send(req).await
-    }
-
-    async fn state(&self) -> StoreState {
-        let s = &self.authority.store;
-        StoreState {
-            audit: s.audit_len().await.unwrap(),
-            generation: s.generation().await.unwrap(),
-            envs: s.environments().await.unwrap(),
-            keys: s.keys_all().await.unwrap(),
-            clients: s.all_clients().await.unwrap(),
-        }
-    }
-
-    /// The newest audit record.
-    async fn last_audit(&self) -> keyward_store::AuditRecord {
-        let s = &self.authority.store;
-        let n = s.audit_len().await.unwrap();
-        s.audit(0, n + 1).await.unwrap().pop().unwrap()
-    }
-
-    fn actor(&self) -> String {
-        format!("admin:{}", self.token_id)
-    }
-
-    /// Creates a secret client through the API; returns (id, secret).
-    async fn client(&self, body: Value) -> (String, String) {
-        let r = self.post("/admin/v1/envs/dev/clients", body).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
-        (
-            r.body["client_id"].as_str().unwrap().to_string(),
-            r.body["client_secret"].as_str().unwrap_or("").to_string(),
-        )
-    }
-
-    /// The JWKS the environment serves, as a verification key set.
-    async fn served_keys(&self) -> KeySet {
-        let r = self
-            .send(
-                Request::builder()
-                    .uri("/dev/.well-known/jwks.json")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK);
-        let set = JwkSet::parse(r.body.to_string().as_bytes(), Algorithm::RS256).unwrap();
-        KeySet::from_jwks(&set).unwrap()
-    }
-}
-
-#[derive(Debug, PartialEq)]
-struct StoreState {
-    audit: i64,
-    generation: i64,
-    envs: Vec<Environment>,
-    keys: Vec<KeyRecord>,
-    clients: Vec<Client>,
-}
-
-/// Asserts that `r` is an admin API error with `status` and `code`.
-#[track_caller]
-fn assert_error(r: &Answer, status: StatusCode, code: &str) {
-    assert_eq!(r.status, status, "{r:?}");
-    assert_eq!(r.body["error"], code, "{r:?}");
-    assert!(
-        r.body["error_description"]
-            .as_str()
-            .is_some_and(|d| !d.is_empty()),
-        "{r:?}"
-    );
-}
 
 // ---------------------------------------------------------------------------
 
@@ -317,9 +79,36 @@ async fn requests_without_a_valid_admin_token_are_refused() {
     // The fixture's token still works.
     assert_eq!(f.send(with(&f.token)).await.status, StatusCode::OK);
 
+    // Nothing changed but the audit chain, which holds one `admin.denied`
+    // record per refusal (six, within the budget of unauthenticated ones).
     let after = f.state().await;
-    assert_eq!(after.audit, before.audit);
     assert_eq!(after.envs, before.envs);
+    assert_eq!(after.keys, before.keys);
+    assert_eq!(after.clients, before.clients);
+    assert_eq!(after.audit, before.audit + 6);
+    let s = &f.authority.store;
+    let records = s.audit(before.audit as i64, 100).await.unwrap();
+    assert!(
+        records.iter().all(|r| r.action == "admin.denied"),
+        "{records:?}"
+    );
+    let reasons: Vec<&str> = records
+        .iter()
+        .map(|r| r.detail["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "missing_token",
+            "unknown_token",
+            "malformed_header",
+            "malformed_header",
+            "missing_token",
+            "revoked"
+        ]
+    );
+    assert_eq!(records[5].subject.as_deref(), Some(other_id.as_str()));
+    assert_eq!(records[0].detail["route"], "POST /admin/v1/envs");
 }
 
 #[tokio::test]
@@ -397,6 +186,10 @@ async fn every_documented_operation_is_routed() {
             "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret",
         ),
         ("POST", "/admin/v1/envs/{env}/tokens"),
+        ("GET", "/admin/v1/admin-tokens"),
+        ("POST", "/admin/v1/admin-tokens"),
+        ("POST", "/admin/v1/admin-tokens/{id}/revoke"),
+        ("GET", "/admin/v1/audit"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -410,7 +203,8 @@ async fn every_documented_operation_is_routed() {
         let uri = path
             .replace("{env}", "dev")
             .replace("{kid}", &kid)
-            .replace("{client_id}", &client_id);
+            .replace("{client_id}", &client_id)
+            .replace("{id}", &f.token_id);
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         // A probe body with an unknown field: every operation that reads a
         // body refuses it (400) before changing anything.
@@ -864,11 +658,13 @@ async fn keys_list_rotate_retire_revoke() {
             StatusCode::NOT_FOUND,
             "not_found",
         ),
+        // An unknown key is 404 before its body is read: the permission
+        // it needs depends on its environment.
         (
             "/admin/v1/keys/nope/revoke",
             json!({"why": "x"}),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
+            StatusCode::NOT_FOUND,
+            "not_found",
         ),
     ];
     for (path, body, status, code) in bad {

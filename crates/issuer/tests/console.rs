@@ -100,6 +100,15 @@ async fn fixture() -> Fixture {
 
 /// What `keyward admin-token create` does: returns the token and its id.
 async fn add_admin_token(store: &Store) -> (String, String) {
+    add_admin_token_with(store, &["*"], None).await
+}
+
+/// An admin token holding `permissions` until `expires_at`.
+async fn add_admin_token_with(
+    store: &Store,
+    permissions: &[&str],
+    expires_at: Option<i64>,
+) -> (String, String) {
     let (token, hash) = new_secret("kwa_");
     let id = new_id();
     let mut tx = store.begin().await.unwrap();
@@ -109,6 +118,10 @@ async fn add_admin_token(store: &Store) -> (String, String) {
         token_hash: hash,
         created_at: NOW,
         revoked_at: None,
+        permissions: permissions.iter().map(|p| p.to_string()).collect(),
+        owner: Some("test".into()),
+        expires_at,
+        created_by: None,
     })
     .await
     .unwrap();
@@ -899,4 +912,65 @@ async fn unknown_environment_and_bad_paths_are_refused_pages() {
     let r = f.get(&b, "/console/envs/%3Cscript%3E").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(!r.body.contains("<script>"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn actions_need_the_admin_permission_and_refusals_are_audited() {
+    let f = fixture().await;
+    let (token, id) =
+        add_admin_token_with(&f.authority.store, &["keyward.env.dev.keys.read"], None).await;
+    let (r, b) = f.login_with(&token).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
+    let b = b.expect("signed in");
+    // What it holds: the environment page with its keys.
+    let page = f.get(&b, "/console/envs/dev").await;
+    assert_eq!(page.status, StatusCode::OK, "{page:?}");
+    // What it does not: refused, naming the permission, audited, nothing else changed.
+    for (path, form, permission) in [
+        (
+            "/console/envs/dev/rotate",
+            vec![("schedule", "immediate")],
+            "keyward.env.dev.keys.rotate",
+        ),
+        (
+            "/console/envs/dev/keys/dev-key-1/revoke",
+            vec![("confirm", "dev-key-1")],
+            "keyward.env.dev.keys.revoke",
+        ),
+        (
+            "/console/envs/dev/clients",
+            vec![("name", "x")],
+            "keyward.env.dev.clients.write",
+        ),
+    ] {
+        let before = f.state().await;
+        let r = f.post(&b, path, &form).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {r:?}");
+        assert!(r.body.contains(permission), "{path}: {}", r.body);
+        let after = f.state().await;
+        assert_eq!(after.keys, before.keys, "{path}");
+        assert_eq!(after.clients, before.clients, "{path}");
+        assert_eq!(
+            after.audit,
+            before.audit + 1,
+            "{path}: one admin.denied record"
+        );
+        let rec = f.last_audit().await;
+        assert_eq!(rec.action, "admin.denied", "{path}");
+        assert_eq!(rec.actor, format!("admin:{id}"), "{path}");
+    }
+    for (path, permission) in [
+        ("/console/audit", "keyward.audit.read"),
+        ("/console/health", "keyward.health.read"),
+        ("/console/envs/dev/clients", "keyward.env.dev.clients.read"),
+    ] {
+        let r = f.get(&b, path).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {r:?}");
+        assert!(r.body.contains(permission), "{path}: {}", r.body);
+    }
+    // An expired admin token does not sign in.
+    let (expired, _) = add_admin_token_with(&f.authority.store, &["*"], Some(f.now() - 1)).await;
+    let (r, b) = f.login_with(&expired).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert!(b.is_none());
 }

@@ -98,6 +98,10 @@ async fn store_with(root: &RootKey) -> (tempfile::TempDir, Store, String) {
         token_hash: hash,
         created_at: NOW,
         revoked_at: None,
+        permissions: vec!["*".into()],
+        owner: None,
+        expires_at: None,
+        created_by: None,
     })
     .await
     .unwrap();

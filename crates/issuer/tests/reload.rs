@@ -107,6 +107,10 @@ async fn fixture(loader: Option<Box<dyn RootKeyLoader>>) -> Fixture {
         token_hash: hash,
         created_at: NOW,
         revoked_at: None,
+        permissions: vec!["*".into()],
+        owner: None,
+        expires_at: None,
+        created_by: None,
     })
     .await
     .unwrap();

@@ -2,7 +2,10 @@
 //!
 //! Only the SHA-256 of a token is stored (tokens are 256-bit random values,
 //! so a plain hash suffices). A revoked token stays listed with its
-//! `revoked_at`, so the listing shows what existed.
+//! `revoked_at`, so the listing shows what existed. Each token carries its
+//! grants (permission strings, see `keyward_issuer::admin`), an optional
+//! expiry and owner, and who made it. Tokens made before grants existed
+//! hold `*` (migration 0006).
 
 use sqlx::any::AnyRow;
 
@@ -20,9 +23,27 @@ pub struct AdminToken {
     pub token_hash: Vec<u8>,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// The token's grants: non-empty strings without white space (the
+    /// issuer checks their form). Stored space-separated.
+    pub permissions: Vec<String>,
+    /// Who the token was made for.
+    pub owner: Option<String>,
+    /// When the token stops working; `None`: never.
+    pub expires_at: Option<Timestamp>,
+    /// The actor that made it.
+    pub created_by: Option<String>,
 }
 
-const ADMIN_COLUMNS: &str = "id, name, token_hash, created_at, revoked_at";
+impl AdminToken {
+    /// Whether the token is refused at `now`: revoked, or expired
+    /// (`expires_at <= now`).
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+const ADMIN_COLUMNS: &str =
+    "id, name, token_hash, created_at, revoked_at, permissions, owner, expires_at, created_by";
 
 fn admin_from_row(row: &AnyRow) -> Result<AdminToken, StoreError> {
     Ok(AdminToken {
@@ -31,6 +52,14 @@ fn admin_from_row(row: &AnyRow) -> Result<AdminToken, StoreError> {
         token_hash: get(row, "token_hash")?,
         created_at: get(row, "created_at")?,
         revoked_at: get(row, "revoked_at")?,
+        permissions: get::<String>(row, "permissions")?
+            .split(' ')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        owner: get(row, "owner")?,
+        expires_at: get(row, "expires_at")?,
+        created_by: get(row, "created_by")?,
     })
 }
 
@@ -55,8 +84,21 @@ impl Store {
 }
 
 impl Tx<'_> {
-    /// Stores an admin token; `Conflict` if its id or its hash is taken.
+    /// Stores an admin token; `Conflict` if its id or its hash is taken,
+    /// `Invalid` if it holds no permission or one that is empty or holds
+    /// white space (they are stored space-separated).
     pub async fn create_admin_token(&mut self, token: &AdminToken) -> Result<(), StoreError> {
+        if token.permissions.is_empty()
+            || token
+                .permissions
+                .iter()
+                .any(|p| p.is_empty() || p.chars().any(char::is_whitespace))
+        {
+            return Err(StoreError::Invalid {
+                what: "admin token",
+                reason: "its permissions must be one or more strings without white space".into(),
+            });
+        }
         self.writer_lock().await?;
         let conflict = || StoreError::Conflict {
             what: "admin token",
@@ -71,13 +113,19 @@ impl Tx<'_> {
         if exists.is_some() {
             return Err(conflict());
         }
-        let sql = format!("INSERT INTO admin_tokens ({ADMIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)");
+        let sql = format!(
+            "INSERT INTO admin_tokens ({ADMIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        );
         sqlx::query(&sql)
             .bind(token.id.clone())
             .bind(token.name.clone())
             .bind(token.token_hash.clone())
             .bind(token.created_at)
             .bind(token.revoked_at)
+            .bind(token.permissions.join(" "))
+            .bind(token.owner.clone())
+            .bind(token.expires_at)
+            .bind(token.created_by.clone())
             .execute(&mut *self.tx)
             .await
             .map_err(|e| {

@@ -141,6 +141,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         include_str!("../migrations/sqlite/0005_key_stores.sql"),
     ),
     (
+        6,
+        "admin_permissions",
+        include_str!("../migrations/sqlite/0006_admin_permissions.sql"),
+    ),
+    (
         7,
         "dpop",
         include_str!("../migrations/sqlite/0007_dpop.sql"),
@@ -176,6 +181,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         5,
         "key_stores",
         include_str!("../migrations/postgres/0005_key_stores.sql"),
+    ),
+    (
+        6,
+        "admin_permissions",
+        include_str!("../migrations/postgres/0006_admin_permissions.sql"),
     ),
     (
         7,

@@ -77,6 +77,44 @@ impl Grants {
             .match_indices('.')
             .any(|(i, _)| i + 1 < required.len() && self.prefixes.contains(&required[..i]))
     }
+
+    /// Whether some grant covers every string strictly below `prefix` (all
+    /// that the group grant `prefix.*` covers): a bare `*` the policy
+    /// allows, `prefix.*` itself, or the group grant of a whole segment
+    /// prefix of `prefix` (`a.*` covers the group `a.b`).
+    pub fn covers_group(&self, prefix: &str) -> bool {
+        if self.all || self.prefixes.contains(prefix) {
+            return true;
+        }
+        !self.prefixes.is_empty()
+            && prefix
+                .match_indices('.')
+                .any(|(i, _)| self.prefixes.contains(&prefix[..i]))
+    }
+
+    /// Whether these grants cover everything the single grant `grant`
+    /// covers, read as [`Grants::new`] reads it with `allow_wildcard_all`
+    /// (so a holder of these grants may hand `grant` on without gaining
+    /// anything):
+    ///
+    /// - a bare `*` is covered only by a bare `*` that covers everything
+    ///   (and, when `allow_wildcard_all` is false, covers nothing, so it is
+    ///   always covered);
+    /// - a group grant `p.*` only by a group grant on `p` or on a whole
+    ///   segment prefix of `p` (or `*`): no set of exact grants covers a
+    ///   group;
+    /// - any other grant (`*` elsewhere is literal text) by [`Grants::covers`].
+    ///
+    /// An empty grant covers nothing and is always covered.
+    pub fn includes(&self, grant: &str, allow_wildcard_all: bool) -> bool {
+        if grant == "*" {
+            return self.all || !allow_wildcard_all;
+        }
+        match grant.strip_suffix(".*").filter(|p| !p.is_empty()) {
+            Some(prefix) => self.covers_group(prefix),
+            None => grant.is_empty() || self.covers(grant),
+        }
+    }
 }
 
 /// One segment of a [`Template`].
@@ -450,6 +488,54 @@ mod tests {
     }
 
     #[test]
+    fn includes_a_grant_only_when_it_covers_all_of_it() {
+        let g = grants(&["keyward.env.prod.*", "keyward.audit.read", "a.*"]);
+        // Exact grants: covered by an exact or a group grant above them.
+        assert!(g.includes("keyward.audit.read", true));
+        assert!(g.includes("keyward.env.prod.keys.read", true));
+        assert!(g.includes("a.b", true));
+        assert!(!g.includes("keyward.audit", true));
+        assert!(!g.includes("keyward.env.dev.keys.read", true));
+        // Groups: covered by the same group or one above it, never by
+        // the exact grant of the same text or of its prefix.
+        assert!(g.includes("keyward.env.prod.*", true));
+        assert!(g.includes("keyward.env.prod.keys.*", true));
+        assert!(g.includes("a.b.c.*", true));
+        assert!(!g.includes("keyward.env.*", true), "wider than held");
+        assert!(!g.includes("keyward.env.prodx.*", true));
+        assert!(!g.includes("keyward.*", true));
+        assert!(
+            !g.includes("keyward.audit.*", true),
+            "exact does not cover a group"
+        );
+        assert!(
+            !grants(&["keyward.audit.read"]).includes("keyward.audit.read.*", true),
+            "an exact grant does not cover the group below it"
+        );
+        // A bare '*': only a '*' that covers everything covers it.
+        assert!(!g.includes("*", true));
+        assert!(
+            g.includes("*", false),
+            "a '*' that grants nothing gains nothing"
+        );
+        assert!(Grants::new(["*"], true).includes("*", true));
+        assert!(!Grants::new(["*"], false).includes("*", true));
+        assert!(Grants::new(["*"], true).includes("x.*", true));
+        assert!(Grants::new(["*"], true).includes("x.y", true));
+        assert!(!Grants::new(["*"], false).includes("x.*", true));
+        // Literal stars: `a.*.b` is the text `a.*.b`.
+        assert!(g.includes("a.*.b", true));
+        assert!(!grants(&["a.x.b"]).includes("a.*.b", true));
+        assert!(g.includes("", true));
+        // covers_group itself.
+        assert!(g.covers_group("keyward.env.prod"));
+        assert!(g.covers_group("keyward.env.prod.keys"));
+        assert!(!g.covers_group("keyward.env"));
+        assert!(!g.covers_group("keyward.audit"));
+        assert!(!grants(&[]).covers_group("a"));
+    }
+
+    #[test]
     fn template_parses_and_lists_params() {
         let t = Template::parse("orders.{id}.items.{item_id}.read").unwrap();
         assert_eq!(t.params().collect::<Vec<_>>(), ["id", "item_id"]);
@@ -621,6 +707,21 @@ mod tests {
         prop::collection::vec(segment(), 1..=max).prop_map(|v| v.join("."))
     }
 
+    /// Grants over a tiny alphabet so that groups and exact grants collide.
+    fn grant_text() -> impl Strategy<Value = String> {
+        let seg = prop_oneof![Just("a"), Just("b"), Just("ab"), Just("*")];
+        prop_oneof![
+            Just("*".to_string()),
+            prop::collection::vec(seg, 1..4).prop_map(|v| v.join(".")),
+        ]
+    }
+
+    /// Required strings over the same alphabet.
+    fn probe_text() -> impl Strategy<Value = String> {
+        let seg = prop_oneof![Just("a"), Just("b"), Just("ab"), Just("*")];
+        prop::collection::vec(seg, 1..5).prop_map(|v| v.join("."))
+    }
+
     proptest! {
         #[test]
         fn group_grant_covers_exactly_its_subtree(prefix in dotted(3), rest in dotted(4), other in dotted(5)) {
@@ -651,6 +752,24 @@ mod tests {
                     prop_assert!(!r.contains(['{', '}']), "{:?}", r);
                 }
                 None => prop_assert!(!acceptable, "refused {:?}", value),
+            }
+        }
+
+        /// Whatever `held.includes(g)` admits, everything `g` covers is
+        /// covered by `held`: handing `g` on never widens what is held.
+        #[test]
+        fn an_included_grant_covers_nothing_more(
+            held in prop::collection::vec(grant_text(), 0..4),
+            given in grant_text(),
+            probes in prop::collection::vec(probe_text(), 1..24),
+            all in any::<bool>(),
+        ) {
+            let held = Grants::new(&held, all);
+            let g = Grants::new([&given], all);
+            if held.includes(&given, all) {
+                for p in &probes {
+                    prop_assert!(!g.covers(p) || held.covers(p), "{:?} covers {:?}", given, p);
+                }
             }
         }
 

@@ -2,11 +2,13 @@
 
 use crate::output::outln;
 use anyhow::{bail, Context as _, Result};
+use keyward_issuer::admin::tokens::{
+    admin_token_json, create_admin_token, revoke_admin_token, NewAdminToken,
+};
 use keyward_issuer::clients::{self, NewClient};
 use keyward_issuer::fmt_time;
-use keyward_issuer::tokens::{new_id, new_secret};
 use keyward_issuer::views::client_json;
-use keyward_store::{AdminToken, AuditEntry, Client, ClientAuth};
+use keyward_store::{Client, ClientAuth};
 use serde_json::{json, Value};
 
 use crate::args::{AdminTokenCmd, AuthMethod, ClientFields, ClientsCmd};
@@ -202,30 +204,51 @@ pub async fn admin_token(ctx: &Context, cmd: AdminTokenCmd) -> Result<()> {
     let store = ctx.store().await?;
     let at = ctx.at();
     match cmd {
-        AdminTokenCmd::Create { name, json } => {
-            let (token, hash) = new_secret("kwa_");
-            let t = AdminToken {
-                id: new_id(),
-                name,
-                token_hash: hash,
-                created_at: at.now,
-                revoked_at: None,
+        AdminTokenCmd::Create {
+            name,
+            permissions,
+            ttl,
+            owner,
+            json,
+        } => {
+            let permissions: Vec<String> = permissions
+                .split([' ', ','])
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let expires_at = match ttl.as_str() {
+                "never" => None,
+                t => {
+                    let secs = crate::args::parse_duration(t)
+                        .map_err(|e| anyhow::anyhow!("--ttl: {e}, or `never`"))?;
+                    if secs < 1 {
+                        bail!("--ttl must be at least 1s");
+                    }
+                    Some(at.now.saturating_add(secs))
+                }
             };
-            let mut tx = store.begin().await?;
-            tx.create_admin_token(&t).await?;
-            tx.append_audit(AuditEntry {
-                at: at.now,
-                actor: at.actor.to_string(),
-                action: "admin_token.create".into(),
-                env: None,
-                subject: Some(t.id.clone()),
-                detail: json!({"name": t.name}),
-            })
+            let (t, token) = create_admin_token(
+                &store,
+                NewAdminToken {
+                    name,
+                    owner,
+                    permissions,
+                    expires_at,
+                },
+                at,
+            )
             .await?;
-            tx.commit().await?;
+            if t.permissions.iter().any(|p| p == "*") {
+                eprintln!("note: this token holds every permission (*); limit it with --permissions (see `keyward admin-token create --help`)");
+            }
+            if t.expires_at.is_none() {
+                eprintln!("note: this token never expires; limit it with --ttl (e.g. --ttl 8h)");
+            }
             crate::output::shown_once("the admin token");
             if json {
-                print_json(&json!({"id": t.id, "name": t.name, "token": token}));
+                let mut v = admin_token_json(&t);
+                v["token"] = json!(token);
+                print_json(&v);
             } else {
                 outln!("admin token {} ({}):", t.id, t.name);
                 outln!("{token}");
@@ -235,41 +258,38 @@ pub async fn admin_token(ctx: &Context, cmd: AdminTokenCmd) -> Result<()> {
         AdminTokenCmd::List { json } => {
             let list = store.admin_tokens().await?;
             if json {
-                let v: Vec<Value> = list
-                    .iter()
-                    .map(|t| json!({"id": t.id, "name": t.name, "created_at": fmt_time(t.created_at), "revoked_at": t.revoked_at.map(fmt_time)}))
-                    .collect();
-                print_json(&Value::Array(v));
+                print_json(&list.iter().map(admin_token_json).collect());
             } else {
+                let now = at.now;
                 let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|t| {
+                        let state = match (t.revoked_at, t.expires_at) {
+                            (Some(r), _) => format!("revoked {}", fmt_time(r)),
+                            (None, Some(e)) if e <= now => format!("expired {}", fmt_time(e)),
+                            (None, Some(e)) => format!("until {}", fmt_time(e)),
+                            (None, None) => "no expiry".into(),
+                        };
                         vec![
                             t.id.clone(),
                             t.name.clone(),
+                            t.owner.clone().unwrap_or_else(|| "-".into()),
+                            t.permissions.join(" "),
                             fmt_time(t.created_at),
-                            t.revoked_at.map(fmt_time).unwrap_or_else(|| "-".into()),
+                            state,
                         ]
                     })
                     .collect();
-                table(&["ID", "NAME", "CREATED", "REVOKED"], &rows);
+                table(
+                    &["ID", "NAME", "OWNER", "PERMISSIONS", "CREATED", "STATE"],
+                    &rows,
+                );
             }
         }
         AdminTokenCmd::Revoke { id } => {
-            let mut tx = store.begin().await?;
-            if !tx.revoke_admin_token(&id, at.now).await? {
-                bail!("no active admin token {id}");
+            if !revoke_admin_token(&store, &id, at).await? {
+                bail!("admin token {id} is already revoked");
             }
-            tx.append_audit(AuditEntry {
-                at: at.now,
-                actor: at.actor.to_string(),
-                action: "admin_token.revoke".into(),
-                env: None,
-                subject: Some(id.clone()),
-                detail: json!({}),
-            })
-            .await?;
-            tx.commit().await?;
             outln!("admin token {id} revoked");
         }
     }

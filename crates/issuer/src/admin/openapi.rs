@@ -1,5 +1,7 @@
 //! The admin API's OpenAPI 3.1 document, served at `/admin/v1/openapi.json`:
-//! every route, its parameters, bodies, answers and errors.
+//! every route, its parameters, bodies, answers and errors, and the
+//! permission it requires (`x-keyward-permission`, from [`super::ROUTES`],
+//! also said in its description).
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -7,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use keyward_store::ClientAuth;
 
-use super::{MAX_LEAD_SECS, MAX_REASON_LEN};
+use super::{Need, MAX_LEAD_SECS, MAX_REASON_LEN, ROUTES};
 
 pub(super) async fn openapi_json() -> Response {
     let mut r = axum::Json(openapi()).into_response();
@@ -22,6 +24,7 @@ fn err_responses(codes: &[&str]) -> Map<String, Value> {
         let name = match *c {
             "400" => "BadRequest",
             "401" => "Unauthorized",
+            "403" => "Forbidden",
             "404" => "NotFound",
             "409" => "Conflict",
             "413" => "TooLarge",
@@ -53,7 +56,7 @@ fn op(
             json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{s}")}}});
     }
     responses.insert(status.to_string(), success);
-    let mut all = vec!["401", "500"];
+    let mut all = vec!["401", "403", "500"];
     if body.is_some() {
         all.extend(["400", "413", "415"]);
     }
@@ -84,28 +87,34 @@ pub fn openapi() -> Value {
         "info": {
             "title": "keyward admin API",
             "version": "1",
-            "description": "Manage keyward's environments, signing keys and OAuth clients, and mint tokens for users a login service authenticated. Every operation but this document needs `Authorization: Bearer <admin token>` (`keyward admin-token create`). Every change is recorded in the audit chain as `admin:<token id>` and takes effect at once on the server that made it, and within the reload interval on the others. Errors are `{\"error\": code, \"error_description\": text}`."
+            "description": "Manage keyward's environments, signing keys and OAuth clients, and mint tokens for users a login service authenticated. Every operation but this document needs `Authorization: Bearer <token>`: an admin token (`keyward admin-token create`) or, where the server trusts one, an access token of the company's SSO. Each operation requires one permission, stated in its description and in `x-keyward-permission` (`{env}` is the environment's name; a grant ending in `.*` covers a group, a bare `*` everything); without it the answer is 403 `insufficient_scope` naming the permission. Every change is recorded in the audit chain as `admin:<token id>` (or `sso:<subject>`), every refusal as `admin.denied`; a change takes effect at once on the server that made it, and within the reload interval on the others. Errors are `{\"error\": code, \"error_description\": text}`."
         },
         "servers": [{"url": "/"}],
         "security": [{"adminToken": []}],
         "tags": [
-            {"name": "environments"}, {"name": "keys"}, {"name": "clients"}, {"name": "tokens"}, {"name": "meta"}
+            {"name": "environments"}, {"name": "keys"}, {"name": "clients"}, {"name": "tokens"}, {"name": "admin-tokens"}, {"name": "audit"}, {"name": "meta"}
         ],
         "paths": paths(),
         "components": {
             "securitySchemes": {
-                "adminToken": {"type": "http", "scheme": "bearer", "description": "An admin token from `keyward admin-token create` (`kwa_...`)."}
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "An admin token from `keyward admin-token create` (`kwa_...`), or an access token of the SSO issuer the server trusts (`[admin] trusted_issuer`), whose `permissions` claim holds its grants."}
             },
             "parameters": {
                 "env": path_param("env", "environment name"),
                 "kid": path_param("kid", "key id"),
                 "client_id": path_param("client_id", "client id"),
+                "id": path_param("id", "admin token id"),
             },
             "responses": {
                 "BadRequest": err("the request is malformed or a value is not accepted (`invalid_request`, or for minting `invalid_scope`/`invalid_target`); nothing changed"),
                 "Unauthorized": {
                     "description": "no valid admin token (`unauthorized`)",
                     "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer realm=\"keyward-admin\""}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                },
+                "Forbidden": {
+                    "description": "the caller lacks the permission (`insufficient_scope`); `permission` names it; the refusal is audited and nothing changed",
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer realm=\"keyward-admin\", error=\"insufficient_scope\", error_description=\"...\", scope=\"<permission>\""}},
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
                 },
                 "NotFound": err("unknown environment, key or client (`not_found`); nothing changed"),
@@ -120,7 +129,32 @@ pub fn openapi() -> Value {
     })
 }
 
+/// The paths, each operation stating the permission [`ROUTES`] gives it.
 fn paths() -> Value {
+    let mut paths = described_paths();
+    for r in ROUTES {
+        let op = &mut paths[r.path][r.method.to_ascii_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} is routed but not described",
+            r.method,
+            r.path
+        );
+        let text = match (r.need.permission_text(), r.need.env_from()) {
+            (None, _) => "Requires no permission.".to_string(),
+            (Some(p), None) => format!("Requires `{p}`."),
+            (Some(p), Some(env)) => format!("Requires `{p}` ({env})."),
+        };
+        op["x-keyward-permission"] = match r.need {
+            Need::Public => Value::Null,
+            need => json!(need.permission_text()),
+        };
+        op["description"] = json!(text);
+    }
+    paths
+}
+
+fn described_paths() -> Value {
     json!({
         "/admin/v1/openapi.json": {
             "get": {
@@ -174,6 +208,22 @@ fn paths() -> Value {
         },
         "/admin/v1/envs/{env}/tokens": {
             "post": with_tag(op("mintToken", "Mint an access token (and by default a refresh token) for a user the caller authenticated, on behalf of a registered client, with optional roles and permissions claims.", &["env"], Some(("MintRequest", true)), ("200", Some("TokenResponse")), &["404", "503"]), "tokens"),
+        },
+        "/admin/v1/admin-tokens": {
+            "get": with_tag(op("listAdminTokens", "List admin tokens, revoked and expired ones included (never their values or hashes).", &[], None, ("200", Some("AdminTokenList")), &[]), "admin-tokens"),
+            "post": with_tag(op("createAdminToken", "Create an admin token holding at most what the caller holds (403 naming the first grant the caller's grants do not wholly cover) and expiring no later than the caller's credential (403). The token is shown once; only its hash is stored.", &[], Some(("NewAdminToken", true)), ("201", Some("AdminTokenWithSecret")), &[]), "admin-tokens"),
+        },
+        "/admin/v1/admin-tokens/{id}/revoke": {
+            "post": with_tag(op("revokeAdminToken", "Revoke an admin token at once (on this server; on the others within the reload interval). Revoking a revoked token changes nothing.", &["id"], None, ("200", Some("RevokedAdminToken")), &["404"]), "admin-tokens"),
+        },
+        "/admin/v1/audit": {
+            "get": with_tag({
+                let mut o = op("listAudit", "Audit records after `after`, oldest first.", &[], None, ("200", Some("AuditList")), &["400"]);
+                let params = o["parameters"].as_array_mut().expect("parameters");
+                params.push(json!({"name": "after", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 0, "default": 0}, "description": "the sequence number to list after"}));
+                params.push(json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "description": "most records"}));
+                o
+            }, "audit"),
         },
     })
 }
@@ -459,6 +509,68 @@ fn schemas() -> Value {
                 "expires_in": {"type": "integer"},
                 "scope": {"type": "string"},
                 "refresh_token": {"type": "string"}
+            }
+        }),
+    );
+    let grants = json!({"type": "array", "items": {"type": "string"}, "description": "permissions: dot-separated segments of [A-Za-z0-9_:-], the last may be `*` (a group); or `*` alone"});
+    m.insert("NewAdminToken".into(), json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["permissions", "ttl_secs"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 200, "default": "admin"},
+            "owner": {"type": "string", "minLength": 1, "maxLength": 200, "description": "default: the caller's owner"},
+            "permissions": {"allOf": [grants.clone()], "minItems": 1, "maxItems": 64},
+            "ttl_secs": {"type": "integer", "minimum": 1, "maximum": super::tokens::MAX_API_TTL_SECS}
+        }
+    }));
+    m.insert(
+        "AdminToken".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "name": {"type": "string"},
+                "owner": {"type": ["string", "null"]},
+                "permissions": grants,
+                "created_at": time,
+                "expires_at": opt_time,
+                "revoked_at": opt_time,
+                "created_by": {"type": ["string", "null"], "description": "the actor that made it"}
+            }
+        }),
+    );
+    m.insert(
+        "AdminTokenList".into(),
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/AdminToken"}}),
+    );
+    m.insert("AdminTokenWithSecret".into(), json!({
+        "allOf": [
+            {"$ref": "#/components/schemas/AdminToken"},
+            {"type": "object", "required": ["token"], "properties": {"token": {"type": "string", "description": "shown once"}}}
+        ]
+    }));
+    m.insert("RevokedAdminToken".into(), json!({
+        "type": "object",
+        "properties": {"id": {"type": "string"}, "revoked": {"type": "boolean"}, "already_revoked": {"type": "boolean"}}
+    }));
+    m.insert(
+        "AuditList".into(),
+        json!({
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "seq": {"type": "integer"},
+                    "at": {"type": "integer", "description": "unix seconds"},
+                    "actor": {"type": "string"},
+                    "action": {"type": "string"},
+                    "env": {"type": ["string", "null"]},
+                    "subject": {"type": ["string", "null"]},
+                    "detail": {},
+                    "prev_hash": {"type": "string"},
+                    "hash": {"type": "string"}
+                }
             }
         }),
     );

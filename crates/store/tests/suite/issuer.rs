@@ -39,6 +39,7 @@ crate::backend_suite!(
     assertion_jti_replay,
     assertion_jti_concurrent_use_has_one_winner,
     admin_tokens_create_find_revoke,
+    admin_tokens_made_before_grants_hold_every_permission,
     generation_moves_with_every_config_change,
     generation_ignores_rollbacks_failures_and_token_writes,
     generation_counts_concurrent_writers,
@@ -846,6 +847,10 @@ fn admin(id: &str, created_at: i64) -> AdminToken {
         token_hash: hash(&format!("secret-{id}")),
         created_at,
         revoked_at: None,
+        permissions: vec![format!("keyward.env.{id}.*"), "keyward.audit.read".into()],
+        owner: Some(format!("owner of {id}")),
+        expires_at: Some(created_at + 3600),
+        created_by: Some("cli:test".into()),
     }
 }
 
@@ -858,6 +863,32 @@ async fn admin_tokens_create_find_revoke(store: Store, _ctx: Ctx) {
     }
     let err = tx.create_admin_token(&admin("x", 99)).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { what: "admin token", ref name } if name == "x"));
+    // Permissions are stored space-separated: none, an empty one or one
+    // with white space is refused.
+    for bad in [
+        vec![],
+        vec![String::new()],
+        vec!["a b".to_string()],
+        vec!["a\tb".into()],
+    ] {
+        let t = AdminToken {
+            id: "v".into(),
+            token_hash: hash("secret-v"),
+            permissions: bad.clone(),
+            ..x.clone()
+        };
+        let err = tx.create_admin_token(&t).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Invalid {
+                    what: "admin token",
+                    ..
+                }
+            ),
+            "{bad:?}: {err:?}"
+        );
+    }
     let same_hash = AdminToken {
         id: "w".into(),
         ..x.clone()
@@ -1794,4 +1825,39 @@ async fn client_families_revoked_before_deletion(store: Store, _ctx: Ctx) {
             .unwrap(),
         FamilyRevocation::default()
     );
+}
+
+/// Migration 0006 on a store whose admin tokens predate grants: each
+/// existing token holds `*`, has no owner, no expiry and no creator, and
+/// keeps working (not revoked).
+async fn admin_tokens_made_before_grants_hold_every_permission(store: Store, ctx: Ctx) {
+    store.close().await;
+    // The store as it was before 0006: its columns gone, the migration unrecorded.
+    for column in ["permissions", "owner", "expires_at", "created_by"] {
+        ctx.exec(&format!("ALTER TABLE admin_tokens DROP COLUMN {column}"))
+            .await;
+    }
+    ctx.exec("DELETE FROM _sqlx_migrations WHERE version = 6")
+        .await;
+    let old_hash = hash("secret-old");
+    let hex: String = old_hash.iter().map(|b| format!("{b:02x}")).collect();
+    let literal = if ctx.db_file.is_some() {
+        format!("X'{hex}'")
+    } else {
+        format!("'\\x{hex}'::bytea")
+    };
+    ctx.exec(&format!(
+        "INSERT INTO admin_tokens (id, name, token_hash, created_at, revoked_at) \
+         VALUES ('old', 'ci', {literal}, 5, NULL)"
+    ))
+    .await;
+    let store = Store::open_url(&ctx.url).await.unwrap();
+    let t = store.admin_token_by_hash(&old_hash).await.unwrap().unwrap();
+    assert_eq!(t.id, "old");
+    assert_eq!(t.permissions, ["*"]);
+    assert_eq!(
+        (&t.owner, t.expires_at, &t.created_by),
+        (&None, None, &None)
+    );
+    assert!(t.is_live(i64::MAX));
 }
