@@ -394,8 +394,9 @@ impl Authority {
         };
         Ok(TokenResponse {
             access_token: token,
-            // RFC 9449 §5.1: a token bound to a key is a DPoP token.
-            token_type: if extra.contains_key("cnf") {
+            // RFC 9449 §5.1: a token bound to a DPoP key is a DPoP token; a
+            // certificate-bound one stays a Bearer token (RFC 8705 §3).
+            token_type: if extra.get("cnf").is_some_and(|c| c.get("jkt").is_some()) {
                 "DPoP"
             } else {
                 "Bearer"
