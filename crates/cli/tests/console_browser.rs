@@ -171,9 +171,14 @@ async fn click(c: &Client, css: &str) {
 }
 
 fn admin_token(kw: &Kw) -> String {
-    kw.run(&["admin-token", "create", "--name", "console-test", "--json"])
-        .ok()
-        .json()["token"]
+    admin_token_with(kw, &[])
+}
+
+/// An admin token made with `extra` arguments (`--permissions`, `--ttl`).
+fn admin_token_with(kw: &Kw, extra: &[&str]) -> String {
+    let mut args = vec!["admin-token", "create", "--name", "console-test", "--json"];
+    args.extend_from_slice(extra);
+    kw.run(&args).ok().json()["token"]
         .as_str()
         .unwrap()
         .to_string()
@@ -221,7 +226,9 @@ async fn scenario(c: &Client, kw: &Kw, server: &Server, token: &str) -> Result<(
     // A wrong token is refused.
     fill(c, "#token", "kwa_wrong").await;
     click(c, "form.login button").await;
-    assert!(text(c, "main").await.contains("invalid or revoked"));
+    assert!(text(c, "main")
+        .await
+        .contains("invalid, expired or revoked"));
     // Log in.
     fill(c, "#token", token).await;
     click(c, "form.login button").await;
@@ -339,6 +346,31 @@ async fn scenario(c: &Client, kw: &Kw, server: &Server, token: &str) -> Result<(
     assert_eq!(c.current_url().await.unwrap().path(), "/console/login");
     c.goto(&server.url("/console/envs")).await.unwrap();
     assert_eq!(c.current_url().await.unwrap().path(), "/console/login");
+
+    // A token that may only read keys: it sees the environment, and its
+    // rotate is refused with the permission named; nothing changes.
+    let reader = admin_token_with(
+        kw,
+        &[
+            "--permissions",
+            "keyward.env.default.keys.read",
+            "--ttl",
+            "1h",
+        ],
+    );
+    fill(c, "#token", &reader).await;
+    click(c, "form.login button").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/console/envs");
+    click(c, "table.envs a[href='/console/envs/default']").await;
+    let before = keys(kw);
+    click(c, "form.rotate button").await;
+    let refused = text(c, "main").await;
+    assert!(
+        refused.contains("keyward.env.default.keys.rotate"),
+        "{refused}"
+    );
+    assert_eq!(keys(kw), before);
+    shot(c, "refused").await;
     Ok(())
 }
 

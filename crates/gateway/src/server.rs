@@ -453,7 +453,7 @@ async fn serve<F, Fut, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builder = Arc::new(connection_builder());
-    let graceful = Arc::new(GracefulShutdown::new());
+    let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -475,7 +475,9 @@ async fn serve<F, Fut, B>(
                 async move { Ok::<_, Infallible>(fut.await) }
             })
         };
-        let (builder, graceful, tls) = (builder.clone(), graceful.clone(), tls.clone());
+        // Each connection is watched from its own task (after the TLS
+        // handshake); shutdown below waits for every watched one.
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
         // The handshake runs in the connection's task: a slow client never
         // holds up the accept loop.
         tokio::spawn(async move {
@@ -483,14 +485,14 @@ async fn serve<F, Fut, B>(
                 None => {
                     let svc = svc(Arc::new(Peer::new(peer)));
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    graceful.watch(conn.into_owned()).await
+                    watcher.watch(conn.into_owned()).await
                 }
                 Some(tls) => match tls.accept(stream, HEADER_READ_TIMEOUT).await {
                     Ok((stream, cert)) => {
                         let svc = svc(Arc::new(Peer::tls(peer, cert)));
                         let conn =
                             builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                        graceful.watch(conn.into_owned()).await
+                        watcher.watch(conn.into_owned()).await
                     }
                     Err(e) => {
                         crate::metrics::tls_handshake_failed();
@@ -505,7 +507,6 @@ async fn serve<F, Fut, B>(
         });
     }
     drop(listener);
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => {

@@ -515,7 +515,7 @@ async fn login(State(c): State<Console>, req: Request) -> Response {
         return login_page(
             &headers,
             StatusCode::UNAUTHORIZED,
-            Some("the admin token is invalid or revoked"),
+            Some("the admin token is invalid, expired or revoked"),
         );
     }
     let hash = hash_secret(token);

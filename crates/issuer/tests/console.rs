@@ -421,7 +421,7 @@ async fn bad_logins_are_refused_and_make_no_session() {
         let (r, b) = f.login_with(token).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{token}");
         assert!(b.is_none());
-        assert!(r.body.contains("invalid or revoked"), "{}", r.body);
+        assert!(r.body.contains("invalid, expired or revoked"), "{}", r.body);
     }
     // The login form's CSRF: without the pre-login cookie, or another value.
     let form = f.get_with("/console/login", None).await;
