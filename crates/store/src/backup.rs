@@ -1479,10 +1479,17 @@ mod tests {
         );
         let admin = "admin_tokens";
         refused(
-            &file(|_| {}, (admin, &[r#"["i","n","AB==",1,null]"#])),
+            &file(
+                |_| {},
+                (admin, &[r#"["i","n","AB==",1,null,"*",null,null,null]"#]),
+            ),
             "not canonical base64",
         );
-        assert!(check(&file(|_| {}, (admin, &[r#"["i","n","AA==",1,null]"#]))).is_ok());
+        assert!(check(&file(
+            |_| {},
+            (admin, &[r#"["i","n","AA==",1,null,"*",null,null,null]"#])
+        ))
+        .is_ok());
         let keys = "keys";
         let key = r#"["k","e","ES256",256,"{}","","generated",null,null,1,1,null,null,null,"local",null,null]"#;
         refused(&file(|_| {}, (keys, &[key])), "malformed sealed key");
@@ -1492,7 +1499,10 @@ mod tests {
             "does not match its device reference",
         );
         // A line past 1 MiB.
-        let long = format!(r#"["i","{}","AA==",1,null]"#, "n".repeat(MAX_LINE));
+        let long = format!(
+            r#"["i","{}","AA==",1,null,"*",null,null,null]"#,
+            "n".repeat(MAX_LINE)
+        );
         refused(
             &file(|_| {}, (admin, &[long.as_str()])),
             "longer than 1 MiB",
