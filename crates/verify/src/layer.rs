@@ -109,7 +109,11 @@ impl GateLayer {
         self
     }
 
-    /// Requires every token to be sender-constrained (RFC 9449 DPoP).
+    /// Requires every token to be sender-constrained: DPoP (RFC 9449).
+    /// The layer does not see the TLS connection, so it cannot match a
+    /// client certificate: with [`SenderConstraint::Mtls`] every request is
+    /// refused, and a certificate-bound token (`cnf.x5t#S256`) is always
+    /// refused here (fail closed; terminate mTLS at keyward's gateway).
     pub fn require_sender_constraint(mut self, constraint: SenderConstraint) -> Self {
         self.sender_constraint = Some(constraint);
         self
@@ -164,6 +168,17 @@ impl GateLayer {
             .gate
             .verify_request(req.headers(), &target)
             .await
+            .and_then(|id| {
+                // No client certificate is visible here (see
+                // `require_sender_constraint`): certificate binding fails closed.
+                if id.cnf_x5t_s256.is_some() {
+                    Err(crate::VerifyError::CertificateMissing)
+                } else if self.sender_constraint == Some(SenderConstraint::Mtls) {
+                    Err(crate::VerifyError::NotCertificateBound)
+                } else {
+                    Ok(id)
+                }
+            })
             .map_err(|e| self.refuse(&e, req.headers()))?;
         let (mut parts, body) = req.into_parts();
         if !self.requirements.is_empty() {

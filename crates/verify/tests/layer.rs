@@ -541,3 +541,21 @@ async fn around_the_whole_router_templates_fail_closed() {
     assert_eq!((r.status, r.body.as_str()), (200, "alice"));
     assert_eq!(hits.get(), 1);
 }
+
+#[tokio::test]
+async fn certificate_bound_tokens_fail_closed_in_the_layer() {
+    // The layer sees no TLS connection, so it cannot match a client
+    // certificate: a token bound to one never reaches the handler here.
+    let (issuer, hits, base) = setup().await;
+    let bound = issuer.token(json!({
+        "permissions": ["orders.7.read"],
+        "cnf": { "x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2" }
+    }));
+    let r = get_with(&base, "/orders/7", &bound).await;
+    assert_eq!(r.status, 401, "{:?}", r.body);
+    assert!(r.challenge().contains("invalid_token"), "{}", r.challenge());
+    // The same grant without the binding passes: the refusal is the binding's.
+    let unbound = issuer.token(json!({ "permissions": ["orders.7.read"] }));
+    assert_eq!(get_with(&base, "/orders/7", &unbound).await.status, 200);
+    assert_eq!(hits.get(), 1);
+}
