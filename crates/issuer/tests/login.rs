@@ -931,6 +931,35 @@ async fn an_id_token_is_not_an_access_token() {
         ..Validation::default()
     };
     assert!(verify_jwt(&id_token, &keys, &gate_policy, fl.now()).is_err());
+
+    // keyward's gate (keyward-verify), trusting this environment's JWKS
+    // and both audiences: the access token passes, the ID token is 401.
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let served = fl
+        .browser(Method::GET, "/dev/.well-known/jwks.json", None)
+        .await;
+    std::fs::write(&jwks, served.body.to_string()).unwrap();
+    let mut policy = keyward_verify::IssuerPolicy::new(ISSUER);
+    policy.source = keyward_verify::KeySource::File(jwks);
+    policy.audiences = vec![ISSUER.into(), fl.public.clone()];
+    let gate = keyward_verify::Gate::builder()
+        .issuer(policy)
+        .clock(fl.clock.clone())
+        .build()
+        .unwrap();
+    let access = r_access(&fl).await;
+    let id = gate.verify(&access).await.unwrap();
+    assert_eq!(id.subject.as_deref(), Some("alice"));
+    let e = gate.verify(&id_token).await.unwrap_err();
+    assert_eq!((e.status(), e.reason()), (401, "typ"));
+}
+
+/// A fresh access token of the public client (through the whole flow).
+async fn r_access(fl: &Flow) -> String {
+    let (code, _) = fl.code(&fl.public, &["openid"]).await;
+    let r = fl.exchange(&fl.public, &code, VERIFIER).await;
+    r.body["access_token"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]
