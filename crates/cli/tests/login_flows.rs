@@ -266,8 +266,9 @@ async fn the_code_flow_over_a_real_server() {
         .send()
         .await
         .unwrap()
-        .json()
+        .bytes()
         .await
+        .map(|b| serde_json::from_slice::<Value>(&b).unwrap())
         .unwrap();
     assert_eq!(req["client_id"], client);
     assert_eq!(
@@ -277,12 +278,14 @@ async fn the_code_flow_over_a_real_server() {
     let acc: Value = http
         .post(admin_url(&format!("login-requests/{challenge}/accept")))
         .bearer_auth(&admin)
-        .json(&json!({"subject": "alice", "claims": {"email": "alice@example.com"}}))
+        .header("content-type", "application/json")
+        .body(json!({"subject": "alice", "claims": {"email": "alice@example.com"}}).to_string())
         .send()
         .await
         .unwrap()
-        .json()
+        .bytes()
         .await
+        .map(|b| serde_json::from_slice::<Value>(&b).unwrap())
         .unwrap();
     // The admin token can do nothing else.
     let r = http
@@ -307,12 +310,14 @@ async fn the_code_flow_over_a_real_server() {
     let acc: Value = http
         .post(admin_url(&format!("consent-requests/{consent}/accept")))
         .bearer_auth(&admin)
-        .json(&json!({"grant_scope": ["openid", "email", "offline_access"]}))
+        .header("content-type", "application/json")
+        .body(json!({"grant_scope": ["openid", "email", "offline_access"]}).to_string())
         .send()
         .await
         .unwrap()
-        .json()
+        .bytes()
         .await
+        .map(|b| serde_json::from_slice::<Value>(&b).unwrap())
         .unwrap();
     let to = acc["redirect_to"]
         .as_str()
@@ -343,8 +348,9 @@ async fn the_code_flow_over_a_real_server() {
         .send()
         .await
         .unwrap()
-        .json()
+        .bytes()
         .await
+        .map(|b| serde_json::from_slice::<Value>(&b).unwrap())
         .unwrap();
     assert!(tok["id_token"].is_string(), "{tok}");
     assert!(tok["refresh_token"].is_string(), "{tok}");
@@ -355,8 +361,9 @@ async fn the_code_flow_over_a_real_server() {
         .send()
         .await
         .unwrap()
-        .json()
+        .bytes()
         .await
+        .map(|b| serde_json::from_slice::<Value>(&b).unwrap())
         .unwrap();
     assert_eq!(info, json!({"sub": "alice", "email": "alice@example.com"}));
     // A replay is refused.
