@@ -667,8 +667,11 @@ impl Authority {
                 new_session: None,
             });
         };
+        // Read before the transaction: a store with one connection (an
+        // in-memory SQLite) has none left while a transaction holds it.
+        let found = self.find_session(env, cookies, now).await?;
         let mut tx = self.store.begin().await?;
-        let (session, new_session) = match self.find_session(env, cookies, now).await? {
+        let (session, new_session) = match found {
             Some(s) => (s, None),
             None => {
                 let (cookie, hash) = secret();
