@@ -1849,6 +1849,17 @@ pub fn settings_json(v: &mut Value, s: &keyward_store::LoginSettings) {
     v["consent_url"] = json!(s.consent_url);
 }
 
+impl Authority {
+    /// Deletes the login records nothing can use any more (see
+    /// [`keyward_store::Tx::purge_login_records`]); run by the scheduler.
+    pub async fn purge_login_records(&self) -> Result<u64, StoreError> {
+        let mut tx = self.store.begin().await?;
+        let n = tx.purge_login_records(self.now()).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
 /// What the logout endpoint answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogoutAnswer {
