@@ -160,6 +160,7 @@ mod raw {
         pub rate_limit: Option<Spanned<RateLimit>>,
         pub sender_constraint: Option<S>,
         pub api_keys: Option<Spanned<bool>>,
+        pub websocket: Option<bool>,
         pub upstream_tls: Option<Spanned<crate::upstream_tls::RawUpstreamTls>>,
     }
 
@@ -424,6 +425,9 @@ pub struct RouteConfig {
     pub sender_constraint: Option<SenderConstraint>,
     /// Accepts API keys (in `api_key_header`) besides tokens.
     pub api_keys: bool,
+    /// Passes WebSocket upgrades (HTTP/1.1 `Upgrade: websocket`) through
+    /// to the upstream once the handshake request has passed the gate.
+    pub websocket: bool,
 }
 
 /// Collects diagnostics with byte offsets; converted to lines at the end.
@@ -1658,6 +1662,7 @@ fn resolve_route(
         rate_limit,
         sender_constraint: constraint,
         api_keys,
+        websocket: r.websocket.unwrap_or(false),
     })
 }
 
@@ -1999,6 +2004,9 @@ impl Config {
                 }
                 if r.preserve_host {
                     opts.push("preserve_host".into());
+                }
+                if r.websocket {
+                    opts.push("websocket".into());
                 }
                 if let Some(p) = &r.strip_prefix {
                     opts.push(format!("strip_prefix {p}"));

@@ -16,7 +16,8 @@
 //! - [`proxy`]: the request path, on hyper directly, bodies streamed;
 //! - [`identity_headers`]: stripping spoofed and adding real identity headers;
 //! - [`upstream`]: pooled keep-alive clients per upstream; [`upstream_tls`]:
-//!   TLS to `https://` upstreams;
+//!   TLS to `https://` upstreams; [`websocket`]: WebSocket upgrades passed
+//!   through after authorisation;
 //! - [`api_keys`]: API keys mapped to identities, stored hashed;
 //! - [`ratelimit`], [`revocation_feed`]: per-route limits, the issuer's
 //!   revocation feed;
@@ -49,6 +50,7 @@ pub mod routes;
 pub mod server;
 pub mod upstream;
 pub mod upstream_tls;
+pub mod websocket;
 
 pub use config::Config;
 pub use error::{

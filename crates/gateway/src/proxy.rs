@@ -19,6 +19,17 @@
 //! `Allow`, 429 with `Retry-After`, 502 when the upstream cannot be reached,
 //! 504 when it does not answer within the route's timeout. A refused request
 //! never reaches the upstream.
+//!
+//! WebSocket (RFC 6455) on routes with `websocket = true`: an HTTP/1.1
+//! `GET` with `Connection: upgrade` and `Upgrade: websocket` is judged like
+//! any request (token or API key, permissions, limits), then sent with its
+//! identity headers and the two upgrade headers on a new upstream
+//! connection of its own. When the upstream answers `101`, both
+//! connections are upgraded and spliced (bytes copied both ways until each
+//! side has closed). Anything else the upstream answers is passed back as
+//! usual, and a refused handshake is answered here without an upgrade.
+//! HTTP/2 extended CONNECT (RFC 8441) is not supported: such a request is
+//! forwarded as an ordinary one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +54,7 @@ use crate::metrics::{self, RouteMetrics};
 use crate::ratelimit::RouteLimiter;
 use crate::routes::{check_path, RouteMatch, RouteTable};
 use crate::upstream::{PooledBody, Upstream, UpstreamError};
+use crate::websocket::{is_websocket_upgrade, set_upgrade_headers, upgrade};
 
 /// Response bodies: the upstream's, streamed, or the gateway's own.
 pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
@@ -397,9 +409,20 @@ impl Shared {
             }
         }
 
+        // A WebSocket handshake on a route that passes them: the caller's
+        // side of the upgrade, taken before the request is forwarded.
+        let websocket = if route.config.websocket && is_websocket_upgrade(&parts) {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+
         // Headers for the upstream. `Expect: 100-continue` was answered here.
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
+        if websocket.is_some() {
+            set_upgrade_headers(headers);
+        }
         headers.remove(header::EXPECT);
         self.identity_headers.strip(headers);
         if let Some(keys) = self.api_keys.as_ref().filter(|_| route.config.api_keys) {
@@ -438,20 +461,29 @@ impl Shared {
 
         let sent = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent + route.config.timeout);
-        let result =
-            tokio::time::timeout_at(deadline, upstream.send(Request::from_parts(parts, body)))
-                .await;
+        let req = Request::from_parts(parts, body);
+        let result = match websocket {
+            None => {
+                tokio::time::timeout_at(deadline, async {
+                    let (mut p, b) = upstream.send(req).await?.into_parts();
+                    strip_hop_by_hop(&mut p.headers);
+                    Ok::<_, UpstreamError>(Response::from_parts(p, Either::Left(b)))
+                })
+                .await
+            }
+            Some(caller) => {
+                let name = &route.config.name;
+                tokio::time::timeout_at(deadline, upgrade(upstream, req, caller, name)).await
+            }
+        };
         let got = Instant::now();
         route
             .metrics
             .upstream_seconds
             .record((got - sent).as_secs_f64());
         let (response, reason) = match result {
-            Ok(Ok(resp)) => {
-                let (mut p, b) = resp.into_parts();
-                strip_hop_by_hop(&mut p.headers);
-                (Response::from_parts(p, Either::Left(b)), "ok")
-            }
+            Ok(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => (resp, "upgraded"),
+            Ok(Ok(resp)) => (resp, "ok"),
             Ok(Err(e)) => {
                 let connect = matches!(e, UpstreamError::Connect(_));
                 route

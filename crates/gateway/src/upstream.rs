@@ -42,6 +42,8 @@ pub enum UpstreamError {
     Connect(std::io::Error),
     /// The connection failed during the exchange.
     Http(hyper::Error),
+    /// The upstream switched to a protocol other than the one asked for.
+    Upgrade,
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -49,11 +51,18 @@ impl std::fmt::Display for UpstreamError {
         match self {
             UpstreamError::Connect(e) => write!(f, "cannot connect: {e}"),
             UpstreamError::Http(e) => write!(f, "{e}"),
+            UpstreamError::Upgrade => {
+                write!(
+                    f,
+                    "answered 101 without switching to the protocol asked for"
+                )
+            }
         }
     }
 }
 
-type Sender = SendRequest<Incoming>;
+/// The sending half of an upstream HTTP/1.1 connection.
+pub type Sender = SendRequest<Incoming>;
 
 /// The idle connections of one origin on one worker.
 #[derive(Default)]
@@ -143,11 +152,35 @@ impl Upstream {
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        let mut sender = self.connect(false).await?;
         match sender.send_request(req).await {
             Ok(resp) => Ok(self.pooled(resp, sender)),
             Err(e) => Err(UpstreamError::Http(e)),
         }
+    }
+
+    /// Sends an upgrade request (WebSocket) on a new connection of its own,
+    /// never pooled: after a `101 Switching Protocols` the connection
+    /// belongs to the upgraded protocol (`hyper::upgrade::on` on the
+    /// response yields it). The sender comes back too: it must live until
+    /// the upgrade has completed. Any other answer's body is passed on as
+    /// usual and its connection closes after it.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(Response<PooledBody>, Sender), UpstreamError> {
+        let mut sender = self.connect(true).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Http)?;
+        let resp = resp.map(|inner| PooledBody {
+            inner,
+            done: false,
+            sender: None,
+            pool: self.pool.clone(),
+        });
+        Ok((resp, sender))
     }
 
     fn pooled(&self, resp: Response<Incoming>, sender: Sender) -> Response<PooledBody> {
@@ -159,27 +192,29 @@ impl Upstream {
         })
     }
 
-    async fn connect(&self) -> Result<Sender, UpstreamError> {
+    /// A new connection; `upgrades`: one that may switch protocols.
+    async fn connect(&self, upgrades: bool) -> Result<Sender, UpstreamError> {
         let stream = tokio::net::TcpStream::connect(&self.addr)
             .await
             .map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
         match &self.tls {
-            None => handshake(stream).await,
+            None => handshake(stream, upgrades).await,
             Some(tls) => {
                 let stream = tls
                     .connector
                     .connect(tls.server_name.clone(), stream)
                     .await
                     .map_err(UpstreamError::Connect)?;
-                handshake(stream).await
+                handshake(stream, upgrades).await
             }
         }
     }
 }
 
-/// An HTTP/1.1 client connection over `io`, its driver spawned on this thread.
-async fn handshake<T>(io: T) -> Result<Sender, UpstreamError>
+/// An HTTP/1.1 client connection over `io`, its driver spawned on this
+/// thread; with `upgrades`, one that hands itself over on a 101.
+async fn handshake<T>(io: T, upgrades: bool) -> Result<Sender, UpstreamError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -188,7 +223,12 @@ where
         .await
         .map_err(UpstreamError::Http)?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let ended = if upgrades {
+            conn.with_upgrades().await
+        } else {
+            conn.await
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });

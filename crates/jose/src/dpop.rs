@@ -29,6 +29,7 @@
 //! `cnf.jkt`, or binds a new token to.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -69,15 +70,82 @@ pub fn access_token_hash(token: &str) -> String {
 /// A proof split and its header read (`jwk` included), not verified.
 pub struct UnverifiedProof<'t> {
     parts: Parts<'t>,
-    header: Header,
-    key: PublicKey,
+    header: Arc<ProofHeader>,
 }
 
 impl fmt::Debug for UnverifiedProof<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UnverifiedProof")
-            .field("alg", &self.header.alg)
+            .field("alg", &self.header.header.alg)
             .finish_non_exhaustive()
+    }
+}
+
+/// What every proof a client makes with one key shares: the header, read by
+/// every rule of [`UnverifiedProof::parse`], the key it carries (parsed for
+/// verification) and that key's thumbprint. It is a function of the
+/// header's base64url text alone, so a verifier may keep the ones it has
+/// seen by that text and hand them back to [`UnverifiedProof::parse_with`]
+/// for the next proof with the same header: the JSON, the JWK and the key
+/// are then not read again. The signature of every proof is still checked.
+pub struct ProofHeader {
+    header: Header,
+    key: PublicKey,
+    jkt: String,
+}
+
+impl fmt::Debug for ProofHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProofHeader")
+            .field("alg", &self.header.alg)
+            .field("jkt", &self.jkt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProofHeader {
+    /// Reads a proof's header from its base64url text: `typ`, duplicates at
+    /// any depth, `jwk` held to every rule of [`Jwk::from_map`].
+    fn read(header_b64: &str) -> Result<Self, DpopError> {
+        let bytes = b64::decode(header_b64).ok_or(TokenError::Base64("header"))?;
+        let header = parse_header(&bytes)?;
+        if header.typ.as_deref() != Some(DPOP_TYP) {
+            return Err(DpopError::Type(
+                header.typ.as_deref().map(|t| t.chars().take(32).collect()),
+            ));
+        }
+        // The header holds an object (`jwk`): duplicates at any depth are
+        // refused, so no two readers can see two different keys.
+        if let Some(d) = serde_json::from_slice::<DeepDuplicate>(&bytes)
+            .map_err(|e| TokenError::Header(crate::json::short(&e)))?
+            .0
+        {
+            return Err(TokenError::DuplicateMember(d, "header").into());
+        }
+        let map = parse_object(&bytes).map_err(header_error)?;
+        let jwk = match map.get("jwk") {
+            Some(Value::Object(jwk)) => jwk,
+            Some(_) => {
+                return Err(DpopError::Jwk(crate::KeyError::Malformed(
+                    "the proof's jwk is not a JSON object".into(),
+                )))
+            }
+            None => return Err(DpopError::MissingJwk),
+        };
+        // An RSA key without `alg` is read as the proof's RSA algorithm;
+        // any other mismatch is refused at verification.
+        let rsa_default = match header.alg.family() {
+            KeyFamily::Rsa => header.alg,
+            _ => Algorithm::RS256,
+        };
+        let key = Jwk::from_map(jwk, rsa_default).map_err(DpopError::Jwk)?.key;
+        let jkt = key.thumbprint();
+        Ok(ProofHeader { header, key, jkt })
+    }
+
+    /// The RFC 7638 thumbprint of the header's key.
+    pub fn jkt(&self) -> &str {
+        &self.jkt
     }
 }
 
@@ -115,46 +183,36 @@ impl<'t> UnverifiedProof<'t> {
     /// Reads `proof` (at most `max_len` bytes): its segments, its header by
     /// every rule of a token's header, then `typ` and `jwk`.
     pub fn parse(proof: &'t str, max_len: usize) -> Result<Self, DpopError> {
+        Self::parse_with(proof, max_len, |_| None)
+    }
+
+    /// [`UnverifiedProof::parse`], taking the header from `known` when it
+    /// returns one: `known` is given the header's base64url text and must
+    /// only return a [`ProofHeader`] read from exactly that text (one
+    /// [`UnverifiedProof::header`] gave for it).
+    pub fn parse_with(
+        proof: &'t str,
+        max_len: usize,
+        known: impl FnOnce(&str) -> Option<Arc<ProofHeader>>,
+    ) -> Result<Self, DpopError> {
         let parts = split(proof, max_len)?;
-        let bytes = b64::decode(parts.header_b64).ok_or(TokenError::Base64("header"))?;
-        let header = parse_header(&bytes)?;
-        if header.typ.as_deref() != Some(DPOP_TYP) {
-            return Err(DpopError::Type(
-                header.typ.as_deref().map(|t| t.chars().take(32).collect()),
-            ));
-        }
-        // The header holds an object (`jwk`): duplicates at any depth are
-        // refused, so no two readers can see two different keys.
-        if let Some(d) = serde_json::from_slice::<DeepDuplicate>(&bytes)
-            .map_err(|e| TokenError::Header(crate::json::short(&e)))?
-            .0
-        {
-            return Err(TokenError::DuplicateMember(d, "header").into());
-        }
-        let map = parse_object(&bytes).map_err(header_error)?;
-        let jwk = match map.get("jwk") {
-            Some(Value::Object(jwk)) => jwk,
-            Some(_) => {
-                return Err(DpopError::Jwk(crate::KeyError::Malformed(
-                    "the proof's jwk is not a JSON object".into(),
-                )))
-            }
-            None => return Err(DpopError::MissingJwk),
+        let header = match known(parts.header_b64) {
+            Some(h) => h,
+            None => Arc::new(ProofHeader::read(parts.header_b64)?),
         };
-        // An RSA key without `alg` is read as the proof's RSA algorithm;
-        // any other mismatch is refused at verification.
-        let rsa_default = match header.alg.family() {
-            KeyFamily::Rsa => header.alg,
-            _ => Algorithm::RS256,
-        };
-        let key = Jwk::from_map(jwk, rsa_default).map_err(DpopError::Jwk)?.key;
-        Ok(UnverifiedProof { parts, header, key })
+        Ok(UnverifiedProof { parts, header })
+    }
+
+    /// The header's base64url text and what was read from it.
+    pub fn header(&self) -> (&'t str, &Arc<ProofHeader>) {
+        (self.parts.header_b64, &self.header)
     }
 
     /// Verifies the proof: `alg` in `allowed` and equal to the key's, the
     /// signature with the header's `jwk`, then the claims.
     pub fn verify(&self, allowed: &[Algorithm]) -> Result<DpopProof, DpopError> {
-        check_signature(&self.parts, &self.header, &self.key, allowed)?;
+        let h = &self.header;
+        check_signature(&self.parts, &h.header, &h.key, allowed)?;
         let payload = b64::decode(self.parts.payload_b64).ok_or(TokenError::Base64("payload"))?;
         let claims = parse_object(&payload).map_err(|e| {
             DpopError::Token(match e {
@@ -163,8 +221,8 @@ impl<'t> UnverifiedProof<'t> {
             })
         })?;
         Ok(DpopProof {
-            alg: self.header.alg,
-            jkt: self.key.thumbprint(),
+            alg: h.header.alg,
+            jkt: h.jkt.clone(),
             jti: required(&claims, "jti")?,
             htm: required(&claims, "htm")?,
             htu: required(&claims, "htu")?,

@@ -57,7 +57,9 @@ pub use alg::{
     Algorithm, Curve, KeyFamily, MlDsaParams, DEFAULT_RSA_BITS, MIN_RSA_BITS, RSA_SIZES,
 };
 pub use claims::{Audiences, Claims, Validation, MAX_KEPT_CLAIMS};
-pub use dpop::{access_token_hash, verify_proof, DpopProof, NonceKey, UnverifiedProof};
+pub use dpop::{
+    access_token_hash, verify_proof, DpopProof, NonceKey, ProofHeader, UnverifiedProof,
+};
 pub use error::{ClaimsError, DpopError, Error, KeyError, SealError, TokenError};
 pub use jwk::{Jwk, JwkSet, RejectedKey};
 pub use jws::{verify_compact, Header, DEFAULT_MAX_TOKEN_LEN};

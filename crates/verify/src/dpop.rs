@@ -6,7 +6,8 @@
 //!
 //! 1. exactly one `DPoP` header ([`proof_header`]);
 //! 2. the proof: `typ`, `alg` in [`DpopPolicy::algorithms`], a public `jwk`
-//!    that verifies the signature, typed claims;
+//!    that verifies the signature, typed claims (a header text seen before
+//!    with a good signature is not read again: [`ProofHeaders`]);
 //! 3. `htm` equals the request method (byte for byte);
 //! 4. `htu` equals the request URI without query and fragment, both
 //!    normalised ([`normalize_htu`]: scheme and host lower-cased, default
@@ -22,9 +23,10 @@
 //!    proof's `iat` window has passed. Last, so a proof refused for any other
 //!    reason takes no room.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::HeaderMap;
+use keyward_jose::dpop::{ProofHeader, UnverifiedProof};
 use keyward_jose::dpop::{DEFAULT_DPOP_ALGORITHMS, DEFAULT_MAX_PROOF_LEN};
 use keyward_jose::{access_token_hash, crypto, Algorithm, DpopProof, NonceKey};
 
@@ -84,6 +86,79 @@ pub struct DpopPolicy {
     pub replay: Arc<dyn ReplayCache>,
     /// Server nonces, when required.
     pub nonces: Option<Arc<NonceKey>>,
+    /// Proof headers already read ([`ProofHeaders`]).
+    pub headers: Arc<ProofHeaders>,
+}
+
+/// The proof headers a policy has read, by their exact base64url text: a
+/// client signs every proof with the same key, so its proofs share one
+/// header, and reading it (three JSON passes, the JWK, the key parsed for
+/// verification, the key's thumbprint) costs about a third of an ES256
+/// verification. What is kept is a function of the text alone
+/// ([`ProofHeader`]), and only for a header whose proof verified; every
+/// proof's signature and claims are still checked. Bounded: when full it
+/// is emptied and refilled by the clients that come next.
+pub struct ProofHeaders {
+    capacity: usize,
+    map: Mutex<foldhash::HashMap<Box<str>, Arc<ProofHeader>>>,
+}
+
+/// Headers a [`ProofHeaders`] holds by default: one per active client key.
+pub const DEFAULT_PROOF_HEADERS: usize = 4096;
+
+impl std::fmt::Debug for ProofHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProofHeaders")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Default for ProofHeaders {
+    fn default() -> Self {
+        ProofHeaders::new(DEFAULT_PROOF_HEADERS)
+    }
+}
+
+impl ProofHeaders {
+    /// Keeps at most `capacity` headers (0: none).
+    pub fn new(capacity: usize) -> Self {
+        ProofHeaders {
+            capacity,
+            map: Mutex::default(),
+        }
+    }
+
+    /// Headers held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<Box<str>, Arc<ProofHeader>>> {
+        // Each operation's write is one insert or a clear: consistent after a panic.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, header_b64: &str) -> Option<Arc<ProofHeader>> {
+        self.lock().get(header_b64).cloned()
+    }
+
+    fn remember(&self, header_b64: &str, header: &Arc<ProofHeader>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut map = self.lock();
+        if map.len() >= self.capacity {
+            map.clear();
+        }
+        map.insert(header_b64.into(), header.clone());
+    }
 }
 
 impl std::fmt::Debug for DpopPolicy {
@@ -110,6 +185,7 @@ impl Default for DpopPolicy {
             max_proof_len: DEFAULT_MAX_PROOF_LEN,
             replay: Arc::new(LocalReplayCache::new(DEFAULT_REPLAY_CAPACITY)),
             nonces: None,
+            headers: Arc::default(),
         }
     }
 }
@@ -199,14 +275,31 @@ impl DpopPolicy {
         target: &ProofTarget<'_>,
         now: i64,
     ) -> Result<DpopProof, DpopRefusal> {
-        let p = keyward_jose::verify_proof(proof, &self.algorithms, self.max_proof_len)
+        let mut known = false;
+        let unverified = UnverifiedProof::parse_with(proof, self.max_proof_len, |h| {
+            let found = self.headers.get(h);
+            known = found.is_some();
+            found
+        })
+        .map_err(DpopRefusal::Malformed)?;
+        let p = unverified
+            .verify(&self.algorithms)
             .map_err(DpopRefusal::Malformed)?;
+        if !known {
+            let (text, header) = unverified.header();
+            self.headers.remember(text, header);
+        }
         if p.htm != target.method {
             return Err(DpopRefusal::Method);
         }
-        match (normalize_htu(&p.htu), normalize_htu(target.uri)) {
-            (Some(a), Some(b)) if a == b => {}
-            _ => return Err(DpopRefusal::Uri),
+        // The same text normalises the same way: one pass is enough then.
+        let same_uri = if p.htu == target.uri {
+            normalize_htu(target.uri).is_some()
+        } else {
+            matches!((normalize_htu(&p.htu), normalize_htu(target.uri)), (Some(a), Some(b)) if a == b)
+        };
+        if !same_uri {
+            return Err(DpopRefusal::Uri);
         }
         if p.iat < now.saturating_sub(self.max_age_secs) {
             return Err(DpopRefusal::TooOld);
@@ -413,6 +506,67 @@ mod tests {
             at_token_endpoint(&policy, &p, NOW + 1).unwrap_err(),
             DpopRefusal::Replayed
         );
+    }
+
+    #[test]
+    fn a_known_header_is_reused_but_every_signature_is_checked() {
+        let policy = DpopPolicy::default();
+        let c = Client::new();
+        // A refused proof leaves nothing behind.
+        let mut bad = c.proof("POST", URI, NOW, None);
+        bad.replace_range(bad.len() - 4.., "AAAA");
+        assert!(matches!(
+            at_token_endpoint(&policy, &bad, NOW),
+            Err(DpopRefusal::Malformed(_))
+        ));
+        assert!(policy.headers.is_empty());
+        // A good one's header is kept, by its text.
+        let p1 = c.proof("POST", URI, NOW, None);
+        assert_eq!(at_token_endpoint(&policy, &p1, NOW).unwrap().jkt, c.jkt());
+        assert_eq!(policy.headers.len(), 1);
+        // The next proof with that header still needs its own good signature
+        // and claims; the thumbprint is the header's.
+        let mut forged = c.proof("POST", URI, NOW, None);
+        forged.replace_range(forged.len() - 4.., "AAAA");
+        assert!(matches!(
+            at_token_endpoint(&policy, &forged, NOW),
+            Err(DpopRefusal::Malformed(_))
+        ));
+        let other = Client::new();
+        let mixed = {
+            // Another key's signature under the known header.
+            let p = other.proof("POST", URI, NOW, None);
+            let (h, rest) = (p1.split('.').next().unwrap(), p.split_once('.').unwrap().1);
+            format!("{h}.{rest}")
+        };
+        assert!(matches!(
+            at_token_endpoint(&policy, &mixed, NOW),
+            Err(DpopRefusal::Malformed(_))
+        ));
+        let p2 = c.proof("POST", URI, NOW, None);
+        assert_eq!(at_token_endpoint(&policy, &p2, NOW).unwrap().jkt, c.jkt());
+        assert_eq!(policy.headers.len(), 1);
+        assert_eq!(
+            at_token_endpoint(&policy, &p2, NOW).unwrap_err(),
+            DpopRefusal::Replayed
+        );
+        // Bounded: a full set is emptied before the next header goes in.
+        let small = DpopPolicy {
+            headers: Arc::new(ProofHeaders::new(2)),
+            ..DpopPolicy::default()
+        };
+        for _ in 0..5 {
+            let k = Client::new();
+            let p = k.proof("POST", URI, NOW, None);
+            assert_eq!(at_token_endpoint(&small, &p, NOW).unwrap().jkt, k.jkt());
+            assert!(small.headers.len() <= 2);
+        }
+        let none = DpopPolicy {
+            headers: Arc::new(ProofHeaders::new(0)),
+            ..DpopPolicy::default()
+        };
+        at_token_endpoint(&none, &c.proof("POST", URI, NOW, None), NOW).unwrap();
+        assert!(none.headers.is_empty());
     }
 
     #[test]
