@@ -425,6 +425,26 @@ impl KeyStore {
     }
 }
 
+/// Whether an environment's token endpoint requires DPoP server nonces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DpopNonceArg {
+    /// DPoP proofs need no server nonce (the default).
+    Off,
+    /// A DPoP proof must carry a current nonce of this environment; without
+    /// one the answer is 400 use_dpop_nonce with a fresh DPoP-Nonce header.
+    Required,
+}
+
+impl DpopNonceArg {
+    /// The setting it names.
+    pub fn setting(self) -> keyward_issuer::keyring::DpopNonce {
+        match self {
+            DpopNonceArg::Off => keyward_issuer::keyring::DpopNonce::Off,
+            DpopNonceArg::Required => keyward_issuer::keyring::DpopNonce::Required,
+        }
+    }
+}
+
 #[derive(Debug, Args, Clone, Default)]
 pub struct PolicyArgs {
     /// Algorithm of keys made by automatic rotation.
@@ -461,6 +481,10 @@ pub enum EnvCmd {
         /// or aws-kms. Its first key is made there.
         #[arg(long, value_enum, default_value = "local")]
         key_store: KeyStore,
+        /// DPoP server nonces (RFC 9449 §8) at its token endpoint: off or
+        /// required (a proof without a current nonce gets use_dpop_nonce).
+        #[arg(long, value_enum, default_value = "off")]
+        dpop_nonce: DpopNonceArg,
         /// Create the environment without a key (it does not sign until
         /// `keys generate` or `keys import`; servers report it, readiness ignores it).
         #[arg(long)]
@@ -495,7 +519,7 @@ pub enum EnvCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Change an environment's issuer URL or rotation policy.
+    /// Change an environment's issuer URL, rotation policy, key store or DPoP nonce requirement.
     Update {
         /// The environment's name.
         name: String,
@@ -507,6 +531,11 @@ pub enum EnvCmd {
         /// Where new keys are made from now on (existing keys keep their store).
         #[arg(long, value_enum)]
         key_store: Option<KeyStore>,
+        /// Require DPoP server nonces at its token endpoint, or stop
+        /// requiring them (turning them off and on again makes a new secret:
+        /// nonces handed out before stop working).
+        #[arg(long, value_enum)]
+        dpop_nonce: Option<DpopNonceArg>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

@@ -746,6 +746,9 @@ struct CreateEnv {
     /// Where its keys are made: local (default), pkcs11 or aws-kms.
     #[serde(default)]
     key_store: KeyStoreName,
+    /// DPoP server nonces at its token endpoint: `off` (default) or `required`.
+    #[serde(default)]
+    dpop_nonce: keyring::DpopNonce,
 }
 
 /// `PATCH /admin/v1/envs/{env}`: what changes (absent: unchanged).
@@ -755,6 +758,9 @@ struct UpdateEnv {
     /// Where new keys are made from now on; existing keys keep their store.
     #[serde(default)]
     key_store: Option<KeyStoreName>,
+    /// DPoP server nonces at its token endpoint: `required` or `off`.
+    #[serde(default)]
+    dpop_nonce: Option<keyring::DpopNonce>,
 }
 
 /// The environments the caller may read (others are left out).
@@ -786,12 +792,13 @@ async fn create_env(
     s.authorize(&caller, &Permission::env(EnvAction::Write, &b.name))
         .await?;
     let a = &s.authority;
-    let env = Environment {
+    let mut env = Environment {
         name: b.name,
         issuer: b.issuer,
         policy: b.policy.unwrap_or_default(),
         created_at: a.now(),
         key_store: b.key_store,
+        dpop_nonce_secret: None,
     };
     let opts = KeyOptions {
         kid: None,
@@ -804,10 +811,14 @@ async fn create_env(
         now: env.created_at,
         actor: &actor,
     };
-    let root = match b.first_key {
+    let root = match b.first_key || b.dpop_nonce == keyring::DpopNonce::Required {
         true => Some(a.sealing_root().await.map_err(ApiError::from_issuer)?),
         false => None,
     };
+    keyring::set_dpop_nonce(&a.store, &mut env, b.dpop_nonce, root.as_deref())
+        .await
+        .map_err(ApiError::from_issuer)?;
+    let root = root.filter(|_| b.first_key);
     let first = root.as_deref().map(|root| FirstKey {
         root,
         stores: a.key_stores(),
@@ -881,6 +892,15 @@ async fn update_env(
             .await
             .map_err(ApiError::from_issuer)?;
         e.key_store = k;
+    }
+    if let Some(n) = b.dpop_nonce {
+        let root = match n == keyring::DpopNonce::Required && !e.requires_dpop_nonce() {
+            true => Some(a.sealing_root().await.map_err(ApiError::from_issuer)?),
+            false => None,
+        };
+        keyring::set_dpop_nonce(&a.store, &mut e, n, root.as_deref())
+            .await
+            .map_err(ApiError::from_issuer)?;
     }
     let actor = caller.actor();
     let at = Change {

@@ -152,6 +152,7 @@ pub const TABLES: &[Table] = &[
             int("created_at"),
             text_null("issuer_key"),
             text("key_store"),
+            blob_null("dpop_nonce_secret"),
         ],
         order_by: "name",
         identity: None,

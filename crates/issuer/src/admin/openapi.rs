@@ -171,7 +171,7 @@ fn described_paths() -> Value {
         },
         "/admin/v1/envs/{env}": {
             "get": with_tag(op("getEnvironment", "Show an environment.", &["env"], None, ("200", Some("Environment")), &["404"]), "environments"),
-            "patch": with_tag(op("updateEnvironment", "Change where the environment's new keys are made (`key_store`); existing keys keep their store. Audited as `env.update`. 400 when the store is not configured on this server.", &["env"], Some(("EnvironmentUpdate", true)), ("200", Some("Environment")), &["400", "404"]), "environments"),
+            "patch": with_tag(op("updateEnvironment", "Change where the environment's new keys are made (`key_store`; existing keys keep their store) and whether its token endpoint requires DPoP nonces (`dpop_nonce`). Audited as `env.update`. 400 when the store is not configured on this server.", &["env"], Some(("EnvironmentUpdate", true)), ("200", Some("Environment")), &["400", "404"]), "environments"),
             "delete": with_tag({
                 let mut o = op("deleteEnvironment", "Delete an environment with its keys, clients and tokens (audited; the audit chain keeps its records). Refused (409) while it publishes keys or has clients, unless `force=true`.", &["env"], None, ("200", Some("DeletedEnvironment")), &["400", "404", "409"]);
                 o["parameters"].as_array_mut().expect("parameters").push(json!({
@@ -264,6 +264,11 @@ fn schemas() -> Value {
         "default": "local",
         "description": "where the environment's keys are made: local (sealed in the store), pkcs11 (an HSM) or aws-kms; a device store must be configured on the server (400 otherwise), and refuses algorithms it cannot hold (400); 503 while the device is down"
     });
+    let dpop_nonce = json!({
+        "type": "string",
+        "enum": ["off", "required"],
+        "description": "DPoP server nonces (RFC 9449 §8) at the token endpoint: when required, a DPoP proof without a current nonce of this environment gets 400 use_dpop_nonce with a DPoP-Nonce header, and every token response carries a fresh DPoP-Nonce; nonces live 5 to 10 minutes"
+    });
     m.insert("NewEnvironment".into(), json!({
                     "type": "object",
                     "additionalProperties": false,
@@ -273,7 +278,8 @@ fn schemas() -> Value {
                         "issuer": {"type": "string", "format": "uri", "description": "absolute http(s) URL without query or fragment"},
                         "policy": {"$ref": "#/components/schemas/Policy"},
                         "first_key": {"type": "boolean", "default": true, "description": "make the first key (per the policy) in the same transaction (required for a device key_store)"},
-                        "key_store": key_store.clone()
+                        "key_store": key_store.clone(),
+                        "dpop_nonce": dpop_nonce.clone()
                     }
                 }));
     m.insert(
@@ -281,7 +287,7 @@ fn schemas() -> Value {
         json!({
             "type": "object",
             "additionalProperties": false,
-            "properties": {"key_store": key_store.clone()}
+            "properties": {"key_store": key_store.clone(), "dpop_nonce": dpop_nonce.clone()}
         }),
     );
     m.insert(
@@ -314,6 +320,7 @@ fn schemas() -> Value {
                 "issuer": {"type": "string"},
                 "created_at": time,
                 "key_store": key_store.clone(),
+                "dpop_nonce": dpop_nonce,
                 "policy": {
                     "type": "object",
                     "properties": {
