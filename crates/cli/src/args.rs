@@ -293,7 +293,8 @@ pub enum ClientsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Change a client's scopes, audiences, grant types, lifetimes or keys.
+    /// Change a client's scopes, audiences, grant types, lifetimes, keys,
+    /// authentication method, certificate name or token binding.
     Update {
         /// The environment (by name).
         #[arg(long)]
@@ -304,6 +305,13 @@ pub enum ClientsCmd {
         /// A new name for people.
         #[arg(long)]
         name: Option<String>,
+        /// Move the client to another authentication method (same client
+        /// id): leaving a secret method drops the secret; moving to one
+        /// prints a new secret, once. What only the old method used (its
+        /// certificate name, its keys) is dropped; give what the new one
+        /// needs beside it (--tls-subject-dn/--tls-san-*, --jwks).
+        #[arg(long, value_enum)]
+        auth: Option<AuthMethod>,
         #[command(flatten)]
         fields: ClientFields,
         /// Print JSON instead of text.

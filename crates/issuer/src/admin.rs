@@ -1187,6 +1187,50 @@ struct PatchClient {
     refresh_token_ttl_secs: Option<Option<i64>>,
     #[serde(default)]
     dpop_bound_access_tokens: Option<bool>,
+    // RFC 8705 §2.1.2 and §3.4 client metadata. Naming one certificate name
+    // replaces the registered one; `null` clears it (for a client leaving
+    // tls_client_auth).
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_auth_subject_dn: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_auth_san_dns: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_auth_san_uri: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_auth_san_ip: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_auth_san_email: Option<Option<String>>,
+    /// `null`: back to the default (bound for the two certificate methods).
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_certificate_bound_access_tokens: Option<Option<bool>>,
+}
+
+impl PatchClient {
+    /// The certificate name the patch registers: `None` when it names none
+    /// (unchanged), `Some(None)` when it clears it. Several names, or a
+    /// name beside a `null`, are refused as at registration
+    /// ([`clients::tls_subject`]).
+    fn tls_subject(&mut self) -> Result<Option<Option<(TlsName, String)>>, ApiError> {
+        let fields = [
+            (TlsName::SubjectDn, self.tls_client_auth_subject_dn.take()),
+            (TlsName::SanDns, self.tls_client_auth_san_dns.take()),
+            (TlsName::SanUri, self.tls_client_auth_san_uri.take()),
+            (TlsName::SanIp, self.tls_client_auth_san_ip.take()),
+            (TlsName::SanEmail, self.tls_client_auth_san_email.take()),
+        ];
+        let named = fields.iter().filter(|(_, v)| v.is_some()).count();
+        if named == 0 {
+            return Ok(None);
+        }
+        let given = fields.into_iter().filter_map(|(k, v)| Some((k, v?)));
+        let subject = clients::tls_subject(given).map_err(ApiError::from_issuer)?;
+        if subject.is_some() && named > 1 {
+            return Err(ApiError::bad_request(
+                "name exactly one certificate name (subject DN or one SAN); null the registered one only to clear it",
+            ));
+        }
+        Ok(Some(subject))
+    }
 }
 
 /// An empty body (or `{}`).
@@ -1285,7 +1329,7 @@ async fn update_client(
     State(s): State<AdminState>,
     Extension(caller): Extension<Caller>,
     PathParams((env, client_id)): PathParams<(String, String)>,
-    JsonBody(p): JsonBody<PatchClient>,
+    JsonBody(mut p): JsonBody<PatchClient>,
 ) -> ApiResult {
     let a = &s.authority;
     let mut c = a
@@ -1293,11 +1337,12 @@ async fn update_client(
         .client(&env, &client_id)
         .await
         .map_err(ApiError::from_store)?;
+    let subject = p.tls_subject()?;
     if let Some(v) = p.name {
         c.name = v;
     }
     if let Some(v) = p.auth {
-        c.auth = v;
+        clients::switch_auth(&mut c, v);
     }
     if let Some(v) = p.scopes {
         c.scopes = v;
@@ -1322,16 +1367,27 @@ async fn update_client(
     if let Some(v) = p.dpop_bound_access_tokens {
         c.dpop_bound_access_tokens = v;
     }
+    if let Some(subject) = subject {
+        c.mtls.subject = subject;
+    }
+    if let Some(v) = p.tls_client_certificate_bound_access_tokens {
+        c.mtls.bound_tokens = v;
+    }
     let actor = caller.actor();
     let at = Change {
         now: a.now(),
         actor: &actor,
     };
-    let c = clients::update_client(&a.store, c, at)
+    let reg = clients::update_client(&a.store, c, at)
         .await
         .map_err(ApiError::from_issuer)?;
     reload(a).await;
-    Ok(reply(StatusCode::OK, client_json(&c)))
+    let mut v = client_json(&reg.client);
+    if let Some(secret) = reg.secret {
+        // A client that moved to a secret method: its new secret, once.
+        v["client_secret"] = json!(secret);
+    }
+    Ok(reply(StatusCode::OK, v))
 }
 
 async fn delete_client(

@@ -200,7 +200,7 @@ fn described_paths() -> Value {
         },
         "/admin/v1/envs/{env}/clients/{client_id}": {
             "get": with_tag(op("getClient", "Show a client.", &["env", "client_id"], None, ("200", Some("Client")), &["404"]), "clients"),
-            "patch": with_tag(op("updateClient", "Change a client's registration. Absent fields stay as they are; `null` clears a lifetime override or a key source.", &["env", "client_id"], Some(("ClientPatch", true)), ("200", Some("Client")), &["404"]), "clients"),
+            "patch": with_tag(op("updateClient", "Change a client's registration, checked as at registration (400 changes nothing). Absent fields stay as they are; `null` clears a lifetime override, a key source, the certificate name or the binding override. A client moved to a secret method gets its new secret once, as `client_secret`.", &["env", "client_id"], Some(("ClientPatch", true)), ("200", Some("Client")), &["400", "404"]), "clients"),
             "delete": with_tag(op("deleteClient", "Delete a client and its refresh tokens; the access tokens issued with them go on the revocation feed.", &["env", "client_id"], None, ("204", None), &["404"]), "clients"),
         },
         "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret": {
@@ -428,6 +428,7 @@ fn schemas() -> Value {
                         "tls_client_auth_san_uri": {"type": "string"},
                         "tls_client_auth_san_ip": {"type": "string"},
                         "tls_client_auth_san_email": {"type": "string"},
+                        "dpop_bound_access_tokens": {"type": "boolean", "default": false, "description": "every token request must carry a DPoP proof"},
                         "tls_client_certificate_bound_access_tokens": {"type": "boolean", "description": "access tokens carry cnf.x5t#S256 of the connection's certificate (default: true for tls_client_auth and self_signed_tls_client_auth)"}
                     }
                 }));
@@ -436,14 +437,21 @@ fn schemas() -> Value {
                     "additionalProperties": false,
                     "properties": {
                         "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                        "auth": {"type": "string", "enum": auths, "description": "switching between a secret method and private_key_jwt is refused"},
+                        "auth": {"type": "string", "enum": auths, "description": "another method, same client_id: leaving a secret method drops the secret; moving to one makes a new secret, returned once as client_secret; what only the old method used (certificate name, keys) is dropped, what the new one needs is given beside it and checked as at registration"},
                         "scopes": words,
                         "audiences": words,
                         "grant_types": {"type": "array", "items": {"type": "string", "enum": ["client_credentials", "refresh_token"]}},
                         "jwks": {"type": ["object", "null"], "description": "replaces the key source (jwks and jwks_uri together)"},
                         "jwks_uri": {"type": ["string", "null"]},
                         "access_token_ttl_secs": {"type": ["integer", "null"], "minimum": 1},
-                        "refresh_token_ttl_secs": {"type": ["integer", "null"], "minimum": 1}
+                        "refresh_token_ttl_secs": {"type": ["integer", "null"], "minimum": 1},
+                        "dpop_bound_access_tokens": {"type": "boolean", "description": "every token request must carry a DPoP proof"},
+                        "tls_client_auth_subject_dn": {"type": ["string", "null"], "description": "tls_client_auth: replaces the registered certificate name (at most one of the five tls_client_auth_* names); null clears it"},
+                        "tls_client_auth_san_dns": {"type": ["string", "null"]},
+                        "tls_client_auth_san_uri": {"type": ["string", "null"]},
+                        "tls_client_auth_san_ip": {"type": ["string", "null"]},
+                        "tls_client_auth_san_email": {"type": ["string", "null"]},
+                        "tls_client_certificate_bound_access_tokens": {"type": ["boolean", "null"], "description": "null: the default (bound for tls_client_auth and self_signed_tls_client_auth)"}
                     }
                 }));
     m.insert(
@@ -462,6 +470,7 @@ fn schemas() -> Value {
                 "has_jwks": {"type": "boolean"},
                 "access_token_ttl_secs": {"type": ["integer", "null"]},
                 "refresh_token_ttl_secs": {"type": ["integer", "null"]},
+                "dpop_bound_access_tokens": {"type": "boolean"},
                 "tls_client_certificate_bound_access_tokens": {"type": "boolean"},
                 "tls_client_auth_subject_dn": {"type": "string"},
                 "tls_client_auth_san_dns": {"type": "string"},
@@ -469,7 +478,8 @@ fn schemas() -> Value {
                 "tls_client_auth_san_ip": {"type": "string"},
                 "tls_client_auth_san_email": {"type": "string"},
                 "created_at": time,
-                "updated_at": time
+                "updated_at": time,
+                "client_secret": {"type": "string", "description": "only when just made: at registration of a secret client, or after a PATCH moved it to a secret method"}
             }
         }),
     );
