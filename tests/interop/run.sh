@@ -31,6 +31,17 @@
 #     (algorithms list ML-DSA) and `keyward token verify` with the tool's JWK
 #     Set; tampered copies are refused by both.
 #
+# DPoP (RFC 9449) with a client library keyward did not write, oauth4webapi
+# (dpop.mjs): it makes its own key pairs (ES256, PS256), gets DPoP-bound
+# tokens from `keyward serve` with client_credentials (cnf.jkt = its own
+# thumbprint), follows use_dpop_nonce in an environment created with
+# `--dpop-nonce required`, refreshes a token bound to the same key, and calls
+# a `keyward gateway` route with sender_constraint = "dpop" (proof with ath):
+# 200 from the upstream; the token as Bearer and a replayed proof get 401.
+# (oauth4webapi signs with an Ed25519 key under the RFC 9864 name
+# `alg: "Ed25519"`, which keyward does not accept yet, only `EdDSA`: no
+# Ed25519 run here.)
+#
 # Keys in devices (issue 15): environments whose keys live in a fresh
 # SoftHSM2 token (ES256, RS256-2048, PS256, EdDSA) and in moto's KMS server
 # (ES256, RS256-2048, PS256; moto started through
@@ -91,6 +102,7 @@ PY="$VENV/bin/python"
 echo "interop: keyward $("$KEYWARD_BIN" --version | awk '{print $2}'), node $(node --version)," \
   "jose $(node -p "require('$HERE/node_modules/jose/package.json').version")," \
   "@noble/post-quantum $(node -p "require('$HERE/node_modules/@noble/post-quantum/package.json').version")," \
+  "oauth4webapi $(node -p "require('$HERE/node_modules/oauth4webapi/package.json').version")," \
   "PyJWT $("$PY" -c 'import jwt; print(jwt.__version__)')," \
   "cryptography $("$PY" -c 'import cryptography; print(cryptography.__version__)')"
 
@@ -98,6 +110,7 @@ echo "interop: keyward $("$KEYWARD_BIN" --version | awk '{print $2}'), node $(no
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/keyward-interop.XXXXXX")"
 SERVER_PID=""
 UPSTREAM_PID=""
+GATEWAY_PID=""
 passed=0
 failed=0
 
@@ -115,6 +128,7 @@ stop_server() {
 
 cleanup() {
   stop_server
+  [ -z "$GATEWAY_PID" ] || kill "$GATEWAY_PID" 2>/dev/null || true
   [ -z "$UPSTREAM_PID" ] || kill "$UPSTREAM_PID" 2>/dev/null || true
   [ -z "${MOTO_PID:-}" ] || kill "$MOTO_PID" 2>/dev/null || true
   if [ "$failed" -eq 0 ]; then
@@ -144,6 +158,22 @@ check() {
   shift
   log="$WORK/$(echo "$label" | tr -c 'A-Za-z0-9_-' '_').log"
   if "$@" >"$log" 2>&1; then pass "$label"; else fail "$label" "$log"; fi
+}
+
+# script_checks LABEL CMD...: runs CMD, whose own "ok   ..." and "FAIL ..."
+# lines count as checks; a CMD that fails without a FAIL line is one.
+script_checks() {
+  local label="$1" log rc=0 line
+  shift
+  log="$WORK/$(echo "$label" | tr -c 'A-Za-z0-9_-' '_').log"
+  "$@" >"$log" 2>&1 || rc=$?
+  while IFS= read -r line; do
+    case "$line" in
+      "ok   "*) pass "${line#ok   }" ;;
+      "FAIL "*) fail "${line#FAIL }" "$log" ;;
+    esac
+  done <"$log"
+  if [ "$rc" -ne 0 ] && ! grep -q '^FAIL ' "$log"; then fail "$label (exit $rc)" "$log"; fi
 }
 
 free_port() {
@@ -459,6 +489,88 @@ run_gate() {
   wait "$UPSTREAM_PID" 2>/dev/null || true
 }
 
+# --- DPoP with oauth4webapi: issuer, nonces, gateway -------------------------
+# Environments "default" (nonces off) and "nonce" (--dpop-nonce required),
+# each with a secret client; the gateway trusts both issuers and its route
+# requires DPoP. dpop.mjs prints one line per check.
+run_dpop() {
+  local name=dpop dir up_port gw_port env creds alg out
+  local -A ids=() secrets=() refresh=()
+  echo "-- $name"
+  init_env "$name" ES256 || return 0
+  dir="$DIR"
+  if ! "${KW[@]}" env create nonce --issuer "$ISSUER/nonce" --alg ES256 --dpop-nonce required \
+    >"$dir/env.log" 2>&1; then
+    fail "$name env create --dpop-nonce required" "$dir/env.log"
+    return 0
+  fi
+  out=$("${KW[@]}" env show nonce --json 2>>"$dir/env.log" | json_get dpop_nonce || true)
+  if [ "$out" = required ]; then pass "$name env show: dpop_nonce required"; else
+    echo "dpop_nonce '$out'" >>"$dir/env.log"
+    fail "$name env show: dpop_nonce required" "$dir/env.log"
+  fi
+  for env in default nonce; do
+    if ! creds=$("${KW[@]}" clients create --env "$env" --name interop-dpop --scopes a \
+      --audience api://interop --json 2>"$dir/client-$env.log"); then
+      fail "$name $env client" "$dir/client-$env.log"
+      return 0
+    fi
+    ids[$env]=$(json_get client_id <<<"$creds" || true)
+    secrets[$env]=$(json_get client_secret <<<"$creds" || true)
+  done
+  # One refresh token per library key pair (a refresh token is used once).
+  for alg in ES256 PS256; do
+    refresh[$alg]=$("${KW[@]}" token issue --env nonce --sub alice --client "${ids[nonce]}" --json \
+      2>"$dir/issue-$alg.log" | json_get refresh_token 2>>"$dir/issue-$alg.log" || true)
+    [ -n "${refresh[$alg]}" ] || fail "$name token issue ($alg refresh token)" "$dir/issue-$alg.log"
+  done
+  serve_env "$name" || { stop_server; return 0; }
+  up_port=$(free_port)
+  touch "$dir/upstream.hits"
+  "$PY" "$HERE/upstream.py" "$up_port" "$dir/upstream.hits" >"$dir/upstream.log" 2>&1 &
+  UPSTREAM_PID=$!
+  gw_port=$(free_port)
+  {
+    echo "listen = \"127.0.0.1:$gw_port\""
+    for env in "$ISSUER" "$ISSUER/nonce"; do
+      echo
+      echo '[[issuer]]'
+      echo "issuer = \"$env\""
+      echo 'audiences = ["api://interop"]'
+    done
+    echo
+    echo '[[route]]'
+    echo 'path = "/orders/{id}"'
+    echo "upstream = \"http://127.0.0.1:$up_port\""
+    echo 'sender_constraint = "dpop"'
+  } >"$dir/gateway.toml"
+  "$KEYWARD_BIN" gateway --config "$dir/gateway.toml" >"$dir/gateway.log" 2>&1 &
+  GATEWAY_PID=$!
+  for _ in $(seq 1 100); do
+    curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$gw_port/" 2>/dev/null && break
+    sleep 0.1
+  done
+  for _ in $(seq 1 100); do
+    curl -s --max-time 1 -o /dev/null "http://127.0.0.1:$up_port/" 2>/dev/null && break
+    sleep 0.1
+  done
+  : >"$dir/upstream.hits"
+  for alg in ES256 PS256; do
+    script_checks "$name $alg nonce required" node "$HERE/dpop.mjs" "$alg" required "$ISSUER/nonce" \
+      "${ids[nonce]}" "${secrets[nonce]}" "http://127.0.0.1:$gw_port/orders/42" "$dir/upstream.hits" \
+      "${refresh[$alg]}"
+  done
+  script_checks "$name ES256 nonce off" node "$HERE/dpop.mjs" ES256 off "$ISSUER" \
+    "${ids[default]}" "${secrets[default]}" "http://127.0.0.1:$gw_port/orders/7" "$dir/upstream.hits"
+  kill "$GATEWAY_PID" 2>/dev/null || true
+  wait "$GATEWAY_PID" 2>/dev/null || true
+  GATEWAY_PID=""
+  kill "$UPSTREAM_PID" 2>/dev/null || true
+  wait "$UPSTREAM_PID" 2>/dev/null || true
+  UPSTREAM_PID=""
+  stop_server
+}
+
 # --- keys in devices: a SoftHSM2 token (PKCS#11) and moto's KMS ---------------
 # run_device NAME STORE ALG [BITS]: a data dir whose environment "dev" keeps
 # its keys in STORE (pkcs11: a fresh SoftHSM2 token; aws-kms: the moto server
@@ -544,6 +656,7 @@ run_alg ML-DSA-87 ML-DSA-87
 run_mldsa_keys
 run_pkjwt
 run_gate
+run_dpop
 run_device pkcs11-ES256 pkcs11 ES256
 run_device pkcs11-RS256-2048 pkcs11 RS256 2048
 run_device pkcs11-PS256 pkcs11 PS256 2048

@@ -315,7 +315,8 @@ pub enum ClientsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Change a client's scopes, audiences, grant types, lifetimes or keys.
+    /// Change a client's scopes, audiences, grant types, lifetimes, keys,
+    /// authentication method, certificate name or token binding.
     Update {
         /// The environment (by name).
         #[arg(long)]
@@ -326,6 +327,13 @@ pub enum ClientsCmd {
         /// A new name for people.
         #[arg(long)]
         name: Option<String>,
+        /// Move the client to another authentication method (same client
+        /// id): leaving a secret method drops the secret; moving to one
+        /// prints a new secret, once. What only the old method used (its
+        /// certificate name, its keys) is dropped; give what the new one
+        /// needs beside it (--tls-subject-dn/--tls-san-*, --jwks).
+        #[arg(long, value_enum)]
+        auth: Option<AuthMethod>,
         #[command(flatten)]
         fields: ClientFields,
         /// Print JSON instead of text.
@@ -447,6 +455,26 @@ impl KeyStore {
     }
 }
 
+/// Whether an environment's token endpoint requires DPoP server nonces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DpopNonceArg {
+    /// DPoP proofs need no server nonce (the default).
+    Off,
+    /// A DPoP proof must carry a current nonce of this environment; without
+    /// one the answer is 400 use_dpop_nonce with a fresh DPoP-Nonce header.
+    Required,
+}
+
+impl DpopNonceArg {
+    /// The setting it names.
+    pub fn setting(self) -> keyward_issuer::keyring::DpopNonce {
+        match self {
+            DpopNonceArg::Off => keyward_issuer::keyring::DpopNonce::Off,
+            DpopNonceArg::Required => keyward_issuer::keyring::DpopNonce::Required,
+        }
+    }
+}
+
 #[derive(Debug, Args, Clone, Default)]
 pub struct PolicyArgs {
     /// Algorithm of keys made by automatic rotation.
@@ -483,6 +511,10 @@ pub enum EnvCmd {
         /// or aws-kms. Its first key is made there.
         #[arg(long, value_enum, default_value = "local")]
         key_store: KeyStore,
+        /// DPoP server nonces (RFC 9449 §8) at its token endpoint: off or
+        /// required (a proof without a current nonce gets use_dpop_nonce).
+        #[arg(long, value_enum, default_value = "off")]
+        dpop_nonce: DpopNonceArg,
         /// Create the environment without a key (it does not sign until
         /// `keys generate` or `keys import`; servers report it, readiness ignores it).
         #[arg(long)]
@@ -519,7 +551,7 @@ pub enum EnvCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Change an environment's issuer URL or rotation policy.
+    /// Change an environment's issuer URL, rotation policy, key store or DPoP nonce requirement.
     Update {
         /// The environment's name.
         name: String,
@@ -533,6 +565,11 @@ pub enum EnvCmd {
         key_store: Option<KeyStore>,
         #[command(flatten)]
         login: LoginUrlArgs,
+        /// Require DPoP server nonces at its token endpoint, or stop
+        /// requiring them (turning them off and on again makes a new secret:
+        /// nonces handed out before stop working).
+        #[arg(long, value_enum)]
+        dpop_nonce: Option<DpopNonceArg>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,

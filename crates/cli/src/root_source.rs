@@ -365,6 +365,7 @@ mod tests {
             policy: RotationPolicy::for_algorithm(Algorithm::ES256),
             key_store: keyward_store::KeyStoreName::Local,
             created_at: 1,
+            dpop_nonce_secret: None,
         };
         let opts = KeyOptions {
             kid: None,

@@ -364,3 +364,125 @@ fn init_says_how_to_run_keyward_when_it_is_not_on_path() {
     );
     assert!(!out.stdout.contains("cargo install"), "{}", out.stdout);
 }
+
+#[test]
+fn dpop_nonces_are_set_per_environment_and_shown() {
+    let kw = Kw::new();
+    kw.init();
+    let show = |name: &str| kw.run(&["env", "show", name, "--json"]).ok().json();
+    assert_eq!(show("default")["dpop_nonce"], "off");
+    let v = kw
+        .run(&[
+            "env",
+            "create",
+            "prod",
+            "--issuer",
+            "https://auth.example.com/prod",
+            "--dpop-nonce",
+            "required",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["dpop_nonce"], "required");
+    assert_eq!(show("prod")["dpop_nonce"], "required");
+    let text = kw.run(&["env", "show", "prod"]);
+    assert!(text.ok().stdout.contains("dpop nonce:"), "{}", text.stdout);
+    kw.run(&["env", "update", "default", "--dpop-nonce", "required"])
+        .ok();
+    assert_eq!(show("default")["dpop_nonce"], "required");
+    kw.run(&["env", "update", "prod", "--dpop-nonce", "off"])
+        .ok();
+    assert_eq!(show("prod")["dpop_nonce"], "off");
+    // Not a setting: refused, nothing changed.
+    let before = kw.run(&["env", "list", "--json"]).ok().json();
+    let audit = audit_actions(&kw).len();
+    let r = kw.run(&["env", "update", "default", "--dpop-nonce", "maybe"]);
+    assert_eq!(r.code, 1, "a usage error: {}", r.stderr);
+    assert!(r.stderr.contains("--dpop-nonce"), "{}", r.stderr);
+    assert_eq!(kw.run(&["env", "list", "--json"]).ok().json(), before);
+    assert_eq!(audit_actions(&kw).len(), audit);
+}
+
+#[test]
+fn clients_update_moves_a_client_to_tls_client_auth_and_back() {
+    let kw = Kw::new();
+    kw.init();
+    let c = kw
+        .run(&[
+            "clients", "create", "--env", "default", "--name", "svc", "--json",
+        ])
+        .ok()
+        .json();
+    let id = c["client_id"].as_str().unwrap();
+    let v = kw
+        .run(&[
+            "clients",
+            "update",
+            "--env",
+            "default",
+            id,
+            "--auth",
+            "tls_client_auth",
+            "--tls-subject-dn",
+            "CN=svc, O=Example",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["auth"], "tls_client_auth");
+    assert_eq!(v["tls_client_auth_subject_dn"], "CN=svc,O=Example");
+    assert!(v.get("client_secret").is_none(), "{v}");
+    // Without the name a tls_client_auth client needs: refused, unchanged.
+    let before = kw
+        .run(&["clients", "list", "--env", "default", "--json"])
+        .ok()
+        .json();
+    kw.run(&[
+        "clients",
+        "update",
+        "--env",
+        "default",
+        id,
+        "--auth",
+        "tls_client_auth",
+        "--tls-subject-dn",
+        "nope",
+    ])
+    .fails_with("tls_client_auth_subject_dn");
+    kw.run(&[
+        "clients",
+        "update",
+        "--env",
+        "default",
+        id,
+        "--auth",
+        "client-secret-basic",
+        "--tls-san-dns",
+        "svc.example",
+    ])
+    .fails_with("certificate subject");
+    assert_eq!(
+        kw.run(&["clients", "list", "--env", "default", "--json"])
+            .ok()
+            .json(),
+        before
+    );
+    // Back to a secret: a new one, printed once.
+    let v = kw
+        .run(&[
+            "clients",
+            "update",
+            "--env",
+            "default",
+            id,
+            "--auth",
+            "client-secret-basic",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["auth"], "client_secret_basic");
+    assert!(v["client_secret"].as_str().unwrap().starts_with("kws_"));
+    assert!(v.get("tls_client_auth_subject_dn").is_none(), "{v}");
+}

@@ -238,6 +238,7 @@ async fn store_with_a_device_root(kw: &Kw) {
         policy: RotationPolicy::for_algorithm(Algorithm::ES256),
         key_store: keyward_store::KeyStoreName::Local,
         created_at: 1,
+        dpop_nonce_secret: None,
     };
     let opts = KeyOptions {
         kid: None,

@@ -783,6 +783,9 @@ struct CreateEnv {
     /// Where its keys are made: local (default), pkcs11 or aws-kms.
     #[serde(default)]
     key_store: KeyStoreName,
+    /// DPoP server nonces at its token endpoint: `off` (default) or `required`.
+    #[serde(default)]
+    dpop_nonce: keyring::DpopNonce,
 }
 
 /// `PATCH /admin/v1/envs/{env}`: what changes (absent: unchanged).
@@ -798,6 +801,9 @@ struct UpdateEnv {
     /// Where browsers consent; `null`: the login URL.
     #[serde(default, deserialize_with = "nullable")]
     consent_url: Option<Option<String>>,
+    /// DPoP server nonces at its token endpoint: `required` or `off`.
+    #[serde(default)]
+    dpop_nonce: Option<keyring::DpopNonce>,
 }
 
 /// The environments the caller may read (others are left out).
@@ -829,12 +835,13 @@ async fn create_env(
     s.authorize(&caller, &Permission::env(EnvAction::Write, &b.name))
         .await?;
     let a = &s.authority;
-    let env = Environment {
+    let mut env = Environment {
         name: b.name,
         issuer: b.issuer,
         policy: b.policy.unwrap_or_default(),
         created_at: a.now(),
         key_store: b.key_store,
+        dpop_nonce_secret: None,
     };
     let opts = KeyOptions {
         kid: None,
@@ -847,10 +854,14 @@ async fn create_env(
         now: env.created_at,
         actor: &actor,
     };
-    let root = match b.first_key {
+    let root = match b.first_key || b.dpop_nonce == keyring::DpopNonce::Required {
         true => Some(a.sealing_root().await.map_err(ApiError::from_issuer)?),
         false => None,
     };
+    keyring::set_dpop_nonce(&a.store, &mut env, b.dpop_nonce, root.as_deref())
+        .await
+        .map_err(ApiError::from_issuer)?;
+    let root = root.filter(|_| b.first_key);
     let first = root.as_deref().map(|root| FirstKey {
         root,
         stores: a.key_stores(),
@@ -926,6 +937,15 @@ async fn update_env(
             .map_err(ApiError::from_issuer)?;
         e.key_store = k;
     }
+    if let Some(n) = b.dpop_nonce {
+        let root = match n == keyring::DpopNonce::Required && !e.requires_dpop_nonce() {
+            true => Some(a.sealing_root().await.map_err(ApiError::from_issuer)?),
+            false => None,
+        };
+        keyring::set_dpop_nonce(&a.store, &mut e, n, root.as_deref())
+            .await
+            .map_err(ApiError::from_issuer)?;
+    }
     let actor = caller.actor();
     let at = Change {
         now: a.now(),
@@ -947,7 +967,7 @@ async fn update_env(
             .await
             .map_err(ApiError::from_issuer)?;
     }
-    if b.key_store.is_some() || !login_change {
+    if b.key_store.is_some() || b.dpop_nonce.is_some() || !login_change {
         keyring::update_environment(&a.store, &e, at)
             .await
             .map_err(ApiError::from_issuer)?;
@@ -1251,6 +1271,50 @@ struct PatchClient {
     post_logout_redirect_uris: Option<Vec<String>>,
     #[serde(default)]
     first_party: Option<bool>,
+    // RFC 8705 §2.1.2 and §3.4 client metadata. Naming one certificate name
+    // replaces the registered one; `null` clears it (for a client leaving
+    // tls_client_auth).
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_auth_subject_dn: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_auth_san_dns: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_auth_san_uri: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_auth_san_ip: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_auth_san_email: Option<Option<String>>,
+    /// `null`: back to the default (bound for the two certificate methods).
+    #[serde(default, deserialize_with = "nullable")]
+    tls_client_certificate_bound_access_tokens: Option<Option<bool>>,
+}
+
+impl PatchClient {
+    /// The certificate name the patch registers: `None` when it names none
+    /// (unchanged), `Some(None)` when it clears it. Several names, or a
+    /// name beside a `null`, are refused as at registration
+    /// ([`clients::tls_subject`]).
+    fn tls_subject(&mut self) -> Result<Option<Option<(TlsName, String)>>, ApiError> {
+        let fields = [
+            (TlsName::SubjectDn, self.tls_client_auth_subject_dn.take()),
+            (TlsName::SanDns, self.tls_client_auth_san_dns.take()),
+            (TlsName::SanUri, self.tls_client_auth_san_uri.take()),
+            (TlsName::SanIp, self.tls_client_auth_san_ip.take()),
+            (TlsName::SanEmail, self.tls_client_auth_san_email.take()),
+        ];
+        let named = fields.iter().filter(|(_, v)| v.is_some()).count();
+        if named == 0 {
+            return Ok(None);
+        }
+        let given = fields.into_iter().filter_map(|(k, v)| Some((k, v?)));
+        let subject = clients::tls_subject(given).map_err(ApiError::from_issuer)?;
+        if subject.is_some() && named > 1 {
+            return Err(ApiError::bad_request(
+                "name exactly one certificate name (subject DN or one SAN); null the registered one only to clear it",
+            ));
+        }
+        Ok(Some(subject))
+    }
 }
 
 /// An empty body (or `{}`).
@@ -1354,7 +1418,7 @@ async fn update_client(
     State(s): State<AdminState>,
     Extension(caller): Extension<Caller>,
     PathParams((env, client_id)): PathParams<(String, String)>,
-    JsonBody(p): JsonBody<PatchClient>,
+    JsonBody(mut p): JsonBody<PatchClient>,
 ) -> ApiResult {
     let a = &s.authority;
     let mut c = a
@@ -1362,11 +1426,12 @@ async fn update_client(
         .client(&env, &client_id)
         .await
         .map_err(ApiError::from_store)?;
+    let subject = p.tls_subject()?;
     if let Some(v) = p.name {
         c.name = v;
     }
     if let Some(v) = p.auth {
-        c.auth = v;
+        clients::switch_auth(&mut c, v);
     }
     if let Some(v) = p.scopes {
         c.scopes = v;
@@ -1400,16 +1465,27 @@ async fn update_client(
     if let Some(v) = p.first_party {
         c.login.first_party = v;
     }
+    if let Some(subject) = subject {
+        c.mtls.subject = subject;
+    }
+    if let Some(v) = p.tls_client_certificate_bound_access_tokens {
+        c.mtls.bound_tokens = v;
+    }
     let actor = caller.actor();
     let at = Change {
         now: a.now(),
         actor: &actor,
     };
-    let c = clients::update_client(&a.store, c, at)
+    let reg = clients::update_client(&a.store, c, at)
         .await
         .map_err(ApiError::from_issuer)?;
     reload(a).await;
-    Ok(reply(StatusCode::OK, client_json(&c)))
+    let mut v = client_json(&reg.client);
+    if let Some(secret) = reg.secret {
+        // A client that moved to a secret method: its new secret, once.
+        v["client_secret"] = json!(secret);
+    }
+    Ok(reply(StatusCode::OK, v))
 }
 
 async fn delete_client(

@@ -143,6 +143,33 @@ pub struct EnvState {
     pub host: String,
     pub path: String,
     jwks: Mutex<Option<Arc<JwksDoc>>>,
+    /// Its DPoP server nonces (RFC 9449 §8), when its token endpoint
+    /// requires them.
+    pub dpop_nonces: DpopNonces,
+}
+
+/// An environment's DPoP nonce key as a snapshot opened it.
+#[derive(Clone, Debug)]
+pub enum DpopNonces {
+    /// Nonces are not required.
+    Off,
+    /// Required: made and checked with this key (every replica opens the
+    /// same sealed secret, so each accepts the others' nonces).
+    Required(Arc<keyward_jose::NonceKey>),
+    /// Required, but the secret could not be opened (no root key held, or
+    /// not the one it is sealed under): DPoP token requests are answered
+    /// 503 until a reload opens it; `/readyz` says so.
+    Unopened,
+}
+
+impl DpopNonces {
+    /// The key, when nonces are required and it is open.
+    pub fn key(&self) -> Option<&Arc<keyward_jose::NonceKey>> {
+        match self {
+            DpopNonces::Required(k) => Some(k),
+            DpopNonces::Off | DpopNonces::Unopened => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for EnvState {
@@ -924,6 +951,7 @@ impl Authority {
                     }
                 }
             }
+            let dpop_nonces = self.open_dpop_nonces(&env, previous, &root).await;
             // Where it is served; unique across environments (the store's issuer_key).
             let (host, path) = keyward_store::issuer_route(&env.issuer);
             states.push(Arc::new(EnvState {
@@ -934,6 +962,7 @@ impl Authority {
                 host,
                 path,
                 jwks: Mutex::new(None),
+                dpop_nonces,
             }));
         }
         for e in states.iter().filter(|e| e.keys.is_empty()) {
@@ -969,6 +998,49 @@ impl Authority {
             kids: unopened,
             source: Box::new(source),
         })
+    }
+
+    /// `env`'s DPoP nonce key: the previous snapshot's while its sealed
+    /// secret is unchanged, else opened with `root` (on a blocking thread
+    /// for a device root). A secret that does not open is logged and left
+    /// [`DpopNonces::Unopened`]; the reload goes on.
+    async fn open_dpop_nonces(
+        &self,
+        env: &Environment,
+        previous: Option<&Arc<EnvState>>,
+        root: &Result<Arc<RootKey>, IssuerError>,
+    ) -> DpopNonces {
+        let Some(sealed) = &env.dpop_nonce_secret else {
+            return DpopNonces::Off;
+        };
+        if let Some(k) = previous
+            .filter(|p| p.env.dpop_nonce_secret.as_ref() == Some(sealed))
+            .and_then(|p| p.dpop_nonces.key())
+        {
+            return DpopNonces::Required(k.clone());
+        }
+        let Ok(root) = root else {
+            return DpopNonces::Unopened;
+        };
+        let (root, e) = (root.clone(), env.clone());
+        let opened = match root.is_device() {
+            true => tokio::task::spawn_blocking(move || keyring::dpop_nonce_key(&root, &e))
+                .await
+                .unwrap_or_else(|j| {
+                    Err(IssuerError::Unavailable(format!(
+                        "the secret-opening task failed: {j}"
+                    )))
+                }),
+            false => keyring::dpop_nonce_key(&root, &e),
+        };
+        match opened {
+            Ok(Some(k)) => DpopNonces::Required(Arc::new(k)),
+            Ok(None) => DpopNonces::Off,
+            Err(e) => {
+                tracing::warn!(env = %env.name, error = %e, "the DPoP nonce secret cannot be opened: DPoP token requests are refused (503) until it can");
+                DpopNonces::Unopened
+            }
+        }
     }
 
     /// Opens device key `k` on a blocking thread; a failure is logged when

@@ -413,12 +413,41 @@ pub async fn rotate_secret(
     Ok(secret)
 }
 
-/// Changes a client's registration (not its id or secret).
+/// Moves `c` to authentication method `auth`, dropping what only its
+/// previous method used: the certificate name of a client leaving
+/// `tls_client_auth`, the keys (JWK Set or `jwks_uri`) of one leaving
+/// `private_key_jwt` or `self_signed_tls_client_auth` for a method that
+/// takes none. Whatever the new method needs is then given beside it, and
+/// [`update_client`] checks it as registration does.
+pub fn switch_auth(c: &mut Client, auth: ClientAuth) {
+    if auth == c.auth {
+        return;
+    }
+    if auth != ClientAuth::TlsClientAuth {
+        c.mtls.subject = None;
+    }
+    if !matches!(
+        auth,
+        ClientAuth::PrivateKeyJwt | ClientAuth::SelfSignedTlsClientAuth
+    ) {
+        c.jwks = None;
+        c.jwks_uri = None;
+    }
+    c.auth = auth;
+}
+
+/// Changes a client's registration (never its id), validated as
+/// [`create_client`] validates a new one. Its secret stays, unless the
+/// client moves between a secret method and a secretless one
+/// (`private_key_jwt`, `tls_client_auth`, `self_signed_tls_client_auth`):
+/// moving away drops the secret, moving to one makes a new secret,
+/// returned once in [`Registered::secret`]. Every change is audited
+/// (`client.update`), a change of method with the previous one.
 pub async fn update_client(
     store: &Store,
     mut c: Client,
     at: Change<'_>,
-) -> Result<Client, IssuerError> {
+) -> Result<Registered, IssuerError> {
     let current = store.client(&c.env, &c.client_id).await?;
     validate(&NewClient {
         env: c.env.clone(),
@@ -436,19 +465,36 @@ pub async fn update_client(
         login: c.login.clone(),
     })?;
     c.mtls = normalize_mtls(c.mtls)?;
-    if c.auth.uses_secret() != current.auth.uses_secret() {
-        return Err(IssuerError::invalid(
-            "switching between secret and secretless (private_key_jwt, tls_client_auth, self_signed_tls_client_auth) authentication needs a new client",
-        ));
-    }
-    c.secret_hash = current.secret_hash;
+    // A client moving to another method keeps its id: one that stops
+    // using a secret loses it (it stops working at once), one that starts
+    // gets a new one, shown once.
+    let secret = match (current.auth.uses_secret(), c.auth.uses_secret()) {
+        (true, true) => {
+            c.secret_hash = current.secret_hash;
+            None
+        }
+        (_, false) => {
+            c.secret_hash = None;
+            None
+        }
+        (false, true) => {
+            let (s, h) = new_secret("kws_");
+            c.secret_hash = Some(h);
+            Some(s)
+        }
+    };
     c.created_at = current.created_at;
     c.updated_at = at.now;
+    let mut entry = audit(at, "client.update", &c);
+    if current.auth != c.auth {
+        entry.detail["previous_auth"] = json!(current.auth.as_str());
+        entry.detail["new_secret"] = json!(secret.is_some());
+    }
     let mut tx = store.begin().await?;
     tx.update_client(&c).await?;
-    tx.append_audit(audit(at, "client.update", &c)).await?;
+    tx.append_audit(entry).await?;
     tx.commit().await?;
-    Ok(c)
+    Ok(Registered { client: c, secret })
 }
 
 /// Deletes a client and its refresh tokens; the access tokens issued with

@@ -28,7 +28,7 @@ use keyward_store::{AccessRef, AuditEntry, Client, RefreshToken, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::authority::{Authority, EnvState};
+use crate::authority::{Authority, DpopNonces, EnvState};
 use crate::clients::Credentials;
 use crate::oauth::{ErrorCode, FaultReason, OAuthError};
 use crate::tokens::{hash_secret, new_id, new_secret, parse_scope, AccessClaims};
@@ -323,7 +323,10 @@ impl Authority {
     /// The key thumbprint a token request proves with its `DPoP` header
     /// (RFC 9449 §5), checked against `POST {issuer}/oauth2/token`; `None`
     /// without one. A client registered with `dpop_bound_access_tokens`
-    /// must send one.
+    /// must send one. In an environment that requires server nonces the
+    /// proof must carry a current one of its own (RFC 9449 §8), else
+    /// `use_dpop_nonce` with a fresh one: checked before anything is
+    /// written or signed.
     async fn dpop_key(
         &self,
         env: &EnvState,
@@ -345,7 +348,22 @@ impl Authority {
             uri: &uri,
             token: None,
         };
-        match self.settings.dpop.check(proof, &target, self.now()).await {
+        let nonces = match &env.dpop_nonces {
+            DpopNonces::Off => None,
+            DpopNonces::Required(k) => Some(k.as_ref()),
+            DpopNonces::Unopened => {
+                return Err(OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "DPoP nonces cannot be checked now; retry later",
+                ))
+            }
+        };
+        match self
+            .settings
+            .dpop
+            .check_with_nonces(proof, &target, self.now(), nonces)
+            .await
+        {
             Ok(p) => Ok(Some(p.jkt)),
             Err(e) => Err(dpop_refused(&e)),
         }

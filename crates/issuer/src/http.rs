@@ -185,6 +185,14 @@ pub(crate) async fn readiness(a: &Authority) -> Readiness {
             ));
         }
     }
+    for e in &snapshot.envs {
+        if matches!(e.dpop_nonces, crate::authority::DpopNonces::Unopened) {
+            problems.push(format!(
+                "environment {}: its DPoP nonce secret cannot be opened (DPoP token requests are refused)",
+                e.env.name
+            ));
+        }
+    }
     if !without_key.is_empty() {
         let names: Vec<&str> = without_key.iter().map(|e| e.env.name.as_str()).collect();
         notes.push(format!(
@@ -609,6 +617,24 @@ async fn read_form(req: Request) -> Result<Form, (OAuthError, StatusCode)> {
 }
 
 async fn token(a: &Authority, env: &EnvState, req: Request) -> Response {
+    let mut resp = token_answer(a, env, req).await;
+    // In an environment that requires DPoP nonces, every answer carries a
+    // fresh one (RFC 9449 §8.2), the `use_dpop_nonce` refusal its own.
+    if let Some(k) = env.dpop_nonces.key() {
+        if !resp
+            .headers()
+            .contains_key(keyward_verify::dpop::DPOP_NONCE_HEADER)
+        {
+            if let Ok(v) = HeaderValue::from_str(&k.issue(a.now())) {
+                resp.headers_mut()
+                    .insert(keyward_verify::dpop::DPOP_NONCE_HEADER, v);
+            }
+        }
+    }
+    resp
+}
+
+async fn token_answer(a: &Authority, env: &EnvState, req: Request) -> Response {
     let started = Instant::now();
     let dpop_proof = match keyward_verify::dpop::proof_header(req.headers()) {
         Ok(p) => p.map(str::to_owned),

@@ -815,7 +815,7 @@ async fn create_in(tx: &mut Tx<'_>, env: &Environment, at: Change<'_>) -> Result
         "env.create",
         &env.name,
         &env.name,
-        json!({"issuer": env.issuer, "policy": env.policy, "key_store": env.key_store}),
+        json!({"issuer": env.issuer, "policy": env.policy, "key_store": env.key_store, "dpop_nonce": DpopNonce::of(env).as_str()}),
     ))
     .await?;
     Ok(())
@@ -916,11 +916,94 @@ pub async fn update_environment(
         "env.update",
         &env.name,
         &env.name,
-        json!({"issuer": env.issuer, "policy": env.policy, "key_store": env.key_store}),
+        json!({"issuer": env.issuer, "policy": env.policy, "key_store": env.key_store, "dpop_nonce": DpopNonce::of(env).as_str()}),
     ))
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Whether an environment's token endpoint requires DPoP server nonces
+/// (RFC 9449 §8): `required` or `off` (the default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpopNonce {
+    #[default]
+    Off,
+    Required,
+}
+
+impl DpopNonce {
+    /// The setting's name, as the admin API and the CLI spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DpopNonce::Off => "off",
+            DpopNonce::Required => "required",
+        }
+    }
+
+    /// The setting of `env`.
+    pub fn of(env: &Environment) -> Self {
+        match env.requires_dpop_nonce() {
+            true => DpopNonce::Required,
+            false => DpopNonce::Off,
+        }
+    }
+}
+
+/// How long one DPoP nonce window lasts: a nonce is accepted in its own
+/// window and the next, so between 5 and 10 minutes.
+pub const DPOP_NONCE_WINDOW_SECS: i64 = 300;
+
+/// Sets `env`'s DPoP nonce requirement. Turning it on seals a fresh random
+/// secret under `root` (checked against the store's root key first; a
+/// device root is asked on a blocking thread); an environment that already
+/// requires nonces keeps its secret, so nonces handed out stay valid.
+/// Turning it off drops the secret. Nothing is written: the caller stores
+/// `env` ([`update_environment`], [`create_environment`]).
+pub async fn set_dpop_nonce(
+    store: &Store,
+    env: &mut Environment,
+    setting: DpopNonce,
+    root: Option<&RootKey>,
+) -> Result<(), IssuerError> {
+    match setting {
+        DpopNonce::Off => env.dpop_nonce_secret = None,
+        DpopNonce::Required if env.dpop_nonce_secret.is_some() => {}
+        DpopNonce::Required => {
+            let root = root.ok_or_else(|| {
+                IssuerError::invalid(
+                    "requiring DPoP nonces needs the root key (it seals their secret)",
+                )
+            })?;
+            store.check_root_key(root).await?;
+            let (root, name) = (root.clone(), env.name.clone());
+            let sealed = tokio::task::spawn_blocking(move || {
+                keyward_store::sealing::seal_dpop_nonce_secret(&root, &name)
+            })
+            .await
+            .map_err(|e| IssuerError::Unavailable(format!("the sealing task failed: {e}")))??;
+            env.dpop_nonce_secret = Some(sealed);
+        }
+    }
+    Ok(())
+}
+
+/// The key `env`'s DPoP nonces are made and checked with, from its sealed
+/// secret opened with `root`; `None` when it does not require nonces.
+pub fn dpop_nonce_key(
+    root: &RootKey,
+    env: &Environment,
+) -> Result<Option<keyward_jose::NonceKey>, IssuerError> {
+    let Some(sealed) = &env.dpop_nonce_secret else {
+        return Ok(None);
+    };
+    let secret = keyward_store::sealing::open_dpop_nonce_secret(root, &env.name, sealed)?;
+    Ok(Some(keyward_jose::NonceKey::derive(
+        &secret,
+        &env.name,
+        DPOP_NONCE_WINDOW_SECS,
+    )))
 }
 
 /// A new store's first state, in one transaction: the root key's id,

@@ -79,6 +79,7 @@ pub fn env_json(e: &Environment) -> Value {
         "issuer": e.issuer,
         "created_at": fmt_time(e.created_at),
         "key_store": e.key_store.as_str(),
+        "dpop_nonce": crate::keyring::DpopNonce::of(e).as_str(),
         "policy": {
             "alg": e.policy.alg.name(),
             "rsa_bits": e.policy.rsa_bits,

@@ -57,6 +57,7 @@ async fn fixture() -> Fixture {
         },
         created_at: NOW,
         key_store: keyward_store::KeyStoreName::Local,
+        dpop_nonce_secret: None,
     };
     let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
     let opts = KeyOptions {

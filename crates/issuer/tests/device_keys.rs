@@ -75,6 +75,7 @@ fn environment(name: &str, store: KeyStoreName, alg: Algorithm) -> Environment {
         },
         created_at: NOW,
         key_store: store,
+        dpop_nonce_secret: None,
     }
 }
 

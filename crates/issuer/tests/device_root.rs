@@ -46,6 +46,7 @@ fn environment() -> Environment {
         },
         key_store: keyward_store::KeyStoreName::Local,
         created_at: NOW,
+        dpop_nonce_secret: None,
     }
 }
 

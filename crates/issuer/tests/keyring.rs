@@ -51,6 +51,7 @@ fn environment(name: &str, issuer: &str) -> Environment {
         },
         created_at: NOW,
         key_store: keyward_store::KeyStoreName::Local,
+        dpop_nonce_secret: None,
     }
 }
 

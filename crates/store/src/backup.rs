@@ -154,6 +154,7 @@ pub const TABLES: &[Table] = &[
             text("key_store"),
             text_null("login_url"),
             text_null("consent_url"),
+            blob_null("dpop_nonce_secret"),
         ],
         order_by: "name",
         identity: None,

@@ -258,6 +258,18 @@ pub struct Environment {
     /// store they were made in ([`KeyRecord::material`]).
     #[serde(default)]
     pub key_store: KeyStoreName,
+    /// When its token endpoint requires DPoP server nonces (RFC 9449 §8):
+    /// the secret they are keyed by, sealed under the root key
+    /// ([`crate::sealing::dpop_nonce_aad`]); `None`: nonces are not required.
+    #[serde(skip)]
+    pub dpop_nonce_secret: Option<keyward_jose::seal::SealedKey>,
+}
+
+impl Environment {
+    /// Whether DPoP proofs at its token endpoint must carry a server nonce.
+    pub fn requires_dpop_nonce(&self) -> bool {
+        self.dpop_nonce_secret.is_some()
+    }
 }
 
 /// Where a key's private half is.

@@ -27,6 +27,31 @@ pub fn key_aad(env: &str, kid: &str) -> Vec<u8> {
     aad
 }
 
+/// The associated data binding an environment's sealed DPoP nonce secret
+/// to it: a label no key's associated data starts with (a key's begins with
+/// a 4-byte length), then the environment's name.
+pub fn dpop_nonce_aad(env: &str) -> Vec<u8> {
+    let mut aad = b"\xffkeyward dpop nonce secret\0".to_vec();
+    aad.extend_from_slice(env.as_bytes());
+    aad
+}
+
+/// Seals a fresh random DPoP nonce secret for environment `env` (a device
+/// root blocks on the device for a bounded time).
+pub fn seal_dpop_nonce_secret(root: &RootKey, env: &str) -> Result<SealedKey, StoreError> {
+    let secret = Zeroizing::new(keyward_jose::crypto::random_bytes::<32>());
+    Ok(seal(root, &dpop_nonce_aad(env), secret.as_ref())?)
+}
+
+/// Opens environment `env`'s sealed DPoP nonce secret.
+pub fn open_dpop_nonce_secret(
+    root: &RootKey,
+    env: &str,
+    sealed: &SealedKey,
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    Ok(open(root, &dpop_nonce_aad(env), sealed)?)
+}
+
 /// Seals a private key (PKCS#8 DER) for the record `env`/`kid`. Fails
 /// only for a root key in a device ([`StoreError::Seal`] with
 /// [`keyward_jose::SealError::Unavailable`] when the device cannot be used

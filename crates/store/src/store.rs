@@ -96,7 +96,7 @@ const VERIFY_BATCH: i64 = 1000;
 /// How long SQLite waits for another writer's lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u64 = 15_000;
 
-const ENV_COLUMNS: &str = "name, issuer, policy, created_at, key_store";
+const ENV_COLUMNS: &str = "name, issuer, policy, created_at, key_store, dpop_nonce_secret";
 const KEY_COLUMNS: &str =
     "env, kid, alg, size_bits, public_jwk, sealed, origin, owner, description, \
      created_at, activates_at, retires_at, removes_at, revoked_at, key_store, hw_ref, destroyed_at";
@@ -160,6 +160,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "login_flows",
         include_str!("../migrations/sqlite/0009_login_flows.sql"),
     ),
+    (
+        10,
+        "dpop_nonce",
+        include_str!("../migrations/sqlite/0010_dpop_nonce.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -206,6 +211,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         9,
         "login_flows",
         include_str!("../migrations/postgres/0009_login_flows.sql"),
+    ),
+    (
+        10,
+        "dpop_nonce",
+        include_str!("../migrations/postgres/0010_dpop_nonce.sql"),
     ),
 ]);
 
@@ -713,6 +723,43 @@ impl Tx<'_> {
                 .execute(&mut *self.tx)
                 .await?;
         }
+        // The environments' DPoP nonce secrets are sealed the same way.
+        let rows = sqlx::query(
+            "SELECT name, dpop_nonce_secret FROM environments \
+             WHERE dpop_nonce_secret IS NOT NULL ORDER BY name",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut secrets = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let env: String = get(row, "name")?;
+            let blob: Vec<u8> = get(row, "dpop_nonce_secret")?;
+            let sealed = SealedKey::from_bytes(&blob).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "environment {env:?}: malformed sealed DPoP nonce secret: {e}"
+                ))
+            })?;
+            secrets.push((env, sealed));
+        }
+        let (from, to) = (old.clone(), new.clone());
+        let secrets = tokio::task::spawn_blocking(move || {
+            secrets
+                .into_iter()
+                .map(|(env, s)| {
+                    let aad = crate::sealing::dpop_nonce_aad(&env);
+                    Ok((env, rewrap(&from, &to, &aad, &s)?.to_bytes()))
+                })
+                .collect::<Result<Vec<_>, SealError>>()
+        })
+        .await
+        .map_err(|e| joined(e, "re-wrapping the DPoP nonce secrets"))??;
+        for (env, blob) in secrets {
+            sqlx::query("UPDATE environments SET dpop_nonce_secret = $1 WHERE name = $2")
+                .bind(blob)
+                .bind(env)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         sqlx::query("UPDATE meta SET value = $1 WHERE name = $2")
             .bind(new.key_id())
             .bind(META_ROOT_KEY_ID)
@@ -837,8 +884,8 @@ impl Tx<'_> {
         }
         let key = self.free_issuer_key(env).await?;
         sqlx::query(
-            "INSERT INTO environments (name, issuer, policy, created_at, issuer_key, key_store) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO environments (name, issuer, policy, created_at, issuer_key, key_store, dpop_nonce_secret) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(env.name.clone())
         .bind(env.issuer.clone())
@@ -846,6 +893,7 @@ impl Tx<'_> {
         .bind(env.created_at)
         .bind(key)
         .bind(env.key_store.as_str())
+        .bind(env.dpop_nonce_secret.as_ref().map(|s| s.to_bytes()))
         .execute(&mut *self.tx)
         .await
         .map_err(|e| {
@@ -911,19 +959,21 @@ impl Tx<'_> {
         self.bump_generation().await
     }
 
-    /// Updates an environment's issuer, policy and key store (the store of
-    /// its new keys: existing keys keep theirs); `NotFound` if absent.
+    /// Updates an environment's issuer, policy, key store (the store of
+    /// its new keys: existing keys keep theirs) and DPoP nonce secret;
+    /// `NotFound` if absent.
     pub async fn update_environment(&mut self, env: &Environment) -> Result<(), StoreError> {
         self.writer_lock().await?;
         let key = self.free_issuer_key(env).await?;
         let done = sqlx::query(
-            "UPDATE environments SET issuer = $1, policy = $2, issuer_key = $3, key_store = $4 \
-             WHERE name = $5",
+            "UPDATE environments SET issuer = $1, policy = $2, issuer_key = $3, key_store = $4, \
+             dpop_nonce_secret = $5 WHERE name = $6",
         )
         .bind(env.issuer.clone())
         .bind(policy_json(env)?)
         .bind(key)
         .bind(env.key_store.as_str())
+        .bind(env.dpop_nonce_secret.as_ref().map(|s| s.to_bytes()))
         .bind(env.name.clone())
         .execute(&mut *self.tx)
         .await
@@ -1323,11 +1373,22 @@ fn env_from_row(row: &AnyRow) -> Result<Environment, StoreError> {
     let key_store: String = get(row, "key_store")?;
     let key_store = KeyStoreName::parse(&key_store)
         .map_err(|e| StoreError::Corrupt(format!("environment {name:?}: {e}")))?;
+    let nonce: Option<Vec<u8>> = get(row, "dpop_nonce_secret")?;
+    let dpop_nonce_secret = nonce
+        .map(|b| {
+            SealedKey::from_bytes(&b).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "environment {name:?}: malformed sealed DPoP nonce secret: {e}"
+                ))
+            })
+        })
+        .transpose()?;
     Ok(Environment {
         issuer: get(row, "issuer")?,
         created_at: get(row, "created_at")?,
         policy,
         key_store,
+        dpop_nonce_secret,
         name,
     })
 }

@@ -24,6 +24,7 @@ async fn schemas_isolate_test_stores() {
                 policy: RotationPolicy::default(),
                 created_at: 1,
                 key_store: KeyStoreName::Local,
+                dpop_nonce_secret: None,
             })
             .await
             .unwrap();

@@ -18,6 +18,7 @@ fn env(name: &str) -> Environment {
         policy: RotationPolicy::default(),
         created_at: 1,
         key_store: KeyStoreName::Local,
+        dpop_nonce_secret: None,
     }
 }
 

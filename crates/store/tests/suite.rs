@@ -49,6 +49,7 @@ fn env(name: &str) -> Environment {
         policy: RotationPolicy::default(),
         created_at: 1_000,
         key_store: KeyStoreName::Local,
+        dpop_nonce_secret: None,
     }
 }
 

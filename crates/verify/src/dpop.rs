@@ -275,6 +275,21 @@ impl DpopPolicy {
         target: &ProofTarget<'_>,
         now: i64,
     ) -> Result<DpopProof, DpopRefusal> {
+        self.check_with_nonces(proof, target, now, self.nonces.as_deref())
+            .await
+    }
+
+    /// [`DpopPolicy::check`] with `nonces` in place of
+    /// [`DpopPolicy::nonces`]: for a server whose nonce requirement differs
+    /// by tenant (the issuer's environments), sharing one policy and one
+    /// replay cache.
+    pub async fn check_with_nonces(
+        &self,
+        proof: &str,
+        target: &ProofTarget<'_>,
+        now: i64,
+        nonces: Option<&NonceKey>,
+    ) -> Result<DpopProof, DpopRefusal> {
         let mut known = false;
         let unverified = UnverifiedProof::parse_with(proof, self.max_proof_len, |h| {
             let found = self.headers.get(h);
@@ -307,7 +322,7 @@ impl DpopPolicy {
         if p.iat > now.saturating_add(self.leeway_secs) {
             return Err(DpopRefusal::IssuedInFuture);
         }
-        if let Some(nonces) = &self.nonces {
+        if let Some(nonces) = nonces {
             if !p.nonce.as_deref().is_some_and(|n| nonces.check(n, now)) {
                 return Err(DpopRefusal::UseNonce(nonces.issue(now)));
             }

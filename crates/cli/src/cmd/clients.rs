@@ -130,16 +130,38 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
             env,
             client_id,
             name,
+            auth: method,
             fields,
             json,
         } => {
             let mut c = store.client(&env, &client_id).await?;
+            if let Some(m) = method {
+                if m == AuthMethod::SelfSignedTlsClientAuth
+                    && fields.jwks.as_deref().is_some_and(|j| j.contains("://"))
+                {
+                    bail!(
+                        "self_signed_tls_client_auth takes --jwks as a file (a JWK Set with x5c)"
+                    );
+                }
+                clients::switch_auth(&mut c, auth(m));
+            }
             apply(&mut c, name, fields)?;
-            let c = clients::update_client(&store, c, ctx.at()).await?;
+            let reg = clients::update_client(&store, c, ctx.at()).await?;
+            if reg.secret.is_some() {
+                crate::output::shown_once("the client secret");
+            }
             if json {
-                print_json(&client_json(&c));
+                let mut v = client_json(&reg.client);
+                if let Some(s) = &reg.secret {
+                    v["client_secret"] = json!(s);
+                }
+                print_json(&v);
             } else {
                 outln!("updated client {client_id}");
+                if let Some(s) = reg.secret {
+                    outln!("client_secret: {s}");
+                    outln!("(the client now authenticates with this secret, shown once)");
+                }
             }
         }
         ClientsCmd::Delete { env, client_id } => {

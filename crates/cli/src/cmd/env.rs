@@ -84,6 +84,7 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             issuer,
             policy,
             key_store,
+            dpop_nonce,
             no_key,
             login,
             json,
@@ -96,17 +97,21 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             }
             // A device store that is not configured is refused before anything.
             let stores = stores_for(ctx, key_store)?;
-            let env = Environment {
+            let mut env = Environment {
                 name: name.clone(),
                 issuer,
                 policy: apply(RotationPolicy::default(), &policy)?,
                 created_at: ctx.now(),
                 key_store: key_store.name(),
+                dpop_nonce_secret: None,
             };
-            let root = match no_key {
+            let nonce = dpop_nonce.setting();
+            let root = match no_key && nonce == keyring::DpopNonce::Off {
                 true => None,
                 false => Some(ctx.root_key(&store).await?),
             };
+            keyring::set_dpop_nonce(&store, &mut env, nonce, root.as_ref()).await?;
+            let root = root.filter(|_| !no_key);
             let opts = KeyOptions {
                 kid: None,
                 owner: None,
@@ -225,6 +230,10 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                     ("created", fmt_time(e.created_at)),
                     ("key store", e.key_store.to_string()),
                     (
+                        "dpop nonce",
+                        keyring::DpopNonce::of(&e).as_str().to_string(),
+                    ),
+                    (
                         "algorithm",
                         match p.rsa_bits {
                             Some(b) => format!("{} ({b} bits)", p.alg),
@@ -263,6 +272,7 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             policy,
             key_store,
             login,
+            dpop_nonce,
             json,
         } => {
             let mut e = store.environment(&name).await?;
@@ -285,6 +295,13 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             // The login settings are checked before anything changes.
             if let Some(s) = &settings {
                 keyward_issuer::login::set_login_settings(&store, &name, s, ctx.at()).await?;
+            }
+            if let Some(n) = dpop_nonce.map(|n| n.setting()) {
+                let root = match n == keyring::DpopNonce::Required && !e.requires_dpop_nonce() {
+                    true => Some(ctx.root_key(&store).await?),
+                    false => None,
+                };
+                keyring::set_dpop_nonce(&store, &mut e, n, root.as_ref()).await?;
             }
             keyring::update_environment(&store, &e, ctx.at()).await?;
             if json {

@@ -92,6 +92,7 @@ pub async fn run(ctx: &Context, a: InitArgs) -> Result<()> {
         },
         created_at: now,
         key_store: keyward_store::KeyStoreName::Local,
+        dpop_nonce_secret: None,
     };
     let opts = KeyOptions {
         kid: None,

@@ -174,7 +174,7 @@ fn described_paths() -> Value {
         },
         "/admin/v1/envs/{env}": {
             "get": with_tag(op("getEnvironment", "Show an environment.", &["env"], None, ("200", Some("Environment")), &["404"]), "environments"),
-            "patch": with_tag(op("updateEnvironment", "Change where the environment's new keys are made (`key_store`); existing keys keep their store. Audited as `env.update`. 400 when the store is not configured on this server.", &["env"], Some(("EnvironmentUpdate", true)), ("200", Some("Environment")), &["400", "404"]), "environments"),
+            "patch": with_tag(op("updateEnvironment", "Change where the environment's new keys are made (`key_store`; existing keys keep their store) and whether its token endpoint requires DPoP nonces (`dpop_nonce`). Audited as `env.update`. 400 when the store is not configured on this server.", &["env"], Some(("EnvironmentUpdate", true)), ("200", Some("Environment")), &["400", "404"]), "environments"),
             "delete": with_tag({
                 let mut o = op("deleteEnvironment", "Delete an environment with its keys, clients and tokens (audited; the audit chain keeps its records). Refused (409) while it publishes keys or has clients, unless `force=true`.", &["env"], None, ("200", Some("DeletedEnvironment")), &["400", "404", "409"]);
                 o["parameters"].as_array_mut().expect("parameters").push(json!({
@@ -203,7 +203,7 @@ fn described_paths() -> Value {
         },
         "/admin/v1/envs/{env}/clients/{client_id}": {
             "get": with_tag(op("getClient", "Show a client.", &["env", "client_id"], None, ("200", Some("Client")), &["404"]), "clients"),
-            "patch": with_tag(op("updateClient", "Change a client's registration. Absent fields stay as they are; `null` clears a lifetime override or a key source.", &["env", "client_id"], Some(("ClientPatch", true)), ("200", Some("Client")), &["404"]), "clients"),
+            "patch": with_tag(op("updateClient", "Change a client's registration, checked as at registration (400 changes nothing). Absent fields stay as they are; `null` clears a lifetime override, a key source, the certificate name or the binding override. A client moved to a secret method gets its new secret once, as `client_secret`.", &["env", "client_id"], Some(("ClientPatch", true)), ("200", Some("Client")), &["400", "404"]), "clients"),
             "delete": with_tag(op("deleteClient", "Delete a client and its refresh tokens; the access tokens issued with them go on the revocation feed.", &["env", "client_id"], None, ("204", None), &["404"]), "clients"),
         },
         "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret": {
@@ -285,6 +285,11 @@ fn schemas() -> Value {
         "default": "local",
         "description": "where the environment's keys are made: local (sealed in the store), pkcs11 (an HSM) or aws-kms; a device store must be configured on the server (400 otherwise), and refuses algorithms it cannot hold (400); 503 while the device is down"
     });
+    let dpop_nonce = json!({
+        "type": "string",
+        "enum": ["off", "required"],
+        "description": "DPoP server nonces (RFC 9449 §8) at the token endpoint: when required, a DPoP proof without a current nonce of this environment gets 400 use_dpop_nonce with a DPoP-Nonce header, and every token response carries a fresh DPoP-Nonce; nonces live 5 to 10 minutes"
+    });
     m.insert("NewEnvironment".into(), json!({
                     "type": "object",
                     "additionalProperties": false,
@@ -294,7 +299,8 @@ fn schemas() -> Value {
                         "issuer": {"type": "string", "format": "uri", "description": "absolute http(s) URL without query or fragment"},
                         "policy": {"$ref": "#/components/schemas/Policy"},
                         "first_key": {"type": "boolean", "default": true, "description": "make the first key (per the policy) in the same transaction (required for a device key_store)"},
-                        "key_store": key_store.clone()
+                        "key_store": key_store.clone(),
+                        "dpop_nonce": dpop_nonce.clone()
                     }
                 }));
     m.insert(
@@ -305,7 +311,8 @@ fn schemas() -> Value {
             "properties": {
                 "key_store": key_store.clone(),
                 "login_url": {"type": ["string", "null"], "format": "uri", "description": "where browsers log in (`?login_challenge=` is added); https, or http to localhost; null removes it"},
-                "consent_url": {"type": ["string", "null"], "format": "uri", "description": "where browsers consent (`?consent_challenge=`); null: the login URL"}
+                "consent_url": {"type": ["string", "null"], "format": "uri", "description": "where browsers consent (`?consent_challenge=`); null: the login URL"},
+                "dpop_nonce": dpop_nonce.clone()
             }
         }),
     );
@@ -341,6 +348,7 @@ fn schemas() -> Value {
                 "key_store": key_store.clone(),
                 "login_url": {"type": ["string", "null"]},
                 "consent_url": {"type": ["string", "null"]},
+                "dpop_nonce": dpop_nonce,
                 "policy": {
                     "type": "object",
                     "properties": {
@@ -451,6 +459,7 @@ fn schemas() -> Value {
                         "tls_client_auth_san_uri": {"type": "string"},
                         "tls_client_auth_san_ip": {"type": "string"},
                         "tls_client_auth_san_email": {"type": "string"},
+                        "dpop_bound_access_tokens": {"type": "boolean", "default": false, "description": "every token request must carry a DPoP proof"},
                         "tls_client_certificate_bound_access_tokens": {"type": "boolean", "description": "access tokens carry cnf.x5t#S256 of the connection's certificate (default: true for tls_client_auth and self_signed_tls_client_auth)"}
                     }
                 }));
@@ -459,7 +468,7 @@ fn schemas() -> Value {
                     "additionalProperties": false,
                     "properties": {
                         "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                        "auth": {"type": "string", "enum": auths, "description": "switching between a secret method and private_key_jwt is refused"},
+                        "auth": {"type": "string", "enum": auths, "description": "another method, same client_id: leaving a secret method drops the secret; moving to one makes a new secret, returned once as client_secret; what only the old method used (certificate name, keys) is dropped, what the new one needs is given beside it and checked as at registration"},
                         "scopes": words,
                         "audiences": words,
                         "grant_types": {"type": "array", "items": {"type": "string", "enum": crate::clients::GRANT_TYPES}},
@@ -469,7 +478,14 @@ fn schemas() -> Value {
                         "jwks": {"type": ["object", "null"], "description": "replaces the key source (jwks and jwks_uri together)"},
                         "jwks_uri": {"type": ["string", "null"]},
                         "access_token_ttl_secs": {"type": ["integer", "null"], "minimum": 1},
-                        "refresh_token_ttl_secs": {"type": ["integer", "null"], "minimum": 1}
+                        "refresh_token_ttl_secs": {"type": ["integer", "null"], "minimum": 1},
+                        "dpop_bound_access_tokens": {"type": "boolean", "description": "every token request must carry a DPoP proof"},
+                        "tls_client_auth_subject_dn": {"type": ["string", "null"], "description": "tls_client_auth: replaces the registered certificate name (at most one of the five tls_client_auth_* names); null clears it"},
+                        "tls_client_auth_san_dns": {"type": ["string", "null"]},
+                        "tls_client_auth_san_uri": {"type": ["string", "null"]},
+                        "tls_client_auth_san_ip": {"type": ["string", "null"]},
+                        "tls_client_auth_san_email": {"type": ["string", "null"]},
+                        "tls_client_certificate_bound_access_tokens": {"type": ["boolean", "null"], "description": "null: the default (bound for tls_client_auth and self_signed_tls_client_auth)"}
                     }
                 }));
     m.insert(
@@ -488,6 +504,7 @@ fn schemas() -> Value {
                 "has_jwks": {"type": "boolean"},
                 "access_token_ttl_secs": {"type": ["integer", "null"]},
                 "refresh_token_ttl_secs": {"type": ["integer", "null"]},
+                "dpop_bound_access_tokens": {"type": "boolean"},
                 "tls_client_certificate_bound_access_tokens": {"type": "boolean"},
                 "redirect_uris": {"type": "array", "items": {"type": "string"}},
                 "post_logout_redirect_uris": {"type": "array", "items": {"type": "string"}},
@@ -498,7 +515,8 @@ fn schemas() -> Value {
                 "tls_client_auth_san_ip": {"type": "string"},
                 "tls_client_auth_san_email": {"type": "string"},
                 "created_at": time,
-                "updated_at": time
+                "updated_at": time,
+                "client_secret": {"type": "string", "description": "only when just made: at registration of a secret client, or after a PATCH moved it to a secret method"}
             }
         }),
     );

@@ -33,6 +33,8 @@ pub struct Fixture {
     /// An admin token holding `*`, and its id.
     pub token: String,
     pub token_id: String,
+    /// The store's root key (for a second authority on the same store).
+    pub root: RootKey,
 }
 
 /// The `dev` environment with one ES256 key, an admin token holding `*`,
@@ -58,6 +60,7 @@ pub async fn fixture_with(clock: SharedClock, settings: Settings) -> Fixture {
         },
         created_at: NOW,
         key_store: keyward_store::KeyStoreName::Local,
+        dpop_nonce_secret: None,
     };
     let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
     let opts = KeyOptions {
@@ -74,7 +77,7 @@ pub async fn fixture_with(clock: SharedClock, settings: Settings) -> Fixture {
         .await
         .unwrap();
     let (token, token_id) = add_admin_token(&store).await;
-    let authority = Authority::load(store, root, clock, SigningPool::new(1), settings)
+    let authority = Authority::load(store, root.clone(), clock, SigningPool::new(1), settings)
         .await
         .unwrap();
     let app = app(AppState {
@@ -87,6 +90,7 @@ pub async fn fixture_with(clock: SharedClock, settings: Settings) -> Fixture {
         authority,
         token,
         token_id,
+        root,
     }
 }
 

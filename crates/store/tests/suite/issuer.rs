@@ -25,6 +25,7 @@ crate::backend_suite!(
     refresh_tokens_expire,
     refresh_lineage_and_access_tokens_round_trip,
     dpop_bindings_round_trip,
+    dpop_nonce_secrets_round_trip_and_follow_the_root_key,
     family_revocation_puts_its_access_tokens_on_the_feed,
     supersede_takes_only_an_unused_successor,
     supersede_waits_for_a_concurrent_exchange_of_the_successor,
@@ -1250,6 +1251,63 @@ async fn dpop_bindings_round_trip(store: Store, _ctx: Ctx) {
             .dpop_bound_access_tokens
     );
     assert_eq!(store.client("prod", "d").await.unwrap(), d);
+}
+
+/// An environment's sealed DPoP nonce secret (migration 0009) is stored,
+/// read back, cleared, and re-wrapped with the keys by a root-key rotation.
+async fn dpop_nonce_secrets_round_trip_and_follow_the_root_key(store: Store, _ctx: Ctx) {
+    use keyward_store::sealing::{open_dpop_nonce_secret, seal_dpop_nonce_secret};
+    let old = RootKey::generate();
+    let mut tx = store.begin().await.unwrap();
+    tx.initialize_root(&old).await.unwrap();
+    let mut prod = env("prod");
+    prod.dpop_nonce_secret = Some(seal_dpop_nonce_secret(&old, "prod").unwrap());
+    tx.create_environment(&prod).await.unwrap();
+    tx.create_environment(&env("dev")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.environment("prod").await.unwrap(), prod);
+    assert!(!store
+        .environment("dev")
+        .await
+        .unwrap()
+        .requires_dpop_nonce());
+    let sealed = prod.dpop_nonce_secret.clone().unwrap();
+    let secret = open_dpop_nonce_secret(&old, "prod", &sealed).unwrap();
+    assert_eq!(secret.len(), 32);
+    // Bound to its environment: it does not open as another's.
+    assert!(open_dpop_nonce_secret(&old, "dev", &sealed).is_err());
+
+    let new = RootKey::generate();
+    store.rewrap_all(&old, &new, "test", 1).await.unwrap();
+    let moved = store
+        .environment("prod")
+        .await
+        .unwrap()
+        .dpop_nonce_secret
+        .unwrap();
+    assert_ne!(moved, sealed);
+    assert!(open_dpop_nonce_secret(&old, "prod", &moved).is_err());
+    assert_eq!(
+        open_dpop_nonce_secret(&new, "prod", &moved).unwrap(),
+        secret
+    );
+    assert!(!store
+        .environment("dev")
+        .await
+        .unwrap()
+        .requires_dpop_nonce());
+
+    // Cleared by an update.
+    let mut off = store.environment("prod").await.unwrap();
+    off.dpop_nonce_secret = None;
+    let mut tx = store.begin().await.unwrap();
+    tx.update_environment(&off).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(!store
+        .environment("prod")
+        .await
+        .unwrap()
+        .requires_dpop_nonce());
 }
 
 async fn family_revocation_puts_its_access_tokens_on_the_feed(store: Store, _ctx: Ctx) {
