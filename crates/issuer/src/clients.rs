@@ -54,6 +54,9 @@ pub struct NewClient {
     /// The certificate name of a `tls_client_auth` client, and whether its
     /// tokens are certificate-bound (RFC 8705).
     pub mtls: ClientMtls,
+    /// Token exchange (RFC 8693): trusted issuers whose tokens the client
+    /// may exchange, besides its own environment's.
+    pub exchange_issuers: Vec<String>,
 }
 
 /// A registered client and, for secret clients, its secret (shown once).
@@ -88,9 +91,28 @@ fn validate(c: &NewClient) -> Result<(), IssuerError> {
             .map_err(|e| IssuerError::invalid_because("invalid audience", e))?;
     }
     for g in &c.grant_types {
-        if !matches!(g.as_str(), "client_credentials" | "refresh_token") {
+        if !matches!(
+            g.as_str(),
+            "client_credentials" | "refresh_token" | crate::exchange::TOKEN_EXCHANGE_GRANT
+        ) {
             return Err(IssuerError::invalid(format!(
-                "grant type {g:?} is not supported (client_credentials, refresh_token)"
+                "grant type {g:?} is not supported (client_credentials, refresh_token, {})",
+                crate::exchange::TOKEN_EXCHANGE_GRANT
+            )));
+        }
+    }
+    for (i, iss) in c.exchange_issuers.iter().enumerate() {
+        if iss.len() > 500 {
+            return Err(IssuerError::invalid(
+                "an exchange issuer is at most 500 characters",
+            ));
+        }
+        // The rules every fetch of its keys keeps (https, or http to loopback).
+        keyward_verify::check_url(iss, false)
+            .map_err(|e| IssuerError::invalid_because("invalid exchange issuer", e))?;
+        if c.exchange_issuers[..i].contains(iss) {
+            return Err(IssuerError::invalid(format!(
+                "exchange issuer {iss:?} is listed twice"
             )));
         }
     }
@@ -253,6 +275,7 @@ pub async fn create_client(
         refresh_token_ttl_secs: new.refresh_token_ttl_secs,
         dpop_bound_access_tokens: new.dpop_bound_access_tokens,
         mtls,
+        exchange_issuers: new.exchange_issuers,
         created_at: at.now,
         updated_at: at.now,
     };
@@ -272,6 +295,9 @@ fn audit(at: Change<'_>, action: &str, c: &Client) -> AuditEntry {
         "audiences": c.audiences,
         "grant_types": c.grant_types,
     });
+    if !c.exchange_issuers.is_empty() {
+        detail["exchange_issuers"] = json!(c.exchange_issuers);
+    }
     if let Some((kind, value)) = &c.mtls.subject {
         detail[kind.metadata_name()] = json!(value);
     }
@@ -333,6 +359,7 @@ pub async fn update_client(
         refresh_token_ttl_secs: c.refresh_token_ttl_secs,
         dpop_bound_access_tokens: c.dpop_bound_access_tokens,
         mtls: c.mtls.clone(),
+        exchange_issuers: c.exchange_issuers.clone(),
     })?;
     c.mtls = normalize_mtls(c.mtls)?;
     if c.auth.uses_secret() != current.auth.uses_secret() {
@@ -709,6 +736,7 @@ mod tests {
             refresh_token_ttl_secs: None,
             dpop_bound_access_tokens: false,
             mtls: ClientMtls::default(),
+            exchange_issuers: vec![],
         };
         for good in [
             "https://keys.example/jwks.json",

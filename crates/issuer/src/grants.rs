@@ -55,6 +55,13 @@ pub struct TokenRequest {
     pub credentials: Credentials,
     /// The request's one `DPoP` header (RFC 9449), if any.
     pub dpop_proof: Option<String>,
+    /// Token exchange (RFC 8693 §2.1): the token traded in and its type.
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    /// Who acts for the subject, and its token's type.
+    pub actor_token: Option<String>,
+    pub actor_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
 }
 
 /// A successful token response (RFC 6749 §5.1). The members are declared
@@ -64,6 +71,9 @@ pub struct TokenRequest {
 pub struct TokenResponse {
     pub access_token: String,
     pub expires_in: i64,
+    /// Token exchange (RFC 8693 §2.2.1): what `access_token` holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +86,7 @@ pub fn grant_label(req: &TokenRequest) -> &'static str {
     match req.grant_type.as_deref() {
         Some("client_credentials") => "client_credentials",
         Some("refresh_token") => "refresh_token",
+        Some(crate::exchange::TOKEN_EXCHANGE_GRANT) => "token_exchange",
         _ => "other",
     }
 }
@@ -109,7 +120,11 @@ fn signing_key_unavailable() -> OAuthError {
 }
 
 /// `extra` with `cnf.jkt` (RFC 9449 §6.1) when the token is bound to a key.
-fn bound(extra: &Map<String, Value>, jkt: Option<&str>, x5t: Option<&str>) -> Map<String, Value> {
+pub(crate) fn bound(
+    extra: &Map<String, Value>,
+    jkt: Option<&str>,
+    x5t: Option<&str>,
+) -> Map<String, Value> {
     let mut out = extra.clone();
     let mut cnf = Map::new();
     if let Some(jkt) = jkt {
@@ -138,11 +153,11 @@ fn dpop_refused(e: &keyward_verify::DpopRefusal) -> OAuthError {
 
 /// An access token whose signer, `jti` and lifetime are chosen but which is
 /// not signed yet: a refresh token records its `jti` and `exp` before it is.
-struct PendingAccess {
+pub(crate) struct PendingAccess {
     signer: Arc<PreparedSigner>,
-    jti: String,
+    pub(crate) jti: String,
     now: Timestamp,
-    ttl: i64,
+    pub(crate) ttl: i64,
 }
 
 impl PendingAccess {
@@ -174,7 +189,7 @@ fn grant_scopes(client: &Client, requested: Option<&str>) -> Result<Vec<String>,
 /// Chooses the audience: the requested one if registered for the client;
 /// without a request, the client's registered audiences, or the issuer if it
 /// has none.
-fn grant_audience(
+pub(crate) fn grant_audience(
     client: &Client,
     env: &EnvState,
     requested: Option<&str>,
@@ -214,7 +229,7 @@ fn certificate_binding(
 /// Refuses, before anything is written, a claim keyward's gate would refuse
 /// to forward ([`claim_text`], the rule the gate applies): the issuer never
 /// mints a token its own gate rejects as malformed.
-fn check_forwardable(
+pub(crate) fn check_forwardable(
     subject: &str,
     client_id: &str,
     scopes: &[String],
@@ -248,10 +263,16 @@ impl Authority {
             .grant_type
             .as_deref()
             .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
-        if !matches!(grant, "client_credentials" | "refresh_token") {
+        if !matches!(
+            grant,
+            "client_credentials" | "refresh_token" | crate::exchange::TOKEN_EXCHANGE_GRANT
+        ) {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
-                "supported grant types: client_credentials, refresh_token",
+                format!(
+                    "supported grant types: client_credentials, refresh_token, {}",
+                    crate::exchange::TOKEN_EXCHANGE_GRANT
+                ),
             ));
         }
         let client = self.authenticate(env, &req.credentials).await?;
@@ -285,8 +306,12 @@ impl Authority {
                 )
                 .await
             }
-            _ => {
+            "refresh_token" => {
                 self.refresh(env, &client, &req, jkt.as_deref(), x5t.as_deref())
+                    .await
+            }
+            _ => {
+                self.exchange(env, &client, &req, jkt.as_deref(), x5t.as_deref())
                     .await
             }
         }
@@ -326,7 +351,7 @@ impl Authority {
     /// Chooses the signer, `jti` and lifetime of an access token issued at
     /// `now`; `temporarily_unavailable` if no key signs now. Nothing is
     /// written, so it runs before any refresh token is stored.
-    fn prepare_access(
+    pub(crate) fn prepare_access(
         &self,
         env: &EnvState,
         client: &Client,
@@ -357,7 +382,7 @@ impl Authority {
     /// Signs a prepared access token and builds the response (with
     /// `refresh_token` if given).
     #[allow(clippy::too_many_arguments)]
-    async fn access_token(
+    pub(crate) async fn access_token(
         &self,
         env: &EnvState,
         client: &Client,
@@ -402,6 +427,7 @@ impl Authority {
                 "Bearer"
             },
             expires_in: ttl,
+            issued_token_type: None,
             scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
             refresh_token,
         })
@@ -759,7 +785,7 @@ impl Authority {
 
     /// Verifies one of this environment's access tokens; `None` if invalid,
     /// expired or revoked.
-    async fn verify_access_token(
+    pub(crate) async fn verify_access_token(
         &self,
         env: &EnvState,
         token: &str,
@@ -893,6 +919,7 @@ mod tests {
             refresh_token_ttl_secs: None,
             dpop_bound_access_tokens: false,
             mtls: Default::default(),
+            exchange_issuers: vec![],
             created_at: 0,
             updated_at: 0,
         }

@@ -24,6 +24,7 @@ pub mod clients;
 pub mod clock;
 pub mod console;
 pub mod error;
+pub mod exchange;
 pub mod grants;
 pub mod http;
 pub mod keyring;

@@ -201,6 +201,7 @@ pub const TABLES: &[Table] = &[
             text_null("tls_subject_kind"),
             text_null("tls_subject"),
             int_null("tls_bound_tokens"),
+            text("exchange_issuers"),
         ],
         order_by: "env, client_id",
         identity: None,

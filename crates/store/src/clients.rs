@@ -197,19 +197,24 @@ pub struct Client {
     pub dpop_bound_access_tokens: bool,
     /// Its certificate name and token binding (RFC 8705).
     pub mtls: ClientMtls,
+    /// Token exchange (RFC 8693): the trusted issuers (by issuer URL) whose
+    /// tokens this client may present as `subject_token` or `actor_token`,
+    /// besides its own environment's. Empty: its own environment's only.
+    pub exchange_issuers: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
 
 const CLIENT_COLUMNS: &str = "env, client_id, name, auth, secret_hash, jwks, jwks_uri, scopes, \
      audiences, grant_types, access_token_ttl_secs, refresh_token_ttl_secs, created_at, updated_at, \
-     dpop_bound_access_tokens, tls_subject_kind, tls_subject, tls_bound_tokens";
+     dpop_bound_access_tokens, tls_subject_kind, tls_subject, tls_bound_tokens, exchange_issuers";
 
 /// A client's list-valued fields as stored.
 struct Encoded {
     scopes: String,
     audiences: String,
     grant_types: String,
+    exchange_issuers: String,
 }
 
 fn encode(client: &Client) -> Result<Encoded, StoreError> {
@@ -231,6 +236,7 @@ fn encode(client: &Client) -> Result<Encoded, StoreError> {
         scopes: client.scopes.join(" "),
         audiences: json(&client.audiences)?,
         grant_types: json(&client.grant_types)?,
+        exchange_issuers: json(&client.exchange_issuers)?,
     })
 }
 
@@ -280,6 +286,7 @@ fn client_from_row(row: &AnyRow) -> Result<Client, StoreError> {
                 Some(_) => return Err(corrupt("tls_bound_tokens")),
             },
         },
+        exchange_issuers: list("exchange_issuers")?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
         env,
@@ -392,7 +399,7 @@ impl Tx<'_> {
         }
         let sql = format!(
             "INSERT INTO clients ({CLIENT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         );
         sqlx::query(&sql)
             .bind(client.env.clone())
@@ -413,6 +420,7 @@ impl Tx<'_> {
             .bind(client.mtls.subject.as_ref().map(|(k, _)| k.as_str()))
             .bind(client.mtls.subject.as_ref().map(|(_, v)| v.clone()))
             .bind(client.mtls.bound_tokens.map(i64::from))
+            .bind(encoded.exchange_issuers)
             .execute(&mut *self.tx)
             .await
             .map_err(|e| {
@@ -435,8 +443,8 @@ impl Tx<'_> {
             "UPDATE clients SET name = $1, auth = $2, secret_hash = $3, jwks = $4, jwks_uri = $5, \
              scopes = $6, audiences = $7, grant_types = $8, access_token_ttl_secs = $9, \
              refresh_token_ttl_secs = $10, updated_at = $11, tls_subject_kind = $12, \
-             tls_subject = $13, tls_bound_tokens = $14, dpop_bound_access_tokens = $17 \
-             WHERE env = $15 AND client_id = $16",
+             tls_subject = $13, tls_bound_tokens = $14, dpop_bound_access_tokens = $17, \
+             exchange_issuers = $18 WHERE env = $15 AND client_id = $16",
         )
         .bind(client.name.clone())
         .bind(client.auth.as_str())
@@ -455,6 +463,7 @@ impl Tx<'_> {
         .bind(client.env.clone())
         .bind(client.client_id.clone())
         .bind(i64::from(client.dpop_bound_access_tokens))
+        .bind(encoded.exchange_issuers)
         .execute(&mut *self.tx)
         .await?;
         if done.rows_affected() == 0 {

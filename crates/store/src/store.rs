@@ -155,6 +155,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "client_mtls",
         include_str!("../migrations/sqlite/0008_client_mtls.sql"),
     ),
+    (
+        10,
+        "token_exchange",
+        include_str!("../migrations/sqlite/0010_token_exchange.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -196,6 +201,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         8,
         "client_mtls",
         include_str!("../migrations/postgres/0008_client_mtls.sql"),
+    ),
+    (
+        10,
+        "token_exchange",
+        include_str!("../migrations/postgres/0010_token_exchange.sql"),
     ),
 ]);
 
