@@ -55,6 +55,11 @@ pub struct TokenRequest {
     pub credentials: Credentials,
     /// The request's one `DPoP` header (RFC 9449), if any.
     pub dpop_proof: Option<String>,
+    /// `grant_type=authorization_code`: the code, the `redirect_uri` of its
+    /// authorization request and the PKCE `code_verifier` (RFC 7636).
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
     /// Token exchange (RFC 8693 §2.1): the token traded in and its type.
     pub subject_token: Option<String>,
     pub subject_token_type: Option<String>,
@@ -71,6 +76,9 @@ pub struct TokenRequest {
 pub struct TokenResponse {
     pub access_token: String,
     pub expires_in: i64,
+    /// An OIDC ID token (`grant_type=authorization_code` with `openid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
     /// Token exchange (RFC 8693 §2.2.1): what `access_token` holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<&'static str>,
@@ -86,6 +94,7 @@ pub fn grant_label(req: &TokenRequest) -> &'static str {
     match req.grant_type.as_deref() {
         Some("client_credentials") => "client_credentials",
         Some("refresh_token") => "refresh_token",
+        Some("authorization_code") => "authorization_code",
         Some(crate::exchange::TOKEN_EXCHANGE_GRANT) => "token_exchange",
         _ => "other",
     }
@@ -154,14 +163,14 @@ fn dpop_refused(e: &keyward_verify::DpopRefusal) -> OAuthError {
 /// An access token whose signer, `jti` and lifetime are chosen but which is
 /// not signed yet: a refresh token records its `jti` and `exp` before it is.
 pub(crate) struct PendingAccess {
-    signer: Arc<PreparedSigner>,
+    pub(crate) signer: Arc<PreparedSigner>,
     pub(crate) jti: String,
     now: Timestamp,
     pub(crate) ttl: i64,
 }
 
 impl PendingAccess {
-    fn access_ref(&self) -> AccessRef {
+    pub(crate) fn access_ref(&self) -> AccessRef {
         AccessRef {
             jti: self.jti.clone(),
             exp: self.now + self.ttl,
@@ -265,12 +274,15 @@ impl Authority {
             .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
         if !matches!(
             grant,
-            "client_credentials" | "refresh_token" | crate::exchange::TOKEN_EXCHANGE_GRANT
+            "client_credentials"
+                | "refresh_token"
+                | "authorization_code"
+                | crate::exchange::TOKEN_EXCHANGE_GRANT
         ) {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 format!(
-                    "supported grant types: client_credentials, refresh_token, {}",
+                    "supported grant types: client_credentials, refresh_token, authorization_code, {}",
                     crate::exchange::TOKEN_EXCHANGE_GRANT
                 ),
             ));
@@ -303,6 +315,18 @@ impl Authority {
                     &audience,
                     &bound(&Map::new(), jkt.as_deref(), x5t.as_deref()),
                     None,
+                )
+                .await
+            }
+            "authorization_code" => {
+                self.exchange_code(
+                    env,
+                    &client,
+                    req.code.as_deref(),
+                    req.redirect_uri.as_deref(),
+                    req.code_verifier.as_deref(),
+                    jkt.as_deref(),
+                    x5t.as_deref(),
                 )
                 .await
             }
@@ -427,6 +451,7 @@ impl Authority {
                 "Bearer"
             },
             expires_in: ttl,
+            id_token: None,
             issued_token_type: None,
             scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
             refresh_token,
@@ -439,7 +464,7 @@ impl Authority {
     /// `token_too_large`). The refresh grant checks it before it commits the
     /// rotation, so an oversized token never costs a client its refresh token.
     #[allow(clippy::too_many_arguments)]
-    fn access_payload(
+    pub(crate) fn access_payload(
         &self,
         env: &EnvState,
         client: &Client,
@@ -561,7 +586,7 @@ impl Authority {
         Ok(t)
     }
 
-    fn refresh_ttl(&self, client: &Client) -> i64 {
+    pub(crate) fn refresh_ttl(&self, client: &Client) -> i64 {
         client
             .refresh_token_ttl_secs
             .unwrap_or(self.settings.refresh_token_ttl_secs)
@@ -744,6 +769,13 @@ impl Authority {
         token: &str,
     ) -> Result<Value, OAuthError> {
         let client = self.authenticate(env, creds).await?;
+        if client.auth == keyward_store::ClientAuth::None {
+            // RFC 7662 §2.1: introspection needs an authenticated caller;
+            // a public client only names itself.
+            return Err(OAuthError::invalid_client(
+                "a public client cannot introspect tokens",
+            ));
+        }
         let now = self.now();
         let inactive = json!({"active": false});
         if token.starts_with("kwr_") {
@@ -919,6 +951,7 @@ mod tests {
             refresh_token_ttl_secs: None,
             dpop_bound_access_tokens: false,
             mtls: Default::default(),
+            login: Default::default(),
             exchange_issuers: vec![],
             created_at: 0,
             updated_at: 0,

@@ -151,6 +151,7 @@ async fn register(store: &Store, env: &str, name: &str) -> Caller {
             refresh_token_ttl_secs: None,
             dpop_bound_access_tokens: false,
             mtls: Default::default(),
+            login: Default::default(),
             exchange_issuers: Vec::new(),
         },
         Change {

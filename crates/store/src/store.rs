@@ -156,6 +156,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         include_str!("../migrations/sqlite/0008_client_mtls.sql"),
     ),
     (
+        9,
+        "login_flows",
+        include_str!("../migrations/sqlite/0009_login_flows.sql"),
+    ),
+    (
         10,
         "token_exchange",
         include_str!("../migrations/sqlite/0010_token_exchange.sql"),
@@ -201,6 +206,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         8,
         "client_mtls",
         include_str!("../migrations/postgres/0008_client_mtls.sql"),
+    ),
+    (
+        9,
+        "login_flows",
+        include_str!("../migrations/postgres/0009_login_flows.sql"),
     ),
     (
         10,
@@ -887,6 +897,10 @@ impl Tx<'_> {
         fetch_environment(&mut *self.tx, name).await?;
         for table in [
             "refresh_tokens",
+            "authorization_codes",
+            "login_requests",
+            "consents",
+            "browser_sessions",
             "assertion_jtis",
             "revocations",
             "clients",
