@@ -231,6 +231,10 @@ pub struct ClientFields {
     /// `--first-party=false` lifts it).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub first_party: Option<bool>,
+    /// Its authorization requests must be pushed first (RFC 9126 PAR,
+    /// `POST {issuer}/oauth2/par`; `--require-par=false` lifts it).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub require_par: Option<bool>,
     /// Access-token lifetime for this client (at most the environment's).
     #[arg(long, value_parser = parse_duration)]
     pub access_token_ttl: Option<i64>,

@@ -1222,6 +1222,9 @@ struct CreateClient {
     post_logout_redirect_uris: Vec<String>,
     #[serde(default)]
     first_party: bool,
+    /// RFC 9126: its authorization requests must be pushed first.
+    #[serde(default)]
+    require_pushed_authorization_requests: bool,
 }
 
 /// A partial update: absent fields stay; `null` clears what may be cleared.
@@ -1254,6 +1257,8 @@ struct PatchClient {
     post_logout_redirect_uris: Option<Vec<String>>,
     #[serde(default)]
     first_party: Option<bool>,
+    #[serde(default)]
+    require_pushed_authorization_requests: Option<bool>,
     #[serde(default)]
     exchange_issuers: Option<Vec<String>>,
 }
@@ -1317,6 +1322,7 @@ async fn create_client(
             redirect_uris: b.redirect_uris,
             post_logout_redirect_uris: b.post_logout_redirect_uris,
             first_party: b.first_party,
+            require_par: b.require_pushed_authorization_requests,
         },
     };
     let reg = register_client(&s.authority, &caller.actor(), new).await?;
@@ -1405,6 +1411,9 @@ async fn update_client(
     }
     if let Some(v) = p.post_logout_redirect_uris {
         c.login.post_logout_redirect_uris = v;
+    }
+    if let Some(v) = p.require_pushed_authorization_requests {
+        c.login.require_par = v;
     }
     if let Some(v) = p.first_party {
         c.login.first_party = v;

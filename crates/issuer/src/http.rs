@@ -223,6 +223,7 @@ enum Endpoint {
     Authorize,
     Userinfo,
     Logout,
+    Par,
 }
 
 async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
@@ -244,6 +245,7 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         "/oauth2/authorize" => Endpoint::Authorize,
         "/oauth2/userinfo" => Endpoint::Userinfo,
         "/oauth2/logout" => Endpoint::Logout,
+        "/oauth2/par" => Endpoint::Par,
         _ => return not_found(),
     };
     let env = env.clone();
@@ -268,6 +270,7 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         Endpoint::Token if post => token(a, &env, req).await,
         Endpoint::Introspect if post => introspect(a, &env, req).await,
         Endpoint::Revoke if post => revoke(a, &env, req).await,
+        Endpoint::Par if post => par(a, &env, req).await,
         Endpoint::Authorize if get || post => authorize::authorize(a, &env, req).await,
         Endpoint::Userinfo if get || post => authorize::userinfo(a, &env, req).await,
         Endpoint::Logout if get || post => authorize::logout(a, &env, req).await,
@@ -277,7 +280,9 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         Endpoint::Discovery | Endpoint::Jwks | Endpoint::Revocations => {
             method_not_allowed("GET, HEAD")
         }
-        Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke => method_not_allowed("POST"),
+        Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke | Endpoint::Par => {
+            method_not_allowed("POST")
+        }
     }
 }
 
@@ -386,6 +391,9 @@ pub fn discovery(
         "claims_parameter_supported": false,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
+        // RFC 9126: pushed requests; required per client only.
+        "pushed_authorization_request_endpoint": format!("{base}/oauth2/par"),
+        "require_pushed_authorization_requests": false,
         "claims_supported": claims_supported(),
         "subject_types_supported": ["public"],
         "revocation_feed_endpoint": format!("{base}/revocations"),
@@ -699,6 +707,34 @@ async fn introspect(a: &Authority, env: &EnvState, req: Request) -> Response {
         Err(e) => {
             crate::metrics::endpoint(&env.env.name, "introspect", e.code.as_str());
             e.report(&env.env.name, "introspect");
+            oauth_error(&e)
+        }
+    }
+}
+
+/// `POST {issuer}/oauth2/par` (RFC 9126): 201 with the `request_uri`.
+async fn par(a: &Authority, env: &EnvState, req: Request) -> Response {
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err((e, status)) => {
+            crate::metrics::endpoint(&env.env.name, "par", e.code.as_str());
+            return refused(&e, status);
+        }
+    };
+    match a
+        .push_authorization_request(env, &form.credentials, form.fields)
+        .await
+    {
+        Ok(p) => {
+            crate::metrics::endpoint(&env.env.name, "par", "ok");
+            no_store_json(
+                StatusCode::CREATED,
+                json!({"request_uri": p.request_uri, "expires_in": p.expires_in}),
+            )
+        }
+        Err(e) => {
+            crate::metrics::endpoint(&env.env.name, "par", e.code.as_str());
+            e.report(&env.env.name, "par");
             oauth_error(&e)
         }
     }

@@ -33,6 +33,7 @@ pub mod keyring;
 pub mod login;
 pub mod metrics;
 pub mod oauth;
+pub mod par;
 pub mod root_source;
 pub mod rotation;
 pub mod scheduler;

@@ -66,6 +66,7 @@ pub fn client_json(c: &Client) -> Value {
         "redirect_uris": c.login.redirect_uris,
         "post_logout_redirect_uris": c.login.post_logout_redirect_uris,
         "first_party": c.login.first_party,
+        "require_pushed_authorization_requests": c.login.require_par,
     });
     if let Some((kind, value)) = &c.mtls.subject {
         v[kind.metadata_name()] = json!(value);

@@ -207,6 +207,7 @@ pub const TABLES: &[Table] = &[
             text("post_logout_redirect_uris"),
             int("first_party"),
             text("exchange_issuers"),
+            int("require_par"),
         ],
         order_by: "env, client_id",
         identity: None,
@@ -273,6 +274,20 @@ pub const TABLES: &[Table] = &[
             int_null("verified_at"),
         ],
         order_by: "challenge_hash",
+        identity: None,
+    },
+    Table {
+        name: "pushed_requests",
+        columns: &[
+            blob("uri_hash"),
+            text("env"),
+            text("client_id"),
+            text("request"),
+            int("created_at"),
+            int("expires_at"),
+            int_null("used_at"),
+        ],
+        order_by: "uri_hash",
         identity: None,
     },
     Table {

@@ -900,6 +900,7 @@ impl Tx<'_> {
             "authorization_codes",
             "login_requests",
             "consents",
+            "pushed_requests",
             "browser_sessions",
             "assertion_jtis",
             "revocations",

@@ -76,6 +76,7 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
                         redirect_uris: fields.redirect_uri.clone(),
                         post_logout_redirect_uris: fields.post_logout_redirect_uri.clone(),
                         first_party: fields.first_party.unwrap_or(false),
+                        require_par: fields.require_par.unwrap_or(false),
                     },
                     jwks,
                     jwks_uri,
@@ -195,6 +196,9 @@ fn apply(c: &mut Client, name: Option<String>, f: ClientFields) -> Result<()> {
     }
     if !f.post_logout_redirect_uri.is_empty() {
         c.login.post_logout_redirect_uris = f.post_logout_redirect_uri.clone();
+    }
+    if let Some(b) = f.require_par {
+        c.login.require_par = b;
     }
     if let Some(b) = f.first_party {
         c.login.first_party = b;
