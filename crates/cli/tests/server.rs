@@ -582,14 +582,15 @@ async fn discovery_and_jwks_caching_follow_rotation() {
     assert_eq!(d["revocation_endpoint"], format!("{ISSUER}/oauth2/revoke"));
     assert_eq!(
         d["grant_types_supported"],
-        json!(["client_credentials", "refresh_token"])
+        json!(["authorization_code", "client_credentials", "refresh_token"])
     );
     assert_eq!(
         d["token_endpoint_auth_methods_supported"],
         json!([
             "client_secret_basic",
             "client_secret_post",
-            "private_key_jwt"
+            "private_key_jwt",
+            "none"
         ])
     );
     let algs: Vec<&str> = d["token_endpoint_auth_signing_alg_values_supported"]
@@ -607,9 +608,14 @@ async fn discovery_and_jwks_caching_follow_rotation() {
         d["scopes_supported"],
         json!(["billing.read", "orders.read", "orders.write"])
     );
-    // Only what is served: no authorization endpoint, so no response type
-    // (never the implicit flow's `token`).
-    assert_eq!(d["response_types_supported"], json!([]));
+    // Only what is served: the code flow (never the implicit flow's
+    // `token`), with PKCE S256 only.
+    assert_eq!(d["response_types_supported"], json!(["code"]));
+    assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(
+        d["authorization_endpoint"],
+        format!("{ISSUER}/oauth2/authorize")
+    );
     assert_eq!(d["subject_types_supported"], json!(["public"]));
 
     // JWKS: entity tag, conditional GET, bounded caching.

@@ -1133,3 +1133,103 @@ async fn clients_and_login_urls_are_validated() {
     assert_eq!(after.envs, before.envs);
     assert_eq!(after.clients.len(), before.clients.len() + 1);
 }
+
+/// A DPoP proof (RFC 9449) by `key` for `htm htu` at `iat`, with `ath`
+/// for an access token.
+fn dpop_proof(
+    key: &keyward_jose::PrivateKey,
+    htm: &str,
+    htu: &str,
+    iat: i64,
+    access: Option<&str>,
+) -> String {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let header = json!({
+        "typ": "dpop+jwt", "alg": "ES256",
+        "jwk": key.public_key().to_jwk(None).to_value(),
+    });
+    let mut claims = json!({
+        "jti": keyward_jose::crypto::random_text::<12>(), "htm": htm, "htu": htu, "iat": iat
+    });
+    if let Some(t) = access {
+        claims["ath"] = json!(b64(&sha256(t.as_bytes())));
+    }
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = key.sign(input.as_bytes()).unwrap();
+    format!("{input}.{}", b64(&sig))
+}
+
+#[tokio::test]
+async fn dpop_binds_the_code_exchange_its_refresh_family_and_userinfo() {
+    let fl = flow().await;
+    let key = keyward_jose::PrivateKey::generate(Algorithm::ES256, None).unwrap();
+    let (code, _) = fl
+        .code(&fl.public, &["openid", "email", "offline_access"])
+        .await;
+    let form = format!(
+        "grant_type=authorization_code&client_id={}&code={code}&redirect_uri={}&code_verifier={VERIFIER}",
+        fl.public,
+        enc(CB)
+    );
+    let token_url = format!("{ISSUER}/oauth2/token");
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/dev/oauth2/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("DPoP", dpop_proof(&key, "POST", &token_url, fl.now(), None))
+        .body(Body::from(form))
+        .unwrap();
+    let r = fl.f.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["token_type"], "DPoP");
+    let access = r.body["access_token"].as_str().unwrap().to_string();
+    let refresh = r.body["refresh_token"].as_str().unwrap().to_string();
+    // userinfo: not as a bearer token; with a proof of the key, yes.
+    assert_eq!(fl.userinfo(&access).await.status, StatusCode::UNAUTHORIZED);
+    let userinfo_url = format!("{ISSUER}/oauth2/userinfo");
+    let call = |proof: String| {
+        Request::builder()
+            .uri("/dev/oauth2/userinfo")
+            .header(header::AUTHORIZATION, format!("DPoP {access}"))
+            .header("DPoP", proof)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let other = keyward_jose::PrivateKey::generate(Algorithm::ES256, None).unwrap();
+    let r =
+        fl.f.send(call(dpop_proof(
+            &other,
+            "GET",
+            &userinfo_url,
+            fl.now(),
+            Some(&access),
+        )))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    let r =
+        fl.f.send(call(dpop_proof(
+            &key,
+            "GET",
+            &userinfo_url,
+            fl.now(),
+            Some(&access),
+        )))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["email"], "alice@example.com");
+    // The public client's refresh family is bound to the key.
+    let r = fl
+        .token(
+            &format!(
+                "grant_type=refresh_token&client_id={}&refresh_token={refresh}",
+                fl.public
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["error"], "invalid_dpop_proof", "{r:?}");
+}
