@@ -252,6 +252,7 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
     // HEAD is answered like GET (the body is dropped on the way out).
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let post = *req.method() == Method::POST;
+    let plain_get = *req.method() == Method::GET;
     let a = &s.authority;
     // Endpoints without a body refuse a large one like those with one do.
     if get && declares_too_large(req.headers()) {
@@ -271,11 +272,12 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         Endpoint::Introspect if post => introspect(a, &env, req).await,
         Endpoint::Revoke if post => revoke(a, &env, req).await,
         Endpoint::Par if post => par(a, &env, req).await,
-        Endpoint::Authorize if get || post => authorize::authorize(a, &env, req).await,
-        Endpoint::Userinfo if get || post => authorize::userinfo(a, &env, req).await,
-        Endpoint::Logout if get || post => authorize::logout(a, &env, req).await,
+        // Not HEAD: these start or end a browser's flow.
+        Endpoint::Authorize if plain_get || post => authorize::authorize(a, &env, req).await,
+        Endpoint::Userinfo if plain_get || post => authorize::userinfo(a, &env, req).await,
+        Endpoint::Logout if plain_get || post => authorize::logout(a, &env, req).await,
         Endpoint::Authorize | Endpoint::Userinfo | Endpoint::Logout => {
-            method_not_allowed("GET, HEAD, POST")
+            method_not_allowed("GET, POST")
         }
         Endpoint::Discovery | Endpoint::Jwks | Endpoint::Revocations => {
             method_not_allowed("GET, HEAD")

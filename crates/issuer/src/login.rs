@@ -688,8 +688,11 @@ impl Authority {
                 new_session: None,
             });
         };
+        // Read before the transaction: a store with one connection (an
+        // in-memory SQLite) has none left while a transaction holds it.
+        let found = self.find_session(env, cookies, now).await?;
         let mut tx = self.store.begin().await?;
-        let (session, new_session) = match self.find_session(env, cookies, now).await? {
+        let (session, new_session) = match found {
             Some(s) => (s, None),
             None => {
                 let (cookie, hash) = secret();
@@ -1865,6 +1868,17 @@ pub fn check_login_settings(
 pub fn settings_json(v: &mut Value, s: &keyward_store::LoginSettings) {
     v["login_url"] = json!(s.login_url);
     v["consent_url"] = json!(s.consent_url);
+}
+
+impl Authority {
+    /// Deletes the login records nothing can use any more (see
+    /// [`keyward_store::Tx::purge_login_records`]); run by the scheduler.
+    pub async fn purge_login_records(&self) -> Result<u64, StoreError> {
+        let mut tx = self.store.begin().await?;
+        let n = tx.purge_login_records(self.now()).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
 }
 
 /// What the logout endpoint answers.

@@ -115,8 +115,8 @@ impl Authority {
         Ok(sweep.destroyed)
     }
 
-    /// Runs [`Authority::rotate_due`] and [`Authority::destroy_unpublished`]
-    /// every `interval` until aborted.
+    /// Runs [`Authority::rotate_due`], [`Authority::destroy_unpublished`]
+    /// and [`Authority::purge_login_records`] every `interval` until aborted.
     pub fn spawn_scheduler(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let a = self.clone();
         tokio::spawn(async move {
@@ -129,6 +129,9 @@ impl Authority {
                 }
                 if let Err(e) = a.destroy_unpublished().await {
                     tracing::error!(error = %error_chain(&e), "the sweep of device keys to destroy failed");
+                }
+                if let Err(e) = a.purge_login_records().await {
+                    tracing::error!(error = %error_chain(&e), "purging expired login records failed");
                 }
             }
         })

@@ -738,31 +738,27 @@ impl Tx<'_> {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Deletes what browser logins keep once it can no longer be used:
-    /// sessions and requests that expired before `before`, and codes that
-    /// expired before `codes_before` (kept longer than their 60 s, so a
-    /// late replay is still recognised and revokes what the code issued).
+    /// Deletes what browser logins keep once nothing can use it: sessions,
+    /// requests and consents that expired before `before`, and codes that
+    /// expired before it whose access token expired too and whose refresh
+    /// family is gone (userinfo reads a code's claims for as long as what
+    /// it issued lives; a late replay of it has nothing left to revoke).
     /// Returns how many rows went.
-    pub async fn purge_login_records(
-        &mut self,
-        before: Timestamp,
-        codes_before: Timestamp,
-    ) -> Result<u64, StoreError> {
+    pub async fn purge_login_records(&mut self, before: Timestamp) -> Result<u64, StoreError> {
         let mut n = 0;
-        for (sql, t) in [
-            ("DELETE FROM browser_sessions WHERE expires_at < $1", before),
-            ("DELETE FROM login_requests WHERE expires_at < $1", before),
-            (
-                "DELETE FROM consents WHERE expires_at IS NOT NULL AND expires_at < $1",
-                before,
-            ),
-            (
-                "DELETE FROM authorization_codes WHERE expires_at < $1",
-                codes_before,
-            ),
+        for sql in [
+            "DELETE FROM browser_sessions WHERE expires_at < $1",
+            "DELETE FROM login_requests WHERE expires_at < $1",
+            // Pushed authorization requests (RFC 9126, `crate::pushed`).
+            "DELETE FROM pushed_requests WHERE expires_at < $1",
+            "DELETE FROM consents WHERE expires_at IS NOT NULL AND expires_at < $1",
+            "DELETE FROM authorization_codes WHERE expires_at < $1 \
+             AND (access_exp IS NULL OR access_exp < $1) \
+             AND (family_id IS NULL OR NOT EXISTS \
+                  (SELECT 1 FROM refresh_tokens r WHERE r.family_id = authorization_codes.family_id))",
         ] {
             n += sqlx::query(sql)
-                .bind(t)
+                .bind(before)
                 .execute(&mut *self.tx)
                 .await?
                 .rows_affected();

@@ -538,14 +538,47 @@ async fn purge_deletes_only_expired_login_records(store: Store, _ctx: Ctx) {
     tx.insert_browser_session(&session(&h("cookie"), "sid-1"))
         .await
         .unwrap();
+    // A used code whose refresh family lives is kept (userinfo reads it).
+    let mut used = code("k2");
+    used.access_jti = Some("j2".into());
+    used.access_exp = Some(3_300);
+    used.family_id = Some("fam-2".into());
+    tx.insert_authorization_code(&used).await.unwrap();
+    tx.insert_refresh_token(&RefreshToken {
+        token_hash: h("rt-2"),
+        env: "prod".into(),
+        client_id: "app".into(),
+        family_id: "fam-2".into(),
+        subject: "alice".into(),
+        scope: "openid".into(),
+        audience: None,
+        extra: "{}".into(),
+        issued_at: 3_000,
+        expires_at: 90_000,
+        rotated_at: None,
+        revoked_at: None,
+        parent: None,
+        access: None,
+        dpop_jkt: None,
+    })
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let mut tx = store.begin().await.unwrap();
-    // Nothing has expired at 3_000 (codes kept until 3_060).
-    assert_eq!(tx.purge_login_records(3_000, 3_000).await.unwrap(), 0);
-    // The request (3_600) and the code (3_060) have; the session has not.
-    assert_eq!(tx.purge_login_records(3_601, 3_061).await.unwrap(), 2);
+    // Nothing has expired at 3_000.
+    assert_eq!(tx.purge_login_records(3_000).await.unwrap(), 0);
+    // The request (3_600) and the unused code (3_060) have; the session
+    // has not, and the used code's family lives.
+    assert_eq!(tx.purge_login_records(3_601).await.unwrap(), 2);
     tx.commit().await.unwrap();
     assert!(store.authorization_code(&h("k1")).await.unwrap().is_none());
+    assert!(store.authorization_code(&h("k2")).await.unwrap().is_some());
     assert!(store.login_request(&h("c1")).await.unwrap().is_none());
     assert!(store.browser_session(&h("cookie")).await.unwrap().is_some());
+    // Once the family is gone, the code goes too.
+    let mut tx = store.begin().await.unwrap();
+    tx.delete_expired_refresh_tokens(i64::MAX).await.unwrap();
+    assert_eq!(tx.purge_login_records(3_601).await.unwrap(), 1);
+    tx.commit().await.unwrap();
+    assert!(store.authorization_code(&h("k2")).await.unwrap().is_none());
 }
