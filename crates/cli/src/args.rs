@@ -231,6 +231,10 @@ pub struct ClientFields {
     /// `--first-party=false` lifts it).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub first_party: Option<bool>,
+    /// Its authorization requests must be pushed first (RFC 9126 PAR,
+    /// `POST {issuer}/oauth2/par`; `--require-par=false` lifts it).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub require_par: Option<bool>,
     /// Access-token lifetime for this client (at most the environment's).
     #[arg(long, value_parser = parse_duration)]
     pub access_token_ttl: Option<i64>,
@@ -265,6 +269,16 @@ pub struct ClientFields {
     /// token request (cnf.x5t#S256; default: true for the two tls methods).
     #[arg(long)]
     pub tls_bound_tokens: Option<bool>,
+    /// Token exchange (RFC 8693, grant type
+    /// urn:ietf:params:oauth:grant-type:token-exchange): a trusted issuer
+    /// (`[[token_exchange.trusted_issuers]]` of the server) whose tokens this
+    /// client may exchange, besides its own environment's (repeatable;
+    /// replaces the list).
+    #[arg(long, value_name = "ISSUER_URL")]
+    pub exchange_issuer: Vec<String>,
+    /// Only its own environment's tokens may be exchanged (clears --exchange-issuer).
+    #[arg(long, conflicts_with = "exchange_issuer")]
+    pub no_exchange_issuers: bool,
 }
 
 impl ClientFields {

@@ -582,7 +582,16 @@ async fn discovery_and_jwks_caching_follow_rotation() {
     assert_eq!(d["revocation_endpoint"], format!("{ISSUER}/oauth2/revoke"));
     assert_eq!(
         d["grant_types_supported"],
-        json!(["authorization_code", "client_credentials", "refresh_token"])
+        json!([
+            "authorization_code",
+            "client_credentials",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
+    );
+    assert_eq!(
+        d["pushed_authorization_request_endpoint"],
+        format!("{ISSUER}/oauth2/par")
     );
     assert_eq!(
         d["token_endpoint_auth_methods_supported"],

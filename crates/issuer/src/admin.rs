@@ -1220,6 +1220,9 @@ struct CreateClient {
     refresh_token_ttl_secs: Option<i64>,
     #[serde(default)]
     dpop_bound_access_tokens: bool,
+    /// Token exchange (RFC 8693): trusted issuers whose tokens it may exchange.
+    #[serde(default)]
+    exchange_issuers: Vec<String>,
     // RFC 8705 §2.1.2 and §3.4 client metadata.
     #[serde(default)]
     tls_client_auth_subject_dn: Option<String>,
@@ -1239,6 +1242,9 @@ struct CreateClient {
     post_logout_redirect_uris: Vec<String>,
     #[serde(default)]
     first_party: bool,
+    /// RFC 9126: its authorization requests must be pushed first.
+    #[serde(default)]
+    require_pushed_authorization_requests: bool,
 }
 
 /// A partial update: absent fields stay; `null` clears what may be cleared.
@@ -1287,6 +1293,10 @@ struct PatchClient {
     /// `null`: back to the default (bound for the two certificate methods).
     #[serde(default, deserialize_with = "nullable")]
     tls_client_certificate_bound_access_tokens: Option<Option<bool>>,
+    #[serde(default)]
+    require_pushed_authorization_requests: Option<bool>,
+    #[serde(default)]
+    exchange_issuers: Option<Vec<String>>,
 }
 
 impl PatchClient {
@@ -1360,6 +1370,7 @@ async fn create_client(
         access_token_ttl_secs: b.access_token_ttl_secs,
         refresh_token_ttl_secs: b.refresh_token_ttl_secs,
         dpop_bound_access_tokens: b.dpop_bound_access_tokens,
+        exchange_issuers: b.exchange_issuers,
         mtls: keyward_store::ClientMtls {
             subject: clients::tls_subject([
                 (TlsName::SubjectDn, b.tls_client_auth_subject_dn),
@@ -1375,6 +1386,7 @@ async fn create_client(
             redirect_uris: b.redirect_uris,
             post_logout_redirect_uris: b.post_logout_redirect_uris,
             first_party: b.first_party,
+            require_par: b.require_pushed_authorization_requests,
         },
     };
     let reg = register_client(&s.authority, &caller.actor(), new).await?;
@@ -1442,6 +1454,9 @@ async fn update_client(
     if let Some(v) = p.grant_types {
         c.grant_types = v;
     }
+    if let Some(v) = p.exchange_issuers {
+        c.exchange_issuers = v;
+    }
     // The client's keys come from one place: naming one source replaces both.
     if p.jwks.is_some() || p.jwks_uri.is_some() {
         c.jwks = p.jwks.flatten().map(jwks_text);
@@ -1461,6 +1476,9 @@ async fn update_client(
     }
     if let Some(v) = p.post_logout_redirect_uris {
         c.login.post_logout_redirect_uris = v;
+    }
+    if let Some(v) = p.require_pushed_authorization_requests {
+        c.login.require_par = v;
     }
     if let Some(v) = p.first_party {
         c.login.first_party = v;

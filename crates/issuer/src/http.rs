@@ -231,6 +231,7 @@ enum Endpoint {
     Authorize,
     Userinfo,
     Logout,
+    Par,
 }
 
 async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
@@ -252,6 +253,7 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         "/oauth2/authorize" => Endpoint::Authorize,
         "/oauth2/userinfo" => Endpoint::Userinfo,
         "/oauth2/logout" => Endpoint::Logout,
+        "/oauth2/par" => Endpoint::Par,
         _ => return not_found(),
     };
     let env = env.clone();
@@ -277,6 +279,7 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         Endpoint::Token if post => token(a, &env, req).await,
         Endpoint::Introspect if post => introspect(a, &env, req).await,
         Endpoint::Revoke if post => revoke(a, &env, req).await,
+        Endpoint::Par if post => par(a, &env, req).await,
         // Not HEAD: these start or end a browser's flow.
         Endpoint::Authorize if plain_get || post => authorize::authorize(a, &env, req).await,
         Endpoint::Userinfo if plain_get || post => authorize::userinfo(a, &env, req).await,
@@ -287,7 +290,9 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         Endpoint::Discovery | Endpoint::Jwks | Endpoint::Revocations => {
             method_not_allowed("GET, HEAD")
         }
-        Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke => method_not_allowed("POST"),
+        Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke | Endpoint::Par => {
+            method_not_allowed("POST")
+        }
     }
 }
 
@@ -373,7 +378,12 @@ pub fn discovery(
         "authorization_endpoint": format!("{base}/oauth2/authorize"),
         "userinfo_endpoint": format!("{base}/oauth2/userinfo"),
         "end_session_endpoint": format!("{base}/oauth2/logout"),
-        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "grant_types_supported": [
+            "authorization_code",
+            "client_credentials",
+            "refresh_token",
+            crate::exchange::TOKEN_EXCHANGE_GRANT,
+        ],
         "token_endpoint_auth_methods_supported": token_auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "introspection_endpoint_auth_methods_supported": auth_methods,
@@ -391,6 +401,9 @@ pub fn discovery(
         "claims_parameter_supported": false,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
+        // RFC 9126: pushed requests; required per client only.
+        "pushed_authorization_request_endpoint": format!("{base}/oauth2/par"),
+        "require_pushed_authorization_requests": false,
         "claims_supported": claims_supported(),
         "subject_types_supported": ["public"],
         "revocation_feed_endpoint": format!("{base}/revocations"),
@@ -670,6 +683,11 @@ async fn token_answer(a: &Authority, env: &EnvState, req: Request) -> Response {
         code: form.take("code"),
         redirect_uri: form.take("redirect_uri"),
         code_verifier: form.take("code_verifier"),
+        subject_token: form.take("subject_token"),
+        subject_token_type: form.take("subject_token_type"),
+        actor_token: form.take("actor_token"),
+        actor_token_type: form.take("actor_token_type"),
+        requested_token_type: form.take("requested_token_type"),
         credentials: form.credentials,
         dpop_proof,
     };
@@ -717,6 +735,34 @@ async fn introspect(a: &Authority, env: &EnvState, req: Request) -> Response {
         Err(e) => {
             crate::metrics::endpoint(&env.env.name, "introspect", e.code.as_str());
             e.report(&env.env.name, "introspect");
+            oauth_error(&e)
+        }
+    }
+}
+
+/// `POST {issuer}/oauth2/par` (RFC 9126): 201 with the `request_uri`.
+async fn par(a: &Authority, env: &EnvState, req: Request) -> Response {
+    let form = match read_form(req).await {
+        Ok(f) => f,
+        Err((e, status)) => {
+            crate::metrics::endpoint(&env.env.name, "par", e.code.as_str());
+            return refused(&e, status);
+        }
+    };
+    match a
+        .push_authorization_request(env, &form.credentials, form.fields)
+        .await
+    {
+        Ok(p) => {
+            crate::metrics::endpoint(&env.env.name, "par", "ok");
+            no_store_json(
+                StatusCode::CREATED,
+                json!({"request_uri": p.request_uri, "expires_in": p.expires_in}),
+            )
+        }
+        Err(e) => {
+            crate::metrics::endpoint(&env.env.name, "par", e.code.as_str());
+            e.report(&env.env.name, "par");
             oauth_error(&e)
         }
     }

@@ -314,20 +314,23 @@ fn secret() -> (String, Vec<u8>) {
     new_secret("")
 }
 
-fn error_page(status: u16, message: impl Into<String>) -> AuthorizeAnswer {
+pub(crate) fn error_page(status: u16, message: impl Into<String>) -> AuthorizeAnswer {
     AuthorizeAnswer::ErrorPage {
         status,
         message: message.into(),
     }
 }
 
-fn server_error_page(env: &EnvState, e: &(dyn std::error::Error + 'static)) -> AuthorizeAnswer {
+pub(crate) fn server_error_page(
+    env: &EnvState,
+    e: &(dyn std::error::Error + 'static),
+) -> AuthorizeAnswer {
     OAuthError::internal(FaultReason::Store, e).report(&env.env.name, "authorize");
     error_page(500, "the server could not complete the request; try again")
 }
 
 /// The error response to the client (RFC 6749 §4.1.2.1, RFC 9207).
-fn error_reply(
+pub(crate) fn error_reply(
     env: &EnvState,
     redirect_uri: &str,
     mode: ResponseMode,
@@ -431,10 +434,10 @@ pub fn released_claims(subject: &str, claims: &Map<String, Value>, scope: &[Stri
 }
 
 /// The authorization request's parameters, each at most once.
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(pub(crate) Vec<(String, String)>);
 
 impl Params {
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
@@ -482,10 +485,24 @@ impl Authority {
         if let Some(v) = params.get("consent_verifier") {
             return plain(self.continue_consent(env, v, cookies).await);
         }
+        // RFC 9126: a request pushed earlier, by its request_uri, once.
+        if let Some(uri) = params.get("request_uri") {
+            let req = match self.pushed_request(env, params.get("client_id"), uri).await {
+                Ok(r) => r,
+                Err(answer) => return plain(answer),
+            };
+            return match self.start(env, req, cookies).await {
+                Ok(a) => a,
+                Err(e) => plain(server_error_page(env, &e)),
+            };
+        }
         let req = match self.check_request(env, &params) {
             Ok(r) => r,
             Err(answer) => return plain(answer),
         };
+        if let Some(refused) = self.must_push(env, &req) {
+            return plain(refused);
+        }
         match self.start(env, req, cookies).await {
             Ok(a) => a,
             Err(e) => plain(server_error_page(env, &e)),
@@ -495,7 +512,11 @@ impl Authority {
     /// Checks a new authorization request: the client and redirect URI
     /// first (errors shown, not redirected), then the rest (errors
     /// redirected to the client).
-    fn check_request(&self, env: &EnvState, p: &Params) -> Result<AuthRequest, AuthorizeAnswer> {
+    pub(crate) fn check_request(
+        &self,
+        env: &EnvState,
+        p: &Params,
+    ) -> Result<AuthRequest, AuthorizeAnswer> {
         if let Some((k, _)) = p.0.iter().find(|(_, v)| v.len() > MAX_PARAM_LEN) {
             return Err(error_page(
                 400,

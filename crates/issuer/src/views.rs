@@ -59,12 +59,14 @@ pub fn client_json(c: &Client) -> Value {
         "access_token_ttl_secs": c.access_token_ttl_secs,
         "refresh_token_ttl_secs": c.refresh_token_ttl_secs,
         "dpop_bound_access_tokens": c.dpop_bound_access_tokens,
+        "exchange_issuers": c.exchange_issuers,
         "created_at": fmt_time(c.created_at),
         "updated_at": fmt_time(c.updated_at),
         "tls_client_certificate_bound_access_tokens": c.mtls.binds_tokens(c.auth),
         "redirect_uris": c.login.redirect_uris,
         "post_logout_redirect_uris": c.login.post_logout_redirect_uris,
         "first_party": c.login.first_party,
+        "require_pushed_authorization_requests": c.login.require_par,
     });
     if let Some((kind, value)) = &c.mtls.subject {
         v[kind.metadata_name()] = json!(value);

@@ -38,6 +38,7 @@ pub mod backup;
 pub mod clients;
 pub mod error;
 pub mod login;
+pub mod pushed;
 pub mod records;
 pub mod root_key;
 pub mod sealing;
@@ -56,6 +57,7 @@ pub use login::{
     AuthorizationCode, BrowserSession, Consent, Decision, LoginRequest, LoginSettings, RequestKind,
     SessionLogin,
 };
+pub use pushed::PushedRequest;
 pub use records::{
     issuer_key, issuer_route, Environment, KeyMaterial, KeyRecord, KeyState, KeyStoreName,
     RotationPolicy, Timestamp,

@@ -165,6 +165,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "dpop_nonce",
         include_str!("../migrations/sqlite/0010_dpop_nonce.sql"),
     ),
+    (
+        11,
+        "token_exchange",
+        include_str!("../migrations/sqlite/0011_token_exchange.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -216,6 +221,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         10,
         "dpop_nonce",
         include_str!("../migrations/postgres/0010_dpop_nonce.sql"),
+    ),
+    (
+        11,
+        "token_exchange",
+        include_str!("../migrations/postgres/0011_token_exchange.sql"),
     ),
 ]);
 
@@ -938,6 +948,7 @@ impl Tx<'_> {
             "authorization_codes",
             "login_requests",
             "consents",
+            "pushed_requests",
             "browser_sessions",
             "assertion_jtis",
             "revocations",

@@ -9,6 +9,8 @@ mod device_root;
 mod issuer;
 #[path = "suite/login.rs"]
 mod login;
+#[path = "suite/pushed.rs"]
+mod pushed;
 
 use common::Ctx;
 use keyward_jose::crypto::random_bytes;

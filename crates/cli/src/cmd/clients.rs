@@ -76,12 +76,14 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
                         redirect_uris: fields.redirect_uri.clone(),
                         post_logout_redirect_uris: fields.post_logout_redirect_uri.clone(),
                         first_party: fields.first_party.unwrap_or(false),
+                        require_par: fields.require_par.unwrap_or(false),
                     },
                     jwks,
                     jwks_uri,
                     access_token_ttl_secs: fields.access_token_ttl,
                     refresh_token_ttl_secs: fields.refresh_token_ttl,
                     dpop_bound_access_tokens: fields.dpop_bound.unwrap_or(false),
+                    exchange_issuers: fields.exchange_issuer,
                     mtls: keyward_store::ClientMtls {
                         subject: tls_subject,
                         bound_tokens: fields.tls_bound_tokens,
@@ -217,6 +219,9 @@ fn apply(c: &mut Client, name: Option<String>, f: ClientFields) -> Result<()> {
     if !f.post_logout_redirect_uri.is_empty() {
         c.login.post_logout_redirect_uris = f.post_logout_redirect_uri.clone();
     }
+    if let Some(b) = f.require_par {
+        c.login.require_par = b;
+    }
     if let Some(b) = f.first_party {
         c.login.first_party = b;
     }
@@ -237,6 +242,9 @@ fn apply(c: &mut Client, name: Option<String>, f: ClientFields) -> Result<()> {
     }
     if let Some(b) = f.dpop_bound {
         c.dpop_bound_access_tokens = b;
+    }
+    if !f.exchange_issuer.is_empty() || f.no_exchange_issuers {
+        c.exchange_issuers = f.exchange_issuer;
     }
     if let Some(subject) = tls_subject {
         c.mtls.subject = Some(subject);

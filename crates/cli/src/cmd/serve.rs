@@ -121,6 +121,7 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
                 dpop_bound_access_tokens: false,
                 mtls: Default::default(),
                 login: Default::default(),
+                exchange_issuers: Vec::new(),
             },
             ctx.at(),
         )

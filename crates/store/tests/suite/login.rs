@@ -52,13 +52,15 @@ fn client(env: &str, id: &str) -> Client {
             ],
             post_logout_redirect_uris: vec!["https://rp.example/bye".into()],
             first_party: true,
+            require_par: false,
         },
+        exchange_issuers: Vec::new(),
         created_at: 2_000,
         updated_at: 2_000,
     }
 }
 
-async fn setup(store: &Store) {
+pub(crate) async fn setup(store: &Store) {
     let mut tx = store.begin().await.unwrap();
     tx.create_environment(&env("prod")).await.unwrap();
     tx.create_client(&client("prod", "app")).await.unwrap();
