@@ -258,7 +258,9 @@ class Handler(BaseHTTPRequestHandler):
         # The challenge is in our URL: no Referer to other sites, no framing.
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("X-Frame-Options", "DENY")
-        self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+        # No form-action: browsers apply it to every redirect after a form
+        # is posted, and an accept redirects to keyward, then to the client.
+        self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")
         for k, v in extra:
             self.send_header(k, v)
         self.end_headers()

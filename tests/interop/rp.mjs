@@ -107,17 +107,6 @@ async function main() {
   assert(header(tokens.access_token).typ === 'at+jwt', `access token typ ${header(tokens.access_token).typ}`)
   ok(step)
 
-  step = 'code replay refused'
-  await expectOAuthError(
-    client.authorizationCodeGrant(config, first.callback, {
-      pkceCodeVerifier: first.verifier,
-      expectedNonce: first.nonce,
-      expectedState: first.state,
-    }),
-    'invalid_grant',
-  )
-  ok(step)
-
   step = 'userinfo'
   const info = await client.fetchUserInfo(config, tokens.access_token, claims.sub)
   assert(info.sub === 'alice', `userinfo sub ${info.sub}`)
@@ -132,6 +121,24 @@ async function main() {
   assert(refreshed.refresh_token && refreshed.refresh_token !== tokens.refresh_token, 'refresh token not rotated')
   const info2 = await client.fetchUserInfo(config, refreshed.access_token, claims.sub)
   assert(info2.sub === 'alice', 'userinfo after refresh')
+  ok(step)
+
+  step = 'code replay refused, and it revokes what the code issued'
+  await expectOAuthError(
+    client.authorizationCodeGrant(config, first.callback, {
+      pkceCodeVerifier: first.verifier,
+      expectedNonce: first.nonce,
+      expectedState: first.state,
+    }),
+    'invalid_grant',
+  )
+  try {
+    await client.fetchUserInfo(config, tokens.access_token, claims.sub)
+    throw new Error('the access token still works after the code replay')
+  } catch (e) {
+    assert(e instanceof client.WWWAuthenticateChallengeError || e.status === 401, `userinfo after replay: ${e.message}`)
+  }
+  await expectOAuthError(client.refreshTokenGrant(config, refreshed.refresh_token), 'invalid_grant')
   ok(step)
 
   step = 'wrong PKCE verifier refused'

@@ -135,10 +135,6 @@ def main():
             pass
         print(f"ok   {step}")
 
-        step = "code replay refused"
-        expect_invalid_grant(lambda: code_grant(auth, q))
-        print(f"ok   {step}")
-
         step = "userinfo"
         info = rp.userinfo(token=token)
         check(info["sub"] == "alice", f"userinfo sub {info.get('sub')}")
@@ -154,6 +150,23 @@ def main():
         check(refreshed["access_token"] != token["access_token"], "no new access token")
         check(refreshed.get("refresh_token") and refreshed["refresh_token"] != token["refresh_token"], "not rotated")
         check(rp.userinfo(token=refreshed)["sub"] == "alice", "userinfo after refresh")
+        print(f"ok   {step}")
+
+        step = "code replay refused, and it revokes what the code issued"
+        expect_invalid_grant(lambda: code_grant(auth, q))
+        try:
+            rp.userinfo(token=token)
+            raise Fail("the access token still works after the code replay")
+        except Fail:
+            raise
+        except Exception as e:  # noqa: BLE001 (requests' HTTPError)
+            check(getattr(getattr(e, "response", None), "status_code", None) == 401, f"userinfo after replay: {e}")
+
+        def refresh_again():
+            with rp._get_oauth_client(**meta) as session:
+                session.refresh_token(meta["token_endpoint"], refresh_token=refreshed["refresh_token"])
+
+        expect_invalid_grant(refresh_again)
         print(f"ok   {step}")
 
         step = "wrong PKCE verifier refused"
