@@ -30,6 +30,8 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+// Parsed once per run: the size of the largest command does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Start here: on an empty data dir, initialize it and create a demo client; then serve.
@@ -213,6 +215,22 @@ pub struct ClientFields {
     /// Allowed grant types, space-separated (default: "client_credentials refresh_token").
     #[arg(long)]
     pub grant_types: Option<String>,
+    /// An allowed grant type (repeatable; with --grant-types, both count):
+    /// client_credentials, refresh_token, authorization_code.
+    #[arg(long = "grant-type", value_name = "GRANT")]
+    pub grant_type: Vec<String>,
+    /// authorization_code: a redirect URI (repeatable), compared byte for
+    /// byte; https, or http to localhost; no fragment, no wildcard.
+    /// Given on update, the list replaces the registered one.
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    pub redirect_uri: Vec<String>,
+    /// Where the browser may be sent after logout (repeatable; exact match).
+    #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+    pub post_logout_redirect_uri: Vec<String>,
+    /// Consent is skipped for this client (the operator's own application;
+    /// `--first-party=false` lifts it).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub first_party: Option<bool>,
     /// Access-token lifetime for this client (at most the environment's).
     #[arg(long, value_parser = parse_duration)]
     pub access_token_ttl: Option<i64>,
@@ -280,6 +298,10 @@ pub enum ClientsCmd {
         auth: AuthMethod,
         #[command(flatten)]
         fields: ClientFields,
+        /// A public client: no secret (token_endpoint_auth_method none);
+        /// authorization_code with PKCE only. Overrides --auth.
+        #[arg(long)]
+        public: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -465,6 +487,8 @@ pub enum EnvCmd {
         /// `keys generate` or `keys import`; servers report it, readiness ignores it).
         #[arg(long)]
         no_key: bool,
+        #[command(flatten)]
+        login: LoginUrlArgs,
         /// Print the environment and its first key as JSON.
         #[arg(long)]
         json: bool,
@@ -507,10 +531,25 @@ pub enum EnvCmd {
         /// Where new keys are made from now on (existing keys keep their store).
         #[arg(long, value_enum)]
         key_store: Option<KeyStore>,
+        #[command(flatten)]
+        login: LoginUrlArgs,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where an environment sends browsers to log in (authorization code flow).
+#[derive(Debug, Args, Clone, Default)]
+pub struct LoginUrlArgs {
+    /// The login app: browsers go to URL?login_challenge=... (https, or http
+    /// to localhost). On update, an empty value removes it.
+    #[arg(long, value_name = "URL")]
+    pub login_url: Option<String>,
+    /// The consent page (default: the login URL): URL?consent_challenge=...
+    /// On update, an empty value falls back to the login URL.
+    #[arg(long, value_name = "URL")]
+    pub consent_url: Option<String>,
 }
 
 /// Where a new key comes in.

@@ -59,6 +59,7 @@ use crate::rotation::{RotationError, Schedule};
 use crate::views::{client_json, env_json, key_json};
 
 pub mod auth;
+mod logins;
 mod openapi;
 pub mod permissions;
 pub mod tokens;
@@ -610,6 +611,42 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/admin/v1/envs/{env}/login-requests/{challenge}",
+        need: Need::Env(EnvAction::LoginsAccept),
+        handler: || get(logins::get_login),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/envs/{env}/login-requests/{challenge}/accept",
+        need: Need::Env(EnvAction::LoginsAccept),
+        handler: || post(logins::accept_login),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/envs/{env}/login-requests/{challenge}/reject",
+        need: Need::Env(EnvAction::LoginsAccept),
+        handler: || post(logins::reject_login),
+    },
+    Route {
+        method: "GET",
+        path: "/admin/v1/envs/{env}/consent-requests/{challenge}",
+        need: Need::Env(EnvAction::LoginsAccept),
+        handler: || get(logins::get_consent),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/envs/{env}/consent-requests/{challenge}/accept",
+        need: Need::Env(EnvAction::LoginsAccept),
+        handler: || post(logins::accept_consent),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/v1/envs/{env}/consent-requests/{challenge}/reject",
+        need: Need::Env(EnvAction::LoginsAccept),
+        handler: || post(logins::reject_consent),
+    },
+    Route {
+        method: "GET",
         path: "/admin/v1/admin-tokens",
         need: Need::Global(permissions::ADMIN_TOKENS_READ),
         handler: || get(tokens::list),
@@ -755,6 +792,12 @@ struct UpdateEnv {
     /// Where new keys are made from now on; existing keys keep their store.
     #[serde(default)]
     key_store: Option<KeyStoreName>,
+    /// Where browsers log in; `null` removes it.
+    #[serde(default, deserialize_with = "nullable")]
+    login_url: Option<Option<String>>,
+    /// Where browsers consent; `null`: the login URL.
+    #[serde(default, deserialize_with = "nullable")]
+    consent_url: Option<Option<String>>,
 }
 
 /// The environments the caller may read (others are left out).
@@ -874,6 +917,7 @@ async fn update_env(
         .environment(&env)
         .await
         .map_err(ApiError::from_store)?;
+    let login_change = b.login_url.is_some() || b.consent_url.is_some();
     if let Some(k) = b.key_store {
         // A store this server cannot reach, or that cannot make the
         // environment's keys, is refused: its next rotation would fail.
@@ -887,11 +931,31 @@ async fn update_env(
         now: a.now(),
         actor: &actor,
     };
-    keyring::update_environment(&a.store, &e, at)
+    let mut settings = a
+        .store
+        .login_settings(&env)
         .await
-        .map_err(ApiError::from_issuer)?;
+        .map_err(ApiError::from_store)?;
+    if login_change {
+        if let Some(v) = b.login_url {
+            settings.login_url = v;
+        }
+        if let Some(v) = b.consent_url {
+            settings.consent_url = v;
+        }
+        crate::login::set_login_settings(&a.store, &env, &settings, at)
+            .await
+            .map_err(ApiError::from_issuer)?;
+    }
+    if b.key_store.is_some() || !login_change {
+        keyring::update_environment(&a.store, &e, at)
+            .await
+            .map_err(ApiError::from_issuer)?;
+    }
     reload(a).await;
-    Ok(reply(StatusCode::OK, env_json(&e)))
+    let mut v = env_json(&e);
+    crate::login::settings_json(&mut v, &settings);
+    Ok(reply(StatusCode::OK, v))
 }
 
 async fn show_env(State(s): State<AdminState>, PathParams(env): PathParams<String>) -> ApiResult {
@@ -901,7 +965,15 @@ async fn show_env(State(s): State<AdminState>, PathParams(env): PathParams<Strin
         .environment(&env)
         .await
         .map_err(ApiError::from_store)?;
-    Ok(reply(StatusCode::OK, env_json(&e)))
+    let settings = s
+        .authority
+        .store
+        .login_settings(&env)
+        .await
+        .map_err(ApiError::from_store)?;
+    let mut v = env_json(&e);
+    crate::login::settings_json(&mut v, &settings);
+    Ok(reply(StatusCode::OK, v))
 }
 
 // ---------------------------------------------------------------------------
@@ -1141,6 +1213,12 @@ struct CreateClient {
     tls_client_auth_san_email: Option<String>,
     #[serde(default)]
     tls_client_certificate_bound_access_tokens: Option<bool>,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    first_party: bool,
 }
 
 /// A partial update: absent fields stay; `null` clears what may be cleared.
@@ -1167,6 +1245,12 @@ struct PatchClient {
     refresh_token_ttl_secs: Option<Option<i64>>,
     #[serde(default)]
     dpop_bound_access_tokens: Option<bool>,
+    #[serde(default)]
+    redirect_uris: Option<Vec<String>>,
+    #[serde(default)]
+    post_logout_redirect_uris: Option<Vec<String>>,
+    #[serde(default)]
+    first_party: Option<bool>,
 }
 
 /// An empty body (or `{}`).
@@ -1222,6 +1306,11 @@ async fn create_client(
             ])
             .map_err(ApiError::from_issuer)?,
             bound_tokens: b.tls_client_certificate_bound_access_tokens,
+        },
+        login: keyward_store::ClientLogin {
+            redirect_uris: b.redirect_uris,
+            post_logout_redirect_uris: b.post_logout_redirect_uris,
+            first_party: b.first_party,
         },
     };
     let reg = register_client(&s.authority, &caller.actor(), new).await?;
@@ -1301,6 +1390,15 @@ async fn update_client(
     }
     if let Some(v) = p.dpop_bound_access_tokens {
         c.dpop_bound_access_tokens = v;
+    }
+    if let Some(v) = p.redirect_uris {
+        c.login.redirect_uris = v;
+    }
+    if let Some(v) = p.post_logout_redirect_uris {
+        c.login.post_logout_redirect_uris = v;
+    }
+    if let Some(v) = p.first_party {
+        c.login.first_party = v;
     }
     let actor = caller.actor();
     let at = Change {

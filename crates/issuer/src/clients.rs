@@ -16,7 +16,7 @@ use keyward_jose::{
     claim_text, dangerous, Algorithm, JwkSet, KeySet, UnverifiedToken, Validation,
     DEFAULT_MAX_TOKEN_LEN,
 };
-use keyward_store::{AuditEntry, Client, ClientAuth, ClientMtls, Store, TlsName};
+use keyward_store::{AuditEntry, Client, ClientAuth, ClientLogin, ClientMtls, Store, TlsName};
 use keyward_verify::client_cert::{canonical_dn, public_key_info};
 use keyward_verify::{FetchLimits, Fetcher, PeerCertificate};
 use serde_json::json;
@@ -54,6 +54,94 @@ pub struct NewClient {
     /// The certificate name of a `tls_client_auth` client, and whether its
     /// tokens are certificate-bound (RFC 8705).
     pub mtls: ClientMtls,
+    /// Redirect URIs and consent policy (authorization code flow).
+    pub login: ClientLogin,
+}
+
+/// The grant types a client may be registered for.
+pub const GRANT_TYPES: [&str; 3] = ["client_credentials", "refresh_token", "authorization_code"];
+
+/// The longest redirect URI accepted.
+pub const MAX_REDIRECT_URI_LEN: usize = 2000;
+/// Most redirect URIs (of each kind) one client may register.
+pub const MAX_REDIRECT_URIS: usize = 20;
+
+/// Checks a redirect URI (or post-logout redirect URI) for registration:
+/// an absolute `https` URI, or `http` only to a loopback host
+/// (`localhost`, `127.0.0.1`, `[::1]`, RFC 8252 §7.3); no fragment
+/// (RFC 6749 §3.1.2), no user info, no wildcard, no white space. It is
+/// later compared byte for byte with what a request sends.
+pub fn check_redirect_uri(what: &str, uri: &str) -> Result<(), IssuerError> {
+    let bad = |why: &str| IssuerError::invalid(format!("{what} {uri:?}: {why}"));
+    if uri.is_empty() || uri.len() > MAX_REDIRECT_URI_LEN {
+        return Err(bad(&format!("1 to {MAX_REDIRECT_URI_LEN} characters")));
+    }
+    if uri
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '*')
+    {
+        return Err(bad("no white space, control characters or wildcards (*)"));
+    }
+    if uri.contains('#') {
+        return Err(bad("a redirect URI has no fragment"));
+    }
+    let url = reqwest::Url::parse(uri).map_err(|_| bad("not an absolute URI"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("no user info (user@host)"));
+    }
+    let host = url.host_str().unwrap_or("");
+    match url.scheme() {
+        "https" if !host.is_empty() => Ok(()),
+        "http" if matches!(host, "localhost" | "127.0.0.1" | "[::1]") => Ok(()),
+        "http" => Err(bad("http only to localhost, 127.0.0.1 or [::1]; use https")),
+        _ => Err(bad("https (or http to a loopback host) only")),
+    }
+}
+
+fn check_login(c: &NewClient) -> Result<(), IssuerError> {
+    let l = &c.login;
+    for (what, list) in [
+        ("redirect URI", &l.redirect_uris),
+        ("post-logout redirect URI", &l.post_logout_redirect_uris),
+    ] {
+        if list.len() > MAX_REDIRECT_URIS {
+            return Err(IssuerError::invalid(format!(
+                "at most {MAX_REDIRECT_URIS} of each kind of redirect URI"
+            )));
+        }
+        for (i, u) in list.iter().enumerate() {
+            check_redirect_uri(what, u)?;
+            if list[..i].contains(u) {
+                return Err(IssuerError::invalid(format!(
+                    "{what} {u:?} is listed twice"
+                )));
+            }
+        }
+    }
+    let code = c.grant_types.iter().any(|g| g == "authorization_code");
+    if code && l.redirect_uris.is_empty() {
+        return Err(IssuerError::invalid(
+            "the authorization_code grant needs at least one redirect URI",
+        ));
+    }
+    if !code && !l.redirect_uris.is_empty() {
+        return Err(IssuerError::invalid(
+            "redirect URIs are for clients of the authorization_code grant",
+        ));
+    }
+    if c.auth == ClientAuth::None {
+        if !code {
+            return Err(IssuerError::invalid(
+                "a public client (no secret) is for the authorization_code grant",
+            ));
+        }
+        if c.grant_types.iter().any(|g| g == "client_credentials") {
+            return Err(IssuerError::invalid(
+                "a public client (no secret) cannot use client_credentials",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A registered client and, for secret clients, its secret (shown once).
@@ -88,12 +176,14 @@ fn validate(c: &NewClient) -> Result<(), IssuerError> {
             .map_err(|e| IssuerError::invalid_because("invalid audience", e))?;
     }
     for g in &c.grant_types {
-        if !matches!(g.as_str(), "client_credentials" | "refresh_token") {
+        if !GRANT_TYPES.contains(&g.as_str()) {
             return Err(IssuerError::invalid(format!(
-                "grant type {g:?} is not supported (client_credentials, refresh_token)"
+                "grant type {g:?} is not supported ({})",
+                GRANT_TYPES.join(", ")
             )));
         }
     }
+    check_login(c)?;
     for ttl in [c.access_token_ttl_secs, c.refresh_token_ttl_secs]
         .into_iter()
         .flatten()
@@ -253,6 +343,7 @@ pub async fn create_client(
         refresh_token_ttl_secs: new.refresh_token_ttl_secs,
         dpop_bound_access_tokens: new.dpop_bound_access_tokens,
         mtls,
+        login: new.login,
         created_at: at.now,
         updated_at: at.now,
     };
@@ -272,6 +363,15 @@ fn audit(at: Change<'_>, action: &str, c: &Client) -> AuditEntry {
         "audiences": c.audiences,
         "grant_types": c.grant_types,
     });
+    if !c.login.redirect_uris.is_empty() {
+        detail["redirect_uris"] = json!(c.login.redirect_uris);
+    }
+    if !c.login.post_logout_redirect_uris.is_empty() {
+        detail["post_logout_redirect_uris"] = json!(c.login.post_logout_redirect_uris);
+    }
+    if c.login.first_party {
+        detail["first_party"] = json!(true);
+    }
     if let Some((kind, value)) = &c.mtls.subject {
         detail[kind.metadata_name()] = json!(value);
     }
@@ -333,6 +433,7 @@ pub async fn update_client(
         refresh_token_ttl_secs: c.refresh_token_ttl_secs,
         dpop_bound_access_tokens: c.dpop_bound_access_tokens,
         mtls: c.mtls.clone(),
+        login: c.login.clone(),
     })?;
     c.mtls = normalize_mtls(c.mtls)?;
     if c.auth.uses_secret() != current.auth.uses_secret() {
@@ -433,6 +534,16 @@ impl Authority {
             // Nothing else presented: the connection's certificate, for
             // the client named by client_id (RFC 8705 §2).
             0 => {
+                // A public client names itself (RFC 6749 §2.3; its requests
+                // are proven by PKCE instead, RFC 7636).
+                if let Some(c) = creds
+                    .client_id
+                    .as_deref()
+                    .and_then(|id| snapshot.client(&env.env.name, id))
+                    .filter(|c| c.auth == ClientAuth::None)
+                {
+                    return Ok(c.clone());
+                }
                 return match (&creds.certificate, &creds.client_id) {
                     (Some(cert), Some(id)) => {
                         let c = snapshot.client(&env.env.name, id).ok_or_else(|| {
@@ -709,6 +820,7 @@ mod tests {
             refresh_token_ttl_secs: None,
             dpop_bound_access_tokens: false,
             mtls: ClientMtls::default(),
+            login: Default::default(),
         };
         for good in [
             "https://keys.example/jwks.json",

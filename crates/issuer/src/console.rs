@@ -812,6 +812,7 @@ async fn create_client(
         refresh_token_ttl_secs: None,
         dpop_bound_access_tokens: false,
         mtls: Default::default(),
+        login: Default::default(),
     };
     let reg = admin::register_client(&c.authority, &cur.actor(), new).await?;
     let secret = reg.secret.unwrap_or_default();

@@ -55,6 +55,11 @@ pub struct TokenRequest {
     pub credentials: Credentials,
     /// The request's one `DPoP` header (RFC 9449), if any.
     pub dpop_proof: Option<String>,
+    /// `grant_type=authorization_code`: the code, the `redirect_uri` of its
+    /// authorization request and the PKCE `code_verifier` (RFC 7636).
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
 }
 
 /// A successful token response (RFC 6749 §5.1). The members are declared
@@ -64,6 +69,9 @@ pub struct TokenRequest {
 pub struct TokenResponse {
     pub access_token: String,
     pub expires_in: i64,
+    /// An OIDC ID token (`grant_type=authorization_code` with `openid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,6 +84,7 @@ pub fn grant_label(req: &TokenRequest) -> &'static str {
     match req.grant_type.as_deref() {
         Some("client_credentials") => "client_credentials",
         Some("refresh_token") => "refresh_token",
+        Some("authorization_code") => "authorization_code",
         _ => "other",
     }
 }
@@ -109,7 +118,11 @@ fn signing_key_unavailable() -> OAuthError {
 }
 
 /// `extra` with `cnf.jkt` (RFC 9449 §6.1) when the token is bound to a key.
-fn bound(extra: &Map<String, Value>, jkt: Option<&str>, x5t: Option<&str>) -> Map<String, Value> {
+pub(crate) fn bound(
+    extra: &Map<String, Value>,
+    jkt: Option<&str>,
+    x5t: Option<&str>,
+) -> Map<String, Value> {
     let mut out = extra.clone();
     let mut cnf = Map::new();
     if let Some(jkt) = jkt {
@@ -138,15 +151,15 @@ fn dpop_refused(e: &keyward_verify::DpopRefusal) -> OAuthError {
 
 /// An access token whose signer, `jti` and lifetime are chosen but which is
 /// not signed yet: a refresh token records its `jti` and `exp` before it is.
-struct PendingAccess {
-    signer: Arc<PreparedSigner>,
+pub(crate) struct PendingAccess {
+    pub(crate) signer: Arc<PreparedSigner>,
     jti: String,
     now: Timestamp,
-    ttl: i64,
+    pub(crate) ttl: i64,
 }
 
 impl PendingAccess {
-    fn access_ref(&self) -> AccessRef {
+    pub(crate) fn access_ref(&self) -> AccessRef {
         AccessRef {
             jti: self.jti.clone(),
             exp: self.now + self.ttl,
@@ -174,7 +187,7 @@ fn grant_scopes(client: &Client, requested: Option<&str>) -> Result<Vec<String>,
 /// Chooses the audience: the requested one if registered for the client;
 /// without a request, the client's registered audiences, or the issuer if it
 /// has none.
-fn grant_audience(
+pub(crate) fn grant_audience(
     client: &Client,
     env: &EnvState,
     requested: Option<&str>,
@@ -214,7 +227,7 @@ fn certificate_binding(
 /// Refuses, before anything is written, a claim keyward's gate would refuse
 /// to forward ([`claim_text`], the rule the gate applies): the issuer never
 /// mints a token its own gate rejects as malformed.
-fn check_forwardable(
+pub(crate) fn check_forwardable(
     subject: &str,
     client_id: &str,
     scopes: &[String],
@@ -248,10 +261,13 @@ impl Authority {
             .grant_type
             .as_deref()
             .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
-        if !matches!(grant, "client_credentials" | "refresh_token") {
+        if !matches!(
+            grant,
+            "client_credentials" | "refresh_token" | "authorization_code"
+        ) {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
-                "supported grant types: client_credentials, refresh_token",
+                "supported grant types: client_credentials, refresh_token, authorization_code",
             ));
         }
         let client = self.authenticate(env, &req.credentials).await?;
@@ -282,6 +298,18 @@ impl Authority {
                     &audience,
                     &bound(&Map::new(), jkt.as_deref(), x5t.as_deref()),
                     None,
+                )
+                .await
+            }
+            "authorization_code" => {
+                self.exchange_code(
+                    env,
+                    &client,
+                    req.code.as_deref(),
+                    req.redirect_uri.as_deref(),
+                    req.code_verifier.as_deref(),
+                    jkt.as_deref(),
+                    x5t.as_deref(),
                 )
                 .await
             }
@@ -326,7 +354,7 @@ impl Authority {
     /// Chooses the signer, `jti` and lifetime of an access token issued at
     /// `now`; `temporarily_unavailable` if no key signs now. Nothing is
     /// written, so it runs before any refresh token is stored.
-    fn prepare_access(
+    pub(crate) fn prepare_access(
         &self,
         env: &EnvState,
         client: &Client,
@@ -357,7 +385,7 @@ impl Authority {
     /// Signs a prepared access token and builds the response (with
     /// `refresh_token` if given).
     #[allow(clippy::too_many_arguments)]
-    async fn access_token(
+    pub(crate) async fn access_token(
         &self,
         env: &EnvState,
         client: &Client,
@@ -402,6 +430,7 @@ impl Authority {
                 "Bearer"
             },
             expires_in: ttl,
+            id_token: None,
             scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
             refresh_token,
         })
@@ -413,7 +442,7 @@ impl Authority {
     /// `token_too_large`). The refresh grant checks it before it commits the
     /// rotation, so an oversized token never costs a client its refresh token.
     #[allow(clippy::too_many_arguments)]
-    fn access_payload(
+    pub(crate) fn access_payload(
         &self,
         env: &EnvState,
         client: &Client,
@@ -535,7 +564,7 @@ impl Authority {
         Ok(t)
     }
 
-    fn refresh_ttl(&self, client: &Client) -> i64 {
+    pub(crate) fn refresh_ttl(&self, client: &Client) -> i64 {
         client
             .refresh_token_ttl_secs
             .unwrap_or(self.settings.refresh_token_ttl_secs)
@@ -718,6 +747,13 @@ impl Authority {
         token: &str,
     ) -> Result<Value, OAuthError> {
         let client = self.authenticate(env, creds).await?;
+        if client.auth == keyward_store::ClientAuth::None {
+            // RFC 7662 §2.1: introspection needs an authenticated caller;
+            // a public client only names itself.
+            return Err(OAuthError::invalid_client(
+                "a public client cannot introspect tokens",
+            ));
+        }
         let now = self.now();
         let inactive = json!({"active": false});
         if token.starts_with("kwr_") {
@@ -759,7 +795,7 @@ impl Authority {
 
     /// Verifies one of this environment's access tokens; `None` if invalid,
     /// expired or revoked.
-    async fn verify_access_token(
+    pub(crate) async fn verify_access_token(
         &self,
         env: &EnvState,
         token: &str,
@@ -893,6 +929,7 @@ mod tests {
             refresh_token_ttl_secs: None,
             dpop_bound_access_tokens: false,
             mtls: Default::default(),
+            login: Default::default(),
             created_at: 0,
             updated_at: 0,
         }

@@ -1,8 +1,11 @@
 //! The HTTP API (axum). Handlers are thin: parse the request, call the
 //! authority, map the answer. Every environment is served at its issuer URL's
-//! path: discovery, JWKS, token, introspection, revocation and the revocation
-//! feed; `/healthz`, `/readyz`, `/metrics` and the admin API
+//! path: discovery, JWKS, token, introspection, revocation, the revocation
+//! feed, and the browser login endpoints ([`authorize`]: authorize,
+//! userinfo, logout); `/healthz`, `/readyz`, `/metrics` and the admin API
 //! (`/admin/v1/`, see [`crate::admin`]) are global.
+
+pub(crate) mod authorize;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -217,6 +220,9 @@ enum Endpoint {
     Introspect,
     Revoke,
     Revocations,
+    Authorize,
+    Userinfo,
+    Logout,
 }
 
 async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
@@ -235,6 +241,9 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         "/oauth2/introspect" => Endpoint::Introspect,
         "/oauth2/revoke" => Endpoint::Revoke,
         "/revocations" => Endpoint::Revocations,
+        "/oauth2/authorize" => Endpoint::Authorize,
+        "/oauth2/userinfo" => Endpoint::Userinfo,
+        "/oauth2/logout" => Endpoint::Logout,
         _ => return not_found(),
     };
     let env = env.clone();
@@ -259,6 +268,12 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         Endpoint::Token if post => token(a, &env, req).await,
         Endpoint::Introspect if post => introspect(a, &env, req).await,
         Endpoint::Revoke if post => revoke(a, &env, req).await,
+        Endpoint::Authorize if get || post => authorize::authorize(a, &env, req).await,
+        Endpoint::Userinfo if get || post => authorize::userinfo(a, &env, req).await,
+        Endpoint::Logout if get || post => authorize::logout(a, &env, req).await,
+        Endpoint::Authorize | Endpoint::Userinfo | Endpoint::Logout => {
+            method_not_allowed("GET, HEAD, POST")
+        }
         Endpoint::Discovery | Endpoint::Jwks | Endpoint::Revocations => {
             method_not_allowed("GET, HEAD")
         }
@@ -324,6 +339,18 @@ pub fn discovery(
         "client_secret_post",
         "private_key_jwt",
     ];
+    // Public clients (PKCE) at the token endpoint only: they cannot
+    // introspect, and revocation needs no secret of theirs either way.
+    let token_auth_methods: Vec<&str> = auth_methods
+        .iter()
+        .copied()
+        .chain(["none"])
+        .chain(
+            mtls.then_some(["tls_client_auth", "self_signed_tls_client_auth"])
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
     if mtls {
         auth_methods.extend(["tls_client_auth", "self_signed_tls_client_auth"]);
     }
@@ -333,18 +360,28 @@ pub fn discovery(
         "token_endpoint": format!("{base}/oauth2/token"),
         "introspection_endpoint": format!("{base}/oauth2/introspect"),
         "revocation_endpoint": format!("{base}/oauth2/revoke"),
-        "grant_types_supported": ["client_credentials", "refresh_token"],
-        "token_endpoint_auth_methods_supported": auth_methods,
+        "authorization_endpoint": format!("{base}/oauth2/authorize"),
+        "userinfo_endpoint": format!("{base}/oauth2/userinfo"),
+        "end_session_endpoint": format!("{base}/oauth2/logout"),
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "token_endpoint_auth_methods_supported": token_auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "id_token_signing_alg_values_supported": signing,
         "dpop_signing_alg_values_supported": dpop_algs(),
         "scopes_supported": scopes,
-        // No authorization endpoint is served, so no response type is
-        // (RFC 8414 §2 requires the member; `token`, the implicit flow, is
-        // forbidden by RFC 9700 §2.1.2).
-        "response_types_supported": [],
+        // The code flow only (`token`, the implicit flow, is forbidden by
+        // RFC 9700 §2.1.2).
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "claims_parameter_supported": false,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "claims_supported": claims_supported(),
         "subject_types_supported": ["public"],
         "revocation_feed_endpoint": format!("{base}/revocations"),
     });
@@ -360,6 +397,28 @@ pub fn discovery(
         });
     }
     axum::Json(doc)
+}
+
+/// The claims ID tokens and userinfo may carry (OIDC Discovery §3).
+fn claims_supported() -> Vec<&'static str> {
+    let mut v = vec![
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "auth_time",
+        "nonce",
+        "acr",
+        "amr",
+        "azp",
+        "at_hash",
+        "sid",
+    ];
+    for (_, names) in crate::login::SCOPE_CLAIMS {
+        v.extend_from_slice(names);
+    }
+    v
 }
 
 fn jwks(a: &Authority, env: &EnvState, headers: &HeaderMap) -> Response {
@@ -580,6 +639,9 @@ async fn token(a: &Authority, env: &EnvState, req: Request) -> Response {
         scope: form.take("scope"),
         audience: audience.or_else(|| form.take("resource")),
         refresh_token: form.take("refresh_token"),
+        code: form.take("code"),
+        redirect_uri: form.take("redirect_uri"),
+        code_verifier: form.take("code_verifier"),
         credentials: form.credentials,
         dpop_proof,
     };

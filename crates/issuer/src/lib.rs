@@ -11,6 +11,8 @@
 //! - [`http`]: the HTTP API (axum), thin over the above, and [`admin`]: the
 //!   admin API under `/admin/v1/` (bearer admin tokens, OpenAPI document),
 //!   and [`console`]: the web console under `/console`;
+//! - [`login`]: browser logins (authorization code with PKCE, login and
+//!   consent delegated to the operator's app, ID tokens, userinfo, logout);
 //! - [`root_source`]: where the root key comes from (a file, or a key
 //!   held by a PKCS#11 token or AWS KMS);
 //! - [`views`]: the JSON form of stored records, shared with the CLI;
@@ -27,6 +29,7 @@ pub mod error;
 pub mod grants;
 pub mod http;
 pub mod keyring;
+pub mod login;
 pub mod metrics;
 pub mod oauth;
 pub mod root_source;

@@ -62,6 +62,9 @@ pub fn client_json(c: &Client) -> Value {
         "created_at": fmt_time(c.created_at),
         "updated_at": fmt_time(c.updated_at),
         "tls_client_certificate_bound_access_tokens": c.mtls.binds_tokens(c.auth),
+        "redirect_uris": c.login.redirect_uris,
+        "post_logout_redirect_uris": c.login.post_logout_redirect_uris,
+        "first_party": c.login.first_party,
     });
     if let Some((kind, value)) = &c.mtls.subject {
         v[kind.metadata_name()] = json!(value);

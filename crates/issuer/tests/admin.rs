@@ -186,6 +186,24 @@ async fn every_documented_operation_is_routed() {
             "/admin/v1/envs/{env}/clients/{client_id}/rotate-secret",
         ),
         ("POST", "/admin/v1/envs/{env}/tokens"),
+        ("GET", "/admin/v1/envs/{env}/login-requests/{challenge}"),
+        (
+            "POST",
+            "/admin/v1/envs/{env}/login-requests/{challenge}/accept",
+        ),
+        (
+            "POST",
+            "/admin/v1/envs/{env}/login-requests/{challenge}/reject",
+        ),
+        ("GET", "/admin/v1/envs/{env}/consent-requests/{challenge}"),
+        (
+            "POST",
+            "/admin/v1/envs/{env}/consent-requests/{challenge}/accept",
+        ),
+        (
+            "POST",
+            "/admin/v1/envs/{env}/consent-requests/{challenge}/reject",
+        ),
         ("GET", "/admin/v1/admin-tokens"),
         ("POST", "/admin/v1/admin-tokens"),
         ("POST", "/admin/v1/admin-tokens/{id}/revoke"),
@@ -204,12 +222,25 @@ async fn every_documented_operation_is_routed() {
             .replace("{env}", "dev")
             .replace("{kid}", &kid)
             .replace("{client_id}", &client_id)
-            .replace("{id}", &f.token_id);
+            .replace("{id}", &f.token_id)
+            .replace("{challenge}", "no-such-challenge");
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         // A probe body with an unknown field: every operation that reads a
         // body refuses it (400) before changing anything.
         let body = (m == Method::POST || m == Method::PATCH).then(|| json!({"__probe": true}));
         let r = f.call(m.clone(), &uri, body).await;
+        if path.contains("{challenge}") && m == Method::GET {
+            // Routed: the handler (not the fallback) says the challenge
+            // is unknown.
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {uri}: {r:?}");
+            assert!(
+                r.body["error_description"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("no such")),
+                "{method} {uri} is documented but not routed: {r:?}"
+            );
+            continue;
+        }
         assert!(
             r.status != StatusCode::NOT_FOUND && r.status != StatusCode::METHOD_NOT_ALLOWED,
             "{method} {uri} is documented but not routed: {r:?}"

@@ -474,6 +474,7 @@ async fn client(store: &Store, env: &str) -> (String, String) {
             refresh_token_ttl_secs: None,
             dpop_bound_access_tokens: false,
             mtls: Default::default(),
+            login: Default::default(),
         },
         at(NOW),
     )

@@ -151,6 +151,7 @@ async fn register(store: &Store, env: &str, name: &str) -> Caller {
             refresh_token_ttl_secs: None,
             dpop_bound_access_tokens: false,
             mtls: Default::default(),
+            login: Default::default(),
         },
         Change {
             now: NOW,
@@ -261,6 +262,7 @@ impl Fx {
             refresh_token: Some(token.into()),
             credentials: caller.credentials(),
             dpop_proof: self.dpop.take(),
+            ..TokenRequest::default()
         };
         let r = self.authority.token(env, req).await;
         if let Ok(t) = &r {

@@ -109,6 +109,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn oidc_token_hash_is_the_left_half() {
+        // OIDC Core §A.3's example: the access token
+        // "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y" has
+        // at_hash "77QmUPtjPfzWtF2AnpK9RQ" under RS256.
+        assert_eq!(
+            oidc_token_hash(
+                Algorithm::RS256,
+                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+            ),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+        assert_eq!(oidc_token_hash(Algorithm::ES384, "x").len(), 32);
+        assert_eq!(oidc_token_hash(Algorithm::EdDSA, "x").len(), 43);
+    }
+
+    #[test]
     fn sha256_known_answer() {
         // FIPS 180-2 example: SHA-256("abc").
         assert_eq!(
@@ -163,6 +179,31 @@ pub fn signing_digest(alg: Algorithm, message: &[u8]) -> Option<Vec<u8>> {
         }
     };
     Some(digest::digest(d, message).as_ref().to_vec())
+}
+
+/// The OIDC hash of a token issued alongside an ID token (`at_hash`,
+/// `c_hash`; OIDC Core §3.1.3.6, §3.3.2.11): the left half of the hash of
+/// its ASCII text, base64url without padding. The hash is the one of the
+/// ID token's `alg` (SHA-256, -384, -512); Ed25519 (`EdDSA`) uses SHA-512
+/// (OpenID Connect's errata for EdDSA), and ML-DSA, which names no hash,
+/// SHA-256.
+pub fn oidc_token_hash(alg: Algorithm, token: &str) -> String {
+    use base64::Engine as _;
+    let d = match alg {
+        Algorithm::RS256
+        | Algorithm::PS256
+        | Algorithm::ES256
+        | Algorithm::MlDsa44
+        | Algorithm::MlDsa65
+        | Algorithm::MlDsa87 => &digest::SHA256,
+        Algorithm::RS384 | Algorithm::PS384 | Algorithm::ES384 => &digest::SHA384,
+        Algorithm::RS512 | Algorithm::PS512 | Algorithm::ES512 | Algorithm::EdDSA => {
+            &digest::SHA512
+        }
+    };
+    let h = digest::digest(d, token.as_bytes());
+    let h = h.as_ref();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&h[..h.len() / 2])
 }
 
 /// Converts an ECDSA signature from its DER form (`SEQUENCE { INTEGER r,

@@ -34,16 +34,21 @@ pub enum ClientAuth {
     /// A self-signed client certificate whose public key is in the
     /// client's registered JWK Set (`x5c`, RFC 8705 §2.2).
     SelfSignedTlsClientAuth,
+    /// A public client (RFC 6749 §2.1): no secret; it names itself with
+    /// `client_id` and proves the authorization request with PKCE. Only
+    /// the `authorization_code` and `refresh_token` grants.
+    None,
 }
 
 impl ClientAuth {
     /// Every method, in a stable order.
-    pub const ALL: [ClientAuth; 5] = [
+    pub const ALL: [ClientAuth; 6] = [
         ClientAuth::ClientSecretBasic,
         ClientAuth::ClientSecretPost,
         ClientAuth::PrivateKeyJwt,
         ClientAuth::TlsClientAuth,
         ClientAuth::SelfSignedTlsClientAuth,
+        ClientAuth::None,
     ];
 
     /// The RFC 7591 name (`"client_secret_basic"`, ...).
@@ -54,6 +59,7 @@ impl ClientAuth {
             ClientAuth::PrivateKeyJwt => "private_key_jwt",
             ClientAuth::TlsClientAuth => "tls_client_auth",
             ClientAuth::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
+            ClientAuth::None => "none",
         }
     }
 
@@ -71,7 +77,8 @@ impl ClientAuth {
             ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost => true,
             ClientAuth::PrivateKeyJwt
             | ClientAuth::TlsClientAuth
-            | ClientAuth::SelfSignedTlsClientAuth => false,
+            | ClientAuth::SelfSignedTlsClientAuth
+            | ClientAuth::None => false,
         }
     }
 }
@@ -93,7 +100,7 @@ impl FromStr for ClientAuth {
             .ok_or_else(|| StoreError::Invalid {
                 what: "client authentication method",
                 reason: format!(
-                    "{s:?} is not one of client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth, self_signed_tls_client_auth"
+                    "{s:?} is not one of client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth, self_signed_tls_client_auth, none"
                 ),
             })
     }
@@ -166,6 +173,19 @@ impl ClientMtls {
     }
 }
 
+/// What a client registers for browser logins (the authorization code
+/// flow and RP-initiated logout).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientLogin {
+    /// Where authorization responses may go: absolute URIs, each compared
+    /// byte for byte with the request's `redirect_uri` (no wildcards).
+    pub redirect_uris: Vec<String>,
+    /// Where the browser may be sent after logout (exact match).
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Consent is skipped: the operator's own application.
+    pub first_party: bool,
+}
+
 /// A registered OAuth 2.0 client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Client {
@@ -197,19 +217,24 @@ pub struct Client {
     pub dpop_bound_access_tokens: bool,
     /// Its certificate name and token binding (RFC 8705).
     pub mtls: ClientMtls,
+    /// Its redirect URIs and consent policy (authorization code flow).
+    pub login: ClientLogin,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
 
 const CLIENT_COLUMNS: &str = "env, client_id, name, auth, secret_hash, jwks, jwks_uri, scopes, \
      audiences, grant_types, access_token_ttl_secs, refresh_token_ttl_secs, created_at, updated_at, \
-     dpop_bound_access_tokens, tls_subject_kind, tls_subject, tls_bound_tokens";
+     dpop_bound_access_tokens, tls_subject_kind, tls_subject, tls_bound_tokens, redirect_uris, \
+     post_logout_redirect_uris, first_party";
 
 /// A client's list-valued fields as stored.
 struct Encoded {
     scopes: String,
     audiences: String,
     grant_types: String,
+    redirect_uris: String,
+    post_logout_redirect_uris: String,
 }
 
 fn encode(client: &Client) -> Result<Encoded, StoreError> {
@@ -231,6 +256,8 @@ fn encode(client: &Client) -> Result<Encoded, StoreError> {
         scopes: client.scopes.join(" "),
         audiences: json(&client.audiences)?,
         grant_types: json(&client.grant_types)?,
+        redirect_uris: json(&client.login.redirect_uris)?,
+        post_logout_redirect_uris: json(&client.login.post_logout_redirect_uris)?,
     })
 }
 
@@ -279,6 +306,11 @@ fn client_from_row(row: &AnyRow) -> Result<Client, StoreError> {
                 Some(1) => Some(true),
                 Some(_) => return Err(corrupt("tls_bound_tokens")),
             },
+        },
+        login: ClientLogin {
+            redirect_uris: list("redirect_uris")?,
+            post_logout_redirect_uris: list("post_logout_redirect_uris")?,
+            first_party: get::<i64>(row, "first_party")? != 0,
         },
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
@@ -392,7 +424,8 @@ impl Tx<'_> {
         }
         let sql = format!(
             "INSERT INTO clients ({CLIENT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+             $19, $20, $21)"
         );
         sqlx::query(&sql)
             .bind(client.env.clone())
@@ -413,6 +446,9 @@ impl Tx<'_> {
             .bind(client.mtls.subject.as_ref().map(|(k, _)| k.as_str()))
             .bind(client.mtls.subject.as_ref().map(|(_, v)| v.clone()))
             .bind(client.mtls.bound_tokens.map(i64::from))
+            .bind(encoded.redirect_uris)
+            .bind(encoded.post_logout_redirect_uris)
+            .bind(i64::from(client.login.first_party))
             .execute(&mut *self.tx)
             .await
             .map_err(|e| {
@@ -435,7 +471,8 @@ impl Tx<'_> {
             "UPDATE clients SET name = $1, auth = $2, secret_hash = $3, jwks = $4, jwks_uri = $5, \
              scopes = $6, audiences = $7, grant_types = $8, access_token_ttl_secs = $9, \
              refresh_token_ttl_secs = $10, updated_at = $11, tls_subject_kind = $12, \
-             tls_subject = $13, tls_bound_tokens = $14, dpop_bound_access_tokens = $17 \
+             tls_subject = $13, tls_bound_tokens = $14, dpop_bound_access_tokens = $17, \
+             redirect_uris = $18, post_logout_redirect_uris = $19, first_party = $20 \
              WHERE env = $15 AND client_id = $16",
         )
         .bind(client.name.clone())
@@ -455,6 +492,9 @@ impl Tx<'_> {
         .bind(client.env.clone())
         .bind(client.client_id.clone())
         .bind(i64::from(client.dpop_bound_access_tokens))
+        .bind(encoded.redirect_uris)
+        .bind(encoded.post_logout_redirect_uris)
+        .bind(i64::from(client.login.first_party))
         .execute(&mut *self.tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -479,7 +519,14 @@ impl Tx<'_> {
         if exists.is_none() {
             return Err(client_not_found(env, client_id));
         }
-        for table in ["refresh_tokens", "assertion_jtis", "clients"] {
+        for table in [
+            "refresh_tokens",
+            "assertion_jtis",
+            "authorization_codes",
+            "login_requests",
+            "consents",
+            "clients",
+        ] {
             let sql = format!("DELETE FROM {table} WHERE env = $1 AND client_id = $2");
             sqlx::query(&sql)
                 .bind(env.to_owned())
@@ -508,7 +555,7 @@ mod tests {
             "private_key_jwt".parse::<ClientAuth>().unwrap(),
             ClientAuth::PrivateKeyJwt
         );
-        for bad in ["", "Client_Secret_Basic", "none", "client_secret_jwt"] {
+        for bad in ["", "Client_Secret_Basic", "None", "client_secret_jwt"] {
             let err = bad.parse::<ClientAuth>().unwrap_err();
             assert!(
                 matches!(

@@ -17,7 +17,9 @@
 //!   root key comes from ([`RootKeySource`]);
 //! - the issuer's records: OAuth **clients** ([`clients`]), **refresh
 //!   tokens**, the **revocation feed** and client-assertion jtis
-//!   ([`tokens`]), and **admin tokens** ([`admin`]);
+//!   ([`tokens`]), **admin tokens** ([`admin`]), and what browser logins
+//!   keep: sessions, login and consent challenges, remembered consents and
+//!   authorization codes ([`login`]);
 //! - **backups** ([`backup`]): the whole store as one checksummed,
 //!   backend-neutral file taken from one snapshot while serving, checked
 //!   without restoring, and restored into an empty store of either backend;
@@ -35,6 +37,7 @@ pub mod audit;
 pub mod backup;
 pub mod clients;
 pub mod error;
+pub mod login;
 pub mod records;
 pub mod root_key;
 pub mod sealing;
@@ -47,8 +50,12 @@ pub use backup::{
     prepare_restore, verify_backup, BackupHeader, BackupSummary, DeviceKeyRef, RestorePlan,
     RestoreSummary, TABLES,
 };
-pub use clients::{Client, ClientAuth, ClientMtls, TlsName};
+pub use clients::{Client, ClientAuth, ClientLogin, ClientMtls, TlsName};
 pub use error::StoreError;
+pub use login::{
+    AuthorizationCode, BrowserSession, Consent, Decision, LoginRequest, LoginSettings, RequestKind,
+    SessionLogin,
+};
 pub use records::{
     issuer_key, issuer_route, Environment, KeyMaterial, KeyRecord, KeyState, KeyStoreName,
     RotationPolicy, Timestamp,

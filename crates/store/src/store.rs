@@ -155,6 +155,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "client_mtls",
         include_str!("../migrations/sqlite/0008_client_mtls.sql"),
     ),
+    (
+        9,
+        "login_flows",
+        include_str!("../migrations/sqlite/0009_login_flows.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -196,6 +201,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         8,
         "client_mtls",
         include_str!("../migrations/postgres/0008_client_mtls.sql"),
+    ),
+    (
+        9,
+        "login_flows",
+        include_str!("../migrations/postgres/0009_login_flows.sql"),
     ),
 ]);
 
@@ -877,6 +887,10 @@ impl Tx<'_> {
         fetch_environment(&mut *self.tx, name).await?;
         for table in [
             "refresh_tokens",
+            "authorization_codes",
+            "login_requests",
+            "consents",
+            "browser_sessions",
             "assertion_jtis",
             "revocations",
             "clients",

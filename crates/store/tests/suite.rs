@@ -7,6 +7,8 @@ mod common;
 mod device_root;
 #[path = "suite/issuer.rs"]
 mod issuer;
+#[path = "suite/login.rs"]
+mod login;
 
 use common::Ctx;
 use keyward_jose::crypto::random_bytes;

@@ -51,6 +51,7 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
             name,
             auth: method,
             fields,
+            public,
             json,
         } => {
             let (jwks, jwks_uri) = jwks_source(fields.jwks.as_deref())?;
@@ -63,15 +64,19 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
                 NewClient {
                     env,
                     name,
-                    auth: auth(method),
+                    auth: if public {
+                        ClientAuth::None
+                    } else {
+                        auth(method)
+                    },
                     scopes: words(fields.scopes.as_deref().unwrap_or("")),
-                    audiences: fields.audience,
-                    grant_types: words(
-                        fields
-                            .grant_types
-                            .as_deref()
-                            .unwrap_or("client_credentials refresh_token"),
-                    ),
+                    audiences: fields.audience.clone(),
+                    grant_types: grant_types(&fields, public),
+                    login: keyward_store::ClientLogin {
+                        redirect_uris: fields.redirect_uri.clone(),
+                        post_logout_redirect_uris: fields.post_logout_redirect_uri.clone(),
+                        first_party: fields.first_party.unwrap_or(false),
+                    },
                     jwks,
                     jwks_uri,
                     access_token_ttl_secs: fields.access_token_ttl,
@@ -159,8 +164,40 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
     Ok(())
 }
 
+/// The grant types asked for: `--grant-types` and each `--grant-type`;
+/// none given: client_credentials and refresh_token (a public client:
+/// authorization_code and refresh_token).
+fn grant_types(f: &ClientFields, public: bool) -> Vec<String> {
+    let mut g = f.grant_types.as_deref().map(words).unwrap_or_default();
+    for one in &f.grant_type {
+        if !g.contains(one) {
+            g.push(one.clone());
+        }
+    }
+    if g.is_empty() {
+        g = words(if public {
+            "authorization_code refresh_token"
+        } else {
+            "client_credentials refresh_token"
+        });
+    }
+    g
+}
+
 fn apply(c: &mut Client, name: Option<String>, f: ClientFields) -> Result<()> {
     let tls_subject = f.tls_subject();
+    if f.grant_types.is_some() || !f.grant_type.is_empty() {
+        c.grant_types = grant_types(&f, false);
+    }
+    if !f.redirect_uri.is_empty() {
+        c.login.redirect_uris = f.redirect_uri.clone();
+    }
+    if !f.post_logout_redirect_uri.is_empty() {
+        c.login.post_logout_redirect_uris = f.post_logout_redirect_uri.clone();
+    }
+    if let Some(b) = f.first_party {
+        c.login.first_party = b;
+    }
     if let Some(n) = name {
         c.name = n;
     }
@@ -169,9 +206,6 @@ fn apply(c: &mut Client, name: Option<String>, f: ClientFields) -> Result<()> {
     }
     if !f.audience.is_empty() {
         c.audiences = f.audience;
-    }
-    if let Some(g) = f.grant_types {
-        c.grant_types = words(&g);
     }
     if f.access_token_ttl.is_some() {
         c.access_token_ttl_secs = f.access_token_ttl;

@@ -9,7 +9,7 @@ use keyward_jose::KeyFamily;
 use keyward_store::{Environment, KeyState, RotationPolicy};
 use serde_json::{json, Value};
 
-use crate::args::{EnvCmd, KeyStore, PolicyArgs};
+use crate::args::{EnvCmd, KeyStore, LoginUrlArgs, PolicyArgs};
 use crate::context::{generating, Context};
 use crate::output::{duration, fields, print_json, table};
 
@@ -46,6 +46,24 @@ fn apply(mut p: RotationPolicy, a: &PolicyArgs) -> Result<RotationPolicy> {
     Ok(p)
 }
 
+/// The login settings after `args` (on update: an empty value clears).
+fn login_settings(
+    mut s: keyward_store::LoginSettings,
+    args: &LoginUrlArgs,
+) -> Option<keyward_store::LoginSettings> {
+    if args.login_url.is_none() && args.consent_url.is_none() {
+        return None;
+    }
+    let value = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    if let Some(u) = &args.login_url {
+        s.login_url = value(u);
+    }
+    if let Some(u) = &args.consent_url {
+        s.consent_url = value(u);
+    }
+    Some(s)
+}
+
 /// The configured key stores when `store` is a device (refused, saying how
 /// to configure it, when it is not configured); none for `local`.
 fn stores_for(ctx: &Context, store: KeyStore) -> Result<KeyStores> {
@@ -67,10 +85,15 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             policy,
             key_store,
             no_key,
+            login,
             json,
         } => {
             keyring::check_env_name(&name).map_err(|e| anyhow!("{e}"))?;
             check_issuer(&issuer)?;
+            let settings = login_settings(Default::default(), &login);
+            if let Some(s) = &settings {
+                keyward_issuer::login::check_login_settings(s)?;
+            }
             // A device store that is not configured is refused before anything.
             let stores = stores_for(ctx, key_store)?;
             let env = Environment {
@@ -101,8 +124,12 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 true => work.await?,
                 false => generating(KeySpec::for_policy(&env.policy), json, work).await?,
             };
+            if let Some(s) = &settings {
+                keyward_issuer::login::set_login_settings(&store, &name, s, ctx.at()).await?;
+            }
             if json {
                 let mut v = env_json(&env);
+                keyward_issuer::login::settings_json(&mut v, &settings.unwrap_or_default());
                 v["first_key"] = rec.map_or(Value::Null, |k| key_json(&k, ctx.now()));
                 print_json(&v);
             } else {
@@ -171,8 +198,11 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
         EnvCmd::Show { name, json } => {
             let e = store.environment(&name).await?;
             let keys = store.keys(&name).await?;
+            let settings = store.login_settings(&name).await?;
             if json {
-                print_json(&env_json(&e));
+                let mut v = env_json(&e);
+                keyward_issuer::login::settings_json(&mut v, &settings);
+                print_json(&v);
             } else {
                 let now = ctx.now();
                 let p = &e.policy;
@@ -206,6 +236,17 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                     ("token ttl", duration(p.token_ttl_secs)),
                     ("jwks max-age", duration(rotation::jwks_max_age(p))),
                     (
+                        "login url",
+                        settings.login_url.clone().unwrap_or_else(|| "none".into()),
+                    ),
+                    (
+                        "consent url",
+                        settings
+                            .effective_consent_url()
+                            .unwrap_or("none")
+                            .to_string(),
+                    ),
+                    (
                         "keys",
                         if states.is_empty() {
                             "none".into()
@@ -221,9 +262,14 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
             issuer,
             policy,
             key_store,
+            login,
             json,
         } => {
             let mut e = store.environment(&name).await?;
+            let settings = login_settings(store.login_settings(&name).await?, &login);
+            if let Some(s) = &settings {
+                keyward_issuer::login::check_login_settings(s)?;
+            }
             if let Some(i) = issuer {
                 check_issuer(&i)?;
                 e.issuer = i;
@@ -236,9 +282,16 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 keyring::check_store_for(&stores, k.name(), &e.policy).await?;
                 e.key_store = k.name();
             }
+            // The login settings are checked before anything changes.
+            if let Some(s) = &settings {
+                keyward_issuer::login::set_login_settings(&store, &name, s, ctx.at()).await?;
+            }
             keyring::update_environment(&store, &e, ctx.at()).await?;
             if json {
-                print_json(&env_json(&e));
+                let mut v = env_json(&e);
+                let now = store.login_settings(&name).await?;
+                keyward_issuer::login::settings_json(&mut v, &now);
+                print_json(&v);
             } else {
                 outln!("updated environment {name}");
             }

@@ -120,6 +120,7 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
                 refresh_token_ttl_secs: None,
                 dpop_bound_access_tokens: false,
                 mtls: Default::default(),
+                login: Default::default(),
             },
             ctx.at(),
         )

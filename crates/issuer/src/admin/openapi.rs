@@ -28,6 +28,7 @@ fn err_responses(codes: &[&str]) -> Map<String, Value> {
             "404" => "NotFound",
             "409" => "Conflict",
             "413" => "TooLarge",
+            "410" => "Gone",
             "415" => "NotJson",
             "503" => "Unavailable",
             _ => "ServerError",
@@ -92,7 +93,7 @@ pub fn openapi() -> Value {
         "servers": [{"url": "/"}],
         "security": [{"adminToken": []}],
         "tags": [
-            {"name": "environments"}, {"name": "keys"}, {"name": "clients"}, {"name": "tokens"}, {"name": "admin-tokens"}, {"name": "audit"}, {"name": "meta"}
+            {"name": "environments"}, {"name": "keys"}, {"name": "clients"}, {"name": "tokens"}, {"name": "logins"}, {"name": "admin-tokens"}, {"name": "audit"}, {"name": "meta"}
         ],
         "paths": paths(),
         "components": {
@@ -104,6 +105,7 @@ pub fn openapi() -> Value {
                 "kid": path_param("kid", "key id"),
                 "client_id": path_param("client_id", "client id"),
                 "id": path_param("id", "admin token id"),
+                "challenge": path_param("challenge", "the login_challenge or consent_challenge keyward sent the browser with"),
             },
             "responses": {
                 "BadRequest": err("the request is malformed or a value is not accepted (`invalid_request`, or for minting `invalid_scope`/`invalid_target`); nothing changed"),
@@ -119,6 +121,7 @@ pub fn openapi() -> Value {
                 },
                 "NotFound": err("unknown environment, key or client (`not_found`); nothing changed"),
                 "Conflict": err("the request conflicts with the current state (`conflict`); nothing changed"),
+                "Gone": err("the login or consent challenge expired (`expired`); nothing changed"),
                 "TooLarge": err("the body is larger than 64 KiB"),
                 "NotJson": err("the body is not application/json"),
                 "Unavailable": err("the environment has no signing key now, or (key rotation) this server cannot seal under the store's root key yet (`temporarily_unavailable`); nothing changed"),
@@ -209,6 +212,24 @@ fn described_paths() -> Value {
         "/admin/v1/envs/{env}/tokens": {
             "post": with_tag(op("mintToken", "Mint an access token (and by default a refresh token) for a user the caller authenticated, on behalf of a registered client, with optional roles and permissions claims.", &["env"], Some(("MintRequest", true)), ("200", Some("TokenResponse")), &["404", "503"]), "tokens"),
         },
+        "/admin/v1/envs/{env}/login-requests/{challenge}": {
+            "get": with_tag(op("getLoginRequest", "Read a login request: the client, the requested scopes, `login_hint`, `prompt`, `max_age`, and `skip` (the browser session already has a login that satisfies them; `subject` names it: accept with that subject without asking). 404 unknown, 409 decided already, 410 expired (10 minutes).", &["env", "challenge"], None, ("200", Some("LoginRequest")), &["404", "409", "410"]), "logins"),
+        },
+        "/admin/v1/envs/{env}/login-requests/{challenge}/accept": {
+            "post": with_tag(op("acceptLogin", "Accept a login request once, for `subject`; `claims` are what userinfo returns (filtered by the granted scope). Audited as `login.accept`. Send the browser to `redirect_to`; it works only in the browser session that started the flow.", &["env", "challenge"], Some(("LoginAccept", true)), ("200", Some("RedirectTo")), &["404", "409", "410"]), "logins"),
+        },
+        "/admin/v1/envs/{env}/login-requests/{challenge}/reject": {
+            "post": with_tag(op("rejectLogin", "Reject a login request once (`error` is sent to the client, e.g. access_denied). Audited as `login.reject`.", &["env", "challenge"], Some(("Reject", true)), ("200", Some("RedirectTo")), &["404", "409", "410"]), "logins"),
+        },
+        "/admin/v1/envs/{env}/consent-requests/{challenge}": {
+            "get": with_tag(op("getConsentRequest", "Read a consent request: the client, the subject, the requested scopes.", &["env", "challenge"], None, ("200", Some("ConsentRequest")), &["404", "409", "410"]), "logins"),
+        },
+        "/admin/v1/envs/{env}/consent-requests/{challenge}/accept": {
+            "post": with_tag(op("acceptConsent", "Grant some or all of the requested scopes, once; `remember` skips consent for this subject, client and scopes later. Audited as `consent.grant`.", &["env", "challenge"], Some(("ConsentAccept", true)), ("200", Some("RedirectTo")), &["404", "409", "410"]), "logins"),
+        },
+        "/admin/v1/envs/{env}/consent-requests/{challenge}/reject": {
+            "post": with_tag(op("rejectConsent", "Refuse consent, once (`error` is sent to the client). Audited as `consent.reject`.", &["env", "challenge"], Some(("Reject", true)), ("200", Some("RedirectTo")), &["404", "409", "410"]), "logins"),
+        },
         "/admin/v1/admin-tokens": {
             "get": with_tag(op("listAdminTokens", "List admin tokens, revoked and expired ones included (never their values or hashes).", &[], None, ("200", Some("AdminTokenList")), &[]), "admin-tokens"),
             "post": with_tag(op("createAdminToken", "Create an admin token holding at most what the caller holds (403 naming the first grant the caller's grants do not wholly cover) and expiring no later than the caller's credential (403). The token is shown once; only its hash is stored.", &[], Some(("NewAdminToken", true)), ("201", Some("AdminTokenWithSecret")), &[]), "admin-tokens"),
@@ -281,7 +302,11 @@ fn schemas() -> Value {
         json!({
             "type": "object",
             "additionalProperties": false,
-            "properties": {"key_store": key_store.clone()}
+            "properties": {
+                "key_store": key_store.clone(),
+                "login_url": {"type": ["string", "null"], "format": "uri", "description": "where browsers log in (`?login_challenge=` is added); https, or http to localhost; null removes it"},
+                "consent_url": {"type": ["string", "null"], "format": "uri", "description": "where browsers consent (`?consent_challenge=`); null: the login URL"}
+            }
         }),
     );
     m.insert(
@@ -314,6 +339,8 @@ fn schemas() -> Value {
                 "issuer": {"type": "string"},
                 "created_at": time,
                 "key_store": key_store.clone(),
+                "login_url": {"type": ["string", "null"]},
+                "consent_url": {"type": ["string", "null"]},
                 "policy": {
                     "type": "object",
                     "properties": {
@@ -411,7 +438,10 @@ fn schemas() -> Value {
                         "auth": {"type": "string", "enum": auths, "default": "client_secret_basic"},
                         "scopes": words,
                         "audiences": words,
-                        "grant_types": {"type": "array", "items": {"type": "string", "enum": ["client_credentials", "refresh_token"]}, "default": ["client_credentials", "refresh_token"]},
+                        "grant_types": {"type": "array", "items": {"type": "string", "enum": crate::clients::GRANT_TYPES}, "default": ["client_credentials", "refresh_token"]},
+                        "redirect_uris": {"type": "array", "items": {"type": "string", "format": "uri"}, "description": "authorization_code: where responses may go, compared byte for byte (https, or http to localhost; no fragment, no wildcard)"},
+                        "post_logout_redirect_uris": {"type": "array", "items": {"type": "string", "format": "uri"}, "description": "where the browser may go after logout (exact match)"},
+                        "first_party": {"type": "boolean", "default": false, "description": "consent is skipped"},
                         "jwks": {"type": "object", "description": "JWK Set of a private_key_jwt client, or the x5c certificates of a self_signed_tls_client_auth one"},
                         "jwks_uri": {"type": "string", "format": "uri", "description": "or where to fetch it"},
                         "access_token_ttl_secs": {"type": "integer", "minimum": 1},
@@ -432,7 +462,10 @@ fn schemas() -> Value {
                         "auth": {"type": "string", "enum": auths, "description": "switching between a secret method and private_key_jwt is refused"},
                         "scopes": words,
                         "audiences": words,
-                        "grant_types": {"type": "array", "items": {"type": "string", "enum": ["client_credentials", "refresh_token"]}},
+                        "grant_types": {"type": "array", "items": {"type": "string", "enum": crate::clients::GRANT_TYPES}},
+                        "redirect_uris": {"type": "array", "items": {"type": "string", "format": "uri"}},
+                        "post_logout_redirect_uris": {"type": "array", "items": {"type": "string", "format": "uri"}},
+                        "first_party": {"type": "boolean"},
                         "jwks": {"type": ["object", "null"], "description": "replaces the key source (jwks and jwks_uri together)"},
                         "jwks_uri": {"type": ["string", "null"]},
                         "access_token_ttl_secs": {"type": ["integer", "null"], "minimum": 1},
@@ -456,6 +489,9 @@ fn schemas() -> Value {
                 "access_token_ttl_secs": {"type": ["integer", "null"]},
                 "refresh_token_ttl_secs": {"type": ["integer", "null"]},
                 "tls_client_certificate_bound_access_tokens": {"type": "boolean"},
+                "redirect_uris": {"type": "array", "items": {"type": "string"}},
+                "post_logout_redirect_uris": {"type": "array", "items": {"type": "string"}},
+                "first_party": {"type": "boolean"},
                 "tls_client_auth_subject_dn": {"type": "string"},
                 "tls_client_auth_san_dns": {"type": "string"},
                 "tls_client_auth_san_uri": {"type": "string"},
@@ -574,6 +610,79 @@ fn schemas() -> Value {
             }
         }),
     );
+    m.insert(
+        "LoginRequest".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "challenge": {"type": "string"},
+                "client_id": {"type": "string"},
+                "client_name": {"type": ["string", "null"]},
+                "requested_scope": words,
+                "login_hint": {"type": ["string", "null"]},
+                "prompt": {"type": "string"},
+                "max_age": {"type": ["integer", "null"]},
+                "skip": {"type": "boolean"},
+                "subject": {"type": ["string", "null"]},
+                "request_url": {"type": "string"},
+                "expires_at": time
+            }
+        }),
+    );
+    m.insert(
+        "ConsentRequest".into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "challenge": {"type": "string"},
+                "client_id": {"type": "string"},
+                "client_name": {"type": ["string", "null"]},
+                "subject": {"type": "string"},
+                "requested_scope": words,
+                "skip": {"type": "boolean"},
+                "request_url": {"type": "string"},
+                "expires_at": time
+            }
+        }),
+    );
+    m.insert("LoginAccept".into(), json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["subject"],
+        "properties": {
+            "subject": {"type": "string", "minLength": 1, "maxLength": 255},
+            "acr": {"type": "string"},
+            "amr": words,
+            "remember": {"type": "boolean", "default": false, "description": "later requests in this browser session skip the login"},
+            "remember_for": {"type": "integer", "minimum": 0, "description": "seconds; 0 or absent: while the browser session lives"},
+            "claims": {"type": "object", "description": "userinfo claims (name, email, email_verified, ...); not the ID token's own (iss, sub, aud, ...)"}
+        }
+    }));
+    m.insert("ConsentAccept".into(), json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "grant_scope": words,
+            "remember": {"type": "boolean", "default": false},
+            "remember_for": {"type": "integer", "minimum": 0, "description": "seconds; 0 or absent: until revoked"}
+        }
+    }));
+    m.insert(
+        "Reject".into(),
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["error"],
+            "properties": {
+                "error": {"type": "string", "pattern": "^[a-z_]{1,64}$"},
+                "error_description": {"type": "string", "maxLength": 500}
+            }
+        }),
+    );
+    m.insert("RedirectTo".into(), json!({
+        "type": "object",
+        "properties": {"redirect_to": {"type": "string", "description": "send the browser here"}}
+    }));
     Value::Object(m)
 }
 

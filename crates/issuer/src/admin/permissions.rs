@@ -14,6 +14,7 @@
 //! | `keyward.env.{env}.clients.read` | list and show its clients |
 //! | `keyward.env.{env}.clients.write` | create, change, delete clients, rotate their secrets |
 //! | `keyward.env.{env}.tokens.mint` | mint user tokens in it |
+//! | `keyward.env.{env}.logins.accept` | read, accept and reject its login and consent requests (the login app) |
 //! | `keyward.audit.read` | read the audit chain |
 //! | `keyward.health.read` | see the console's health page (readiness, signers, token rates) |
 //! | `keyward.admin.tokens.read` | list admin tokens (never their values) |
@@ -58,11 +59,12 @@ pub enum EnvAction {
     ClientsRead,
     ClientsWrite,
     TokensMint,
+    LoginsAccept,
 }
 
 impl EnvAction {
     /// Every action.
-    pub const ALL: [EnvAction; 10] = [
+    pub const ALL: [EnvAction; 11] = [
         EnvAction::Read,
         EnvAction::Write,
         EnvAction::Delete,
@@ -73,6 +75,7 @@ impl EnvAction {
         EnvAction::ClientsRead,
         EnvAction::ClientsWrite,
         EnvAction::TokensMint,
+        EnvAction::LoginsAccept,
     ];
 
     /// The permission as a template: `keyward.env.{env}.keys.rotate`.
@@ -88,6 +91,7 @@ impl EnvAction {
             EnvAction::ClientsRead => "keyward.env.{env}.clients.read",
             EnvAction::ClientsWrite => "keyward.env.{env}.clients.write",
             EnvAction::TokensMint => "keyward.env.{env}.tokens.mint",
+            EnvAction::LoginsAccept => "keyward.env.{env}.logins.accept",
         }
     }
 }

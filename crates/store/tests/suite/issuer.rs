@@ -62,6 +62,7 @@ fn client(env: &str, id: &str) -> Client {
         refresh_token_ttl_secs: Some(86_400),
         dpop_bound_access_tokens: false,
         mtls: Default::default(),
+        login: Default::default(),
         created_at: 2_000,
         updated_at: 2_000,
     }
