@@ -890,10 +890,18 @@ impl Authority {
                     .browser_session(&r.session_hash)
                     .await?
                     .ok_or_else(|| StoreError::Corrupt("browser session vanished".into()))?;
-                let remember_until = remember.then(|| match remember_for {
-                    Some(s) if s > 0 => (now + s).min(session.expires_at),
-                    _ => session.expires_at,
-                });
+                // A login of the session's own subject (a skipped one)
+                // keeps what was remembered before.
+                let remember_until = if remember {
+                    Some(match remember_for {
+                        Some(s) if s > 0 => (now + s).min(session.expires_at),
+                        _ => session.expires_at,
+                    })
+                } else if session.subject.as_deref() == Some(subject.as_str()) {
+                    session.remember_until
+                } else {
+                    None
+                };
                 tx.set_session_login(
                     &r.session_hash,
                     &SessionLogin {
