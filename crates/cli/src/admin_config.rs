@@ -63,42 +63,71 @@ impl RawAdmin {
             }
             return Ok(None);
         };
-        keyward_verify::check_url(&issuer, false)
-            .map_err(|e| anyhow!("[admin] trusted_issuer: {e}"))?;
         let Some(audience) = self.audience.filter(|a| !a.is_empty()) else {
             bail!("[admin] audience is required with trusted_issuer: without it any token of that issuer, made for any application, would be an admin credential");
         };
-        let mut policy = IssuerPolicy::new(issuer.clone());
-        policy.audiences = vec![audience];
-        if let Some(uri) = &self.jwks_uri {
-            keyward_verify::check_url(uri, false).map_err(|e| anyhow!("[admin] jwks_uri: {e}"))?;
-            policy.source = KeySource::JwksUri(uri.clone());
-        }
-        if let Some(algs) = &self.algorithms {
-            policy.algorithms = IssuerPolicy::parse_algorithms(algs)
-                .map_err(|e| anyhow!("[admin] algorithms: {e}"))?;
-        }
+        let (mut policy, mut summary) = trusted_issuer_policy(
+            "[admin]",
+            &issuer,
+            audience,
+            self.jwks_uri.as_deref(),
+            self.algorithms.as_deref(),
+            self.max_token_lifetime.as_deref(),
+        )?;
         policy.allow_wildcard_all = self.allow_wildcard_all.unwrap_or(false);
-        let lifetime = parse_duration(self.max_token_lifetime.as_deref().unwrap_or("12h"))
-            .map_err(|e| anyhow!("[admin] max_token_lifetime: {e}"))?;
-        if lifetime < 60 {
-            bail!("[admin] max_token_lifetime must be at least 1m");
+        summary["trusted_issuer"] = summary["issuer"].take();
+        if let Value::Object(m) = &mut summary {
+            m.remove("issuer");
         }
-        policy.max_lifetime_secs = Some(lifetime as u64);
-        let summary = json!({
-            "trusted_issuer": issuer,
-            "audience": policy.audiences[0],
-            "jwks_uri": self.jwks_uri,
-            "algorithms": policy.algorithms.iter().map(|a| a.name()).collect::<Vec<_>>(),
-            "allow_wildcard_all": policy.allow_wildcard_all,
-            "max_token_lifetime_secs": lifetime,
-        });
+        summary["allow_wildcard_all"] = json!(policy.allow_wildcard_all);
         let gate = Gate::builder()
             .issuer(policy)
             .build()
             .map_err(|e| anyhow!("[admin] trusted_issuer: {e}"))?;
         Ok(Some(AdminIssuer { gate, summary }))
     }
+}
+
+/// The policy for another issuer's access tokens, from the fields the
+/// `[admin]` section and each `[[token_exchange.trusted_issuers]]` entry
+/// share (`section` names the one in errors): `iss` byte for byte, the
+/// required `audience`, keys from `jwks_uri` or OIDC discovery, the
+/// accepted algorithms, the longest accepted lifetime (default 12h); and
+/// what `serve --check` shows of it.
+pub fn trusted_issuer_policy(
+    section: &str,
+    issuer: &str,
+    audience: String,
+    jwks_uri: Option<&str>,
+    algorithms: Option<&[String]>,
+    max_token_lifetime: Option<&str>,
+) -> Result<(IssuerPolicy, Value)> {
+    keyward_verify::check_url(issuer, false)
+        .map_err(|e| anyhow!("{section} trusted_issuer: {e}"))?;
+    let mut policy = IssuerPolicy::new(issuer);
+    policy.audiences = vec![audience];
+    if let Some(uri) = jwks_uri {
+        keyward_verify::check_url(uri, false).map_err(|e| anyhow!("{section} jwks_uri: {e}"))?;
+        policy.source = KeySource::JwksUri(uri.to_owned());
+    }
+    if let Some(algs) = algorithms {
+        policy.algorithms = IssuerPolicy::parse_algorithms(algs)
+            .map_err(|e| anyhow!("{section} algorithms: {e}"))?;
+    }
+    let lifetime = parse_duration(max_token_lifetime.unwrap_or("12h"))
+        .map_err(|e| anyhow!("{section} max_token_lifetime: {e}"))?;
+    if lifetime < 60 {
+        bail!("{section} max_token_lifetime must be at least 1m");
+    }
+    policy.max_lifetime_secs = Some(lifetime as u64);
+    let summary = json!({
+        "issuer": issuer,
+        "audience": policy.audiences[0],
+        "jwks_uri": jwks_uri,
+        "algorithms": policy.algorithms.iter().map(|a| a.name()).collect::<Vec<_>>(),
+        "max_token_lifetime_secs": lifetime,
+    });
+    Ok((policy, summary))
 }
 
 /// A resolved trusted issuer: its gate, and what to show of it.

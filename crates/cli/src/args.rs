@@ -265,6 +265,16 @@ pub struct ClientFields {
     /// token request (cnf.x5t#S256; default: true for the two tls methods).
     #[arg(long)]
     pub tls_bound_tokens: Option<bool>,
+    /// Token exchange (RFC 8693, grant type
+    /// urn:ietf:params:oauth:grant-type:token-exchange): a trusted issuer
+    /// (`[[token_exchange.trusted_issuers]]` of the server) whose tokens this
+    /// client may exchange, besides its own environment's (repeatable;
+    /// replaces the list).
+    #[arg(long, value_name = "ISSUER_URL")]
+    pub exchange_issuer: Vec<String>,
+    /// Only its own environment's tokens may be exchanged (clears --exchange-issuer).
+    #[arg(long, conflicts_with = "exchange_issuer")]
+    pub no_exchange_issuers: bool,
 }
 
 impl ClientFields {

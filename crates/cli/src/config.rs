@@ -74,6 +74,9 @@ pub struct RawConfig {
     /// An external issuer whose access tokens the admin API accepts (see
     /// `admin_config.rs`).
     pub admin: Option<crate::admin_config::RawAdmin>,
+    /// Other issuers whose access tokens an environment's clients may
+    /// exchange (RFC 8693; see `exchange_config.rs`).
+    pub token_exchange: Option<crate::exchange_config::RawTokenExchange>,
 }
 
 /// The `[tls]` table.
@@ -177,6 +180,8 @@ pub struct Config {
     pub tls: Option<keyward_verify::TlsSettings>,
     /// The trusted admin issuer, if any (also in `settings.admin_issuer`).
     pub admin_issuer: Option<crate::admin_config::AdminIssuer>,
+    /// Token exchange's trusted issuers (also in `settings.exchange_issuers`).
+    pub exchange_issuers: crate::exchange_config::ExchangeIssuers,
 }
 
 impl RawConfig {
@@ -352,6 +357,7 @@ impl RawConfig {
             .as_ref()
             .is_some_and(|t| t.client_certificates != keyward_verify::ClientCertificates::Off);
         let admin_issuer = self.admin.unwrap_or_default().resolve()?;
+        let exchange_issuers = self.token_exchange.unwrap_or_default().resolve()?;
         Ok(Config {
             tls,
             listen,
@@ -376,8 +382,10 @@ impl RawConfig {
                 dpop: keyward_verify::DpopPolicy::default(),
                 mtls,
                 admin_issuer: admin_issuer.as_ref().map(|a| a.gate.clone()),
+                exchange_issuers: exchange_issuers.gates.clone(),
             },
             admin_issuer,
+            exchange_issuers,
             shutdown_grace: Duration::from_secs(
                 dur("shutdown_grace", &self.shutdown_grace, "30s")? as u64,
             ),
@@ -542,6 +550,7 @@ impl Config {
                 "reload_interval_secs": t.reload_interval.as_secs_f64(),
             })),
             "admin": self.admin_issuer.as_ref().map(|a| a.to_json()),
+            "token_exchange": self.exchange_issuers.to_json(),
         })
     }
 }

@@ -6,6 +6,7 @@ mod args;
 mod cmd;
 mod config;
 mod context;
+mod exchange_config;
 mod key_stores;
 mod output;
 mod root_source;

@@ -1200,6 +1200,9 @@ struct CreateClient {
     refresh_token_ttl_secs: Option<i64>,
     #[serde(default)]
     dpop_bound_access_tokens: bool,
+    /// Token exchange (RFC 8693): trusted issuers whose tokens it may exchange.
+    #[serde(default)]
+    exchange_issuers: Vec<String>,
     // RFC 8705 §2.1.2 and §3.4 client metadata.
     #[serde(default)]
     tls_client_auth_subject_dn: Option<String>,
@@ -1251,6 +1254,8 @@ struct PatchClient {
     post_logout_redirect_uris: Option<Vec<String>>,
     #[serde(default)]
     first_party: Option<bool>,
+    #[serde(default)]
+    exchange_issuers: Option<Vec<String>>,
 }
 
 /// An empty body (or `{}`).
@@ -1296,6 +1301,7 @@ async fn create_client(
         access_token_ttl_secs: b.access_token_ttl_secs,
         refresh_token_ttl_secs: b.refresh_token_ttl_secs,
         dpop_bound_access_tokens: b.dpop_bound_access_tokens,
+        exchange_issuers: b.exchange_issuers,
         mtls: keyward_store::ClientMtls {
             subject: clients::tls_subject([
                 (TlsName::SubjectDn, b.tls_client_auth_subject_dn),
@@ -1376,6 +1382,9 @@ async fn update_client(
     }
     if let Some(v) = p.grant_types {
         c.grant_types = v;
+    }
+    if let Some(v) = p.exchange_issuers {
+        c.exchange_issuers = v;
     }
     // The client's keys come from one place: naming one source replaces both.
     if p.jwks.is_some() || p.jwks_uri.is_some() {

@@ -85,6 +85,11 @@ pub struct Settings {
     /// SSO), their `permissions` claim read as admin grants; `None`: admin
     /// tokens only. See [`crate::admin::AdminAuth`].
     pub admin_issuer: Option<keyward_verify::Gate>,
+    /// Token exchange (RFC 8693): per environment (by name), the other
+    /// issuers whose access tokens may be exchanged there, each with its
+    /// policy and its JWKS cache (a client must also list the issuer in
+    /// its `exchange_issuers`). See [`crate::exchange`].
+    pub exchange_issuers: std::collections::HashMap<String, keyward_verify::Gate>,
 }
 
 impl Default for Settings {
@@ -98,6 +103,7 @@ impl Default for Settings {
             dpop: keyward_verify::DpopPolicy::default(),
             mtls: false,
             admin_issuer: None,
+            exchange_issuers: Default::default(),
         }
     }
 }

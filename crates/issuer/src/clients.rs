@@ -56,10 +56,18 @@ pub struct NewClient {
     pub mtls: ClientMtls,
     /// Redirect URIs and consent policy (authorization code flow).
     pub login: ClientLogin,
+    /// Token exchange (RFC 8693): trusted issuers whose tokens the client
+    /// may exchange, besides its own environment's.
+    pub exchange_issuers: Vec<String>,
 }
 
 /// The grant types a client may be registered for.
-pub const GRANT_TYPES: [&str; 3] = ["client_credentials", "refresh_token", "authorization_code"];
+pub const GRANT_TYPES: [&str; 4] = [
+    "client_credentials",
+    "refresh_token",
+    "authorization_code",
+    crate::exchange::TOKEN_EXCHANGE_GRANT,
+];
 
 /// The longest redirect URI accepted.
 pub const MAX_REDIRECT_URI_LEN: usize = 2000;
@@ -180,6 +188,21 @@ fn validate(c: &NewClient) -> Result<(), IssuerError> {
             return Err(IssuerError::invalid(format!(
                 "grant type {g:?} is not supported ({})",
                 GRANT_TYPES.join(", ")
+            )));
+        }
+    }
+    for (i, iss) in c.exchange_issuers.iter().enumerate() {
+        if iss.len() > 500 {
+            return Err(IssuerError::invalid(
+                "an exchange issuer is at most 500 characters",
+            ));
+        }
+        // The rules every fetch of its keys keeps (https, or http to loopback).
+        keyward_verify::check_url(iss, false)
+            .map_err(|e| IssuerError::invalid_because("invalid exchange issuer", e))?;
+        if c.exchange_issuers[..i].contains(iss) {
+            return Err(IssuerError::invalid(format!(
+                "exchange issuer {iss:?} is listed twice"
             )));
         }
     }
@@ -344,6 +367,7 @@ pub async fn create_client(
         dpop_bound_access_tokens: new.dpop_bound_access_tokens,
         mtls,
         login: new.login,
+        exchange_issuers: new.exchange_issuers,
         created_at: at.now,
         updated_at: at.now,
     };
@@ -371,6 +395,9 @@ fn audit(at: Change<'_>, action: &str, c: &Client) -> AuditEntry {
     }
     if c.login.first_party {
         detail["first_party"] = json!(true);
+    }
+    if !c.exchange_issuers.is_empty() {
+        detail["exchange_issuers"] = json!(c.exchange_issuers);
     }
     if let Some((kind, value)) = &c.mtls.subject {
         detail[kind.metadata_name()] = json!(value);
@@ -434,6 +461,7 @@ pub async fn update_client(
         dpop_bound_access_tokens: c.dpop_bound_access_tokens,
         mtls: c.mtls.clone(),
         login: c.login.clone(),
+        exchange_issuers: c.exchange_issuers.clone(),
     })?;
     c.mtls = normalize_mtls(c.mtls)?;
     if c.auth.uses_secret() != current.auth.uses_secret() {
@@ -821,6 +849,7 @@ mod tests {
             dpop_bound_access_tokens: false,
             mtls: ClientMtls::default(),
             login: Default::default(),
+            exchange_issuers: vec![],
         };
         for good in [
             "https://keys.example/jwks.json",

@@ -813,6 +813,7 @@ async fn create_client(
         dpop_bound_access_tokens: false,
         mtls: Default::default(),
         login: Default::default(),
+        exchange_issuers: Vec::new(),
     };
     let reg = admin::register_client(&c.authority, &cur.actor(), new).await?;
     let secret = reg.secret.unwrap_or_default();

@@ -60,6 +60,13 @@ pub struct TokenRequest {
     pub code: Option<String>,
     pub redirect_uri: Option<String>,
     pub code_verifier: Option<String>,
+    /// Token exchange (RFC 8693 §2.1): the token traded in and its type.
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    /// Who acts for the subject, and its token's type.
+    pub actor_token: Option<String>,
+    pub actor_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
 }
 
 /// A successful token response (RFC 6749 §5.1). The members are declared
@@ -72,6 +79,9 @@ pub struct TokenResponse {
     /// An OIDC ID token (`grant_type=authorization_code` with `openid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// Token exchange (RFC 8693 §2.2.1): what `access_token` holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +95,7 @@ pub fn grant_label(req: &TokenRequest) -> &'static str {
         Some("client_credentials") => "client_credentials",
         Some("refresh_token") => "refresh_token",
         Some("authorization_code") => "authorization_code",
+        Some(crate::exchange::TOKEN_EXCHANGE_GRANT) => "token_exchange",
         _ => "other",
     }
 }
@@ -153,7 +164,7 @@ fn dpop_refused(e: &keyward_verify::DpopRefusal) -> OAuthError {
 /// not signed yet: a refresh token records its `jti` and `exp` before it is.
 pub(crate) struct PendingAccess {
     pub(crate) signer: Arc<PreparedSigner>,
-    jti: String,
+    pub(crate) jti: String,
     now: Timestamp,
     pub(crate) ttl: i64,
 }
@@ -263,11 +274,17 @@ impl Authority {
             .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
         if !matches!(
             grant,
-            "client_credentials" | "refresh_token" | "authorization_code"
+            "client_credentials"
+                | "refresh_token"
+                | "authorization_code"
+                | crate::exchange::TOKEN_EXCHANGE_GRANT
         ) {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
-                "supported grant types: client_credentials, refresh_token, authorization_code",
+                format!(
+                    "supported grant types: client_credentials, refresh_token, authorization_code, {}",
+                    crate::exchange::TOKEN_EXCHANGE_GRANT
+                ),
             ));
         }
         let client = self.authenticate(env, &req.credentials).await?;
@@ -313,8 +330,12 @@ impl Authority {
                 )
                 .await
             }
-            _ => {
+            "refresh_token" => {
                 self.refresh(env, &client, &req, jkt.as_deref(), x5t.as_deref())
+                    .await
+            }
+            _ => {
+                self.exchange(env, &client, &req, jkt.as_deref(), x5t.as_deref())
                     .await
             }
         }
@@ -431,6 +452,7 @@ impl Authority {
             },
             expires_in: ttl,
             id_token: None,
+            issued_token_type: None,
             scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
             refresh_token,
         })
@@ -930,6 +952,7 @@ mod tests {
             dpop_bound_access_tokens: false,
             mtls: Default::default(),
             login: Default::default(),
+            exchange_issuers: vec![],
             created_at: 0,
             updated_at: 0,
         }

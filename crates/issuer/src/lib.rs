@@ -27,6 +27,7 @@ pub mod clock;
 pub mod console;
 pub mod dev_login;
 pub mod error;
+pub mod exchange;
 pub mod grants;
 pub mod http;
 pub mod keyring;

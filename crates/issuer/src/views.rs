@@ -59,6 +59,7 @@ pub fn client_json(c: &Client) -> Value {
         "access_token_ttl_secs": c.access_token_ttl_secs,
         "refresh_token_ttl_secs": c.refresh_token_ttl_secs,
         "dpop_bound_access_tokens": c.dpop_bound_access_tokens,
+        "exchange_issuers": c.exchange_issuers,
         "created_at": fmt_time(c.created_at),
         "updated_at": fmt_time(c.updated_at),
         "tls_client_certificate_bound_access_tokens": c.mtls.binds_tokens(c.auth),

@@ -475,6 +475,7 @@ async fn client(store: &Store, env: &str) -> (String, String) {
             dpop_bound_access_tokens: false,
             mtls: Default::default(),
             login: Default::default(),
+            exchange_issuers: Vec::new(),
         },
         at(NOW),
     )

@@ -152,6 +152,7 @@ async fn register(store: &Store, env: &str, name: &str) -> Caller {
             dpop_bound_access_tokens: false,
             mtls: Default::default(),
             login: Default::default(),
+            exchange_issuers: Vec::new(),
         },
         Change {
             now: NOW,

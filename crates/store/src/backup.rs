@@ -206,6 +206,7 @@ pub const TABLES: &[Table] = &[
             text("redirect_uris"),
             text("post_logout_redirect_uris"),
             int("first_party"),
+            text("exchange_issuers"),
         ],
         order_by: "env, client_id",
         identity: None,

@@ -219,6 +219,10 @@ pub struct Client {
     pub mtls: ClientMtls,
     /// Its redirect URIs and consent policy (authorization code flow).
     pub login: ClientLogin,
+    /// Token exchange (RFC 8693): the trusted issuers (by issuer URL) whose
+    /// tokens this client may present as `subject_token` or `actor_token`,
+    /// besides its own environment's. Empty: its own environment's only.
+    pub exchange_issuers: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -226,7 +230,7 @@ pub struct Client {
 const CLIENT_COLUMNS: &str = "env, client_id, name, auth, secret_hash, jwks, jwks_uri, scopes, \
      audiences, grant_types, access_token_ttl_secs, refresh_token_ttl_secs, created_at, updated_at, \
      dpop_bound_access_tokens, tls_subject_kind, tls_subject, tls_bound_tokens, redirect_uris, \
-     post_logout_redirect_uris, first_party";
+     post_logout_redirect_uris, first_party, exchange_issuers";
 
 /// A client's list-valued fields as stored.
 struct Encoded {
@@ -235,6 +239,7 @@ struct Encoded {
     grant_types: String,
     redirect_uris: String,
     post_logout_redirect_uris: String,
+    exchange_issuers: String,
 }
 
 fn encode(client: &Client) -> Result<Encoded, StoreError> {
@@ -258,6 +263,7 @@ fn encode(client: &Client) -> Result<Encoded, StoreError> {
         grant_types: json(&client.grant_types)?,
         redirect_uris: json(&client.login.redirect_uris)?,
         post_logout_redirect_uris: json(&client.login.post_logout_redirect_uris)?,
+        exchange_issuers: json(&client.exchange_issuers)?,
     })
 }
 
@@ -312,6 +318,7 @@ fn client_from_row(row: &AnyRow) -> Result<Client, StoreError> {
             post_logout_redirect_uris: list("post_logout_redirect_uris")?,
             first_party: get::<i64>(row, "first_party")? != 0,
         },
+        exchange_issuers: list("exchange_issuers")?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
         env,
@@ -425,7 +432,7 @@ impl Tx<'_> {
         let sql = format!(
             "INSERT INTO clients ({CLIENT_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-             $19, $20, $21)"
+             $19, $20, $21, $22)"
         );
         sqlx::query(&sql)
             .bind(client.env.clone())
@@ -449,6 +456,7 @@ impl Tx<'_> {
             .bind(encoded.redirect_uris)
             .bind(encoded.post_logout_redirect_uris)
             .bind(i64::from(client.login.first_party))
+            .bind(encoded.exchange_issuers)
             .execute(&mut *self.tx)
             .await
             .map_err(|e| {
@@ -472,8 +480,8 @@ impl Tx<'_> {
              scopes = $6, audiences = $7, grant_types = $8, access_token_ttl_secs = $9, \
              refresh_token_ttl_secs = $10, updated_at = $11, tls_subject_kind = $12, \
              tls_subject = $13, tls_bound_tokens = $14, dpop_bound_access_tokens = $17, \
-             redirect_uris = $18, post_logout_redirect_uris = $19, first_party = $20 \
-             WHERE env = $15 AND client_id = $16",
+             redirect_uris = $18, post_logout_redirect_uris = $19, first_party = $20, \
+             exchange_issuers = $21 WHERE env = $15 AND client_id = $16",
         )
         .bind(client.name.clone())
         .bind(client.auth.as_str())
@@ -495,6 +503,7 @@ impl Tx<'_> {
         .bind(encoded.redirect_uris)
         .bind(encoded.post_logout_redirect_uris)
         .bind(i64::from(client.login.first_party))
+        .bind(encoded.exchange_issuers)
         .execute(&mut *self.tx)
         .await?;
         if done.rows_affected() == 0 {

@@ -160,6 +160,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "login_flows",
         include_str!("../migrations/sqlite/0009_login_flows.sql"),
     ),
+    (
+        10,
+        "token_exchange",
+        include_str!("../migrations/sqlite/0010_token_exchange.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -206,6 +211,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         9,
         "login_flows",
         include_str!("../migrations/postgres/0009_login_flows.sql"),
+    ),
+    (
+        10,
+        "token_exchange",
+        include_str!("../migrations/postgres/0010_token_exchange.sql"),
     ),
 ]);
 

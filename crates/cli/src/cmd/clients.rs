@@ -82,6 +82,7 @@ pub async fn run(ctx: &Context, cmd: ClientsCmd) -> Result<()> {
                     access_token_ttl_secs: fields.access_token_ttl,
                     refresh_token_ttl_secs: fields.refresh_token_ttl,
                     dpop_bound_access_tokens: fields.dpop_bound.unwrap_or(false),
+                    exchange_issuers: fields.exchange_issuer,
                     mtls: keyward_store::ClientMtls {
                         subject: tls_subject,
                         bound_tokens: fields.tls_bound_tokens,
@@ -215,6 +216,9 @@ fn apply(c: &mut Client, name: Option<String>, f: ClientFields) -> Result<()> {
     }
     if let Some(b) = f.dpop_bound {
         c.dpop_bound_access_tokens = b;
+    }
+    if !f.exchange_issuer.is_empty() || f.no_exchange_issuers {
+        c.exchange_issuers = f.exchange_issuer;
     }
     if let Some(subject) = tls_subject {
         c.mtls.subject = Some(subject);

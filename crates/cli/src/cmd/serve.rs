@@ -126,6 +126,7 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
                 dpop_bound_access_tokens: false,
                 mtls: Default::default(),
                 login: Default::default(),
+                exchange_issuers: Vec::new(),
             },
             ctx.at(),
         )
@@ -167,6 +168,7 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
                     post_logout_redirect_uris: Vec::new(),
                     first_party: false,
                 },
+                exchange_issuers: Vec::new(),
             },
             ctx.at(),
         )

@@ -63,6 +63,7 @@ fn client(env: &str, id: &str) -> Client {
         dpop_bound_access_tokens: false,
         mtls: Default::default(),
         login: Default::default(),
+        exchange_issuers: Vec::new(),
         created_at: 2_000,
         updated_at: 2_000,
     }
@@ -165,6 +166,11 @@ async fn clients_crud(store: Store, _ctx: Ctx) {
         subject: Some((keyward_store::TlsName::SubjectDn, "CN=z,O=Example".into())),
         bound_tokens: Some(false),
     };
+    // A client that may exchange other issuers' tokens (migration 0010).
+    z.exchange_issuers = vec![
+        "https://sso.example/realm".into(),
+        "http://127.0.0.1:8080/other".into(),
+    ];
     for c in [&z, &b, &a] {
         tx.create_client(c).await.unwrap();
     }
@@ -229,6 +235,7 @@ async fn clients_crud(store: Store, _ctx: Ctx) {
     changed.grant_types = vec!["refresh_token".into()];
     changed.access_token_ttl_secs = Some(60);
     changed.refresh_token_ttl_secs = None;
+    changed.exchange_issuers = vec!["https://idp.example".into()];
     changed.updated_at = 9_999;
     let mut sent = changed.clone();
     sent.created_at = 1;

@@ -53,6 +53,7 @@ fn client(env: &str, id: &str) -> Client {
             post_logout_redirect_uris: vec!["https://rp.example/bye".into()],
             first_party: true,
         },
+        exchange_issuers: Vec::new(),
         created_at: 2_000,
         updated_at: 2_000,
     }
