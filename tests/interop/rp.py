@@ -2,6 +2,10 @@
 
     python rp.py ISSUER CLIENT_ID CLIENT_SECRET|- RP_BASE JAR USER_CMD...
 
+With RP_EXCHANGE_AUDIENCE=AUD in the environment (a client allowed the
+token-exchange grant and audience AUD) it also exchanges the user's access
+token (RFC 8693) for one to AUD with a narrower scope, verified with PyJWT.
+
 Like rp.mjs (openid-client), with Authlib's own OpenID Connect client: the
 same OAuth2Mixin + OpenIDMixin its Flask, Django and Starlette integrations
 are made of, over its requests-based OAuth2Session, without a web framework.
@@ -15,6 +19,7 @@ the first failure prints "FAIL STEP: why" and exits 1.
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import urllib.parse
@@ -26,6 +31,7 @@ from authlib.common.security import generate_token  # noqa: E402
 from authlib.integrations.base_client import BaseApp, OAuth2Mixin, OpenIDMixin  # noqa: E402
 from authlib.integrations.base_client.errors import OAuthError  # noqa: E402
 from authlib.integrations.requests_client import OAuth2Session  # noqa: E402
+import jwt  # noqa: E402  (PyJWT, for the exchanged access token)
 
 SCOPE = "openid profile email offline_access"
 
@@ -59,6 +65,7 @@ def main():
     issuer, client_id, secret, rp_base, jar, *user_cmd = sys.argv[1:]
     redirect_uri, post_logout_uri = f"{rp_base}/callback", f"{rp_base}/logged-out"
     public = secret == "-"
+    exchange_audience = os.environ.get("RP_EXCHANGE_AUDIENCE", "")
     rp = RelyingParty(
         NoFramework(),
         name="keyward",
@@ -195,6 +202,41 @@ def main():
         t4 = code_grant(auth4, q4)
         check(rp.parse_id_token(t4, nonce=auth4["nonce"])["sub"] == "alice", "form_post sub")
         print(f"ok   {step}")
+
+        if exchange_audience:
+            step = "token exchange (RFC 8693): the user's access token for another audience, narrower scope"
+            te = "urn:ietf:params:oauth:grant-type:token-exchange"
+            check(te in meta.get("grant_types_supported", []), "token exchange not in discovery")
+
+            def exchange(audience, scope):
+                with rp._get_oauth_client(**meta) as session:
+                    return session.fetch_token(
+                        meta["token_endpoint"], grant_type=te, subject_token=t4["access_token"],
+                        subject_token_type="urn:ietf:params:oauth:token-type:access_token",
+                        audience=audience, scope=scope,
+                    )
+
+            ex = exchange(exchange_audience, "profile")
+            check(ex.get("issued_token_type") == "urn:ietf:params:oauth:token-type:access_token",
+                  f"issued_token_type {ex.get('issued_token_type')}")
+            check(header(ex["access_token"]).get("typ") == "at+jwt", "exchanged token typ")
+            # Verified by PyJWT against the JWKS, for the new audience only.
+            jwk_client = jwt.PyJWKClient(meta["jwks_uri"])
+            key = jwk_client.get_signing_key_from_jwt(ex["access_token"])
+            got = jwt.decode(ex["access_token"], key.key, algorithms=[key.algorithm_name],
+                             audience=exchange_audience, issuer=issuer)
+            check(got["sub"] == "alice", f"exchanged sub {got['sub']}")
+            check(got.get("scope", "").split() == ["profile"], f"exchanged scope {got.get('scope')}")
+            print(f"ok   {step}")
+
+            step = "token exchange refuses a wider scope and an audience the client does not have"
+            for audience, scope in [(exchange_audience, "profile admin"), ("api://not-mine", "profile")]:
+                try:
+                    exchange(audience, scope)
+                    raise Fail(f"exchange to {audience} with {scope!r} was accepted")
+                except OAuthError as e:
+                    check(e.error in ("invalid_scope", "invalid_target"), f"{audience} {scope!r}: {e.error} {e.description}")
+            print(f"ok   {step}")
     except Exception as e:  # noqa: BLE001
         print(f"FAIL {step}: {type(e).__name__}: {e}")
         sys.exit(1)

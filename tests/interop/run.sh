@@ -48,8 +48,10 @@
 # token validation (iss, aud, nonce, signature via JWKS), code replay and a
 # wrong PKCE verifier refused, userinfo, refresh (offline_access), a
 # remembered login, RP-initiated logout and the login form shown again after
-# it (Authlib also response_mode=form_post). The example login app's own unit
-# tests run first.
+# it (Authlib also response_mode=form_post, and token exchange, RFC 8693: the
+# user's access token for another audience with a narrower scope, checked by
+# PyJWT; wider scope and a foreign audience refused). The example login
+# app's own unit tests run first.
 #
 # One line per check ("ok   RS256-2048 node" / "FAIL ..."), then "N passed,
 # M failed"; the exit status is non-zero if any check failed.
@@ -621,7 +623,11 @@ run_rp() {
   fi
   for tool in node python; do
     local kind=()
-    [ "$tool" = python ] || kind=(--public)
+    # The Authlib client also exchanges the user's token (RFC 8693) for api://downstream.
+    case $tool in
+      node) kind=(--public) ;;
+      python) kind=(--grant-type urn:ietf:params:oauth:grant-type:token-exchange --audience api://downstream) ;;
+    esac
     if ! creds=$("${KW[@]}" clients create --env default --name "rp-$tool" "${kind[@]}" \
       --scopes "openid profile email offline_access" --audience api://interop \
       --grant-type authorization_code --grant-type refresh_token \
@@ -637,7 +643,8 @@ run_rp() {
   start_login_app "$ISSUER" "$admin" "$lport" "$DIR/login-app.log" || { stop_server; return 0; }
   steps "$name openid-client (public client)" node "$HERE/rp.mjs" "$ISSUER" "${ids[node]}" - \
     "$rp_base" "$DIR/jar-node.txt" python3 "$HERE/user.py"
-  steps "$name Authlib (client_secret_basic)" "$PY" "$HERE/rp.py" "$ISSUER" "${ids[python]}" \
+  RP_EXCHANGE_AUDIENCE=api://downstream \
+    steps "$name Authlib (client_secret_basic)" "$PY" "$HERE/rp.py" "$ISSUER" "${ids[python]}" \
     "${secrets[python]}" "$rp_base" "$DIR/jar-python.txt" python3 "$HERE/user.py"
   stop_login_app
   stop_server
