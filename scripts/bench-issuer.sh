@@ -6,14 +6,23 @@
 #   is given) on PostgreSQL, and ES256 and RS256-2048 keys in a SoftHSM2
 #   token next to local keys of the same algorithms in one server,
 # plus the machine's raw RSA-4096 and ML-DSA-65 signing rates (aws-lc-rs,
-# all cores).
+# all cores), and in the ES256 servers the full authorization code flow
+# (issue 17): complete logins per second driven by bench_login
+# (crates/cli/examples/bench_login.rs, LOGIN_CONNS concurrent browsers, default
+# 8): authorize -> login request + accept (admin API, as the login app does)
+# -> authorize -> consent request + accept -> authorize -> token (ID + access
+# token), 8 requests per login, each with a fresh browser session; and
+# keyward's server CPU per login and per client_credentials token, from
+# /proc/PID/stat over a max-rate run of each, in the same server.
 # Each run: max throughput (wrk -c CONNS), then p50/p99 at ~50% of that rate
 # (each wrk connection waits 10 ms before every request; the number of
 # connections that offers half the maximum is found by a 3 s probe). The
 # "50% rps" column is the rate actually achieved.
 #
-# usage: [DEVICE_ONLY=1] scripts/bench-issuer.sh [SECONDS] [POSTGRES_URL]
-#   (default 10 s per run; PostgreSQL from KEYWARD_TEST_DATABASE_URL if set)
+# usage: [DEVICE_ONLY=1 | CODE_FLOW_ONLY=1] scripts/bench-issuer.sh [SECONDS] [POSTGRES_URL]
+#   (default 10 s per run; PostgreSQL from KEYWARD_TEST_DATABASE_URL if set;
+#   CODE_FLOW_ONLY=1: only the ES256 servers' trivial, client_credentials and
+#   code-flow cases)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR="${1:-10}"
@@ -24,7 +33,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/keyward-target}"
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 cargo build --release -q -p keyward
 cargo build --release -q -p keyward-jose --example sign_rate
+cargo build --release -q -p keyward --example bench_login
 BIN="$CARGO_TARGET_DIR/release/keyward"
+LOGIN_BIN="$CARGO_TARGET_DIR/release/examples/bench_login"
+LOGIN_CONNS="${LOGIN_CONNS:-8}"
 RATE_BIN="$CARGO_TARGET_DIR/release/examples/sign_rate"
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -74,15 +86,64 @@ start_server() { # DATA_DIR DBURL ALG BITS -> sets ADDR, SECRET_B64, PID
   id=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
   secret=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
   SECRET_B64=$(printf '%s:%s' "$id" "$secret" | base64 -w0)
+  if [ "$alg" = ES256 ]; then
+    # The code flow: a login URL nobody visits (bench_login reads the
+    # challenge from the redirect and accepts through the admin API), an
+    # admin token for that, a client with a redirect URI.
+    env "${envs[@]}" "$BIN" env update default --login-url http://127.0.0.1:9/login >/dev/null
+    ADMIN_TOKEN=$(env "${envs[@]}" "$BIN" admin-token create --name bench --permissions keyward.env.default.logins.accept \
+      --ttl 1h --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+    REDIRECT_URI="http://127.0.0.1:9/callback"
+    c=$(env "${envs[@]}" "$BIN" clients create --env default --name bench-login --scopes "openid profile email" \
+      --audience api://bench --grant-type authorization_code --redirect-uri "$REDIRECT_URI" --json)
+    LOGIN_ID=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
+    LOGIN_SECRET=$(echo "$c" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
+  fi
   env "${envs[@]}" KEYWARD_LOG=warn "$BIN" serve --listen "127.0.0.1:$port" >/dev/null 2>"$dir.log" &
   PID=$!
   ADDR="127.0.0.1:$port"
   for _ in $(seq 1 100); do curl -sf "http://$ADDR/healthz" >/dev/null && break; sleep 0.1; done
 }
 
-raw_rsa=$("$RATE_BIN" RS256 4096 "$DUR" "$(nproc)")
-raw_mldsa=$("$RATE_BIN" ML-DSA-65 0 "$DUR" "$(nproc)")
-echo "machine: $(nproc) cores; raw signing rates (aws-lc-rs, $(nproc) threads): RSA-4096 $raw_rsa/s, ML-DSA-65 $raw_mldsa/s"
+# cpu_case NAME ADDR PATH SCRIPT: a max-rate wrk run; prints "rps cpu_ms_per_request".
+cpu_case() {
+  local c0 c1 out
+  c0=$(cpu "$PID")
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency -s "$4" "http://$2$3" | parse)
+  c1=$(cpu "$PID")
+  python3 -c "import sys; rps,n=float(sys.argv[1]),int(sys.argv[2]); print('%.0f %.3f'%(rps,($c1-$c0)*1000/max(n,1)))" \
+    "$(echo "$out" | cut -d' ' -f1)" "$(echo "$out" | cut -d' ' -f4)"
+}
+
+# code_flow_case STORE ADDR: complete logins per second (bench_login) and
+# the server's CPU per login; prints a row, sets CF_RATE and CF_CPU.
+code_flow_case() {
+  local store="$1" addr="$2" c0 c1 out
+  c0=$(cpu "$PID")
+  out=$("$LOGIN_BIN" "http://$addr" "http://$addr" default "$ADMIN_TOKEN" "$LOGIN_ID" "$LOGIN_SECRET" \
+    "$REDIRECT_URI" "$LOGIN_CONNS" "$DUR")
+  c1=$(cpu "$PID")
+  read -r CF_RATE CF_P50 CF_P99 CF_CPU CF_ERR < <(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1]); c0, c1 = float(sys.argv[2]), float(sys.argv[3])
+if r["errors"]: sys.stderr.write("WARNING: %d failed logins, first: %s\n" % (r["errors"], r["first_error"]))
+print("%.0f %.1f %.1f %.2f %d" % (r["rate"], r["p50_ms"], r["p99_ms"], (c1 - c0) * 1000 / max(r["logins"], 1), r["errors"]))
+' "$out" "$c0" "$c1")
+  printf "%-26s %10s %9s %9s   (logins/s, ms per login; %s concurrent; %s failed)\n" \
+    "$store code flow ES256" "$CF_RATE" "$CF_P50" "$CF_P99" "$LOGIN_CONNS" "$CF_ERR"
+}
+
+if [ "${CODE_FLOW_ONLY:-0}" = 1 ]; then
+  raw_rsa=0 raw_mldsa=0
+else
+  raw_rsa=$("$RATE_BIN" RS256 4096 "$DUR" "$(nproc)")
+  raw_mldsa=$("$RATE_BIN" ML-DSA-65 0 "$DUR" "$(nproc)")
+fi
+if [ "${CODE_FLOW_ONLY:-0}" = 1 ]; then
+  echo "machine: $(nproc) cores (CODE_FLOW_ONLY: no raw signing rates)"
+else
+  echo "machine: $(nproc) cores; raw signing rates (aws-lc-rs, $(nproc) threads): RSA-4096 $raw_rsa/s, ML-DSA-65 $raw_mldsa/s"
+fi
 printf "%-26s %10s %9s %9s   %10s %9s %9s\n" "case" "max rps" "p50 ms" "p99 ms" "50% rps" "p50 ms" "p99 ms"
 
 declare -A RESULT
@@ -96,7 +157,9 @@ for store in sqlite postgres; do
     PGOPTIONS="-c client_min_messages=warning" psql "$PG" -qc "CREATE SCHEMA $schema"
     sep='?'; [[ "$PG" == *\?* ]] && sep='&'
   fi
-  for spec in ES256:0 RS256:2048 RS256:4096 ML-DSA-65:0; do
+  specs=(ES256:0 RS256:2048 RS256:4096 ML-DSA-65:0)
+  [ "${CODE_FLOW_ONLY:-0}" = 1 ] && specs=(ES256:0)
+  for spec in "${specs[@]}"; do
     alg="${spec%%:*}"; bits="${spec##*:}"
     dir="$WORK/$store-$alg-$bits"
     if [ "$store" = postgres ]; then
@@ -113,14 +176,22 @@ for store in sqlite postgres; do
     lua "$WORK/post.lua" "$SECRET_B64"
     row=$(run_case "$store token $label" "$ADDR" /oauth2/token "$WORK/post.lua"); echo "$row"
     RESULT[$store-$label]=$(echo "$row" | awk '{print $(NF-5)}')
+    if [ "$alg" = ES256 ]; then
+      read -r cc_rps cc_cpu < <(cpu_case "$store token ES256" "$ADDR" /oauth2/token "$WORK/post.lua")
+      code_flow_case "$store" "$ADDR"
+      RESULT[$store-cf]="$CF_RATE $CF_CPU $cc_rps $cc_cpu"
+    fi
     kill "$PID"; wait "$PID" 2>/dev/null || true
   done
   [ "$store" = postgres ] && PGOPTIONS="-c client_min_messages=warning" psql "$PG" -qc "DROP SCHEMA IF EXISTS $schema CASCADE"
 done
 
+[ "${CODE_FLOW_ONLY:-0}" = 1 ] && DEVICE_SKIP=1
 # Keys in a device next to local keys, in one server (SQLite): environments
 # "local-*" keep sealed keys, "hsm-*" keys made in a fresh SoftHSM2 token.
-if [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null; then
+if [ "${DEVICE_SKIP:-0}" = 1 ]; then
+  :
+elif [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null; then
   dir="$WORK/device"; mkdir -p "$dir/tokens"
   printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$dir/tokens" >"$dir/softhsm2.conf"
   export SOFTHSM2_CONF="$dir/softhsm2.conf"
@@ -159,6 +230,17 @@ else
 fi
 
 echo
+for store in sqlite postgres; do
+  [ -n "${RESULT[$store-cf]:-}" ] || continue
+  python3 - "$store" ${RESULT[$store-cf]} <<'PY'
+import sys
+store, (cf, cf_cpu, cc, cc_cpu) = sys.argv[1], map(float, sys.argv[2:])
+print(f"{store}: code flow (authorize, login accept, consent accept, token; ES256) {cf:.0f} complete logins/s, "
+      f"server CPU {cf_cpu:.2f} ms per login; client_credentials ES256 {cc:.0f} tokens/s, server CPU {cc_cpu:.3f} ms per token "
+      f"(a login costs {cf_cpu/cc_cpu:.1f} client_credentials tokens of CPU)")
+PY
+done
+[ "${CODE_FLOW_ONLY:-0}" = 1 ] && exit 0
 for store in sqlite postgres; do
   [ -n "${RESULT[$store-trivial]:-}" ] || continue
   python3 - "$store" "${RESULT[$store-trivial]}" "${RESULT[$store-ES256]}" "${RESULT[$store-RS256-4096]}" "$raw_rsa" \

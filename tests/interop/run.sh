@@ -48,6 +48,22 @@
 # crates/signers/tests/moto_kms.py): their tokens verify in Node jose and
 # PyJWT like any other.
 #
+# Login flows (issue 17), with relying-party libraries we did not write: a
+# `keyward serve` whose environment sends browsers to the example login app
+# (examples/login-app, started here with a logins.accept admin token), and
+#   - openid-client (panva; rp.mjs) as a public client,
+#   - Authlib (rp.py, its OAuth2Mixin + OpenIDMixin over requests) as a
+#     client_secret_basic client,
+# each: discovery, the authorization code flow with PKCE S256 (user.py, a
+# scripted browser, fills the login and consent forms), the library's own ID
+# token validation (iss, aud, nonce, signature via JWKS), code replay and a
+# wrong PKCE verifier refused, userinfo, refresh (offline_access), a
+# remembered login, RP-initiated logout and the login form shown again after
+# it (Authlib also response_mode=form_post, and token exchange, RFC 8693: the
+# user's access token for another audience with a narrower scope, checked by
+# PyJWT; wider scope and a foreign audience refused). The example login
+# app's own unit tests run first.
+#
 # One line per check ("ok   RS256-2048 node" / "FAIL ..."), then "N passed,
 # M failed"; the exit status is non-zero if any check failed.
 #
@@ -55,12 +71,23 @@
 # package-lock.json and requirements.txt and installed here (node_modules/,
 # .venv/). KEYWARD_BIN=path skips the cargo build; otherwise the debug binary is
 # built in CARGO_TARGET_DIR (default /var/tmp/keyward-target).
+#
+# Arguments name the sections to run (default: all): algs mldsa-keys pkjwt gate
+# devices rp, e.g. `tests/interop/run.sh rp`.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 cd "$ROOT"
 started=$(date +%s)
+SECTIONS=("$@")
+# want SECTION: true when SECTION is to run.
+want() {
+  [ "${#SECTIONS[@]}" -eq 0 ] && return 0
+  local s
+  for s in "${SECTIONS[@]}"; do [ "$s" = "$1" ] && return 0; done
+  return 1
+}
 
 # The servers under test get their configuration from flags only.
 for v in $(compgen -e); do
@@ -103,8 +130,10 @@ echo "interop: keyward $("$KEYWARD_BIN" --version | awk '{print $2}'), node $(no
   "jose $(node -p "require('$HERE/node_modules/jose/package.json').version")," \
   "@noble/post-quantum $(node -p "require('$HERE/node_modules/@noble/post-quantum/package.json').version")," \
   "oauth4webapi $(node -p "require('$HERE/node_modules/oauth4webapi/package.json').version")," \
+  "openid-client $(node -p "require('$HERE/node_modules/openid-client/package.json').version")," \
   "PyJWT $("$PY" -c 'import jwt; print(jwt.__version__)')," \
-  "cryptography $("$PY" -c 'import cryptography; print(cryptography.__version__)')"
+  "cryptography $("$PY" -c 'import cryptography; print(cryptography.__version__)')," \
+  "Authlib $("$PY" -c 'import authlib; print(authlib.__version__)')"
 
 # --- bookkeeping --------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/keyward-interop.XXXXXX")"
@@ -129,6 +158,7 @@ stop_server() {
 cleanup() {
   stop_server
   [ -z "$GATEWAY_PID" ] || kill "$GATEWAY_PID" 2>/dev/null || true
+  [ -z "${LOGIN_PID:-}" ] || kill "$LOGIN_PID" 2>/dev/null || true
   [ -z "$UPSTREAM_PID" ] || kill "$UPSTREAM_PID" 2>/dev/null || true
   [ -z "${MOTO_PID:-}" ] || kill "$MOTO_PID" 2>/dev/null || true
   if [ "$failed" -eq 0 ]; then
@@ -644,30 +674,123 @@ start_moto() {
   return 1
 }
 
-run_alg RS256-2048 RS256 2048
-run_alg RS256-4096 RS256 4096
-run_alg PS256 PS256 2048
-run_alg ES256 ES256
-run_alg ES384 ES384
-run_alg EdDSA EdDSA
-run_alg ML-DSA-44 ML-DSA-44
-run_alg ML-DSA-65 ML-DSA-65
-run_alg ML-DSA-87 ML-DSA-87
-run_mldsa_keys
-run_pkjwt
-run_gate
-run_dpop
-run_device pkcs11-ES256 pkcs11 ES256
-run_device pkcs11-RS256-2048 pkcs11 RS256 2048
-run_device pkcs11-PS256 pkcs11 PS256 2048
-run_device pkcs11-EdDSA pkcs11 EdDSA
-if start_moto; then
-  run_device aws-kms-ES256 aws-kms ES256
-  run_device aws-kms-RS256-2048 aws-kms RS256 2048
-  run_device aws-kms-PS256 aws-kms PS256 2048
-  kill "$MOTO_PID" 2>/dev/null || true
-  wait "$MOTO_PID" 2>/dev/null || true
+# --- login flows: relying parties we did not write (issue 17) ----------------
+# steps LABEL CMD...: CMD prints "ok   STEP" / "FAIL STEP: why" lines (rp.mjs,
+# rp.py); each is one check. A non-zero exit without a FAIL line fails too.
+steps() {
+  local label="$1" log line rc=0
+  shift
+  log="$WORK/$(echo "$label" | tr -c 'A-Za-z0-9_-' '_').log"
+  "$@" >"$log" 2>&1 || rc=$?
+  while IFS= read -r line; do
+    case "$line" in
+      "ok   "*) pass "$label: ${line#ok   }" ;;
+      "FAIL "*) fail "$label: ${line#FAIL }" "$log" ;;
+    esac
+  done <"$log"
+  if [ "$rc" -ne 0 ] && ! grep -q '^FAIL ' "$log"; then fail "$label (exit $rc)" "$log"; fi
+}
+
+LOGIN_PID=""
+# start_login_app ISSUER_ROOT ADMIN_TOKEN PORT LOG: the example login app; waits for /healthz.
+start_login_app() {
+  local i
+  LOGIN_APP_KEYWARD_URL="$1" LOGIN_APP_ADMIN_TOKEN="$2" LOGIN_APP_ENV=default \
+    LOGIN_APP_LISTEN="127.0.0.1:$3" python3 "$ROOT/examples/login-app/app.py" >"$4" 2>&1 &
+  LOGIN_PID=$!
+  for i in $(seq 1 100); do
+    curl -fsS --max-time 1 -o /dev/null "http://127.0.0.1:$3/healthz" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  fail "login app (no /healthz within 10 s)" "$4"
+  return 1
+}
+
+stop_login_app() {
+  [ -n "$LOGIN_PID" ] || return 0
+  kill "$LOGIN_PID" 2>/dev/null || true
+  wait "$LOGIN_PID" 2>/dev/null || true
+  LOGIN_PID=""
+}
+
+run_rp() {
+  local name=rp lport rp_base admin tool creds
+  local -A ids=() secrets=()
+  echo "-- $name"
+  check "$name example login app unit tests" python3 -m unittest "$ROOT/examples/login-app/test_app.py"
+  init_env "$name" ES256 || return 0
+  lport=$(free_port)
+  # Nothing listens at the relying party's address: the scripted browser
+  # (user.py) stops at the first redirect there and hands it to the library.
+  rp_base="http://127.0.0.1:$(free_port)"
+  if ! "${KW[@]}" env update default --login-url "http://127.0.0.1:$lport/login" \
+    --consent-url "http://127.0.0.1:$lport/consent" >"$DIR/env.log" 2>&1; then
+    fail "$name env update --login-url" "$DIR/env.log"
+    return 0
+  fi
+  if ! admin=$("${KW[@]}" admin-token create --name login-app --owner interop --ttl 1h \
+    --permissions keyward.env.default.logins.accept --json 2>"$DIR/admin.log" | json_get token) || [ -z "$admin" ]; then
+    fail "$name admin token for the login app" "$DIR/admin.log"
+    return 0
+  fi
+  for tool in node python; do
+    local kind=()
+    # The Authlib client also exchanges the user's token (RFC 8693) for api://downstream.
+    case $tool in
+      node) kind=(--public) ;;
+      python) kind=(--grant-type urn:ietf:params:oauth:grant-type:token-exchange --audience api://downstream) ;;
+    esac
+    if ! creds=$("${KW[@]}" clients create --env default --name "rp-$tool" "${kind[@]}" \
+      --scopes "openid profile email offline_access" --audience api://interop \
+      --grant-type authorization_code --grant-type refresh_token \
+      --redirect-uri "$rp_base/callback" --post-logout-redirect-uri "$rp_base/logged-out" \
+      --json 2>"$DIR/client-$tool.log"); then
+      fail "$name client rp-$tool" "$DIR/client-$tool.log"
+      return 0
+    fi
+    ids[$tool]=$(json_get client_id <<<"$creds")
+    secrets[$tool]=$(json_get client_secret <<<"$creds")
+  done
+  serve_env "$name" || { stop_server; return 0; }
+  start_login_app "$ISSUER" "$admin" "$lport" "$DIR/login-app.log" || { stop_server; return 0; }
+  steps "$name openid-client (public client)" node "$HERE/rp.mjs" "$ISSUER" "${ids[node]}" - \
+    "$rp_base" "$DIR/jar-node.txt" python3 "$HERE/user.py"
+  RP_EXCHANGE_AUDIENCE=api://downstream \
+    steps "$name Authlib (client_secret_basic)" "$PY" "$HERE/rp.py" "$ISSUER" "${ids[python]}" \
+    "${secrets[python]}" "$rp_base" "$DIR/jar-python.txt" python3 "$HERE/user.py"
+  stop_login_app
+  stop_server
+}
+
+if want algs; then
+  run_alg RS256-2048 RS256 2048
+  run_alg RS256-4096 RS256 4096
+  run_alg PS256 PS256 2048
+  run_alg ES256 ES256
+  run_alg ES384 ES384
+  run_alg EdDSA EdDSA
+  run_alg ML-DSA-44 ML-DSA-44
+  run_alg ML-DSA-65 ML-DSA-65
+  run_alg ML-DSA-87 ML-DSA-87
 fi
+want mldsa-keys && run_mldsa_keys
+want pkjwt && run_pkjwt
+want gate && run_gate
+want dpop && run_dpop
+if want devices; then
+  run_device pkcs11-ES256 pkcs11 ES256
+  run_device pkcs11-RS256-2048 pkcs11 RS256 2048
+  run_device pkcs11-PS256 pkcs11 PS256 2048
+  run_device pkcs11-EdDSA pkcs11 EdDSA
+  if start_moto; then
+    run_device aws-kms-ES256 aws-kms ES256
+    run_device aws-kms-RS256-2048 aws-kms RS256 2048
+    run_device aws-kms-PS256 aws-kms PS256 2048
+    kill "$MOTO_PID" 2>/dev/null || true
+    wait "$MOTO_PID" 2>/dev/null || true
+  fi
+fi
+want rp && run_rp
 
 echo "interop: $(($(date +%s) - started)) s"
 echo "$passed passed, $failed failed"

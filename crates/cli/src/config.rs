@@ -63,6 +63,11 @@ pub struct RawConfig {
     /// Serve the web console at `/console` (default false; `keyward up`
     /// turns it on).
     pub console: Option<bool>,
+    /// DEVELOPMENT ONLY: serve keyward's own login and consent pages at
+    /// `/dev/login/{env}` and `/dev/consent/{env}`, which accept any
+    /// username without a password (default false; `keyward up` turns it
+    /// on; `serve` only with `dev_login = true` / `KEYWARD_DEV_LOGIN=true`).
+    pub dev_login: Option<bool>,
     /// TLS termination (see docs/tls.md); a table, not overridden by
     /// environment variables.
     pub tls: Option<RawTls>,
@@ -127,7 +132,7 @@ impl RawTls {
 }
 
 /// The fields and their environment variables, for overrides and docs.
-pub const FIELDS: [&str; 18] = [
+pub const FIELDS: [&str; 19] = [
     "listen",
     "data_dir",
     "database_url",
@@ -146,6 +151,7 @@ pub const FIELDS: [&str; 18] = [
     "max_connections",
     "root_key",
     "console",
+    "dev_login",
 ];
 
 /// The resolved configuration. Its `Debug` output is [`Config::to_json`]'s,
@@ -168,6 +174,8 @@ pub struct Config {
     pub root_key: Option<keyward_issuer::RootKeySpec>,
     /// Serve the web console at `/console`.
     pub console: bool,
+    /// DEVELOPMENT ONLY: serve the any-username login page (`/dev/login/{env}`).
+    pub dev_login: bool,
     /// TLS termination, if configured.
     pub tls: Option<keyward_verify::TlsSettings>,
     /// The trusted admin issuer, if any (also in `settings.admin_issuer`).
@@ -244,6 +252,13 @@ impl RawConfig {
                 "true" => true,
                 "false" => false,
                 _ => bail!("KEYWARD_CONSOLE must be true or false"),
+            });
+        }
+        if let Some(v) = get("dev_login") {
+            self.dev_login = Some(match v.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => bail!("KEYWARD_DEV_LOGIN must be true or false"),
             });
         }
         if let Some(v) = var(crate::root_source::SOURCE_VAR).filter(|v| !v.is_empty()) {
@@ -382,6 +397,7 @@ impl RawConfig {
                 .map(|t| crate::root_source::parse_spec(t, "root_key"))
                 .transpose()?,
             console: self.console.unwrap_or(false),
+            dev_login: self.dev_login.unwrap_or(false),
             key_stores: crate::key_stores::RawKeyStores {
                 pkcs11: self.pkcs11,
                 aws_kms: self.aws_kms,
@@ -524,6 +540,7 @@ impl Config {
             "key_stores": self.key_stores.to_json(),
             "root_key": self.root_key.as_ref().map(|s| s.to_string()),
             "console": self.console,
+            "dev_login": self.dev_login,
             "tls": self.tls.as_ref().map(|t| json!({
                 "cert": t.cert,
                 "key": t.key,

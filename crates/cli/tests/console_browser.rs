@@ -9,165 +9,18 @@
 //!
 //! The CSRF refusal is a plain HTTP test (no browser needed).
 
+mod browser;
 mod common;
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
+use browser::{browser, click, count, fill, have_browser, start_driver, text};
 use common::{get, Kw, Server};
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{json, Value};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// chromedriver, if installed.
-fn chromedriver() -> Option<PathBuf> {
-    ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-/// Whether the browser is here; otherwise SKIPPED, or a failure under
-/// `KEYWARD_REQUIRE_BROWSER=1`.
-fn have_browser() -> bool {
-    if std::path::Path::new(CHROMIUM).exists() && chromedriver().is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var("KEYWARD_REQUIRE_BROWSER").as_deref() != Ok("1"),
-        "chromium or chromedriver is not installed (Debian: chromium chromium-driver), but KEYWARD_REQUIRE_BROWSER=1"
-    );
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED (no chromium/chromedriver): console browser test"
-    );
-    false
-}
-
-/// chromedriver on a free port, stopped on drop.
-struct Driver {
-    child: Child,
-    port: u16,
-    _log: tempfile::NamedTempFile,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        common::stop_child(&mut self.child);
-    }
-}
-
-fn start_driver() -> Driver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let child = Command::new(chromedriver().unwrap())
-        .arg(format!("--port={port}"))
-        .arg("--allowed-ips=127.0.0.1")
-        .stdin(Stdio::null())
-        .stdout(log.reopen().unwrap())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .expect("start chromedriver");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Driver {
-        child,
-        port,
-        _log: log,
-    }
-}
-
-/// A headless chromium session with a fresh profile. The console's pages
-/// run no script at all: their Content-Security-Policy allows none, so
-/// what works here works without JavaScript.
-async fn browser(d: &Driver, profile: &std::path::Path) -> Client {
-    let args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
-        &format!("--user-data-dir={}", profile.display()),
-    ];
-    let caps = json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": CHROMIUM,
-            "args": args,
-        },
-    });
-    let Value::Object(caps) = caps else {
-        unreachable!()
-    };
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{}", d.port))
-        .await
-        .expect("a chromium session")
-}
+use fantoccini::Client;
+use serde_json::Value;
+use std::time::Duration;
 
 /// Saves a screenshot of the current page when asked to.
 async fn shot(c: &Client, name: &str) {
-    let Ok(dir) = std::env::var("KEYWARD_CONSOLE_SCREENSHOTS") else {
-        return;
-    };
-    let png = c.screenshot().await.unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), png).unwrap();
-}
-
-async fn text(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-async fn count(c: &Client, css: &str) -> usize {
-    c.find_all(Locator::Css(css)).await.unwrap().len()
-}
-
-async fn fill(c: &Client, css: &str, value: &str) {
-    let e = c.find(Locator::Css(css)).await.unwrap();
-    e.clear().await.unwrap();
-    e.send_keys(value).await.unwrap();
-}
-
-/// Clicks what `css` finds (a link or a form's button) and waits until
-/// the next page has replaced this one.
-async fn click(c: &Client, css: &str) {
-    let old = c.find(Locator::Css("html")).await.unwrap();
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    // The old document's element goes stale once the new page is in.
-    while old.tag_name().await.is_ok() {
-        assert!(Instant::now() < deadline, "{css}: no new page");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    browser::shot_if(c, "KEYWARD_CONSOLE_SCREENSHOTS", name).await
 }
 
 fn admin_token(kw: &Kw) -> String {
@@ -202,7 +55,7 @@ fn keys(kw: &Kw) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_in_a_real_browser() {
-    if !have_browser() {
+    if !have_browser("console browser test") {
         return;
     }
     let kw = Kw::new();

@@ -241,18 +241,31 @@ async fn up_initializes_once_and_its_curl_line_gets_a_verifiable_token() {
         .run(&["clients", "list", "--env", "default", "--json"])
         .ok()
         .json();
-    assert_eq!(clients.as_array().unwrap().len(), 1, "{clients:#}");
-    assert_eq!(clients[0]["client_id"], id.as_str());
+    // The client_credentials demo client and the browser flow's public one
+    // (tests/dev_login.rs).
+    assert_eq!(clients.as_array().unwrap().len(), 2, "{clients:#}");
+    assert!(clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["client_id"] == id.as_str()));
     let actions: Vec<Value> = audit_actions(&kw)
         .iter()
         .map(|a| a["action"].clone())
         .collect();
     assert_eq!(
         actions,
-        json!(["store.init", "env.create", "key.generate", "client.create"])
-            .as_array()
-            .unwrap()
-            .clone()
+        json!([
+            "store.init",
+            "env.create",
+            "key.generate",
+            "client.create",
+            "env.login_settings",
+            "client.create"
+        ])
+        .as_array()
+        .unwrap()
+        .clone()
     );
 }
 

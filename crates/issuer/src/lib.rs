@@ -25,6 +25,7 @@ pub mod authority;
 pub mod clients;
 pub mod clock;
 pub mod console;
+pub mod dev_login;
 pub mod error;
 pub mod exchange;
 pub mod grants;

@@ -2,6 +2,8 @@
 
 use crate::output::{banner, outln};
 use anyhow::{bail, Context as _, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
 use keyward_issuer::clients::{self, NewClient};
 use keyward_issuer::http::{app, AppState};
 use keyward_issuer::signing::SigningPool;
@@ -68,8 +70,11 @@ pub async fn serve(ctx: &Context, a: ServeArgs) -> Result<()> {
 /// `http://<listen>`) and a demo client; then serve.
 pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
     let mut config = load_config(ctx, None, Some(&a.listen))?;
-    // The newcomer command shows the console (an admin token logs in).
+    // The newcomer command shows the console (an admin token logs in) and
+    // the DEVELOPMENT ONLY login page (any username), so that the browser
+    // flow works without a login app.
     config.console = true;
+    config.dev_login = true;
     let ctx = ctx.with_store(&config);
     // Bind first: with port 0 the issuer URL must name the port actually bound.
     let listener = bind(&config).await?;
@@ -126,9 +131,91 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
             ctx.at(),
         )
         .await?;
-        demo = Some((issuer, reg.client.client_id, reg.secret.unwrap_or_default()));
+        // The browser flow: environment "default" sends logins to the
+        // development login page, and a public client (PKCE, no secret)
+        // whose redirect URI is the development callback page.
+        let (login_url, consent_url) = keyward_issuer::dev_login::urls(&issuer, "default");
+        keyward_issuer::login::set_login_settings(
+            &store,
+            "default",
+            &keyward_store::LoginSettings {
+                login_url: Some(login_url),
+                consent_url: Some(consent_url),
+            },
+            ctx.at(),
+        )
+        .await?;
+        let redirect_uri = keyward_issuer::dev_login::callback_url(&issuer);
+        let web = clients::create_client(
+            &store,
+            NewClient {
+                env: "default".into(),
+                name: "demo-web".into(),
+                auth: ClientAuth::None,
+                scopes: ["openid", "profile", "email", "offline_access"]
+                    .map(String::from)
+                    .to_vec(),
+                audiences: vec!["api://demo".into()],
+                grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+                jwks: None,
+                jwks_uri: None,
+                access_token_ttl_secs: None,
+                refresh_token_ttl_secs: None,
+                dpop_bound_access_tokens: false,
+                mtls: Default::default(),
+                login: keyward_store::ClientLogin {
+                    redirect_uris: vec![redirect_uri.clone()],
+                    post_logout_redirect_uris: Vec::new(),
+                    first_party: false,
+                },
+                exchange_issuers: Vec::new(),
+            },
+            ctx.at(),
+        )
+        .await?;
+        demo = Some(Demo {
+            issuer: issuer.clone(),
+            client_id: reg.client.client_id,
+            secret: reg.secret.unwrap_or_default(),
+            web: keyward_issuer::dev_login::Demo {
+                issuer,
+                client_id: web.client.client_id,
+                redirect_uri,
+                code_verifier: B64.encode(keyward_jose::crypto::random_bytes::<32>()),
+            },
+        });
     }
     run(&ctx, &config, Some(listener), demo).await
+}
+
+/// What `up` made on a new data dir, for its banner.
+struct Demo {
+    issuer: String,
+    /// The client_credentials demo client.
+    client_id: String,
+    secret: String,
+    /// The browser-flow demo (public client, development login page).
+    web: keyward_issuer::dev_login::Demo,
+}
+
+impl Demo {
+    /// An authorization URL for the demo public client (PKCE S256 from the
+    /// demo verifier).
+    fn authorize_url(&self) -> String {
+        let w = &self.web;
+        let challenge = B64.encode(keyward_jose::crypto::sha256(w.code_verifier.as_bytes()));
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &w.client_id)
+            .append_pair("redirect_uri", &w.redirect_uri)
+            .append_pair("scope", "openid profile email offline_access")
+            .append_pair("state", "demo")
+            .append_pair("nonce", "demo")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256")
+            .finish();
+        format!("{}/oauth2/authorize?{q}", w.issuer)
+    }
 }
 
 /// The issuer URL `up` gives a new data dir: `http://<listen address>`, or
@@ -161,7 +248,7 @@ async fn run(
     ctx: &Context,
     config: &Config,
     listener: Option<tokio::net::TcpListener>,
-    demo: Option<(String, String, String)>,
+    demo: Option<Demo>,
 ) -> Result<()> {
     init_logs(config.json_logs);
     // Opening contacts no device: one that is down is found out when used.
@@ -223,7 +310,13 @@ async fn run(
     };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "keyward is serving");
-    if let Some((issuer, id, secret)) = demo {
+    if let Some(Demo {
+        issuer,
+        client_id: id,
+        secret,
+        ..
+    }) = &demo
+    {
         banner!("keyward is serving {issuer}");
         if !issuer.ends_with(&format!("://{addr}")) {
             banner!("  listening on:  {addr}");
@@ -231,6 +324,13 @@ async fn run(
         banner!("  discovery:     {issuer}/.well-known/openid-configuration");
         banner!("  demo client:   {id}");
         banner!("  client secret: {secret}   (shown once; stored only hashed)");
+        if let (Some(d), true) = (&demo, config.dev_login) {
+            banner!(
+                "sign in with a browser (DEVELOPMENT ONLY login page: any username; demo public client {}, PKCE S256):",
+                d.web.client_id
+            );
+            banner!("  {}", d.authorize_url());
+        }
         banner!("get a token:");
         banner!(
             "  curl -s -u '{id}:{secret}' -d grant_type=client_credentials {issuer}/oauth2/token"
@@ -243,6 +343,16 @@ async fn run(
         metrics,
     };
     let mut router = app(state.clone());
+    if config.dev_login {
+        router = router.merge(keyward_issuer::dev_login::router(
+            &state,
+            demo.as_ref().map(|d| d.web.clone()),
+        ));
+        tracing::warn!("DEVELOPMENT ONLY login page on (/dev/login/ENV): any username signs in without a password; never in production");
+        if demo.is_none() {
+            banner!("  DEVELOPMENT ONLY login page: http://{addr}/dev/login/ENV (any username, no password)");
+        }
+    }
     if config.console {
         router = router.merge(keyward_issuer::console::router(&state));
         banner!("  web console:   http://{addr}/console (log in with an admin token: keyward admin-token create)");
