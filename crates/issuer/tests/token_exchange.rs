@@ -92,6 +92,7 @@ async fn setup() -> Ex {
         },
         created_at: NOW,
         key_store: keyward_store::KeyStoreName::Local,
+        dpop_nonce_secret: None,
     };
     let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
     let opts = KeyOptions {
@@ -109,9 +110,15 @@ async fn setup() -> Ex {
         .unwrap();
     let dev_key = LocalSigner::new(key, Some(rec.kid.clone()));
     let (token, token_id) = add_admin_token(&store).await;
-    let authority = Authority::load(store, root, clock.clone(), SigningPool::new(1), settings)
-        .await
-        .unwrap();
+    let authority = Authority::load(
+        store,
+        root.clone(),
+        clock.clone(),
+        SigningPool::new(1),
+        settings,
+    )
+    .await
+    .unwrap();
     let router = app(AppState {
         authority: authority.clone(),
         metrics: keyward_issuer::metrics::install(),
@@ -122,6 +129,7 @@ async fn setup() -> Ex {
         authority,
         token,
         token_id,
+        root,
     };
     let r = f
         .post(

@@ -167,6 +167,7 @@ pub async fn up(ctx: &Context, a: UpArgs) -> Result<()> {
                     redirect_uris: vec![redirect_uri.clone()],
                     post_logout_redirect_uris: Vec::new(),
                     first_party: false,
+                    require_par: false,
                 },
                 exchange_issuers: Vec::new(),
             },
