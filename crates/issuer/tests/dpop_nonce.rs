@@ -500,3 +500,29 @@ async fn nonces_survive_a_root_key_rotation() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[tokio::test]
+async fn one_patch_sets_login_urls_and_nonces_together() {
+    // Both settings in one PATCH: neither is dropped for the other (the
+    // login settings live in their own row, the nonce secret in the
+    // environment's).
+    let x = fx().await;
+    let r =
+        x.f.call(
+            Method::PATCH,
+            "/admin/v1/envs/dev",
+            Some(json!({"dpop_nonce": "required", "login_url": "https://login.test/login"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["dpop_nonce"], "required", "{r:?}");
+    assert_eq!(r.body["login_url"], "https://login.test/login", "{r:?}");
+    let env = x.f.authority.store.environment("dev").await.unwrap();
+    assert!(
+        env.requires_dpop_nonce(),
+        "the nonce setting was not stored"
+    );
+    let shown = x.f.get("/admin/v1/envs/dev").await;
+    assert_eq!(shown.body["dpop_nonce"], "required", "{shown:?}");
+    assert_eq!(shown.body["login_url"], "https://login.test/login");
+}
