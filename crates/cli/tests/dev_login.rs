@@ -256,5 +256,49 @@ async fn up_shows_the_whole_browser_flow_with_its_development_login_page() {
     .await;
     assert_eq!(r.status, 404, "an unknown challenge: {}", r.text());
     assert!(r.text().contains("DEVELOPMENT ONLY"));
+
+    // An environment with a real login app is never decided by the
+    // development page, even when a user brings its challenge there.
+    kw.run(&[
+        "env",
+        "update",
+        "default",
+        "--login-url",
+        "https://login.example.com/login",
+    ])
+    .ok();
+    let mut jar = Jar::default();
+    let to_app = location(&browse(&mut jar, &authorize).await);
+    assert!(
+        to_app.starts_with("https://login.example.com/login?login_challenge="),
+        "{to_app}"
+    );
+    let challenge = query(&to_app, "login_challenge");
+    let audit_len = || {
+        kw.run(&["audit", "list", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = audit_len();
+    let r = browse(
+        &mut jar,
+        &format!("{login_url}?login_challenge={challenge}"),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("does not use the development login page"));
+    let r = post_form(
+        &mut jar,
+        &login_url,
+        &[("login_challenge", &challenge), ("username", "mallory")],
+        &issuer,
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    // Nothing was decided (an accepted login is audited).
+    assert_eq!(audit_len(), before);
     drop(served);
 }

@@ -31,7 +31,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::authority::Authority;
+use crate::authority::{Authority, EnvState};
 use crate::http::AppState;
 use crate::login::{AcceptConsent, AcceptLogin, ChallengeError, Reject};
 
@@ -139,6 +139,38 @@ struct LoginQuery {
 #[derive(Deserialize)]
 struct ConsentQuery {
     consent_challenge: Option<String>,
+}
+
+/// Environment `env`, when it sends its browsers to this server's
+/// development `page` ("login" or "consent"; consent falls back to the
+/// login URL as the authorize endpoint does). Only then may the page decide
+/// its challenges: an environment with a real login app is never decided
+/// here, even by a user who brings its challenge along.
+async fn dev_env(a: &Authority, env: &str, page_kind: &str) -> Result<Arc<EnvState>, Response> {
+    let Some(e) = a.snapshot().env(env).cloned() else {
+        return Err(no_env(env));
+    };
+    let settings = a.store.login_settings(env).await.unwrap_or_default();
+    let url = match page_kind {
+        "login" => settings.login_url,
+        _ => settings.consent_url.or(settings.login_url),
+    };
+    let path = url.as_deref().and_then(url_path).unwrap_or_default();
+    if path != format!("/dev/{page_kind}/{env}") {
+        return Err(page(
+            StatusCode::NOT_FOUND,
+            "Not a development environment",
+            html! { p.error { "Environment " code { (env) } " does not use the development login page." } },
+        ));
+    }
+    Ok(e)
+}
+
+/// The path of an absolute URL (`https://host:port/path?query` -> `/path`).
+fn url_path(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let path = &rest[rest.find('/')?..];
+    Some(path.split(['?', '#']).next().unwrap_or(path))
 }
 
 fn no_env(env: &str) -> Response {
@@ -287,8 +319,9 @@ async fn login_page(
     Path(env): Path<String>,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    let Some(e) = a.snapshot().env(&env).cloned() else {
-        return no_env(&env);
+    let e = match dev_env(&a, &env, "login").await {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let Some(c) = q.login_challenge.filter(|c| !c.is_empty()) else {
         return page(
@@ -346,8 +379,9 @@ async fn login_submit(
     if cross_site(&headers) {
         return forbidden();
     }
-    let Some(e) = a.snapshot().env(&env).cloned() else {
-        return no_env(&env);
+    let e = match dev_env(&a, &env, "login").await {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let get = |k: &str| {
         f.iter()
@@ -385,8 +419,9 @@ async fn consent_page(
     Path(env): Path<String>,
     Query(q): Query<ConsentQuery>,
 ) -> Response {
-    let Some(e) = a.snapshot().env(&env).cloned() else {
-        return no_env(&env);
+    let e = match dev_env(&a, &env, "consent").await {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let Some(c) = q.consent_challenge.filter(|c| !c.is_empty()) else {
         return page(
@@ -443,8 +478,9 @@ async fn consent_submit(
     if cross_site(&headers) {
         return forbidden();
     }
-    let Some(e) = a.snapshot().env(&env).cloned() else {
-        return no_env(&env);
+    let e = match dev_env(&a, &env, "consent").await {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let get = |k: &str| {
         f.iter()
