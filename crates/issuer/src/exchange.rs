@@ -87,6 +87,51 @@ fn unacceptable(role: Role, why: impl std::fmt::Display) -> OAuthError {
     OAuthError::invalid_request(format!("the {} is not acceptable: {why}", role.param()))
 }
 
+/// Whether the requesting `client` may present `token`: a subject token of
+/// this environment must be the client's own or made for it (`aud`; an
+/// actor token names whoever acts, so it may be another client's), and a
+/// sender-constrained token, subject or actor, needs the proof of its key
+/// (`jkt`, the request's DPoP key) or certificate (`x5t`, the
+/// connection's), so a leaked bound token is worth nothing here either.
+fn held_by(
+    token: &Presented,
+    role: Role,
+    client: &Client,
+    jkt: Option<&str>,
+    x5t: Option<&str>,
+) -> Result<(), OAuthError> {
+    if matches!(role, Role::Subject)
+        && token.own
+        && token.client_id.as_deref() != Some(client.client_id.as_str())
+        && !token.audiences.contains(&client.client_id)
+    {
+        return Err(unacceptable(
+            role,
+            "it was neither issued to this client nor made for it (aud)",
+        ));
+    }
+    if let Some(bound) = token.cnf_jkt.as_deref() {
+        if jkt != Some(bound) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                format!(
+                    "the {} is bound to a DPoP key: send a DPoP proof made with it",
+                    role.param()
+                ),
+            ));
+        }
+    }
+    if let Some(bound) = token.cnf_x5t.as_deref() {
+        if x5t != Some(bound) {
+            return Err(unacceptable(
+                role,
+                "it is bound to a client certificate this request was not made with",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The token types a presented token may be declared as: keyward exchanges
 /// JWT access tokens (this environment's, or a trusted issuer's, `typ`
 /// `at+jwt` either way), whether declared as `access_token` or `jwt`.
@@ -182,36 +227,14 @@ impl Authority {
         let subject = self
             .presented(env, client, Role::Subject, subject_token, now)
             .await?;
-        // This environment's token must be the client's own or made for it.
-        if subject.own
-            && subject.client_id.as_deref() != Some(client.client_id.as_str())
-            && !subject.audiences.contains(&client.client_id)
-        {
-            return Err(unacceptable(
-                Role::Subject,
-                "it was neither issued to this client nor made for it (aud)",
-            ));
-        }
-        // A bound token is exchanged only with a proof of its key.
-        if let Some(bound) = subject.cnf_jkt.as_deref() {
-            if jkt != Some(bound) {
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidDpopProof,
-                    "the subject_token is bound to a DPoP key: send a DPoP proof made with it",
-                ));
-            }
-        }
-        if let Some(bound) = subject.cnf_x5t.as_deref() {
-            let presented = req.credentials.certificate.as_ref().map(|c| c.thumbprint());
-            if presented != Some(bound) {
-                return Err(unacceptable(
-                    Role::Subject,
-                    "it is bound to a client certificate this request was not made with",
-                ));
-            }
-        }
+        let certificate = req.credentials.certificate.as_ref().map(|c| c.thumbprint());
+        held_by(&subject, Role::Subject, client, jkt, certificate)?;
         let actor = match actor_token {
-            Some(t) => Some(self.presented(env, client, Role::Actor, t, now).await?),
+            Some(t) => {
+                let actor = self.presented(env, client, Role::Actor, t, now).await?;
+                held_by(&actor, Role::Actor, client, jkt, certificate)?;
+                Some(actor)
+            }
             None => None,
         };
         // Scopes only narrow: within the subject token's and the client's.

@@ -735,4 +735,24 @@ async fn a_dpop_bound_subject_token_needs_a_proof_by_its_key() {
     assert_eq!(r.body["token_type"], "DPoP");
     let (_, c) = claims(r.body["access_token"].as_str().unwrap());
     assert_eq!(c["cnf"]["jkt"], key.public_key().thumbprint());
+
+    // The same for a bound actor token: someone holding F's leaked token
+    // cannot name F as the actor without F's key.
+    let subject = alice(&x).await;
+    let p = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", subject.as_str()),
+        ("subject_token_type", AT),
+        ("actor_token", bound.as_str()),
+        ("actor_token_type", AT),
+    ];
+    assert_refused(&x, &x.b, &p, "invalid_dpop_proof").await;
+    let before = x.f.state().await;
+    let r = token_with_dpop(&x, &x.b, &form(&p), &proof(&other, "p4")).await;
+    assert_eq!(r.body["error"], "invalid_dpop_proof", "{r:?}");
+    assert_eq!(x.f.state().await, before);
+    let r = token_with_dpop(&x, &x.b, &form(&p), &proof(&key, "p5")).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let (_, c) = claims(r.body["access_token"].as_str().unwrap());
+    assert_eq!(c["act"]["sub"], x.front.0);
 }
