@@ -306,6 +306,11 @@ async fn the_code_flow_over_a_real_server() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
+    // The login renewed the session cookie (no session fixation).
+    let renewed = r.headers()["set-cookie"].to_str().unwrap();
+    let renewed = renewed.split(';').next().unwrap().to_string();
+    assert_ne!(renewed, cookie);
+    let cookie = renewed;
     let consent = param(&location(&r), "consent_challenge");
     let acc: Value = http
         .post(admin_url(&format!("consent-requests/{consent}/accept")))

@@ -188,6 +188,16 @@ pub struct Authorized {
     pub new_session: Option<String>,
 }
 
+impl Authorized {
+    /// An answer that leaves the browser's session cookie as it is.
+    fn plain(answer: AuthorizeAnswer) -> Self {
+        Authorized {
+            answer,
+            new_session: None,
+        }
+    }
+}
+
 /// How the subject logged in: carried from the login to the consent and
 /// into the code.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -480,7 +490,7 @@ impl Authority {
             new_session: None,
         };
         if let Some(v) = params.get("login_verifier") {
-            return plain(self.continue_login(env, v, cookies).await);
+            return self.continue_login(env, v, cookies).await;
         }
         if let Some(v) = params.get("consent_verifier") {
             return plain(self.continue_consent(env, v, cookies).await);
@@ -862,10 +872,13 @@ impl Authority {
         Ok(Ok((tx, r, req, client)))
     }
 
-    async fn continue_login(&self, env: &EnvState, v: &str, cookies: &[String]) -> AuthorizeAnswer {
+    async fn continue_login(&self, env: &EnvState, v: &str, cookies: &[String]) -> Authorized {
         match self.continue_login_inner(env, v, cookies).await {
             Ok(a) => a,
-            Err(e) => server_error_page(env, &e),
+            Err(e) => Authorized {
+                answer: server_error_page(env, &e),
+                new_session: None,
+            },
         }
     }
 
@@ -874,12 +887,12 @@ impl Authority {
         env: &EnvState,
         v: &str,
         cookies: &[String],
-    ) -> Result<AuthorizeAnswer, StoreError> {
+    ) -> Result<Authorized, StoreError> {
         let now = self.now();
         let (mut tx, r, req, _client) =
             match self.verified(env, RequestKind::Login, v, cookies).await? {
                 Ok(x) => x,
-                Err(page) => return Ok(page),
+                Err(page) => return Ok(Authorized::plain(page)),
             };
         let outcome: LoginOutcome = r
             .outcome
@@ -892,14 +905,14 @@ impl Authority {
                 error_description,
             } => {
                 tx.commit().await?;
-                Ok(error_reply(
+                Ok(Authorized::plain(error_reply(
                     env,
                     &req.redirect_uri,
                     req.response_mode,
                     req.state.as_deref(),
                     &error,
                     error_description.as_deref(),
-                ))
+                )))
             }
             LoginOutcome::Accepted {
                 subject,
@@ -926,8 +939,12 @@ impl Authority {
                 } else {
                     None
                 };
+                // A new session secret at login (no session fixation):
+                // the browser gets it with this answer.
+                let (cookie, new_hash) = secret();
                 tx.set_session_login(
                     &r.session_hash,
+                    &new_hash,
                     &SessionLogin {
                         subject: subject.clone(),
                         auth_time,
@@ -947,7 +964,11 @@ impl Authority {
                     claims,
                     sid: session.sid,
                 };
-                self.after_login(env, &req, &r.session_hash, login).await
+                let answer = self.after_login(env, &req, &new_hash, login).await?;
+                Ok(Authorized {
+                    answer,
+                    new_session: Some(cookie),
+                })
             }
         }
     }

@@ -185,16 +185,22 @@ impl Flow {
         r.body["redirect_to"].as_str().unwrap().to_string()
     }
 
-    /// The browser follows `redirect_to`; the next Location.
-    async fn follow(&self, redirect_to: &str, cookie: &str) -> Answer {
-        self.browser(Method::GET, &local(redirect_to), Some(cookie))
-            .await
+    /// The browser follows `redirect_to`; the next Location. A session
+    /// cookie the answer sets (renewed at login) replaces `cookie`.
+    async fn follow(&self, redirect_to: &str, cookie: &mut String) -> Answer {
+        let r = self
+            .browser(Method::GET, &local(redirect_to), Some(cookie))
+            .await;
+        if let Some(c) = set_cookie(&r) {
+            *cookie = c;
+        }
+        r
     }
 
     /// The whole flow for `client` up to the code (consent granted with
     /// `grant`); the code and the session cookie.
     async fn code(&self, client: &str, grant: &[&str]) -> (String, String) {
-        let (challenge, cookie) = self.start(client, "", None).await;
+        let (challenge, mut cookie) = self.start(client, "", None).await;
         let to = self
             .accept_login(
                 &challenge,
@@ -202,7 +208,7 @@ impl Flow {
                        "claims": {"email": "alice@example.com", "email_verified": true, "name": "Alice"}}),
             )
             .await;
-        let r = self.follow(&to, &cookie).await;
+        let r = self.follow(&to, &mut cookie).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
         let mut loc = location(&r);
         if loc.starts_with(LOGIN) {
@@ -210,7 +216,7 @@ impl Flow {
             let to = self
                 .accept_consent(&consent, json!({"grant_scope": grant}))
                 .await;
-            let r = self.follow(&to, &cookie).await;
+            let r = self.follow(&to, &mut cookie).await;
             assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
             loc = location(&r);
         }
@@ -442,11 +448,14 @@ async fn a_confidential_client_authenticates_and_first_party_skips_consent() {
 #[tokio::test]
 async fn remembered_login_and_consent_are_skipped_and_prompt_none_works() {
     let fl = flow().await;
-    let (challenge, cookie) = fl.start(&fl.public, "", None).await;
+    let (challenge, mut cookie) = fl.start(&fl.public, "", None).await;
+    // A cookie value someone could have planted before the login.
+    let planted = cookie.clone();
     let to = fl
         .accept_login(&challenge, json!({"subject": "bob", "remember": true}))
         .await;
-    let r = fl.follow(&to, &cookie).await;
+    let r = fl.follow(&to, &mut cookie).await;
+    assert_ne!(cookie, planted, "the login renews the session cookie");
     let consent = query_param(&location(&r), "consent_challenge").unwrap();
     let to = fl
         .accept_consent(
@@ -454,7 +463,7 @@ async fn remembered_login_and_consent_are_skipped_and_prompt_none_works() {
             json!({"grant_scope": ["openid", "email", "offline_access"], "remember": true}),
         )
         .await;
-    let r = fl.follow(&to, &cookie).await;
+    let r = fl.follow(&to, &mut cookie).await;
     assert!(location(&r).starts_with(CB));
 
     // Second request in the same browser: the login request says skip.
@@ -475,7 +484,7 @@ async fn remembered_login_and_consent_are_skipped_and_prompt_none_works() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
     let to = fl.accept_login(&challenge, json!({"subject": "bob"})).await;
     // Consent remembered: straight to the code.
-    let r = fl.follow(&to, &cookie).await;
+    let r = fl.follow(&to, &mut cookie).await;
     let loc = location(&r);
     assert!(loc.starts_with(&format!("{CB}?code=")), "{loc}");
     let r = fl
@@ -501,7 +510,23 @@ async fn remembered_login_and_consent_are_skipped_and_prompt_none_works() {
         )
         .await;
     assert!(location(&r).starts_with(&format!("{CB}?code=")), "{r:?}");
-    // prompt=none without a session: login_required, to the client.
+    // prompt=none without a session, or with the cookie value from before
+    // the login (session fixation): login_required, to the client.
+    for old in [None, Some(planted.as_str())] {
+        let r = fl
+            .browser(
+                Method::GET,
+                &fl.authorize_url(&fl.public, "&prompt=none"),
+                old,
+            )
+            .await;
+        let loc = location(&r);
+        assert_eq!(
+            query_param(&loc, "error").as_deref(),
+            Some("login_required"),
+            "{old:?}"
+        );
+    }
     let r = fl
         .browser(
             Method::GET,
@@ -510,10 +535,6 @@ async fn remembered_login_and_consent_are_skipped_and_prompt_none_works() {
         )
         .await;
     let loc = location(&r);
-    assert_eq!(
-        query_param(&loc, "error").as_deref(),
-        Some("login_required")
-    );
     assert_eq!(query_param(&loc, "state").as_deref(), Some("st-1"));
     assert_eq!(query_param(&loc, "iss").as_deref(), Some(ISSUER));
 
@@ -551,13 +572,13 @@ async fn remembered_login_and_consent_are_skipped_and_prompt_none_works() {
 #[tokio::test]
 async fn form_post_answers_with_an_auto_submitting_form() {
     let fl = flow().await;
-    let (challenge, cookie) = fl
+    let (challenge, mut cookie) = fl
         .start(&fl.first_party, "&response_mode=form_post", None)
         .await;
     let to = fl
         .accept_login(&challenge, json!({"subject": "alice"}))
         .await;
-    let r = fl.follow(&to, &cookie).await;
+    let r = fl.follow(&to, &mut cookie).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
     let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
@@ -574,7 +595,7 @@ async fn form_post_answers_with_an_auto_submitting_form() {
 #[tokio::test]
 async fn rejections_go_back_to_the_client_with_the_error() {
     let fl = flow().await;
-    let (challenge, cookie) = fl.start(&fl.public, "", None).await;
+    let (challenge, mut cookie) = fl.start(&fl.public, "", None).await;
     let r =
         fl.f.post(
             &format!("/admin/v1/envs/dev/login-requests/{challenge}/reject"),
@@ -583,7 +604,7 @@ async fn rejections_go_back_to_the_client_with_the_error() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     let to = r.body["redirect_to"].as_str().unwrap().to_string();
-    let r = fl.follow(&to, &cookie).await;
+    let r = fl.follow(&to, &mut cookie).await;
     let loc = location(&r);
     assert!(loc.starts_with(CB), "{loc}");
     assert_eq!(query_param(&loc, "error").as_deref(), Some("access_denied"));
@@ -816,7 +837,7 @@ async fn a_code_for_another_client_or_redirect_uri_or_after_60s_is_refused() {
 #[tokio::test]
 async fn challenges_are_single_use_and_expire() {
     let fl = flow().await;
-    let (challenge, cookie) = fl.start(&fl.public, "", None).await;
+    let (challenge, mut cookie) = fl.start(&fl.public, "", None).await;
     let to = fl
         .accept_login(&challenge, json!({"subject": "alice"}))
         .await;
@@ -842,9 +863,9 @@ async fn challenges_are_single_use_and_expire() {
     }
     assert_eq!(fl.f.state().await, before);
     // The verifier works once.
-    let r = fl.follow(&to, &cookie).await;
+    let r = fl.follow(&to, &mut cookie).await;
     assert!(location(&r).starts_with(LOGIN), "{r:?}");
-    let r = fl.follow(&to, &cookie).await;
+    let r = fl.follow(&to, &mut cookie).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
     assert!(r.headers.get(header::LOCATION).is_none());
 
@@ -868,12 +889,12 @@ async fn challenges_are_single_use_and_expire() {
     let r = fl.f.get("/admin/v1/envs/dev/login-requests/nope").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // A verifier brought back after its 5 minutes: refused.
-    let (challenge, cookie) = fl.start(&fl.public, "", None).await;
+    let (challenge, mut cookie) = fl.start(&fl.public, "", None).await;
     let to = fl
         .accept_login(&challenge, json!({"subject": "alice"}))
         .await;
     fl.advance(300);
-    let r = fl.follow(&to, &cookie).await;
+    let r = fl.follow(&to, &mut cookie).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
     assert_eq!(fl.codes(&fl.public).await, 0);
 }
@@ -881,7 +902,7 @@ async fn challenges_are_single_use_and_expire() {
 #[tokio::test]
 async fn a_verifier_from_another_browser_session_is_refused() {
     let fl = flow().await;
-    let (challenge, victim) = fl.start(&fl.public, "", None).await;
+    let (challenge, mut victim) = fl.start(&fl.public, "", None).await;
     let (_, attacker) = fl.start(&fl.public, "", None).await;
     assert_ne!(victim, attacker);
     let to = fl
@@ -895,7 +916,7 @@ async fn a_verifier_from_another_browser_session_is_refused() {
     }
     assert_eq!(fl.codes(&fl.public).await, 0);
     // The victim's browser still can: the refusals changed nothing.
-    let r = fl.follow(&to, &victim).await;
+    let r = fl.follow(&to, &mut victim).await;
     assert!(location(&r).starts_with(LOGIN), "{r:?}");
     // The same for a consent verifier.
     let consent = query_param(&location(&r), "consent_challenge").unwrap();
@@ -905,7 +926,7 @@ async fn a_verifier_from_another_browser_session_is_refused() {
     let r = fl.browser(Method::GET, &local(&to), Some(&attacker)).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(fl.codes(&fl.public).await, 0);
-    let r = fl.follow(&to, &victim).await;
+    let r = fl.follow(&to, &mut victim).await;
     assert!(location(&r).starts_with(&format!("{CB}?code=")));
 }
 
@@ -1143,6 +1164,17 @@ fn dpop_proof(
     iat: i64,
     access: Option<&str>,
 ) -> String {
+    dpop_proof_with_nonce(key, htm, htu, iat, access, None)
+}
+
+fn dpop_proof_with_nonce(
+    key: &keyward_jose::PrivateKey,
+    htm: &str,
+    htu: &str,
+    iat: i64,
+    access: Option<&str>,
+    nonce: Option<&str>,
+) -> String {
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let header = json!({
         "typ": "dpop+jwt", "alg": "ES256",
@@ -1153,6 +1185,9 @@ fn dpop_proof(
     });
     if let Some(t) = access {
         claims["ath"] = json!(b64(&sha256(t.as_bytes())));
+    }
+    if let Some(n) = nonce {
+        claims["nonce"] = json!(n);
     }
     let input = format!(
         "{}.{}",
@@ -1221,6 +1256,38 @@ async fn dpop_binds_the_code_exchange_its_refresh_family_and_userinfo() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(r.body["email"], "alice@example.com");
+    // An environment requiring DPoP nonces holds userinfo to them too.
+    let r =
+        fl.f.call(
+            Method::PATCH,
+            "/admin/v1/envs/dev",
+            Some(json!({"dpop_nonce": "required"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let r =
+        fl.f.send(call(dpop_proof(
+            &key,
+            "GET",
+            &userinfo_url,
+            fl.now(),
+            Some(&access),
+        )))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert_eq!(r.body["error"], "use_dpop_nonce", "{r:?}");
+    let nonce = r.headers["dpop-nonce"].to_str().unwrap().to_owned();
+    let r =
+        fl.f.send(call(dpop_proof_with_nonce(
+            &key,
+            "GET",
+            &userinfo_url,
+            fl.now(),
+            Some(&access),
+            Some(&nonce),
+        )))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
     // The public client's refresh family is bound to the key.
     let r = fl
         .token(

@@ -192,7 +192,7 @@ async fn a_pushed_request_is_used_once_and_only_what_was_pushed_counts() {
         loc.starts_with(&format!("{LOGIN}?login_challenge=")),
         "{loc}"
     );
-    let cookie = set_cookie(&r).unwrap();
+    let mut cookie = set_cookie(&r).unwrap();
     let challenge = query_param(&loc, "login_challenge").unwrap();
     let lr =
         p.f.get(&format!("/admin/v1/envs/dev/login-requests/{challenge}"))
@@ -216,6 +216,8 @@ async fn a_pushed_request_is_used_once_and_only_what_was_pushed_counts() {
             Some(&cookie),
         )
         .await;
+    // The login renewed the session cookie.
+    cookie = set_cookie(&r).expect("a renewed session cookie");
     let consent = query_param(&location(&r), "consent_challenge").unwrap();
     let r =
         p.f.post(

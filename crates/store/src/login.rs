@@ -492,15 +492,20 @@ impl Tx<'_> {
         fetch_session(&mut *self.tx, hash).await
     }
 
-    /// Records a login in a live session (not ended); `NotFound` otherwise.
+    /// Records a login in a live session (not ended), and renews its
+    /// secret: from now on the session is found by `new_hash` only (a
+    /// cookie value planted before the login is worth nothing after it),
+    /// and the session's pending requests follow it. `NotFound` otherwise.
     pub async fn set_session_login(
         &mut self,
         hash: &[u8],
+        new_hash: &[u8],
         login: &SessionLogin,
     ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE browser_sessions SET subject = $1, auth_time = $2, acr = $3, amr = $4, \
-             claims = $5, remember_until = $6 WHERE session_hash = $7 AND ended_at IS NULL",
+             claims = $5, remember_until = $6, session_hash = $7 \
+             WHERE session_hash = $8 AND ended_at IS NULL",
         )
         .bind(login.subject.clone())
         .bind(login.auth_time)
@@ -508,6 +513,7 @@ impl Tx<'_> {
         .bind(to_json_list(&login.amr))
         .bind(login.claims.clone())
         .bind(login.remember_until)
+        .bind(new_hash.to_vec())
         .bind(hash.to_vec())
         .execute(&mut *self.tx)
         .await?;
@@ -517,6 +523,11 @@ impl Tx<'_> {
                 name: short(hash),
             });
         }
+        sqlx::query("UPDATE login_requests SET session_hash = $1 WHERE session_hash = $2")
+            .bind(new_hash.to_vec())
+            .bind(hash.to_vec())
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 

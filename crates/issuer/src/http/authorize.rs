@@ -332,13 +332,47 @@ pub(crate) async fn userinfo(a: &Authority, env: &EnvState, req: Request) -> Res
             uri: &uri,
             token: Some((&token, jkt)),
         };
-        if let Err(e) = a.settings.dpop.check(&proof, &target, a.now()).await {
-            return token_refused(
-                StatusCode::UNAUTHORIZED,
-                "invalid_dpop_proof",
-                &e.to_string(),
-                true,
-            );
+        // The environment's server nonces hold here as at its token
+        // endpoint (RFC 9449 §9: use_dpop_nonce with a fresh DPoP-Nonce).
+        let nonces = match &env.dpop_nonces {
+            crate::authority::DpopNonces::Off => None,
+            crate::authority::DpopNonces::Required(k) => Some(k.as_ref()),
+            crate::authority::DpopNonces::Unopened => {
+                return token_refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "DPoP nonces cannot be checked now; retry later",
+                    true,
+                )
+            }
+        };
+        match a
+            .settings
+            .dpop
+            .check_with_nonces(&proof, &target, a.now(), nonces)
+            .await
+        {
+            Ok(_) => {}
+            Err(keyward_verify::DpopRefusal::UseNonce(fresh)) => {
+                let mut r = token_refused(
+                    StatusCode::UNAUTHORIZED,
+                    "use_dpop_nonce",
+                    "send a DPoP proof with the server's nonce",
+                    true,
+                );
+                if let Ok(v) = HeaderValue::from_str(&fresh) {
+                    r.headers_mut().insert("dpop-nonce", v);
+                }
+                return r;
+            }
+            Err(e) => {
+                return token_refused(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_dpop_proof",
+                    &e.to_string(),
+                    true,
+                )
+            }
         }
     } else if dpop {
         return token_refused(

@@ -199,9 +199,19 @@ async fn browser_sessions_log_in_and_end(store: Store, _ctx: Ctx) {
         claims: r#"{"name":"Alice"}"#.into(),
         remember_until: Some(4_000),
     };
-    tx.set_session_login(&h("cookie"), &login).await.unwrap();
+    tx.insert_login_request(&request("pending", RequestKind::Login, &h("cookie")))
+        .await
+        .unwrap();
+    tx.set_session_login(&h("cookie"), &h("renewed"), &login)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
-    let s = store.browser_session(&h("cookie")).await.unwrap().unwrap();
+    // The login renewed the session's secret: the old cookie finds nothing.
+    assert!(store.browser_session(&h("cookie")).await.unwrap().is_none());
+    // ... and the session's pending requests follow it.
+    let pending = store.login_request(&h("pending")).await.unwrap().unwrap();
+    assert_eq!(pending.session_hash, h("renewed"));
+    let s = store.browser_session(&h("renewed")).await.unwrap().unwrap();
     assert_eq!(s.subject.as_deref(), Some("alice"));
     assert_eq!(s.amr, vec!["pwd".to_string()]);
     assert_eq!(s.remember_until, Some(4_000));
@@ -220,11 +230,13 @@ async fn browser_sessions_log_in_and_end(store: Store, _ctx: Ctx) {
         .unwrap());
     // An ended session takes no login.
     assert!(matches!(
-        tx.set_session_login(&h("cookie"), &login).await,
+        tx.set_session_login(&h("renewed"), &h("again"), &login)
+            .await,
         Err(StoreError::NotFound { .. })
     ));
     tx.commit().await.unwrap();
-    let s = store.browser_session(&h("cookie")).await.unwrap().unwrap();
+    assert!(store.browser_session(&h("again")).await.unwrap().is_none());
+    let s = store.browser_session(&h("renewed")).await.unwrap().unwrap();
     assert_eq!(s.ended_at, Some(3_200));
     assert!(store.browser_session(&h("nope")).await.unwrap().is_none());
 }
