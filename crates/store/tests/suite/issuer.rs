@@ -1260,7 +1260,7 @@ async fn dpop_bindings_round_trip(store: Store, _ctx: Ctx) {
     assert_eq!(store.client("prod", "d").await.unwrap(), d);
 }
 
-/// An environment's sealed DPoP nonce secret (migration 0009) is stored,
+/// An environment's sealed DPoP nonce secret (migration 0010) is stored,
 /// read back, cleared, and re-wrapped with the keys by a root-key rotation.
 async fn dpop_nonce_secrets_round_trip_and_follow_the_root_key(store: Store, _ctx: Ctx) {
     use keyward_store::sealing::{open_dpop_nonce_secret, seal_dpop_nonce_secret};
