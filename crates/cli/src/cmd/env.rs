@@ -292,16 +292,18 @@ pub async fn run(ctx: &Context, cmd: EnvCmd) -> Result<()> {
                 keyring::check_store_for(&stores, k.name(), &e.policy).await?;
                 e.key_store = k.name();
             }
-            // The login settings are checked before anything changes.
-            if let Some(s) = &settings {
-                keyward_issuer::login::set_login_settings(&store, &name, s, ctx.at()).await?;
-            }
+            // The nonce secret is made (and the root key checked) before
+            // anything is written.
             if let Some(n) = dpop_nonce.map(|n| n.setting()) {
                 let root = match n == keyring::DpopNonce::Required && !e.requires_dpop_nonce() {
                     true => Some(ctx.root_key(&store).await?),
                     false => None,
                 };
                 keyring::set_dpop_nonce(&store, &mut e, n, root.as_ref()).await?;
+            }
+            // The login settings were checked above.
+            if let Some(s) = &settings {
+                keyward_issuer::login::set_login_settings(&store, &name, s, ctx.at()).await?;
             }
             keyring::update_environment(&store, &e, ctx.at()).await?;
             if json {
