@@ -299,6 +299,13 @@ pub enum ChallengeError {
     Store(#[from] StoreError),
 }
 
+/// The authorization request a login or consent request was made for.
+fn stored_request(r: &LoginRequest) -> Result<AuthRequest, StoreError> {
+    serde_json::from_str(&r.request).map_err(|_| {
+        StoreError::Corrupt(format!("{} request: unreadable request", kind_name(r.kind)))
+    })
+}
+
 fn kind_name(k: RequestKind) -> &'static str {
     match k {
         RequestKind::Login => "login",
@@ -857,8 +864,7 @@ impl Authority {
                 "this login was started in another browser session: start again at the application",
             )));
         }
-        let req: AuthRequest = serde_json::from_str(&r.request)
-            .map_err(|_| StoreError::Corrupt("login request: unreadable request".into()))?;
+        let req = stored_request(&r)?;
         let snapshot = self.snapshot();
         let client = match snapshot.client(&env.env.name, &req.client_id) {
             Some(c) if c.login.redirect_uris.contains(&req.redirect_uri) => c.clone(),
@@ -1214,8 +1220,7 @@ impl Authority {
         let r = self
             .open_request(env, RequestKind::Login, challenge)
             .await?;
-        let req: AuthRequest = serde_json::from_str(&r.request)
-            .map_err(|_| StoreError::Corrupt("login request: unreadable request".into()))?;
+        let req = stored_request(&r)?;
         let client_name = self
             .snapshot()
             .client(&env.env.name, &req.client_id)
@@ -1411,8 +1416,7 @@ impl Authority {
         let r = self
             .open_request(env, RequestKind::Consent, challenge)
             .await?;
-        let req: AuthRequest = serde_json::from_str(&r.request)
-            .map_err(|_| StoreError::Corrupt("consent request: unreadable request".into()))?;
+        let req = stored_request(&r)?;
         let client_name = self
             .snapshot()
             .client(&env.env.name, &req.client_id)
@@ -1440,8 +1444,7 @@ impl Authority {
         let r = self
             .open_request(env, RequestKind::Consent, challenge)
             .await?;
-        let req: AuthRequest = serde_json::from_str(&r.request)
-            .map_err(|_| StoreError::Corrupt("consent request: unreadable request".into()))?;
+        let req = stored_request(&r)?;
         if let Some(bad) = b.grant_scope.iter().find(|s| !req.scope.contains(s)) {
             return Err(ChallengeError::Invalid(format!(
                 "grant_scope {bad:?} was not requested"
