@@ -292,6 +292,28 @@ pub const TABLES: &[Table] = &[
         identity: None,
     },
     Table {
+        name: "device_authorizations",
+        columns: &[
+            blob("device_hash"),
+            blob("user_code_hash"),
+            text("env"),
+            text("client_id"),
+            text("scope"),
+            text("code_challenge"),
+            text("status"),
+            blob_null("state_hash"),
+            blob_null("code_hash"),
+            text_null("error"),
+            int("interval_secs"),
+            int_null("last_poll_at"),
+            int("created_at"),
+            int("expires_at"),
+            int_null("consumed_at"),
+        ],
+        order_by: "device_hash",
+        identity: None,
+    },
+    Table {
         name: "consents",
         columns: &[
             text("env"),

@@ -541,6 +541,7 @@ impl Tx<'_> {
             "login_requests",
             "consents",
             "pushed_requests",
+            "device_authorizations",
             "clients",
         ] {
             let sql = format!("DELETE FROM {table} WHERE env = $1 AND client_id = $2");

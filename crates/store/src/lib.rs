@@ -19,7 +19,8 @@
 //!   tokens**, the **revocation feed** and client-assertion jtis
 //!   ([`tokens`]), **admin tokens** ([`admin`]), and what browser logins
 //!   keep: sessions, login and consent challenges, remembered consents and
-//!   authorization codes ([`login`]);
+//!   authorization codes ([`login`]), pushed requests ([`pushed`]) and
+//!   device requests ([`device`]);
 //! - **backups** ([`backup`]): the whole store as one checksummed,
 //!   backend-neutral file taken from one snapshot while serving, checked
 //!   without restoring, and restored into an empty store of either backend;
@@ -36,6 +37,7 @@ pub mod admin;
 pub mod audit;
 pub mod backup;
 pub mod clients;
+pub mod device;
 pub mod error;
 pub mod login;
 pub mod pushed;
@@ -52,6 +54,7 @@ pub use backup::{
     RestoreSummary, TABLES,
 };
 pub use clients::{Client, ClientAuth, ClientLogin, ClientMtls, TlsName};
+pub use device::{DeviceAuthorization, DeviceStatus, Poll};
 pub use error::StoreError;
 pub use login::{
     AuthorizationCode, BrowserSession, Consent, Decision, LoginRequest, LoginSettings, RequestKind,

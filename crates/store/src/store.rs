@@ -170,6 +170,11 @@ const SQLITE_MIGRATIONS: Embedded = Embedded(&[
         "token_exchange",
         include_str!("../migrations/sqlite/0011_token_exchange.sql"),
     ),
+    (
+        12,
+        "device_grant",
+        include_str!("../migrations/sqlite/0012_device_grant.sql"),
+    ),
 ]);
 const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (
@@ -226,6 +231,11 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
         11,
         "token_exchange",
         include_str!("../migrations/postgres/0011_token_exchange.sql"),
+    ),
+    (
+        12,
+        "device_grant",
+        include_str!("../migrations/postgres/0012_device_grant.sql"),
     ),
 ]);
 
@@ -949,6 +959,7 @@ impl Tx<'_> {
             "login_requests",
             "consents",
             "pushed_requests",
+            "device_authorizations",
             "browser_sessions",
             "assertion_jtis",
             "revocations",

@@ -3,6 +3,8 @@
 #[path = "suite/backup.rs"]
 mod backup;
 mod common;
+#[path = "suite/device.rs"]
+mod device;
 #[path = "suite/device_root.rs"]
 mod device_root;
 #[path = "suite/issuer.rs"]
