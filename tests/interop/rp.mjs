@@ -12,7 +12,9 @@
 // redirect back to us; the relying party itself is all openid-client: discovery,
 // PKCE S256, state and nonce, the code grant with the library's own ID token
 // validation (iss, aud, exp, nonce, signature against the JWKS via
-// enableNonRepudiationChecks), userinfo, refresh, the end-session URL.
+// enableNonRepudiationChecks), userinfo, refresh, the end-session URL, and the
+// device authorization grant (RFC 8628: initiateDeviceAuthorization, the user
+// confirming the code on keyward's device page, pollDeviceAuthorizationGrant).
 //
 // Prints "ok STEP" per step passed; the first failure prints "FAIL STEP: why"
 // and exits 1.
@@ -30,13 +32,16 @@ function assert(cond, why) {
   if (!cond) throw new Error(why)
 }
 
-// The user at the browser: opens `url`, logs in (remember me: `remember`), consents.
-function user(url, remember = '1') {
-  const out = execFileSync(userCmd[0], [...userCmd.slice(1), jar, url.href, rpBase, 'alice', 'alice-demo-password', remember], {
+// The user at the browser: opens `url`, logs in (remember me: `remember`),
+// consents, and stops at the first redirect to `stop`.
+function user(url, remember = '1', stop = rpBase) {
+  const out = execFileSync(userCmd[0], [...userCmd.slice(1), jar, url.href, stop, 'alice', 'alice-demo-password', remember], {
     encoding: 'utf8',
   })
   return JSON.parse(out)
 }
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 function header(jwt) {
   return JSON.parse(Buffer.from(jwt.split('.')[0], 'base64url').toString())
@@ -178,6 +183,52 @@ async function main() {
     idTokenExpected: true,
   })
   assert(t3.claims().sub === 'alice', 'sub after logout and login')
+  ok(step)
+
+  step = 'device authorization grant (RFC 8628): discovery and the device endpoint'
+  const deviceGrant = 'urn:ietf:params:oauth:grant-type:device_code'
+  assert(meta.device_authorization_endpoint, 'device_authorization_endpoint missing')
+  assert(meta.grant_types_supported?.includes(deviceGrant), 'device grant not advertised')
+  const da = await client.initiateDeviceAuthorization(config, { scope: 'openid profile offline_access' })
+  assert(/^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$/.test(da.user_code), `user_code ${da.user_code}`)
+  assert(da.verification_uri === `${issuer}/device`, `verification_uri ${da.verification_uri}`)
+  assert(da.interval === 5 && da.expires_in === 600, `interval ${da.interval}, expires_in ${da.expires_in}`)
+  ok(step)
+
+  step = 'device grant: the library polls (authorization_pending) while the user confirms the code, logs in and consents'
+  // Count what the token endpoint answers the library's polls.
+  let pending = 0
+  config[client.customFetch] = async (url, options) => {
+    const res = await fetch(url, options)
+    if (String(url).endsWith('/oauth2/token') && res.status === 400) {
+      const body = await res.clone().json().catch(() => ({}))
+      if (body.error === 'authorization_pending') pending++
+    }
+    return res
+  }
+  const polling = client.pollDeviceAuthorizationGrant(config, da)
+  // The user starts once the library was told authorization_pending.
+  for (let i = 0; i < 100 && pending === 0; i++) await sleep(100)
+  assert(pending > 0, 'no poll was answered authorization_pending')
+  const callback = `${issuer}/device/callback`
+  const onDevice = user(new URL(da.verification_uri_complete), '0', callback)
+  assert(onDevice.pages.includes('device'), `the device page was not shown: ${onDevice.pages}`)
+  const done = await fetch(onDevice.callback)
+  const page = await done.text()
+  assert(done.status === 200 && page.includes('Device connected'), `callback ${done.status}: ${page.slice(0, 200)}`)
+  const dt = await polling
+  const dclaims = dt.claims()
+  assert(dclaims.sub === 'alice', `device sub ${dclaims.sub}`)
+  assert([dclaims.aud].flat().includes(clientId), `device aud ${dclaims.aud}`)
+  assert(dt.refresh_token, 'no refresh token for the device')
+  const dinfo = await client.fetchUserInfo(config, dt.access_token, dclaims.sub)
+  assert(dinfo.name === 'Alice Example', `device userinfo name ${dinfo.name}`)
+  const drefreshed = await client.refreshTokenGrant(config, dt.refresh_token)
+  assert(drefreshed.access_token, 'device refresh')
+  ok(step)
+
+  step = 'device grant: a used device code is refused'
+  await expectOAuthError(client.pollDeviceAuthorizationGrant(config, da), 'invalid_grant')
   ok(step)
 }
 

@@ -737,7 +737,8 @@ run_rp() {
     local kind=()
     # The Authlib client also exchanges the user's token (RFC 8693) for api://downstream.
     case $tool in
-      node) kind=(--public) ;;
+      # The openid-client one is also a device (RFC 8628 device grant).
+      node) kind=(--public --grant-type urn:ietf:params:oauth:grant-type:device_code) ;;
       python) kind=(--grant-type urn:ietf:params:oauth:grant-type:token-exchange --audience api://downstream) ;;
     esac
     if ! creds=$("${KW[@]}" clients create --env default --name "rp-$tool" "${kind[@]}" \

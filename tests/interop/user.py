@@ -6,7 +6,8 @@ Opens AUTHORIZATION_URL with the cookies in JAR (a Mozilla cookie file, kept
 between calls: it is the browser's keyward_session), follows redirects through
 keyward and the example login app (examples/login-app), fills the login form
 (USERNAME, PASSWORD, "remember me" when REMEMBER is 1) and the consent form
-(every scope ticked), and stops at the first redirect to REDIRECT_URI. With
+(every scope ticked), confirms keyward's device page (the device grant's user
+code, already in the URL), and stops at the first redirect to REDIRECT_URI. With
 response_mode=form_post keyward answers with an auto-submitting form instead:
 its fields are turned into the same query string.
 
@@ -119,6 +120,10 @@ def main():
             pages.append("consent")
             fields = [(n, v) for n, v, t in form.fields if n != "remember"]
             fields.append(("action", "accept"))
+        elif "user_code" in names and "confirm" in names:
+            # keyward's device page (RFC 8628): the code is the device's, confirm it.
+            pages.append("device")
+            fields = [(n, v) for n, v, _ in form.fields]
         elif target.startswith(redirect_uri) and form.method == "post":
             # response_mode=form_post: the callback's parameters as a query.
             pages.append("form_post")

@@ -313,7 +313,8 @@ pub enum ClientsCmd {
         #[command(flatten)]
         fields: ClientFields,
         /// A public client: no secret (token_endpoint_auth_method none);
-        /// authorization_code with PKCE only. Overrides --auth.
+        /// authorization_code with PKCE, or the device grant
+        /// (urn:ietf:params:oauth:grant-type:device_code). Overrides --auth.
         #[arg(long)]
         public: bool,
         /// Print JSON instead of text.

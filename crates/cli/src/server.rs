@@ -477,6 +477,10 @@ impl Conn<'_> {
                     if let Some(cert) = &cert {
                         req.extensions_mut().insert(cert.clone());
                     }
+                    // The client's address (the device page limits wrong
+                    // user codes per address).
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
                     let call = router.clone().oneshot(req);
                     let slot = slot.clone();
                     async move {

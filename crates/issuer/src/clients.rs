@@ -62,11 +62,12 @@ pub struct NewClient {
 }
 
 /// The grant types a client may be registered for.
-pub const GRANT_TYPES: [&str; 4] = [
+pub const GRANT_TYPES: [&str; 5] = [
     "client_credentials",
     "refresh_token",
     "authorization_code",
     crate::exchange::TOKEN_EXCHANGE_GRANT,
+    crate::device::DEVICE_CODE_GRANT,
 ];
 
 /// The longest redirect URI accepted.
@@ -138,9 +139,14 @@ fn check_login(c: &NewClient) -> Result<(), IssuerError> {
         ));
     }
     if c.auth == ClientAuth::None {
-        if !code {
+        // A device (RFC 8628) keeps no secret either.
+        let device = c
+            .grant_types
+            .iter()
+            .any(|g| g == crate::device::DEVICE_CODE_GRANT);
+        if !code && !device {
             return Err(IssuerError::invalid(
-                "a public client (no secret) is for the authorization_code grant",
+                "a public client (no secret) is for the authorization_code or device_code grant",
             ));
         }
         if c.grant_types.iter().any(|g| g == "client_credentials") {

@@ -67,6 +67,8 @@ pub struct TokenRequest {
     pub actor_token: Option<String>,
     pub actor_token_type: Option<String>,
     pub requested_token_type: Option<String>,
+    /// The device grant (RFC 8628 §3.4): the device's code.
+    pub device_code: Option<String>,
 }
 
 /// A successful token response (RFC 6749 §5.1). The members are declared
@@ -96,6 +98,7 @@ pub fn grant_label(req: &TokenRequest) -> &'static str {
         Some("refresh_token") => "refresh_token",
         Some("authorization_code") => "authorization_code",
         Some(crate::exchange::TOKEN_EXCHANGE_GRANT) => "token_exchange",
+        Some(crate::device::DEVICE_CODE_GRANT) => "device_code",
         _ => "other",
     }
 }
@@ -278,12 +281,14 @@ impl Authority {
                 | "refresh_token"
                 | "authorization_code"
                 | crate::exchange::TOKEN_EXCHANGE_GRANT
+                | crate::device::DEVICE_CODE_GRANT
         ) {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 format!(
-                    "supported grant types: client_credentials, refresh_token, authorization_code, {}",
-                    crate::exchange::TOKEN_EXCHANGE_GRANT
+                    "supported grant types: client_credentials, refresh_token, authorization_code, {}, {}",
+                    crate::exchange::TOKEN_EXCHANGE_GRANT,
+                    crate::device::DEVICE_CODE_GRANT,
                 ),
             ));
         }
@@ -333,6 +338,16 @@ impl Authority {
             "refresh_token" => {
                 self.refresh(env, &client, &req, jkt.as_deref(), x5t.as_deref())
                     .await
+            }
+            crate::device::DEVICE_CODE_GRANT => {
+                self.poll_device(
+                    env,
+                    &client,
+                    req.device_code.as_deref(),
+                    jkt.as_deref(),
+                    x5t.as_deref(),
+                )
+                .await
             }
             _ => {
                 self.exchange(env, &client, &req, jkt.as_deref(), x5t.as_deref())

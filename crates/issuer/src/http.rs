@@ -6,6 +6,7 @@
 //! (`/admin/v1/`, see [`crate::admin`]) are global.
 
 pub(crate) mod authorize;
+pub(crate) mod device;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -232,6 +233,9 @@ enum Endpoint {
     Userinfo,
     Logout,
     Par,
+    DeviceAuthorization,
+    Device,
+    DeviceCallback,
 }
 
 async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
@@ -254,6 +258,9 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         "/oauth2/userinfo" => Endpoint::Userinfo,
         "/oauth2/logout" => Endpoint::Logout,
         "/oauth2/par" => Endpoint::Par,
+        "/oauth2/device_authorization" => Endpoint::DeviceAuthorization,
+        crate::device::VERIFICATION_PATH => Endpoint::Device,
+        crate::device::CALLBACK_PATH => Endpoint::DeviceCallback,
         _ => return not_found(),
     };
     let env = env.clone();
@@ -280,19 +287,25 @@ async fn dispatch(State(s): State<AppState>, req: Request) -> Response {
         Endpoint::Introspect if post => introspect(a, &env, req).await,
         Endpoint::Revoke if post => revoke(a, &env, req).await,
         Endpoint::Par if post => par(a, &env, req).await,
+        Endpoint::DeviceAuthorization if post => device::authorization(a, &env, req).await,
+        Endpoint::Device if plain_get || post => device::entry(a, &env, req).await,
+        Endpoint::DeviceCallback if plain_get => device::callback(a, &env, req).await,
+        Endpoint::DeviceCallback => method_not_allowed("GET"),
         // Not HEAD: these start or end a browser's flow.
         Endpoint::Authorize if plain_get || post => authorize::authorize(a, &env, req).await,
         Endpoint::Userinfo if plain_get || post => authorize::userinfo(a, &env, req).await,
         Endpoint::Logout if plain_get || post => authorize::logout(a, &env, req).await,
-        Endpoint::Authorize | Endpoint::Userinfo | Endpoint::Logout => {
+        Endpoint::Authorize | Endpoint::Userinfo | Endpoint::Logout | Endpoint::Device => {
             method_not_allowed("GET, POST")
         }
         Endpoint::Discovery | Endpoint::Jwks | Endpoint::Revocations => {
             method_not_allowed("GET, HEAD")
         }
-        Endpoint::Token | Endpoint::Introspect | Endpoint::Revoke | Endpoint::Par => {
-            method_not_allowed("POST")
-        }
+        Endpoint::Token
+        | Endpoint::Introspect
+        | Endpoint::Revoke
+        | Endpoint::Par
+        | Endpoint::DeviceAuthorization => method_not_allowed("POST"),
     }
 }
 
@@ -383,6 +396,7 @@ pub fn discovery(
             "client_credentials",
             "refresh_token",
             crate::exchange::TOKEN_EXCHANGE_GRANT,
+            crate::device::DEVICE_CODE_GRANT,
         ],
         "token_endpoint_auth_methods_supported": token_auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": algs,
@@ -403,6 +417,8 @@ pub fn discovery(
         "request_uri_parameter_supported": false,
         // RFC 9126: pushed requests; required per client only.
         "pushed_authorization_request_endpoint": format!("{base}/oauth2/par"),
+        // RFC 8628 §4.
+        "device_authorization_endpoint": format!("{base}/oauth2/device_authorization"),
         "require_pushed_authorization_requests": false,
         "claims_supported": claims_supported(),
         "subject_types_supported": ["public"],
@@ -688,6 +704,7 @@ async fn token_answer(a: &Authority, env: &EnvState, req: Request) -> Response {
         actor_token: form.take("actor_token"),
         actor_token_type: form.take("actor_token_type"),
         requested_token_type: form.take("requested_token_type"),
+        device_code: form.take("device_code"),
         credentials: form.credentials,
         dpop_proof,
     };

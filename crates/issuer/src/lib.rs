@@ -26,6 +26,7 @@ pub mod clients;
 pub mod clock;
 pub mod console;
 pub mod dev_login;
+pub mod device;
 pub mod error;
 pub mod exchange;
 pub mod grants;

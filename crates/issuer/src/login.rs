@@ -139,6 +139,10 @@ pub struct AuthRequest {
     pub prompt: Vec<String>,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// A device's request (RFC 8628, [`crate::device`]): its redirect URI
+    /// is the issuer's device callback, which the client does not register.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub device: bool,
 }
 
 /// An authorization response on its way to the client: `params` go to
@@ -190,7 +194,7 @@ pub struct Authorized {
 
 impl Authorized {
     /// An answer that leaves the browser's session cookie as it is.
-    fn plain(answer: AuthorizeAnswer) -> Self {
+    pub(crate) fn plain(answer: AuthorizeAnswer) -> Self {
         Authorized {
             answer,
             new_session: None,
@@ -322,8 +326,28 @@ fn with_param(base: &str, name: &str, value: &str) -> String {
     format!("{base}{sep}{q}")
 }
 
+/// Whether `req`'s redirect URI is still one its client may use: a
+/// registered one, or for a device's request the device callback.
+fn redirect_allowed(env: &EnvState, client: &Client, req: &AuthRequest) -> bool {
+    if req.device {
+        crate::device::may_use(client) && req.redirect_uri == crate::device::callback_uri(env)
+    } else {
+        client.login.redirect_uris.contains(&req.redirect_uri)
+    }
+}
+
 fn issuer_base(env: &EnvState) -> &str {
     env.env.issuer.trim_end_matches('/')
+}
+
+/// A code to redeem at the token endpoint: by its hash, with the
+/// `redirect_uri` and PKCE verifier the request must bring, and for a
+/// device's code the device request it answers.
+pub(crate) struct Redeem<'a> {
+    pub code_hash: Vec<u8>,
+    pub redirect_uri: &'a str,
+    pub verifier: &'a str,
+    pub device_hash: Option<&'a [u8]>,
 }
 
 /// A new random secret (256 bits) and its stored hash.
@@ -683,12 +707,13 @@ impl Authority {
             prompt,
             max_age,
             login_hint: p.get("login_hint").map(str::to_owned),
+            device: false,
         })
     }
 
     /// A checked request: the browser session (new or found), then the
     /// login app, or straight on for `prompt=none`.
-    async fn start(
+    pub(crate) async fn start(
         &self,
         env: &EnvState,
         req: AuthRequest,
@@ -867,7 +892,7 @@ impl Authority {
         let req = stored_request(&r)?;
         let snapshot = self.snapshot();
         let client = match snapshot.client(&env.env.name, &req.client_id) {
-            Some(c) if c.login.redirect_uris.contains(&req.redirect_uri) => c.clone(),
+            Some(c) if redirect_allowed(env, c, &req) => c.clone(),
             _ => {
                 return Ok(Err(error_page(
                     400,
@@ -1131,6 +1156,13 @@ impl Authority {
         granted: &[String],
     ) -> Result<AuthorizeAnswer, StoreError> {
         let now = self.now();
+        // A device's code never leaves keyward: it waits for the device's
+        // next poll, as long as the device's request lives.
+        let ttl = if req.device {
+            crate::device::DEVICE_TTL_SECS
+        } else {
+            CODE_TTL_SECS
+        };
         let (code, hash) = new_secret("kwc_");
         let mut tx = self.store.begin().await?;
         tx.insert_authorization_code(&AuthorizationCode {
@@ -1148,7 +1180,7 @@ impl Authority {
             sid: login.sid.clone(),
             claims: Value::Object(login.claims.clone()).to_string(),
             issued_at: now,
-            expires_at: now + CODE_TTL_SECS,
+            expires_at: now + ttl,
             used_at: None,
             access_jti: None,
             access_exp: None,
@@ -1235,6 +1267,8 @@ impl Authority {
             "max_age": req.max_age,
             "skip": r.skip,
             "subject": r.subject,
+            // A device's request (RFC 8628): the user confirmed its code.
+            "device": req.device,
             "request_url": self.request_url(env, &req),
             "expires_at": crate::fmt_time(r.expires_at),
         }))
@@ -1319,7 +1353,8 @@ impl Authority {
         claim_text::words("amr", b.amr.iter().map(String::as_str))
             .map_err(|e| ChallengeError::Invalid(format!("amr: {e}")))?;
         check_remember_for(b.remember_for)?;
-        let claims = b.claims.unwrap_or_default();
+        let restated = b.claims.is_some();
+        let mut claims = b.claims.unwrap_or_default();
         if let Some(k) = claims
             .keys()
             .find(|k| RESERVED_CLAIMS.contains(&k.as_str()))
@@ -1333,8 +1368,11 @@ impl Authority {
                 "claims are at most {MAX_CLAIMS_LEN} bytes of JSON"
             )));
         }
-        // A skipped login keeps the session's subject and its login time.
+        // A skipped login keeps the session's subject and its login time,
+        // and what the login app does not restate (claims, acr, amr) is
+        // what the session's login gave.
         let mut auth_time = self.now();
+        let (mut acr, mut amr) = (b.acr, b.amr);
         if r.skip {
             if r.subject.as_deref() != Some(b.subject.as_str()) {
                 return Err(ChallengeError::Invalid(
@@ -1343,6 +1381,19 @@ impl Authority {
             }
             if let Some(s) = self.store.browser_session(&r.session_hash).await? {
                 auth_time = s.auth_time.unwrap_or(auth_time);
+                if !restated {
+                    claims = s
+                        .claims
+                        .as_deref()
+                        .and_then(|c| serde_json::from_str(c).ok())
+                        .unwrap_or_default();
+                }
+                if acr.is_none() {
+                    acr = s.acr;
+                }
+                if amr.is_empty() {
+                    amr = s.amr;
+                }
             }
         }
         let client_id = r.client_id.clone();
@@ -1354,8 +1405,8 @@ impl Authority {
             subject: Some(b.subject.clone()),
             detail: json!({
                 "client_id": client_id,
-                "acr": b.acr,
-                "amr": b.amr,
+                "acr": acr,
+                "amr": amr,
                 "remember": b.remember,
                 "skip": r.skip,
             }),
@@ -1363,8 +1414,8 @@ impl Authority {
         let outcome = LoginOutcome::Accepted {
             subject: b.subject,
             auth_time,
-            acr: b.acr,
-            amr: b.amr,
+            acr,
+            amr,
             remember: b.remember,
             remember_for: b.remember_for,
             claims,
@@ -1506,6 +1557,31 @@ impl Authority {
                 "code_verifier is 43 to 128 characters of A-Z a-z 0-9 - . _ ~",
             ));
         }
+        let redeem = Redeem {
+            code_hash: hash_secret(code),
+            redirect_uri,
+            verifier,
+            device_hash: None,
+        };
+        self.redeem_code(env, client, redeem, jkt, x5t).await
+    }
+
+    /// Redeems the code `r.code_hash` for `client`: checks, marks it used
+    /// (and the device request it answers redeemed), issues its tokens.
+    pub(crate) async fn redeem_code(
+        &self,
+        env: &EnvState,
+        client: &Arc<Client>,
+        r: Redeem<'_>,
+        jkt: Option<&str>,
+        x5t: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let Redeem {
+            code_hash: hash,
+            redirect_uri,
+            verifier,
+            device_hash,
+        } = r;
         let now = self.now();
         let server = |e: StoreError| OAuthError::internal(FaultReason::Store, &e);
         let invalid = || {
@@ -1513,8 +1589,21 @@ impl Authority {
                 "the authorization code is invalid, expired or was issued to another client",
             )
         };
-        let hash = hash_secret(code);
         let mut tx = self.store.begin().await.map_err(server)?;
+        // First, so that of two polls at once the second finds the device
+        // request redeemed and never reaches the code (whose second use
+        // would revoke what the first issued).
+        if let Some(d) = device_hash {
+            if !tx
+                .consume_device_authorization(d, now)
+                .await
+                .map_err(server)?
+            {
+                return Err(OAuthError::invalid_grant(
+                    "the device_code was used already",
+                ));
+            }
+        }
         let Some(c) = tx
             .authorization_code_for_update(&hash)
             .await

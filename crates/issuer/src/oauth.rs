@@ -21,6 +21,14 @@ pub enum ErrorCode {
     InvalidDpopProof,
     /// RFC 9449 §8: a server nonce is required (sent in `DPoP-Nonce`).
     UseDpopNonce,
+    /// RFC 8628 §3.5: the user has not finished yet; poll again.
+    AuthorizationPending,
+    /// RFC 8628 §3.5: polled too often; the interval grew by 5 seconds.
+    SlowDown,
+    /// RFC 8628 §3.5: the user (or the login app) refused.
+    AccessDenied,
+    /// RFC 8628 §3.5: the device code expired.
+    ExpiredToken,
 }
 
 impl ErrorCode {
@@ -38,6 +46,10 @@ impl ErrorCode {
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
             ErrorCode::UseDpopNonce => "use_dpop_nonce",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::ExpiredToken => "expired_token",
         }
     }
 

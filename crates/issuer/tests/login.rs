@@ -6,14 +6,13 @@
 #[path = "support/admin_fixture.rs"]
 mod admin_fixture;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use admin_fixture::*;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use base64::Engine;
-use keyward_issuer::Settings;
 use keyward_jose::crypto::sha256;
 use keyward_jose::{verify_jwt, Algorithm, Validation};
 use serde_json::{json, Value};
@@ -23,15 +22,6 @@ const CB: &str = "https://rp.test/cb";
 const BYE: &str = "https://rp.test/bye";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-
-/// A clock the test moves.
-struct TestClock(AtomicI64);
-
-impl keyward_issuer::Clock for TestClock {
-    fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 struct Flow {
     f: Fixture,
@@ -44,22 +34,8 @@ struct Flow {
     first_party: String,
 }
 
-fn enc(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 async fn flow() -> Flow {
-    let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
-    let f = fixture_with(clock.clone(), Settings::default()).await;
-    let r = f
-        .call(
-            Method::PATCH,
-            "/admin/v1/envs/dev",
-            Some(json!({"login_url": LOGIN})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{r:?}");
-    assert_eq!(r.body["login_url"], LOGIN);
+    let (f, clock) = login_fixture(LOGIN).await;
     let scopes = json!(["openid", "profile", "email", "offline_access"]);
     let (public, _) = f
         .client(json!({
@@ -88,34 +64,6 @@ async fn flow() -> Flow {
         confidential,
         first_party,
     }
-}
-
-/// The path and query of an absolute URL on the issuer.
-fn local(url: &str) -> String {
-    url.strip_prefix("https://issuer.test")
-        .unwrap_or_else(|| panic!("not the issuer's: {url}"))
-        .to_string()
-}
-
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let q = url.split_once('?')?.1;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn location(a: &Answer) -> String {
-    a.headers[header::LOCATION].to_str().unwrap().to_string()
-}
-
-/// The `keyward_session` value a response sets.
-fn set_cookie(a: &Answer) -> Option<String> {
-    a.headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("keyward_session="))
-        .map(|v| v.split(';').next().unwrap().to_string())
 }
 
 impl Flow {
@@ -452,7 +400,11 @@ async fn remembered_login_and_consent_are_skipped_and_prompt_none_works() {
     // A cookie value someone could have planted before the login.
     let planted = cookie.clone();
     let to = fl
-        .accept_login(&challenge, json!({"subject": "bob", "remember": true}))
+        .accept_login(
+            &challenge,
+            json!({"subject": "bob", "remember": true, "acr": "urn:pwd", "amr": ["pwd"],
+                   "claims": {"email": "bob@example.com"}}),
+        )
         .await;
     let r = fl.follow(&to, &mut cookie).await;
     assert_ne!(cookie, planted, "the login renews the session cookie");
@@ -498,8 +450,13 @@ async fn remembered_login_and_consent_are_skipped_and_prompt_none_works() {
         fl.now(),
     )
     .unwrap();
-    // auth_time is the first login's.
+    // auth_time is the first login's, and so are acr, amr and the claims
+    // the skipped accept did not restate.
     assert_eq!(id.claims.to_value()["auth_time"], NOW);
+    assert_eq!(id.claims.to_value()["acr"], "urn:pwd");
+    assert_eq!(id.claims.to_value()["amr"], json!(["pwd"]));
+    let info = fl.userinfo(r.body["access_token"].as_str().unwrap()).await;
+    assert_eq!(info.body["email"], "bob@example.com", "{info:?}");
 
     // prompt=none: no login app at all.
     let r = fl

@@ -7,14 +7,13 @@
 #[path = "support/admin_fixture.rs"]
 mod admin_fixture;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use admin_fixture::*;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use base64::Engine;
-use keyward_issuer::Settings;
 use serde_json::json;
 
 const LOGIN: &str = "https://login.test/login";
@@ -23,43 +22,11 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 
-struct TestClock(AtomicI64);
-
-impl keyward_issuer::Clock for TestClock {
-    fn now(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
 struct Par {
     f: Fixture,
     clock: Arc<TestClock>,
     web: (String, String),
     other: (String, String),
-}
-
-fn enc(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let q = url.split_once('?')?.1;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn location(a: &Answer) -> String {
-    a.headers[header::LOCATION].to_str().unwrap().to_string()
-}
-
-fn set_cookie(a: &Answer) -> Option<String> {
-    a.headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("keyward_session="))
-        .map(|v| v.split(';').next().unwrap().to_string())
 }
 
 /// The authorization request's parameters, as pushed.
@@ -72,16 +39,7 @@ fn request(extra: &str) -> String {
 }
 
 async fn setup() -> Par {
-    let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
-    let f = fixture_with(clock.clone(), Settings::default()).await;
-    let r = f
-        .call(
-            Method::PATCH,
-            "/admin/v1/envs/dev",
-            Some(json!({"login_url": LOGIN})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let (f, clock) = login_fixture(LOGIN).await;
     let scopes = json!(["openid", "profile", "email"]);
     let web = f
         .client(json!({"name": "web", "scopes": scopes,

@@ -16,7 +16,8 @@ use serde_json::json;
 use crate::authority::{Authority, EnvState};
 use crate::http::{read_body, BodyRefused};
 use crate::login::{
-    AuthorizeAnswer, LogoutAnswer, Reply, ResponseMode, SESSION_COOKIE, SESSION_TTL_SECS,
+    AuthorizeAnswer, Authorized, LogoutAnswer, Reply, ResponseMode, SESSION_COOKIE,
+    SESSION_TTL_SECS,
 };
 
 /// The one inline script of the form-post page.
@@ -39,7 +40,7 @@ pub(crate) fn session_cookies(h: &HeaderMap) -> Vec<String> {
 }
 
 /// `Set-Cookie` for the session cookie of `env` (`value` empty: delete it).
-fn session_cookie(env: &EnvState, value: &str) -> HeaderValue {
+pub(super) fn session_cookie(env: &EnvState, value: &str) -> HeaderValue {
     let path = if env.path.is_empty() {
         "/"
     } else {
@@ -62,7 +63,7 @@ fn session_cookie(env: &EnvState, value: &str) -> HeaderValue {
 }
 
 /// Headers every page and redirect of the flow carries.
-fn lock_down(r: &mut Response, csp: &str) {
+pub(super) fn lock_down(r: &mut Response, csp: &str) {
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -80,10 +81,10 @@ fn lock_down(r: &mut Response, csp: &str) {
     }
 }
 
-const PAGE_CSP: &str =
+pub(super) const PAGE_CSP: &str =
     "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-fn page(status: StatusCode, title: &str, body: Markup, csp: &str) -> Response {
+pub(super) fn page(status: StatusCode, title: &str, body: Markup, csp: &str) -> Response {
     let doc = html! {
         (DOCTYPE)
         html lang="en" {
@@ -104,7 +105,7 @@ fn page(status: StatusCode, title: &str, body: Markup, csp: &str) -> Response {
     r
 }
 
-fn error_page(status: u16, message: &str) -> Response {
+pub(super) fn error_page(status: u16, message: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     page(
         status,
@@ -118,7 +119,7 @@ fn error_page(status: u16, message: &str) -> Response {
     )
 }
 
-fn see_other(url: &str) -> Response {
+pub(super) fn see_other(url: &str) -> Response {
     let Ok(loc) = HeaderValue::from_str(url) else {
         return error_page(500, "the redirect target is not a valid header value");
     };
@@ -131,7 +132,7 @@ fn see_other(url: &str) -> Response {
 
 /// The origin of `uri` for a CSP `form-action` (never the whole URI: a
 /// character like `;` in it must not end the directive).
-fn origin(uri: &str) -> Option<String> {
+pub(super) fn origin(uri: &str) -> Option<String> {
     let o = reqwest::Url::parse(uri).ok()?.origin();
     o.is_tuple().then(|| o.ascii_serialization())
 }
@@ -165,7 +166,7 @@ fn form_post(reply: &Reply) -> Response {
 
 /// The parameters of a GET (query) or POST (form body) request; `Err` is
 /// the page to show.
-async fn params(req: Request) -> Result<(Vec<(String, String)>, Vec<String>), Response> {
+pub(super) async fn params(req: Request) -> Result<(Vec<(String, String)>, Vec<String>), Response> {
     let cookies = session_cookies(req.headers());
     let raw = if req.method() == Method::POST {
         let mime = req
@@ -216,6 +217,12 @@ pub(crate) async fn authorize(a: &Authority, env: &EnvState, req: Request) -> Re
         AuthorizeAnswer::Respond(_) => "code",
     };
     crate::metrics::endpoint(&env.env.name, "authorize", label);
+    answer(env, out)
+}
+
+/// The page, redirect or authorization response of a step of the flow,
+/// with the session cookie it sets.
+pub(super) fn answer(env: &EnvState, out: Authorized) -> Response {
     let mut resp = match out.answer {
         AuthorizeAnswer::ErrorPage { status, message } => error_page(status, &message),
         AuthorizeAnswer::Redirect(url) => see_other(&url),

@@ -1,9 +1,11 @@
 //! The admin API test fixture, shared by the admin test files: a temporary
 //! SQLite store with one environment, the application router, requests
 //! sent through `tower::ServiceExt::oneshot`, and a snapshot of the store
-//! to check that refused requests change nothing.
+//! to check that refused requests change nothing; and what the browser
+//! flow tests share (a clock they move, URL and cookie helpers).
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -285,4 +287,75 @@ pub fn assert_error(r: &Answer, status: StatusCode, code: &str) {
             .is_some_and(|d| !d.is_empty()),
         "{r:?}"
     );
+}
+
+/// A clock the test moves.
+pub struct TestClock(pub AtomicI64);
+
+impl keyward_issuer::Clock for TestClock {
+    fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// `s` form-urlencoded.
+pub fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The path of one of the issuer's URLs (`https://issuer.test/...`).
+pub fn local(url: &str) -> String {
+    url.strip_prefix("https://issuer.test")
+        .unwrap_or_else(|| panic!("not the issuer's: {url}"))
+        .to_string()
+}
+
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let q = url.split_once('?')?.1;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+pub fn location(a: &Answer) -> String {
+    a.headers[header::LOCATION].to_str().unwrap().to_string()
+}
+
+/// The whole `Set-Cookie` line of cookie `name` a response sets.
+pub fn set_cookie_line(a: &Answer, name: &str) -> Option<String> {
+    a.headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.strip_prefix(name).is_some_and(|r| r.starts_with('=')))
+        .map(str::to_owned)
+}
+
+/// The value of cookie `name` a response sets.
+pub fn cookie(a: &Answer, name: &str) -> Option<String> {
+    let line = set_cookie_line(a, name)?;
+    let value = line[name.len() + 1..].split(';').next().unwrap_or("");
+    Some(value.to_string())
+}
+
+/// The `keyward_session` value a response sets.
+pub fn set_cookie(a: &Answer) -> Option<String> {
+    cookie(a, "keyward_session")
+}
+
+/// A fixture whose clock the test moves (from [`NOW`]) and whose
+/// environment `dev` sends browsers to `login_url`.
+pub async fn login_fixture(login_url: &str) -> (Fixture, Arc<TestClock>) {
+    let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
+    let f = fixture_with(clock.clone(), Settings::default()).await;
+    let r = f
+        .call(
+            Method::PATCH,
+            "/admin/v1/envs/dev",
+            Some(serde_json::json!({"login_url": login_url})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["login_url"], login_url);
+    (f, clock)
 }
