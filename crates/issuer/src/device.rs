@@ -517,16 +517,17 @@ impl Authority {
             .map_err(store)?
         {
             None => return Err(unknown()),
-            Some(Poll::TooSoon { interval_secs }) => {
-                let d = self.store.device_authorization(&device_hash).await;
-                let mine = matches!(&d, Ok(Some(d)) if d.env == env.env.name && d.client_id == client.client_id);
-                if !mine {
+            Some(Poll::TooSoon(d)) => {
+                if d.env != env.env.name || d.client_id != client.client_id {
                     return Err(unknown());
                 }
                 tx.commit().await.map_err(store)?;
                 return Err(OAuthError::new(
                     ErrorCode::SlowDown,
-                    format!("polled too often: wait {interval_secs} seconds between polls"),
+                    format!(
+                        "polled too often: wait {} seconds between polls",
+                        d.interval_secs
+                    ),
                 ));
             }
             Some(Poll::Polled(d)) => *d,

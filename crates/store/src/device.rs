@@ -106,9 +106,9 @@ fn from_row(row: &AnyRow) -> Result<DeviceAuthorization, StoreError> {
 /// What a poll found (RFC 8628 §3.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Poll {
-    /// Polled within the interval of the previous poll: the interval is
-    /// now `interval_secs` (5 more than before).
-    TooSoon { interval_secs: i64 },
+    /// Polled within the interval of the previous poll: the request, whose
+    /// interval is now 5 seconds longer.
+    TooSoon(Box<DeviceAuthorization>),
     /// Recorded as this poll; the request as it stands.
     Polled(Box<DeviceAuthorization>),
 }
@@ -271,16 +271,14 @@ impl Tx<'_> {
             .rows_affected()
                 == 1;
             if !polled {
-                let row = sqlx::query(
+                let row = sqlx::query(&format!(
                     "UPDATE device_authorizations SET interval_secs = interval_secs + 5 \
-                     WHERE device_hash = $1 RETURNING interval_secs",
-                )
+                     WHERE device_hash = $1 RETURNING {COLUMNS}"
+                ))
                 .bind(device_hash.to_vec())
                 .fetch_one(&mut *self.tx)
                 .await?;
-                return Ok(Some(Poll::TooSoon {
-                    interval_secs: get(&row, "interval_secs")?,
-                }));
+                return Ok(Some(Poll::TooSoon(Box::new(from_row(&row)?))));
             }
         }
         Ok(Some(Poll::Polled(Box::new(d))))
