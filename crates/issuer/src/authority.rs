@@ -380,8 +380,8 @@ pub struct Authority {
     /// Whether `sign_faults` holds anything: every token's success checks
     /// it without taking the lock.
     any_sign_fault: AtomicBool,
-    /// Wrong user codes at the device page (RFC 8628 §5.1).
-    pub(crate) device_guesses: crate::device::GuessLimiter,
+    /// Limits on the device grant's doors (RFC 8628 §5.1).
+    pub(crate) device_limits: crate::device::DeviceLimits,
 }
 
 impl std::fmt::Debug for Authority {
@@ -468,7 +468,7 @@ impl Authority {
             health: Mutex::new(ReloadHealth::default()),
             sign_faults: Mutex::new(HashMap::new()),
             any_sign_fault: AtomicBool::new(false),
-            device_guesses: Default::default(),
+            device_limits: Default::default(),
         });
         metrics::register_key_stores(&a.settings.key_stores);
         a

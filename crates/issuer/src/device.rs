@@ -17,8 +17,10 @@
 //!    with the redirect URI `{issuer}/device/callback` (the client does not
 //!    register it) and a PKCE challenge whose verifier is derived from the
 //!    device code, so the store holds nothing that redeems it.
-//! 4. The login ends at the callback, which records the code's hash (or
-//!    the refusal) against the device's request.
+//! 4. The login ends in a code whose hash is recorded against the
+//!    device's request as it is issued (the code itself is never sent
+//!    anywhere); the browser lands on the callback, which tells the user
+//!    to go back to the device, or records the refusal.
 //! 5. The device polls the token endpoint with
 //!    `grant_type=urn:ietf:params:oauth:grant-type:device_code`:
 //!    `authorization_pending`, `slow_down` (polled within the interval,
@@ -56,9 +58,16 @@ pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
 pub const USER_CODE_LEN: usize = 8;
 /// Open (unexpired, unredeemed) requests one client may hold.
 pub const MAX_OPEN_PER_CLIENT: i64 = 1000;
-/// Wrong user codes one client address may enter per minute (RFC 8628
-/// §5.1), per environment and replica.
-pub const GUESSES_PER_MINUTE: u32 = 10;
+/// User codes one client address may try per minute at the device page
+/// (RFC 8628 §5.1: looking one up and confirming it each count), per
+/// environment and replica.
+pub const CODE_TRIES_PER_MINUTE: u32 = 10;
+/// User codes all addresses together may try per minute in one
+/// environment, per replica: the ceiling on guessing from many addresses.
+pub const CODE_TRIES_PER_MINUTE_PER_ENV: u32 = 1000;
+/// Device authorization requests one client address may make per minute,
+/// per environment and replica.
+pub const STARTS_PER_MINUTE: u32 = 30;
 /// The page users enter their code at, under the issuer.
 pub const VERIFICATION_PATH: &str = "/device";
 /// Where the logins of device requests end, under the issuer.
@@ -154,41 +163,97 @@ pub(crate) fn may_use(client: &Client) -> bool {
     client.grant_types.iter().any(|g| g == DEVICE_CODE_GRANT)
 }
 
-/// Wrong user codes by environment and client address, in one-minute
-/// windows (bounded: past windows are dropped when it grows).
-#[derive(Debug, Default)]
-pub(crate) struct GuessLimiter {
+/// Requests counted per environment and client address in one-minute
+/// windows, with a ceiling per environment too. Checking and counting are
+/// one step under one lock, so requests sent at once cannot all pass
+/// before any is counted. Bounded: past windows are dropped when it grows.
+#[derive(Debug)]
+pub(crate) struct MinuteLimiter {
+    per_address: u32,
+    per_env: u32,
     windows: Mutex<HashMap<Who, Window>>,
 }
 
-/// An environment and a client address (none: unknown, one bucket).
+/// An environment and a client address (`None`: the environment's own
+/// ceiling; an IPv6 address counts by its /64, what one host may use).
 type Who = (String, Option<IpAddr>);
-/// When a window started, and the wrong codes in it.
+/// When a window started, and the requests counted in it.
 type Window = (Timestamp, u32);
 /// A pending request found by its user code: the normalised code, the
 /// request, its client.
 type Found = (String, DeviceAuthorization, Arc<Client>);
 
-/// Addresses the limiter tracks before it drops past windows.
+/// Windows the limiter keeps before it drops past ones.
 const MAX_TRACKED: usize = 10_000;
 
-impl GuessLimiter {
-    fn blocked(&self, env: &str, who: Option<IpAddr>, now: Timestamp) -> bool {
-        let w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        w.get(&(env.to_owned(), who))
-            .is_some_and(|(start, n)| now - start < 60 && *n >= GUESSES_PER_MINUTE)
+/// The address a limit counts `ip` under: IPv6 by its /64.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(o.into())
+        }
+    }
+}
+
+impl MinuteLimiter {
+    pub(crate) fn new(per_address: u32, per_env: u32) -> Self {
+        MinuteLimiter {
+            per_address,
+            per_env,
+            windows: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn failed(&self, env: &str, who: Option<IpAddr>, now: Timestamp) {
+    /// Counts a request from `who` (unknown: counted as one address) in
+    /// `env` at `now`; false, and nothing counted, if its address or the
+    /// environment has had its limit this minute.
+    pub(crate) fn admit(&self, env: &str, who: Option<IpAddr>, now: Timestamp) -> bool {
         let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         if w.len() >= MAX_TRACKED {
             w.retain(|_, (start, _)| now - *start < 60);
         }
-        let e = w.entry((env.to_owned(), who)).or_insert((now, 0));
-        if now - e.0 >= 60 {
-            *e = (now, 0);
+        // Unknown addresses share one bucket, apart from the ceiling's.
+        let unknown: IpAddr = std::net::Ipv6Addr::UNSPECIFIED.into();
+        let address = (env.to_owned(), Some(who.map_or(unknown, address_key)));
+        let ceiling = (env.to_owned(), None);
+        let count = |w: &HashMap<Who, Window>, k: &Who| {
+            let e = w.get(k).copied().filter(|(start, _)| now - start < 60);
+            e.map_or(0, |(_, n)| n)
+        };
+        if count(&w, &address) >= self.per_address || count(&w, &ceiling) >= self.per_env {
+            return false;
         }
-        e.1 += 1;
+        for k in [address, ceiling] {
+            let e = w.entry(k).or_insert((now, 0));
+            if now - e.0 >= 60 {
+                *e = (now, 0);
+            }
+            e.1 += 1;
+        }
+        true
+    }
+}
+
+/// The issuer's limits on the device grant's unauthenticated doors.
+#[derive(Debug)]
+pub(crate) struct DeviceLimits {
+    /// User codes tried at the device page (RFC 8628 §5.1).
+    pub(crate) codes: MinuteLimiter,
+    /// Requests at the device endpoint (a public client's id is no secret).
+    pub(crate) starts: MinuteLimiter,
+}
+
+impl Default for DeviceLimits {
+    fn default() -> Self {
+        DeviceLimits {
+            codes: MinuteLimiter::new(CODE_TRIES_PER_MINUTE, CODE_TRIES_PER_MINUTE_PER_ENV),
+            // No ceiling per environment: one address must not be able to
+            // stop every device from starting.
+            starts: MinuteLimiter::new(STARTS_PER_MINUTE, u32::MAX),
+        }
     }
 }
 
@@ -231,7 +296,21 @@ impl Authority {
         env: &EnvState,
         creds: &Credentials,
         params: Vec<(String, String)>,
+        who: Option<IpAddr>,
     ) -> Result<DeviceGrant, OAuthError> {
+        let busy = || {
+            OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "too many device requests; retry later",
+            )
+        };
+        if !self
+            .device_limits
+            .starts
+            .admit(&env.env.name, who, self.now())
+        {
+            return Err(busy());
+        }
         let client = self.authenticate(env, creds).await?;
         if let Some(named) = creds.client_id.as_deref() {
             if named != client.client_id {
@@ -264,10 +343,7 @@ impl Authority {
                 .await
                 .map_err(store)?;
             if open >= MAX_OPEN_PER_CLIENT {
-                return Err(OAuthError::new(
-                    ErrorCode::SlowDown,
-                    format!("this client has {open} open device requests; wait for some to end"),
-                ));
+                return Err(busy());
             }
             let inserted = tx
                 .insert_device_authorization(&DeviceAuthorization {
@@ -326,16 +402,13 @@ impl Authority {
         who: Option<IpAddr>,
     ) -> Result<Result<Found, DevicePage>, StoreError> {
         let now = self.now();
-        if self.device_guesses.blocked(&env.env.name, who, now) {
+        if !self.device_limits.codes.admit(&env.env.name, who, now) {
             return Ok(Err(DevicePage::Enter {
                 status: 429,
-                message: Some(
-                    "Too many wrong codes from this address: wait a minute and try again.".into(),
-                ),
+                message: Some("Too many codes tried: wait a minute and try again.".into()),
             }));
         }
         let wrong = || {
-            self.device_guesses.failed(&env.env.name, who, now);
             Err(DevicePage::Enter {
                 status: 400,
                 message: Some(
@@ -456,11 +529,28 @@ impl Authority {
             login_hint: None,
             device: true,
         };
-        Ok(DevicePage::Go(self.start(env, req, cookies).await?))
+        match self.start(env, req, cookies).await {
+            Ok(a) => Ok(DevicePage::Go(a)),
+            Err(e) => {
+                // No login started: the code may be confirmed again.
+                if let Ok(mut tx) = self.store.begin().await {
+                    if tx
+                        .reopen_device_authorization(&d.device_hash, &state_hash)
+                        .await
+                        .is_ok()
+                    {
+                        let _ = tx.commit().await;
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// `GET {issuer}/device/callback`: the login of a device request ended
-    /// (in `code`, or in `error`); its state names the request.
+    /// `GET {issuer}/device/callback`: the login of a device request ended,
+    /// its state names the request. Its code was recorded when it was
+    /// issued (it never leaves keyward); a refusal (`error`) is recorded
+    /// here.
     pub async fn device_callback(
         &self,
         env: &EnvState,
@@ -470,21 +560,37 @@ impl Authority {
         let Some(state) = p.get("state").filter(|s| !s.is_empty() && s.len() <= 100) else {
             return Ok(DeviceDone::Unknown);
         };
-        let code_hash = p.get("code").map(hash_secret);
-        let outcome = match &code_hash {
-            Some(h) => Ok(h.as_slice()),
-            None => Err(p.get("error").unwrap_or("access_denied")),
-        };
+        let state_hash = hash_secret(state);
         let now = self.now();
-        let mut tx = self.store.begin().await?;
-        let done = tx
-            .finish_device_login(&hash_secret(state), &env.env.name, outcome, now)
+        if let Some(error) = p.get("error") {
+            // Only an OAuth error code is kept (and shown to the device).
+            let error = if !error.is_empty()
+                && error.len() <= 64
+                && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                error
+            } else {
+                "access_denied"
+            };
+            let mut tx = self.store.begin().await?;
+            let done = tx
+                .finish_device_login(&state_hash, &env.env.name, Err(error), now)
+                .await?;
+            tx.commit().await?;
+            return Ok(match done {
+                Some(_) => DeviceDone::Denied,
+                None => DeviceDone::Unknown,
+            });
+        }
+        let found = self
+            .store
+            .device_authorization_by_state(&state_hash, &env.env.name)
             .await?;
-        tx.commit().await?;
-        Ok(match (done, code_hash) {
-            (None, _) => DeviceDone::Unknown,
-            (Some(_), Some(_)) => DeviceDone::Approved,
-            (Some(_), None) => DeviceDone::Denied,
+        Ok(match found {
+            Some(d) if d.status == DeviceStatus::Approved && d.consumed_at.is_none() => {
+                DeviceDone::Approved
+            }
+            _ => DeviceDone::Unknown,
         })
     }
 
@@ -630,20 +736,29 @@ mod tests {
     }
 
     #[test]
-    fn guesses_are_limited_per_address_and_window() {
-        let l = GuessLimiter::default();
+    fn limits_count_per_address_and_environment_and_window() {
+        let l = MinuteLimiter::new(3, 5);
         let a: Option<IpAddr> = Some("192.0.2.1".parse().unwrap());
         let b: Option<IpAddr> = Some("192.0.2.2".parse().unwrap());
-        for _ in 0..GUESSES_PER_MINUTE {
-            assert!(!l.blocked("e", a, 1000));
-            l.failed("e", a, 1000);
+        for _ in 0..3 {
+            assert!(l.admit("e", a, 1000));
         }
-        assert!(l.blocked("e", a, 1030));
-        assert!(!l.blocked("e", b, 1030), "another address is not blocked");
+        assert!(!l.admit("e", a, 1030), "the address had its 3");
         assert!(
-            !l.blocked("other", a, 1030),
-            "another environment is not blocked"
+            l.admit("other", a, 1030),
+            "another environment counts apart"
         );
-        assert!(!l.blocked("e", a, 1060), "the next minute starts afresh");
+        assert!(l.admit("e", b, 1030));
+        assert!(l.admit("e", None, 1030));
+        assert!(
+            !l.admit("e", Some("192.0.2.3".parse().unwrap()), 1030),
+            "the environment had its 5"
+        );
+        assert!(l.admit("e", a, 1060), "the next minute starts afresh");
+        // IPv6: one /64 is one address.
+        let l = MinuteLimiter::new(1, 100);
+        assert!(l.admit("e", Some("2001:db8::1".parse().unwrap()), 1000));
+        assert!(!l.admit("e", Some("2001:db8::2:3".parse().unwrap()), 1000));
+        assert!(l.admit("e", Some("2001:db8:0:1::1".parse().unwrap()), 1000));
     }
 }

@@ -1166,7 +1166,7 @@ impl Authority {
         let (code, hash) = new_secret("kwc_");
         let mut tx = self.store.begin().await?;
         tx.insert_authorization_code(&AuthorizationCode {
-            code_hash: hash,
+            code_hash: hash.clone(),
             env: env.env.name.clone(),
             client_id: req.client_id.clone(),
             redirect_uri: req.redirect_uri.clone(),
@@ -1201,8 +1201,24 @@ impl Authority {
             }),
         })
         .await?;
+        // A device's code goes to its request, not to the browser.
+        if req.device {
+            let state = req.state.as_deref().unwrap_or_default();
+            let recorded = tx
+                .finish_device_login(&hash_secret(state), &env.env.name, Ok(&hash), now)
+                .await?;
+            if recorded.is_none() {
+                return Ok(error_page(
+                    400,
+                    "the device's request expired or was answered already: start again on the device",
+                ));
+            }
+        }
         tx.commit().await?;
-        let mut params = vec![("code".to_string(), code)];
+        let mut params = Vec::new();
+        if !req.device {
+            params.push(("code".to_string(), code));
+        }
         if let Some(s) = &req.state {
             params.push(("state".into(), s.clone()));
         }
@@ -1281,7 +1297,8 @@ impl Authority {
             .append_pair("client_id", &req.client_id)
             .append_pair("redirect_uri", &req.redirect_uri)
             .append_pair("scope", &req.scope.join(" "));
-        if let Some(s) = &req.state {
+        // A device request's state is its callback's key: not shown.
+        if let Some(s) = req.state.as_ref().filter(|_| !req.device) {
             q.append_pair("state", s);
         }
         format!("{}/oauth2/authorize?{}", issuer_base(env), q.finish())

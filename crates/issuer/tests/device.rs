@@ -15,12 +15,16 @@ use admin_fixture::*;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use base64::Engine;
-use keyward_issuer::device::{DEVICE_CODE_GRANT, GUESSES_PER_MINUTE, USER_CODE_ALPHABET};
+use keyward_issuer::device::{
+    CODE_TRIES_PER_MINUTE, DEVICE_CODE_GRANT, STARTS_PER_MINUTE, USER_CODE_ALPHABET,
+};
 use keyward_jose::crypto::sha256;
 use keyward_store::DeviceStatus;
 use serde_json::{json, Value};
 
 const LOGIN: &str = "https://login.test/login";
+/// The CSRF cookie of an https issuer's device page.
+const CSRF: &str = "__Host-keyward_device_csrf";
 
 struct Dev {
     f: Fixture,
@@ -155,12 +159,12 @@ impl Dev {
         let r = self.browser("/dev/device", &[]).await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         assert!(text(&r).contains("Enter the code your device shows"));
-        cookie(&r, "keyward_device_csrf").expect("a CSRF cookie")
+        cookie(&r, CSRF).expect("a CSRF cookie")
     }
 
     /// The browser confirms `user_code`: the answer.
     async fn confirm(&self, user_code: &str, csrf: &str, session: Option<&str>) -> Answer {
-        let mut cookies = vec![("keyward_device_csrf", csrf)];
+        let mut cookies = vec![(CSRF, csrf)];
         if let Some(s) = session {
             cookies.push(("keyward_session", s));
         }
@@ -174,8 +178,8 @@ impl Dev {
     }
 
     /// From the confirmation to the callback: the login app accepts (or
-    /// rejects) the login, consent is accepted; the callback's answer.
-    async fn log_in(&self, user_code: &str, accept: bool) -> Answer {
+    /// rejects) the login, consent is accepted; the callback's path.
+    async fn log_in(&self, user_code: &str, accept: bool) -> String {
         let csrf = self.open_page().await;
         let r = self.confirm(user_code, &csrf, None).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
@@ -233,7 +237,10 @@ impl Dev {
         }
         let cb = format!("{ISSUER}/device/callback?");
         assert!(loc.starts_with(&cb), "{loc}");
-        self.browser(&local(&loc), &[]).await
+        // The code never goes to the browser: only the state does.
+        assert_eq!(query_param(&loc, "code"), None, "{loc}");
+        assert!(query_param(&loc, "state").is_some(), "{loc}");
+        local(&loc)
     }
 }
 
@@ -296,13 +303,18 @@ async fn a_device_gets_its_tokens_once_after_its_user_logs_in() {
         "{csp}"
     );
     assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
-    let line = set_cookie_line(&r, "keyward_device_csrf").unwrap();
+    let line = set_cookie_line(&r, CSRF).unwrap();
     assert!(
-        line.contains("HttpOnly") && line.contains("SameSite=Strict") && line.contains("Secure"),
+        line.contains("HttpOnly")
+            && line.contains("SameSite=Strict")
+            && line.contains("Secure")
+            && line.contains("Path=/;"),
         "{line}"
     );
 
-    let r = d.log_in(&user_code, true).await;
+    let cb = d.log_in(&user_code, true).await;
+    assert_eq!(d.status(&device_code).await, DeviceStatus::Approved);
+    let r = d.browser(&cb, &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert!(text(&r).contains("Device connected"));
     assert_eq!(d.status(&device_code).await, DeviceStatus::Approved);
@@ -367,12 +379,21 @@ async fn a_refused_login_denies_the_device_and_unused_codes_expire() {
     let d = setup().await;
     let g = d.start("openid").await;
     let device_code = g["device_code"].as_str().unwrap().to_owned();
-    let r = d.log_in(g["user_code"].as_str().unwrap(), false).await;
+    let cb = d.log_in(g["user_code"].as_str().unwrap(), false).await;
+    assert_eq!(query_param(&cb, "error").as_deref(), Some("access_denied"));
+    // Whatever the error says, only an error code is kept.
+    let cb = cb.replace("error=access_denied", "error=%3Cb%3Eno%3C%2Fb%3E");
+    let r = d.browser(&cb, &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert!(text(&r).contains("Device not connected"));
     let r = d.poll(&device_code).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "access_denied");
+    let description = r.body["error_description"].as_str().unwrap();
+    assert!(description.contains("(access_denied)"), "{description}");
     assert_eq!(d.status(&device_code).await, DeviceStatus::Denied);
+    // The callback tells nothing twice.
+    let r = d.browser(&cb, &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
 
     // Nobody enters this one: at 600 s it has expired, for the device and
     // for a user who types it late.
@@ -408,7 +429,7 @@ async fn confirmations_need_the_pages_csrf_token_and_a_code_is_confirmed_once() 
     let csrf = d.open_page().await;
     // Another site's form: no cookie (SameSite=Strict), or a token that is
     // not the cookie's. Refused; the code stays pending.
-    for cookies in [vec![], vec![("keyward_device_csrf", "A".repeat(43))]] {
+    for cookies in [vec![], vec![(CSRF, "A".repeat(43))]] {
         let cookies: Vec<(&str, &str)> = cookies.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let r = d
             .form(
@@ -454,7 +475,7 @@ async fn wrong_user_codes_are_limited() {
         assert!(text(&r).contains("not valid"), "{wrong}");
         assert!(!text(&r).contains("<script>"), "escaped");
     }
-    for _ in 4..GUESSES_PER_MINUTE {
+    for _ in 4..CODE_TRIES_PER_MINUTE {
         let r = d.browser("/dev/device?user_code=BBBB-BBBB", &[]).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
     }
@@ -589,4 +610,29 @@ async fn discovery_and_registration_know_the_device_grant() {
         )
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn the_device_endpoint_is_limited_per_address() {
+    let d = setup().await;
+    for _ in 0..STARTS_PER_MINUTE {
+        d.start("openid").await;
+    }
+    let r = d
+        .form(
+            "/dev/oauth2/device_authorization",
+            &format!("client_id={}", d.tv),
+            None,
+            &[],
+        )
+        .await;
+    assert_error(
+        &r,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+    );
+    assert!(r.headers.get(header::RETRY_AFTER).is_some(), "{r:?}");
+    assert_eq!(d.count().await, i64::from(STARTS_PER_MINUTE));
+    d.at(60);
+    d.start("openid").await;
 }

@@ -284,6 +284,24 @@ impl Tx<'_> {
         Ok(Some(Poll::Polled(Box::new(d))))
     }
 
+    /// The login started for the `entered` request `device_hash` with the
+    /// state hashing to `state_hash` could not start: it is pending again.
+    pub async fn reopen_device_authorization(
+        &mut self,
+        device_hash: &[u8],
+        state_hash: &[u8],
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE device_authorizations SET status = 'pending', state_hash = NULL \
+             WHERE device_hash = $1 AND state_hash = $2 AND status = 'entered'",
+        )
+        .bind(device_hash.to_vec())
+        .bind(state_hash.to_vec())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Marks the approved request `device_hash` redeemed at `at`; true if
     /// it was marked now, false if it was redeemed already (once, ever).
     pub async fn consume_device_authorization(
@@ -321,6 +339,23 @@ impl crate::Store {
             .bind(user_code_hash.to_vec())
             .bind(env.to_owned())
             .bind(at)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// The request of `env` whose login's state hashes to `state_hash`.
+    pub async fn device_authorization_by_state(
+        &self,
+        state_hash: &[u8],
+        env: &str,
+    ) -> Result<Option<DeviceAuthorization>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM device_authorizations WHERE state_hash = $1 AND env = $2"
+        );
+        let row = sqlx::query(&sql)
+            .bind(state_hash.to_vec())
+            .bind(env.to_owned())
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(from_row).transpose()

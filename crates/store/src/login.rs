@@ -762,8 +762,9 @@ impl Tx<'_> {
             "DELETE FROM login_requests WHERE expires_at < $1",
             // Pushed authorization requests (RFC 9126, `crate::pushed`).
             "DELETE FROM pushed_requests WHERE expires_at < $1",
-            // Device requests (RFC 8628, `crate::device`).
-            "DELETE FROM device_authorizations WHERE expires_at < $1",
+            // Device requests (RFC 8628, `crate::device`), an hour after
+            // they expired: until then a poll is told expired_token.
+            "DELETE FROM device_authorizations WHERE expires_at < $1 - 3600",
             "DELETE FROM consents WHERE expires_at IS NOT NULL AND expires_at < $1",
             "DELETE FROM authorization_codes WHERE expires_at < $1 \
              AND (access_exp IS NULL OR access_exp < $1) \

@@ -19,11 +19,30 @@ use crate::authority::{Authority, EnvState};
 use crate::device::{DeviceDone, DevicePage, USER_CODE_LEN, VERIFICATION_PATH};
 
 /// The cookie the confirmation form's CSRF token must equal. It is
-/// `SameSite=Strict`: a form on another site never carries it.
+/// `SameSite=Strict`: a form on another site never carries it. Over https
+/// it is a `__Host-` cookie (RFC 6265bis §4.1.3.2: `Secure`, `Path=/`, no
+/// `Domain`), so a sibling subdomain cannot plant one.
 const CSRF_COOKIE: &str = "keyward_device_csrf";
+const HOST_CSRF_COOKIE: &str = "__Host-keyward_device_csrf";
+
+fn csrf_cookie_name(env: &EnvState) -> &'static str {
+    if env.env.issuer.starts_with("https://") {
+        HOST_CSRF_COOKIE
+    } else {
+        CSRF_COOKIE
+    }
+}
+
+/// The client's address, as the server's listener recorded it.
+fn client_address(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
 
 /// `POST {issuer}/oauth2/device_authorization` (RFC 8628 §3.1, §3.2).
 pub(super) async fn authorization(a: &Authority, env: &EnvState, req: Request) -> Response {
+    let who = client_address(&req);
     let form = match read_form(req).await {
         Ok(f) => f,
         Err((e, status)) => {
@@ -32,7 +51,7 @@ pub(super) async fn authorization(a: &Authority, env: &EnvState, req: Request) -
         }
     };
     match a
-        .device_authorization(env, &form.credentials, form.fields)
+        .device_authorization(env, &form.credentials, form.fields, who)
         .await
     {
         Ok(g) => {
@@ -51,12 +70,13 @@ pub(super) async fn authorization(a: &Authority, env: &EnvState, req: Request) -
 }
 
 /// The CSRF cookie's value, if the request carries a well-formed one.
-fn csrf_cookie(h: &HeaderMap) -> Option<String> {
+fn csrf_cookie(env: &EnvState, h: &HeaderMap) -> Option<String> {
+    let name = csrf_cookie_name(env);
     for v in h.get_all(header::COOKIE) {
         let Ok(v) = v.to_str() else { continue };
         for pair in v.split(';') {
             if let Some((k, val)) = pair.trim().split_once('=') {
-                if k == CSRF_COOKIE && val.len() == 43 {
+                if k == name && val.len() == 43 {
                     return Some(val.to_owned());
                 }
             }
@@ -66,14 +86,14 @@ fn csrf_cookie(h: &HeaderMap) -> Option<String> {
 }
 
 fn set_csrf_cookie(env: &EnvState, value: &str) -> HeaderValue {
-    let secure = if env.env.issuer.starts_with("https://") {
-        "; Secure"
+    let attributes = if env.env.issuer.starts_with("https://") {
+        "Path=/; Secure".to_string()
     } else {
-        ""
+        format!("Path={}{VERIFICATION_PATH}", env.path)
     };
     HeaderValue::from_str(&format!(
-        "{CSRF_COOKIE}={value}; Path={}{VERIFICATION_PATH}; Max-Age=3600; HttpOnly; SameSite=Strict{secure}",
-        env.path
+        "{}={value}; {attributes}; Max-Age=3600; HttpOnly; SameSite=Strict",
+        csrf_cookie_name(env)
     ))
     .expect("cookie is ASCII")
 }
@@ -83,12 +103,9 @@ fn set_csrf_cookie(env: &EnvState, value: &str) -> HeaderValue {
 /// the device asks for; with `confirm=yes` and the page's CSRF token, the
 /// start of the login.
 pub(super) async fn entry(a: &Authority, env: &EnvState, req: Request) -> Response {
-    let who = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let who = client_address(&req);
     let post = req.method() == Method::POST;
-    let had_csrf = csrf_cookie(req.headers());
+    let had_csrf = csrf_cookie(env, req.headers());
     let (params, cookies) = match authorize::params(req).await {
         Ok(p) => p,
         Err(r) => return r,

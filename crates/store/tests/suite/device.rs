@@ -175,6 +175,20 @@ async fn device_requests_move_once_through_their_states(store: Store, _ctx: Ctx)
     // Requests expired over an hour ago are forgotten on the next insert.
     insert(&store, &device("e", "app", 5_600 + 3601)).await;
     assert_eq!(store.count_device_authorizations("prod").await.unwrap(), 1);
+    // The scheduler's purge keeps them an hour after expiry too (a poll is
+    // told expired_token, not that the code is unknown).
+    let mut tx = store.begin().await.unwrap();
+    tx.purge_login_records(5_600 + 3601 + 600 + 3599)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.count_device_authorizations("prod").await.unwrap(), 1);
+    let mut tx = store.begin().await.unwrap();
+    tx.purge_login_records(5_600 + 3601 + 600 + 3601)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.count_device_authorizations("prod").await.unwrap(), 0);
 }
 
 async fn polls_within_the_interval_slow_the_device_down(store: Store, _ctx: Ctx) {
