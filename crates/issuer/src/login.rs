@@ -1893,8 +1893,34 @@ impl Authority {
         };
         let ended = async {
             let Some(session) = self.find_session(env, cookies, now).await? else {
-                return Ok::<_, StoreError>(None);
+                return Ok::<_, StoreError>(SessionOutcome::NoSession);
             };
+            // Ended at once only for a hint of this very session (its
+            // RP-initiated logout); else the user confirms on a page whose
+            // form only this browser can fill (OIDC RP-Initiated Logout §2:
+            // no forced logout by a link, or by someone else's hint).
+            let own_hint = hint_sid.as_deref() == Some(session.sid.as_str());
+            let expected = cookies
+                .iter()
+                .find(|c| constant_time_eq(&hash_secret(c), &session.session_hash))
+                .map(|c| logout_token(c));
+            let confirmed = match (p.get("logout_confirm"), &expected) {
+                (Some(got), Some(want)) => constant_time_eq(got.as_bytes(), want.as_bytes()),
+                _ => false,
+            };
+            if !own_hint && !confirmed {
+                let mut fields: Vec<(String, String)> = [
+                    "id_token_hint",
+                    "client_id",
+                    "post_logout_redirect_uri",
+                    "state",
+                ]
+                .iter()
+                .filter_map(|k| p.get(k).map(|v| (k.to_string(), v.to_string())))
+                .collect();
+                fields.push(("logout_confirm".into(), expected.unwrap_or_default()));
+                return Ok(SessionOutcome::Confirm(fields));
+            }
             let mut tx = self.store.begin().await?;
             tx.end_browser_session(&env.env.name, &session.sid, now)
                 .await?;
@@ -1914,18 +1940,19 @@ impl Authority {
             })
             .await?;
             tx.commit().await?;
-            Ok(Some(session.sid))
+            Ok(SessionOutcome::Ended)
         }
         .await;
-        if let Err(e) = ended {
-            OAuthError::internal(FaultReason::Store, &e).report(&env.env.name, "logout");
-            return LogoutAnswer::ErrorPage(
-                "the server could not end the session; try again".into(),
-            );
-        }
-        match target {
-            Some(url) => LogoutAnswer::Redirect(url),
-            None => LogoutAnswer::LoggedOut,
+        match ended {
+            Err(e) => {
+                OAuthError::internal(FaultReason::Store, &e).report(&env.env.name, "logout");
+                LogoutAnswer::ErrorPage("the server could not end the session; try again".into())
+            }
+            Ok(SessionOutcome::Confirm(fields)) => LogoutAnswer::Confirm { fields, target },
+            Ok(SessionOutcome::NoSession | SessionOutcome::Ended) => match target {
+                Some(url) => LogoutAnswer::Redirect(url),
+                None => LogoutAnswer::LoggedOut,
+            },
         }
     }
 
@@ -2020,6 +2047,31 @@ pub enum LogoutAnswer {
     LoggedOut,
     /// Refused (nothing ended): shown, never redirected.
     ErrorPage(String),
+    /// Nothing ended yet: the user is asked, with a form that posts
+    /// `fields` back (the request's parameters and `logout_confirm`) and
+    /// then goes to `target` (the checked post-logout redirect URI).
+    Confirm {
+        fields: Vec<(String, String)>,
+        target: Option<String>,
+    },
+}
+
+/// What a logout did with the browser's session.
+enum SessionOutcome {
+    /// There was none.
+    NoSession,
+    /// It ended.
+    Ended,
+    /// The user must confirm first (these fields post it back).
+    Confirm(Vec<(String, String)>),
+}
+
+/// The value a logout confirmation must carry for the session cookie
+/// `cookie`: only the browser holding the cookie can know it.
+fn logout_token(cookie: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha256(format!("keyward logout\u{0}{cookie}").as_bytes()))
 }
 
 #[cfg(test)]

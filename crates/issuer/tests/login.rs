@@ -985,19 +985,99 @@ async fn logout_refuses_unregistered_targets_and_foreign_hints() {
             .unwrap()
             .unwrap();
     assert_eq!(s.ended_at, None);
-    // No target: a page, and the session ends.
-    let r = fl
-        .browser(Method::GET, "/dev/oauth2/logout", Some(&cookie))
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
-    let s =
+    let ended = || async {
         fl.f.authority
             .store
             .browser_session(&hash)
             .await
             .unwrap()
-            .unwrap();
-    assert!(s.ended_at.is_some());
+            .unwrap()
+            .ended_at
+            .is_some()
+    };
+    // A link with no hint, or with someone else's ID token (another
+    // browser's session): nothing ends, the user is asked, the cookie stays.
+    let (other_code, _) = fl.code(&fl.public, &["openid"]).await;
+    let r = fl.exchange(&fl.public, &other_code, VERIFIER).await;
+    let foreign = r.body["id_token"].as_str().unwrap().to_string();
+    let mut confirm = None;
+    for q in [
+        String::new(),
+        format!(
+            "id_token_hint={foreign}&post_logout_redirect_uri={}&state=s1",
+            enc(BYE)
+        ),
+    ] {
+        let r = fl
+            .browser(
+                Method::GET,
+                &format!("/dev/oauth2/logout?{q}"),
+                Some(&cookie),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{q}: {r:?}");
+        let page = r.body.as_str().unwrap().to_string();
+        assert!(page.contains("Sign out?"), "{page}");
+        assert!(set_cookie(&r).is_none(), "{q}: the cookie stays");
+        assert!(!ended().await, "{q}");
+        let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        if q.is_empty() {
+            assert!(csp.contains("form-action 'self';"), "{csp}");
+        } else {
+            assert!(csp.contains("form-action 'self' https://rp.test;"), "{csp}");
+        }
+        confirm = Some(page);
+    }
+    // The form posts back what it was given and a token only this
+    // browser's cookie gives; a forged or absent token asks again.
+    let page = confirm.unwrap();
+    let token = page
+        .split("name=\"logout_confirm\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(token.len(), 43, "{page}");
+    let post = |form: String, cookie: Option<String>| {
+        let fl = &fl;
+        async move {
+            let mut b = Request::builder()
+                .method(Method::POST)
+                .uri("/dev/oauth2/logout")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            if let Some(c) = cookie {
+                b = b.header(header::COOKIE, format!("keyward_session={c}"));
+            }
+            fl.f.send(b.body(Body::from(form)).unwrap()).await
+        }
+    };
+    let target = format!(
+        "id_token_hint={foreign}&post_logout_redirect_uri={}&state=s1",
+        enc(BYE)
+    );
+    for bad in [String::new(), "A".repeat(43)] {
+        let r = post(
+            format!("{target}&logout_confirm={bad}"),
+            Some(cookie.clone()),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert!(!ended().await);
+    }
+    // Another browser (no cookie, or its own) cannot use this token.
+    let r = post(format!("{target}&logout_confirm={token}"), None).await;
+    assert!(!ended().await, "{r:?}");
+    // The user confirms: the session ends, the cookie goes, and the browser
+    // goes to the registered target with its state.
+    let r = post(
+        format!("{target}&logout_confirm={token}"),
+        Some(cookie.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
+    assert_eq!(location(&r), format!("{BYE}?state=s1"));
+    assert_eq!(set_cookie(&r).as_deref(), Some(""));
+    assert!(ended().await);
 }
 
 #[tokio::test]

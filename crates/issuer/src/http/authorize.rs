@@ -446,6 +446,34 @@ pub(crate) async fn logout(a: &Authority, env: &EnvState, req: Request) -> Respo
             PAGE_CSP,
         ),
         LogoutAnswer::ErrorPage(m) => return error_page(400, m),
+        // Nothing ended: the session cookie stays.
+        LogoutAnswer::Confirm { fields, target } => {
+            let mut allowed = vec!["'self'".to_string()];
+            if let Some(o) = target.as_deref().and_then(origin) {
+                allowed.push(o);
+            }
+            let csp = format!(
+                "default-src 'none'; base-uri 'none'; form-action {}; frame-ancestors 'none'",
+                allowed.join(" ")
+            );
+            let action = format!("{}/oauth2/logout", env.env.issuer.trim_end_matches('/'));
+            return page(
+                StatusCode::OK,
+                "Sign out?",
+                html! {
+                    h1 { "Sign out?" }
+                    p { "Do you want to sign out of this sign-in service? Applications you signed in to with it will ask you to sign in again." }
+                    form method="post" action=(action) {
+                        @for (k, v) in fields {
+                            input type="hidden" name=(k) value=(v);
+                        }
+                        button type="submit" { "Sign out" }
+                    }
+                    p { "If you did not ask to sign out, close this page: you stay signed in." }
+                },
+                &csp,
+            );
+        }
     };
     resp.headers_mut()
         .append(header::SET_COOKIE, session_cookie(env, ""));
