@@ -11,6 +11,12 @@
 //! against the JWKS: iss, aud, typ JWT, signature; and its nonce) and the
 //! userinfo claims, which have the name and not the email that was unticked.
 //!
+//! Then a TV (the device grant, RFC 8628) asks for a code; the user types it
+//! on keyward's device page, confirms what the TV asks for, logs in and
+//! consents in the same login app (through the redirects the confirmation's
+//! Content Security Policy must allow), and sees "Device connected"; the TV's
+//! next poll gets an ID token for alice.
+//!
 //! Without chromium or chromedriver it prints SKIPPED; with
 //! `KEYWARD_REQUIRE_BROWSER=1` (as `.ci/run` sets) it fails instead. With
 //! `KEYWARD_LOGIN_SCREENSHOTS=DIR` it saves a PNG of each page into DIR
@@ -268,6 +274,9 @@ struct World {
     server: Server,
     login_app: LoginApp,
     rp_url: String,
+    issuer: String,
+    /// A public client with the device grant (a TV).
+    tv: String,
 }
 
 async fn world() -> World {
@@ -328,6 +337,26 @@ async fn world() -> World {
         ])
         .ok()
         .json();
+    let tv = kw
+        .run(&[
+            "clients",
+            "create",
+            "--env",
+            "default",
+            "--name",
+            "Living-room TV",
+            "--public",
+            "--scopes",
+            "openid profile",
+            "--grant-type",
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "--json",
+        ])
+        .ok()
+        .json()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let server = kw.start_server(&["serve", "--listen", &format!("127.0.0.1:{port}")], &[]);
     let login_app = start_login_app(&issuer, &admin, login_port, kw.dir.path());
     let rp = Arc::new(Rp {
@@ -337,12 +366,15 @@ async fn world() -> World {
         redirect_uri,
         pending: Mutex::new(HashMap::new()),
     });
+    let issuer = rp.issuer.clone();
     start_rp(rp, rp_listener).await;
     World {
         kw,
         server,
         login_app,
         rp_url,
+        issuer,
+        tv,
     }
 }
 
@@ -432,5 +464,114 @@ async fn scenario(c: &Client, w: &World) -> Result<(), String> {
         scope.split(' ').any(|s| s == "profile") && !scope.split(' ').any(|s| s == "email"),
         "granted scope {scope}"
     );
+    device(c, w).await
+}
+
+/// Waits (up to 15 s) until the page has what `css` finds: a click only
+/// waits for the old page to go, and a redirect chain may still be loading.
+async fn wait_for(c: &Client, css: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while c.find(Locator::Css(css)).await.is_err() {
+        if Instant::now() > deadline {
+            let url = c
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            return Err(format!(
+                "{css} never came, at {url}: {}",
+                text(c, "body").await
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// The device grant: the TV's code typed on keyward's device page.
+async fn device(c: &Client, w: &World) -> Result<(), String> {
+    let http = http();
+    let g: Value = http
+        .post(format!("{}/oauth2/device_authorization", w.issuer))
+        .form(&[("client_id", w.tv.as_str()), ("scope", "openid profile")])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{e}: {t}")))?;
+    let device_code = g["device_code"]
+        .as_str()
+        .ok_or(format!("no device_code: {g}"))?;
+    let user_code = g["user_code"].as_str().unwrap();
+    c.goto(g["verification_uri"].as_str().unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    wait_for(c, "#user_code").await?;
+    fill(c, "#user_code", &user_code.replace('-', "").to_lowercase()).await;
+    shot(c, "5-device-code").await;
+    click(c, "#continue").await;
+    wait_for(c, "input[name=confirm]").await?;
+    let page = text(c, "body").await;
+    if !page.contains("Living-room TV") || !page.contains(user_code) {
+        return Err(format!("expected the device confirmation: {page}"));
+    }
+    shot(c, "6-device-confirm").await;
+    click(c, "#continue").await;
+    // The login app again (this login was not remembered), then consent.
+    wait_for(c, "#username").await?;
+    let url = c.current_url().await.unwrap();
+    if url.path() != "/login" {
+        return Err(format!(
+            "expected the login page, at {url}: {}",
+            text(c, "body").await
+        ));
+    }
+    assert_eq!(text(c, "#client").await, "Living-room TV");
+    fill(c, "#username", "alice").await;
+    fill(c, "#password", "alice-demo-password").await;
+    click(c, "#accept").await;
+    wait_for(c, "input[name=grant_scope]").await?;
+    let url = c.current_url().await.unwrap();
+    if url.path() != "/consent" {
+        return Err(format!(
+            "expected the consent page, at {url}: {}",
+            text(c, "body").await
+        ));
+    }
+    click(c, "#accept").await;
+    wait_for(c, "h1").await?;
+    let url = c.current_url().await.unwrap();
+    let page = text(c, "body").await;
+    if url.path() != "/device/callback" || !page.contains("Device connected") {
+        return Err(format!("expected the device callback, at {url}: {page}"));
+    }
+    shot(c, "7-device-connected").await;
+    // The TV's next poll: its tokens.
+    let r = http
+        .post(format!("{}/oauth2/token", w.issuer))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", w.tv.as_str()),
+            ("device_code", device_code),
+        ])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let t: Value = r
+        .text()
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{e}: {t}")))?;
+    if !status.is_success() {
+        return Err(format!("the TV's poll: {status} {t}"));
+    }
+    let id_token = t["id_token"].as_str().ok_or(format!("no ID token: {t}"))?;
+    let payload: Value =
+        serde_json::from_slice(&B64.decode(id_token.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!(payload["sub"], "alice");
+    assert_eq!(payload["aud"][0], w.tv.as_str());
     Ok(())
 }

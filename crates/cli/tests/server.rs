@@ -599,7 +599,8 @@ async fn discovery_and_jwks_caching_follow_rotation() {
             "authorization_code",
             "client_credentials",
             "refresh_token",
-            "urn:ietf:params:oauth:grant-type:token-exchange"
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+            "urn:ietf:params:oauth:grant-type:device_code"
         ])
     );
     assert_eq!(

@@ -192,7 +192,7 @@ pub(super) async fn entry(a: &Authority, env: &EnvState, req: Request) -> Respon
                         input type="hidden" name="user_code" value=(user_code);
                         input type="hidden" name="csrf" value=(csrf);
                         input type="hidden" name="confirm" value="yes";
-                        button type="submit" { "Continue" }
+                        button id="continue" type="submit" { "Continue" }
                     }
                 },
                 &csp,
@@ -222,7 +222,7 @@ fn enter_page(env: &EnvState, status: u16, message: Option<String>, csrf: &str) 
                     maxlength=(USER_CODE_LEN + 2) placeholder="BCDF-GHJK";
                 input type="hidden" name="csrf" value=(csrf);
                 " "
-                button type="submit" { "Continue" }
+                button id="continue" type="submit" { "Continue" }
             }
         },
         "default-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
