@@ -10,8 +10,10 @@
 //!    `verification_uri_complete`) and confirms on a page that names the
 //!    client and the scopes it asks for (RFC 8628 §5.4: the user checks
 //!    the code on the device matches; the confirmation is a `POST` with a
-//!    CSRF token bound to a `SameSite=Strict` cookie). Wrong codes are
-//!    limited per client address ([`GUESSES_PER_MINUTE`], §5.1).
+//!    CSRF token bound to a `SameSite=Strict` cookie). Codes tried are
+//!    limited per client address and per environment
+//!    ([`CODE_TRIES_PER_MINUTE`], [`CODE_TRIES_PER_MINUTE_PER_ENV`], §5.1),
+//!    requests at the device endpoint per address ([`STARTS_PER_MINUTE`]).
 //! 3. The confirmation starts an ordinary login for the client: the same
 //!    login app, consent, remembered sessions and audit as the code flow,
 //!    with the redirect URI `{issuer}/device/callback` (the client does not

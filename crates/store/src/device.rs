@@ -1,8 +1,10 @@
 //! The device authorization grant (RFC 8628): a device's request from the
 //! device endpoint until its `device_code` is redeemed or expires.
 //!
-//! The device code, the user code and the state of the login started for
-//! it are stored only as their SHA-256. Each step is a conditional
+//! The device code, the user code and the code its login ended in are
+//! stored here only as their SHA-256; so is the state of that login (the
+//! login request it started keeps the state itself, as it keeps every
+//! authorization request's). Each step is a conditional
 //! `UPDATE` only one transaction can make: a user code is confirmed once,
 //! a login ends once, the tokens are issued once, and a poll that comes
 //! sooner than the interval after the last one moves nothing but the
