@@ -35,7 +35,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
 use keyward_jose::crypto::{random_bytes, sha256};
 use keyward_store::{Client, DeviceAuthorization, DeviceStatus, Poll, StoreError, Timestamp};
 use serde::Serialize;
@@ -43,7 +42,10 @@ use serde::Serialize;
 use crate::authority::{Authority, EnvState};
 use crate::clients::Credentials;
 use crate::grants::TokenResponse;
-use crate::login::{error_page, server_error_page, AuthRequest, Authorized, Params, ResponseMode};
+use crate::login::{
+    b64url, error_page, is_error_code, issuer_base, s256, server_error_page, AuthRequest,
+    Authorized, Params, ResponseMode,
+};
 use crate::oauth::{ErrorCode, FaultReason, OAuthError};
 use crate::tokens::{hash_secret, new_secret, parse_scope};
 
@@ -134,20 +136,12 @@ fn user_code_hash(env: &str, code: &str) -> Vec<u8> {
     hash_secret(&format!("{env}\u{0}{code}"))
 }
 
-fn b64url(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// The PKCE verifier of the login a device request starts: derived from
 /// its device code (43 base64url characters), never stored.
 pub(crate) fn device_verifier(device_code: &str) -> String {
     b64url(&sha256(
         format!("keyward device PKCE verifier\u{0}{device_code}").as_bytes(),
     ))
-}
-
-fn issuer_base(env: &EnvState) -> &str {
-    env.env.issuer.trim_end_matches('/')
 }
 
 /// `{issuer}/device/callback`: the redirect URI of device logins.
@@ -354,7 +348,7 @@ impl Authority {
                     env: env.env.name.clone(),
                     client_id: client.client_id.clone(),
                     scope: scope.join(" "),
-                    code_challenge: b64url(&sha256(device_verifier(&device_code).as_bytes())),
+                    code_challenge: s256(&device_verifier(&device_code)),
                     status: DeviceStatus::Pending,
                     state_hash: None,
                     code_hash: None,
@@ -566,10 +560,7 @@ impl Authority {
         let now = self.now();
         if let Some(error) = p.get("error") {
             // Only an OAuth error code is kept (and shown to the device).
-            let error = if !error.is_empty()
-                && error.len() <= 64
-                && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            {
+            let error = if is_error_code(error) {
                 error
             } else {
                 "access_denied"

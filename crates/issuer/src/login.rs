@@ -305,8 +305,11 @@ pub enum ChallengeError {
 
 /// The authorization request a login or consent request was made for.
 fn stored_request(r: &LoginRequest) -> Result<AuthRequest, StoreError> {
-    serde_json::from_str(&r.request).map_err(|_| {
-        StoreError::Corrupt(format!("{} request: unreadable request", kind_name(r.kind)))
+    serde_json::from_str(&r.request).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "{} request: unreadable request: {e}",
+            kind_name(r.kind)
+        ))
     })
 }
 
@@ -336,7 +339,7 @@ fn redirect_allowed(env: &EnvState, client: &Client, req: &AuthRequest) -> bool 
     }
 }
 
-fn issuer_base(env: &EnvState) -> &str {
+pub(crate) fn issuer_base(env: &EnvState) -> &str {
     env.env.issuer.trim_end_matches('/')
 }
 
@@ -410,15 +413,29 @@ fn is_code_verifier(v: &str) -> bool {
 
 /// BASE64URL(SHA256(verifier)) == challenge, in constant time.
 fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    constant_time_eq(s256(verifier).as_bytes(), challenge.as_bytes())
+}
+
+/// The S256 PKCE challenge of `verifier` (RFC 7636 §4.2).
+pub(crate) fn s256(verifier: &str) -> String {
+    b64url(&sha256(verifier.as_bytes()))
+}
+
+/// Unpadded base64url.
+pub(crate) fn b64url(bytes: &[u8]) -> String {
     use base64::Engine as _;
-    let computed =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha256(verifier.as_bytes()));
-    constant_time_eq(computed.as_bytes(), challenge.as_bytes())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `e` is an OAuth error code as keyward keeps them: `[a-z_]`, 1
+/// to 64.
+pub(crate) fn is_error_code(e: &str) -> bool {
+    !e.is_empty() && e.len() <= 64 && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
 /// An OAuth error code chosen by the login app: `[a-z_]`, 1 to 64.
 fn check_error_code(e: &str) -> Result<(), ChallengeError> {
-    if !e.is_empty() && e.len() <= 64 && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+    if is_error_code(e) {
         Ok(())
     } else {
         Err(ChallengeError::Invalid(
@@ -2069,9 +2086,7 @@ enum SessionOutcome {
 /// The value a logout confirmation must carry for the session cookie
 /// `cookie`: only the browser holding the cookie can know it.
 fn logout_token(cookie: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(sha256(format!("keyward logout\u{0}{cookie}").as_bytes()))
+    b64url(&sha256(format!("keyward logout\u{0}{cookie}").as_bytes()))
 }
 
 #[cfg(test)]

@@ -25,12 +25,17 @@ const SUBMIT_SCRIPT: &str = "document.forms[0].submit();";
 
 /// The `keyward_session` cookie values the request carries.
 pub(crate) fn session_cookies(h: &HeaderMap) -> Vec<String> {
+    cookie_values(h, SESSION_COOKIE)
+}
+
+/// The values (at most 8) of the cookies named `name` the request carries.
+pub(super) fn cookie_values(h: &HeaderMap, name: &str) -> Vec<String> {
     let mut out = Vec::new();
     for v in h.get_all(header::COOKIE) {
         let Ok(v) = v.to_str() else { continue };
         for pair in v.split(';') {
             if let Some((k, val)) = pair.trim().split_once('=') {
-                if k == SESSION_COOKIE && out.len() < 8 {
+                if k == name && out.len() < 8 {
                     out.push(val.trim_matches('"').to_string());
                 }
             }
@@ -456,7 +461,7 @@ pub(crate) async fn logout(a: &Authority, env: &EnvState, req: Request) -> Respo
                 "default-src 'none'; base-uri 'none'; form-action {}; frame-ancestors 'none'",
                 allowed.join(" ")
             );
-            let action = format!("{}/oauth2/logout", env.env.issuer.trim_end_matches('/'));
+            let action = format!("{}/oauth2/logout", crate::login::issuer_base(env));
             return page(
                 StatusCode::OK,
                 "Sign out?",

@@ -71,18 +71,9 @@ pub(super) async fn authorization(a: &Authority, env: &EnvState, req: Request) -
 
 /// The CSRF cookie's value, if the request carries a well-formed one.
 fn csrf_cookie(env: &EnvState, h: &HeaderMap) -> Option<String> {
-    let name = csrf_cookie_name(env);
-    for v in h.get_all(header::COOKIE) {
-        let Ok(v) = v.to_str() else { continue };
-        for pair in v.split(';') {
-            if let Some((k, val)) = pair.trim().split_once('=') {
-                if k == name && val.len() == 43 {
-                    return Some(val.to_owned());
-                }
-            }
-        }
-    }
-    None
+    authorize::cookie_values(h, csrf_cookie_name(env))
+        .into_iter()
+        .find(|v| v.len() == 43)
 }
 
 fn set_csrf_cookie(env: &EnvState, value: &str) -> HeaderValue {
