@@ -11,8 +11,9 @@
 //! they need the request, a clock and a replay cache.
 //!
 //! Rules (RFC 9449 §4.2-4.3, and DESIGN.md rule 1 where it is stricter):
-//! - at most `max_len` bytes, three segments, canonical base64url, header and
-//!   payload JSON objects with unique member names at every depth, no `crit`;
+//! - at most `max_len` bytes, three segments, canonical base64url, no `crit`;
+//!   a header JSON object with unique member names at every depth (it holds
+//!   the `jwk`), a UTF-8 payload JSON object with unique member names;
 //! - `typ` exactly `dpop+jwt`;
 //! - `alg` asymmetric (`none` and `HS*` cannot be named) and in the caller's
 //!   allowlist;
@@ -31,13 +32,14 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
 
 use crate::alg::{Algorithm, KeyFamily};
 use crate::b64;
 use crate::crypto::sha256;
 use crate::error::{DpopError, TokenError};
-use crate::json::{parse_object, DeepDuplicate, ObjectError};
+use crate::json::{parse_object, short, DeepDuplicate, Key, Names, ObjectError, Scalar};
 use crate::jwk::Jwk;
 use crate::jws::{check_signature, parse_header, split, Header, Parts};
 use crate::key::PublicKey;
@@ -65,6 +67,13 @@ pub const DEFAULT_DPOP_ALGORITHMS: [Algorithm; 7] = [
 /// ASCII text.
 pub fn access_token_hash(token: &str) -> String {
     b64::encode(&sha256(token.as_bytes()))
+}
+
+/// Whether `ath` is the `ath` of the token whose SHA-256 is
+/// `token_sha256`, compared in constant time: for a caller that keeps a
+/// token's hash rather than hashing its text for every proof.
+pub fn ath_matches(ath: &str, token_sha256: &[u8; 32]) -> bool {
+    crate::crypto::constant_time_eq(ath.as_bytes(), b64::encode(token_sha256).as_bytes())
 }
 
 /// A proof split and its header read (`jwk` included), not verified.
@@ -214,21 +223,16 @@ impl<'t> UnverifiedProof<'t> {
         let h = &self.header;
         check_signature(&self.parts, &h.header, &h.key, allowed)?;
         let payload = b64::decode(self.parts.payload_b64).ok_or(TokenError::Base64("payload"))?;
-        let claims = parse_object(&payload).map_err(|e| {
-            DpopError::Token(match e {
-                ObjectError::Json(m) => TokenError::Payload(m),
-                ObjectError::Duplicate(d) => TokenError::DuplicateMember(d, "payload"),
-            })
-        })?;
+        let c = ProofClaims::parse(&payload)?;
         Ok(DpopProof {
             alg: h.header.alg,
             jkt: h.jkt.clone(),
-            jti: required(&claims, "jti")?,
-            htm: required(&claims, "htm")?,
-            htu: required(&claims, "htu")?,
-            iat: iat(&claims)?,
-            ath: optional(&claims, "ath")?,
-            nonce: optional(&claims, "nonce")?,
+            jti: required(c.jti, "jti")?,
+            htm: required(c.htm, "htm")?,
+            htu: required(c.htu, "htu")?,
+            iat: iat(c.iat)?,
+            ath: optional(c.ath, "ath")?,
+            nonce: optional(c.nonce, "nonce")?,
         })
     }
 }
@@ -243,27 +247,94 @@ pub fn verify_proof(
     UnverifiedProof::parse(proof, max_len)?.verify(allowed)
 }
 
-fn optional(claims: &Map<String, Value>, name: &'static str) -> Result<Option<String>, DpopError> {
-    match claims.get(name) {
+/// A proof's claims as found in its payload, in one pass: the six it has
+/// (strings borrowed from the payload unless escaped), every other member
+/// name only remembered to find a repeated one. The payload is a JSON object
+/// with unique member names, like a token's.
+#[derive(Default)]
+struct ProofClaims<'a> {
+    jti: Option<Scalar<'a>>,
+    htm: Option<Scalar<'a>>,
+    htu: Option<Scalar<'a>>,
+    iat: Option<Scalar<'a>>,
+    ath: Option<Scalar<'a>>,
+    nonce: Option<Scalar<'a>>,
+}
+
+impl<'a> ProofClaims<'a> {
+    fn parse(payload: &'a [u8]) -> Result<Self, DpopError> {
+        let bad = |m: String| DpopError::Token(TokenError::Payload(m));
+        // RFC 7519 §7.2: UTF-8, checked once for the whole payload.
+        let text = std::str::from_utf8(payload).map_err(|_| bad("not UTF-8".into()))?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let mut duplicate = None;
+        let claims = de
+            .deserialize_map(ProofClaimsVisitor(&mut duplicate))
+            .map_err(|e| bad(short(&e)))?;
+        de.end().map_err(|e| bad(short(&e)))?;
+        match duplicate {
+            Some(d) => Err(TokenError::DuplicateMember(d, "payload").into()),
+            None => Ok(claims),
+        }
+    }
+}
+
+struct ProofClaimsVisitor<'d>(&'d mut Option<String>);
+
+impl<'de> Visitor<'de> for ProofClaimsVisitor<'_> {
+    type Value = ProofClaims<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<ProofClaims<'de>, A::Error> {
+        let mut c = ProofClaims::default();
+        let mut others = Names::new();
+        while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
+            let slot = match &*k {
+                "jti" => &mut c.jti,
+                "htm" => &mut c.htm,
+                "htu" => &mut c.htu,
+                "iat" => &mut c.iat,
+                "ath" => &mut c.ath,
+                "nonce" => &mut c.nonce,
+                _ => {
+                    if !others.insert(k.clone()) {
+                        self.0.get_or_insert_with(|| k.chars().take(32).collect());
+                    }
+                    m.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                self.0.get_or_insert_with(|| k.chars().take(32).collect());
+            }
+            *slot = Some(m.next_value::<Scalar<'de>>()?);
+        }
+        Ok(c)
+    }
+}
+
+fn optional(claim: Option<Scalar<'_>>, name: &'static str) -> Result<Option<String>, DpopError> {
+    match claim {
         None => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(DpopError::Claim(name, "is empty")),
+        Some(Scalar::Str(s)) if !s.is_empty() => Ok(Some(s.into_owned())),
+        Some(Scalar::Str(_)) => Err(DpopError::Claim(name, "is empty")),
         Some(_) => Err(DpopError::Claim(name, "is not a string")),
     }
 }
 
-fn required(claims: &Map<String, Value>, name: &'static str) -> Result<String, DpopError> {
-    optional(claims, name)?.ok_or(DpopError::Claim(name, "is missing"))
+fn required(claim: Option<Scalar<'_>>, name: &'static str) -> Result<String, DpopError> {
+    optional(claim, name)?.ok_or(DpopError::Claim(name, "is missing"))
 }
 
-fn iat(claims: &Map<String, Value>) -> Result<i64, DpopError> {
-    match claims.get("iat") {
+fn iat(claim: Option<Scalar<'_>>) -> Result<i64, DpopError> {
+    match claim {
         None => Err(DpopError::Claim("iat", "is missing")),
-        Some(Value::Number(n)) => match n.as_f64() {
-            // Whole seconds; anything beyond ±2^53 is not a time.
-            Some(t) if t.is_finite() && t.abs() < 9_007_199_254_740_992.0 => Ok(t.floor() as i64),
-            _ => Err(DpopError::Claim("iat", "is not a time")),
-        },
+        // Whole seconds; anything beyond ±2^53 is not a time.
+        Some(Scalar::Num(t)) if t.is_finite() && t.abs() < 9_007_199_254_740_992.0 => {
+            Ok(t.floor() as i64)
+        }
+        Some(Scalar::Num(_)) => Err(DpopError::Claim("iat", "is not a time")),
         Some(_) => Err(DpopError::Claim("iat", "is not a number")),
     }
 }
@@ -391,10 +462,15 @@ pub(crate) mod tests {
     fn ath_is_the_rfc_example() {
         // RFC 9449 §7.1: the access token "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"
         // has ath "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo".
-        assert_eq!(
-            access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"),
-            "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
-        );
+        let token = "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU";
+        let ath = "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo";
+        assert_eq!(access_token_hash(token), ath);
+        let hash = sha256(token.as_bytes());
+        assert!(ath_matches(ath, &hash));
+        for other in [&ath[1..], "", "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEp"] {
+            assert!(!ath_matches(other, &hash), "{other}");
+        }
+        assert!(!ath_matches(ath, &sha256(b"another token")));
     }
 
     #[test]
@@ -534,6 +610,63 @@ pub(crate) mod tests {
                 check(&sign(&key, header_for(&key), &c)).unwrap_err(),
                 want,
                 "{name}"
+            );
+        }
+    }
+
+    /// A proof over `payload` as raw bytes (the test writes the JSON text).
+    fn proof_over(key: &PrivateKey, payload: &[u8]) -> String {
+        let h = b64::encode(header_for(key).to_string().as_bytes());
+        let input = format!("{h}.{}", b64::encode(payload));
+        let sig = key.sign(input.as_bytes()).unwrap();
+        format!("{input}.{}", b64::encode(&sig))
+    }
+
+    #[test]
+    fn the_payload_is_one_json_object_with_unique_names() {
+        let key = PrivateKey::generate(Algorithm::ES256, None).unwrap();
+        let good = r#"{"jti":"j1","htm":"POST","htu":"https://a.example/token","iat":1700000000"#;
+        // Escapes are read as JSON says: `\/` is `/`, `\u0050` is `P`.
+        let escaped = br#"{"jti":"j\u0031","htm":"\u0050OST","htu":"https:\/\/a.example\/token","iat":1700000000}"#;
+        let p = check(&proof_over(&key, escaped)).unwrap();
+        assert_eq!(
+            (p.jti.as_str(), p.htm.as_str(), p.htu.as_str()),
+            ("j1", "POST", "https://a.example/token")
+        );
+        // Another member's value may be anything, nested or not.
+        let extra = format!(r#"{good},"x":{{"a":[1,{{"b":null}}]}},"y":true}}"#);
+        assert!(check(&proof_over(&key, extra.as_bytes())).is_ok());
+        // A name given twice, a claim's or another's.
+        for dup in [
+            format!(r#"{good},"jti":"j2"}}"#),
+            format!(r#"{good},"iat":1700000001}}"#),
+            format!(r#"{good},"x":1,"x":2}}"#),
+        ] {
+            assert!(
+                matches!(
+                    check(&proof_over(&key, dup.as_bytes())).unwrap_err(),
+                    DpopError::Token(TokenError::DuplicateMember(_, "payload"))
+                ),
+                "{dup}"
+            );
+        }
+        // Not an object, not JSON, trailing text, not UTF-8.
+        let mut latin1 = format!(r#"{good},"n":"caf"#).into_bytes();
+        latin1.extend_from_slice(b"\xe9\"}");
+        for bad in [
+            b"[1,2]".to_vec(),
+            b"\"jti\"".to_vec(),
+            format!("{good}}} x").into_bytes(),
+            good.as_bytes().to_vec(),
+            latin1,
+        ] {
+            assert!(
+                matches!(
+                    check(&proof_over(&key, &bad)).unwrap_err(),
+                    DpopError::Token(TokenError::Payload(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(&bad)
             );
         }
     }

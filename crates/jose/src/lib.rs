@@ -58,7 +58,7 @@ pub use alg::{
 };
 pub use claims::{Audiences, Claims, Validation, MAX_KEPT_CLAIMS};
 pub use dpop::{
-    access_token_hash, verify_proof, DpopProof, NonceKey, ProofHeader, UnverifiedProof,
+    access_token_hash, ath_matches, verify_proof, DpopProof, NonceKey, ProofHeader, UnverifiedProof,
 };
 pub use error::{ClaimsError, DpopError, Error, KeyError, SealError, TokenError};
 pub use jwk::{Jwk, JwkSet, RejectedKey};

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use http::HeaderMap;
 use keyward_jose::dpop::{ProofHeader, UnverifiedProof};
 use keyward_jose::dpop::{DEFAULT_DPOP_ALGORITHMS, DEFAULT_MAX_PROOF_LEN};
-use keyward_jose::{access_token_hash, crypto, Algorithm, DpopProof, NonceKey};
+use keyward_jose::{ath_matches, crypto, Algorithm, DpopProof, NonceKey};
 
 use crate::error::DpopRefusal;
 use crate::replay::{LocalReplayCache, ReplayCache};
@@ -197,9 +197,20 @@ pub struct ProofTarget<'a> {
     pub method: &'a str,
     /// The request's absolute URI (query and fragment are ignored).
     pub uri: &'a str,
-    /// At a resource: the access token presented with the proof and the key
-    /// thumbprint it is bound to (`cnf.jkt`). `None` at the token endpoint.
-    pub token: Option<(&'a str, &'a str)>,
+    /// At a resource: the access token presented with the proof. `None` at
+    /// the token endpoint.
+    pub token: Option<PresentedToken<'a>>,
+}
+
+/// An access token presented with a proof at a resource (RFC 9449 §7.1).
+#[derive(Clone, Copy, Debug)]
+pub struct PresentedToken<'a> {
+    /// The SHA-256 of the token's text: the proof's `ath` must be its
+    /// base64url ([`keyward_jose::crypto::sha256`], or kept with a cached
+    /// token).
+    pub sha256: &'a [u8; 32],
+    /// The thumbprint of the key the token is bound to (`cnf.jkt`).
+    pub jkt: &'a str,
 }
 
 /// The one `DPoP` header's value: `Ok(None)` when absent; several headers or
@@ -241,6 +252,73 @@ pub fn normalize_htu(uri: &str) -> Option<String> {
     let path = normalize_percent(url.path())?;
     url.set_path(&path);
     Some(url.into())
+}
+
+/// Whether [`normalize_htu`] leaves `uri` as it is, judged without parsing
+/// it: a lower-case `http` or `https` scheme; a host that is a lower-case
+/// DNS name (no punycode) or a dotted-quad IPv4 address written the usual
+/// way; a port only when it is not the scheme's default, without leading
+/// zeros; a non-empty path of unreserved and sub-delimiter characters, `:`,
+/// `@` and `/`, with no dot segment, no percent-encoding, no query and no
+/// fragment. `false` only means "not known": the caller then normalises.
+/// A client library sends the URI it was given, and the gate's own target
+/// is its configured origin and the request's path, so the two are mostly
+/// the same text, already normal, and a proof need not be parsed as a URL.
+fn is_normal_htu(uri: &str) -> bool {
+    let (rest, default_port) = if let Some(r) = uri.strip_prefix("https://") {
+        (r, "443")
+    } else if let Some(r) = uri.strip_prefix("http://") {
+        (r, "80")
+    } else {
+        return false;
+    };
+    let Some(slash) = rest.find('/') else {
+        return false;
+    };
+    let (authority, path) = rest.split_at(slash);
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    if let Some(p) = port {
+        let digits = !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits || p.starts_with('0') || p == default_port || p.parse::<u16>().is_err() {
+            return false;
+        }
+    }
+    normal_host(host) && normal_path(path)
+}
+
+fn normal_host(host: &str) -> bool {
+    // A host whose last label starts with a digit is an IPv4 address to a
+    // URL parser, which rewrites `127.1` or `0x7f.0.0.1`: only a canonical
+    // dotted quad is taken as it is.
+    let last = host.rsplit('.').next().unwrap_or_default();
+    if last.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        let canonical_octet = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 3
+                && l.bytes().all(|b| b.is_ascii_digit())
+                && (l.len() == 1 || !l.starts_with('0'))
+                && l.parse::<u8>().is_ok()
+        };
+        return host.split('.').count() == 4 && host.split('.').all(canonical_octet);
+    }
+    !host.is_empty()
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && !l.starts_with("xn--")
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+fn normal_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b))
+        && path.split('/').all(|seg| seg != "." && seg != "..")
 }
 
 fn normalize_percent(path: &str) -> Option<String> {
@@ -307,9 +385,10 @@ impl DpopPolicy {
         if p.htm != target.method {
             return Err(DpopRefusal::Method);
         }
-        // The same text normalises the same way: one pass is enough then.
+        // The same text normalises the same way: one pass is enough then,
+        // and none when the text is already normal.
         let same_uri = if p.htu == target.uri {
-            normalize_htu(target.uri).is_some()
+            is_normal_htu(target.uri) || normalize_htu(target.uri).is_some()
         } else {
             matches!((normalize_htu(&p.htu), normalize_htu(target.uri)), (Some(a), Some(b)) if a == b)
         };
@@ -328,11 +407,11 @@ impl DpopPolicy {
             }
         }
         match (target.token, p.ath.as_deref()) {
-            (Some((token, jkt)), Some(ath)) => {
-                if !crypto::constant_time_eq(ath.as_bytes(), access_token_hash(token).as_bytes()) {
+            (Some(token), Some(ath)) => {
+                if !ath_matches(ath, token.sha256) {
                     return Err(DpopRefusal::AthMismatch);
                 }
-                if p.jkt != jkt {
+                if p.jkt != token.jkt {
                     return Err(DpopRefusal::KeyMismatch);
                 }
             }
@@ -511,6 +590,71 @@ mod tests {
     }
 
     #[test]
+    fn normal_htu_is_known_without_parsing_only_when_it_is() {
+        for normal in [
+            "https://api.example/orders",
+            "http://api.example:8080/",
+            "https://127.0.0.1:8443/dpop/42",
+            "http://10.0.0.255/a//b/c.d/..e/~x/a:b@c/!$&'()*+,;=",
+            "https://a-b.c9.example/x",
+        ] {
+            assert!(is_normal_htu(normal), "{normal}");
+            assert_eq!(normalize_htu(normal).as_deref(), Some(normal), "{normal}");
+        }
+        for unknown in [
+            "HTTPS://api.example/orders",
+            "https://API.example/orders",
+            "https://api.example:443/orders",
+            "http://api.example:80/orders",
+            "https://api.example:08443/orders",
+            "https://api.example:99999/orders",
+            "https://api.example:/orders",
+            "https://api.example",
+            "https://api.example/orders?x=1",
+            "https://api.example/orders#f",
+            "https://api.example/a/../orders",
+            "https://api.example/./orders",
+            "https://api.example/a/..",
+            "https://api.example/%6Frders",
+            "https://api.example/a b",
+            "https://api.example/a\\b",
+            "https://user@api.example/orders",
+            "https://[::1]/orders",
+            "https://127.1/orders",
+            "https://0x7f.0.0.1/orders",
+            "https://127.000.0.1/orders",
+            "https://256.0.0.1/orders",
+            "https://1.2.3.4.5/orders",
+            "https://xn--nxasmq6b.example/orders",
+            "https://api.example./orders",
+            "https://api..example/orders",
+            "ftp://api.example/orders",
+            "https:/api.example/orders",
+        ] {
+            assert!(!is_normal_htu(unknown), "{unknown}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the fast check calls normal, the URL parser agrees is.
+        #[test]
+        fn what_is_called_normal_is_normal(
+            uri in proptest::prop_oneof![
+                // Anything near a URI.
+                "(https?|HTTP)://([a-zA-Z0-9.\\-]{0,12}|[0-9x.]{0,12})(:[0-9]{0,6})?(/[a-zA-Z0-9.%~:@!$&'()*+,;=?#\\-]{0,10}){0,3}",
+                // Mostly normal ones, dot segments and odd addresses included.
+                "https?://([a-z0-9\\-]{1,6}\\.){0,2}[a-z0-9\\-]{1,6}(:[0-9]{1,5})?(/[a-z0-9.~:@!$&'()*+,;=\\-]{0,4}){1,3}",
+                "https?://[0-9]{1,4}(\\.[0-9]{1,4}){0,4}(:[0-9]{1,5})?/[a-z.]{0,3}",
+            ]
+        ) {
+            if is_normal_htu(&uri) {
+                let normalized = normalize_htu(&uri);
+                proptest::prop_assert_eq!(normalized.as_deref(), Some(uri.as_str()));
+            }
+        }
+    }
+
+    #[test]
     fn a_good_proof_passes_once() {
         let policy = DpopPolicy::default();
         let c = Client::new();
@@ -650,7 +794,10 @@ mod tests {
             let t = ProofTarget {
                 method: "GET",
                 uri: URI,
-                token: Some((token, &jkt)),
+                token: Some(PresentedToken {
+                    sha256: &crypto::sha256(token.as_bytes()),
+                    jkt: &jkt,
+                }),
             };
             block(policy.check(proof, &t, NOW))
         };

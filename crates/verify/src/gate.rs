@@ -9,7 +9,7 @@ use metrics::counter;
 
 use crate::bearer::{b64token, bearer_value, credential, Scheme};
 use crate::clock::{Clock, SystemClock};
-use crate::dpop::{proof_header, DpopPolicy, ProofTarget, SenderConstraint};
+use crate::dpop::{proof_header, DpopPolicy, PresentedToken, ProofTarget, SenderConstraint};
 use crate::error::DpopRefusal;
 use crate::error::{BuildError, JwksError, VerifyError};
 use crate::identity::Identity;
@@ -264,14 +264,15 @@ impl Gate {
             (Scheme::Dpop, None) => Err(VerifyError::UnboundTokenAsDpop),
             (Scheme::Dpop, Some(jkt)) => {
                 let proof = proof_header(headers)?.ok_or(DpopRefusal::Missing)?;
-                // The token's bytes passed the b64token check (now, or when
-                // they were cached): ASCII.
-                let token = std::str::from_utf8(raw)
-                    .map_err(|_| VerifyError::MalformedHeader(crate::BearerError::Charset))?;
+                // `ath` is the hash of the token's text: its bytes, which
+                // passed the b64token check (now, or when they were cached).
                 let proof_target = ProofTarget {
                     method: target.method,
                     uri: target.uri,
-                    token: Some((token, jkt)),
+                    token: Some(PresentedToken {
+                        sha256: id.token_sha256(raw),
+                        jkt,
+                    }),
                 };
                 self.inner
                     .dpop

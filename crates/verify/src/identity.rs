@@ -48,6 +48,9 @@ pub struct Identity {
     permission_grants: OnceLock<Grants>,
     /// The scopes as grants, built on first use.
     scope_grants: OnceLock<Grants>,
+    /// The SHA-256 of the token's text, computed when a DPoP proof's `ath`
+    /// is first checked against it.
+    token_sha256: OnceLock<[u8; 32]>,
 }
 
 /// An identity as the values of the headers that forward it upstream, each
@@ -159,6 +162,7 @@ impl Identity {
             header_values: OnceLock::new(),
             permission_grants: OnceLock::new(),
             scope_grants: OnceLock::new(),
+            token_sha256: OnceLock::new(),
         })
     }
 
@@ -182,6 +186,15 @@ impl Identity {
     pub fn scope_grants(&self) -> &Grants {
         self.scope_grants
             .get_or_init(|| Grants::new(&self.scopes, false))
+    }
+
+    /// The SHA-256 of `token`, which must be the text this identity was
+    /// read from (the gate's, whose verified-token cache matches whole
+    /// tokens): hashed on the first call and kept, so a cached token bound
+    /// to a DPoP key is not hashed again for every proof's `ath`.
+    pub(crate) fn token_sha256(&self, token: &[u8]) -> &[u8; 32] {
+        self.token_sha256
+            .get_or_init(|| keyward_jose::crypto::sha256(token))
     }
 }
 

@@ -43,7 +43,7 @@ pub mod token_cache;
 pub use bearer::{bearer_token, Scheme};
 pub use client_cert::{check_binding, ForwardedCertificate, PeerCertificate};
 pub use clock::{Clock, FixedClock, SharedClock, SystemClock};
-pub use dpop::{normalize_htu, DpopPolicy, ProofTarget, SenderConstraint};
+pub use dpop::{normalize_htu, DpopPolicy, PresentedToken, ProofTarget, SenderConstraint};
 pub use error::{
     AlgorithmError, BearerError, BuildError, DiscoveryError, DpopRefusal, Error, FetchError,
     JwksError, PermissionError, RedirectRefusal, UrlError, VerifyError,

@@ -221,6 +221,35 @@ async fn a_bound_token_passes_with_its_proof_on_every_request_cached_or_not() {
     // A fresh proof passes again, from the cache; a normalised htu too.
     let p2 = c.proof("GET", "HTTPS://API.test:443/orders/7?page=2", &t);
     assert_eq!(s.call(&auth, &[&p2], "GET", None).await.unwrap(), "alice");
+
+    // A second token bound to the same key, both cached with the hash
+    // their proofs were checked against: each token's own `ath` only.
+    let t2 = s.token(Some(&c.jkt()));
+    assert_ne!(t2, t, "each token has its own jti");
+    let auth2 = format!("DPoP {t2}");
+    for _ in 0..2 {
+        assert_eq!(
+            s.call(&auth2, &[&c.proof("GET", URI, &t2)], "GET", None)
+                .await
+                .unwrap(),
+            "alice"
+        );
+        assert_eq!(
+            dpop_err(
+                s.call(&auth2, &[&c.proof("GET", URI, &t)], "GET", None)
+                    .await
+            ),
+            DpopRefusal::AthMismatch
+        );
+        assert_eq!(
+            dpop_err(
+                s.call(&auth, &[&c.proof("GET", URI, &t2)], "GET", None)
+                    .await
+            ),
+            DpopRefusal::AthMismatch
+        );
+    }
+    assert_eq!(s.gate.token_cache().unwrap().len(), 2);
 }
 
 #[tokio::test]

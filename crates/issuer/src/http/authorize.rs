@@ -342,7 +342,10 @@ pub(crate) async fn userinfo(a: &Authority, env: &EnvState, req: Request) -> Res
         let target = keyward_verify::ProofTarget {
             method: req.method().as_str(),
             uri: &uri,
-            token: Some((&token, jkt)),
+            token: Some(keyward_verify::PresentedToken {
+                sha256: &keyward_jose::crypto::sha256(token.as_bytes()),
+                jkt,
+            }),
         };
         // The environment's server nonces hold here as at its token
         // endpoint (RFC 9449 §9: use_dpop_nonce with a fresh DPoP-Nonce).
