@@ -17,10 +17,10 @@
 //! 8 MB with the 64-byte keys the DPoP check makes.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
@@ -61,10 +61,11 @@ pub struct LocalReplayCache {
 
 #[derive(Default)]
 struct Inner {
-    /// Each remembered key and when it expires.
-    seen: HashMap<Box<str>, i64>,
+    /// Each remembered key and when it expires. (foldhash, seeded at
+    /// random per map: the DPoP check's keys are SHA-256 digests anyway.)
+    seen: foldhash::HashMap<Arc<str>, i64>,
     /// The same entries by expiry, soonest first, to drop expired ones.
-    by_expiry: BinaryHeap<Reverse<(i64, Box<str>)>>,
+    by_expiry: BinaryHeap<Reverse<(i64, Arc<str>)>>,
 }
 
 impl Inner {
@@ -139,7 +140,7 @@ impl LocalReplayCache {
                 capacity: self.capacity,
             });
         }
-        let key: Box<str> = key.into();
+        let key: Arc<str> = key.into();
         inner.seen.insert(key.clone(), expires_at);
         inner.by_expiry.push(Reverse((expires_at, key)));
         Ok(true)
