@@ -515,6 +515,10 @@ for kind in ("cached", "uncached"):
     x = (i[f"keyward DPoP ES256 {kind}"] - i[f"keyward ES256 {kind}"]) / raw
     print(f"DPoP {kind}: (instructions/request - Bearer ES256 {kind}'s) / raw ES256 verify ({raw}) = {x:.3f}x "
           f"(target <= 1.00x): {'ok' if x <= 1.0 else 'MISSED'}")
+check = i["keyward DPoP ES256 cached"] - i["keyward ES256 cached"]
+token = i["keyward ES256 uncached"] - i["keyward ES256 cached"]
+print(f"DPoP: the proof check ({check}) / the gate's own verification of an ES256 access token "
+      f"(Bearer uncached - Bearer cached, {token}) = {check / token:.3f}x")
 for what, loc, red in (("rate limit", "limit local (ES256 cached)", "limit in Redis (ES256 cached)"),
                        ("DPoP replay cache", "keyward DPoP ES256 cached", "DPoP cached, replay cache in Redis")):
     print(f"{what} in Redis / local: gateway instructions/request {i[red]} / {i[loc]} = {i[red] / i[loc]:.2f}x "
