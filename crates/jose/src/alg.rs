@@ -164,7 +164,17 @@ impl Algorithm {
     }
 
     /// Looks up a JOSE name. `none`, `HS*` and anything unknown are refused.
+    ///
+    /// `Ed25519`, RFC 9864's fully-specified name for EdDSA over Ed25519
+    /// (the one curve keyward's `EdDSA` is), is read as [`Algorithm::EdDSA`]
+    /// wherever a name is read (token and proof headers, JWKs, settings), so
+    /// tokens, keys and proofs from libraries that write it are accepted;
+    /// keyward itself writes `EdDSA`, which every JOSE library reads.
+    /// `Ed448` is not supported.
     pub fn from_name(name: &str) -> Result<Self, KeyError> {
+        if name == "Ed25519" {
+            return Ok(Algorithm::EdDSA);
+        }
         Algorithm::ALL
             .into_iter()
             .find(|a| a.name() == name)
@@ -313,6 +323,21 @@ mod tests {
     fn names_round_trip() {
         for a in Algorithm::ALL {
             assert_eq!(Algorithm::from_name(a.name()).unwrap(), a);
+        }
+    }
+
+    #[test]
+    fn rfc_9864_ed25519_reads_as_eddsa_and_ed448_is_refused() {
+        assert_eq!(Algorithm::from_name("Ed25519").unwrap(), Algorithm::EdDSA);
+        assert_eq!("Ed25519".parse::<Algorithm>().unwrap().name(), "EdDSA");
+        for n in ["Ed448", "ed25519", "ED25519", "Ed25519 ", "EdDSA25519"] {
+            assert!(
+                matches!(
+                    Algorithm::from_name(n),
+                    Err(KeyError::UnsupportedAlgorithm(_))
+                ),
+                "{n}"
+            );
         }
     }
 

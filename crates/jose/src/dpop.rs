@@ -459,6 +459,19 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_proof_naming_ed25519_is_an_eddsa_proof() {
+        // RFC 9864's fully-specified name, as newer client libraries write it.
+        let key = PrivateKey::generate(Algorithm::EdDSA, None).unwrap();
+        let mut h = header_for(&key);
+        h["alg"] = "Ed25519".into();
+        let p = check(&sign(&key, h, &claims())).unwrap();
+        assert_eq!(
+            (p.alg, p.jkt),
+            (Algorithm::EdDSA, key.public_key().thumbprint())
+        );
+    }
+
+    #[test]
     fn ath_is_the_rfc_example() {
         // RFC 9449 §7.1: the access token "Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"
         // has ath "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo".

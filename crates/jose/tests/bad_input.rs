@@ -500,6 +500,68 @@ fn alg_not_in_the_policy_allowlist() {
 }
 
 #[test]
+fn rfc_9864_ed25519_names_eddsa_and_nothing_else() {
+    // A token whose header says `Ed25519` (RFC 9864's fully-specified name)
+    // verifies with an EdDSA key, from a JWK that also says `Ed25519`.
+    let ed = LocalSigner::new(
+        PrivateKey::generate(Algorithm::EdDSA, None).unwrap(),
+        Some("ed".into()),
+    );
+    let mut jwk = ed.public_jwk().to_value();
+    jwk["alg"] = "Ed25519".into();
+    let jwk = Jwk::parse(jwk.to_string().as_bytes(), Algorithm::RS256).unwrap();
+    assert_eq!(jwk.algorithm(), Algorithm::EdDSA);
+    let mut ks = KeySet::new();
+    ks.insert(jwk.kid, jwk.key).unwrap();
+    let h = json!({"alg": "Ed25519", "kid": "ed", "typ": "at+jwt"});
+    let t = signed_raw(
+        &ed,
+        h.to_string().as_bytes(),
+        claims().to_string().as_bytes(),
+    );
+    let v = verify_jwt(&t, &ks, &policy(), NOW).unwrap();
+    assert_eq!(v.header.alg, Algorithm::EdDSA);
+    // Not with a key of another algorithm, nor where EdDSA is not allowed.
+    let h = json!({"alg": "Ed25519", "kid": KID, "typ": "at+jwt"});
+    let t = signed_raw(
+        &ed,
+        h.to_string().as_bytes(),
+        claims().to_string().as_bytes(),
+    );
+    assert!(matches!(
+        token_err(verify(&t)),
+        TokenError::AlgorithmKeyMismatch {
+            token: "EdDSA",
+            key: "ES256"
+        }
+    ));
+    let t = signed_raw(
+        &ed,
+        json!({"alg": "Ed25519", "kid": "ed", "typ": "at+jwt"})
+            .to_string()
+            .as_bytes(),
+        claims().to_string().as_bytes(),
+    );
+    let mut only_es = policy();
+    only_es.algorithms = vec![Algorithm::ES256];
+    assert_eq!(
+        token_err(verify_jwt(&t, &ks, &only_es, NOW)),
+        TokenError::AlgorithmNotAllowed("EdDSA")
+    );
+    // Ed448, which keyward does not do, is refused as any unknown alg.
+    let h = json!({"alg": "Ed448", "kid": "ed", "typ": "at+jwt"});
+    let t = signed_raw(
+        &ed,
+        h.to_string().as_bytes(),
+        claims().to_string().as_bytes(),
+    );
+    assert_eq!(
+        token_err(verify_jwt(&t, &ks, &policy(), NOW)),
+        TokenError::ForbiddenAlgorithm("Ed448".into())
+    );
+}
+
+#[test]
 fn alg_different_from_the_keys_algorithm() {
     // The same RSA key material loaded as PS256 signs a genuine PS256 token;
     // the verifier holds that key as RS256 and must not switch algorithms.
