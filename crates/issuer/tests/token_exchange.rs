@@ -385,6 +385,20 @@ async fn an_actor_token_gives_an_act_claim_nested_on_the_subjects() {
     )
     .await;
     assert_refused(&x, &x.b, &exchange("a.b.c", Some(AT)), "invalid_request").await;
+    // The answer says why the parser refused it.
+    for (token, why) in [
+        ("not-a-token", "exactly three dot-separated segments"),
+        ("a.b.c", "header is not canonical unpadded base64url"),
+    ] {
+        let r =
+            x.f.token_endpoint(&x.b.0, &x.b.1, &form(&exchange(token, Some(AT))))
+                .await;
+        let d = r.body["error_description"].as_str().unwrap_or_default();
+        assert!(
+            d.contains("is not a JWT (") && d.contains(why),
+            "{token}: {d}"
+        );
+    }
     let forged = sign_payload(
         &LocalSigner::new(PrivateKey::generate(Algorithm::ES256, None).unwrap(), Some(x.dev_key.kid().to_owned())),
         Some("at+jwt"),
