@@ -12,8 +12,9 @@
 //!
 //! Rules (RFC 9449 §4.2-4.3, and DESIGN.md rule 1 where it is stricter):
 //! - at most `max_len` bytes, three segments, canonical base64url, no `crit`;
-//!   a header JSON object with unique member names at every depth (it holds
-//!   the `jwk`), a UTF-8 payload JSON object with unique member names;
+//!   header and payload JSON objects (the payload UTF-8) with unique member
+//!   names at every depth, every value read (numbers in range, strings that
+//!   decode, nesting within serde_json's depth limit);
 //! - `typ` exactly `dpop+jwt`;
 //! - `alg` asymmetric (`none` and `HS*` cannot be named) and in the caller's
 //!   allowlist;
@@ -32,7 +33,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::alg::{Algorithm, KeyFamily};
@@ -248,9 +249,9 @@ pub fn verify_proof(
 }
 
 /// A proof's claims as found in its payload, in one pass: the six it has
-/// (strings borrowed from the payload unless escaped), every other member
-/// name only remembered to find a repeated one. The payload is a JSON object
-/// with unique member names, like a token's.
+/// (strings borrowed from the payload unless escaped); every other member
+/// read only to find a repeated name, at any depth, or a value that is not
+/// JSON (a number out of range, a lone surrogate escape, nesting too deep).
 #[derive(Default)]
 struct ProofClaims<'a> {
     jti: Option<Scalar<'a>>,
@@ -301,7 +302,12 @@ impl<'de> Visitor<'de> for ProofClaimsVisitor<'_> {
                     if !others.insert(k.clone()) {
                         self.0.get_or_insert_with(|| k.chars().take(32).collect());
                     }
-                    m.next_value::<IgnoredAny>()?;
+                    // Read, not skipped: numbers in range, strings that
+                    // decode, serde_json's depth limit, unique names inside.
+                    let DeepDuplicate(inner) = m.next_value()?;
+                    if let Some(d) = inner {
+                        self.0.get_or_insert(d);
+                    }
                     continue;
                 }
             };
@@ -663,6 +669,42 @@ pub(crate) mod tests {
                 "{dup}"
             );
         }
+        // Another member's value is read, not skipped: a number out of
+        // range, a lone surrogate, nesting past serde_json's limit, a name
+        // repeated inside it.
+        let deep = format!("{}1{}", "[".repeat(300), "]".repeat(300));
+        for (bad, dup) in [
+            (format!(r#"{good},"x":1e400}}"#), false),
+            (format!(r#"{good},"x":"\ud800"}}"#), false),
+            (format!(r#"{good},"x":{deep}}}"#), false),
+            (format!(r#"{good},"x":{{"a":1,"a":2}}}}"#), true),
+            (format!(r#"{good},"x":[{{"b":[{{"c":1,"c":1}}]}}]}}"#), true),
+        ] {
+            let e = check(&proof_over(&key, bad.as_bytes())).unwrap_err();
+            if dup {
+                assert!(
+                    matches!(
+                        e,
+                        DpopError::Token(TokenError::DuplicateMember(_, "payload"))
+                    ),
+                    "{bad}: {e:?}"
+                );
+            } else {
+                assert!(
+                    matches!(e, DpopError::Token(TokenError::Payload(_))),
+                    "{bad}: {e:?}"
+                );
+            }
+        }
+        // Many names: each checked once against the others (a set past the
+        // first few), and a repeat among them is found.
+        let many: String = (0..1000).map(|i| format!(r#","n{i}":0"#)).collect();
+        assert!(check(&proof_over(&key, format!("{good}{many}}}").as_bytes())).is_ok());
+        let repeated = format!(r#"{good}{many},"n500":1}}"#);
+        assert!(matches!(
+            check(&proof_over(&key, repeated.as_bytes())).unwrap_err(),
+            DpopError::Token(TokenError::DuplicateMember(_, "payload"))
+        ));
         // Not an object, not JSON, trailing text, not UTF-8.
         let mut latin1 = format!(r#"{good},"n":"caf"#).into_bytes();
         latin1.extend_from_slice(b"\xe9\"}");

@@ -25,7 +25,7 @@ pub enum Error {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyError {
-    #[error("unsupported algorithm {0:?} (supported: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA ML-DSA-44 ML-DSA-65 ML-DSA-87)")]
+    #[error("unsupported algorithm {0:?} (supported: RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512 EdDSA (or Ed25519) ML-DSA-44 ML-DSA-65 ML-DSA-87)")]
     UnsupportedAlgorithm(String),
     #[error("unsupported curve {0:?} (supported: P-256 P-384 P-521)")]
     UnsupportedCurve(String),

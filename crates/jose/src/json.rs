@@ -144,11 +144,13 @@ impl<'de> Deserialize<'de> for Key<'de> {
 }
 
 /// Member names seen in one object, to find a repeated one. The first few
-/// are kept inline, so a small object costs no allocation.
+/// are kept inline, so a small object costs no allocation; past them a
+/// hash set (SipHash, randomly keyed), so an object of many names costs
+/// linear time, not quadratic.
 pub(crate) struct Names<'a> {
     inline: [Cow<'a, str>; 8],
     len: usize,
-    more: Vec<Cow<'a, str>>,
+    more: std::collections::HashSet<Cow<'a, str>>,
 }
 
 impl<'a> Names<'a> {
@@ -156,13 +158,14 @@ impl<'a> Names<'a> {
         Names {
             inline: Default::default(),
             len: 0,
-            more: Vec::new(),
+            more: Default::default(),
         }
     }
 
     /// Whether `name` was inserted before.
     pub fn contains(&self, name: &str) -> bool {
-        self.inline[..self.len].iter().any(|n| n == name) || self.more.iter().any(|n| n == name)
+        self.inline[..self.len].iter().any(|n| n == name)
+            || (!self.more.is_empty() && self.more.contains(name))
     }
 
     /// Records `name`; returns `false` if it was already there.
@@ -174,7 +177,7 @@ impl<'a> Names<'a> {
             self.inline[self.len] = name;
             self.len += 1;
         } else {
-            self.more.push(name);
+            self.more.insert(name);
         }
         true
     }

@@ -84,6 +84,11 @@ impl<'t> UnverifiedToken<'t> {
         })
     }
 
+    /// The token's whole text, as given to [`UnverifiedToken::parse`].
+    pub fn text(&self) -> &'t str {
+        self.token
+    }
+
     /// The header's `kid`, not verified: for finding a key.
     pub fn kid(&self) -> Option<&str> {
         self.header.kid.as_deref()

@@ -290,9 +290,9 @@ fn is_normal_htu(uri: &str) -> bool {
 }
 
 fn normal_host(host: &str) -> bool {
-    // A host whose last label starts with a digit is an IPv4 address to a
-    // URL parser, which rewrites `127.1` or `0x7f.0.0.1`: only a canonical
-    // dotted quad is taken as it is.
+    // A host whose last label starts with a digit may be an IPv4 address
+    // to a URL parser, which rewrites `127.1` or `0x7f.0.0.1`: only a
+    // canonical dotted quad is taken as it is.
     let last = host.rsplit('.').next().unwrap_or_default();
     if last.as_bytes().first().is_some_and(u8::is_ascii_digit) {
         let canonical_octet = |l: &str| {

@@ -264,15 +264,22 @@ impl Gate {
             (Scheme::Dpop, None) => Err(VerifyError::UnboundTokenAsDpop),
             (Scheme::Dpop, Some(jkt)) => {
                 let proof = proof_header(headers)?.ok_or(DpopRefusal::Missing)?;
-                // `ath` is the hash of the token's text: its bytes, which
-                // passed the b64token check (now, or when they were cached).
+                // `ath` is the hash of the token's text: kept with a bound
+                // token's identity when it was verified from exactly `raw`
+                // (now, or when it was cached, a cache hit matching the
+                // whole text); hashed here otherwise.
+                let hashed;
+                let sha256 = match id.token_sha256() {
+                    Some(h) => h,
+                    None => {
+                        hashed = keyward_jose::crypto::sha256(raw);
+                        &hashed
+                    }
+                };
                 let proof_target = ProofTarget {
                     method: target.method,
                     uri: target.uri,
-                    token: Some(PresentedToken {
-                        sha256: id.token_sha256(raw),
-                        jkt,
-                    }),
+                    token: Some(PresentedToken { sha256, jkt }),
                 };
                 self.inner
                     .dpop
@@ -522,6 +529,11 @@ impl Gate {
         }
         let mut identity = Identity::from_claims(verified.claims, verified.header.kid.clone())?;
         identity.allow_wildcard_all = t.policy.allow_wildcard_all;
+        if identity.cnf_jkt.is_some() {
+            // Every proof for a bound token carries its hash (`ath`): kept
+            // with the identity, the token is hashed once, not per proof.
+            identity.keep_token_sha256(token.text());
+        }
         Ok((Arc::new(identity), idx, snap.generation))
     }
 }

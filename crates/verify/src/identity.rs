@@ -48,9 +48,10 @@ pub struct Identity {
     permission_grants: OnceLock<Grants>,
     /// The scopes as grants, built on first use.
     scope_grants: OnceLock<Grants>,
-    /// The SHA-256 of the token's text, computed when a DPoP proof's `ath`
-    /// is first checked against it.
-    token_sha256: OnceLock<[u8; 32]>,
+    /// The SHA-256 of the token's text, for a token bound to a DPoP key:
+    /// set by the gate as it verifies the token, so a cached token's proofs
+    /// are checked against it without hashing the token again.
+    token_sha256: Option<[u8; 32]>,
 }
 
 /// An identity as the values of the headers that forward it upstream, each
@@ -162,7 +163,7 @@ impl Identity {
             header_values: OnceLock::new(),
             permission_grants: OnceLock::new(),
             scope_grants: OnceLock::new(),
-            token_sha256: OnceLock::new(),
+            token_sha256: None,
         })
     }
 
@@ -188,13 +189,16 @@ impl Identity {
             .get_or_init(|| Grants::new(&self.scopes, false))
     }
 
-    /// The SHA-256 of `token`, which must be the text this identity was
-    /// read from (the gate's, whose verified-token cache matches whole
-    /// tokens): hashed on the first call and kept, so a cached token bound
-    /// to a DPoP key is not hashed again for every proof's `ath`.
-    pub(crate) fn token_sha256(&self, token: &[u8]) -> &[u8; 32] {
-        self.token_sha256
-            .get_or_init(|| keyward_jose::crypto::sha256(token))
+    /// The SHA-256 of the text of the token this identity was verified
+    /// from, when the gate kept it (a token bound to a DPoP key).
+    pub(crate) fn token_sha256(&self) -> Option<&[u8; 32]> {
+        self.token_sha256.as_ref()
+    }
+
+    /// Keeps the SHA-256 of `token`, the text this identity was just
+    /// verified from.
+    pub(crate) fn keep_token_sha256(&mut self, token: &str) {
+        self.token_sha256 = Some(keyward_jose::crypto::sha256(token.as_bytes()));
     }
 }
 
