@@ -335,9 +335,9 @@ impl Authority {
         // The cause goes back to the client that sent the token: what the
         // parser says of it (bounded, and JSON-escaped in the answer).
         let parsed = UnverifiedToken::parse(token, DEFAULT_MAX_TOKEN_LEN)
-            .map_err(|e| unacceptable(role, format!("it is not a JWT ({e})")))?;
+            .map_err(|e| unacceptable(role, format!("it cannot be read as a JWT ({e})")))?;
         let names = dangerous::peek_names(&parsed)
-            .map_err(|e| unacceptable(role, format!("it is not a JWT ({e})")))?;
+            .map_err(|e| unacceptable(role, format!("it cannot be read as a JWT ({e})")))?;
         let iss = names.iss().unwrap_or_default().to_owned();
         if iss == env.env.issuer {
             let claims = self

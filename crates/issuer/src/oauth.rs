@@ -207,9 +207,23 @@ impl OAuthError {
         }
     }
 
-    /// The JSON body of RFC 6749 §5.2.
+    /// The JSON body of RFC 6749 §5.2, whose `error_description` may only
+    /// hold printable ASCII other than the double quote and the backslash:
+    /// a description quoting what a client sent has each double quote
+    /// written as `'`, each backslash as `/` and anything else outside
+    /// printable ASCII as `?`.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"error": self.code.as_str(), "error_description": self.description})
+        let description: String = self
+            .description
+            .chars()
+            .map(|c| match c {
+                '"' => '\'',
+                '\\' => '/',
+                ' '..='~' => c,
+                _ => '?',
+            })
+            .collect();
+        serde_json::json!({"error": self.code.as_str(), "error_description": description})
     }
 }
 
@@ -272,6 +286,17 @@ impl std::error::Error for OAuthError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_descriptions_keep_to_rfc_6749_characters() {
+        let e = OAuthError::invalid_request("claim \"exp\" of \\x\u{e9}\n is invalid");
+        assert_eq!(
+            e.to_json(),
+            serde_json::json!({"error": "invalid_request", "error_description": "claim 'exp' of /x?? is invalid"})
+        );
+        let ok = OAuthError::invalid_grant("the code was used: (try again) ~ 100% [sure] {x}");
+        assert_eq!(ok.to_json()["error_description"], ok.description.as_str());
+    }
 
     #[derive(Debug)]
     struct E(&'static str, Option<Box<E>>);

@@ -395,7 +395,7 @@ async fn an_actor_token_gives_an_act_claim_nested_on_the_subjects() {
                 .await;
         let d = r.body["error_description"].as_str().unwrap_or_default();
         assert!(
-            d.contains("is not a JWT (") && d.contains(why),
+            d.contains("cannot be read as a JWT (") && d.contains(why),
             "{token}: {d}"
         );
     }
