@@ -14,7 +14,8 @@
 //! the proof (fail closed), counts it (`keyward_replay_cache_full_total`) and
 //! says so. Size it as (proofs per second) x (window in seconds) with
 //! headroom: 1,000 proofs/s with a 60 s window needs 60,000 entries, about
-//! 8 MB with the 64-byte keys the DPoP check makes.
+//! 10 MB with the 69-byte keys the DPoP check makes (`dpop:` and 64 hex
+//! digits, held once for the map and the expiry heap).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
