@@ -50,6 +50,9 @@ pub struct RawConfig {
     pub body_read_timeout: Option<String>,
     /// How long a keep-alive connection may wait between requests (default 30s).
     pub idle_timeout: Option<String>,
+    /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For`
+    /// names the client (default none: the connection's address).
+    pub trusted_proxies: Option<Vec<String>>,
     /// Most client connections open at once (default 512).
     pub max_connections: Option<usize>,
     /// The PKCS#11 key store (see `key_stores.rs`).
@@ -132,7 +135,7 @@ impl RawTls {
 }
 
 /// The fields and their environment variables, for overrides and docs.
-pub const FIELDS: [&str; 19] = [
+pub const FIELDS: [&str; 20] = [
     "listen",
     "data_dir",
     "database_url",
@@ -149,6 +152,7 @@ pub const FIELDS: [&str; 19] = [
     "body_read_timeout",
     "idle_timeout",
     "max_connections",
+    "trusted_proxies",
     "root_key",
     "console",
     "dev_login",
@@ -253,6 +257,15 @@ impl RawConfig {
                 "false" => false,
                 _ => bail!("KEYWARD_CONSOLE must be true or false"),
             });
+        }
+        if let Some(v) = get("trusted_proxies") {
+            self.trusted_proxies = Some(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            );
         }
         if let Some(v) = get("dev_login") {
             self.dev_login = Some(match v.as_str() {
@@ -383,6 +396,7 @@ impl RawConfig {
                 mtls,
                 admin_issuer: admin_issuer.as_ref().map(|a| a.gate.clone()),
                 exchange_issuers: exchange_issuers.gates.clone(),
+                trusted_proxies: trusted_proxies(self.trusted_proxies.as_deref())?,
             },
             admin_issuer,
             exchange_issuers,
@@ -537,6 +551,7 @@ impl Config {
             "body_read_timeout_secs": self.connections.body_read_timeout.as_secs(),
             "idle_timeout_secs": self.connections.idle_timeout.as_secs(),
             "max_connections": self.connections.max_connections,
+            "trusted_proxies": self.settings.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             "key_stores": self.key_stores.to_json(),
             "root_key": self.root_key.as_ref().map(|s| s.to_string()),
             "console": self.console,
@@ -568,6 +583,23 @@ pub fn signing_timeout(v: Option<&str>) -> Result<Duration> {
         bail!("signing_timeout must be between 100ms and 60s (got {text:?})");
     }
     Ok(d)
+}
+
+/// `trusted_proxies`: each an IP address (one host) or a CIDR network.
+fn trusted_proxies(list: Option<&[String]>) -> Result<Vec<ipnet::IpNet>> {
+    list.unwrap_or_default()
+        .iter()
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    anyhow!(
+                        "trusted_proxies: {:?} is not an IP address or a CIDR network",
+                        p.chars().take(64).collect::<String>()
+                    )
+                })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -626,6 +658,42 @@ mod tests {
             bad.resolve().unwrap_err().to_string(),
             "listen: \"nope\" is not an address like 127.0.0.1:8080"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_parse_from_file_and_environment() {
+        let c = RawConfig::default().resolve().unwrap();
+        assert!(c.settings.trusted_proxies.is_empty());
+        assert_eq!(c.to_json()["trusted_proxies"], json!([]));
+        let raw: RawConfig =
+            toml::from_str("trusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\", \"2001:db8::/32\"]")
+                .unwrap();
+        let c = raw.resolve().unwrap();
+        assert_eq!(
+            c.to_json()["trusted_proxies"],
+            json!(["10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"])
+        );
+        let mut raw = RawConfig::default();
+        raw.apply_env(|k| {
+            (k == "KEYWARD_TRUSTED_PROXIES").then(|| " 127.0.0.1 , fd00::/8,".into())
+        })
+        .unwrap();
+        let c = raw.resolve().unwrap();
+        assert_eq!(
+            c.to_json()["trusted_proxies"],
+            json!(["127.0.0.1/32", "fd00::/8"])
+        );
+        for bad in [
+            "trusted_proxies = [\"10.0.0.0/33\"]",
+            "trusted_proxies = [\"lb.internal\"]",
+        ] {
+            let raw: RawConfig = toml::from_str(bad).unwrap();
+            let e = raw.resolve().unwrap_err().to_string();
+            assert!(
+                e.contains("trusted_proxies") && e.contains("not an IP address"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -90,6 +90,12 @@ pub struct Settings {
     /// policy and its JWKS cache (a client must also list the issuer in
     /// its `exchange_issuers`). See [`crate::exchange`].
     pub exchange_issuers: std::collections::HashMap<String, keyward_verify::Gate>,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For` is
+    /// believed: behind them, a client's address (what the device grant's
+    /// limits count by) is the nearest address in that header that is not
+    /// one of them ([`crate::http::client_ip`]). Empty (default): the
+    /// connection's own address, and the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Settings {
@@ -104,6 +110,7 @@ impl Default for Settings {
             mtls: false,
             admin_issuer: None,
             exchange_issuers: Default::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -8,16 +8,19 @@
 #[path = "support/admin_fixture.rs"]
 mod admin_fixture;
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use admin_fixture::*;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{header, Method, Request, StatusCode};
 use base64::Engine;
 use keyward_issuer::device::{
     CODE_TRIES_PER_MINUTE, DEVICE_CODE_GRANT, STARTS_PER_MINUTE, USER_CODE_ALPHABET,
 };
+use keyward_issuer::Settings;
 use keyward_jose::crypto::sha256;
 use keyward_store::DeviceStatus;
 use serde_json::{json, Value};
@@ -42,7 +45,11 @@ fn text(a: &Answer) -> &str {
 }
 
 async fn setup() -> Dev {
-    let (f, clock) = login_fixture(LOGIN).await;
+    setup_with(Settings::default()).await
+}
+
+async fn setup_with(settings: Settings) -> Dev {
+    let (f, clock) = login_fixture_with(LOGIN, settings).await;
     let scopes = json!(["openid", "profile", "offline_access"]);
     let (tv, _) = f
         .client(
@@ -94,6 +101,21 @@ impl Dev {
         self.f
             .send(b.body(Body::from(form.to_string())).unwrap())
             .await
+    }
+
+    /// A public client's device request on a connection from `peer`,
+    /// with `X-Forwarded-For: forwarded`.
+    async fn start_from(&self, peer: &str, forwarded: &str) -> Answer {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri("/dev/oauth2/device_authorization")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", forwarded)
+            .body(Body::from(format!("client_id={}", self.tv)))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        self.f.send(req).await
     }
 
     async fn browser(&self, path: &str, cookies: &[(&str, &str)]) -> Answer {
@@ -610,6 +632,44 @@ async fn discovery_and_registration_know_the_device_grant() {
         )
         .await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_counted() {
+    let d = setup_with(Settings {
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        ..Settings::default()
+    })
+    .await;
+    // One user behind the proxy uses up its minute...
+    for _ in 0..STARTS_PER_MINUTE {
+        let r = d.start_from("127.0.0.1:5000", "192.0.2.1").await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    }
+    let r = d.start_from("127.0.0.1:5000", "192.0.2.1").await;
+    assert_error(
+        &r,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+    );
+    // ...another user behind the same proxy still gets codes, and a
+    // client's own entries left of the proxy's are not believed.
+    let r = d.start_from("127.0.0.2:5001", "192.0.2.1, 192.0.2.2").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    // A client reaching keyward directly cannot pick its address.
+    for i in 0..STARTS_PER_MINUTE {
+        let r = d
+            .start_from("198.51.100.1:6000", &format!("192.0.2.{}", 10 + i))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    }
+    let r = d.start_from("198.51.100.1:6000", "192.0.2.99").await;
+    assert_error(
+        &r,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+    );
+    assert_eq!(d.count().await, 2 * i64::from(STARTS_PER_MINUTE) + 1);
 }
 
 #[tokio::test]

@@ -33,16 +33,18 @@ fn csrf_cookie_name(env: &EnvState) -> &'static str {
     }
 }
 
-/// The client's address, as the server's listener recorded it.
-fn client_address(req: &Request) -> Option<std::net::IpAddr> {
+/// The client's address: the connection's, as the server's listener
+/// recorded it, or behind a trusted proxy the one it forwarded
+/// ([`crate::http::client_ip`]).
+fn client_address(a: &Authority, req: &Request) -> Option<std::net::IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| crate::http::client_ip(c.0.ip(), req.headers(), &a.settings.trusted_proxies))
 }
 
 /// `POST {issuer}/oauth2/device_authorization` (RFC 8628 §3.1, §3.2).
 pub(super) async fn authorization(a: &Authority, env: &EnvState, req: Request) -> Response {
-    let who = client_address(&req);
+    let who = client_address(a, &req);
     let form = match read_form(req).await {
         Ok(f) => f,
         Err((e, status)) => {
@@ -94,7 +96,7 @@ fn set_csrf_cookie(env: &EnvState, value: &str) -> HeaderValue {
 /// the device asks for; with `confirm=yes` and the page's CSRF token, the
 /// start of the login.
 pub(super) async fn entry(a: &Authority, env: &EnvState, req: Request) -> Response {
-    let who = client_address(&req);
+    let who = client_address(a, &req);
     let post = req.method() == Method::POST;
     let had_csrf = csrf_cookie(env, req.headers());
     let (params, cookies) = match authorize::params(req).await {

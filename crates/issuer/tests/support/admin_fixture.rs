@@ -346,8 +346,13 @@ pub fn set_cookie(a: &Answer) -> Option<String> {
 /// A fixture whose clock the test moves (from [`NOW`]) and whose
 /// environment `dev` sends browsers to `login_url`.
 pub async fn login_fixture(login_url: &str) -> (Fixture, Arc<TestClock>) {
+    login_fixture_with(login_url, Settings::default()).await
+}
+
+/// [`login_fixture`] with `settings`.
+pub async fn login_fixture_with(login_url: &str, settings: Settings) -> (Fixture, Arc<TestClock>) {
     let clock = Arc::new(TestClock(AtomicI64::new(NOW)));
-    let f = fixture_with(clock.clone(), Settings::default()).await;
+    let f = fixture_with(clock.clone(), settings).await;
     let r = f
         .call(
             Method::PATCH,
