@@ -62,8 +62,6 @@ impl BodyRefused {
     }
 }
 
-/// True when `Content-Length` announces a body over [`MAX_BODY_BYTES`]
-/// (answered 413 before anything else is looked at).
 /// The client's address: the connection's `peer`, unless `peer` is one of
 /// the `trusted` proxies; then the nearest address in `X-Forwarded-For`
 /// (read from the right, every header's list in order) that is not one of
@@ -104,6 +102,8 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
     client
 }
 
+/// True when `Content-Length` announces a body over [`MAX_BODY_BYTES`]
+/// (answered 413 before anything else is looked at).
 pub(crate) fn declares_too_large(h: &HeaderMap) -> bool {
     h.get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
