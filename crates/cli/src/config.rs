@@ -590,14 +590,12 @@ fn trusted_proxies(list: Option<&[String]>) -> Result<Vec<ipnet::IpNet>> {
     list.unwrap_or_default()
         .iter()
         .map(|p| {
-            p.parse::<ipnet::IpNet>()
-                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    anyhow!(
-                        "trusted_proxies: {:?} is not an IP address or a CIDR network",
-                        p.chars().take(64).collect::<String>()
-                    )
-                })
+            keyward_verify::forwarded::parse_net(p).ok_or_else(|| {
+                anyhow!(
+                    "trusted_proxies: {:?} is not an IP address or a CIDR network",
+                    p.chars().take(64).collect::<String>()
+                )
+            })
         })
         .collect()
 }

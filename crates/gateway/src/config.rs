@@ -983,12 +983,9 @@ fn resolve_certificate_header(
     let mut trusted = Vec::new();
     for p in h.trusted_proxies.get_ref() {
         let text = p.get_ref();
-        let net = text
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-        match net {
-            Ok(n) => trusted.push(n),
-            Err(_) => c.at(
+        match keyward_verify::forwarded::parse_net(text) {
+            Some(n) => trusted.push(n),
+            None => c.at(
                 p,
                 format!("trusted_proxies: {text:?} is not an IP address or CIDR"),
                 "write addresses such as \"10.0.0.0/8\" or \"127.0.0.1\"",

@@ -93,7 +93,7 @@ pub struct Settings {
     /// Reverse proxies (addresses or networks) whose `X-Forwarded-For` is
     /// believed: behind them, a client's address (what the device grant's
     /// limits count by) is the nearest address in that header that is not
-    /// one of them ([`crate::http::client_ip`]). Empty (default): the
+    /// one of them ([`keyward_verify::forwarded::client_ip`]). Empty (default): the
     /// connection's own address, and the header is ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }

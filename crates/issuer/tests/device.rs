@@ -141,6 +141,13 @@ impl Dev {
         r.body
     }
 
+    /// A device request's `device_code` and `user_code` (see [`Dev::start`]).
+    async fn codes(&self, scope: &str) -> (String, String) {
+        let g = self.start(scope).await;
+        let code = |n: &str| g[n].as_str().unwrap().to_owned();
+        (code("device_code"), code("user_code"))
+    }
+
     async fn poll(&self, device_code: &str) -> Answer {
         self.form(
             "/dev/oauth2/token",
@@ -399,9 +406,8 @@ async fn a_device_gets_its_tokens_once_after_its_user_logs_in() {
 #[tokio::test]
 async fn a_refused_login_denies_the_device_and_unused_codes_expire() {
     let d = setup().await;
-    let g = d.start("openid").await;
-    let device_code = g["device_code"].as_str().unwrap().to_owned();
-    let cb = d.log_in(g["user_code"].as_str().unwrap(), false).await;
+    let (device_code, user_code) = d.codes("openid").await;
+    let cb = d.log_in(&user_code, false).await;
     assert_eq!(query_param(&cb, "error").as_deref(), Some("access_denied"));
     // Whatever the error says, only an error code is kept.
     let cb = cb.replace("error=access_denied", "error=%3Cb%3Eno%3C%2Fb%3E");
@@ -419,9 +425,7 @@ async fn a_refused_login_denies_the_device_and_unused_codes_expire() {
 
     // Nobody enters this one: at 600 s it has expired, for the device and
     // for a user who types it late.
-    let g = d.start("openid").await;
-    let device_code = g["device_code"].as_str().unwrap().to_owned();
-    let user_code = g["user_code"].as_str().unwrap().to_owned();
+    let (device_code, user_code) = d.codes("openid").await;
     d.at(599);
     assert_error(
         &d.poll(&device_code).await,
@@ -445,9 +449,7 @@ async fn a_refused_login_denies_the_device_and_unused_codes_expire() {
 #[tokio::test]
 async fn confirmations_need_the_pages_csrf_token_and_a_code_is_confirmed_once() {
     let d = setup().await;
-    let g = d.start("openid").await;
-    let device_code = g["device_code"].as_str().unwrap().to_owned();
-    let user_code = g["user_code"].as_str().unwrap().to_owned();
+    let (device_code, user_code) = d.codes("openid").await;
     let csrf = d.open_page().await;
     // Another site's form: no cookie (SameSite=Strict), or a token that is
     // not the cookie's. Refused; the code stays pending.
@@ -487,8 +489,7 @@ async fn confirmations_need_the_pages_csrf_token_and_a_code_is_confirmed_once() 
 #[tokio::test]
 async fn wrong_user_codes_are_limited() {
     let d = setup().await;
-    let g = d.start("openid").await;
-    let user_code = g["user_code"].as_str().unwrap().to_owned();
+    let (_, user_code) = d.codes("openid").await;
     for wrong in ["BCDF-GHJ", "AEIO-UAEI", "<script>", &"B".repeat(80)] {
         let r = d
             .browser(&format!("/dev/device?user_code={}", enc(wrong)), &[])

@@ -262,11 +262,7 @@ pub struct ForwardedCertificate {
 impl ForwardedCertificate {
     /// Whether `peer` may pass a certificate.
     pub fn trusts(&self, peer: IpAddr) -> bool {
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-            v4 => v4,
-        };
-        self.trusted.iter().any(|n| n.contains(&peer))
+        crate::forwarded::trusts(&self.trusted, peer)
     }
 
     /// The certificate the request's header carries, when `peer` is

@@ -29,6 +29,7 @@ pub mod clock;
 pub mod dpop;
 pub mod error;
 pub mod fetch;
+pub mod forwarded;
 pub mod gate;
 pub mod identity;
 pub mod jwks_cache;

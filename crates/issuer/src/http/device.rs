@@ -35,11 +35,11 @@ fn csrf_cookie_name(env: &EnvState) -> &'static str {
 
 /// The client's address: the connection's, as the server's listener
 /// recorded it, or behind a trusted proxy the one it forwarded
-/// ([`crate::http::client_ip`]).
+/// ([`keyward_verify::forwarded::client_ip`]).
 fn client_address(a: &Authority, req: &Request) -> Option<std::net::IpAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| crate::http::client_ip(c.0.ip(), req.headers(), &a.settings.trusted_proxies))
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| {
+        keyward_verify::forwarded::client_ip(c.0.ip(), req.headers(), &a.settings.trusted_proxies)
+    })
 }
 
 /// `POST {issuer}/oauth2/device_authorization` (RFC 8628 §3.1, §3.2).
